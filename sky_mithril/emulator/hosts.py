@@ -1,0 +1,82 @@
+"""Where the emulator's instances "run": the host backend protocol.
+
+The market model decides *when* an instance exists, pauses, is preempted or
+goes away; a host backend makes that real (or pretends to). The placeholder
+backend hands out addresses nobody listens on, which is all the market and
+provisioner tests need; `ssh_hosts` provides real SSH hosts for end-to-end runs.
+"""
+
+import dataclasses
+import datetime
+from typing import Dict, List, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class HostAddress:
+    """How SkyPilot reaches an instance: `ssh_destination` and `ssh_port` from
+    outside, `private_ip` between the nodes of one cluster."""
+
+    ssh_destination: str
+    private_ip: str
+    ssh_port: int = 22
+
+
+class HostBackend(Protocol):
+    """Lifecycle hooks the market calls, synchronously, as instances change."""
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
+        """Brings up a host whose authorized keys are `ssh_public_keys`."""
+
+    def pause(self, instance_fid: str) -> None:
+        """Stops the host; its disk (home directory) is kept."""
+
+    def resume(self, instance_fid: str) -> HostAddress:
+        """Starts a paused or preempted host again with the same disk."""
+
+    def notify_preemption(self, instance_fid: str, *, bid_status: str,
+                          end_time: datetime.datetime) -> None:
+        """Writes Mithril's preemption signal file inside the host."""
+
+    def preempt(self, instance_fid: str) -> None:
+        """Makes the host unreachable (disk kept), as at the end of the notice."""
+
+    def destroy(self, instance_fid: str) -> None:
+        """Kills everything the host ran and removes it. Idempotent."""
+
+    def close(self) -> None:
+        """Destroys every host this backend created."""
+
+
+class PlaceholderHosts:
+    """Addresses from the TEST-NET-3 range (203.0.113.0/24); nothing listens there."""
+
+    def __init__(self) -> None:
+        self._addresses: Dict[str, HostAddress] = {}
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
+        del ssh_public_keys
+        index = len(self._addresses) + 1
+        address = HostAddress(
+            ssh_destination=f'203.0.113.{index % 254 + 1}',
+            private_ip=f'10.0.{index // 254}.{index % 254 + 1}')
+        self._addresses[instance_fid] = address
+        return address
+
+    def pause(self, instance_fid: str) -> None:
+        del instance_fid
+
+    def resume(self, instance_fid: str) -> HostAddress:
+        return self._addresses[instance_fid]
+
+    def notify_preemption(self, instance_fid: str, *, bid_status: str,
+                          end_time: datetime.datetime) -> None:
+        del instance_fid, bid_status, end_time
+
+    def preempt(self, instance_fid: str) -> None:
+        del instance_fid
+
+    def destroy(self, instance_fid: str) -> None:
+        self._addresses.pop(instance_fid, None)
+
+    def close(self) -> None:
+        self._addresses.clear()
