@@ -48,7 +48,8 @@ class HostBackend(Protocol):
 
 
 class PlaceholderHosts:
-    """Addresses from the TEST-NET-3 range (203.0.113.0/24); nothing listens there."""
+    """Loopback addresses nobody listens on, so a stray connection never leaves
+    the machine."""
 
     def __init__(self) -> None:
         self._addresses: Dict[str, HostAddress] = {}
@@ -57,8 +58,8 @@ class PlaceholderHosts:
         del ssh_public_keys
         index = len(self._addresses) + 1
         address = HostAddress(
-            ssh_destination=f'203.0.113.{index % 254 + 1}',
-            private_ip=f'10.0.{index // 254}.{index % 254 + 1}')
+            ssh_destination=f'127.77.{index // 254}.{index % 254 + 1}',
+            private_ip=f'127.78.{index // 254}.{index % 254 + 1}')
         self._addresses[instance_fid] = address
         return address
 
