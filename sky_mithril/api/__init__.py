@@ -1,0 +1,29 @@
+"""Typed client for Mithril's v2 REST API: models, errors and `MithrilClient`."""
+
+from sky_mithril.api.client import MithrilClient, parse_retry_after
+from sky_mithril.api.errors import (AmbiguousResponseError, AuthenticationError,
+                                    ConnectionFailedError, MithrilAPIError,
+                                    NotFoundError, PermissionDeniedError,
+                                    RateLimitedError, ServerError,
+                                    ValidationError)
+from sky_mithril.api.models import (ApiModel, Auction, Bid, BidEvent,
+                                    BidEventType, BidHistory, BidState,
+                                    BidStatus, CreateBidRequest, CurrentPrice,
+                                    Dollars, Instance, InstanceState,
+                                    InstanceStatus, InstanceType,
+                                    LaunchSpecification, LimitPrice, Me,
+                                    PriceHistory, PriceSeries, Project,
+                                    RequestModel, SshKey, Timestamp,
+                                    UpdateBidRequest)
+
+__all__ = [
+    'AmbiguousResponseError', 'ApiModel', 'Auction', 'AuthenticationError',
+    'Bid', 'BidEvent', 'BidEventType', 'BidHistory', 'BidState', 'BidStatus',
+    'ConnectionFailedError', 'CreateBidRequest', 'CurrentPrice', 'Dollars',
+    'Instance', 'InstanceState', 'InstanceStatus', 'InstanceType',
+    'LaunchSpecification', 'LimitPrice', 'Me', 'MithrilAPIError',
+    'MithrilClient', 'NotFoundError', 'PermissionDeniedError', 'PriceHistory',
+    'PriceSeries', 'Project', 'RateLimitedError', 'RequestModel',
+    'ServerError', 'SshKey', 'Timestamp', 'UpdateBidRequest',
+    'ValidationError', 'parse_retry_after',
+]

@@ -1,0 +1,620 @@
+"""Typed client for Mithril's v2 REST API, with retries that never duplicate a bid.
+
+Retry rules:
+
+* GET, PATCH and DELETE are idempotent: they are retried on 429, 500, 502,
+  503, 504, connection failures and timeouts, with exponential backoff and
+  full jitter, waiting at least as long as the server's `Retry-After`, until
+  the time spent waiting would exceed `max_retry_seconds`.
+* POST (create a bid or an SSH key) is retried only when the server provably
+  did not apply it: 429, or the connection was never established. After any
+  other failure the request may have been applied, so it raises
+  `AmbiguousResponseError` and the caller reconciles (lists bids by name).
+"""
+
+import email.utils
+import enum
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
+from urllib.parse import quote
+
+import pydantic
+import requests
+from urllib3.exceptions import ConnectTimeoutError
+
+from sky_mithril import __version__
+from sky_mithril.api import errors
+from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
+                                    CreateBidRequest, CurrentPrice, Instance,
+                                    InstanceStatus, InstanceType, Me,
+                                    PriceHistory, Project, SshKey,
+                                    UpdateBidRequest)
+from sky_mithril.credentials import DEFAULT_API_URL, Credentials, redact
+
+logger = logging.getLogger('sky_mithril.api')
+
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 10.0
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({'GET', 'PATCH', 'DELETE'})
+MAX_REASON_CHARS = 200
+
+ModelT = TypeVar('ModelT', bound=pydantic.BaseModel)
+
+
+class _TransportFailure(enum.Enum):
+    """What a requests exception tells about whether the server saw the request."""
+
+    UNREACHABLE = enum.auto()  # never connected: safe to repeat any request
+    TIMED_OUT = enum.auto()  # sent, no answer in time: may have been applied
+    DROPPED = enum.auto()  # connection broke mid-exchange: may have been applied
+    UNUSABLE = enum.auto()  # bad URL or TLS failure: repeating cannot help
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything it wraps (causes, contexts, urllib3 reasons, args)."""
+    seen = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__,
+                  getattr(current, 'reason', None), *current.args]
+        pending.extend(item for item in linked
+                       if isinstance(item, BaseException))
+
+
+def _classify(exc: requests.RequestException) -> _TransportFailure:
+    if isinstance(exc, (requests.exceptions.InvalidURL,
+                        requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema,
+                        requests.exceptions.SSLError)):
+        return _TransportFailure.UNUSABLE
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+            isinstance(link, ConnectTimeoutError)
+            for link in _exception_chain(exc)):
+        # urllib3's NewConnectionError (refused, DNS failure) is a ConnectTimeoutError.
+        return _TransportFailure.UNREACHABLE
+    if isinstance(exc, requests.exceptions.Timeout):
+        return _TransportFailure.TIMED_OUT
+    return _TransportFailure.DROPPED
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost wrapped error, as text: "[Errno 111] Connection refused"."""
+    *_, innermost = _exception_chain(exc)
+    text = str(innermost) or type(innermost).__name__
+    return ' '.join(text.split())[:MAX_REASON_CHARS]
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(
+        tzinfo=timezone.utc)).isoformat()
+
+
+def _fid(value: str) -> str:
+    """A fid as one URL path segment."""
+    return quote(value, safe='')
+
+
+def _drop_none(params: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Adds the bearer token; also stops requests from applying ~/.netrc credentials."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers['Authorization'] = f'Bearer {self._api_key}'
+        return request
+
+    def __repr__(self) -> str:
+        return '_BearerAuth(<redacted>)'
+
+
+class MithrilClient:
+    """Mithril v2 API client. See the module docstring for the retry rules.
+
+    `sleep` and `rng` are injectable so tests run without waiting.
+    `request_count` counts HTTP attempts made (retries included) and
+    `retry_count` the retries among them.
+    """
+
+    def __init__(self,
+                 api_key: str,
+                 api_url: str = DEFAULT_API_URL,
+                 *,
+                 timeout: float = 30.0,
+                 max_retry_seconds: float = 60.0,
+                 session: Optional[requests.Session] = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: Optional[random.Random] = None) -> None:
+        api_key = (api_key or '').strip()
+        if not api_key or any(char.isspace() or not char.isprintable()
+                              for char in api_key):
+            raise errors.AuthenticationError(
+                'The Mithril API key is empty or contains spaces or control '
+                f'characters. {errors.SETUP_HINT}')
+        self._api_key = api_key
+        self.api_url = api_url.rstrip('/')
+        self._timeout = timeout
+        self._max_retry_seconds = max_retry_seconds
+        self._owns_session = session is None
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._auth = _BearerAuth(api_key)
+        self._headers = {
+            'Accept': 'application/json',
+            'User-Agent': f'sky-mithril/{__version__}',
+        }
+        self._counter_lock = threading.Lock()
+        self.request_count = 0
+        self.retry_count = 0
+
+    @classmethod
+    def from_credentials(cls, credentials: Credentials,
+                         **kwargs: Any) -> 'MithrilClient':
+        """A client for resolved credentials (key and API URL)."""
+        return cls(credentials.api_key, credentials.api_url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f'MithrilClient(api_url={self.api_url!r})'
+
+    def close(self) -> None:
+        """Releases pooled connections; a session passed in stays open for its owner."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> 'MithrilClient':
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Account and catalog.
+
+    def me(self) -> Me:
+        """The user the API key belongs to; the cheapest way to check a key."""
+        return self._get_one('/v2/me', Me)
+
+    def list_projects(self) -> List[Project]:
+        """Projects the user belongs to."""
+        return self._get_list('/v2/projects', Project)
+
+    def list_instance_types(self) -> List[InstanceType]:
+        """All instance types (the same name may appear under several fids)."""
+        return self._get_list('/v2/instance-types', InstanceType)
+
+    def list_spot_availability(self) -> List[Auction]:
+        """One row per (instance type, region) spot auction."""
+        return self._get_list('/v2/spot/availability', Auction)
+
+    def get_current_price(self,
+                          instance_type: str,
+                          region: Optional[str] = None,
+                          instance_quantity: int = 1) -> CurrentPrice:
+        """Current prices for an instance type fid (optionally in one region)."""
+        params = _drop_none({'instance_type': instance_type, 'region': region,
+                             'instance_quantity': instance_quantity})
+        return self._get_one('/v2/pricing/current', CurrentPrice, params)
+
+    def get_price_history(self,
+                          instance_types: Optional[List[str]] = None,
+                          region: Optional[str] = None,
+                          num_samples: int = 100,
+                          start_time: Optional[datetime] = None,
+                          end_time: Optional[datetime] = None) -> PriceHistory:
+        """Sampled spot prices; `instance_types` are fids, sent comma-separated."""
+        params = _drop_none({
+            'instance_types': ','.join(instance_types) if instance_types else None,
+            'region': region,
+            'num_samples': num_samples,
+            'start_time': _iso(start_time),
+            'end_time': _iso(end_time),
+        })
+        return self._get_one('/v2/pricing/history', PriceHistory, params)
+
+    # SSH keys.
+
+    def list_ssh_keys(self, project: str) -> List[SshKey]:
+        """SSH keys registered in a project."""
+        return self._get_list('/v2/ssh-keys', SshKey, {'project': project})
+
+    def create_ssh_key(self, project: str, name: str,
+                       public_key: str) -> SshKey:
+        """Registers a public key. Not retried once possibly applied.
+
+        Raises AmbiguousResponseError when the key may have been created
+        without a readable answer; list the project's keys to find out.
+        """
+        body = {'project': project, 'name': name, 'public_key': public_key}
+        return self._post('/v2/ssh-keys', body, SshKey,
+                          'List the project\'s SSH keys to see whether it '
+                          'was created before creating it again.')
+
+    # Bids.
+
+    def create_bid(self, request: CreateBidRequest) -> Bid:
+        """Places a spot bid. Never sent twice unless provably not applied.
+
+        Retried only on 429 and on failure to connect. A read timeout, a
+        connection dropped mid-response, an unreadable answer or a 5xx raise
+        AmbiguousResponseError: the bid may exist, so list bids by
+        `request.name` before placing it again.
+        """
+        return self._post('/v2/spot/bids', request.to_wire(), Bid,
+                          f'List bids named {request.name!r} to see whether '
+                          'it was placed before placing it again.')
+
+    def list_bids(self,
+                  project: str,
+                  *,
+                  name: Optional[str] = None,
+                  status: Optional[str] = None,
+                  region: Optional[str] = None,
+                  instance_type: Optional[str] = None,
+                  sort_by: Optional[str] = None,
+                  sort_dir: Optional[str] = None,
+                  page_size: Optional[int] = None,
+                  max_items: Optional[int] = None) -> List[Bid]:
+        """Bids in a project matching every filter given: all pages, or the
+        first `max_items` (e.g. the newest few, with sort_dir='desc')."""
+        params = _drop_none({
+            'project': project, 'name': name, 'status': status,
+            'region': region, 'instance_type': instance_type,
+            'sort_by': sort_by, 'sort_dir': sort_dir,
+            'limit': page_size or max_items,
+        })
+        return self._get_list('/v2/spot/bids', Bid, params, max_items)
+
+    def get_bid(self, bid_fid: str) -> Bid:
+        """One bid by fid (NotFoundError if unknown)."""
+        return self._get_one(f'/v2/spot/bids/{_fid(bid_fid)}', Bid)
+
+    def get_bid_status(self, bid_fid: str) -> BidStatus:
+        """A bid's status only (can be 'Relocating', unlike Bid.status)."""
+        return self._get_one(f'/v2/spot/bids/{_fid(bid_fid)}/status',
+                             BidStatus)
+
+    def get_bid_history(self, bid_fid: str) -> BidHistory:
+        """A bid's events: placed, allocated, preempted, price changes..."""
+        return self._get_one(f'/v2/spot/bids/{_fid(bid_fid)}/history',
+                             BidHistory)
+
+    def update_bid(self,
+                   bid_fid: str,
+                   *,
+                   limit_price: Optional[Decimal] = None,
+                   paused: Optional[bool] = None) -> Bid:
+        """Changes a bid's limit price and/or pauses or resumes it."""
+        if limit_price is None and paused is None:
+            raise ValueError('update_bid needs limit_price or paused')
+        body = UpdateBidRequest(limit_price=limit_price,
+                                paused=paused).to_wire()
+        path = f'/v2/spot/bids/{_fid(bid_fid)}'
+        response = self._request('PATCH', path, json_body=body)
+        return self._parse(Bid, self._json(response, 'PATCH', path), 'PATCH',
+                           path)
+
+    def cancel_bid(self, bid_fid: str) -> None:
+        """Cancels a bid and terminates its instances (NotFoundError if unknown)."""
+        self._request('DELETE', f'/v2/spot/bids/{_fid(bid_fid)}')
+
+    # Instances.
+
+    def list_instances(self,
+                       project: str,
+                       *,
+                       bid_fids: Optional[List[str]] = None,
+                       status_in: Optional[List[str]] = None,
+                       region: Optional[str] = None,
+                       instance_type: Optional[str] = None,
+                       page_size: Optional[int] = None) -> List[Instance]:
+        """Instances in a project matching every filter given, all pages.
+
+        An empty `bid_fids` or `status_in` list matches nothing and returns []
+        without a request (rather than dropping the filter and listing all).
+        """
+        if bid_fids is not None and not bid_fids:
+            return []
+        if status_in is not None and not status_in:
+            return []
+        params = _drop_none({
+            'project': project, 'bid_fid_in': bid_fids,
+            'status_in': status_in, 'region': region,
+            'instance_type': instance_type, 'limit': page_size,
+        })
+        return self._get_list('/v2/instances', Instance, params)
+
+    def get_instance_status(self, instance_fid: str) -> InstanceStatus:
+        """One instance's status."""
+        return self._get_one(f'/v2/instances/{_fid(instance_fid)}/status',
+                             InstanceStatus)
+
+    # Response handling.
+
+    def _get_one(self,
+                 path: str,
+                 model: Type[ModelT],
+                 params: Optional[Dict[str, Any]] = None) -> ModelT:
+        response = self._request('GET', path, params=params)
+        return self._parse(model, self._json(response, 'GET', path), 'GET',
+                           path)
+
+    def _get_list(self,
+                  path: str,
+                  model: Type[ModelT],
+                  params: Optional[Dict[str, Any]] = None,
+                  max_items: Optional[int] = None) -> List[ModelT]:
+        """All items of a list endpoint (or the first `max_items`): a bare
+        JSON list, or pages of `{"data": [...], "next_cursor": ...}` followed
+        until the cursor is null."""
+        items: List[ModelT] = []
+        seen_cursors = set()
+        page_params = dict(params or {})
+        while True:
+            payload = self._json(self._request('GET', path, params=page_params),
+                                 'GET', path)
+            if isinstance(payload, list):
+                return items + self._parse_items(model, payload, path)
+            if not isinstance(payload, dict) or not isinstance(
+                    payload.get('data'), list):
+                raise self._unreadable('GET', path, 'expected a list or a '
+                                       '{"data": [...]} page')
+            items.extend(self._parse_items(model, payload['data'], path))
+            if max_items is not None and len(items) >= max_items:
+                return items[:max_items]
+            cursor = payload.get('next_cursor')
+            if not cursor:
+                return items
+            if cursor in seen_cursors:
+                raise self._unreadable('GET', path,
+                                       'the same page cursor came back twice')
+            seen_cursors.add(cursor)
+            page_params['next_cursor'] = cursor
+
+    def _parse_items(self, model: Type[ModelT], payload: List[Any],
+                     path: str) -> List[ModelT]:
+        return [self._parse(model, item, 'GET', path) for item in payload]
+
+    def _parse(self, model: Type[ModelT], payload: Any, method: str,
+               path: str) -> ModelT:
+        try:
+            return model.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            problems = '; '.join(
+                f"{'.'.join(str(part) for part in problem['loc'])}: "
+                f"{problem['msg']}" for problem in exc.errors()[:5])
+            raise self._unreadable(method, path,
+                                   f'{model.__name__} {problems}') from None
+
+    def _json(self, response: requests.Response, method: str,
+              path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._unreadable(method, path,
+                                   'the body is not JSON') from None
+
+    def _unreadable(self, method: str, path: str,
+                    problem: str) -> errors.MithrilAPIError:
+        return errors.MithrilAPIError(
+            redact(f'Mithril answered {method} {path} with a response the '
+                   f'plugin cannot read ({problem}).', self._api_key),
+            method=method, path=path)
+
+    def _post(self, path: str, body: Dict[str, Any], model: Type[ModelT],
+              reconcile_hint: str) -> ModelT:
+        """A non-idempotent create; an unreadable 2xx answer is ambiguous too."""
+        response = self._request('POST', path, json_body=body,
+                                 reconcile_hint=reconcile_hint)
+        try:
+            return model.model_validate(response.json())
+        except (ValueError, pydantic.ValidationError):
+            raise self._ambiguous(
+                'POST', path, f'it answered {response.status_code} with a '
+                'body the plugin cannot read', reconcile_hint,
+                response.status_code) from None
+
+    # Transport and retries.
+
+    def _url(self, path: str) -> str:
+        return f'{self.api_url}/{path.lstrip("/")}'
+
+    def _send(self, method: str, path: str, params: Optional[Dict[str, Any]],
+              json_body: Optional[Dict[str, Any]],
+              attempt: int) -> requests.Response:
+        """One HTTP attempt, counted and logged (never headers or the key)."""
+        with self._counter_lock:
+            self.request_count += 1
+        started = time.monotonic()
+        outcome = 'no response'
+        try:
+            response = self._session.request(method, self._url(path),
+                                             params=params,
+                                             json=json_body,
+                                             headers=self._headers,
+                                             auth=self._auth,
+                                             timeout=self._timeout,
+                                             allow_redirects=False)
+            outcome = str(response.status_code)
+            return response
+        except requests.RequestException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            logger.debug('%s %s -> %s in %.0f ms (attempt %d)', method, path,
+                         outcome, elapsed_ms, attempt)
+
+    def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
+        """Full-jitter exponential backoff, never shorter than Retry-After."""
+        ceiling = min(BACKOFF_CAP_SECONDS,
+                      BACKOFF_BASE_SECONDS * 2**(attempt - 1))
+        delay = self._rng.uniform(0, ceiling)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    def _request(self,
+                 method: str,
+                 path: str,
+                 *,
+                 params: Optional[Dict[str, Any]] = None,
+                 json_body: Optional[Dict[str, Any]] = None,
+                 reconcile_hint: str = '') -> requests.Response:
+        """Sends with the retry rules of the module docstring; returns a 2xx response."""
+        idempotent = method in IDEMPOTENT_METHODS
+        attempt = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            retry_after: Optional[float] = None
+            try:
+                response = self._send(method, path, params, json_body, attempt)
+            except requests.RequestException as exc:
+                error = self._transport_error(exc, method, path, idempotent,
+                                              reconcile_hint)
+            else:
+                if response.status_code < 300:
+                    return response
+                retry_after = parse_retry_after(
+                    response.headers.get('Retry-After'))
+                error = self._status_error(response, method, path, idempotent,
+                                           retry_after, reconcile_hint)
+            if not self._is_retryable(error, idempotent):
+                raise error
+            delay = self._backoff(attempt, retry_after)
+            if waited + delay > self._max_retry_seconds:
+                error.extend_message(
+                    self._give_up_note(attempt, waited, retry_after))
+                raise error
+            logger.debug('%s %s: retrying in %.2f s (attempt %d failed)',
+                         method, path, delay, attempt)
+            self._sleep(delay)
+            waited += delay
+            with self._counter_lock:
+                self.retry_count += 1
+
+    @staticmethod
+    def _is_retryable(error: errors.MithrilAPIError, idempotent: bool) -> bool:
+        """Whether repeating the request is safe and may help.
+
+        A POST only gets here retryable when the server provably did not
+        apply it (429, or never connected): the error builders turn every
+        other POST failure into AmbiguousResponseError, which is never retried.
+        """
+        if isinstance(error, errors.RateLimitedError):
+            return True
+        if isinstance(error, errors.ConnectionFailedError):
+            return error.retryable
+        return idempotent and error.status_code in RETRYABLE_STATUSES
+
+    def _give_up_note(self, attempts: int, waited: float,
+                      retry_after: Optional[float]) -> str:
+        note = (f'Gave up after {attempts} attempt{"s" * (attempts != 1)} '
+                f'over {waited:.1f} s (retry budget {self._max_retry_seconds:g} s).')
+        if retry_after is not None and retry_after > self._max_retry_seconds:
+            note += f' The server asked to wait {retry_after:g} s.'
+        return note
+
+    def _body(self, response: requests.Response) -> str:
+        """The response body with the API key redacted."""
+        try:
+            text = response.text
+        except (requests.RequestException, ValueError):
+            return ''
+        return redact(text or '', self._api_key)
+
+    def _status_error(self, response: requests.Response, method: str,
+                      path: str, idempotent: bool,
+                      retry_after: Optional[float],
+                      reconcile_hint: str) -> errors.MithrilAPIError:
+        """The typed error for a non-2xx answer; a 5xx to a POST is ambiguous."""
+        body = self._body(response)
+        status = response.status_code
+        if not idempotent and status >= 500:
+            detail = errors.parse_error_body(body)[0]
+            return self._ambiguous(method, path,
+                                   f'it answered {status} ({detail})',
+                                   reconcile_hint, status)
+        return errors.error_for_status(status, method, path, body,
+                                       retry_after=retry_after)
+
+    def _transport_error(self, exc: requests.RequestException, method: str,
+                         path: str, idempotent: bool,
+                         reconcile_hint: str) -> errors.MithrilAPIError:
+        """The typed error for a request that got no HTTP answer."""
+        failure = _classify(exc)
+        reason = redact(_root_reason(exc), self._api_key)
+        if not idempotent and failure is _TransportFailure.TIMED_OUT:
+            return self._ambiguous(method, path,
+                                   f'no answer came within {self._timeout:g} s',
+                                   reconcile_hint)
+        if not idempotent and failure is _TransportFailure.DROPPED:
+            return self._ambiguous(method, path,
+                                   f'the connection broke before the answer '
+                                   f'was complete ({reason})', reconcile_hint)
+        if failure is _TransportFailure.UNREACHABLE:
+            message = (f'Cannot reach the Mithril API at {self.api_url}: the '
+                       f'server is unreachable ({reason}). Check your network '
+                       'connection and MITHRIL_API_URL.')
+        elif failure is _TransportFailure.TIMED_OUT:
+            message = (f'The Mithril API at {self.api_url} did not answer '
+                       f'{method} {path} within {self._timeout:g} s.')
+        elif failure is _TransportFailure.DROPPED:
+            message = (f'The connection to the Mithril API at {self.api_url} '
+                       f'broke during {method} {path} ({reason}).')
+        else:
+            message = (f'Cannot use the Mithril API at {self.api_url} '
+                       f'({reason}). Check MITHRIL_API_URL.')
+        return errors.ConnectionFailedError(
+            redact(message, self._api_key),
+            retryable=failure is not _TransportFailure.UNUSABLE,
+            method=method,
+            path=path)
+
+    def _ambiguous(self,
+                   method: str,
+                   path: str,
+                   what_happened: str,
+                   reconcile_hint: str,
+                   status_code: Optional[int] = None
+                  ) -> errors.AmbiguousResponseError:
+        message = (f'{method} {path} may or may not have been applied by '
+                   f'Mithril at {self.api_url}: {what_happened}. It was not '
+                   f'retried, to avoid doing it twice. {reconcile_hint}')
+        return errors.AmbiguousResponseError(redact(message.strip(),
+                                                    self._api_key),
+                                             status_code=status_code,
+                                             method=method,
+                                             path=path)

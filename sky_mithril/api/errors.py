@@ -1,0 +1,200 @@
+"""Typed errors for Mithril API calls, with messages a user can act on.
+
+Every message is built from text the client has already redacted: the API
+key never reaches an exception's message, args or repr.
+"""
+
+import json
+from typing import Any, Dict, List, Optional
+
+SETUP_HINT = 'Check MITHRIL_API_KEY or run `ml setup`.'
+MAX_DETAIL_CHARS = 300
+
+
+class MithrilAPIError(Exception):
+    """A Mithril API call failed. `status_code` is None when no HTTP status arrived."""
+
+    def __init__(self,
+                 message: str,
+                 *,
+                 status_code: Optional[int] = None,
+                 method: Optional[str] = None,
+                 path: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.message
+
+    def extend_message(self, text: str) -> None:
+        """Appends a sentence (e.g. how many attempts were made) before raising."""
+        self.message = f'{self.message} {text}'
+        self.args = (self.message,)
+
+
+class AuthenticationError(MithrilAPIError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(MithrilAPIError):
+    """403: the key is valid but may not touch this project or resource."""
+
+
+class NotFoundError(MithrilAPIError):
+    """404: no resource with that fid (or it is gone)."""
+
+
+class ValidationError(MithrilAPIError):
+    """400/422: the server rejected the request's contents.
+
+    `detail` is the server's list of `{"loc": [...], "msg": ..., "type": ...}`
+    entries (empty when it sent a plain message instead).
+    """
+
+    def __init__(self,
+                 message: str,
+                 *,
+                 detail: Optional[List[Dict[str, Any]]] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.detail = detail or []
+
+
+class RateLimitedError(MithrilAPIError):
+    """429: too many requests; `retry_after` is the server's requested wait in seconds."""
+
+    def __init__(self,
+                 message: str,
+                 *,
+                 retry_after: Optional[float] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(MithrilAPIError):
+    """5xx on an idempotent request (after retries when the status is transient)."""
+
+
+class ConnectionFailedError(MithrilAPIError):
+    """No usable HTTP answer: unreachable server, timeout or dropped connection.
+
+    `retryable` is False for failures repeating cannot fix (bad URL, TLS).
+    """
+
+    def __init__(self,
+                 message: str,
+                 *,
+                 retryable: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retryable = retryable
+
+
+class AmbiguousResponseError(MithrilAPIError):
+    """A non-idempotent request (POST) may or may not have been applied.
+
+    Raised instead of retrying when the request may have reached the server
+    but no trustworthy answer came back (read timeout, connection broken
+    mid-response, unreadable 2xx body, 5xx). The caller must look the
+    resource up (e.g. list bids by name) before trying again.
+    """
+
+
+def _format_location(loc: Any) -> str:
+    if isinstance(loc, (list, tuple)):
+        return '.'.join(str(part) for part in loc)
+    return str(loc)
+
+
+def format_validation_detail(detail: List[Dict[str, Any]]) -> str:
+    """Joins FastAPI-style validation entries as "body.limit_price: msg; ..."."""
+    parts = []
+    for entry in detail:
+        msg = str(entry.get('msg', 'invalid value'))
+        loc = entry.get('loc')
+        parts.append(f'{_format_location(loc)}: {msg}' if loc else msg)
+    return '; '.join(parts)
+
+
+def _truncate(text: str) -> str:
+    text = ' '.join(text.split())
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    return text[:MAX_DETAIL_CHARS] + '...'
+
+
+def parse_error_body(body_text: str) -> tuple[str, List[Dict[str, Any]]]:
+    """Extracts (human-readable detail, validation entries) from an error body."""
+    try:
+        payload = json.loads(body_text) if body_text else None
+    except ValueError:
+        return _truncate(body_text), []
+    if isinstance(payload, dict):
+        detail = payload.get('detail', payload.get('message',
+                                                   payload.get('error')))
+        if isinstance(detail, list) and all(
+                isinstance(entry, dict) for entry in detail):
+            return _truncate(format_validation_detail(detail)), detail
+        if detail is not None:
+            return _truncate(str(detail)), []
+    return _truncate(body_text), []
+
+
+def _with_detail(message: str, detail_text: str) -> str:
+    return f'{message}: {detail_text}' if detail_text else message
+
+
+def error_for_status(status_code: int,
+                     method: str,
+                     path: str,
+                     body_text: str,
+                     *,
+                     retry_after: Optional[float] = None) -> MithrilAPIError:
+    """The typed error for an HTTP error response. `body_text` must be redacted."""
+    detail_text, detail = parse_error_body(body_text)
+    request = f'{method} {path}'
+    context: Dict[str, Any] = dict(status_code=status_code,
+                                   method=method,
+                                   path=path)
+    if status_code == 401:
+        message = _with_detail(
+            f'Mithril rejected the API key (401) on {request}', detail_text)
+        return AuthenticationError(f'{message}. {SETUP_HINT}',
+                                   **context)
+    if status_code == 403:
+        message = _with_detail(f'Mithril denied access (403) to {request}',
+                               detail_text)
+        return PermissionDeniedError(
+            f'{message}. The API key is valid but lacks permission here; '
+            f'check that MITHRIL_PROJECT names a project this key belongs '
+            f'to.', **context)
+    if status_code == 404:
+        message = _with_detail(f'Mithril found nothing at {request} (404)',
+                               detail_text)
+        return NotFoundError(f'{message}.', **context)
+    if status_code in (400, 422):
+        message = _with_detail(
+            f'Mithril rejected the request {request} ({status_code})',
+            detail_text)
+        return ValidationError(f'{message}.', detail=detail, **context)
+    if status_code == 429:
+        wait = (f' The server asked to wait {retry_after:g} s.'
+                if retry_after is not None else '')
+        message = _with_detail(f'Mithril rate-limited {request} (429)',
+                               detail_text)
+        return RateLimitedError(f'{message}.{wait}',
+                                retry_after=retry_after,
+                                **context)
+    if status_code >= 500:
+        message = _with_detail(
+            f'Mithril had a server error ({status_code}) on {request}',
+            detail_text)
+        return ServerError(f'{message}.', **context)
+    message = _with_detail(
+        f'Mithril answered {request} with unexpected HTTP {status_code}',
+        detail_text)
+    return MithrilAPIError(f'{message}.', **context)

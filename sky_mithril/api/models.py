@@ -1,0 +1,335 @@
+"""Pydantic models of Mithril v2 API payloads (field names as in Mithril's OpenAPI).
+
+Response models accept and keep unknown fields, so a server that adds fields
+does not break the plugin. Statuses stay plain strings; the known values are
+listed in `BidState` and `InstanceState`, so a status Mithril adds later
+parses too. Money is `Decimal` in Python and "$x.yy" on the wire.
+"""
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Dict, List, Optional
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict,
+                      Field, PlainSerializer)
+
+from sky_mithril.money import (CENT, cents_to_dollars, format_dollars,
+                               parse_dollars)
+
+
+def _assume_utc(value: datetime) -> datetime:
+    """Timestamps without a zone are UTC, so they compare with aware ones."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _positive_whole_cents(amount: Decimal) -> Decimal:
+    """A limit price must be above zero and not silently rounded on the wire."""
+    if amount <= 0:
+        raise ValueError(f'a limit price must be above $0.00, got {amount}')
+    if amount != amount.quantize(CENT):
+        raise ValueError(f'a limit price must be whole cents, got {amount}')
+    return amount
+
+
+Dollars = Annotated[Decimal,
+                    BeforeValidator(parse_dollars),
+                    PlainSerializer(format_dollars, return_type=str,
+                                    when_used='json')]
+"""A dollar amount: reads "$32.00"/32/"32.5", dumps to JSON as "$32.00"."""
+
+LimitPrice = Annotated[Dollars, AfterValidator(_positive_whole_cents)]
+"""A bid's limit price per instance-hour: positive, whole cents."""
+
+Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
+"""An ISO 8601 timestamp, always timezone-aware."""
+
+
+class BidState:
+    """Known bid status strings (`Bid.status`, `BidStatus.status`)."""
+
+    OPEN = 'Open'
+    ALLOCATED = 'Allocated'
+    PREEMPTING = 'Preempting'
+    PAUSED = 'Paused'
+    TERMINATED = 'Terminated'
+    RELOCATING = 'Relocating'
+    """Only reported by the bid-status endpoint."""
+
+
+class InstanceState:
+    """Known instance status strings (`Instance.status`, `InstanceStatus.status`)."""
+
+    NEW = 'STATUS_NEW'
+    CONFIRMED = 'STATUS_CONFIRMED'
+    SCHEDULED = 'STATUS_SCHEDULED'
+    INITIALIZING = 'STATUS_INITIALIZING'
+    STARTING = 'STATUS_STARTING'
+    RUNNING = 'STATUS_RUNNING'
+    RELOCATING = 'STATUS_RELOCATING'
+    PREEMPTING = 'STATUS_PREEMPTING'
+    PREEMPTED = 'STATUS_PREEMPTED'
+    PAUSED = 'STATUS_PAUSED'
+    STOPPING = 'STATUS_STOPPING'
+    STOPPED = 'STATUS_STOPPED'
+    REPLACED = 'STATUS_REPLACED'
+    TERMINATED = 'STATUS_TERMINATED'
+    ERROR = 'STATUS_ERROR'
+
+
+class BidEventType:
+    """Known `BidEvent.event_type` strings."""
+
+    PLACED = 'Placed'
+    ALLOCATED = 'Allocated'
+    PREEMPTED = 'Preempted'
+    PAUSED = 'Paused'
+    RESUMED = 'Resumed'
+    TERMINATED = 'Terminated'
+    LIMIT_PRICE_CHANGED = 'Limit Price Changed'
+    MEMORY_ADJUSTED = 'Memory Adjusted'
+    VOLUMES_ATTACHED = 'Volumes Attached'
+    VOLUMES_REMOVED = 'Volumes Removed'
+
+
+class ApiModel(BaseModel):
+    """Base of response models: unknown fields are kept, not rejected."""
+
+    model_config = ConfigDict(extra='allow')
+
+
+class RequestModel(BaseModel):
+    """Base of request bodies: a misspelt field is an error, not silently sent."""
+
+    model_config = ConfigDict(extra='forbid')
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The JSON body: money as "$x.yy", unset optional fields left out."""
+        return self.model_dump(mode='json', exclude_none=True)
+
+
+class Me(ApiModel):
+    """The user the API key belongs to (GET /v2/me)."""
+
+    id: str
+    fid: str
+    email: str
+    organization_id: str
+    user_name: Optional[str] = None
+    organization_role: Optional[str] = None
+
+
+class Project(ApiModel):
+    """A project the user belongs to."""
+
+    fid: str
+    name: str
+    created_at: Timestamp
+
+
+class InstanceType(ApiModel):
+    """A hardware shape. The same `name` can appear under several fids."""
+
+    fid: str
+    name: str
+    num_cpus: int
+    cpu_type: str
+    ram_gb: int
+    num_gpus: int
+    gpu_type: str
+    gpu_memory_gb: int
+    gpu_socket: str
+    local_storage_gb: int
+    ib_count: int
+    bridge_count: int
+    network_type: Optional[str] = None
+
+
+class Auction(ApiModel):
+    """One spot auction: an (instance type fid, region) pair with its capacity and prices."""
+
+    fid: str
+    instance_type: str
+    region: str
+    capacity: int
+    last_instance_price: Dollars
+    adjustable_memory: bool = False
+    lowest_allocated_price: Optional[Dollars] = None
+    default_image_version: Optional[str] = None
+
+
+def _optional_dollars(cents: Optional[int]) -> Optional[Decimal]:
+    return None if cents is None else cents_to_dollars(cents)
+
+
+class CurrentPrice(ApiModel):
+    """Current prices of one instance type (in cents, each may be null)."""
+
+    spot_price_cents: Optional[int] = None
+    reserved_price_cents: Optional[int] = None
+    minimum_price_cents: Optional[int] = None
+    lowest_allocated_bid_cents: Optional[int] = None
+    dynamic_win_price_cents: Optional[int] = None
+    available_capacity: Optional[int] = None
+    total_capacity: Optional[int] = None
+
+    @property
+    def spot_price(self) -> Optional[Decimal]:
+        """The current clearing price per instance-hour, in dollars."""
+        return _optional_dollars(self.spot_price_cents)
+
+    @property
+    def reserved_price(self) -> Optional[Decimal]:
+        """The reserved (non-spot) price per instance-hour, in dollars."""
+        return _optional_dollars(self.reserved_price_cents)
+
+    @property
+    def minimum_price(self) -> Optional[Decimal]:
+        """The auction floor per instance-hour, in dollars."""
+        return _optional_dollars(self.minimum_price_cents)
+
+    @property
+    def lowest_allocated_bid(self) -> Optional[Decimal]:
+        """The lowest limit price currently holding capacity, in dollars."""
+        return _optional_dollars(self.lowest_allocated_bid_cents)
+
+    @property
+    def dynamic_win_price(self) -> Optional[Decimal]:
+        """The limit price that would win the requested quantity now, in dollars."""
+        return _optional_dollars(self.dynamic_win_price_cents)
+
+
+class PriceSeries(ApiModel):
+    """Sampled prices of one instance type in one region."""
+
+    instance_type: str
+    region: str
+    timestamps: List[Timestamp] = Field(default_factory=list)
+    spot_prices: List[Dollars] = Field(default_factory=list)
+    reserved_prices: List[Dollars] = Field(default_factory=list)
+
+
+class PriceHistory(ApiModel):
+    """GET /v2/pricing/history; `complete` is False when the server cut the series short."""
+
+    series: List[PriceSeries] = Field(default_factory=list)
+    complete: bool = True
+
+
+class SshKey(ApiModel):
+    """An SSH public key registered in a project.
+
+    `private_key` is only set when the server generated the pair on create;
+    it is kept out of repr.
+    """
+
+    fid: str
+    name: str
+    project: str
+    public_key: str
+    created_at: Timestamp
+    required: bool = False
+    private_key: Optional[str] = Field(default=None, repr=False)
+
+
+class LaunchSpecification(ApiModel):
+    """What a bid's instances boot with. Shared by requests and responses."""
+
+    ssh_keys: List[str] = Field(default_factory=list)
+    volumes: List[str] = Field(default_factory=list)
+    startup_script: Optional[str] = Field(default=None, repr=False)
+    kubernetes_cluster: Optional[str] = None
+    image_version: Optional[str] = None
+    memory_gb: Optional[int] = None
+
+
+class CreateBidRequest(RequestModel):
+    """POST /v2/spot/bids body. `instance_type` is a fid (`it_...`), not a name."""
+
+    project: str
+    region: str
+    instance_type: str
+    limit_price: LimitPrice
+    instance_quantity: int = Field(ge=1)
+    name: str
+    launch_specification: LaunchSpecification
+
+
+class UpdateBidRequest(RequestModel):
+    """PATCH /v2/spot/bids/{fid} body; only the fields that are set are sent."""
+
+    limit_price: Optional[LimitPrice] = None
+    paused: Optional[bool] = None
+    volumes: Optional[List[str]] = None
+    memory_gb: Optional[int] = None
+
+
+class Bid(ApiModel):
+    """A spot bid. `instances` are instance fids; `limit_price` is per instance-hour."""
+
+    fid: str
+    name: str
+    project: str
+    created_by: str
+    created_at: Timestamp
+    limit_price: Dollars
+    instance_quantity: int
+    instance_type: str
+    instances: List[str] = Field(default_factory=list)
+    launch_specification: LaunchSpecification = Field(
+        default_factory=LaunchSpecification)
+    status: str
+    deactivated_at: Optional[Timestamp] = None
+    region: Optional[str] = None
+
+
+class BidStatus(ApiModel):
+    """GET /v2/spot/bids/{fid}/status."""
+
+    bid_fid: str
+    status: str
+
+
+class BidEvent(ApiModel):
+    """One entry of a bid's history."""
+
+    timestamp: Timestamp
+    event_type: str
+    limit_price: Optional[Dollars] = None
+    user_id: Optional[str] = None
+    memory_gb: Optional[int] = None
+    persistent_disk_change: Optional[Dict[str, Any]] = None
+
+
+class BidHistory(ApiModel):
+    """GET /v2/spot/bids/{fid}/history, oldest event first as the server sends it."""
+
+    bid_fid: str
+    events: List[BidEvent] = Field(default_factory=list)
+
+
+class Instance(ApiModel):
+    """A machine. `ssh_destination` is its public address (user `ubuntu`, port 22)."""
+
+    fid: str
+    name: str
+    project: str
+    created_at: Timestamp
+    created_by: str
+    instance_type: str
+    status: str
+    region: Optional[str] = None
+    bid: Optional[str] = None
+    reservation: Optional[str] = None
+    ssh_destination: Optional[str] = None
+    private_ip: Optional[str] = None
+
+
+class InstanceStatus(ApiModel):
+    """GET /v2/instances/{fid}/status."""
+
+    fid: str
+    name: str
+    status: str
+    bid: Optional[str] = None
+    reservation: Optional[str] = None
+    end_time: Optional[Timestamp] = None

@@ -1,0 +1,41 @@
+"""Where the shipped GPU catalog lives, readable without importing SkyPilot.
+
+The catalog is `catalog/vms.csv` at the repository root, shipped inside the
+wheel as `sky_mithril/data/vms.csv`. `SKY_MITHRIL_CATALOG` points at another
+CSV of the same columns (a freshly refreshed one, or a test market's).
+"""
+
+import csv
+import os
+from pathlib import Path
+from typing import Dict, List
+
+ENV_CATALOG = 'SKY_MITHRIL_CATALOG'
+COLUMNS = ('InstanceType', 'AcceleratorName', 'AcceleratorCount', 'vCPUs',
+           'MemoryGiB', 'Price', 'SpotPrice', 'Region', 'GpuInfo')
+
+_PACKAGED = Path(__file__).parent / 'data' / 'vms.csv'
+_SOURCE_TREE = Path(__file__).parent.parent / 'catalog' / 'vms.csv'
+
+
+def catalog_path() -> Path:
+    """The CSV in use: $SKY_MITHRIL_CATALOG, else the wheel's, else the source tree's."""
+    override = os.environ.get(ENV_CATALOG)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f'{ENV_CATALOG}={override} is not a file. Point it at a '
+                f'catalog CSV or unset it to use the shipped catalog.')
+        return path
+    return _PACKAGED if _PACKAGED.is_file() else _SOURCE_TREE
+
+
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    """The catalog rows as dicts of strings, checked for SkyPilot's columns."""
+    with path.open(newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f'Catalog {path} lacks columns {missing}.')
+        return list(reader)

@@ -1,0 +1,166 @@
+"""The plugin's settings: limit price and provision timeout, validated.
+
+A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
+user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
+(SkyPilot rejects a top-level `mithril:` there before any plugin loads). When a
+task sets either limit key, it replaces the user-wide limit entirely.
+
+Rounding rule: Mithril prices are whole cents, so a limit with more than two
+decimals is refused rather than silently rounded.
+"""
+
+import dataclasses
+from decimal import Decimal
+from typing import Any, Dict, Optional, Tuple
+
+from sky_mithril import money
+
+DEFAULT_LIMIT_PRICE_PER_HOUR = Decimal('32.00')
+MAX_LIMIT_PRICE_PER_HOUR = Decimal('1000.00')
+DEFAULT_PROVISION_TIMEOUT_SECONDS = 600
+WAIT_FOREVER = 'forever'
+
+LIMIT_PRICE = 'limit_price'
+LIMIT_PRICE_PER_GPU = 'limit_price_per_gpu'
+PROVISION_TIMEOUT = 'provision_timeout'
+KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT)
+
+TASK_SCOPE = 'config.mithril'
+USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
+
+_NUMBER_OR_STRING = {'anyOf': [{'type': 'number'}, {'type': 'string'}]}
+
+
+class MithrilConfigError(ValueError):
+    """A bad setting; the message names the key and how to fix it."""
+
+
+def section_schema() -> Dict[str, Any]:
+    """JSON schema of the `mithril` section (task `config:` and `plugins:`)."""
+    return {
+        'type': 'object',
+        'required': [],
+        'additionalProperties': False,
+        'properties': {
+            LIMIT_PRICE: _NUMBER_OR_STRING,
+            LIMIT_PRICE_PER_GPU: _NUMBER_OR_STRING,
+            PROVISION_TIMEOUT: _NUMBER_OR_STRING,
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitPrice:
+    """The effective limit for one instance, and where it came from."""
+
+    per_hour: Decimal
+    source: str
+
+    def describe(self) -> str:
+        return f'{money.format_dollars(self.per_hour)}/h per instance ({self.source})'
+
+
+def parse_price(value: Any, key: str, scope: str) -> Decimal:
+    """A positive whole-cent dollar amount; anything else raises naming the fix."""
+    where = f'{scope}.{key}' if scope == TASK_SCOPE else f'{key} ({scope})'
+    example = f'`{key}: 32.00` or `{key}: "$32.00"`'
+    try:
+        amount = money.parse_dollars(value)
+    except money.MoneyFormatError:
+        raise MithrilConfigError(
+            f'{where} is {value!r}, which is not a dollar amount. '
+            f'Write it as {example}.') from None
+    if amount <= 0:
+        raise MithrilConfigError(
+            f'{where} must be positive (got {value!r}). Write it as {example}.')
+    if amount != amount.quantize(money.CENT):
+        raise MithrilConfigError(
+            f'{where} is {value!r}: Mithril prices are whole cents, so use at '
+            f'most 2 decimals (e.g. {amount.quantize(money.CENT, "ROUND_DOWN")}'
+            f' or {amount.quantize(money.CENT, "ROUND_UP")}).')
+    return amount
+
+
+def _check_ceiling(per_hour: Decimal, where: str) -> None:
+    if per_hour > MAX_LIMIT_PRICE_PER_HOUR:
+        raise MithrilConfigError(
+            f'{where} gives {money.format_dollars(per_hour)}/h per instance, '
+            f'above the sanity ceiling of '
+            f'{money.format_dollars(MAX_LIMIT_PRICE_PER_HOUR)}/h. Check for a '
+            'typo (the limit is per instance-hour, in dollars).')
+
+
+def _limit_from_section(section: Dict[str, Any], scope: str,
+                        num_gpus: int) -> Optional[LimitPrice]:
+    has_total = section.get(LIMIT_PRICE) is not None
+    has_per_gpu = section.get(LIMIT_PRICE_PER_GPU) is not None
+    if has_total and has_per_gpu:
+        raise MithrilConfigError(
+            f'{scope} sets both {LIMIT_PRICE} and {LIMIT_PRICE_PER_GPU}; '
+            f'keep one ({LIMIT_PRICE} is per instance-hour, '
+            f'{LIMIT_PRICE_PER_GPU} is multiplied by the GPUs per instance).')
+    if has_total:
+        per_hour = parse_price(section[LIMIT_PRICE], LIMIT_PRICE, scope)
+        _check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE}')
+        return LimitPrice(per_hour, f'{LIMIT_PRICE} in {scope}')
+    if has_per_gpu:
+        per_gpu = parse_price(section[LIMIT_PRICE_PER_GPU], LIMIT_PRICE_PER_GPU,
+                              scope)
+        if num_gpus < 1:
+            raise MithrilConfigError(
+                f'{scope}.{LIMIT_PRICE_PER_GPU} needs an instance type with '
+                f'GPUs; use {LIMIT_PRICE} for this one.')
+        per_hour = per_gpu * num_gpus
+        _check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE_PER_GPU}')
+        return LimitPrice(
+            per_hour, f'{LIMIT_PRICE_PER_GPU} {money.format_dollars(per_gpu)}'
+            f' × {num_gpus} GPUs in {scope}')
+    return None
+
+
+def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
+                        user_section: Dict[str, Any]) -> LimitPrice:
+    """Task settings, else user-wide settings, else Mithril's documented default."""
+    for section, scope in ((task_section, TASK_SCOPE), (user_section,
+                                                        USER_SCOPE)):
+        limit = _limit_from_section(section, scope, num_gpus)
+        if limit is not None:
+            return limit
+    return LimitPrice(DEFAULT_LIMIT_PRICE_PER_HOUR,
+                      "Mithril's default; set config.mithril.limit_price")
+
+
+def resolve_provision_timeout(task_section: Dict[str, Any],
+                              user_section: Dict[str, Any]) -> Optional[int]:
+    """Seconds to wait for allocation before cancelling; None waits forever."""
+    for section, scope in ((task_section, TASK_SCOPE), (user_section,
+                                                        USER_SCOPE)):
+        value = section.get(PROVISION_TIMEOUT)
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip().lower() == WAIT_FOREVER:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                value <= 0):
+            raise MithrilConfigError(
+                f'{PROVISION_TIMEOUT} in {scope} is {value!r}; use a number of '
+                f'seconds (e.g. 1800) or "{WAIT_FOREVER}" to keep the bid '
+                'waiting until the price allows.')
+        return int(value)
+    return DEFAULT_PROVISION_TIMEOUT_SECONDS
+
+
+def sections_from_skypilot(
+        override_configs: Optional[Dict[str, Any]]
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The task's `config.mithril` and the user's `plugins.mithril`, as dicts."""
+    from sky import skypilot_config  # pylint: disable=import-outside-toplevel
+    task_section = {
+        key: skypilot_config.get_nested(('mithril', key),
+                                        None,
+                                        override_configs=override_configs or {})
+        for key in KEYS
+    }
+    user_section = skypilot_config.get_nested(('plugins', 'mithril'), None) or {}
+    return ({k: v for k, v in task_section.items() if v is not None},
+            dict(user_section))

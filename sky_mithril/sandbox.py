@@ -1,0 +1,166 @@
+"""An isolated SkyPilot home wired to a Mithril API (usually the emulator).
+
+Used by `sky-mithril demo` and the end-to-end tests: a private HOME with the
+plugin enabled, Mithril credentials pointing at the given API, SkyPilot's
+common catalogs seeded (SkyPilot would otherwise download them), its
+network probe pointed at loopback, usage reporting off, and an API server on
+its own port so it never meets the user's own server.
+"""
+
+import ast
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from sky_mithril import catalog_data
+from sky_mithril import setup as setup_lib
+
+ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
+CATALOG_SCHEMA_VERSION = 'v8'
+
+# SkyPilot probes these public addresses to decide whether the network is up;
+# in the sandbox the probe goes to loopback instead.
+_SITECUSTOMIZE = '''"""Written by sky-mithril's sandbox: SkyPilot's connectivity probe -> loopback."""
+import importlib.abc
+import sys
+
+_TARGET = 'sky.backends.backend_utils'
+
+
+class _ProbeToLoopback(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != _TARGET:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            import importlib.util
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            module._TEST_IP_LIST = {probe_urls!r}
+
+        loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _ProbeToLoopback())
+'''
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _write_common_catalogs(catalog_dir: Path) -> None:
+    """accelerators.csv (a given copy, or one made from our catalog) and
+    metadata.csv (GPU memory, from our catalog's GpuInfo)."""
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    given = os.environ.get(ENV_ACCELERATORS_CSV)
+    if given:
+        shutil.copyfile(given, catalog_dir / 'accelerators.csv')
+    else:
+        with (catalog_dir / 'accelerators.csv').open('w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['AcceleratorName', 'Clouds'])
+            for name in sorted({r['AcceleratorName'] for r in rows}):
+                writer.writerow([name, "['Mithril']"])
+    memory: Dict[str, float] = {}
+    for row in rows:
+        for gpu in ast.literal_eval(row['GpuInfo']).get('Gpus', []):
+            memory[gpu['Name']] = gpu['MemoryInfo']['SizeInMiB'] / 1024
+    with (catalog_dir / 'metadata.csv').open('w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['GPU', 'MemoryGB', 'Manufacturer'])
+        for name, gb in sorted(memory.items()):
+            writer.writerow([name, gb, 'NVIDIA'])
+
+
+class SkySandbox:
+    """A private SkyPilot home; `run()` executes `sky` commands inside it."""
+
+    def __init__(self,
+                 root: Path,
+                 *,
+                 api_url: str,
+                 api_key: str,
+                 project_id: Optional[str] = None,
+                 sky_config: Optional[Dict] = None,
+                 extra_env: Optional[Dict[str, str]] = None) -> None:
+        self.root = root
+        self.home = root / 'home'
+        self.api_port = free_port()
+        hooks = root / 'pyhooks'
+        hooks.mkdir(parents=True, exist_ok=True)
+        probe_urls = [f'http://127.0.0.1:{self.api_port}']
+        (hooks / 'sitecustomize.py').write_text(
+            _SITECUSTOMIZE.format(probe_urls=probe_urls))
+        sky_dir = self.home / '.sky'
+        _write_common_catalogs(sky_dir / 'catalogs' / CATALOG_SCHEMA_VERSION /
+                               'common')
+        setup_lib.enable_plugin(sky_dir / 'plugins.yaml')
+        config = {'allowed_clouds': ['mithril'], **(sky_config or {})}
+        (sky_dir / 'config.yaml').write_text(yaml.safe_dump(config))
+        profile = {'api_key': api_key, 'api_url': api_url}
+        if project_id:
+            profile['project_id'] = project_id
+        mithril_config = self.home / '.config' / 'mithril' / 'config.yaml'
+        mithril_config.parent.mkdir(parents=True, exist_ok=True)
+        mithril_config.write_text(
+            yaml.safe_dump({
+                'current_profile': 'default',
+                'profiles': {
+                    'default': profile
+                }
+            }))
+        mithril_config.chmod(0o600)
+        self.env = self._environment(hooks, extra_env or {})
+
+    def _environment(self, hooks: Path, extra: Dict[str, str]) -> Dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(('MITHRIL_', 'SKYPILOT_', 'XDG_'))
+        }
+        python_path = [str(hooks)] + ([env['PYTHONPATH']]
+                                      if env.get('PYTHONPATH') else [])
+        env.update({
+            'HOME': str(self.home),
+            'PYTHONPATH': os.pathsep.join(python_path),
+            'SKYPILOT_API_SERVER_LOCAL_PORT': str(self.api_port),
+            'SKYPILOT_DISABLE_USAGE_COLLECTION': '1',
+            'PATH': f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}',
+        })
+        env.update(extra)
+        return env
+
+    def sky(self, args: List[str], *, timeout: float = 600,
+            check: bool = False) -> subprocess.CompletedProcess:
+        """Runs `sky ARGS` in the sandbox; output is captured as text."""
+        sky_bin = str(Path(sys.executable).parent / 'sky')
+        return subprocess.run([sky_bin, *args],
+                              env=self.env,
+                              cwd=str(self.root),
+                              capture_output=True,
+                              text=True,
+                              timeout=timeout,
+                              check=check,
+                              stdin=subprocess.DEVNULL)
+
+    def stop_api_server(self) -> None:
+        """Stops the sandbox's API server (and with it its workers)."""
+        self.sky(['api', 'stop'], timeout=120)

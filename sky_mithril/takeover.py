@@ -1,0 +1,168 @@
+"""Wires sky-mithril into a running SkyPilot: every hook point, idempotently.
+
+SkyPilot 0.14.1 names its built-in Mithril cloud in several places; each is
+redirected here. `check_hook_points()` runs first and fails loudly, naming the
+SkyPilot version, if any of them has moved.
+"""
+
+import importlib
+import sys
+import types
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import sky
+
+import sky_mithril
+
+CLOUD_NAME = 'mithril'
+SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
+TEMPLATE_PATH = Path(__file__).parent / 'templates' / 'mithril-ray.yml.j2'
+
+_installed = False
+
+
+class PluginCompatibilityError(RuntimeError):
+    """This SkyPilot lacks a hook point sky-mithril relies on."""
+
+
+def _hook_points() -> Dict[str, Callable[[], bool]]:
+    """Each hook point and a probe that says whether it is where we expect."""
+
+    def attr(module: str, name: str) -> Callable[[], bool]:
+        return lambda: hasattr(importlib.import_module(module), name)
+
+    return {
+        'sky.utils.registry.CLOUD_REGISTRY': attr('sky.utils.registry',
+                                                  'CLOUD_REGISTRY'),
+        'sky.clouds.mithril.Mithril': attr('sky.clouds.mithril', 'Mithril'),
+        'sky.catalog.common.LazyDataFrame': attr('sky.catalog.common',
+                                                 'LazyDataFrame'),
+        'sky.provision.register_provisioner': attr('sky.provision',
+                                                   'register_provisioner'),
+        'sky.provision.TemplateSpec': attr('sky.provision', 'TemplateSpec'),
+        'sky.authentication.setup_mithril_authentication': attr(
+            'sky.authentication', 'setup_mithril_authentication'),
+        'sky.utils.schemas.get_config_schema': attr('sky.utils.schemas',
+                                                    'get_config_schema'),
+        'sky.utils.schemas.register_plugin_property': attr(
+            'sky.utils.schemas', 'register_plugin_property'),
+        'sky.skypilot_config.register_task_overrideable_config_key': attr(
+            'sky.skypilot_config', 'register_task_overrideable_config_key'),
+    }
+
+
+def check_hook_points() -> None:
+    """Raises PluginCompatibilityError listing every missing hook point."""
+    missing: List[str] = []
+    for name, probe in _hook_points().items():
+        try:
+            present = probe()
+        except ImportError:
+            present = False
+        if not present:
+            missing.append(name)
+    if missing:
+        raise PluginCompatibilityError(
+            f'sky-mithril {sky_mithril.__version__} supports SkyPilot '
+            f'{SUPPORTED_SKYPILOT}, but this is SkyPilot {sky.__version__}, '
+            f'which lacks: {", ".join(missing)}. Install `skypilot==0.14.1` '
+            'or a sky-mithril release made for this SkyPilot.')
+
+
+def _take_over_cloud_class() -> type:
+    """Makes our class the one every `Mithril` name resolves to."""
+    from sky import clouds  # pylint: disable=import-outside-toplevel
+    from sky.clouds import mithril as builtin_module  # pylint: disable=import-outside-toplevel
+    from sky.utils import registry  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import cloud  # pylint: disable=import-outside-toplevel
+
+    ours = cloud.Mithril
+    # Pickled handles then name the built-in's path, which a client without
+    # the plugin loads as the built-in class.
+    ours.__module__ = builtin_module.__name__
+    ours.__qualname__ = 'Mithril'
+    builtin_module.Mithril = ours
+    clouds.Mithril = ours
+    sky.Mithril = ours
+    registry.CLOUD_REGISTRY[CLOUD_NAME] = ours()
+    return ours
+
+
+def _take_over_catalog() -> None:
+    import sky.catalog  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import catalog  # pylint: disable=import-outside-toplevel
+    sys.modules['sky.catalog.mithril_catalog'] = catalog
+    sky.catalog.mithril_catalog = catalog  # type: ignore[attr-defined]
+
+
+def _template_override(task: Any, to_provision: Any, *,
+                       _extra_launch_context: Dict[str, Any],
+                       _is_launched_by_jobs_controller: bool) -> Any:
+    """Every Mithril launch renders our template."""
+    del task, to_provision, _extra_launch_context, _is_launched_by_jobs_controller
+    from sky import provision  # pylint: disable=import-outside-toplevel
+    return provision.TemplateSpec(template_path=str(TEMPLATE_PATH))
+
+
+def _take_over_provisioner() -> None:
+    from sky import provision  # pylint: disable=import-outside-toplevel
+    from sky.provision import mithril as builtin_provision  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import provision as ours  # pylint: disable=import-outside-toplevel
+    lacking = [
+        name for name, value in vars(builtin_provision).items()
+        if isinstance(value, types.FunctionType) and not hasattr(ours, name)
+    ]
+    if lacking:
+        raise PluginCompatibilityError(
+            f'SkyPilot {sky.__version__}\'s built-in Mithril provisioner '
+            f'defines {lacking}, which sky-mithril does not; those calls would '
+            'reach the built-in. Use skypilot==0.14.1 or upgrade sky-mithril.')
+    provision.register_provisioner(CLOUD_NAME,
+                                   ours,
+                                   template_override=_template_override)
+
+
+def _take_over_authentication() -> None:
+    from sky import authentication  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import auth  # pylint: disable=import-outside-toplevel
+    authentication.setup_mithril_authentication = (
+        auth.setup_mithril_authentication)
+
+
+def _extend_config_schema() -> None:
+    """Adds `mithril:` to the config schema (task form) and `plugins.mithril`."""
+    from sky import skypilot_config  # pylint: disable=import-outside-toplevel
+    from sky.utils import schemas  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import config  # pylint: disable=import-outside-toplevel
+    builtin_get_config_schema = schemas.get_config_schema
+
+    def get_config_schema_with_mithril(*args: Any, **kwargs: Any) -> Dict[str, Any]:
+        schema = builtin_get_config_schema(*args, **kwargs)
+        schema['properties'].setdefault(CLOUD_NAME, config.section_schema())
+        return schema
+
+    schemas.get_config_schema = get_config_schema_with_mithril
+    schemas.register_plugin_property(CLOUD_NAME, config.section_schema())
+    for key in config.KEYS:
+        skypilot_config.register_task_overrideable_config_key((CLOUD_NAME, key))
+
+
+def install() -> None:
+    """Idempotent: SkyPilot calls it twice in one API server process."""
+    global _installed
+    if _installed:
+        return
+    check_hook_points()
+    _extend_config_schema()
+    _take_over_catalog()
+    _take_over_cloud_class()
+    _take_over_provisioner()
+    _take_over_authentication()
+    _installed = True
+
