@@ -72,6 +72,10 @@ def _read_config_file(path: Path) -> Optional[Dict[str, Any]]:
         raise CredentialsError(
             f'Cannot read Mithril config {display_path(path)}: {e.strerror}. '
             f'Fix its permissions (chmod 600) or run `ml setup` again.') from e
+    except UnicodeDecodeError as e:
+        raise CredentialsError(
+            f'Mithril config {display_path(path)} is not UTF-8 text. Delete it '
+            'and run `ml setup` again.') from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -1,0 +1,92 @@
+"""Limit price and provision timeout resolution, as a user writes them."""
+
+from decimal import Decimal
+
+import pytest
+
+from sky_mithril import config
+
+
+def limit(num_gpus=8, task=None, user=None):
+    return config.resolve_limit_price(num_gpus, task or {}, user or {})
+
+
+def test_default_is_mithrils_documented_32_dollars():
+    resolved = limit()
+    assert resolved.per_hour == Decimal('32.00')
+    assert 'default' in resolved.source
+
+
+@pytest.mark.parametrize('value', [32, 32.0, '32', '$32.00', ' $32 ', '32.00'])
+def test_limit_price_accepts_numbers_and_dollar_strings(value):
+    assert limit(task={'limit_price': value}).per_hour == Decimal('32.00')
+
+
+def test_per_gpu_limit_is_multiplied_by_the_instance_gpus():
+    resolved = limit(8, task={'limit_price_per_gpu': '$4.00'})
+    assert resolved.per_hour == Decimal('32.00')
+    assert '× 8 GPUs' in resolved.describe()
+
+
+def test_float_limit_keeps_its_decimal_value():
+    assert limit(task={'limit_price': 32.1}).per_hour == Decimal('32.1')
+
+
+def test_task_setting_replaces_user_default_entirely():
+    resolved = limit(8,
+                     task={'limit_price': 10},
+                     user={'limit_price_per_gpu': 1})
+    assert resolved.per_hour == Decimal('10')
+    assert 'config.mithril' in resolved.source
+
+
+def test_user_default_applies_when_task_is_silent():
+    resolved = limit(2, user={'limit_price_per_gpu': '1.50'})
+    assert resolved.per_hour == Decimal('3.00')
+    assert 'plugins.mithril' in resolved.source
+
+
+@pytest.mark.parametrize('value,fragment', [
+    (-1, 'must be positive'),
+    (0, 'must be positive'),
+    ('abc', 'not a dollar amount'),
+    ('$', 'not a dollar amount'),
+    ('12.345', 'at most 2 decimals (e.g. 12.34 or 12.35)'),
+    (1e9, 'sanity ceiling'),
+    (True, 'not a dollar amount'),
+])
+def test_bad_limit_prices_name_the_key_and_the_fix(value, fragment):
+    with pytest.raises(config.MithrilConfigError) as info:
+        limit(task={'limit_price': value})
+    message = str(info.value)
+    assert 'config.mithril.limit_price' in message
+    assert fragment in message
+
+
+def test_both_limit_keys_at_once_is_refused():
+    with pytest.raises(config.MithrilConfigError, match='keep one'):
+        limit(task={'limit_price': 10, 'limit_price_per_gpu': 1})
+
+
+def test_per_gpu_limit_on_a_gpu_less_type_is_refused():
+    with pytest.raises(config.MithrilConfigError, match='use limit_price'):
+        limit(0, task={'limit_price_per_gpu': 1})
+
+
+def test_per_gpu_product_above_ceiling_is_refused():
+    with pytest.raises(config.MithrilConfigError, match='sanity ceiling'):
+        limit(8, task={'limit_price_per_gpu': 200})
+
+
+def test_provision_timeout_default_seconds_and_forever():
+    assert config.resolve_provision_timeout({}, {}) == 600
+    assert config.resolve_provision_timeout({'provision_timeout': 90}, {}) == 90
+    assert config.resolve_provision_timeout({'provision_timeout': 'forever'},
+                                            {'provision_timeout': 5}) is None
+    assert config.resolve_provision_timeout({}, {'provision_timeout': 30}) == 30
+
+
+@pytest.mark.parametrize('value', [0, -5, 'soon', True])
+def test_bad_provision_timeout_names_the_fix(value):
+    with pytest.raises(config.MithrilConfigError, match='forever'):
+        config.resolve_provision_timeout({'provision_timeout': value}, {})
