@@ -64,13 +64,9 @@ def _provision_timeout(provider_config: Dict[str, Any]) -> Optional[float]:
     return float(value) if value not in (None, '') else None
 
 
-def _ssh_endpoint(instance: models.Instance) -> Tuple[str, int]:
-    """`ssh_destination` is a host, optionally `host:port`."""
-    destination = instance.ssh_destination or ''
-    host, sep, port = destination.rpartition(':')
-    if sep and port.isdigit() and ']' not in port:
-        return host, int(port)
-    return destination, 22
+def _ssh_port(instance: models.Instance) -> int:
+    """22 on Mithril; the emulator's local SSH hosts add `ssh_port`."""
+    return int((instance.model_extra or {}).get('ssh_port') or 22)
 
 
 def _bid_instances(conn: connection.Connection,
@@ -293,12 +289,12 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
     for instance in (_bid_instances(conn, bid) if bid else []):
         if not instance.ssh_destination:
             continue
-        host, port = _ssh_endpoint(instance)
         nodes[instance.fid] = [
             common.InstanceInfo(instance_id=instance.fid,
-                                internal_ip=instance.private_ip or host,
-                                external_ip=host,
-                                ssh_port=port,
+                                internal_ip=instance.private_ip or
+                                instance.ssh_destination,
+                                external_ip=instance.ssh_destination,
+                                ssh_port=_ssh_port(instance),
                                 tags={})
         ]
     return common.ClusterInfo(instances=nodes,

@@ -1,0 +1,259 @@
+"""The provisioner's lifecycle against the running emulator (real HTTP)."""
+
+import _thread
+import threading
+import time
+from decimal import Decimal
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import requests
+
+from sky.provision import common
+from sky.utils import status_lib
+
+from sky_mithril import connection
+from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import bids
+from sky_mithril.provision import instance as provisioner
+
+UP = status_lib.ClusterStatus.UP
+STOPPED = status_lib.ClusterStatus.STOPPED
+PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
+
+
+@pytest.fixture
+def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
+    with EmulatorServer(speed=600) as server:
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        monkeypatch.setenv('MITHRIL_API_KEY', 'provision-test-key')
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
+        yield server
+
+
+def control(server: EmulatorServer, method: str, path: str, **body: Any) -> Any:
+    response = requests.request(method, f'{server.url}/_emulator/{path}',
+                                json=body or None, timeout=10)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
+    return [b for b in control(server, 'GET', 'state')['bids'] if b['name'] == name]
+
+
+def provision_config(count: int = 1,
+                     instance_type: str = 'a100-80gb.sxm.1x',
+                     limit: str = '32.00',
+                     timeout: str = '',
+                     resume: bool = False) -> common.ProvisionConfig:
+    conn = connection.connect()
+    key_fid = ssh_key_fid_for(conn, PUBLIC_KEY)
+    return common.ProvisionConfig(
+        provider_config={'profile': '', 'project_id': 'proj_emulator',
+                         'api_url': '', 'region': 'us-central3-a',
+                         'limit_price_per_hour': limit,
+                         'provision_timeout': timeout},
+        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
+        docker_config={},
+        node_config={'InstanceType': instance_type},
+        count=count,
+        tags={},
+        resume_stopped_nodes=resume,
+        ports_to_open_on_launch=None)
+
+
+def launch(name: str, config: common.ProvisionConfig) -> common.ProvisionRecord:
+    return provisioner.run_instances('us-central3-a', name, name, config)
+
+
+def query(name: str, non_terminated_only: bool = True):
+    return provisioner.query_instances(name, name, {'project_id': 'proj_emulator'},
+                                       non_terminated_only=non_terminated_only)
+
+
+def test_one_node_launch_query_info_and_down(emulator):
+    record = launch('one', provision_config())
+    info = provisioner.get_cluster_info('us-central3-a', 'one',
+                                        {'project_id': 'proj_emulator'})
+    assert record.created_instance_ids == [record.head_instance_id]
+    assert info.head_instance_id == record.head_instance_id
+    node = info.instances[record.head_instance_id][0]
+    assert node.external_ip and node.internal_ip and node.ssh_port == 22
+    assert info.ssh_user == 'ubuntu'
+    assert query('one') == {record.head_instance_id: (UP, None)}
+    [bid] = bids_named(emulator, 'one')
+    assert bid['limit_price'] == '$32.00' and bid['status'] == 'Allocated'
+
+    provisioner.terminate_instances('one', {'project_id': 'proj_emulator'})
+    assert query('one') == {}
+    assert bids_named(emulator, 'one')[0]['status'] == 'Terminated'
+    provisioner.terminate_instances('one', {'project_id': 'proj_emulator'})
+
+
+def test_four_nodes_all_or_nothing_with_stable_head(emulator):
+    record = launch('four', provision_config(count=4, instance_type='a100-80gb.sxm.2x'))
+    [bid] = bids_named(emulator, 'four')
+    order = [i['fid'] for i in bid['instances']]
+    assert record.head_instance_id == order[0]
+    assert sorted(record.created_instance_ids) == sorted(order)
+    info = provisioner.get_cluster_info('us-central3-a', 'four',
+                                        {'project_id': 'proj_emulator'})
+    assert list(info.instances) == order
+    assert len({n[0].internal_ip for n in info.instances.values()}) == 4
+    assert set(query('four').values()) == {(UP, None)}
+
+
+def test_open_bid_waits_then_allocates_when_price_falls(emulator):
+    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', price='$50.00')
+    config = provision_config(limit='40.00')
+    result: Dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(record=launch('waits', config)))
+    worker.start()
+    time.sleep(2)
+    [bid] = bids_named(emulator, 'waits')
+    assert bid['status'] == 'Open' and worker.is_alive()
+    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', price='$20.00')
+    worker.join(30)
+    assert 'record' in result
+    [bid] = bids_named(emulator, 'waits')
+    assert bid['status'] == 'Allocated' and bid['price_paid'] == '$20.00'
+
+
+def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
+    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', price='$50.00')
+    with pytest.raises(bids.AllocationTimeoutError) as info:
+        launch('late', provision_config(limit='10.00', timeout='3'))
+    message = str(info.value)
+    assert 'spot price $50.00/h is above your limit $10.00/h' in message
+    assert 'cancelled' in message and 'limit_price' in message
+    assert [b['status'] for b in bids_named(emulator, 'late')] == ['Terminated']
+
+
+def test_timeout_without_capacity_says_so(emulator):
+    control(emulator, 'POST', 'capacity', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', capacity=1)
+    with pytest.raises(bids.AllocationTimeoutError, match='no capacity: 1 instance'):
+        launch('crowded', provision_config(count=2, timeout='3'))
+    assert [b['status'] for b in bids_named(emulator, 'crowded')] == ['Terminated']
+
+
+def test_stop_pauses_and_start_resumes_the_same_bid(emulator):
+    record = launch('pausable', provision_config())
+    provisioner.stop_instances('pausable', {'project_id': 'proj_emulator'})
+    provisioner.stop_instances('pausable', {'project_id': 'proj_emulator'})
+    [bid] = bids_named(emulator, 'pausable')
+    assert bid['status'] == 'Paused'
+    time.sleep(0.5)
+    assert set(query('pausable').values()) == {(STOPPED, 'STATUS_PAUSED (bid Paused)')}
+
+    resumed = launch('pausable', provision_config(resume=True))
+    assert resumed.resumed_instance_ids == [record.head_instance_id]
+    assert resumed.created_instance_ids == []
+    [bid_again] = bids_named(emulator, 'pausable')
+    assert bid_again['fid'] == bid['fid'] and bid_again['status'] == 'Allocated'
+    assert 'Resumed' in bid_again['events'] or 'Allocated' in bid_again['events']
+
+
+def test_preemption_keeps_up_during_notice_then_reads_stopped():
+    with EmulatorServer(speed=60) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MITHRIL_API_KEY', 'k')
+        mp.setenv('MITHRIL_API_URL', server.url)
+        mp.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        launch('preempted', provision_config())
+        [bid] = bids_named(server, 'preempted')
+        control(server, 'POST', f'bids/{bid["fid"]}/preempt')
+        assert set(s for s, _ in query('preempted').values()) == {UP}
+        control(server, 'POST', 'advance', seconds=301)
+        statuses = query('preempted')
+        assert [s for s, _ in statuses.values()] == [STOPPED]
+        assert 'STATUS_PREEMPTED' in next(iter(statuses.values()))[1]
+
+
+def test_lost_create_response_never_makes_two_bids(emulator):
+    control(emulator, 'PUT', 'faults', rules=[{
+        'method': 'POST', 'path': '/v2/spot/bids', 'lost_response': 1.0,
+        'max_faults': 1}])
+    launch('once', provision_config())
+    assert len(bids_named(emulator, 'once')) == 1
+    assert control(emulator, 'GET', 'faults')['counts']['lost_response'] == 1
+
+
+def test_interrupted_launch_leaves_no_bid(emulator):
+    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', price='$50.00')
+    config = provision_config(limit='10.00')
+
+    def press_ctrl_c_once_the_bid_waits() -> None:
+        deadline = time.monotonic() + 20
+        while not bids_named(emulator, 'ctrlc') and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _thread.interrupt_main()
+
+    threading.Thread(target=press_ctrl_c_once_the_bid_waits, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        launch('ctrlc', config)
+    assert [b['status'] for b in bids_named(emulator, 'ctrlc')] == ['Terminated']
+
+
+def test_failed_cleanup_stops_failover(emulator):
+    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+            region='us-central3-a', price='$50.00')
+    config = provision_config(limit='10.00', timeout='1')
+    control(emulator, 'PUT', 'faults', rules=[{
+        'method': 'DELETE', 'path': '/v2/spot/bids', 'server_error': 1.0}])
+    conn_options = {'max_retry_seconds': 1.0}
+    original = connection.connect
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(connection, 'connect',
+                   lambda **kw: original(**kw, **conn_options))
+        with pytest.raises(common.StopFailoverError, match='sky down'):
+            launch('stuck', config)
+    control(emulator, 'PUT', 'faults', rules=[])
+    provisioner.terminate_instances('stuck', {'project_id': 'proj_emulator'})
+    assert bids_named(emulator, 'stuck')[0]['status'] == 'Terminated'
+
+
+def test_query_raises_on_api_errors_instead_of_forgetting_the_cluster(emulator):
+    launch('kept', provision_config())
+    control(emulator, 'PUT', 'faults', rules=[{
+        'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0}])
+    original = connection.connect
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(connection, 'connect',
+                   lambda **kw: original(**kw, max_retry_seconds=1.0))
+        with pytest.raises(Exception, match='50[023]'):
+            query('kept')
+
+
+def test_old_terminated_bid_with_the_same_name_does_not_block(emulator):
+    launch('reused', provision_config())
+    provisioner.terminate_instances('reused', {'project_id': 'proj_emulator'})
+    record = launch('reused', provision_config())
+    statuses = [b['status'] for b in bids_named(emulator, 'reused')]
+    assert sorted(statuses) == ['Allocated', 'Terminated']
+    assert query('reused') == {record.head_instance_id: (UP, None)}
+
+
+def test_query_cost_does_not_grow_with_project_size(emulator):
+    launch('small', provision_config())
+    control(emulator, 'DELETE', 'stats')
+    query('small')
+    few = control(emulator, 'GET', 'stats')['total']
+    control(emulator, 'POST', 'filler', count=1000)
+    control(emulator, 'DELETE', 'stats')
+    assert query('small') == query('small')
+    many = control(emulator, 'GET', 'stats')['total'] / 2
+    assert few == many <= 2
+
+
+def test_cluster_name_with_limit_rendered_by_the_cloud_reaches_the_bid(emulator):
+    launch('priced', provision_config(limit='7.25'))
+    [bid] = bids_named(emulator, 'priced')
+    assert Decimal(bid['limit_price'].lstrip('$')) == Decimal('7.25')
