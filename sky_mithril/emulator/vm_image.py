@@ -48,6 +48,10 @@ CLOUD_EXTRA = 'mithril'
 Progress = Callable[[str], None]
 
 
+class CommandError(RuntimeError):
+    """A command failed; the message names it and quotes its stderr."""
+
+
 class VmImageError(RuntimeError):
     """The image could not be prepared; the message names the failing step."""
 
@@ -70,19 +74,18 @@ class VmImage:
 
 
 def run_command(cmd: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
-                cwd: Optional[Path] = None, input_text: Optional[str] = None,
-                timeout: Optional[float] = None,
+                cwd: Optional[Path] = None, timeout: Optional[float] = None,
                 check: bool = True) -> subprocess.CompletedProcess:
     """Runs `cmd`, capturing output; failures name the command and its stderr."""
     try:
         result = subprocess.run(list(cmd), env=None if env is None else dict(env),
-                                cwd=cwd, input=input_text, capture_output=True,
+                                cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
                                 text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise VmImageError(f'`{shlex.join(cmd)}` could not run: {e}') from e
+        raise CommandError(f'`{shlex.join(cmd)}` could not run: {e}') from e
     if check and result.returncode != 0:
         output = (result.stderr.strip() or result.stdout.strip())[-4000:]
-        raise VmImageError(f'`{shlex.join(cmd)}` failed with exit code '
+        raise CommandError(f'`{shlex.join(cmd)}` failed with exit code '
                            f'{result.returncode}: {output}')
     return result
 
@@ -119,13 +122,22 @@ def skypilot_install_steps(wheel: str, *, cloud: str = CLOUD_EXTRA) -> List[List
     with extras `[{cloud}, remote]`).
     """
     from sky.skylet import constants  # pylint: disable=import-outside-toplevel
-    ray = constants.SKY_REMOTE_RAY_VERSION
-    return [
+    ray_steps = [
         ['setuptools<70'],
         ['click<8.3.0'],
-        ['-U', f'ray[default]=={ray}', 'pydantic-core==2.41.1', 'click<8.3.0'],
-        [f'{wheel}[{cloud}, remote]'],
+        ['-U', f'ray[default]=={constants.SKY_REMOTE_RAY_VERSION}',
+         'pydantic-core==2.41.1', 'click<8.3.0'],
     ]
+    for args in ray_steps:
+        quoted = ' '.join(a if a.startswith('-') else f'"{a}"' for a in args)
+        if f'install {quoted}' not in constants.RAY_INSTALLATION_COMMANDS:
+            raise VmImageError(f'SkyPilot no longer runs `uv pip install {quoted}` '
+                               'on nodes: update skypilot_install_steps() from '
+                               'RAY_INSTALLATION_COMMANDS in sky/skylet/constants.py')
+    if '[{cloud}, remote]' not in constants.SKYPILOT_WHEEL_INSTALLATION_COMMANDS:
+        raise VmImageError('SkyPilot no longer installs its wheel with extras '
+                           '`[{cloud}, remote]`: update skypilot_install_steps()')
+    return [*ray_steps, [f'{wheel}[{cloud}, remote]']]
 
 
 def _stamp_key(python_source: Path) -> Dict[str, object]:
@@ -160,12 +172,15 @@ def _find_python_source() -> Path:
         f'{ENV_PYTHON_SOURCE} to a Python 3.10 installation prefix).')
 
 
-def _is_ready(image: VmImage, key: Dict[str, object]) -> bool:
+def _read_stamp(image: VmImage) -> Dict[str, object]:
     try:
-        stamp = json.loads(image.stamp.read_text())
+        return json.loads(image.stamp.read_text())
     except (OSError, ValueError):
-        return False
-    return stamp == key and all(
+        return {}
+
+
+def _is_ready(image: VmImage, key: Dict[str, object]) -> bool:
+    return _read_stamp(image) == key and all(
         p.exists() for p in (image.python, image.uv, image.uv_cache,
                              image.uv_config, image.home_template,
                              image.skypilot_wheel))
@@ -353,12 +368,13 @@ def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
     """Prepares the image once (needs root); later calls return it quickly."""
     say: Progress = progress or (lambda _message: None)
     image = _paths(image_dir())
-    key = _stamp_key(_find_python_source())
     if os.geteuid() != 0:
-        if _is_ready(image, key) and not _missing_packages():
+        built_from = Path(str(_read_stamp(image).get('python_source', '')))
+        if _is_ready(image, _stamp_key(built_from)) and not _missing_packages():
             return image
         raise VmImageError(f'Preparing the VM image in {image.root} needs root '
                            '(apt packages, user ubuntu).')
+    key = _stamp_key(_find_python_source())
     image.root.mkdir(mode=0o755, parents=True, exist_ok=True)
     for directory in [image.root, *image.root.parents]:
         if directory.stat().st_mode & 0o005 != 0o005:

@@ -1,0 +1,125 @@
+"""`sky-mithril emulator`: run the local Mithril market emulator until Ctrl-C."""
+
+import argparse
+import random
+import signal
+import threading
+from typing import Callable, List, Optional, Tuple
+
+from sky_mithril.emulator import market as market_lib
+from sky_mithril.emulator.clock import ScaledClock
+from sky_mithril.emulator.hosts import HostBackend, PlaceholderHosts
+from sky_mithril.emulator.server import EmulatorServer, load_catalog
+
+DEFAULT_PORT = 8765
+
+
+def _price_assignment(text: str) -> Tuple[str, str, str]:
+    """Parses TYPE@REGION=PRICE (e.g. h100-80gb.sxm.8x@us-central2-a=$9.50)."""
+    target, sep, price = text.partition('=')
+    instance_type, at, region = target.partition('@')
+    if not (sep and at and instance_type and region and price):
+        raise argparse.ArgumentTypeError(
+            f'expected TYPE@REGION=PRICE, got {text!r}')
+    return instance_type, region, price
+
+
+def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the emulator's options to `parser`."""
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address to listen on (default: %(default)s)')
+    parser.add_argument('--port', type=int, default=DEFAULT_PORT,
+                        help='port to listen on, 0 for any free one '
+                        '(default: %(default)s)')
+    parser.add_argument('--speed', type=float, default=60.0,
+                        help='emulated seconds per wall second '
+                        '(default: %(default)s)')
+    parser.add_argument('--clearing-interval', type=float, default=120.0,
+                        metavar='SECONDS',
+                        help='emulated seconds between auction clearings '
+                        '(default: %(default)s)')
+    parser.add_argument('--seed', type=int,
+                        help='seed for fids, random prices and faults '
+                        '(default: a fresh one per run, printed at start, so '
+                        'a restarted emulator never reuses an old fid)')
+    parser.add_argument('--capacity', type=int,
+                        default=market_lib.DEFAULT_CAPACITY,
+                        help='instances per auction (default: %(default)s)')
+    parser.add_argument('--price', type=_price_assignment, action='append',
+                        default=[], metavar='TYPE@REGION=PRICE',
+                        help='starting spot price of one auction, e.g. '
+                        'h100-80gb.sxm.8x@us-central2-a=$9.50 (repeatable)')
+    parser.add_argument('--api-key',
+                        help='accept only this API key (default: any)')
+    parser.add_argument('--catalog', metavar='PATH',
+                        help='catalog CSV (default: the shipped vms.csv)')
+
+
+def build_server(args: argparse.Namespace,
+                 hosts: Optional[HostBackend] = None) -> EmulatorServer:
+    """The (not yet started) server the parsed options describe; fills in
+    `args.seed` when it was not given."""
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**31)
+    market = market_lib.Market(ScaledClock(args.speed),
+                               hosts or PlaceholderHosts(),
+                               load_catalog(args.catalog),
+                               capacity=args.capacity,
+                               clearing_interval_s=args.clearing_interval,
+                               seed=args.seed)
+    for instance_type, region, price in args.price:
+        market.set_price(instance_type, region, price)
+    return EmulatorServer(market,
+                          host=args.host,
+                          port=args.port,
+                          api_key=args.api_key,
+                          seed=args.seed)
+
+
+def _usage(server: EmulatorServer, args: argparse.Namespace) -> List[str]:
+    api_key = ('<the value of --api-key>'
+               if args.api_key else 'emulator-any-key')
+    return [
+        f'Mithril emulator listening on {server.url} '
+        f'({args.speed:g} emulated seconds per second, clearing every '
+        f'{args.clearing_interval:g} emulated seconds, seed {args.seed}).',
+        'Point SkyPilot (and Mithril\'s `ml`) at it with:',
+        f'  export MITHRIL_API_URL={server.url}',
+        f'  export MITHRIL_API_KEY={api_key}',
+        f'  export MITHRIL_PROJECT={server.market.project.fid}',
+        'Press Ctrl-C to stop.',
+    ]
+
+
+def run_emulator(args: argparse.Namespace,
+                 hosts: Optional[HostBackend] = None,
+                 echo: Callable[[str], None] = print) -> int:
+    """Runs the emulator until Ctrl-C or SIGTERM; returns the exit code."""
+    try:
+        server = build_server(args, hosts)
+    except (OSError, ValueError, market_lib.MarketError) as e:
+        echo(f'Cannot start the emulator: {e}')
+        return 2
+    stop = threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_sigterm = signal.signal(signal.SIGTERM,
+                                         lambda *_: stop.set())
+    try:
+        try:
+            server.start()
+        except OSError as e:
+            echo(f'Cannot listen on {args.host}:{args.port}: {e}')
+            return 2
+        for line in _usage(server, args):
+            echo(line)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    echo('Mithril emulator stopped.')
+    return 0
