@@ -15,6 +15,7 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril import connection
+from sky_mithril import money
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import bids
@@ -130,7 +131,7 @@ def _place_bid(conn: connection.Connection, region: str,
     bid = bids.bid_for_cluster(conn, request)
     logger.info(f'Placed Mithril bid {bid.fid}: {config.count}× '
                 f'{config.node_config["InstanceType"]} in {region} at a limit '
-                f'of ${limit}/h per instance.')
+                f'of {money.format_dollars(limit)}/h per instance.')
     return bid
 
 
