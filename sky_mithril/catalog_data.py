@@ -1,4 +1,4 @@
-"""Where the shipped GPU catalog lives, readable without importing SkyPilot.
+"""Where the shipped GPU catalog and examples live, readable without importing SkyPilot.
 
 The catalog is `catalog/vms.csv` at the repository root, shipped inside the
 wheel as `sky_mithril/data/vms.csv`. `SKY_MITHRIL_CATALOG` points at another
@@ -16,6 +16,8 @@ COLUMNS = ('InstanceType', 'AcceleratorName', 'AcceleratorCount', 'vCPUs',
 
 _PACKAGED = Path(__file__).parent / 'data' / 'vms.csv'
 _SOURCE_TREE = Path(__file__).parent.parent / 'catalog' / 'vms.csv'
+_PACKAGED_EXAMPLES = Path(__file__).parent / 'data' / 'examples'
+_SOURCE_EXAMPLES = Path(__file__).parent.parent / 'examples'
 
 
 def catalog_path() -> Path:
@@ -29,6 +31,12 @@ def catalog_path() -> Path:
                 f'catalog CSV or unset it to use the shipped catalog.')
         return path
     return _PACKAGED if _PACKAGED.is_file() else _SOURCE_TREE
+
+
+def example_path(name: str) -> Path:
+    """A shipped example task YAML (`examples/NAME` in the source tree)."""
+    packaged = _PACKAGED_EXAMPLES / name
+    return packaged if packaged.is_file() else _SOURCE_EXAMPLES / name
 
 
 def read_rows(path: Path) -> List[Dict[str, str]]:

@@ -33,6 +33,15 @@ def _cmd_catalog_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sky_mithril import demo  # pylint: disable=import-outside-toplevel
+    try:
+        return demo.run_demo(keep_files=args.keep_files)
+    except demo.DemoError as e:
+        print(f'sky-mithril demo: {e}', file=sys.stderr)
+        return 1
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from sky_mithril.emulator import cli as emulator_cli  # pylint: disable=import-outside-toplevel
     return emulator_cli.run_emulator(args)
@@ -51,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help='also list it in ~/.sky/remote_plugins.yaml '
                        '(managed-jobs controllers on another cloud)')
     setup.set_defaults(handler=_cmd_setup)
+
+    demo = commands.add_parser(
+        'demo',
+        help='launch examples/hello.yaml with `sky launch --infra mithril` '
+        'on a local Mithril market, then tear everything down')
+    demo.add_argument('--keep-files',
+                      action='store_true',
+                      help='keep the sandboxed SkyPilot home (logs) afterwards')
+    demo.set_defaults(handler=_cmd_demo)
 
     emulator = commands.add_parser(
         'emulator', help='run a local Mithril API and auction market')

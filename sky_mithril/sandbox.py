@@ -149,13 +149,14 @@ class SkySandbox:
         return env
 
     def sky(self, args: List[str], *, timeout: float = 600,
-            check: bool = False) -> subprocess.CompletedProcess:
-        """Runs `sky ARGS` in the sandbox; output is captured as text."""
+            check: bool = False, stream: bool = False) -> subprocess.CompletedProcess:
+        """Runs `sky ARGS` in the sandbox; output is captured as text, or
+        passed through to our stdout/stderr when `stream`."""
         sky_bin = str(Path(sys.executable).parent / 'sky')
         return subprocess.run([sky_bin, *args],
                               env=self.env,
                               cwd=str(self.root),
-                              capture_output=True,
+                              capture_output=not stream,
                               text=True,
                               timeout=timeout,
                               check=check,

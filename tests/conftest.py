@@ -1,10 +1,24 @@
-"""Shared fixtures. Emulator fixtures are named `emulator_*`."""
+"""Shared fixtures. Emulator fixtures are named `emulator_*`.
 
+Sandboxed SkyPilot homes are seeded with SkyPilot's public common catalog
+(`shared/reference/skypilot-common-accelerators.csv` beside the checkout)
+when it is there, as SkyPilot would download it; otherwise the sandbox
+derives one from our own catalog.
+"""
+
+import os
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.sandbox import ENV_ACCELERATORS_CSV
+
+_PUBLIC_ACCELERATORS = (Path(__file__).resolve().parents[2] / 'shared' /
+                        'reference' / 'skypilot-common-accelerators.csv')
+if _PUBLIC_ACCELERATORS.is_file():
+    os.environ.setdefault(ENV_ACCELERATORS_CSV, str(_PUBLIC_ACCELERATORS))
 
 
 @pytest.fixture
