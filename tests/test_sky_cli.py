@@ -161,3 +161,11 @@ def test_check_reports_a_rejected_key(tmp_path):
     assert 'disabled' in result.stdout.lower()
     assert '401' in result.stdout and 'ml setup' in result.stdout
     assert 'a-wrong-key-123' not in result.stdout + result.stderr
+
+
+def test_patient_batch_example_dryrun(sandbox):
+    from sky_mithril import catalog_data
+    result, out = dryrun(sandbox, catalog_data.example_path('patient-batch.yaml'))
+    assert result.returncode == 0, out
+    assert 'h100-80gb.sxm.8x' in out
+    assert '$4.00/h per instance (limit_price_per_gpu $0.50 × 8 GPUs' in out

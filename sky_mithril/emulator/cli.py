@@ -12,6 +12,7 @@ from sky_mithril.emulator.hosts import HostBackend, PlaceholderHosts
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
 DEFAULT_PORT = 8765
+HOST_BACKENDS = ('placeholder', 'namespace', 'local')
 
 
 def _price_assignment(text: str) -> Tuple[str, str, str]:
@@ -53,6 +54,23 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
                         help='accept only this API key (default: any)')
     parser.add_argument('--catalog', metavar='PATH',
                         help='catalog CSV (default: the shipped vms.csv)')
+    parser.add_argument('--hosts', choices=HOST_BACKENDS, default='placeholder',
+                        help='what an allocated instance becomes: '
+                        '"placeholder" (an address, nothing listens), '
+                        '"namespace" (a real SSH host in a network namespace, '
+                        'needs root; what `sky launch` needs), or "local" (an '
+                        'sshd on 127.0.0.1, no root, one cluster at a time) '
+                        '(default: %(default)s)')
+
+
+def make_hosts(kind: str, echo: Callable[[str], None] = print) -> HostBackend:
+    """The host backend named by `--hosts`."""
+    if kind == 'placeholder':
+        return PlaceholderHosts()
+    from sky_mithril.emulator import ssh_hosts  # pylint: disable=import-outside-toplevel
+    if kind == 'namespace':
+        return ssh_hosts.NamespaceHosts(progress=echo)
+    return ssh_hosts.LocalPortHosts()
 
 
 def build_server(args: argparse.Namespace,
@@ -62,7 +80,7 @@ def build_server(args: argparse.Namespace,
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
     market = market_lib.Market(ScaledClock(args.speed),
-                               hosts or PlaceholderHosts(),
+                               hosts or make_hosts(args.hosts),
                                load_catalog(args.catalog),
                                capacity=args.capacity,
                                clearing_interval_s=args.clearing_interval,
@@ -97,7 +115,7 @@ def run_emulator(args: argparse.Namespace,
     """Runs the emulator until Ctrl-C or SIGTERM; returns the exit code."""
     try:
         server = build_server(args, hosts)
-    except (OSError, ValueError, market_lib.MarketError) as e:
+    except (OSError, RuntimeError, ValueError, market_lib.MarketError) as e:
         echo(f'Cannot start the emulator: {e}')
         return 2
     stop = threading.Event()
