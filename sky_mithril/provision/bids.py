@@ -30,6 +30,9 @@ PAUSED = 'Paused'
 # The live bid of a cluster is always its newest bid of that name.
 _NEWEST_BIDS_TO_SCAN = 10
 CANCEL_CONFIRM_SECONDS = 30.0
+# The first "why is it waiting" report comes once the bid has sat through a
+# few polls, so a bid that wins right away costs no pricing request.
+FIRST_STATUS_AFTER_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 30.0
 
 
@@ -165,7 +168,7 @@ def wait_for_allocation(conn: Connection,
     """
     start = time.monotonic()
     interval = 0.5
-    next_report = start
+    next_report = start + FIRST_STATUS_AFTER_SECONDS
     while True:
         if bid.status in (ALLOCATED, PREEMPTING):
             return bid

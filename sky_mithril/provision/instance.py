@@ -137,10 +137,13 @@ def _place_bid(conn: connection.Connection, region: str,
 
 def _wait_until_reachable(conn: connection.Connection,
                           bid: models.Bid) -> List[models.Instance]:
-    """Polls the bid's instances until every one has an SSH destination."""
+    """Polls the bid's instances (one request per poll) until every one has
+    an SSH destination; the bid is re-read only while it lists no instances."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     interval = 0.5
     while True:
+        if not bid.instances:
+            bid = conn.client.get_bid(bid.fid)
         instances = _bid_instances(conn, bid)
         ready = [i for i in instances
                  if i.status in _REACHABLE and i.ssh_destination]
@@ -153,7 +156,6 @@ def _wait_until_reachable(conn: connection.Connection,
                                f'({states}).')
         time.sleep(interval)
         interval = min(interval * 2, 3.0)
-        bid = conn.client.get_bid(bid.fid)
 
 
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
