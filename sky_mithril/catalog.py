@@ -2,7 +2,8 @@
 
 Installed as `sys.modules['sky.catalog.mithril_catalog']` by the plugin, so
 every `sky.catalog.*(..., clouds='mithril')` call lands here. The CSV never
-comes from the internet; queries go through SkyPilot's own `sky.catalog.common`
+comes from the internet: it is the shipped catalog with live spot prices laid
+over it (`live_prices`). Queries go through SkyPilot's own `sky.catalog.common`
 helpers so filtering and fuzzy matching behave as on every other cloud.
 """
 
@@ -12,10 +13,10 @@ from sky.catalog import common
 from sky.clouds import cloud
 from sky.utils import resources_utils
 
-from sky_mithril import catalog_data
+from sky_mithril import live_prices
 
-_df = common.LazyDataFrame(str(catalog_data.catalog_path()),
-                           update_if_stale_func=lambda: False)
+_df = common.LazyDataFrame(str(live_prices.overlay_path()),
+                           update_if_stale_func=live_prices.OverlayFreshness())
 
 ZONES_UNSUPPORTED = ('Mithril has no zones: drop the zone and pick a region, '
                      'e.g. `infra: mithril/us-central3-a`.')

@@ -19,6 +19,8 @@ from sky_mithril import catalog
 from sky_mithril import config
 from sky_mithril import connection
 from sky_mithril import credentials as credentials_lib
+from sky_mithril import live_prices
+from sky_mithril import money
 from sky_mithril.api import errors
 
 if typing.TYPE_CHECKING:
@@ -52,6 +54,27 @@ def _connect_or_block_cloud() -> 'connection.Connection':
         raise exceptions.InvalidCloudCredentials(str(e)) from None
     conn.client.close()
     return conn
+
+
+def _market_note(instance_type: str, region: str, limit: config.LimitPrice,
+                 timeout: Optional[int]) -> str:
+    """Spot price vs the effective limit, and what happens if the bid waits."""
+    quote = live_prices.quote(instance_type, region)
+    if quote is None:
+        return ''
+    spot, capacity = quote
+    spot_text = f'{money.format_dollars(spot)}/h'
+    if spot <= limit.per_hour:
+        return (f'Spot price in {region} now: {spot_text} ({capacity} free), '
+                'within your limit.')
+    wait = ('until the price falls (provision_timeout: forever)'
+            if timeout is None else
+            f'at most {timeout}s (provision_timeout), then it is cancelled '
+            'and SkyPilot tries elsewhere')
+    return (f'Spot price in {region} now: {spot_text}, above your limit '
+            f'{money.format_dollars(limit.per_hour)}/h: the bid will wait {wait}. '
+            f'To be allocated now, raise config.mithril.limit_price to at least '
+            f'{money.format_dollars(spot)}.')
 
 
 class Mithril(builtin_mithril.Mithril):
@@ -272,6 +295,9 @@ class Mithril(builtin_mithril.Mithril):
         logger.info(f'Mithril limit price: {limit.describe()} for '
                     f'{num_nodes}× {instance_type} in {region.name}. You pay '
                     'the market clearing price, never more than this.')
+        market_note = _market_note(instance_type, region.name, limit, timeout)
+        if market_note:
+            logger.info(market_note)
         profile, project_id, api_url = '', '', ''
         if not dryrun:
             conn = _connect_or_block_cloud()

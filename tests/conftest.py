@@ -7,6 +7,7 @@ derives one from our own catalog.
 """
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,12 @@ import pytest
 
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.sandbox import ENV_ACCELERATORS_CSV
+
+# Tests never touch the developer's SkyPilot home or real Mithril credentials.
+os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')
+for _variable in ('MITHRIL_API_KEY', 'MITHRIL_PROJECT', 'MITHRIL_API_URL',
+                  'MITHRIL_PROFILE', 'XDG_CONFIG_HOME', 'SKY_MITHRIL_CATALOG'):
+    os.environ.pop(_variable, None)
 
 _PUBLIC_ACCELERATORS = (Path(__file__).resolve().parents[2] / 'shared' /
                         'reference' / 'skypilot-common-accelerators.csv')

@@ -1,0 +1,122 @@
+"""Live spot prices in the optimizer: cheapest region now, fail-open to the
+shipped prices, stale cache served while it refreshes."""
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+import yaml
+
+from sky_mithril import catalog_data
+from sky_mithril import live_prices
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.sandbox import SkySandbox
+
+TYPE = 'h100-80gb.sxm.8x'
+REGION_A, REGION_B = 'us-central2-a', 'us-central3-a'
+
+
+@pytest.fixture(scope='module')
+def two_region_catalog(tmp_path_factory) -> Path:
+    """The shipped catalog plus TYPE offered in a second region."""
+    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    extra = dict(next(r for r in rows if r['InstanceType'] == TYPE), Region=REGION_B)
+    path = tmp_path_factory.mktemp('catalog') / 'vms.csv'
+    with path.open('w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows + [extra])
+    return path
+
+
+def set_price(server: EmulatorServer, region: str, price: str) -> None:
+    requests.post(f'{server.url}/_emulator/price', timeout=10, json={
+        'instance_type': TYPE, 'region': region, 'price': price}).raise_for_status()
+
+
+@pytest.fixture(scope='module')
+def market(two_region_catalog) -> Iterator[EmulatorServer]:
+    with EmulatorServer(catalog_path=two_region_catalog) as server:
+        set_price(server, REGION_A, '$10.00')
+        set_price(server, REGION_B, '$6.00')
+        yield server
+
+
+@pytest.mark.e2e
+def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
+        market, two_region_catalog, tmp_path):
+    box = SkySandbox(tmp_path, api_url=market.url, api_key='live-key',
+                     extra_env={catalog_data.ENV_CATALOG: str(two_region_catalog)})
+    task = tmp_path / 'task.yaml'
+    task.write_text(yaml.safe_dump({
+        'resources': {'infra': 'mithril', 'accelerators': 'H100:8'},
+        'config': {'mithril': {'limit_price': 8}}, 'run': 'true'}))
+    try:
+        assert box.sky(['check', 'mithril']).returncode == 0
+        live = box.sky(['launch', '--dryrun', '-y', str(task)])
+        out = live.stdout + live.stderr
+        assert live.returncode == 0, out
+        chosen = next(line for line in out.splitlines() if '✔' in line)
+        assert REGION_B in chosen and '6.00' in chosen
+        assert f'Spot price in {REGION_B} now: $6.00/h' in out
+
+        profile = box.home / '.config' / 'mithril' / 'config.yaml'
+        config = yaml.safe_load(profile.read_text())
+        config['profiles']['default']['api_url'] = 'http://127.0.0.1:9'
+        profile.write_text(yaml.safe_dump(config))
+        for cached in (box.home / '.sky' / 'mithril').iterdir():
+            cached.unlink()
+        offline = box.sky(['launch', '--dryrun', '-y', str(task)])
+        out = offline.stdout + offline.stderr
+        assert offline.returncode == 0, out
+        chosen = next(line for line in out.splitlines() if '✔' in line)
+        assert '8.0' in chosen and 'Spot price' not in out
+    finally:
+        box.stop_api_server()
+
+
+def test_stale_prices_are_served_while_a_refresh_runs(market, two_region_catalog,
+                                                      monkeypatch):
+    monkeypatch.setenv(catalog_data.ENV_CATALOG, str(two_region_catalog))
+    monkeypatch.setenv('MITHRIL_API_URL', market.url)
+    monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
+    live_prices.refresh()
+    freshness = live_prices.OverlayFreshness()
+    assert freshness() is True
+    assert live_prices.quote(TYPE, REGION_B)[0] == 6
+
+    set_price(market, REGION_B, '$7.50')
+    requests.put(f'{market.url}/_emulator/faults', timeout=10, json={'rules': [{
+        'method': 'GET', 'path': '/v2/spot/availability', 'latency': 1.0,
+        'latency_s': 1.0}]}).raise_for_status()
+    state = live_prices._state_path()
+    aged = json.loads(state.read_text())
+    aged['fetched_at'] -= live_prices.CACHE_TTL_SECONDS + 1
+    state.write_text(json.dumps(aged))
+    started = time.monotonic()
+    assert freshness() is False
+    assert time.monotonic() - started < 0.5
+    assert live_prices.quote(TYPE, REGION_B)[0] == 6
+
+    deadline = time.monotonic() + 10
+    while live_prices.quote(TYPE, REGION_B)[0] != 7.5:
+        assert time.monotonic() < deadline, 'background refresh never landed'
+        time.sleep(0.1)
+    assert freshness() is True
+    rows = {(r['InstanceType'], r['Region']): r
+            for r in catalog_data.read_rows(live_prices.overlay_path())}
+    assert rows[(TYPE, REGION_B)]['Price'] == '7.50'
+
+
+def test_api_down_keeps_shipped_prices_and_never_zero(monkeypatch):
+    monkeypatch.setenv('MITHRIL_API_URL', 'http://127.0.0.1:9')
+    monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
+    live_prices.refresh()
+    shipped = catalog_data.read_rows(catalog_data.catalog_path())
+    overlay = catalog_data.read_rows(live_prices.overlay_path())
+    assert [r['Price'] for r in overlay] == [r['Price'] for r in shipped]
+    assert all(float(r['Price']) > 0 for r in overlay)
