@@ -25,6 +25,7 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 PROVIDER_NAME = 'mithril'
 SSH_USER = 'ubuntu'
 READY_TIMEOUT_SECONDS = 600.0
+HALF_PLACED_RECHECK_SECONDS = 1.0
 LIMIT_KEY_HINT = ('raise config.mithril.limit_price (or limit_price_per_gpu) '
                   'to win sooner, or set config.mithril.provision_timeout.')
 
@@ -110,7 +111,11 @@ def _resume_or_adopt(conn: connection.Connection, bid: models.Bid, region: str,
         raise RuntimeError(f'The cluster\'s bid {bid.fid} is paused; use '
                            '`sky start` to resume it.')
     logger.info(f'Resuming paused bid {bid.fid} in {bid.region}.')
-    return conn.client.update_bid(bid.fid, paused=False), True
+    try:
+        return conn.client.update_bid(bid.fid, paused=False), True
+    except BaseException as e:
+        _undo(conn, bid, created=False, resumed=True, cause=e)
+        raise
 
 
 def _place_bid(conn: connection.Connection, region: str,
@@ -170,7 +175,11 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
     if existing is not None:
         bid, resumed = _resume_or_adopt(conn, existing, region, config)
     else:
-        bid = _place_bid(conn, region, cluster_name_on_cloud, config)
+        try:
+            bid = _place_bid(conn, region, cluster_name_on_cloud, config)
+        except BaseException as e:
+            _cancel_half_placed(conn, cluster_name_on_cloud, e)
+            raise
     created = existing is None
     try:
         bid = bids.wait_for_allocation(
@@ -189,6 +198,26 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
         head_instance_id=instance_fids[0],
         resumed_instance_ids=instance_fids if resumed else [],
         created_instance_ids=instance_fids if created else [])
+
+
+def _cancel_half_placed(conn: connection.Connection, name: str,
+                        cause: BaseException) -> None:
+    """After placing the bid failed or was interrupted, cancels a bid that
+    may have been created anyway. The request may still be on its way to
+    the server, so a look-up that finds nothing is repeated once."""
+    try:
+        found = bids.live_bids(conn, name)
+        if not found:
+            time.sleep(HALF_PLACED_RECHECK_SECONDS)
+            found = bids.live_bids(conn, name)
+    except Exception as lookup_error:  # pylint: disable=broad-except
+        raise common.StopFailoverError(
+            f'Placing the Mithril bid {name!r} failed ({cause}) and '
+            f'sky-mithril could not check whether it exists: {lookup_error}. '
+            'Run `sky down` for this cluster to cancel it if it does.'
+        ) from lookup_error
+    for bid in found:
+        _undo(conn, bid, created=True, resumed=False, cause=cause)
 
 
 def _undo(conn: connection.Connection, bid: models.Bid, *, created: bool,
