@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                          default=Path('catalog/vms.csv'),
                          help='CSV to write (default: catalog/vms.csv)')
     refresh.set_defaults(handler=_cmd_catalog_refresh)
+
+    from sky_mithril import prices  # pylint: disable=import-outside-toplevel
+    prices.add_prices_parser(commands)
     return parser
 
 

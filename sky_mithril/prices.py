@@ -1,0 +1,419 @@
+"""`sky-mithril prices`: recent spot prices per (instance type, region) and the
+limit price that would have kept a bid allocated a chosen share of the time.
+
+Rule: percentiles are nearest-rank. The q-th percentile of n samples is the
+k-th smallest sample with k = ceil(q * n), i.e. the smallest sample that is at
+or above at least a share q of the samples. So the median of an even count is
+the lower of the two middle samples, and the suggested limit for a likelihood
+q is the q-th percentile rounded up to the whole cent: the smallest whole-cent
+limit that was at or above the spot price (a bid is allocated when spot <=
+limit) in at least a share q of the samples. Likelihood 1.0 gives the maximum.
+Samples are weighted equally, so the share of samples stands for the share of
+time when the API samples evenly. Series of the same instance type name in the
+same region (several fids) are merged.
+"""
+
+import argparse
+import dataclasses
+import math
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from fractions import Fraction
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from sky_mithril import catalog_data
+from sky_mithril import credentials as credentials_lib
+from sky_mithril.api import client as client_lib
+from sky_mithril.api import errors
+from sky_mithril.money import CENT, format_dollars
+
+DEFAULT_DAYS = 7.0
+DEFAULT_LIKELIHOOD = Decimal('0.9')
+NUM_SAMPLES = 200
+"""Samples asked per series: about one every 50 minutes over 7 days."""
+SPARK_WIDTH = 60
+BARS = '▁▂▃▄▅▆▇█'
+PLOT_HINT = ('--plot needs matplotlib, which is not installed. Install it with '
+             '`pip install matplotlib`, or leave out --plot.')
+
+Sample = Tuple[datetime, Decimal]
+
+
+class PricesError(Exception):
+    """A request the command cannot answer; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceStats:
+    """Summary of a non-empty series of spot prices."""
+
+    count: int
+    minimum: Decimal
+    median: Decimal
+    p90: Decimal
+    maximum: Decimal
+
+
+@dataclasses.dataclass
+class MarketHistory:
+    """The spot-price samples of one instance type in one region, oldest first."""
+
+    instance_type: str
+    region: str
+    accelerator: str
+    gpus: int
+    samples: List[Sample] = dataclasses.field(default_factory=list)
+
+    @property
+    def prices(self) -> List[Decimal]:
+        """The spot prices alone, oldest first."""
+        return [price for _, price in self.samples]
+
+    @property
+    def label(self) -> str:
+        """"h100-80gb.sxm.8x (8x H100)"."""
+        return f'{self.instance_type} ({self.gpus}x {self.accelerator})'
+
+
+# Statistics (pure).
+
+
+def percentile(prices: Sequence[Decimal], share: Decimal) -> Decimal:
+    """The nearest-rank percentile: the ceil(share * n)-th smallest sample."""
+    if not prices:
+        raise ValueError('no prices')
+    if not 0 < share <= 1:
+        raise ValueError(f'share must be in (0, 1], got {share}')
+    rank = math.ceil(Fraction(share) * len(prices))
+    return sorted(prices)[rank - 1]
+
+
+def summarize(prices: Sequence[Decimal]) -> PriceStats:
+    """Count, min, median, p90 and max (nearest-rank) of a non-empty series."""
+    return PriceStats(count=len(prices),
+                      minimum=min(prices),
+                      median=percentile(prices, Decimal('0.5')),
+                      p90=percentile(prices, Decimal('0.9')),
+                      maximum=max(prices))
+
+
+def suggest_limit(prices: Sequence[Decimal], likelihood: Decimal) -> Decimal:
+    """The smallest whole-cent limit at or above the spot price in at least a
+    share `likelihood` of the samples."""
+    return percentile(prices, likelihood).quantize(CENT, rounding=ROUND_CEILING)
+
+
+def coverage(prices: Sequence[Decimal], limit: Decimal) -> Fraction:
+    """The share of samples whose spot price is at or below `limit`."""
+    return Fraction(sum(1 for price in prices if price <= limit), len(prices))
+
+
+def per_gpu(limit: Decimal, gpus: int) -> str:
+    """The per-GPU-hour price, prefixed with "≈ " when rounded to the cent."""
+    exact = limit / gpus
+    shown = exact.quantize(CENT, rounding=ROUND_HALF_UP)
+    return f'{"" if shown == exact else "≈ "}{format_dollars(shown)}'
+
+
+def sparkline(prices: Sequence[Decimal], width: int = SPARK_WIDTH) -> str:
+    """One bar per sample, or per bucket (its highest price) beyond `width`
+    samples; the lowest price is ▁, the highest █, a flat series all ▄."""
+    values = list(prices)
+    if len(values) > width:
+        n = len(values)
+        values = [max(values[i * n // width:(i + 1) * n // width])
+                  for i in range(width)]
+    if not values:
+        return ''
+    low, high = min(values), max(values)
+    if low == high:
+        return BARS[3] * len(values)
+    top = len(BARS) - 1
+    return ''.join(BARS[int(((value - low) * top / (high - low)).to_integral_value(
+        rounding=ROUND_HALF_UP))] for value in values)
+
+
+# Catalog resolution (pure).
+
+
+def parse_gpu_spec(spec: str) -> Tuple[str, Optional[int]]:
+    """"H100:8" -> ("H100", 8); "a100" -> ("A100", None)."""
+    name, _, count = spec.strip().partition(':')
+    if not name:
+        raise PricesError(f'{spec!r} is not a GPU; write it as NAME or NAME:COUNT, '
+                          'e.g. H100:8.')
+    if not count:
+        return name.upper(), None
+    if not (count.isascii() and count.isdigit()) or int(count) < 1:
+        raise PricesError(f'The GPU count in {spec!r} must be a whole number '
+                          'above 0, e.g. H100:8.')
+    return name.upper(), int(count)
+
+
+def _gpu_count(row: Dict[str, str]) -> int:
+    return int(float(row['AcceleratorCount']))
+
+
+def _gpu_specs(rows: Sequence[Dict[str, str]]) -> str:
+    specs = sorted({(r['AcceleratorName'].upper(), _gpu_count(r)) for r in rows})
+    return ', '.join(f'{name}:{count}' for name, count in specs)
+
+
+def select_rows(rows: Sequence[Dict[str, str]], gpu: Optional[str],
+                count: Optional[int],
+                region: Optional[str]) -> List[Dict[str, str]]:
+    """Catalog rows for a GPU name (any case), GPU count and region; None = any.
+
+    Raises PricesError naming what the catalog has when nothing matches.
+    """
+    selected = list(rows)
+    if gpu is not None:
+        selected = [r for r in selected if r['AcceleratorName'].upper() == gpu]
+        if not selected:
+            raise PricesError(f'Unknown GPU {gpu!r}. The catalog has: '
+                              f'{_gpu_specs(rows)}.')
+    if count is not None:
+        of_gpu = selected
+        selected = [r for r in selected if _gpu_count(r) == count]
+        if not selected:
+            raise PricesError(f'No {gpu} instance type with {count} GPUs in the '
+                              f'catalog; {gpu} comes as {_gpu_specs(of_gpu)}.')
+    if region is not None:
+        in_any_region = selected
+        selected = [r for r in selected if r['Region'] == region]
+        if not selected:
+            regions = ', '.join(sorted({r['Region'] for r in in_any_region}))
+            raise PricesError(f'The catalog has no {gpu or "GPU"} instance type '
+                              f'in region {region!r}; it has them in: {regions}.')
+    return selected
+
+
+# Fetching.
+
+
+def fetch_histories(client: client_lib.MithrilClient,
+                    rows: Sequence[Dict[str, str]], region: Optional[str],
+                    start: datetime) -> Tuple[List[MarketHistory], bool]:
+    """Histories since `start` for every (instance type, region) of `rows`
+    (empty when the API has none) plus any other region the API reports for
+    those types; and whether the API says the series are complete."""
+    specs = {r['InstanceType']: (r['AcceleratorName'], _gpu_count(r))
+             for r in rows}
+    names_by_fid = {t.fid: t.name for t in client.list_instance_types()
+                    if t.name in specs}
+    if not names_by_fid:
+        raise PricesError(
+            f'The Mithril API at {client.api_url} offers none of '
+            f'{", ".join(sorted(specs))}. Run `sky-mithril catalog refresh` '
+            'to update the catalog.')
+    histories: Dict[Tuple[str, str], MarketHistory] = {}
+
+    def history(name: str, where: str) -> MarketHistory:
+        if (name, where) not in histories:
+            accelerator, gpus = specs[name]
+            histories[name, where] = MarketHistory(name, where, accelerator,
+                                                   gpus)
+        return histories[name, where]
+
+    for row in rows:
+        history(row['InstanceType'], row['Region'])
+    answer = client.get_price_history(instance_types=sorted(names_by_fid),
+                                      region=region,
+                                      num_samples=NUM_SAMPLES,
+                                      start_time=start)
+    for series in answer.series:
+        name = names_by_fid.get(series.instance_type)
+        if name is None or (region is not None and series.region != region):
+            continue
+        history(name, series.region).samples.extend(
+            zip(series.timestamps, series.spot_prices))
+    for item in histories.values():
+        item.samples.sort()
+    return sorted(histories.values(),
+                  key=lambda h: (h.instance_type, h.region)), answer.complete
+
+
+# Report (pure).
+
+
+def _period(days: float) -> str:
+    return f'the last {days:g} day{"" if days == 1 else "s"}'
+
+
+def _percent(share: Decimal) -> str:
+    return f'{format((share * 100).normalize(), "f")}%'
+
+
+def _span(samples: Sequence[Sample]) -> str:
+    first, last = (t.astimezone(timezone.utc) for t in (samples[0][0],
+                                                          samples[-1][0]))
+    return f'{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC'
+
+
+def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]:
+    """The report lines of one (instance type, region)."""
+    head = f'{item.label} in {item.region}'
+    if not item.samples:
+        return [f'{head}: no price history in {_period(days)}.']
+    prices = item.prices
+    stats = summarize(prices)
+    limit = suggest_limit(prices, likelihood)
+    covered = math.floor(coverage(prices, limit) * 100)
+    plural = '' if stats.count == 1 else 's'
+    lines = [
+        f'{head}: {stats.count} sample{plural}, {_span(item.samples)}',
+        f'  min {format_dollars(stats.minimum)}  '
+        f'median {format_dollars(stats.median)}  '
+        f'p90 {format_dollars(stats.p90)}  max {format_dollars(stats.maximum)}',
+        f'  {sparkline(prices)}',
+        f'  A limit of {format_dollars(limit)}/h would have been at or above '
+        f'the spot price {covered}% of {_period(days)}.',
+        f'  Suggested limit: {format_dollars(limit)} per instance-hour' +
+        (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {item.gpus} GPUs).'
+         if item.gpus > 0 else '.'),
+    ]
+    if stats.count == 1:
+        lines.append('  Only 1 sample: too little history to rely on.')
+    return lines
+
+
+def report(histories: Sequence[MarketHistory], likelihood: Decimal,
+           days: float, complete: bool = True) -> List[str]:
+    """The whole printed report."""
+    lines = [
+        f'Mithril spot prices over {_period(days)}, in dollars per '
+        'instance-hour.',
+        f'Suggested limits are for a {_percent(likelihood)} allocation '
+        'likelihood: the smallest whole-cent limit at or above the spot '
+        f'price in at least {_percent(likelihood)} of the samples.',
+    ]
+    if not complete:
+        lines.append('Note: Mithril cut the history short; the figures cover '
+                     'only the samples it returned.')
+    for item in histories:
+        lines.append('')
+        lines.extend(describe(item, likelihood, days))
+    return lines
+
+
+# Chart.
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib.figure  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        raise PricesError(PLOT_HINT) from None
+
+
+def write_plot(histories: Sequence[MarketHistory], likelihood: Decimal,
+               days: float, path: Path) -> None:
+    """A PNG chart: per instance type, one step line per region and its
+    suggested limit as a dashed horizontal line of the same colour."""
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+    by_type: Dict[str, List[MarketHistory]] = {}
+    for item in histories:
+        if item.samples:
+            by_type.setdefault(item.label, []).append(item)
+    if not by_type:
+        raise PricesError(f'No price history to plot; {path} was not written.')
+    figure = Figure(figsize=(10, 3.5 * len(by_type)), layout='constrained')
+    axes = figure.subplots(len(by_type), 1, squeeze=False)[:, 0]
+    for ax, (label, group) in zip(axes, by_type.items()):
+        for item in group:
+            times = [t for t, _ in item.samples]
+            line, = ax.step(times, [float(p) for p in item.prices],
+                            where='post', label=item.region)
+            limit = suggest_limit(item.prices, likelihood)
+            ax.axhline(float(limit), color=line.get_color(), linestyle='--',
+                       label=f'{item.region}: limit {format_dollars(limit)} '
+                       f'({_percent(likelihood)})')
+        ax.set_title(f'{label}: spot price over {_period(days)}')
+        ax.set_ylabel('$ per instance-hour')
+        ax.legend(loc='best', fontsize='small')
+        ax.grid(alpha=0.3)
+    figure.savefig(path)
+
+
+# Command.
+
+
+def _likelihood(text: str) -> Decimal:
+    """An argparse type: "0.9" or "90%" -> Decimal('0.9'), in (0, 1]."""
+    raw = text.strip()
+    try:
+        value = (Decimal(raw[:-1]) / 100 if raw.endswith('%') else Decimal(raw))
+    except InvalidOperation:
+        value = Decimal('NaN')
+    if not value.is_finite() or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a likelihood in (0, 1], e.g. 0.9 or 90%')
+    return value
+
+
+def _days(text: str) -> float:
+    """An argparse type: a positive number of days."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number '
+                                         'of days')
+    return value
+
+
+def run_prices(args: argparse.Namespace) -> int:
+    """Prints the report (and writes the chart); errors go to stderr, exit 1."""
+    try:
+        gpu, count = (parse_gpu_spec(args.gpu) if args.gpu else (None, None))
+        rows = select_rows(catalog_data.read_rows(catalog_data.catalog_path()),
+                           gpu, count, args.region)
+        if args.plot:
+            _require_matplotlib()
+        start = datetime.now(timezone.utc) - timedelta(days=args.days)
+        creds = credentials_lib.load_credentials()
+        with client_lib.MithrilClient.from_credentials(creds) as client:
+            histories, complete = fetch_histories(client, rows, args.region,
+                                                  start)
+        print('\n'.join(report(histories, args.likelihood, args.days,
+                               complete)))
+        if args.plot:
+            write_plot(histories, args.likelihood, args.days, args.plot)
+            print(f'\nWrote the chart to {args.plot}')
+        return 0
+    except (PricesError, credentials_lib.CredentialsError,
+            errors.MithrilAPIError, OSError, ValueError) as e:
+        print(f'sky-mithril prices: {e}', file=sys.stderr)
+        return 1
+
+
+def add_prices_parser(commands: 'argparse._SubParsersAction') -> None:
+    """Registers `prices` on a parser's subcommands."""
+    prices = commands.add_parser(
+        'prices',
+        help='recent spot prices per instance type and region, and the limit '
+        'price that would have kept a bid allocated')
+    prices.add_argument('gpu',
+                        nargs='?',
+                        metavar='GPU[:N]',
+                        help='e.g. H100:8 or a100 (default: every GPU in the '
+                        'catalog)')
+    prices.add_argument('--region', help='only this region')
+    prices.add_argument('--days',
+                        type=_days,
+                        default=DEFAULT_DAYS,
+                        help=f'history to look at (default: {DEFAULT_DAYS:g})')
+    prices.add_argument('--likelihood',
+                        type=_likelihood,
+                        default=DEFAULT_LIKELIHOOD,
+                        help='wanted share of time allocated, for the '
+                        'suggested limit (default: 0.9; "90%%" works too)')
+    prices.add_argument('--plot',
+                        type=Path,
+                        metavar='FILE.png',
+                        help='also draw the series and suggested limits '
+                        '(needs matplotlib)')
+    prices.set_defaults(handler=run_prices)

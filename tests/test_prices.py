@@ -1,0 +1,288 @@
+"""`sky-mithril prices`: statistics and suggested limits, and the command end to end."""
+
+import argparse
+import csv
+import importlib.util
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+import requests
+
+from sky_mithril import catalog_data
+from sky_mithril import cli
+from sky_mithril import prices
+from sky_mithril.emulator.server import EmulatorServer
+
+HAS_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
+H100_8 = 'h100-80gb.sxm.8x'
+REGION_A, REGION_B, REGION_EMPTY = 'us-central2-a', 'us-central2-b', 'us-central2-c'
+API_KEY = 'prices-test-key-5f3a'
+
+
+def d(*values: str) -> List[Decimal]:
+    return [Decimal(v) for v in values]
+
+
+# Statistics and the suggestion.
+
+
+def test_stats_use_nearest_rank_percentiles():
+    stats = prices.summarize(d('5', '1', '3', '2', '4'))
+    assert stats == prices.PriceStats(count=5, minimum=Decimal('1'),
+                                      median=Decimal('3'), p90=Decimal('5'),
+                                      maximum=Decimal('5'))
+
+
+def test_even_count_median_is_the_lower_middle_sample():
+    stats = prices.summarize(d(*map(str, range(10, 0, -1))))
+    assert (stats.minimum, stats.median, stats.p90, stats.maximum) == (1, 5, 9, 10)
+
+
+def test_suggestion_for_ten_samples_at_ninety_percent_is_the_ninth():
+    # 0.9 * 10 in floats is 9.000000000000002; the rank must still be 9.
+    series = d(*map(str, range(1, 11)))
+    assert prices.suggest_limit(series, Decimal('0.9')) == Decimal('9.00')
+    assert prices.coverage(series, Decimal('9.00')) == prices.Fraction(9, 10)
+
+
+def test_likelihood_one_is_the_maximum_and_one_half_the_lower_median():
+    series = d('3.10', '2.50', '4.75', '2.90')
+    assert prices.suggest_limit(series, Decimal('1')) == Decimal('4.75')
+    assert prices.suggest_limit(series, Decimal('0.5')) == Decimal('2.90')
+    assert prices.suggest_limit(series, Decimal('0.51')) == Decimal('3.10')
+
+
+def test_suggestion_rounds_sub_cent_prices_up_to_the_cent():
+    assert prices.suggest_limit(d('10.001'), Decimal('0.9')) == Decimal('10.01')
+    assert prices.suggest_limit(d('10.009', '1'), Decimal('1')) == Decimal('10.01')
+    assert prices.suggest_limit(d('10.00'), Decimal('0.9')) == Decimal('10.00')
+
+
+def test_suggested_limit_covers_at_least_the_wanted_share():
+    series = d('1.00', '1.00', '2.00', '7.00', '3.00', '3.00', '9.99')
+    for wanted in d('0.01', '0.3', '0.5', '0.7', '0.9', '0.95', '1'):
+        limit = prices.suggest_limit(series, wanted)
+        assert prices.coverage(series, limit) >= wanted
+        below = limit - prices.CENT
+        assert prices.coverage(series, below) < wanted
+
+
+def test_flat_and_single_sample_series():
+    flat = prices.summarize(d('4.20', '4.20', '4.20'))
+    assert flat.minimum == flat.median == flat.p90 == flat.maximum == Decimal('4.20')
+    assert prices.sparkline(d('4.20', '4.20', '4.20')) == '▄▄▄'
+    assert prices.summarize(d('7.00')).count == 1
+    assert prices.suggest_limit(d('7.00'), Decimal('0.9')) == Decimal('7.00')
+    assert prices.sparkline(d('7.00')) == '▄'
+
+
+def test_sparkline_spans_the_bars_and_buckets_long_series_by_their_highest():
+    assert prices.sparkline(d('0', '1', '2', '3', '4', '5', '6', '7')) == '▁▂▃▄▅▆▇█'
+    assert prices.sparkline(d('1', '1', '1', '9', '1', '1'), width=3) == '▁█▁'
+    assert len(prices.sparkline([Decimal(i % 7) for i in range(500)])) == 60
+    assert prices.sparkline([]) == ''
+
+
+def test_per_gpu_marks_rounded_amounts():
+    assert prices.per_gpu(Decimal('12.00'), 8) == '$1.50'
+    assert prices.per_gpu(Decimal('17.00'), 8) == '≈ $2.13'
+
+
+@pytest.mark.parametrize('bad', [[], d('1')])
+def test_percentile_rejects_empty_series_and_shares_outside_the_unit_interval(bad):
+    with pytest.raises(ValueError):
+        prices.percentile(bad, Decimal('0') if bad else Decimal('0.5'))
+
+
+# Catalog resolution and arguments.
+
+
+def test_gpu_spec_parsing():
+    assert prices.parse_gpu_spec('H100:8') == ('H100', 8)
+    assert prices.parse_gpu_spec('a100') == ('A100', None)
+    for bad in ('H100:x', 'H100:0', ':8', 'H100:-1'):
+        with pytest.raises(prices.PricesError):
+            prices.parse_gpu_spec(bad)
+
+
+def test_selection_by_gpu_count_and_region_explains_misses():
+    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    assert {r['InstanceType'] for r in prices.select_rows(rows, 'A100', None, None)} == {
+        'a100-80gb.sxm.1x', 'a100-80gb.sxm.2x', 'a100-80gb.sxm.4x', 'a100-80gb.sxm.8x'}
+    assert [r['InstanceType'] for r in prices.select_rows(rows, 'H100', 8, None)] == [H100_8]
+    with pytest.raises(prices.PricesError, match=r'H100 comes as H100:1, H100:8'):
+        prices.select_rows(rows, 'H100', 3, None)
+    with pytest.raises(prices.PricesError, match=r"region 'mars-1'; .*us-central2-a"):
+        prices.select_rows(rows, 'H100', 8, 'mars-1')
+
+
+def test_likelihood_and_days_arguments():
+    assert prices._likelihood('0.9') == Decimal('0.9')
+    assert prices._likelihood('95%') == Decimal('0.95')
+    for bad in ('0', '1.01', '-0.5', 'most', 'nan'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            prices._likelihood(bad)
+    assert prices._days('0.5') == 0.5
+    for bad in ('0', '-1', 'week', 'inf'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            prices._days(bad)
+
+
+# The command, end to end against the emulator.
+
+
+def run(argv: List[str]) -> int:
+    """`sky-mithril ARGV` through the real command-line entry point."""
+    return cli.main(argv)
+
+
+@pytest.fixture
+def two_region_catalog(tmp_path: Path, monkeypatch) -> Path:
+    """The shipped catalog plus h100-80gb.sxm.8x in two more regions."""
+    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    h100 = next(r for r in rows if r['InstanceType'] == H100_8)
+    assert h100['Region'] == REGION_A
+    rows += [dict(h100, Region=REGION_B), dict(h100, Region=REGION_EMPTY)]
+    path = tmp_path / 'vms.csv'
+    with path.open('w', newline='', encoding='utf-8') as f:
+        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setenv(catalog_data.ENV_CATALOG, str(path))
+    return path
+
+
+@pytest.fixture
+def market(two_region_catalog: Path, tmp_path: Path,
+           monkeypatch) -> Iterator[EmulatorServer]:
+    """An emulator on that catalog that never clears (so no live samples),
+    with scripted histories in two regions; credentials point at it."""
+    with EmulatorServer(catalog_path=two_region_catalog,
+                        clearing_interval_s=1e9) as server:
+        history = {
+            # Ten hourly samples, plus one outside a 1-day window.
+            REGION_A: [('$99.00', -3 * 86400)] + [
+                (f'${price}.00', -3600 * (11 - i))
+                for i, price in enumerate([13, 9, 11, 18, 10, 12, 14, 16, 17, 15], 1)],
+            REGION_B: [('$4.00', -7200), ('$5.50', -5400), ('$4.00', -1800)],
+        }
+        for region, points in history.items():
+            requests.post(f'{server.url}/_emulator/price-history', timeout=10, json={
+                'instance_type': H100_8, 'region': region,
+                'points': [{'price': p, 'offset_s': s} for p, s in points],
+            }).raise_for_status()
+        for name, value in {'MITHRIL_API_URL': server.url, 'MITHRIL_API_KEY': API_KEY,
+                            'MITHRIL_PROJECT': 'proj_emulator',
+                            'HOME': str(tmp_path), 'XDG_CONFIG_HOME': str(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+def blocks(out: str) -> Dict[str, List[str]]:
+    """Report lines per "TYPE (...) in REGION" heading."""
+    found: Dict[str, List[str]] = {}
+    current: List[str] = []
+    for line in out.splitlines():
+        match = re.match(r'\S+ \(\d+x \w+\) in (\S+?):', line)
+        if match:
+            current = found.setdefault(match.group(1), [])
+        current.append(line)
+    return found
+
+
+def test_report_for_two_regions_of_one_type(market, capsys):
+    assert run(['prices', 'h100:8', '--days', '1']) == 0
+    captured = capsys.readouterr()
+    assert API_KEY not in captured.out + captured.err
+    by_region = blocks(captured.out)
+    assert set(by_region) == {REGION_A, REGION_B, REGION_EMPTY}
+
+    a = by_region[REGION_A]
+    assert a[0].startswith(f'{H100_8} (8x H100) in {REGION_A}: 10 samples, ')
+    assert a[1].split() == ['min', '$9.00', 'median', '$13.00', 'p90', '$17.00',
+                            'max', '$18.00']
+    spark = a[2].strip()
+    assert len(spark) == 10 and set(spark) <= set(prices.BARS)
+    assert spark[0] == '▄' and spark[1] == '▁' and spark[3] == '█'
+    assert a[3] == ('  A limit of $17.00/h would have been at or above the spot '
+                    'price 90% of the last 1 day.')
+    assert a[4] == ('  Suggested limit: $17.00 per instance-hour (≈ $2.13 per '
+                    'GPU-hour for 8 GPUs).')
+
+    b = by_region[REGION_B]
+    assert ': 3 samples, ' in b[0]
+    assert b[1].split() == ['min', '$4.00', 'median', '$4.00', 'p90', '$5.50',
+                            'max', '$5.50']
+    assert b[2].strip() == '▁█▁'
+    assert 'A limit of $5.50/h would have been at or above the spot price 100% ' in b[3]
+
+    assert by_region[REGION_EMPTY] == [
+        f'{H100_8} (8x H100) in {REGION_EMPTY}: no price history in the last 1 day.']
+
+
+def test_region_and_likelihood_options(market, capsys):
+    assert run(['prices', 'H100:8', '--days', '1', '--region', REGION_A,
+                '--likelihood', '50%']) == 0
+    out = capsys.readouterr().out
+    assert set(blocks(out)) == {REGION_A}
+    assert 'A limit of $13.00/h would have been at or above the spot price 50% ' in out
+    assert 'a 50% allocation likelihood' in out
+
+
+def test_a_longer_window_takes_in_older_samples(market, capsys):
+    assert run(['prices', 'H100:8', '--region', REGION_A]) == 0
+    a = blocks(capsys.readouterr().out)[REGION_A]
+    assert ': 11 samples, ' in a[0] and a[1].split()[-1] == '$99.00'
+    assert a[3].endswith('90% of the last 7 days.')
+
+
+def test_unknown_gpu_lists_the_catalog(capsys):
+    assert run(['prices', 'X100']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sky-mithril prices: Unknown GPU 'X100'. The catalog has: ")
+    assert 'A100:1' in err and 'H100:8' in err and 'B200:8' in err
+
+
+def test_a_rejected_key_is_an_error_without_the_key(tmp_path, capsys, monkeypatch):
+    with EmulatorServer(api_key='right') as server:
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_API_KEY', API_KEY)
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        assert run(['prices', 'H100:8']) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    assert captured.err.startswith('sky-mithril prices: ') and '401' in captured.err
+    assert API_KEY not in captured.err
+
+
+@pytest.mark.skipif(HAS_MATPLOTLIB, reason='matplotlib is installed')
+def test_plot_without_matplotlib_names_the_install(tmp_path, capsys):
+    chart = tmp_path / 'chart.png'
+    assert run(['prices', 'H100:8', '--plot', str(chart)]) == 1
+    assert 'pip install matplotlib' in capsys.readouterr().err
+    assert not chart.exists()
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason='matplotlib is not installed')
+def test_plot_writes_a_png(market, tmp_path, capsys):
+    chart = tmp_path / 'chart.png'
+    assert run(['prices', 'H100:8', '--days', '1', '--plot', str(chart)]) == 0
+    assert f'Wrote the chart to {chart}' in capsys.readouterr().out
+    assert chart.read_bytes().startswith(b'\x89PNG')
+
+
+def test_a_single_sample_is_reported_with_a_caution():
+    at = datetime(2025, 1, 1, 6, 30, tzinfo=timezone.utc)
+    item = prices.MarketHistory(H100_8, REGION_A, 'H100', 8, [(at, Decimal('12.00'))])
+    lines = prices.describe(item, Decimal('0.9'), 7)
+    assert lines[0].endswith('1 sample, 2025-01-01 06:30 to 2025-01-01 06:30 UTC')
+    assert lines[1].split() == ['min', '$12.00', 'median', '$12.00', 'p90', '$12.00',
+                                'max', '$12.00']
+    assert lines[3].endswith('$12.00/h would have been at or above the spot price '
+                             '100% of the last 7 days.')
+    assert lines[4].endswith('($1.50 per GPU-hour for 8 GPUs).')
+    assert lines[-1] == '  Only 1 sample: too little history to rely on.'
