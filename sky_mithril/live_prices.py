@@ -2,7 +2,7 @@
 `sky show-gpus` and the cheapest-region choice reflect the market now.
 
 Prices come from `GET /v2/spot/availability` (one row per instance type and
-region auction) and are written into a copy of the catalog CSV in
+region auction) and `GET /v2/pricing/current` per auction, and are written into a copy of the catalog CSV in
 `~/.sky/mithril/`, which the catalog module reads through SkyPilot's own
 LazyDataFrame. The copy is refreshed in the background once it is older than
 CACHE_TTL_SECONDS (stale-while-revalidate): the optimizer never waits on the
@@ -46,8 +46,15 @@ def _state_path() -> Path:
 
 
 def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
-    """(instance type name, region) → (spot price, free capacity), from one
-    availability call plus the instance type names."""
+    """(instance type name, region) → (spot price, free capacity).
+
+    The auctions come from one availability call; each one's spot price
+    from `/v2/pricing/current`, since the availability row's
+    `last_instance_price` is what the last allocation paid and goes stale
+    when the market moves. When pricing calls fail or the time budget runs
+    out, the availability price stands in.
+    """
+    deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
     with client_lib.MithrilClient.from_credentials(
             creds, timeout=FETCH_TIMEOUT_SECONDS,
             max_retry_seconds=0.0) as client:
@@ -55,9 +62,18 @@ def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
         quotes: Quotes = {}
         for auction in client.list_spot_availability():
             name = names.get(auction.instance_type)
-            if name and auction.last_instance_price > 0:
-                quotes[(name, auction.region)] = (auction.last_instance_price,
-                                                  auction.capacity)
+            if not name:
+                continue
+            price = auction.last_instance_price
+            if time.monotonic() < deadline:
+                try:
+                    current = client.get_current_price(auction.instance_type,
+                                                       region=auction.region)
+                    price = current.spot_price or price
+                except errors.MithrilAPIError:
+                    pass
+            if price > 0:
+                quotes[(name, auction.region)] = (price, auction.capacity)
         return quotes
 
 

@@ -63,6 +63,13 @@ def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
         chosen = next(line for line in out.splitlines() if '✔' in line)
         assert REGION_B in chosen and '6.00' in chosen
         assert f'Spot price in {REGION_B} now: $6.00/h' in out
+        gpus = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril'])
+        [cheapest] = [line for line in gpus.stdout.splitlines() if TYPE in line]
+        assert REGION_B in cheapest and '$ 6.000' in cheapest, gpus.stdout
+        every_region = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril',
+                                '--all-regions']).stdout
+        [in_a] = [line for line in every_region.splitlines() if REGION_A in line]
+        assert '$ 10.000' in in_a, every_region
 
         profile = box.home / '.config' / 'mithril' / 'config.yaml'
         config = yaml.safe_load(profile.read_text())
@@ -120,3 +127,29 @@ def test_api_down_keeps_shipped_prices_and_never_zero(monkeypatch):
     overlay = catalog_data.read_rows(live_prices.overlay_path())
     assert [r['Price'] for r in overlay] == [r['Price'] for r in shipped]
     assert all(float(r['Price']) > 0 for r in overlay)
+
+
+def test_quotes_follow_the_market_after_an_allocation_paid_an_older_price(
+        emulator_server, monkeypatch):
+    from decimal import Decimal
+    from sky_mithril import credentials
+    from sky_mithril.api import MithrilClient, models
+    a100 = ('a100-80gb.sxm.1x', 'us-central3-a')
+    requests.post(f'{emulator_server.url}/_emulator/price', timeout=10, json={
+        'instance_type': a100[0], 'region': a100[1], 'price': '$2.00'}).raise_for_status()
+    with MithrilClient('live-key', emulator_server.url) as client:
+        fid = next(t.fid for t in client.list_instance_types() if t.name == a100[0])
+        bid = client.create_bid(models.CreateBidRequest(
+            project='proj_emulator', region=a100[1], instance_type=fid,
+            limit_price=Decimal('3.00'), instance_quantity=1, name='paid-2',
+            launch_specification=models.LaunchSpecification()))
+        requests.post(f'{emulator_server.url}/_emulator/advance', timeout=10,
+                      json={'seconds': 130}).raise_for_status()
+        assert client.get_bid(bid.fid).status == 'Allocated'
+        client.cancel_bid(bid.fid)
+    requests.post(f'{emulator_server.url}/_emulator/price', timeout=10, json={
+        'instance_type': a100[0], 'region': a100[1], 'price': '$5.00'}).raise_for_status()
+    monkeypatch.setenv('MITHRIL_API_URL', emulator_server.url)
+    monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
+    quotes = live_prices.fetch_quotes(credentials.load_credentials())
+    assert quotes[a100][0] == Decimal('5.00')
