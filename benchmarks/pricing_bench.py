@@ -24,9 +24,8 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple
 
-import requests
 import yaml
 
 from sky.provision import common
@@ -87,11 +86,6 @@ def write_market_catalog(path: Path) -> List[Task]:
                     f'{shipped[t]["AcceleratorCount"]}') for t in MARKET]
 
 
-def control(server: EmulatorServer, method: str, path: str, **body: Any) -> Any:
-    response = requests.request(method, f'{server.url}/_emulator/{path}',
-                                json=body or None, timeout=30)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def make_sandboxes(root: Path, server: EmulatorServer,
@@ -153,7 +147,7 @@ def pay_for_an_hour(server: EmulatorServer, key_fid: str, task: Task,
         ports_to_open_on_launch=None)
     try:
         provisioner.run_instances(region, name, name, config)
-        [bid] = [b for b in control(server, 'GET', 'state')['bids']
+        [bid] = [b for b in server.control('GET', 'state')['bids']
                  if b['name'] == name]
     finally:
         provisioner.terminate_instances(name, provider_config)
@@ -171,7 +165,7 @@ def main() -> None:
                             catalog_path=catalog) as server:
             for instance_type, prices in MARKET.items():
                 for region, price in prices.items():
-                    control(server, 'POST', 'price', instance_type=instance_type,
+                    server.control('POST', 'price', instance_type=instance_type,
                             region=region, price=price)
             boxes = make_sandboxes(root, server, catalog)
             try:
@@ -197,7 +191,7 @@ def main() -> None:
                             for i, (task, region) in enumerate(
                                 zip(tasks, choices[label]))]
                     for label in CHOOSERS}
-            live = [b['name'] for b in control(server, 'GET', 'state')['bids']
+            live = [b['name'] for b in server.control('GET', 'state')['bids']
                     if b['status'] != 'Terminated']
             assert not live, f'left behind: {live}'
 

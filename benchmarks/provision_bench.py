@@ -62,11 +62,7 @@ class Bench:
         self.http = requests.Session()
 
     def control(self, method: str, path: str, **body: Any) -> Any:
-        response = self.http.request(method,
-                                     f'{self.server.url}/_emulator/{path}',
-                                     json=body or None, timeout=30)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return self.server.control(method, path, **body)
 
     def counted(self, action: Callable[[], Any]) -> Tuple[int, Any]:
         """The API requests `action` makes, and what it returns."""

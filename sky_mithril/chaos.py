@@ -299,11 +299,7 @@ class _Soak:
     # Ground truth from the emulator's control API.
 
     def control(self, method: str, path: str, **body: Any) -> Any:
-        response = requests.request(method,
-                                    f'{self.server.url}/_emulator/{path}',
-                                    json=body or None, timeout=30)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return self.server.control(method, path, **body)
 
     def bids(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         return [b for b in self.control('GET', 'state')['bids']

@@ -38,3 +38,16 @@ def emulator_server() -> Iterator[EmulatorServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
+    """A fast emulator (600x time) and the environment that points the plugin
+    at it, as a user would export it: key, URL and project."""
+    with EmulatorServer(speed=600) as server:
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
+        yield server

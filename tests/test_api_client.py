@@ -15,7 +15,7 @@ from responses import matchers
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 import sky_mithril
-from sky_mithril.api import (AmbiguousResponseError, AuthenticationError, Bid,
+from sky_mithril.api import (AmbiguousResponseError, AuthenticationError,
                              ConnectionFailedError, CreateBidRequest,
                              LaunchSpecification, MithrilAPIError,
                              MithrilClient, NotFoundError,

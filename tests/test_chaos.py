@@ -7,10 +7,9 @@ bid behind; they are expected failures until the provisioner covers them.
 
 import _thread
 import threading
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
-import requests
 from sky.provision import common
 
 from sky_mithril import chaos
@@ -56,26 +55,12 @@ def test_main_prints_the_totals(capsys):
     assert 'bids leaked:        0' in out and 'RESULT: PASS' in out
 
 
-@pytest.fixture
-def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(speed=600) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'chaos-test-key')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', chaos.PROJECT)
-        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-        yield server
 
 
-def control(server: EmulatorServer, method: str, path: str, **body: Any) -> Any:
-    response = requests.request(method, f'{server.url}/_emulator/{path}',
-                                json=body or None, timeout=10)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def bid_statuses(server: EmulatorServer, name: str) -> List[str]:
-    return [b['status'] for b in control(server, 'GET', 'state')['bids']
+    return [b['status'] for b in server.control('GET', 'state')['bids']
             if b['name'] == name]
 
 
@@ -100,11 +85,11 @@ def ctrl_c_while_in_flight(server: EmulatorServer, method: str,
     1 s before applying it; run_instances must raise KeyboardInterrupt."""
     rule: Dict[str, Any] = {'method': method, 'path': '/v2/spot/bids',
                             'latency': 1.0, 'latency_s': 1.0, 'max_faults': 1}
-    control(server, 'PUT', 'faults', rules=[rule])
+    server.control('PUT', 'faults', rules=[rule])
     threading.Timer(0.3, _thread.interrupt_main).start()
     with pytest.raises(KeyboardInterrupt):
         start(name)
-    control(server, 'PUT', 'faults', rules=[])
+    server.control('PUT', 'faults', rules=[])
 
 
 def test_ctrl_c_while_the_bid_is_being_placed_leaves_no_bid(emulator):

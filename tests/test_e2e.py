@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-import requests
 
 from sky_mithril import catalog_data
 from sky_mithril.emulator.server import EmulatorServer
@@ -43,10 +42,7 @@ class Stack:
         return output
 
     def control(self, method: str, path: str, **body) -> Dict:
-        response = requests.request(method, f'{self.emulator.url}/_emulator/{path}',
-                                    json=body or None, timeout=10)
-        response.raise_for_status()
-        return response.json() if response.content else {}
+        return self.emulator.control(method, path, **body) or {}
 
     def bids(self, name_prefix: str) -> List[Dict]:
         return [b for b in self.control('GET', 'state')['bids']

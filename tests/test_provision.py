@@ -4,10 +4,9 @@ import _thread
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
-import requests
 
 from sky.provision import common
 from sky.utils import status_lib
@@ -23,26 +22,12 @@ STOPPED = status_lib.ClusterStatus.STOPPED
 PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
 
 
-@pytest.fixture
-def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(speed=600) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'provision-test-key')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-        yield server
 
 
-def control(server: EmulatorServer, method: str, path: str, **body: Any) -> Any:
-    response = requests.request(method, f'{server.url}/_emulator/{path}',
-                                json=body or None, timeout=10)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
-    return [b for b in control(server, 'GET', 'state')['bids'] if b['name'] == name]
+    return [b for b in server.control('GET', 'state')['bids'] if b['name'] == name]
 
 
 def provision_config(count: int = 1,
@@ -108,7 +93,7 @@ def test_four_nodes_all_or_nothing_with_stable_head(emulator):
 
 
 def test_open_bid_waits_then_allocates_when_price_falls(emulator):
-    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     config = provision_config(limit='40.00')
     result: Dict[str, Any] = {}
@@ -117,7 +102,7 @@ def test_open_bid_waits_then_allocates_when_price_falls(emulator):
     time.sleep(2)
     [bid] = bids_named(emulator, 'waits')
     assert bid['status'] == 'Open' and worker.is_alive()
-    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$20.00')
     worker.join(30)
     assert 'record' in result
@@ -126,7 +111,7 @@ def test_open_bid_waits_then_allocates_when_price_falls(emulator):
 
 
 def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
-    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     with pytest.raises(bids.AllocationTimeoutError) as info:
         launch('late', provision_config(limit='10.00', timeout='3'))
@@ -137,7 +122,7 @@ def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
 
 
 def test_timeout_without_capacity_says_so(emulator):
-    control(emulator, 'POST', 'capacity', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'capacity', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', capacity=1)
     with pytest.raises(bids.AllocationTimeoutError, match='no capacity: 1 instance'):
         launch('crowded', provision_config(count=2, timeout='3'))
@@ -168,25 +153,25 @@ def test_preemption_keeps_up_during_notice_then_reads_stopped():
         mp.setenv('MITHRIL_PROJECT', 'proj_emulator')
         launch('preempted', provision_config())
         [bid] = bids_named(server, 'preempted')
-        control(server, 'POST', f'bids/{bid["fid"]}/preempt')
+        server.control('POST', f'bids/{bid["fid"]}/preempt')
         assert set(s for s, _ in query('preempted').values()) == {UP}
-        control(server, 'POST', 'advance', seconds=301)
+        server.control('POST', 'advance', seconds=301)
         statuses = query('preempted')
         assert [s for s, _ in statuses.values()] == [STOPPED]
         assert 'STATUS_PREEMPTED' in next(iter(statuses.values()))[1]
 
 
 def test_lost_create_response_never_makes_two_bids(emulator):
-    control(emulator, 'PUT', 'faults', rules=[{
+    emulator.control('PUT', 'faults', rules=[{
         'method': 'POST', 'path': '/v2/spot/bids', 'lost_response': 1.0,
         'max_faults': 1}])
     launch('once', provision_config())
     assert len(bids_named(emulator, 'once')) == 1
-    assert control(emulator, 'GET', 'faults')['counts']['lost_response'] == 1
+    assert emulator.control('GET', 'faults')['counts']['lost_response'] == 1
 
 
 def test_interrupted_launch_leaves_no_bid(emulator):
-    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     config = provision_config(limit='10.00')
 
@@ -203,10 +188,10 @@ def test_interrupted_launch_leaves_no_bid(emulator):
 
 
 def test_failed_cleanup_stops_failover(emulator):
-    control(emulator, 'POST', 'price', instance_type='a100-80gb.sxm.1x',
+    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     config = provision_config(limit='10.00', timeout='1')
-    control(emulator, 'PUT', 'faults', rules=[{
+    emulator.control('PUT', 'faults', rules=[{
         'method': 'DELETE', 'path': '/v2/spot/bids', 'server_error': 1.0}])
     conn_options = {'max_retry_seconds': 1.0}
     original = connection.connect
@@ -215,14 +200,14 @@ def test_failed_cleanup_stops_failover(emulator):
                    lambda **kw: original(**kw, **conn_options))
         with pytest.raises(common.StopFailoverError, match='sky down'):
             launch('stuck', config)
-    control(emulator, 'PUT', 'faults', rules=[])
+    emulator.control('PUT', 'faults', rules=[])
     provisioner.terminate_instances('stuck', {'project_id': 'proj_emulator'})
     assert bids_named(emulator, 'stuck')[0]['status'] == 'Terminated'
 
 
 def test_query_raises_on_api_errors_instead_of_forgetting_the_cluster(emulator):
     launch('kept', provision_config())
-    control(emulator, 'PUT', 'faults', rules=[{
+    emulator.control('PUT', 'faults', rules=[{
         'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0}])
     original = connection.connect
     with pytest.MonkeyPatch.context() as mp:
@@ -243,13 +228,13 @@ def test_old_terminated_bid_with_the_same_name_does_not_block(emulator):
 
 def test_query_cost_does_not_grow_with_project_size(emulator):
     launch('small', provision_config())
-    control(emulator, 'DELETE', 'stats')
+    emulator.control('DELETE', 'stats')
     query('small')
-    few = control(emulator, 'GET', 'stats')['total']
-    control(emulator, 'POST', 'filler', count=1000)
-    control(emulator, 'DELETE', 'stats')
+    few = emulator.control('GET', 'stats')['total']
+    emulator.control('POST', 'filler', count=1000)
+    emulator.control('DELETE', 'stats')
     assert query('small') == query('small')
-    many = control(emulator, 'GET', 'stats')['total'] / 2
+    many = emulator.control('GET', 'stats')['total'] / 2
     assert few == many <= 2
 
 

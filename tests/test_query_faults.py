@@ -2,10 +2,9 @@
 live cluster (SkyPilot would forget it), reads a cancelled bid as gone, and
 reads the right statuses through intermittent 503s and 429s."""
 
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 import pytest
-import requests
 from sky.provision import common
 from sky.utils import status_lib
 
@@ -22,26 +21,12 @@ PUBLIC_KEY = ('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIQueryFaultsTestKey0000000'
               '0000000000000 me@test')
 
 
-@pytest.fixture
-def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(speed=600) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'query-faults-key')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-        yield server
 
 
-def control(server: EmulatorServer, method: str, path: str, **body: Any) -> Any:
-    response = requests.request(method, f'{server.url}/_emulator/{path}',
-                                json=body or None, timeout=10)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def set_faults(server: EmulatorServer, **rule: Any) -> None:
-    control(server, 'PUT', 'faults', rules=[rule] if rule else [], seed=1)
+    server.control('PUT', 'faults', rules=[rule] if rule else [], seed=1)
 
 
 def launch(name: str, count: int = 1) -> common.ProvisionRecord:
@@ -79,7 +64,7 @@ def test_query_raises_when_the_api_keeps_failing(emulator, short_retry_budget,
     set_faults(emulator, method='GET', path=path, **{kind: 1.0})
     with pytest.raises(Exception):
         query('kept')
-    assert control(emulator, 'GET', 'faults')['counts'][kind] >= 2
+    assert emulator.control('GET', 'faults')['counts'][kind] >= 2
     set_faults(emulator)
     assert query('kept') == {record.head_instance_id: (UP, None)}
 
@@ -106,5 +91,5 @@ def test_intermittent_503_and_429_still_read_the_right_statuses(emulator):
         idle = query('idle')
         assert set(idle) == set(stopped.created_instance_ids)
         assert {status for status, _ in idle.values()} == {STOPPED}
-    counts = control(emulator, 'GET', 'faults')['counts']
+    counts = emulator.control('GET', 'faults')['counts']
     assert counts['server_error'] > 0 and counts['rate_limit'] > 0

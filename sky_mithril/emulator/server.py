@@ -951,6 +951,14 @@ class EmulatorServer:
             time.sleep(0.01)
         return self
 
+    def control(self, method: str, path: str, **body: Any) -> Any:
+        """Calls a `/_emulator/` control endpoint over HTTP; returns its JSON."""
+        import requests  # pylint: disable=import-outside-toplevel
+        response = requests.request(method, f'{self.url}/_emulator/{path}',
+                                    json=body or None, timeout=30)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
     def _tick_forever(self) -> None:
         while not self._stopping.wait(self._tick_interval_s):
             try:
