@@ -90,6 +90,8 @@ def test_hello_launch_exec_status_stop_start_down(stack):
     assert bid['limit_price'] == '$4.00'
 
     assert 'exec says hi' in stack.sky('exec', 'hello', 'echo exec says hi')
+    assert 'credentials mounted' in stack.sky(
+        'exec', 'hello', 'test -s ~/.config/mithril/config.yaml && echo credentials mounted')
     status = stack.sky('status', '--refresh', 'hello')
     assert re.search(r'hello\s+Mithril \(us-central3-a\).*UP', status)
 
@@ -131,26 +133,36 @@ def test_managed_job_survives_preemption(stack):
     try:
         started = time.monotonic()
         stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,
-                  '--env', f'CHECKPOINT_DIR={checkpoints}')
+                  '--env', f'CHECKPOINT_DIR={checkpoints}',
+                  '--env', 'TOTAL_STEPS=90')
 
         def step() -> int:
             return json.loads(state.read_text())['step'] if state.exists() else 0
 
+        last_queue = ['']
+
+        def queue_shows(status: str) -> bool:
+            last_queue[0] = stack.sky('jobs', 'queue')
+            return status in last_queue[0]
+
         def wait_for(predicate, what: str, seconds: float = 300) -> None:
             deadline = time.monotonic() + seconds
             while not predicate():
-                assert time.monotonic() < deadline, f'timed out waiting for {what}'
+                assert time.monotonic() < deadline, (
+                    f'timed out waiting for {what}; last queue:\n{last_queue[0]}')
                 time.sleep(2)
 
-        wait_for(lambda: step() >= 5, 'training to reach step 5')
+        # Preempt only once the controller itself counts the job as running.
+        wait_for(lambda: step() >= 3 and queue_shows('RUNNING'),
+                 'the job to be RUNNING')
         running_seconds = time.monotonic() - started
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$9.00')
         preempted_at = time.monotonic()
-        wait_for(lambda: 'RECOVERING' in stack.sky('jobs', 'queue'), 'RECOVERING')
+        wait_for(lambda: queue_shows('RECOVERING'), 'RECOVERING')
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$0.50')
-        wait_for(lambda: 'SUCCEEDED' in stack.sky('jobs', 'queue'), 'SUCCEEDED', 400)
+        wait_for(lambda: queue_shows('SUCCEEDED'), 'SUCCEEDED', 400)
         recovery_seconds = time.monotonic() - preempted_at
 
         queue = stack.sky('jobs', 'queue')
