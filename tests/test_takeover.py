@@ -1,0 +1,53 @@
+"""The plugin's wiring: loud failure on a SkyPilot without our hook points,
+idempotent install, and pickles a plugin-less client can load."""
+
+import subprocess
+import sys
+
+import pytest
+import sky
+
+from sky_mithril import takeover
+
+
+def test_missing_hook_point_fails_loudly_naming_the_version(monkeypatch):
+    from sky import authentication
+    monkeypatch.delattr(authentication, 'setup_mithril_authentication')
+    with pytest.raises(takeover.PluginCompatibilityError) as info:
+        takeover.check_hook_points()
+    message = str(info.value)
+    assert f'SkyPilot {sky.__version__}' in message
+    assert 'sky.authentication.setup_mithril_authentication' in message
+    assert 'skypilot==0.14.1' in message
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_install_twice_then_a_plugin_less_process_unpickles_the_cloud(tmp_path):
+    pickled = tmp_path / 'cloud.pkl'
+    installed = run_python(f'''
+import pickle
+from sky_mithril import takeover
+takeover.install()
+takeover.install()
+import sky
+from sky.clouds import mithril
+from sky.utils import registry
+from sky_mithril import cloud
+assert sky.Mithril is sky.clouds.Mithril is mithril.Mithril is cloud.Mithril
+assert type(registry.CLOUD_REGISTRY.from_str('mithril')) is cloud.Mithril
+open({str(pickled)!r}, 'wb').write(pickle.dumps(registry.CLOUD_REGISTRY.from_str('mithril')))
+print('installed')
+''')
+    assert installed.returncode == 0, installed.stderr
+    loaded = run_python(f'''
+import pickle
+obj = pickle.loads(open({str(pickled)!r}, 'rb').read())
+import sys
+print(type(obj).__module__, type(obj).__name__, 'sky_mithril' in sys.modules)
+''')
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ['sky.clouds.mithril', 'Mithril', 'False']
