@@ -242,3 +242,24 @@ def test_cluster_name_with_limit_rendered_by_the_cloud_reaches_the_bid(emulator)
     launch('priced', provision_config(limit='7.25'))
     [bid] = bids_named(emulator, 'priced')
     assert Decimal(bid['limit_price'].lstrip('$')) == Decimal('7.25')
+
+
+def test_cluster_info_reports_a_hosts_own_ssh_port_and_user(monkeypatch, tmp_path):
+    """The emulator's local SSH hosts listen on a high port as the current user."""
+    from sky_mithril.emulator.hosts import HostAddress, PlaceholderHosts
+
+    class LocalLikeHosts(PlaceholderHosts):
+        def create(self, instance_fid, ssh_public_keys):
+            super().create(instance_fid, ssh_public_keys)
+            return HostAddress('127.0.0.1', '127.0.0.1', ssh_port=2222, ssh_user='alice')
+
+    with EmulatorServer(speed=600, hosts=LocalLikeHosts()) as server:
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        monkeypatch.setenv('MITHRIL_API_KEY', 'k')
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        record = launch('local', provision_config())
+        info = provisioner.get_cluster_info('us-central3-a', 'local',
+                                            {'project_id': 'proj_emulator'})
+    node = info.instances[record.head_instance_id][0]
+    assert (node.external_ip, node.ssh_port, info.ssh_user) == ('127.0.0.1', 2222, 'alice')

@@ -13,12 +13,13 @@ from typing import Dict, List, Protocol
 
 @dataclasses.dataclass(frozen=True)
 class HostAddress:
-    """How SkyPilot reaches an instance: `ssh_destination` and `ssh_port` from
-    outside, `private_ip` between the nodes of one cluster."""
+    """How SkyPilot reaches an instance: `ssh_destination`, `ssh_port` and
+    `ssh_user` from outside, `private_ip` between the nodes of one cluster."""
 
     ssh_destination: str
     private_ip: str
     ssh_port: int = 22
+    ssh_user: str = 'ubuntu'
 
 
 class HostBackend(Protocol):

@@ -16,7 +16,8 @@ List query parameters (`bid_fid_in`, `status_in`, `order_type_in`, ...) are
 accepted repeated (`?status_in=A&status_in=B`, as the OpenAPI client sends
 them), comma-separated (`?status_in=A,B`, as its docs describe) and in the
 `status_in[]=A` form. An instance whose SSH port is not 22 (a real SSH host of
-the emulator) also carries `ssh_port`, which the real API never sends.
+the emulator) also carries `ssh_port`, and one whose SSH user is not `ubuntu`
+carries `ssh_user`; the real API sends neither.
 
 Control endpoints (`/_emulator/...`, JSON, no auth, never faulted, not counted
 in the request statistics):
@@ -300,6 +301,8 @@ def _instance_json(instance: Instance) -> Dict[str, Any]:
     }
     if address is not None and address.ssh_port != 22:
         data['ssh_port'] = address.ssh_port
+    if address is not None and address.ssh_user != 'ubuntu':
+        data['ssh_user'] = address.ssh_user
     return data
 
 

@@ -84,6 +84,7 @@ class _Host:
     directory: Path
     process: Optional[subprocess.Popen] = None
     port: int = 22
+    user: str = 'ubuntu'
 
     @property
     def disk(self) -> Path:
@@ -91,7 +92,7 @@ class _Host:
 
     def record(self) -> HostAddress:
         return HostAddress(ssh_destination=self.address, private_ip=self.address,
-                           ssh_port=self.port)
+                           ssh_port=self.port, ssh_user=self.user)
 
 
 def _start_time(pid: int) -> Optional[str]:
@@ -717,7 +718,7 @@ class LocalPortHosts:
             self._next += 1
             host = _Host(fid=instance_fid, index=index, address='127.0.0.1',
                          directory=self._directory / f'host-{index}',
-                         port=_free_port())
+                         port=_free_port(), user=self.ssh_user)
             self._hosts[instance_fid] = host
             try:
                 host.directory.mkdir(mode=0o755)

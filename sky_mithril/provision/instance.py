@@ -71,6 +71,11 @@ def _ssh_port(instance: models.Instance) -> int:
     return int((instance.model_extra or {}).get('ssh_port') or 22)
 
 
+def _ssh_user(instance: models.Instance) -> str:
+    """`ubuntu` on Mithril; the emulator's local SSH hosts add `ssh_user`."""
+    return str((instance.model_extra or {}).get('ssh_user') or SSH_USER)
+
+
 def _bid_instances(conn: connection.Connection,
                    bid: models.Bid) -> List[models.Instance]:
     """The bid's instances in the bid's own (stable) order; head first."""
@@ -318,9 +323,11 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
     conn = _connect(provider_config)
     bid = bids.live_bid(conn, cluster_name_on_cloud)
     nodes: Dict[str, List[common.InstanceInfo]] = {}
+    ssh_user = SSH_USER
     for instance in (_bid_instances(conn, bid) if bid else []):
         if not instance.ssh_destination:
             continue
+        ssh_user = _ssh_user(instance)
         nodes[instance.fid] = [
             common.InstanceInfo(instance_id=instance.fid,
                                 internal_ip=instance.private_ip or
@@ -333,7 +340,7 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
                               head_instance_id=next(iter(nodes), None),
                               provider_name=PROVIDER_NAME,
                               provider_config=provider_config,
-                              ssh_user=SSH_USER)
+                              ssh_user=ssh_user)
 
 
 def open_ports(cluster_name_on_cloud: str,
