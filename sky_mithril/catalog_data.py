@@ -7,6 +7,7 @@ CSV of the same columns (a freshly refreshed one, or a test market's).
 
 import csv
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, List
 
@@ -37,6 +38,30 @@ def example_path(name: str) -> Path:
     """A shipped example task YAML (`examples/NAME` in the source tree)."""
     packaged = _PACKAGED_EXAMPLES / name
     return packaged if packaged.is_file() else _SOURCE_EXAMPLES / name
+
+
+def skypilot_catalog_file(sky_dir: Path, schema_version: str) -> Path:
+    """Where SkyPilot itself looks for Mithril's catalog under `~/.sky`."""
+    return sky_dir / 'catalogs' / schema_version / 'mithril' / 'vms.csv'
+
+
+def publish_for_skypilot(target: Path) -> bool:
+    """Copies our catalog to where SkyPilot looks for Mithril's catalog.
+
+    The `sky` client loads no plugin; when a task names an `instance_type`,
+    it validates it against that file and would otherwise download
+    SkyPilot's own Mithril catalog from the internet. SkyPilot never
+    overwrites a catalog file it did not download itself. Returns whether
+    the file changed.
+    """
+    source = catalog_path()
+    if target.is_file() and target.read_bytes() == source.read_bytes():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix('.tmp')
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return True
 
 
 def read_rows(path: Path) -> List[Dict[str, str]]:

@@ -14,6 +14,8 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         added = setup_lib.enable_plugin(path)
         verb = 'Added' if added else 'Already listed:'
         print(f'{verb} {setup_lib.PLUGIN_CLASS} in {path}')
+    catalog = setup_lib.publish_catalog(Path.home() / '.sky')
+    print(f'Installed the Mithril catalog for the sky client at {catalog}')
     print('Restart the SkyPilot API server so it loads the plugin: '
           '`sky api stop` (the next `sky` command starts it again).')
     print('Then check your Mithril access: `sky check mithril`.')

@@ -114,6 +114,7 @@ class SkySandbox:
         _write_common_catalogs(sky_dir / 'catalogs' / CATALOG_SCHEMA_VERSION /
                                'common')
         setup_lib.enable_plugin(sky_dir / 'plugins.yaml')
+        setup_lib.publish_catalog(sky_dir)
         config = {'allowed_clouds': ['mithril'], **(sky_config or {})}
         (sky_dir / 'config.yaml').write_text(yaml.safe_dump(config))
         profile = {'api_key': api_key, 'api_url': api_url}

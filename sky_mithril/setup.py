@@ -31,6 +31,17 @@ def _read(path: Path) -> Dict[str, Any]:
     return data
 
 
+def publish_catalog(sky_dir: Path) -> Path:
+    """Our catalog where the plugin-less `sky` client looks for Mithril's."""
+    from sky.skylet import constants  # pylint: disable=import-outside-toplevel
+
+    from sky_mithril import catalog_data  # pylint: disable=import-outside-toplevel
+    target = catalog_data.skypilot_catalog_file(sky_dir,
+                                                constants.CATALOG_SCHEMA_VERSION)
+    catalog_data.publish_for_skypilot(target)
+    return target
+
+
 def enable_plugin(path: Path) -> bool:
     """Adds our plugin entry to `path`; False when it was already listed."""
     data = _read(path)

@@ -92,10 +92,14 @@ def _take_over_cloud_class() -> type:
 
 def _take_over_catalog() -> None:
     import sky.catalog  # pylint: disable=import-outside-toplevel
+    from sky.catalog import common  # pylint: disable=import-outside-toplevel
 
     from sky_mithril import catalog  # pylint: disable=import-outside-toplevel
+    from sky_mithril import catalog_data  # pylint: disable=import-outside-toplevel
     sys.modules['sky.catalog.mithril_catalog'] = catalog
     sky.catalog.mithril_catalog = catalog  # type: ignore[attr-defined]
+    catalog_data.publish_for_skypilot(
+        Path(common.get_catalog_path('mithril/vms.csv')))
 
 
 def _template_override(task: Any, to_provision: Any, *,

@@ -205,6 +205,11 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
         created_instance_ids=instance_fids if created else [])
 
 
+def _describe(error: BaseException) -> str:
+    """An error's message, or its kind when it has none (e.g. Ctrl-C)."""
+    return str(error) or type(error).__name__
+
+
 def _cancel_half_placed(conn: connection.Connection, name: str,
                         cause: BaseException) -> None:
     """After placing the bid failed or was interrupted, cancels a bid that
@@ -232,10 +237,10 @@ def _undo(conn: connection.Connection, bid: models.Bid, *, created: bool,
     try:
         if created:
             bids.cancel_and_confirm(conn, bid.fid)
-            logger.info(f'Cancelled bid {bid.fid} after: {cause!r}')
+            logger.info(f'Cancelled bid {bid.fid} after: {_describe(cause)}')
         elif resumed:
             conn.client.update_bid(bid.fid, paused=True)
-            logger.info(f'Paused bid {bid.fid} again after: {cause!r}')
+            logger.info(f'Paused bid {bid.fid} again after: {_describe(cause)}')
     except Exception as cleanup_error:  # pylint: disable=broad-except
         raise common.StopFailoverError(
             f'Launch failed ({cause}) and sky-mithril could not clean up bid '

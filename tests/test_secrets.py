@@ -1,0 +1,344 @@
+"""The Mithril API key never lands anywhere but Mithril's own credentials file.
+
+A recognisable random key (`sk-mithril-SECRET-<hex>`) is put in the sandbox's
+`~/.config/mithril/config.yaml`, and the real `sky` CLI uses it on every path
+that touches credentials: `sky check`, a dry run, a real launch that places a
+bid and gives up (no capacity), real launches whose key is rejected with 401
+(by an emulator that wants another key, and by a server that echoes the
+Authorization header back in its error body and headers), and, as root with
+`unshare`, a full launch onto namespace SSH hosts plus `sky down`.
+
+Then every file in the sandbox (HOME included: ~/.sky with the generated
+cluster YAMLs, the API server's log and request logs and databases, ~/sky_logs
+with the provision logs), every file under the temp directory changed
+meanwhile, the nodes' disks, and the captured output of every command are
+searched for the key: the only hits allowed are the credentials file itself
+(mode 600), locally and as mounted on the nodes (plus SkyPilot's staging copy
+of it on each node, byte-identical and mode 600 too).
+"""
+
+import gzip
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+import yaml
+
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.sandbox import SkySandbox
+
+pytestmark = pytest.mark.e2e
+
+KEY = 'sk-mithril-SECRET-' + secrets.token_hex(12)
+OTHER_KEY = 'sk-mithril-OTHER-' + secrets.token_hex(12)
+CAN_USE_NAMESPACES = bool(os.geteuid() == 0 and shutil.which('unshare') and
+                          shutil.which('ip'))
+CREDENTIALS = Path('.config') / 'mithril' / 'config.yaml'
+PERMISSIONS_WARNING = ('~/.config/mithril/config.yaml is readable by other '
+                       'users; run `chmod 600 ~/.config/mithril/config.yaml`.')
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+_CHUNK = 1 << 20
+
+
+def file_holds(path: Path, needle: bytes) -> bool:
+    """True when the file (gunzipped if it is gzip) contains `needle`."""
+    try:
+        with open(path, 'rb') as f:
+            gzipped = f.read(2) == b'\x1f\x8b'
+        opener = gzip.open if gzipped else open
+        tail = b''
+        with opener(path, 'rb') as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    return False
+                if needle in tail + chunk:
+                    return True
+                tail = chunk[-len(needle):]
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return False
+
+
+def files_under(root: Path, changed_since: Optional[float] = None,
+                skip: Tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Regular files below `root` (symlinks not followed)."""
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(directory)
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        for name in filenames:
+            path = here / name
+            try:
+                stat = path.lstat()
+            except OSError:
+                continue
+            if not path.is_file() or path.is_symlink():
+                continue
+            if changed_since is not None and max(stat.st_mtime,
+                                                 stat.st_ctime) < changed_since:
+                continue
+            yield path
+
+
+def files_holding_key(root: Path, **kwargs) -> Tuple[List[Path], int]:
+    """(files below `root` that contain KEY, how many files were searched)."""
+    hits, searched = [], 0
+    for path in files_under(root, **kwargs):
+        searched += 1
+        if file_holds(path, KEY.encode()):
+            hits.append(path)
+    return hits, searched
+
+
+class Stack:
+    """The sandbox, and the captured output of every command run in it."""
+
+    def __init__(self, box: SkySandbox, emulator: EmulatorServer,
+                 hosts) -> None:
+        self.box = box
+        self.emulator = emulator
+        self.hosts = hosts
+        self.transcript: List[Tuple[List[str], str, str]] = []
+
+    def sky(self, *args: str, timeout: float = 600) -> Tuple[int, str]:
+        result = self.box.sky(list(args), timeout=timeout)
+        self.transcript.append((list(args), result.stdout, result.stderr))
+        return result.returncode, _ANSI.sub('', result.stdout + result.stderr)
+
+    @property
+    def credentials(self) -> Path:
+        return self.box.home / CREDENTIALS
+
+    def set_api_url(self, url: str) -> None:
+        data = yaml.safe_load(self.credentials.read_text())
+        data['profiles']['default']['api_url'] = url
+        self.credentials.write_text(yaml.safe_dump(data))
+
+    def bids(self, name_prefix: str) -> List[dict]:
+        return [b for b in self.emulator.control('GET', 'state')['bids']
+                if b['name'].startswith(name_prefix)]
+
+    def task(self, name: str, resources: dict, mithril: dict,
+             run: str = 'echo hi') -> str:
+        path = self.box.root / f'{name}.yaml'
+        path.write_text(yaml.safe_dump({'resources': resources, 'run': run,
+                                        'config': {'mithril': mithril}}))
+        return str(path)
+
+
+class _EchoingHandler(http.server.BaseHTTPRequestHandler):
+    """A careless API: 401 to everything, echoing the Authorization header in
+    the body and in a header."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get('Content-Length') or 0)
+        if length:
+            self.rfile.read(length)
+        auth = self.headers.get('Authorization', '')
+        token = auth.split()[-1] if auth else ''
+        body = json.dumps({'detail': f'Invalid API key: {auth!r} '
+                                     f'(token {token})'}).encode()
+        self.send_response(401)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('WWW-Authenticate', f'Bearer token="{token}"')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        del format, args
+
+
+@pytest.fixture(scope='module')
+def echoing_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _EchoingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope='module')
+def rejecting() -> Iterator[EmulatorServer]:
+    """An emulator that wants another key: ours gets 401."""
+    with EmulatorServer(api_key=OTHER_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope='module')
+def started() -> float:
+    return time.time()
+
+
+@pytest.fixture(scope='module')
+def stack(started, tmp_path_factory) -> Iterator[Stack]:
+    del started
+    hosts = None
+    if CAN_USE_NAMESPACES:
+        from sky_mithril.emulator.ssh_hosts import NamespaceHosts
+        hosts = NamespaceHosts()
+    try:
+        with EmulatorServer(api_key=KEY, hosts=hosts, speed=60) as emulator:
+            box = SkySandbox(tmp_path_factory.mktemp('secrets'),
+                             api_url=emulator.url,
+                             api_key=KEY)
+            try:
+                yield Stack(box, emulator, hosts)
+            finally:
+                box.stop_api_server()
+    finally:
+        if hosts is not None:
+            hosts.close()
+
+
+def test_check_and_dry_run(stack):
+    code, out = stack.sky('check', 'mithril')
+    assert code == 0 and 'Mithril: enabled' in out, out
+    code, out = stack.sky('launch', '--dryrun', '-y', '--infra', 'mithril',
+                          stack.task('dry', {'accelerators': 'A100:1'},
+                                     {'limit_price': 4}))
+    assert code == 0, out
+    assert 'Mithril limit price: $4.00/h' in out
+
+
+def test_launch_that_gives_up_after_placing_the_bid(stack):
+    """Credentials used for real (SSH key registered, bid placed, polled,
+    cancelled), the cluster YAML rendered and the provision log written."""
+    stack.emulator.control('POST', 'capacity', instance_type='h100-80gb.sxm.1x',
+                           region='us-central2-a', capacity=0)
+    code, out = stack.sky('launch', '-y', '-c', 'sec-timeout', '--infra',
+                          'mithril/us-central2-a',
+                          stack.task('timeout', {'accelerators': 'H100:1'},
+                                     {'limit_price': 4, 'provision_timeout': 5}))
+    assert code != 0, out
+    assert 'was not allocated within 5s' in out, out
+    assert [b['status'] for b in stack.bids('sec-timeout')] == ['Terminated']
+    stack.sky('logs', '--provision', 'sec-timeout')
+    stack.sky('down', '-y', 'sec-timeout')
+    generated = list((stack.box.home / '.sky' / 'generated').rglob('*sec-timeout*'))
+    assert generated, 'the launch should have rendered a cluster YAML'
+
+
+def test_rejected_key(stack, rejecting, echoing_url):
+    """401 from an emulator that wants another key, and from a server that
+    echoes the key back: the launches (Mithril still enabled) and `sky check`
+    show the rejection, never the key."""
+    task = stack.task('rejected', {'accelerators': 'A100:1'},
+                      {'limit_price': 4, 'provision_timeout': 5})
+    good_url = stack.emulator.url
+    try:
+        for name, url in (('sec-rejected', rejecting.url),
+                          ('sec-echoed', echoing_url)):
+            stack.set_api_url(url)
+            code, out = stack.sky('launch', '-y', '-c', name, '--infra',
+                                  'mithril', task)
+            assert code != 0, out
+            assert 'Mithril rejected the API key (401)' in out, out
+            if url == echoing_url:
+                assert '<redacted>' in out, out
+        for url in (rejecting.url, echoing_url):
+            stack.set_api_url(url)
+            code, out = stack.sky('check', 'mithril')
+            assert 'Mithril: disabled' in out and '401' in out, out
+    finally:
+        stack.set_api_url(good_url)
+    code, out = stack.sky('check', 'mithril')
+    assert 'Mithril: enabled' in out, out
+    assert rejecting.control('GET', 'state')['bids'] == []
+
+
+@pytest.mark.skipif(not CAN_USE_NAMESPACES,
+                    reason='needs root and unshare for namespace hosts')
+def test_full_launch_and_down_on_namespace_hosts(stack):
+    name = 'sec-full'
+    code, out = stack.sky('launch', '-y', '-c', name, '--infra',
+                          'mithril/us-central3-a',
+                          stack.task('full', {'accelerators': 'A100:1'},
+                                     {'limit_price': 4},
+                                     run='echo secrets-run-ok'))
+    try:
+        assert code == 0, out
+        assert 'secrets-run-ok' in out
+        code, out = stack.sky('exec', name,
+                              'stat -c "mode=%a" ~/.config/mithril/config.yaml')
+        assert code == 0 and 'mode=600' in out, out
+        stack.sky('status', '--refresh', name)
+        stack.sky('logs', name, '1')
+        # The node's disk: only copies of the credentials file may hold it:
+        # the mount itself, and SkyPilot's staging copy of every credential
+        # file mount (`~/.sky/.runtime_files/<uuid>`, copied, not moved, by
+        # backend_utils._optimize_file_mounts, as for every cloud).
+        disks = Path('/var/lib/sky-mithril/hosts') / stack.hosts.prefix
+        hits, searched = files_holding_key(disks)
+        assert searched > 100, f'only {searched} files on the node disks'
+        mounted = [h for h in hits if h.relative_to(disks).parts[1:] ==
+                   ('disk', 'home', *CREDENTIALS.parts)]
+        assert mounted, f'the credentials file is not mounted on the node: {hits}'
+        local = stack.credentials.read_bytes()
+        for hit in hits:
+            where = hit.relative_to(disks).parts[1:]
+            assert hit in mounted or where[:4] == (
+                'disk', 'home', '.sky', '.runtime_files'), hits
+            assert hit.read_bytes() == local, hit
+            assert hit.stat().st_mode & 0o777 == 0o600, (hit,
+                                                          oct(hit.stat().st_mode))
+    finally:
+        code, out = stack.sky('down', '-y', name)
+    assert code == 0, out
+    assert [b['status'] for b in stack.bids(name)] == ['Terminated']
+
+
+@pytest.mark.parametrize('mode', [0o644, 0o640], ids=['644', '640'])
+def test_check_warns_when_others_can_read_the_credentials(stack, mode):
+    """`_check_compute_credentials` logs a warning on the API server; it is
+    streamed into the `sky check` output the user reads."""
+    try:
+        stack.credentials.chmod(mode)
+        code, out = stack.sky('check', 'mithril')
+    finally:
+        stack.credentials.chmod(0o600)
+    assert code == 0 and 'Mithril: enabled' in out, out
+    assert PERMISSIONS_WARNING in out, out
+    code, out = stack.sky('check', 'mithril')
+    assert 'Mithril: enabled' in out and 'readable by other' not in out, out
+
+
+def test_nothing_written_holds_the_key(stack, started):
+    """Runs last: searches everything the module's commands wrote."""
+    home = stack.box.home
+    credentials = home / CREDENTIALS
+    assert KEY in credentials.read_text()
+    assert credentials.stat().st_mode & 0o777 == 0o600
+
+    assert stack.transcript, 'no command ran'
+    for args, stdout, stderr in stack.transcript:
+        assert KEY not in stdout and KEY not in stderr, args
+
+    hits, searched = files_holding_key(stack.box.root)
+    assert hits == [credentials], hits
+    written = {p.relative_to(home).parts[:2] for p in files_under(home)}
+    for where in (('.sky', 'generated'), ('.sky', 'api_server'),
+                  ('sky_logs',)):
+        assert any(parts[:len(where)] == where for parts in written), (
+            f'nothing under ~/{"/".join(where)}: the search missed the '
+            'files it is meant to cover')
+    assert searched > 50, searched
+
+    temp = Path(tempfile.gettempdir())
+    harness = tuple(p for p in temp.glob('bash_jobs*'))
+    hits, _ = files_holding_key(temp, changed_since=started - 1,
+                                skip=(stack.box.root, *harness))
+    assert hits == [], hits
