@@ -21,11 +21,6 @@ from sky_mithril.connection import Connection
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
-TERMINATED = 'Terminated'
-OPEN = 'Open'
-ALLOCATED = 'Allocated'
-PREEMPTING = 'Preempting'
-PAUSED = 'Paused'
 
 # The live bid of a cluster is always its newest bid of that name.
 _NEWEST_BIDS_TO_SCAN = 10
@@ -48,7 +43,8 @@ def live_bids(conn: Connection, name: str) -> List[models.Bid]:
                                  sort_by='created_at',
                                  sort_dir='desc',
                                  max_items=_NEWEST_BIDS_TO_SCAN)
-    return [b for b in bids if b.name == name and b.status != TERMINATED]
+    return [b for b in bids
+            if b.name == name and b.status != models.BidState.TERMINATED]
 
 
 def live_bid(conn: Connection, name: str) -> Optional[models.Bid]:
@@ -115,7 +111,7 @@ def cancel_and_confirm(conn: Connection, bid_fid: str,
             status = conn.client.get_bid_status(bid_fid).status
         except errors.NotFoundError:
             return
-        if status == TERMINATED:
+        if status == models.BidState.TERMINATED:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f'Bid {bid_fid} is still {status} after '
@@ -170,9 +166,10 @@ def wait_for_allocation(conn: Connection,
     interval = 0.5
     next_report = start + FIRST_STATUS_AFTER_SECONDS
     while True:
-        if bid.status in (ALLOCATED, PREEMPTING):
+        if bid.status in (models.BidState.ALLOCATED,
+                          models.BidState.PREEMPTING):
             return bid
-        if bid.status == TERMINATED:
+        if bid.status == models.BidState.TERMINATED:
             raise RuntimeError(f'Bid {bid.fid} was terminated on Mithril '
                                'before it was allocated.')
         now = time.monotonic()

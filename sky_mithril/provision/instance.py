@@ -30,25 +30,26 @@ LIMIT_KEY_HINT = ('raise config.mithril.limit_price (or limit_price_per_gpu) '
                   'to win sooner, or set config.mithril.provision_timeout.')
 
 _Status = status_lib.ClusterStatus
+_Instance = models.InstanceState
 # Mithril instance status → SkyPilot cluster status; None means gone.
 STATUS_TABLE: Dict[str, Optional[status_lib.ClusterStatus]] = {
-    'STATUS_NEW': _Status.INIT,
-    'STATUS_CONFIRMED': _Status.INIT,
-    'STATUS_SCHEDULED': _Status.INIT,
-    'STATUS_INITIALIZING': _Status.INIT,
-    'STATUS_STARTING': _Status.INIT,
-    'STATUS_RUNNING': _Status.UP,
-    'STATUS_PREEMPTING': _Status.UP,
-    'STATUS_RELOCATING': _Status.INIT,
-    'STATUS_ERROR': _Status.INIT,
-    'STATUS_STOPPING': _Status.STOPPED,
-    'STATUS_STOPPED': _Status.STOPPED,
-    'STATUS_PREEMPTED': _Status.STOPPED,
-    'STATUS_PAUSED': _Status.STOPPED,
-    'STATUS_TERMINATED': None,
-    'STATUS_REPLACED': None,
+    _Instance.NEW: _Status.INIT,
+    _Instance.CONFIRMED: _Status.INIT,
+    _Instance.SCHEDULED: _Status.INIT,
+    _Instance.INITIALIZING: _Status.INIT,
+    _Instance.STARTING: _Status.INIT,
+    _Instance.RUNNING: _Status.UP,
+    _Instance.PREEMPTING: _Status.UP,
+    _Instance.RELOCATING: _Status.INIT,
+    _Instance.ERROR: _Status.INIT,
+    _Instance.STOPPING: _Status.STOPPED,
+    _Instance.STOPPED: _Status.STOPPED,
+    _Instance.PREEMPTED: _Status.STOPPED,
+    _Instance.PAUSED: _Status.STOPPED,
+    _Instance.TERMINATED: None,
+    _Instance.REPLACED: None,
 }
-_REACHABLE = ('STATUS_STARTING', 'STATUS_RUNNING')
+_REACHABLE = (_Instance.STARTING, _Instance.RUNNING)
 
 
 def _connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
@@ -110,7 +111,7 @@ def _resume_or_adopt(conn: connection.Connection, bid: models.Bid, region: str,
             f'The cluster\'s bid {bid.fid} has {bid.instance_quantity} nodes, '
             f'not {config.count}; Mithril bids cannot be resized. `sky down` '
             'and launch again.')
-    if bid.status != bids.PAUSED:
+    if bid.status != models.BidState.PAUSED:
         return bid, False
     if not config.resume_stopped_nodes:
         raise RuntimeError(f'The cluster\'s bid {bid.fid} is paused; use '
@@ -297,7 +298,7 @@ def stop_instances(cluster_name_on_cloud: str,
         return
     conn = _connect(provider_config)
     bid = bids.live_bid(conn, cluster_name_on_cloud)
-    if bid is None or bid.status == bids.PAUSED:
+    if bid is None or bid.status == models.BidState.PAUSED:
         return
     try:
         conn.client.update_bid(bid.fid, paused=True)
