@@ -180,30 +180,28 @@ class Mithril(builtin_mithril.Mithril):
         return int(sum(accelerators.values()))
 
     @classmethod
-    def effective_limit_price(
-            cls, instance_type: str,
-            override_configs: Optional[Dict[str, Any]]) -> config.LimitPrice:
-        """The limit price a bid for `instance_type` would carry."""
-        task_section, user_section = config.sections_from_skypilot(
-            override_configs)
+    def effective_limit_price(cls, instance_type: str,
+                              sections: config.Sections) -> config.LimitPrice:
+        """The limit price a bid for `instance_type` would carry, given the
+        task's and the user's settings (`config.sections_from_skypilot`)."""
         return config.resolve_limit_price(cls.gpu_count(instance_type),
-                                          task_section, user_section)
+                                          *sections)
 
     def _get_feasible_launchable_resources(
         self, resources: 'resources_lib.Resources'
     ) -> resources_utils.FeasibleResources:
         """Instance types that fit; validates the limit price up front so a
         bad value fails in the optimizer, long before any bid exists."""
+        sections = config.sections_from_skypilot(
+            resources.cluster_config_overrides)
         if resources.instance_type is not None:
-            self.effective_limit_price(resources.instance_type,
-                                       resources.cluster_config_overrides)
+            self.effective_limit_price(resources.instance_type, sections)
             return resources_utils.FeasibleResources(
                 [resources.copy(accelerators=None)], [], None)
 
         def launchable(instance_types: List[str]) -> List['resources_lib.Resources']:
             for instance_type in instance_types:
-                self.effective_limit_price(instance_type,
-                                           resources.cluster_config_overrides)
+                self.effective_limit_price(instance_type, sections)
             return [
                 resources.copy(cloud=type(self)(),
                                instance_type=instance_type,
@@ -241,9 +239,7 @@ class Mithril(builtin_mithril.Mithril):
         """Calls `GET /v2/me` and `GET /v2/projects` with the configured key."""
         try:
             conn = connection.connect(max_retry_seconds=10.0, timeout=10.0)
-        except credentials_lib.CredentialsError as e:
-            return False, str(e)
-        except errors.MithrilAPIError as e:
+        except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
             return False, str(e)
         try:
             me = conn.client.me()
@@ -288,10 +284,10 @@ class Mithril(builtin_mithril.Mithril):
             raise ValueError(catalog.ZONES_UNSUPPORTED)
         resources = resources.assert_launchable()
         instance_type = resources.instance_type
-        overrides = resources.cluster_config_overrides
-        limit = self.effective_limit_price(instance_type, overrides)
-        task_section, user_section = config.sections_from_skypilot(overrides)
-        timeout = config.resolve_provision_timeout(task_section, user_section)
+        sections = config.sections_from_skypilot(
+            resources.cluster_config_overrides)
+        limit = self.effective_limit_price(instance_type, sections)
+        timeout = config.resolve_provision_timeout(*sections)
         logger.info(f'Mithril limit price: {limit.describe()} for '
                     f'{num_nodes}× {instance_type} in {region.name}. You pay '
                     'the market clearing price, never more than this.')

@@ -31,6 +31,10 @@ USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
 _NUMBER_OR_STRING = {'anyOf': [{'type': 'number'}, {'type': 'string'}]}
 
 
+# The task's `config.mithril` and the user's `plugins.mithril`, in that order.
+Sections = Tuple[Dict[str, Any], Dict[str, Any]]
+
+
 class MithrilConfigError(ValueError):
     """A bad setting; the message names the key and how to fix it."""
 
@@ -151,8 +155,7 @@ def resolve_provision_timeout(task_section: Dict[str, Any],
 
 
 def sections_from_skypilot(
-        override_configs: Optional[Dict[str, Any]]
-) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        override_configs: Optional[Dict[str, Any]]) -> Sections:
     """The task's `config.mithril` and the user's `plugins.mithril`, as dicts."""
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
     task_section = {

@@ -84,10 +84,6 @@ def _read_state() -> Dict:
         return {}
 
 
-def _source(creds: Optional[credentials_lib.Credentials]) -> str:
-    return creds.api_url if creds else 'offline'
-
-
 def refresh() -> None:
     """Fetches live prices and rewrites the overlay; the shipped prices stand
     wherever (or whenever) the API has none."""
@@ -101,7 +97,7 @@ def refresh() -> None:
         try:
             quotes = fetch_quotes(creds)
         except errors.MithrilAPIError:
-            quotes = {}
+            pass
     rows = catalog_data.read_rows(catalog_data.catalog_path())
     for row in rows:
         quote = quotes.get((row['InstanceType'], row['Region']))
@@ -111,8 +107,6 @@ def refresh() -> None:
     catalog_refresh.write_catalog(rows, overlay_path())
     state = {
         'fetched_at': time.time(),
-        'source': _source(creds),
-        'live': len(quotes),
         'quotes': {f'{t}@{r}': [str(p), c] for (t, r), (p, c) in quotes.items()},
     }
     tmp = _state_path().with_suffix('.tmp')
