@@ -29,6 +29,7 @@ from typing import Dict, List, NamedTuple
 import yaml
 
 from sky.provision import common
+from sky.skylet import constants
 
 from sky_mithril import catalog_data
 from sky_mithril import connection
@@ -36,7 +37,7 @@ from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
-from sky_mithril.sandbox import CATALOG_SCHEMA_VERSION, SkySandbox
+from sky_mithril.sandbox import SkySandbox
 
 SPEED = 600.0  # 1 wall s = 600 emulated s: a clearing every 0.2 s.
 API_KEY = 'bench-key'
@@ -98,9 +99,10 @@ def make_sandboxes(root: Path, server: EmulatorServer,
              for label in CHOOSERS}
     sky_dir = boxes['built-in'].home / '.sky'
     (sky_dir / 'plugins.yaml').unlink()
-    seeded = sky_dir / 'catalogs' / CATALOG_SCHEMA_VERSION / 'mithril' / 'vms.csv'
-    seeded.parent.mkdir(parents=True)
-    shutil.copyfile(catalog, seeded)
+    # The sandbox published the shipped catalog there; the built-in reads
+    # this market's instead.
+    shutil.copyfile(catalog, catalog_data.skypilot_catalog_file(
+        sky_dir, constants.CATALOG_SCHEMA_VERSION))
     return boxes
 
 

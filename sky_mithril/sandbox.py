@@ -23,7 +23,6 @@ from sky_mithril import catalog_data
 from sky_mithril import setup as setup_lib
 
 ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
-CATALOG_SCHEMA_VERSION = 'v8'
 
 # SkyPilot probes these public addresses to decide whether the network is up;
 # in the sandbox the probe goes to loopback instead.
@@ -110,9 +109,10 @@ class SkySandbox:
         probe_urls = [f'http://127.0.0.1:{self.api_port}']
         (hooks / 'sitecustomize.py').write_text(
             _SITECUSTOMIZE.format(probe_urls=probe_urls))
+        from sky.skylet import constants  # pylint: disable=import-outside-toplevel
         sky_dir = self.home / '.sky'
-        _write_common_catalogs(sky_dir / 'catalogs' / CATALOG_SCHEMA_VERSION /
-                               'common')
+        _write_common_catalogs(sky_dir / 'catalogs' /
+                               constants.CATALOG_SCHEMA_VERSION / 'common')
         setup_lib.enable_plugin(sky_dir / 'plugins.yaml')
         setup_lib.publish_catalog(sky_dir)
         config = {'allowed_clouds': ['mithril'], **(sky_config or {})}
