@@ -31,13 +31,13 @@ import yaml
 from sky.provision import common
 from sky.skylet import constants
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 from sky_mithril import connection
 from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 SPEED = 600.0  # 1 wall s = 600 emulated s: a clearing every 0.2 s.
 API_KEY = 'bench-key'
@@ -76,9 +76,9 @@ def write_market_catalog(path: Path) -> List[Task]:
     """The shipped rows, each type copied into its MARKET regions at its
     floor price; returns one task per type."""
     shipped = {r['InstanceType']: r
-               for r in catalog_data.read_rows(catalog_data.catalog_path())}
+               for r in catalog_files.read_rows(catalog_files.catalog_path())}
     with path.open('w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=catalog_files.COLUMNS)
         writer.writeheader()
         for instance_type, prices in MARKET.items():
             writer.writerows(dict(shipped[instance_type], Region=region)
@@ -95,13 +95,13 @@ def make_sandboxes(root: Path, server: EmulatorServer,
     plugin disabled, the same catalog seeded as SkyPilot's Mithril catalog."""
     boxes = {label: SkySandbox(root / label, api_url=server.url,
                                api_key=API_KEY, project_id=PROJECT_FID,
-                               extra_env={catalog_data.ENV_CATALOG: str(catalog)})
+                               extra_env={catalog_files.ENV_CATALOG: str(catalog)})
              for label in CHOOSERS}
     sky_dir = boxes['built-in'].home / '.sky'
     (sky_dir / 'plugins.yaml').unlink()
     # The sandbox published the shipped catalog there; the built-in reads
     # this market's instead.
-    shutil.copyfile(catalog, catalog_data.skypilot_catalog_file(
+    shutil.copyfile(catalog, catalog_files.skypilot_catalog_file(
         sky_dir, constants.CATALOG_SCHEMA_VERSION))
     return boxes
 

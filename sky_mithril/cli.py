@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from sky_mithril import setup as setup_lib
+from sky_mithril.plugin import setup as setup_lib
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
@@ -23,20 +23,21 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalog_refresh(args: argparse.Namespace) -> int:
-    from sky_mithril import catalog_refresh  # pylint: disable=import-outside-toplevel
     from sky_mithril import connection  # pylint: disable=import-outside-toplevel
+    from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
+    from sky_mithril.catalog import refresh as catalog_refresh  # pylint: disable=import-outside-toplevel
     conn = connection.connect()
     try:
         rows = catalog_refresh.build_rows(conn.client)
     finally:
         conn.client.close()
-    catalog_refresh.write_catalog(rows, args.output)
+    catalog_files.write_rows(rows, args.output)
     print(f'Wrote {len(rows)} rows to {args.output}')
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from sky_mithril import demo  # pylint: disable=import-outside-toplevel
+    from sky_mithril.devtools import demo  # pylint: disable=import-outside-toplevel
     try:
         return demo.run_demo(keep_files=args.keep_files)
     except demo.DemoError as e:
@@ -89,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help='CSV to write (default: catalog/vms.csv)')
     refresh.set_defaults(handler=_cmd_catalog_refresh)
 
-    from sky_mithril import prices  # pylint: disable=import-outside-toplevel
-    prices.add_prices_parser(commands)
+    from sky_mithril.catalog import price_history  # pylint: disable=import-outside-toplevel
+    price_history.add_prices_parser(commands)
     return parser
 
 

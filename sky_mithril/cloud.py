@@ -15,11 +15,11 @@ from sky import sky_logging
 from sky.clouds import mithril as builtin_mithril
 from sky.utils import resources_utils
 
-from sky_mithril import catalog
+from sky_mithril.catalog import mithril_catalog
 from sky_mithril import config
 from sky_mithril import connection
 from sky_mithril import credentials as credentials_lib
-from sky_mithril import live_prices
+from sky_mithril.catalog import live_prices
 from sky_mithril import money
 from sky_mithril.api import errors
 
@@ -93,11 +93,11 @@ class Mithril(builtin_mithril.Mithril):
                 for feature, why in _UNSUPPORTED.items()}
 
     def instance_type_exists(self, instance_type: str) -> bool:
-        return catalog.instance_type_exists(instance_type)
+        return mithril_catalog.instance_type_exists(instance_type)
 
     @classmethod
     def regions(cls) -> List[clouds.Region]:
-        return catalog.regions()
+        return mithril_catalog.regions()
 
     @classmethod
     def regions_with_offering(
@@ -111,8 +111,8 @@ class Mithril(builtin_mithril.Mithril):
     ) -> List[clouds.Region]:
         del accelerators, resources
         if zone is not None:
-            raise ValueError(catalog.ZONES_UNSUPPORTED)
-        offered = catalog.get_region_zones_for_instance_type(
+            raise ValueError(mithril_catalog.ZONES_UNSUPPORTED)
+        offered = mithril_catalog.get_region_zones_for_instance_type(
             instance_type, use_spot)
         return [r for r in offered if region is None or r.name == region]
 
@@ -127,17 +127,17 @@ class Mithril(builtin_mithril.Mithril):
     def validate_region_zone(
             self, region: Optional[str],
             zone: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-        return catalog.validate_region_zone(region, zone)
+        return mithril_catalog.validate_region_zone(region, zone)
 
     @classmethod
     def get_vcpus_mem_from_instance_type(
             cls, instance_type: str) -> Tuple[Optional[float], Optional[float]]:
-        return catalog.get_vcpus_mem_from_instance_type(instance_type)
+        return mithril_catalog.get_vcpus_mem_from_instance_type(instance_type)
 
     @classmethod
     def get_accelerators_from_instance_type(
             cls, instance_type: str) -> Optional[Dict[str, Union[int, float]]]:
-        return catalog.get_accelerators_from_instance_type(instance_type)
+        return mithril_catalog.get_accelerators_from_instance_type(instance_type)
 
     @classmethod
     def get_default_instance_type(cls,
@@ -151,7 +151,7 @@ class Mithril(builtin_mithril.Mithril):
                                   use_spot: bool = False,
                                   max_hourly_cost: Optional[float] = None
                                   ) -> Optional[str]:
-        return catalog.get_default_instance_type(cpus, memory, disk_tier,
+        return mithril_catalog.get_default_instance_type(cpus, memory, disk_tier,
                                                  local_disk, region, zone,
                                                  use_spot, max_hourly_cost)
 
@@ -160,7 +160,7 @@ class Mithril(builtin_mithril.Mithril):
                                      use_spot: bool,
                                      region: Optional[str] = None,
                                      zone: Optional[str] = None) -> float:
-        return catalog.get_hourly_cost(instance_type, use_spot, region, zone)
+        return mithril_catalog.get_hourly_cost(instance_type, use_spot, region, zone)
 
     def accelerators_to_hourly_cost(self, accelerators: Dict[str, int],
                                     use_spot: bool, region: Optional[str],
@@ -175,7 +175,7 @@ class Mithril(builtin_mithril.Mithril):
 
     @staticmethod
     def gpu_count(instance_type: str) -> int:
-        accelerators = catalog.get_accelerators_from_instance_type(
+        accelerators = mithril_catalog.get_accelerators_from_instance_type(
             instance_type) or {}
         return int(sum(accelerators.values()))
 
@@ -222,7 +222,7 @@ class Mithril(builtin_mithril.Mithril):
                 launchable([default]) if default else [], [], None)
 
         (name, count), = resources.accelerators.items()
-        instance_types, fuzzy = catalog.get_instance_type_for_accelerator(
+        instance_types, fuzzy = mithril_catalog.get_instance_type_for_accelerator(
             name,
             int(count),
             cpus=resources.cpus,
@@ -281,7 +281,7 @@ class Mithril(builtin_mithril.Mithril):
         shown to the user here, before any bid is placed."""
         del cluster_name, volume_mounts
         if zones is not None:
-            raise ValueError(catalog.ZONES_UNSUPPORTED)
+            raise ValueError(mithril_catalog.ZONES_UNSUPPORTED)
         resources = resources.assert_launchable()
         instance_type = resources.instance_type
         sections = config.sections_from_skypilot(

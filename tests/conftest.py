@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import ENV_ACCELERATORS_CSV
+from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
 os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 pytestmark = pytest.mark.e2e
 

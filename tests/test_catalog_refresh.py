@@ -5,7 +5,7 @@ import sys
 
 import requests
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 
 
 def test_refresh_writes_every_auction_with_its_spot_price(emulator_server, tmp_path):
@@ -20,8 +20,8 @@ def test_refresh_writes_every_auction_with_its_spot_price(emulator_server, tmp_p
                              'refresh', '--output', str(output)],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    shipped = catalog_data.read_rows(catalog_data.catalog_path())
-    fresh = catalog_data.read_rows(output)
+    shipped = catalog_files.read_rows(catalog_files.catalog_path())
+    fresh = catalog_files.read_rows(output)
     assert {(r['InstanceType'], r['Region']) for r in fresh} == {
         (r['InstanceType'], r['Region']) for r in shipped}
     h100 = next(r for r in fresh if r['InstanceType'] == 'h100-80gb.sxm.8x')

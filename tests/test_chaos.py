@@ -1,4 +1,4 @@
-"""The chaos soak (sky_mithril.chaos): under every API fault kind and random
+"""The chaos soak (sky_mithril.devtools.chaos): under every API fault kind and random
 Ctrl-C, no bid is leaked or created twice. The 50-cycle run needs `-m chaos`.
 
 Also pins two interrupt windows the soak found, where run_instances leaves a
@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import pytest
 from sky.provision import common
 
-from sky_mithril import chaos
+from sky_mithril.devtools import chaos
 from sky_mithril import connection
 from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.faults import FAULT_KINDS

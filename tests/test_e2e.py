@@ -12,9 +12,9 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 pytestmark = [
     pytest.mark.e2e,
@@ -81,7 +81,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 def test_hello_launch_exec_status_stop_start_down(stack):
-    hello = str(catalog_data.example_path('hello.yaml'))
+    hello = str(catalog_files.example_path('hello.yaml'))
     started = time.monotonic()
     out = stack.sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', hello)
     launch_seconds = time.monotonic() - started
@@ -112,7 +112,7 @@ def test_hello_launch_exec_status_stop_start_down(stack):
 
 
 def test_two_nodes_run_with_their_rank_and_ips(stack):
-    multi = str(catalog_data.example_path('multi-node.yaml'))
+    multi = str(catalog_files.example_path('multi-node.yaml'))
     out = stack.sky('launch', '-y', '-c', 'ddp', '--infra', 'mithril', multi)
     lines = re.findall(r'node (\d)/2 ip=(\S+) master=(\S+) gpus=(\d)', out)
     assert sorted(rank for rank, *_ in lines) == ['0', '1']
@@ -129,7 +129,7 @@ def test_managed_job_survives_preemption(stack):
     checkpoints.mkdir(parents=True, exist_ok=True)
     checkpoints.chmod(0o777)
     state = checkpoints / 'state.json'
-    train = str(catalog_data.example_path('managed-train.yaml'))
+    train = str(catalog_files.example_path('managed-train.yaml'))
     try:
         started = time.monotonic()
         stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,

@@ -11,10 +11,10 @@ import pytest
 import requests
 import yaml
 
-from sky_mithril import catalog_data
-from sky_mithril import live_prices
+from sky_mithril.catalog import catalog_files
+from sky_mithril.catalog import live_prices
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 TYPE = 'h100-80gb.sxm.8x'
 REGION_A, REGION_B = 'us-central2-a', 'us-central3-a'
@@ -23,11 +23,11 @@ REGION_A, REGION_B = 'us-central2-a', 'us-central3-a'
 @pytest.fixture(scope='module')
 def two_region_catalog(tmp_path_factory) -> Path:
     """The shipped catalog plus TYPE offered in a second region."""
-    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
     extra = dict(next(r for r in rows if r['InstanceType'] == TYPE), Region=REGION_B)
     path = tmp_path_factory.mktemp('catalog') / 'vms.csv'
     with path.open('w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=catalog_files.COLUMNS)
         writer.writeheader()
         writer.writerows(rows + [extra])
     return path
@@ -50,7 +50,7 @@ def market(two_region_catalog) -> Iterator[EmulatorServer]:
 def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
         market, two_region_catalog, tmp_path):
     box = SkySandbox(tmp_path, api_url=market.url, api_key='live-key',
-                     extra_env={catalog_data.ENV_CATALOG: str(two_region_catalog)})
+                     extra_env={catalog_files.ENV_CATALOG: str(two_region_catalog)})
     task = tmp_path / 'task.yaml'
     task.write_text(yaml.safe_dump({
         'resources': {'infra': 'mithril', 'accelerators': 'H100:8'},
@@ -88,7 +88,7 @@ def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
 
 def test_stale_prices_are_served_while_a_refresh_runs(market, two_region_catalog,
                                                       monkeypatch):
-    monkeypatch.setenv(catalog_data.ENV_CATALOG, str(two_region_catalog))
+    monkeypatch.setenv(catalog_files.ENV_CATALOG, str(two_region_catalog))
     monkeypatch.setenv('MITHRIL_API_URL', market.url)
     monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
     live_prices.refresh()
@@ -115,7 +115,7 @@ def test_stale_prices_are_served_while_a_refresh_runs(market, two_region_catalog
         time.sleep(0.1)
     assert freshness() is True
     rows = {(r['InstanceType'], r['Region']): r
-            for r in catalog_data.read_rows(live_prices.overlay_path())}
+            for r in catalog_files.read_rows(live_prices.overlay_path())}
     assert rows[(TYPE, REGION_B)]['Price'] == '7.50'
 
 
@@ -123,8 +123,8 @@ def test_api_down_keeps_shipped_prices_and_never_zero(monkeypatch):
     monkeypatch.setenv('MITHRIL_API_URL', 'http://127.0.0.1:9')
     monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
     live_prices.refresh()
-    shipped = catalog_data.read_rows(catalog_data.catalog_path())
-    overlay = catalog_data.read_rows(live_prices.overlay_path())
+    shipped = catalog_files.read_rows(catalog_files.catalog_path())
+    overlay = catalog_files.read_rows(live_prices.overlay_path())
     assert [r['Price'] for r in overlay] == [r['Price'] for r in shipped]
     assert all(float(r['Price']) > 0 for r in overlay)
 

@@ -12,9 +12,9 @@ from typing import Dict, Iterator, List
 import pytest
 import requests
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 from sky_mithril import cli
-from sky_mithril import prices
+from sky_mithril.catalog import price_history
 from sky_mithril.emulator.server import EmulatorServer
 
 HAS_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
@@ -31,105 +31,105 @@ def d(*values: str) -> List[Decimal]:
 
 
 def test_stats_use_nearest_rank_percentiles():
-    stats = prices.summarize(d('5', '1', '3', '2', '4'))
-    assert stats == prices.PriceStats(count=5, minimum=Decimal('1'),
+    stats = price_history.summarize(d('5', '1', '3', '2', '4'))
+    assert stats == price_history.PriceStats(count=5, minimum=Decimal('1'),
                                       median=Decimal('3'), p90=Decimal('5'),
                                       maximum=Decimal('5'))
 
 
 def test_even_count_median_is_the_lower_middle_sample():
-    stats = prices.summarize(d(*map(str, range(10, 0, -1))))
+    stats = price_history.summarize(d(*map(str, range(10, 0, -1))))
     assert (stats.minimum, stats.median, stats.p90, stats.maximum) == (1, 5, 9, 10)
 
 
 def test_suggestion_for_ten_samples_at_ninety_percent_is_the_ninth():
     # 0.9 * 10 in floats is 9.000000000000002; the rank must still be 9.
     series = d(*map(str, range(1, 11)))
-    assert prices.suggest_limit(series, Decimal('0.9')) == Decimal('9.00')
-    assert prices.coverage(series, Decimal('9.00')) == prices.Fraction(9, 10)
+    assert price_history.suggest_limit(series, Decimal('0.9')) == Decimal('9.00')
+    assert price_history.coverage(series, Decimal('9.00')) == price_history.Fraction(9, 10)
 
 
 def test_likelihood_one_is_the_maximum_and_one_half_the_lower_median():
     series = d('3.10', '2.50', '4.75', '2.90')
-    assert prices.suggest_limit(series, Decimal('1')) == Decimal('4.75')
-    assert prices.suggest_limit(series, Decimal('0.5')) == Decimal('2.90')
-    assert prices.suggest_limit(series, Decimal('0.51')) == Decimal('3.10')
+    assert price_history.suggest_limit(series, Decimal('1')) == Decimal('4.75')
+    assert price_history.suggest_limit(series, Decimal('0.5')) == Decimal('2.90')
+    assert price_history.suggest_limit(series, Decimal('0.51')) == Decimal('3.10')
 
 
 def test_suggestion_rounds_sub_cent_prices_up_to_the_cent():
-    assert prices.suggest_limit(d('10.001'), Decimal('0.9')) == Decimal('10.01')
-    assert prices.suggest_limit(d('10.009', '1'), Decimal('1')) == Decimal('10.01')
-    assert prices.suggest_limit(d('10.00'), Decimal('0.9')) == Decimal('10.00')
+    assert price_history.suggest_limit(d('10.001'), Decimal('0.9')) == Decimal('10.01')
+    assert price_history.suggest_limit(d('10.009', '1'), Decimal('1')) == Decimal('10.01')
+    assert price_history.suggest_limit(d('10.00'), Decimal('0.9')) == Decimal('10.00')
 
 
 def test_suggested_limit_covers_at_least_the_wanted_share():
     series = d('1.00', '1.00', '2.00', '7.00', '3.00', '3.00', '9.99')
     for wanted in d('0.01', '0.3', '0.5', '0.7', '0.9', '0.95', '1'):
-        limit = prices.suggest_limit(series, wanted)
-        assert prices.coverage(series, limit) >= wanted
-        below = limit - prices.CENT
-        assert prices.coverage(series, below) < wanted
+        limit = price_history.suggest_limit(series, wanted)
+        assert price_history.coverage(series, limit) >= wanted
+        below = limit - price_history.CENT
+        assert price_history.coverage(series, below) < wanted
 
 
 def test_flat_and_single_sample_series():
-    flat = prices.summarize(d('4.20', '4.20', '4.20'))
+    flat = price_history.summarize(d('4.20', '4.20', '4.20'))
     assert flat.minimum == flat.median == flat.p90 == flat.maximum == Decimal('4.20')
-    assert prices.sparkline(d('4.20', '4.20', '4.20')) == '▄▄▄'
-    assert prices.summarize(d('7.00')).count == 1
-    assert prices.suggest_limit(d('7.00'), Decimal('0.9')) == Decimal('7.00')
-    assert prices.sparkline(d('7.00')) == '▄'
+    assert price_history.sparkline(d('4.20', '4.20', '4.20')) == '▄▄▄'
+    assert price_history.summarize(d('7.00')).count == 1
+    assert price_history.suggest_limit(d('7.00'), Decimal('0.9')) == Decimal('7.00')
+    assert price_history.sparkline(d('7.00')) == '▄'
 
 
 def test_sparkline_spans_the_bars_and_buckets_long_series_by_their_highest():
-    assert prices.sparkline(d('0', '1', '2', '3', '4', '5', '6', '7')) == '▁▂▃▄▅▆▇█'
-    assert prices.sparkline(d('1', '1', '1', '9', '1', '1'), width=3) == '▁█▁'
-    assert len(prices.sparkline([Decimal(i % 7) for i in range(500)])) == 60
-    assert prices.sparkline([]) == ''
+    assert price_history.sparkline(d('0', '1', '2', '3', '4', '5', '6', '7')) == '▁▂▃▄▅▆▇█'
+    assert price_history.sparkline(d('1', '1', '1', '9', '1', '1'), width=3) == '▁█▁'
+    assert len(price_history.sparkline([Decimal(i % 7) for i in range(500)])) == 60
+    assert price_history.sparkline([]) == ''
 
 
 def test_per_gpu_marks_rounded_amounts():
-    assert prices.per_gpu(Decimal('12.00'), 8) == '$1.50'
-    assert prices.per_gpu(Decimal('17.00'), 8) == '≈ $2.13'
+    assert price_history.per_gpu(Decimal('12.00'), 8) == '$1.50'
+    assert price_history.per_gpu(Decimal('17.00'), 8) == '≈ $2.13'
 
 
 @pytest.mark.parametrize('bad', [[], d('1')])
 def test_percentile_rejects_empty_series_and_shares_outside_the_unit_interval(bad):
     with pytest.raises(ValueError):
-        prices.percentile(bad, Decimal('0') if bad else Decimal('0.5'))
+        price_history.percentile(bad, Decimal('0') if bad else Decimal('0.5'))
 
 
 # Catalog resolution and arguments.
 
 
 def test_gpu_spec_parsing():
-    assert prices.parse_gpu_spec('H100:8') == ('H100', 8)
-    assert prices.parse_gpu_spec('a100') == ('A100', None)
+    assert price_history.parse_gpu_spec('H100:8') == ('H100', 8)
+    assert price_history.parse_gpu_spec('a100') == ('A100', None)
     for bad in ('H100:x', 'H100:0', ':8', 'H100:-1'):
-        with pytest.raises(prices.PricesError):
-            prices.parse_gpu_spec(bad)
+        with pytest.raises(price_history.PricesError):
+            price_history.parse_gpu_spec(bad)
 
 
 def test_selection_by_gpu_count_and_region_explains_misses():
-    rows = catalog_data.read_rows(catalog_data.catalog_path())
-    assert {r['InstanceType'] for r in prices.select_rows(rows, 'A100', None, None)} == {
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
+    assert {r['InstanceType'] for r in price_history.select_rows(rows, 'A100', None, None)} == {
         'a100-80gb.sxm.1x', 'a100-80gb.sxm.2x', 'a100-80gb.sxm.4x', 'a100-80gb.sxm.8x'}
-    assert [r['InstanceType'] for r in prices.select_rows(rows, 'H100', 8, None)] == [H100_8]
-    with pytest.raises(prices.PricesError, match=r'H100 comes as H100:1, H100:8'):
-        prices.select_rows(rows, 'H100', 3, None)
-    with pytest.raises(prices.PricesError, match=r"region 'mars-1'; .*us-central2-a"):
-        prices.select_rows(rows, 'H100', 8, 'mars-1')
+    assert [r['InstanceType'] for r in price_history.select_rows(rows, 'H100', 8, None)] == [H100_8]
+    with pytest.raises(price_history.PricesError, match=r'H100 comes as H100:1, H100:8'):
+        price_history.select_rows(rows, 'H100', 3, None)
+    with pytest.raises(price_history.PricesError, match=r"region 'mars-1'; .*us-central2-a"):
+        price_history.select_rows(rows, 'H100', 8, 'mars-1')
 
 
 def test_likelihood_and_days_arguments():
-    assert prices._likelihood('0.9') == Decimal('0.9')
-    assert prices._likelihood('95%') == Decimal('0.95')
+    assert price_history._likelihood('0.9') == Decimal('0.9')
+    assert price_history._likelihood('95%') == Decimal('0.95')
     for bad in ('0', '1.01', '-0.5', 'most', 'nan'):
         with pytest.raises(argparse.ArgumentTypeError):
-            prices._likelihood(bad)
-    assert prices._days('0.5') == 0.5
+            price_history._likelihood(bad)
+    assert price_history._days('0.5') == 0.5
     for bad in ('0', '-1', 'week', 'inf'):
         with pytest.raises(argparse.ArgumentTypeError):
-            prices._days(bad)
+            price_history._days(bad)
 
 
 # The command, end to end against the emulator.
@@ -143,16 +143,16 @@ def run(argv: List[str]) -> int:
 @pytest.fixture
 def two_region_catalog(tmp_path: Path, monkeypatch) -> Path:
     """The shipped catalog plus h100-80gb.sxm.8x in two more regions."""
-    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
     h100 = next(r for r in rows if r['InstanceType'] == H100_8)
     assert h100['Region'] == REGION_A
     rows += [dict(h100, Region=REGION_B), dict(h100, Region=REGION_EMPTY)]
     path = tmp_path / 'vms.csv'
     with path.open('w', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=catalog_files.COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    monkeypatch.setenv(catalog_data.ENV_CATALOG, str(path))
+    monkeypatch.setenv(catalog_files.ENV_CATALOG, str(path))
     return path
 
 
@@ -206,7 +206,7 @@ def test_report_for_two_regions_of_one_type(market, capsys):
     assert a[1].split() == ['min', '$9.00', 'median', '$13.00', 'p90', '$17.00',
                             'max', '$18.00']
     spark = a[2].strip()
-    assert len(spark) == 10 and set(spark) <= set(prices.BARS)
+    assert len(spark) == 10 and set(spark) <= set(price_history.BARS)
     assert spark[0] == '▄' and spark[1] == '▁' and spark[3] == '█'
     assert a[3] == ('  A limit of $17.00/h would have been at or above the spot '
                     'price 90% of the last 1 day.')
@@ -277,8 +277,8 @@ def test_plot_writes_a_png(market, tmp_path, capsys):
 
 def test_a_single_sample_is_reported_with_a_caution():
     at = datetime(2025, 1, 1, 6, 30, tzinfo=timezone.utc)
-    item = prices.MarketHistory(H100_8, REGION_A, 'H100', 8, [(at, Decimal('12.00'))])
-    lines = prices.describe(item, Decimal('0.9'), 7)
+    item = price_history.MarketHistory(H100_8, REGION_A, 'H100', 8, [(at, Decimal('12.00'))])
+    lines = price_history.describe(item, Decimal('0.9'), 7)
     assert lines[0].endswith('1 sample, 2025-01-01 06:30 to 2025-01-01 06:30 UTC')
     assert lines[1].split() == ['min', '$12.00', 'median', '$12.00', 'p90', '$12.00',
                                 'max', '$12.00']

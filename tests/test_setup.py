@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from sky_mithril import setup as setup_lib
+from sky_mithril.plugin import setup as setup_lib
 
 
 def run_setup(tmp_path, *args):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -164,8 +164,8 @@ def test_check_reports_a_rejected_key(tmp_path):
 
 
 def test_patient_batch_example_dryrun(sandbox):
-    from sky_mithril import catalog_data
-    result, out = dryrun(sandbox, catalog_data.example_path('patient-batch.yaml'))
+    from sky_mithril.catalog import catalog_files
+    result, out = dryrun(sandbox, catalog_files.example_path('patient-batch.yaml'))
     assert result.returncode == 0, out
     assert 'h100-80gb.sxm.8x' in out
     assert '$4.00/h per instance (limit_price_per_gpu $0.50 × 8 GPUs' in out

@@ -7,7 +7,7 @@ import sys
 import pytest
 import sky
 
-from sky_mithril import takeover
+from sky_mithril.plugin import takeover
 
 
 def test_missing_hook_point_fails_loudly_naming_the_version(monkeypatch):
@@ -30,7 +30,7 @@ def test_install_twice_then_a_plugin_less_process_unpickles_the_cloud(tmp_path):
     pickled = tmp_path / 'cloud.pkl'
     installed = run_python(f'''
 import pickle
-from sky_mithril import takeover
+from sky_mithril.plugin import takeover
 takeover.install()
 takeover.install()
 import sky

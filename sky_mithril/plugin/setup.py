@@ -7,6 +7,8 @@ from typing import Any, Dict, List
 
 import yaml
 
+from sky_mithril import files
+
 PLUGIN_CLASS = 'sky_mithril.plugin.MithrilPlugin'
 ENV_PLUGINS_CONFIG = 'SKYPILOT_SERVER_PLUGINS_CONFIG'
 ENV_REMOTE_PLUGINS_CONFIG = 'SKYPILOT_SERVER_REMOTE_PLUGINS_CONFIG'
@@ -35,10 +37,10 @@ def publish_catalog(sky_dir: Path) -> Path:
     """Our catalog where the plugin-less `sky` client looks for Mithril's."""
     from sky.skylet import constants  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import catalog_data  # pylint: disable=import-outside-toplevel
-    target = catalog_data.skypilot_catalog_file(sky_dir,
+    from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
+    target = catalog_files.skypilot_catalog_file(sky_dir,
                                                 constants.CATALOG_SCHEMA_VERSION)
-    catalog_data.publish_for_skypilot(target)
+    catalog_files.publish_for_skypilot(target)
     return target
 
 
@@ -50,8 +52,5 @@ def enable_plugin(path: Path) -> bool:
            for e in entries):
         return False
     entries.append({'class': PLUGIN_CLASS})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding='utf-8')
-    tmp.replace(path)
+    files.write_atomically(path, yaml.safe_dump(data, sort_keys=False))
     return True

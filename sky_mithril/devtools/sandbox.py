@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from sky_mithril import catalog_data
-from sky_mithril import setup as setup_lib
+from sky_mithril.catalog import catalog_files
+from sky_mithril.plugin import setup as setup_lib
 
 ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
 
@@ -69,7 +69,7 @@ def _write_common_catalogs(catalog_dir: Path) -> None:
     """accelerators.csv (a given copy, or one made from our catalog) and
     metadata.csv (GPU memory, from our catalog's GpuInfo)."""
     catalog_dir.mkdir(parents=True, exist_ok=True)
-    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
     given = os.environ.get(ENV_ACCELERATORS_CSV)
     if given:
         shutil.copyfile(given, catalog_dir / 'accelerators.csv')

@@ -13,7 +13,7 @@ from sky.catalog import common
 from sky.clouds import cloud
 from sky.utils import resources_utils
 
-from sky_mithril import live_prices
+from sky_mithril.catalog import live_prices
 
 _df = common.LazyDataFrame(str(live_prices.overlay_path()),
                            update_if_stale_func=live_prices.OverlayFreshness())

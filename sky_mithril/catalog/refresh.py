@@ -5,13 +5,10 @@ specs from `/v2/instance-types`, and the current spot price from
 `/v2/pricing/current` (falling back to the auction's last instance price).
 """
 
-import csv
 import re
 from decimal import Decimal
-from pathlib import Path
 from typing import Dict, List, Optional
 
-from sky_mithril import catalog_data
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import models
 
@@ -70,17 +67,3 @@ def build_rows(client: client_lib.MithrilClient) -> List[Dict[str, str]]:
         })
     rows.sort(key=lambda r: (r['InstanceType'], r['Region']))
     return rows
-
-
-def write_catalog(rows: List[Dict[str, str]], path: Path) -> None:
-    """Writes `rows` atomically in SkyPilot's catalog columns."""
-    if not rows:
-        raise ValueError('The API returned no priced auctions; the catalog '
-                         f'at {path} was left as it was.')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    with tmp.open('w', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, fieldnames=catalog_data.COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)

@@ -25,5 +25,5 @@ class MithrilPlugin(plugins.BasePlugin):
 
     def install(self, extension_context: plugins.ExtensionContext) -> None:
         del extension_context
-        from sky_mithril import takeover  # pylint: disable=import-outside-toplevel
+        from sky_mithril.plugin import takeover  # pylint: disable=import-outside-toplevel
         takeover.install()

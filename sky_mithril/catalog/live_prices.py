@@ -18,11 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from sky_mithril import catalog_data
-from sky_mithril import catalog_refresh
 from sky_mithril import credentials as credentials_lib
+from sky_mithril import files
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
+from sky_mithril.catalog import catalog_files
 
 CACHE_TTL_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -98,20 +98,17 @@ def refresh() -> None:
             quotes = fetch_quotes(creds)
         except errors.MithrilAPIError:
             pass
-    rows = catalog_data.read_rows(catalog_data.catalog_path())
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
     for row in rows:
         quote = quotes.get((row['InstanceType'], row['Region']))
         if quote is not None:
             row['Price'] = row['SpotPrice'] = str(quote[0])
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    catalog_refresh.write_catalog(rows, overlay_path())
+    catalog_files.write_rows(rows, overlay_path())
     state = {
         'fetched_at': time.time(),
         'quotes': {f'{t}@{r}': [str(p), c] for (t, r), (p, c) in quotes.items()},
     }
-    tmp = _state_path().with_suffix('.tmp')
-    tmp.write_text(json.dumps(state))
-    tmp.replace(_state_path())
+    files.write_atomically(_state_path(), json.dumps(state))
 
 
 def _refresh_in_background() -> None:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import List
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.sandbox import SkySandbox
+from sky_mithril.devtools.sandbox import SkySandbox
 
 CLUSTER = 'mithril-demo'
 STEPS = 6
@@ -72,7 +72,7 @@ def run_demo(keep_files: bool = False) -> int:
                 _sky(box, ['check', 'mithril'], 'Mithril is not enabled')
                 _step(4, 'Launching examples/hello.yaml on Mithril')
                 _sky(box, ['launch', '-y', '-c', CLUSTER, '--infra', 'mithril',
-                           str(catalog_data.example_path('hello.yaml'))],
+                           str(catalog_files.example_path('hello.yaml'))],
                      'the launch')
                 _step(5, 'Tearing the cluster down')
                 _sky(box, ['down', '-y', CLUSTER], 'the teardown')

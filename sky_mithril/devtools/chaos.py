@@ -537,9 +537,9 @@ def run_soak(cycles: int = 50,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m sky_mithril.chaos --cycles 50 --seed 0`; 0 when the soak passes."""
+    """`python -m sky_mithril.devtools.chaos --cycles 50 --seed 0`; 0 when the soak passes."""
     parser = argparse.ArgumentParser(
-        prog='python -m sky_mithril.chaos',
+        prog='python -m sky_mithril.devtools.chaos',
         description='Launch, query, stop/start and tear down clusters through '
         'the provisioner against a faulty local emulator, with random Ctrl-C, '
         'and check that no bid is leaked or created twice.')

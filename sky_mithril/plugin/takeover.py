@@ -17,7 +17,7 @@ import sky_mithril
 
 CLOUD_NAME = 'mithril'
 SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
-TEMPLATE_PATH = Path(__file__).parent / 'templates' / 'mithril-ray.yml.j2'
+TEMPLATE_PATH = Path(__file__).parent.parent / 'templates' / 'mithril-ray.yml.j2'
 
 _installed = False
 
@@ -94,11 +94,11 @@ def _take_over_catalog() -> None:
     import sky.catalog  # pylint: disable=import-outside-toplevel
     from sky.catalog import common  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import catalog  # pylint: disable=import-outside-toplevel
-    from sky_mithril import catalog_data  # pylint: disable=import-outside-toplevel
-    sys.modules['sky.catalog.mithril_catalog'] = catalog
-    sky.catalog.mithril_catalog = catalog  # type: ignore[attr-defined]
-    catalog_data.publish_for_skypilot(
+    from sky_mithril.catalog import mithril_catalog  # pylint: disable=import-outside-toplevel
+    from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
+    sys.modules['sky.catalog.mithril_catalog'] = mithril_catalog
+    sky.catalog.mithril_catalog = mithril_catalog  # type: ignore[attr-defined]
+    catalog_files.publish_for_skypilot(
         Path(common.get_catalog_path('mithril/vms.csv')))
 
 

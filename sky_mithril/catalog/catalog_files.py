@@ -7,18 +7,21 @@ CSV of the same columns (a freshly refreshed one, or a test market's).
 
 import csv
 import os
-import shutil
+import io
 from pathlib import Path
 from typing import Dict, List
+
+from sky_mithril import files
 
 ENV_CATALOG = 'SKY_MITHRIL_CATALOG'
 COLUMNS = ('InstanceType', 'AcceleratorName', 'AcceleratorCount', 'vCPUs',
            'MemoryGiB', 'Price', 'SpotPrice', 'Region', 'GpuInfo')
 
-_PACKAGED = Path(__file__).parent / 'data' / 'vms.csv'
-_SOURCE_TREE = Path(__file__).parent.parent / 'catalog' / 'vms.csv'
-_PACKAGED_EXAMPLES = Path(__file__).parent / 'data' / 'examples'
-_SOURCE_EXAMPLES = Path(__file__).parent.parent / 'examples'
+_PACKAGE = Path(__file__).parent.parent
+_PACKAGED = _PACKAGE / 'data' / 'vms.csv'
+_SOURCE_TREE = _PACKAGE.parent / 'catalog' / 'vms.csv'
+_PACKAGED_EXAMPLES = _PACKAGE / 'data' / 'examples'
+_SOURCE_EXAMPLES = _PACKAGE.parent / 'examples'
 
 
 def catalog_path() -> Path:
@@ -57,10 +60,7 @@ def publish_for_skypilot(target: Path) -> bool:
     source = catalog_path()
     if target.is_file() and target.read_bytes() == source.read_bytes():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix('.tmp')
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    files.write_atomically(target, source.read_bytes())
     return True
 
 
@@ -72,3 +72,15 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
         if missing:
             raise ValueError(f'Catalog {path} lacks columns {missing}.')
         return list(reader)
+
+
+def write_rows(rows: List[Dict[str, str]], path: Path) -> None:
+    """Writes `rows` in SkyPilot's catalog columns, replacing `path` atomically."""
+    if not rows:
+        raise ValueError('The API returned no priced auctions; the catalog '
+                         f'at {path} was left as it was.')
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    files.write_atomically(path, text.getvalue())

@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sky_mithril import catalog_data
+from sky_mithril.catalog import catalog_files
 from sky_mithril import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
@@ -369,7 +369,7 @@ def run_prices(args: argparse.Namespace) -> int:
     """Prints the report (and writes the chart); errors go to stderr, exit 1."""
     try:
         gpu, count = (parse_gpu_spec(args.gpu) if args.gpu else (None, None))
-        rows = select_rows(catalog_data.read_rows(catalog_data.catalog_path()),
+        rows = select_rows(catalog_files.read_rows(catalog_files.catalog_path()),
                            gpu, count, args.region)
         if args.plot:
             _require_matplotlib()
