@@ -14,7 +14,7 @@ from sky.utils import status_lib
 from sky_mithril import connection
 from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.provision import bids
+from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
 UP = status_lib.ClusterStatus.UP
@@ -113,7 +113,7 @@ def test_open_bid_waits_then_allocates_when_price_falls(emulator):
 def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
     emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
-    with pytest.raises(bids.AllocationTimeoutError) as info:
+    with pytest.raises(cluster_bid.AllocationTimeoutError) as info:
         launch('late', provision_config(limit='10.00', timeout='3'))
     message = str(info.value)
     assert 'spot price $50.00/h is above your limit $10.00/h' in message
@@ -124,7 +124,7 @@ def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
 def test_timeout_without_capacity_says_so(emulator):
     emulator.control('POST', 'capacity', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', capacity=1)
-    with pytest.raises(bids.AllocationTimeoutError, match='no capacity: 1 instance'):
+    with pytest.raises(cluster_bid.AllocationTimeoutError, match='no capacity: 1 instance'):
         launch('crowded', provision_config(count=2, timeout='3'))
     assert [b['status'] for b in bids_named(emulator, 'crowded')] == ['Terminated']
 

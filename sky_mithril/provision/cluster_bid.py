@@ -1,0 +1,399 @@
+"""The cluster's bid: its one home. Finding it, placing it exactly once,
+resuming or adopting it, waiting for the auction and for SSH, and undoing it.
+
+A cluster is one spot bid for all of its nodes, named exactly
+`cluster_name_on_cloud`. The live bid is found by that exact name (server-side
+filter, newest first), so the look-up costs one request however many
+instances the project has, and old Terminated bids of the same name are
+ignored. Everything after that goes by bid fid.
+
+`ClusterBid.acquire` says what it did with an explicit `Outcome`: PLACED (a new
+bid), RESUMED (a paused bid unpaused) or ADOPTED (a live bid used as it was).
+`undo` reverses exactly that outcome: a placed bid is cancelled, a resumed one
+paused again, an adopted one left alone.
+"""
+
+import dataclasses
+import enum
+import time
+from decimal import Decimal
+from typing import Any, Dict, List, Optional
+
+from sky import sky_logging
+from sky.provision import common
+
+from sky_mithril import connection
+from sky_mithril import money
+from sky_mithril.api import errors
+from sky_mithril.api import models
+
+logger = sky_logging.init_logger('sky.sky_mithril.provision')
+
+# The live bid of a cluster is always its newest bid of that name.
+_NEWEST_BIDS_TO_SCAN = 10
+CANCEL_CONFIRM_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 600.0
+HALF_PLACED_RECHECK_SECONDS = 1.0
+# The first "why is it waiting" report comes once the bid has sat through a
+# few polls, so a bid that wins right away costs no pricing request.
+FIRST_STATUS_AFTER_SECONDS = 5.0
+STATUS_INTERVAL_SECONDS = 30.0
+LIMIT_KEY_HINT = ('raise config.mithril.limit_price (or limit_price_per_gpu) '
+                  'to win sooner, or set config.mithril.provision_timeout.')
+
+_REACHABLE = (models.InstanceState.STARTING, models.InstanceState.RUNNING)
+
+
+class AllocationTimeoutError(RuntimeError):
+    """The bid was not allocated in time; it has been cancelled. SkyPilot
+    fails over to the next region or cloud on this error."""
+
+
+class Outcome(enum.Enum):
+    """What `ClusterBid.acquire` did to get the cluster's bid."""
+
+    PLACED = 'placed'
+    RESUMED = 'resumed'
+    ADOPTED = 'adopted'
+
+
+def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
+    """A connection pinned to the profile, project and API the cluster was
+    launched with, so switching profiles later does not lose the cluster."""
+    provider_config = provider_config or {}
+    return connection.connect(
+        profile=provider_config.get('profile') or None,
+        project_id=provider_config.get('project_id') or None,
+        api_url=provider_config.get('api_url') or None)
+
+
+def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
+    """Non-terminated bids named exactly `name`, newest first."""
+    bids = conn.client.list_bids(conn.project_id,
+                                 name=name,
+                                 sort_by='created_at',
+                                 sort_dir='desc',
+                                 max_items=_NEWEST_BIDS_TO_SCAN)
+    return [b for b in bids
+            if b.name == name and b.status != models.BidState.TERMINATED]
+
+
+def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
+    """The cluster's bid, or None once it is gone."""
+    bids = live_bids(conn, name)
+    if len(bids) > 1:
+        fids = ', '.join(b.fid for b in bids)
+        raise RuntimeError(
+            f'Mithril has {len(bids)} live bids named {name!r} ({fids}); '
+            'sky-mithril expects one per cluster. Cancel the extra ones '
+            '(`sky down` cancels all of them).')
+    return bids[0] if bids else None
+
+
+def bid_instances(conn: connection.Connection,
+                  bid: models.Bid) -> List[models.Instance]:
+    """The bid's instances in the bid's own (stable) order; head first."""
+    found = {
+        i.fid: i for i in conn.client.list_instances(conn.project_id,
+                                                     bid_fids=[bid.fid])
+    }
+    return [found[fid] for fid in bid.instances if fid in found]
+
+
+def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
+    """Cancels the bid and waits until Mithril reports it Terminated.
+
+    404 means it is already gone. Raises RuntimeError if it cannot be confirmed.
+    """
+    try:
+        conn.client.cancel_bid(bid_fid)
+    except errors.NotFoundError:
+        return
+    deadline = time.monotonic() + CANCEL_CONFIRM_SECONDS
+    while True:
+        try:
+            status = conn.client.get_bid_status(bid_fid).status
+        except errors.NotFoundError:
+            return
+        if status == models.BidState.TERMINATED:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'Bid {bid_fid} is still {status} after '
+                               f'cancelling it for {CANCEL_CONFIRM_SECONDS:.0f}s.')
+        time.sleep(1.0)
+
+
+def pause(conn: connection.Connection, name: str) -> None:
+    """Pauses the cluster's live bid: instances spin down, billing stops."""
+    bid = live_bid(conn, name)
+    if bid is None or bid.status == models.BidState.PAUSED:
+        return
+    try:
+        conn.client.update_bid(bid.fid, paused=True)
+    except errors.NotFoundError:
+        return
+    logger.info(f'Paused bid {bid.fid}.')
+
+
+def cancel_all(conn: connection.Connection, name: str) -> None:
+    """Cancels every live bid of the cluster and confirms each is Terminated."""
+    for bid in live_bids(conn, name):
+        cancel_and_confirm(conn, bid.fid)
+        logger.info(f'Cancelled bid {bid.fid}.')
+
+
+def instance_type_fid(conn: connection.Connection, instance_type: str,
+                      region: str) -> str:
+    """The fid of `instance_type` that is auctioned in `region` (a name may
+    appear under several fids)."""
+    fids = {t.fid for t in conn.client.list_instance_types()
+            if t.name == instance_type}
+    for auction in conn.client.list_spot_availability():
+        if auction.instance_type in fids and auction.region == region:
+            return auction.instance_type
+    raise RuntimeError(f'Mithril has no auction for {instance_type} in '
+                       f'{region} right now; try another region.')
+
+
+@dataclasses.dataclass(frozen=True)
+class MarketView:
+    """What the market looks like to a waiting bid."""
+
+    spot_price: Optional[Decimal]
+    available: Optional[int]
+
+    def reason(self, limit: Decimal, quantity: int) -> str:
+        """Why a bid at `limit` for `quantity` instances waits."""
+        if self.spot_price is not None and self.spot_price > limit:
+            return (f'the spot price {money.format_dollars(self.spot_price)}/h '
+                    f'is above your limit {money.format_dollars(limit)}/h')
+        if self.available is not None and self.available < quantity:
+            return (f'no capacity: {self.available} instance(s) free, '
+                    f'{quantity} needed')
+        return 'waiting for the next auction round'
+
+
+def market_view(conn: connection.Connection, bid: models.Bid) -> MarketView:
+    """The current spot price and free capacity for the bid's auction."""
+    price = conn.client.get_current_price(bid.instance_type,
+                                          region=bid.region,
+                                          instance_quantity=bid.instance_quantity)
+    return MarketView(price.spot_price, price.available_capacity)
+
+
+def _describe(error: BaseException) -> str:
+    """An error's message, or its kind when it has none (e.g. Ctrl-C)."""
+    return str(error) or type(error).__name__
+
+
+def _provision_timeout(provider_config: Dict[str, Any]) -> Optional[float]:
+    value = provider_config.get('provision_timeout')
+    return float(value) if value not in (None, '') else None
+
+
+@dataclasses.dataclass
+class ClusterBid:
+    """The live bid behind one cluster and how this launch came to hold it."""
+
+    conn: connection.Connection
+    bid: models.Bid
+    outcome: Outcome
+
+    @classmethod
+    def acquire(cls, conn: connection.Connection, region: str, name: str,
+                config: common.ProvisionConfig) -> 'ClusterBid':
+        """The cluster's bid: the live one resumed or adopted, else a new one.
+
+        A bid placed or resumed here is undone if placing or resuming fails
+        or is interrupted."""
+        existing = live_bid(conn, name)
+        if existing is not None:
+            return cls._resume_or_adopt(conn, existing, region, config)
+        try:
+            return cls(conn, cls._place(conn, region, name, config),
+                       Outcome.PLACED)
+        except BaseException as e:
+            _cancel_half_placed(conn, name, e)
+            raise
+
+    @classmethod
+    def _resume_or_adopt(cls, conn: connection.Connection, bid: models.Bid,
+                         region: str,
+                         config: common.ProvisionConfig) -> 'ClusterBid':
+        if bid.region and bid.region != region:
+            raise RuntimeError(
+                f'The cluster\'s bid {bid.fid} lives in {bid.region}, not '
+                f'{region}; a Mithril cluster never moves. `sky down` it to '
+                'launch elsewhere.')
+        if bid.instance_quantity != config.count:
+            raise RuntimeError(
+                f'The cluster\'s bid {bid.fid} has {bid.instance_quantity} '
+                f'nodes, not {config.count}; Mithril bids cannot be resized. '
+                '`sky down` and launch again.')
+        if bid.status != models.BidState.PAUSED:
+            return cls(conn, bid, Outcome.ADOPTED)
+        if not config.resume_stopped_nodes:
+            raise RuntimeError(f'The cluster\'s bid {bid.fid} is paused; use '
+                               '`sky start` to resume it.')
+        logger.info(f'Resuming paused bid {bid.fid} in {bid.region}.')
+        held = cls(conn, bid, Outcome.RESUMED)
+        try:
+            held.bid = conn.client.update_bid(bid.fid, paused=False)
+        except BaseException as e:
+            held.undo(e)
+            raise
+        return held
+
+    @staticmethod
+    def _place(conn: connection.Connection, region: str, name: str,
+               config: common.ProvisionConfig) -> models.Bid:
+        """Places the cluster's bid exactly once.
+
+        A POST whose response was lost may or may not have created the bid,
+        so before every retry the bid is looked up by its name; the client
+        never retries a POST on its own once it may have reached the server.
+        """
+        limit = Decimal(config.provider_config['limit_price_per_hour'])
+        instance_type = config.node_config['InstanceType']
+        request = models.CreateBidRequest(
+            project=conn.project_id,
+            region=region,
+            instance_type=instance_type_fid(conn, instance_type, region),
+            limit_price=limit,
+            instance_quantity=config.count,
+            name=name,
+            launch_specification=models.LaunchSpecification(
+                ssh_keys=[config.authentication_config['ssh_key_id']],
+                volumes=[]))
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                bid = conn.client.create_bid(request)
+                break
+            except errors.AmbiguousResponseError as e:
+                found = live_bid(conn, name)
+                if found is not None:
+                    logger.info(f'Bid {found.fid} was placed although the '
+                                'response was lost; using it.')
+                    bid = found
+                    break
+                if attempt == attempts:
+                    raise
+                logger.info(f'Placing the bid failed ({e}); it was not '
+                            'created, retrying.')
+        logger.info(f'Placed Mithril bid {bid.fid}: {config.count}× '
+                    f'{instance_type} in {region} at a limit of '
+                    f'{money.format_dollars(limit)}/h per instance.')
+        return bid
+
+    def wait_until_ready(self, provider_config: Dict[str, Any]
+                         ) -> List[models.Instance]:
+        """Waits for the auction, then for every node's SSH destination; the
+        acquired bid is undone if either fails or is interrupted."""
+        try:
+            self.wait_until_allocated(_provision_timeout(provider_config))
+            return self.wait_until_reachable()
+        except BaseException as e:
+            self.undo(e)
+            raise
+
+    def wait_until_allocated(self, timeout: Optional[float]) -> None:
+        """Polls the bid (one request per poll, every ≤3 s) until Allocated.
+
+        While it waits the user sees why (spot price vs limit, capacity) and
+        for how long. On timeout raises AllocationTimeoutError.
+        """
+        bid = self.bid
+        start = time.monotonic()
+        interval = 0.5
+        next_report = start + FIRST_STATUS_AFTER_SECONDS
+        while True:
+            if bid.status in (models.BidState.ALLOCATED,
+                              models.BidState.PREEMPTING):
+                self.bid = bid
+                return
+            if bid.status == models.BidState.TERMINATED:
+                raise RuntimeError(f'Bid {bid.fid} was terminated on Mithril '
+                                   'before it was allocated.')
+            now = time.monotonic()
+            if timeout is not None and now - start >= timeout:
+                view = market_view(self.conn, bid)
+                raise AllocationTimeoutError(
+                    f'Mithril bid {bid.fid} in {bid.region} was not allocated '
+                    f'within {timeout:.0f}s: '
+                    f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
+                    f'It was cancelled. {LIMIT_KEY_HINT}')
+            if now >= next_report:
+                view = market_view(self.conn, bid)
+                waits = ('waits without a deadline' if timeout is None else
+                         f'is cancelled after {timeout:.0f}s')
+                logger.info(
+                    f'Bid {bid.fid} is {bid.status} in {bid.region} '
+                    f'({now - start:.0f}s): '
+                    f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
+                    f'The bid {waits}; {LIMIT_KEY_HINT}')
+                next_report = now + STATUS_INTERVAL_SECONDS
+            time.sleep(interval)
+            interval = min(interval * 2, 3.0)
+            bid = self.conn.client.get_bid(bid.fid)
+
+    def wait_until_reachable(self) -> List[models.Instance]:
+        """Polls the bid's instances (one request per poll) until every one
+        has an SSH destination; the bid is re-read only while it lists no
+        instances."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        interval = 0.5
+        while True:
+            if not self.bid.instances:
+                self.bid = self.conn.client.get_bid(self.bid.fid)
+            instances = bid_instances(self.conn, self.bid)
+            ready = [i for i in instances
+                     if i.status in _REACHABLE and i.ssh_destination]
+            if len(ready) == self.bid.instance_quantity:
+                return instances
+            if time.monotonic() > deadline:
+                states = ', '.join(f'{i.fid}={i.status}' for i in instances)
+                raise RuntimeError(
+                    f'Instances of bid {self.bid.fid} did not become '
+                    f'reachable in {READY_TIMEOUT_SECONDS:.0f}s ({states}).')
+            time.sleep(interval)
+            interval = min(interval * 2, 3.0)
+
+    def undo(self, cause: BaseException) -> None:
+        """Reverses this launch's outcome; if that is impossible, stops
+        SkyPilot's failover so the user learns about the bid."""
+        try:
+            if self.outcome == Outcome.PLACED:
+                cancel_and_confirm(self.conn, self.bid.fid)
+                logger.info(f'Cancelled bid {self.bid.fid} after: '
+                            f'{_describe(cause)}')
+            elif self.outcome == Outcome.RESUMED:
+                self.conn.client.update_bid(self.bid.fid, paused=True)
+                logger.info(f'Paused bid {self.bid.fid} again after: '
+                            f'{_describe(cause)}')
+        except Exception as cleanup_error:  # pylint: disable=broad-except
+            raise common.StopFailoverError(
+                f'Launch failed ({cause}) and sky-mithril could not clean up '
+                f'bid {self.bid.fid}: {cleanup_error}. It may still allocate '
+                'and bill: run `sky down` for this cluster or cancel the bid '
+                'in Mithril\'s console.') from cleanup_error
+
+
+def _cancel_half_placed(conn: connection.Connection, name: str,
+                        cause: BaseException) -> None:
+    """After placing the bid failed or was interrupted, cancels a bid that
+    may have been created anyway. The request may still be on its way to
+    the server, so a look-up that finds nothing is repeated once."""
+    try:
+        found = live_bids(conn, name)
+        if not found:
+            time.sleep(HALF_PLACED_RECHECK_SECONDS)
+            found = live_bids(conn, name)
+    except Exception as lookup_error:  # pylint: disable=broad-except
+        raise common.StopFailoverError(
+            f'Placing the Mithril bid {name!r} failed ({cause}) and '
+            f'sky-mithril could not check whether it exists: {lookup_error}. '
+            'Run `sky down` for this cluster to cancel it if it does.'
+        ) from lookup_error
+    for bid in found:
+        ClusterBid(conn, bid, Outcome.PLACED).undo(cause)
