@@ -61,7 +61,7 @@ def _namespaces(prefix: str) -> List[str]:
 
 @pytest.fixture(scope='module')
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    from sky_mithril.emulator.ssh_hosts import NamespaceHosts
+    from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     hosts = NamespaceHosts()
     try:
         with EmulatorServer(hosts=hosts, speed=60) as emulator:

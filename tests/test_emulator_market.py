@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from sky_mithril.emulator.clock import DEFAULT_START, ManualClock, ScaledClock
-from sky_mithril.emulator.hosts import HostAddress, PlaceholderHosts
+from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import (Bid, BidEventType, BidStatus,
                                          InstanceStatus, InvalidRequest,
                                          InvalidState, Market, NotFound,

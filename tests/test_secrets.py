@@ -188,7 +188,7 @@ def stack(started, tmp_path_factory) -> Iterator[Stack]:
     del started
     hosts = None
     if CAN_USE_NAMESPACES:
-        from sky_mithril.emulator.ssh_hosts import NamespaceHosts
+        from sky_mithril.emulator.hosts.namespace import NamespaceHosts
         hosts = NamespaceHosts()
     try:
         with EmulatorServer(api_key=KEY, hosts=hosts, speed=60) as emulator:

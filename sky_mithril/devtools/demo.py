@@ -55,7 +55,7 @@ def run_demo(keep_files: bool = False) -> int:
         raise DemoError('The demo turns each Mithril instance into a real SSH '
                         'host in a network namespace, which needs root. Run it '
                         'as root (e.g. `sudo sky-mithril demo`).')
-    from sky_mithril.emulator.ssh_hosts import NamespaceHosts  # pylint: disable=import-outside-toplevel
+    from sky_mithril.emulator.hosts.namespace import NamespaceHosts  # pylint: disable=import-outside-toplevel
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix='sky-mithril-demo-'))
     _step(1, 'Preparing the VM image: Python 3.10, uv and a warmed package '

@@ -8,7 +8,8 @@ from typing import Callable, List, Optional, Tuple
 
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator.clock import ScaledClock
-from sky_mithril.emulator.hosts import HostBackend, PlaceholderHosts
+from sky_mithril.emulator.hosts import HostBackend
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
 DEFAULT_PORT = 8765
@@ -67,10 +68,11 @@ def make_hosts(kind: str, echo: Callable[[str], None] = print) -> HostBackend:
     """The host backend named by `--hosts`."""
     if kind == 'placeholder':
         return PlaceholderHosts()
-    from sky_mithril.emulator import ssh_hosts  # pylint: disable=import-outside-toplevel
     if kind == 'namespace':
-        return ssh_hosts.NamespaceHosts(progress=echo)
-    return ssh_hosts.LocalPortHosts()
+        from sky_mithril.emulator.hosts.namespace import NamespaceHosts  # pylint: disable=import-outside-toplevel
+        return NamespaceHosts(progress=echo)
+    from sky_mithril.emulator.hosts.local import LocalPortHosts  # pylint: disable=import-outside-toplevel
+    return LocalPortHosts()
 
 
 def build_server(args: argparse.Namespace,

@@ -74,7 +74,7 @@ from sky_mithril import money
 from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostAddress, HostBackend
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger('sky.sky_mithril.emulator')
 
 PROJECT_FID = 'proj_emulator'
 PROJECT_NAME = 'emulator'

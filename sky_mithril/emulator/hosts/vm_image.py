@@ -1,6 +1,6 @@
 """The "VM image": what a Mithril Ubuntu image has and this machine lacks.
 
-Emulated hosts (`ssh_hosts`) are namespaces of this machine, so everything a
+Emulated hosts (`namespace`) are namespaces of this machine, so everything a
 Mithril VM offers SkyPilot must exist here once: sshd, sudo, rsync, a user
 `ubuntu` with passwordless sudo, a Python 3.10 the `ubuntu` user can run, the
 uv binary, and, because hosts cannot reach PyPI, a uv cache warmed on this

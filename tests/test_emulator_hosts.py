@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from sky_mithril.emulator.hosts import HostAddress
-from sky_mithril.emulator.ssh_hosts import LocalPortHosts
-from sky_mithril.emulator.ssh_hosts import NamespaceHosts
-from sky_mithril.emulator.vm_image import VmImage
-from sky_mithril.emulator.vm_image import ensure_vm_image
+from sky_mithril.emulator.hosts.local import LocalPortHosts
+from sky_mithril.emulator.hosts.namespace import NamespaceHosts
+from sky_mithril.emulator.hosts.vm_image import VmImage
+from sky_mithril.emulator.hosts.vm_image import ensure_vm_image
 
 
 def _can_run() -> bool:
@@ -196,8 +196,8 @@ def test_close_removes_the_bridge_and_state(image: VmImage, key: Path) -> None:
 
 _CRASHING_OWNER = '''
 import sys
-from sky_mithril.emulator.ssh_hosts import NamespaceHosts
-from sky_mithril.emulator.vm_image import ensure_vm_image
+from sky_mithril.emulator.hosts.namespace import NamespaceHosts
+from sky_mithril.emulator.hosts.vm_image import ensure_vm_image
 hosts = NamespaceHosts(ensure_vm_image())
 hosts.create('inst_crash', [sys.argv[1]])
 print(hosts.prefix, hosts.netns('inst_crash'), flush=True)
@@ -259,7 +259,7 @@ def test_local_port_hosts(image: VmImage, key: Path) -> None:
 
 _CRASHING_LOCAL_OWNER = '''
 import sys
-from sky_mithril.emulator.ssh_hosts import LocalPortHosts
+from sky_mithril.emulator.hosts.local import LocalPortHosts
 hosts = LocalPortHosts()
 address = hosts.create('inst_crash', [sys.argv[1]])
 print(hosts.prefix, address.ssh_port, flush=True)

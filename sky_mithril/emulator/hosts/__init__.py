@@ -2,13 +2,15 @@
 
 The market model decides *when* an instance exists, pauses, is preempted or
 goes away; a host backend makes that real (or pretends to). The placeholder
-backend hands out addresses nobody listens on, which is all the market and
-provisioner tests need; `ssh_hosts` provides real SSH hosts for end-to-end runs.
+backend (`placeholder`) hands out addresses nobody listens on, which is all
+the market and provisioner tests need; `namespace` (root) and `local` (no root)
+provide real SSH hosts for end-to-end runs, with what they share in `sshd` and
+what a namespace host needs from this machine in `vm_image`.
 """
 
 import dataclasses
 import datetime
-from typing import Dict, List, Protocol
+from typing import List, Protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,39 +48,3 @@ class HostBackend(Protocol):
 
     def close(self) -> None:
         """Destroys every host this backend created."""
-
-
-class PlaceholderHosts:
-    """Loopback addresses nobody listens on, so a stray connection never leaves
-    the machine."""
-
-    def __init__(self) -> None:
-        self._addresses: Dict[str, HostAddress] = {}
-
-    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
-        del ssh_public_keys
-        index = len(self._addresses) + 1
-        address = HostAddress(
-            ssh_destination=f'127.77.{index // 254}.{index % 254 + 1}',
-            private_ip=f'127.78.{index // 254}.{index % 254 + 1}')
-        self._addresses[instance_fid] = address
-        return address
-
-    def pause(self, instance_fid: str) -> None:
-        del instance_fid
-
-    def resume(self, instance_fid: str) -> HostAddress:
-        return self._addresses[instance_fid]
-
-    def notify_preemption(self, instance_fid: str, *, bid_status: str,
-                          end_time: datetime.datetime) -> None:
-        del instance_fid, bid_status, end_time
-
-    def preempt(self, instance_fid: str) -> None:
-        del instance_fid
-
-    def destroy(self, instance_fid: str) -> None:
-        self._addresses.pop(instance_fid, None)
-
-    def close(self) -> None:
-        self._addresses.clear()

@@ -1,0 +1,363 @@
+"""Real SSH hosts for the emulator's instances, so SkyPilot can provision onto them.
+
+`NamespaceHosts` (root): every instance is a small "VM" made of this machine's
+own parts. It gets a network namespace whose `eth0` is one end of a veth pair;
+the other end is a port of a bridge the backend creates, so the instances of
+one backend reach each other (one L2 segment, no forwarding) and the root
+namespace reaches them at their VM address; nothing is routed anywhere else.
+In the namespace, sshd runs as PID 1 of its own PID, UTS (hostname) and mount
+namespaces with private mounts: the instance's disk as `~ubuntu`, a fresh
+`/tmp` (Ray's `/tmp/ray_skypilot` lives there), `/opt/mithril`, `/dev/shm`,
+`/run`, and an overlay over `/etc` (SkyPilot's setup edits
+`/etc/ssh/sshd_config`, `/etc/security/limits.conf` and friends; those edits
+stay on the instance's disk). Killing the namespace's processes stops the "VM"
+without leaving anything behind; the disk (home and `/etc` changes, under
+`/var/lib/sky-mithril/hosts/<prefix>/host-<n>/disk`) stays until `destroy`.
+Everything else is this machine's file system, and `ubuntu`'s passwordless
+sudo is root here: SkyPilot's own setup stays inside the private mounts, a
+task that uses sudo may not.
+
+What a host needs from this machine (sshd, the user `ubuntu`, an offline
+Python and uv cache) is the VM image, `vm_image.ensure_vm_image()`.
+"""
+
+import atexit
+import datetime
+import os
+import pwd
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Set
+
+from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts import sshd
+from sky_mithril.emulator.hosts.sshd import SIGNAL_FILE, SSHD, FileLock, Host, HostError
+from sky_mithril.emulator.hosts.vm_image import VmImage, ensure_vm_image, run_command
+from sky_mithril.files import write_atomically
+
+STATE_ROOT = sshd.SYSTEM_STATE_DIR / 'hosts'
+SUBNET_BASE = '10.203'
+PREFIX_PATTERN = re.compile(r'smh[0-9a-f]{5}')
+SIGNAL_DIR = Path('/opt/mithril')
+_SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+def _netns_names() -> List[str]:
+    result = run_command(['ip', 'netns', 'list'])
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+def _link_names() -> List[str]:
+    result = run_command(['ip', '-o', 'link', 'show'])
+    return [line.split(':')[1].strip().split('@')[0]
+            for line in result.stdout.splitlines() if ':' in line]
+
+
+def _delete_link(name: str) -> None:
+    """Deletes a link; one that vanished meanwhile (a veth goes with its
+    namespace, asynchronously) is fine."""
+    result = run_command(['ip', 'link', 'delete', name], check=False)
+    deadline = time.monotonic() + 10
+    while result.returncode != 0 and name in _link_names():
+        if time.monotonic() > deadline:
+            raise HostError(f'`ip link delete {name}` failed: {result.stderr.strip()}')
+        time.sleep(0.05)
+
+
+def _delete_netns(name: str) -> None:
+    _kill_netns_processes(name)
+    result = run_command(['ip', 'netns', 'delete', name], check=False)
+    if result.returncode != 0 and name in _netns_names():
+        raise HostError(f'`ip netns delete {name}` failed: {result.stderr.strip()}')
+
+
+def _netns_pids(netns: str) -> List[int]:
+    result = run_command(['ip', 'netns', 'pids', netns], check=False)
+    return [int(p) for p in result.stdout.split() if p.isdigit()]
+
+
+def _kill_netns_processes(netns: str, timeout: float = 15.0) -> None:
+    """SIGKILLs every process in `netns` (the PID 1 of each host goes too, which
+    takes its whole PID namespace with it) until none is left."""
+    sshd.kill_until_gone(
+        lambda: _netns_pids(netns), timeout=timeout,
+        survivors=lambda pids: (f'Processes {pids} in network namespace {netns} '
+                                f'survived SIGKILL for {timeout:.0f}s'))
+
+
+def _used_octets(base: str) -> Set[int]:
+    """Third octets of `base`.N.x already in use on this machine."""
+    text = (run_command(['ip', '-o', '-4', 'addr', 'show']).stdout +
+            run_command(['ip', '-4', 'route', 'show', 'table', 'all']).stdout)
+    return {int(m) for m in re.findall(rf'\b{re.escape(base)}\.(\d+)\.', text)}
+
+
+def _require_root_tools() -> None:
+    if os.geteuid() != 0:
+        raise HostError('NamespaceHosts needs root (network namespaces, mounts); '
+                        'use LocalPortHosts otherwise.')
+    for tool in ('ip', 'unshare', 'mount', 'ssh-keygen', SSHD):
+        if shutil.which(tool) is None:
+            raise HostError(f'NamespaceHosts needs `{tool}`; run ensure_vm_image() '
+                            'to install what is missing.')
+
+
+class NamespaceHosts(sshd.SshdHostBackend):
+    """Instances as network namespaces with their own sshd (needs root)."""
+
+    _close_failed_message = ('Some hosts could not be removed (cleanup_stale() '
+                             'retries once this process is gone): ')
+
+    def __init__(self, image: Optional[VmImage] = None, *,
+                 progress: Optional[Callable[[str], None]] = None,
+                 subnet_base: str = SUBNET_BASE, start_timeout: float = 20.0) -> None:
+        _require_root_tools()
+        self.image = image or ensure_vm_image(progress)
+        self._user = pwd.getpwnam(self.image.ssh_user)
+        super().__init__(start_timeout)
+        self.cleanup_stale()
+        SIGNAL_DIR.mkdir(parents=True, exist_ok=True)
+        self.prefix = 'smh' + secrets.token_hex(3)[:5]
+        self.bridge = f'{self.prefix}br'
+        self._directory = STATE_ROOT / self.prefix
+        with FileLock(STATE_ROOT / '.lock'):
+            used = _used_octets(subnet_base)
+            free = [n for n in range(1, 255) if n not in used]
+            if not free:
+                raise HostError(f'No free /24 left in {subnet_base}.0.0/16')
+            self.subnet = f'{subnet_base}.{free[0]}'
+            self._directory.mkdir(parents=True)
+            sshd.write_owner(self._directory, {'subnet': self.subnet})
+            atexit.register(self.close)
+            run_command(['ip', 'link', 'add', self.bridge, 'type', 'bridge'])
+            run_command(['ip', 'addr', 'add', f'{self.subnet}.1/24', 'dev',
+                         self.bridge])
+            run_command(['ip', 'link', 'set', self.bridge, 'up'])
+
+    @property
+    def gateway(self) -> str:
+        """This machine's address as the hosts see it (the bridge)."""
+        return f'{self.subnet}.1'
+
+    def netns(self, instance_fid: str) -> str:
+        """The network namespace of an instance (for tests and debugging)."""
+        return self._netns(self._get(instance_fid))
+
+    def _netns(self, host: Host) -> str:
+        return f'{self.prefix}-{host.index}'
+
+    def _veth(self, host: Host) -> str:
+        return f'{self.prefix}h{host.index}'
+
+    def _allocate_index(self) -> int:
+        used = {h.index for h in self._hosts.values()}
+        for offset in range(253):
+            index = (self._next - 1 + offset) % 253 + 1
+            if index not in used:
+                self._next = index % 253 + 1
+                return index
+        raise HostError(f'All 253 addresses of {self.subnet}.0/24 are in use')
+
+    def _new_host(self, instance_fid: str) -> Host:
+        index = self._allocate_index()
+        return Host(fid=instance_fid, index=index,
+                    address=f'{self.subnet}.{index + 1}',
+                    directory=self._directory / f'host-{index}')
+
+    def _set_up(self, host: Host, ssh_public_keys: List[str]) -> None:
+        """Makes the instance's disk, network and sshd."""
+        self._make_disk(host, sshd.authorized_keys(ssh_public_keys))
+        self._make_network(host)
+        self._start(host)
+
+    def _make_disk(self, host: Host, authorized_keys: str) -> None:
+        disk = host.disk
+        (disk / 'opt-mithril').mkdir(parents=True)
+        (disk / 'etc-work').mkdir()
+        (host.directory / 'fid').write_text(host.fid + '\n')
+        home = disk / 'home'
+        shutil.copytree(self.image.home_template, home, symlinks=True)
+        ssh_dir = home / '.ssh'
+        ssh_dir.mkdir(mode=0o700)
+        write_atomically(ssh_dir / 'authorized_keys', authorized_keys, mode=0o600)
+        uid, gid = self._user.pw_uid, self._user.pw_gid
+        for path in [home, *home.rglob('*')]:
+            os.lchown(path, uid, gid)
+        home.chmod(0o750)
+        etc = disk / 'etc-upper'
+        etc_ssh = etc / 'ssh'
+        etc_ssh.mkdir(parents=True)
+        hostname = self._hostname(host)
+        (etc / 'hostname').write_text(hostname + '\n')
+        (etc / 'hosts').write_text(Path('/etc/hosts').read_text().rstrip('\n') +
+                                   f'\n127.0.1.1 {hostname}\n')
+        sshd.make_host_key(etc_ssh / 'ssh_host_ed25519_key', host.fid)
+        (etc_ssh / 'sshd_config').write_text(self._sshd_config(host))
+
+    def _hostname(self, host: Host) -> str:
+        name = re.sub(r'[^a-z0-9-]+', '-', host.fid.lower()).strip('-')[:40]
+        return f'{name or "host"}-{self.prefix}'
+
+    def _sshd_config(self, host: Host) -> str:
+        return (f'# sky-mithril emulated instance {host.fid}\n'
+                f'ListenAddress {host.address}:22\n'
+                'HostKey /etc/ssh/ssh_host_ed25519_key\n'
+                'PidFile /run/sshd.pid\n'
+                f'AllowUsers {self._user.pw_name}\n'
+                'PermitRootLogin no\n'
+                'PubkeyAuthentication yes\n'
+                'AuthorizedKeysFile .ssh/authorized_keys\n'
+                'PasswordAuthentication no\n'
+                'KbdInteractiveAuthentication no\n'
+                'UsePAM yes\n'
+                'UseDNS no\n'
+                'PrintMotd no\n'
+                'X11Forwarding no\n'
+                'AcceptEnv LANG LC_*\n' + sshd.SSHD_CONFIG_LIMITS)
+
+    def _make_network(self, host: Host) -> None:
+        netns, veth = self._netns(host), self._veth(host)
+        run_command(['ip', 'netns', 'add', netns])
+        run_command(['ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name',
+                     'eth0', 'netns', netns])
+        run_command(['ip', 'link', 'set', veth, 'master', self.bridge])
+        run_command(['ip', 'link', 'set', veth, 'up'])
+        run_command(['ip', '-n', netns, 'addr', 'add', f'{host.address}/24', 'dev',
+                     'eth0'])
+        run_command(['ip', '-n', netns, 'link', 'set', 'lo', 'up'])
+        run_command(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+
+    def _boot_script(self, host: Host) -> str:
+        disk, q = host.disk, shlex.quote
+        return '\n'.join([
+            'set -e',
+            f'mount --bind {q(str(disk / "home"))} {q(self._user.pw_dir)}',
+            f'mount --bind {q(str(host.directory / "tmp"))} /tmp',
+            f'mount --bind {q(str(disk / "opt-mithril"))} {q(str(SIGNAL_DIR))}',
+            'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm',
+            # Other hosts' namespace handles are none of this host's business.
+            'umount -R -l /run/netns 2>/dev/null || true',
+            'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run',
+            'mount -t overlay overlay -o '
+            f'lowerdir=/etc,upperdir={q(str(disk / "etc-upper"))},'
+            f'workdir={q(str(disk / "etc-work"))} /etc',
+            'mkdir -m 0755 /run/sshd',
+            f'hostname {q(self._hostname(host))}',
+            f'exec {SSHD} -D -e',
+        ])
+
+    def _start(self, host: Host) -> None:
+        """Boots the host: a fresh /tmp, then sshd as PID 1 of new namespaces."""
+        tmp = host.directory / 'tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tmp.chmod(0o1777)
+        (host.disk / 'opt-mithril' / SIGNAL_FILE).unlink(missing_ok=True)
+        log = host.directory / 'sshd.log'
+        command = ['ip', 'netns', 'exec', self._netns(host),
+                   'unshare', '--mount', '--uts', '--pid', '--fork', '--mount-proc',
+                   '--propagation', 'private', '--',
+                   '/bin/sh', '-c', self._boot_script(host)]
+        with open(log, 'ab') as out:
+            host.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
+        sshd.wait_for_sshd(host, log, self._start_timeout)
+
+    def _stop(self, host: Host) -> None:
+        netns = self._netns(host)
+        _kill_netns_processes(netns)
+        sshd.reap(host.process)
+        host.process = None
+        # A killed process leaves its namespace before its sockets are closed:
+        # wait for the listener to go, or a quick resume cannot bind port 22.
+        deadline = time.monotonic() + 10
+        while run_command(['ss', '-N', netns, '-Htln', 'sport = :22']).stdout.strip():
+            if time.monotonic() > deadline:
+                raise HostError(f'Port 22 in {netns} is still in use after sshd died')
+            time.sleep(0.02)
+
+    def pause(self, instance_fid: str) -> None:
+        """Stops everything the host runs and takes its link down; disk kept."""
+        with self._lock:
+            host = self._get(instance_fid)
+            self._stop(host)
+            run_command(['ip', 'link', 'set', self._veth(host), 'down'])
+
+    def preempt(self, instance_fid: str) -> None:
+        """Takes the host's link down and kills its processes; disk kept."""
+        with self._lock:
+            host = self._get(instance_fid)
+            run_command(['ip', 'link', 'set', self._veth(host), 'down'])
+            self._stop(host)
+
+    def resume(self, instance_fid: str) -> HostAddress:
+        """Boots a paused or preempted host again: same disk, keys and address."""
+        with self._lock:
+            host = self._get(instance_fid)
+            self._stop(host)
+            run_command(['ip', 'link', 'set', self._veth(host), 'up'])
+            self._start(host)
+            return host.record()
+
+    def notify_preemption(self, instance_fid: str, *, bid_status: str,
+                          end_time: datetime.datetime) -> None:
+        """Writes /opt/mithril/MITHRIL_SIGNAL.yml as the host sees it."""
+        with self._lock:
+            host = self._get(instance_fid)
+            write_atomically(host.disk / 'opt-mithril' / SIGNAL_FILE,
+                             sshd.signal_text(bid_status, end_time))
+
+    def _remove(self, host: Host) -> None:
+        """Kills the host's processes, removes its namespace, link and disk."""
+        netns = self._netns(host)
+        if netns in _netns_names():
+            _kill_netns_processes(netns)
+            sshd.reap(host.process)
+            _delete_netns(netns)
+        if self._veth(host) in _link_names():
+            _delete_link(self._veth(host))
+        shutil.rmtree(host.directory, ignore_errors=True)
+        self._hosts.pop(host.fid, None)
+
+    def _close_backend(self) -> None:
+        """Deletes the bridge."""
+        if self.bridge in _link_names():
+            _delete_link(self.bridge)
+
+    @staticmethod
+    def cleanup_stale() -> List[str]:
+        """Removes hosts, links and state of backends whose process is gone.
+
+        Returns the prefixes removed. Backends still running are left alone.
+        """
+        if os.geteuid() != 0:
+            raise HostError('Cleaning up namespace hosts needs root')
+        with FileLock(STATE_ROOT / '.lock'):
+            return NamespaceHosts._cleanup_stale_locked(STATE_ROOT)
+
+    @staticmethod
+    def _cleanup_stale_locked(state_root: Path) -> List[str]:
+        netns = _netns_names()
+        links = _link_names()
+        dirs = ([d for d in state_root.iterdir() if d.is_dir()]
+                if state_root.is_dir() else [])
+        prefixes = {p for p in (sshd.prefix_of(n, PREFIX_PATTERN)
+                                for n in [*netns, *links, *(d.name for d in dirs)])
+                    if p is not None}
+        stale = sorted(p for p in prefixes if not sshd.owner_alive(state_root / p))
+        for prefix in stale:
+            for name in netns:
+                if name.startswith(prefix):
+                    _delete_netns(name)
+            for name in links:
+                if name.startswith(prefix):
+                    _delete_link(name)
+            shutil.rmtree(state_root / prefix, ignore_errors=True)
+        return stale

@@ -1,0 +1,42 @@
+"""Hosts that are only addresses: what the market and provisioner tests need."""
+
+import datetime
+from typing import Dict, List
+
+from sky_mithril.emulator.hosts import HostAddress
+
+
+class PlaceholderHosts:
+    """Loopback addresses nobody listens on, so a stray connection never leaves
+    the machine."""
+
+    def __init__(self) -> None:
+        self._addresses: Dict[str, HostAddress] = {}
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
+        del ssh_public_keys
+        index = len(self._addresses) + 1
+        address = HostAddress(
+            ssh_destination=f'127.77.{index // 254}.{index % 254 + 1}',
+            private_ip=f'127.78.{index // 254}.{index % 254 + 1}')
+        self._addresses[instance_fid] = address
+        return address
+
+    def pause(self, instance_fid: str) -> None:
+        del instance_fid
+
+    def resume(self, instance_fid: str) -> HostAddress:
+        return self._addresses[instance_fid]
+
+    def notify_preemption(self, instance_fid: str, *, bid_status: str,
+                          end_time: datetime.datetime) -> None:
+        del instance_fid, bid_status, end_time
+
+    def preempt(self, instance_fid: str) -> None:
+        del instance_fid
+
+    def destroy(self, instance_fid: str) -> None:
+        self._addresses.pop(instance_fid, None)
+
+    def close(self) -> None:
+        self._addresses.clear()

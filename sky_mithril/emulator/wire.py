@@ -1,0 +1,176 @@
+"""The emulator's wire format: market objects as Mithril's API JSON, and back.
+
+Wire conventions, as in Mithril's API: bid prices are "$x.yy" strings, the
+pricing endpoints integer cents, timestamps ISO 8601 in UTC, create 201,
+delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`,
+unknown fids 404 `{"detail": "..."}`. Pageable lists (bids, instances) return
+`{"data": [...], "next_cursor": str | null}`, 100 per page unless `limit`
+says otherwise, sorted by `created_at` ascending unless `sort_by`/`sort_dir`
+say otherwise; the cursor is opaque (the sort key of the page's last item).
+List query parameters (`bid_fid_in`, `status_in`, `order_type_in`, ...) are
+accepted repeated (`?status_in=A&status_in=B`, as the OpenAPI client sends
+them), comma-separated (`?status_in=A,B`, as its docs describe) and in the
+`status_in[]=A` form. An instance whose SSH port is not 22 (a real SSH host of
+the emulator) also carries `ssh_port`, and one whose SSH user is not `ubuntu`
+carries `ssh_user`; the real API sends neither.
+"""
+
+import base64
+import binascii
+import datetime
+import json
+from decimal import Decimal
+from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
+                    TypeVar, Union)
+
+from fastapi import Request
+
+from sky_mithril import money
+from sky_mithril.emulator import market as market_lib
+from sky_mithril.emulator.market import Bid, Instance, Market
+
+DEFAULT_PAGE_SIZE = 100
+_Item = TypeVar('_Item')
+
+
+def iso(when: Optional[datetime.datetime]) -> Optional[str]:
+    return when.isoformat() if when is not None else None
+
+
+def dollars(amount: Optional[Decimal]) -> Optional[str]:
+    return money.format_dollars(amount) if amount is not None else None
+
+
+def cents(amount: Optional[Decimal]) -> Optional[int]:
+    return money.dollars_to_cents(amount) if amount is not None else None
+
+
+def utc(when: datetime.datetime) -> datetime.datetime:
+    """Reads naive query times as UTC."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc)
+
+
+def bid_json(bid: Bid) -> Dict[str, Any]:
+    spec = bid.launch_specification
+    return {
+        'fid': bid.fid,
+        'name': bid.name,
+        'project': bid.project,
+        'created_by': bid.created_by,
+        'created_at': iso(bid.created_at),
+        'limit_price': dollars(bid.limit_price),
+        'instance_quantity': bid.instance_quantity,
+        'instance_type': bid.instance_type.fid,
+        'instances': [instance.fid for instance in bid.instances],
+        'launch_specification': {
+            'volumes': list(spec.volumes),
+            'ssh_keys': list(spec.ssh_keys),
+            'startup_script': spec.startup_script,
+            'kubernetes_cluster': spec.kubernetes_cluster,
+            'image_version': spec.image_version,
+            'memory_gb': spec.memory_gb,
+        },
+        'status': bid.status.value,
+        'deactivated_at': iso(bid.deactivated_at),
+        'region': bid.region,
+    }
+
+
+def instance_json(instance: Instance) -> Dict[str, Any]:
+    address = instance.address
+    data = {
+        'fid': instance.fid,
+        'name': instance.name,
+        'project': instance.project,
+        'created_at': iso(instance.created_at),
+        'created_by': instance.created_by,
+        'instance_type': instance.instance_type.fid,
+        'status': instance.status.value,
+        'region': instance.region,
+        'bid': instance.bid_fid,
+        'reservation': None,
+        'ssh_destination': address.ssh_destination if address else None,
+        'private_ip': address.private_ip if address else None,
+    }
+    if address is not None and address.ssh_port != 22:
+        data['ssh_port'] = address.ssh_port
+    if address is not None and address.ssh_user != 'ubuntu':
+        data['ssh_user'] = address.ssh_user
+    return data
+
+
+def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
+    return {
+        'fid': key.fid,
+        'name': key.name,
+        'project': key.project,
+        'public_key': key.public_key,
+        'created_at': iso(key.created_at),
+        'required': key.required,
+    }
+
+
+def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
+    quote = market.current_prices(auction.instance_type.fid, auction.region)
+    return {
+        'fid': auction.fid,
+        'instance_type': auction.instance_type.fid,
+        'region': auction.region,
+        'capacity': quote.free_capacity,
+        'last_instance_price': dollars(auction.last_instance_price or
+                                       auction.spot_price),
+        'lowest_allocated_price': dollars(quote.lowest_allocated_limit),
+        'adjustable_memory': False,
+        'default_image_version': market_lib.IMAGE_VERSION_FID,
+    }
+
+
+def validation_error(loc: Tuple[Union[str, int], ...], msg: str) -> market_lib.InvalidRequest:
+    """A 422 for one field; `loc` as in FastAPI's own, e.g. ('query', 'limit')."""
+    return market_lib.InvalidRequest([market_lib.FieldError(loc, msg)])
+
+
+def list_param(request: Request, name: str) -> Optional[List[str]]:
+    """A list query parameter: repeated, comma-separated, or `name[]`; None if absent."""
+    raw = (request.query_params.getlist(name) +
+           request.query_params.getlist(f'{name}[]'))
+    if not raw:
+        return None
+    return [item.strip() for value in raw for item in value.split(',')
+            if item.strip()]
+
+
+def page(items: Sequence[_Item], *, key: Callable[[_Item], Tuple[Any, ...]],
+         descending: bool, limit: Optional[int],
+         cursor: Optional[str]) -> Dict[str, Any]:
+    """One page of `items` sorted by `key`, after `cursor`; items are already JSON."""
+    ordered = sorted(items, key=key, reverse=descending)
+    if cursor is not None:
+        after = _decode_cursor(cursor)
+        ordered = [
+            item for item in ordered
+            if (key(item) < after if descending else key(item) > after)
+        ]
+    size = limit or DEFAULT_PAGE_SIZE
+    rows = ordered[:size]
+    next_cursor = (_encode_cursor(key(rows[-1]))
+                   if len(ordered) > size else None)
+    return {'data': rows, 'next_cursor': next_cursor}
+
+
+def _encode_cursor(key: Tuple[Any, ...]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> Tuple[Any, ...]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError) as e:
+        raise validation_error(('query', 'next_cursor'),
+                               'next_cursor is not a cursor this server issued') from e
+    if not isinstance(key, list):
+        raise validation_error(('query', 'next_cursor'),
+                               'next_cursor is not a cursor this server issued')
+    return tuple(key)
