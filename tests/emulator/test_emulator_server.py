@@ -19,7 +19,7 @@ AUTH = {'Authorization': 'Bearer test-key'}
 TYPE = 'h100-80gb.sxm.8x'
 REGION = 'us-central2-a'
 MONEY = re.compile(r'^\$\d+\.\d\d$')
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _control(server: EmulatorServer, method: str, path: str,

@@ -12,52 +12,14 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril import connection
-from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
+from provisioning import bids_named, launch, provision_config, query
+
 UP = status_lib.ClusterStatus.UP
 STOPPED = status_lib.ClusterStatus.STOPPED
-PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
-
-
-
-
-
-
-def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
-    return [b for b in server.control('GET', 'state')['bids'] if b['name'] == name]
-
-
-def provision_config(count: int = 1,
-                     instance_type: str = 'a100-80gb.sxm.1x',
-                     limit: str = '32.00',
-                     timeout: str = '',
-                     resume: bool = False) -> common.ProvisionConfig:
-    conn = connection.connect()
-    key_fid = ssh_key_fid_for(conn, PUBLIC_KEY)
-    return common.ProvisionConfig(
-        provider_config={'profile': '', 'project_id': 'proj_emulator',
-                         'api_url': '', 'region': 'us-central3-a',
-                         'limit_price_per_hour': limit,
-                         'provision_timeout': timeout},
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
-        docker_config={},
-        node_config={'InstanceType': instance_type},
-        count=count,
-        tags={},
-        resume_stopped_nodes=resume,
-        ports_to_open_on_launch=None)
-
-
-def launch(name: str, config: common.ProvisionConfig) -> common.ProvisionRecord:
-    return provisioner.run_instances('us-central3-a', name, name, config)
-
-
-def query(name: str, non_terminated_only: bool = True):
-    return provisioner.query_instances(name, name, {'project_id': 'proj_emulator'},
-                                       non_terminated_only=non_terminated_only)
 
 
 def test_one_node_launch_query_info_and_down(emulator):
@@ -246,7 +208,8 @@ def test_cluster_name_with_limit_rendered_by_the_cloud_reaches_the_bid(emulator)
 
 def test_cluster_info_reports_a_hosts_own_ssh_port_and_user(monkeypatch, tmp_path):
     """The emulator's local SSH hosts listen on a high port as the current user."""
-    from sky_mithril.emulator.hosts import HostAddress, PlaceholderHosts
+    from sky_mithril.emulator.hosts import HostAddress
+    from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 
     class LocalLikeHosts(PlaceholderHosts):
         def create(self, instance_fid, ssh_public_keys):
