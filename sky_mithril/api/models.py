@@ -157,8 +157,14 @@ class Auction(ApiModel):
     default_image_version: Optional[str] = None
 
 
-def _optional_dollars(cents: Optional[int]) -> Optional[Decimal]:
-    return None if cents is None else cents_to_dollars(cents)
+def _dollars_of(cents_field: str, doc: str) -> property:
+    """A read-only dollars view of an integer-cents field; None stays None."""
+
+    def dollars(self: BaseModel) -> Optional[Decimal]:
+        cents: Optional[int] = getattr(self, cents_field)
+        return None if cents is None else cents_to_dollars(cents)
+
+    return property(dollars, doc=doc)
 
 
 class CurrentPrice(ApiModel):
@@ -172,30 +178,21 @@ class CurrentPrice(ApiModel):
     available_capacity: Optional[int] = None
     total_capacity: Optional[int] = None
 
-    @property
-    def spot_price(self) -> Optional[Decimal]:
-        """The current clearing price per instance-hour, in dollars."""
-        return _optional_dollars(self.spot_price_cents)
-
-    @property
-    def reserved_price(self) -> Optional[Decimal]:
-        """The reserved (non-spot) price per instance-hour, in dollars."""
-        return _optional_dollars(self.reserved_price_cents)
-
-    @property
-    def minimum_price(self) -> Optional[Decimal]:
-        """The auction floor per instance-hour, in dollars."""
-        return _optional_dollars(self.minimum_price_cents)
-
-    @property
-    def lowest_allocated_bid(self) -> Optional[Decimal]:
-        """The lowest limit price currently holding capacity, in dollars."""
-        return _optional_dollars(self.lowest_allocated_bid_cents)
-
-    @property
-    def dynamic_win_price(self) -> Optional[Decimal]:
-        """The limit price that would win the requested quantity now, in dollars."""
-        return _optional_dollars(self.dynamic_win_price_cents)
+    spot_price = _dollars_of(
+        'spot_price_cents',
+        'The current clearing price per instance-hour, in dollars.')
+    reserved_price = _dollars_of(
+        'reserved_price_cents',
+        'The reserved (non-spot) price per instance-hour, in dollars.')
+    minimum_price = _dollars_of(
+        'minimum_price_cents',
+        'The auction floor per instance-hour, in dollars.')
+    lowest_allocated_bid = _dollars_of(
+        'lowest_allocated_bid_cents',
+        'The lowest limit price currently holding capacity, in dollars.')
+    dynamic_win_price = _dollars_of(
+        'dynamic_win_price_cents',
+        'The limit price that would win the requested quantity now, in dollars.')
 
 
 class PriceSeries(ApiModel):
