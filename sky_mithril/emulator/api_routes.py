@@ -215,11 +215,8 @@ def api_router(market: Market, lock: ContextManager[Any],
             rows = [wire.bid_json(bid) for bid in bids]
             orders = {bid.fid: bid.order for bid in bids}
         field = 'created_at' if sort_by == 'created_at' else 'status'
-        return wire.page(rows,
-                         key=lambda bid: (bid[field], orders[bid['fid']]),
-                         descending=sort_dir == 'desc',
-                         limit=limit,
-                         cursor=next_cursor)
+        return wire.page(rows, orders, sort_field=field, sort_dir=sort_dir,
+                         limit=limit, cursor=next_cursor)
 
     @v2.get('/spot/bids/{bid_fid}')
     def get_bid(bid_fid: str) -> Dict[str, Any]:
@@ -302,11 +299,8 @@ def api_router(market: Market, lock: ContextManager[Any],
             'instance_status': 'status',
             'instance_type_fid': 'instance_type',
         }[sort_by]
-        return wire.page(rows,
-                         key=lambda row: (row[field], orders[row['fid']]),
-                         descending=sort_dir == 'desc',
-                         limit=limit,
-                         cursor=next_cursor)
+        return wire.page(rows, orders, sort_field=field, sort_dir=sort_dir,
+                         limit=limit, cursor=next_cursor)
 
     @v2.get('/instances/{instance_fid}/status')
     def instance_status(instance_fid: str) -> Dict[str, Any]:

@@ -20,8 +20,7 @@ import binascii
 import datetime
 import json
 from decimal import Decimal
-from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
-                    TypeVar, Union)
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from fastapi import Request
 
@@ -30,7 +29,6 @@ from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator.market import Bid, Instance, Market
 
 DEFAULT_PAGE_SIZE = 100
-_Item = TypeVar('_Item')
 
 
 def iso(when: Optional[datetime.datetime]) -> Optional[str]:
@@ -142,22 +140,28 @@ def list_param(request: Request, name: str) -> Optional[List[str]]:
             if item.strip()]
 
 
-def page(items: Sequence[_Item], *, key: Callable[[_Item], Tuple[Any, ...]],
-         descending: bool, limit: Optional[int],
+def page(rows: Sequence[Dict[str, Any]], orders: Mapping[str, int], *,
+         sort_field: str, sort_dir: str, limit: Optional[int],
          cursor: Optional[str]) -> Dict[str, Any]:
-    """One page of `items` sorted by `key`, after `cursor`; items are already JSON."""
-    ordered = sorted(items, key=key, reverse=descending)
+    """One page of JSON `rows` after `cursor`, sorted by `sort_field`; equal
+    values keep the market's order (`orders`, by fid), so pages never overlap."""
+
+    def key(row: Dict[str, Any]) -> Tuple[Any, ...]:
+        return (row[sort_field], orders[row['fid']])
+
+    descending = sort_dir == 'desc'
+    ordered = sorted(rows, key=key, reverse=descending)
     if cursor is not None:
         after = _decode_cursor(cursor)
         ordered = [
-            item for item in ordered
-            if (key(item) < after if descending else key(item) > after)
+            row for row in ordered
+            if (key(row) < after if descending else key(row) > after)
         ]
     size = limit or DEFAULT_PAGE_SIZE
-    rows = ordered[:size]
-    next_cursor = (_encode_cursor(key(rows[-1]))
+    page_rows = ordered[:size]
+    next_cursor = (_encode_cursor(key(page_rows[-1]))
                    if len(ordered) > size else None)
-    return {'data': rows, 'next_cursor': next_cursor}
+    return {'data': page_rows, 'next_cursor': next_cursor}
 
 
 def _encode_cursor(key: Tuple[Any, ...]) -> str:
