@@ -24,7 +24,7 @@ a type's name or fid, and FaultRule is `faults.FaultRule.to_dict()`'s shape.
 
 import datetime
 from decimal import Decimal
-from typing import Any, ContextManager, Dict, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import fastapi
 from fastapi import Response
@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from sky_mithril import money
 from sky_mithril.emulator import wire
 from sky_mithril.emulator.faults import CONTROL_PREFIX, FaultInjector, FaultRule
-from sky_mithril.emulator.market import Market
+from sky_mithril.emulator.market import Auction, Market
 from sky_mithril.emulator.stats import RequestStats
 
 
@@ -126,40 +126,37 @@ def control_router(market: Market, lock: ContextManager[Any],
         with lock:
             return {'now': wire.iso(market.advance(body.seconds))}
 
+    def changed_auction(change: Callable[[], Auction]) -> Dict[str, Any]:
+        """Applies one change to an auction under the lock; the auction as
+        /v2/spot/availability shows it afterwards."""
+        with lock:
+            return wire.auction_json(market, change())
+
     @control.post('/price')
     def set_price(body: _PriceBody) -> Dict[str, Any]:
         price = _control_dollars(body.price)
-        with lock:
-            auction = market.set_price(body.instance_type, body.region, price)
-            return wire.auction_json(market, auction)
+        return changed_auction(lambda: market.set_price(
+            body.instance_type, body.region, price))
 
     @control.post('/capacity')
     def set_capacity(body: _CapacityBody) -> Dict[str, Any]:
-        with lock:
-            auction = market.set_capacity(body.instance_type, body.region,
-                                          body.capacity)
-            return wire.auction_json(market, auction)
+        return changed_auction(lambda: market.set_capacity(
+            body.instance_type, body.region, body.capacity))
 
     @control.post('/price-script')
     def script_prices(body: _PricePointsBody) -> Dict[str, Any]:
-        with lock:
-            auction = market.script_prices(body.instance_type, body.region,
-                                           _price_points(body, market.now))
-            return wire.auction_json(market, auction)
+        return changed_auction(lambda: market.script_prices(
+            body.instance_type, body.region, _price_points(body, market.now)))
 
     @control.post('/price-walk')
     def random_walk(body: _RandomWalkBody) -> Dict[str, Any]:
-        with lock:
-            auction = market.start_random_walk(body.instance_type, body.region,
-                                               body.volatility)
-            return wire.auction_json(market, auction)
+        return changed_auction(lambda: market.start_random_walk(
+            body.instance_type, body.region, body.volatility))
 
     @control.post('/price-history')
     def script_history(body: _PricePointsBody) -> Dict[str, Any]:
-        with lock:
-            auction = market.script_history(body.instance_type, body.region,
-                                            _price_points(body, market.now))
-            return wire.auction_json(market, auction)
+        return changed_auction(lambda: market.script_history(
+            body.instance_type, body.region, _price_points(body, market.now)))
 
     @control.post('/bids/{bid_fid}/preempt')
     def force_preempt(bid_fid: str) -> Dict[str, Any]:
