@@ -28,7 +28,6 @@ from typing import Dict, List, NamedTuple
 
 import yaml
 
-from sky.provision import common
 from sky.skylet import constants
 
 from sky_mithril.catalog import catalog_files
@@ -37,6 +36,7 @@ from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.devtools.sandbox import SkySandbox
 
 SPEED = 600.0  # 1 wall s = 600 emulated s: a clearing every 0.2 s.
@@ -138,15 +138,7 @@ def pay_for_an_hour(server: EmulatorServer, key_fid: str, task: Task,
     provider_config = {'profile': '', 'project_id': PROJECT_FID, 'api_url': '',
                        'region': region, 'limit_price_per_hour': LIMIT,
                        'provision_timeout': ''}
-    config = common.ProvisionConfig(
-        provider_config=provider_config,
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
-        docker_config={},
-        node_config={'InstanceType': task.instance_type},
-        count=1,
-        tags={},
-        resume_stopped_nodes=False,
-        ports_to_open_on_launch=None)
+    config = provision_config(provider_config, key_fid, task.instance_type)
     try:
         provisioner.run_instances(region, name, name, config)
         [bid] = [b for b in server.control('GET', 'state')['bids']

@@ -27,6 +27,7 @@ from sky.provision import common
 from sky.provision.mithril import instance as builtin
 from sky.provision.mithril import utils as builtin_utils
 
+from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.emulator.market import (BOOT_SEQUENCE, PROJECT_FID,
                                          InstanceStatus)
 from sky_mithril.emulator.server import EmulatorServer
@@ -106,18 +107,6 @@ def fresh_name(label: str) -> str:
     return f'bench-{label}-{uuid.uuid4().hex[:8]}'
 
 
-def provision_config(ssh_key_id: str) -> common.ProvisionConfig:
-    return common.ProvisionConfig(
-        provider_config=PROVIDER_CONFIG,
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': ssh_key_id},
-        docker_config={},
-        node_config={'InstanceType': INSTANCE_TYPE},
-        count=1,
-        tags={},
-        resume_stopped_nodes=False,
-        ports_to_open_on_launch=None)
-
-
 def terminate(bench: Bench, module: ModuleType, name: str) -> None:
     """Terminates the cluster with its own provisioner and checks it is gone."""
     module.terminate_instances(name, PROVIDER_CONFIG)
@@ -181,7 +170,9 @@ def main() -> None:
                            'MITHRIL_PROJECT': PROJECT_FID})
         os.environ.pop('MITHRIL_PROFILE', None)
         bench = Bench(server)
-        config = provision_config(builtin_utils.get_or_add_ssh_key(PUBLIC_KEY))
+        config = provision_config(
+            PROVIDER_CONFIG, builtin_utils.get_or_add_ssh_key(PUBLIC_KEY),
+            INSTANCE_TYPE)
 
         launches: Dict[str, List[Launch]] = {label: [] for label in PROVISIONERS}
         for _ in range(REPEATS):

@@ -51,6 +51,7 @@ from sky.utils import status_lib
 from sky_mithril import connection
 from sky_mithril.api import client as client_lib
 from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.emulator.faults import FAULT_KINDS, FaultRule
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
@@ -349,16 +350,10 @@ class _Soak:
         return None
 
     def config(self, count: int) -> common.ProvisionConfig:
-        return common.ProvisionConfig(
-            provider_config=dict(self.provider_config),
-            authentication_config={'ssh_user': 'ubuntu',
-                                   'ssh_key_id': self.ssh_key_fid},
-            docker_config={},
-            node_config={'InstanceType': INSTANCE_TYPE},
-            count=count,
-            tags={},
-            resume_stopped_nodes=True,  # what bulk_provision always passes
-            ports_to_open_on_launch=None)
+        return provision_config(dict(self.provider_config), self.ssh_key_fid,
+                                INSTANCE_TYPE, count=count,
+                                # what bulk_provision always passes
+                                resume_stopped_nodes=True)
 
     def run_instances(self, name: str, count: int,
                       ctrl_c: Optional[_CtrlC]) -> str:

@@ -13,6 +13,7 @@ import pytest
 from sky.provision import common
 
 from sky_mithril.devtools import chaos
+from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril import connection
 from sky_mithril.auth import ssh_key_fid_for
 from sky_mithril.emulator.faults import FAULT_KINDS
@@ -67,15 +68,8 @@ def bid_statuses(server: EmulatorServer, name: str) -> List[str]:
 def start(name: str) -> common.ProvisionRecord:
     """run_instances as `sky launch`/`sky start` call it."""
     key_fid = ssh_key_fid_for(connection.connect(), chaos.PUBLIC_KEY)
-    config = common.ProvisionConfig(
-        provider_config=dict(PROVIDER_CONFIG),
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
-        docker_config={},
-        node_config={'InstanceType': chaos.INSTANCE_TYPE},
-        count=1,
-        tags={},
-        resume_stopped_nodes=True,
-        ports_to_open_on_launch=None)
+    config = provision_config(dict(PROVIDER_CONFIG), key_fid,
+                              chaos.INSTANCE_TYPE, resume_stopped_nodes=True)
     return provisioner.run_instances(chaos.REGION, name, name, config)
 
 

@@ -11,11 +11,11 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import requests
 
-from sky.provision import common
 from sky.provision.mithril import instance as builtin
 from sky.provision.mithril import utils as builtin_utils
 from sky.utils import status_lib
 
+from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.emulator.server import EmulatorServer
 
 UP = status_lib.ClusterStatus.UP
@@ -47,19 +47,6 @@ def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
     return [b for b in state['bids'] if b['name'] == name]
 
 
-def provision_config(ssh_key_id: str) -> common.ProvisionConfig:
-    """What the built-in cloud renders: the key fid from its auth setup."""
-    return common.ProvisionConfig(
-        provider_config=PROVIDER_CONFIG,
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': ssh_key_id},
-        docker_config={},
-        node_config={'InstanceType': INSTANCE_TYPE},
-        count=1,
-        tags={},
-        resume_stopped_nodes=False,
-        ports_to_open_on_launch=None)
-
-
 def query() -> Dict[str, Any]:
     return builtin.query_instances(CLUSTER, CLUSTER, PROVIDER_CONFIG)
 
@@ -77,8 +64,10 @@ def test_builtin_provisioner_full_lifecycle(emulator):
     assert builtin_utils.get_or_add_ssh_key(PUBLIC_KEY) == key_id
 
     started = time.monotonic()
-    record = builtin.run_instances(REGION, CLUSTER, CLUSTER,
-                                   provision_config(key_id))
+    # What the built-in cloud renders: the key fid from its auth setup.
+    record = builtin.run_instances(
+        REGION, CLUSTER, CLUSTER,
+        provision_config(PROVIDER_CONFIG, key_id, INSTANCE_TYPE))
     assert time.monotonic() - started < 30
     [bid] = bids_named(emulator, CLUSTER)
     [node] = bid['instances']
