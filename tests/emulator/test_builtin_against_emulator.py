@@ -3,12 +3,14 @@ through a whole cluster life cycle against the emulator, over real HTTP.
 
 If the emulator deviated from Mithril's wire format, this unmodified client
 would fail; it only passes because the shapes and semantics it relies on match.
+The shared `emulator` fixture runs at 600x (a clearing every 0.2 s), so the
+built-in's 5 s polls find the bid allocated and its instance reachable on
+their first retry.
 """
 
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
-import pytest
 import requests
 
 from sky.provision.mithril import instance as builtin
@@ -27,19 +29,6 @@ PUBLIC_KEY = ('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbuiltinprovisionertestkey'
               '000000000000000 me@test')
 PROVIDER_CONFIG = {'profile': '', 'project_id': 'proj_emulator',
                    'region': REGION}
-
-
-@pytest.fixture
-def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    """speed=600: a clearing every 0.2 s, so the built-in's 5 s polls find the
-    bid allocated and its instance reachable on their first retry."""
-    with EmulatorServer(speed=600) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'builtin-test-key')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-        yield server
 
 
 def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
