@@ -194,6 +194,21 @@ def test_close_removes_the_bridge_and_state(image: VmImage, key: Path) -> None:
     assert not (Path('/var/lib/sky-mithril/hosts') / backend.prefix).exists()
 
 
+def _crash_owner(script: str, key: Path) -> List[str]:
+    """Runs `script` (a host owner that creates one host for `key` and prints
+    what names it), SIGKILLs it once it printed, and returns the printed words:
+    what a crashed run leaves for cleanup_stale."""
+    owner = subprocess.Popen([sys.executable, '-c', script, _public(key)[0]],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout is not None
+        return owner.stdout.readline().split()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+
+
 _CRASHING_OWNER = '''
 import sys
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
@@ -208,15 +223,7 @@ sys.stdin.read()
 def test_cleanup_stale_removes_what_a_crashed_run_left(hosts: NamespaceHosts,
                                                        key: Path) -> None:
     live = hosts.create('inst_live', _public(key))
-    owner = subprocess.Popen([sys.executable, '-c', _CRASHING_OWNER,
-                              _public(key)[0]], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        prefix, netns = owner.stdout.readline().split()
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+    prefix, netns = _crash_owner(_CRASHING_OWNER, key)
     stale_pids = subprocess.run(['ip', 'netns', 'pids', netns], capture_output=True,
                                 text=True, check=True).stdout.split()
     assert stale_pids
@@ -269,15 +276,7 @@ sys.stdin.read()
 
 def test_local_port_hosts_cleanup_stale(image: VmImage, key: Path) -> None:
     del image  # provides sshd and the user `ubuntu` that root logs in as
-    owner = subprocess.Popen([sys.executable, '-c', _CRASHING_LOCAL_OWNER,
-                              _public(key)[0]], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        prefix, port = owner.stdout.readline().split()
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+    prefix, port = _crash_owner(_CRASHING_LOCAL_OWNER, key)
     address = HostAddress('127.0.0.1', '127.0.0.1', int(port))
     ssh_ok(address, key, 'nohup sleep 1001 > /dev/null 2>&1 &')
     assert prefix in LocalPortHosts.cleanup_stale()
