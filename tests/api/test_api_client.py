@@ -27,6 +27,7 @@ API_KEY = 'mk_live_S3CRET_do_not_leak'
 API_URL = 'https://api.mithril.test'
 BIDS_URL = f'{API_URL}/v2/spot/bids'
 ME_URL = f'{API_URL}/v2/me'
+ME_JSON = {'id': 'u1', 'fid': 'usr_1', 'email': 'a@b.c', 'organization_id': 'org_1'}
 
 
 class HighestJitter(random.Random):
@@ -195,8 +196,7 @@ def test_get_retries_a_503_then_returns_the_answer(
         client: MithrilClient, api: responses.RequestsMock,
         sleep: RecordingSleep) -> None:
     api.get(ME_URL, status=503, json={'detail': 'try again'})
-    api.get(ME_URL, json={'id': 'u1', 'fid': 'usr_1', 'email': 'a@b.c',
-                          'organization_id': 'org_1'})
+    api.get(ME_URL, json=ME_JSON)
 
     me = client.me()
 
@@ -209,8 +209,7 @@ def test_retry_after_seconds_is_a_lower_bound_on_the_wait(
         client: MithrilClient, api: responses.RequestsMock,
         sleep: RecordingSleep) -> None:
     api.get(ME_URL, status=429, headers={'Retry-After': '7'})
-    api.get(ME_URL, json={'id': 'u1', 'fid': 'usr_1', 'email': 'a@b.c',
-                          'organization_id': 'org_1'})
+    api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
@@ -224,8 +223,7 @@ def test_retry_after_http_date_is_honoured(client: MithrilClient,
     api.get(ME_URL, status=503,
             headers={'Retry-After': email.utils.format_datetime(later,
                                                                 usegmt=True)})
-    api.get(ME_URL, json={'id': 'u1', 'fid': 'usr_1', 'email': 'a@b.c',
-                          'organization_id': 'org_1'})
+    api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
@@ -448,8 +446,7 @@ def test_requests_carry_auth_accept_and_user_agent_and_join_urls(
     credentials = Credentials(api_key=API_KEY, api_url=API_URL + '/',
                               project_id='proj_1', profile=None, source='test')
     client = MithrilClient.from_credentials(credentials)
-    api.get(ME_URL, json={'id': 'u1', 'fid': 'usr_1', 'email': 'a@b.c',
-                          'organization_id': 'org_1'})
+    api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
