@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from sky_mithril.catalog import catalog_files
+from sky_mithril.emulator.hosts import vm_image
 from sky_mithril.plugin import setup as setup_lib
 
 ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
@@ -90,8 +91,15 @@ def _write_common_catalogs(catalog_dir: Path) -> None:
             writer.writerow([name, gb, 'NVIDIA'])
 
 
+# What SkyPilot's own client runs for any launch, dry runs included.
+SKYPILOT_CLIENT_PACKAGES = ('rsync', 'openssh-client')
+
+
 class SkySandbox:
-    """A private SkyPilot home; `run()` executes `sky` commands inside it."""
+    """A private SkyPilot home; `run()` executes `sky` commands inside it.
+
+    Installs the Debian packages SkyPilot's client needs on a fresh machine
+    (as root; otherwise the error names the apt command)."""
 
     def __init__(self,
                  root: Path,
@@ -101,6 +109,8 @@ class SkySandbox:
                  project_id: Optional[str] = None,
                  sky_config: Optional[Dict] = None,
                  extra_env: Optional[Dict[str, str]] = None) -> None:
+        vm_image.ensure_packages(SKYPILOT_CLIENT_PACKAGES,
+                                 lambda line: print(line, flush=True))
         self.root = root
         self.home = root / 'home'
         self.api_port = free_port()

@@ -97,14 +97,19 @@ def _used_octets(base: str) -> Set[int]:
     return {int(m) for m in re.findall(rf'\b{re.escape(base)}\.(\d+)\.', text)}
 
 
-def _require_root_tools() -> None:
+def _require_root() -> None:
     if os.geteuid() != 0:
         raise HostError('NamespaceHosts needs root (network namespaces, mounts); '
                         'use LocalPortHosts otherwise.')
+
+
+def _require_tools() -> None:
+    """Checks, once the image (and its packages) is in place, for every tool
+    the hosts run."""
     for tool in ('ip', 'unshare', 'mount', 'ssh-keygen', SSHD):
         if shutil.which(tool) is None:
-            raise HostError(f'NamespaceHosts needs `{tool}`; run ensure_vm_image() '
-                            'to install what is missing.')
+            raise HostError(f'NamespaceHosts needs `{tool}`, which preparing '
+                            'the VM image did not install.')
 
 
 class NamespaceHosts(sshd.SshdHostBackend):
@@ -116,8 +121,9 @@ class NamespaceHosts(sshd.SshdHostBackend):
     def __init__(self, image: Optional[VmImage] = None, *,
                  progress: Optional[Callable[[str], None]] = None,
                  subnet_base: str = SUBNET_BASE, start_timeout: float = 20.0) -> None:
-        _require_root_tools()
+        _require_root()
         self.image = image or ensure_vm_image(progress)
+        _require_tools()
         self._user = pwd.getpwnam(self.image.ssh_user)
         super().__init__(start_timeout)
         self.cleanup_stale()

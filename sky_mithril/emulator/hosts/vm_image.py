@@ -186,19 +186,28 @@ def _is_ready(image: VmImage, key: Dict[str, object]) -> bool:
                              image.skypilot_wheel))
 
 
-def _missing_packages() -> List[str]:
+def _missing_packages(packages: Sequence[str] = APT_PACKAGES) -> List[str]:
     result = run_command(['dpkg-query', '-W', '-f=${Package} ${Status}\n',
-                          *APT_PACKAGES], check=False)
+                          *packages], check=False)
     installed = {line.split()[0] for line in result.stdout.splitlines()
                  if line.endswith(' install ok installed')}
-    return [p for p in APT_PACKAGES if p not in installed]
+    return [p for p in packages if p not in installed]
 
 
-def _install_packages(progress: Progress) -> None:
-    missing = _missing_packages()
+def ensure_packages(packages: Sequence[str], progress: Progress) -> None:
+    """Installs the Debian packages of `packages` this machine lacks (root).
+
+    A fresh machine has none of what the demo's hosts and SkyPilot's client
+    need, so every entry point calls this before it checks for a tool.
+    """
+    missing = _missing_packages(packages)
     if not missing:
         return
-    progress(f'Installing apt packages: {" ".join(missing)}')
+    if os.geteuid() != 0:
+        raise VmImageError(f'Missing Debian packages: {" ".join(missing)}. '
+                           f'Install them: `sudo apt-get install -y '
+                           f'{" ".join(missing)}`.')
+    progress(f'Installing apt packages: {" ".join(missing)} (once per machine)')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
     run_command(['apt-get', 'update'], env=env, timeout=600)
     # Keep package scripts from starting a system-wide sshd on this machine.
@@ -383,7 +392,7 @@ def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
                                f'{image.root} ({ENV_IMAGE_DIR} moves it).')
     with open(image.root.parent / f'.{image.root.name}.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _install_packages(say)
+        ensure_packages(APT_PACKAGES, say)
         _ensure_user(say)
         if _is_ready(image, key):
             return image
