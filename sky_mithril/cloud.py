@@ -288,6 +288,7 @@ class Mithril(builtin_mithril.Mithril):
             resources.cluster_config_overrides)
         limit = self.effective_limit_price(instance_type, sections)
         timeout = config.resolve_provision_timeout(*sections)
+        boot_timeout = config.resolve_boot_timeout(*sections)
         logger.info(f'Mithril limit price: {limit.describe()} for '
                     f'{num_nodes}× {instance_type} in {region.name}. You pay '
                     'the market clearing price, never more than this.')
@@ -311,6 +312,7 @@ class Mithril(builtin_mithril.Mithril):
             'mithril_api_url': api_url,
             'limit_price_per_hour': str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
+            'boot_timeout': str(boot_timeout),
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

@@ -1,4 +1,4 @@
-"""The plugin's settings: limit price and provision timeout, validated.
+"""The plugin's settings: limit price, provision timeout and boot timeout, validated.
 
 A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
 user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
@@ -18,12 +18,16 @@ from sky_mithril import money
 DEFAULT_LIMIT_PRICE_PER_HOUR = Decimal('32.00')
 MAX_LIMIT_PRICE_PER_HOUR = Decimal('1000.00')
 DEFAULT_PROVISION_TIMEOUT_SECONDS = 600
+# Real GPU nodes can take well over ten minutes from winning the auction to
+# SSH; SkyPilot's built-in Mithril provisioner waits an hour.
+DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 WAIT_FOREVER = 'forever'
 
 LIMIT_PRICE = 'limit_price'
 LIMIT_PRICE_PER_GPU = 'limit_price_per_gpu'
 PROVISION_TIMEOUT = 'provision_timeout'
-KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT)
+BOOT_TIMEOUT = 'boot_timeout'
+KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT)
 
 TASK_SCOPE = 'config.mithril'
 USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
@@ -49,6 +53,7 @@ def section_schema() -> Dict[str, Any]:
             LIMIT_PRICE: _NUMBER_OR_STRING,
             LIMIT_PRICE_PER_GPU: _NUMBER_OR_STRING,
             PROVISION_TIMEOUT: _NUMBER_OR_STRING,
+            BOOT_TIMEOUT: {'type': 'number'},
         },
     }
 
@@ -134,36 +139,61 @@ def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
                       "Mithril's default; set config.mithril.limit_price")
 
 
-def resolve_provision_timeout(task_section: Dict[str, Any],
-                              user_section: Dict[str, Any]) -> Optional[int]:
-    """Seconds to wait for allocation before cancelling; None waits forever."""
+def _resolve_seconds(key: str, default: int, can_wait_forever: bool,
+                     task_section: Dict[str, Any],
+                     user_section: Dict[str, Any]) -> Optional[int]:
+    """A positive number of seconds from the task, else the user, else
+    `default`; "forever" gives None where `can_wait_forever`."""
     for section, scope in ((task_section, TASK_SCOPE), (user_section,
                                                         USER_SCOPE)):
-        value = section.get(PROVISION_TIMEOUT)
+        value = section.get(key)
         if value is None:
             continue
-        if isinstance(value, str) and value.strip().lower() == WAIT_FOREVER:
+        if (can_wait_forever and isinstance(value, str) and
+                value.strip().lower() == WAIT_FOREVER):
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 value <= 0):
+            forever = (f' or "{WAIT_FOREVER}" to keep the bid waiting until '
+                       'the price allows' if can_wait_forever else '')
             raise MithrilConfigError(
-                f'{PROVISION_TIMEOUT} in {scope} is {value!r}; use a number of '
-                f'seconds (e.g. 1800) or "{WAIT_FOREVER}" to keep the bid '
-                'waiting until the price allows.')
+                f'{key} in {scope} is {value!r}; use a number of seconds '
+                f'(e.g. 1800){forever}.')
         return int(value)
-    return DEFAULT_PROVISION_TIMEOUT_SECONDS
+    return default
+
+
+def resolve_provision_timeout(task_section: Dict[str, Any],
+                              user_section: Dict[str, Any]) -> Optional[int]:
+    """Seconds to wait for allocation before cancelling; None waits forever."""
+    return _resolve_seconds(PROVISION_TIMEOUT, DEFAULT_PROVISION_TIMEOUT_SECONDS,
+                            True, task_section, user_section)
+
+
+def resolve_boot_timeout(task_section: Dict[str, Any],
+                         user_section: Dict[str, Any]) -> int:
+    """Seconds a won bid's nodes may take to become reachable over SSH."""
+    seconds = _resolve_seconds(BOOT_TIMEOUT, DEFAULT_BOOT_TIMEOUT_SECONDS,
+                               False, task_section, user_section)
+    assert seconds is not None
+    return seconds
 
 
 def sections_from_skypilot(
         override_configs: Optional[Dict[str, Any]]) -> Sections:
-    """The task's `config.mithril` and the user's `plugins.mithril`, as dicts."""
+    """The task's `config.mithril` and the user's `plugins.mithril`, as dicts.
+
+    The task section comes from the task's own overrides only: a top-level
+    `mithril:` in `~/.sky/config.yaml` is refused, not read as the task's.
+    """
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
-    task_section = {
-        key: skypilot_config.get_nested(('mithril', key),
-                                        None,
-                                        override_configs=override_configs or {})
-        for key in KEYS
-    }
+    if skypilot_config.get_nested(('mithril',), None) is not None:
+        raise MithrilConfigError(
+            'Your SkyPilot config (~/.sky/config.yaml or the project\'s '
+            '.sky.yaml) has a top-level `mithril:` section, which only a '
+            'task\'s `config:` may have. Move it under `plugins: {mithril: '
+            '...}` for a user-wide default.')
+    task_section = dict((override_configs or {}).get('mithril') or {})
     user_section = skypilot_config.get_nested(('plugins', 'mithril'), None) or {}
     return ({k: v for k, v in task_section.items() if v is not None},
             dict(user_section))

@@ -20,14 +20,16 @@ def provision_config(count: int = 1,
                      instance_type: str = 'a100-80gb.sxm.1x',
                      limit: str = '32.00',
                      timeout: str = '',
-                     resume: bool = False) -> common.ProvisionConfig:
+                     resume: bool = False,
+                     boot_timeout: str = '') -> common.ProvisionConfig:
     conn = connection.connect()
     key_fid = ssh_key_fid_for(conn, PUBLIC_KEY)
     return common.ProvisionConfig(
         provider_config={'profile': '', 'project_id': 'proj_emulator',
                          'api_url': '', 'region': 'us-central3-a',
                          'limit_price_per_hour': limit,
-                         'provision_timeout': timeout},
+                         'provision_timeout': timeout,
+                         'boot_timeout': boot_timeout},
         authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
         docker_config={},
         node_config={'InstanceType': instance_type},

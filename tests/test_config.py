@@ -90,3 +90,26 @@ def test_provision_timeout_default_seconds_and_forever():
 def test_bad_provision_timeout_names_the_fix(value):
     with pytest.raises(config.MithrilConfigError, match='forever'):
         config.resolve_provision_timeout({'provision_timeout': value}, {})
+
+
+def test_boot_timeout_defaults_to_half_an_hour_and_is_validated():
+    assert config.resolve_boot_timeout({}, {}) == 1800
+    assert config.resolve_boot_timeout({'boot_timeout': 3600}, {}) == 3600
+    assert config.resolve_boot_timeout({}, {'boot_timeout': 2400}) == 2400
+    with pytest.raises(config.MithrilConfigError, match='boot_timeout .* 1800'):
+        config.resolve_boot_timeout({'boot_timeout': 'forever'}, {})
+
+
+def test_a_top_level_mithril_section_in_the_global_config_is_refused():
+    from sky import skypilot_config
+    from sky.utils import config_utils
+    with skypilot_config.replace_skypilot_config_in_process(
+            config_utils.Config({'mithril': {'limit_price': 5}})):
+        with pytest.raises(config.MithrilConfigError,
+                           match='plugins: {mithril'):
+            config.sections_from_skypilot({})
+    with skypilot_config.replace_skypilot_config_in_process(
+            config_utils.Config({'plugins': {'mithril': {'limit_price': 5}}})):
+        task, user = config.sections_from_skypilot(
+            {'mithril': {'limit_price': 7}, 'jobs': {'x': 1}})
+    assert task == {'limit_price': 7} and user == {'limit_price': 5}

@@ -9,17 +9,21 @@ import importlib
 import sys
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import sky
+from sky import sky_logging
 
 import sky_mithril
+
+logger = sky_logging.init_logger('sky.sky_mithril.plugin')
 
 CLOUD_NAME = 'mithril'
 SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
 TEMPLATE_PATH = Path(__file__).parent.parent / 'templates' / 'mithril-ray.yml.j2'
 
-_installed = False
+_done: Set[str] = set()
+"""The install steps that have completed in this process."""
 
 
 class PluginCompatibilityError(RuntimeError):
@@ -98,8 +102,16 @@ def _take_over_catalog() -> None:
     from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
     sys.modules['sky.catalog.mithril_catalog'] = mithril_catalog
     sky.catalog.mithril_catalog = mithril_catalog  # type: ignore[attr-defined]
-    catalog_files.publish_for_skypilot(
-        Path(common.get_catalog_path('mithril/vms.csv')))
+    target = Path(common.get_catalog_path('mithril/vms.csv'))
+    try:
+        catalog_files.publish_for_skypilot(target)
+    except OSError as e:
+        # Only the plugin-less `sky` client reads this copy; the API server
+        # must still start (for every cloud) when the home is read-only.
+        logger.warning(f'Could not publish the Mithril catalog to {target} '
+                       f'({e}); the `sky` client may then refuse a Mithril '
+                       'instance_type. Run `sky-mithril setup` as the user '
+                       'who runs `sky` to publish it.')
 
 
 def _template_override(task: Any, to_provision: Any, *,
@@ -157,16 +169,18 @@ def _extend_config_schema() -> None:
         skypilot_config.register_task_overrideable_config_key((CLOUD_NAME, key))
 
 
+_STEPS: Tuple[Callable[[], None], ...] = (
+    _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
+    _take_over_provisioner, _take_over_authentication)
+
+
 def install() -> None:
-    """Idempotent: SkyPilot calls it twice in one API server process."""
-    global _installed
-    if _installed:
-        return
+    """Idempotent, step by step: SkyPilot calls it twice in one API server
+    process, and after a step failed a later call runs only what is left
+    (a schema extended twice would raise in SkyPilot)."""
     check_hook_points()
-    _extend_config_schema()
-    _take_over_catalog()
-    _take_over_cloud_class()
-    _take_over_provisioner()
-    _take_over_authentication()
-    _installed = True
+    for step in _STEPS:
+        if step.__name__ not in _done:
+            step()
+            _done.add(step.__name__)
 

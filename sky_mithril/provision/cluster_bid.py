@@ -2,15 +2,18 @@
 resuming or adopting it, waiting for the auction and for SSH, and undoing it.
 
 A cluster is one spot bid for all of its nodes, named exactly
-`cluster_name_on_cloud`. The live bid is found by that exact name (server-side
-filter, newest first), so the look-up costs one request however many
-instances the project has, and old Terminated bids of the same name are
-ignored. Everything after that goes by bid fid.
+`cluster_name_on_cloud`. The live bid is found by that exact name: the server
+filters by name (one request however many instances the project has), and the
+answer is checked here for the exact name and a live status, so a server that
+matched loosely, or old Terminated bids of the same name, cannot mislead it.
+Everything after that goes by bid fid.
 
 `ClusterBid.acquire` says what it did with an explicit `Outcome`: PLACED (a new
 bid), RESUMED (a paused bid unpaused) or ADOPTED (a live bid used as it was).
 `undo` reverses exactly that outcome: a placed bid is cancelled, a resumed one
-paused again, an adopted one left alone.
+paused again, an adopted one left alone. Requests that change the market run
+with SIGINT/SIGTERM held (`interrupts.deferred`), so their outcome is always
+known before an interrupt leaves.
 """
 
 import dataclasses
@@ -22,18 +25,19 @@ from typing import Any, Dict, List, Optional
 from sky import sky_logging
 from sky.provision import common
 
+from sky_mithril import config as config_lib
 from sky_mithril import connection
 from sky_mithril import money
 from sky_mithril.api import errors
 from sky_mithril.api import models
+from sky_mithril.provision import interrupts
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
-# The live bid of a cluster is always its newest bid of that name.
-_NEWEST_BIDS_TO_SCAN = 10
 CANCEL_CONFIRM_SECONDS = 30.0
-READY_TIMEOUT_SECONDS = 600.0
-HALF_PLACED_RECHECK_SECONDS = 1.0
+# A bid POST whose outcome is unknown (its answer was lost) may still be
+# committed by the server; it is looked for this long before giving up.
+HALF_PLACED_WINDOW_SECONDS = 10.0
 # The first "why is it waiting" report comes once the bid has sat through a
 # few polls, so a bid that wins right away costs no pricing request.
 FIRST_STATUS_AFTER_SECONDS = 5.0
@@ -57,6 +61,12 @@ class Outcome(enum.Enum):
     ADOPTED = 'adopted'
 
 
+def _boot_timeout(provider_config: Dict[str, Any]) -> float:
+    value = provider_config.get('boot_timeout')
+    return (float(value) if value not in (None, '') else
+            float(config_lib.DEFAULT_BOOT_TIMEOUT_SECONDS))
+
+
 def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
     """A connection pinned to the profile, project and API the cluster was
     launched with, so switching profiles later does not lose the cluster."""
@@ -69,13 +79,10 @@ def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
 
 def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
     """Non-terminated bids named exactly `name`, newest first."""
-    bids = conn.client.list_bids(conn.project_id,
-                                 name=name,
-                                 sort_by='created_at',
-                                 sort_dir='desc',
-                                 max_items=_NEWEST_BIDS_TO_SCAN)
-    return [b for b in bids
+    bids = conn.client.list_bids(conn.project_id, name=name)
+    live = [b for b in bids
             if b.name == name and b.status != models.BidState.TERMINATED]
+    return sorted(live, key=lambda b: b.created_at, reverse=True)
 
 
 def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
@@ -90,14 +97,20 @@ def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
     return bids[0] if bids else None
 
 
-def bid_instances(conn: connection.Connection,
-                  bid: models.Bid) -> List[models.Instance]:
-    """The bid's instances in the bid's own (stable) order; head first."""
+def current_instances(conn: connection.Connection,
+                      bid: models.Bid) -> List[models.Instance]:
+    """The instances that stand for the bid's nodes, in the bid's own (stable)
+    order, at most `instance_quantity`: the head is the bid's first, whichever
+    node gets an address first. Replaced or terminated instances are skipped."""
     found = {
         i.fid: i for i in conn.client.list_instances(conn.project_id,
                                                      bid_fids=[bid.fid])
     }
-    return [found[fid] for fid in bid.instances if fid in found]
+    ordered = [found[fid] for fid in bid.instances if fid in found]
+    return [i for i in ordered
+            if i.status not in (models.InstanceState.REPLACED,
+                                models.InstanceState.TERMINATED)
+            ][:bid.instance_quantity]
 
 
 def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
@@ -129,16 +142,18 @@ def pause(conn: connection.Connection, name: str) -> None:
     if bid is None or bid.status == models.BidState.PAUSED:
         return
     try:
-        conn.client.update_bid(bid.fid, paused=True)
+        with interrupts.deferred():
+            conn.client.update_bid(bid.fid, paused=True)
     except errors.NotFoundError:
         return
-    logger.info(f'Paused bid {bid.fid}.')
+    logger.info(f'Paused bid {bid.fid} ({bid.status} before).')
 
 
 def cancel_all(conn: connection.Connection, name: str) -> None:
     """Cancels every live bid of the cluster and confirms each is Terminated."""
     for bid in live_bids(conn, name):
-        cancel_and_confirm(conn, bid.fid)
+        with interrupts.deferred():
+            cancel_and_confirm(conn, bid.fid)
         logger.info(f'Cancelled bid {bid.fid}.')
 
 
@@ -202,47 +217,48 @@ class ClusterBid:
     @classmethod
     def acquire(cls, conn: connection.Connection, region: str, name: str,
                 config: common.ProvisionConfig) -> 'ClusterBid':
-        """The cluster's bid: the live one resumed or adopted, else a new one.
+        """The cluster's bid: the live one resumed or adopted with the
+        launch's current settings, else a new one.
 
-        A bid placed or resumed here is undone if placing or resuming fails
-        or is interrupted."""
+        What this does to the market is undone if it fails or is interrupted.
+        """
         existing = live_bid(conn, name)
-        if existing is not None:
-            return cls._resume_or_adopt(conn, existing, region, config)
+        held = (None if existing is None else cls(
+            conn, existing, _outcome_for(conn, existing, region, config)))
         try:
-            return cls(conn, cls._place(conn, region, name, config),
-                       Outcome.PLACED)
+            with interrupts.deferred():
+                if held is None:
+                    held = cls(conn, cls._place(conn, region, name, config),
+                               Outcome.PLACED)
+                else:
+                    held._apply_launch_settings(config.provider_config)
         except BaseException as e:
-            _cancel_half_placed(conn, name, e)
-            raise
-
-    @classmethod
-    def _resume_or_adopt(cls, conn: connection.Connection, bid: models.Bid,
-                         region: str,
-                         config: common.ProvisionConfig) -> 'ClusterBid':
-        if bid.region and bid.region != region:
-            raise RuntimeError(
-                f'The cluster\'s bid {bid.fid} lives in {bid.region}, not '
-                f'{region}; a Mithril cluster never moves. `sky down` it to '
-                'launch elsewhere.')
-        if bid.instance_quantity != config.count:
-            raise RuntimeError(
-                f'The cluster\'s bid {bid.fid} has {bid.instance_quantity} '
-                f'nodes, not {config.count}; Mithril bids cannot be resized. '
-                '`sky down` and launch again.')
-        if bid.status != models.BidState.PAUSED:
-            return cls(conn, bid, Outcome.ADOPTED)
-        if not config.resume_stopped_nodes:
-            raise RuntimeError(f'The cluster\'s bid {bid.fid} is paused; use '
-                               '`sky start` to resume it.')
-        logger.info(f'Resuming paused bid {bid.fid} in {bid.region}.')
-        held = cls(conn, bid, Outcome.RESUMED)
-        try:
-            held.bid = conn.client.update_bid(bid.fid, paused=False)
-        except BaseException as e:
-            held.undo(e)
+            if held is None:
+                _cancel_half_placed(conn, name, e)
+            else:
+                held.undo(e)
             raise
         return held
+
+    def _apply_launch_settings(self, provider_config: Dict[str, Any]) -> None:
+        """Resumes a paused bid and gives it the launch's effective limit
+        price, in one request; announces what changed."""
+        limit = Decimal(provider_config['limit_price_per_hour'])
+        new_limit = None if limit == self.bid.limit_price else limit
+        resume = self.outcome == Outcome.RESUMED
+        if new_limit is None and not resume:
+            return
+        old = self.bid
+        self.bid = self.conn.client.update_bid(
+            old.fid, limit_price=new_limit, paused=False if resume else None)
+        if resume:
+            logger.info(f'Resumed paused bid {old.fid} in {old.region}.')
+        if new_limit is not None:
+            logger.info(
+                f'Changed the limit price of bid {old.fid} from '
+                f'{money.format_dollars(old.limit_price)}/h to '
+                f'{money.format_dollars(new_limit)}/h per instance, as this '
+                'launch asks.')
 
     @staticmethod
     def _place(conn: connection.Connection, region: str, name: str,
@@ -292,7 +308,7 @@ class ClusterBid:
         acquired bid is undone if either fails or is interrupted."""
         try:
             self.wait_until_allocated(_provision_timeout(provider_config))
-            return self.wait_until_reachable()
+            return self.wait_until_reachable(_boot_timeout(provider_config))
         except BaseException as e:
             self.undo(e)
             raise
@@ -337,25 +353,29 @@ class ClusterBid:
             interval = min(interval * 2, 3.0)
             bid = self.conn.client.get_bid(bid.fid)
 
-    def wait_until_reachable(self) -> List[models.Instance]:
-        """Polls the bid's instances (one request per poll) until every one
-        has an SSH destination; the bid is re-read only while it lists no
-        instances."""
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    def wait_until_reachable(self, boot_timeout: float) -> List[models.Instance]:
+        """Polls the bid's instances (one request per poll) until each of its
+        `instance_quantity` current instances has an SSH destination; the bid
+        is re-read only while it lists too few instances."""
+        deadline = time.monotonic() + boot_timeout
         interval = 0.5
         while True:
-            if not self.bid.instances:
+            if len(self.bid.instances) < self.bid.instance_quantity:
                 self.bid = self.conn.client.get_bid(self.bid.fid)
-            instances = bid_instances(self.conn, self.bid)
+            instances = current_instances(self.conn, self.bid)
             ready = [i for i in instances
                      if i.status in _REACHABLE and i.ssh_destination]
             if len(ready) == self.bid.instance_quantity:
                 return instances
             if time.monotonic() > deadline:
-                states = ', '.join(f'{i.fid}={i.status}' for i in instances)
+                states = ', '.join(f'{i.fid} {i.status}'
+                                   for i in instances) or 'no instances yet'
                 raise RuntimeError(
-                    f'Instances of bid {self.bid.fid} did not become '
-                    f'reachable in {READY_TIMEOUT_SECONDS:.0f}s ({states}).')
+                    f'Bid {self.bid.fid} won the auction, but its nodes were '
+                    f'not reachable over SSH within {boot_timeout:.0f}s '
+                    f'(config.mithril.boot_timeout): {states}. The bid is '
+                    'being cancelled so it stops billing; raise boot_timeout '
+                    'to wait longer.')
             time.sleep(interval)
             interval = min(interval * 2, 3.0)
 
@@ -363,37 +383,83 @@ class ClusterBid:
         """Reverses this launch's outcome; if that is impossible, stops
         SkyPilot's failover so the user learns about the bid."""
         try:
-            if self.outcome == Outcome.PLACED:
-                cancel_and_confirm(self.conn, self.bid.fid)
-                logger.info(f'Cancelled bid {self.bid.fid} after: '
-                            f'{_describe(cause)}')
-            elif self.outcome == Outcome.RESUMED:
-                self.conn.client.update_bid(self.bid.fid, paused=True)
-                logger.info(f'Paused bid {self.bid.fid} again after: '
-                            f'{_describe(cause)}')
+            with interrupts.deferred():
+                self._reverse()
         except Exception as cleanup_error:  # pylint: disable=broad-except
             raise common.StopFailoverError(
-                f'Launch failed ({cause}) and sky-mithril could not clean up '
-                f'bid {self.bid.fid}: {cleanup_error}. It may still allocate '
-                'and bill: run `sky down` for this cluster or cancel the bid '
-                'in Mithril\'s console.') from cleanup_error
+                f'Launch failed ({_describe(cause)}) and sky-mithril could not '
+                f'clean up bid {self.bid.fid}: {cleanup_error}. It may still '
+                'allocate and bill: run `sky down` for this cluster or cancel '
+                'the bid in Mithril\'s console.') from cleanup_error
+        if self.outcome != Outcome.ADOPTED:
+            logger.info(f'{"Cancelled" if self.outcome == Outcome.PLACED else "Paused"} '
+                        f'bid {self.bid.fid} after: {_describe(cause)}')
+
+    def _reverse(self) -> None:
+        """Cancels a placed bid, pauses a resumed one, keeps an adopted one."""
+        if self.outcome == Outcome.PLACED:
+            cancel_and_confirm(self.conn, self.bid.fid)
+        elif self.outcome == Outcome.RESUMED:
+            self.conn.client.update_bid(self.bid.fid, paused=True)
+
+
+def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
+                 config: common.ProvisionConfig) -> Outcome:
+    """RESUMED or ADOPTED for the cluster's live bid, once it is checked to
+    match this launch; a mismatch raises naming the fix."""
+    wanted = config.node_config['InstanceType']
+    names = {t.fid: t.name for t in conn.client.list_instance_types()}
+    if names.get(bid.instance_type, bid.instance_type) != wanted:
+        raise RuntimeError(
+            f'The cluster\'s bid {bid.fid} is for '
+            f'{names.get(bid.instance_type, bid.instance_type)}, not {wanted}; '
+            'a Mithril bid cannot change its instance type. `sky down` the '
+            'cluster and launch again.')
+    if bid.region and bid.region != region:
+        raise RuntimeError(
+            f'The cluster\'s bid {bid.fid} lives in {bid.region}, not '
+            f'{region}; a Mithril cluster never moves. `sky down` it to '
+            'launch elsewhere.')
+    if bid.instance_quantity != config.count:
+        raise RuntimeError(
+            f'The cluster\'s bid {bid.fid} has {bid.instance_quantity} '
+            f'nodes, not {config.count}; Mithril bids cannot be resized. '
+            '`sky down` the cluster and launch again.')
+    if bid.status != models.BidState.PAUSED:
+        return Outcome.ADOPTED
+    if not config.resume_stopped_nodes:
+        raise RuntimeError(f'The cluster\'s bid {bid.fid} is paused; use '
+                           '`sky start` to resume it.')
+    return Outcome.RESUMED
+
+
+def _outcome_unknown(cause: BaseException) -> bool:
+    """Whether a failed bid POST may still have been committed: its answer
+    was lost or never awaited, as opposed to a definite refusal."""
+    return (isinstance(cause, (errors.AmbiguousResponseError,
+                               KeyboardInterrupt, SystemExit)) or
+            not isinstance(cause, errors.MithrilAPIError))
 
 
 def _cancel_half_placed(conn: connection.Connection, name: str,
                         cause: BaseException) -> None:
-    """After placing the bid failed or was interrupted, cancels a bid that
-    may have been created anyway. The request may still be on its way to
-    the server, so a look-up that finds nothing is repeated once."""
-    try:
-        found = live_bids(conn, name)
-        if not found:
-            time.sleep(HALF_PLACED_RECHECK_SECONDS)
-            found = live_bids(conn, name)
-    except Exception as lookup_error:  # pylint: disable=broad-except
-        raise common.StopFailoverError(
-            f'Placing the Mithril bid {name!r} failed ({cause}) and '
-            f'sky-mithril could not check whether it exists: {lookup_error}. '
-            'Run `sky down` for this cluster to cancel it if it does.'
-        ) from lookup_error
-    for bid in found:
-        ClusterBid(conn, bid, Outcome.PLACED).undo(cause)
+    """After placing the bid failed or was interrupted, cancels any bid of
+    the cluster's name. When the POST's outcome is unknown the server may
+    still commit it, so the look-up is repeated for a short window."""
+    deadline = time.monotonic() + (HALF_PLACED_WINDOW_SECONDS
+                                   if _outcome_unknown(cause) else 0.0)
+    with interrupts.deferred():
+        while True:
+            try:
+                found = live_bids(conn, name)
+            except Exception as lookup_error:  # pylint: disable=broad-except
+                raise common.StopFailoverError(
+                    f'Placing the Mithril bid {name!r} failed '
+                    f'({_describe(cause)}) and sky-mithril could not check '
+                    f'whether it exists: {lookup_error}. Run `sky down` for '
+                    'this cluster to cancel it if it does.') from lookup_error
+            for bid in found:
+                ClusterBid(conn, bid, Outcome.PLACED).undo(cause)
+            if found or time.monotonic() >= deadline:
+                return
+            time.sleep(1.0)

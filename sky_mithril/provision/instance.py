@@ -90,8 +90,8 @@ def query_instances(
     bid = cluster_bid.live_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}
-    return status_table.node_statuses(bid, cluster_bid.bid_instances(conn, bid),
-                                      non_terminated_only)
+    return status_table.node_statuses(
+        bid, cluster_bid.current_instances(conn, bid), non_terminated_only)
 
 
 def stop_instances(cluster_name_on_cloud: str,
@@ -120,13 +120,15 @@ def terminate_instances(cluster_name_on_cloud: str,
 def get_cluster_info(region: str, cluster_name_on_cloud: str,
                      provider_config: Optional[Dict[str, Any]] = None
                      ) -> common.ClusterInfo:
-    """Nodes with an SSH destination, head first (the bid's first instance)."""
+    """Nodes with an SSH destination. The head is always the bid's first
+    instance (None while it has no address), never a worker that booted first."""
     del region
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, cluster_name_on_cloud)
+    instances = cluster_bid.current_instances(conn, bid) if bid else []
     nodes: Dict[str, List[common.InstanceInfo]] = {}
     ssh_user = SSH_USER
-    for instance in (cluster_bid.bid_instances(conn, bid) if bid else []):
+    for instance in instances:
         if not instance.ssh_destination:
             continue
         ssh_user = _ssh_user(instance)
@@ -139,7 +141,8 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
                                 tags={})
         ]
     return common.ClusterInfo(instances=nodes,
-                              head_instance_id=next(iter(nodes), None),
+                              head_instance_id=(instances[0].fid if instances and
+                                                instances[0].fid in nodes else None),
                               provider_name=PROVIDER_NAME,
                               provider_config=provider_config,
                               ssh_user=ssh_user)

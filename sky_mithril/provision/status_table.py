@@ -1,49 +1,129 @@
-"""One table from Mithril's states to SkyPilot's cluster statuses."""
+"""One truth table from Mithril's (bid status, instance status) to SkyPilot's
+(cluster status, reason), one entry per node the cluster was launched with.
 
+The rules that keep bills honest:
+- Only a Paused bid reads STOPPED: every other live bid can win capacity and
+  bill at any moment, so it never reads STOPPED and never reads gone.
+- A preempted cluster whose bid went back to Open reads INIT, with a reason
+  that says Mithril re-allocates it by itself once the spot price is at or
+  below the limit, and what `sky stop` and `sky down` do to it.
+- Only a Terminated bid (or none at all) reads gone.
+"""
+
+import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 from sky.utils import status_lib
 
+from sky_mithril import money
 from sky_mithril.api import models
 
 _Status = status_lib.ClusterStatus
+_Bid = models.BidState
 _Instance = models.InstanceState
 NodeStatuses = Dict[str, Tuple[Optional[status_lib.ClusterStatus],
                                Optional[str]]]
 
-# Mithril instance status → SkyPilot cluster status; None means gone.
-STATUS_TABLE: Dict[str, Optional[status_lib.ClusterStatus]] = {
-    _Instance.NEW: _Status.INIT,
-    _Instance.CONFIRMED: _Status.INIT,
-    _Instance.SCHEDULED: _Status.INIT,
-    _Instance.INITIALIZING: _Status.INIT,
-    _Instance.STARTING: _Status.INIT,
-    _Instance.RUNNING: _Status.UP,
-    _Instance.PREEMPTING: _Status.UP,
-    _Instance.RELOCATING: _Status.INIT,
-    _Instance.ERROR: _Status.INIT,
-    _Instance.STOPPING: _Status.STOPPED,
-    _Instance.STOPPED: _Status.STOPPED,
-    _Instance.PREEMPTED: _Status.STOPPED,
-    _Instance.PAUSED: _Status.STOPPED,
-    _Instance.TERMINATED: None,
-    _Instance.REPLACED: None,
+NO_INSTANCE = '(no instance yet)'
+"""The instance column for a node the bid has not been given an instance for."""
+
+BID_STATES = (_Bid.OPEN, _Bid.ALLOCATED, _Bid.PREEMPTING, _Bid.PAUSED,
+              _Bid.TERMINATED, _Bid.RELOCATING)
+INSTANCE_STATES = (_Instance.NEW, _Instance.CONFIRMED, _Instance.SCHEDULED,
+                   _Instance.INITIALIZING, _Instance.STARTING,
+                   _Instance.RUNNING, _Instance.RELOCATING,
+                   _Instance.PREEMPTING, _Instance.PREEMPTED, _Instance.PAUSED,
+                   _Instance.STOPPING, _Instance.STOPPED, _Instance.REPLACED,
+                   _Instance.TERMINATED, _Instance.ERROR, NO_INSTANCE)
+_BOOTING = (_Instance.NEW, _Instance.CONFIRMED, _Instance.SCHEDULED,
+            _Instance.INITIALIZING, _Instance.STARTING)
+_GONE_INSTANCE = (_Instance.REPLACED, _Instance.TERMINATED)
+"""An instance that no longer stands for a node; the bid gives it another."""
+
+# Reasons, filled in with the bid's fields.
+WAITING = ('bid {fid} is Open in {region}: waiting for the auction (spot '
+           'price at or below your limit {limit}/h and free capacity); '
+           '`sky down` cancels it')
+PREEMPTED = ('preempted: bid {fid} is Open again and Mithril re-allocates it '
+             'by itself, and bills again, once the spot price in {region} is '
+             'at or below your limit {limit}/h; `sky stop` pauses the bid, '
+             '`sky down` cancels it')
+BOOTING = 'bid {fid} won the auction; the node is booting ({instance})'
+NOTICE = ('bid {fid} is under a preemption notice: Mithril takes the node '
+          'back within 5 minutes ({instance})')
+STOPPED = 'bid {fid} is paused ({instance}); `sky start` resumes it'
+RELOCATING = 'Mithril is relocating the node of bid {fid} ({instance})'
+ERROR = ('the node of bid {fid} reports an error ({instance}); the bid still '
+         'holds capacity and can bill: `sky down` cancels it')
+UNSETTLED = ('bid {fid} is {bid_status} and its node is {instance}; '
+             'sky-mithril reads that as not ready')
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """How SkyPilot sees one node: its status (None: gone) and why."""
+
+    status: Optional[status_lib.ClusterStatus]
+    reason: Optional[str]
+
+
+def _row(bid_status: str, instance_status: str) -> Reading:
+    """The rule for one (bid status, instance status) pair."""
+    if bid_status == _Bid.TERMINATED:
+        return Reading(None, None)
+    if bid_status == _Bid.PAUSED:
+        return Reading(_Status.STOPPED, STOPPED)
+    if bid_status == _Bid.OPEN:
+        fresh = instance_status in (NO_INSTANCE,) + _GONE_INSTANCE
+        return Reading(_Status.INIT, WAITING if fresh else PREEMPTED)
+    if bid_status == _Bid.RELOCATING or instance_status == _Instance.RELOCATING:
+        return Reading(_Status.INIT, RELOCATING)
+    if instance_status == _Instance.RUNNING:
+        return Reading(_Status.UP, None)
+    if instance_status == _Instance.PREEMPTING:
+        return Reading(_Status.UP, NOTICE)
+    if instance_status == _Instance.ERROR:
+        return Reading(_Status.INIT, ERROR)
+    if instance_status in _BOOTING + (NO_INSTANCE,) + _GONE_INSTANCE:
+        return Reading(_Status.INIT, BOOTING)
+    return Reading(_Status.INIT, UNSETTLED)
+
+
+TRUTH_TABLE: Dict[Tuple[str, str], Reading] = {
+    (bid, instance): _row(bid, instance)
+    for bid in BID_STATES
+    for instance in INSTANCE_STATES
 }
+
+
+def _reason(template: Optional[str], bid: models.Bid,
+            instance_status: str) -> Optional[str]:
+    if template is None:
+        return None
+    return template.format(fid=bid.fid,
+                           region=bid.region or 'its region',
+                           limit=money.format_dollars(bid.limit_price),
+                           instance=instance_status,
+                           bid_status=bid.status)
 
 
 def node_statuses(bid: models.Bid, instances: List[models.Instance],
                   non_terminated_only: bool) -> NodeStatuses:
-    """The cluster's nodes as SkyPilot sees them, with a reason for each
-    node that is not UP."""
-    if not instances:
-        return {bid.fid: (_Status.INIT, f'bid {bid.fid} is {bid.status}, '
-                                        'waiting for allocation')}
+    """One entry per node of the bid (`instance_quantity`), head first, from
+    the instances that currently stand for its nodes; a node without one is
+    keyed `<bid fid>-node-<i>`.
+    """
     statuses: NodeStatuses = {}
-    for instance in instances[:bid.instance_quantity]:
-        status = STATUS_TABLE.get(instance.status, _Status.INIT)
-        if status is None and non_terminated_only:
+    for index in range(bid.instance_quantity):
+        if index < len(instances):
+            key, instance_status = instances[index].fid, instances[index].status
+        else:
+            key, instance_status = f'{bid.fid}-node-{index}', NO_INSTANCE
+        reading = TRUTH_TABLE.get(
+            (bid.status, instance_status),
+            Reading(_Status.INIT, UNSETTLED))
+        if reading.status is None and non_terminated_only:
             continue
-        reason = None if status == _Status.UP else (
-            f'{instance.status} (bid {bid.status})')
-        statuses[instance.fid] = (status, reason)
+        statuses[key] = (reading.status,
+                         _reason(reading.reason, bid, instance_status))
     return statuses

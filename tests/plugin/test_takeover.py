@@ -1,6 +1,7 @@
 """The plugin's wiring: loud failure on a SkyPilot without our hook points,
 idempotent install, and pickles a plugin-less client can load."""
 
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,49 @@ print(type(obj).__module__, type(obj).__name__, 'sky_mithril' in sys.modules)
 ''')
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == ['sky.clouds.mithril', 'Mithril', 'False']
+
+
+def test_install_after_a_failed_step_finishes_without_repeating_steps(tmp_path):
+    result = run_python('''
+from sky_mithril.plugin import takeover
+original = takeover._take_over_provisioner
+attempts = []
+def _take_over_provisioner():
+    attempts.append(1)
+    if len(attempts) == 1:
+        raise RuntimeError('first attempt fails')
+    original()
+takeover._STEPS = tuple(_take_over_provisioner if step is original else step
+                        for step in takeover._STEPS)
+try:
+    takeover.install()
+except RuntimeError as e:
+    print('failed once:', e)
+takeover.install()
+takeover.install()
+from sky import provision
+from sky_mithril import provision as ours
+assert provision._registered_provisioners['mithril'].module is ours
+print('attempts', len(attempts))
+''')
+    assert result.returncode == 0, result.stderr
+    assert 'failed once: first attempt fails' in result.stdout
+    assert 'attempts 2' in result.stdout
+
+
+def test_a_read_only_catalog_folder_does_not_stop_the_plugin(tmp_path):
+    home = tmp_path / 'home'
+    (home / '.sky').mkdir(parents=True)
+    (home / '.sky' / 'catalogs').write_text('not a folder')
+    result = subprocess.run([sys.executable, '-c', '''
+from sky_mithril.plugin import takeover
+takeover.install()
+from sky.utils import registry
+from sky_mithril import cloud
+assert type(registry.CLOUD_REGISTRY.from_str('mithril')) is cloud.Mithril
+print('installed')
+'''], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'HOME': str(home)})
+    assert result.returncode == 0, result.stderr
+    assert 'installed' in result.stdout
+    assert 'Could not publish the Mithril catalog' in result.stdout + result.stderr

@@ -1,0 +1,102 @@
+"""Relaunching an existing cluster applies the launch's current settings:
+the limit price reaches the live bid, a shape the bid cannot take is refused,
+and a won bid whose nodes never boot is cancelled with a clear reason."""
+
+import threading
+from typing import Any, Dict
+
+import pytest
+
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.market import Market
+from sky_mithril.emulator.server import EmulatorServer, load_catalog
+from sky_mithril.provision import instance as provisioner
+
+from provisioning import bids_named, launch, provision_config
+
+PROVIDER = {'project_id': 'proj_emulator'}
+
+
+def limit_changes(bid: Dict[str, Any]) -> int:
+    return sum(1 for event in bid['events'] if event == 'Limit Price Changed')
+
+
+def test_relaunch_of_a_running_cluster_raises_its_limit(emulator):
+    launch('raised', provision_config(limit='10.00'))
+    emulator.control('DELETE', 'stats')
+    record = launch('raised', provision_config(limit='20.00'))
+    [bid] = bids_named(emulator, 'raised')
+    assert bid['status'] == 'Allocated' and bid['limit_price'] == '$20.00'
+    assert limit_changes(bid) == 1
+    assert record.created_instance_ids == [] == record.resumed_instance_ids
+    patches = emulator.control('GET', 'stats')['by_route'].get(
+        'PATCH /v2/spot/bids/{bid_fid}')
+    assert patches == 1
+
+
+def test_start_resumes_at_the_new_limit_in_one_request(emulator, caplog):
+    launch('restarted', provision_config(limit='10.00'))
+    provisioner.stop_instances('restarted', PROVIDER)
+    emulator.control('DELETE', 'stats')
+    caplog.set_level('INFO')
+    record = launch('restarted', provision_config(limit='25.00', resume=True))
+    [bid] = bids_named(emulator, 'restarted')
+    assert bid['limit_price'] == '$25.00' and bid['status'] == 'Allocated'
+    assert record.resumed_instance_ids
+    by_route = emulator.control('GET', 'stats')['by_route']
+    assert by_route.get('PATCH /v2/spot/bids/{bid_fid}') == 1
+    assert 'from $10.00/h to $25.00/h' in caplog.text
+
+
+def test_same_limit_sends_no_update(emulator):
+    launch('same', provision_config(limit='10.00'))
+    emulator.control('DELETE', 'stats')
+    launch('same', provision_config(limit='10.00'))
+    assert 'PATCH /v2/spot/bids/{bid_fid}' not in emulator.control(
+        'GET', 'stats')['by_route']
+
+
+@pytest.mark.parametrize('change,needle', [
+    ({'instance_type': 'a100-80gb.sxm.2x'}, 'cannot change its instance type'),
+    ({'count': 2}, 'cannot be resized'),
+])
+def test_a_shape_the_bid_cannot_take_is_refused_naming_sky_down(
+        emulator, change, needle):
+    launch('shaped', provision_config())
+    with pytest.raises(RuntimeError, match=needle) as info:
+        launch('shaped', provision_config(**change))
+    assert '`sky down`' in str(info.value)
+    [bid] = bids_named(emulator, 'shaped')
+    assert bid['status'] == 'Allocated'
+
+
+def test_nodes_that_never_boot_are_cancelled_after_boot_timeout(monkeypatch,
+                                                                tmp_path):
+    market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
+    with EmulatorServer(market) as server:
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        monkeypatch.setenv('MITHRIL_API_KEY', 'k')
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        config = provision_config(boot_timeout='2')
+        outcome: Dict[str, BaseException] = {}
+
+        def run() -> None:
+            try:
+                launch('stuck-boot', config)
+            except BaseException as e:  # pylint: disable=broad-except
+                outcome['error'] = e
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        while not bids_named(server, 'stuck-boot'):
+            worker.join(0.1)
+        # The auction is won; the clock then stops, so the node stays booting.
+        server.control('POST', 'advance', seconds=120)
+        worker.join(60)
+        assert not worker.is_alive()
+        message = str(outcome['error'])
+        assert 'won the auction' in message and 'STATUS_NEW' in message
+        assert 'boot_timeout' in message and 'cancelled' in message
+        assert [b['status'] for b in bids_named(server, 'stuck-boot')] == ['Terminated']
