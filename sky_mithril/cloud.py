@@ -28,6 +28,8 @@ if typing.TYPE_CHECKING:
     from sky.utils import volume as volume_lib
 
 logger = sky_logging.init_logger('sky.sky_mithril.cloud')
+# Where the nodes' sky-mithril (and `ml`) look for credentials.
+NODE_CREDENTIALS_PATH = '~/.config/mithril/config.yaml'
 
 _F = clouds.CloudImplementationFeatures
 _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
@@ -260,12 +262,16 @@ class Mithril(builtin_mithril.Mithril):
         return cls._check_compute_credentials()
 
     def get_credential_file_mounts(self) -> Dict[str, str]:
-        """Mounts Mithril's config file on every node (the skylet's built-in
-        provisioner reads it for autostop/autodown)."""
-        path = credentials_lib.credentials_path()
-        if not path.is_file():
+        """The current credentials, and nothing else, for every node: the
+        nodes' autostop and autodown (and a remote jobs controller) call the
+        API with them. Written here even when the key comes from the
+        environment, which the nodes do not share."""
+        try:
+            creds = credentials_lib.load_credentials()
+        except credentials_lib.CredentialsError:
             return {}
-        return {credentials_lib.display_path(path): str(path)}
+        return {NODE_CREDENTIALS_PATH:
+                    str(credentials_lib.node_credentials_file(creds))}
 
     def make_deploy_resources_variables(
         self,

@@ -327,8 +327,12 @@ def test_nothing_written_holds_the_key(stack, started):
     for args, stdout, stderr in stack.transcript:
         assert KEY not in stdout and KEY not in stderr, args
 
+    # Besides the user's own file, only the file written for the nodes
+    # (this key alone, mode 600) holds it.
+    node_credentials = home / '.sky' / 'mithril' / 'node-credentials.yaml'
+    assert node_credentials.stat().st_mode & 0o777 == 0o600
     hits, searched = files_holding_key(stack.box.root)
-    assert hits == [credentials], hits
+    assert sorted(hits) == sorted([credentials, node_credentials]), hits
     written = {p.relative_to(home).parts[:2] for p in files_under(home)}
     for where in (('.sky', 'generated'), ('.sky', 'api_server'),
                   ('sky_logs',)):

@@ -62,8 +62,9 @@ def run_demo(keep_files: bool = False) -> int:
           'cache (minutes the first time, seconds after)')
     hosts = NamespaceHosts(progress=lambda line: print(f'      {line}', flush=True))
     try:
-        _step(2, 'Starting the Mithril emulator on 127.0.0.1')
-        with EmulatorServer(hosts=hosts, speed=60) as emulator:
+        _step(2, 'Starting the Mithril emulator on the hosts\' bridge')
+        with EmulatorServer(hosts=hosts, speed=60,
+                            host=hosts.api_address) as emulator:
             print(f'      {emulator.url} (auction every 2 s of wall time)')
             box = SkySandbox(root, api_url=emulator.url, api_key='demo-key')
             print(f'      SkyPilot home with the plugin enabled: {box.home}')

@@ -99,7 +99,9 @@ class SkySandbox:
     """A private SkyPilot home; `run()` executes `sky` commands inside it.
 
     Installs the Debian packages SkyPilot's client needs on a fresh machine
-    (as root; otherwise the error names the apt command)."""
+    (as root; otherwise the error names the apt command). Mithril credentials
+    go into an `ml setup` profile, or with `credentials_in_environment` only
+    into the `MITHRIL_*` variables the API server starts with."""
 
     def __init__(self,
                  root: Path,
@@ -108,7 +110,8 @@ class SkySandbox:
                  api_key: str,
                  project_id: Optional[str] = None,
                  sky_config: Optional[Dict] = None,
-                 extra_env: Optional[Dict[str, str]] = None) -> None:
+                 extra_env: Optional[Dict[str, str]] = None,
+                 credentials_in_environment: bool = False) -> None:
         vm_image.ensure_packages(SKYPILOT_CLIENT_PACKAGES,
                                  lambda line: print(line, flush=True))
         self.root = root
@@ -130,16 +133,21 @@ class SkySandbox:
         profile = {'api_key': api_key, 'api_url': api_url}
         if project_id:
             profile['project_id'] = project_id
-        mithril_config = self.home / '.config' / 'mithril' / 'config.yaml'
-        mithril_config.parent.mkdir(parents=True, exist_ok=True)
-        mithril_config.write_text(
-            yaml.safe_dump({
-                'current_profile': 'default',
-                'profiles': {
-                    'default': profile
-                }
-            }))
-        mithril_config.chmod(0o600)
+        if credentials_in_environment:
+            extra_env = {'MITHRIL_API_KEY': api_key, 'MITHRIL_API_URL': api_url,
+                         **({'MITHRIL_PROJECT': project_id} if project_id else {}),
+                         **(extra_env or {})}
+        else:
+            mithril_config = self.home / '.config' / 'mithril' / 'config.yaml'
+            mithril_config.parent.mkdir(parents=True, exist_ok=True)
+            mithril_config.write_text(
+                yaml.safe_dump({
+                    'current_profile': 'default',
+                    'profiles': {
+                        'default': profile
+                    }
+                }))
+            mithril_config.chmod(0o600)
         self.env = self._environment(hooks, extra_env or {})
 
     def _environment(self, hooks: Path, extra: Dict[str, str]) -> Dict[str, str]:

@@ -28,8 +28,10 @@ def _price_assignment(text: str) -> Tuple[str, str, str]:
 
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the emulator's options to `parser`."""
-    parser.add_argument('--host', default='127.0.0.1',
-                        help='address to listen on (default: %(default)s)')
+    parser.add_argument('--host', default=None,
+                        help='address to listen on (default: 127.0.0.1; with '
+                        '--hosts namespace, the hosts\' bridge address, which '
+                        'this machine and the hosts both reach)')
     parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                         help='port to listen on, 0 for any free one '
                         '(default: %(default)s)')
@@ -81,8 +83,9 @@ def build_server(args: argparse.Namespace,
     `args.seed` when it was not given."""
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
+    hosts = hosts or make_hosts(args.hosts)
     market = market_lib.Market(ScaledClock(args.speed),
-                               hosts or make_hosts(args.hosts),
+                               hosts,
                                load_catalog(args.catalog),
                                capacity=args.capacity,
                                clearing_interval_s=args.clearing_interval,
@@ -90,7 +93,7 @@ def build_server(args: argparse.Namespace,
     for instance_type, region, price in args.price:
         market.set_price(instance_type, region, price)
     return EmulatorServer(market,
-                          host=args.host,
+                          host=args.host or hosts.api_address,
                           port=args.port,
                           api_key=args.api_key,
                           seed=args.seed)

@@ -5,6 +5,8 @@ redirected here. `check_hook_points()` runs first and fails loudly, naming the
 SkyPilot version, if any of them has moved.
 """
 
+import functools
+import hashlib
 import importlib
 import sys
 import types
@@ -114,13 +116,32 @@ def _take_over_catalog() -> None:
                        'who runs `sky` to publish it.')
 
 
+@functools.lru_cache(maxsize=1)
+def node_package() -> Tuple[str, str]:
+    """This package's folder and a hash of its code: the template copies it to
+    every node under the hash, so a changed plugin re-runs the node setup."""
+    root = Path(sky_mithril.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob('*')):
+        if path.is_file() and '__pycache__' not in path.parts:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return str(root), digest.hexdigest()[:16]
+
+
 def _template_override(task: Any, to_provision: Any, *,
                        _extra_launch_context: Dict[str, Any],
                        _is_launched_by_jobs_controller: bool) -> Any:
-    """Every Mithril launch renders our template."""
+    """Every Mithril launch renders our template, which installs this
+    package's provisioner into the nodes' SkyPilot (see node_hook)."""
     del task, to_provision, _extra_launch_context, _is_launched_by_jobs_controller
     from sky import provision  # pylint: disable=import-outside-toplevel
-    return provision.TemplateSpec(template_path=str(TEMPLATE_PATH))
+    package_dir, package_hash = node_package()
+    return provision.TemplateSpec(template_path=str(TEMPLATE_PATH),
+                                  variables={
+                                      'mithril_node_package': package_dir,
+                                      'mithril_node_package_hash': package_hash,
+                                  })
 
 
 def _take_over_provisioner() -> None:

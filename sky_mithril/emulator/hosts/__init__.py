@@ -27,6 +27,11 @@ class HostAddress:
 class HostBackend(Protocol):
     """Lifecycle hooks the market calls, synchronously, as instances change."""
 
+    @property
+    def api_address(self) -> str:
+        """The address the emulator's API listens on so that both this
+        machine and the hosts reach it (the hosts' autostop calls the API)."""
+
     def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
         """Brings up a host whose authorized keys are `ssh_public_keys`."""
 

@@ -146,8 +146,9 @@ class NamespaceHosts(sshd.SshdHostBackend):
             run_command(['ip', 'link', 'set', self.bridge, 'up'])
 
     @property
-    def gateway(self) -> str:
-        """This machine's address as the hosts see it (the bridge)."""
+    def api_address(self) -> str:
+        """This machine's address on the hosts' bridge: the emulator listens
+        there so that the hosts' autostop reaches the API too."""
         return f'{self.subnet}.1'
 
     def netns(self, instance_fid: str) -> str:

@@ -10,6 +10,8 @@ class PlaceholderHosts:
     """Loopback addresses nobody listens on, so a stray connection never leaves
     the machine."""
 
+    api_address = '127.0.0.1'
+
     def __init__(self) -> None:
         self._addresses: Dict[str, HostAddress] = {}
 

@@ -76,6 +76,8 @@ class SshdHostBackend:
     `close` (`_close_backend`).
     """
 
+    api_address = '127.0.0.1'
+
     # What `close` says before the hosts' errors.
     _close_failed_message = 'Some hosts could not be removed: '
     # The backend's own state, removed by `close`; set by the subclass.
