@@ -5,7 +5,10 @@ cycle stop, status, start, status → down) through the real provisioner
 functions against an in-process `EmulatorServer` whose /v2 API injects every
 fault kind (429 with Retry-After 0 or 1 s, 5xx, latency, connection reset,
 committed-then-lost responses). Some launches and starts are interrupted at a
-random moment with a simulated Ctrl-C (`_thread.interrupt_main()` from a timer).
+random moment with a real signal sent to this process from a timer thread:
+SIGINT (Ctrl-C) or SIGTERM (what `sky api cancel` sends SkyPilot's request
+worker, whose handler raises KeyboardInterrupt, as the soak's does). With the
+injected latency, many land while a request is in flight.
 The provisioner's clients get a 3 s retry budget so failures surface fast.
 
 What follows a failed step is what SkyPilot 0.14.1 or its user would do:
@@ -25,11 +28,10 @@ an interrupted or torn-down launch, after `sky down` returned, or at the end.
 A *duplicate* is a second bid created by one run_instances call. A background
 monitor also records any moment when one name has two live bids.
 
-`--seed` fixes the fault draws and the Ctrl-C plan, but not timing (how many
+`--seed` fixes the fault draws and the signal plan, but not timing (how many
 polls a launch takes), so two runs with one seed can still differ.
 """
 
-import _thread
 import argparse
 import collections
 import contextlib
@@ -37,6 +39,7 @@ import dataclasses
 import logging
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -103,7 +106,9 @@ class SoakReport:
     faults: Dict[str, int] = dataclasses.field(default_factory=dict)
     client_requests: int = 0
     client_retries: int = 0
-    interrupts: int = 0
+    interrupts: Dict[str, int] = dataclasses.field(
+        default_factory=collections.Counter)
+    held_interrupts: int = 0
     failures: Dict[str, int] = dataclasses.field(
         default_factory=collections.Counter)
     bids_created: int = 0
@@ -131,7 +136,11 @@ class SoakReport:
             ('faults injected', faults),
             ('client requests', f'{self.client_requests} '
                                 f'({self.client_retries} retries)'),
-            ('Ctrl-C in launch', str(self.interrupts)),
+            ('signals in launch', ', '.join(
+                f'{name} {self.interrupts.get(name, 0)}'
+                for name in ('SIGINT', 'SIGTERM')) +
+             f' ({self.held_interrupts} held until a request in flight '
+             'finished)'),
             ('steps redone', failures or 'none'),
             ('bids created', str(self.bids_created)),
             ('bids leaked', str(len(self.leaked))),
@@ -181,31 +190,64 @@ class _Clients:
             self.harvest()
 
 
-class _CtrlC:
-    """Presses Ctrl-C in the main thread after `delay_s`, unless disarmed
-    first (on leaving the `with` block)."""
+class _Interrupt:
+    """Sends this process `signum` from a timer thread after `delay_s`, unless
+    the `with` block ends first; `_SignalGate` turns it into KeyboardInterrupt
+    while the block runs."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, signum: int) -> None:
+        self.signum = signum
+        self.armed = False
+        self.delivered = False
         self._lock = threading.Lock()
-        self._armed = True
-        self.pressed = False
-        self._timer = threading.Timer(delay_s, self._press)
+        self._timer = threading.Timer(delay_s, self._send)
         self._timer.daemon = True
 
-    def _press(self) -> None:
+    def _send(self) -> None:
         with self._lock:
-            if self._armed:
-                self.pressed = True
-                _thread.interrupt_main()
+            if self.armed:
+                os.kill(os.getpid(), self.signum)
 
-    def __enter__(self) -> '_CtrlC':
+    def __enter__(self) -> '_Interrupt':
+        _SignalGate.active = self
+        self.armed = True
         self._timer.start()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._timer.cancel()
         with self._lock:
-            self._armed = False
+            self.armed = False
+        self._timer.cancel()
+        self._timer.join()
+        _SignalGate.active = None
+
+
+class _SignalGate:
+    """SIGINT/SIGTERM handler for the soak: raises KeyboardInterrupt, as
+    SkyPilot's request worker does, while an `_Interrupt` is armed; a signal
+    that lands after its step ended is dropped."""
+
+    active: Optional[_Interrupt] = None
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        del frame
+        interrupt = cls.active
+        if interrupt is not None and interrupt.armed and (
+                interrupt.signum == signum):
+            interrupt.delivered = True
+            raise KeyboardInterrupt
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[None]:
+        previous = {signum: signal.signal(signum, cls.handle)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 class _LiveMonitor:
@@ -356,20 +398,22 @@ class _Soak:
                                 resume_stopped_nodes=True)
 
     def run_instances(self, name: str, count: int,
-                      ctrl_c: Optional[_CtrlC]) -> str:
-        """'up', 'failed', or where Ctrl-C interrupted run_instances
-        ('interrupted in run_instances > _place_bid > ...')."""
+                      interrupt: Optional[_Interrupt]) -> str:
+        """'up', 'failed', or where the signal interrupted run_instances
+        ('interrupted in run_instances > acquire > ...')."""
         try:
-            with ctrl_c or contextlib.nullcontext():
+            with interrupt or contextlib.nullcontext():
                 self.call(provisioner.run_instances, REGION, name, name,
                           self.config(count))
-            if ctrl_c is not None and ctrl_c.pressed:
-                time.sleep(1.0)  # a press just before return lands here
             return 'up'
-        except KeyboardInterrupt as interrupt:
-            where = _plugin_frames(interrupt)
+        except KeyboardInterrupt as error:
+            where = _plugin_frames(error)
             if 'run_instances' not in where:
-                return 'up'  # pressed after run_instances returned
+                return 'up'  # landed after run_instances returned
+            assert interrupt is not None
+            self.report.interrupts[signal.Signals(interrupt.signum).name] += 1
+            if 'deferred' in where:
+                self.report.held_interrupts += 1
             return 'interrupted in ' + ' > '.join(where)
         except Exception:  # pylint: disable=broad-except
             return 'failed'
@@ -391,9 +435,11 @@ class _Soak:
         step = 'start' if restart else 'launch'
         for _ in range(LAUNCH_ATTEMPTS):
             before = {b['fid'] for b in self.bids(name)}
-            ctrl_c = (_CtrlC(self.rng.uniform(0, INTERRUPT_MAX_DELAY_S))
-                      if self.rng.random() < INTERRUPT_PROBABILITY else None)
-            outcome = self.run_instances(name, count, ctrl_c)
+            interrupt = (_Interrupt(self.rng.uniform(0, INTERRUPT_MAX_DELAY_S),
+                                    self.rng.choice((signal.SIGINT,
+                                                     signal.SIGTERM)))
+                         if self.rng.random() < INTERRUPT_PROBABILITY else None)
+            outcome = self.run_instances(name, count, interrupt)
             created = [b for b in self.bids(name) if b['fid'] not in before]
             if len(created) > 1:
                 self.report.duplicates += len(created) - 1
@@ -403,7 +449,6 @@ class _Soak:
             if outcome == 'up':
                 return True
             if outcome.startswith('interrupted'):
-                self.report.interrupts += 1
                 self.check_undone(name, restart, f'{step} {outcome}')
                 continue
             self.report.failures[step] += 1
@@ -502,14 +547,14 @@ class _Soak:
 def run_soak(cycles: int = 50,
              seed: int = 0,
              progress: Optional[Callable[[str], None]] = None) -> SoakReport:
-    """Runs the soak on a fresh emulator; must run in the main thread (the
-    simulated Ctrl-C is delivered there)."""
+    """Runs the soak on a fresh emulator; must run in the main thread (signals
+    are delivered there)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError('the chaos soak must run in the main thread')
     report = SoakReport(seed=seed)
     started = time.monotonic()
     with EmulatorServer(speed=SPEED, seed=seed) as server, \
-            _environment(server.url):
+            _environment(server.url), _SignalGate.installed():
         clients = _Clients(MAX_RETRY_SECONDS)
         soak = _Soak(server, seed, clients, report)
         with clients.installed():
@@ -536,7 +581,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='python -m sky_mithril.devtools.chaos',
         description='Launch, query, stop/start and tear down clusters through '
-        'the provisioner against a faulty local emulator, with random Ctrl-C, '
+        'the provisioner against a faulty local emulator, with random SIGINT '
+        'and SIGTERM, '
         'and check that no bid is leaked or created twice.')
     parser.add_argument('--cycles', type=int, default=50)
     parser.add_argument('--seed', type=int, default=0)

@@ -64,7 +64,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     hosts = NamespaceHosts()
     try:
-        with EmulatorServer(hosts=hosts, speed=60) as emulator:
+        with EmulatorServer(hosts=hosts, speed=60,
+                            host=hosts.api_address) as emulator:
             box = SkySandbox(tmp_path_factory.mktemp('e2e'),
                              api_url=emulator.url,
                              api_key='e2e-key',
@@ -109,6 +110,35 @@ def test_hello_launch_exec_status_stop_start_down(stack):
     assert stack.live_bids() == []
     assert stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
     print(f'\nhello launch took {launch_seconds:.0f}s')
+
+
+def test_preempted_cluster_whose_bid_is_open_reads_init_and_stop_pauses_it(stack):
+    hello = str(catalog_files.example_path('hello.yaml'))
+    stack.sky('launch', '-y', '-c', 'reopened', '--infra', 'mithril', hello)
+    [bid] = [b for b in stack.bids('reopened') if b['status'] != 'Terminated']
+    try:
+        stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
+                      price='$9.00')  # above hello.yaml's $4.00 limit
+        stack.control('POST', f'bids/{bid["fid"]}/preempt')
+        deadline = time.monotonic() + 60
+        while [b['status'] for b in stack.bids('reopened')
+               if b['fid'] == bid['fid']] != ['Open']:
+            assert time.monotonic() < deadline, stack.bids('reopened')
+            time.sleep(1)
+        # The bid is live and will win again by itself: never STOPPED.
+        status = stack.sky('status', '--refresh', 'reopened')
+        assert re.search(r'reopened\s+Mithril.*INIT', status), status
+        assert 'STOPPED' not in status, status
+        stack.sky('stop', '-y', 'reopened')
+        assert [b['status'] for b in stack.bids('reopened')
+                if b['fid'] == bid['fid']] == ['Paused']
+        assert re.search(r'reopened\s+Mithril.*STOPPED',
+                         stack.sky('status', '--refresh', 'reopened'))
+    finally:
+        stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
+                      price='$0.50')
+        stack.sky('down', '-y', 'reopened')
+    assert [b['status'] for b in stack.bids('reopened')] == ['Terminated']
 
 
 def test_two_nodes_run_with_their_rank_and_ips(stack):
