@@ -53,6 +53,16 @@ class _UpdateBidBody(BaseModel):
     memory_gb: Optional[int] = None
 
 
+class _CreateKubernetesClusterBody(BaseModel):
+    name: str
+    project: str
+    region: str
+    instance_type: str
+    ssh_keys: List[str]
+    k8s_version: str = market_lib.DEFAULT_K8S_VERSION
+    image_version: Optional[str] = None
+
+
 class _CreateSshKeyBody(BaseModel):
     project: str
     name: str
@@ -314,6 +324,38 @@ def api_router(market: Market, lock: ContextManager[Any],
                 'reservation': None,
                 'end_time': wire.iso(instance.end_time),
             }
+
+    @v2.get('/kubernetes/clusters')
+    def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:
+        with lock:
+            return [wire.kubernetes_cluster_json(market, c)
+                    for c in market.kubernetes_clusters(project)]
+
+    @v2.get('/kubernetes/clusters/{cluster_fid}')
+    def kubernetes_cluster(cluster_fid: str) -> Dict[str, Any]:
+        with lock:
+            return wire.kubernetes_cluster_json(
+                market, market.kubernetes_cluster(cluster_fid))
+
+    @v2.post('/kubernetes/clusters', status_code=201)
+    def create_kubernetes_cluster(
+            body: _CreateKubernetesClusterBody) -> Dict[str, Any]:
+        with lock:
+            cluster = market.create_kubernetes_cluster(
+                project=body.project,
+                name=body.name,
+                region=body.region,
+                instance_type=body.instance_type,
+                ssh_keys=body.ssh_keys,
+                k8s_version=body.k8s_version,
+                image_version=body.image_version)
+            return wire.kubernetes_cluster_json(market, cluster)
+
+    @v2.delete('/kubernetes/clusters/{cluster_fid}', status_code=204)
+    def delete_kubernetes_cluster(cluster_fid: str) -> Response:
+        with lock:
+            market.delete_kubernetes_cluster(cluster_fid)
+        return Response(status_code=204)
 
     @v2.get('/quotas')
     def quotas(project: str) -> List[Dict[str, Any]]:

@@ -48,6 +48,14 @@ STATUS_STOPPING -> STATUS_PAUSED; a preemption notice STATUS_PREEMPTING ->
 STATUS_PREEMPTED. A re-allocated bid (after preemption or unpause) boots the
 same instances again from STATUS_NEW, resuming their hosts (same disks).
 Instances are named `<bid name>-<index>`, index from 0.
+
+Kubernetes clusters: a created cluster is `Pending` for `k8s_boot_s`, then its
+control node's host comes up (with the cluster's SSH keys and the market's own
+control-node key) and it is `Available` with `kube_host` = the host's address;
+`control_node_ready` (if set) is then called, e.g. to install the kubeconfig.
+A bid whose `launch_specification.kubernetes_cluster` names a cluster joins it:
+its instances are listed in the cluster's `instances` while the bid lives.
+Deleting a cluster makes it `Terminated` and removes the control node's host.
 """
 
 import ast
@@ -122,6 +130,16 @@ class BidEventType(str, enum.Enum):
     TERMINATED = 'Terminated'
     LIMIT_PRICE_CHANGED = 'Limit Price Changed'
 
+
+class KubernetesClusterStatus(str, enum.Enum):
+    PENDING = 'Pending'
+    AVAILABLE = 'Available'
+    TERMINATED = 'Terminated'
+
+
+K8S_VERSIONS = ('1.34', '1.29')
+DEFAULT_K8S_VERSION = '1.34'
+KUBE_API_PORT = 6443
 
 BOOT_SEQUENCE = (InstanceStatus.NEW, InstanceStatus.CONFIRMED,
                  InstanceStatus.SCHEDULED, InstanceStatus.INITIALIZING,
@@ -314,6 +332,41 @@ class Bid:
         return self.auction.instance_type
 
 
+@dataclasses.dataclass
+class KubernetesCluster:
+    """A Kubernetes cluster: a control node (a host the market owns, not an
+    instance) that bids join as workers. `token` authenticates its kube API."""
+
+    fid: str
+    name: str
+    project: str
+    region: str
+    created_at: datetime.datetime
+    k8s_version: str
+    ssh_keys: List[str]
+    instance_type: InstanceType
+    control_node_fid: str
+    token: str
+    image_version: Optional[str] = None
+    status: KubernetesClusterStatus = KubernetesClusterStatus.PENDING
+    address: Optional[HostAddress] = None
+    deleted_at: Optional[datetime.datetime] = None
+    epoch: int = 0
+
+    @property
+    def kube_host(self) -> Optional[str]:
+        return self.address.ssh_destination if self.address else None
+
+    @property
+    def join_command(self) -> Optional[str]:
+        if self.address is None:
+            return None
+        digest = hashlib.sha256(self.token.encode()).hexdigest()
+        return (f'kubeadm join {self.address.private_ip}:{KUBE_API_PORT} '
+                f'--token {self.token[:6]}.{self.token[6:22]} '
+                f'--discovery-token-ca-cert-hash sha256:{digest}')
+
+
 @dataclasses.dataclass(frozen=True)
 class PriceQuote:
     """What /v2/pricing/current reports for one auction."""
@@ -424,6 +477,7 @@ class Market:
         preemption_notice_s: float = 300.0,
         boot_durations_s: Optional[Mapping[InstanceStatus, float]] = None,
         stop_duration_s: float = 10.0,
+        k8s_boot_s: float = 60.0,
         seed: int = 0,
     ) -> None:
         if clearing_interval_s <= 0:
@@ -435,6 +489,10 @@ class Market:
         self.boot_durations_s = {**DEFAULT_BOOT_DURATIONS_S,
                                  **(boot_durations_s or {})}
         self.stop_duration_s = stop_duration_s
+        self.k8s_boot_s = k8s_boot_s
+        self.control_node_ready: Optional[
+            Callable[[KubernetesCluster], None]] = None
+        self._control_key: Optional[Tuple[str, str]] = None
         self._id_rng = random.Random(f'{seed}:ids')
         self._price_rng = random.Random(f'{seed}:prices')
         self._now = clock.now()
@@ -457,6 +515,7 @@ class Market:
         self._ssh_keys: Dict[str, SshKey] = {}
         self._bids: Dict[str, Bid] = {}
         self._instances: Dict[str, Instance] = {}
+        self._k8s_clusters: Dict[str, KubernetesCluster] = {}
         self._after(clearing_interval_s, self._clearing)
 
     def _add_auction(self, row: Mapping[str, str], capacity: int) -> None:
@@ -508,7 +567,8 @@ class Market:
             _Due(self._now + datetime.timedelta(seconds=delay_s),
                  next(self._sequence), action))
 
-    def _timer(self, entity: Union[Bid, Instance], delay_s: float,
+    def _timer(self, entity: Union[Bid, Instance, KubernetesCluster],
+               delay_s: float,
                action: Callable[[], None]) -> None:
         """Schedules `action` unless `entity` changes state first (its epoch moves)."""
         epoch = entity.epoch
@@ -798,9 +858,13 @@ class Market:
                 FieldError(spec_loc + ('image_version',),
                            f'Image version {image_version} not found'))
         if kubernetes_cluster is not None:
-            errors.append(
-                FieldError(spec_loc + ('kubernetes_cluster',),
-                           'Kubernetes clusters are not emulated'))
+            cluster = self._k8s_clusters.get(kubernetes_cluster)
+            if (cluster is None or cluster.project != project or
+                    cluster.status == KubernetesClusterStatus.TERMINATED):
+                errors.append(
+                    FieldError(spec_loc + ('kubernetes_cluster',),
+                               f'Kubernetes cluster {kubernetes_cluster} not '
+                               'found in project (or terminated)'))
         if memory_gb is not None:
             errors.append(
                 FieldError(spec_loc + ('memory_gb',),
@@ -820,6 +884,7 @@ class Market:
                       ssh_keys=list(ssh_keys),
                       volumes=list(volumes),
                       startup_script=startup_script,
+                      kubernetes_cluster=kubernetes_cluster,
                       image_version=image_version),
                   order=next(self._order))
         self._bids[bid.fid] = bid
@@ -946,6 +1011,140 @@ class Market:
                      event_type=event_type,
                      limit_price=limit_price,
                      user_id=self.user.fid if by_user else None))
+
+    # Kubernetes clusters.
+
+    @_caught_up
+    def create_kubernetes_cluster(self,
+                                  *,
+                                  project: str,
+                                  name: str,
+                                  region: str,
+                                  instance_type: str,
+                                  ssh_keys: Sequence[str] = (),
+                                  k8s_version: str = DEFAULT_K8S_VERSION,
+                                  image_version: Optional[str] = None
+                                 ) -> KubernetesCluster:
+        """A Pending cluster whose control node comes up after `k8s_boot_s`;
+        raises InvalidRequest."""
+        errors: List[FieldError] = []
+        if project != self.project.fid:
+            errors.append(
+                FieldError(('body', 'project'), f'Project {project} not found'))
+        if not name.strip():
+            errors.append(
+                FieldError(('body', 'name'), 'name must not be empty',
+                           'string_too_short'))
+        if not any(a.region == region for a in self._auctions.values()):
+            errors.append(
+                FieldError(('body', 'region'), f'Region {region} not found'))
+        found_type = None
+        try:
+            found_type = self._instance_type(instance_type)
+        except NotFound:
+            errors.append(
+                FieldError(('body', 'instance_type'),
+                           f'Instance type {instance_type} not found'))
+        if k8s_version not in K8S_VERSIONS:
+            errors.append(
+                FieldError(('body', 'k8s_version'),
+                           f'k8s_version must be one of {list(K8S_VERSIONS)}'))
+        for index, key_fid in enumerate(ssh_keys):
+            key = self._ssh_keys.get(key_fid)
+            if key is None or key.project != project:
+                errors.append(
+                    FieldError(('body', 'ssh_keys', index),
+                               f'SSH key {key_fid} not found in project'))
+        if errors:
+            raise InvalidRequest(errors)
+        assert found_type is not None
+        cluster = KubernetesCluster(
+            fid=self._new_fid('k8s'),
+            name=name,
+            project=project,
+            region=region,
+            created_at=self._now,
+            k8s_version=k8s_version,
+            ssh_keys=list(ssh_keys),
+            instance_type=found_type,
+            control_node_fid=self._new_fid('inst'),
+            token=''.join(self._id_rng.choices(string.ascii_lowercase +
+                                               string.digits, k=22)),
+            image_version=image_version)
+        self._k8s_clusters[cluster.fid] = cluster
+        self._timer(cluster, self.k8s_boot_s,
+                    lambda: self._bring_up_control_node(cluster))
+        return cluster
+
+    @_caught_up
+    def kubernetes_cluster(self, fid: str) -> KubernetesCluster:
+        cluster = self._k8s_clusters.get(fid)
+        if cluster is None:
+            raise NotFound('Kubernetes cluster', fid)
+        return cluster
+
+    @_caught_up
+    def kubernetes_clusters(self, project: str) -> List[KubernetesCluster]:
+        """A project's clusters (terminated ones too), in creation order."""
+        if project != self.project.fid:
+            raise NotFound('Project', project)
+        return [c for c in self._k8s_clusters.values() if c.project == project]
+
+    def cluster_instances(self, cluster: KubernetesCluster) -> List[Instance]:
+        """Instances of the live bids that joined `cluster`, in creation order."""
+        return [
+            instance for bid in self._bids.values()
+            if bid.launch_specification.kubernetes_cluster == cluster.fid and
+            bid.status != BidStatus.TERMINATED for instance in bid.instances
+        ]
+
+    @_caught_up
+    def delete_kubernetes_cluster(self, fid: str) -> KubernetesCluster:
+        """Terminates the cluster and removes its control node; idempotent."""
+        cluster = self.kubernetes_cluster(fid)
+        if cluster.status == KubernetesClusterStatus.TERMINATED:
+            return cluster
+        cluster.status = KubernetesClusterStatus.TERMINATED
+        cluster.epoch += 1
+        cluster.deleted_at = self._now
+        if cluster.address is not None:
+            try:
+                self.hosts.destroy(cluster.control_node_fid)
+            except Exception:  # pylint: disable=broad-except
+                logger.exception('Host backend failed to remove control node '
+                                 '%s', cluster.control_node_fid)
+        return cluster
+
+    @property
+    def control_node_private_key(self) -> str:
+        """The private half of the key every control node also accepts, so the
+        emulator can set the node up (OpenSSH PEM)."""
+        return self._control_key_pair()[1]
+
+    def _control_key_pair(self) -> Tuple[str, str]:
+        if self._control_key is None:
+            self._control_key = _generate_key_pair()
+        return self._control_key
+
+    def _bring_up_control_node(self, cluster: KubernetesCluster) -> None:
+        """Creates the control node's host; the cluster stays Pending if the
+        backend fails (logged)."""
+        keys = [self._ssh_keys[fid].public_key for fid in cluster.ssh_keys]
+        keys.append(self._control_key_pair()[0])
+        try:
+            cluster.address = self.hosts.create(cluster.control_node_fid,
+                                                list(dict.fromkeys(keys)))
+        except Exception:  # pylint: disable=broad-except
+            logger.exception('Host backend failed to start the control node '
+                             'of %s', cluster.fid)
+            return
+        cluster.status = KubernetesClusterStatus.AVAILABLE
+        if self.control_node_ready is not None:
+            try:
+                self.control_node_ready(cluster)
+            except Exception:  # pylint: disable=broad-except
+                logger.exception('Setting up the control node of %s failed',
+                                 cluster.fid)
 
     # Instances.
 

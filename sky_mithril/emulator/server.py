@@ -7,7 +7,9 @@ there), behind the request counter (`stats`) and the fault injector (`faults`).
 `EmulatorServer` runs it with uvicorn in a background thread on loopback, with
 a ticker thread that brings the market up to `clock.now()` every
 `tick_interval_s` of wall time. All market access, from requests and from the
-ticker, holds one lock.
+ticker, holds one lock. Each Kubernetes cluster's minimal kube API is served
+under `/_kube/` (`kube`); with real SSH hosts, its control node gets a
+kubeconfig pointing there.
 """
 
 import csv
@@ -23,6 +25,7 @@ import uvicorn
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from sky_mithril.emulator import kube
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator.api_routes import api_router
 from sky_mithril.emulator.clock import ScaledClock
@@ -125,6 +128,7 @@ def build_app(market: Market,
     app.add_exception_handler(market_lib.InvalidRequest, _invalid_request)
     app.add_exception_handler(market_lib.InvalidState, _invalid_state)
     app.include_router(v2)
+    app.include_router(kube.kube_router(market, market_lock))
     app.include_router(
         control_router(market, market_lock, injector, stats))
     return app
@@ -217,6 +221,10 @@ class EmulatorServer:
                                 name=f'mithril-emulator-tick-{self.port}',
                                 daemon=True)
         self._threads = [serve, tick]
+        if not isinstance(self.market.hosts, PlaceholderHosts):
+            with self.lock:
+                self.market.control_node_ready = kube.KubeconfigInstaller(
+                    self.url, self.market.control_node_private_key)
         serve.start()
         tick.start()
         deadline = time.monotonic() + timeout_s

@@ -10,9 +10,10 @@ say otherwise; the cursor is opaque (the sort key of the page's last item).
 List query parameters (`bid_fid_in`, `status_in`, `order_type_in`, ...) are
 accepted repeated (`?status_in=A&status_in=B`, as the OpenAPI client sends
 them), comma-separated (`?status_in=A,B`, as its docs describe) and in the
-`status_in[]=A` form. An instance whose SSH port is not 22 (a real SSH host of
-the emulator) also carries `ssh_port`, and one whose SSH user is not `ubuntu`
-carries `ssh_user`; the real API sends neither.
+`status_in[]=A` form. An instance (or a Kubernetes cluster's control node)
+whose SSH port is not 22 (a real SSH host of the emulator) also carries
+`ssh_port`, and one whose SSH user is not `ubuntu` carries `ssh_user`; the
+real API sends neither.
 """
 
 import base64
@@ -26,7 +27,8 @@ from fastapi import Request
 
 from sky_mithril import money
 from sky_mithril.emulator import market as market_lib
-from sky_mithril.emulator.market import Bid, Instance, Market
+from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.market import Bid, Instance, KubernetesCluster, Market
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -76,6 +78,16 @@ def bid_json(bid: Bid) -> Dict[str, Any]:
     }
 
 
+def _with_ssh_extras(data: Dict[str, Any],
+                     address: Optional[HostAddress]) -> Dict[str, Any]:
+    """Adds `ssh_port` / `ssh_user` where the emulator's host differs from Mithril's."""
+    if address is not None and address.ssh_port != 22:
+        data['ssh_port'] = address.ssh_port
+    if address is not None and address.ssh_user != 'ubuntu':
+        data['ssh_user'] = address.ssh_user
+    return data
+
+
 def instance_json(instance: Instance) -> Dict[str, Any]:
     address = instance.address
     data = {
@@ -92,11 +104,28 @@ def instance_json(instance: Instance) -> Dict[str, Any]:
         'ssh_destination': address.ssh_destination if address else None,
         'private_ip': address.private_ip if address else None,
     }
-    if address is not None and address.ssh_port != 22:
-        data['ssh_port'] = address.ssh_port
-    if address is not None and address.ssh_user != 'ubuntu':
-        data['ssh_user'] = address.ssh_user
-    return data
+    return _with_ssh_extras(data, address)
+
+
+def kubernetes_cluster_json(market: Market,
+                            cluster: KubernetesCluster) -> Dict[str, Any]:
+    """A cluster as Mithril's KubernetesClusterModel."""
+    data = {
+        'fid': cluster.fid,
+        'name': cluster.name,
+        'project': cluster.project,
+        'region': cluster.region,
+        'created_at': iso(cluster.created_at),
+        'status': cluster.status.value,
+        'k8s_version': cluster.k8s_version,
+        'kube_host': cluster.kube_host,
+        'ssh_keys': list(cluster.ssh_keys),
+        'instances': [i.fid for i in market.cluster_instances(cluster)],
+        'join_command': cluster.join_command,
+        'deleted_at': iso(cluster.deleted_at),
+        'user_fid': market.user.fid,
+    }
+    return _with_ssh_extras(data, cluster.address)
 
 
 def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:

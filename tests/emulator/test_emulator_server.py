@@ -468,3 +468,51 @@ def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_kubernetes_cluster_routes_and_kube_endpoint(
+        emulator_server: EmulatorServer) -> None:
+    body = {'project': PROJECT_FID, 'name': 'pool', 'region': REGION,
+            'instance_type': TYPE, 'ssh_keys': []}
+    created = requests.post(f'{emulator_server.url}/v2/kubernetes/clusters',
+                            headers=AUTH, json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    cluster = created.json()
+    assert set(cluster) == {'fid', 'name', 'project', 'region', 'created_at',
+                            'status', 'k8s_version', 'kube_host', 'ssh_keys',
+                            'instances', 'join_command', 'deleted_at',
+                            'user_fid'}
+    assert (cluster['status'], cluster['k8s_version']) == ('Pending', '1.34')
+    kube = f'{emulator_server.url}/_kube/{cluster["fid"]}'
+    assert requests.get(f'{kube}/version', timeout=10).status_code == 503
+
+    bid_body = _bid_body(emulator_server, name='workers', quantity=2)
+    bid_body['launch_specification']['kubernetes_cluster'] = cluster['fid']
+    bid = requests.post(f'{emulator_server.url}/v2/spot/bids', headers=AUTH,
+                        json=bid_body, timeout=10).json()
+    _control(emulator_server, 'POST', 'advance', json={'seconds': 300})
+    listed = _get(emulator_server, '/v2/kubernetes/clusters',
+                  params={'project': PROJECT_FID}).json()
+    [one] = listed
+    assert one == _get(emulator_server,
+                       f'/v2/kubernetes/clusters/{cluster["fid"]}').json()
+    assert one['status'] == 'Available' and one['kube_host']
+    assert len(one['instances']) == 2
+    assert one['instances'] == _get(emulator_server, f'/v2/spot/bids/{bid["fid"]}').json()['instances']
+    assert requests.get(f'{kube}/version', timeout=10).json()['gitVersion'] == 'v1.34.0'
+    nodes = requests.get(f'{kube}/api/v1/nodes', timeout=10).json()
+    assert [n['metadata']['name'] for n in nodes['items']] == [
+        'pool-control', 'workers-0', 'workers-1']
+    table = requests.get(f'{kube}/api/v1/nodes', timeout=10, headers={
+        'Accept': 'application/json;as=Table;v=v1;g=meta.k8s.io'}).json()
+    assert table['kind'] == 'Table' and len(table['rows']) == 3
+    assert requests.get(f'{kube}/api/v1/nodes/nope', timeout=10).status_code == 404
+
+    deleted = requests.delete(
+        f'{emulator_server.url}/v2/kubernetes/clusters/{cluster["fid"]}',
+        headers=AUTH, timeout=10)
+    assert deleted.status_code == 204
+    assert _get(emulator_server, f'/v2/kubernetes/clusters/{cluster["fid"]}'
+                ).json()['status'] == 'Terminated'
+    assert _get(emulator_server,
+                '/v2/kubernetes/clusters/k8s_missing').status_code == 404
