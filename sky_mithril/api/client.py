@@ -31,7 +31,8 @@ from sky_mithril import __version__
 from sky_mithril.api import errors
 from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
                                     CreateBidRequest, CurrentPrice, Instance,
-                                    InstanceStatus, InstanceType, Me,
+                                    InstanceStatus, InstanceType,
+                                    KubernetesCluster, Me,
                                     PriceHistory, Project, SshKey,
                                     UpdateBidRequest)
 from sky_mithril.credentials import DEFAULT_API_URL, Credentials, redact
@@ -361,6 +362,18 @@ class MithrilClient:
         """One instance's status."""
         return self._get_one(f'/v2/instances/{_fid(instance_fid)}/status',
                              InstanceStatus)
+
+    # Kubernetes clusters.
+
+    def list_kubernetes_clusters(self, project: str) -> List[KubernetesCluster]:
+        """A project's Kubernetes clusters, terminated ones included."""
+        return self._get_list('/v2/kubernetes/clusters', KubernetesCluster,
+                              {'project': project})
+
+    def get_kubernetes_cluster(self, cluster_fid: str) -> KubernetesCluster:
+        """One Kubernetes cluster by fid (NotFoundError if unknown)."""
+        return self._get_one(f'/v2/kubernetes/clusters/{_fid(cluster_fid)}',
+                             KubernetesCluster)
 
     # Response handling.
 

@@ -76,6 +76,14 @@ class InstanceState:
     ERROR = 'STATUS_ERROR'
 
 
+class KubernetesClusterState:
+    """Known `KubernetesCluster.status` strings."""
+
+    PENDING = 'Pending'
+    AVAILABLE = 'Available'
+    TERMINATED = 'Terminated'
+
+
 class BidEventType:
     """Known `BidEvent.event_type` strings."""
 
@@ -330,3 +338,23 @@ class InstanceStatus(ApiModel):
     bid: Optional[str] = None
     reservation: Optional[str] = None
     end_time: Optional[Timestamp] = None
+
+
+class KubernetesCluster(ApiModel):
+    """A Kubernetes cluster: a control node at `kube_host` (SSH user `ubuntu`,
+    port 22) that bids join as workers through
+    `launch_specification.kubernetes_cluster`; `instances` are worker fids."""
+
+    fid: str
+    name: str
+    project: str
+    region: str
+    created_at: Timestamp
+    status: str
+    k8s_version: Optional[str] = None
+    ssh_keys: List[str] = Field(default_factory=list)
+    instances: List[str] = Field(default_factory=list)
+    kube_host: Optional[str] = None
+    join_command: Optional[str] = Field(default=None, repr=False)
+    deleted_at: Optional[Timestamp] = None
+    user_fid: Optional[str] = None
