@@ -1,4 +1,5 @@
-"""`sky-mithril`: set the plugin up, run the local Mithril emulator, maintain the catalog."""
+"""`sky-mithril`: set the plugin up, run the local Mithril emulator, maintain the
+catalog, and Mithril's infrastructure commands (`instance`, `ssh`, `k8s`)."""
 
 import argparse
 import sys
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sky_mithril.catalog import price_history  # pylint: disable=import-outside-toplevel
     price_history.add_prices_parser(commands)
+
+    from sky_mithril import commands as infrastructure  # pylint: disable=import-outside-toplevel
+    infrastructure.add_parsers(commands)
     return parser
 
 
@@ -105,8 +109,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # pylint: disable=broad-except
         from sky_mithril import credentials  # pylint: disable=import-outside-toplevel
         from sky_mithril.api import errors  # pylint: disable=import-outside-toplevel
+        from sky_mithril.commands import output  # pylint: disable=import-outside-toplevel
         if isinstance(e, (credentials.CredentialsError, errors.MithrilAPIError,
-                          ValueError, OSError)):
+                          output.CommandError, ValueError, OSError)):
             print(f'sky-mithril: {e}', file=sys.stderr)
             return 1
         raise

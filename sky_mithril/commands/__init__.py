@@ -1,0 +1,16 @@
+"""`sky-mithril`'s infrastructure commands, for people who know Mithril's `ml`:
+`instance` (bids by hand), `ssh` (into a bid's instances) and `k8s`
+(Kubernetes clusters and their kubeconfig). One module per command group."""
+
+import argparse
+
+from sky_mithril.commands import instance
+from sky_mithril.commands import k8s
+from sky_mithril.commands import ssh
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """Registers `instance`, `ssh` and `k8s` under `sky-mithril`."""
+    instance.add_parser(commands)
+    ssh.add_parser(commands)
+    k8s.add_parser(commands)

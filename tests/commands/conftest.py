@@ -1,0 +1,130 @@
+"""Fixtures for the infrastructure commands: a private HOME with an SSH key
+pair, the emulator with real SSH hosts on 127.0.0.1, and a way to run
+`sky-mithril ...` in-process and read what it printed."""
+
+import dataclasses
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+import requests
+
+from sky_mithril import cli
+from sky_mithril.commands import common
+from sky_mithril.commands import ssh as ssh_command
+from sky_mithril.emulator.hosts.local import LocalPortHosts
+from sky_mithril.emulator.server import EmulatorServer
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME with `~/.ssh/id_ed25519`; fast polling."""
+    home = tmp_path / 'home'
+    (home / '.ssh').mkdir(parents=True)
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C',
+                    'test@local', '-f', str(home / '.ssh' / 'id_ed25519')],
+                   check=True)
+    monkeypatch.setenv('HOME', str(home))
+    monkeypatch.setattr(common, 'POLL_INTERVAL_S', 0.05)
+    monkeypatch.setattr(common, 'RUNNING_TIMEOUT_S', 30.0)
+    monkeypatch.setattr(ssh_command, 'SSH_READY_TIMEOUT_S', 20.0)
+    return home
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture) -> Callable[..., Result]:
+    """`run('instance', 'list')` runs `sky-mithril instance list` in-process."""
+
+    def run_cli(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as e:  # argparse usage errors
+            code = int(e.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run_cli
+
+
+def _point_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
+              config_dir: Path) -> None:
+    monkeypatch.setenv('XDG_CONFIG_HOME', str(config_dir))
+    monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
+    monkeypatch.setenv('MITHRIL_API_URL', server.url)
+    monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+    monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
+
+
+@pytest.fixture
+def ssh_emulator(home: Path, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """The emulator at 600x whose instances are real sshds on 127.0.0.1."""
+    with EmulatorServer(speed=600, hosts=LocalPortHosts()) as server:
+        _point_at(server, monkeypatch, tmp_path / 'config')
+        yield server
+
+
+class Api:
+    """Plain HTTP to the emulator, independent of the client under test."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        self.url = server.url
+        self.headers = {'Authorization': 'Bearer emulator-test-key'}
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = requests.get(self.url + path, params=params,
+                                headers=self.headers, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: Dict[str, Any]) -> Any:
+        response = requests.post(self.url + path, json=body,
+                                 headers=self.headers, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def bids_named(self, name: str) -> List[Dict[str, Any]]:
+        return self.get('/v2/spot/bids', project='proj_emulator',
+                        name=name)['data']
+
+    def add_key(self, public_key_path: Path, name: str = 'k') -> str:
+        return self.post('/v2/ssh-keys', {
+            'project': 'proj_emulator', 'name': name,
+            'public_key': public_key_path.read_text()})['fid']
+
+    def create_cluster(self, name: str, key_fids: List[str]) -> Dict[str, Any]:
+        return self.post('/v2/kubernetes/clusters', {
+            'project': 'proj_emulator', 'name': name, 'region': REGION,
+            'instance_type': TYPE, 'ssh_keys': key_fids})
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest) -> Api:
+    """`Api` over whichever emulator fixture the test uses."""
+    for name in ('ssh_emulator', 'emulator'):
+        if name in request.fixturenames:
+            return Api(request.getfixturevalue(name))
+    raise RuntimeError('the api fixture needs an emulator fixture')
+
+
+@pytest.fixture(autouse=True)
+def steady_price(request: pytest.FixtureRequest) -> None:
+    """TYPE in REGION at a fixed $2.00 spot, so an $8.00 limit wins at the
+    next clearing whatever the emulator's default market does."""
+    for name in ('ssh_emulator', 'emulator'):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).control(
+                'POST', 'price', instance_type=TYPE, region=REGION,
+                price='$2.00')
