@@ -7,6 +7,7 @@ compared by type and body; the comment is ignored (Mithril may rewrite it).
 """
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Iterable, List, Optional
 
@@ -84,5 +85,13 @@ def key_fids_for_new_bid(conn: connection.Connection) -> List[str]:
     from sky_mithril import auth  # pylint: disable=import-outside-toplevel
     progress(f'Registering your public key {pairs[0].private_key}.pub with '
              f'project {conn.project_id}.')
-    return [auth.ssh_key_fid_for(conn, pairs[0].public_key)]
+    # SkyPilot's logger writes to stdout, where `--json` output goes; the
+    # line above already says it on stderr.
+    auth_logger = logging.getLogger(auth.logger.name)
+    level = auth_logger.level
+    auth_logger.setLevel(logging.WARNING)
+    try:
+        return [auth.ssh_key_fid_for(conn, pairs[0].public_key)]
+    finally:
+        auth_logger.setLevel(level)
 
