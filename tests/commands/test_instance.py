@@ -1,7 +1,11 @@
 """`sky-mithril instance ...` against the emulator (real HTTP, placeholder hosts)."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -228,6 +232,33 @@ def test_pattern_delete_spares_skypilot_clusters(emulator, home, run, api,
     assert api.bids_named('dev-sky')[0]['status'] == 'Terminated'
     assert 'No live bid to cancel' in run('instance', 'delete', '--all',
                                           '-y').out
+
+
+def test_a_cluster_in_skypilots_own_state_is_spared(emulator, home, run, api):
+    # SkyPilot keeps one database engine per process, so the cluster is
+    # written, and the delete run, in processes of their own with this HOME.
+    env = {**os.environ, 'HOME': str(home)}
+    subprocess.run([sys.executable, '-c', textwrap.dedent('''
+        import sky
+        from sky import global_user_state
+        from sky.backends import cloud_vm_ray_backend
+        handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
+            cluster_name='dev-sky', cluster_name_on_cloud='dev-sky-2ea4',
+            cluster_yaml=None, launched_nodes=1,
+            launched_resources=sky.Resources(infra='kubernetes'))
+        global_user_state.add_or_update_cluster(
+            'dev-sky', handle, requested_resources=None, ready=True)
+        ''')], env=env, check=True, capture_output=True, timeout=120)
+    for name in ('dev-a', 'dev-sky-2ea4'):
+        _create(run, name)
+    result = subprocess.run([sys.executable, '-m', 'sky_mithril.cli',
+                             'instance', 'delete', '-n', 'dev-*', '-y'],
+                            env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert 'dev-sky-2ea4 (' in result.stdout.split('Will cancel')[0]
+    assert api.bids_named('dev-a')[0]['status'] == 'Terminated'
+    assert api.bids_named('dev-sky-2ea4')[0]['status'] != 'Terminated'
 
 
 def test_bulk_delete_without_yes_lists_but_cancels_nothing(emulator, home, run,
