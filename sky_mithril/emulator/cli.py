@@ -6,6 +6,7 @@ import signal
 import threading
 from typing import Callable, List, Optional, Tuple
 
+from sky_mithril.emulator import default_market
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator.clock import ScaledClock
 from sky_mithril.emulator.hosts import HostBackend
@@ -56,7 +57,9 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--api-key',
                         help='accept only this API key (default: any)')
     parser.add_argument('--catalog', metavar='PATH',
-                        help='catalog CSV (default: the shipped vms.csv)')
+                        help='market CSV in the catalog\'s columns, Price = auction floor '
+                        '(default: the emulator\'s own market, with a week of '
+                        'price history)')
     parser.add_argument('--hosts', choices=HOST_BACKENDS, default='placeholder',
                         help='what an allocated instance becomes: '
                         '"placeholder" (an address, nothing listens), '
@@ -90,6 +93,8 @@ def build_server(args: argparse.Namespace,
                                capacity=args.capacity,
                                clearing_interval_s=args.clearing_interval,
                                seed=args.seed)
+    if args.catalog is None:
+        default_market.seed_history(market, args.seed)
     for instance_type, region, price in args.price:
         market.set_price(instance_type, region, price)
     return EmulatorServer(market,

@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from sky_mithril.emulator import default_market
 from sky_mithril.emulator import kube
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator.api_routes import api_router
@@ -39,17 +40,11 @@ from sky_mithril.emulator.stats import CountingMiddleware, RequestStats
 logger = logging.getLogger('sky.sky_mithril.emulator')
 
 
-def default_catalog_path() -> Path:
-    """The shipped catalog: inside the installed wheel, else the repo's catalog/."""
-    package_dir = Path(__file__).resolve().parent.parent
-    installed = package_dir / 'data' / 'vms.csv'
-    return installed if installed.exists() else (package_dir.parent /
-                                                 'catalog' / 'vms.csv')
-
-
 def load_catalog(path: Optional[Union[str, Path]] = None) -> List[Dict[str, str]]:
-    """Rows of a catalog CSV (`InstanceType, ..., Price, SpotPrice, Region, GpuInfo`)."""
-    with open(path or default_catalog_path(), newline='',
+    """Rows of a catalog CSV (`InstanceType, ..., Price, SpotPrice, Region,
+    GpuInfo`; Price is the auction floor): `path`, else the emulator's own
+    default market (`default_market`)."""
+    with open(path or default_market.DATA_PATH, newline='',
               encoding='utf-8') as f:
         return list(csv.DictReader(f))
 
@@ -138,7 +133,8 @@ class EmulatorServer:
     """The emulator on a loopback port, in background threads; a context manager.
 
     Without `market`, builds one from the catalog (`catalog_path`, default the
-    shipped one) on a `ScaledClock(speed)` with `hosts` (default placeholder
+    emulator's default market with a week of price history) on a
+    `ScaledClock(speed)` with `hosts` (default placeholder
     hosts), `capacity`, `clearing_interval_s` and `seed`; those arguments are
     ignored when a market is given. `seed` also seeds the default fault
     injector. Construct, adjust `.market` if needed (holding `.lock` once
@@ -167,6 +163,8 @@ class EmulatorServer:
                             capacity=capacity,
                             clearing_interval_s=clearing_interval_s,
                             seed=seed)
+            if catalog_path is None:
+                default_market.seed_history(market, seed)
         self.market = market
         self.faults = faults or FaultInjector(seed=seed)
         self.lock = threading.RLock()
