@@ -252,8 +252,25 @@ def _span(samples: Sequence[Sample]) -> str:
     return f'{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC'
 
 
+def duration(seconds: float) -> str:
+    """"2 min", "5 h 30 min", "6 days 23 h": a span, to the minute."""
+    minutes = int(seconds // 60)
+    day_count, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if day_count:
+        text = f'{day_count} day{"" if day_count == 1 else "s"}'
+        return f'{text} {hours} h' if hours else text
+    if hours:
+        return f'{hours} h {mins} min' if mins else f'{hours} h'
+    return f'{mins} min'
+
+
 def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]:
-    """The report lines of one (instance type, region)."""
+    """The report lines of one (instance type, region).
+
+    The share is of the samples, and the samples only stand for the window
+    they span: the line says what they cover, and a span shorter than half
+    the window gets a caution."""
     head = f'{item.label} in {item.region}'
     if not item.samples:
         return [f'{head}: no price history in {_period(days)}.']
@@ -262,20 +279,25 @@ def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]
     limit = suggest_limit(prices, likelihood)
     covered = math.floor(coverage(prices, limit) * 100)
     plural = '' if stats.count == 1 else 's'
+    span_s = (item.samples[-1][0] - item.samples[0][0]).total_seconds()
     lines = [
         f'{head}: {stats.count} sample{plural}, {_span(item.samples)}',
         f'  min {format_dollars(stats.minimum)}  '
         f'median {format_dollars(stats.median)}  '
         f'p90 {format_dollars(stats.p90)}  max {format_dollars(stats.maximum)}',
         f'  {sparkline(prices)}',
-        f'  A limit of {format_dollars(limit)}/h would have been at or above '
-        f'the spot price {covered}% of {_period(days)}.',
+        f'  A limit of {format_dollars(limit)}/h was at or above the spot '
+        f'price in {covered}% of these samples, which cover '
+        f'{duration(span_s)} of {_period(days)}.',
         f'  Suggested limit: {format_dollars(limit)} per instance-hour' +
         (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {item.gpus} GPUs).'
          if item.gpus > 0 else '.'),
     ]
     if stats.count == 1:
         lines.append('  Only 1 sample: too little history to rely on.')
+    elif span_s < days * 86400 / 2:
+        lines.append(f'  The samples cover only {duration(span_s)} of '
+                     f'{_period(days)}: too little history to rely on.')
     return lines
 
 

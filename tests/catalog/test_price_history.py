@@ -4,7 +4,7 @@ import argparse
 import csv
 import importlib.util
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -208,8 +208,8 @@ def test_report_for_two_regions_of_one_type(market, capsys):
     spark = a[2].strip()
     assert len(spark) == 10 and set(spark) <= set(price_history.BARS)
     assert spark[0] == '▄' and spark[1] == '▁' and spark[3] == '█'
-    assert a[3] == ('  A limit of $17.00/h would have been at or above the spot '
-                    'price 90% of the last 1 day.')
+    assert a[3] == ('  A limit of $17.00/h was at or above the spot price in 90% '
+                    'of these samples, which cover 9 h of the last 1 day.')
     assert a[4] == ('  Suggested limit: $17.00 per instance-hour (≈ $2.13 per '
                     'GPU-hour for 8 GPUs).')
 
@@ -218,7 +218,10 @@ def test_report_for_two_regions_of_one_type(market, capsys):
     assert b[1].split() == ['min', '$4.00', 'median', '$4.00', 'p90', '$5.50',
                             'max', '$5.50']
     assert b[2].strip() == '▁█▁'
-    assert 'A limit of $5.50/h would have been at or above the spot price 100% ' in b[3]
+    assert b[3].endswith('A limit of $5.50/h was at or above the spot price in 100% '
+                         'of these samples, which cover 1 h 30 min of the last 1 day.')
+    assert b[5] == ('  The samples cover only 1 h 30 min of the last 1 day: too '
+                    'little history to rely on.')
 
     assert by_region[REGION_EMPTY] == [
         f'{H100_8} (8x H100) in {REGION_EMPTY}: no price history in the last 1 day.']
@@ -229,7 +232,7 @@ def test_region_and_likelihood_options(market, capsys):
                 '--likelihood', '50%']) == 0
     out = capsys.readouterr().out
     assert set(blocks(out)) == {REGION_A}
-    assert 'A limit of $13.00/h would have been at or above the spot price 50% ' in out
+    assert 'A limit of $13.00/h was at or above the spot price in 50% of these ' in out
     assert 'a 50% allocation likelihood' in out
 
 
@@ -237,7 +240,8 @@ def test_a_longer_window_takes_in_older_samples(market, capsys):
     assert run(['prices', 'H100:8', '--region', REGION_A]) == 0
     a = blocks(capsys.readouterr().out)[REGION_A]
     assert ': 11 samples, ' in a[0] and a[1].split()[-1] == '$99.00'
-    assert a[3].endswith('90% of the last 7 days.')
+    assert a[3].endswith('90% of these samples, which cover 2 days 23 h of the '
+                         'last 7 days.')
 
 
 def test_unknown_gpu_lists_the_catalog(capsys):
@@ -282,7 +286,24 @@ def test_a_single_sample_is_reported_with_a_caution():
     assert lines[0].endswith('1 sample, 2025-01-01 06:30 to 2025-01-01 06:30 UTC')
     assert lines[1].split() == ['min', '$12.00', 'median', '$12.00', 'p90', '$12.00',
                                 'max', '$12.00']
-    assert lines[3].endswith('$12.00/h would have been at or above the spot price '
-                             '100% of the last 7 days.')
+    assert lines[3].endswith('$12.00/h was at or above the spot price in 100% of '
+                             'these samples, which cover 0 min of the last 7 days.')
     assert lines[4].endswith('($1.50 per GPU-hour for 8 GPUs).')
     assert lines[-1] == '  Only 1 sample: too little history to rely on.'
+
+
+def test_two_samples_minutes_apart_say_what_they_cover():
+    at = datetime(2025, 1, 1, 6, 30, tzinfo=timezone.utc)
+    item = price_history.MarketHistory(H100_8, REGION_A, 'H100', 8, [
+        (at, Decimal('12.00')), (at + timedelta(minutes=2), Decimal('12.50'))])
+    lines = price_history.describe(item, Decimal('0.9'), 2)
+    assert lines[3].endswith('in 100% of these samples, which cover 2 min of the '
+                             'last 2 days.')
+    assert lines[-1] == ('  The samples cover only 2 min of the last 2 days: too '
+                         'little history to rely on.')
+
+
+def test_durations_read_naturally():
+    assert [price_history.duration(s) for s in (59, 120, 5 * 3600 + 1800, 86400,
+                                                6 * 86400 + 23 * 3600)] == [
+        '0 min', '2 min', '5 h 30 min', '1 day', '6 days 23 h']
