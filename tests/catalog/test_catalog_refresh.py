@@ -2,16 +2,38 @@
 
 import subprocess
 import sys
+from decimal import Decimal
+from typing import Iterator
 
-import requests
+import pytest
 
 from sky_mithril.catalog import catalog_files
+from sky_mithril.emulator.server import EmulatorServer
 
 
-def test_refresh_writes_every_auction_with_its_spot_price(emulator_server, tmp_path):
-    requests.post(f'{emulator_server.url}/_emulator/price', timeout=10, json={
-        'instance_type': 'h100-80gb.sxm.8x', 'region': 'us-central2-a',
-        'price': '$11.25'}).raise_for_status()
+@pytest.fixture
+def quiet_market() -> Iterator[EmulatorServer]:
+    """The emulator's default market, never clearing: its history stays the
+    seeded week."""
+    with EmulatorServer(clearing_interval_s=1e9) as server:
+        yield server
+
+
+def test_refresh_follows_a_market_that_differs_from_the_shipped_catalog(
+        quiet_market, tmp_path):
+    """The emulator's default market has regions the shipped catalog lacks
+    and other prices, with a week of history: the refreshed CSV lists every
+    auction the API lists, priced at its 7-day median spot price."""
+    emulator_server = quiet_market
+    market = emulator_server.market
+    with emulator_server.lock:
+        auctions = {(a.instance_type.name, a.region): a
+                    for a in market.auctions()}
+        medians = {}
+        for auction, points in market.price_history(num_samples=200):
+            prices = sorted(p for _, p in points)
+            medians[(auction.instance_type.name,
+                     auction.region)] = prices[(len(prices) - 1) // 2]
     output = tmp_path / 'vms.csv'
     env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path),
            'MITHRIL_API_URL': emulator_server.url, 'MITHRIL_API_KEY': 'refresh-key',
@@ -21,17 +43,22 @@ def test_refresh_writes_every_auction_with_its_spot_price(emulator_server, tmp_p
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     shipped = catalog_files.read_rows(catalog_files.catalog_path())
-    fresh = catalog_files.read_rows(output)
-    assert {(r['InstanceType'], r['Region']) for r in fresh} == {
-        (r['InstanceType'], r['Region']) for r in shipped}
-    h100 = next(r for r in fresh if r['InstanceType'] == 'h100-80gb.sxm.8x')
-    assert (h100['AcceleratorName'], h100['AcceleratorCount']) == ('H100', '8')
-    assert h100['Price'] == '11.25' and h100['SpotPrice'] == '11.25'
+    fresh = {(r['InstanceType'], r['Region']): r
+             for r in catalog_files.read_rows(output)}
+    assert set(fresh) == set(auctions)
+    assert set(fresh) != {(r['InstanceType'], r['Region']) for r in shipped}
+    assert {Decimal(r['Price']) for r in fresh.values()} != {
+        Decimal(r['Price']) for r in shipped}
+    for key, row in fresh.items():
+        assert Decimal(row['Price']) == Decimal(row['SpotPrice']) == medians[key]
+        assert Decimal(row['Price']) > auctions[key].minimum_price * 10, key
+    new_region = fresh[('h100-80gb.sxm.8x', 'us-central1-a')]
+    assert (new_region['AcceleratorName'], new_region['AcceleratorCount'],
+            new_region['vCPUs']) == ('H100', '8', '168')
     assert f'Wrote {len(fresh)} rows' in result.stdout
 
 
 def test_refresh_with_a_rejected_key_says_so_and_writes_nothing(tmp_path):
-    from sky_mithril.emulator.server import EmulatorServer
     output = tmp_path / 'vms.csv'
     with EmulatorServer(api_key='right') as server:
         env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path),
