@@ -436,8 +436,7 @@ def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
 def _outcome_unknown(cause: BaseException) -> bool:
     """Whether a failed bid POST may still have been committed: its answer
     was lost or never awaited, as opposed to a definite refusal."""
-    return (isinstance(cause, (errors.AmbiguousResponseError,
-                               KeyboardInterrupt, SystemExit)) or
+    return (isinstance(cause, errors.AmbiguousResponseError) or
             not isinstance(cause, errors.MithrilAPIError))
 
 
