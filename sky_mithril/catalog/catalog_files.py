@@ -9,7 +9,7 @@ import csv
 import os
 import io
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from sky_mithril import files
 
@@ -48,8 +48,9 @@ def skypilot_catalog_file(sky_dir: Path, schema_version: str) -> Path:
     return sky_dir / 'catalogs' / schema_version / 'mithril' / 'vms.csv'
 
 
-def publish_for_skypilot(target: Path) -> bool:
-    """Copies our catalog to where SkyPilot looks for Mithril's catalog.
+def publish_for_skypilot(target: Path, source: Optional[Path] = None) -> bool:
+    """Copies our catalog (or `source`, e.g. the live overlay) to where
+    SkyPilot looks for Mithril's catalog.
 
     The `sky` client loads no plugin; when a task names an `instance_type`,
     it validates it against that file and would otherwise download
@@ -57,7 +58,7 @@ def publish_for_skypilot(target: Path) -> bool:
     overwrites a catalog file it did not download itself. Returns whether
     the file changed.
     """
-    source = catalog_path()
+    source = source or catalog_path()
     if target.is_file() and target.read_bytes() == source.read_bytes():
         return False
     files.write_atomically(target, source.read_bytes())

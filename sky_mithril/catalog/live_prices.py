@@ -1,33 +1,47 @@
 """Live spot prices laid over the shipped catalog, so the optimizer's cost,
 `sky show-gpus` and the cheapest-region choice reflect the market now.
 
-Prices come from `GET /v2/spot/availability` (one row per instance type and
-region auction) and `GET /v2/pricing/current` per auction, and are written into a copy of the catalog CSV in
-`~/.sky/mithril/`, which the catalog module reads through SkyPilot's own
-LazyDataFrame. The copy is refreshed in the background once it is older than
-CACHE_TTL_SECONDS (stale-while-revalidate): the optimizer never waits on the
-API, except for one short attempt when no copy exists yet. Without
-credentials, or with the API unreachable, the shipped prices are used as
-they are. A price of $0 is never taken from the API.
+The market comes from `GET /v2/spot/availability` (one row per instance type
+and region auction, with its free capacity), `GET /v2/instance-types` (the
+shapes) and `GET /v2/pricing/current` per auction (the spot price). The
+overlay (`~/.sky/mithril/vms-live.csv`, read by the catalog module through
+SkyPilot's LazyDataFrame) has a row for every auction the API lists, also
+for types and regions the shipped catalog lacks; shipped rows the API no
+longer lists are kept (existing clusters still resolve) and marked
+`delisted` in the state file, so ranking puts them last.
+
+One refresh per CACHE_TTL_SECONDS for all processes sharing `~/.sky/mithril/`
+(an API server's workers): a stale overlay is served while one process,
+holding an fcntl lock on `live-prices.lock`, refreshes it in the background;
+the others skip. The optimizer never waits on the API, except for one short
+attempt when no overlay exists yet. Without credentials, or with the API
+unreachable, the shipped catalog stands as it is: its prices are recent
+median spot prices (see `refresh`), an estimate, never the auction floor.
+A price of $0 is never taken from the API.
 """
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from sky_mithril import credentials as credentials_lib
 from sky_mithril import files
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.catalog import catalog_files
+from sky_mithril.catalog import refresh as refresh_lib
 
 CACHE_TTL_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
 
-Quotes = Dict[Tuple[str, str], Tuple[Decimal, int]]
+Key = Tuple[str, str]  # (instance type name, region)
+Quotes = Dict[Key, Tuple[Decimal, int]]
 
 _refreshing = threading.Lock()
 
@@ -45,24 +59,37 @@ def _state_path() -> Path:
     return cache_dir() / 'live-prices.json'
 
 
-def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
-    """(instance type name, region) → (spot price, free capacity).
+def _lock_path() -> Path:
+    return cache_dir() / 'live-prices.lock'
 
-    The auctions come from one availability call; each one's spot price
-    from `/v2/pricing/current`, since the availability row's
-    `last_instance_price` is what the last allocation paid and goes stale
-    when the market moves. When pricing calls fail or the time budget runs
-    out, the availability price stands in.
+
+@dataclasses.dataclass(frozen=True)
+class Market:
+    """What the API lists now: quotes per auction and the catalog rows
+    (shape and spot price) of every auction."""
+
+    quotes: Quotes
+    rows: List[Dict[str, str]]
+
+
+def fetch_market(creds: credentials_lib.Credentials) -> Market:
+    """Every listed auction: (spot price, free capacity) and its catalog row.
+
+    The spot price comes from `/v2/pricing/current`, since the availability
+    row's `last_instance_price` is what the last allocation paid and goes
+    stale when the market moves. When pricing calls fail or the time budget
+    runs out, the availability price stands in.
     """
     deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
     with client_lib.MithrilClient.from_credentials(
             creds, timeout=FETCH_TIMEOUT_SECONDS,
             max_retry_seconds=0.0) as client:
-        names = {t.fid: t.name for t in client.list_instance_types()}
+        types = {t.fid: t for t in client.list_instance_types()}
         quotes: Quotes = {}
+        rows: List[Dict[str, str]] = []
         for auction in client.list_spot_availability():
-            name = names.get(auction.instance_type)
-            if not name:
+            instance_type = types.get(auction.instance_type)
+            if instance_type is None:
                 continue
             price = auction.last_instance_price
             if time.monotonic() < deadline:
@@ -73,8 +100,16 @@ def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
                 except errors.MithrilAPIError:
                     pass
             if price > 0:
-                quotes[(name, auction.region)] = (price, auction.capacity)
-        return quotes
+                quotes[(instance_type.name, auction.region)] = (price,
+                                                                auction.capacity)
+                rows.append(refresh_lib.catalog_row(instance_type,
+                                                    auction.region, price))
+        return Market(quotes, rows)
+
+
+def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
+    """(instance type name, region) → (spot price, free capacity)."""
+    return fetch_market(creds).quotes
 
 
 def _read_state() -> Dict:
@@ -84,31 +119,87 @@ def _read_state() -> Dict:
         return {}
 
 
+def _overlay_rows(market: Optional[Market]) -> Tuple[List[Dict[str, str]],
+                                                     List[Key]]:
+    """The overlay's rows and the shipped auctions the API no longer lists."""
+    shipped = catalog_files.read_rows(catalog_files.catalog_path())
+    if market is None or not market.rows:
+        return shipped, []
+    listed = {(r['InstanceType'], r['Region']) for r in market.rows}
+    delisted = [r for r in shipped
+                if (r['InstanceType'], r['Region']) not in listed]
+    return market.rows + delisted, [(r['InstanceType'], r['Region'])
+                                    for r in delisted]
+
+
 def refresh() -> None:
-    """Fetches live prices and rewrites the overlay; the shipped prices stand
-    wherever (or whenever) the API has none."""
+    """Fetches the market and rewrites the overlay (and the copy the
+    plugin-less `sky` client validates against); the shipped catalog stands
+    wherever (or whenever) the API has nothing."""
     try:
         creds: Optional[credentials_lib.Credentials] = (
             credentials_lib.load_credentials())
     except credentials_lib.CredentialsError:
         creds = None
-    quotes: Quotes = {}
+    market: Optional[Market] = None
     if creds is not None:
         try:
-            quotes = fetch_quotes(creds)
+            market = fetch_market(creds)
         except errors.MithrilAPIError:
-            pass
-    rows = catalog_files.read_rows(catalog_files.catalog_path())
-    for row in rows:
-        quote = quotes.get((row['InstanceType'], row['Region']))
-        if quote is not None:
-            row['Price'] = row['SpotPrice'] = str(quote[0])
+            market = None
+    rows, delisted = _overlay_rows(market)
     catalog_files.write_rows(rows, overlay_path())
+    _publish_for_client()
     state = {
         'fetched_at': time.time(),
-        'quotes': {f'{t}@{r}': [str(p), c] for (t, r), (p, c) in quotes.items()},
+        'live': bool(market and market.rows),
+        'quotes': {f'{t}@{r}': [str(p), c]
+                   for (t, r), (p, c) in (market.quotes if market else {}).items()},
+        'delisted': [f'{t}@{r}' for t, r in delisted],
     }
     files.write_atomically(_state_path(), json.dumps(state))
+
+
+def _publish_for_client() -> None:
+    """The `sky` client loads no plugin and checks regions and instance
+    types against SkyPilot's Mithril catalog file: keep it equal to the
+    overlay, so a region that exists only in live data passes there too."""
+    from sky.skylet import constants  # pylint: disable=import-outside-toplevel
+    target = catalog_files.skypilot_catalog_file(
+        Path.home() / '.sky', constants.CATALOG_SCHEMA_VERSION)
+    try:
+        catalog_files.publish_for_skypilot(target, overlay_path())
+    except OSError:
+        pass  # A read-only ~/.sky: the client keeps the shipped catalog.
+
+
+@contextlib.contextmanager
+def _refresh_lock(blocking: bool) -> Iterator[bool]:
+    """The cross-process refresh lock; yields whether it is held."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with _lock_path().open('a') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _is_fresh() -> bool:
+    age = time.time() - _read_state().get('fetched_at', 0.0)
+    return overlay_path().exists() and age <= CACHE_TTL_SECONDS
+
+
+def refresh_if_stale(blocking: bool) -> None:
+    """Refreshes unless another process holds the lock (when not
+    `blocking`) or refreshed within the TTL."""
+    with _refresh_lock(blocking) as held:
+        if held and not _is_fresh():
+            refresh()
 
 
 def _refresh_in_background() -> None:
@@ -117,7 +208,7 @@ def _refresh_in_background() -> None:
 
     def run() -> None:
         try:
-            refresh()
+            refresh_if_stale(blocking=False)
         finally:
             _refreshing.release()
 
@@ -133,10 +224,8 @@ class OverlayFreshness:
 
     def __call__(self) -> bool:
         if not overlay_path().exists():
-            refresh()
-        state = _read_state()
-        age = time.time() - state.get('fetched_at', 0.0)
-        if age > CACHE_TTL_SECONDS:
+            refresh_if_stale(blocking=True)
+        elif not _is_fresh():
             _refresh_in_background()
         mtime = overlay_path().stat().st_mtime
         changed = mtime != self._loaded_mtime
@@ -144,7 +233,33 @@ class OverlayFreshness:
         return changed
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The last market seen: whether it is live, quotes, delisted auctions."""
+
+    live: bool
+    quotes: Quotes
+    delisted: FrozenSet[Key]
+
+    def quote(self, instance_type: str,
+              region: str) -> Optional[Tuple[Decimal, int]]:
+        return self.quotes.get((instance_type, region))
+
+
+def _key(text: str) -> Key:
+    instance_type, _, region = text.partition('@')
+    return instance_type, region
+
+
+def snapshot() -> Snapshot:
+    """The market as of the last refresh (empty when there was none)."""
+    state = _read_state()
+    quotes = {_key(k): (Decimal(v[0]), int(v[1]))
+              for k, v in state.get('quotes', {}).items()}
+    return Snapshot(bool(state.get('live')) and bool(quotes), quotes,
+                    frozenset(_key(k) for k in state.get('delisted', [])))
+
+
 def quote(instance_type: str, region: str) -> Optional[Tuple[Decimal, int]]:
     """The last live (spot price, free capacity) seen for an auction."""
-    value = _read_state().get('quotes', {}).get(f'{instance_type}@{region}')
-    return (Decimal(value[0]), int(value[1])) if value else None
+    return snapshot().quote(instance_type, region)

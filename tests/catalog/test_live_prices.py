@@ -4,6 +4,7 @@ shipped prices, stale cache served while it refreshes."""
 import csv
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +18,10 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
 
 TYPE = 'h100-80gb.sxm.8x'
+# SkyPilot's cheapest CPU-only default with 4+ vCPUs on the big clouds is
+# about $0.19/h on demand (AWS m6i.xlarge, GCP n2-standard-4): a Mithril GPU
+# machine priced offline must never undercut it.
+CHEAPEST_CPU_ONLY_PER_HOUR = Decimal('0.19')
 REGION_A, REGION_B = 'us-central2-a', 'us-central3-a'
 
 
@@ -81,9 +86,120 @@ def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
         out = offline.stdout + offline.stderr
         assert offline.returncode == 0, out
         chosen = next(line for line in out.splitlines() if '✔' in line)
-        assert '8.0' in chosen and 'Spot price' not in out
+        assert '16.0' in chosen and 'Spot price' not in out
     finally:
         box.stop_api_server()
+
+
+def set_capacity(server: EmulatorServer, region: str, capacity: int) -> None:
+    requests.post(f'{server.url}/_emulator/capacity', timeout=10, json={
+        'instance_type': TYPE, 'region': region,
+        'capacity': capacity}).raise_for_status()
+
+
+def forget_live_prices(box: SkySandbox) -> None:
+    """Drops the sandbox's cached market: the next command fetches it anew."""
+    for cached in (box.home / '.sky' / 'mithril').glob('*'):
+        cached.unlink()
+
+
+def chosen_line(out: str) -> str:
+    return next(line for line in out.splitlines() if '✔' in line)
+
+
+@pytest.mark.e2e
+def test_dryrun_ranks_regions_by_whether_a_bid_can_win_now(
+        market, two_region_catalog, tmp_path):
+    """B is cheaper ($6 vs $10). Without free capacity in B, A (which can
+    allocate now) is picked, unless the task waits forever. With the limit
+    below both markets, the launch is refused before any bid, naming the
+    price that would win."""
+    box = SkySandbox(tmp_path, api_url=market.url, api_key='live-key',
+                     extra_env={catalog_files.ENV_CATALOG: str(two_region_catalog)})
+
+    def task(name: str, mithril: dict) -> Path:
+        path = tmp_path / f'{name}.yaml'
+        path.write_text(yaml.safe_dump({
+            'resources': {'infra': 'mithril', 'accelerators': 'H100:8'},
+            'config': {'mithril': mithril}, 'run': 'true'}))
+        return path
+
+    bids_before = len(market.control('GET', 'state')['bids'])
+    set_capacity(market, REGION_B, 0)
+    try:
+        ranked = box.sky(['launch', '--dryrun', '-y',
+                          str(task('ranked', {'limit_price': 12}))])
+        out = ranked.stdout + ranked.stderr
+        assert ranked.returncode == 0, out
+        assert REGION_A in chosen_line(out) and '10.0' in chosen_line(out), out
+        assert (f'{TYPE} in {REGION_B} cannot be allocated now (0 free, 1 '
+                'needed): ranked after the regions that can.') in out
+
+        patient = box.sky(['launch', '--dryrun', '-y', str(task('patient', {
+            'limit_price': 12, 'provision_timeout': 'forever'}))])
+        out = patient.stdout + patient.stderr
+        assert patient.returncode == 0, out
+        assert REGION_B in chosen_line(out) and '6.0' in chosen_line(out), out
+
+        set_capacity(market, REGION_B, 8)
+        forget_live_prices(box)
+        below = box.sky(['launch', '-y', '-c', 'below-market',
+                         str(task('below', {'limit_price': 5,
+                                            'provision_timeout': 60}))],
+                        timeout=300)
+        out = below.stdout + below.stderr
+        assert below.returncode != 0, out
+        assert ('your limit $5.00/h per instance (limit_price in '
+                'config.mithril) is below the spot price in every region') in out
+        assert ('raise config.mithril.limit_price to at least $6.00 (spot in '
+                f'{REGION_B}), or set provision_timeout: forever') in out
+        assert 'Traceback' not in out
+        assert len(market.control('GET', 'state')['bids']) == bids_before
+    finally:
+        set_capacity(market, REGION_B, 8)
+        box.stop_api_server()
+
+
+@pytest.mark.e2e
+def test_a_region_only_in_live_data_is_launchable_and_offline_costs_are_estimates(
+        tmp_path):
+    """The emulator's default market has H100:8 in us-central1-a, which the
+    shipped catalog lacks. With the API down, a CPU-only task gets the
+    shipped catalog's estimate, not an auction floor."""
+    shipped = catalog_files.read_rows(catalog_files.catalog_path())
+    assert 'us-central1-a' not in {r['Region'] for r in shipped}
+    with EmulatorServer() as server:
+        box = SkySandbox(tmp_path, api_url=server.url, api_key='live-key')
+        path = tmp_path / 'new-region.yaml'
+        path.write_text(yaml.safe_dump({
+            'resources': {'infra': 'mithril/us-central1-a',
+                          'accelerators': 'H100:8'},
+            'config': {'mithril': {'limit_price': 24.5}}, 'run': 'true'}))
+        try:
+            result = box.sky(['launch', '--dryrun', '-y', str(path)])
+            out = result.stdout + result.stderr
+            assert result.returncode == 0, out
+            assert 'us-central1-a' in chosen_line(out) and '18.4' in chosen_line(out)
+            assert 'Spot price in us-central1-a now: $18.40/h (8 free)' in out
+
+            profile = box.home / '.config' / 'mithril' / 'config.yaml'
+            config = yaml.safe_load(profile.read_text())
+            config['profiles']['default']['api_url'] = 'http://127.0.0.1:9'
+            profile.write_text(yaml.safe_dump(config))
+            forget_live_prices(box)
+            cpu = tmp_path / 'cpu.yaml'
+            cpu.write_text(yaml.safe_dump({'resources': {'cpus': '4+'},
+                                           'run': 'true'}))
+            offline = box.sky(['launch', '--dryrun', '-y', str(cpu)])
+            out = offline.stdout + offline.stderr
+            assert offline.returncode == 0, out
+            estimate = next(r for r in shipped
+                            if r['InstanceType'] == 'a100-80gb.sxm.1x')['Price']
+            assert Decimal(estimate) >= CHEAPEST_CPU_ONLY_PER_HOUR
+            line = chosen_line(out)
+            assert 'a100-80gb.sxm.1x' in line and f'{float(estimate)}' in line, out
+        finally:
+            box.stop_api_server()
 
 
 def test_stale_prices_are_served_while_a_refresh_runs(market, two_region_catalog,
@@ -131,7 +247,6 @@ def test_api_down_keeps_shipped_prices_and_never_zero(monkeypatch):
 
 def test_quotes_follow_the_market_after_an_allocation_paid_an_older_price(
         emulator_server, monkeypatch):
-    from decimal import Decimal
     from sky_mithril import credentials
     from sky_mithril.api import MithrilClient, models
     a100 = ('a100-80gb.sxm.1x', 'us-central3-a')
