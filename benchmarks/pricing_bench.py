@@ -2,15 +2,21 @@
 catalog (SkyPilot's built-in Mithril cloud), on one local emulator.
 
 The market: every instance type of the shipped catalog offered in 2-3
-regions, all at the shipped floor price (as in SkyPilot's Mithril catalog,
-where the floor says nothing about today's market), with a different spot
-price per region set on the emulator. For each task (one per instance type),
+regions, all at one catalog price per type (as in SkyPilot's Mithril
+catalog, whose floor prices say nothing about today's market), with a
+different spot price per region set on the emulator. For each task (one per instance type),
 the real SkyPilot optimizer picks a region via `sky launch --dryrun` in two
 sandboxes: one with the sky-mithril plugin (live prices), one with the plugin
 disabled and the floor-price catalog seeded where the built-in reads it.
 Each choice is then bid for through sky-mithril's provisioner (1 instance,
 limit LIMIT) and the emulator's second-price clearing (`price_paid`) is what
 that instance-hour costs; every bid is terminated.
+
+Then the cannot-win case: no free capacity for A100:1 in the cheapest region
+nor in the region the built-in's tie-break picks. Each optimizer picks again,
+and each provisioner (ours, and the built-in `sky.provision.mithril`) bids
+in its pick: the time to a running bid and its price, or "still waiting"
+after WAIT_CAP_S (the built-in would wait up to an hour).
 
 Run: python benchmarks/pricing_bench.py  (about 2-3 min; only 127.0.0.1).
 """
@@ -21,13 +27,16 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from types import ModuleType
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
+from sky.provision.mithril import instance as builtin_provisioner
 from sky.skylet import constants
 
 from sky_mithril.catalog import catalog_files
@@ -63,6 +72,12 @@ MARKET: Dict[str, Dict[str, str]] = {
                          'us-central5-a': '$0.70'},
 }
 CHOOSERS = ('sky-mithril', 'built-in')
+# The cannot-win case: A100:1 where the market has no free capacity in the
+# cheapest region (us-central5-a) nor in the one the floor-price catalog's
+# tie-break picks (us-central2-a).
+NO_CAPACITY = ('us-central5-a', 'us-central2-a')
+CANNOT_WIN_TYPE = 'a100-80gb.sxm.1x'
+WAIT_CAP_S = 60.0  # wall seconds we wait for a bid before calling it stuck
 
 
 class Task(NamedTuple):
@@ -148,6 +163,62 @@ def pay_for_an_hour(server: EmulatorServer, key_fid: str, task: Task,
     return Decimal(bid['price_paid'].lstrip('$'))
 
 
+def time_to_allocation(module: ModuleType, server: EmulatorServer,
+                       key_fid: str, task: Task, region: str,
+                       name: str) -> Tuple[Optional[float], Optional[Decimal]]:
+    """Runs `module`'s run_instances for 1 instance in `region` (in a thread,
+    at most WAIT_CAP_S); returns the wall seconds to an Allocated bid and its
+    price, or (None, None) when it was still waiting. Cancels the bid."""
+    provider_config = {'profile': '', 'project_id': PROJECT_FID, 'api_url': '',
+                       'region': region, 'limit_price_per_hour': LIMIT,
+                       'provision_timeout': ''}
+    config = provision_config(provider_config, key_fid, task.instance_type)
+    started = time.monotonic()
+    worker = threading.Thread(
+        target=lambda: module.run_instances(region, name, name, config),
+        daemon=True)
+    worker.start()
+    worker.join(WAIT_CAP_S)
+    bid = next(b for b in server.control('GET', 'state')['bids']
+               if b['name'] == name)
+    waited = time.monotonic() - started
+    provisioner.terminate_instances(name, provider_config)
+    worker.join(30)
+    if bid['status'] != 'Allocated':
+        return None, None
+    return waited, Decimal(bid['price_paid'].lstrip('$'))
+
+
+def cannot_win_case(server: EmulatorServer, boxes: Dict[str, SkySandbox],
+                    tasks: List[Task], key_fid: str) -> List[str]:
+    """The cheapest region has no free capacity: each optimizer picks a
+    region (dry run), then each provisioner bids there; report lines."""
+    task = next(t for t in tasks if t.instance_type == CANNOT_WIN_TYPE)
+    for region in NO_CAPACITY:
+        server.control('POST', 'capacity', instance_type=task.instance_type,
+                       region=region, capacity=0)
+    for cached in (boxes['sky-mithril'].home / '.sky' / 'mithril').glob('*'):
+        cached.unlink()
+    try:
+        picks = {label: dryrun_region(box, task) for label, box in boxes.items()}
+    finally:
+        for box in boxes.values():
+            box.stop_api_server()
+    modules = {'sky-mithril': provisioner, 'built-in': builtin_provisioner}
+    lines = [f'Cannot-win case: {task.accelerators} ({task.instance_type}), no '
+             f'free capacity in {" and ".join(NO_CAPACITY)} (the cheapest '
+             'region and the floor catalog\'s pick):']
+    for label in CHOOSERS:
+        waited, price = time_to_allocation(modules[label], server, key_fid,
+                                           task, picks[label],
+                                           f'cannot-win-{label}')
+        outcome = (f'running bid after {waited:.1f} s at ${price:.2f}/h'
+                   if waited is not None else
+                   f'no running bid after {WAIT_CAP_S:.0f} s (still waiting)')
+        lines.append(f'  {label}: picks {picks[label]}, {outcome}')
+    return lines
+
+
 def main() -> None:
     logging.getLogger('sky').setLevel(logging.WARNING)
     started = time.monotonic()
@@ -185,12 +256,13 @@ def main() -> None:
                             for i, (task, region) in enumerate(
                                 zip(tasks, choices[label]))]
                     for label in CHOOSERS}
+            cannot_win = cannot_win_case(server, boxes, tasks, key_fid)
             live = [b['name'] for b in server.control('GET', 'state')['bids']
                     if b['status'] != 'Terminated']
             assert not live, f'left behind: {live}'
 
     print(f'{len(tasks)} tasks, one per instance type, each offered in 2-3 '
-          'regions at one floor price; spot prices differ per region. '
+          'regions at one catalog price; spot prices differ per region. '
           'Region = the optimizer\'s pick (sky launch --dryrun); $/h = '
           'clearing price paid for 1 instance through the emulator.')
     header = ('task', 'instance type', 'sky-mithril region', '$/h',
@@ -212,6 +284,7 @@ def main() -> None:
           f'${totals["built-in"]:.2f} for {len(tasks)} instance-hours: '
           f'{saving:.0f}% cheaper ({chose_s:.0f} s choosing, '
           f'{time.monotonic() - started:.0f} s in all, all bids terminated).')
+    print('\n'.join(cannot_win))
 
 
 if __name__ == '__main__':

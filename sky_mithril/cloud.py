@@ -6,12 +6,18 @@ It subclasses the built-in class and takes over its name
 calls, and handles unpickled by a client that has no plugin — resolves to it.
 """
 
+import dataclasses
+import hashlib
+import threading
+import time
 import typing
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from sky import clouds
 from sky import exceptions
 from sky import sky_logging
+from sky.utils import common_utils
 from sky.clouds import mithril as builtin_mithril
 from sky.utils import resources_utils
 
@@ -46,43 +52,140 @@ _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
 }
 
 
-def _connect_or_block_cloud() -> 'connection.Connection':
-    """Resolves the account before a launch; credential problems block the
-    whole cloud (SkyPilot then fails over elsewhere) with the reason shown."""
+# Ranking: a region where a bid at the task's limit cannot win now costs this
+# much more per hour than its spot price, which puts it after every region
+# and cloud that can (a Mithril limit never exceeds $1,000/h).
+CANNOT_WIN_PENALTY_PER_HOUR = 10_000.0
+# How long a resolved project (per credentials) is reused within a process:
+# SkyPilot asks for the deploy variables twice per launch.
+PROJECT_CACHE_SECONDS = 300.0
+# How long a printed limit/market note is not repeated for the same launch.
+NOTE_REPEAT_SECONDS = 3600.0
+
+_projects: Dict[Tuple[str, str, str, str], Tuple[float, str]] = {}
+_notes_printed: Dict[Tuple[str, ...], float] = {}
+_memo_lock = threading.Lock()
+
+
+def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
+    """Credentials and project fid before a launch, the project looked up at
+    most once per PROJECT_CACHE_SECONDS per credentials. Credential problems
+    block the whole cloud (SkyPilot then fails over elsewhere) with the
+    reason shown."""
     try:
+        creds = credentials_lib.load_credentials()
+        key = (hashlib.sha256(creds.api_key.encode()).hexdigest(),
+               creds.api_url, creds.project_id or '', creds.profile or '')
+        with _memo_lock:
+            cached = _projects.get(key)
+        if cached is not None and time.monotonic() - cached[0] < (
+                PROJECT_CACHE_SECONDS):
+            return creds, cached[1]
         conn = connection.connect()
     except (credentials_lib.CredentialsError, errors.AuthenticationError,
             errors.PermissionDeniedError) as e:
         raise exceptions.InvalidCloudCredentials(str(e)) from None
     conn.client.close()
-    return conn
+    with _memo_lock:
+        _projects[key] = (time.monotonic(), conn.project_id)
+    return conn.credentials, conn.project_id
+
+
+def _first_time_this_launch(*key: str) -> bool:
+    """Whether a note with `key` was not yet printed for this request (an
+    API-server request id; outside a request, within NOTE_REPEAT_SECONDS)."""
+    full = (common_utils.get_current_request_id(), *key)
+    now = time.monotonic()
+    with _memo_lock:
+        for old in [k for k, at in _notes_printed.items()
+                    if now - at > NOTE_REPEAT_SECONDS]:
+            del _notes_printed[old]
+        if full in _notes_printed:
+            return False
+        _notes_printed[full] = now
+        return True
 
 
 def _market_note(instance_type: str, region: str, limit: config.LimitPrice,
-                 timeout: Optional[int]) -> str:
-    """Spot price vs the effective limit, and what happens if the bid waits."""
+                 timeout: Optional[int], num_nodes: int) -> str:
+    """Spot price and capacity vs the effective limit and node count, and
+    what happens if the bid waits."""
     quote = live_prices.quote(instance_type, region)
     if quote is None:
         return ''
     spot, capacity = quote
     spot_text = f'{money.format_dollars(spot)}/h'
-    if spot <= limit.per_hour:
-        return (f'Spot price in {region} now: {spot_text} ({capacity} free), '
-                'within your limit.')
-    wait = ('until the price falls (provision_timeout: forever)'
+    wait = ('until then (provision_timeout: forever)'
             if timeout is None else
             f'at most {timeout}s (provision_timeout), then it is cancelled '
             'and SkyPilot tries elsewhere')
-    return (f'Spot price in {region} now: {spot_text}, above your limit '
-            f'{money.format_dollars(limit.per_hour)}/h: the bid will wait {wait}. '
-            f'To be allocated now, raise config.mithril.limit_price to at least '
-            f'{money.format_dollars(spot)}.')
+    if spot > limit.per_hour:
+        return (f'Spot price in {region} now: {spot_text}, above your limit '
+                f'{money.format_dollars(limit.per_hour)}/h: the bid will wait '
+                f'for the price to fall, {wait}. To be allocated now, raise '
+                f'config.mithril.limit_price to at least '
+                f'{money.format_dollars(spot)}.')
+    if capacity < num_nodes:
+        return (f'Spot price in {region} now: {spot_text}, within your limit, '
+                f'but only {capacity} instance(s) free for {num_nodes} '
+                f'node(s): the bid will wait for capacity, {wait}.')
+    return (f'Spot price in {region} now: {spot_text} ({capacity} free), '
+            'within your limit.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """What the optimizer ranks a task's Mithril regions by: can a bid at the
+    task's effective limit, for its node count, win now (spot <= limit and
+    free capacity >= nodes)? A patient task (`provision_timeout: forever`)
+    ranks by spot price alone."""
+
+    sections: config.Sections
+    num_nodes: int
+    patient: bool
+
+    def why_not_now(self, instance_type: str, region: str,
+                    market: live_prices.Snapshot) -> Optional[str]:
+        """None when a bid would win now (or no live data says otherwise);
+        else the reason it would not."""
+        if (instance_type, region) in market.delisted:
+            return 'Mithril no longer lists this auction'
+        quote = market.quote(instance_type, region)
+        if self.patient or quote is None:
+            return None
+        spot, free = quote
+        limit = Mithril.effective_limit_price(instance_type, self.sections)
+        if spot > limit.per_hour:
+            return (f'spot {money.format_dollars(spot)}/h above your limit '
+                    f'{money.format_dollars(limit.per_hour)}/h')
+        if free < self.num_nodes:
+            return f'{free} free, {self.num_nodes} needed'
+        return None
+
+
+def _winning_price(instance_type: str, regions: List[str], num_nodes: int,
+                   market: live_prices.Snapshot) -> Tuple[Decimal, str]:
+    """The lowest spot price (and its region) among regions with capacity
+    for `num_nodes`, else among all: the limit that would win now."""
+    quotes = [(market.quotes[(instance_type, r)], r) for r in regions
+              if (instance_type, r) in market.quotes]
+    roomy = [(q[0], r) for q, r in quotes if q[1] >= num_nodes]
+    return min(roomy or [(q[0], r) for q, r in quotes])
 
 
 class Mithril(builtin_mithril.Mithril):
     """Mithril GPU spot market: every instance is a bid at the user's limit price."""
 
     _REPR = 'Mithril'
+    # Set only on the copies the optimizer ranks a task's launchables with.
+    ranking: Optional[Ranking] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """The ranking is the optimizer's view of one moment: never pickled
+        into a cluster handle."""
+        state = super().__getstate__()
+        state.pop('ranking', None)
+        return state
 
     @classmethod
     def _unsupported_features_for_resources(
@@ -162,7 +265,16 @@ class Mithril(builtin_mithril.Mithril):
                                      use_spot: bool,
                                      region: Optional[str] = None,
                                      zone: Optional[str] = None) -> float:
-        return mithril_catalog.get_hourly_cost(instance_type, use_spot, region, zone)
+        """The spot price (live, else the catalog's estimate); for the
+        optimizer's ranking, plus CANNOT_WIN_PENALTY_PER_HOUR in a region
+        where a bid at the task's limit cannot win now."""
+        cost = mithril_catalog.get_hourly_cost(instance_type, use_spot, region,
+                                               zone)
+        if self.ranking is not None and region is not None and (
+                self.ranking.why_not_now(instance_type, region,
+                                         live_prices.snapshot())):
+            cost += CANNOT_WIN_PENALTY_PER_HOUR
+        return cost
 
     def accelerators_to_hourly_cost(self, accelerators: Dict[str, int],
                                     use_spot: bool, region: Optional[str],
@@ -189,21 +301,87 @@ class Mithril(builtin_mithril.Mithril):
         return config.resolve_limit_price(cls.gpu_count(instance_type),
                                           *sections)
 
+    def get_feasible_launchable_resources(
+            self,
+            resources: 'resources_lib.Resources',
+            num_nodes: int = 1) -> resources_utils.FeasibleResources:
+        """Instance types that fit, ranked by whether a bid at the task's
+        limit can win now (see `Ranking`). A bad limit setting leaves
+        Mithril out with a hint naming the key and the fix, instead of
+        breaking the optimizer for every other cloud."""
+        feasible = super().get_feasible_launchable_resources(resources, num_nodes)
+        if not feasible.resources_list:
+            return feasible
+        try:
+            return self._rank(feasible, resources, num_nodes)
+        except config.MithrilConfigError as e:
+            if resources.cloud is None:
+                logger.warning(f'Mithril left out: {e}')
+            return resources_utils.FeasibleResources([], [], str(e))
+
+    def _rank(self, feasible: resources_utils.FeasibleResources,
+              resources: 'resources_lib.Resources',
+              num_nodes: int) -> resources_utils.FeasibleResources:
+        """Attaches the task's `Ranking`, leaves out instance types whose
+        every region is above the limit (unless the task waits forever),
+        notes the regions ranked last, and orders types by ranked cost."""
+        sections = config.sections_from_skypilot(
+            resources.cluster_config_overrides)
+        timeout = config.resolve_provision_timeout(*sections)
+        ranking = Ranking(sections, num_nodes, patient=timeout is None)
+        cloud = type(self)()
+        cloud.ranking = ranking
+        market = live_prices.snapshot()
+        ranked: List[Tuple[float, 'resources_lib.Resources']] = []
+        hints: List[str] = []
+        for candidate in feasible.resources_list:
+            instance_type = candidate.instance_type
+            limit = self.effective_limit_price(instance_type, sections)
+            regions = [r.name for r in self.regions_with_offering(
+                instance_type, None, candidate.use_spot, candidate.region,
+                None)]
+            reasons = {r: ranking.why_not_now(instance_type, r, market)
+                       for r in regions}
+            above_limit = [r for r in regions
+                           if (market.quote(instance_type, r) or
+                               (Decimal(0), 0))[0] > limit.per_hour]
+            if (market.live and not ranking.patient and regions and
+                    above_limit == regions):
+                price, where = _winning_price(instance_type, regions,
+                                              num_nodes, market)
+                hints.append(
+                    f'{instance_type}: your limit {limit.describe()} is below '
+                    f'the spot price in every region ({", ".join(f"{r}: {why}" for r, why in reasons.items())}); '
+                    f'a bid would wait {timeout}s (provision_timeout) and be '
+                    f'cancelled. To be allocated now, raise '
+                    f'config.mithril.limit_price to at least '
+                    f'{money.format_dollars(price)} (spot in {where}), or set '
+                    'provision_timeout: forever to wait for the price to fall.')
+                continue
+            for region, reason in reasons.items():
+                if reason and _first_time_this_launch('rank', instance_type,
+                                                      region):
+                    logger.info(f'Mithril {instance_type} in {region} cannot be '
+                                f'allocated now ({reason}): ranked after the '
+                                'regions that can.')
+            copy = candidate.copy(cloud=cloud)
+            ranked.append((min(cloud.instance_type_to_hourly_cost(
+                instance_type, candidate.use_spot, r) for r in regions), copy))
+        if not ranked:
+            return resources_utils.FeasibleResources([], [], ' '.join(hints))
+        ranked.sort(key=lambda pair: pair[0])
+        return resources_utils.FeasibleResources(
+            [r for _, r in ranked], feasible.fuzzy_candidate_list, None)
+
     def _get_feasible_launchable_resources(
         self, resources: 'resources_lib.Resources'
     ) -> resources_utils.FeasibleResources:
-        """Instance types that fit; validates the limit price up front so a
-        bad value fails in the optimizer, long before any bid exists."""
-        sections = config.sections_from_skypilot(
-            resources.cluster_config_overrides)
+        """Instance types that fit the task's resources."""
         if resources.instance_type is not None:
-            self.effective_limit_price(resources.instance_type, sections)
             return resources_utils.FeasibleResources(
                 [resources.copy(accelerators=None)], [], None)
 
         def launchable(instance_types: List[str]) -> List['resources_lib.Resources']:
-            for instance_type in instance_types:
-                self.effective_limit_price(instance_type, sections)
             return [
                 resources.copy(cloud=type(self)(),
                                instance_type=instance_type,
@@ -285,7 +463,7 @@ class Mithril(builtin_mithril.Mithril):
     ) -> Dict[str, Any]:
         """Template variables, including the effective limit price, which is
         shown to the user here, before any bid is placed."""
-        del cluster_name, volume_mounts
+        del volume_mounts
         if zones is not None:
             raise ValueError(mithril_catalog.ZONES_UNSUPPORTED)
         resources = resources.assert_launchable()
@@ -295,18 +473,21 @@ class Mithril(builtin_mithril.Mithril):
         limit = self.effective_limit_price(instance_type, sections)
         timeout = config.resolve_provision_timeout(*sections)
         boot_timeout = config.resolve_boot_timeout(*sections)
-        logger.info(f'Mithril limit price: {limit.describe()} for '
-                    f'{num_nodes}× {instance_type} in {region.name}. You pay '
-                    'the market clearing price, never more than this.')
-        market_note = _market_note(instance_type, region.name, limit, timeout)
-        if market_note:
-            logger.info(market_note)
+        if _first_time_this_launch('deploy', cluster_name.name_on_cloud,
+                                   region.name, instance_type,
+                                   str(limit.per_hour)):
+            logger.info(f'Mithril limit price: {limit.describe()} for '
+                        f'{num_nodes}× {instance_type} in {region.name}. You '
+                        'pay the market clearing price, never more than this.')
+            market_note = _market_note(instance_type, region.name, limit,
+                                       timeout, num_nodes)
+            if market_note:
+                logger.info(market_note)
         profile, project_id, api_url = '', '', ''
         if not dryrun:
-            conn = _connect_or_block_cloud()
-            profile = conn.credentials.profile or ''
-            project_id = conn.project_id
-            api_url = conn.credentials.api_url
+            creds, project_id = _account_for_launch()
+            profile = creds.profile or ''
+            api_url = creds.api_url
         accelerators = self.get_accelerators_from_instance_type(instance_type)
         variables: Dict[str, Any] = {
             'instance_type': instance_type,
