@@ -1,8 +1,9 @@
-"""Autostop and autodown on the nodes, end to end (needs root): the skylet on
-the head node runs sky-mithril's provisioner (installed by the cluster
-template), with credentials that came only from the API server's environment,
-against the API URL the cluster was launched with, and acts on exactly this
-cluster's live bid, even after an earlier cluster of the same name."""
+"""What the nodes do by themselves, end to end (needs root): the skylet on the
+head node runs sky-mithril's provisioner (installed by the cluster template),
+with credentials that came only from the API server's environment, against
+the API URL the cluster was launched with. Autostop and autodown act on
+exactly this cluster's live bid, even after an earlier cluster of the same
+name; a preemption notice runs the task's preemption hooks on the node."""
 
 import os
 import shutil
@@ -13,6 +14,7 @@ import pytest
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.devtools.sandbox import SkySandbox
+from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
 
 pytestmark = [
@@ -30,9 +32,11 @@ class EnvOnlyStack:
     """Emulator on the hosts' bridge + a SkyPilot home whose Mithril key is
     only in the API server's environment."""
 
-    def __init__(self, emulator: EmulatorServer, box: SkySandbox) -> None:
+    def __init__(self, emulator: EmulatorServer, box: SkySandbox,
+                 hosts: 'NamespaceHosts') -> None:
         self.emulator = emulator
         self.box = box
+        self.hosts = hosts
 
     def sky(self, *args: str, timeout: float = 600) -> str:
         result = self.box.sky(list(args), timeout=timeout)
@@ -49,13 +53,12 @@ class EnvOnlyStack:
             assert time.monotonic() - started < AUTOSTOP_WAIT_SECONDS, (
                 f'{what} did not happen within {AUTOSTOP_WAIT_SECONDS}s: '
                 f'{self.bids()}')
-            time.sleep(5)
+            time.sleep(0.5)
         return time.monotonic() - started
 
 
 @pytest.fixture(scope='module')
 def stack(tmp_path_factory) -> Iterator[EnvOnlyStack]:
-    from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     with NamespaceHosts() as hosts:
         with EmulatorServer(hosts=hosts, speed=60,
                             host=hosts.api_address) as emulator:
@@ -65,7 +68,7 @@ def stack(tmp_path_factory) -> Iterator[EnvOnlyStack]:
                              credentials_in_environment=True)
             assert not (box.home / '.config' / 'mithril').exists()
             try:
-                yield EnvOnlyStack(emulator, box)
+                yield EnvOnlyStack(emulator, box, hosts)
             finally:
                 box.stop_api_server()
 
@@ -97,4 +100,36 @@ def test_autostop_pauses_the_bid(stack):
     print(f'\nautostop paused the bid {waited:.0f}s after `sky autostop`')
     assert [b['status'] for b in stack.bids() if b['status'] != 'Terminated'] == ['Paused']
     stack.sky('down', '-y', 'idle')
+    assert all(b['status'] == 'Terminated' for b in stack.bids())
+
+
+HOOKED_TASK = """
+run: echo hooked task ran
+config:
+  hooks:
+    - events: [preemption]
+      run: echo "notice until $MITHRIL_PREEMPTION_DEADLINE" > ~/checkpoint-at-notice; hostname >> ~/checkpoint-at-notice
+"""
+
+
+def test_a_preemption_notice_runs_the_tasks_preemption_hooks_on_the_node(
+        stack, tmp_path):
+    task = tmp_path / 'hooked.yaml'
+    task.write_text(HOOKED_TASK)
+    stack.sky('launch', '-y', '-c', 'hooked', '--infra', 'mithril/us-central3-a',
+              '--gpus', 'A100:1', str(task))
+    [bid] = [b for b in stack.bids() if b['status'] == 'Allocated']
+    [instance] = bid['instances']
+    marker = stack.hosts.home(instance['fid']) / 'checkpoint-at-notice'
+    stack.emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+                           region='us-central3-a', price='$900.00')
+    stack.emulator.control('POST', f'bids/{bid["fid"]}/preempt')
+    # The notice lasts 5 emulated minutes: 5 s of wall time at 60x.
+    waited = stack.wait_for('the preemption hook', marker.exists)
+    text = marker.read_text()
+    assert 'notice until 20' in text, text
+    print(f'\npreemption hook ran {waited:.1f}s after the notice started')
+    stack.emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+                           region='us-central3-a', price='$1.00')
+    stack.sky('down', '-y', 'hooked')
     assert all(b['status'] == 'Terminated' for b in stack.bids())

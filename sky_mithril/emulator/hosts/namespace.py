@@ -155,6 +155,11 @@ class NamespaceHosts(sshd.SshdHostBackend):
         """The network namespace of an instance (for tests and debugging)."""
         return self._netns(self._get(instance_fid))
 
+    def home(self, instance_fid: str) -> Path:
+        """The instance's home directory as this machine sees it (for tests
+        and debugging); it outlives preemption, like a boot disk."""
+        return self._get(instance_fid).disk / 'home'
+
     def _netns(self, host: Host) -> str:
         return f'{self.prefix}-{host.index}'
 
