@@ -13,7 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.market import Market
+from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
@@ -45,6 +48,20 @@ def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
     """A fast emulator (600x time) and the environment that points the plugin
     at it, as a user would export it: key, URL and project."""
     with EmulatorServer(speed=600) as server:
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+        monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
+        monkeypatch.setenv('MITHRIL_API_URL', server.url)
+        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+        monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
+        yield server
+
+
+@pytest.fixture
+def manual_emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
+    """An emulator whose clock moves only when a test advances it
+    (`control('POST', 'advance', seconds=...)`), with the plugin pointed at it."""
+    market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
+    with EmulatorServer(market) as server:
         monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
         monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
         monkeypatch.setenv('MITHRIL_API_URL', server.url)

@@ -6,6 +6,7 @@ from sky.provision import common
 
 from sky_mithril import connection
 from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
 
@@ -22,21 +23,14 @@ def provision_config(count: int = 1,
                      timeout: str = '',
                      resume: bool = False,
                      boot_timeout: str = '') -> common.ProvisionConfig:
-    conn = connection.connect()
-    key_fid = ssh_key_fid_for(conn, PUBLIC_KEY)
-    return common.ProvisionConfig(
-        provider_config={'profile': '', 'project_id': 'proj_emulator',
-                         'api_url': '', 'region': 'us-central3-a',
-                         'limit_price_per_hour': limit,
-                         'provision_timeout': timeout,
-                         'boot_timeout': boot_timeout},
-        authentication_config={'ssh_user': 'ubuntu', 'ssh_key_id': key_fid},
-        docker_config={},
-        node_config={'InstanceType': instance_type},
-        count=count,
-        tags={},
-        resume_stopped_nodes=resume,
-        ports_to_open_on_launch=None)
+    """What SkyPilot passes run_instances for a launch in the emulator's
+    project, with this module's SSH key registered."""
+    key_fid = ssh_key_fid_for(connection.connect(), PUBLIC_KEY)
+    return devtools_provisioning.provision_config(
+        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
+         'region': 'us-central3-a', 'limit_price_per_hour': limit,
+         'provision_timeout': timeout, 'boot_timeout': boot_timeout},
+        key_fid, instance_type, count=count, resume_stopped_nodes=resume)
 
 
 def launch(name: str, config: common.ProvisionConfig) -> common.ProvisionRecord:

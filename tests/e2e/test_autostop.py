@@ -8,7 +8,7 @@ name; a preemption notice runs the task's preemption hooks on the node."""
 import os
 import shutil
 import time
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Iterator
 
 import pytest
 
@@ -16,6 +16,8 @@ from sky_mithril.catalog import catalog_files
 from sky_mithril.devtools.sandbox import SkySandbox
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
+
+from sky_stack import SkyStack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -28,24 +30,9 @@ pytestmark = [
 AUTOSTOP_WAIT_SECONDS = 420
 
 
-class EnvOnlyStack:
+class EnvOnlyStack(SkyStack):
     """Emulator on the hosts' bridge + a SkyPilot home whose Mithril key is
     only in the API server's environment."""
-
-    def __init__(self, emulator: EmulatorServer, box: SkySandbox,
-                 hosts: 'NamespaceHosts') -> None:
-        self.emulator = emulator
-        self.box = box
-        self.hosts = hosts
-
-    def sky(self, *args: str, timeout: float = 600) -> str:
-        result = self.box.sky(list(args), timeout=timeout)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, f'sky {" ".join(args)} failed:\n{output}'
-        return output
-
-    def bids(self) -> List[Dict]:
-        return self.emulator.control('GET', 'state')['bids']
 
     def wait_for(self, what: str, done: Callable[[], bool]) -> float:
         started = time.monotonic()

@@ -8,13 +8,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Iterator, List
 
 import pytest
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
+
+from sky_stack import SkyStack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,32 +29,6 @@ GPU_TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 
 
-class Stack:
-    """Emulator with namespace hosts + a sandboxed SkyPilot (consolidation mode)."""
-
-    def __init__(self, emulator: EmulatorServer, box: SkySandbox, prefix: str):
-        self.emulator = emulator
-        self.box = box
-        self.prefix = prefix
-
-    def sky(self, *args: str, timeout: float = 600) -> str:
-        result = self.box.sky(list(args), timeout=timeout)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, f'sky {" ".join(args)} failed:\n{output}'
-        return output
-
-    def control(self, method: str, path: str, **body) -> Dict:
-        return self.emulator.control(method, path, **body) or {}
-
-    def bids(self, name_prefix: str) -> List[Dict]:
-        return [b for b in self.control('GET', 'state')['bids']
-                if b['name'].startswith(name_prefix)]
-
-    def live_bids(self) -> List[Dict]:
-        return [b for b in self.control('GET', 'state')['bids']
-                if b['status'] != 'Terminated']
-
-
 def _namespaces(prefix: str) -> List[str]:
     listing = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
                              text=True, check=True).stdout
@@ -60,7 +36,7 @@ def _namespaces(prefix: str) -> List[str]:
 
 
 @pytest.fixture(scope='module')
-def stack(tmp_path_factory) -> Iterator[Stack]:
+def stack(tmp_path_factory) -> Iterator[SkyStack]:
     from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     hosts = NamespaceHosts()
     try:
@@ -72,7 +48,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                              sky_config={'jobs': {'controller': {
                                  'consolidation_mode': True}}})
             try:
-                yield Stack(emulator, box, hosts.prefix)
+                yield SkyStack(emulator, box, hosts)
             finally:
                 box.stop_api_server()
     finally:

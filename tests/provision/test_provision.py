@@ -3,7 +3,7 @@
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 

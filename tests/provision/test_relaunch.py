@@ -7,10 +7,6 @@ from typing import Any, Dict
 
 import pytest
 
-from sky_mithril.emulator.clock import ManualClock
-from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
-from sky_mithril.emulator.market import Market
-from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.provision import instance as provisioner
 
 from provisioning import bids_named, launch, provision_config
@@ -71,32 +67,27 @@ def test_a_shape_the_bid_cannot_take_is_refused_naming_sky_down(
     assert bid['status'] == 'Allocated'
 
 
-def test_nodes_that_never_boot_are_cancelled_after_boot_timeout(monkeypatch,
-                                                                tmp_path):
-    market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
-    with EmulatorServer(market) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'k')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-        config = provision_config(boot_timeout='2')
-        outcome: Dict[str, BaseException] = {}
+def test_nodes_that_never_boot_are_cancelled_after_boot_timeout(
+        manual_emulator):
+    server = manual_emulator
+    config = provision_config(boot_timeout='2')
+    outcome: Dict[str, BaseException] = {}
 
-        def run() -> None:
-            try:
-                launch('stuck-boot', config)
-            except BaseException as e:  # pylint: disable=broad-except
-                outcome['error'] = e
+    def run() -> None:
+        try:
+            launch('stuck-boot', config)
+        except BaseException as e:  # pylint: disable=broad-except
+            outcome['error'] = e
 
-        worker = threading.Thread(target=run)
-        worker.start()
-        while not bids_named(server, 'stuck-boot'):
-            worker.join(0.1)
-        # The auction is won; the clock then stops, so the node stays booting.
-        server.control('POST', 'advance', seconds=120)
-        worker.join(60)
-        assert not worker.is_alive()
-        message = str(outcome['error'])
-        assert 'won the auction' in message and 'STATUS_NEW' in message
-        assert 'boot_timeout' in message and 'cancelled' in message
-        assert [b['status'] for b in bids_named(server, 'stuck-boot')] == ['Terminated']
+    worker = threading.Thread(target=run)
+    worker.start()
+    while not bids_named(server, 'stuck-boot'):
+        worker.join(0.1)
+    # The auction is won; the clock then stops, so the node stays booting.
+    server.control('POST', 'advance', seconds=120)
+    worker.join(60)
+    assert not worker.is_alive()
+    message = str(outcome['error'])
+    assert 'won the auction' in message and 'STATUS_NEW' in message
+    assert 'boot_timeout' in message and 'cancelled' in message
+    assert [b['status'] for b in bids_named(server, 'stuck-boot')] == ['Terminated']

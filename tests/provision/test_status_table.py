@@ -1,20 +1,16 @@
-"""The status truth table, row by row, against the emulator's market with a
-manual clock: each test drives the market to a (bid, instance) state and reads
+"""The status truth table, row by row, against the emulator's manual_emulator with a
+manual clock: each test drives the manual_emulator to a (bid, instance) state and reads
 what `sky status` would read through `query_instances`."""
 
 from decimal import Decimal
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-import pytest
 
 from sky.utils import status_lib
 
 from sky_mithril import connection
 from sky_mithril.api import models
-from sky_mithril.emulator.clock import ManualClock
-from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
-from sky_mithril.emulator.market import Market
-from sky_mithril.emulator.server import EmulatorServer, load_catalog
+from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import status_table
@@ -28,18 +24,6 @@ TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 CLEARING_S = 120.0
 BOOT_S = 60.0  # the default boot sequence takes 60 emulated seconds
-
-
-@pytest.fixture
-def market(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    """An emulator whose clock moves only when a test advances it."""
-    market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
-    with EmulatorServer(market) as server:
-        monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
-        monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
-        monkeypatch.setenv('MITHRIL_API_URL', server.url)
-        monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-        yield server
 
 
 def place(name: str, count: int = 1, limit: str = '32.00') -> models.Bid:
@@ -79,10 +63,10 @@ def test_the_table_covers_every_documented_pair_and_bills_honestly():
     assert 'sky stop' in preempted.reason and 'sky down' in preempted.reason
 
 
-def test_open_bid_without_instances_reads_init_once_per_node(market):
-    set_price(market, '$50.00')
+def test_open_bid_without_instances_reads_init_once_per_node(manual_emulator):
+    set_price(manual_emulator, '$50.00')
     bid = place('waiting', count=2, limit='10.00')
-    advance(market, CLEARING_S)
+    advance(manual_emulator, CLEARING_S)
     got = query('waiting')
     assert list(got) == [f'{bid.fid}-node-0', f'{bid.fid}-node-1']
     for status, reason in got.values():
@@ -90,68 +74,68 @@ def test_open_bid_without_instances_reads_init_once_per_node(market):
         assert 'waiting for the auction' in reason and '$10.00/h' in reason
 
 
-def test_allocated_bid_reads_init_while_booting_then_up(market):
+def test_allocated_bid_reads_init_while_booting_then_up(manual_emulator):
     place('booting')
-    advance(market, CLEARING_S)
+    advance(manual_emulator, CLEARING_S)
     [(status, reason)] = readings('booting')
     assert status == INIT and 'booting (STATUS_' in reason
-    advance(market, BOOT_S)
+    advance(manual_emulator, BOOT_S)
     assert readings('booting') == [(UP, '')]
 
 
-def test_preemption_notice_keeps_up_then_open_bid_reads_init_not_stopped(market):
+def test_preemption_notice_keeps_up_then_open_bid_reads_init_not_stopped(manual_emulator):
     place('preempted', limit='10.00')
-    advance(market, CLEARING_S + BOOT_S)
-    set_price(market, '$50.00')
-    advance(market, CLEARING_S)
+    advance(manual_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_emulator, '$50.00')
+    advance(manual_emulator, CLEARING_S)
     [(status, reason)] = readings('preempted')
     assert status == UP and 'preemption notice' in reason
-    advance(market, 301)
+    advance(manual_emulator, 301)
     [(status, reason)] = readings('preempted')
     assert status == INIT
     assert 'Open again' in reason and 'at or below your limit $10.00/h' in reason
     assert '`sky stop` pauses the bid' in reason
     # Mithril brings it back by itself once the price falls: it was never gone.
-    set_price(market, '$5.00')
-    advance(market, CLEARING_S + BOOT_S)
+    set_price(manual_emulator, '$5.00')
+    advance(manual_emulator, CLEARING_S + BOOT_S)
     assert readings('preempted') == [(UP, '')]
 
 
-def test_stop_on_a_preempted_open_bid_pauses_it(market):
+def test_stop_on_a_preempted_open_bid_pauses_it(manual_emulator):
     place('stoppable', limit='10.00')
-    advance(market, CLEARING_S + BOOT_S)
-    set_price(market, '$50.00')
-    advance(market, CLEARING_S + 301)
+    advance(manual_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_emulator, '$50.00')
+    advance(manual_emulator, CLEARING_S + 301)
     provisioner.stop_instances('stoppable', {'project_id': 'proj_emulator'})
     [(status, reason)] = readings('stoppable')
     assert status == STOPPED and 'is paused' in reason
-    set_price(market, '$5.00')
-    advance(market, CLEARING_S + BOOT_S)
+    set_price(manual_emulator, '$5.00')
+    advance(manual_emulator, CLEARING_S + BOOT_S)
     assert [s for s, _ in readings('stoppable')] == [STOPPED]
 
 
-def test_paused_bid_that_never_won_reads_stopped_for_every_node(market):
-    set_price(market, '$50.00')
+def test_paused_bid_that_never_won_reads_stopped_for_every_node(manual_emulator):
+    set_price(manual_emulator, '$50.00')
     place('never-won', count=2, limit='10.00')
     provisioner.stop_instances('never-won', {'project_id': 'proj_emulator'})
     got = readings('never-won')
     assert [s for s, _ in got] == [STOPPED, STOPPED]
 
 
-def test_pausing_reads_stopped_only_once_the_bid_is_paused(market):
+def test_pausing_reads_stopped_only_once_the_bid_is_paused(manual_emulator):
     place('pausing')
-    advance(market, CLEARING_S + BOOT_S)
+    advance(manual_emulator, CLEARING_S + BOOT_S)
     provisioner.stop_instances('pausing', {'project_id': 'proj_emulator'})
     [(status, reason)] = readings('pausing')
     assert status == STOPPED and 'STATUS_STOPPING' in reason
-    advance(market, 10)
+    advance(manual_emulator, 10)
     [(status, reason)] = readings('pausing')
     assert status == STOPPED and 'STATUS_PAUSED' in reason
 
 
-def test_terminated_bid_reads_gone(market):
+def test_terminated_bid_reads_gone(manual_emulator):
     place('cancelled')
-    advance(market, CLEARING_S + BOOT_S)
+    advance(manual_emulator, CLEARING_S + BOOT_S)
     provisioner.terminate_instances('cancelled', {'project_id': 'proj_emulator'})
     assert query('cancelled') == {}
     assert query('cancelled', non_terminated_only=False) == {}
