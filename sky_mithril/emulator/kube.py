@@ -12,7 +12,11 @@ Available.
 
 When a cluster becomes Available, `KubeconfigInstaller` logs into the control
 node with the market's control-node key and writes `~/.kube/config` there, as
-kubeadm would leave `admin.conf` on a real control node.
+kubeadm would leave `admin.conf` on a real control node. Where the host
+backend forwards the node's own `<address>:6443` to the emulator (namespace
+hosts), the kubeconfig names that address, so the API answers at `kube_host`
+like a real control node's; otherwise (local hosts, which share this
+machine's 127.0.0.1) it names the emulator's URL.
 """
 
 import datetime
@@ -21,6 +25,7 @@ import os
 import subprocess
 import tempfile
 from typing import Any, ContextManager, Dict, List, Optional
+from urllib.parse import urlsplit
 
 import fastapi
 import yaml
@@ -28,7 +33,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from sky_mithril.emulator import wire
-from sky_mithril.emulator.market import (InstanceStatus, KubernetesCluster,
+from sky_mithril.emulator.hosts import HostAddress, HostBackend
+from sky_mithril.emulator.market import (KUBE_API_PORT, InstanceStatus,
+                                         KubernetesCluster,
                                          KubernetesClusterStatus, Market)
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
@@ -39,19 +46,19 @@ _TABLE_MEDIA_TYPE = 'as=Table'
 _NODE_COLUMNS = ('Name', 'Status', 'Roles', 'Age', 'Version')
 
 
-def endpoint(emulator_url: str, cluster_fid: str) -> str:
-    """The kube API server URL of a cluster, as its kubeconfig names it."""
-    return f'{emulator_url.rstrip("/")}{KUBE_PREFIX}/{cluster_fid}'
+def endpoint(api_url: str, cluster_fid: str) -> str:
+    """The kube API server URL of a cluster, as its kubeconfig names it:
+    `api_url` is where the emulator answers (its URL, or a forwarder's)."""
+    return f'{api_url.rstrip("/")}{KUBE_PREFIX}/{cluster_fid}'
 
 
-def kubeconfig_text(emulator_url: str, cluster: KubernetesCluster) -> str:
+def kubeconfig_text(api_url: str, cluster: KubernetesCluster) -> str:
     """The control node's `~/.kube/config`, shaped like kubeadm's admin.conf."""
     config = {
         'apiVersion': 'v1',
         'kind': 'Config',
         'clusters': [{'name': 'kubernetes',
-                      'cluster': {'server': endpoint(emulator_url,
-                                                     cluster.fid)}}],
+                      'cluster': {'server': endpoint(api_url, cluster.fid)}}],
         'users': [{'name': 'kubernetes-admin',
                    'user': {'token': cluster.token}}],
         'contexts': [{'name': 'kubernetes-admin@kubernetes',
@@ -64,16 +71,36 @@ def kubeconfig_text(emulator_url: str, cluster: KubernetesCluster) -> str:
 
 
 class KubeconfigInstaller:
-    """`Market.control_node_ready` for real SSH hosts: writes the kubeconfig."""
+    """`Market.control_node_ready` for real SSH hosts: has `hosts` forward
+    the control node's kube API port if they need to, then writes the
+    kubeconfig."""
 
-    def __init__(self, emulator_url: str, private_key: str) -> None:
+    def __init__(self, emulator_url: str, private_key: str,
+                 hosts: HostBackend) -> None:
         self._emulator_url = emulator_url
         self._private_key = private_key
+        self._hosts = hosts
+
+    def _api_url(self, cluster: KubernetesCluster, address: HostAddress) -> str:
+        """Where the control node's kubeconfig says its kube API is."""
+        url = urlsplit(self._emulator_url)
+        if url.port is None:
+            raise ValueError(f'The emulator URL {self._emulator_url} names no port')
+        if not self._hosts.forward_kube_api(cluster.control_node_fid,
+                                            KUBE_API_PORT, url.port):
+            return self._emulator_url
+        if url.hostname not in (self._hosts.api_address, '0.0.0.0'):
+            raise RuntimeError(
+                f'The emulator listens on {url.hostname}, which the hosts do '
+                f'not reach; start it on the host backend\'s api_address '
+                f'({self._hosts.api_address}).')
+        return f'http://{address.private_ip}:{KUBE_API_PORT}'
 
     def __call__(self, cluster: KubernetesCluster) -> None:
         address = cluster.address
         if address is None:
             raise ValueError(f'{cluster.fid} has no control node yet')
+        api_url = self._api_url(cluster, address)
         with tempfile.TemporaryDirectory(prefix='sky-mithril-k8s-') as tmp:
             key_path = os.path.join(tmp, 'control-node-key')
             with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600),
@@ -87,7 +114,7 @@ class KubeconfigInstaller:
                  '-o', 'ConnectTimeout=10',
                  f'{address.ssh_user}@{address.ssh_destination}',
                  'mkdir -p ~/.kube && umask 077 && cat > ~/.kube/config'],
-                input=kubeconfig_text(self._emulator_url, cluster),
+                input=kubeconfig_text(api_url, cluster),
                 capture_output=True, text=True, timeout=SSH_TIMEOUT_S,
                 check=False)
         if result.returncode != 0:

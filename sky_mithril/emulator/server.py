@@ -222,7 +222,8 @@ class EmulatorServer:
         if not isinstance(self.market.hosts, PlaceholderHosts):
             with self.lock:
                 self.market.control_node_ready = kube.KubeconfigInstaller(
-                    self.url, self.market.control_node_private_key)
+                    self.url, self.market.control_node_private_key,
+                    self.market.hosts)
         serve.start()
         tick.start()
         deadline = time.monotonic() + timeout_s

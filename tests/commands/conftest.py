@@ -3,12 +3,14 @@ pair, the emulator with real SSH hosts on 127.0.0.1, and a way to run
 `sky-mithril ...` in-process and read what it printed."""
 
 import dataclasses
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 import requests
+import yaml
 
 from sky_mithril import cli
 from sky_mithril.commands import common
@@ -40,6 +42,35 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(common, 'RUNNING_TIMEOUT_S', 30.0)
     monkeypatch.setattr(ssh_command, 'SSH_READY_TIMEOUT_S', 20.0)
     return home
+
+
+@pytest.fixture(scope='session')
+def kubectl() -> str:
+    """kubectl, installed from Debian's kubernetes-client when missing (root)."""
+    if shutil.which('kubectl') is None:
+        subprocess.run(['apt-get', 'install', '-y', '-q', 'kubernetes-client'],
+                       check=True, capture_output=True)
+    path = shutil.which('kubectl')
+    assert path, 'kubectl is needed: apt-get install -y kubernetes-client'
+    return path
+
+
+def write_two_context_kubeconfig(home: Path) -> Dict[str, Any]:
+    """Writes `~/.kube/config` with contexts `dev` (current) and `prod`;
+    returns what it wrote."""
+    config = {
+        'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'dev',
+        'clusters': [{'name': 'dev', 'cluster': {'server': 'https://dev.example:6443'}},
+                     {'name': 'prod', 'cluster': {'server': 'https://prod.example:443'}}],
+        'users': [{'name': 'dev', 'user': {'token': 'dev-token'}},
+                  {'name': 'prod', 'user': {'token': 'prod-token'}}],
+        'contexts': [{'name': 'dev', 'context': {'cluster': 'dev', 'user': 'dev'}},
+                     {'name': 'prod', 'context': {'cluster': 'prod', 'user': 'prod'}}],
+    }
+    path = home / '.kube' / 'config'
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(config))
+    return config
 
 
 @pytest.fixture

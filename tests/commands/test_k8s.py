@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,18 +12,7 @@ import yaml
 
 from sky_mithril.commands import kubeconfig
 
-from conftest import REGION, TYPE
-
-
-@pytest.fixture(scope='module')
-def kubectl() -> str:
-    """kubectl, installed from Debian's kubernetes-client when missing (root)."""
-    if shutil.which('kubectl') is None:
-        subprocess.run(['apt-get', 'install', '-y', '-q', 'kubernetes-client'],
-                       check=True, capture_output=True)
-    path = shutil.which('kubectl')
-    assert path, 'kubectl is needed: apt-get install -y kubernetes-client'
-    return path
+from conftest import REGION, TYPE, write_two_context_kubeconfig
 
 
 def _available(api, name, key_fids):
@@ -49,25 +37,9 @@ def pool(ssh_emulator, home, api, run):
     return cluster
 
 
-def _existing_kubeconfig(home: Path) -> dict:
-    config = {
-        'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'dev',
-        'clusters': [{'name': 'dev', 'cluster': {'server': 'https://dev.example:6443'}},
-                     {'name': 'prod', 'cluster': {'server': 'https://prod.example:443'}}],
-        'users': [{'name': 'dev', 'user': {'token': 'dev-token'}},
-                  {'name': 'prod', 'user': {'token': 'prod-token'}}],
-        'contexts': [{'name': 'dev', 'context': {'cluster': 'dev', 'user': 'dev'}},
-                     {'name': 'prod', 'context': {'cluster': 'prod', 'user': 'prod'}}],
-    }
-    path = home / '.kube' / 'config'
-    path.parent.mkdir()
-    path.write_text(yaml.safe_dump(config))
-    return config
-
-
 def test_update_kubeconfig_merges_backs_up_and_validates(pool, home, run,
                                                          kubectl):
-    before = _existing_kubeconfig(home)
+    before = write_two_context_kubeconfig(home)
     result = run('k8s', 'update-kubeconfig', 'pool', '-y')
     assert result.code == 0, result.err
     config_path = home / '.kube' / 'config'

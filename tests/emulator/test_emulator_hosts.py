@@ -6,18 +6,21 @@ minute with a warm network); later runs reuse it.
 
 import datetime
 import hashlib
+import http.server
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, List
 
 import jinja2
 import pytest
+import requests
 import yaml
 
 from sky_mithril.emulator.hosts import HostAddress
@@ -177,6 +180,43 @@ def test_destroy_removes_everything(hosts: NamespaceHosts, key: Path) -> None:
     assert 'sleep 1000' not in ps
     assert hosts.prefix not in Path('/proc/mounts').read_text()
     assert not list((Path('/var/lib/sky-mithril/hosts') / hosts.prefix).glob('host-*'))
+
+
+class _Upstream(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with `upstream <path>`."""
+
+    def do_GET(self) -> None:  # pylint: disable=invalid-name
+        body = f'upstream {self.path}'.encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        del args
+
+
+def test_forward_kube_api_reaches_the_bridge_until_the_host_goes(
+        hosts: NamespaceHosts, key: Path) -> None:
+    a = hosts.create('inst_a', _public(key))
+    upstream = http.server.ThreadingHTTPServer((hosts.api_address, 0), _Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        assert hosts.forward_kube_api('inst_a', 6443, upstream.server_address[1])
+        url = f'http://{a.private_ip}:6443/version'
+        assert requests.get(url, timeout=10).text == 'upstream /version'
+        fetch = f'import urllib.request; print(urllib.request.urlopen("{url}").read().decode())'
+        assert ssh_ok(a, key, f'python3 -c {shlex.quote(fetch)}') == 'upstream /version\n'
+        pids = [int(p) for p in subprocess.run(
+            ['ip', 'netns', 'pids', hosts.netns('inst_a')], capture_output=True,
+            text=True, check=True).stdout.split()]
+        hosts.destroy('inst_a')
+        assert not [p for p in pids if _alive(p)]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=5)
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
 
 
 def test_close_removes_the_bridge_and_state(image: VmImage, key: Path) -> None:

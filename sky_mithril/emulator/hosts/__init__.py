@@ -48,6 +48,13 @@ class HostBackend(Protocol):
     def preempt(self, instance_fid: str) -> None:
         """Makes the host unreachable (disk kept), as at the end of the notice."""
 
+    def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
+        """Makes `port` at the host's own address lead to the emulator's API
+        (`api_address`:`api_port`) until the host stops, so a control node's
+        kube API answers where its kubeconfig says. False when the backend
+        does not: its hosts share this machine's network, where the emulator's
+        own URL already answers."""
+
     def destroy(self, instance_fid: str) -> None:
         """Kills everything the host ran and removes it. Idempotent."""
 

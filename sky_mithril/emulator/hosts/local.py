@@ -203,6 +203,12 @@ class LocalPortHosts(sshd.SshdHostBackend):
             write_atomically(self.signal_file(instance_fid),
                              sshd.signal_text(bid_status, end_time))
 
+    def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
+        """Nothing to forward: the hosts share this machine's 127.0.0.1, where
+        the emulator's own URL answers (and a fixed port would collide)."""
+        del instance_fid, port, api_port
+        return False
+
     def _remove(self, host: Host) -> None:
         """Kills the host's processes and removes its state."""
         self._stop(host)

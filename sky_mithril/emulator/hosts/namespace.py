@@ -27,12 +27,14 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set
 
 from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.hosts import sshd
@@ -44,6 +46,7 @@ STATE_ROOT = sshd.SYSTEM_STATE_DIR / 'hosts'
 SUBNET_BASE = '10.203'
 PREFIX_PATTERN = re.compile(r'smh[0-9a-f]{5}')
 SIGNAL_DIR = Path('/opt/mithril')
+FORWARDER = Path(__file__).with_name('tcp_forward.py')
 _SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 
@@ -126,6 +129,8 @@ class NamespaceHosts(sshd.SshdHostBackend):
         _require_tools()
         self._user = pwd.getpwnam(self.image.ssh_user)
         super().__init__(start_timeout)
+        # Forwarders (`forward_kube_api`) by instance fid, to reap when killed.
+        self._forwarders: Dict[str, List[subprocess.Popen]] = {}
         self.cleanup_stale()
         SIGNAL_DIR.mkdir(parents=True, exist_ok=True)
         self.prefix = 'smh' + secrets.token_hex(3)[:5]
@@ -282,11 +287,17 @@ class NamespaceHosts(sshd.SshdHostBackend):
                 env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
         sshd.wait_for_sshd(host, log, self._start_timeout)
 
+    def _reap(self, host: Host) -> None:
+        """Waits for the host's killed sshd and forwarders to exit."""
+        sshd.reap(host.process)
+        host.process = None
+        for process in self._forwarders.pop(host.fid, []):
+            sshd.reap(process)
+
     def _stop(self, host: Host) -> None:
         netns = self._netns(host)
         _kill_netns_processes(netns)
-        sshd.reap(host.process)
-        host.process = None
+        self._reap(host)
         # A killed process leaves its namespace before its sockets are closed:
         # wait for the listener to go, or a quick resume cannot bind port 22.
         deadline = time.monotonic() + 10
@@ -326,12 +337,43 @@ class NamespaceHosts(sshd.SshdHostBackend):
             write_atomically(host.disk / 'opt-mithril' / SIGNAL_FILE,
                              sshd.signal_text(bid_status, end_time))
 
+    def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
+        """Runs `tcp_forward` in the host's network namespace, from
+        `<host address>:port` to `api_address:api_port` on the bridge; it is
+        one of the namespace's processes, so it stops with the host."""
+        with self._lock:
+            host = self._get(instance_fid)
+            netns = self._netns(host)
+            log = host.directory / f'forward-{port}.log'
+            with open(log, 'ab') as err:
+                process = subprocess.Popen(
+                    ['ip', 'netns', 'exec', netns, sys.executable, '-I',
+                     str(FORWARDER), host.address, str(port), self.api_address,
+                     str(api_port)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                    start_new_session=True,
+                    env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
+            self._forwarders.setdefault(instance_fid, []).append(process)
+            assert process.stdout is not None
+            with process.stdout:
+                ready, _, _ = select.select([process.stdout], [], [],
+                                            self._start_timeout)
+                line = process.stdout.readline() if ready else b''
+            if line.strip() != b'listening':
+                process.kill()
+                sshd.reap(process)
+                why = (f'exited with code {process.returncode}' if ready else
+                       f'did not listen within {self._start_timeout:.0f}s')
+                raise HostError(f'The kube API forwarder from {host.address}:{port} '
+                                f'in {netns} {why}: {sshd.log_tail(log)}')
+            return True
+
     def _remove(self, host: Host) -> None:
         """Kills the host's processes, removes its namespace, link and disk."""
         netns = self._netns(host)
         if netns in _netns_names():
             _kill_netns_processes(netns)
-            sshd.reap(host.process)
+            self._reap(host)
             _delete_netns(netns)
         if self._veth(host) in _link_names():
             _delete_link(self._veth(host))

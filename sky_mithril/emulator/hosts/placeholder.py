@@ -37,6 +37,11 @@ class PlaceholderHosts:
     def preempt(self, instance_fid: str) -> None:
         del instance_fid
 
+    def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
+        """Nothing to forward: nobody connects to a placeholder host."""
+        del instance_fid, port, api_port
+        return False
+
     def destroy(self, instance_fid: str) -> None:
         self._addresses.pop(instance_fid, None)
 

@@ -253,7 +253,7 @@ def wait_for_sshd(host: Host, log: Path, timeout: float) -> None:
     while True:
         if host.process is not None and host.process.poll() is not None:
             raise HostError(f'sshd for {host.fid} exited with code '
-                            f'{host.process.returncode}: {_tail(log)}')
+                            f'{host.process.returncode}: {log_tail(log)}')
         try:
             with socket.create_connection((host.address, host.port), timeout=1) as s:
                 s.settimeout(2)
@@ -264,11 +264,12 @@ def wait_for_sshd(host: Host, log: Path, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise HostError(f'sshd for {host.fid} did not answer on '
                             f'{host.address}:{host.port} within {timeout:.0f}s: '
-                            f'{_tail(log)}')
+                            f'{log_tail(log)}')
         time.sleep(0.1)
 
 
-def _tail(log: Path, limit: int = 2000) -> str:
+def log_tail(log: Path, limit: int = 2000) -> str:
+    """The end of a host process's log, for error messages."""
     try:
         return log.read_text(errors='replace')[-limit:].strip() or '(no output)'
     except OSError:
