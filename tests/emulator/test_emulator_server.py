@@ -1,5 +1,6 @@
 """The emulator over real HTTP on 127.0.0.1, hit with plain `requests`."""
 
+import datetime
 import os
 import re
 import signal
@@ -356,7 +357,10 @@ def test_price_and_capacity_control(emulator_server: EmulatorServer) -> None:
                   params={'instance_type': _type_fid(server),
                           'region': REGION}).json()
     assert prices['spot_price_cents'] == 1234
-    assert prices['minimum_price_cents'] == 800
+    # The auction floor of the emulator's default market for this auction.
+    [row] = [r for r in load_catalog()
+             if (r['InstanceType'], r['Region']) == (TYPE, REGION)]
+    assert prices['minimum_price_cents'] == round(float(row['Price']) * 100)
     assert (prices['available_capacity'], prices['total_capacity']) == (3, 3)
     cheap = _create_bid(server, limit='$12.00')
     _control(server, 'POST', 'advance', json={'seconds': 120})
@@ -369,16 +373,24 @@ def test_price_and_capacity_control(emulator_server: EmulatorServer) -> None:
 
 def test_price_history_endpoints(emulator_server: EmulatorServer) -> None:
     server = emulator_server
+    before = datetime.datetime.fromisoformat(
+        _control(server, 'GET', 'state')['now'])
     _control(server, 'POST', 'price-history',
              json={'instance_type': TYPE, 'region': REGION,
                    'points': [{'offset_s': -7200, 'price': '$7.00'},
                               {'offset_s': -3600, 'price': '$9.00'}]})
+    # The default market already has a seeded week of history: look at the
+    # two scripted hours (the clock runs at 60x, hence the margin).
+    window = {'start_time': (before - datetime.timedelta(seconds=7201)).isoformat(),
+              'end_time': (before - datetime.timedelta(seconds=3480)).isoformat()}
     history = _get(server, '/v2/pricing/history',
                    params={'instance_types': _type_fid(server),
-                           'region': REGION}).json()
+                           'region': REGION, 'num_samples': 1000,
+                           **window}).json()
     series, = history['series']
-    assert series['spot_prices'][:2] == ['$7.00', '$9.00']
-    assert len(series['timestamps']) == len(series['spot_prices'])
+    prices = series['spot_prices']
+    assert [p for p in prices if p in ('$7.00', '$9.00')] == ['$7.00', '$9.00']
+    assert len(series['timestamps']) == len(prices)
     availability = _get(server, '/v2/spot/availability').json()
     row = next(a for a in availability if a['region'] == REGION and
                a['instance_type'] == _type_fid(server))
