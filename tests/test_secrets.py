@@ -40,8 +40,8 @@ pytestmark = pytest.mark.e2e
 
 KEY = 'sk-mithril-SECRET-' + secrets.token_hex(12)
 OTHER_KEY = 'sk-mithril-OTHER-' + secrets.token_hex(12)
-CAN_USE_NAMESPACES = bool(os.geteuid() == 0 and shutil.which('unshare') and
-                          shutil.which('ip'))
+# The namespace hosts install iproute2 and sshd themselves: only root matters.
+CAN_USE_NAMESPACES = bool(os.geteuid() == 0 and shutil.which('unshare'))
 CREDENTIALS = Path('.config') / 'mithril' / 'config.yaml'
 PERMISSIONS_WARNING = ('~/.config/mithril/config.yaml is readable by other '
                        'users; run `chmod 600 ~/.config/mithril/config.yaml`.')
