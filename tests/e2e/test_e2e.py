@@ -57,7 +57,7 @@ def stack(tmp_path_factory) -> Iterator[SkyStack]:
         assert _namespaces(prefix) == []
 
 
-def test_hello_launch_exec_status_stop_start_down(stack):
+def test_hello_launch_exec_status_stop_start_preempt_down(stack):
     hello = str(catalog_files.example_path('hello.yaml'))
     started = time.monotonic()
     out = stack.sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', hello)
@@ -81,40 +81,34 @@ def test_hello_launch_exec_status_stop_start_down(stack):
     assert resumed['fid'] == bid['fid'] and resumed['status'] == 'Allocated'
     assert 'after restart' in stack.sky('exec', 'hello', 'echo after restart')
 
-    stack.sky('down', '-y', 'hello')
-    assert [b['status'] for b in stack.bids('hello')] == ['Terminated']
-    assert stack.live_bids() == []
-    assert stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
-    print(f'\nhello launch took {launch_seconds:.0f}s')
-
-
-def test_preempted_cluster_whose_bid_is_open_reads_init_and_stop_pauses_it(stack):
-    hello = str(catalog_files.example_path('hello.yaml'))
-    stack.sky('launch', '-y', '-c', 'reopened', '--infra', 'mithril', hello)
-    [bid] = [b for b in stack.bids('reopened') if b['status'] != 'Terminated']
+    # Preempted, and the bid back to Open: it is live and wins again by
+    # itself once the price falls, so it never reads STOPPED; `sky stop`
+    # pauses it.
     try:
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$9.00')  # above hello.yaml's $4.00 limit
         stack.control('POST', f'bids/{bid["fid"]}/preempt')
         deadline = time.monotonic() + 60
-        while [b['status'] for b in stack.bids('reopened')
+        while [b['status'] for b in stack.bids('hello')
                if b['fid'] == bid['fid']] != ['Open']:
-            assert time.monotonic() < deadline, stack.bids('reopened')
+            assert time.monotonic() < deadline, stack.bids('hello')
             time.sleep(1)
-        # The bid is live and will win again by itself: never STOPPED.
-        status = stack.sky('status', '--refresh', 'reopened')
-        assert re.search(r'reopened\s+Mithril.*INIT', status), status
+        status = stack.sky('status', '--refresh', 'hello')
+        assert re.search(r'hello\s+Mithril.*INIT', status), status
         assert 'STOPPED' not in status, status
-        stack.sky('stop', '-y', 'reopened')
-        assert [b['status'] for b in stack.bids('reopened')
+        stack.sky('stop', '-y', 'hello')
+        assert [b['status'] for b in stack.bids('hello')
                 if b['fid'] == bid['fid']] == ['Paused']
-        assert re.search(r'reopened\s+Mithril.*STOPPED',
-                         stack.sky('status', '--refresh', 'reopened'))
+        assert re.search(r'hello\s+Mithril.*STOPPED',
+                         stack.sky('status', '--refresh', 'hello'))
     finally:
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$0.50')
-        stack.sky('down', '-y', 'reopened')
-    assert [b['status'] for b in stack.bids('reopened')] == ['Terminated']
+        stack.sky('down', '-y', 'hello')
+    assert [b['status'] for b in stack.bids('hello')] == ['Terminated']
+    assert stack.live_bids() == []
+    assert stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
+    print(f'\nhello launch took {launch_seconds:.0f}s')
 
 
 def test_two_nodes_run_with_their_rank_and_ips(stack):
