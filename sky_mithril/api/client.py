@@ -37,7 +37,8 @@ from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
                                     UpdateBidRequest)
 from sky_mithril.credentials import DEFAULT_API_URL, Credentials, redact
 
-logger = logging.getLogger('sky_mithril.api')
+# Under SkyPilot's `sky` logger, so SKYPILOT_DEBUG=1 shows the HTTP lines.
+logger = logging.getLogger('sky.sky_mithril.api')
 
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 10.0

@@ -480,13 +480,20 @@ def _connection_error_with_key(api: responses.RequestsMock) -> None:
 def test_api_key_never_appears_in_errors_or_logs(
         api: responses.RequestsMock, sleep: RecordingSleep,
         caplog: pytest.LogCaptureFixture, failure: Any) -> None:
-    caplog.set_level(logging.DEBUG, logger='sky_mithril.api')
+    # The client logs under SkyPilot's `sky` logger, which does not propagate
+    # to the root logger once SkyPilot configured it: listen on it directly.
+    client_logger = logging.getLogger('sky.sky_mithril.api')
+    caplog.set_level(logging.DEBUG, logger=client_logger.name)
+    client_logger.addHandler(caplog.handler)
     client = MithrilClient(API_KEY, API_URL, max_retry_seconds=1, sleep=sleep,
                            rng=HighestJitter())
     failure(api)
 
-    with pytest.raises(MithrilAPIError) as caught:
-        client.me()
+    try:
+        with pytest.raises(MithrilAPIError) as caught:
+            client.me()
+    finally:
+        client_logger.removeHandler(caplog.handler)
 
     error = caught.value
     assert '<redacted>' in str(error)
