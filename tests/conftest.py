@@ -19,6 +19,8 @@ from sky_mithril.emulator.market import Market
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
+from provisioning import point_plugin_at
+
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
 os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')
 for _variable in ('MITHRIL_API_KEY', 'MITHRIL_PROJECT', 'MITHRIL_API_URL',
@@ -43,23 +45,12 @@ def emulator_server() -> Iterator[EmulatorServer]:
         server.stop()
 
 
-def _point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
-                     config_home: Path) -> None:
-    """The environment a user would export for `server`: key, URL, project,
-    and a config folder with no profiles."""
-    monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))
-    monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
-    monkeypatch.setenv('MITHRIL_API_URL', server.url)
-    monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-    monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-
-
 @pytest.fixture
 def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
     """A fast emulator (600x time) and the environment that points the plugin
     at it, as a user would export it: key, URL and project."""
     with EmulatorServer(speed=600) as server:
-        _point_plugin_at(server, monkeypatch, tmp_path)
+        point_plugin_at(server, monkeypatch, tmp_path)
         yield server
 
 
@@ -69,5 +60,5 @@ def manual_emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
     (`control('POST', 'advance', seconds=...)`), with the plugin pointed at it."""
     market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
     with EmulatorServer(market) as server:
-        _point_plugin_at(server, monkeypatch, tmp_path)
+        point_plugin_at(server, monkeypatch, tmp_path)
         yield server

@@ -1,6 +1,9 @@
 """Helpers for tests that drive the provisioner against the emulator."""
 
+from pathlib import Path
 from typing import Any, Dict, List
+
+import pytest
 
 from sky.provision import common
 
@@ -11,6 +14,17 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
 
 PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
+
+
+def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
+                    config_home: Path) -> None:
+    """The environment a user would export for `server`: key, URL, project,
+    and a config folder with no profiles."""
+    monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))
+    monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
+    monkeypatch.setenv('MITHRIL_API_URL', server.url)
+    monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
+    monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
 
 
 def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:

@@ -18,6 +18,8 @@ from sky_mithril.commands import ssh as ssh_command
 from sky_mithril.emulator.hosts.local import LocalPortHosts
 from sky_mithril.emulator.server import EmulatorServer
 
+from provisioning import point_plugin_at
+
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 
@@ -89,21 +91,12 @@ def run(capsys: pytest.CaptureFixture) -> Callable[..., Result]:
     return run_cli
 
 
-def _point_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
-              config_dir: Path) -> None:
-    monkeypatch.setenv('XDG_CONFIG_HOME', str(config_dir))
-    monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
-    monkeypatch.setenv('MITHRIL_API_URL', server.url)
-    monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
-    monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
-
-
 @pytest.fixture
 def ssh_emulator(home: Path, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     """The emulator at 600x whose instances are real sshds on 127.0.0.1."""
     with EmulatorServer(speed=600, hosts=LocalPortHosts()) as server:
-        _point_at(server, monkeypatch, tmp_path / 'config')
+        point_plugin_at(server, monkeypatch, tmp_path / 'config')
         yield server
 
 
