@@ -2,30 +2,33 @@
 
 from sky_mithril.api.client import MithrilClient, parse_retry_after
 from sky_mithril.api.errors import (AmbiguousResponseError, AuthenticationError,
-                                    ConnectionFailedError, MithrilAPIError,
+                                    ConflictError, ConnectionFailedError,
+                                    MithrilAPIError,
                                     NotFoundError, PermissionDeniedError,
                                     RateLimitedError, ServerError,
                                     ValidationError)
 from sky_mithril.api.models import (ApiModel, Auction, Bid, BidEvent,
                                     BidEventType, BidHistory, BidState,
-                                    BidStatus, CreateBidRequest, CurrentPrice,
+                                    BidStatus, CreateBidRequest,
+                                    CreateVolumeRequest, CurrentPrice,
                                     Dollars, Instance, InstanceState,
                                     InstanceStatus, InstanceType,
                                     KubernetesCluster, KubernetesClusterState,
                                     LaunchSpecification, LimitPrice, Me,
                                     PriceHistory, PriceSeries, Project,
                                     RequestModel, SshKey, Timestamp,
-                                    UpdateBidRequest)
+                                    UpdateBidRequest, Volume, VolumeInterface)
 
 __all__ = [
     'AmbiguousResponseError', 'ApiModel', 'Auction', 'AuthenticationError',
     'Bid', 'BidEvent', 'BidEventType', 'BidHistory', 'BidState', 'BidStatus',
-    'ConnectionFailedError', 'CreateBidRequest', 'CurrentPrice', 'Dollars',
+    'ConflictError', 'ConnectionFailedError', 'CreateBidRequest',
+    'CreateVolumeRequest', 'CurrentPrice', 'Dollars',
     'Instance', 'InstanceState', 'InstanceStatus', 'InstanceType',
     'KubernetesCluster', 'KubernetesClusterState',
     'LaunchSpecification', 'LimitPrice', 'Me', 'MithrilAPIError',
     'MithrilClient', 'NotFoundError', 'PermissionDeniedError', 'PriceHistory',
     'PriceSeries', 'Project', 'RateLimitedError', 'RequestModel',
     'ServerError', 'SshKey', 'Timestamp', 'UpdateBidRequest',
-    'ValidationError', 'parse_retry_after',
+    'ValidationError', 'Volume', 'VolumeInterface', 'parse_retry_after',
 ]

@@ -6,10 +6,11 @@ Retry rules:
   503, 504, connection failures and timeouts, with exponential backoff and
   full jitter, waiting at least as long as the server's `Retry-After`, until
   the time spent waiting would exceed `max_retry_seconds`.
-* POST (create a bid or an SSH key) is retried only when the server provably
-  did not apply it: 429, or the connection was never established. After any
-  other failure the request may have been applied, so it raises
-  `AmbiguousResponseError` and the caller reconciles (lists bids by name).
+* POST (create a bid, an SSH key or a volume) is retried only when the
+  server provably did not apply it: 429, or the connection was never
+  established. After any other failure the request may have been applied, so
+  it raises `AmbiguousResponseError` and the caller reconciles (lists bids or
+  volumes by name).
 """
 
 import email.utils
@@ -30,11 +31,11 @@ from urllib3.exceptions import ConnectTimeoutError
 from sky_mithril import __version__
 from sky_mithril.api import errors
 from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
-                                    CreateBidRequest, CurrentPrice, Instance,
-                                    InstanceStatus, InstanceType,
-                                    KubernetesCluster, Me,
+                                    CreateBidRequest, CreateVolumeRequest,
+                                    CurrentPrice, Instance, InstanceStatus,
+                                    InstanceType, KubernetesCluster, Me,
                                     PriceHistory, Project, SshKey,
-                                    UpdateBidRequest)
+                                    UpdateBidRequest, Volume, VolumeInterface)
 from sky_mithril.credentials import DEFAULT_API_URL, Credentials, redact
 
 # Under SkyPilot's `sky` logger, so SKYPILOT_DEBUG=1 shows the HTTP lines.
@@ -324,10 +325,7 @@ class MithrilClient:
             raise ValueError('update_bid needs limit_price or paused')
         body = UpdateBidRequest(limit_price=limit_price,
                                 paused=paused).to_wire()
-        path = f'/v2/spot/bids/{_fid(bid_fid)}'
-        response = self._request('PATCH', path, json_body=body)
-        return self._parse(Bid, self._json(response, 'PATCH', path), 'PATCH',
-                           path)
+        return self._patch(f'/v2/spot/bids/{_fid(bid_fid)}', body, Bid)
 
     def cancel_bid(self, bid_fid: str) -> None:
         """Cancels a bid and terminates its instances (NotFoundError if unknown)."""
@@ -376,6 +374,39 @@ class MithrilClient:
         return self._get_one(f'/v2/kubernetes/clusters/{_fid(cluster_fid)}',
                              KubernetesCluster)
 
+    # Volumes.
+
+    def list_volumes(self, project: str,
+                     region: Optional[str] = None) -> List[Volume]:
+        """A project's volumes (only one region's when `region` is given)."""
+        return self._get_list('/v2/volumes', Volume,
+                              _drop_none({'project': project,
+                                          'region': region}))
+
+    def create_volume(self, project: str, name: str, region: str,
+                      size_gb: int, interface: VolumeInterface) -> Volume:
+        """Creates a volume. Not retried once possibly applied.
+
+        Raises AmbiguousResponseError when it may have been created without
+        a readable answer; list the project's volumes by name to find out.
+        """
+        request = CreateVolumeRequest(name=name, project=project,
+                                      disk_interface=interface, region=region,
+                                      size_gb=size_gb)
+        return self._post('/v2/volumes', request.to_wire(), Volume,
+                          f'List the project\'s volumes to see whether '
+                          f'{name!r} was created before creating it again.')
+
+    def rename_volume(self, volume_fid: str, name: str) -> Volume:
+        """Gives a volume a new name."""
+        return self._patch(f'/v2/volumes/{_fid(volume_fid)}', {'name': name},
+                           Volume)
+
+    def delete_volume(self, volume_fid: str) -> None:
+        """Deletes a volume and its data: NotFoundError if unknown,
+        ConflictError while a live bid uses it."""
+        self._request('DELETE', f'/v2/volumes/{_fid(volume_fid)}')
+
     # Response handling.
 
     def _get_one(self,
@@ -385,6 +416,12 @@ class MithrilClient:
         response = self._request('GET', path, params=params)
         return self._parse(model, self._json(response, 'GET', path), 'GET',
                            path)
+
+    def _patch(self, path: str, body: Dict[str, Any],
+               model: Type[ModelT]) -> ModelT:
+        response = self._request('PATCH', path, json_body=body)
+        return self._parse(model, self._json(response, 'PATCH', path),
+                           'PATCH', path)
 
     def _get_list(self,
                   path: str,

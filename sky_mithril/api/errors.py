@@ -47,6 +47,12 @@ class NotFoundError(MithrilAPIError):
     """404: no resource with that fid (or it is gone)."""
 
 
+class ConflictError(MithrilAPIError):
+    """409: the request clashes with the resource's current state (e.g.
+    deleting a volume a live bid still uses); the message carries the
+    server's explanation."""
+
+
 class ValidationError(MithrilAPIError):
     """400/422: the server rejected the request's contents.
 
@@ -176,6 +182,11 @@ def error_for_status(status_code: int,
         message = _with_detail(f'Mithril found nothing at {request} (404)',
                                detail_text)
         return NotFoundError(f'{message}.', **context)
+    if status_code == 409:
+        message = _with_detail(
+            f'Mithril refused {request} as it conflicts with the current '
+            'state (409)', detail_text)
+        return ConflictError(f'{message.rstrip(".")}.', **context)
     if status_code in (400, 422):
         message = _with_detail(
             f'Mithril rejected the request {request} ({status_code})',

@@ -6,6 +6,7 @@ listed in `BidState` and `InstanceState`, so a status Mithril adds later
 parses too. Money is `Decimal` in Python and "$x.yy" on the wire.
 """
 
+import enum
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Dict, List, Optional
@@ -97,6 +98,13 @@ class BidEventType:
     MEMORY_ADJUSTED = 'Memory Adjusted'
     VOLUMES_ATTACHED = 'Volumes Attached'
     VOLUMES_REMOVED = 'Volumes Removed'
+
+
+class VolumeInterface(str, enum.Enum):
+    """How a volume reaches a VM: a shared file system or a block device."""
+
+    FILE = 'File'
+    BLOCK = 'Block'
 
 
 class ApiModel(BaseModel):
@@ -358,3 +366,30 @@ class KubernetesCluster(ApiModel):
     join_command: Optional[str] = Field(default=None, repr=False)
     deleted_at: Optional[Timestamp] = None
     user_fid: Optional[str] = None
+
+
+class Volume(ApiModel):
+    """A persistent volume. `bids` are the fids of live bids using it;
+    `attachments` maps an instance fid to where the volume appears on that
+    VM (`/mnt/<name>` for File, a `/dev/disk/by-id/...` device for Block)."""
+
+    fid: str
+    name: str
+    region: str
+    created_at: Timestamp
+    capacity_gb: int
+    project: str
+    interface: VolumeInterface
+    bids: List[str] = Field(default_factory=list)
+    reservations: List[str] = Field(default_factory=list)
+    attachments: Dict[str, str] = Field(default_factory=dict)
+
+
+class CreateVolumeRequest(RequestModel):
+    """POST /v2/volumes body."""
+
+    name: str = Field(min_length=1)
+    project: str
+    disk_interface: VolumeInterface
+    region: str
+    size_gb: int = Field(ge=1)
