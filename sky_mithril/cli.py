@@ -1,5 +1,6 @@
 """`sky-mithril`: set the plugin up, run the local Mithril emulator, maintain the
-catalog, and Mithril's infrastructure commands (`instance`, `ssh`, `k8s`)."""
+catalog, and Mithril's infrastructure commands (`instance`, `ssh`, `k8s`,
+`volumes`)."""
 
 import argparse
 import sys
