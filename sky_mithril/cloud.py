@@ -500,6 +500,8 @@ class Mithril(builtin_mithril.Mithril):
             'limit_price_per_hour': str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
             'boot_timeout': str(boot_timeout),
+            'instance_type_fid':
+                live_prices.snapshot().fid(instance_type, region.name) or '',
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

@@ -70,6 +70,9 @@ class Market:
 
     quotes: Quotes
     rows: List[Dict[str, str]]
+    # The fid each auction sells its instance type under, so a launch can
+    # place its bid without looking the type up again.
+    fids: Dict[Key, str]
 
 
 def fetch_market(creds: credentials_lib.Credentials) -> Market:
@@ -87,6 +90,7 @@ def fetch_market(creds: credentials_lib.Credentials) -> Market:
         types = {t.fid: t for t in client.list_instance_types()}
         quotes: Quotes = {}
         rows: List[Dict[str, str]] = []
+        fids: Dict[Key, str] = {}
         for auction in client.list_spot_availability():
             instance_type = types.get(auction.instance_type)
             if instance_type is None:
@@ -102,9 +106,10 @@ def fetch_market(creds: credentials_lib.Credentials) -> Market:
             if price > 0:
                 quotes[(instance_type.name, auction.region)] = (price,
                                                                 auction.capacity)
+                fids[(instance_type.name, auction.region)] = auction.instance_type
                 rows.append(refresh_lib.catalog_row(instance_type,
                                                     auction.region, price))
-        return Market(quotes, rows)
+        return Market(quotes, rows, fids)
 
 
 def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:
@@ -156,6 +161,8 @@ def refresh() -> None:
         'quotes': {f'{t}@{r}': [str(p), c]
                    for (t, r), (p, c) in (market.quotes if market else {}).items()},
         'delisted': [f'{t}@{r}' for t, r in delisted],
+        'fids': {f'{t}@{r}': fid
+                 for (t, r), fid in (market.fids if market else {}).items()},
     }
     files.write_atomically(_state_path(), json.dumps(state))
 
@@ -240,10 +247,15 @@ class Snapshot:
     live: bool
     quotes: Quotes
     delisted: FrozenSet[Key]
+    fids: Dict[Key, str]
 
     def quote(self, instance_type: str,
               region: str) -> Optional[Tuple[Decimal, int]]:
         return self.quotes.get((instance_type, region))
+
+    def fid(self, instance_type: str, region: str) -> Optional[str]:
+        """The instance type's fid in that region's auction, if listed."""
+        return self.fids.get((instance_type, region))
 
 
 def _key(text: str) -> Key:
@@ -257,7 +269,8 @@ def snapshot() -> Snapshot:
     quotes = {_key(k): (Decimal(v[0]), int(v[1]))
               for k, v in state.get('quotes', {}).items()}
     return Snapshot(bool(state.get('live')) and bool(quotes), quotes,
-                    frozenset(_key(k) for k in state.get('delisted', [])))
+                    frozenset(_key(k) for k in state.get('delisted', [])),
+                    {_key(k): v for k, v in state.get('fids', {}).items()})
 
 
 def quote(instance_type: str, region: str) -> Optional[Tuple[Decimal, int]]:

@@ -17,10 +17,11 @@ known before an interrupt leaves.
 """
 
 import dataclasses
+import datetime
 import enum
 import time
 from decimal import Decimal
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 from sky.provision import common
@@ -29,6 +30,7 @@ from sky_mithril import connection
 from sky_mithril import money
 from sky_mithril.api import errors
 from sky_mithril.api import models
+from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
@@ -40,14 +42,23 @@ DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 # A bid POST whose outcome is unknown (its answer was lost) may still be
 # committed by the server; it is looked for this long before giving up.
 HALF_PLACED_WINDOW_SECONDS = 10.0
+# POSTs of one bid whose answers were lost before giving up.
+CREATE_ATTEMPTS = 3
 # The first "why is it waiting" report comes once the bid has sat through a
 # few polls, so a bid that wins right away costs no pricing request.
 FIRST_STATUS_AFTER_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 30.0
+# Waiting polls back off to this interval.
+MAX_WAITING_POLL_SECONDS = 3.0
+# Polls of booting nodes are at least this far apart.
+MIN_POLL_SECONDS = 0.02
 LIMIT_KEY_HINT = ('raise config.mithril.limit_price (or limit_price_per_gpu) '
                   'to win sooner, or set config.mithril.provision_timeout.')
 
 _REACHABLE = (models.InstanceState.STARTING, models.InstanceState.RUNNING)
+_BOOTING = (models.InstanceState.NEW, models.InstanceState.CONFIRMED,
+            models.InstanceState.SCHEDULED, models.InstanceState.INITIALIZING,
+            *_REACHABLE)
 
 
 class AllocationTimeoutError(RuntimeError):
@@ -101,18 +112,32 @@ def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
 
 def current_instances(conn: connection.Connection,
                       bid: models.Bid) -> List[models.Instance]:
-    """The instances that stand for the bid's nodes, in the bid's own (stable)
-    order, at most `instance_quantity`: the head is the bid's first, whichever
-    node gets an address first. Replaced or terminated instances are skipped."""
-    found = {
-        i.fid: i for i in conn.client.list_instances(conn.project_id,
-                                                     bid_fids=[bid.fid])
-    }
-    ordered = [found[fid] for fid in bid.instances if fid in found]
-    return [i for i in ordered
+    """The instances that stand for the bid's nodes, at most
+    `instance_quantity`, in the bid's own (stable) order where the bid lists
+    them: the head is the bid's first, whichever node gets an address first.
+    Replaced or terminated instances are skipped. One request."""
+    order = {fid: n for n, fid in enumerate(bid.instances)}
+    live = [i for i in conn.client.list_instances(conn.project_id,
+                                                  bid_fids=[bid.fid])
             if i.status not in (models.InstanceState.REPLACED,
-                                models.InstanceState.TERMINATED)
-            ][:bid.instance_quantity]
+                                models.InstanceState.TERMINATED)]
+    live.sort(key=lambda i: (order.get(i.fid, len(order)), i.created_at,
+                             i.name))
+    return live[:bid.instance_quantity]
+
+
+def _booting(instances: List[models.Instance], quantity: int) -> bool:
+    """Whether the bid holds capacity: all of its nodes are booting or up."""
+    return len(instances) == quantity and all(
+        i.status in _BOOTING for i in instances)
+
+
+def _server_now(timing: market_timing.MarketTiming,
+                now: float) -> datetime.datetime:
+    """The server's time at local `now` (local time when the clock is unknown)."""
+    server = timing.to_server(now)
+    return datetime.datetime.fromtimestamp(
+        now if server is None else server, datetime.timezone.utc)
 
 
 def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
@@ -215,6 +240,8 @@ class ClusterBid:
     conn: connection.Connection
     bid: models.Bid
     outcome: Outcome
+    # Local epoch at which this launch placed the bid (None unless PLACED).
+    placed_at: Optional[float] = None
 
     @classmethod
     def acquire(cls, conn: connection.Connection, region: str, name: str,
@@ -230,8 +257,10 @@ class ClusterBid:
         try:
             with interrupts.deferred():
                 if held is None:
-                    held = cls(conn, cls._place(conn, region, name, config),
-                               Outcome.PLACED)
+                    posted = time.time()
+                    bid = cls._place(conn, region, name, config)
+                    held = cls(conn, bid, Outcome.PLACED,
+                               placed_at=(posted + time.time()) / 2)
                 else:
                     held._apply_launch_settings(config.provider_config)
         except BaseException as e:
@@ -267,38 +296,32 @@ class ClusterBid:
                config: common.ProvisionConfig) -> models.Bid:
         """Places the cluster's bid exactly once.
 
-        A POST whose response was lost may or may not have created the bid,
-        so before every retry the bid is looked up by its name; the client
-        never retries a POST on its own once it may have reached the server.
+        The instance type's fid comes from the live catalog the launch was
+        planned with (`instance_type_fid` in the provider config); only when
+        there is none, or Mithril refuses it as stale, is it looked up.
         """
         limit = Decimal(config.provider_config['limit_price_per_hour'])
         instance_type = config.node_config['InstanceType']
+        planned_fid = config.provider_config.get('instance_type_fid') or None
         request = models.CreateBidRequest(
             project=conn.project_id,
             region=region,
-            instance_type=instance_type_fid(conn, instance_type, region),
+            instance_type=(planned_fid or
+                           instance_type_fid(conn, instance_type, region)),
             limit_price=limit,
             instance_quantity=config.count,
             name=name,
             launch_specification=models.LaunchSpecification(
                 ssh_keys=[config.authentication_config['ssh_key_id']],
                 volumes=[]))
-        attempts = 3
-        for attempt in range(1, attempts + 1):
-            try:
-                bid = conn.client.create_bid(request)
-                break
-            except errors.AmbiguousResponseError as e:
-                found = live_bid(conn, name)
-                if found is not None:
-                    logger.info(f'Bid {found.fid} was placed although the '
-                                'response was lost; using it.')
-                    bid = found
-                    break
-                if attempt == attempts:
-                    raise
-                logger.info(f'Placing the bid failed ({e}); it was not '
-                            'created, retrying.')
+        try:
+            bid = _create_once(conn, request)
+        except errors.ValidationError as e:
+            if planned_fid is None or not _about_instance_type(e):
+                raise
+            bid = _create_once(conn, request.model_copy(update={
+                'instance_type': instance_type_fid(conn, instance_type,
+                                                   region)}))
         logger.info(f'Placed Mithril bid {bid.fid}: {config.count}× '
                     f'{instance_type} in {region} at a limit of '
                     f'{money.format_dollars(limit)}/h per instance.')
@@ -309,77 +332,154 @@ class ClusterBid:
         """Waits for the auction, then for every node's SSH destination; the
         acquired bid is undone if either fails or is interrupted."""
         try:
-            self.wait_until_allocated(_provision_timeout(provider_config))
-            return self.wait_until_reachable(_boot_timeout(provider_config))
+            return self._wait(provider_config)
         except BaseException as e:
             self.undo(e)
             raise
 
-    def wait_until_allocated(self, timeout: Optional[float]) -> None:
-        """Polls the bid (one request per poll, every ≤3 s) until Allocated.
+    def _wait(self, provider_config: Dict[str, Any]) -> List[models.Instance]:
+        """Polls the bid's instances, one request per poll, until each node
+        is reachable.
 
-        While it waits the user sees why (spot price vs limit, capacity) and
-        for how long. On timeout raises AllocationTimeoutError.
+        While the bid waits in the auction, polls back off to every 3 s, or
+        come right after the auction's next clearing once its schedule is
+        known (`market_timing`); the user hears why it waits. Once nodes
+        boot, the next poll is timed for when they should be reachable, then
+        polls come fast. The bid itself is read only for the reports, at the
+        timeouts, and to order several nodes.
         """
-        bid = self.bid
-        start = time.monotonic()
-        interval = 0.5
+        allocation_timeout = _provision_timeout(provider_config)
+        boot_timeout = _boot_timeout(provider_config)
+        timing = self._timing()
+        region, instance_type = self.bid.region or '', self.bid.instance_type
+        start = last_poll = time.time()
         next_report = start + FIRST_STATUS_AFTER_SECONDS
+        waiting_interval = 0.5
+        allocated_at: Optional[float] = None
+        precise = False
         while True:
-            if bid.status in (models.BidState.ALLOCATED,
-                              models.BidState.PREEMPTING):
-                self.bid = bid
-                return
-            if bid.status == models.BidState.TERMINATED:
-                raise RuntimeError(f'Bid {bid.fid} was terminated on Mithril '
-                                   'before it was allocated.')
-            now = time.monotonic()
-            if timeout is not None and now - start >= timeout:
-                view = market_view(self.conn, bid)
-                raise AllocationTimeoutError(
-                    f'Mithril bid {bid.fid} in {bid.region} was not allocated '
-                    f'within {timeout:.0f}s: '
-                    f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
-                    f'It was cancelled. {LIMIT_KEY_HINT}')
-            if now >= next_report:
-                view = market_view(self.conn, bid)
-                waits = ('waits without a deadline' if timeout is None else
-                         f'is cancelled after {timeout:.0f}s')
-                logger.info(
-                    f'Bid {bid.fid} is {bid.status} in {bid.region} '
-                    f'({now - start:.0f}s): '
-                    f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
-                    f'The bid {waits}; {LIMIT_KEY_HINT}')
-                next_report = now + STATUS_INTERVAL_SECONDS
-            time.sleep(interval)
-            interval = min(interval * 2, 3.0)
-            bid = self.conn.client.get_bid(bid.fid)
-
-    def wait_until_reachable(self, boot_timeout: float) -> List[models.Instance]:
-        """Polls the bid's instances (one request per poll) until each of its
-        `instance_quantity` current instances has an SSH destination; the bid
-        is re-read only while it lists too few instances."""
-        deadline = time.monotonic() + boot_timeout
-        interval = 0.5
-        while True:
-            if len(self.bid.instances) < self.bid.instance_quantity:
-                self.bid = self.conn.client.get_bid(self.bid.fid)
             instances = current_instances(self.conn, self.bid)
-            ready = [i for i in instances
-                     if i.status in _REACHABLE and i.ssh_destination]
-            if len(ready) == self.bid.instance_quantity:
-                return instances
-            if time.monotonic() > deadline:
-                states = ', '.join(f'{i.fid} {i.status}'
-                                   for i in instances) or 'no instances yet'
-                raise RuntimeError(
-                    f'Bid {self.bid.fid} won the auction, but its nodes were '
-                    f'not reachable over SSH within {boot_timeout:.0f}s '
-                    f'(config.mithril.boot_timeout): {states}. The bid is '
-                    'being cancelled so it stops billing; raise boot_timeout '
-                    'to wait longer.')
-            time.sleep(interval)
-            interval = min(interval * 2, 3.0)
+            now = time.time()
+            if _booting(instances, self.bid.instance_quantity):
+                if allocated_at is None:
+                    allocated_at, precise = self._allocated_at(
+                        timing, instances, last_poll, now)
+                elapsed = now - allocated_at
+                if all(i.status in _REACHABLE and i.ssh_destination
+                       for i in instances):
+                    if precise:
+                        timing.observe_reachable(instance_type, region, elapsed)
+                    timing.save()
+                    return self._in_bid_order(instances)
+                if precise:
+                    timing.observe_booting(instance_type, region, elapsed)
+                if elapsed > boot_timeout:
+                    raise self._boot_timeout_error(instances, boot_timeout)
+                target = timing.next_boot_poll(instance_type, region, elapsed)
+                delay = (min(max(elapsed / 4, 0.25), MAX_WAITING_POLL_SECONDS)
+                         if target is None else
+                         max(target - elapsed, MIN_POLL_SECONDS))
+            else:
+                allocated_at = None
+                if (allocation_timeout is not None and
+                        now - start >= allocation_timeout):
+                    raise self._allocation_timeout_error(allocation_timeout)
+                if now >= next_report:
+                    self._report_waiting(now - start, allocation_timeout)
+                    next_report = now + STATUS_INTERVAL_SECONDS
+                delay = waiting_interval
+                waiting_interval = min(waiting_interval * 2,
+                                       MAX_WAITING_POLL_SECONDS)
+                clearing = timing.next_clearing(
+                    region, _server_now(timing, now), waiting_interval)
+                if clearing is not None:
+                    delay = clearing - now
+            last_poll = now
+            time.sleep(min(max(delay, 0.0), STATUS_INTERVAL_SECONDS))
+
+    def _timing(self) -> market_timing.MarketTiming:
+        """The endpoint's learned timing, updated with this bid's placement;
+        the auction's clearing schedule is read once per region (its first
+        allocation then confirms it or not)."""
+        timing = market_timing.MarketTiming.load(
+            self.conn.credentials.api_url)
+        if self.placed_at is None:
+            return timing
+        timing.observe_clock(self.bid.created_at, self.placed_at)
+        region = self.bid.region or ''
+        if region not in timing.clearings:
+            try:
+                history = self.conn.client.get_price_history(
+                    [self.bid.instance_type], region=region,
+                    start_time=self.bid.created_at -
+                    datetime.timedelta(hours=1))
+                timing.learn_clearings(
+                    region, [t for series in history.series
+                             for t in series.timestamps])
+            except errors.MithrilAPIError:
+                pass  # Without a schedule, waiting polls just back off.
+        timing.save()
+        return timing
+
+    def _allocated_at(self, timing: market_timing.MarketTiming,
+                      instances: List[models.Instance], last_poll: float,
+                      now: float) -> Tuple[float, bool]:
+        """When the bid was allocated, in local time, and whether that is
+        precise: from the new instances' creation time once the server's
+        clock is known, else the middle of the last poll interval."""
+        if self.placed_at is not None:
+            created = min(i.created_at for i in instances)
+            timing.observe_allocation(self.bid.region or '', created)
+            local = timing.to_local(created)
+            if local is not None and last_poll - 1.0 <= local <= now:
+                return local, True
+        return (last_poll + now) / 2, False
+
+    def _report_waiting(self, waited: float, timeout: Optional[float]) -> None:
+        """Tells the user why the bid still waits (re-reading it, so a bid
+        terminated elsewhere ends the wait)."""
+        self.bid = self.conn.client.get_bid(self.bid.fid)
+        bid = self.bid
+        if bid.status == models.BidState.TERMINATED:
+            raise RuntimeError(f'Bid {bid.fid} was terminated on Mithril '
+                               'before it was allocated.')
+        view = market_view(self.conn, bid)
+        waits = ('waits without a deadline' if timeout is None else
+                 f'is cancelled after {timeout:.0f}s')
+        logger.info(
+            f'Bid {bid.fid} is {bid.status} in {bid.region} ({waited:.0f}s): '
+            f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
+            f'The bid {waits}; {LIMIT_KEY_HINT}')
+
+    def _allocation_timeout_error(self,
+                                  timeout: float) -> AllocationTimeoutError:
+        bid = self.bid
+        view = market_view(self.conn, bid)
+        return AllocationTimeoutError(
+            f'Mithril bid {bid.fid} in {bid.region} was not allocated '
+            f'within {timeout:.0f}s: '
+            f'{view.reason(bid.limit_price, bid.instance_quantity)}. '
+            f'It was cancelled. {LIMIT_KEY_HINT}')
+
+    def _boot_timeout_error(self, instances: List[models.Instance],
+                            boot_timeout: float) -> RuntimeError:
+        states = ', '.join(f'{i.fid} {i.status}'
+                           for i in instances) or 'no instances yet'
+        return RuntimeError(
+            f'Bid {self.bid.fid} won the auction, but its nodes were not '
+            f'reachable over SSH within {boot_timeout:.0f}s '
+            f'(config.mithril.boot_timeout): {states}. The bid is being '
+            'cancelled so it stops billing; raise boot_timeout to wait longer.')
+
+    def _in_bid_order(self, instances: List[models.Instance]
+                      ) -> List[models.Instance]:
+        """The instances in the bid's order (the head first); the bid is
+        re-read only when it has several nodes it does not list yet."""
+        if len(instances) > 1 and not all(i.fid in self.bid.instances
+                                          for i in instances):
+            self.bid = self.conn.client.get_bid(self.bid.fid)
+        order = {fid: n for n, fid in enumerate(self.bid.instances)}
+        return sorted(instances, key=lambda i: order.get(i.fid, len(order)))
 
     def undo(self, cause: BaseException) -> None:
         """Reverses this launch's outcome; if that is impossible, stops
@@ -403,6 +503,37 @@ class ClusterBid:
             cancel_and_confirm(self.conn, self.bid.fid)
         elif self.outcome == Outcome.RESUMED:
             self.conn.client.update_bid(self.bid.fid, paused=True)
+
+
+def _create_once(conn: connection.Connection,
+                 request: models.CreateBidRequest) -> models.Bid:
+    """POSTs the bid so that it exists at most once.
+
+    A POST whose response was lost may or may not have created the bid, so
+    before every retry the bid is looked up by its name; the client never
+    retries a POST on its own once it may have reached the server.
+    """
+    attempt = 1
+    while True:
+        try:
+            return conn.client.create_bid(request)
+        except errors.AmbiguousResponseError as e:
+            found = live_bid(conn, request.name)
+            if found is not None:
+                logger.info(f'Bid {found.fid} was placed although the '
+                            'response was lost; using it.')
+                return found
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            attempt += 1
+            logger.info(f'Placing the bid failed ({e}); it was not '
+                        'created, retrying.')
+
+
+def _about_instance_type(error: errors.ValidationError) -> bool:
+    """Whether Mithril refused the bid's instance type (e.g. a stale fid)."""
+    return any('instance_type' in (entry.get('loc') or ())
+               for entry in error.detail)
 
 
 def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
