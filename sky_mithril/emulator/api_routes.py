@@ -63,6 +63,18 @@ class _CreateKubernetesClusterBody(BaseModel):
     image_version: Optional[str] = None
 
 
+class _CreateVolumeBody(BaseModel):
+    name: str
+    project: str
+    disk_interface: str
+    region: str
+    size_gb: int
+
+
+class _UpdateVolumeBody(BaseModel):
+    name: str
+
+
 class _CreateSshKeyBody(BaseModel):
     project: str
     name: str
@@ -269,6 +281,36 @@ def api_router(market: Market, lock: ContextManager[Any],
             market.cancel_bid(bid_fid)
         return Response(status_code=204)
 
+    @v2.get('/volumes')
+    def list_volumes(project: str,
+                     region: Optional[str] = None) -> List[Dict[str, Any]]:
+        with lock:
+            return [wire.volume_json(market, v)
+                    for v in market.volumes(project, region)]
+
+    @v2.post('/volumes', status_code=201)
+    def create_volume(body: _CreateVolumeBody) -> Dict[str, Any]:
+        with lock:
+            volume = market.create_volume(project=body.project,
+                                          name=body.name,
+                                          interface=body.disk_interface,
+                                          region=body.region,
+                                          size_gb=body.size_gb)
+            return wire.volume_json(market, volume)
+
+    @v2.patch('/volumes/{volume_fid}')
+    def rename_volume(volume_fid: str,
+                      body: _UpdateVolumeBody) -> Dict[str, Any]:
+        with lock:
+            volume = market.rename_volume(volume_fid, body.name)
+            return wire.volume_json(market, volume)
+
+    @v2.delete('/volumes/{volume_fid}', status_code=204)
+    def delete_volume(volume_fid: str) -> Response:
+        with lock:
+            market.delete_volume(volume_fid)
+        return Response(status_code=204)
+
     @v2.get('/instances')
     def list_instances(request: Request,
                        project: str,
@@ -364,12 +406,12 @@ def api_router(market: Market, lock: ContextManager[Any],
         return [{
             'fid': q.fid,
             'project': q.project,
-            'product_type': 'spot',
+            'product_type': q.product_type,
             'total_quantity': q.total_quantity,
             'used_quantity': q.used_quantity,
-            'units': 'instances',
-            'name': q.instance_type.name,
-            'instance_type': q.instance_type.fid,
+            'units': q.units,
+            'name': q.name,
+            'instance_type': q.instance_type.fid if q.instance_type else None,
         } for q in rows]
 
     @v2.get('/image-versions')

@@ -56,6 +56,16 @@ control-node key) and it is `Available` with `kube_host` = the host's address;
 A bid whose `launch_specification.kubernetes_cluster` names a cluster joins it:
 its instances are listed in the cluster's `instances` while the bid lives.
 Deleting a cluster makes it `Terminated` and removes the control node's host.
+
+Volumes: a project's file shares (`File`, any number of bids and hosts at
+once) and block volumes (`Block`, listed by at most one live bid), each in one
+region, at most `VOLUME_QUOTA_GB` per project in all. A bid lists volumes of
+its own region in `launch_specification.volumes`; PATCHing a live bid's
+`volumes` replaces the list ("Volumes Attached" / "Volumes Removed"). The host
+backend gets the bid's volumes whenever one of its hosts is created or resumed,
+so a change reaches hosts that are up at their next start. A volume listed by
+a live (not Terminated) bid cannot be deleted; deleting one also removes its
+data from the host backend.
 """
 
 import ast
@@ -70,6 +80,7 @@ import itertools
 import logging
 import math
 import random
+import re
 import string
 from decimal import Decimal
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
@@ -80,7 +91,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sky_mithril import money
 from sky_mithril.emulator.clock import Clock
-from sky_mithril.emulator.hosts import HostAddress, HostBackend
+from sky_mithril.emulator.hosts import (HostAddress, HostBackend,
+                                        VolumeAttachment, VolumeInterface,
+                                        volume_vm_path)
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
 
@@ -90,6 +103,10 @@ USER_FID = 'user_emulator'
 IMAGE_VERSION_FID = 'imgv_emulator_ubuntu2204'
 DEFAULT_CAPACITY = 8
 PRICE_HISTORY_LIMIT = 50_000
+VOLUME_QUOTA_GB = 20_000
+MAX_VOLUME_GB = 16_384
+# A volume's name becomes a directory, `/mnt/<name>`, on every VM it reaches.
+_BAD_VOLUME_NAME = re.compile(r'[/\s\x00-\x1f\x7f]')
 
 Loc = Tuple[Union[str, int], ...]
 PricePoint = Tuple[datetime.datetime, Decimal]
@@ -129,6 +146,8 @@ class BidEventType(str, enum.Enum):
     RESUMED = 'Resumed'
     TERMINATED = 'Terminated'
     LIMIT_PRICE_CHANGED = 'Limit Price Changed'
+    VOLUMES_ATTACHED = 'Volumes Attached'
+    VOLUMES_REMOVED = 'Volumes Removed'
 
 
 class KubernetesClusterStatus(str, enum.Enum):
@@ -260,6 +279,30 @@ class SshKey:
 
 
 @dataclasses.dataclass
+class Volume:
+    """A project's persistent volume in one region."""
+
+    fid: str
+    name: str
+    project: str
+    region: str
+    interface: VolumeInterface
+    capacity_gb: int
+    created_at: datetime.datetime
+
+    @property
+    def vm_path(self) -> str:
+        """Where a VM the volume is attached to sees it."""
+        return volume_vm_path(self.interface, self.name, self.fid)
+
+    def attachment(self) -> VolumeAttachment:
+        """What a host backend needs to attach the volume."""
+        return VolumeAttachment(fid=self.fid, name=self.name,
+                                interface=self.interface, region=self.region,
+                                capacity_gb=self.capacity_gb)
+
+
+@dataclasses.dataclass
 class LaunchSpecification:
     ssh_keys: List[str]
     volumes: List[str]
@@ -381,11 +424,16 @@ class PriceQuote:
 
 @dataclasses.dataclass(frozen=True)
 class Quota:
+    """One /v2/quotas row: spot instances of one type, or volume storage."""
+
     fid: str
     project: str
-    instance_type: InstanceType
+    product_type: str
+    name: str
+    units: str
     total_quantity: int
     used_quantity: int
+    instance_type: Optional[InstanceType] = None
 
 
 @dataclasses.dataclass(order=True)
@@ -516,6 +564,7 @@ class Market:
         self._bids: Dict[str, Bid] = {}
         self._instances: Dict[str, Instance] = {}
         self._k8s_clusters: Dict[str, KubernetesCluster] = {}
+        self._volumes: Dict[str, Volume] = {}
         self._after(clearing_interval_s, self._clearing)
 
     def _add_auction(self, row: Mapping[str, str], capacity: int) -> None:
@@ -852,7 +901,9 @@ class Market:
                 errors.append(
                     FieldError(spec_loc + ('ssh_keys', index),
                                f'SSH key {key_fid} not found in project'))
-        errors.extend(self._volume_errors(volumes, spec_loc + ('volumes',)))
+        errors.extend(
+            self._volume_errors(project, region, volumes,
+                                spec_loc + ('volumes',)))
         if image_version is not None and image_version != IMAGE_VERSION_FID:
             errors.append(
                 FieldError(spec_loc + ('image_version',),
@@ -893,12 +944,41 @@ class Market:
                      by_user=True)
         return bid
 
-    @staticmethod
-    def _volume_errors(volumes: Sequence[str], loc: Loc) -> List[FieldError]:
-        return [
-            FieldError(loc + (index,), f'Volume {fid} not found')
-            for index, fid in enumerate(volumes)
-        ]
+    def _volume_errors(self,
+                       project: str,
+                       region: str,
+                       volumes: Sequence[str],
+                       loc: Loc,
+                       bid: Optional[Bid] = None) -> List[FieldError]:
+        """Why `bid` (a new bid when None) of `project` in `region` cannot
+        list `volumes`, one error per refused entry."""
+        errors = []
+        for index, fid in enumerate(volumes):
+            if fid in volumes[:index]:
+                message: Optional[str] = f'Volume {fid} is listed more than once'
+            else:
+                message = self._why_not_attachable(project, region, fid, bid)
+            if message is not None:
+                errors.append(FieldError(loc + (index,), message))
+        return errors
+
+    def _why_not_attachable(self, project: str, region: str, fid: str,
+                            bid: Optional[Bid]) -> Optional[str]:
+        """Why volume `fid` cannot go with `bid`: unknown in `project`, in
+        another region, or a block volume another live bid lists."""
+        volume = self._volumes.get(fid)
+        if volume is None or volume.project != project:
+            return f'Volume {fid} not found in project'
+        if volume.region != region:
+            return (f'Volume {fid} is in region {volume.region}, not in the '
+                    f'bid\'s region {region}')
+        if volume.interface == VolumeInterface.BLOCK:
+            for other in self.volume_bids(volume):
+                if other is not bid:
+                    return (f'Block volume {fid} is already attached to bid '
+                            f'{other.fid} ({other.name}); a block volume '
+                            'attaches to one bid at a time')
+        return None
 
     @_caught_up
     def bid(self, fid: str) -> Bid:
@@ -936,7 +1016,8 @@ class Market:
                    paused: Optional[bool] = None,
                    volumes: Optional[Sequence[str]] = None,
                    memory_gb: Optional[int] = None) -> Bid:
-        """PATCH: a new limit (effective at the next clearing), pause or unpause."""
+        """PATCH: a new limit (effective at the next clearing), pause or
+        unpause, a new list of volumes (for the hosts' next start)."""
         bid = self._find_bid(fid)
         errors: List[FieldError] = []
         if bid.status == BidStatus.TERMINATED:
@@ -948,7 +1029,10 @@ class Market:
                 price = _parse_limit_price(limit_price, ('body', 'limit_price'))
             except InvalidRequest as e:
                 errors.extend(e.errors)
-        errors.extend(self._volume_errors(volumes or (), ('body', 'volumes')))
+        if volumes is not None:
+            errors.extend(
+                self._volume_errors(bid.project, bid.region, volumes,
+                                    ('body', 'volumes'), bid))
         if memory_gb is not None:
             errors.append(
                 FieldError(('body', 'memory_gb'),
@@ -959,12 +1043,23 @@ class Market:
             bid.limit_price = price
             self._record(bid, BidEventType.LIMIT_PRICE_CHANGED,
                          limit_price=price, by_user=True)
+        if volumes is not None:
+            self._replace_volumes(bid, volumes)
         if paused and bid.status != BidStatus.PAUSED:
             self._pause(bid)
         elif paused is False and bid.status == BidStatus.PAUSED:
             bid.status = BidStatus.OPEN
             self._record(bid, BidEventType.RESUMED, by_user=True)
         return bid
+
+    def _replace_volumes(self, bid: Bid, volumes: Sequence[str]) -> None:
+        """Gives the bid a new list of volumes, recording what came and went."""
+        before, after = set(bid.launch_specification.volumes), set(volumes)
+        bid.launch_specification.volumes = list(volumes)
+        if after - before:
+            self._record(bid, BidEventType.VOLUMES_ATTACHED, by_user=True)
+        if before - after:
+            self._record(bid, BidEventType.VOLUMES_REMOVED, by_user=True)
 
     @_caught_up
     def cancel_bid(self, fid: str) -> Bid:
@@ -1011,6 +1106,140 @@ class Market:
                      event_type=event_type,
                      limit_price=limit_price,
                      user_id=self.user.fid if by_user else None))
+
+    # Volumes.
+
+    @_caught_up
+    def volumes(self, project: str,
+                region: Optional[str] = None) -> List[Volume]:
+        """A project's volumes (only `region`'s when given), in creation order."""
+        if project != self.project.fid:
+            raise NotFound('Project', project)
+        return [
+            volume for volume in self._volumes.values()
+            if volume.project == project and
+            (region is None or volume.region == region)
+        ]
+
+    def _find_volume(self, fid: str) -> Volume:
+        volume = self._volumes.get(fid)
+        if volume is None:
+            raise NotFound('Volume', fid)
+        return volume
+
+    @_caught_up
+    def create_volume(self, *, project: str, name: str, interface: str,
+                      region: str, size_gb: int) -> Volume:
+        """A new, empty volume; raises InvalidRequest (the quota included)."""
+        errors: List[FieldError] = []
+        if project != self.project.fid:
+            errors.append(
+                FieldError(('body', 'project'), f'Project {project} not found'))
+        if not any(a.region == region for a in self._auctions.values()):
+            errors.append(
+                FieldError(('body', 'region'), f'Region {region} not found'))
+        kind = None
+        try:
+            kind = VolumeInterface(interface)
+        except ValueError:
+            errors.append(
+                FieldError(('body', 'disk_interface'),
+                           "disk_interface must be 'Block' or 'File'", 'enum'))
+        if (not isinstance(size_gb, int) or isinstance(size_gb, bool) or
+                not 1 <= size_gb <= MAX_VOLUME_GB):
+            errors.append(
+                FieldError(('body', 'size_gb'),
+                           f'size_gb must be an integer from 1 to '
+                           f'{MAX_VOLUME_GB}'))
+        else:
+            used = self._volume_storage_used(project)
+            if used + size_gb > VOLUME_QUOTA_GB:
+                errors.append(
+                    FieldError(('body', 'size_gb'),
+                               f'Storage quota of {VOLUME_QUOTA_GB} GB '
+                               f'exceeded: {used} GB used, {size_gb} GB '
+                               'requested'))
+        errors.extend(self._volume_name_errors(project, name))
+        if errors:
+            raise InvalidRequest(errors)
+        assert kind is not None
+        volume = Volume(fid=self._new_fid('vol'),
+                        name=name,
+                        project=project,
+                        region=region,
+                        interface=kind,
+                        capacity_gb=size_gb,
+                        created_at=self._now)
+        self._volumes[volume.fid] = volume
+        return volume
+
+    def _volume_name_errors(self,
+                            project: str,
+                            name: str,
+                            renamed: Optional[Volume] = None) -> List[FieldError]:
+        """Why `name` cannot name a volume of `project` (`renamed` may keep its own)."""
+        loc: Loc = ('body', 'name')
+        if not name.strip():
+            return [FieldError(loc, 'name must not be empty', 'string_too_short')]
+        if _BAD_VOLUME_NAME.search(name) or name in ('.', '..'):
+            return [
+                FieldError(loc, f'Volume name {name!r} is not a directory '
+                           'name (no "/", spaces or control characters)')
+            ]
+        if any(v.name == name and v.project == project and v is not renamed
+               for v in self._volumes.values()):
+            return [
+                FieldError(loc, f'A volume named {name} already exists in '
+                           'the project')
+            ]
+        return []
+
+    @_caught_up
+    def rename_volume(self, fid: str, name: str) -> Volume:
+        """PATCH: a new name; hosts see it at `/mnt/<name>` from their next start."""
+        volume = self._find_volume(fid)
+        errors = self._volume_name_errors(volume.project, name, volume)
+        if errors:
+            raise InvalidRequest(errors)
+        volume.name = name
+        return volume
+
+    @_caught_up
+    def delete_volume(self, fid: str) -> None:
+        """Deletes a volume no live bid lists (InvalidState otherwise) and its data."""
+        volume = self._find_volume(fid)
+        attached = self.volume_bids(volume)
+        if attached:
+            raise InvalidState(
+                f'Volume {fid} ({volume.name}) is attached to bid '
+                f'{attached[0].fid} ({attached[0].name}); cancel the bid first.')
+        del self._volumes[fid]
+        try:
+            self.hosts.delete_volume(fid)
+        except Exception:  # pylint: disable=broad-except
+            logger.exception('Host backend failed to delete volume %s', fid)
+
+    def volume_bids(self, volume: Volume) -> List[Bid]:
+        """The live (not Terminated) bids that list `volume`, in submission order."""
+        return [
+            bid for bid in self._bids.values()
+            if bid.status != BidStatus.TERMINATED and
+            volume.fid in bid.launch_specification.volumes
+        ]
+
+    def volume_attachments(self, volume: Volume) -> Dict[str, str]:
+        """Instance fid -> where that VM sees `volume`, for the live bids' instances."""
+        return {
+            instance.fid: volume.vm_path
+            for bid in self.volume_bids(volume)
+            for instance in bid.instances
+            if instance.status != InstanceStatus.TERMINATED
+        }
+
+    def _volume_storage_used(self, project: str) -> int:
+        return sum(v.capacity_gb
+                   for v in self._volumes.values()
+                   if v.project == project)
 
     # Kubernetes clusters.
 
@@ -1180,7 +1409,8 @@ class Market:
 
     @_caught_up
     def quotas(self, project: str) -> List[Quota]:
-        """Spot capacity per instance type: the sum over regions, and what the project holds."""
+        """Spot capacity per instance type (the sum over regions, and what
+        the project holds), then the project's volume storage."""
         if project != self.project.fid:
             raise NotFound('Project', project)
         quotas = []
@@ -1197,9 +1427,20 @@ class Market:
             quotas.append(
                 Quota(fid=_stable_fid('quota', instance_type.name),
                       project=project,
-                      instance_type=instance_type,
+                      product_type='spot',
+                      name=instance_type.name,
+                      units='instances',
                       total_quantity=sum(a.capacity for a in auctions),
-                      used_quantity=used))
+                      used_quantity=used,
+                      instance_type=instance_type))
+        quotas.append(
+            Quota(fid=_stable_fid('quota', 'storage'),
+                  project=project,
+                  product_type='storage',
+                  name='storage',
+                  units='GB',
+                  total_quantity=VOLUME_QUOTA_GB,
+                  used_quantity=self._volume_storage_used(project)))
         return quotas
 
     @_caught_up
@@ -1334,14 +1575,22 @@ class Market:
                     lambda: self._boot_step(instance, following))
 
     def _bring_up_host(self, instance: Instance) -> bool:
-        """Creates (first boot) or resumes the host; a failing backend puts the
-        instance in STATUS_ERROR."""
+        """Creates (first boot) or resumes the host with the bid's volumes; a
+        failing backend puts the instance in STATUS_ERROR."""
+        bid = self._bids[instance.bid_fid]
+        volumes = [
+            self._volumes[fid].attachment()
+            for fid in bid.launch_specification.volumes
+        ]
+        # Only when there are some, so backends that predate volumes still work.
+        with_volumes: Dict[str, Any] = {'volumes': volumes} if volumes else {}
         try:
             if instance.host == _Host.NONE:
                 instance.address = self.hosts.create(
-                    instance.fid, self._public_keys(self._bids[instance.bid_fid]))
+                    instance.fid, self._public_keys(bid), **with_volumes)
             else:
-                instance.address = self.hosts.resume(instance.fid)
+                instance.address = self.hosts.resume(instance.fid,
+                                                     **with_volumes)
         except Exception:  # pylint: disable=broad-except
             logger.exception('Host backend failed to start %s', instance.fid)
             instance.status = InstanceStatus.ERROR
@@ -1426,7 +1675,8 @@ class Market:
 
     @_caught_up
     def dump_state(self) -> Dict[str, Any]:
-        """Every auction and bid (with instances) as plain JSON-able data, for tests."""
+        """Every auction, bid (with instances) and volume as plain JSON-able
+        data, for tests."""
 
         def price(amount: Optional[Decimal]) -> Optional[str]:
             return money.format_dollars(amount) if amount is not None else None
@@ -1466,7 +1716,17 @@ class Market:
                     'ssh_port': i.address.ssh_port if i.address else None,
                     'price_paid': price(i.price_paid),
                 } for i in b.instances],
+                'volumes': list(b.launch_specification.volumes),
             } for b in self._bids.values()],
+            'volumes': [{
+                'fid': v.fid,
+                'name': v.name,
+                'region': v.region,
+                'interface': v.interface.value,
+                'capacity_gb': v.capacity_gb,
+                'bids': [b.fid for b in self.volume_bids(v)],
+                'attachments': self.volume_attachments(v),
+            } for v in self._volumes.values()],
         }
 
 

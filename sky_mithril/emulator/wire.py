@@ -3,10 +3,12 @@
 Wire conventions, as in Mithril's API: bid prices are "$x.yy" strings, the
 pricing endpoints integer cents, timestamps ISO 8601 in UTC, create 201,
 delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`,
-unknown fids 404 `{"detail": "..."}`. Pageable lists (bids, instances) return
-`{"data": [...], "next_cursor": str | null}`, 100 per page unless `limit`
-says otherwise, sorted by `created_at` ascending unless `sort_by`/`sort_dir`
-say otherwise; the cursor is opaque (the sort key of the page's last item).
+unknown fids 404 `{"detail": "..."}`, a clash with the current state (deleting
+a volume a live bid lists) 409 `{"detail": "..."}`. Pageable lists (bids,
+instances) return `{"data": [...], "next_cursor": str | null}`, 100 per page
+unless `limit` says otherwise, sorted by `created_at` ascending unless
+`sort_by`/`sort_dir` say otherwise; the cursor is opaque (the sort key of the
+page's last item). Other lists (SSH keys, volumes, ...) are bare JSON lists.
 List query parameters (`bid_fid_in`, `status_in`, `order_type_in`, ...) are
 accepted repeated (`?status_in=A&status_in=B`, as the OpenAPI client sends
 them), comma-separated (`?status_in=A,B`, as its docs describe) and in the
@@ -126,6 +128,23 @@ def kubernetes_cluster_json(market: Market,
         'user_fid': market.user.fid,
     }
     return _with_ssh_extras(data, cluster.address)
+
+
+def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
+    """A volume as Mithril's VolumeModel: `bids` are the live bids listing it,
+    `attachments` maps their instances to where each VM sees it."""
+    return {
+        'fid': volume.fid,
+        'name': volume.name,
+        'region': volume.region,
+        'created_at': iso(volume.created_at),
+        'capacity_gb': volume.capacity_gb,
+        'project': volume.project,
+        'interface': volume.interface.value,
+        'bids': [bid.fid for bid in market.volume_bids(volume)],
+        'reservations': [],
+        'attachments': market.volume_attachments(volume),
+    }
 
 
 def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:

@@ -1,9 +1,9 @@
 """Hosts that are only addresses: what the market and provisioner tests need."""
 
 import datetime
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
-from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
 
 
 class PlaceholderHosts:
@@ -15,8 +15,9 @@ class PlaceholderHosts:
     def __init__(self) -> None:
         self._addresses: Dict[str, HostAddress] = {}
 
-    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
-        del ssh_public_keys
+    def create(self, instance_fid: str, ssh_public_keys: List[str],
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        del ssh_public_keys, volumes
         index = len(self._addresses) + 1
         address = HostAddress(
             ssh_destination=f'127.77.{index // 254}.{index % 254 + 1}',
@@ -27,7 +28,9 @@ class PlaceholderHosts:
     def pause(self, instance_fid: str) -> None:
         del instance_fid
 
-    def resume(self, instance_fid: str) -> HostAddress:
+    def resume(self, instance_fid: str,
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        del volumes
         return self._addresses[instance_fid]
 
     def notify_preemption(self, instance_fid: str, *, bid_status: str,
@@ -44,6 +47,10 @@ class PlaceholderHosts:
 
     def destroy(self, instance_fid: str) -> None:
         self._addresses.pop(instance_fid, None)
+
+    def delete_volume(self, volume_fid: str) -> None:
+        """No data to remove: a placeholder host attaches nothing."""
+        del volume_fid
 
     def close(self) -> None:
         self._addresses.clear()

@@ -1,0 +1,357 @@
+"""Mithril volumes in the emulator: the market's rules (ManualClock, no HTTP)
+and the /v2/volumes routes over HTTP."""
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pytest
+import requests
+
+from sky_mithril.emulator import wire
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
+                                         BidStatus, InstanceStatus,
+                                         InvalidRequest, InvalidState, Market,
+                                         NotFound, Volume)
+from sky_mithril.emulator.server import EmulatorServer
+
+TYPE = 'gpu.sxm.1x'
+REGION = 'region-a'
+OTHER_REGION = 'region-b'
+CLEARING_S = 120.0
+BOOT_S = 60.0
+AUTH = {'Authorization': 'Bearer test-key'}
+
+
+def _row(region: str) -> Dict[str, str]:
+    return {
+        'InstanceType': TYPE, 'AcceleratorName': 'H100',
+        'AcceleratorCount': '1', 'vCPUs': '20', 'MemoryGiB': '200',
+        'Price': '0.50', 'SpotPrice': '1.00', 'Region': region,
+        'GpuInfo': "{'Gpus': [{'Name': 'H100', 'Count': 1, "
+                   "'MemoryInfo': {'SizeInMiB': 81920}}]}",
+    }
+
+
+class VolumeRecordingHosts(PlaceholderHosts):
+    """Placeholder hosts that remember the volumes of every create and resume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: List[Tuple[str, str, List[str]]] = []
+        self.deleted_volumes: List[str] = []
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str],
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        self.starts.append(('create', instance_fid, [v.fid for v in volumes]))
+        return super().create(instance_fid, ssh_public_keys, volumes)
+
+    def resume(self, instance_fid: str,
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        self.starts.append(('resume', instance_fid, [v.fid for v in volumes]))
+        return super().resume(instance_fid, volumes)
+
+    def delete_volume(self, volume_fid: str) -> None:
+        self.deleted_volumes.append(volume_fid)
+
+
+@pytest.fixture(name='hosts')
+def fixture_hosts() -> VolumeRecordingHosts:
+    return VolumeRecordingHosts()
+
+
+@pytest.fixture(name='market')
+def fixture_market(hosts: VolumeRecordingHosts) -> Market:
+    return Market(ManualClock(), hosts, [_row(REGION), _row(OTHER_REGION)],
+                  clearing_interval_s=CLEARING_S)
+
+
+def _volume(market: Market, name: str = 'data', interface: str = 'File',
+            region: str = REGION, size_gb: int = 100) -> Volume:
+    return market.create_volume(project=PROJECT_FID, name=name,
+                                interface=interface, region=region,
+                                size_gb=size_gb)
+
+
+def _bid(market: Market, volumes: Sequence[str], name: str = 'job',
+         region: str = REGION, quantity: int = 1) -> Bid:
+    return market.create_bid(
+        project=PROJECT_FID, region=region,
+        instance_type=market.auction(TYPE, region).instance_type.fid,
+        limit_price='$5.00', instance_quantity=quantity, name=name,
+        volumes=volumes)
+
+
+def _messages(excinfo: pytest.ExceptionInfo) -> Dict[Tuple[Any, ...], str]:
+    return {e.loc: e.msg for e in excinfo.value.errors}
+
+
+def test_create_list_rename_delete(market: Market,
+                                   hosts: VolumeRecordingHosts) -> None:
+    share = _volume(market, 'data', 'File', REGION, 100)
+    disk = _volume(market, 'scratch', 'Block', OTHER_REGION, 50)
+    assert share.fid.startswith('vol_') and share.fid != disk.fid
+    assert wire.volume_json(market, share) == {
+        'fid': share.fid, 'name': 'data', 'region': REGION,
+        'created_at': market.now.isoformat(), 'capacity_gb': 100,
+        'project': PROJECT_FID, 'interface': 'File', 'bids': [],
+        'reservations': [], 'attachments': {},
+    }
+    assert market.volumes(PROJECT_FID) == [share, disk]
+    assert market.volumes(PROJECT_FID, OTHER_REGION) == [disk]
+    with pytest.raises(NotFound):
+        market.volumes('proj_other')
+
+    assert market.rename_volume(share.fid, 'renamed').name == 'renamed'
+    assert market.rename_volume(share.fid, 'renamed').name == 'renamed'
+    market.delete_volume(share.fid)
+    assert market.volumes(PROJECT_FID) == [disk]
+    assert hosts.deleted_volumes == [share.fid]
+    with pytest.raises(NotFound):
+        market.delete_volume(share.fid)
+    with pytest.raises(NotFound):
+        market.rename_volume(share.fid, 'again')
+
+
+@pytest.mark.parametrize('field, value, loc, words', [
+    ('project', 'proj_other', 'project', ['proj_other', 'not found']),
+    ('region', 'region-z', 'region', ['region-z', 'not found']),
+    ('interface', 'Tape', 'disk_interface', ['Block', 'File']),
+    ('size_gb', 0, 'size_gb', ['1', '16384']),
+    ('size_gb', 16385, 'size_gb', ['1', '16384']),
+    ('name', ' ', 'name', ['empty']),
+    ('name', 'a/b', 'name', ['directory name']),
+    ('name', 'taken', 'name', ['taken', 'already exists']),
+])
+def test_create_refuses_bad_fields(market: Market, field: str, value: Any,
+                                   loc: str, words: List[str]) -> None:
+    _volume(market, 'taken')
+    arguments: Dict[str, Any] = {'project': PROJECT_FID, 'name': 'new',
+                                 'interface': 'File', 'region': REGION,
+                                 'size_gb': 10}
+    arguments[field] = value
+    with pytest.raises(InvalidRequest) as excinfo:
+        market.create_volume(**arguments)
+    [message] = _messages(excinfo).values()
+    assert list(_messages(excinfo)) == [('body', loc)]
+    assert all(word in message for word in words), message
+    assert [v.name for v in market.volumes(PROJECT_FID)] == ['taken']
+
+
+def test_rename_refuses_a_name_in_use(market: Market) -> None:
+    _volume(market, 'first')
+    second = _volume(market, 'second')
+    with pytest.raises(InvalidRequest) as excinfo:
+        market.rename_volume(second.fid, 'first')
+    assert 'already exists' in _messages(excinfo)[('body', 'name')]
+    assert second.name == 'second'
+
+
+def test_storage_quota_is_20000_gb_per_project(market: Market) -> None:
+    _volume(market, 'big', size_gb=16384)
+    _volume(market, 'rest', 'Block', size_gb=3616)
+    with pytest.raises(InvalidRequest) as excinfo:
+        _volume(market, 'one-more', size_gb=1)
+    message = _messages(excinfo)[('body', 'size_gb')]
+    assert 'quota of 20000 GB' in message
+    assert '20000 GB used' in message and '1 GB requested' in message
+    storage = market.quotas(PROJECT_FID)[-1]
+    assert (storage.product_type, storage.units, storage.total_quantity,
+            storage.used_quantity) == ('storage', 'GB', 20000, 20000)
+
+
+def test_bid_volumes_must_exist_in_the_bids_region(market: Market) -> None:
+    elsewhere = _volume(market, 'elsewhere', region=OTHER_REGION)
+    with pytest.raises(InvalidRequest) as excinfo:
+        _bid(market, [elsewhere.fid, 'vol_missing', elsewhere.fid])
+    loc = ('body', 'launch_specification', 'volumes')
+    messages = _messages(excinfo)
+    assert OTHER_REGION in messages[loc + (0,)]
+    assert REGION in messages[loc + (0,)].replace(OTHER_REGION, '')
+    assert 'vol_missing not found' in messages[loc + (1,)]
+    assert 'more than once' in messages[loc + (2,)]
+    assert market.bids() == []
+
+
+def test_a_block_volume_goes_with_one_live_bid_a_file_share_with_many(
+        market: Market) -> None:
+    disk = _volume(market, 'disk', 'Block')
+    share = _volume(market, 'share', 'File')
+    first = _bid(market, [disk.fid, share.fid], name='first')
+    with pytest.raises(InvalidRequest) as excinfo:
+        _bid(market, [disk.fid], name='second')
+    [message] = _messages(excinfo).values()
+    assert first.fid in message and '(first)' in message
+    second = _bid(market, [share.fid], name='second')
+    assert wire.volume_json(market, share)['bids'] == [first.fid, second.fid]
+
+    with pytest.raises(InvalidRequest):
+        market.update_bid(second.fid, volumes=[share.fid, disk.fid])
+    market.update_bid(first.fid, volumes=[disk.fid])  # its own block volume
+    market.cancel_bid(first.fid)
+    market.update_bid(second.fid, volumes=[share.fid, disk.fid])
+    assert wire.volume_json(market, disk)['bids'] == [second.fid]
+
+
+def test_a_volume_a_live_bid_lists_cannot_be_deleted(
+        market: Market, hosts: VolumeRecordingHosts) -> None:
+    share = _volume(market, 'keep')
+    bid = _bid(market, [share.fid], name='user')
+    with pytest.raises(InvalidState) as excinfo:
+        market.delete_volume(share.fid)
+    assert str(excinfo.value) == (
+        f'Volume {share.fid} (keep) is attached to bid {bid.fid} (user); '
+        'cancel the bid first.')
+    assert hosts.deleted_volumes == []
+    market.cancel_bid(bid.fid)
+    market.delete_volume(share.fid)
+    assert hosts.deleted_volumes == [share.fid]
+    assert wire.bid_json(bid)['launch_specification']['volumes'] == [share.fid]
+
+
+def test_patching_volumes_replaces_the_list_and_records_events(
+        market: Market) -> None:
+    first = _volume(market, 'first')
+    second = _volume(market, 'second')
+    bid = _bid(market, [first.fid])
+    market.update_bid(bid.fid, volumes=[first.fid, second.fid])
+    market.update_bid(bid.fid, volumes=[second.fid, first.fid])
+    market.update_bid(bid.fid, volumes=[second.fid])
+    market.update_bid(bid.fid, limit_price='$6.00')
+    assert wire.bid_json(bid)['launch_specification']['volumes'] == [second.fid]
+    assert [e.event_type for e in bid.events] == [
+        BidEventType.PLACED, BidEventType.VOLUMES_ATTACHED,
+        BidEventType.VOLUMES_REMOVED, BidEventType.LIMIT_PRICE_CHANGED]
+    assert wire.volume_json(market, first)['bids'] == []
+
+
+def test_hosts_get_the_bids_volumes_at_every_start(
+        market: Market, hosts: VolumeRecordingHosts) -> None:
+    share = _volume(market, 'share')
+    disk = _volume(market, 'disk', 'Block')
+    bid = _bid(market, [share.fid])
+    market.advance(CLEARING_S + BOOT_S)
+    [instance] = bid.instances
+    assert instance.status == InstanceStatus.RUNNING
+    market.update_bid(bid.fid, paused=True)
+    market.update_bid(bid.fid, volumes=[share.fid, disk.fid])
+    market.update_bid(bid.fid, paused=False)
+    market.advance(CLEARING_S + BOOT_S)
+    assert instance.status == InstanceStatus.RUNNING
+    assert hosts.starts == [('create', instance.fid, [share.fid]),
+                            ('resume', instance.fid, [share.fid, disk.fid])]
+
+
+def test_attachments_list_the_live_instances_and_where_they_see_it(
+        market: Market) -> None:
+    share = _volume(market, 'shared-data')
+    disk = _volume(market, 'disk', 'Block')
+    bid = _bid(market, [share.fid, disk.fid], quantity=2)
+    assert wire.volume_json(market, share)['attachments'] == {}
+    market.advance(CLEARING_S + BOOT_S)
+    fids = [i.fid for i in bid.instances]
+    assert wire.volume_json(market, share)['attachments'] == {
+        fid: '/mnt/shared-data' for fid in fids}
+    assert wire.volume_json(market, disk)['attachments'] == {
+        fid: f'/dev/disk/by-id/virtio-{disk.fid[:36]}' for fid in fids}
+    market.update_bid(bid.fid, paused=True)
+    assert list(wire.volume_json(market, share)['attachments']) == fids
+    market.cancel_bid(bid.fid)
+    assert bid.status == BidStatus.TERMINATED
+    assert wire.volume_json(market, share)['attachments'] == {}
+    assert wire.volume_json(market, share)['bids'] == []
+
+
+def test_state_dump_lists_volumes(market: Market) -> None:
+    share = _volume(market, 'share')
+    bid = _bid(market, [share.fid])
+    state = market.dump_state()
+    assert state['volumes'] == [{
+        'fid': share.fid, 'name': 'share', 'region': REGION,
+        'interface': 'File', 'capacity_gb': 100, 'bids': [bid.fid],
+        'attachments': {},
+    }]
+    assert state['bids'][0]['volumes'] == [share.fid]
+
+
+# Over HTTP.
+
+
+def _api(server: EmulatorServer, method: str, path: str,
+         json: Optional[Dict[str, Any]] = None,
+         params: Optional[Dict[str, str]] = None) -> requests.Response:
+    return requests.request(method, f'{server.url}{path}', headers=AUTH,
+                            json=json, params=params, timeout=10)
+
+
+def _server_volume(server: EmulatorServer, name: str,
+                   interface: str = 'File') -> Dict[str, Any]:
+    region = server.market.auctions()[0].region
+    response = _api(server, 'POST', '/v2/volumes', {
+        'name': name, 'project': PROJECT_FID, 'disk_interface': interface,
+        'region': region, 'size_gb': 10})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_volume_routes(emulator_server: EmulatorServer) -> None:
+    server = emulator_server
+    share = _server_volume(server, 'share')
+    disk = _server_volume(server, 'disk', 'Block')
+    assert (share['interface'], disk['interface']) == ('File', 'Block')
+    listed = _api(server, 'GET', '/v2/volumes', params={'project': PROJECT_FID})
+    assert [v['fid'] for v in listed.json()] == [share['fid'], disk['fid']]
+    assert _api(server, 'GET', '/v2/volumes', params={
+        'project': PROJECT_FID, 'region': 'nowhere'}).json() == []
+    assert _api(server, 'GET', '/v2/volumes').status_code == 422
+
+    renamed = _api(server, 'PATCH', f'/v2/volumes/{share["fid"]}',
+                   {'name': 'shared'})
+    assert renamed.json()['name'] == 'shared'
+    clash = _api(server, 'PATCH', f'/v2/volumes/{share["fid"]}', {'name': 'disk'})
+    assert clash.status_code == 422
+    [error] = clash.json()['detail']
+    assert error['loc'] == ['body', 'name'] and 'already exists' in error['msg']
+
+    bad = _api(server, 'POST', '/v2/volumes', {
+        'name': 'x', 'project': PROJECT_FID, 'disk_interface': 'Tape',
+        'region': share['region'], 'size_gb': 10})
+    assert bad.status_code == 422
+    assert [e['loc'] for e in bad.json()['detail']] == [['body', 'disk_interface']]
+
+    quotas = _api(server, 'GET', '/v2/quotas', params={'project': PROJECT_FID})
+    storage = [q for q in quotas.json() if q['product_type'] == 'storage']
+    assert [(q['units'], q['total_quantity'], q['used_quantity'])
+            for q in storage] == [('GB', 20000, 20)]
+    state = server.control('GET', 'state')
+    assert [v['name'] for v in state['volumes']] == ['shared', 'disk']
+
+
+def test_deleting_a_volume_a_live_bid_lists_is_409(
+        emulator_server: EmulatorServer) -> None:
+    server = emulator_server
+    share = _server_volume(server, 'share')
+    instance_type = server.market.auctions()[0].instance_type.fid
+    created = _api(server, 'POST', '/v2/spot/bids', {
+        'project': PROJECT_FID, 'region': share['region'],
+        'instance_type': instance_type, 'limit_price': '$1.00',
+        'instance_quantity': 1, 'name': 'user',
+        'launch_specification': {'ssh_keys': [], 'volumes': [share['fid']]}})
+    assert created.status_code == 201, created.text
+    bid = created.json()
+    assert bid['launch_specification']['volumes'] == [share['fid']]
+    volume_url = f'/v2/volumes/{share["fid"]}'
+    refused = _api(server, 'DELETE', volume_url)
+    assert refused.status_code == 409
+    assert refused.json() == {'detail': (
+        f'Volume {share["fid"]} (share) is attached to bid {bid["fid"]} '
+        '(user); cancel the bid first.')}
+
+    patched = _api(server, 'PATCH', f'/v2/spot/bids/{bid["fid"]}',
+                   {'volumes': []})
+    assert patched.json()['launch_specification']['volumes'] == []
+    history = _api(server, 'GET', f'/v2/spot/bids/{bid["fid"]}/history').json()
+    assert history['events'][-1]['event_type'] == 'Volumes Removed'
+    assert _api(server, 'DELETE', volume_url).status_code == 204
+    assert _api(server, 'DELETE', volume_url).status_code == 404
