@@ -22,11 +22,16 @@ import pytest
 import requests
 import yaml
 
-from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
+                                        VolumeInterface)
 from sky_mithril.emulator.hosts.local import LocalPortHosts
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
+from sky_mithril.emulator.hosts.sshd import HostError
 from sky_mithril.emulator.hosts.vm_image import VmImage
 from sky_mithril.emulator.hosts.vm_image import ensure_vm_image
+from sky_mithril.emulator.market import PROJECT_FID, Bid, InstanceStatus, Market
+from sky_mithril.emulator.server import load_catalog
 
 
 # Root only: the hosts install what else they need (iproute2, sshd) themselves,
@@ -86,6 +91,26 @@ def ssh_ok(address: HostAddress, key: Path, command: str, *, user: str = 'ubuntu
 def login(command: str) -> str:
     """`command` in a login shell, as SkyPilot runs it (PATH gets ~/.local/bin)."""
     return f'bash --login -c {shlex.quote(command)}'
+
+
+def _loops_of(path: Path) -> List[str]:
+    """The loop devices this machine has on `path`."""
+    listed = subprocess.run(['losetup', '--noheadings', '--output', 'NAME',
+                             '--associated', str(path)],
+                            capture_output=True, text=True, check=True).stdout
+    return listed.split()
+
+
+def _all_loops() -> str:
+    return subprocess.run(['losetup', '--list', '--noheadings'], capture_output=True,
+                          text=True, check=True).stdout
+
+
+SHARE = VolumeAttachment('vol_share0000000001', 'shared', VolumeInterface.FILE,
+                         'region-a', 10)
+# Longer than the 36 characters of a virtio disk id, to see the cut.
+DISK = VolumeAttachment('vol_block' + '0123456789' * 4, 'disk', VolumeInterface.BLOCK,
+                        'region-a', 1)
 
 
 def _alive(pid: int) -> bool:
@@ -178,6 +203,111 @@ def test_destroy_removes_everything(hosts: NamespaceHosts, key: Path) -> None:
     assert not list((Path('/var/lib/sky-mithril/hosts') / hosts.prefix).glob('host-*'))
 
 
+def test_a_file_share_is_shared_by_hosts_and_follows_fstab(
+        hosts: NamespaceHosts, key: Path) -> None:
+    machine_fstab = Path('/etc/fstab').read_bytes()
+    a = hosts.create('inst_a', _public(key), [SHARE])
+    b = hosts.create('inst_b', _public(key), [SHARE])
+    ssh_ok(a, key, 'echo from-a > /mnt/shared/note')
+    assert ssh_ok(b, key, 'cat /mnt/shared/note') == 'from-a\n'
+    share = hosts.volume_path(SHARE.fid, VolumeInterface.FILE)
+    assert (share / 'note').read_text() == 'from-a\n'
+    fstab = ssh_ok(a, key, 'cat /etc/fstab').splitlines()
+    assert f'{share} /mnt/shared none bind,nofail 0 0' in fstab
+    ssh_ok(a, key, 'sudo mount -a && test "$(findmnt -n -o TARGET /mnt/shared)" = /mnt/shared')
+    assert not Path('/mnt/shared').exists()
+
+    # What SkyPilot does to put a share where the user wants it.
+    ssh_ok(a, key, "sudo sed -i 's| /mnt/shared | /home/ubuntu/moved |' /etc/fstab && "
+           'sudo umount /mnt/shared && mkdir ~/moved && sudo mount -a')
+    assert ssh_ok(a, key, 'cat ~/moved/note') == 'from-a\n'
+    hosts.pause('inst_a')
+    a = hosts.resume('inst_a', [SHARE])
+    assert ssh_ok(a, key, 'cat ~/moved/note') == 'from-a\n'  # mounted by fstab
+    ssh_ok(a, key, '! mountpoint -q /mnt/shared')
+    assert Path('/etc/fstab').read_bytes() == machine_fstab
+
+    hosts.pause('inst_b')
+    b = hosts.resume('inst_b', [])
+    ssh_ok(b, key, 'test ! -e /mnt/shared/note')
+    hosts.destroy('inst_a')
+    hosts.delete_volume(SHARE.fid)
+    assert not share.exists()
+
+
+def test_a_block_volume_keeps_its_file_system_across_hosts(
+        hosts: NamespaceHosts, key: Path) -> None:
+    device = DISK.vm_path
+    assert device == f'/dev/disk/by-id/virtio-{DISK.fid[:36]}'
+    image = hosts.volume_path(DISK.fid, VolumeInterface.BLOCK)
+    a = hosts.create('inst_a', _public(key), [DISK])
+    assert image.stat().st_size == 1 << 30
+    assert len(_loops_of(image)) == 1
+    assert not Path('/dev/disk').exists()
+    ssh_ok(a, key, f'test -b {device} && sudo mkfs.ext4 -q {device} && '
+           f'sudo mkdir /mnt/blk && sudo mount {device} /mnt/blk && '
+           'sudo chown ubuntu /mnt/blk && echo kept > /mnt/blk/file && '
+           f'echo "UUID=$(sudo blkid -s UUID -o value {device}) /mnt/blk ext4 '
+           'defaults,nofail 0 2" | sudo tee -a /etc/fstab')
+
+    hosts.pause('inst_a')
+    assert _loops_of(image) == []
+    a = hosts.resume('inst_a', [DISK])
+    assert ssh_ok(a, key, 'cat /mnt/blk/file') == 'kept\n'  # mounted by fstab
+    hosts.destroy('inst_a')
+    assert _loops_of(image) == []
+
+    c = hosts.create('inst_c', _public(key), [DISK])
+    assert ssh_ok(c, key, f'sudo blkid -s TYPE -o value {device}') == 'ext4\n'
+    ssh_ok(c, key, f'sudo mkdir -p /mnt/blk && sudo mount {device} /mnt/blk')
+    assert ssh_ok(c, key, 'cat /mnt/blk/file') == 'kept\n'
+    hosts.destroy('inst_c')
+    hosts.delete_volume(DISK.fid)
+    assert not image.exists()
+    assert str(hosts.volume_path(DISK.fid, VolumeInterface.FILE).parent) not in _all_loops()
+
+
+def test_bids_volumes_reach_their_instances(hosts: NamespaceHosts, key: Path) -> None:
+    """Through the market: a share two instances of a bid use at once, and a
+    block volume that a later bid's instance finds as the first one left it."""
+    market = Market(ManualClock(), hosts, load_catalog(), clearing_interval_s=60)
+    auction = market.auctions()[0]
+    ssh_key, _ = market.create_ssh_key(PROJECT_FID, 'test', _public(key)[0])
+
+    def volume(name: str, interface: str) -> str:
+        return market.create_volume(project=PROJECT_FID, name=name,
+                                    interface=interface, region=auction.region,
+                                    size_gb=1).fid
+
+    def running_bid(name: str, volumes: List[str], quantity: int = 1) -> Bid:
+        bid = market.create_bid(project=PROJECT_FID, region=auction.region,
+                                instance_type=auction.instance_type.fid,
+                                limit_price='$100.00', instance_quantity=quantity,
+                                name=name, ssh_keys=[ssh_key.fid], volumes=volumes)
+        market.advance(60 + sum(market.boot_durations_s.values()))
+        assert [i.status for i in bid.instances] == [InstanceStatus.RUNNING] * quantity
+        return bid
+
+    share, disk = volume('team', 'File'), volume('scratch', 'Block')
+    device = f'/dev/disk/by-id/virtio-{disk[:36]}'
+    first = running_bid('first', [share, disk], quantity=2)
+    a, b = (i.address for i in first.instances)
+    assert a is not None and b is not None
+    ssh_ok(a, key, 'echo from-a > /mnt/team/note')
+    assert ssh_ok(b, key, 'cat /mnt/team/note') == 'from-a\n'
+    ssh_ok(a, key, f'sudo mkfs.ext4 -q {device} && sudo mkdir /mnt/disk && '
+           f'sudo mount {device} /mnt/disk && echo kept | sudo tee /mnt/disk/file')
+    market.cancel_bid(first.fid)
+
+    second = running_bid('second', [disk])
+    c = second.instances[0].address
+    assert c is not None
+    assert ssh_ok(c, key, f'sudo blkid -s TYPE -o value {device}') == 'ext4\n'
+    ssh_ok(c, key, f'sudo mkdir /mnt/disk && sudo mount {device} /mnt/disk')
+    assert ssh_ok(c, key, 'cat /mnt/disk/file') == 'kept\n'
+    ssh_ok(c, key, 'test ! -e /mnt/team')
+
+
 class _Upstream(http.server.BaseHTTPRequestHandler):
     """Answers every GET with `upstream <path>`."""
 
@@ -218,10 +348,12 @@ def test_forward_kube_api_reaches_the_bridge_until_the_host_goes(
 def test_close_removes_the_bridge_and_state(image: VmImage, key: Path) -> None:
     backend = NamespaceHosts(image)
     try:
-        backend.create('inst_a', _public(key))
+        backend.create('inst_a', _public(key), [SHARE, DISK])
         backend.create('inst_b', _public(key))
+        backend.pause('inst_b')
     finally:
         backend.close()
+    assert backend.prefix not in _all_loops()
     listed = subprocess.run(['ip', '-o', 'link'], capture_output=True, text=True,
                             check=True).stdout
     assert backend.prefix not in listed
@@ -249,8 +381,10 @@ _CRASHING_OWNER = '''
 import sys
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.hosts.vm_image import ensure_vm_image
+from sky_mithril.emulator.hosts import VolumeAttachment, VolumeInterface
 hosts = NamespaceHosts(ensure_vm_image())
-hosts.create('inst_crash', [sys.argv[1]])
+hosts.create('inst_crash', [sys.argv[1]],
+             [VolumeAttachment('vol_crash', 'crash', VolumeInterface.BLOCK, 'r', 1)])
 print(hosts.prefix, hosts.netns('inst_crash'), flush=True)
 sys.stdin.read()
 '''
@@ -271,6 +405,7 @@ def test_cleanup_stale_removes_what_a_crashed_run_left(hosts: NamespaceHosts,
             NamespaceHosts.cleanup_stale()
     assert prefix in removed and hosts.prefix not in removed
     assert not [p for p in stale_pids if _alive(int(p))]
+    assert prefix not in _all_loops()
     assert prefix not in subprocess.run(['ip', '-o', 'link'], capture_output=True,
                                         text=True, check=True).stdout
     assert not (Path('/var/lib/sky-mithril/hosts') / prefix).exists()
@@ -296,6 +431,23 @@ def test_local_port_hosts(image: VmImage, key: Path) -> None:
         assert signal_file['instance_status'] == 'STATUS_PREEMPTING'
         backend.destroy('inst_a')
         assert ssh(a, key, 'true', user=backend.ssh_user).returncode != 0
+    finally:
+        backend.close()
+
+
+def test_local_port_hosts_volumes(image: VmImage, key: Path) -> None:
+    del image  # provides sshd and the user `ubuntu` that root logs in as
+    backend = LocalPortHosts()
+    try:
+        a = backend.create('inst_a', _public(key), [SHARE])
+        share = backend.volume_path(SHARE.fid)
+        ssh_ok(a, key, f'echo local > {share}/note', user=backend.ssh_user)
+        assert (share / 'note').read_text() == 'local\n'
+        with pytest.raises(HostError, match='block volume'):
+            backend.create('inst_b', _public(key), [DISK])
+        backend.destroy('inst_a')
+        backend.delete_volume(SHARE.fid)
+        assert not share.exists()
     finally:
         backend.close()
 

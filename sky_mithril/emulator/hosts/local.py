@@ -7,7 +7,11 @@ and `/tmp/ray_skypilot` collide); the SSH user is the current user (`ubuntu`
 when run as root), so the provisioner must report that user instead of
 Mithril's `ubuntu`; SkyPilot's node setup needs network access to PyPI (no
 offline image) and passwordless sudo for that user; the preemption signal file
-is written to `signal_file(fid)`, not to `/opt/mithril`.
+is written to `signal_file(fid)`, not to `/opt/mithril`. Volumes: a file share
+is a directory on this machine, `volume_path(fid)`, which every host sees as
+it is (no mount at `/mnt/<name>` without a mount namespace); a block volume
+cannot be attached (no root, no loop devices), so a host that should get one
+fails to start and its instance goes to STATUS_ERROR.
 """
 
 import atexit
@@ -21,9 +25,10 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
+                                        VolumeInterface)
 from sky_mithril.emulator.hosts import sshd
 from sky_mithril.emulator.hosts.sshd import SIGNAL_FILE, SSHD, FileLock, Host, HostError
 from sky_mithril.files import write_atomically
@@ -96,7 +101,8 @@ class LocalPortHosts(sshd.SshdHostBackend):
     """Instances as user-owned sshds on 127.0.0.1 (no root needed).
 
     See the module docstring for the limits: one single-node cluster at a time,
-    SSH user = `ssh_user`, shared home and /tmp, no /opt/mithril.
+    SSH user = `ssh_user`, shared home and /tmp, no /opt/mithril, file shares
+    only as plain directories.
     """
 
     def __init__(self, *, state_root: Optional[Path] = None,
@@ -114,6 +120,7 @@ class LocalPortHosts(sshd.SshdHostBackend):
         self._directory = self._state_root / self.prefix
         with FileLock(self._state_root / '.lock'):
             self._directory.mkdir(parents=True, mode=0o755)
+            self._volumes_directory.mkdir(mode=0o755)
             sshd.write_owner(self._directory, {})
         atexit.register(self.close)
 
@@ -123,6 +130,10 @@ class LocalPortHosts(sshd.SshdHostBackend):
     def signal_file(self, instance_fid: str) -> Path:
         """Where this backend writes the instance's preemption signal."""
         return self._get(instance_fid).directory / SIGNAL_FILE
+
+    def volume_path(self, volume_fid: str) -> Path:
+        """The directory holding a file share's data, as hosts see it."""
+        return self._volumes_directory / volume_fid
 
     def _new_host(self, instance_fid: str) -> Host:
         index = self._next
@@ -157,7 +168,22 @@ class LocalPortHosts(sshd.SshdHostBackend):
                 'UseDNS no\n'
                 'PrintMotd no\n' + sshd.SSHD_CONFIG_LIMITS)
 
+    def _prepare_volumes(self, host: Host) -> None:
+        """Makes the host's file shares' directories; refuses block volumes."""
+        for volume in host.volumes:
+            if volume.interface == VolumeInterface.BLOCK:
+                raise HostError(
+                    f'LocalPortHosts cannot attach block volume {volume.fid} '
+                    f'({volume.name}) to {host.fid}: block volumes need '
+                    'NamespaceHosts (root)')
+            share = self.volume_path(volume.fid)
+            if not share.is_dir():
+                share.mkdir(mode=0o755)
+                user = pwd.getpwnam(self.ssh_user)
+                os.chown(share, user.pw_uid, user.pw_gid)
+
     def _start(self, host: Host) -> None:
+        self._prepare_volumes(host)
         (host.directory / SIGNAL_FILE).unlink(missing_ok=True)
         config = host.directory / 'sshd_config'
         config.write_text(self._sshd_config(host))
@@ -188,11 +214,13 @@ class LocalPortHosts(sshd.SshdHostBackend):
         """Same as pause: nothing answers on the port any more."""
         self.pause(instance_fid)
 
-    def resume(self, instance_fid: str) -> HostAddress:
-        """Starts the host's sshd again on the same port."""
+    def resume(self, instance_fid: str,
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        """Starts the host's sshd again on the same port, with `volumes`."""
         with self._lock:
             host = self._get(instance_fid)
             self._stop(host)
+            host.volumes = tuple(volumes)
             self._start(host)
             return host.record()
 
@@ -214,6 +242,11 @@ class LocalPortHosts(sshd.SshdHostBackend):
         self._stop(host)
         shutil.rmtree(host.directory, ignore_errors=True)
         self._hosts.pop(host.fid, None)
+
+    def delete_volume(self, volume_fid: str) -> None:
+        """Removes a file share's directory and everything in it."""
+        with self._lock:
+            shutil.rmtree(self.volume_path(volume_fid), ignore_errors=True)
 
     @staticmethod
     def cleanup_stale(state_root: Optional[Path] = None) -> List[str]:

@@ -6,16 +6,31 @@ the other end is a port of a bridge the backend creates, so the instances of
 one backend reach each other (one L2 segment, no forwarding) and the root
 namespace reaches them at their VM address; nothing is routed anywhere else.
 In the namespace, sshd runs as PID 1 of its own PID, UTS (hostname) and mount
-namespaces with private mounts: the instance's disk as `~ubuntu`, a fresh
-`/tmp` (Ray's `/tmp/ray_skypilot` lives there), `/opt/mithril`, `/dev/shm`,
-`/run`, and an overlay over `/etc` (SkyPilot's setup edits
+namespaces with private mounts: the instance's disk as `~ubuntu` and `/mnt`,
+a fresh `/tmp` (Ray's `/tmp/ray_skypilot` lives there), `/opt/mithril`,
+`/dev/shm`, `/run`, and an overlay over `/etc` (SkyPilot's setup edits
 `/etc/ssh/sshd_config`, `/etc/security/limits.conf` and friends; those edits
 stay on the instance's disk). Killing the namespace's processes stops the "VM"
-without leaving anything behind; the disk (home and `/etc` changes, under
-`/var/lib/sky-mithril/hosts/<prefix>/host-<n>/disk`) stays until `destroy`.
-Everything else is this machine's file system, and `ubuntu`'s passwordless
-sudo is root here: SkyPilot's own setup stays inside the private mounts, a
-task that uses sudo may not.
+without leaving anything behind; the disk (home, `/mnt` and `/etc` changes,
+under `/var/lib/sky-mithril/hosts/<prefix>/host-<n>/disk`) stays until
+`destroy`. Everything else is this machine's file system, and `ubuntu`'s
+passwordless sudo is root here: SkyPilot's own setup stays inside the private
+mounts, a task that uses sudo may not.
+
+Volumes live under `/var/lib/sky-mithril/hosts/<prefix>/volumes/` until they
+are deleted or the backend closes. A file share is a directory `<fid>/`
+(owned by `ubuntu`) that every host attaching it bind-mounts: the first start
+with it adds `<directory> /mnt/<name> none bind,nofail 0 0` to the host's
+`/etc/fstab`. A block volume is a sparse image `<fid>.img` of its capacity
+(GiB, never formatted here), on a loop device while a running host uses it;
+such a host gets a private `/dev` (a tmpfs holding copies of this machine's
+device nodes, so nothing is added to the real `/dev`) with
+`/dev/disk/by-id/virtio-<fid[:36]>` leading to the loop device. Like a VM's
+boot, every start mounts what the host's `/etc/fstab` adds to this machine's
+(creating mount points; failures only logged, in `sshd.log`), so a share moved
+elsewhere by editing fstab, or a formatted block volume given an fstab line,
+comes back where the user put it; detached file shares are skipped. A change
+to a host's volumes takes effect at its next start.
 
 What a host needs from this machine (sshd, the user `ubuntu`, an offline
 Python and uv cache) is the VM image, `vm_image.ensure_vm_image()`.
@@ -34,9 +49,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
-from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts import (FILE_SHARE_MOUNT_ROOT, HostAddress,
+                                        VolumeAttachment, VolumeInterface)
 from sky_mithril.emulator.hosts import sshd
 from sky_mithril.emulator.hosts.sshd import SIGNAL_FILE, SSHD, FileLock, Host, HostError
 from sky_mithril.emulator.hosts.vm_image import VmImage, ensure_vm_image, run_command
@@ -48,6 +64,30 @@ PREFIX_PATTERN = re.compile(r'smh[0-9a-f]{5}')
 SIGNAL_DIR = Path('/opt/mithril')
 FORWARDER = Path(__file__).with_name('tcp_forward.py')
 _SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+GIB = 1 << 30
+MACHINE_FSTAB = Path('/etc/fstab')
+# Run in a host's mount namespace once `/run` is private: replaces `/dev` with
+# a tmpfs holding copies of this machine's device nodes and links and binds of
+# its directories (`pts`, `shm`, ...), so the host can get `/dev/disk/by-id`
+# without anything being added to the machine's own `/dev`.
+_PRIVATE_DEV_SCRIPT = '''
+mkdir /run/machine-dev
+mount --rbind /dev /run/machine-dev
+mount -t tmpfs -o mode=0755,nosuid tmpfs /dev
+for entry in /run/machine-dev/* /run/machine-dev/.[!.]*; do
+  [ -e "$entry" ] || [ -L "$entry" ] || continue
+  name=${entry##*/}
+  if [ -L "$entry" ] || [ -b "$entry" ] || [ -c "$entry" ]; then
+    cp -a "$entry" "/dev/$name"
+  elif [ -d "$entry" ]; then
+    mkdir "/dev/$name" && mount --rbind "$entry" "/dev/$name"
+  else
+    touch "/dev/$name" && mount --bind "$entry" "/dev/$name"
+  fi
+done
+umount -R -l /run/machine-dev
+rmdir /run/machine-dev
+mkdir -p /dev/disk/by-id'''
 
 
 def _netns_names() -> List[str]:
@@ -93,6 +133,41 @@ def _kill_netns_processes(netns: str, timeout: float = 15.0) -> None:
                                 f'survived SIGKILL for {timeout:.0f}s'))
 
 
+def _loop_devices_under(directory: Path) -> List[str]:
+    """Loop devices whose backing file is (or was, if deleted) under `directory`."""
+    result = run_command(['losetup', '--list', '--noheadings', '--raw',
+                          '--output', 'NAME,BACK-FILE'])
+    prefix = f'{directory}{os.sep}'
+    return [name for name, _, back_file in
+            (line.partition(' ') for line in result.stdout.splitlines())
+            if back_file.startswith(prefix)]
+
+
+def _detach_loop(device: str) -> None:
+    """Detaches a loop device. One still busy (a mount of a host that just
+    died, not yet released) is let go by the kernel as soon as it is free."""
+    result = run_command(['losetup', '--detach', device], check=False)
+    if result.returncode != 0 and Path(
+            f'/sys/block/{Path(device).name}/loop').exists():
+        raise HostError(f'`losetup --detach {device}` failed: '
+                        f'{result.stderr.strip()}')
+
+
+def _fstab_lines(path: Path) -> List[str]:
+    """The lines of an fstab; none when it is missing or unreadable (an
+    overlay whiteout, say)."""
+    try:
+        return path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _fstab_entry(line: str) -> List[str]:
+    """An fstab line's fields; none for a comment or an empty line."""
+    fields = line.split()
+    return [] if not fields or fields[0].startswith('#') else fields
+
+
 def _used_octets(base: str) -> Set[int]:
     """Third octets of `base`.N.x already in use on this machine."""
     text = (run_command(['ip', '-o', '-4', 'addr', 'show']).stdout +
@@ -109,7 +184,7 @@ def _require_root() -> None:
 def _require_tools() -> None:
     """Checks, once the image (and its packages) is in place, for every tool
     the hosts run."""
-    for tool in ('ip', 'unshare', 'mount', 'ssh-keygen', SSHD):
+    for tool in ('ip', 'unshare', 'mount', 'losetup', 'ssh-keygen', SSHD):
         if shutil.which(tool) is None:
             raise HostError(f'NamespaceHosts needs `{tool}`, which preparing '
                             'the VM image did not install.')
@@ -131,6 +206,8 @@ class NamespaceHosts(sshd.SshdHostBackend):
         super().__init__(start_timeout)
         # Forwarders (`forward_kube_api`) by instance fid, to reap when killed.
         self._forwarders: Dict[str, List[subprocess.Popen]] = {}
+        # Block volumes' loop devices, by volume fid, while running hosts use them.
+        self._loops: Dict[str, str] = {}
         self.cleanup_stale()
         SIGNAL_DIR.mkdir(parents=True, exist_ok=True)
         self.prefix = 'smh' + secrets.token_hex(3)[:5]
@@ -143,6 +220,7 @@ class NamespaceHosts(sshd.SshdHostBackend):
                 raise HostError(f'No free /24 left in {subnet_base}.0.0/16')
             self.subnet = f'{subnet_base}.{free[0]}'
             self._directory.mkdir(parents=True)
+            self._volumes_directory.mkdir()
             sshd.write_owner(self._directory, {'subnet': self.subnet})
             atexit.register(self.close)
             run_command(['ip', 'link', 'add', self.bridge, 'type', 'bridge'])
@@ -164,6 +242,14 @@ class NamespaceHosts(sshd.SshdHostBackend):
         """The instance's home directory as this machine sees it (for tests
         and debugging); it outlives preemption, like a boot disk."""
         return self._get(instance_fid).disk / 'home'
+
+    def volume_path(self, volume_fid: str,
+                    interface: VolumeInterface) -> Path:
+        """Where a volume's data is on this machine: a file share's directory,
+        a block volume's disk image (for tests and debugging)."""
+        if interface == VolumeInterface.FILE:
+            return self._volumes_directory / volume_fid
+        return self._volumes_directory / f'{volume_fid}.img'
 
     def _netns(self, host: Host) -> str:
         return f'{self.prefix}-{host.index}'
@@ -195,6 +281,7 @@ class NamespaceHosts(sshd.SshdHostBackend):
     def _make_disk(self, host: Host, authorized_keys: str) -> None:
         disk = host.disk
         (disk / 'opt-mithril').mkdir(parents=True)
+        (disk / 'mnt').mkdir(mode=0o755)
         (disk / 'etc-work').mkdir()
         (host.directory / 'fid').write_text(host.fid + '\n')
         home = disk / 'home'
@@ -249,27 +336,138 @@ class NamespaceHosts(sshd.SshdHostBackend):
         run_command(['ip', '-n', netns, 'link', 'set', 'lo', 'up'])
         run_command(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
 
-    def _boot_script(self, host: Host) -> str:
+    def _boot_script(self, host: Host, devices: Mapping[str, str],
+                     boot_fstab: Optional[Path]) -> str:
+        """The host's boot: its private mounts, `devices` (a block volume's
+        path in the VM -> its loop device), what `boot_fstab` lists, sshd."""
         disk, q = host.disk, shlex.quote
-        return '\n'.join([
+        lines = [
             'set -e',
             f'mount --bind {q(str(disk / "home"))} {q(self._user.pw_dir)}',
             f'mount --bind {q(str(host.directory / "tmp"))} /tmp',
             f'mount --bind {q(str(disk / "opt-mithril"))} {q(str(SIGNAL_DIR))}',
-            'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm',
+            f'mount --bind {q(str(disk / "mnt"))} {FILE_SHARE_MOUNT_ROOT}',
             # Other hosts' namespace handles are none of this host's business.
             'umount -R -l /run/netns 2>/dev/null || true',
             'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run',
+        ]
+        if devices:
+            lines.append(_PRIVATE_DEV_SCRIPT)
+            lines.extend(f'ln -s ../../{q(Path(device).name)} {q(vm_path)}'
+                         for vm_path, device in devices.items())
+        lines += [
+            'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm',
             'mount -t overlay overlay -o '
             f'lowerdir=/etc,upperdir={q(str(disk / "etc-upper"))},'
             f'workdir={q(str(disk / "etc-work"))} /etc',
+        ]
+        if boot_fstab is not None:
+            lines.append(f'mount --all --mkdir --fstab {q(str(boot_fstab))} || '
+                         f'echo "Not every line of {boot_fstab} was mounted" >&2')
+        lines += [
             'mkdir -m 0755 /run/sshd',
             f'hostname {q(self._hostname(host))}',
             f'exec {SSHD} -D -e',
-        ])
+        ]
+        return '\n'.join(lines)
+
+    def _attach_volumes(self, host: Host) -> Dict[str, str]:
+        """Readies the host's volumes for its start (file shares' directories
+        and fstab lines, block volumes' loop devices); returns each block
+        volume's loop device by its path in the VM."""
+        devices = {}
+        for volume in host.volumes:
+            if volume.interface == VolumeInterface.FILE:
+                self._make_file_share(volume)
+            else:
+                devices[volume.vm_path] = self._loop_device(volume)
+        self._add_fstab_lines(host)
+        return devices
+
+    def _make_file_share(self, volume: VolumeAttachment) -> None:
+        """Makes the share's directory on first use, writable by `ubuntu`."""
+        share = self.volume_path(volume.fid, VolumeInterface.FILE)
+        if not share.is_dir():
+            share.mkdir(mode=0o755)
+            os.chown(share, self._user.pw_uid, self._user.pw_gid)
+
+    def _loop_device(self, volume: VolumeAttachment) -> str:
+        """The block volume's loop device; attaches its disk image (made,
+        sparse, on first use) unless a running host already did."""
+        if volume.fid in self._loops:
+            return self._loops[volume.fid]
+        image = self.volume_path(volume.fid, VolumeInterface.BLOCK)
+        if not image.exists():
+            try:
+                with open(image, 'xb') as f:
+                    f.truncate(volume.capacity_gb * GIB)
+            except OSError as e:
+                image.unlink(missing_ok=True)
+                raise HostError(f'Cannot make the {volume.capacity_gb} GiB '
+                                f'disk image of block volume {volume.fid}: '
+                                f'{e}') from e
+        device = run_command(['losetup', '--find', '--show',
+                              str(image)]).stdout.strip()
+        self._loops[volume.fid] = device
+        return device
+
+    def _detach_unused_loops(self) -> None:
+        """Detaches the loop devices of block volumes no running host has."""
+        in_use = {volume.fid
+                  for host in self._hosts.values() if host.process is not None
+                  for volume in host.volumes
+                  if volume.interface == VolumeInterface.BLOCK}
+        for fid in [fid for fid in self._loops if fid not in in_use]:
+            _detach_loop(self._loops.pop(fid))
+
+    def _add_fstab_lines(self, host: Host) -> None:
+        """Gives each file share of the host its fstab line at `/mnt/<name>`:
+        appended if the fstab does not mention the share, renamed in a line of
+        the emulator's own form; a line the user changed stays as it is."""
+        fstab = host.disk / 'etc-upper' / 'fstab'
+        lines = _fstab_lines(fstab if fstab.exists() else MACHINE_FSTAB)
+        updated = list(lines)
+        for volume in host.volumes:
+            if volume.interface != VolumeInterface.FILE:
+                continue
+            source = str(self.volume_path(volume.fid, VolumeInterface.FILE))
+            entry = f'{source} {volume.vm_path} none bind,nofail 0 0'
+            ours = re.compile(rf'{re.escape(source)} '
+                              rf'{FILE_SHARE_MOUNT_ROOT}/[^/\s]+ none '
+                              r'bind,nofail 0 0')
+            if any(_fstab_entry(line)[:1] == [source] for line in updated):
+                updated = [entry if ours.fullmatch(line.strip()) else line
+                           for line in updated]
+            else:
+                updated.append(entry)
+        if updated != lines:
+            write_atomically(fstab, ''.join(f'{line}\n' for line in updated))
+
+    def _boot_fstab(self, host: Host) -> Optional[Path]:
+        """Writes the fstab lines the host's start mounts to a file: those its
+        fstab adds to this machine's, less file shares it no longer has. None
+        when there are none."""
+        machine = {line.strip() for line in _fstab_lines(MACHINE_FSTAB)}
+        shares = f'{self._volumes_directory}{os.sep}'
+        attached = {str(self.volume_path(v.fid, VolumeInterface.FILE))
+                    for v in host.volumes if v.interface == VolumeInterface.FILE}
+        lines = []
+        for line in _fstab_lines(host.disk / 'etc-upper' / 'fstab'):
+            fields = _fstab_entry(line)
+            if (fields and line.strip() not in machine and
+                    (not fields[0].startswith(shares) or fields[0] in attached)):
+                lines.append(line)
+        if not lines:
+            return None
+        path = host.directory / 'boot.fstab'
+        path.write_text(''.join(f'{line}\n' for line in lines))
+        return path
 
     def _start(self, host: Host) -> None:
-        """Boots the host: a fresh /tmp, then sshd as PID 1 of new namespaces."""
+        """Boots the host: its volumes ready, a fresh /tmp, then sshd as PID 1
+        of new namespaces."""
+        devices = self._attach_volumes(host)
+        boot_fstab = self._boot_fstab(host)
         tmp = host.directory / 'tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -279,7 +477,7 @@ class NamespaceHosts(sshd.SshdHostBackend):
         command = ['ip', 'netns', 'exec', self._netns(host),
                    'unshare', '--mount', '--uts', '--pid', '--fork', '--mount-proc',
                    '--propagation', 'private', '--',
-                   '/bin/sh', '-c', self._boot_script(host)]
+                   '/bin/sh', '-c', self._boot_script(host, devices, boot_fstab)]
         with open(log, 'ab') as out:
             host.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out,
@@ -298,6 +496,7 @@ class NamespaceHosts(sshd.SshdHostBackend):
         netns = self._netns(host)
         _kill_netns_processes(netns)
         self._reap(host)
+        self._detach_unused_loops()
         # A killed process leaves its namespace before its sockets are closed:
         # wait for the listener to go, or a quick resume cannot bind port 22.
         deadline = time.monotonic() + 10
@@ -320,11 +519,14 @@ class NamespaceHosts(sshd.SshdHostBackend):
             run_command(['ip', 'link', 'set', self._veth(host), 'down'])
             self._stop(host)
 
-    def resume(self, instance_fid: str) -> HostAddress:
-        """Boots a paused or preempted host again: same disk, keys and address."""
+    def resume(self, instance_fid: str,
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        """Boots a paused or preempted host again: same disk, keys and
+        address, with `volumes`."""
         with self._lock:
             host = self._get(instance_fid)
             self._stop(host)
+            host.volumes = tuple(volumes)
             run_command(['ip', 'link', 'set', self._veth(host), 'up'])
             self._start(host)
             return host.record()
@@ -379,15 +581,29 @@ class NamespaceHosts(sshd.SshdHostBackend):
             _delete_link(self._veth(host))
         shutil.rmtree(host.directory, ignore_errors=True)
         self._hosts.pop(host.fid, None)
+        self._detach_unused_loops()
+
+    def delete_volume(self, volume_fid: str) -> None:
+        """Removes a volume's directory or disk image; a loop device a running
+        host still has goes when that host stops."""
+        with self._lock:
+            shutil.rmtree(self.volume_path(volume_fid, VolumeInterface.FILE),
+                          ignore_errors=True)
+            self.volume_path(volume_fid,
+                             VolumeInterface.BLOCK).unlink(missing_ok=True)
 
     def _close_backend(self) -> None:
-        """Deletes the bridge."""
+        """Detaches the volumes' loop devices and deletes the bridge."""
+        for device in _loop_devices_under(self._directory):
+            _detach_loop(device)
+        self._loops.clear()
         if self.bridge in _link_names():
             _delete_link(self.bridge)
 
     @staticmethod
     def cleanup_stale() -> List[str]:
-        """Removes hosts, links and state of backends whose process is gone.
+        """Removes hosts, links, loop devices and state (volumes included)
+        of backends whose process is gone.
 
         Returns the prefixes removed. Backends still running are left alone.
         """
@@ -413,5 +629,7 @@ class NamespaceHosts(sshd.SshdHostBackend):
             for name in links:
                 if name.startswith(prefix):
                     _delete_link(name)
+            for device in _loop_devices_under(state_root / prefix):
+                _detach_loop(device)
             shutil.rmtree(state_root / prefix, ignore_errors=True)
         return stale

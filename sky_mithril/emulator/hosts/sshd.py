@@ -6,7 +6,8 @@ for both: a half-made host is removed again, and close goes on past one host's
 failure. Each backend tags what it creates with a per-backend prefix and
 records its owner process (`write_owner`), so `cleanup_stale()` can remove what
 a crashed run left behind without touching a backend that is still alive
-(`owner_alive`).
+(`owner_alive`). Both keep their volumes' data in `<backend state>/volumes/`,
+so closing the backend (or `cleanup_stale()`) removes it with the rest.
 """
 
 import atexit
@@ -24,11 +25,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, TextIO, Tuple, Type, TypeVar
+from typing import (Callable, Dict, List, Optional, Sequence, TextIO, Tuple,
+                    Type, TypeVar)
 
 import yaml
 
-from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
 from sky_mithril.emulator.hosts.vm_image import CommandError, run_command
 
 # Root keeps the backends' state here, one directory per backend kind.
@@ -49,7 +51,8 @@ class HostError(RuntimeError):
 
 @dataclasses.dataclass
 class Host:
-    """One instance's host: its sshd process, address and state directory."""
+    """One instance's host: its sshd process, address, state directory and
+    the volumes it gets at its (next) start."""
 
     fid: str
     index: int
@@ -58,6 +61,7 @@ class Host:
     process: Optional[subprocess.Popen] = None
     port: int = 22
     user: str = 'ubuntu'
+    volumes: Tuple[VolumeAttachment, ...] = ()
 
     @property
     def disk(self) -> Path:
@@ -114,14 +118,22 @@ class SshdHostBackend:
     def _close_backend(self) -> None:
         """Removes what the backend made besides its hosts (called by close)."""
 
-    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
-        """Brings up a host that accepts `ssh_public_keys`; returns its address."""
+    @property
+    def _volumes_directory(self) -> Path:
+        """Where the backend keeps its volumes' data, one entry per volume fid."""
+        return self._directory / 'volumes'
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str],
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        """Brings up a host that accepts `ssh_public_keys`, with `volumes`
+        attached; returns its address."""
         with self._lock:
             if self._closed:
                 raise HostError(f'This {type(self).__name__} is closed')
             if instance_fid in self._hosts:
                 raise HostError(f'Instance {instance_fid} already has a host')
             host = self._new_host(instance_fid)
+            host.volumes = tuple(volumes)
             self._hosts[instance_fid] = host
             try:
                 self._set_up(host, ssh_public_keys)

@@ -36,9 +36,10 @@ PYTHON_SOURCE_GLOB = '/root/.pyenv/versions/3.10.*'
 SSH_USER = 'ubuntu'
 UV_VERSION = '0.13.9'
 # What a Mithril Ubuntu image ships and SkyPilot's node setup relies on
-# (`patch` for Ray's patches, `lsof`/`procps` in the setup commands).
+# (`patch` for Ray's patches, `lsof`/`procps` in the setup commands,
+# `e2fsprogs` to format a block volume).
 APT_PACKAGES = ('openssh-server', 'sudo', 'rsync', 'patchelf', 'iproute2',
-                'patch', 'procps', 'lsof')
+                'patch', 'procps', 'lsof', 'e2fsprogs')
 SUDOERS_FILE = Path('/etc/sudoers.d/90-sky-mithril-ubuntu')
 # Bump when the image layout or build steps change.
 IMAGE_FORMAT = 1
