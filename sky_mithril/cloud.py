@@ -27,6 +27,7 @@ from sky_mithril import connection
 from sky_mithril import credentials as credentials_lib
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
+from sky_mithril import volumes
 from sky_mithril.api import errors
 
 if typing.TYPE_CHECKING:
@@ -89,6 +90,32 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     with _memo_lock:
         _projects[key] = (time.monotonic(), conn.project_id)
     return conn.credentials, conn.project_id
+
+
+def _volume_region(sections: config.Sections) -> Optional[str]:
+    """The region of the task's `config.mithril.volumes` (None without any);
+    it pins the task there, before any bid."""
+    wanted = volumes.requested(sections[0])
+    if not wanted:
+        return None
+    return volumes.region_of(_resolve_volumes(wanted))
+
+
+def _resolve_volumes(wanted: Dict[str, str]) -> List[volumes.Mount]:
+    """The task's volumes, looked up in the launch's project."""
+    try:
+        conn = connection.connect()
+    except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
+        raise volumes.VolumeConfigError(
+            f'The task mounts Mithril volumes, but they cannot be looked up: '
+            f'{e}') from None
+    try:
+        return volumes.resolve(conn, wanted)
+    except errors.MithrilAPIError as e:
+        raise volumes.VolumeConfigError(
+            f'Looking up the task\'s Mithril volumes failed: {e}') from None
+    finally:
+        conn.client.close()
 
 
 def _first_time_this_launch(*key: str) -> bool:
@@ -328,6 +355,14 @@ class Mithril(builtin_mithril.Mithril):
         sections = config.sections_from_skypilot(
             resources.cluster_config_overrides)
         timeout = config.resolve_provision_timeout(*sections)
+        volume_region = _volume_region(sections)
+        if volume_region is not None and resources.region not in (
+                None, volume_region):
+            raise volumes.VolumeConfigError(
+                f'The task\'s Mithril volumes live in {volume_region}, but it '
+                f'asks for mithril/{resources.region}. Launch with --infra '
+                f'mithril/{volume_region}, or mount volumes of '
+                f'{resources.region}.')
         ranking = Ranking(sections, num_nodes, patient=timeout is None)
         cloud = type(self)()
         cloud.ranking = ranking
@@ -340,6 +375,14 @@ class Mithril(builtin_mithril.Mithril):
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
+            if volume_region is not None:
+                if volume_region not in regions:
+                    hints.append(f'{instance_type} is not auctioned in '
+                                 f'{volume_region}, where the task\'s volumes '
+                                 'live.')
+                    continue
+                regions = [volume_region]
+                candidate = candidate.copy(region=volume_region)
             reasons = {r: ranking.why_not_now(instance_type, r, market)
                        for r in regions}
             above_limit = [r for r in regions
@@ -484,10 +527,13 @@ class Mithril(builtin_mithril.Mithril):
             if market_note:
                 logger.info(market_note)
         profile, project_id, api_url = '', '', ''
+        mounts: List[volumes.Mount] = []
         if not dryrun:
             creds, project_id = _account_for_launch()
             profile = creds.profile or ''
             api_url = creds.api_url
+            mounts = _resolve_volumes(volumes.requested(sections[0]))
+            volumes.check_region(mounts, region.name)
         accelerators = self.get_accelerators_from_instance_type(instance_type)
         variables: Dict[str, Any] = {
             'instance_type': instance_type,
@@ -502,6 +548,8 @@ class Mithril(builtin_mithril.Mithril):
             'boot_timeout': str(boot_timeout),
             'instance_type_fid':
                 live_prices.snapshot().fid(instance_type, region.name) or '',
+            'mithril_volume_fids': ','.join(m.volume.fid for m in mounts),
+            'mithril_volume_setup': volumes.setup_commands(mounts),
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

@@ -1,4 +1,4 @@
-"""The plugin's settings: limit price, provision timeout and boot timeout, validated.
+"""The plugin's settings: limit price, provision and boot timeouts, volumes.
 
 A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
 user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
@@ -26,7 +26,9 @@ LIMIT_PRICE = 'limit_price'
 LIMIT_PRICE_PER_GPU = 'limit_price_per_gpu'
 PROVISION_TIMEOUT = 'provision_timeout'
 BOOT_TIMEOUT = 'boot_timeout'
-KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT)
+VOLUMES = 'volumes'
+KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT,
+        VOLUMES)
 
 TASK_SCOPE = 'config.mithril'
 USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
@@ -53,6 +55,9 @@ def section_schema() -> Dict[str, Any]:
             LIMIT_PRICE_PER_GPU: _NUMBER_OR_STRING,
             PROVISION_TIMEOUT: _NUMBER_OR_STRING,
             BOOT_TIMEOUT: {'type': 'number'},
+            # Mount path -> Mithril volume name (`volumes`).
+            VOLUMES: {'type': 'object',
+                      'additionalProperties': {'type': 'string'}},
         },
     }
 

@@ -313,7 +313,7 @@ class ClusterBid:
             name=name,
             launch_specification=models.LaunchSpecification(
                 ssh_keys=[config.authentication_config['ssh_key_id']],
-                volumes=[]))
+                volumes=volume_fids(config.provider_config)))
         try:
             bid = _create_once(conn, request)
         except errors.ValidationError as e:
@@ -536,6 +536,12 @@ def _about_instance_type(error: errors.ValidationError) -> bool:
                for entry in error.detail)
 
 
+def volume_fids(provider_config: Dict[str, Any]) -> List[str]:
+    """The volumes (`config.mithril.volumes`) the cluster's bid attaches."""
+    return [f for f in str(provider_config.get('volume_fids') or '').split(',')
+            if f]
+
+
 def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
                  config: common.ProvisionConfig) -> Outcome:
     """RESUMED or ADOPTED for the cluster's live bid, once it is checked to
@@ -553,6 +559,13 @@ def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
             f'The cluster\'s bid {bid.fid} lives in {bid.region}, not '
             f'{region}; a Mithril cluster never moves. `sky down` it to '
             'launch elsewhere.')
+    if sorted(bid.launch_specification.volumes) != sorted(
+            volume_fids(config.provider_config)):
+        raise RuntimeError(
+            f'The cluster\'s bid {bid.fid} has volumes '
+            f'{bid.launch_specification.volumes or "none"}, but this launch '
+            f'mounts {volume_fids(config.provider_config) or "none"}. `sky '
+            'down` the cluster and launch again to change its volumes.')
     if bid.instance_quantity != config.count:
         raise RuntimeError(
             f'The cluster\'s bid {bid.fid} has {bid.instance_quantity} '

@@ -11,6 +11,7 @@ import time
 from typing import Callable, Iterator
 
 import pytest
+import requests
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.devtools.sandbox import SkySandbox
@@ -60,15 +61,42 @@ def stack(tmp_path_factory) -> Iterator[EnvOnlyStack]:
                 box.stop_api_server()
 
 
-def test_autodown_after_a_reused_name_cancels_exactly_the_live_bid(stack):
-    hello = str(catalog_files.example_path('hello.yaml'))
-    stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril', hello)
+# The block volume pins the task to its region and is formatted only once.
+BLOCK_VOLUME_TASK = """
+run: |
+  if [ -f /mnt/scratch/written-by ]; then echo "kept $(cat /mnt/scratch/written-by)"; else echo first-launch > /mnt/scratch/written-by; echo "new volume"; fi
+  echo "fs=$(findmnt -no FSTYPE /mnt/scratch) owner=$(stat -c %U /mnt/scratch) uuid=$(sudo blkid -s UUID -o value "$(findmnt -no SOURCE /mnt/scratch)")"
+config:
+  mithril:
+    volumes:
+      /mnt/scratch: scratch-disk
+"""
+
+
+def test_autodown_after_a_reused_name_cancels_exactly_the_live_bid(
+        stack, tmp_path):
+    """Also: a block volume is formatted on first use only and keeps its data
+    across `sky down` and a new launch in its region."""
+    volumes_url = f'{stack.emulator.url}/v2/volumes'
+    created = requests.post(volumes_url, headers={
+        'Authorization': 'Bearer env-only-key'}, json={
+            'name': 'scratch-disk', 'project': 'proj_emulator',
+            'disk_interface': 'Block', 'region': 'us-central3-a',
+            'size_gb': 1}, timeout=30)
+    assert created.status_code == 201, created.text
+    task = tmp_path / 'block.yaml'
+    task.write_text(BLOCK_VOLUME_TASK)
+    first = stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
+                      str(task))
+    assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
+    uuid = first.split('uuid=')[1].split()[0]
     stack.sky('down', '-y', 'auto')
     [old] = stack.bids()
     assert old['status'] == 'Terminated'
 
-    stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril', '-i', '1',
-              '--down', hello)
+    again = stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril', '-i',
+                      '1', '--down', str(task))
+    assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
     [new] = [b for b in stack.bids() if b['fid'] != old['fid']]
     assert new['status'] == 'Allocated'
     waited = stack.wait_for('autodown', lambda: all(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+import requests
 import yaml
 
 from sky_mithril.emulator.server import EmulatorServer
@@ -209,6 +210,29 @@ def test_region_without_the_gpu_is_refused(box, emulator):
                           infra='mithril/us-central2-a'),
                    "Mithril({'A100': 2}, region=us-central2-a)",
                    'To fix: relax or change the resource requirements')
+
+
+def test_a_volume_of_another_region_is_refused_before_any_bid(box, emulator):
+    created = requests.post(
+        f'{emulator.url}/v2/volumes',
+        headers={'Authorization': f'Bearer {RIGHT_KEY}'},
+        json={'name': 'far-share', 'project': 'proj_emulator',
+              'disk_interface': 'File', 'region': 'us-central5-a',
+              'size_gb': 10}, timeout=30)
+    assert created.status_code == 201, created.text
+    task = write_task(box, 'volume-region', {'accelerators': 'A100:1'},
+                      {**SAFETY, 'volumes': {'/ckpt': 'far-share'}})
+    assert_refused(launch(box, emulator, 'bad-volume-region', task,
+                          infra='mithril/us-central3-a'),
+                   'volumes live in us-central5-a',
+                   '--infra mithril/us-central5-a')
+
+
+def test_an_unknown_volume_is_refused_naming_how_to_create_it(box, emulator):
+    task = write_task(box, 'volume-unknown', {'accelerators': 'A100:1'},
+                      {**SAFETY, 'volumes': {'/ckpt': 'no-such-volume'}})
+    assert_refused(launch(box, emulator, 'bad-volume', task),
+                   "'no-such-volume'", 'sky-mithril volumes create no-such-volume')
 
 
 def test_zone_is_refused_with_the_fix(box, emulator):
