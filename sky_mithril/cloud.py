@@ -27,6 +27,7 @@ from sky_mithril import connection
 from sky_mithril import credentials as credentials_lib
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
+from sky_mithril import recoveries
 from sky_mithril import volumes
 from sky_mithril.api import errors
 
@@ -372,6 +373,7 @@ class Mithril(builtin_mithril.Mithril):
         for candidate in feasible.resources_list:
             instance_type = candidate.instance_type
             limit = self.effective_limit_price(instance_type, sections)
+            config.resolve_recovery_limit(limit, *sections)  # Checked up front.
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -514,6 +516,8 @@ class Mithril(builtin_mithril.Mithril):
         sections = config.sections_from_skypilot(
             resources.cluster_config_overrides)
         limit = self.effective_limit_price(instance_type, sections)
+        if recoveries.is_recovering(cluster_name.display_name):
+            limit = config.resolve_recovery_limit(limit, *sections)
         timeout = config.resolve_provision_timeout(*sections)
         boot_timeout = config.resolve_boot_timeout(*sections)
         if _first_time_this_launch('deploy', cluster_name.name_on_cloud,

@@ -16,6 +16,9 @@ entries for the `preemption` event once, through SkyPilot's own hook executor
 (the hooks SkyPilot stored on the head node, output in
 `~/.sky/hooks/preemption.log`), with `MITHRIL_PREEMPTION_DEADLINE` set to the
 notice's end. SkyPilot 0.14.1 runs preemption hooks only in Kubernetes pods.
+When they are done it writes `preemption_notice.HOOKS_DONE_FILE`, which the managed-job
+controller waits for before it tears the node down (`plugin.jobs_runtime`).
+A running task sees the notice itself in `SIGNAL_FILE`.
 
 Importing this module costs almost nothing and never raises: an interpreter
 that never imports `sky.provision` is untouched.
@@ -32,10 +35,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
+from sky_mithril import preemption_notice
+
 CLOUD_NAME = 'mithril'
 PROVISION_MODULE = 'sky.provision'
 SKYLET_MODULE = 'sky.skylet.skylet'
-SIGNAL_FILE = Path('/opt/mithril/MITHRIL_SIGNAL.yml')
+SIGNAL_FILE = Path(preemption_notice.SIGNAL_FILE)
 NOTICE_POLL_SECONDS = 1.0
 DEADLINE_ENV = 'MITHRIL_PREEMPTION_DEADLINE'
 
@@ -65,7 +70,10 @@ def _run_preemption_hooks(deadline: str) -> None:
 
 
 def _watch_for_notice() -> None:
-    """Runs the preemption hooks once, as soon as a notice appears."""
+    """Runs the preemption hooks once, as soon as a notice appears (a "done"
+    file left by an earlier notice on this disk is removed first)."""
+    done = Path(os.path.expanduser(preemption_notice.HOOKS_DONE_FILE))
+    done.unlink(missing_ok=True)
     while True:
         deadline = _notice_deadline()
         if deadline is not None:
@@ -74,6 +82,8 @@ def _watch_for_notice() -> None:
             except Exception as e:  # pylint: disable=broad-except
                 sys.stderr.write(f'sky-mithril: preemption hooks failed: '
                                  f'{e!r}\n')
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(deadline + '\n', encoding='utf-8')
             return
         time.sleep(NOTICE_POLL_SECONDS)
 

@@ -51,6 +51,7 @@ def _hook_points() -> Dict[str, Callable[[], bool]]:
             'sky.authentication', 'setup_mithril_authentication'),
         'sky.utils.schemas.get_config_schema': attr('sky.utils.schemas',
                                                     'get_config_schema'),
+        'sky.jobs.runtime.register': attr('sky.jobs.runtime', 'register'),
         'sky.utils.schemas.register_plugin_property': attr(
             'sky.utils.schemas', 'register_plugin_property'),
         'sky.skypilot_config.register_task_overrideable_config_key': attr(
@@ -190,9 +191,17 @@ def _extend_config_schema() -> None:
         skypilot_config.register_task_overrideable_config_key((CLOUD_NAME, key))
 
 
+def _register_jobs_runtime() -> None:
+    """Managed jobs on Mithril recover from the preemption notice on
+    (`jobs_runtime`); only the jobs controller consults it."""
+    from sky.jobs import runtime  # pylint: disable=import-outside-toplevel
+    from sky_mithril.plugin import jobs_runtime  # pylint: disable=import-outside-toplevel
+    runtime.register(jobs_runtime.MithrilJobRuntime())
+
+
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
-    _take_over_provisioner, _take_over_authentication)
+    _take_over_provisioner, _take_over_authentication, _register_jobs_runtime)
 
 
 def install() -> None:
