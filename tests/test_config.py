@@ -113,3 +113,25 @@ def test_a_top_level_mithril_section_in_the_global_config_is_refused():
         task, user = config.sections_from_skypilot(
             {'mithril': {'limit_price': 7}, 'jobs': {'x': 1}})
     assert task == {'limit_price': 7} and user == {'limit_price': 5}
+
+
+def test_recovery_starts_at_the_notice_unless_the_task_says_node_lost():
+    assert config.resolve_recovery_starts({}, {}) == config.RECOVERY_AT_NOTICE
+    assert config.resolve_recovery_starts(
+        {'recovery_starts': 'NODE_LOST'}, {}) == config.RECOVERY_AT_NODE_LOST
+    assert config.resolve_recovery_starts(
+        {}, {'recovery_starts': 'node_lost'}) == config.RECOVERY_AT_NODE_LOST
+
+
+def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():
+    limit = config.resolve_limit_price(1, {'limit_price': 2}, {})
+    assert config.resolve_recovery_limit(limit, {}, {}) == limit
+    raised = config.resolve_recovery_limit(
+        limit, {'recovery_limit_price': '4.00'}, {})
+    assert raised.per_hour == Decimal('4.00')
+    assert 'recovery_limit_price in config.mithril' in raised.source
+    with pytest.raises(config.MithrilConfigError,
+                       match='below the launch.s limit.*at or above'):
+        config.resolve_recovery_limit(limit, {'recovery_limit_price': 1}, {})
+    with pytest.raises(config.MithrilConfigError, match='not a dollar amount'):
+        config.resolve_recovery_limit(limit, {'recovery_limit_price': 'x'}, {})

@@ -3,8 +3,11 @@ pair, the emulator with real SSH hosts on 127.0.0.1, and a way to run
 `sky-mithril ...` in-process and read what it printed."""
 
 import dataclasses
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
@@ -22,6 +25,26 @@ from provisioning import point_plugin_at
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
+
+
+def add_sky_cluster(home: Path, name: str, name_on_cloud: str) -> Dict[str, str]:
+    """Writes cluster `name` (backed by bid `name_on_cloud`) into SkyPilot's
+    own state under `home`, and returns the environment that sees it.
+    SkyPilot keeps one database engine per process, so the cluster is
+    written, and the command under test run, in processes of their own."""
+    env = {**os.environ, 'HOME': str(home)}
+    subprocess.run([sys.executable, '-c', textwrap.dedent(f'''
+        import sky
+        from sky import global_user_state
+        from sky.backends import cloud_vm_ray_backend
+        handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
+            cluster_name={name!r}, cluster_name_on_cloud={name_on_cloud!r},
+            cluster_yaml=None, launched_nodes=1,
+            launched_resources=sky.Resources(infra='kubernetes'))
+        global_user_state.add_or_update_cluster(
+            {name!r}, handle, requested_resources=None, ready=True)
+        ''')], env=env, check=True, capture_output=True, timeout=120)
+    return env
 
 
 @dataclasses.dataclass

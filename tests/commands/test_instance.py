@@ -1,17 +1,15 @@
 """`sky-mithril instance ...` against the emulator (real HTTP, placeholder hosts)."""
 
 import json
-import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from sky_mithril.commands import sky_clusters
 
-from conftest import REGION, TYPE
+from conftest import REGION, TYPE, add_sky_cluster
 
 CREATE = ('instance', 'create', '-i', TYPE, '-r', REGION, '-m', '8')
 
@@ -235,20 +233,7 @@ def test_pattern_delete_spares_skypilot_clusters(emulator, home, run, api,
 
 
 def test_a_cluster_in_skypilots_own_state_is_spared(emulator, home, run, api):
-    # SkyPilot keeps one database engine per process, so the cluster is
-    # written, and the delete run, in processes of their own with this HOME.
-    env = {**os.environ, 'HOME': str(home)}
-    subprocess.run([sys.executable, '-c', textwrap.dedent('''
-        import sky
-        from sky import global_user_state
-        from sky.backends import cloud_vm_ray_backend
-        handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
-            cluster_name='dev-sky', cluster_name_on_cloud='dev-sky-2ea4',
-            cluster_yaml=None, launched_nodes=1,
-            launched_resources=sky.Resources(infra='kubernetes'))
-        global_user_state.add_or_update_cluster(
-            'dev-sky', handle, requested_resources=None, ready=True)
-        ''')], env=env, check=True, capture_output=True, timeout=120)
+    env = add_sky_cluster(home, 'dev-sky', 'dev-sky-2ea4')
     for name in ('dev-a', 'dev-sky-2ea4'):
         _create(run, name)
     result = subprocess.run([sys.executable, '-m', 'sky_mithril.cli',

@@ -3,11 +3,9 @@ with the clusters using each volume, refuse to delete one a live bid uses,
 delete it once the bid is cancelled, rename."""
 
 import json
-import os
 import re
 import subprocess
 import sys
-import textwrap
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, List
@@ -19,7 +17,7 @@ from sky_mithril.api import models
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands import volumes as volumes_command
 
-from conftest import REGION, TYPE, Api, Result
+from conftest import REGION, TYPE, Api, Result, add_sky_cluster
 
 
 def _create(run: Callable[..., Result], name: str, *extra: str) -> str:
@@ -211,20 +209,7 @@ def test_rename(emulator, home, run, api):
 
 
 def test_used_by_reads_skypilots_own_state(emulator, home, run, key):
-    # SkyPilot keeps one database engine per process, so the cluster is
-    # written, and the command run, in processes of their own with this HOME.
-    env = {**os.environ, 'HOME': str(home)}
-    subprocess.run([sys.executable, '-c', textwrap.dedent('''
-        import sky
-        from sky import global_user_state
-        from sky.backends import cloud_vm_ray_backend
-        handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
-            cluster_name='dev', cluster_name_on_cloud='dev-2ea4',
-            cluster_yaml=None, launched_nodes=1,
-            launched_resources=sky.Resources(infra='kubernetes'))
-        global_user_state.add_or_update_cluster(
-            'dev', handle, requested_resources=None, ready=True)
-        ''')], env=env, check=True, capture_output=True, timeout=120)
+    env = add_sky_cluster(home, 'dev', 'dev-2ea4')
     fid = _create(run, 'data', '--size', '10')
     _place_bid(key, 'dev-2ea4', fid)
     result = subprocess.run([sys.executable, '-m', 'sky_mithril.cli',
