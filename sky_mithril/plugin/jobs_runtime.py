@@ -1,21 +1,30 @@
-"""Managed-job recovery that starts at Mithril's preemption notice.
+"""Managed-job recovery that starts at Mithril's preemption notice, and that
+is not fooled by a preempted node that came back by itself.
 
 SkyPilot's jobs controller asks the cloud about a single-node job's cluster
 only once the job has failed; on Mithril that is after the 5-minute notice,
 when the node is gone. This runtime (SkyPilot's `ManagedJobRuntime` extension
 point) answers the controller's job-status poll for Mithril clusters: while
 the cluster's bid is `Preempting` and the job has not finished, it reports
-"no job status", which sends the controller into recovery at once. Before the
+"no job status", which sends the controller into recovery at once. It does
+the same once the bid has been preempted at all: a preempted bid goes back to
+`Open` and Mithril re-allocates it by itself when the price falls, booting the
+same node from its disk, where the job's record still says RUNNING although
+its processes died with the node; SkyPilot would watch that job forever.
+Before the
 controller tears the old cluster down, `on_before_recovery` waits (bounded)
 until the node has run the task's preemption hooks, so their checkpoint is
 saved, and records the cluster so its relaunch bids at the task's
 `recovery_limit_price`. SkyPilot's teardown then cancels the old bid: there
 are never two clusters for one job, and no bid is left Open.
 
-A task opts out with `config.mithril.recovery_starts: node_lost`. Every other
-method defers to SkyPilot (returns None).
+A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
+starts once the notice is over and the node gone. Every other method defers
+to SkyPilot (returns None).
 """
 
+import dataclasses
+import enum
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,24 +51,64 @@ def _provider_config(handle: Any) -> Dict[str, Any]:
         handle.cluster_yaml).get('provider') or {})
 
 
-def _in_notice(handle: Any) -> bool:
-    """Whether `handle` is a Mithril cluster whose bid is in its preemption
-    notice and whose task wants recovery to start then."""
-    resources = getattr(handle, 'launched_resources', None)
-    cloud = getattr(resources, 'cloud', None)
-    if cloud is None or cloud.canonical_name() != CLOUD_NAME:
-        return False
-    sections = config.sections_from_skypilot(resources.cluster_config_overrides)
-    if config.resolve_recovery_starts(*sections) != config.RECOVERY_AT_NOTICE:
-        return False
+class Preemption(enum.Enum):
+    """Where a Mithril cluster's bid stands with respect to preemption."""
+
+    NONE = 'never preempted'
+    NOTICE = 'in its preemption notice'
+    NODE_LOST = 'preempted: the node was stopped'
+
+
+def _is_mithril(handle: Any) -> bool:
+    cloud = getattr(getattr(handle, 'launched_resources', None), 'cloud', None)
+    return cloud is not None and cloud.canonical_name() == CLOUD_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class BidState:
+    """The cluster's bid as far as preemption goes."""
+
+    preemption: Preemption
+    bid_fid: str = ''
+    preemptions: int = 0
+
+
+def _bid_state(handle: Any) -> BidState:
+    """Whether the cluster's bid is in a notice, or was preempted (its node
+    stopped) since the last recovery handled it; NONE when unknown."""
     try:
         conn = cluster_bid.connect(_provider_config(handle))
         bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
+        if bid is None:
+            return BidState(Preemption.NONE)
+        preemptions = sum(
+            e.event_type == models.BidEventType.PREEMPTED
+            for e in conn.client.get_bid_history(bid.fid).events)
     except (errors.MithrilAPIError, RuntimeError, OSError) as e:
-        logger.debug(f'Mithril notice check failed for '
+        logger.debug(f'Mithril preemption check failed for '
                      f'{handle.cluster_name}: {e}')
-        return False
-    return bid is not None and bid.status == models.BidState.PREEMPTING
+        return BidState(Preemption.NONE)
+    if bid.status == models.BidState.PREEMPTING:
+        return BidState(Preemption.NOTICE, bid.fid, preemptions)
+    if preemptions > recoveries.preemptions_recovered(bid.fid):
+        return BidState(Preemption.NODE_LOST, bid.fid, preemptions)
+    return BidState(Preemption.NONE, bid.fid, preemptions)
+
+
+def _recover_now(handle: Any) -> Optional[Preemption]:
+    """The preemption that calls for recovery now under the task's policy
+    (`recovery_starts`), or None."""
+    if handle is None or not _is_mithril(handle):
+        return None
+    sections = config.sections_from_skypilot(
+        handle.launched_resources.cluster_config_overrides)
+    at_notice = (config.resolve_recovery_starts(*sections) ==
+                 config.RECOVERY_AT_NOTICE)
+    state = _bid_state(handle).preemption
+    if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
+                                         at_notice):
+        return state
+    return None
 
 
 def _finished_status(handle: Any) -> Optional[Any]:
@@ -104,13 +153,16 @@ class MithrilJobRuntime:
                        returncode: Optional[int] = None
                        ) -> Optional[Tuple[Optional[Any], Optional[str]]]:
         del returncode
-        if handle is None or not _in_notice(handle):
+        state = _recover_now(handle)
+        if state is None:
             return None
-        finished = _finished_status(handle)
+        # In a notice the node still runs: a job that just finished counts.
+        finished = (_finished_status(handle)
+                    if state == Preemption.NOTICE else None)
         if finished is not None:
             return finished, None
-        logger.info(f'Mithril preemption notice on {cluster_name}: starting '
-                    'the recovery now, while the node still runs.')
+        logger.info(f'Mithril bid of {cluster_name} is {state.value}: '
+                    'starting the recovery now.')
         return None, None
 
     def on_before_recovery(self, handle: Any, backend: Any, job_id: int,
@@ -118,14 +170,13 @@ class MithrilJobRuntime:
                            exit_codes: Optional[List[int]] = None,
                            job_id_on_pool_cluster: Optional[int] = None) -> None:
         del backend, job_id, task_id, exit_codes, job_id_on_pool_cluster
-        if handle is None:
+        if handle is None or not _is_mithril(handle):
             return None
-        resources = getattr(handle, 'launched_resources', None)
-        cloud = getattr(resources, 'cloud', None)
-        if cloud is None or cloud.canonical_name() != CLOUD_NAME:
-            return None
-        recoveries.mark(handle.cluster_name)
-        if _in_notice(handle):
+        state = _bid_state(handle)
+        if state.bid_fid:
+            recoveries.mark(handle.cluster_name, state.bid_fid,
+                            state.preemptions)
+        if state.preemption == Preemption.NOTICE:
             waited = _wait_for_preemption_hooks(handle)
             logger.info(f'{handle.cluster_name}: preemption hooks done after '
                         f'{waited:.0f}s; tearing the node down.')
