@@ -8,7 +8,7 @@ name; a preemption notice runs the task's preemption hooks on the node."""
 import os
 import shutil
 import time
-from typing import Callable, Iterator
+from typing import Callable, Dict, Iterator
 
 import pytest
 import requests
@@ -73,10 +73,12 @@ config:
 """
 
 
-def test_autodown_after_a_reused_name_cancels_exactly_the_live_bid(
+def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
         stack, tmp_path):
-    """Also: a block volume is formatted on first use only and keeps its data
-    across `sky down` and a new launch in its region."""
+    """Autodown of a cluster whose name an earlier, terminated cluster had,
+    and autostop of another cluster running at the same time: each acts on
+    its own live bid only. Also: a block volume is formatted on first use
+    only and keeps its data across `sky down` and a new launch in its region."""
     volumes_url = f'{stack.emulator.url}/v2/volumes'
     created = requests.post(volumes_url, headers={
         'Authorization': 'Bearer env-only-key'}, json={
@@ -99,21 +101,21 @@ def test_autodown_after_a_reused_name_cancels_exactly_the_live_bid(
     assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
     [new] = [b for b in stack.bids() if b['fid'] != old['fid']]
     assert new['status'] == 'Allocated'
-    waited = stack.wait_for('autodown', lambda: all(
-        b['status'] == 'Terminated' for b in stack.bids()))
-    print(f'\nautodown cancelled the bid {waited:.0f}s after the launch returned')
-    assert [b['fid'] for b in stack.bids()] == [old['fid'], new['fid']]
 
-
-def test_autostop_pauses_the_bid(stack):
     hello = str(catalog_files.example_path('hello.yaml'))
     stack.sky('launch', '-y', '-c', 'idle', '--infra', 'mithril', hello)
-    [bid] = [b for b in stack.bids() if b['status'] != 'Terminated']
+    [idle] = [b for b in stack.bids()
+              if b['fid'] not in (old['fid'], new['fid'])]
     stack.sky('autostop', '-y', '-i', '1', 'idle')
-    waited = stack.wait_for('autostop', lambda: [
-        b['status'] for b in stack.bids() if b['fid'] == bid['fid']] == ['Paused'])
-    print(f'\nautostop paused the bid {waited:.0f}s after `sky autostop`')
-    assert [b['status'] for b in stack.bids() if b['status'] != 'Terminated'] == ['Paused']
+
+    def status(bid: Dict) -> str:
+        return next(b['status'] for b in stack.bids() if b['fid'] == bid['fid'])
+
+    waited = stack.wait_for('autodown and autostop', lambda: (
+        status(new) == 'Terminated' and status(idle) == 'Paused'))
+    print(f'\nautodown and autostop done {waited:.0f}s after `sky autostop`')
+    assert [b['fid'] for b in stack.bids()] == [old['fid'], new['fid'],
+                                                idle['fid']]
     stack.sky('down', '-y', 'idle')
     assert all(b['status'] == 'Terminated' for b in stack.bids())
 

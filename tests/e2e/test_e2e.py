@@ -146,7 +146,7 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(stack):
     try:
         started = time.monotonic()
         stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,
-                  '--env', 'TOTAL_STEPS=120')
+                  '--env', 'TOTAL_STEPS=90')
 
         def step() -> int:
             return json.loads(state.read_text())['step'] if state.exists() else 0
