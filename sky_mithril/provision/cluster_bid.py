@@ -116,28 +116,26 @@ def current_instances(conn: connection.Connection,
     `instance_quantity`, in the bid's own (stable) order where the bid lists
     them: the head is the bid's first, whichever node gets an address first.
     Replaced or terminated instances are skipped. One request."""
-    order = {fid: n for n, fid in enumerate(bid.instances)}
     live = [i for i in conn.client.list_instances(conn.project_id,
                                                   bid_fids=[bid.fid])
             if i.status not in (models.InstanceState.REPLACED,
                                 models.InstanceState.TERMINATED)]
-    live.sort(key=lambda i: (order.get(i.fid, len(order)), i.created_at,
-                             i.name))
-    return live[:bid.instance_quantity]
+    return _in_order_of(bid, live)[:bid.instance_quantity]
+
+
+def _in_order_of(bid: models.Bid,
+                 instances: List[models.Instance]) -> List[models.Instance]:
+    """`instances` in the bid's own order; ones the bid does not list (yet)
+    last, oldest first."""
+    order = {fid: n for n, fid in enumerate(bid.instances)}
+    return sorted(instances, key=lambda i: (order.get(i.fid, len(order)),
+                                            i.created_at, i.name))
 
 
 def _booting(instances: List[models.Instance], quantity: int) -> bool:
     """Whether the bid holds capacity: all of its nodes are booting or up."""
     return len(instances) == quantity and all(
         i.status in _BOOTING for i in instances)
-
-
-def _server_now(timing: market_timing.MarketTiming,
-                now: float) -> datetime.datetime:
-    """The server's time at local `now` (local time when the clock is unknown)."""
-    server = timing.to_server(now)
-    return datetime.datetime.fromtimestamp(
-        now if server is None else server, datetime.timezone.utc)
 
 
 def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
@@ -390,8 +388,7 @@ class ClusterBid:
                 delay = waiting_interval
                 waiting_interval = min(waiting_interval * 2,
                                        MAX_WAITING_POLL_SECONDS)
-                clearing = timing.next_clearing(
-                    region, _server_now(timing, now), waiting_interval)
+                clearing = timing.next_clearing(region, now, waiting_interval)
                 if clearing is not None:
                     delay = clearing - now
             last_poll = now
@@ -478,8 +475,7 @@ class ClusterBid:
         if len(instances) > 1 and not all(i.fid in self.bid.instances
                                           for i in instances):
             self.bid = self.conn.client.get_bid(self.bid.fid)
-        order = {fid: n for n, fid in enumerate(self.bid.instances)}
-        return sorted(instances, key=lambda i: order.get(i.fid, len(order)))
+        return _in_order_of(self.bid, instances)
 
     def undo(self, cause: BaseException) -> None:
         """Reverses this launch's outcome; if that is impossible, stops

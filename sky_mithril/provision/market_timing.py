@@ -134,23 +134,20 @@ class MarketTiming:
         if gaps:
             self.clearings[region] = [min(gaps), points[-1]]
 
-    def next_clearing(self, region: str, after: datetime.datetime,
+    def next_clearing(self, region: str, now: float,
                       unconfirmed_within: float) -> Optional[float]:
-        """The local epoch just after the first clearing after `after`
-        (server time), when the clock is known and the schedule confirmed,
-        or unconfirmed but due within `unconfirmed_within` local seconds (a
-        wrong guess then costs no more than a backoff interval)."""
+        """The local epoch just after the auction's first clearing after the
+        local epoch `now`, when the clock is known and the schedule
+        confirmed, or unconfirmed but due within `unconfirmed_within` local
+        seconds (a wrong guess then costs no more than a backoff interval)."""
         schedule = self.clearings.get(region)
-        if schedule is None or self.rate is None:
+        server_now = self.to_server(now)
+        if schedule is None or server_now is None or self.rate is None:
             return None
         period, reference = schedule
-        steps = math.floor((_epoch(after) - reference) / period) + 1
-        clearing = datetime.datetime.fromtimestamp(
-            reference + steps * period, datetime.timezone.utc)
-        local, start = self.to_local(clearing), self.to_local(after)
-        if local is None or start is None:
-            return None
-        if not self.confirmed.get(region) and local - start > unconfirmed_within:
+        steps = math.floor((server_now - reference) / period) + 1
+        local = now + (reference + steps * period - server_now) / self.rate
+        if not self.confirmed.get(region) and local - now > unconfirmed_within:
             return None
         return local + CONFIRM_TOLERANCE * period / self.rate
 
@@ -189,7 +186,8 @@ class MarketTiming:
         """All nodes were reachable `elapsed` seconds after allocation."""
         key = f'{instance_type}@{region}'
         low, high = self.boots.get(key, [0.0, elapsed])
-        if low >= elapsed:  # Slower than learned: start over.
+        if low >= elapsed:  # Reachable sooner than a node was booting before.
             low = 0.0
-        self.boots[key] = [low, min(high, elapsed)] if high >= low else [
-            0.0, elapsed]
+        if high < low:  # Slower than learned: start over.
+            low, high = 0.0, elapsed
+        self.boots[key] = [low, min(high, elapsed)]

@@ -33,18 +33,20 @@ def test_the_server_clock_rate_comes_from_two_placements():
 
 def test_an_unconfirmed_schedule_is_used_only_within_a_backoff():
     timing = emulator_timing()
-    # The next clearing (server 240 s) is 2 local seconds away.
-    assert timing.next_clearing('r', at(120), unconfirmed_within=3.0) is not None
-    assert timing.next_clearing('r', at(120), unconfirmed_within=1.0) is None
+    # At local 1002 (server 120 s) the next clearing (server 240 s) is 2
+    # local seconds away.
+    assert timing.next_clearing('r', 1002.0, unconfirmed_within=3.0) is not None
+    assert timing.next_clearing('r', 1002.0, unconfirmed_within=1.0) is None
 
 
 def test_an_allocation_on_a_clearing_confirms_the_schedule():
     timing = emulator_timing()
     timing.observe_allocation('r', at(240.5))
-    clearing = timing.next_clearing('r', at(121), unconfirmed_within=0.0)
+    after_121 = 1002.0 + 1 / 60  # server 121 s
+    clearing = timing.next_clearing('r', after_121, unconfirmed_within=0.0)
     assert clearing is not None and 1004.0 <= clearing <= 1004.1
     timing.observe_allocation('r', at(300))  # Off schedule: stop trusting it.
-    assert timing.next_clearing('r', at(121), unconfirmed_within=0.0) is None
+    assert timing.next_clearing('r', after_121, unconfirmed_within=0.0) is None
 
 
 def test_a_restarted_server_at_the_same_address_is_forgotten():
