@@ -93,17 +93,10 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     return conn.credentials, conn.project_id
 
 
-def _volume_region(sections: config.Sections) -> Optional[str]:
-    """The region of the task's `config.mithril.volumes` (None without any);
-    it pins the task there, before any bid."""
-    wanted = volumes.requested(sections[0])
-    if not wanted:
-        return None
-    return volumes.region_of(_resolve_volumes(wanted))
-
-
 def _resolve_volumes(wanted: Dict[str, str]) -> List[volumes.Mount]:
     """The task's volumes, looked up in the launch's project."""
+    if not wanted:
+        return []
     try:
         conn = connection.connect()
     except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
@@ -356,14 +349,11 @@ class Mithril(builtin_mithril.Mithril):
         sections = config.sections_from_skypilot(
             resources.cluster_config_overrides)
         timeout = config.resolve_provision_timeout(*sections)
-        volume_region = _volume_region(sections)
-        if volume_region is not None and resources.region not in (
-                None, volume_region):
-            raise volumes.VolumeConfigError(
-                f'The task\'s Mithril volumes live in {volume_region}, but it '
-                f'asks for mithril/{resources.region}. Launch with --infra '
-                f'mithril/{volume_region}, or mount volumes of '
-                f'{resources.region}.')
+        # The task's volumes pin it to their region, before any bid.
+        mounts = _resolve_volumes(volumes.requested(sections[0]))
+        if resources.region is not None:
+            volumes.check_region(mounts, resources.region)
+        volume_region = volumes.region_of(mounts) if mounts else None
         ranking = Ranking(sections, num_nodes, patient=timeout is None)
         cloud = type(self)()
         cloud.ranking = ranking

@@ -108,12 +108,15 @@ def region_of(mounts: List[Mount]) -> str:
 
 def check_region(mounts: List[Mount], region: str) -> None:
     """Refuses a launch region other than the volumes' own."""
-    if mounts and region_of(mounts) != region:
+    if not mounts:
+        return
+    home = region_of(mounts)
+    if home != region:
         names = ', '.join(m.volume.name for m in mounts)
         raise VolumeConfigError(
-            f'Volume {names} lives in {region_of(mounts)}, but the task asks '
-            f'for mithril/{region}. Launch with --infra '
-            f'mithril/{region_of(mounts)}, or use a volume of {region}.')
+            f'The task\'s Mithril volumes live in {home} ({names}), but it '
+            f'asks for mithril/{region}. Launch with --infra mithril/{home}, '
+            f'or mount volumes of {region}.')
 
 
 def _file_share(mount: Mount) -> str:
