@@ -1,22 +1,34 @@
 """End to end: real `sky launch`/`sky jobs launch` onto SSH hosts that the
-emulator creates in network namespaces (needs root). Slow: run serially."""
+emulator creates in network namespaces (needs root). Slow: run serially.
+
+The hello test also carries two checks that used to launch clusters of their
+own: the API key (a recognisable random one) is on the node disks only in
+the mounted credentials file and SkyPilot's staging copies of it (before in
+tests/test_secrets.py, which still checks everything local), and a
+preemption notice runs the task's preemption hooks on the node (before in
+tests/e2e/test_autostop.py)."""
 
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
+import tempfile
 import time
-from typing import Iterator, List
+from pathlib import Path
+from typing import Iterator, List, Tuple
 
 import pytest
 import requests
+import yaml
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.hosts import VolumeInterface
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
 
+from secret_scan import files_holding_key
 from sky_stack import SkyStack
 
 pytestmark = [
@@ -25,6 +37,16 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('unshare'),
                        reason='needs root and unshare for namespace hosts'),
 ]
+
+# The sandbox's Mithril API key, searched for on the node disks and locally.
+# The emulator accepts any bearer token (the managed-job test sends its own).
+KEY = 'sk-mithril-SECRET-' + secrets.token_hex(12)
+CREDENTIALS = Path('.config') / 'mithril' / 'config.yaml'
+# The preemption hook added to examples/hello.yaml, and the file it writes
+# in the node's home.
+HOOK_MARKER = 'checkpoint-at-notice'
+HOOK = (f'echo "notice until $MITHRIL_PREEMPTION_DEADLINE" > ~/{HOOK_MARKER}; '
+        f'hostname >> ~/{HOOK_MARKER}')
 
 GPU_TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -45,7 +67,7 @@ def stack(tmp_path_factory) -> Iterator[SkyStack]:
                             host=hosts.api_address) as emulator:
             box = SkySandbox(tmp_path_factory.mktemp('e2e'),
                              api_url=emulator.url,
-                             api_key='e2e-key',
+                             api_key=KEY,
                              sky_config={'jobs': {'controller': {
                                  'consolidation_mode': True}}})
             try:
@@ -58,58 +80,122 @@ def stack(tmp_path_factory) -> Iterator[SkyStack]:
         assert _namespaces(prefix) == []
 
 
-def test_hello_launch_exec_status_stop_start_preempt_down(stack):
-    hello = str(catalog_files.example_path('hello.yaml'))
+def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
+    """examples/hello.yaml (plus a preemption hook) through its whole life.
+    While the node is up, its disk holds the API key only in the mounted
+    credentials file and SkyPilot's staging copies of it; the preemption
+    notice runs the hook on the node; no `sky` output, and nothing the test
+    wrote locally but the credentials files, holds the key."""
+    started_at = time.time()
+    task = yaml.safe_load(catalog_files.example_path('hello.yaml').read_text())
+    task['config']['hooks'] = [{'events': ['preemption'], 'run': HOOK}]
+    hello = tmp_path / 'hello.yaml'
+    hello.write_text(yaml.safe_dump(task))
+    said: List[Tuple[Tuple[str, ...], str]] = []
+
+    def sky(*args: str) -> str:
+        said.append((args, stack.sky(*args)))
+        return said[-1][1]
+
     started = time.monotonic()
-    out = stack.sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', hello)
+    out = sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', str(hello))
     launch_seconds = time.monotonic() - started
     assert 'Hello from' in out and 'node 0 of 1' in out, out
     [bid] = [b for b in stack.bids('hello') if b['status'] != 'Terminated']
     assert bid['limit_price'] == '$4.00'
+    [instance] = bid['instances']
 
-    assert 'exec says hi' in stack.sky('exec', 'hello', 'echo exec says hi')
-    assert 'credentials mounted' in stack.sky(
+    # The node disks: only copies of the credentials file may hold the key:
+    # the mount itself, and SkyPilot's staging copy of every credential file
+    # mount (`~/.sky/.runtime_files/<uuid>`, copied, not moved, by
+    # backend_utils._optimize_file_mounts, as for every cloud).
+    disks = Path('/var/lib/sky-mithril/hosts') / stack.hosts.prefix
+    hits, searched = files_holding_key(disks, KEY)
+    assert searched > 100, f'only {searched} files on the node disks'
+    mounted = [h for h in hits if h.relative_to(disks).parts[1:] ==
+               ('disk', 'home', *CREDENTIALS.parts)]
+    assert mounted, f'the credentials file is not mounted on the node: {hits}'
+    local = (stack.box.home / CREDENTIALS).read_bytes()
+    for hit in hits:
+        where = hit.relative_to(disks).parts[1:]
+        assert hit in mounted or where[:4] == (
+            'disk', 'home', '.sky', '.runtime_files'), hits
+        assert hit.read_bytes() == local, hit
+        assert hit.stat().st_mode & 0o777 == 0o600, (hit,
+                                                      oct(hit.stat().st_mode))
+
+    assert 'exec says hi' in sky('exec', 'hello', 'echo exec says hi')
+    assert 'credentials mounted' in sky(
         'exec', 'hello', 'test -s ~/.config/mithril/config.yaml && echo credentials mounted')
-    status = stack.sky('status', '--refresh', 'hello')
+    status = sky('status', '--refresh', 'hello')
     assert re.search(r'hello\s+Mithril \(us-central3-a\).*UP', status)
 
-    stack.sky('stop', '-y', 'hello')
+    sky('stop', '-y', 'hello')
     assert [b['status'] for b in stack.bids('hello') if b['fid'] == bid['fid']] == ['Paused']
     assert re.search(r'hello\s+Mithril.*STOPPED',
-                     stack.sky('status', '--refresh', 'hello'))
-    stack.sky('start', '-y', 'hello')
+                     sky('status', '--refresh', 'hello'))
+    sky('start', '-y', 'hello')
     [resumed] = [b for b in stack.bids('hello') if b['status'] != 'Terminated']
     assert resumed['fid'] == bid['fid'] and resumed['status'] == 'Allocated'
-    assert 'after restart' in stack.sky('exec', 'hello', 'echo after restart')
+    assert 'after restart' in sky('exec', 'hello', 'echo after restart')
 
     # Preempted, and the bid back to Open: it is live and wins again by
     # itself once the price falls, so it never reads STOPPED; `sky stop`
-    # pauses it.
+    # pauses it. The notice (5 emulated minutes: 5 s of wall time at 60x)
+    # runs the task's preemption hook on the node.
+    marker = stack.hosts.home(instance['fid']) / HOOK_MARKER
+    assert not marker.exists(), marker.read_text()
     try:
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$9.00')  # above hello.yaml's $4.00 limit
         stack.control('POST', f'bids/{bid["fid"]}/preempt')
+        noticed = time.monotonic()
+        while not marker.exists():
+            assert time.monotonic() - noticed < 60, (
+                f'the preemption hook did not run: {stack.bids("hello")}')
+            time.sleep(0.2)
+        hook_seconds = time.monotonic() - noticed
+        text = marker.read_text()
+        assert 'notice until 20' in text, text
         deadline = time.monotonic() + 60
         while [b['status'] for b in stack.bids('hello')
                if b['fid'] == bid['fid']] != ['Open']:
             assert time.monotonic() < deadline, stack.bids('hello')
             time.sleep(1)
-        status = stack.sky('status', '--refresh', 'hello')
+        status = sky('status', '--refresh', 'hello')
         assert re.search(r'hello\s+Mithril.*INIT', status), status
         assert 'STOPPED' not in status, status
-        stack.sky('stop', '-y', 'hello')
+        sky('stop', '-y', 'hello')
         assert [b['status'] for b in stack.bids('hello')
                 if b['fid'] == bid['fid']] == ['Paused']
         assert re.search(r'hello\s+Mithril.*STOPPED',
-                         stack.sky('status', '--refresh', 'hello'))
+                         sky('status', '--refresh', 'hello'))
     finally:
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$0.50')
-        stack.sky('down', '-y', 'hello')
+        sky('down', '-y', 'hello')
     assert [b['status'] for b in stack.bids('hello')] == ['Terminated']
     assert stack.live_bids() == []
     assert stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
-    print(f'\nhello launch took {launch_seconds:.0f}s')
+
+    leaked = [' '.join(args) for args, out in said if KEY in out]
+    assert leaked == [], f'the API key is in the output of: {leaked}'
+    # Locally, nothing this test wrote holds the key but the user's
+    # credentials file and the copy written for the nodes (both mode 600).
+    home = stack.box.home
+    allowed = {home / CREDENTIALS,
+               home / '.sky' / 'mithril' / 'node-credentials.yaml'}
+    hits, _ = files_holding_key(stack.box.root, KEY,
+                                changed_since=started_at - 1)
+    assert set(hits) <= allowed, hits
+    for path in allowed:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    temp = Path(tempfile.gettempdir())
+    hits, _ = files_holding_key(temp, KEY, changed_since=started_at - 1,
+                                skip=(stack.box.root, *temp.glob('bash_jobs*')))
+    assert hits == [], hits
+    print(f'\nhello launch took {launch_seconds:.0f}s; the preemption hook '
+          f'ran {hook_seconds:.1f}s after the notice started')
 
 
 def test_two_nodes_run_with_their_rank_and_ips(stack):
