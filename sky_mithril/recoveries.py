@@ -1,8 +1,10 @@
 """Managed-job recoveries after a Mithril preemption, as the jobs controller
 started them: which clusters are being relaunched (so the relaunch bids at
-the task's `recovery_limit_price`), and how many of a bid's preemptions have
+the task's `recovery_limit_price`), how many of a bid's preemptions have
 already been recovered from (so a bid that a relaunch keeps is not recovered
-again for the same preemption).
+again for the same preemption), and which live bid of a cluster is the
+standby placed during a notice (so the cluster's bid stays the old one until
+the standby is promoted).
 
 The jobs controller records here just before it recovers a cluster
 (`plugin.jobs_runtime`); the cloud reads the record when it renders that
@@ -14,7 +16,7 @@ older than a day are dropped.
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from sky_mithril import files
 
@@ -26,8 +28,9 @@ def _path() -> Path:
 
 
 def _read() -> Dict[str, Dict[str, Any]]:
-    """{'clusters': {name: marked at}, 'bids': {fid: [preemptions, at]}},
-    without records older than KEEP_SECONDS."""
+    """{'clusters': {name: marked at}, 'bids': {fid: [preemptions, at]},
+    'standbys': {name on cloud: [standby fid, at]}}, without records older
+    than KEEP_SECONDS."""
     try:
         data = json.loads(_path().read_text())
         now = time.time()
@@ -36,10 +39,13 @@ def _read() -> Dict[str, Dict[str, Any]]:
                          if now - float(v) < KEEP_SECONDS},
             'bids': {k: [int(v[0]), float(v[1])] for k, v in
                      data['bids'].items() if now - float(v[1]) < KEEP_SECONDS},
+            'standbys': {k: [str(v[0]), float(v[1])] for k, v in
+                         data.get('standbys', {}).items()
+                         if now - float(v[1]) < KEEP_SECONDS},
         }
     except (OSError, ValueError, KeyError, TypeError, IndexError,
             AttributeError):
-        return {'clusters': {}, 'bids': {}}
+        return {'clusters': {}, 'bids': {}, 'standbys': {}}
 
 
 def mark(cluster_name: str, bid_fid: str, preemptions: int) -> None:
@@ -60,3 +66,25 @@ def is_recovering(cluster_name: str) -> bool:
 def preemptions_recovered(bid_fid: str) -> int:
     """How many of the bid's preemptions a recovery already handled."""
     return _read()['bids'].get(bid_fid, [0])[0]
+
+
+def set_standby(name_on_cloud: str, bid_fid: str) -> None:
+    """Records `bid_fid` as the standby of the cluster's bid; '' while it is
+    being placed (its fid not known yet)."""
+    records = _read()
+    records['standbys'][name_on_cloud] = [bid_fid, time.time()]
+    files.write_atomically(_path(), json.dumps(records))
+
+
+def standby_of(name_on_cloud: str) -> Optional[str]:
+    """The fid of the cluster's standby bid ('' while it is being placed), or
+    None when it has none."""
+    entry = _read()['standbys'].get(name_on_cloud)
+    return None if entry is None else entry[0]
+
+
+def forget_standby(name_on_cloud: str) -> None:
+    """The cluster has no standby any more (promoted or cancelled)."""
+    records = _read()
+    if records['standbys'].pop(name_on_cloud, None) is not None:
+        files.write_atomically(_path(), json.dumps(records))

@@ -14,6 +14,13 @@ bid), RESUMED (a paused bid unpaused) or ADOPTED (a live bid used as it was).
 paused again, an adopted one left alone. Requests that change the market run
 with SIGINT/SIGTERM held (`interrupts.deferred`), so their outcome is always
 known before an interrupt leaves.
+
+During a managed job's preemption notice the cluster may also hold a
+*standby*: a second bid of the same name, placed so the replacement boots
+while the old node still trains (`place_standby`). The cluster's bid stays
+the old one (the standby is named in `recoveries`) until `promote_standby`
+cancels the old bid; `drop_standby` cancels the standby instead. Having the
+same name, a standby is cancelled by `sky down` like the cluster's bid.
 """
 
 import dataclasses
@@ -21,19 +28,23 @@ import datetime
 import enum
 import time
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from sky import sky_logging
 from sky.provision import common
 
 from sky_mithril import connection
 from sky_mithril import money
+from sky_mithril import recoveries
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
+
+PROVIDER_NAME = 'mithril'
+SSH_USER = 'ubuntu'
 
 CANCEL_CONFIRM_SECONDS = 30.0
 # Real GPU nodes can take well over ten minutes from winning the auction to
@@ -99,8 +110,17 @@ def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
 
 
 def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
-    """The cluster's bid, or None once it is gone."""
+    """The cluster's bid, or None once it is gone. A standby is the
+    cluster's bid only once the bid it stands by for is gone."""
     bids = live_bids(conn, name)
+    standby = recoveries.standby_of(name)
+    if len(bids) > 1 and standby is not None:
+        # While a standby is being placed ('') its fid is unknown: the
+        # cluster's bid is then the oldest.
+        others = ([b for b in bids if b.fid != standby] if standby else
+                  bids[-1:])
+        if len(others) == 1:
+            return others[0]
     if len(bids) > 1:
         fids = ', '.join(b.fid for b in bids)
         raise RuntimeError(
@@ -121,6 +141,45 @@ def current_instances(conn: connection.Connection,
             if i.status not in (models.InstanceState.REPLACED,
                                 models.InstanceState.TERMINATED)]
     return _in_order_of(bid, live)[:bid.instance_quantity]
+
+
+def _ssh_port(instance: models.Instance) -> int:
+    """22 on Mithril; the emulator's local SSH hosts add `ssh_port`."""
+    return int((instance.model_extra or {}).get('ssh_port') or 22)
+
+
+def _ssh_user(instance: models.Instance) -> str:
+    """`ubuntu` on Mithril; the emulator's local SSH hosts add `ssh_user`."""
+    return str((instance.model_extra or {}).get('ssh_user') or SSH_USER)
+
+
+def cluster_info(conn: connection.Connection, bid: Optional[models.Bid],
+                 provider_config: Optional[Dict[str, Any]]
+                 ) -> common.ClusterInfo:
+    """The bid's nodes that have an SSH destination, as SkyPilot sees a
+    cluster. The head is always the bid's first instance (None while it has
+    no address), never a worker that booted first."""
+    instances = current_instances(conn, bid) if bid else []
+    nodes: Dict[str, List[common.InstanceInfo]] = {}
+    ssh_user = SSH_USER
+    for instance in instances:
+        if not instance.ssh_destination:
+            continue
+        ssh_user = _ssh_user(instance)
+        nodes[instance.fid] = [
+            common.InstanceInfo(instance_id=instance.fid,
+                                internal_ip=instance.private_ip or
+                                instance.ssh_destination,
+                                external_ip=instance.ssh_destination,
+                                ssh_port=_ssh_port(instance),
+                                tags={})
+        ]
+    return common.ClusterInfo(instances=nodes,
+                              head_instance_id=(instances[0].fid if instances and
+                                                instances[0].fid in nodes else None),
+                              provider_name=PROVIDER_NAME,
+                              provider_config=provider_config,
+                              ssh_user=ssh_user)
 
 
 def _in_order_of(bid: models.Bid,
@@ -162,9 +221,15 @@ def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
 
 
 def pause(conn: connection.Connection, name: str) -> None:
-    """Pauses the cluster's live bid: instances spin down, billing stops."""
+    """Pauses the cluster's live bid: instances spin down, billing stops. A
+    standby is cancelled: a stopped cluster bills for nothing."""
     bid = live_bid(conn, name)
-    if bid is None or bid.status == models.BidState.PAUSED:
+    if bid is None:
+        return
+    for other in live_bids(conn, name):
+        if other.fid != bid.fid:
+            drop_standby(conn, name, other.fid)
+    if bid.status == models.BidState.PAUSED:
         return
     try:
         with interrupts.deferred():
@@ -175,11 +240,70 @@ def pause(conn: connection.Connection, name: str) -> None:
 
 
 def cancel_all(conn: connection.Connection, name: str) -> None:
-    """Cancels every live bid of the cluster and confirms each is Terminated."""
+    """Cancels every live bid of the cluster (a standby too) and confirms
+    each is Terminated."""
     for bid in live_bids(conn, name):
         with interrupts.deferred():
             cancel_and_confirm(conn, bid.fid)
         logger.info(f'Cancelled bid {bid.fid}.')
+    recoveries.forget_standby(name)
+
+
+def place_standby(conn: connection.Connection, bid: models.Bid,
+                  limit: Decimal) -> 'ClusterBid':
+    """Places a standby for the cluster's bid `bid`: the same name, region,
+    instance type, nodes, SSH keys and volumes, at `limit` per instance-hour.
+    An earlier standby (left by an interrupted recovery) is cancelled first.
+    Undone (cancelled) if placing it fails or is interrupted."""
+    for earlier in live_bids(conn, bid.name):
+        if earlier.fid != bid.fid:
+            drop_standby(conn, bid.name, earlier.fid)
+    spec = bid.launch_specification
+    request = models.CreateBidRequest(
+        project=conn.project_id, region=bid.region or '',
+        instance_type=bid.instance_type, limit_price=limit,
+        instance_quantity=bid.instance_quantity, name=bid.name,
+        launch_specification=models.LaunchSpecification(
+            ssh_keys=spec.ssh_keys, volumes=spec.volumes))
+    recoveries.set_standby(bid.name, '')
+    try:
+        with interrupts.deferred():
+            posted = time.time()
+            standby = _create_once(conn, request, placed_before=frozenset({bid.fid}))
+            recoveries.set_standby(bid.name, standby.fid)
+    except BaseException as e:
+        for leftover in live_bids(conn, bid.name):
+            if leftover.fid != bid.fid:
+                ClusterBid(conn, leftover, Outcome.PLACED).undo(e)
+        recoveries.forget_standby(bid.name)
+        raise
+    logger.info(f'Placed standby bid {standby.fid} for {bid.fid} in '
+                f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
+                'per instance.')
+    return ClusterBid(conn, standby, Outcome.PLACED,
+                      placed_at=(posted + time.time()) / 2)
+
+
+def promote_standby(conn: connection.Connection, name: str,
+                    standby_fid: str) -> None:
+    """Makes the standby the cluster's bid: every other live bid of the
+    cluster is cancelled (confirmed Terminated) first."""
+    for bid in live_bids(conn, name):
+        if bid.fid != standby_fid:
+            with interrupts.deferred():
+                cancel_and_confirm(conn, bid.fid)
+            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
+                        'replaces it.')
+    recoveries.forget_standby(name)
+
+
+def drop_standby(conn: connection.Connection, name: str,
+                 standby_fid: str) -> None:
+    """Cancels the cluster's standby (confirmed Terminated)."""
+    with interrupts.deferred():
+        cancel_and_confirm(conn, standby_fid)
+    recoveries.forget_standby(name)
+    logger.info(f'Cancelled standby bid {standby_fid}.')
 
 
 def instance_type_fid(conn: connection.Connection, instance_type: str,
@@ -502,19 +626,22 @@ class ClusterBid:
 
 
 def _create_once(conn: connection.Connection,
-                 request: models.CreateBidRequest) -> models.Bid:
+                 request: models.CreateBidRequest,
+                 placed_before: FrozenSet[str] = frozenset()) -> models.Bid:
     """POSTs the bid so that it exists at most once.
 
     A POST whose response was lost may or may not have created the bid, so
-    before every retry the bid is looked up by its name; the client never
-    retries a POST on its own once it may have reached the server.
+    before every retry the bid is looked up by its name (bids in
+    `placed_before` excepted); the client never retries a POST on its own
+    once it may have reached the server.
     """
     attempt = 1
     while True:
         try:
             return conn.client.create_bid(request)
         except errors.AmbiguousResponseError as e:
-            found = live_bid(conn, request.name)
+            found = next((b for b in live_bids(conn, request.name)
+                          if b.fid not in placed_before), None)
             if found is not None:
                 logger.info(f'Bid {found.fid} was placed although the '
                             'response was lost; using it.')

@@ -14,24 +14,12 @@ from sky import sky_logging
 from sky.provision import common
 from sky.utils import status_lib
 
-from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
-PROVIDER_NAME = 'mithril'
-SSH_USER = 'ubuntu'
-
-
-def _ssh_port(instance: models.Instance) -> int:
-    """22 on Mithril; the emulator's local SSH hosts add `ssh_port`."""
-    return int((instance.model_extra or {}).get('ssh_port') or 22)
-
-
-def _ssh_user(instance: models.Instance) -> str:
-    """`ubuntu` on Mithril; the emulator's local SSH hosts add `ssh_user`."""
-    return str((instance.model_extra or {}).get('ssh_user') or SSH_USER)
+PROVIDER_NAME = cluster_bid.PROVIDER_NAME
 
 
 def bootstrap_instances(
@@ -120,32 +108,11 @@ def terminate_instances(cluster_name_on_cloud: str,
 def get_cluster_info(region: str, cluster_name_on_cloud: str,
                      provider_config: Optional[Dict[str, Any]] = None
                      ) -> common.ClusterInfo:
-    """Nodes with an SSH destination. The head is always the bid's first
-    instance (None while it has no address), never a worker that booted first."""
+    """Nodes with an SSH destination; the head is the bid's first instance."""
     del region
     conn = cluster_bid.connect(provider_config)
-    bid = cluster_bid.live_bid(conn, cluster_name_on_cloud)
-    instances = cluster_bid.current_instances(conn, bid) if bid else []
-    nodes: Dict[str, List[common.InstanceInfo]] = {}
-    ssh_user = SSH_USER
-    for instance in instances:
-        if not instance.ssh_destination:
-            continue
-        ssh_user = _ssh_user(instance)
-        nodes[instance.fid] = [
-            common.InstanceInfo(instance_id=instance.fid,
-                                internal_ip=instance.private_ip or
-                                instance.ssh_destination,
-                                external_ip=instance.ssh_destination,
-                                ssh_port=_ssh_port(instance),
-                                tags={})
-        ]
-    return common.ClusterInfo(instances=nodes,
-                              head_instance_id=(instances[0].fid if instances and
-                                                instances[0].fid in nodes else None),
-                              provider_name=PROVIDER_NAME,
-                              provider_config=provider_config,
-                              ssh_user=ssh_user)
+    return cluster_bid.cluster_info(
+        conn, cluster_bid.live_bid(conn, cluster_name_on_cloud), provider_config)
 
 
 def open_ports(cluster_name_on_cloud: str,

@@ -4,7 +4,6 @@ Mithril cluster, on a manual-clock emulator: nothing while the bid is fine,
 says so), also when Mithril brought the preempted node back by itself, and
 never twice for one preemption."""
 
-import threading
 import types
 from typing import Any, Dict
 
@@ -14,7 +13,7 @@ from sky_mithril import recoveries
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.plugin import jobs_runtime
 
-from provisioning import bids_named, launch, provision_config
+from provisioning import bids_named, launch_on_manual_clock, provision_config
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -42,17 +41,13 @@ def running(manual_emulator: EmulatorServer, monkeypatch,
             tmp_path) -> EmulatorServer:
     """A 1-node cluster `job` with a $10/h limit, up; its provider config is
     what the cluster YAML would hold; no recoveries recorded yet."""
-    monkeypatch.setattr(jobs_runtime, '_provider_config',
+    monkeypatch.setattr(jobs_runtime, 'provider_config',
                         lambda h: {'project_id': 'proj_emulator'})
     monkeypatch.setattr(jobs_runtime, '_finished_status', lambda h: None)
     monkeypatch.setattr(recoveries, '_path',
                         lambda: tmp_path / 'recoveries.json')
-    launcher = threading.Thread(
-        target=launch, args=('job', provision_config(limit='10.00')))
-    launcher.start()
-    while launcher.is_alive():
-        advance(manual_emulator, CLEARING_S / 4)
-        launcher.join(0.05)
+    launch_on_manual_clock(manual_emulator, 'job',
+                           provision_config(limit='10.00'), CLEARING_S)
     return manual_emulator
 
 
