@@ -4,20 +4,22 @@ Runs `examples/managed-train.yaml` as a managed job (checkpoints on a Mithril
 file share) on the emulator's namespace hosts (needs root), preempts it, and
 measures, for two flows side by side:
 - sky-mithril: recovery starts at the notice (`recovery_starts: notice`), the
-  preemption hook makes the trainer save every step, the relaunch re-bids up
-  to `recovery_limit_price` in the volume's region;
+  preemption hook makes the trainer save every step, a standby bid at
+  `recovery_limit_price` in the volume's region is won, booted and set up
+  while the old node trains, and the job moves onto it;
 - SkyPilot's default flow (the plugin's status mapping alone):
   `recovery_starts: node_lost`, no hook, no recovery limit; the price falls
   back below the limit when the node is gone, so the relaunch can win at once
   (the most favourable case for it).
 Printed per flow: lost work (steps completed on the old node that the resumed
 run does again), downtime (old node gone -> the first new training step),
+the training gap (the last step on the old node -> the first on the new),
 notice -> old node gone, and instance-seconds billed for the whole job beyond
 the training itself (extra; from the bids' allocation history).
 
-The emulator runs at 60x, with the 5-minute notice stretched to a minute of
+The emulator runs at 60x, with the 5-minute notice stretched to two minutes of
 wall time so a jobs-controller poll (every 15 s) fits inside it. Every bid
-is cancelled at the end. About 12 minutes. Run as root:
+is cancelled at the end. About 14 minutes. Run as root:
     python benchmarks/recovery_bench.py
 """
 
@@ -27,7 +29,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import requests
 import yaml
@@ -39,17 +41,19 @@ from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
 
 SPEED = 60.0
-NOTICE_S = 3600.0  # emulated: one minute of wall time at 60x
+NOTICE_S = 7200.0  # emulated: two minutes of wall time at 60x
 API_KEY = 'recovery-bench-key'
 GPU_TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
-TOTAL_STEPS = 120
+TOTAL_STEPS = 200  # still training after a 2-minute notice
 STEP_SECONDS = 1.0
-# The trainer also logs every completed step on the volume, to count lost work.
+# The trainer also logs every completed step, and when it completed (the
+# nodes share this machine's clock), on the volume, to count lost work.
 STEP_LOG_LINE = "    print(f'step {step}', flush=True)\n"
 STEP_LOG_ADDED = (STEP_LOG_LINE +
                   "    with open(os.path.join(os.environ['CHECKPOINT_DIR'], "
-                  "'steps.log'), 'a') as log: log.write(f'{step}\\n')\n")
+                  "'steps.log'), 'a') as log: "
+                  "log.write(f'{step} {time.time()}\\n')\n")
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class Result:
 
     lost_steps: int
     downtime_s: float
+    training_gap_s: float
     notice_to_gone_s: float
     extra_instance_s: float
 
@@ -140,9 +145,15 @@ def _measure(flow: str, emulator: EmulatorServer, hosts: NamespaceHosts,
                         str(task)], timeout=600)
     assert launched.returncode == 0, launched.stdout + launched.stderr
 
-    def steps() -> List[int]:
+    def logged() -> List[Tuple[int, float]]:
+        """(step, when it completed) for every step logged on the volume."""
         log = share / 'steps.log'
-        return [int(l) for l in log.read_text().split()] if log.exists() else []
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [(int(l.split()[0]), float(l.split()[1])) for l in lines
+                if len(l.split()) == 2]
+
+    def steps() -> List[int]:
+        return [step for step, _ in logged()]
 
     def bid_status(fid: str) -> str:
         return next(b['status'] for b in emulator.control('GET', 'state')['bids']
@@ -170,6 +181,8 @@ def _measure(flow: str, emulator: EmulatorServer, hosts: NamespaceHosts,
                          region=REGION, price='$1.00')
     resumed_at = wait_for('a new training step',
                           lambda: len(steps()) > lines_on_old, 900)
+    last_old_step_at = logged()[lines_on_old - 1][1]
+    first_new_step_at = logged()[lines_on_old][1]
     wait_for('the job to finish', lambda: max(steps()) >= TOTAL_STEPS, 900)
     queue = box.sky(['jobs', 'logs', '--no-follow', '1'], timeout=300).stdout
     resumed = int(re.findall(r'resuming at step (\d+)', queue)[-1])
@@ -178,6 +191,7 @@ def _measure(flow: str, emulator: EmulatorServer, hosts: NamespaceHosts,
         for b in emulator.control('GET', 'state')['bids']), 300)
     return Result(lost_steps=done_on_old - resumed,
                   downtime_s=resumed_at - gone_at,
+                  training_gap_s=first_new_step_at - last_old_step_at,
                   notice_to_gone_s=gone_at - notice_at,
                   extra_instance_s=billed_instance_seconds(emulator) -
                   TOTAL_STEPS * STEP_SECONDS)
@@ -186,14 +200,18 @@ def _measure(flow: str, emulator: EmulatorServer, hosts: NamespaceHosts,
 def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir='/var/tmp') as work:
-        results: Dict[str, Result] = {
-            flow: run(flow, Path(work)) for flow in ('sky-mithril', 'default')}
+        results: Dict[str, Result] = {}
+        for flow in ('sky-mithril', 'default'):
+            results[flow] = run(flow, Path(work))
+            print(f'{flow}: {results[flow]}', flush=True)
     print(f'Managed job preempted once on the emulator ({SPEED:.0f}x, notice '
           f'{NOTICE_S / SPEED:.0f} s of wall time), {TOTAL_STEPS} steps of '
           f'{STEP_SECONDS:.0f} s, checkpoints on a Mithril file share.')
     rows = [('lost work (steps done again)', 'lost_steps', 'd'),
             ('downtime: old node gone -> training again (s)', 'downtime_s',
              '.0f'),
+            ('training gap: last old step -> first new step (s)',
+             'training_gap_s', '.0f'),
             ('notice -> old node gone (s)', 'notice_to_gone_s', '.0f'),
             ('instance-seconds billed beyond the training', 'extra_instance_s',
              '.0f')]

@@ -12,11 +12,11 @@ the same once the bid has been preempted at all: a preempted bid goes back to
 same node from its disk, where the job's record still says RUNNING although
 its processes died with the node; SkyPilot would watch that job forever.
 Before the
-controller tears the old cluster down, `on_before_recovery` waits (bounded)
-until the node has run the task's preemption hooks, so their checkpoint is
-saved, and records the cluster so its relaunch bids at the task's
-`recovery_limit_price`. SkyPilot's teardown then cancels the old bid: there
-are never two clusters for one job, and no bid is left Open.
+controller recovers, `on_before_recovery` waits (bounded) until the node has
+run the task's preemption hooks, so their checkpoint is saved, and records
+the cluster so its relaunch bids at the task's `recovery_limit_price`. The
+recovery itself (`jobs_recovery`) readies a standby bid while the old node
+still trains, then cancels the old bid: no bid is left Open.
 
 A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
 starts once the notice is over and the node gone. Every other method defers
@@ -45,7 +45,8 @@ HOOKS_WAIT_SECONDS = 120.0
 HOOKS_POLL_SECONDS = 2.0
 
 
-def _provider_config(handle: Any) -> Dict[str, Any]:
+def provider_config(handle: Any) -> Dict[str, Any]:
+    """The provider section of the cluster's config (API, project, limit)."""
     from sky import global_user_state  # pylint: disable=import-outside-toplevel
     return dict(global_user_state.get_cluster_yaml_dict(
         handle.cluster_yaml).get('provider') or {})
@@ -59,7 +60,8 @@ class Preemption(enum.Enum):
     NODE_LOST = 'preempted: the node was stopped'
 
 
-def _is_mithril(handle: Any) -> bool:
+def is_mithril(handle: Any) -> bool:
+    """Whether the cluster runs on Mithril."""
     cloud = getattr(getattr(handle, 'launched_resources', None), 'cloud', None)
     return cloud is not None and cloud.canonical_name() == CLOUD_NAME
 
@@ -77,7 +79,7 @@ def _bid_state(handle: Any) -> BidState:
     """Whether the cluster's bid is in a notice, or was preempted (its node
     stopped) since the last recovery handled it; NONE when unknown."""
     try:
-        conn = cluster_bid.connect(_provider_config(handle))
+        conn = cluster_bid.connect(provider_config(handle))
         bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
         if bid is None:
             return BidState(Preemption.NONE)
@@ -98,7 +100,7 @@ def _bid_state(handle: Any) -> BidState:
 def _recover_now(handle: Any) -> Optional[Preemption]:
     """The preemption that calls for recovery now under the task's policy
     (`recovery_starts`), or None."""
-    if handle is None or not _is_mithril(handle):
+    if handle is None or not is_mithril(handle):
         return None
     sections = config.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
@@ -170,7 +172,7 @@ class MithrilJobRuntime:
                            exit_codes: Optional[List[int]] = None,
                            job_id_on_pool_cluster: Optional[int] = None) -> None:
         del backend, job_id, task_id, exit_codes, job_id_on_pool_cluster
-        if handle is None or not _is_mithril(handle):
+        if handle is None or not is_mithril(handle):
             return None
         state = _bid_state(handle)
         if state.bid_fid:
@@ -179,7 +181,7 @@ class MithrilJobRuntime:
         if state.preemption == Preemption.NOTICE:
             waited = _wait_for_preemption_hooks(handle)
             logger.info(f'{handle.cluster_name}: preemption hooks done after '
-                        f'{waited:.0f}s; tearing the node down.')
+                        f'{waited:.0f}s; recovering.')
         return None
 
     # SkyPilot calls the rest of the extension point directly; None defers

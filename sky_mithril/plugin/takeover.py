@@ -56,6 +56,11 @@ def _hook_points() -> Dict[str, Callable[[], bool]]:
             'sky.utils.schemas', 'register_plugin_property'),
         'sky.skypilot_config.register_task_overrideable_config_key': attr(
             'sky.skypilot_config', 'register_task_overrideable_config_key'),
+        'sky.jobs.recovery_strategy.EagerFailoverStrategyExecutor': attr(
+            'sky.jobs.recovery_strategy', 'EagerFailoverStrategyExecutor'),
+        'sky.backends.backend_utils._RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS':
+            attr('sky.backends.backend_utils',
+                 '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS'),
     }
 
 
@@ -199,9 +204,38 @@ def _register_jobs_runtime() -> None:
     runtime.register(jobs_runtime.MithrilJobRuntime())
 
 
+# The cluster config's provider fields that are this launch's settings, not
+# the cluster's identity (region, project, API).
+LAUNCH_SETTINGS = ('limit_price_per_hour', 'provision_timeout', 'boot_timeout',
+                   'instance_type_fid', 'volume_fids')
+
+
+def _launch_settings_reach_existing_clusters() -> None:
+    """SkyPilot keeps an existing cluster's old `provider` section when it
+    launches onto it again; the launch's own settings (a new limit price, a
+    recovery's `recovery_limit_price`) must reach the bid, so they are taken
+    from the new config like SkyPilot's own listed exceptions."""
+    from sky.backends import backend_utils  # pylint: disable=import-outside-toplevel
+    exceptions = backend_utils._RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS  # pylint: disable=protected-access
+    for key in LAUNCH_SETTINGS:
+        if ('provider', key) not in exceptions:
+            exceptions.append(('provider', key))
+
+
+def _take_over_recovery_strategies() -> None:
+    """SkyPilot's EAGER_NEXT_REGION and FAILOVER, recovering a Mithril job
+    through a standby bid (`jobs_recovery`); unchanged for other clouds."""
+    from sky.utils import registry  # pylint: disable=import-outside-toplevel
+    from sky_mithril.plugin import jobs_recovery  # pylint: disable=import-outside-toplevel
+    strategies = registry.JOBS_RECOVERY_STRATEGY_REGISTRY
+    strategies['eager_next_region'] = jobs_recovery.EagerNextRegionWithStandby
+    strategies['failover'] = jobs_recovery.FailoverWithStandby
+
+
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
-    _take_over_provisioner, _take_over_authentication, _register_jobs_runtime)
+    _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
+    _take_over_recovery_strategies, _launch_settings_reach_existing_clusters)
 
 
 def install() -> None:

@@ -1,0 +1,122 @@
+"""When the managed-job recovery gets a standby bid, and that a standby which
+cannot be made ready is cancelled (manual-clock emulator). The standby's
+success path, with SkyPilot's runtime set up on it, runs end to end in
+tests/e2e/test_e2e.py."""
+
+import threading
+import time
+import types
+from typing import Any, Dict
+
+import pytest
+
+from sky_mithril import connection
+from sky_mithril import recoveries
+from sky_mithril.api import models
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.plugin import jobs_recovery
+from sky_mithril.plugin import jobs_runtime
+
+from provisioning import bids_named, launch_on_manual_clock, provision_config
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+CLEARING_S = 120.0
+BOOT_S = 60.0
+
+
+def handle(mithril: Dict[str, Any]) -> Any:
+    """The parts of SkyPilot's cluster handle the recovery reads."""
+    return types.SimpleNamespace(
+        cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
+        launched_resources=types.SimpleNamespace(
+            cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
+            accelerators={'A100': 1},
+            cluster_config_overrides={'mithril': mithril}))
+
+
+def set_price(server: EmulatorServer, price: str) -> None:
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price=price)
+
+
+def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
+    """Launches `job` at $10/h (with `volume_fids`) and starts its notice."""
+    config = provision_config(limit='10.00')
+    config.provider_config['volume_fids'] = volume_fids
+    launch_on_manual_clock(server, 'job', config, CLEARING_S)
+    set_price(server, '$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    assert [b['status'] for b in bids_named(server, 'job')] == ['Preempting']
+
+
+@pytest.fixture
+def emulator(manual_emulator: EmulatorServer, monkeypatch,
+             tmp_path) -> EmulatorServer:
+    monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
+        'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
+    monkeypatch.setattr(recoveries, '_path',
+                        lambda: tmp_path / 'recoveries.json')
+    return manual_emulator
+
+
+def test_no_standby_when_recovery_waits_for_the_node(emulator):
+    preempt(emulator)
+    assert jobs_recovery.prepare_standby(
+        handle({'recovery_starts': 'node_lost'})) is None
+    assert len(bids_named(emulator, 'job')) == 1
+
+
+def test_no_standby_for_a_block_volume(emulator):
+    volume = connection.connect().client.create_volume(
+        'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
+    preempt(emulator, volume_fids=volume.fid)
+    assert jobs_recovery.prepare_standby(
+        handle({'recovery_limit_price': 60})) is None
+    assert len(bids_named(emulator, 'job')) == 1
+
+
+def test_a_standby_that_cannot_win_in_the_notice_is_cancelled(
+        emulator, monkeypatch):
+    preempt(emulator)
+    monkeypatch.setattr(jobs_recovery, '_notice_end',
+                        lambda conn, bid: time.time() + 1.0)
+    # The recovery limit ($40) stays below the price ($50): it cannot win.
+    assert jobs_recovery.prepare_standby(
+        handle({'recovery_limit_price': 40})) is None
+    old, standby = bids_named(emulator, 'job')  # oldest first
+    assert standby['limit_price'] == '$40.00'
+    assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
+    assert recoveries.standby_of('job') is None
+
+
+def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch):
+    preempt(emulator)
+
+    def fail(handle: Any, info: Any) -> None:
+        del handle
+        assert info.head_instance_id, 'set up before the standby booted'
+        raise RuntimeError('runtime setup failed')
+
+    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', fail)
+    monkeypatch.setattr(jobs_recovery, '_notice_end',
+                        lambda conn, bid: time.time() + 60.0)
+    advancing = True
+
+    def advance_clock() -> None:
+        while advancing:
+            emulator.control('POST', 'advance', seconds=CLEARING_S / 4)
+            time.sleep(0.05)
+
+    clock = threading.Thread(target=advance_clock)
+    clock.start()
+    try:
+        assert jobs_recovery.prepare_standby(
+            handle({'recovery_limit_price': 60})) is None
+    finally:
+        advancing = False
+        clock.join()
+    old, standby = bids_named(emulator, 'job')  # oldest first
+    assert standby['limit_price'] == '$60.00'
+    assert standby['status'] == 'Terminated' != old['status']
+    assert recoveries.standby_of('job') is None
