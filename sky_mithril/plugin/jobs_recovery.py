@@ -51,8 +51,8 @@ from sky_mithril.provision import market_timing
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
-# The standby must have won the auction by the end of the notice; this much
-# before it, in case the server's clock cannot be read.
+# The standby must have won the auction by the end of the notice. Mithril's
+# notice lasts this long; assumed when its end cannot be read.
 DEFAULT_NOTICE_SECONDS = 300.0
 
 
