@@ -110,24 +110,29 @@ def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
 
 
 def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
-    """The cluster's bid, or None once it is gone. A standby is the
-    cluster's bid only once the bid it stands by for is gone."""
-    bids = live_bids(conn, name)
+    """The cluster's bid, or None once it is gone."""
+    return _clusters_bid(live_bids(conn, name), name)
+
+
+def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
+    """Which of the cluster's live bids (`live_bids`) is the cluster's bid. A
+    standby is the cluster's bid only once the bid it stands by for is gone;
+    recoveries.json is read only when there are several."""
+    if len(bids) <= 1:
+        return bids[0] if bids else None
     standby = recoveries.standby_of(name)
-    if len(bids) > 1 and standby is not None:
+    if standby is not None:
         # While a standby is being placed ('') its fid is unknown: the
         # cluster's bid is then the oldest.
         others = ([b for b in bids if b.fid != standby] if standby else
                   bids[-1:])
         if len(others) == 1:
             return others[0]
-    if len(bids) > 1:
-        fids = ', '.join(b.fid for b in bids)
-        raise RuntimeError(
-            f'Mithril has {len(bids)} live bids named {name!r} ({fids}); '
-            'sky-mithril expects one per cluster. Cancel the extra ones '
-            '(`sky down` cancels all of them).')
-    return bids[0] if bids else None
+    fids = ', '.join(b.fid for b in bids)
+    raise RuntimeError(
+        f'Mithril has {len(bids)} live bids named {name!r} ({fids}); '
+        'sky-mithril expects one per cluster. Cancel the extra ones '
+        '(`sky down` cancels all of them).')
 
 
 def current_instances(conn: connection.Connection,
@@ -223,10 +228,11 @@ def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
 def pause(conn: connection.Connection, name: str) -> None:
     """Pauses the cluster's live bid: instances spin down, billing stops. A
     standby is cancelled: a stopped cluster bills for nothing."""
-    bid = live_bid(conn, name)
+    bids = live_bids(conn, name)
+    bid = _clusters_bid(bids, name)
     if bid is None:
         return
-    for other in live_bids(conn, name):
+    for other in bids:
         if other.fid != bid.fid:
             drop_standby(conn, name, other.fid)
     if bid.status == models.BidState.PAUSED:
