@@ -51,44 +51,80 @@ def market(two_region_catalog) -> Iterator[EmulatorServer]:
         yield server
 
 
+def forget_live_prices(box: SkySandbox) -> None:
+    """Drops the sandbox's cached market: the next command fetches it anew."""
+    for cached in (box.home / '.sky' / 'mithril').glob('*'):
+        cached.unlink()
+
+
+def point_profile_at(box: SkySandbox, api_url: str) -> None:
+    """Rewrites the sandbox's Mithril profile (`ml setup`'s config) to `api_url`."""
+    profile = box.home / '.config' / 'mithril' / 'config.yaml'
+    config = yaml.safe_load(profile.read_text())
+    config['profiles']['default']['api_url'] = api_url
+    profile.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope='module')
+def shared_box(market, two_region_catalog,
+               tmp_path_factory) -> Iterator[SkySandbox]:
+    """One SkyPilot home and API server for the module's dry runs (starting
+    a server and its workers costs 30-60 s on CI's 2 cores): its Mithril
+    profile points at `market`, its catalog is the two-region one. Stopped
+    after the module."""
+    box = SkySandbox(tmp_path_factory.mktemp('sky'), api_url=market.url,
+                     api_key='live-key',
+                     extra_env={catalog_files.ENV_CATALOG: str(two_region_catalog)})
+    try:
+        yield box
+    finally:
+        box.stop_api_server()
+
+
+@pytest.fixture
+def box(shared_box) -> Iterator[SkySandbox]:
+    """The shared sandbox as a fresh one would be: profile at `market`, no
+    cached market. The profile is put back after the test, whatever the
+    test pointed it at, so the order of the tests does not matter."""
+    profile = shared_box.home / '.config' / 'mithril' / 'config.yaml'
+    original = profile.read_text()
+    forget_live_prices(shared_box)
+    try:
+        yield shared_box
+    finally:
+        profile.write_text(original)
+        forget_live_prices(shared_box)
+
+
 @pytest.mark.e2e
 def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
-        market, two_region_catalog, tmp_path):
-    box = SkySandbox(tmp_path, api_url=market.url, api_key='live-key',
-                     extra_env={catalog_files.ENV_CATALOG: str(two_region_catalog)})
+        box, tmp_path):
     task = tmp_path / 'task.yaml'
     task.write_text(yaml.safe_dump({
         'resources': {'infra': 'mithril', 'accelerators': 'H100:8'},
         'config': {'mithril': {'limit_price': 8}}, 'run': 'true'}))
-    try:
-        assert box.sky(['check', 'mithril']).returncode == 0
-        live = box.sky(['launch', '--dryrun', '-y', str(task)])
-        out = live.stdout + live.stderr
-        assert live.returncode == 0, out
-        chosen = next(line for line in out.splitlines() if '✔' in line)
-        assert REGION_B in chosen and '6.00' in chosen
-        assert f'Spot price in {REGION_B} now: $6.00/h' in out
-        gpus = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril'])
-        [cheapest] = [line for line in gpus.stdout.splitlines() if TYPE in line]
-        assert REGION_B in cheapest and '$ 6.000' in cheapest, gpus.stdout
-        every_region = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril',
-                                '--all-regions']).stdout
-        [in_a] = [line for line in every_region.splitlines() if REGION_A in line]
-        assert '$ 10.000' in in_a, every_region
+    assert box.sky(['check', 'mithril']).returncode == 0
+    live = box.sky(['launch', '--dryrun', '-y', str(task)])
+    out = live.stdout + live.stderr
+    assert live.returncode == 0, out
+    chosen = next(line for line in out.splitlines() if '✔' in line)
+    assert REGION_B in chosen and '6.00' in chosen
+    assert f'Spot price in {REGION_B} now: $6.00/h' in out
+    gpus = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril'])
+    [cheapest] = [line for line in gpus.stdout.splitlines() if TYPE in line]
+    assert REGION_B in cheapest and '$ 6.000' in cheapest, gpus.stdout
+    every_region = box.sky(['show-gpus', 'H100:8', '--infra', 'mithril',
+                            '--all-regions']).stdout
+    [in_a] = [line for line in every_region.splitlines() if REGION_A in line]
+    assert '$ 10.000' in in_a, every_region
 
-        profile = box.home / '.config' / 'mithril' / 'config.yaml'
-        config = yaml.safe_load(profile.read_text())
-        config['profiles']['default']['api_url'] = 'http://127.0.0.1:9'
-        profile.write_text(yaml.safe_dump(config))
-        for cached in (box.home / '.sky' / 'mithril').iterdir():
-            cached.unlink()
-        offline = box.sky(['launch', '--dryrun', '-y', str(task)])
-        out = offline.stdout + offline.stderr
-        assert offline.returncode == 0, out
-        chosen = next(line for line in out.splitlines() if '✔' in line)
-        assert '16.0' in chosen and 'Spot price' not in out
-    finally:
-        box.stop_api_server()
+    point_profile_at(box, 'http://127.0.0.1:9')
+    forget_live_prices(box)
+    offline = box.sky(['launch', '--dryrun', '-y', str(task)])
+    out = offline.stdout + offline.stderr
+    assert offline.returncode == 0, out
+    chosen = next(line for line in out.splitlines() if '✔' in line)
+    assert '16.0' in chosen and 'Spot price' not in out
 
 
 def set_capacity(server: EmulatorServer, region: str, capacity: int) -> None:
@@ -97,25 +133,17 @@ def set_capacity(server: EmulatorServer, region: str, capacity: int) -> None:
         'capacity': capacity}).raise_for_status()
 
 
-def forget_live_prices(box: SkySandbox) -> None:
-    """Drops the sandbox's cached market: the next command fetches it anew."""
-    for cached in (box.home / '.sky' / 'mithril').glob('*'):
-        cached.unlink()
-
-
 def chosen_line(out: str) -> str:
     return next(line for line in out.splitlines() if '✔' in line)
 
 
 @pytest.mark.e2e
 def test_dryrun_ranks_regions_by_whether_a_bid_can_win_now(
-        market, two_region_catalog, tmp_path):
+        market, box, tmp_path):
     """B is cheaper ($6 vs $10). Without free capacity in B, A (which can
     allocate now) is picked, unless the task waits forever. With the limit
     below both markets, the launch is refused before any bid, naming the
     price that would win."""
-    box = SkySandbox(tmp_path, api_url=market.url, api_key='live-key',
-                     extra_env={catalog_files.ENV_CATALOG: str(two_region_catalog)})
 
     def task(name: str, mithril: dict) -> Path:
         path = tmp_path / f'{name}.yaml'
@@ -157,49 +185,49 @@ def test_dryrun_ranks_regions_by_whether_a_bid_can_win_now(
         assert len(market.control('GET', 'state')['bids']) == bids_before
     finally:
         set_capacity(market, REGION_B, 8)
-        box.stop_api_server()
 
 
 @pytest.mark.e2e
 def test_a_region_only_in_live_data_is_launchable_and_offline_costs_are_estimates(
-        tmp_path):
+        box, two_region_catalog, tmp_path):
     """The emulator's default market has H100:8 in us-central1-a, which the
     shipped catalog lacks. With the API down, a CPU-only task gets the
     shipped catalog's estimate, not an auction floor."""
     shipped = catalog_files.read_rows(catalog_files.catalog_path())
     assert 'us-central1-a' not in {r['Region'] for r in shipped}
+    # The shared sandbox's catalog is the shipped one plus only TYPE in
+    # REGION_B: it lacks us-central1-a too and has the shipped estimates.
+    assert box.env[catalog_files.ENV_CATALOG] == str(two_region_catalog)
+    in_use = catalog_files.read_rows(two_region_catalog)
+    assert in_use[:len(shipped)] == shipped
+    assert [(r['InstanceType'], r['Region']) for r in in_use[len(shipped):]] == [
+        (TYPE, REGION_B)]
     with EmulatorServer() as server:
-        box = SkySandbox(tmp_path, api_url=server.url, api_key='live-key')
+        point_profile_at(box, server.url)
         path = tmp_path / 'new-region.yaml'
         path.write_text(yaml.safe_dump({
             'resources': {'infra': 'mithril/us-central1-a',
                           'accelerators': 'H100:8'},
             'config': {'mithril': {'limit_price': 24.5}}, 'run': 'true'}))
-        try:
-            result = box.sky(['launch', '--dryrun', '-y', str(path)])
-            out = result.stdout + result.stderr
-            assert result.returncode == 0, out
-            assert 'us-central1-a' in chosen_line(out) and '18.4' in chosen_line(out)
-            assert 'Spot price in us-central1-a now: $18.40/h (8 free)' in out
+        result = box.sky(['launch', '--dryrun', '-y', str(path)])
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert 'us-central1-a' in chosen_line(out) and '18.4' in chosen_line(out)
+        assert 'Spot price in us-central1-a now: $18.40/h (8 free)' in out
 
-            profile = box.home / '.config' / 'mithril' / 'config.yaml'
-            config = yaml.safe_load(profile.read_text())
-            config['profiles']['default']['api_url'] = 'http://127.0.0.1:9'
-            profile.write_text(yaml.safe_dump(config))
-            forget_live_prices(box)
-            cpu = tmp_path / 'cpu.yaml'
-            cpu.write_text(yaml.safe_dump({'resources': {'cpus': '4+'},
-                                           'run': 'true'}))
-            offline = box.sky(['launch', '--dryrun', '-y', str(cpu)])
-            out = offline.stdout + offline.stderr
-            assert offline.returncode == 0, out
-            estimate = next(r for r in shipped
-                            if r['InstanceType'] == 'a100-80gb.sxm.1x')['Price']
-            assert Decimal(estimate) >= CHEAPEST_CPU_ONLY_PER_HOUR
-            line = chosen_line(out)
-            assert 'a100-80gb.sxm.1x' in line and f'{float(estimate)}' in line, out
-        finally:
-            box.stop_api_server()
+        point_profile_at(box, 'http://127.0.0.1:9')
+        forget_live_prices(box)
+        cpu = tmp_path / 'cpu.yaml'
+        cpu.write_text(yaml.safe_dump({'resources': {'cpus': '4+'},
+                                       'run': 'true'}))
+        offline = box.sky(['launch', '--dryrun', '-y', str(cpu)])
+        out = offline.stdout + offline.stderr
+        assert offline.returncode == 0, out
+        estimate = next(r for r in shipped
+                        if r['InstanceType'] == 'a100-80gb.sxm.1x')['Price']
+        assert Decimal(estimate) >= CHEAPEST_CPU_ONLY_PER_HOUR
+        line = chosen_line(out)
+        assert 'a100-80gb.sxm.1x' in line and f'{float(estimate)}' in line, out
 
 
 def test_stale_prices_are_served_while_a_refresh_runs(market, two_region_catalog,
