@@ -1,27 +1,31 @@
 """Managed-job recovery through a standby bid: during Mithril's preemption
-notice the replacement node is won, booted and given SkyPilot's runtime
+notice the replacement node is won, booted and made ready to run the job
 while the preempted node still trains; then the job moves over.
 
 SkyPilot's built-in recovery strategies tear the preempted cluster down and
-launch it again from scratch: the auction, the boot, the runtime setup and
-Ray's start all happen after training stopped (~40 s of the relaunch here,
-minutes for a real GPU node's boot). sky-mithril puts its own subclasses in
-SkyPilot's registry under the same names (`EAGER_NEXT_REGION`, the default,
-and `FAILOVER`); for other clouds, or when no standby can be had, they are
-SkyPilot's strategies unchanged. For a Mithril cluster in its notice:
+launch it again from scratch: the auction, the boot, the runtime setup, Ray's
+start, the file sync and the task's setup all happen after training stopped
+(~50 s here, minutes for a real GPU node's boot). sky-mithril puts its own
+subclasses in SkyPilot's registry under the same names (`EAGER_NEXT_REGION`,
+the default, and `FAILOVER`); for other clouds, or when no standby can be
+had, they are SkyPilot's strategies unchanged. For a Mithril cluster in its
+notice:
 
 1. A standby bid is placed with the cluster's name, region, instance type,
    nodes, SSH keys and file shares, at the relaunch's limit
    (`recovery_limit_price` if set). It has until the notice ends to win; it
-   then boots, and SkyPilot's own setup steps run on it: file mounts, the
-   runtime, Ray, the skylet. Meanwhile the job keeps training on the old node
-   (its preemption hooks have run; `jobs_runtime`).
+   then boots, and SkyPilot's own launch steps up to the run happen on it:
+   the runtime, Ray and the skylet; the task's workdir, file mounts and
+   setup; autodown and the task's hooks. Meanwhile the job keeps training on
+   the old node (its preemption hooks have run; `jobs_runtime`).
 2. The job is cancelled on the old node (its last step is on the volume),
    the old bid is cancelled, and the standby becomes the cluster's bid
-   (`cluster_bid.promote_standby`).
-3. SkyPilot launches the job on the same cluster, pinned to the standby's
-   region: the launch adopts the standby, finds the runtime set up and Ray
-   running, and only syncs files, runs the setup and submits the job.
+   (`cluster_bid.promote_standby`); SkyPilot's record of the cluster points
+   at the standby's nodes.
+3. The job is submitted on the standby, as `sky exec` would: nothing is left
+   to provision, sync or set up, so training resumes within seconds. If the
+   submission fails, SkyPilot launches the job on the same cluster (which
+   adopts the standby), and failing that, recovers as usual.
 
 No standby is placed when the job's volumes include a block volume (it can
 be attached to one bid at a time), for jobs on a pool, or when recovery
@@ -31,13 +35,15 @@ only within the notice; `sky down` cancels both (same name).
 """
 
 import asyncio
+import copy
 import datetime
 import os
 import tempfile
 import time
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, List, Optional
 
+from sky import execution
 from sky import global_user_state
 from sky import sky_logging
 from sky.jobs import recovery_strategy
@@ -138,7 +144,52 @@ def _set_up_runtime(handle: Any, info: Any) -> None:
             credentials, handle.launched_resources)
 
 
-def prepare_standby(handle: Any) -> Optional[str]:
+def _run_launch_stages(dag: Any, handle: Any, stages: List[Any]) -> None:
+    """SkyPilot's own launch `stages` for the job, on the nodes `handle`
+    names, with the jobs controller's launch settings (autodown as its
+    safety net, the task's hooks). On a copy of the job's DAG: the stages
+    write the launch's autostop settings into its resources."""
+    # pylint: disable=import-outside-toplevel
+    from sky import backends
+    from sky.server.requests import request_names
+    execution._execute(  # pylint: disable=protected-access
+        entrypoint=copy.deepcopy(dag),
+        stream_logs=False,
+        handle=handle,
+        backend=backends.CloudVmRayBackend(),
+        stages=stages,
+        cluster_name=handle.cluster_name,
+        down=True,
+        idle_minutes_to_autostop=recovery_strategy._AUTODOWN_MINUTES,  # pylint: disable=protected-access
+        _request_name=request_names.AdminPolicyRequestName.CLUSTER_LAUNCH,
+        _is_launched_by_jobs_controller=True)
+
+
+def _stage_job(dag: Any, handle: Any, info: Any) -> None:
+    """The job's launch steps before its run, on the standby's nodes: the
+    workdir, the file mounts, the task's setup, autodown and the task's
+    hooks (which the node's preemption watcher reads). After the switch only
+    the submission is left. SkyPilot's record of the cluster still names
+    the old node, so this works on a copy pointed at the standby; it talks
+    SSH, because the cluster's skylet tunnel leads to the old head."""
+    from sky.execution import Stage  # pylint: disable=import-outside-toplevel
+    standby = copy.deepcopy(handle)
+    standby.update_cluster_ips(cluster_info=info)
+    standby.is_grpc_enabled = False
+    _run_launch_stages(dag, standby, [Stage.SYNC_WORKDIR,
+                                      Stage.SYNC_FILE_MOUNTS, Stage.SETUP,
+                                      Stage.PRE_EXEC])
+
+
+def submit_job(dag: Any, handle: Any) -> None:
+    """Submits the job on the cluster's (staged) standby, as `sky exec`
+    does, without `sky exec`'s status refresh of a cluster that was just
+    checked."""
+    from sky.execution import Stage  # pylint: disable=import-outside-toplevel
+    _run_launch_stages(dag, handle, [Stage.EXEC])
+
+
+def prepare_standby(handle: Any, dag: Any) -> Optional[str]:
     """Places the cluster's standby and readies it (module docstring);
     its fid, or None when there is none to be had."""
     if handle is None or not jobs_runtime.is_mithril(handle):
@@ -157,15 +208,16 @@ def prepare_standby(handle: Any) -> Optional[str]:
         logger.info(f'{handle.cluster_name}: a block volume attaches to one '
                     'bid at a time; no standby, relaunching after the node.')
         return None
+    limit = _relaunch_limit(handle, provider_config)
     started = time.time()
-    standby = cluster_bid.place_standby(conn, bid,
-                                        _relaunch_limit(handle, provider_config))
+    standby = cluster_bid.place_standby(conn, bid, limit)
     left = _notice_end(conn, bid) - time.time()
     try:
         standby.wait_until_ready({**provider_config,
                                   'provision_timeout': max(left, 1.0)})
-        _set_up_runtime(handle, cluster_bid.cluster_info(conn, standby.bid,
-                                                         provider_config))
+        info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
+        _set_up_runtime(handle, info)
+        _stage_job(dag, handle, info)
     except Exception as e:  # pylint: disable=broad-except
         logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} is not '
                     f'ready ({e}); cancelling it and recovering as usual.')
@@ -176,9 +228,10 @@ def prepare_standby(handle: Any) -> Optional[str]:
     return standby.bid.fid
 
 
-def move_to_standby(handle: Any, standby_fid: str) -> None:
+def move_to_standby(handle: Any, standby_fid: str) -> Any:
     """Cancels the job on the old node, if it is still there, then makes the
-    standby the cluster's bid (module docstring, step 2). Unlike SkyPilot's
+    standby the cluster's bid (module docstring, step 2); SkyPilot's record
+    of the cluster, now pointed at the standby's nodes. Unlike SkyPilot's
     own job cancel, a node that cannot be reached does not tear the cluster
     (and so the standby) down: its bid is cancelled next anyway."""
     from sky import backends  # pylint: disable=import-outside-toplevel
@@ -191,12 +244,15 @@ def move_to_standby(handle: Any, standby_fid: str) -> None:
     provider_config = jobs_runtime.provider_config(handle)
     conn = cluster_bid.connect(provider_config)
     cluster_bid.promote_standby(conn, handle.cluster_name_on_cloud, standby_fid)
-    # SkyPilot's record of the cluster now points at the standby's nodes, so
-    # the relaunch's status check reaches them instead of the old node.
-    handle.update_cluster_ips(cluster_info=cluster_bid.cluster_info(
-        conn, cluster_bid.live_bid(conn, handle.cluster_name_on_cloud),
-        provider_config))
-    global_user_state.update_cluster_handle(handle.cluster_name, handle)
+    # A new handle object: SkyPilot caches a handle's SSH runners (to the
+    # old node) by the object. The cluster's skylet tunnel (to the old head)
+    # is closed; the next call to the skylet opens one to the standby's.
+    moved = copy.deepcopy(handle)
+    moved.update_cluster_ips(cluster_info=cluster_bid.cluster_info(
+        conn, conn.client.get_bid(standby_fid), provider_config))
+    moved.close_skylet_ssh_tunnel()
+    global_user_state.update_cluster_handle(moved.cluster_name, moved)
+    return moved
 
 
 class _StandbyRecovery:
@@ -210,14 +266,33 @@ class _StandbyRecovery:
         standby_fid = None
         if self.pool is None:
             try:
-                standby_fid = await asyncio.to_thread(prepare_standby, handle)
+                standby_fid = await asyncio.to_thread(prepare_standby, handle,
+                                                        self.dag)
             except Exception as e:  # pylint: disable=broad-except
                 # Whatever it placed is cancelled by then (or by the
                 # teardown of SkyPilot's recovery: same name).
                 logger.warning(f'{self.cluster_name}: no standby ({e}).')
         if standby_fid is None:
             return await super().recover()  # type: ignore[misc]
-        await asyncio.to_thread(move_to_standby, handle, standby_fid)
+        handle = await asyncio.to_thread(move_to_standby, handle, standby_fid)
+        try:
+            await asyncio.to_thread(submit_job, self.dag, handle)
+            submitted_at = await self._wait_until_job_starts_on_cluster()
+        except Exception as e:  # pylint: disable=broad-except
+            logger.info(f'{self.cluster_name}: submitting the job on the '
+                        f'standby failed ({e}).')
+            submitted_at = None
+        if submitted_at is not None:
+            return submitted_at
+        # A job it may have submitted must not run next to the relaunch's.
+        await self._try_cancel_jobs()
+        return await self._relaunch_onto_standby(handle)
+
+    async def _relaunch_onto_standby(self, handle: Any) -> float:
+        """SkyPilot's launch of the job onto the cluster, pinned to the
+        standby's region (it adopts the standby); failing that, the
+        strategy's own recovery."""
+        # pylint: disable=no-member
         task = self.dag.tasks[0]
         requested = task.resources
         launched = handle.launched_resources

@@ -63,7 +63,7 @@ def emulator(manual_emulator: EmulatorServer, monkeypatch,
 def test_no_standby_when_recovery_waits_for_the_node(emulator):
     preempt(emulator)
     assert jobs_recovery.prepare_standby(
-        handle({'recovery_starts': 'node_lost'})) is None
+        handle({'recovery_starts': 'node_lost'}), dag=None) is None
     assert len(bids_named(emulator, 'job')) == 1
 
 
@@ -72,7 +72,7 @@ def test_no_standby_for_a_block_volume(emulator):
         'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
     preempt(emulator, volume_fids=volume.fid)
     assert jobs_recovery.prepare_standby(
-        handle({'recovery_limit_price': 60})) is None
+        handle({'recovery_limit_price': 60}), dag=None) is None
     assert len(bids_named(emulator, 'job')) == 1
 
 
@@ -83,22 +83,27 @@ def test_a_standby_that_cannot_win_in_the_notice_is_cancelled(
                         lambda conn, bid: time.time() + 1.0)
     # The recovery limit ($40) stays below the price ($50): it cannot win.
     assert jobs_recovery.prepare_standby(
-        handle({'recovery_limit_price': 40})) is None
+        handle({'recovery_limit_price': 40}), dag=None) is None
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
     assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
     assert recoveries.standby_of('job') is None
 
 
-def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch):
+@pytest.mark.parametrize('failing_step', ['_set_up_runtime', '_stage_job'])
+def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
+                                                  failing_step):
+    """SkyPilot's runtime, or the job's own file mounts and setup, cannot be
+    set up on the standby: it is cancelled, the old bid left as it was."""
     preempt(emulator)
 
-    def fail(handle: Any, info: Any) -> None:
-        del handle
+    def fail(*args: Any) -> None:
+        info = args[-1]
         assert info.head_instance_id, 'set up before the standby booted'
-        raise RuntimeError('runtime setup failed')
+        raise RuntimeError(f'{failing_step} failed')
 
-    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', fail)
+    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', lambda *args: None)
+    monkeypatch.setattr(jobs_recovery, failing_step, fail)
     monkeypatch.setattr(jobs_recovery, '_notice_end',
                         lambda conn, bid: time.time() + 60.0)
     advancing = True
@@ -112,7 +117,7 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch):
     clock.start()
     try:
         assert jobs_recovery.prepare_standby(
-            handle({'recovery_limit_price': 60})) is None
+            handle({'recovery_limit_price': 60}), dag=None) is None
     finally:
         advancing = False
         clock.join()
