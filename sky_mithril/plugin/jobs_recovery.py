@@ -209,6 +209,14 @@ def prepare_standby(handle: Any, dag: Any) -> Optional[str]:
                     'bid at a time; no standby, relaunching after the node.')
         return None
     limit = _relaunch_limit(handle, provider_config)
+    if not bid.launch_specification.volumes:
+        market = cluster_bid.market_view(conn, bid)
+        if not market.can_win(limit, bid.instance_quantity):
+            logger.info(
+                f'{handle.cluster_name}: no standby in {bid.region} '
+                f'({market.reason(limit, bid.instance_quantity)}); the job '
+                'has no Mithril volume, so it moves to another region now.')
+            return None
     started = time.time()
     standby = cluster_bid.place_standby(conn, bid, limit)
     left = _notice_end(conn, bid) - time.time()

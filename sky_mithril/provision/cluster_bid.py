@@ -332,6 +332,12 @@ class MarketView:
     spot_price: Optional[Decimal]
     available: Optional[int]
 
+    def can_win(self, limit: Decimal, quantity: int) -> bool:
+        """Whether a bid at `limit` for `quantity` instances would be
+        allocated at the next auction round, as far as the market shows."""
+        return ((self.spot_price is None or self.spot_price <= limit) and
+                (self.available is None or self.available >= quantity))
+
     def reason(self, limit: Decimal, quantity: int) -> str:
         """Why a bid at `limit` for `quantity` instances waits."""
         if self.spot_price is not None and self.spot_price > limit:

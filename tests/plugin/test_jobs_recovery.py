@@ -76,9 +76,23 @@ def test_no_standby_for_a_block_volume(emulator):
     assert len(bids_named(emulator, 'job')) == 1
 
 
+def test_no_standby_where_it_cannot_win_when_the_job_can_move(emulator):
+    """No Mithril volume ties the job to its region, and the region's price
+    is above the relaunch limit: SkyPilot's strategy moves it to another
+    region at once, instead of a standby waiting out the notice."""
+    preempt(emulator)
+    assert jobs_recovery.prepare_standby(
+        handle({'recovery_limit_price': 40}), dag=None) is None
+    assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
+
+
 def test_a_standby_that_cannot_win_in_the_notice_is_cancelled(
         emulator, monkeypatch):
-    preempt(emulator)
+    """A file share keeps the job in its region: the standby waits there
+    for the price to fall within the notice, and is cancelled at its end."""
+    share = connection.connect().client.create_volume(
+        'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
+    preempt(emulator, volume_fids=share.fid)
     monkeypatch.setattr(jobs_recovery, '_notice_end',
                         lambda conn, bid: time.time() + 1.0)
     # The recovery limit ($40) stays below the price ($50): it cannot win.
