@@ -28,9 +28,11 @@ notice:
    adopts the standby), and failing that, recovers as usual.
 
 No standby is placed when the job's volumes include a block volume (it can
-be attached to one bid at a time), for jobs on a pool, or when recovery
-starts only once the node is lost. If the standby cannot be ready, it is
-cancelled and SkyPilot's strategy recovers as usual. Both bids live at once
+be attached to one bid at a time), for jobs on a pool, when recovery starts
+only once the node is lost, or when a job without Mithril volumes (its
+checkpoints are portable) cannot win its region now: SkyPilot's strategy
+then moves it to another region at once. If the standby cannot be ready, it
+is cancelled and SkyPilot's strategy recovers as usual. Both bids live at once
 only within the notice; `sky down` cancels both (same name).
 """
 
