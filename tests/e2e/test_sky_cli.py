@@ -123,16 +123,22 @@ def test_check_reports_the_real_reason(sandbox, emulator):
     assert 'enabled' in sandbox.sky(['check', 'mithril']).stdout
 
 
-def test_check_reports_a_rejected_key(tmp_path):
+def test_check_reports_a_rejected_key(sandbox):
+    """The module's sandbox with its profile's key swapped for one the API
+    rejects (a sandbox of its own cost an API server start, ~45 s)."""
+    profile = sandbox.home / '.config/mithril/config.yaml'
+    good = profile.read_text()
     with EmulatorServer(api_key='the-right-key') as server:
-        box = SkySandbox(tmp_path, api_url=server.url, api_key='a-wrong-key-123')
         try:
-            result = box.sky(['check', 'mithril'])
+            _profile(sandbox, api_url=server.url, api_key='a-wrong-key-123')
+            result = sandbox.sky(['check', 'mithril'])
         finally:
-            box.stop_api_server()
+            profile.write_text(good)
+            restored = sandbox.sky(['check', 'mithril'])
     assert 'disabled' in result.stdout.lower()
     assert '401' in result.stdout and 'ml setup' in result.stdout
     assert 'a-wrong-key-123' not in result.stdout + result.stderr
+    assert 'enabled' in restored.stdout
 
 
 def test_patient_batch_example_dryrun(sandbox):
