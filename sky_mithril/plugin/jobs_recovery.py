@@ -30,20 +30,23 @@ notice:
 No standby is placed when the job's volumes include a block volume (it can
 be attached to one bid at a time), for jobs on a pool, when recovery starts
 only once the node is lost, or when a job without Mithril volumes (its
-checkpoints are portable) cannot win its region now: SkyPilot's strategy
-then moves it to another region at once. If the standby cannot be ready, it
-is cancelled and SkyPilot's strategy recovers as usual. Both bids live at once
+checkpoints are portable) cannot win its region now: with EAGER_NEXT_REGION
+it is relaunched at once in another region that offers its type, where the
+optimizer finds a bid can win (FAILOVER retries its region first). If the
+standby cannot be ready, it is cancelled and SkyPilot's strategy recovers as
+usual. Both bids live at once
 only within the notice; `sky down` cancels both (same name).
 """
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 import os
 import tempfile
 import time
 from decimal import Decimal
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from sky import execution
 from sky import global_user_state
@@ -191,34 +194,57 @@ def submit_job(dag: Any, handle: Any) -> None:
     _run_launch_stages(dag, handle, [Stage.EXEC])
 
 
-def prepare_standby(handle: Any, dag: Any) -> Optional[str]:
-    """Places the cluster's standby and readies it (module docstring);
-    its fid, or None when there is none to be had."""
+@dataclasses.dataclass(frozen=True)
+class RecoveryPlan:
+    """How a Mithril job recovers: onto a ready standby (`standby_fid`), by
+    moving to one of `other_regions` at once (the job has no Mithril volume
+    and cannot win its region now), or, with neither, as SkyPilot's
+    strategy does."""
+
+    standby_fid: Optional[str] = None
+    other_regions: Tuple[str, ...] = ()
+
+
+def _other_regions(handle: Any) -> Tuple[str, ...]:
+    """The regions, other than the cluster's, that offer its instance type
+    (the catalog with live prices laid over it)."""
+    from sky import catalog  # pylint: disable=import-outside-toplevel
+    launched = handle.launched_resources
+    offered = catalog.get_region_zones_for_instance_type(
+        launched.instance_type, launched.use_spot, clouds='mithril')
+    return tuple(sorted({r.name for r in offered} - {launched.region}))
+
+
+def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
+    """Places the cluster's standby and readies it (module docstring), or
+    says the job moves instead."""
     if handle is None or not jobs_runtime.is_mithril(handle):
-        return None
+        return RecoveryPlan()
     sections = config.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
     if config.resolve_recovery_starts(*sections) != config.RECOVERY_AT_NOTICE:
-        return None
+        return RecoveryPlan()
     provider_config = jobs_runtime.provider_config(handle)
     name = handle.cluster_name_on_cloud
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, name)
     if bid is None or bid.status != models.BidState.PREEMPTING:
-        return None
+        return RecoveryPlan()
     if _has_block_volume(conn, bid):
         logger.info(f'{handle.cluster_name}: a block volume attaches to one '
-                    'bid at a time; no standby, relaunching after the node.')
-        return None
+                    'bid at a time; no standby.')
+        return RecoveryPlan()
     limit = _relaunch_limit(handle, provider_config)
     if not bid.launch_specification.volumes:
         market = cluster_bid.market_view(conn, bid)
-        if not market.can_win(limit, bid.instance_quantity):
+        other_regions = () if market.can_win(
+            limit, bid.instance_quantity) else _other_regions(handle)
+        if other_regions:
             logger.info(
                 f'{handle.cluster_name}: no standby in {bid.region} '
                 f'({market.reason(limit, bid.instance_quantity)}); the job '
-                'has no Mithril volume, so it moves to another region now.')
-            return None
+                'has no Mithril volume, so it can move to another region now.')
+            return RecoveryPlan(other_regions=other_regions)
     started = time.time()
     standby = cluster_bid.place_standby(conn, bid, limit)
     left = _notice_end(conn, bid) - time.time()
@@ -232,10 +258,10 @@ def prepare_standby(handle: Any, dag: Any) -> Optional[str]:
         logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} is not '
                     f'ready ({e}); cancelling it and recovering as usual.')
         cluster_bid.drop_standby(conn, name, standby.bid.fid)
-        return None
+        return RecoveryPlan()
     logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} ready '
                 f'{time.time() - started:.0f}s after the recovery started.')
-    return standby.bid.fid
+    return RecoveryPlan(standby_fid=standby.bid.fid)
 
 
 def move_to_standby(handle: Any, standby_fid: str) -> Any:
@@ -269,21 +295,31 @@ class _StandbyRecovery:
     """Recovers through a standby when one can be had, else as the SkyPilot
     strategy it is mixed into."""
 
+    # Whether a job that can move leaves its region at once
+    # (EAGER_NEXT_REGION) rather than retrying it first (FAILOVER).
+    moves_at_once = False
+
     async def recover(self) -> float:
         # pylint: disable=no-member
         handle = await asyncio.to_thread(
             global_user_state.get_handle_from_cluster_name, self.cluster_name)
-        standby_fid = None
+        plan = RecoveryPlan()
         if self.pool is None:
             try:
-                standby_fid = await asyncio.to_thread(prepare_standby, handle,
-                                                        self.dag)
+                plan = await asyncio.to_thread(plan_recovery, handle, self.dag)
             except Exception as e:  # pylint: disable=broad-except
                 # Whatever it placed is cancelled by then (or by the
                 # teardown of SkyPilot's recovery: same name).
                 logger.warning(f'{self.cluster_name}: no standby ({e}).')
-        if standby_fid is None:
-            return await super().recover()  # type: ignore[misc]
+        if plan.standby_fid is not None:
+            return await self._move_onto_standby(handle, plan.standby_fid)
+        if plan.other_regions and self.moves_at_once:
+            return await self._relaunch_in(handle, plan.other_regions)
+        return await super().recover()  # type: ignore[misc]
+
+    async def _move_onto_standby(self, handle: Any, standby_fid: str) -> float:
+        """Steps 2 and 3 of the module docstring."""
+        # pylint: disable=no-member
         handle = await asyncio.to_thread(move_to_standby, handle, standby_fid)
         try:
             await asyncio.to_thread(submit_job, self.dag, handle)
@@ -297,6 +333,29 @@ class _StandbyRecovery:
         # A job it may have submitted must not run next to the relaunch's.
         await self._try_cancel_jobs()
         return await self._relaunch_onto_standby(handle)
+
+    async def _relaunch_in(self, handle: Any, regions: Tuple[str, ...]
+                           ) -> float:
+        """Tears the preempted cluster down and launches the job in one of
+        `regions` (the optimizer picks where a bid can win now). SkyPilot's
+        own EAGER_NEXT_REGION means to block the preempted region, but the
+        blocked resources do not travel to the API server that launches, and
+        it blocks only when no region was requested."""
+        # pylint: disable=no-member
+        await asyncio.to_thread(self._cleanup_cluster)
+        task = self.dag.tasks[0]
+        requested = task.resources
+        launched = handle.launched_resources
+        task.set_resources({launched.copy(cloud=launched.cloud, region=region,
+                                          zone=None) for region in regions})
+        try:
+            submitted_at = await self._launch(raise_on_failure=False,
+                                              recovery=True)
+        finally:
+            task.set_resources(requested)
+        if submitted_at is not None:
+            return submitted_at
+        return await super().recover()  # type: ignore[misc]
 
     async def _relaunch_onto_standby(self, handle: Any) -> float:
         """SkyPilot's launch of the job onto the cluster, pinned to the
@@ -323,6 +382,8 @@ class _StandbyRecovery:
 class EagerNextRegionWithStandby(
         _StandbyRecovery, recovery_strategy.EagerFailoverStrategyExecutor):
     """SkyPilot's EAGER_NEXT_REGION, recovering through a standby on Mithril."""
+
+    moves_at_once = True
 
 
 class FailoverWithStandby(_StandbyRecovery,

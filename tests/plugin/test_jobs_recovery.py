@@ -23,6 +23,7 @@ TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 CLEARING_S = 120.0
 BOOT_S = 60.0
+NO_PLAN = jobs_recovery.RecoveryPlan()  # recover as SkyPilot's strategy does
 
 
 def handle(mithril: Dict[str, Any]) -> Any:
@@ -62,8 +63,8 @@ def emulator(manual_emulator: EmulatorServer, monkeypatch,
 
 def test_no_standby_when_recovery_waits_for_the_node(emulator):
     preempt(emulator)
-    assert jobs_recovery.prepare_standby(
-        handle({'recovery_starts': 'node_lost'}), dag=None) is None
+    assert jobs_recovery.plan_recovery(
+        handle({'recovery_starts': 'node_lost'}), dag=None) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
 
@@ -71,18 +72,22 @@ def test_no_standby_for_a_block_volume(emulator):
     volume = connection.connect().client.create_volume(
         'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
     preempt(emulator, volume_fids=volume.fid)
-    assert jobs_recovery.prepare_standby(
-        handle({'recovery_limit_price': 60}), dag=None) is None
+    assert jobs_recovery.plan_recovery(
+        handle({'recovery_limit_price': 60}), dag=None) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
 
-def test_no_standby_where_it_cannot_win_when_the_job_can_move(emulator):
-    """No Mithril volume ties the job to its region, and the region's price
-    is above the relaunch limit: SkyPilot's strategy moves it to another
-    region at once, instead of a standby waiting out the notice."""
+def test_no_standby_where_it_cannot_win_when_the_job_can_move(
+        emulator, monkeypatch):
+    """No Mithril volume ties the job to its region, the region's price is
+    above the relaunch limit, and the catalog offers the type elsewhere:
+    the job moves at once, instead of a standby waiting out the notice."""
     preempt(emulator)
-    assert jobs_recovery.prepare_standby(
-        handle({'recovery_limit_price': 40}), dag=None) is None
+    monkeypatch.setattr(jobs_recovery, '_other_regions',
+                        lambda handle: ('us-central2-a',))
+    assert jobs_recovery.plan_recovery(
+        handle({'recovery_limit_price': 40}), dag=None) == (
+            jobs_recovery.RecoveryPlan(other_regions=('us-central2-a',)))
     assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
 
 
@@ -96,8 +101,8 @@ def test_a_standby_that_cannot_win_in_the_notice_is_cancelled(
     monkeypatch.setattr(jobs_recovery, '_notice_end',
                         lambda conn, bid: time.time() + 1.0)
     # The recovery limit ($40) stays below the price ($50): it cannot win.
-    assert jobs_recovery.prepare_standby(
-        handle({'recovery_limit_price': 40}), dag=None) is None
+    assert jobs_recovery.plan_recovery(
+        handle({'recovery_limit_price': 40}), dag=None) == NO_PLAN
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
     assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
@@ -130,8 +135,8 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
     clock = threading.Thread(target=advance_clock)
     clock.start()
     try:
-        assert jobs_recovery.prepare_standby(
-            handle({'recovery_limit_price': 60}), dag=None) is None
+        assert jobs_recovery.plan_recovery(
+            handle({'recovery_limit_price': 60}), dag=None) == NO_PLAN
     finally:
         advancing = False
         clock.join()
