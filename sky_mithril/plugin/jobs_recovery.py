@@ -13,11 +13,14 @@ notice:
 
 1. A standby bid is placed with the cluster's name, region, instance type,
    nodes, SSH keys and file shares, at the relaunch's limit
-   (`recovery_limit_price` if set). It has until the notice ends to win; it
-   then boots, and SkyPilot's own launch steps up to the run happen on it:
-   the runtime, Ray and the skylet; the task's workdir, file mounts and
-   setup; autodown and the task's hooks. Meanwhile the job keeps training on
-   the old node (its preemption hooks have run; `jobs_runtime`).
+   (`recovery_limit_price` if set). Once it wins, it boots, and SkyPilot's
+   own launch steps up to the run happen on it: the runtime, Ray and the
+   skylet; the task's workdir, file mounts and setup; autodown and the
+   task's hooks. Meanwhile the job keeps training on the old node (its
+   preemption hooks have run; `jobs_runtime`). If the notice ends first,
+   the standby takes the old bid's place (which is cancelled: back to Open,
+   it could win a second node) and waits in the auction as a relaunch
+   would, up to the cluster's `provision_timeout`.
 2. The job is cancelled on the old node (its last step is on the volume),
    the old bid is cancelled, and the standby becomes the cluster's bid
    (`cluster_bid.promote_standby`); SkyPilot's record of the cluster points
@@ -27,6 +30,7 @@ notice:
    submission fails, SkyPilot launches the job on the same cluster (which
    adopts the standby), and failing that, recovers as usual.
 
+At most two bids of the cluster live at once, and only within the notice.
 No standby is placed when the job's volumes include a block volume (it can
 be attached to one bid at a time), for jobs on a pool, when recovery starts
 only once the node is lost, or when a job without Mithril volumes (its
@@ -34,14 +38,12 @@ checkpoints are portable) cannot win its region now: with EAGER_NEXT_REGION
 it is relaunched at once in another region that offers its type, where the
 optimizer finds a bid can win (FAILOVER retries its region first). If the
 standby cannot be ready, it is cancelled and SkyPilot's strategy recovers as
-usual. Both bids live at once
-only within the notice; `sky down` cancels both (same name).
+usual. `sky down` cancels both bids (same name).
 """
 
 import asyncio
 import copy
 import dataclasses
-import datetime
 import os
 import tempfile
 import time
@@ -54,36 +56,11 @@ from sky import sky_logging
 from sky.jobs import recovery_strategy
 
 from sky_mithril import config
-from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.plugin import jobs_runtime
 from sky_mithril.provision import cluster_bid
-from sky_mithril.provision import market_timing
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
-
-# The standby must have won the auction by the end of the notice. Mithril's
-# notice lasts this long; assumed when its end cannot be read.
-DEFAULT_NOTICE_SECONDS = 300.0
-
-
-def _notice_end(conn: Any, bid: models.Bid) -> float:
-    """When the bid's notice ends, as a local epoch."""
-    try:
-        [instance_fid, *_] = bid.instances
-        end = conn.client.get_instance_status(instance_fid).end_time
-    except (ValueError, errors.MithrilAPIError):
-        end = None
-    if end is not None:
-        local = market_timing.MarketTiming.load(
-            conn.credentials.api_url).to_local(end)
-        if local is not None:
-            return local
-        if end.tzinfo is None:
-            end = end.replace(tzinfo=datetime.timezone.utc)
-        return end.timestamp()
-    return time.time() + DEFAULT_NOTICE_SECONDS
-
 
 def _relaunch_limit(handle: Any, provider_config: Any) -> Decimal:
     """The limit the relaunch bids at: `recovery_limit_price` if the task
@@ -202,6 +179,9 @@ class RecoveryPlan:
     strategy does."""
 
     standby_fid: Optional[str] = None
+    # The old bid's notice ended before the standby won: the standby took
+    # its place then, and there is no old node left to stop.
+    old_node_gone: bool = False
     other_regions: Tuple[str, ...] = ()
 
 
@@ -247,10 +227,23 @@ def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
             return RecoveryPlan(other_regions=other_regions)
     started = time.time()
     standby = cluster_bid.place_standby(conn, bid, limit)
-    left = _notice_end(conn, bid) - time.time()
+    replaced: List[str] = []
+
+    def take_the_old_bids_place() -> None:
+        """Once the notice is over (the old node is gone), the standby takes
+        the old bid's place: the old bid, back to Open, would otherwise win
+        a second node when the price falls."""
+        if not replaced and (conn.client.get_bid(bid.fid).status !=
+                             models.BidState.PREEMPTING):
+            cluster_bid.promote_standby(conn, name, standby.bid.fid)
+            replaced.append(bid.fid)
+            logger.info(f'{handle.cluster_name}: the notice is over and '
+                        f'standby {standby.bid.fid} has not won yet; it waits '
+                        'in the auction as the cluster\'s bid.')
+
     try:
-        standby.wait_until_ready({**provider_config,
-                                  'provision_timeout': max(left, 1.0)})
+        standby.wait_until_ready(provider_config,
+                                 while_in_auction=take_the_old_bids_place)
         info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
         _set_up_runtime(handle, info)
         _stage_job(dag, handle, info)
@@ -261,22 +254,26 @@ def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
         return RecoveryPlan()
     logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} ready '
                 f'{time.time() - started:.0f}s after the recovery started.')
-    return RecoveryPlan(standby_fid=standby.bid.fid)
+    return RecoveryPlan(standby_fid=standby.bid.fid,
+                        old_node_gone=bool(replaced))
 
 
-def move_to_standby(handle: Any, standby_fid: str) -> Any:
+def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
     """Cancels the job on the old node, if it is still there, then makes the
     standby the cluster's bid (module docstring, step 2); SkyPilot's record
     of the cluster, now pointed at the standby's nodes. Unlike SkyPilot's
     own job cancel, a node that cannot be reached does not tear the cluster
     (and so the standby) down: its bid is cancelled next anyway."""
     from sky import backends  # pylint: disable=import-outside-toplevel
-    try:
-        backends.CloudVmRayBackend().cancel_jobs(handle, jobs=None,
-                                                 cancel_all=True)
-    except Exception as e:  # pylint: disable=broad-except
-        logger.info(f'{handle.cluster_name}: could not cancel the job on the '
-                    f'old node ({e}); cancelling its bid.')
+    standby_fid = plan.standby_fid
+    assert standby_fid is not None, plan
+    if not plan.old_node_gone:
+        try:
+            backends.CloudVmRayBackend().cancel_jobs(handle, jobs=None,
+                                                     cancel_all=True)
+        except Exception as e:  # pylint: disable=broad-except
+            logger.info(f'{handle.cluster_name}: could not cancel the job on '
+                        f'the old node ({e}); cancelling its bid.')
     provider_config = jobs_runtime.provider_config(handle)
     conn = cluster_bid.connect(provider_config)
     cluster_bid.promote_standby(conn, handle.cluster_name_on_cloud, standby_fid)
@@ -312,15 +309,16 @@ class _StandbyRecovery:
                 # teardown of SkyPilot's recovery: same name).
                 logger.warning(f'{self.cluster_name}: no standby ({e}).')
         if plan.standby_fid is not None:
-            return await self._move_onto_standby(handle, plan.standby_fid)
+            return await self._move_onto_standby(handle, plan)
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
         return await super().recover()  # type: ignore[misc]
 
-    async def _move_onto_standby(self, handle: Any, standby_fid: str) -> float:
+    async def _move_onto_standby(self, handle: Any, plan: RecoveryPlan
+                                 ) -> float:
         """Steps 2 and 3 of the module docstring."""
         # pylint: disable=no-member
-        handle = await asyncio.to_thread(move_to_standby, handle, standby_fid)
+        handle = await asyncio.to_thread(move_to_standby, handle, plan)
         try:
             await asyncio.to_thread(submit_job, self.dag, handle)
             submitted_at = await self._wait_until_job_starts_on_cluster()

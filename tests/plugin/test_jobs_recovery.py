@@ -3,10 +3,11 @@ cannot be made ready is cancelled (manual-clock emulator). The standby's
 success path, with SkyPilot's runtime set up on it, runs end to end in
 tests/e2e/test_e2e.py."""
 
+import contextlib
 import threading
 import time
 import types
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
@@ -39,6 +40,29 @@ def handle(mithril: Dict[str, Any]) -> Any:
 def set_price(server: EmulatorServer, price: str) -> None:
     server.control('POST', 'price', instance_type=TYPE, region=REGION,
                    price=price)
+
+
+@contextlib.contextmanager
+def advancing_clock(server: EmulatorServer,
+                    at_each_step: Callable[[], None] = lambda: None
+                    ) -> Iterator[None]:
+    """The market's clock runs at a quarter clearing every 50 ms (the notice
+    lasts half a second), calling `at_each_step` after each step."""
+    advancing = True
+
+    def advance() -> None:
+        while advancing:
+            server.control('POST', 'advance', seconds=CLEARING_S / 4)
+            at_each_step()
+            time.sleep(0.05)
+
+    clock = threading.Thread(target=advance)
+    clock.start()
+    try:
+        yield
+    finally:
+        advancing = False
+        clock.join()
 
 
 def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
@@ -91,21 +115,28 @@ def test_no_standby_where_it_cannot_win_when_the_job_can_move(
     assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
 
 
-def test_a_standby_that_cannot_win_in_the_notice_is_cancelled(
+def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends(
         emulator, monkeypatch):
-    """A file share keeps the job in its region: the standby waits there
-    for the price to fall within the notice, and is cancelled at its end."""
+    """A file share keeps the job in its region, where the price ($50) stays
+    above the recovery limit ($40). When the notice ends, the old bid is
+    cancelled (back to Open, it could win a second node) and the standby
+    waits on as the cluster's bid, up to the cluster's provision_timeout;
+    then it is cancelled too."""
     share = connection.connect().client.create_volume(
         'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
     preempt(emulator, volume_fids=share.fid)
-    monkeypatch.setattr(jobs_recovery, '_notice_end',
-                        lambda conn, bid: time.time() + 1.0)
-    # The recovery limit ($40) stays below the price ($50): it cannot win.
-    assert jobs_recovery.plan_recovery(
-        handle({'recovery_limit_price': 40}), dag=None) == NO_PLAN
+    monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
+        'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00',
+        'provision_timeout': '5'})
+    seen = set()
+    with advancing_clock(emulator, lambda: seen.add(tuple(
+            b['status'] for b in bids_named(emulator, 'job')))):
+        assert jobs_recovery.plan_recovery(
+            handle({'recovery_limit_price': 40}), dag=None) == NO_PLAN
+    assert ('Terminated', 'Open') in seen, seen  # (old, standby)
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
-    assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
+    assert (old['status'], standby['status']) == ('Terminated', 'Terminated')
     assert recoveries.standby_of('job') is None
 
 
@@ -114,6 +145,7 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
                                                   failing_step):
     """SkyPilot's runtime, or the job's own file mounts and setup, cannot be
     set up on the standby: it is cancelled, the old bid left as it was."""
+    emulator.market.preemption_notice_s = 100 * CLEARING_S  # outlasts the test
     preempt(emulator)
 
     def fail(*args: Any) -> None:
@@ -123,23 +155,9 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
 
     monkeypatch.setattr(jobs_recovery, '_set_up_runtime', lambda *args: None)
     monkeypatch.setattr(jobs_recovery, failing_step, fail)
-    monkeypatch.setattr(jobs_recovery, '_notice_end',
-                        lambda conn, bid: time.time() + 60.0)
-    advancing = True
-
-    def advance_clock() -> None:
-        while advancing:
-            emulator.control('POST', 'advance', seconds=CLEARING_S / 4)
-            time.sleep(0.05)
-
-    clock = threading.Thread(target=advance_clock)
-    clock.start()
-    try:
+    with advancing_clock(emulator):
         assert jobs_recovery.plan_recovery(
             handle({'recovery_limit_price': 60}), dag=None) == NO_PLAN
-    finally:
-        advancing = False
-        clock.join()
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$60.00'
     assert standby['status'] == 'Terminated' != old['status']
