@@ -330,7 +330,10 @@ class _StandbyRecovery:
             return submitted_at
         # A job it may have submitted must not run next to the relaunch's.
         await self._try_cancel_jobs()
-        return await self._relaunch_onto_standby(handle)
+        logger.info(f'{self.cluster_name}: launching the job onto the '
+                    'standby instead.')
+        return await self._launch_in(handle,
+                                     (handle.launched_resources.region,))
 
     async def _relaunch_in(self, handle: Any, regions: Tuple[str, ...]
                            ) -> float:
@@ -341,6 +344,13 @@ class _StandbyRecovery:
         it blocks only when no region was requested."""
         # pylint: disable=no-member
         await asyncio.to_thread(self._cleanup_cluster)
+        return await self._launch_in(handle, regions)
+
+    async def _launch_in(self, handle: Any, regions: Tuple[str, ...]) -> float:
+        """SkyPilot's launch of the job as the cluster's type in one of
+        `regions` (onto the cluster when it is there: it adopts the
+        standby); failing that, the strategy's own recovery."""
+        # pylint: disable=no-member
         task = self.dag.tasks[0]
         requested = task.resources
         launched = handle.launched_resources
@@ -353,26 +363,7 @@ class _StandbyRecovery:
             task.set_resources(requested)
         if submitted_at is not None:
             return submitted_at
-        return await super().recover()  # type: ignore[misc]
-
-    async def _relaunch_onto_standby(self, handle: Any) -> float:
-        """SkyPilot's launch of the job onto the cluster, pinned to the
-        standby's region (it adopts the standby); failing that, the
-        strategy's own recovery."""
-        # pylint: disable=no-member
-        task = self.dag.tasks[0]
-        requested = task.resources
-        launched = handle.launched_resources
-        task.set_resources({launched.copy(cloud=launched.cloud,
-                                          region=launched.region, zone=None)})
-        try:
-            submitted_at = await self._launch(raise_on_failure=False,
-                                              recovery=True)
-        finally:
-            task.set_resources(requested)
-        if submitted_at is not None:
-            return submitted_at
-        logger.info(f'{self.cluster_name}: the launch onto the standby '
+        logger.info(f'{self.cluster_name}: the launch in {", ".join(regions)} '
                     'failed; recovering as usual.')
         return await super().recover()  # type: ignore[misc]
 
