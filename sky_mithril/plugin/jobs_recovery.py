@@ -48,7 +48,7 @@ import os
 import tempfile
 import time
 from decimal import Decimal
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky import execution
 from sky import global_user_state
@@ -79,13 +79,28 @@ def _has_block_volume(conn: Any, bid: models.Bid) -> bool:
         for v in conn.client.list_volumes(conn.project_id, bid.region))
 
 
-def _set_up_runtime(handle: Any, info: Any) -> None:
-    """SkyPilot's own post-provision steps, on the standby's nodes: what the
-    relaunch would otherwise do after training stopped (for a real GPU node
-    that includes installing SkyPilot's runtime). The files they install
-    were staged by the cluster's launch in a local directory that is gone
-    since; the old node still holds them, so they come from there. The
-    relaunch then finds the runtime installed and Ray running."""
+def _fetch_runtime_files(handle: Any, into: str) -> Dict[str, str]:
+    """The files SkyPilot's runtime setup installs on a node (the cluster
+    launch's file mounts), copied from the old node into `into` while it is
+    reachable: the launch staged them in a local directory that is gone
+    since. Remote path -> local copy."""
+    yaml_config = global_user_state.get_cluster_yaml_dict(handle.cluster_yaml)
+    mounts = {}
+    for n, remote in enumerate(yaml_config.get('file_mounts', {})):
+        local = os.path.join(into, str(n))
+        handle.get_command_runners()[0].rsync(
+            f'{remote.rstrip("/")}/', local, up=False, stream_logs=False)
+        mounts[remote] = local
+    return mounts
+
+
+def _set_up_runtime(handle: Any, runtime_files: Dict[str, str],
+                    info: Any) -> None:
+    """SkyPilot's own post-provision steps, on the standby's nodes, with the
+    `runtime_files` fetched from the old node: what the relaunch would
+    otherwise do after training stopped (for a real GPU node that includes
+    installing SkyPilot's runtime). The relaunch then finds the runtime
+    installed and Ray running."""
     # pylint: disable=import-outside-toplevel
     from sky.backends import backend_utils
     from sky.provision import instance_setup
@@ -101,17 +116,10 @@ def _set_up_runtime(handle: Any, info: Any) -> None:
         handle.launched_resources.accelerators)
     log_dir = os.path.join(os.path.expanduser('~/sky_logs'), 'mithril-standby',
                            f'{name}-{int(time.time())}')
-    with tempfile.TemporaryDirectory() as staged, \
-            provision_logging.setup_provision_logging(log_dir):
-        remote_dirs = list(yaml_config.get('file_mounts', {}))
-        mounts = {}
-        for n, remote in enumerate(remote_dirs):
-            local = os.path.join(staged, str(n))
-            handle.get_command_runners()[0].rsync(
-                f'{remote.rstrip("/")}/', local, up=False, stream_logs=False)
-            mounts[remote] = local
+    with provision_logging.setup_provision_logging(log_dir):
         provisioner.wait_for_ssh(info, credentials)
-        instance_setup.internal_file_mounts(name, mounts, info, credentials)
+        instance_setup.internal_file_mounts(name, runtime_files, info,
+                                            credentials)
         instance_setup.setup_runtime_on_cluster(
             name, yaml_config['setup_commands'], info, credentials)
         instance_setup.start_ray_on_head_node(
@@ -242,10 +250,12 @@ def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
                         'in the auction as the cluster\'s bid.')
 
     try:
-        standby.wait_until_ready(provider_config,
-                                 while_in_auction=take_the_old_bids_place)
-        info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
-        _set_up_runtime(handle, info)
+        with tempfile.TemporaryDirectory() as fetched:
+            runtime_files = _fetch_runtime_files(handle, fetched)
+            standby.wait_until_ready(provider_config,
+                                     while_in_auction=take_the_old_bids_place)
+            info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
+            _set_up_runtime(handle, runtime_files, info)
         _stage_job(dag, handle, info)
     except Exception as e:  # pylint: disable=broad-except
         logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} is not '

@@ -82,6 +82,9 @@ def emulator(manual_emulator: EmulatorServer, monkeypatch,
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
     monkeypatch.setattr(recoveries, '_path',
                         lambda: tmp_path / 'recoveries.json')
+    # No SkyPilot cluster record behind these handles: no runtime files.
+    monkeypatch.setattr(jobs_recovery, '_fetch_runtime_files',
+                        lambda handle, into: {})
     return manual_emulator
 
 
