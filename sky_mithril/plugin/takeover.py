@@ -61,6 +61,10 @@ def _hook_points() -> Dict[str, Callable[[], bool]]:
         'sky.backends.backend_utils._RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS':
             attr('sky.backends.backend_utils',
                  '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS'),
+        'CloudVmRayBackend._check_existing_cluster': lambda: hasattr(
+            importlib.import_module(
+                'sky.backends.cloud_vm_ray_backend').CloudVmRayBackend,
+            '_check_existing_cluster'),
     }
 
 
@@ -222,6 +226,40 @@ def _launch_settings_reach_existing_clusters() -> None:
             exceptions.append(('provider', key))
 
 
+def _task_config_reaches_existing_clusters() -> None:
+    """SkyPilot launches onto an existing cluster with the resources it was
+    launched with, config overrides included: a task's new
+    `config.mithril` (a new limit price, timeouts, volumes) would never
+    reach the cluster's config. For a Mithril cluster, the task's section
+    replaces the old one in the resources to provision."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    from sky.backends import cloud_vm_ray_backend
+    backend = cloud_vm_ray_backend.CloudVmRayBackend
+    original = backend._check_existing_cluster
+
+    @functools.wraps(original)
+    def check_existing_cluster(self: Any, task: Any, *args: Any,
+                               **kwargs: Any) -> Any:
+        to_provision = original(self, task, *args, **kwargs)
+        resources = to_provision.resources
+        if (to_provision.prev_handle is None or resources.cloud is None or
+                not resources.cloud.is_same_cloud(sky.Mithril())):
+            return to_provision
+        overrides = dict(resources.cluster_config_overrides)
+        section = next(iter(task.resources)).cluster_config_overrides.get(
+            CLOUD_NAME)
+        if overrides.get(CLOUD_NAME) == section:
+            return to_provision
+        overrides.pop(CLOUD_NAME, None)
+        if section is not None:
+            overrides[CLOUD_NAME] = section
+        to_provision.resources = resources.copy(
+            _cluster_config_overrides=overrides)
+        return to_provision
+
+    backend._check_existing_cluster = check_existing_cluster
+
+
 def _take_over_recovery_strategies() -> None:
     """SkyPilot's EAGER_NEXT_REGION and FAILOVER, recovering a Mithril job
     through a standby bid (`jobs_recovery`); unchanged for other clouds."""
@@ -235,7 +273,8 @@ def _take_over_recovery_strategies() -> None:
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
-    _take_over_recovery_strategies, _launch_settings_reach_existing_clusters)
+    _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
+    _task_config_reaches_existing_clusters)
 
 
 def install() -> None:

@@ -140,7 +140,14 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     sky('start', '-y', 'hello')
     [resumed] = [b for b in stack.bids('hello') if b['status'] != 'Terminated']
     assert resumed['fid'] == bid['fid'] and resumed['status'] == 'Allocated'
-    assert 'after restart' in sky('exec', 'hello', 'echo after restart')
+    # Launched again at a new limit: the cluster keeps its bid, and the new
+    # limit reaches it (SkyPilot keeps an existing cluster's old provider
+    # config on a relaunch, but not the launch's settings).
+    task['config']['mithril']['limit_price'] = 5.00
+    hello.write_text(yaml.safe_dump(task))
+    assert 'Hello from' in sky('launch', '-y', '-c', 'hello', str(hello))
+    assert [(b['fid'], b['limit_price']) for b in stack.bids('hello')
+            if b['status'] != 'Terminated'] == [(bid['fid'], '$5.00')]
 
     # Preempted, and the bid back to Open: it is live and wins again by
     # itself once the price falls, so it never reads STOPPED; `sky stop`
@@ -150,7 +157,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     assert not marker.exists(), marker.read_text()
     try:
         stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
-                      price='$9.00')  # above hello.yaml's $4.00 limit
+                      price='$9.00')  # above the $5.00 limit
         stack.control('POST', f'bids/{bid["fid"]}/preempt')
         noticed = time.monotonic()
         while not marker.exists():
@@ -288,9 +295,8 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(stack):
         assert saved < TRAIN_STEPS, 'the job ended before the switch'
         running_again_at = wait_for(lambda: queue_shows('RUNNING'),
                                     'the job to run again')
-        # The relaunch adopted the standby (no third bid) and kept its
-        # recovery limit: SkyPilot's relaunch onto an existing cluster keeps
-        # its old provider config, but not the launch's settings.
+        # The job runs on the standby (no third bid), which kept its
+        # recovery limit.
         assert [(b['fid'], b['limit_price']) for b in stack.live_bids()] == [
             (standby['fid'], '$4.00')]
         wait_for(lambda: queue_shows('SUCCEEDED'), 'SUCCEEDED', 400)
