@@ -253,8 +253,11 @@ def _task_config_reaches_existing_clusters() -> None:
         overrides.pop(CLOUD_NAME, None)
         if section is not None:
             overrides[CLOUD_NAME] = section
-        to_provision.resources = resources.copy(
-            _cluster_config_overrides=overrides)
+        # Resources.copy would merge the old section into the new one (a key
+        # the task dropped would stay), so the copy's overrides are replaced.
+        replaced = resources.copy()
+        replaced._cluster_config_overrides = overrides
+        to_provision.resources = replaced
         return to_provision
 
     backend._check_existing_cluster = check_existing_cluster
