@@ -17,10 +17,11 @@ notice:
    own launch steps up to the run happen on it: the runtime, Ray and the
    skylet; the task's workdir, file mounts and setup; autodown and the
    task's hooks. Meanwhile the job keeps training on the old node (its
-   preemption hooks have run; `jobs_runtime`). If the notice ends first,
-   the standby takes the old bid's place (which is cancelled: back to Open,
-   it could win a second node) and waits in the auction as a relaunch
-   would, up to the cluster's `provision_timeout`.
+   preemption hooks have run; `jobs_runtime`). Once the notice is over,
+   at whatever stage the standby is, it takes the old bid's place (which
+   is cancelled: back to Open, it could win a second node); if it has not
+   won yet, it waits in the auction as a relaunch would, up to the
+   cluster's `provision_timeout`.
 2. The job is cancelled on the old node (its last step is on the volume),
    the old bid is cancelled, and the standby becomes the cluster's bid
    (`cluster_bid.promote_standby`); SkyPilot's record of the cluster points
@@ -46,6 +47,7 @@ import copy
 import dataclasses
 import os
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
@@ -187,9 +189,7 @@ class RecoveryPlan:
     strategy does."""
 
     standby_fid: Optional[str] = None
-    # The old bid's notice ended before the standby won: the standby took
-    # its place then, and there is no old node left to stop.
-    old_node_gone: bool = False
+    old_bid_fid: Optional[str] = None
     other_regions: Tuple[str, ...] = ()
 
 
@@ -203,7 +203,54 @@ def _other_regions(handle: Any) -> Tuple[str, ...]:
     return tuple(sorted({r.name for r in offered} - {launched.region}))
 
 
-def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
+class _StandbyWatch(threading.Thread):
+    """Watches the two bids while the standby is made ready (which may
+    outlast the notice: the auction, the boot, the task's setup). Once the
+    old bid's notice is over, the standby takes its place: the old bid is
+    cancelled, since back to Open it could win a second node. If the job is
+    cancelled (`cancelled`), the standby is cancelled, which ends its wait
+    or setup."""
+
+    POLL_SECONDS = 3.0
+
+    def __init__(self, conn: Any, name: str, old_fid: str, standby_fid: str,
+                 cancelled: threading.Event) -> None:
+        super().__init__(name=f'standby-watch-{name}', daemon=True)
+        self.conn, self.cluster, self.old_fid = conn, name, old_fid
+        self.standby_fid, self.cancelled = standby_fid, cancelled
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        replaced = False
+        while not self.stopped.wait(0 if self.cancelled.is_set() else
+                                    self.POLL_SECONDS):
+            try:
+                if self.cancelled.is_set():
+                    cluster_bid.drop_standby(self.conn, self.cluster,
+                                             self.standby_fid)
+                    return
+                if not replaced and self.conn.client.get_bid(
+                        self.old_fid).status != models.BidState.PREEMPTING:
+                    cluster_bid.promote_standby(self.conn, self.cluster,
+                                                self.standby_fid)
+                    replaced = True
+                    logger.info(f'{self.cluster}: the notice is over; '
+                                f'standby {self.standby_fid} is the '
+                                'cluster\'s bid now.')
+            except Exception as e:  # pylint: disable=broad-except
+                logger.info(f'{self.cluster}: watching the standby: {e}')
+
+    def __enter__(self) -> '_StandbyWatch':
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def plan_recovery(handle: Any, dag: Any,
+                  cancelled: threading.Event) -> RecoveryPlan:
     """Places the cluster's standby and readies it (module docstring), or
     says the job moves instead."""
     if handle is None or not jobs_runtime.is_mithril(handle):
@@ -235,28 +282,16 @@ def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
             return RecoveryPlan(other_regions=other_regions)
     started = time.time()
     standby = cluster_bid.place_standby(conn, bid, limit)
-    replaced: List[str] = []
-
-    def take_the_old_bids_place() -> None:
-        """Once the notice is over (the old node is gone), the standby takes
-        the old bid's place: the old bid, back to Open, would otherwise win
-        a second node when the price falls."""
-        if not replaced and (conn.client.get_bid(bid.fid).status !=
-                             models.BidState.PREEMPTING):
-            cluster_bid.promote_standby(conn, name, standby.bid.fid)
-            replaced.append(bid.fid)
-            logger.info(f'{handle.cluster_name}: the notice is over and '
-                        f'standby {standby.bid.fid} has not won yet; it waits '
-                        'in the auction as the cluster\'s bid.')
-
     try:
-        with tempfile.TemporaryDirectory() as fetched:
+        with _StandbyWatch(conn, name, bid.fid, standby.bid.fid, cancelled), \
+                tempfile.TemporaryDirectory() as fetched:
             runtime_files = _fetch_runtime_files(handle, fetched)
-            standby.wait_until_ready(provider_config,
-                                     while_in_auction=take_the_old_bids_place)
+            standby.wait_until_ready(provider_config)
             info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
             _set_up_runtime(handle, runtime_files, info)
-        _stage_job(dag, handle, info)
+            _stage_job(dag, handle, info)
+        if cancelled.is_set():
+            raise RuntimeError('the job was cancelled')
     except Exception as e:  # pylint: disable=broad-except
         logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} is not '
                     f'ready ({e}); cancelling it and recovering as usual.')
@@ -264,8 +299,7 @@ def plan_recovery(handle: Any, dag: Any) -> RecoveryPlan:
         return RecoveryPlan()
     logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} ready '
                 f'{time.time() - started:.0f}s after the recovery started.')
-    return RecoveryPlan(standby_fid=standby.bid.fid,
-                        old_node_gone=bool(replaced))
+    return RecoveryPlan(standby_fid=standby.bid.fid, old_bid_fid=bid.fid)
 
 
 def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
@@ -275,17 +309,17 @@ def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
     own job cancel, a node that cannot be reached does not tear the cluster
     (and so the standby) down: its bid is cancelled next anyway."""
     from sky import backends  # pylint: disable=import-outside-toplevel
-    standby_fid = plan.standby_fid
-    assert standby_fid is not None, plan
-    if not plan.old_node_gone:
+    standby_fid, old_fid = plan.standby_fid, plan.old_bid_fid
+    assert standby_fid is not None and old_fid is not None, plan
+    provider_config = jobs_runtime.provider_config(handle)
+    conn = cluster_bid.connect(provider_config)
+    if conn.client.get_bid(old_fid).status == models.BidState.PREEMPTING:
         try:
             backends.CloudVmRayBackend().cancel_jobs(handle, jobs=None,
                                                      cancel_all=True)
         except Exception as e:  # pylint: disable=broad-except
             logger.info(f'{handle.cluster_name}: could not cancel the job on '
                         f'the old node ({e}); cancelling its bid.')
-    provider_config = jobs_runtime.provider_config(handle)
-    conn = cluster_bid.connect(provider_config)
     cluster_bid.promote_standby(conn, handle.cluster_name_on_cloud, standby_fid)
     # A new handle object: SkyPilot caches a handle's SSH runners (to the
     # old node) by the object. The cluster's skylet tunnel (to the old head)
@@ -311,9 +345,16 @@ class _StandbyRecovery:
         handle = await asyncio.to_thread(
             global_user_state.get_handle_from_cluster_name, self.cluster_name)
         plan = RecoveryPlan()
+        cancelled = threading.Event()
         if self.pool is None:
             try:
-                plan = await asyncio.to_thread(plan_recovery, handle, self.dag)
+                plan = await asyncio.to_thread(plan_recovery, handle, self.dag,
+                                               cancelled)
+            except asyncio.CancelledError:
+                # The job is cancelled; the thread goes on until its standby
+                # watch cancels the standby.
+                cancelled.set()
+                raise
             except Exception as e:  # pylint: disable=broad-except
                 # Whatever it placed is cancelled by then (or by the
                 # teardown of SkyPilot's recovery: same name).
@@ -328,7 +369,13 @@ class _StandbyRecovery:
                                  ) -> float:
         """Steps 2 and 3 of the module docstring."""
         # pylint: disable=no-member
-        handle = await asyncio.to_thread(move_to_standby, handle, plan)
+        try:
+            handle = await asyncio.to_thread(move_to_standby, handle, plan)
+        except Exception as e:  # pylint: disable=broad-except
+            # The strategy's recovery tears the cluster (both bids) down.
+            logger.info(f'{self.cluster_name}: moving onto the standby failed '
+                        f'({e}); recovering as usual.')
+            return await super().recover()  # type: ignore[misc]
         try:
             await asyncio.to_thread(submit_job, self.dag, handle)
             submitted_at = await self._wait_until_job_starts_on_cluster()

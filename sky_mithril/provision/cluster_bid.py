@@ -28,7 +28,7 @@ import datetime
 import enum
 import time
 from decimal import Decimal
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from sky import sky_logging
 from sky.provision import common
@@ -461,23 +461,17 @@ class ClusterBid:
                     f'{money.format_dollars(limit)}/h per instance.')
         return bid
 
-    def wait_until_ready(
-            self, provider_config: Dict[str, Any],
-            while_in_auction: Optional[Callable[[], None]] = None
-    ) -> List[models.Instance]:
+    def wait_until_ready(self, provider_config: Dict[str, Any]
+                         ) -> List[models.Instance]:
         """Waits for the auction, then for every node's SSH destination; the
-        acquired bid is undone if either fails or is interrupted.
-        `while_in_auction` is called at every poll that finds the bid still
-        waiting to win."""
+        acquired bid is undone if either fails or is interrupted."""
         try:
-            return self._wait(provider_config, while_in_auction)
+            return self._wait(provider_config)
         except BaseException as e:
             self.undo(e)
             raise
 
-    def _wait(self, provider_config: Dict[str, Any],
-              while_in_auction: Optional[Callable[[], None]]
-              ) -> List[models.Instance]:
+    def _wait(self, provider_config: Dict[str, Any]) -> List[models.Instance]:
         """Polls the bid's instances, one request per poll, until each node
         is reachable.
 
@@ -521,8 +515,6 @@ class ClusterBid:
                          max(target - elapsed, MIN_POLL_SECONDS))
             else:
                 allocated_at = None
-                if while_in_auction is not None:
-                    while_in_auction()
                 if (allocation_timeout is not None and
                         now - start >= allocation_timeout):
                     raise self._allocation_timeout_error(allocation_timeout)

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 import types
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -17,6 +17,7 @@ from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.plugin import jobs_recovery
 from sky_mithril.plugin import jobs_runtime
+from sky_mithril.provision import cluster_bid
 
 from provisioning import bids_named, launch_on_manual_clock, provision_config
 
@@ -91,7 +92,7 @@ def emulator(manual_emulator: EmulatorServer, monkeypatch,
 def test_no_standby_when_recovery_waits_for_the_node(emulator):
     preempt(emulator)
     assert jobs_recovery.plan_recovery(
-        handle({'recovery_starts': 'node_lost'}), dag=None) == NO_PLAN
+        handle({'recovery_starts': 'node_lost'}), dag=None, cancelled=threading.Event()) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
 
@@ -100,7 +101,7 @@ def test_no_standby_for_a_block_volume(emulator):
         'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
     preempt(emulator, volume_fids=volume.fid)
     assert jobs_recovery.plan_recovery(
-        handle({'recovery_limit_price': 60}), dag=None) == NO_PLAN
+        handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
 
@@ -113,9 +114,25 @@ def test_no_standby_where_it_cannot_win_when_the_job_can_move(
     monkeypatch.setattr(jobs_recovery, '_other_regions',
                         lambda handle: ('us-central2-a',))
     assert jobs_recovery.plan_recovery(
-        handle({'recovery_limit_price': 40}), dag=None) == (
+        handle({'recovery_limit_price': 40}), dag=None,
+        cancelled=threading.Event()) == (
             jobs_recovery.RecoveryPlan(other_regions=('us-central2-a',)))
     assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
+
+
+def record_promotions(emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
+    """The cluster's bid statuses (oldest first) right after each time a
+    standby is made the cluster's bid."""
+    promoted: List[List[str]] = []
+    promote = cluster_bid.promote_standby
+
+    def recording(*args: Any) -> None:
+        promote(*args)
+        promoted.append([b['status'] for b in bids_named(emulator, 'job')])
+
+    monkeypatch.setattr(cluster_bid, 'promote_standby', recording)
+    monkeypatch.setattr(jobs_recovery._StandbyWatch, 'POLL_SECONDS', 0.2)
+    return promoted
 
 
 def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends(
@@ -130,17 +147,66 @@ def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends
     preempt(emulator, volume_fids=share.fid)
     monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00',
-        'provision_timeout': '5'})
-    seen = set()
-    with advancing_clock(emulator, lambda: seen.add(tuple(
-            b['status'] for b in bids_named(emulator, 'job')))):
+        'provision_timeout': '10'})
+    promoted = record_promotions(emulator, monkeypatch)
+    with advancing_clock(emulator):
         assert jobs_recovery.plan_recovery(
-            handle({'recovery_limit_price': 40}), dag=None) == NO_PLAN
-    assert ('Terminated', 'Open') in seen, seen  # (old, standby)
+            handle({'recovery_limit_price': 40}), dag=None,
+            cancelled=threading.Event()) == NO_PLAN
+    assert promoted == [['Terminated', 'Open']]  # (old, standby)
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
     assert (old['status'], standby['status']) == ('Terminated', 'Terminated')
     assert recoveries.standby_of('job') is None
+
+
+def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
+        emulator, monkeypatch):
+    """The standby won within the notice, but its setup (a real node's
+    runtime install, the task's own setup) outlasts it: the old bid is
+    cancelled then, not left to win a second node until the switch."""
+    preempt(emulator)
+    promoted = record_promotions(emulator, monkeypatch)
+
+    def slow_setup(*args: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not promoted:
+            assert time.monotonic() < deadline, 'the old bid was not cancelled'
+            time.sleep(0.1)
+
+    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', slow_setup)
+    monkeypatch.setattr(jobs_recovery, '_stage_job', lambda *args: None)
+    with advancing_clock(emulator):
+        plan = jobs_recovery.plan_recovery(
+            handle({'recovery_limit_price': 60}), dag=None,
+            cancelled=threading.Event())
+    old, standby = bids_named(emulator, 'job')  # oldest first
+    assert plan.standby_fid == standby['fid']
+    assert promoted == [['Terminated', 'Allocated']]
+    assert recoveries.standby_of('job') is None
+
+
+def test_a_cancelled_job_cancels_its_standby(emulator):
+    """The user cancels the managed job while its standby waits to win: the
+    standby is cancelled, and the old bid is left to SkyPilot's teardown."""
+    share = connection.connect().client.create_volume(
+        'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
+    preempt(emulator, volume_fids=share.fid)
+    cancelled = threading.Event()
+    plans: List[Any] = []
+    planning = threading.Thread(target=lambda: plans.append(
+        jobs_recovery.plan_recovery(handle({'recovery_limit_price': 40}),
+                                    dag=None, cancelled=cancelled)))
+    planning.start()
+    deadline = time.monotonic() + 30
+    while len(bids_named(emulator, 'job')) < 2:
+        assert time.monotonic() < deadline, 'no standby placed'
+        time.sleep(0.1)
+    cancelled.set()
+    planning.join(timeout=30)
+    assert plans == [NO_PLAN]
+    old, standby = bids_named(emulator, 'job')  # oldest first
+    assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
 
 
 @pytest.mark.parametrize('failing_step', ['_set_up_runtime', '_stage_job'])
@@ -160,7 +226,7 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
     monkeypatch.setattr(jobs_recovery, failing_step, fail)
     with advancing_clock(emulator):
         assert jobs_recovery.plan_recovery(
-            handle({'recovery_limit_price': 60}), dag=None) == NO_PLAN
+            handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$60.00'
     assert standby['status'] == 'Terminated' != old['status']
