@@ -157,6 +157,15 @@ def _run_launch_stages(dag: Any, handle: Any, stages: List[Any]) -> None:
         _is_launched_by_jobs_controller=True)
 
 
+def _pointed_at(handle: Any, info: Any) -> Any:
+    """A copy of SkyPilot's record of the cluster, pointed at `info`'s
+    nodes: a new object, since SkyPilot caches a record's SSH runners by the
+    object."""
+    pointed = copy.deepcopy(handle)
+    pointed.update_cluster_ips(cluster_info=info)
+    return pointed
+
+
 def _stage_job(dag: Any, handle: Any, info: Any) -> None:
     """The job's launch steps before its run, on the standby's nodes: the
     workdir, the file mounts, the task's setup, autodown and the task's
@@ -165,8 +174,7 @@ def _stage_job(dag: Any, handle: Any, info: Any) -> None:
     the old node, so this works on a copy pointed at the standby; it talks
     SSH, because the cluster's skylet tunnel leads to the old head."""
     from sky.execution import Stage  # pylint: disable=import-outside-toplevel
-    standby = copy.deepcopy(handle)
-    standby.update_cluster_ips(cluster_info=info)
+    standby = _pointed_at(handle, info)
     standby.is_grpc_enabled = False
     _run_launch_stages(dag, standby, [Stage.SYNC_WORKDIR,
                                       Stage.SYNC_FILE_MOUNTS, Stage.SETUP,
@@ -189,6 +197,7 @@ class RecoveryPlan:
     strategy does."""
 
     standby_fid: Optional[str] = None
+    standby_info: Any = None  # its nodes, as SkyPilot's ClusterInfo
     old_bid_fid: Optional[str] = None
     other_regions: Tuple[str, ...] = ()
 
@@ -299,7 +308,8 @@ def plan_recovery(handle: Any, dag: Any,
         return RecoveryPlan()
     logger.info(f'{handle.cluster_name}: standby {standby.bid.fid} ready '
                 f'{time.time() - started:.0f}s after the recovery started.')
-    return RecoveryPlan(standby_fid=standby.bid.fid, old_bid_fid=bid.fid)
+    return RecoveryPlan(standby_fid=standby.bid.fid, standby_info=info,
+                        old_bid_fid=bid.fid)
 
 
 def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
@@ -311,8 +321,7 @@ def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
     from sky import backends  # pylint: disable=import-outside-toplevel
     standby_fid, old_fid = plan.standby_fid, plan.old_bid_fid
     assert standby_fid is not None and old_fid is not None, plan
-    provider_config = jobs_runtime.provider_config(handle)
-    conn = cluster_bid.connect(provider_config)
+    conn = cluster_bid.connect(jobs_runtime.provider_config(handle))
     if conn.client.get_bid(old_fid).status == models.BidState.PREEMPTING:
         try:
             backends.CloudVmRayBackend().cancel_jobs(handle, jobs=None,
@@ -321,12 +330,9 @@ def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
             logger.info(f'{handle.cluster_name}: could not cancel the job on '
                         f'the old node ({e}); cancelling its bid.')
     cluster_bid.promote_standby(conn, handle.cluster_name_on_cloud, standby_fid)
-    # A new handle object: SkyPilot caches a handle's SSH runners (to the
-    # old node) by the object. The cluster's skylet tunnel (to the old head)
-    # is closed; the next call to the skylet opens one to the standby's.
-    moved = copy.deepcopy(handle)
-    moved.update_cluster_ips(cluster_info=cluster_bid.cluster_info(
-        conn, conn.client.get_bid(standby_fid), provider_config))
+    # The cluster's skylet tunnel (to the old head) is closed; the next call
+    # to the skylet opens one to the standby's.
+    moved = _pointed_at(handle, plan.standby_info)
     moved.close_skylet_ssh_tunnel()
     global_user_state.update_cluster_handle(moved.cluster_name, moved)
     return moved
