@@ -66,7 +66,7 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-# JSON shapes (documented in README: "Infrastructure commands").
+# JSON shapes (documented in docs/ml-commands.md, "JSON output").
 
 
 def bid_json(bid: models.Bid, type_names: Dict[str, str]) -> Dict[str, Any]:
