@@ -13,6 +13,7 @@ import dataclasses
 from decimal import Decimal
 from typing import Any, Dict, Optional, Tuple
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import money
 from sky_mithril.provision import cluster_bid
 
@@ -238,13 +239,13 @@ def sections_from_skypilot(
     `mithril:` in `~/.sky/config.yaml` is refused, not read as the task's.
     """
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
-    if skypilot_config.get_nested(('mithril',), None) is not None:
+    if skypilot_config.get_nested((CLOUD_NAME,), None) is not None:
         raise MithrilConfigError(
             'Your SkyPilot config (~/.sky/config.yaml or the project\'s '
             '.sky.yaml) has a top-level `mithril:` section, which only a '
             'task\'s `config:` may have. Move it under `plugins: {mithril: '
             '...}` for a user-wide default.')
-    task_section = dict((override_configs or {}).get('mithril') or {})
-    user_section = skypilot_config.get_nested(('plugins', 'mithril'), None) or {}
+    task_section = dict((override_configs or {}).get(CLOUD_NAME) or {})
+    user_section = skypilot_config.get_nested(('plugins', CLOUD_NAME), None) or {}
     return ({k: v for k, v in task_section.items() if v is not None},
             dict(user_section))

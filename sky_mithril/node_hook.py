@@ -35,9 +35,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import preemption_notice
 
-CLOUD_NAME = 'mithril'
 PROVISION_MODULE = 'sky.provision'
 SKYLET_MODULE = 'sky.skylet.skylet'
 SIGNAL_FILE = Path(preemption_notice.SIGNAL_FILE)

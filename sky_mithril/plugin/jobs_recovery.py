@@ -57,6 +57,7 @@ from sky import global_user_state
 from sky import sky_logging
 from sky.jobs import recovery_strategy
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import config
 from sky_mithril.api import models
 from sky_mithril.plugin import jobs_runtime
@@ -208,7 +209,7 @@ def _other_regions(handle: Any) -> Tuple[str, ...]:
     from sky import catalog  # pylint: disable=import-outside-toplevel
     launched = handle.launched_resources
     offered = catalog.get_region_zones_for_instance_type(
-        launched.instance_type, launched.use_spot, clouds='mithril')
+        launched.instance_type, launched.use_spot, clouds=CLOUD_NAME)
     return tuple(sorted({r.name for r in offered} - {launched.region}))
 
 

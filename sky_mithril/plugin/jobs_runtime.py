@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import config
 from sky_mithril import preemption_notice
 from sky_mithril import recoveries
@@ -39,7 +40,6 @@ from sky_mithril.provision import cluster_bid
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
-CLOUD_NAME = 'mithril'
 # How long the controller waits for the node's preemption hooks at most.
 HOOKS_WAIT_SECONDS = 120.0
 HOOKS_POLL_SECONDS = 2.0

@@ -17,10 +17,10 @@ import sky
 from sky import sky_logging
 
 import sky_mithril
+from sky_mithril import CLOUD_NAME
 
 logger = sky_logging.init_logger('sky.sky_mithril.plugin')
 
-CLOUD_NAME = 'mithril'
 SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
 TEMPLATE_PATH = Path(__file__).parent.parent / 'templates' / 'mithril-ray.yml.j2'
 

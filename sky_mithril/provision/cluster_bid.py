@@ -33,6 +33,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from sky import sky_logging
 from sky.provision import common
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import connection
 from sky_mithril import money
 from sky_mithril import recoveries
@@ -43,7 +44,6 @@ from sky_mithril.provision import interrupts
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
-PROVIDER_NAME = 'mithril'
 SSH_USER = 'ubuntu'
 
 CANCEL_CONFIRM_SECONDS = 30.0
@@ -182,7 +182,7 @@ def cluster_info(conn: connection.Connection, bid: Optional[models.Bid],
     return common.ClusterInfo(instances=nodes,
                               head_instance_id=(instances[0].fid if instances and
                                                 instances[0].fid in nodes else None),
-                              provider_name=PROVIDER_NAME,
+                              provider_name=CLOUD_NAME,
                               provider_config=provider_config,
                               ssh_user=ssh_user)
 
