@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from sky_mithril import credentials
+from sky_mithril.account import credentials
 from sky_mithril.api import client
 
 

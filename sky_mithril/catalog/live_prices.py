@@ -28,12 +28,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from sky_mithril import credentials as credentials_lib
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril import files
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.catalog import catalog_files
-from sky_mithril.catalog import refresh as refresh_lib
+from sky_mithril.catalog import rows as rows_lib
 
 CACHE_TTL_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -105,8 +105,8 @@ def fetch_market(creds: credentials_lib.Credentials) -> Market:
                 quotes[(instance_type.name, auction.region)] = (price,
                                                                 auction.capacity)
                 fids[(instance_type.name, auction.region)] = auction.instance_type
-                rows.append(refresh_lib.catalog_row(instance_type,
-                                                    auction.region, price))
+                rows.append(rows_lib.catalog_row(instance_type,
+                                                 auction.region, price))
         return Market(quotes, rows, fids)
 
 

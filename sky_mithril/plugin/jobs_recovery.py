@@ -58,7 +58,7 @@ from sky import sky_logging
 from sky.jobs import recovery_strategy
 
 from sky_mithril import CLOUD_NAME
-from sky_mithril import config
+from sky_mithril.task import settings
 from sky_mithril.api import models
 from sky_mithril.plugin import jobs_runtime
 from sky_mithril.provision import cluster_bid
@@ -68,11 +68,11 @@ logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 def _relaunch_limit(handle: Any, provider_config: Any) -> Decimal:
     """The limit the relaunch bids at: `recovery_limit_price` if the task
     sets one, else the cluster's own."""
-    sections = config.sections_from_skypilot(
+    sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
-    limit = config.LimitPrice(Decimal(provider_config['limit_price_per_hour']),
+    limit = settings.LimitPrice(Decimal(provider_config['limit_price_per_hour']),
                               'the cluster\'s limit price')
-    return config.resolve_recovery_limit(limit, *sections).per_hour
+    return settings.resolve_recovery_limit(limit, *sections).per_hour
 
 
 def _has_block_volume(conn: Any, bid: models.Bid) -> bool:
@@ -265,9 +265,9 @@ def plan_recovery(handle: Any, dag: Any,
     says the job moves instead."""
     if handle is None or not jobs_runtime.is_mithril(handle):
         return RecoveryPlan()
-    sections = config.sections_from_skypilot(
+    sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
-    if config.resolve_recovery_starts(*sections) != config.RECOVERY_AT_NOTICE:
+    if settings.resolve_recovery_starts(*sections) != settings.RECOVERY_AT_NOTICE:
         return RecoveryPlan()
     provider_config = jobs_runtime.provider_config(handle)
     name = handle.cluster_name_on_cloud

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sky import sky_logging
 
 from sky_mithril import CLOUD_NAME
-from sky_mithril import config
+from sky_mithril.task import settings
 from sky_mithril import preemption_notice
 from sky_mithril import recoveries
 from sky_mithril.api import errors
@@ -102,10 +102,10 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
     (`recovery_starts`), or None."""
     if handle is None or not is_mithril(handle):
         return None
-    sections = config.sections_from_skypilot(
+    sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
-    at_notice = (config.resolve_recovery_starts(*sections) ==
-                 config.RECOVERY_AT_NOTICE)
+    at_notice = (settings.resolve_recovery_starts(*sections) ==
+                 settings.RECOVERY_AT_NOTICE)
     state = _bid_state(handle).preemption
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):

@@ -176,9 +176,9 @@ def _take_over_provisioner() -> None:
 def _take_over_authentication() -> None:
     from sky import authentication  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import auth  # pylint: disable=import-outside-toplevel
+    from sky_mithril.account import ssh_keys  # pylint: disable=import-outside-toplevel
     authentication.setup_mithril_authentication = (
-        auth.setup_mithril_authentication)
+        ssh_keys.setup_mithril_authentication)
 
 
 def _extend_config_schema() -> None:
@@ -186,17 +186,17 @@ def _extend_config_schema() -> None:
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
     from sky.utils import schemas  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import config  # pylint: disable=import-outside-toplevel
+    from sky_mithril.task import settings  # pylint: disable=import-outside-toplevel
     builtin_get_config_schema = schemas.get_config_schema
 
     def get_config_schema_with_mithril(*args: Any, **kwargs: Any) -> Dict[str, Any]:
         schema = builtin_get_config_schema(*args, **kwargs)
-        schema['properties'].setdefault(CLOUD_NAME, config.section_schema())
+        schema['properties'].setdefault(CLOUD_NAME, settings.section_schema())
         return schema
 
     schemas.get_config_schema = get_config_schema_with_mithril
-    schemas.register_plugin_property(CLOUD_NAME, config.section_schema())
-    for key in config.KEYS:
+    schemas.register_plugin_property(CLOUD_NAME, settings.section_schema())
+    for key in settings.KEYS:
         skypilot_config.register_task_overrideable_config_key((CLOUD_NAME, key))
 
 

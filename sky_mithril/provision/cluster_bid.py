@@ -34,22 +34,20 @@ from sky import sky_logging
 from sky.provision import common
 
 from sky_mithril import CLOUD_NAME
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril import money
 from sky_mithril import recoveries
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
+from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
 SSH_USER = 'ubuntu'
 
 CANCEL_CONFIRM_SECONDS = 30.0
-# Real GPU nodes can take well over ten minutes from winning the auction to
-# SSH; SkyPilot's built-in Mithril provisioner waits an hour.
-DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 # A bid POST whose outcome is unknown (its answer was lost) may still be
 # committed by the server; it is looked for this long before giving up.
 HALF_PLACED_WINDOW_SECONDS = 10.0
@@ -88,7 +86,7 @@ class Outcome(enum.Enum):
 def _boot_timeout(provider_config: Dict[str, Any]) -> float:
     value = provider_config.get('boot_timeout')
     return (float(value) if value not in (None, '') else
-            float(DEFAULT_BOOT_TIMEOUT_SECONDS))
+            float(settings.DEFAULT_BOOT_TIMEOUT_SECONDS))
 
 
 def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:

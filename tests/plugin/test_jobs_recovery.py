@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril import recoveries
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer

@@ -10,7 +10,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril import recoveries
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid

@@ -15,12 +15,13 @@ from typing import Any, Dict, Optional, Tuple
 
 from sky_mithril import CLOUD_NAME
 from sky_mithril import money
-from sky_mithril.provision import cluster_bid
 
 DEFAULT_LIMIT_PRICE_PER_HOUR = Decimal('32.00')
 MAX_LIMIT_PRICE_PER_HOUR = Decimal('1000.00')
 DEFAULT_PROVISION_TIMEOUT_SECONDS = 600
-DEFAULT_BOOT_TIMEOUT_SECONDS = cluster_bid.DEFAULT_BOOT_TIMEOUT_SECONDS
+# Real GPU nodes can take well over ten minutes from winning the auction to
+# SSH; SkyPilot's built-in Mithril provisioner waits an hour.
+DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 WAIT_FOREVER = 'forever'
 
 LIMIT_PRICE = 'limit_price'
