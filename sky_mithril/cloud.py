@@ -27,9 +27,10 @@ from sky_mithril.account import connection
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
-from sky_mithril import recoveries
 from sky_mithril.task import volume_mounts
 from sky_mithril.api import errors
+from sky_mithril.recovery import policy
+from sky_mithril.recovery import records
 
 if typing.TYPE_CHECKING:
     from sky import resources as resources_lib
@@ -363,7 +364,7 @@ class Mithril(builtin_mithril.Mithril):
         for candidate in feasible.resources_list:
             instance_type = candidate.instance_type
             limit = self.effective_limit_price(instance_type, sections)
-            settings.resolve_recovery_limit(limit, *sections)  # Checked up front.
+            policy.relaunch_limit(limit, *sections)  # Checked up front.
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -506,8 +507,8 @@ class Mithril(builtin_mithril.Mithril):
         sections = settings.sections_from_skypilot(
             resources.cluster_config_overrides)
         limit = self.effective_limit_price(instance_type, sections)
-        if recoveries.is_recovering(cluster_name.display_name):
-            limit = settings.resolve_recovery_limit(limit, *sections)
+        if records.is_recovering(cluster_name.display_name):
+            limit = policy.relaunch_limit(limit, *sections)
         timeout = settings.resolve_provision_timeout(*sections)
         boot_timeout = settings.resolve_boot_timeout(*sections)
         if _first_time_this_launch('deploy', cluster_name.name_on_cloud,

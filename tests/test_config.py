@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from sky_mithril.recovery import policy
 from sky_mithril.task import settings
 
 
@@ -116,22 +117,22 @@ def test_a_top_level_mithril_section_in_the_global_config_is_refused():
 
 
 def test_recovery_starts_at_the_notice_unless_the_task_says_node_lost():
-    assert settings.resolve_recovery_starts({}, {}) == settings.RECOVERY_AT_NOTICE
-    assert settings.resolve_recovery_starts(
-        {'recovery_starts': 'NODE_LOST'}, {}) == settings.RECOVERY_AT_NODE_LOST
-    assert settings.resolve_recovery_starts(
-        {}, {'recovery_starts': 'node_lost'}) == settings.RECOVERY_AT_NODE_LOST
+    assert policy.resolve_recovery_starts({}, {}) == policy.RECOVERY_AT_NOTICE
+    assert policy.resolve_recovery_starts(
+        {'recovery_starts': 'NODE_LOST'}, {}) == policy.RECOVERY_AT_NODE_LOST
+    assert policy.resolve_recovery_starts(
+        {}, {'recovery_starts': 'node_lost'}) == policy.RECOVERY_AT_NODE_LOST
 
 
 def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():
     limit = settings.resolve_limit_price(1, {'limit_price': 2}, {})
-    assert settings.resolve_recovery_limit(limit, {}, {}) == limit
-    raised = settings.resolve_recovery_limit(
+    assert policy.relaunch_limit(limit, {}, {}) == limit
+    raised = policy.relaunch_limit(
         limit, {'recovery_limit_price': '4.00'}, {})
     assert raised.per_hour == Decimal('4.00')
     assert 'recovery_limit_price in config.mithril' in raised.source
     with pytest.raises(settings.MithrilConfigError,
                        match='below the launch.s limit.*at or above'):
-        settings.resolve_recovery_limit(limit, {'recovery_limit_price': 1}, {})
+        policy.relaunch_limit(limit, {'recovery_limit_price': 1}, {})
     with pytest.raises(settings.MithrilConfigError, match='not a dollar amount'):
-        settings.resolve_recovery_limit(limit, {'recovery_limit_price': 'x'}, {})
+        policy.relaunch_limit(limit, {'recovery_limit_price': 'x'}, {})

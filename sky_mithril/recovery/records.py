@@ -7,12 +7,11 @@ standby placed during a notice (so the cluster's bid stays the old one until
 the standby is promoted).
 
 The jobs controller records here just before it recovers a cluster
-(`plugin.jobs_runtime`) and while it readies a standby
-(`plugin.jobs_recovery`); the cloud reads the record when it renders that
-cluster's next launch, and the provisioner when a cluster has two live bids.
-All run on the API server's host (jobs controller consolidation mode). A
-job's cluster name is unique to the job, and records older than a day are
-dropped.
+(`runtime`) and while it readies a standby (`standby`); the cloud reads the
+record when it renders that cluster's next launch, and the provisioner when a
+cluster has two live bids. All run on the API server's host (jobs controller
+consolidation mode). A job's cluster name is unique to the job, and records
+older than a day are dropped.
 """
 
 import json
