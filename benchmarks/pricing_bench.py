@@ -40,8 +40,8 @@ from sky.provision.mithril import instance as builtin_provisioner
 from sky.skylet import constants
 
 from sky_mithril.catalog import catalog_files
-from sky_mithril import connection
-from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner

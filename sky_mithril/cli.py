@@ -25,7 +25,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalog_refresh(args: argparse.Namespace) -> int:
-    from sky_mithril import connection  # pylint: disable=import-outside-toplevel
+    from sky_mithril.account import connection  # pylint: disable=import-outside-toplevel
     from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
     from sky_mithril.catalog import refresh as catalog_refresh  # pylint: disable=import-outside-toplevel
     conn = connection.connect()
@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # pylint: disable=broad-except
-        from sky_mithril import credentials  # pylint: disable=import-outside-toplevel
+        from sky_mithril.account import credentials  # pylint: disable=import-outside-toplevel
         from sky_mithril.api import errors  # pylint: disable=import-outside-toplevel
         from sky_mithril.commands import output  # pylint: disable=import-outside-toplevel
         if isinstance(e, (credentials.CredentialsError, errors.MithrilAPIError,

@@ -22,14 +22,15 @@ from sky.clouds import mithril as builtin_mithril
 from sky.utils import resources_utils
 
 from sky_mithril.catalog import mithril_catalog
-from sky_mithril import config
-from sky_mithril import connection
-from sky_mithril import credentials as credentials_lib
+from sky_mithril.task import settings
+from sky_mithril.account import connection
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
-from sky_mithril import recoveries
-from sky_mithril import volumes
+from sky_mithril.task import volume_mounts
 from sky_mithril.api import errors
+from sky_mithril.recovery import policy
+from sky_mithril.recovery import records
 
 if typing.TYPE_CHECKING:
     from sky import resources as resources_lib
@@ -93,20 +94,20 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     return conn.credentials, conn.project_id
 
 
-def _resolve_volumes(wanted: Dict[str, str]) -> List[volumes.Mount]:
+def _resolve_volumes(wanted: Dict[str, str]) -> List[volume_mounts.Mount]:
     """The task's volumes, looked up in the launch's project."""
     if not wanted:
         return []
     try:
         conn = connection.connect()
     except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
-        raise volumes.VolumeConfigError(
+        raise volume_mounts.VolumeConfigError(
             f'The task mounts Mithril volumes, but they cannot be looked up: '
             f'{e}') from None
     try:
-        return volumes.resolve(conn, wanted)
+        return volume_mounts.resolve(conn, wanted)
     except errors.MithrilAPIError as e:
-        raise volumes.VolumeConfigError(
+        raise volume_mounts.VolumeConfigError(
             f'Looking up the task\'s Mithril volumes failed: {e}') from None
     finally:
         conn.client.close()
@@ -127,7 +128,7 @@ def _first_time_this_launch(*key: str) -> bool:
         return True
 
 
-def _market_note(instance_type: str, region: str, limit: config.LimitPrice,
+def _market_note(instance_type: str, region: str, limit: settings.LimitPrice,
                  timeout: Optional[int], num_nodes: int) -> str:
     """Spot price and capacity vs the effective limit and node count, and
     what happens if the bid waits."""
@@ -161,7 +162,7 @@ class Ranking:
     free capacity >= nodes)? A patient task (`provision_timeout: forever`)
     ranks by spot price alone."""
 
-    sections: config.Sections
+    sections: settings.Sections
     num_nodes: int
     patient: bool
 
@@ -316,10 +317,10 @@ class Mithril(builtin_mithril.Mithril):
 
     @classmethod
     def effective_limit_price(cls, instance_type: str,
-                              sections: config.Sections) -> config.LimitPrice:
+                              sections: settings.Sections) -> settings.LimitPrice:
         """The limit price a bid for `instance_type` would carry, given the
         task's and the user's settings (`config.sections_from_skypilot`)."""
-        return config.resolve_limit_price(cls.gpu_count(instance_type),
+        return settings.resolve_limit_price(cls.gpu_count(instance_type),
                                           *sections)
 
     def get_feasible_launchable_resources(
@@ -335,7 +336,7 @@ class Mithril(builtin_mithril.Mithril):
             return feasible
         try:
             return self._rank(feasible, resources, num_nodes)
-        except config.MithrilConfigError as e:
+        except settings.MithrilConfigError as e:
             if resources.cloud is None:
                 logger.warning(f'Mithril left out: {e}')
             return resources_utils.FeasibleResources([], [], str(e))
@@ -346,14 +347,14 @@ class Mithril(builtin_mithril.Mithril):
         """Attaches the task's `Ranking`, leaves out instance types whose
         every region is above the limit (unless the task waits forever),
         notes the regions ranked last, and orders types by ranked cost."""
-        sections = config.sections_from_skypilot(
+        sections = settings.sections_from_skypilot(
             resources.cluster_config_overrides)
-        timeout = config.resolve_provision_timeout(*sections)
+        timeout = settings.resolve_provision_timeout(*sections)
         # The task's volumes pin it to their region, before any bid.
-        mounts = _resolve_volumes(volumes.requested(sections[0]))
+        mounts = _resolve_volumes(volume_mounts.requested(sections[0]))
         if resources.region is not None:
-            volumes.check_region(mounts, resources.region)
-        volume_region = volumes.region_of(mounts) if mounts else None
+            volume_mounts.check_region(mounts, resources.region)
+        volume_region = volume_mounts.region_of(mounts) if mounts else None
         ranking = Ranking(sections, num_nodes, patient=timeout is None)
         cloud = type(self)()
         cloud.ranking = ranking
@@ -363,7 +364,7 @@ class Mithril(builtin_mithril.Mithril):
         for candidate in feasible.resources_list:
             instance_type = candidate.instance_type
             limit = self.effective_limit_price(instance_type, sections)
-            config.resolve_recovery_limit(limit, *sections)  # Checked up front.
+            policy.relaunch_limit(limit, *sections)  # Checked up front.
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -503,13 +504,13 @@ class Mithril(builtin_mithril.Mithril):
             raise ValueError(mithril_catalog.ZONES_UNSUPPORTED)
         resources = resources.assert_launchable()
         instance_type = resources.instance_type
-        sections = config.sections_from_skypilot(
+        sections = settings.sections_from_skypilot(
             resources.cluster_config_overrides)
         limit = self.effective_limit_price(instance_type, sections)
-        if recoveries.is_recovering(cluster_name.display_name):
-            limit = config.resolve_recovery_limit(limit, *sections)
-        timeout = config.resolve_provision_timeout(*sections)
-        boot_timeout = config.resolve_boot_timeout(*sections)
+        if records.is_recovering(cluster_name.display_name):
+            limit = policy.relaunch_limit(limit, *sections)
+        timeout = settings.resolve_provision_timeout(*sections)
+        boot_timeout = settings.resolve_boot_timeout(*sections)
         if _first_time_this_launch('deploy', cluster_name.name_on_cloud,
                                    region.name, instance_type,
                                    str(limit.per_hour)):
@@ -521,13 +522,13 @@ class Mithril(builtin_mithril.Mithril):
             if market_note:
                 logger.info(market_note)
         profile, project_id, api_url = '', '', ''
-        mounts: List[volumes.Mount] = []
+        mounts: List[volume_mounts.Mount] = []
         if not dryrun:
             creds, project_id = _account_for_launch()
             profile = creds.profile or ''
             api_url = creds.api_url
-            mounts = _resolve_volumes(volumes.requested(sections[0]))
-            volumes.check_region(mounts, region.name)
+            mounts = _resolve_volumes(volume_mounts.requested(sections[0]))
+            volume_mounts.check_region(mounts, region.name)
         accelerators = self.get_accelerators_from_instance_type(instance_type)
         variables: Dict[str, Any] = {
             'instance_type': instance_type,
@@ -543,7 +544,7 @@ class Mithril(builtin_mithril.Mithril):
             'instance_type_fid':
                 live_prices.snapshot().fid(instance_type, region.name) or '',
             'mithril_volume_fids': ','.join(m.volume.fid for m in mounts),
-            'mithril_volume_setup': volumes.setup_commands(mounts),
+            'mithril_volume_setup': volume_mounts.setup_commands(mounts),
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

@@ -9,83 +9,26 @@ node's SkyPilot runtime that imports this module at interpreter start-up.
 Once `sky.provision` has been imported, sky-mithril registers its provisioner
 there, exactly as the plugin does on the API server.
 
-In the skylet it also watches for Mithril's preemption notice
-(`/opt/mithril/MITHRIL_SIGNAL.yml`, written when the bid enters Preempting, 5
-minutes before the node is taken) and then runs the task's `config.hooks`
-entries for the `preemption` event once, through SkyPilot's own hook executor
-(the hooks SkyPilot stored on the head node, output in
-`~/.sky/hooks/preemption.log`), with `MITHRIL_PREEMPTION_DEADLINE` set to the
-notice's end. SkyPilot 0.14.1 runs preemption hooks only in Kubernetes pods.
-When they are done it writes `preemption_notice.HOOKS_DONE_FILE`, which the managed-job
-controller waits for before it tears the node down (`plugin.jobs_runtime`).
-A running task sees the notice itself in `SIGNAL_FILE`.
+In the skylet it also starts the preemption-notice watcher
+(`recovery.notice.watch_for_notice`), which runs the task's preemption hooks
+when Mithril's notice appears.
 
 Importing this module costs almost nothing and never raises: an interpreter
 that never imports `sky.provision` is untouched.
 """
 
-import datetime
 import importlib.abc
 import importlib.machinery
-import os
 import sys
 import threading
-import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
-from sky_mithril import preemption_notice
+from sky_mithril import CLOUD_NAME
+from sky_mithril.recovery import notice
 
-CLOUD_NAME = 'mithril'
 PROVISION_MODULE = 'sky.provision'
 SKYLET_MODULE = 'sky.skylet.skylet'
-SIGNAL_FILE = Path(preemption_notice.SIGNAL_FILE)
-NOTICE_POLL_SECONDS = 1.0
-DEADLINE_ENV = 'MITHRIL_PREEMPTION_DEADLINE'
-
-
-def _notice_deadline() -> Optional[str]:
-    """The end of a preemption notice that is running now, if any."""
-    try:
-        import yaml  # pylint: disable=import-outside-toplevel
-        notice = yaml.safe_load(SIGNAL_FILE.read_text(encoding='utf-8')) or {}
-        end = datetime.datetime.fromisoformat(str(notice['end_time']))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=datetime.timezone.utc)
-    if end <= datetime.datetime.now(datetime.timezone.utc):
-        return None  # a notice left over from an earlier preemption
-    return end.isoformat()
-
-
-def _run_preemption_hooks(deadline: str) -> None:
-    """SkyPilot's preemption hooks, as its Kubernetes skylet runs them."""
-    from sky.skylet import autostop_lib  # pylint: disable=import-outside-toplevel
-    from sky.skylet import hook_executor  # pylint: disable=import-outside-toplevel
-    os.environ[DEADLINE_ENV] = deadline
-    if hook_executor.try_claim_teardown(hook_executor.PREEMPTION):
-        hook_executor.run(hook_executor.PREEMPTION, autostop_lib.get_hooks())
-
-
-def _watch_for_notice() -> None:
-    """Runs the preemption hooks once, as soon as a notice appears (a "done"
-    file left by an earlier notice on this disk is removed first)."""
-    done = Path(os.path.expanduser(preemption_notice.HOOKS_DONE_FILE))
-    done.unlink(missing_ok=True)
-    while True:
-        deadline = _notice_deadline()
-        if deadline is not None:
-            try:
-                _run_preemption_hooks(deadline)
-            except Exception as e:  # pylint: disable=broad-except
-                sys.stderr.write(f'sky-mithril: preemption hooks failed: '
-                                 f'{e!r}\n')
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(deadline + '\n', encoding='utf-8')
-            return
-        time.sleep(NOTICE_POLL_SECONDS)
 
 
 def _is_skylet() -> bool:
@@ -103,9 +46,12 @@ def register(provision: ModuleType) -> None:
     """Registers sky-mithril's provisioner in a loaded `sky.provision`."""
     try:
         from sky_mithril import provision as ours  # pylint: disable=import-outside-toplevel
+        # The provisioner tells a cluster's bid from its standby by recovery's
+        # records, here as on the API server.
+        from sky_mithril.recovery import standby  # pylint: disable=import-outside-toplevel,unused-import
         provision.register_provisioner(CLOUD_NAME, ours)
         if _is_skylet():
-            threading.Thread(target=_watch_for_notice, daemon=True,
+            threading.Thread(target=notice.watch_for_notice, daemon=True,
                              name='sky-mithril-preemption-notice').start()
     except Exception as e:  # pylint: disable=broad-except
         sys.stderr.write(f'sky-mithril: could not set up this node ({e!r}); '

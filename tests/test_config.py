@@ -4,11 +4,12 @@ from decimal import Decimal
 
 import pytest
 
-from sky_mithril import config
+from sky_mithril.recovery import policy
+from sky_mithril.task import settings
 
 
 def limit(num_gpus=8, task=None, user=None):
-    return config.resolve_limit_price(num_gpus, task or {}, user or {})
+    return settings.resolve_limit_price(num_gpus, task or {}, user or {})
 
 
 def test_default_is_mithrils_documented_32_dollars():
@@ -56,7 +57,7 @@ def test_user_default_applies_when_task_is_silent():
     (True, 'not a dollar amount'),
 ])
 def test_bad_limit_prices_name_the_key_and_the_fix(value, fragment):
-    with pytest.raises(config.MithrilConfigError) as info:
+    with pytest.raises(settings.MithrilConfigError) as info:
         limit(task={'limit_price': value})
     message = str(info.value)
     assert 'config.mithril.limit_price' in message
@@ -64,40 +65,40 @@ def test_bad_limit_prices_name_the_key_and_the_fix(value, fragment):
 
 
 def test_both_limit_keys_at_once_is_refused():
-    with pytest.raises(config.MithrilConfigError, match='keep one'):
+    with pytest.raises(settings.MithrilConfigError, match='keep one'):
         limit(task={'limit_price': 10, 'limit_price_per_gpu': 1})
 
 
 def test_per_gpu_limit_on_a_gpu_less_type_is_refused():
-    with pytest.raises(config.MithrilConfigError, match='use limit_price'):
+    with pytest.raises(settings.MithrilConfigError, match='use limit_price'):
         limit(0, task={'limit_price_per_gpu': 1})
 
 
 def test_per_gpu_product_above_ceiling_is_refused():
-    with pytest.raises(config.MithrilConfigError, match='sanity ceiling'):
+    with pytest.raises(settings.MithrilConfigError, match='sanity ceiling'):
         limit(8, task={'limit_price_per_gpu': 200})
 
 
 def test_provision_timeout_default_seconds_and_forever():
-    assert config.resolve_provision_timeout({}, {}) == 600
-    assert config.resolve_provision_timeout({'provision_timeout': 90}, {}) == 90
-    assert config.resolve_provision_timeout({'provision_timeout': 'forever'},
+    assert settings.resolve_provision_timeout({}, {}) == 600
+    assert settings.resolve_provision_timeout({'provision_timeout': 90}, {}) == 90
+    assert settings.resolve_provision_timeout({'provision_timeout': 'forever'},
                                             {'provision_timeout': 5}) is None
-    assert config.resolve_provision_timeout({}, {'provision_timeout': 30}) == 30
+    assert settings.resolve_provision_timeout({}, {'provision_timeout': 30}) == 30
 
 
 @pytest.mark.parametrize('value', [0, -5, 'soon', True])
 def test_bad_provision_timeout_names_the_fix(value):
-    with pytest.raises(config.MithrilConfigError, match='forever'):
-        config.resolve_provision_timeout({'provision_timeout': value}, {})
+    with pytest.raises(settings.MithrilConfigError, match='forever'):
+        settings.resolve_provision_timeout({'provision_timeout': value}, {})
 
 
 def test_boot_timeout_defaults_to_half_an_hour_and_is_validated():
-    assert config.resolve_boot_timeout({}, {}) == 1800
-    assert config.resolve_boot_timeout({'boot_timeout': 3600}, {}) == 3600
-    assert config.resolve_boot_timeout({}, {'boot_timeout': 2400}) == 2400
-    with pytest.raises(config.MithrilConfigError, match='boot_timeout .* 1800'):
-        config.resolve_boot_timeout({'boot_timeout': 'forever'}, {})
+    assert settings.resolve_boot_timeout({}, {}) == 1800
+    assert settings.resolve_boot_timeout({'boot_timeout': 3600}, {}) == 3600
+    assert settings.resolve_boot_timeout({}, {'boot_timeout': 2400}) == 2400
+    with pytest.raises(settings.MithrilConfigError, match='boot_timeout .* 1800'):
+        settings.resolve_boot_timeout({'boot_timeout': 'forever'}, {})
 
 
 def test_a_top_level_mithril_section_in_the_global_config_is_refused():
@@ -105,33 +106,33 @@ def test_a_top_level_mithril_section_in_the_global_config_is_refused():
     from sky.utils import config_utils
     with skypilot_config.replace_skypilot_config_in_process(
             config_utils.Config({'mithril': {'limit_price': 5}})):
-        with pytest.raises(config.MithrilConfigError,
+        with pytest.raises(settings.MithrilConfigError,
                            match='plugins: {mithril'):
-            config.sections_from_skypilot({})
+            settings.sections_from_skypilot({})
     with skypilot_config.replace_skypilot_config_in_process(
             config_utils.Config({'plugins': {'mithril': {'limit_price': 5}}})):
-        task, user = config.sections_from_skypilot(
+        task, user = settings.sections_from_skypilot(
             {'mithril': {'limit_price': 7}, 'jobs': {'x': 1}})
     assert task == {'limit_price': 7} and user == {'limit_price': 5}
 
 
 def test_recovery_starts_at_the_notice_unless_the_task_says_node_lost():
-    assert config.resolve_recovery_starts({}, {}) == config.RECOVERY_AT_NOTICE
-    assert config.resolve_recovery_starts(
-        {'recovery_starts': 'NODE_LOST'}, {}) == config.RECOVERY_AT_NODE_LOST
-    assert config.resolve_recovery_starts(
-        {}, {'recovery_starts': 'node_lost'}) == config.RECOVERY_AT_NODE_LOST
+    assert policy.resolve_recovery_starts({}, {}) == policy.RECOVERY_AT_NOTICE
+    assert policy.resolve_recovery_starts(
+        {'recovery_starts': 'NODE_LOST'}, {}) == policy.RECOVERY_AT_NODE_LOST
+    assert policy.resolve_recovery_starts(
+        {}, {'recovery_starts': 'node_lost'}) == policy.RECOVERY_AT_NODE_LOST
 
 
 def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():
-    limit = config.resolve_limit_price(1, {'limit_price': 2}, {})
-    assert config.resolve_recovery_limit(limit, {}, {}) == limit
-    raised = config.resolve_recovery_limit(
+    limit = settings.resolve_limit_price(1, {'limit_price': 2}, {})
+    assert policy.relaunch_limit(limit, {}, {}) == limit
+    raised = policy.relaunch_limit(
         limit, {'recovery_limit_price': '4.00'}, {})
     assert raised.per_hour == Decimal('4.00')
     assert 'recovery_limit_price in config.mithril' in raised.source
-    with pytest.raises(config.MithrilConfigError,
+    with pytest.raises(settings.MithrilConfigError,
                        match='below the launch.s limit.*at or above'):
-        config.resolve_recovery_limit(limit, {'recovery_limit_price': 1}, {})
-    with pytest.raises(config.MithrilConfigError, match='not a dollar amount'):
-        config.resolve_recovery_limit(limit, {'recovery_limit_price': 'x'}, {})
+        policy.relaunch_limit(limit, {'recovery_limit_price': 1}, {})
+    with pytest.raises(settings.MithrilConfigError, match='not a dollar amount'):
+        policy.relaunch_limit(limit, {'recovery_limit_price': 'x'}, {})

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from sky_mithril import credentials
+from sky_mithril.account import credentials
+from sky_mithril.api import client
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +92,7 @@ def test_missing_key_says_how_to_set_it():
 
 
 def test_redact_replaces_every_occurrence():
-    assert credentials.redact('a key-1 b key-1', 'key-1') == 'a <redacted> b <redacted>'
+    assert client.redact('a key-1 b key-1', 'key-1') == 'a <redacted> b <redacted>'
 
 
 def test_world_readable_file_is_detected(clean_env):

@@ -6,8 +6,8 @@ import pytest
 
 from provisioning import bids_named, launch, provision_config
 
-from sky_mithril import connection
-from sky_mithril import volumes
+from sky_mithril.account import connection
+from sky_mithril.task import volume_mounts
 from sky_mithril.api import models
 
 
@@ -27,37 +27,37 @@ def volume(name: str, region: str = 'us-central3-a',
     (['x'], 'must map mount paths to volume names'),
 ])
 def test_bad_volume_settings_name_the_fix(value, needle):
-    with pytest.raises(volumes.VolumeConfigError, match=needle):
-        volumes.requested({'volumes': value})
+    with pytest.raises(volume_mounts.VolumeConfigError, match=needle):
+        volume_mounts.requested({'volumes': value})
 
 
 def test_volumes_are_found_by_name_or_fid_and_pin_one_region(emulator):
     share = volume('ckpt')
     disk = volume('scratch', interface=models.VolumeInterface.BLOCK)
-    mounts = volumes.resolve(connection.connect(), {
+    mounts = volume_mounts.resolve(connection.connect(), {
         '/ckpt': 'ckpt', '/scratch': disk.fid})
     assert [(m.path, m.volume.fid) for m in mounts] == [
         ('/ckpt', share.fid), ('/scratch', disk.fid)]
-    assert volumes.region_of(mounts) == 'us-central3-a'
-    with pytest.raises(volumes.VolumeConfigError,
+    assert volume_mounts.region_of(mounts) == 'us-central3-a'
+    with pytest.raises(volume_mounts.VolumeConfigError,
                        match='--infra mithril/us-central3-a'):
-        volumes.check_region(mounts, 'us-central5-a')
+        volume_mounts.check_region(mounts, 'us-central5-a')
 
 
 def test_an_unknown_volume_lists_the_projects_volumes(emulator):
     volume('ckpt')
-    with pytest.raises(volumes.VolumeConfigError,
+    with pytest.raises(volume_mounts.VolumeConfigError,
                        match=r"'nope'.*its volumes: ckpt.*volumes create nope"):
-        volumes.resolve(connection.connect(), {'/x': 'nope'})
+        volume_mounts.resolve(connection.connect(), {'/x': 'nope'})
 
 
 def test_volumes_of_two_regions_are_refused(emulator):
     volume('here')
     volume('there', region='us-central5-a')
-    mounts = volumes.resolve(connection.connect(),
+    mounts = volume_mounts.resolve(connection.connect(),
                                    {'/a': 'here', '/b': 'there'})
-    with pytest.raises(volumes.VolumeConfigError, match='several regions'):
-        volumes.region_of(mounts)
+    with pytest.raises(volume_mounts.VolumeConfigError, match='several regions'):
+        volume_mounts.region_of(mounts)
 
 
 def test_the_bid_attaches_the_volumes_and_a_relaunch_cannot_change_them(
@@ -79,8 +79,8 @@ def test_setup_moves_a_file_share_and_formats_a_block_volume_only_once():
                           project='p', interface='File')
     disk = share.model_copy(update={'fid': 'vol_b', 'name': 'scratch',
                                     'interface': models.VolumeInterface.BLOCK})
-    script = volumes.setup_commands([
-        volumes.Mount('/ckpt', share), volumes.Mount('/data', disk)])
+    script = volume_mounts.setup_commands([
+        volume_mounts.Mount('/ckpt', share), volume_mounts.Mount('/data', disk)])
     assert 's| /mnt/ckpt | /ckpt |' in script
     assert ('blkid "$MITHRIL_DISK" >/dev/null 2>&1 || sudo mkfs.ext4'
             in script)

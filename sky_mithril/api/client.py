@@ -21,7 +21,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Protocol,
+                    Type, TypeVar)
 from urllib.parse import quote
 
 import pydantic
@@ -36,7 +37,6 @@ from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
                                     InstanceType, KubernetesCluster, Me,
                                     PriceHistory, Project, SshKey,
                                     UpdateBidRequest, Volume, VolumeInterface)
-from sky_mithril.credentials import DEFAULT_API_URL, Credentials, redact
 
 # Under SkyPilot's `sky` logger, so SKYPILOT_DEBUG=1 shows the HTTP lines.
 logger = logging.getLogger('sky.sky_mithril.api')
@@ -47,7 +47,23 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({'GET', 'PATCH', 'DELETE'})
 MAX_REASON_CHARS = 200
 
+DEFAULT_API_URL = 'https://api.mithril.ai'
+
 ModelT = TypeVar('ModelT', bound=pydantic.BaseModel)
+
+
+class ApiAccess(Protocol):
+    """What a client needs of resolved credentials: the key and the API URL."""
+
+    api_key: str
+    api_url: str
+
+
+def redact(text: str, secret: Optional[str]) -> str:
+    """Replaces every occurrence of `secret` in `text` with a fixed marker."""
+    if not secret:
+        return text
+    return text.replace(secret, '<redacted>')
 
 
 class _TransportFailure(enum.Enum):
@@ -186,7 +202,7 @@ class MithrilClient:
         self.retry_count = 0
 
     @classmethod
-    def from_credentials(cls, credentials: Credentials,
+    def from_credentials(cls, credentials: ApiAccess,
                          **kwargs: Any) -> 'MithrilClient':
         """A client for resolved credentials (key and API URL)."""
         return cls(credentials.api_key, credentials.api_url, **kwargs)

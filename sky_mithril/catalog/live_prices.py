@@ -20,22 +20,20 @@ median spot prices (see `refresh`), an estimate, never the auction floor.
 A price of $0 is never taken from the API.
 """
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from sky_mithril import credentials as credentials_lib
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril import files
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.catalog import catalog_files
-from sky_mithril.catalog import refresh as refresh_lib
+from sky_mithril.catalog import rows as rows_lib
 
 CACHE_TTL_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -107,8 +105,8 @@ def fetch_market(creds: credentials_lib.Credentials) -> Market:
                 quotes[(instance_type.name, auction.region)] = (price,
                                                                 auction.capacity)
                 fids[(instance_type.name, auction.region)] = auction.instance_type
-                rows.append(refresh_lib.catalog_row(instance_type,
-                                                    auction.region, price))
+                rows.append(rows_lib.catalog_row(instance_type,
+                                                 auction.region, price))
         return Market(quotes, rows, fids)
 
 
@@ -180,22 +178,6 @@ def _publish_for_client() -> None:
         pass  # A read-only ~/.sky: the client keeps the shipped catalog.
 
 
-@contextlib.contextmanager
-def _refresh_lock(blocking: bool) -> Iterator[bool]:
-    """The cross-process refresh lock; yields whether it is held."""
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with _lock_path().open('a') as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _is_fresh() -> bool:
     age = time.time() - _read_state().get('fetched_at', 0.0)
     return overlay_path().exists() and age <= CACHE_TTL_SECONDS
@@ -204,7 +186,7 @@ def _is_fresh() -> bool:
 def refresh_if_stale(blocking: bool) -> None:
     """Refreshes unless another process holds the lock (when not
     `blocking`) or refreshed within the TTL."""
-    with _refresh_lock(blocking) as held:
+    with files.locked(_lock_path(), blocking) as held:
         if held and not _is_fresh():
             refresh()
 

@@ -13,6 +13,7 @@ from sky.catalog import common
 from sky.clouds import cloud
 from sky.utils import resources_utils
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril.catalog import live_prices
 
 _df = common.LazyDataFrame(str(live_prices.overlay_path()),
@@ -35,7 +36,7 @@ def validate_region_zone(
         region: Optional[str],
         zone: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     _refuse_zone(zone)
-    return common.validate_region_zone_impl('mithril', _df, region, zone)
+    return common.validate_region_zone_impl(CLOUD_NAME, _df, region, zone)
 
 
 def get_hourly_cost(instance_type: str,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from sky_mithril.catalog import catalog_files
-from sky_mithril import credentials as credentials_lib
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.money import CENT, format_dollars

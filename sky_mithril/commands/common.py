@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import List, Optional
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.api.models import BidState, InstanceState

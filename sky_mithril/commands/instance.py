@@ -13,7 +13,7 @@ import secrets
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril import money
 from sky_mithril.api import errors
 from sky_mithril.api import models

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril import files
 from sky_mithril.api import models
 from sky_mithril.api.models import KubernetesClusterState

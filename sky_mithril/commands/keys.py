@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.commands.output import CommandError, progress
 
@@ -82,16 +82,16 @@ def key_fids_for_new_bid(conn: connection.Connection) -> List[str]:
                 if key_body(k.public_key) in local_bodies]
     if matching:
         return matching
-    from sky_mithril import auth  # pylint: disable=import-outside-toplevel
+    from sky_mithril.account import ssh_keys  # pylint: disable=import-outside-toplevel
     progress(f'Registering your public key {pairs[0].private_key}.pub with '
              f'project {conn.project_id}.')
     # SkyPilot's logger writes to stdout, where `--json` output goes; the
     # line above already says it on stderr.
-    auth_logger = logging.getLogger(auth.logger.name)
-    level = auth_logger.level
-    auth_logger.setLevel(logging.WARNING)
+    ssh_keys_logger = logging.getLogger(ssh_keys.logger.name)
+    level = ssh_keys_logger.level
+    ssh_keys_logger.setLevel(logging.WARNING)
     try:
-        return [auth.ssh_key_fid_for(conn, pairs[0].public_key)]
+        return [ssh_keys.ssh_key_fid_for(conn, pairs[0].public_key)]
     finally:
-        auth_logger.setLevel(level)
+        ssh_keys_logger.setLevel(level)
 

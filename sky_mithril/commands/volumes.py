@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.api.models import VolumeInterface

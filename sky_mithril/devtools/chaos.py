@@ -51,9 +51,9 @@ import requests
 from sky.provision import common
 from sky.utils import status_lib
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import client as client_lib
-from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.emulator.faults import FAULT_KINDS, FaultRule
 from sky_mithril.emulator.server import EmulatorServer

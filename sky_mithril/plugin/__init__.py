@@ -17,7 +17,7 @@ class MithrilPlugin(plugins.BasePlugin):
 
     @property
     def name(self) -> Optional[str]:
-        return 'mithril'
+        return sky_mithril.CLOUD_NAME
 
     @property
     def version(self) -> Optional[str]:

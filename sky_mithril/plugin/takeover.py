@@ -17,10 +17,10 @@ import sky
 from sky import sky_logging
 
 import sky_mithril
+from sky_mithril import CLOUD_NAME
 
 logger = sky_logging.init_logger('sky.sky_mithril.plugin')
 
-CLOUD_NAME = 'mithril'
 SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
 TEMPLATE_PATH = Path(__file__).parent.parent / 'templates' / 'mithril-ray.yml.j2'
 
@@ -159,6 +159,9 @@ def _take_over_provisioner() -> None:
     from sky.provision import mithril as builtin_provision  # pylint: disable=import-outside-toplevel
 
     from sky_mithril import provision as ours  # pylint: disable=import-outside-toplevel
+    # The provisioner tells a cluster's bid from its standby by recovery's
+    # records (`recovery.standby` plugs them in).
+    from sky_mithril.recovery import standby  # pylint: disable=import-outside-toplevel,unused-import
     lacking = [
         name for name, value in vars(builtin_provision).items()
         if isinstance(value, types.FunctionType) and not hasattr(ours, name)
@@ -176,9 +179,9 @@ def _take_over_provisioner() -> None:
 def _take_over_authentication() -> None:
     from sky import authentication  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import auth  # pylint: disable=import-outside-toplevel
+    from sky_mithril.account import ssh_keys  # pylint: disable=import-outside-toplevel
     authentication.setup_mithril_authentication = (
-        auth.setup_mithril_authentication)
+        ssh_keys.setup_mithril_authentication)
 
 
 def _extend_config_schema() -> None:
@@ -186,26 +189,33 @@ def _extend_config_schema() -> None:
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
     from sky.utils import schemas  # pylint: disable=import-outside-toplevel
 
-    from sky_mithril import config  # pylint: disable=import-outside-toplevel
+    from sky_mithril.recovery import policy  # pylint: disable=import-outside-toplevel
+    from sky_mithril.task import settings  # pylint: disable=import-outside-toplevel
     builtin_get_config_schema = schemas.get_config_schema
+
+    def section_schema() -> Dict[str, Any]:
+        """The task's settings and the managed-job recovery's, one section."""
+        schema = settings.section_schema()
+        schema['properties'].update(policy.schema_properties())
+        return schema
 
     def get_config_schema_with_mithril(*args: Any, **kwargs: Any) -> Dict[str, Any]:
         schema = builtin_get_config_schema(*args, **kwargs)
-        schema['properties'].setdefault(CLOUD_NAME, config.section_schema())
+        schema['properties'].setdefault(CLOUD_NAME, section_schema())
         return schema
 
     schemas.get_config_schema = get_config_schema_with_mithril
-    schemas.register_plugin_property(CLOUD_NAME, config.section_schema())
-    for key in config.KEYS:
+    schemas.register_plugin_property(CLOUD_NAME, section_schema())
+    for key in (*settings.KEYS, *policy.KEYS):
         skypilot_config.register_task_overrideable_config_key((CLOUD_NAME, key))
 
 
 def _register_jobs_runtime() -> None:
     """Managed jobs on Mithril recover from the preemption notice on
-    (`jobs_runtime`); only the jobs controller consults it."""
+    (`recovery.runtime`); only the jobs controller consults it."""
     from sky.jobs import runtime  # pylint: disable=import-outside-toplevel
-    from sky_mithril.plugin import jobs_runtime  # pylint: disable=import-outside-toplevel
-    runtime.register(jobs_runtime.MithrilJobRuntime())
+    from sky_mithril.recovery import runtime as mithril_runtime  # pylint: disable=import-outside-toplevel
+    runtime.register(mithril_runtime.MithrilJobRuntime())
 
 
 # The cluster config's provider fields that are this launch's settings, not
@@ -265,12 +275,13 @@ def _task_config_reaches_existing_clusters() -> None:
 
 def _take_over_recovery_strategies() -> None:
     """SkyPilot's EAGER_NEXT_REGION and FAILOVER, recovering a Mithril job
-    through a standby bid (`jobs_recovery`); unchanged for other clouds."""
+    through a standby bid (`recovery.strategy`); unchanged for other
+    clouds."""
     from sky.utils import registry  # pylint: disable=import-outside-toplevel
-    from sky_mithril.plugin import jobs_recovery  # pylint: disable=import-outside-toplevel
+    from sky_mithril.recovery import strategy  # pylint: disable=import-outside-toplevel
     strategies = registry.JOBS_RECOVERY_STRATEGY_REGISTRY
-    strategies['eager_next_region'] = jobs_recovery.EagerNextRegionWithStandby
-    strategies['failover'] = jobs_recovery.FailoverWithStandby
+    strategies['eager_next_region'] = strategy.EagerNextRegionWithStandby
+    strategies['failover'] = strategy.FailoverWithStandby
 
 
 _STEPS: Tuple[Callable[[], None], ...] = (

@@ -16,11 +16,11 @@ with SIGINT/SIGTERM held (`interrupts.deferred`), so their outcome is always
 known before an interrupt leaves.
 
 During a managed job's preemption notice the cluster may also hold a
-*standby*: a second bid of the same name, placed so the replacement boots
-while the old node still trains (`place_standby`). The cluster's bid stays
-the old one (the standby is named in `recoveries`) until `promote_standby`
-cancels the old bid; `drop_standby` cancels the standby instead. Having the
-same name, a standby is cancelled by `sky down` like the cluster's bid.
+*standby*: a second bid of the same name, which managed-job recovery places,
+records, promotes or drops (`sky_mithril.recovery.standby`, plugged in here
+through `use_standbys`). The cluster's bid stays the old one until the
+standby is promoted. Having the same name, a standby is cancelled by `sky
+down` like the cluster's bid, and by `sky stop`.
 """
 
 import dataclasses
@@ -28,28 +28,25 @@ import datetime
 import enum
 import time
 from decimal import Decimal
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 from sky import sky_logging
 from sky.provision import common
 
-from sky_mithril import connection
+from sky_mithril import CLOUD_NAME
+from sky_mithril.account import connection
 from sky_mithril import money
-from sky_mithril import recoveries
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
+from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
-PROVIDER_NAME = 'mithril'
 SSH_USER = 'ubuntu'
 
 CANCEL_CONFIRM_SECONDS = 30.0
-# Real GPU nodes can take well over ten minutes from winning the auction to
-# SSH; SkyPilot's built-in Mithril provisioner waits an hour.
-DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 # A bid POST whose outcome is unknown (its answer was lost) may still be
 # committed by the server; it is looked for this long before giving up.
 HALF_PLACED_WINDOW_SECONDS = 10.0
@@ -85,10 +82,36 @@ class Outcome(enum.Enum):
     ADOPTED = 'adopted'
 
 
+class Standbys(Protocol):
+    """What the cluster's bid needs to know of a standby bid."""
+
+    def standby_of(self, name: str) -> Optional[str]:
+        """The fid of the cluster's standby ('' while it is being placed),
+        or None when it has none."""
+
+    def drop(self, conn: connection.Connection, name: str,
+             standby_fid: str) -> None:
+        """Cancels the cluster's standby (confirmed Terminated)."""
+
+    def forget(self, name: str) -> None:
+        """The cluster has no standby any more."""
+
+
+# Until recovery plugs in (`use_standbys`), no cluster has a standby.
+_standbys: Optional[Standbys] = None
+
+
+def use_standbys(standbys: Standbys) -> None:
+    """Tells the cluster's bid from a standby through `standbys` (managed-job
+    recovery's records)."""
+    global _standbys  # pylint: disable=global-statement
+    _standbys = standbys
+
+
 def _boot_timeout(provider_config: Dict[str, Any]) -> float:
     value = provider_config.get('boot_timeout')
     return (float(value) if value not in (None, '') else
-            float(DEFAULT_BOOT_TIMEOUT_SECONDS))
+            float(settings.DEFAULT_BOOT_TIMEOUT_SECONDS))
 
 
 def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
@@ -117,10 +140,10 @@ def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
 def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
     """Which of the cluster's live bids (`live_bids`) is the cluster's bid. A
     standby is the cluster's bid only once the bid it stands by for is gone;
-    recoveries.json is read only when there are several."""
+    the standby record is read only when there are several."""
     if len(bids) <= 1:
         return bids[0] if bids else None
-    standby = recoveries.standby_of(name)
+    standby = None if _standbys is None else _standbys.standby_of(name)
     if standby is not None:
         # While a standby is being placed ('') its fid is unknown: the
         # cluster's bid is then the oldest.
@@ -182,7 +205,7 @@ def cluster_info(conn: connection.Connection, bid: Optional[models.Bid],
     return common.ClusterInfo(instances=nodes,
                               head_instance_id=(instances[0].fid if instances and
                                                 instances[0].fid in nodes else None),
-                              provider_name=PROVIDER_NAME,
+                              provider_name=CLOUD_NAME,
                               provider_config=provider_config,
                               ssh_user=ssh_user)
 
@@ -234,7 +257,9 @@ def pause(conn: connection.Connection, name: str) -> None:
         return
     for other in bids:
         if other.fid != bid.fid:
-            drop_standby(conn, name, other.fid)
+            # A second live bid is the cluster's only as a recorded standby.
+            assert _standbys is not None, other.fid
+            _standbys.drop(conn, name, other.fid)
     if bid.status == models.BidState.PAUSED:
         return
     try:
@@ -252,64 +277,8 @@ def cancel_all(conn: connection.Connection, name: str) -> None:
         with interrupts.deferred():
             cancel_and_confirm(conn, bid.fid)
         logger.info(f'Cancelled bid {bid.fid}.')
-    recoveries.forget_standby(name)
-
-
-def place_standby(conn: connection.Connection, bid: models.Bid,
-                  limit: Decimal) -> 'ClusterBid':
-    """Places a standby for the cluster's bid `bid`: the same name, region,
-    instance type, nodes, SSH keys and volumes, at `limit` per instance-hour.
-    An earlier standby (left by an interrupted recovery) is cancelled first.
-    Undone (cancelled) if placing it fails or is interrupted."""
-    for earlier in live_bids(conn, bid.name):
-        if earlier.fid != bid.fid:
-            drop_standby(conn, bid.name, earlier.fid)
-    spec = bid.launch_specification
-    request = models.CreateBidRequest(
-        project=conn.project_id, region=bid.region or '',
-        instance_type=bid.instance_type, limit_price=limit,
-        instance_quantity=bid.instance_quantity, name=bid.name,
-        launch_specification=models.LaunchSpecification(
-            ssh_keys=spec.ssh_keys, volumes=spec.volumes))
-    recoveries.set_standby(bid.name, '')
-    try:
-        with interrupts.deferred():
-            posted = time.time()
-            standby = _create_once(conn, request, placed_before=frozenset({bid.fid}))
-            recoveries.set_standby(bid.name, standby.fid)
-    except BaseException as e:
-        for leftover in live_bids(conn, bid.name):
-            if leftover.fid != bid.fid:
-                ClusterBid(conn, leftover, Outcome.PLACED).undo(e)
-        recoveries.forget_standby(bid.name)
-        raise
-    logger.info(f'Placed standby bid {standby.fid} for {bid.fid} in '
-                f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
-                'per instance.')
-    return ClusterBid(conn, standby, Outcome.PLACED,
-                      placed_at=(posted + time.time()) / 2)
-
-
-def promote_standby(conn: connection.Connection, name: str,
-                    standby_fid: str) -> None:
-    """Makes the standby the cluster's bid: every other live bid of the
-    cluster is cancelled (confirmed Terminated) first."""
-    for bid in live_bids(conn, name):
-        if bid.fid != standby_fid:
-            with interrupts.deferred():
-                cancel_and_confirm(conn, bid.fid)
-            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
-                        'replaces it.')
-    recoveries.forget_standby(name)
-
-
-def drop_standby(conn: connection.Connection, name: str,
-                 standby_fid: str) -> None:
-    """Cancels the cluster's standby (confirmed Terminated)."""
-    with interrupts.deferred():
-        cancel_and_confirm(conn, standby_fid)
-    recoveries.forget_standby(name)
-    logger.info(f'Cancelled standby bid {standby_fid}.')
+    if _standbys is not None:
+        _standbys.forget(name)
 
 
 def instance_type_fid(conn: connection.Connection, instance_type: str,
@@ -449,11 +418,11 @@ class ClusterBid:
                 ssh_keys=[config.authentication_config['ssh_key_id']],
                 volumes=volume_fids(config.provider_config)))
         try:
-            bid = _create_once(conn, request)
+            bid = create_once(conn, request)
         except errors.ValidationError as e:
             if planned_fid is None or not _about_instance_type(e):
                 raise
-            bid = _create_once(conn, request.model_copy(update={
+            bid = create_once(conn, request.model_copy(update={
                 'instance_type': instance_type_fid(conn, instance_type,
                                                    region)}))
         logger.info(f'Placed Mithril bid {bid.fid}: {config.count}× '
@@ -637,7 +606,7 @@ class ClusterBid:
             self.conn.client.update_bid(self.bid.fid, paused=True)
 
 
-def _create_once(conn: connection.Connection,
+def create_once(conn: connection.Connection,
                  request: models.CreateBidRequest,
                  placed_before: FrozenSet[str] = frozenset()) -> models.Bid:
     """POSTs the bid so that it exists at most once.

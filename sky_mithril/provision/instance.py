@@ -14,12 +14,11 @@ from sky import sky_logging
 from sky.provision import common
 from sky.utils import status_lib
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
-
-PROVIDER_NAME = cluster_bid.PROVIDER_NAME
 
 
 def bootstrap_instances(
@@ -45,7 +44,7 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
     instance_fids = [i.fid for i in held.wait_until_ready(config.provider_config)]
     outcome = held.outcome
     return common.ProvisionRecord(
-        provider_name=PROVIDER_NAME,
+        provider_name=CLOUD_NAME,
         region=region,
         zone=None,
         cluster_name=cluster_name_on_cloud,

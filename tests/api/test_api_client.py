@@ -21,7 +21,7 @@ from sky_mithril.api import (AmbiguousResponseError, AuthenticationError,
                              MithrilClient, NotFoundError,
                              PermissionDeniedError, RateLimitedError,
                              ServerError, ValidationError)
-from sky_mithril.credentials import Credentials
+from sky_mithril.account.credentials import Credentials
 
 API_KEY = 'mk_live_S3CRET_do_not_leak'
 API_URL = 'https://api.mithril.test'

@@ -275,7 +275,7 @@ def test_api_down_keeps_shipped_prices_and_never_zero(monkeypatch):
 
 def test_quotes_follow_the_market_after_an_allocation_paid_an_older_price(
         emulator_server, monkeypatch):
-    from sky_mithril import credentials
+    from sky_mithril.account import credentials
     from sky_mithril.api import MithrilClient, models
     a100 = ('a100-80gb.sxm.1x', 'us-central3-a')
     requests.post(f'{emulator_server.url}/_emulator/price', timeout=10, json={

@@ -12,7 +12,7 @@ from typing import Callable, List
 
 import pytest
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands import volumes as volumes_command

@@ -11,13 +11,14 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from sky_mithril import connection
-from sky_mithril import recoveries
+from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.plugin import jobs_recovery
-from sky_mithril.plugin import jobs_runtime
-from sky_mithril.provision import cluster_bid
+from sky_mithril.recovery import records
+from sky_mithril.recovery import runtime
+from sky_mithril.recovery import staging
+from sky_mithril.recovery import standby as standby_lib
+from sky_mithril.recovery import strategy
 
 from provisioning import bids_named, launch_on_manual_clock, provision_config
 
@@ -25,7 +26,7 @@ TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 CLEARING_S = 120.0
 BOOT_S = 60.0
-NO_PLAN = jobs_recovery.RecoveryPlan()  # recover as SkyPilot's strategy does
+NO_PLAN = strategy.RecoveryPlan()  # recover as SkyPilot's strategy does
 
 
 def handle(mithril: Dict[str, Any]) -> Any:
@@ -79,19 +80,19 @@ def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
 @pytest.fixture
 def emulator(manual_emulator: EmulatorServer, monkeypatch,
              tmp_path) -> EmulatorServer:
-    monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
-    monkeypatch.setattr(recoveries, '_path',
+    monkeypatch.setattr(records, '_path',
                         lambda: tmp_path / 'recoveries.json')
     # No SkyPilot cluster record behind these handles: no runtime files.
-    monkeypatch.setattr(jobs_recovery, '_fetch_runtime_files',
+    monkeypatch.setattr(staging, 'fetch_runtime_files',
                         lambda handle, into: {})
     return manual_emulator
 
 
 def test_no_standby_when_recovery_waits_for_the_node(emulator):
     preempt(emulator)
-    assert jobs_recovery.plan_recovery(
+    assert strategy.plan_recovery(
         handle({'recovery_starts': 'node_lost'}), dag=None, cancelled=threading.Event()) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
@@ -100,7 +101,7 @@ def test_no_standby_for_a_block_volume(emulator):
     volume = connection.connect().client.create_volume(
         'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
     preempt(emulator, volume_fids=volume.fid)
-    assert jobs_recovery.plan_recovery(
+    assert strategy.plan_recovery(
         handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
     assert len(bids_named(emulator, 'job')) == 1
 
@@ -111,12 +112,12 @@ def test_no_standby_where_it_cannot_win_when_the_job_can_move(
     above the relaunch limit, and the catalog offers the type elsewhere:
     the job moves at once, instead of a standby waiting out the notice."""
     preempt(emulator)
-    monkeypatch.setattr(jobs_recovery, '_other_regions',
+    monkeypatch.setattr(strategy, '_other_regions',
                         lambda handle: ('us-central2-a',))
-    assert jobs_recovery.plan_recovery(
+    assert strategy.plan_recovery(
         handle({'recovery_limit_price': 40}), dag=None,
         cancelled=threading.Event()) == (
-            jobs_recovery.RecoveryPlan(other_regions=('us-central2-a',)))
+            strategy.RecoveryPlan(other_regions=('us-central2-a',)))
     assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
 
 
@@ -124,14 +125,14 @@ def record_promotions(emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
     """The cluster's bid statuses (oldest first) right after each time a
     standby is made the cluster's bid."""
     promoted: List[List[str]] = []
-    promote = cluster_bid.promote_standby
+    promote = standby_lib.promote_standby
 
     def recording(*args: Any) -> None:
         promote(*args)
         promoted.append([b['status'] for b in bids_named(emulator, 'job')])
 
-    monkeypatch.setattr(cluster_bid, 'promote_standby', recording)
-    monkeypatch.setattr(jobs_recovery._StandbyWatch, 'POLL_SECONDS', 0.2)
+    monkeypatch.setattr(standby_lib, 'promote_standby', recording)
+    monkeypatch.setattr(standby_lib.StandbyWatch, 'POLL_SECONDS', 0.2)
     return promoted
 
 
@@ -145,19 +146,19 @@ def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends
     share = connection.connect().client.create_volume(
         'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
     preempt(emulator, volume_fids=share.fid)
-    monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00',
         'provision_timeout': '10'})
     promoted = record_promotions(emulator, monkeypatch)
     with advancing_clock(emulator):
-        assert jobs_recovery.plan_recovery(
+        assert strategy.plan_recovery(
             handle({'recovery_limit_price': 40}), dag=None,
             cancelled=threading.Event()) == NO_PLAN
     assert promoted == [['Terminated', 'Open']]  # (old, standby)
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
     assert (old['status'], standby['status']) == ('Terminated', 'Terminated')
-    assert recoveries.standby_of('job') is None
+    assert records.standby_of('job') is None
 
 
 def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
@@ -174,16 +175,16 @@ def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
             assert time.monotonic() < deadline, 'the old bid was not cancelled'
             time.sleep(0.1)
 
-    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', slow_setup)
-    monkeypatch.setattr(jobs_recovery, '_stage_job', lambda *args: None)
+    monkeypatch.setattr(staging, 'set_up_runtime', slow_setup)
+    monkeypatch.setattr(staging, 'stage_job', lambda *args: None)
     with advancing_clock(emulator):
-        plan = jobs_recovery.plan_recovery(
+        plan = strategy.plan_recovery(
             handle({'recovery_limit_price': 60}), dag=None,
             cancelled=threading.Event())
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert plan.standby_fid == standby['fid']
     assert promoted == [['Terminated', 'Allocated']]
-    assert recoveries.standby_of('job') is None
+    assert records.standby_of('job') is None
 
 
 def test_a_cancelled_job_cancels_its_standby(emulator):
@@ -195,7 +196,7 @@ def test_a_cancelled_job_cancels_its_standby(emulator):
     cancelled = threading.Event()
     plans: List[Any] = []
     planning = threading.Thread(target=lambda: plans.append(
-        jobs_recovery.plan_recovery(handle({'recovery_limit_price': 40}),
+        strategy.plan_recovery(handle({'recovery_limit_price': 40}),
                                     dag=None, cancelled=cancelled)))
     planning.start()
     deadline = time.monotonic() + 30
@@ -209,7 +210,7 @@ def test_a_cancelled_job_cancels_its_standby(emulator):
     assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
 
 
-@pytest.mark.parametrize('failing_step', ['_set_up_runtime', '_stage_job'])
+@pytest.mark.parametrize('failing_step', ['set_up_runtime', 'stage_job'])
 def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
                                                   failing_step):
     """SkyPilot's runtime, or the job's own file mounts and setup, cannot be
@@ -222,12 +223,12 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
         assert info.head_instance_id, 'set up before the standby booted'
         raise RuntimeError(f'{failing_step} failed')
 
-    monkeypatch.setattr(jobs_recovery, '_set_up_runtime', lambda *args: None)
-    monkeypatch.setattr(jobs_recovery, failing_step, fail)
+    monkeypatch.setattr(staging, 'set_up_runtime', lambda *args: None)
+    monkeypatch.setattr(staging, failing_step, fail)
     with advancing_clock(emulator):
-        assert jobs_recovery.plan_recovery(
+        assert strategy.plan_recovery(
             handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
     old, standby = bids_named(emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$60.00'
     assert standby['status'] == 'Terminated' != old['status']
-    assert recoveries.standby_of('job') is None
+    assert records.standby_of('job') is None

@@ -9,9 +9,9 @@ from typing import Any, Dict
 
 import pytest
 
-from sky_mithril import recoveries
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.plugin import jobs_runtime
+from sky_mithril.recovery import records
+from sky_mithril.recovery import runtime
 
 from provisioning import bids_named, launch_on_manual_clock, provision_config
 
@@ -41,10 +41,10 @@ def running(manual_emulator: EmulatorServer, monkeypatch,
             tmp_path) -> EmulatorServer:
     """A 1-node cluster `job` with a $10/h limit, up; its provider config is
     what the cluster YAML would hold; no recoveries recorded yet."""
-    monkeypatch.setattr(jobs_runtime, 'provider_config',
+    monkeypatch.setattr(runtime, 'provider_config',
                         lambda h: {'project_id': 'proj_emulator'})
-    monkeypatch.setattr(jobs_runtime, '_finished_status', lambda h: None)
-    monkeypatch.setattr(recoveries, '_path',
+    monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
+    monkeypatch.setattr(records, '_path',
                         lambda: tmp_path / 'recoveries.json')
     launch_on_manual_clock(manual_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
@@ -57,7 +57,7 @@ def set_price(server: EmulatorServer, price: str) -> None:
 
 
 def status(mithril: Dict[str, Any]) -> Any:
-    return jobs_runtime.MithrilJobRuntime().get_job_status(
+    return runtime.MithrilJobRuntime().get_job_status(
         handle('job', mithril), 'job')
 
 
@@ -84,8 +84,8 @@ def test_a_node_mithril_brought_back_is_recovered_once(running):
     # The same node again, its job's processes gone with the preemption.
     assert bids_named(running, 'job')[0]['status'] == 'Allocated'
     assert status({'recovery_starts': 'node_lost'}) == RECOVER_NOW
-    jobs_runtime.MithrilJobRuntime().on_before_recovery(
+    runtime.MithrilJobRuntime().on_before_recovery(
         handle('job', {}), None, 1, None)
-    assert recoveries.is_recovering('job')
+    assert records.is_recovering('job')
     # A relaunch that keeps this bid is not recovered again for it.
     assert status({}) is None

@@ -6,21 +6,21 @@ import os
 import subprocess
 import sys
 
-from sky_mithril import node_hook
+from sky_mithril.recovery import notice
 
 
 def test_a_running_notice_gives_its_deadline_and_a_stale_one_none(tmp_path,
                                                                  monkeypatch):
     signal_file = tmp_path / 'MITHRIL_SIGNAL.yml'
-    monkeypatch.setattr(node_hook, 'SIGNAL_FILE', signal_file)
-    assert node_hook._notice_deadline() is None
+    monkeypatch.setattr(notice, 'SIGNAL_FILE', signal_file)
+    assert notice._notice_deadline() is None
     soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
         minutes=5)
     signal_file.write_text(f"instance_status: STATUS_PREEMPTING\n"
                            f"bid_status: Preempting\nend_time: '{soon.isoformat()}'\n")
-    assert node_hook._notice_deadline() == soon.isoformat()
+    assert notice._notice_deadline() == soon.isoformat()
     signal_file.write_text("end_time: '2020-01-01T00:00:00+00:00'\n")
-    assert node_hook._notice_deadline() is None
+    assert notice._notice_deadline() is None
 
 
 def test_a_plugin_less_skylet_gets_our_provisioner_and_the_notice_watcher(
@@ -32,7 +32,8 @@ def test_a_plugin_less_skylet_gets_our_provisioner_and_the_notice_watcher(
     (tmp_path / 'sitecustomize.py').write_text('''
 import sys
 import sky_mithril.node_hook as hook
-hook._watch_for_notice = lambda: sys.stderr.write('watching for notices\\n')
+import sky_mithril.recovery.notice as notice
+notice.watch_for_notice = lambda: sys.stderr.write('watching for notices\\n')
 original = hook.register
 def register(provision):
     original(provision)

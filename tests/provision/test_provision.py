@@ -10,7 +10,7 @@ import pytest
 from sky.provision import common
 from sky.utils import status_lib
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner

@@ -8,8 +8,8 @@ import pytest
 from sky.provision import common
 from sky.utils import status_lib
 
-from sky_mithril import connection
-from sky_mithril.auth import ssh_key_fid_for
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
 

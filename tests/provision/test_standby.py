@@ -10,11 +10,12 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from sky_mithril import connection
-from sky_mithril import recoveries
+from sky_mithril.account import connection
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.recovery import records
+from sky_mithril.recovery import standby as standby_lib
 
 from provisioning import (bids_named, launch_on_manual_clock,
                           provision_config, query)
@@ -45,7 +46,7 @@ def notice(manual_emulator: EmulatorServer, monkeypatch, tmp_path
            ) -> Iterator[Tuple[EmulatorServer, str, str]]:
     """Cluster `job` ($10/h) in its preemption notice, with a standby at
     $30/h that has won and booted: (emulator, old fid, standby fid)."""
-    monkeypatch.setattr(recoveries, '_path',
+    monkeypatch.setattr(records, '_path',
                         lambda: tmp_path / 'recoveries.json')
     launch_on_manual_clock(manual_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
@@ -55,7 +56,7 @@ def notice(manual_emulator: EmulatorServer, monkeypatch, tmp_path
     old = cluster_bid.live_bid(conn, 'job')
     assert old is not None and old.status == 'Preempting'
     set_price(manual_emulator, '$20.00')
-    standby = cluster_bid.place_standby(conn, old, Decimal('30.00'))
+    standby = standby_lib.place_standby(conn, old, Decimal('30.00'))
     advance(manual_emulator, CLEARING_S + BOOT_S)
     assert status_of(manual_emulator, standby.bid.fid) == 'Allocated'
     yield manual_emulator, old.fid, standby.bid.fid
@@ -70,10 +71,10 @@ def test_the_clusters_bid_is_the_old_one_until_the_standby_is_promoted(
     assert cluster_bid.live_bid(conn, 'job').fid == old
     assert list(query('job')) == [old_instance['fid']]
 
-    cluster_bid.promote_standby(conn, 'job', standby)
+    standby_lib.promote_standby(conn, 'job', standby)
     assert status_of(server, old) == 'Terminated'
     assert cluster_bid.live_bid(conn, 'job').fid == standby
-    assert recoveries.standby_of('job') is None
+    assert records.standby_of('job') is None
 
     server.control('DELETE', 'stats')
     record = provisioner.run_instances(REGION, 'job', 'job',
@@ -93,7 +94,7 @@ def test_sky_down_in_the_notice_cancels_the_standby_too(notice):
     server, _, _ = notice
     provisioner.terminate_instances('job', PROVIDER)
     assert {b['status'] for b in bids_named(server, 'job')} == {'Terminated'}
-    assert recoveries.standby_of('job') is None
+    assert records.standby_of('job') is None
 
 
 def test_sky_stop_in_the_notice_cancels_the_standby(notice):
@@ -106,7 +107,7 @@ def test_sky_stop_in_the_notice_cancels_the_standby(notice):
 def test_a_dropped_standby_leaves_the_cluster_as_it_was(notice):
     server, old, standby = notice
     conn = connection.connect()
-    cluster_bid.drop_standby(conn, 'job', standby)
+    standby_lib.drop_standby(conn, 'job', standby)
     assert status_of(server, standby) == 'Terminated'
     assert status_of(server, old) == 'Preempting'
     assert cluster_bid.live_bid(conn, 'job').fid == old

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 from sky.utils import status_lib
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid

@@ -26,8 +26,8 @@ import posixpath
 import shlex
 from typing import Any, Dict, List
 
-from sky_mithril import config
-from sky_mithril import connection
+from sky_mithril.task import settings
+from sky_mithril.account import connection
 from sky_mithril.api import models
 
 KEY = 'volumes'
@@ -35,7 +35,7 @@ KEY = 'volumes'
 DISK_SERIAL_CHARS = 36
 
 
-class VolumeConfigError(config.MithrilConfigError):
+class VolumeConfigError(settings.MithrilConfigError):
     """A bad `config.mithril.volumes`; the message names the fix."""
 
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, Optional
 import yaml
 
 from sky_mithril import files
+from sky_mithril.api.client import DEFAULT_API_URL
 
-DEFAULT_API_URL = 'https://api.mithril.ai'
 ENV_API_KEY = 'MITHRIL_API_KEY'
 ENV_PROJECT = 'MITHRIL_PROJECT'
 ENV_API_URL = 'MITHRIL_API_URL'
@@ -168,10 +168,3 @@ def node_credentials_file(creds: Credentials) -> Path:
             not is_readable_by_others(path)):
         files.write_atomically(path, text, mode=0o600)
     return path
-
-
-def redact(text: str, secret: Optional[str]) -> str:
-    """Replaces every occurrence of `secret` in `text` with a fixed marker."""
-    if not secret:
-        return text
-    return text.replace(secret, '<redacted>')

@@ -11,12 +11,12 @@ the same once the bid has been preempted at all: a preempted bid goes back to
 `Open` and Mithril re-allocates it by itself when the price falls, booting the
 same node from its disk, where the job's record still says RUNNING although
 its processes died with the node; SkyPilot would watch that job forever.
-Before the
-controller recovers, `on_before_recovery` waits (bounded) until the node has
-run the task's preemption hooks, so their checkpoint is saved, and records
-the cluster so its relaunch bids at the task's `recovery_limit_price`. The
-recovery itself (`jobs_recovery`) readies a standby bid while the old node
-still trains, then cancels the old bid: no bid is left Open.
+Before the controller recovers, `on_before_recovery` waits (bounded) until
+the node has run the task's preemption hooks (`notice`), so their checkpoint
+is saved, and records the cluster (`records`) so its relaunch bids at the
+task's `recovery_limit_price`. The recovery itself (`strategy`) readies a
+standby bid while the old node still trains, then cancels the old bid: no
+bid is left Open.
 
 A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
 starts once the notice is over and the node gone. Every other method defers
@@ -25,24 +25,20 @@ to SkyPilot (returns None).
 
 import dataclasses
 import enum
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 
-from sky_mithril import config
-from sky_mithril import preemption_notice
-from sky_mithril import recoveries
+from sky_mithril import CLOUD_NAME
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.recovery import notice
+from sky_mithril.recovery import policy
+from sky_mithril.recovery import records
+from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
-
-CLOUD_NAME = 'mithril'
-# How long the controller waits for the node's preemption hooks at most.
-HOOKS_WAIT_SECONDS = 120.0
-HOOKS_POLL_SECONDS = 2.0
 
 
 def provider_config(handle: Any) -> Dict[str, Any]:
@@ -92,7 +88,7 @@ def _bid_state(handle: Any) -> BidState:
         return BidState(Preemption.NONE)
     if bid.status == models.BidState.PREEMPTING:
         return BidState(Preemption.NOTICE, bid.fid, preemptions)
-    if preemptions > recoveries.preemptions_recovered(bid.fid):
+    if preemptions > records.preemptions_recovered(bid.fid):
         return BidState(Preemption.NODE_LOST, bid.fid, preemptions)
     return BidState(Preemption.NONE, bid.fid, preemptions)
 
@@ -102,10 +98,10 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
     (`recovery_starts`), or None."""
     if handle is None or not is_mithril(handle):
         return None
-    sections = config.sections_from_skypilot(
+    sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
-    at_notice = (config.resolve_recovery_starts(*sections) ==
-                 config.RECOVERY_AT_NOTICE)
+    at_notice = (policy.resolve_recovery_starts(*sections) ==
+                 policy.RECOVERY_AT_NOTICE)
     state = _bid_state(handle).preemption
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):
@@ -124,28 +120,6 @@ def _finished_status(handle: Any) -> Optional[Any]:
         return None
     status = next(iter(statuses.values()), None)
     return status if status is not None and status.is_terminal() else None
-
-
-def _wait_for_preemption_hooks(handle: Any) -> float:
-    """Waits until the head node has run the task's preemption hooks (or
-    HOOKS_WAIT_SECONDS); returns the seconds waited."""
-    started = time.monotonic()
-    try:
-        runner = handle.get_command_runners()[0]
-    except Exception as e:  # pylint: disable=broad-except
-        logger.info(f'Cannot reach {handle.cluster_name} to wait for its '
-                    f'preemption hooks: {e}')
-        return 0.0
-    while time.monotonic() - started < HOOKS_WAIT_SECONDS:
-        try:
-            returncode = runner.run(f'test -f {preemption_notice.HOOKS_DONE_FILE}',
-                                    stream_logs=False)
-        except Exception:  # pylint: disable=broad-except
-            returncode = 1
-        if returncode == 0:
-            break
-        time.sleep(HOOKS_POLL_SECONDS)
-    return time.monotonic() - started
 
 
 class MithrilJobRuntime:
@@ -176,10 +150,10 @@ class MithrilJobRuntime:
             return None
         state = _bid_state(handle)
         if state.bid_fid:
-            recoveries.mark(handle.cluster_name, state.bid_fid,
+            records.mark(handle.cluster_name, state.bid_fid,
                             state.preemptions)
         if state.preemption == Preemption.NOTICE:
-            waited = _wait_for_preemption_hooks(handle)
+            waited = notice.wait_for_preemption_hooks(handle)
             logger.info(f'{handle.cluster_name}: preemption hooks done after '
                         f'{waited:.0f}s; recovering.')
         return None

@@ -13,13 +13,15 @@ import dataclasses
 from decimal import Decimal
 from typing import Any, Dict, Optional, Tuple
 
+from sky_mithril import CLOUD_NAME
 from sky_mithril import money
-from sky_mithril.provision import cluster_bid
 
 DEFAULT_LIMIT_PRICE_PER_HOUR = Decimal('32.00')
 MAX_LIMIT_PRICE_PER_HOUR = Decimal('1000.00')
 DEFAULT_PROVISION_TIMEOUT_SECONDS = 600
-DEFAULT_BOOT_TIMEOUT_SECONDS = cluster_bid.DEFAULT_BOOT_TIMEOUT_SECONDS
+# Real GPU nodes can take well over ten minutes from winning the auction to
+# SSH; SkyPilot's built-in Mithril provisioner waits an hour.
+DEFAULT_BOOT_TIMEOUT_SECONDS = 1800
 WAIT_FOREVER = 'forever'
 
 LIMIT_PRICE = 'limit_price'
@@ -27,19 +29,14 @@ LIMIT_PRICE_PER_GPU = 'limit_price_per_gpu'
 PROVISION_TIMEOUT = 'provision_timeout'
 BOOT_TIMEOUT = 'boot_timeout'
 VOLUMES = 'volumes'
-RECOVERY_STARTS = 'recovery_starts'
-RECOVERY_LIMIT_PRICE = 'recovery_limit_price'
+# The managed-job recovery's keys of the same section are in recovery.policy.
 KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT,
-        VOLUMES, RECOVERY_STARTS, RECOVERY_LIMIT_PRICE)
-# When a managed job's recovery starts: at Mithril's preemption notice, or
-# (SkyPilot's own behaviour) once the node is gone.
-RECOVERY_AT_NOTICE = 'notice'
-RECOVERY_AT_NODE_LOST = 'node_lost'
+        VOLUMES)
 
 TASK_SCOPE = 'config.mithril'
 USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
 
-_NUMBER_OR_STRING = {'anyOf': [{'type': 'number'}, {'type': 'string'}]}
+NUMBER_OR_STRING = {'anyOf': [{'type': 'number'}, {'type': 'string'}]}
 
 
 # The task's `config.mithril` and the user's `plugins.mithril`, in that order.
@@ -51,23 +48,20 @@ class MithrilConfigError(ValueError):
 
 
 def section_schema() -> Dict[str, Any]:
-    """JSON schema of the `mithril` section (task `config:` and `plugins:`)."""
+    """JSON schema of the `mithril` section (task `config:` and `plugins:`),
+    but for the recovery's keys (`recovery.policy.schema_properties`)."""
     return {
         'type': 'object',
         'required': [],
         'additionalProperties': False,
         'properties': {
-            LIMIT_PRICE: _NUMBER_OR_STRING,
-            LIMIT_PRICE_PER_GPU: _NUMBER_OR_STRING,
-            PROVISION_TIMEOUT: _NUMBER_OR_STRING,
+            LIMIT_PRICE: NUMBER_OR_STRING,
+            LIMIT_PRICE_PER_GPU: NUMBER_OR_STRING,
+            PROVISION_TIMEOUT: NUMBER_OR_STRING,
             BOOT_TIMEOUT: {'type': 'number'},
             # Mount path -> Mithril volume name (`volumes`).
             VOLUMES: {'type': 'object',
                       'additionalProperties': {'type': 'string'}},
-            RECOVERY_STARTS: {'type': 'string',
-                              'case_insensitive_enum': [RECOVERY_AT_NOTICE,
-                                                        RECOVERY_AT_NODE_LOST]},
-            RECOVERY_LIMIT_PRICE: _NUMBER_OR_STRING,
         },
     }
 
@@ -104,7 +98,7 @@ def parse_price(value: Any, key: str, scope: str) -> Decimal:
     return amount
 
 
-def _check_ceiling(per_hour: Decimal, where: str) -> None:
+def check_ceiling(per_hour: Decimal, where: str) -> None:
     if per_hour > MAX_LIMIT_PRICE_PER_HOUR:
         raise MithrilConfigError(
             f'{where} gives {money.format_dollars(per_hour)}/h per instance, '
@@ -124,7 +118,7 @@ def _limit_from_section(section: Dict[str, Any], scope: str,
             f'{LIMIT_PRICE_PER_GPU} is multiplied by the GPUs per instance).')
     if has_total:
         per_hour = parse_price(section[LIMIT_PRICE], LIMIT_PRICE, scope)
-        _check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE}')
+        check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE}')
         return LimitPrice(per_hour, f'{LIMIT_PRICE} in {scope}')
     if has_per_gpu:
         per_gpu = parse_price(section[LIMIT_PRICE_PER_GPU], LIMIT_PRICE_PER_GPU,
@@ -134,7 +128,7 @@ def _limit_from_section(section: Dict[str, Any], scope: str,
                 f'{scope}.{LIMIT_PRICE_PER_GPU} needs an instance type with '
                 f'GPUs; use {LIMIT_PRICE} for this one.')
         per_hour = per_gpu * num_gpus
-        _check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE_PER_GPU}')
+        check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE_PER_GPU}')
         return LimitPrice(
             per_hour, f'{LIMIT_PRICE_PER_GPU} {money.format_dollars(per_gpu)}'
             f' × {num_gpus} GPUs in {scope}')
@@ -151,43 +145,6 @@ def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
             return limit
     return LimitPrice(DEFAULT_LIMIT_PRICE_PER_HOUR,
                       "Mithril's default; set config.mithril.limit_price")
-
-
-def resolve_recovery_starts(task_section: Dict[str, Any],
-                            user_section: Dict[str, Any]) -> str:
-    """When a managed job's recovery starts (`RECOVERY_AT_*`): the task's
-    setting, else the user's, else at the notice."""
-    for section in (task_section, user_section):
-        value = section.get(RECOVERY_STARTS)
-        if value is not None:
-            return str(value).lower()
-    return RECOVERY_AT_NOTICE
-
-
-def resolve_recovery_limit(limit: LimitPrice, task_section: Dict[str, Any],
-                           user_section: Dict[str, Any]) -> LimitPrice:
-    """The limit a managed job's relaunch after a preemption bids at: the
-    recovery limit (task, else user) when set, else the launch's own limit.
-    A recovery limit below the launch's limit is refused: it could only
-    wait longer."""
-    for section, scope in ((task_section, TASK_SCOPE), (user_section,
-                                                        USER_SCOPE)):
-        value = section.get(RECOVERY_LIMIT_PRICE)
-        if value is None:
-            continue
-        per_hour = parse_price(value, RECOVERY_LIMIT_PRICE, scope)
-        where = (f'{scope}.{RECOVERY_LIMIT_PRICE}' if scope == TASK_SCOPE else
-                 f'{RECOVERY_LIMIT_PRICE} ({scope})')
-        _check_ceiling(per_hour, where)
-        if per_hour < limit.per_hour:
-            raise MithrilConfigError(
-                f'{where} is {money.format_dollars(per_hour)}/h, below the '
-                f'launch\'s limit {limit.describe()}; a recovery limit is the '
-                'cap a relaunch after a preemption may re-bid up to, so set it '
-                'at or above the limit price.')
-        return LimitPrice(per_hour, f'{RECOVERY_LIMIT_PRICE} in {scope}, '
-                          'for a recovery after a preemption')
-    return limit
 
 
 def _resolve_seconds(key: str, default: int, can_wait_forever: bool,
@@ -238,13 +195,13 @@ def sections_from_skypilot(
     `mithril:` in `~/.sky/config.yaml` is refused, not read as the task's.
     """
     from sky import skypilot_config  # pylint: disable=import-outside-toplevel
-    if skypilot_config.get_nested(('mithril',), None) is not None:
+    if skypilot_config.get_nested((CLOUD_NAME,), None) is not None:
         raise MithrilConfigError(
             'Your SkyPilot config (~/.sky/config.yaml or the project\'s '
             '.sky.yaml) has a top-level `mithril:` section, which only a '
             'task\'s `config:` may have. Move it under `plugins: {mithril: '
             '...}` for a user-wide default.')
-    task_section = dict((override_configs or {}).get('mithril') or {})
-    user_section = skypilot_config.get_nested(('plugins', 'mithril'), None) or {}
+    task_section = dict((override_configs or {}).get(CLOUD_NAME) or {})
+    user_section = skypilot_config.get_nested(('plugins', CLOUD_NAME), None) or {}
     return ({k: v for k, v in task_section.items() if v is not None},
             dict(user_section))

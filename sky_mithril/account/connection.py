@@ -3,7 +3,7 @@
 import dataclasses
 from typing import List, Optional
 
-from sky_mithril import credentials as credentials_lib
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.api import models

@@ -7,12 +7,13 @@ standby placed during a notice (so the cluster's bid stays the old one until
 the standby is promoted).
 
 The jobs controller records here just before it recovers a cluster
-(`plugin.jobs_runtime`) and while it readies a standby
-(`plugin.jobs_recovery`); the cloud reads the record when it renders that
-cluster's next launch, and the provisioner when a cluster has two live bids.
-All run on the API server's host (jobs controller consolidation mode). A
-job's cluster name is unique to the job, and records older than a day are
-dropped.
+(`runtime`) and while it readies a standby (`standby`); the cloud reads the
+record when it renders that cluster's next launch, and the provisioner when a
+cluster has two live bids. All run on the API server's host (jobs controller
+consolidation mode), many threads of one controller at once: every
+read-modify-write holds a file lock (`files.locked`), which excludes other
+threads and processes alike. A job's cluster name is unique to the job, and
+records older than a day are dropped.
 """
 
 import json
@@ -27,6 +28,10 @@ KEEP_SECONDS = 24 * 3600.0
 
 def _path() -> Path:
     return Path.home() / '.sky' / 'mithril' / 'recoveries.json'
+
+
+def _lock_path() -> Path:
+    return _path().with_name('recoveries.lock')
 
 
 def _read() -> Dict[str, Dict[str, Any]]:
@@ -53,11 +58,12 @@ def _read() -> Dict[str, Dict[str, Any]]:
 def mark(cluster_name: str, bid_fid: str, preemptions: int) -> None:
     """Records that `cluster_name` is about to be relaunched, having seen
     `preemptions` preemptions of its bid `bid_fid`."""
-    records = _read()
-    now = time.time()
-    records['clusters'][cluster_name] = now
-    records['bids'][bid_fid] = [preemptions, now]
-    files.write_atomically(_path(), json.dumps(records))
+    with files.locked(_lock_path()):
+        records = _read()
+        now = time.time()
+        records['clusters'][cluster_name] = now
+        records['bids'][bid_fid] = [preemptions, now]
+        files.write_atomically(_path(), json.dumps(records))
 
 
 def is_recovering(cluster_name: str) -> bool:
@@ -73,9 +79,10 @@ def preemptions_recovered(bid_fid: str) -> int:
 def set_standby(name_on_cloud: str, bid_fid: str) -> None:
     """Records `bid_fid` as the standby of the cluster's bid; '' while it is
     being placed (its fid not known yet)."""
-    records = _read()
-    records['standbys'][name_on_cloud] = [bid_fid, time.time()]
-    files.write_atomically(_path(), json.dumps(records))
+    with files.locked(_lock_path()):
+        records = _read()
+        records['standbys'][name_on_cloud] = [bid_fid, time.time()]
+        files.write_atomically(_path(), json.dumps(records))
 
 
 def standby_of(name_on_cloud: str) -> Optional[str]:
@@ -87,6 +94,7 @@ def standby_of(name_on_cloud: str) -> Optional[str]:
 
 def forget_standby(name_on_cloud: str) -> None:
     """The cluster has no standby any more (promoted or cancelled)."""
-    records = _read()
-    if records['standbys'].pop(name_on_cloud, None) is not None:
-        files.write_atomically(_path(), json.dumps(records))
+    with files.locked(_lock_path()):
+        records = _read()
+        if records['standbys'].pop(name_on_cloud, None) is not None:
+            files.write_atomically(_path(), json.dumps(records))

@@ -7,7 +7,7 @@ from sky import sky_logging
 from sky.utils import auth_utils
 from sky.utils import common_utils
 
-from sky_mithril import connection
+from sky_mithril.account import connection
 from sky_mithril.api import errors
 
 logger = sky_logging.init_logger('sky.sky_mithril.auth')

@@ -1,0 +1,2 @@
+"""The Mithril account: credentials, a connection bound to a project, and the
+SSH key registered with it."""

@@ -1,0 +1,67 @@
+"""When a managed job's recovery starts and what its relaunch bids: the
+task's `recovery_starts` and `recovery_limit_price` (in `config.mithril`, or
+`plugins.mithril` for the user), and the one relaunch limit.
+"""
+
+from typing import Any, Dict
+
+from sky_mithril import money
+from sky_mithril.task import settings
+
+RECOVERY_STARTS = 'recovery_starts'
+RECOVERY_LIMIT_PRICE = 'recovery_limit_price'
+KEYS = (RECOVERY_STARTS, RECOVERY_LIMIT_PRICE)
+# When a managed job's recovery starts: at Mithril's preemption notice, or
+# (SkyPilot's own behaviour) once the node is gone.
+RECOVERY_AT_NOTICE = 'notice'
+RECOVERY_AT_NODE_LOST = 'node_lost'
+
+
+def schema_properties() -> Dict[str, Any]:
+    """The recovery's keys in the `mithril` section's JSON schema."""
+    return {
+        RECOVERY_STARTS: {'type': 'string',
+                          'case_insensitive_enum': [RECOVERY_AT_NOTICE,
+                                                    RECOVERY_AT_NODE_LOST]},
+        RECOVERY_LIMIT_PRICE: settings.NUMBER_OR_STRING,
+    }
+
+
+def resolve_recovery_starts(task_section: Dict[str, Any],
+                            user_section: Dict[str, Any]) -> str:
+    """When a managed job's recovery starts (`RECOVERY_AT_*`): the task's
+    setting, else the user's, else at the notice."""
+    for section in (task_section, user_section):
+        value = section.get(RECOVERY_STARTS)
+        if value is not None:
+            return str(value).lower()
+    return RECOVERY_AT_NOTICE
+
+
+def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],
+                   user_section: Dict[str, Any]) -> settings.LimitPrice:
+    """The limit a managed job's relaunch after a preemption bids at: the
+    recovery limit (task, else user) when set, else the launch's own
+    `limit`. The one rule for the cloud (rendering a recovering cluster's
+    relaunch) and the standby bid alike. A recovery limit below the
+    launch's limit is refused: it could only wait longer."""
+    for section, scope in ((task_section, settings.TASK_SCOPE),
+                           (user_section, settings.USER_SCOPE)):
+        value = section.get(RECOVERY_LIMIT_PRICE)
+        if value is None:
+            continue
+        per_hour = settings.parse_price(value, RECOVERY_LIMIT_PRICE, scope)
+        where = (f'{scope}.{RECOVERY_LIMIT_PRICE}'
+                 if scope == settings.TASK_SCOPE else
+                 f'{RECOVERY_LIMIT_PRICE} ({scope})')
+        settings.check_ceiling(per_hour, where)
+        if per_hour < limit.per_hour:
+            raise settings.MithrilConfigError(
+                f'{where} is {money.format_dollars(per_hour)}/h, below the '
+                f'launch\'s limit {limit.describe()}; a recovery limit is the '
+                'cap a relaunch after a preemption may re-bid up to, so set it '
+                'at or above the limit price.')
+        return settings.LimitPrice(per_hour,
+                                   f'{RECOVERY_LIMIT_PRICE} in {scope}, '
+                                   'for a recovery after a preemption')
+    return limit

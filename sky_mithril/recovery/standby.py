@@ -1,0 +1,148 @@
+"""A managed job's standby bid: a second bid of the cluster's name, placed
+during Mithril's preemption notice so the replacement boots while the old
+node still trains (`place_standby`), watched until the notice ends
+(`StandbyWatch`), then made the cluster's bid (`promote_standby`, which
+cancels the old bid) or cancelled (`drop_standby`).
+
+The standby is recorded (`records`) from before its POST until it is
+promoted or dropped; the provisioner reads that record, plugged in here at
+import (`cluster_bid.use_standbys`), to tell the cluster's bid from its
+standby, and `sky stop` drops the standby.
+"""
+
+import threading
+import time
+from decimal import Decimal
+from typing import Any, Optional
+
+from sky import sky_logging
+
+from sky_mithril import money
+from sky_mithril.account import connection
+from sky_mithril.api import models
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import interrupts
+from sky_mithril.recovery import records
+
+logger = sky_logging.init_logger('sky.sky_mithril.jobs')
+
+
+def place_standby(conn: connection.Connection, bid: models.Bid,
+                  limit: Decimal) -> cluster_bid.ClusterBid:
+    """Places a standby for the cluster's bid `bid`: the same name, region,
+    instance type, nodes, SSH keys and volumes, at `limit` per instance-hour.
+    An earlier standby (left by an interrupted recovery) is cancelled first.
+    Undone (cancelled) if placing it fails or is interrupted."""
+    for earlier in cluster_bid.live_bids(conn, bid.name):
+        if earlier.fid != bid.fid:
+            drop_standby(conn, bid.name, earlier.fid)
+    spec = bid.launch_specification
+    request = models.CreateBidRequest(
+        project=conn.project_id, region=bid.region or '',
+        instance_type=bid.instance_type, limit_price=limit,
+        instance_quantity=bid.instance_quantity, name=bid.name,
+        launch_specification=models.LaunchSpecification(
+            ssh_keys=spec.ssh_keys, volumes=spec.volumes))
+    records.set_standby(bid.name, '')
+    try:
+        with interrupts.deferred():
+            posted = time.time()
+            standby = cluster_bid.create_once(
+                conn, request, placed_before=frozenset({bid.fid}))
+            records.set_standby(bid.name, standby.fid)
+    except BaseException as e:
+        for leftover in cluster_bid.live_bids(conn, bid.name):
+            if leftover.fid != bid.fid:
+                cluster_bid.ClusterBid(conn, leftover,
+                                       cluster_bid.Outcome.PLACED).undo(e)
+        records.forget_standby(bid.name)
+        raise
+    logger.info(f'Placed standby bid {standby.fid} for {bid.fid} in '
+                f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
+                'per instance.')
+    return cluster_bid.ClusterBid(conn, standby, cluster_bid.Outcome.PLACED,
+                                  placed_at=(posted + time.time()) / 2)
+
+
+def promote_standby(conn: connection.Connection, name: str,
+                    standby_fid: str) -> None:
+    """Makes the standby the cluster's bid: every other live bid of the
+    cluster is cancelled (confirmed Terminated) first."""
+    for bid in cluster_bid.live_bids(conn, name):
+        if bid.fid != standby_fid:
+            with interrupts.deferred():
+                cluster_bid.cancel_and_confirm(conn, bid.fid)
+            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
+                        'replaces it.')
+    records.forget_standby(name)
+
+
+def drop_standby(conn: connection.Connection, name: str,
+                 standby_fid: str) -> None:
+    """Cancels the cluster's standby (confirmed Terminated)."""
+    with interrupts.deferred():
+        cluster_bid.cancel_and_confirm(conn, standby_fid)
+    records.forget_standby(name)
+    logger.info(f'Cancelled standby bid {standby_fid}.')
+
+
+
+class StandbyWatch(threading.Thread):
+    """Watches the two bids while the standby is made ready (which may
+    outlast the notice: the auction, the boot, the task's setup). Once the
+    old bid's notice is over, the standby takes its place: the old bid is
+    cancelled, since back to Open it could win a second node. If the job is
+    cancelled (`cancelled`), the standby is cancelled, which ends its wait
+    or setup."""
+
+    POLL_SECONDS = 3.0
+
+    def __init__(self, conn: Any, name: str, old_fid: str, standby_fid: str,
+                 cancelled: threading.Event) -> None:
+        super().__init__(name=f'standby-watch-{name}', daemon=True)
+        self.conn, self.cluster, self.old_fid = conn, name, old_fid
+        self.standby_fid, self.cancelled = standby_fid, cancelled
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        replaced = False
+        while not self.stopped.wait(0 if self.cancelled.is_set() else
+                                    self.POLL_SECONDS):
+            try:
+                if self.cancelled.is_set():
+                    drop_standby(self.conn, self.cluster, self.standby_fid)
+                    return
+                if not replaced and self.conn.client.get_bid(
+                        self.old_fid).status != models.BidState.PREEMPTING:
+                    promote_standby(self.conn, self.cluster, self.standby_fid)
+                    replaced = True
+                    logger.info(f'{self.cluster}: the notice is over; '
+                                f'standby {self.standby_fid} is the '
+                                'cluster\'s bid now.')
+            except Exception as e:  # pylint: disable=broad-except
+                logger.info(f'{self.cluster}: watching the standby: {e}')
+
+    def __enter__(self) -> 'StandbyWatch':
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.join()
+
+
+class _RecordedStandbys:
+    """The standbys as recovery records them, for the provisioner."""
+
+    def standby_of(self, name: str) -> Optional[str]:
+        return records.standby_of(name)
+
+    def drop(self, conn: connection.Connection, name: str,
+             standby_fid: str) -> None:
+        drop_standby(conn, name, standby_fid)
+
+    def forget(self, name: str) -> None:
+        records.forget_standby(name)
+
+
+cluster_bid.use_standbys(_RecordedStandbys())
