@@ -11,7 +11,8 @@ there, exactly as the plugin does on the API server.
 
 In the skylet it also starts the preemption-notice watcher
 (`recovery.notice.watch_for_notice`), which runs the task's preemption hooks
-when Mithril's notice appears.
+when Mithril's notice appears. The SkyPilot names this relies on are checked as
+the skylet starts (`_start_notice_watcher`).
 
 Importing this module costs almost nothing and never raises: an interpreter
 that never imports `sky.provision` is untouched.
@@ -42,6 +43,33 @@ def _is_skylet() -> bool:
                for flag, module in zip(argv, argv[1:]))
 
 
+def _start_notice_watcher() -> None:
+    """Starts the preemption-notice watcher once the SkyPilot names the node
+    relies on check out (`skypilot_names.NODE`; imported here, as the skylet
+    starts, never at interpreter start).
+
+    A node cannot refuse to run: the skylet starts regardless. A missing
+    name is reported in the skylet's log, each one named, and the watcher is
+    not started; our provisioner stays registered. That keeps the money
+    safe: the provisioner is what stops and terminates the cluster's own bid
+    on autostop and autodown, where SkyPilot's built-in code would ignore the
+    cluster's API URL and cancel the first bid a name search finds. The
+    watcher runs the task's hooks through SkyPilot's hook executor, so with
+    its names gone it would fail only in the middle of a notice; without it
+    the jobs controller waits its bounded time for the hooks, then recovers.
+    """
+    from sky_mithril import skypilot_names  # pylint: disable=import-outside-toplevel
+    missing = skypilot_names.lacking((skypilot_names.NODE,))
+    if missing:
+        sys.stderr.write(f'sky-mithril: {skypilot_names.refusal(missing)} '
+                         'This node will not run the task\'s preemption '
+                         'hooks; nodes run the SkyPilot of the API server '
+                         'that launched them.\n')
+        return
+    threading.Thread(target=notice.watch_for_notice, daemon=True,
+                     name='sky-mithril-preemption-notice').start()
+
+
 def register(provision: ModuleType) -> None:
     """Registers sky-mithril's provisioner in a loaded `sky.provision`."""
     try:
@@ -51,8 +79,7 @@ def register(provision: ModuleType) -> None:
         from sky_mithril.recovery import standby  # pylint: disable=import-outside-toplevel,unused-import
         provision.register_provisioner(CLOUD_NAME, ours)
         if _is_skylet():
-            threading.Thread(target=notice.watch_for_notice, daemon=True,
-                             name='sky-mithril-preemption-notice').start()
+            _start_notice_watcher()
     except Exception as e:  # pylint: disable=broad-except
         sys.stderr.write(f'sky-mithril: could not set up this node ({e!r}); '
                          'autostop would use SkyPilot\'s built-in Mithril '

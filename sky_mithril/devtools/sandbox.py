@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from sky_mithril import skypilot_names
 from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.hosts import vm_image
 from sky_mithril.plugin import setup as setup_lib
@@ -101,7 +102,9 @@ class SkySandbox:
     Installs the Debian packages SkyPilot's client needs on a fresh machine
     (as root; otherwise the error names the apt command). Mithril credentials
     go into an `ml setup` profile, or with `credentials_in_environment` only
-    into the `MITHRIL_*` variables the API server starts with."""
+    into the `MITHRIL_*` variables the API server starts with. Refuses to
+    start (PluginCompatibilityError) on a SkyPilot that lacks a name
+    sky-mithril or its dev tools rely on."""
 
     def __init__(self,
                  root: Path,
@@ -112,6 +115,7 @@ class SkySandbox:
                  sky_config: Optional[Dict] = None,
                  extra_env: Optional[Dict[str, str]] = None,
                  credentials_in_environment: bool = False) -> None:
+        skypilot_names.require(skypilot_names.ALL_SIDES)
         vm_image.ensure_packages(SKYPILOT_CLIENT_PACKAGES,
                                  lambda line: print(line, flush=True))
         self.root = root

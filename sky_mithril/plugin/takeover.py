@@ -1,89 +1,31 @@
 """Wires sky-mithril into a running SkyPilot: every hook point, idempotently.
 
 SkyPilot 0.14.1 names its built-in Mithril cloud in several places; each is
-redirected here. `check_hook_points()` runs first and fails loudly, naming the
+redirected here. Every SkyPilot name the plugin relies on is checked first
+(`skypilot_names`): the install fails loudly, naming each missing name and the
 SkyPilot version, if any of them has moved.
 """
 
 import functools
 import hashlib
-import importlib
 import sys
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Set, Tuple
+from typing import Any, Callable, Dict, Set, Tuple
 
 import sky
 from sky import sky_logging
 
 import sky_mithril
 from sky_mithril import CLOUD_NAME
+from sky_mithril import skypilot_names
 
 logger = sky_logging.init_logger('sky.sky_mithril.plugin')
 
-SUPPORTED_SKYPILOT = '0.14.x (tested with 0.14.1)'
 TEMPLATE_PATH = Path(__file__).parent.parent / 'templates' / 'mithril-ray.yml.j2'
 
 _done: Set[str] = set()
 """The install steps that have completed in this process."""
-
-
-class PluginCompatibilityError(RuntimeError):
-    """This SkyPilot lacks a hook point sky-mithril relies on."""
-
-
-def _hook_points() -> Dict[str, Callable[[], bool]]:
-    """Each hook point and a probe that says whether it is where we expect."""
-
-    def attr(module: str, name: str) -> Callable[[], bool]:
-        return lambda: hasattr(importlib.import_module(module), name)
-
-    return {
-        'sky.utils.registry.CLOUD_REGISTRY': attr('sky.utils.registry',
-                                                  'CLOUD_REGISTRY'),
-        'sky.clouds.mithril.Mithril': attr('sky.clouds.mithril', 'Mithril'),
-        'sky.catalog.common.LazyDataFrame': attr('sky.catalog.common',
-                                                 'LazyDataFrame'),
-        'sky.provision.register_provisioner': attr('sky.provision',
-                                                   'register_provisioner'),
-        'sky.provision.TemplateSpec': attr('sky.provision', 'TemplateSpec'),
-        'sky.authentication.setup_mithril_authentication': attr(
-            'sky.authentication', 'setup_mithril_authentication'),
-        'sky.utils.schemas.get_config_schema': attr('sky.utils.schemas',
-                                                    'get_config_schema'),
-        'sky.jobs.runtime.register': attr('sky.jobs.runtime', 'register'),
-        'sky.utils.schemas.register_plugin_property': attr(
-            'sky.utils.schemas', 'register_plugin_property'),
-        'sky.skypilot_config.register_task_overrideable_config_key': attr(
-            'sky.skypilot_config', 'register_task_overrideable_config_key'),
-        'sky.jobs.recovery_strategy.EagerFailoverStrategyExecutor': attr(
-            'sky.jobs.recovery_strategy', 'EagerFailoverStrategyExecutor'),
-        'sky.backends.backend_utils._RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS':
-            attr('sky.backends.backend_utils',
-                 '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS'),
-        'CloudVmRayBackend._check_existing_cluster': lambda: hasattr(
-            importlib.import_module(
-                'sky.backends.cloud_vm_ray_backend').CloudVmRayBackend,
-            '_check_existing_cluster'),
-    }
-
-
-def check_hook_points() -> None:
-    """Raises PluginCompatibilityError listing every missing hook point."""
-    missing: List[str] = []
-    for name, probe in _hook_points().items():
-        try:
-            present = probe()
-        except ImportError:
-            present = False
-        if not present:
-            missing.append(name)
-    if missing:
-        raise PluginCompatibilityError(
-            f'sky-mithril {sky_mithril.__version__} supports SkyPilot '
-            f'{SUPPORTED_SKYPILOT}, but this is SkyPilot {sky.__version__}, '
-            f'which lacks: {", ".join(missing)}. Install `skypilot==0.14.1` '
-            'or a sky-mithril release made for this SkyPilot.')
 
 
 def _take_over_cloud_class() -> type:
@@ -167,7 +109,7 @@ def _take_over_provisioner() -> None:
         if isinstance(value, types.FunctionType) and not hasattr(ours, name)
     ]
     if lacking:
-        raise PluginCompatibilityError(
+        raise skypilot_names.PluginCompatibilityError(
             f'SkyPilot {sky.__version__}\'s built-in Mithril provisioner '
             f'defines {lacking}, which sky-mithril does not; those calls would '
             'reach the built-in. Use skypilot==0.14.1 or upgrade sky-mithril.')
@@ -295,7 +237,7 @@ def install() -> None:
     """Idempotent, step by step: SkyPilot calls it twice in one API server
     process, and after a step failed a later call runs only what is left
     (a schema extended twice would raise in SkyPilot)."""
-    check_hook_points()
+    skypilot_names.require(skypilot_names.CHECKED_AT_INSTALL)
     for step in _STEPS:
         if step.__name__ not in _done:
             step()

@@ -8,14 +8,16 @@ import sys
 import pytest
 import sky
 
+from sky_mithril import skypilot_names
 from sky_mithril.plugin import takeover
 
 
 def test_missing_hook_point_fails_loudly_naming_the_version(monkeypatch):
     from sky import authentication
     monkeypatch.delattr(authentication, 'setup_mithril_authentication')
-    with pytest.raises(takeover.PluginCompatibilityError) as info:
-        takeover.check_hook_points()
+    monkeypatch.setattr(takeover, '_STEPS', ())
+    with pytest.raises(skypilot_names.PluginCompatibilityError) as info:
+        takeover.install()
     message = str(info.value)
     assert f'SkyPilot {sky.__version__}' in message
     assert 'sky.authentication.setup_mithril_authentication' in message
