@@ -83,8 +83,9 @@ def _bid(market: Market, volumes: Sequence[str], name: str = 'job',
         volumes=volumes)
 
 
-def _messages(excinfo: pytest.ExceptionInfo) -> Dict[Tuple[Any, ...], str]:
-    return {e.loc: e.msg for e in excinfo.value.errors}
+def _messages(
+        excinfo: pytest.ExceptionInfo) -> Dict[Tuple[str, Optional[int]], str]:
+    return {(e.field, e.index): e.msg for e in excinfo.value.errors}
 
 
 def test_create_list_rename_delete(market: Market,
@@ -114,18 +115,18 @@ def test_create_list_rename_delete(market: Market,
         market.rename_volume(share.fid, 'again')
 
 
-@pytest.mark.parametrize('field, value, loc, words', [
-    ('project', 'proj_other', 'project', ['proj_other', 'not found']),
-    ('region', 'region-z', 'region', ['region-z', 'not found']),
-    ('interface', 'Tape', 'disk_interface', ['Block', 'File']),
-    ('size_gb', 0, 'size_gb', ['1', '16384']),
-    ('size_gb', 16385, 'size_gb', ['1', '16384']),
-    ('name', ' ', 'name', ['empty']),
-    ('name', 'a/b', 'name', ['directory name']),
-    ('name', 'taken', 'name', ['taken', 'already exists']),
+@pytest.mark.parametrize('field, value, words', [
+    ('project', 'proj_other', ['proj_other', 'not found']),
+    ('region', 'region-z', ['region-z', 'not found']),
+    ('interface', 'Tape', ['Block', 'File']),
+    ('size_gb', 0, ['1', '16384']),
+    ('size_gb', 16385, ['1', '16384']),
+    ('name', ' ', ['empty']),
+    ('name', 'a/b', ['directory name']),
+    ('name', 'taken', ['taken', 'already exists']),
 ])
 def test_create_refuses_bad_fields(market: Market, field: str, value: Any,
-                                   loc: str, words: List[str]) -> None:
+                                   words: List[str]) -> None:
     _volume(market, 'taken')
     arguments: Dict[str, Any] = {'project': PROJECT_FID, 'name': 'new',
                                  'interface': 'File', 'region': REGION,
@@ -134,7 +135,7 @@ def test_create_refuses_bad_fields(market: Market, field: str, value: Any,
     with pytest.raises(InvalidRequest) as excinfo:
         market.create_volume(**arguments)
     [message] = _messages(excinfo).values()
-    assert list(_messages(excinfo)) == [('body', loc)]
+    assert list(_messages(excinfo)) == [(field, None)]
     assert all(word in message for word in words), message
     assert [v.name for v in market.volumes(PROJECT_FID)] == ['taken']
 
@@ -144,7 +145,7 @@ def test_rename_refuses_a_name_in_use(market: Market) -> None:
     second = _volume(market, 'second')
     with pytest.raises(InvalidRequest) as excinfo:
         market.rename_volume(second.fid, 'first')
-    assert 'already exists' in _messages(excinfo)[('body', 'name')]
+    assert 'already exists' in _messages(excinfo)[('name', None)]
     assert second.name == 'second'
 
 
@@ -153,7 +154,7 @@ def test_storage_quota_is_20000_gb_per_project(market: Market) -> None:
     _volume(market, 'rest', 'Block', size_gb=3616)
     with pytest.raises(InvalidRequest) as excinfo:
         _volume(market, 'one-more', size_gb=1)
-    message = _messages(excinfo)[('body', 'size_gb')]
+    message = _messages(excinfo)[('size_gb', None)]
     assert 'quota of 20000 GB' in message
     assert '20000 GB used' in message and '1 GB requested' in message
     storage = market.quotas(PROJECT_FID)[-1]
@@ -165,12 +166,11 @@ def test_bid_volumes_must_exist_in_the_bids_region(market: Market) -> None:
     elsewhere = _volume(market, 'elsewhere', region=OTHER_REGION)
     with pytest.raises(InvalidRequest) as excinfo:
         _bid(market, [elsewhere.fid, 'vol_missing', elsewhere.fid])
-    loc = ('body', 'launch_specification', 'volumes')
     messages = _messages(excinfo)
-    assert OTHER_REGION in messages[loc + (0,)]
-    assert REGION in messages[loc + (0,)].replace(OTHER_REGION, '')
-    assert 'vol_missing not found' in messages[loc + (1,)]
-    assert 'more than once' in messages[loc + (2,)]
+    assert OTHER_REGION in messages[('volumes', 0)]
+    assert REGION in messages[('volumes', 0)].replace(OTHER_REGION, '')
+    assert 'vol_missing not found' in messages[('volumes', 1)]
+    assert 'more than once' in messages[('volumes', 2)]
     assert market.bids() == []
 
 
