@@ -24,7 +24,8 @@ ORDER_TYPES = ('Bid', 'Reservation')
 
 
 # Request bodies. Semantic checks (known fids, "$x.yy" prices, ...) are the
-# market's; these only give the shape.
+# market's; these only give the shape. The `_*_FIELDS` maps say where each
+# body carries the market's arguments, so a refusal points into the request.
 
 
 class _LaunchSpecificationBody(BaseModel):
@@ -46,11 +47,26 @@ class _CreateBidBody(BaseModel):
     launch_specification: _LaunchSpecificationBody
 
 
+_CREATE_BID_FIELDS = {
+    **wire.in_body('project', 'region', 'instance_type', 'limit_price',
+                   'instance_quantity', 'name'),
+    **wire.in_body(*_LaunchSpecificationBody.model_fields,
+                   under=('launch_specification',)),
+}
+
+
 class _UpdateBidBody(BaseModel):
     limit_price: Optional[str] = None
     paused: Optional[bool] = None
     volumes: Optional[List[str]] = None
     memory_gb: Optional[int] = None
+
+
+# The bid is the path's `bid_fid`.
+_UPDATE_BID_FIELDS = {
+    'fid': ('path', 'bid_fid'),
+    **wire.in_body(*_UpdateBidBody.model_fields),
+}
 
 
 class _CreateKubernetesClusterBody(BaseModel):
@@ -63,6 +79,10 @@ class _CreateKubernetesClusterBody(BaseModel):
     image_version: Optional[str] = None
 
 
+_CREATE_KUBERNETES_CLUSTER_FIELDS = wire.in_body(
+    *_CreateKubernetesClusterBody.model_fields)
+
+
 class _CreateVolumeBody(BaseModel):
     name: str
     project: str
@@ -71,8 +91,18 @@ class _CreateVolumeBody(BaseModel):
     size_gb: int
 
 
+# The market's `interface` is the body's `disk_interface`.
+_CREATE_VOLUME_FIELDS = {
+    **wire.in_body('name', 'project', 'region', 'size_gb'),
+    'interface': ('body', 'disk_interface'),
+}
+
+
 class _UpdateVolumeBody(BaseModel):
     name: str
+
+
+_UPDATE_VOLUME_FIELDS = wire.in_body(*_UpdateVolumeBody.model_fields)
 
 
 class _CreateSshKeyBody(BaseModel):
@@ -80,6 +110,9 @@ class _CreateSshKeyBody(BaseModel):
     name: str
     public_key: Optional[str] = None
     required: bool = False
+
+
+_CREATE_SSH_KEY_FIELDS = wire.in_body(*_CreateSshKeyBody.model_fields)
 
 
 def api_router(market: Market, lock: ContextManager[Any],
@@ -195,7 +228,7 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.post('/ssh-keys', status_code=201)
     def create_ssh_key(body: _CreateSshKeyBody) -> Dict[str, Any]:
-        with lock:
+        with lock, wire.fields_at(_CREATE_SSH_KEY_FIELDS):
             key, private_key = market.create_ssh_key(body.project, body.name,
                                                 body.public_key, body.required)
         return {**wire.ssh_key_json(key), 'private_key': private_key}
@@ -203,7 +236,7 @@ def api_router(market: Market, lock: ContextManager[Any],
     @v2.post('/spot/bids', status_code=201)
     def create_bid(body: _CreateBidBody) -> Dict[str, Any]:
         spec = body.launch_specification
-        with lock:
+        with lock, wire.fields_at(_CREATE_BID_FIELDS):
             bid = market.create_bid(project=body.project,
                                     region=body.region,
                                     instance_type=body.instance_type,
@@ -267,7 +300,7 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.patch('/spot/bids/{bid_fid}')
     def update_bid(bid_fid: str, body: _UpdateBidBody) -> Dict[str, Any]:
-        with lock:
+        with lock, wire.fields_at(_UPDATE_BID_FIELDS):
             bid = market.update_bid(bid_fid,
                                     limit_price=body.limit_price,
                                     paused=body.paused,
@@ -290,7 +323,7 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.post('/volumes', status_code=201)
     def create_volume(body: _CreateVolumeBody) -> Dict[str, Any]:
-        with lock:
+        with lock, wire.fields_at(_CREATE_VOLUME_FIELDS):
             volume = market.create_volume(project=body.project,
                                           name=body.name,
                                           interface=body.disk_interface,
@@ -301,7 +334,7 @@ def api_router(market: Market, lock: ContextManager[Any],
     @v2.patch('/volumes/{volume_fid}')
     def rename_volume(volume_fid: str,
                       body: _UpdateVolumeBody) -> Dict[str, Any]:
-        with lock:
+        with lock, wire.fields_at(_UPDATE_VOLUME_FIELDS):
             volume = market.rename_volume(volume_fid, body.name)
             return wire.volume_json(market, volume)
 
@@ -382,7 +415,7 @@ def api_router(market: Market, lock: ContextManager[Any],
     @v2.post('/kubernetes/clusters', status_code=201)
     def create_kubernetes_cluster(
             body: _CreateKubernetesClusterBody) -> Dict[str, Any]:
-        with lock:
+        with lock, wire.fields_at(_CREATE_KUBERNETES_CLUSTER_FIELDS):
             cluster = market.create_kubernetes_cluster(
                 project=body.project,
                 name=body.name,

@@ -140,8 +140,9 @@ def control_router(market: Market, lock: ContextManager[Any],
 
     @control.post('/capacity')
     def set_capacity(body: _CapacityBody) -> Dict[str, Any]:
-        return changed_auction(lambda: market.set_capacity(
-            body.instance_type, body.region, body.capacity))
+        with wire.fields_at(wire.in_body('capacity')):
+            return changed_auction(lambda: market.set_capacity(
+                body.instance_type, body.region, body.capacity))
 
     @control.post('/price-script')
     def script_prices(body: _PricePointsBody) -> Dict[str, Any]:

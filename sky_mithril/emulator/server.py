@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from sky_mithril.emulator import default_market
 from sky_mithril.emulator import kube
 from sky_mithril.emulator import market as market_lib
+from sky_mithril.emulator import wire
 from sky_mithril.emulator.api_routes import api_router
 from sky_mithril.emulator.clock import ScaledClock
 from sky_mithril.emulator.control_routes import control_router
@@ -66,7 +67,7 @@ class _EmulatorAPI(fastapi.FastAPI):
             self.counted_router, self.stats)
 
 
-# The market's errors as HTTP errors, in the shapes `wire` describes.
+# Refusals as HTTP errors, in the shapes `wire` describes.
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -76,7 +77,7 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     del request
-    assert isinstance(exc, market_lib.InvalidRequest)
+    assert isinstance(exc, wire.UnprocessableRequest)
     return JSONResponse(
         {
             'detail': [{
@@ -120,7 +121,7 @@ def build_app(market: Market,
     app.state.lock = market_lock
 
     app.add_exception_handler(market_lib.NotFound, _not_found)
-    app.add_exception_handler(market_lib.InvalidRequest, _invalid_request)
+    app.add_exception_handler(wire.UnprocessableRequest, _invalid_request)
     app.add_exception_handler(market_lib.InvalidState, _invalid_state)
     app.include_router(v2)
     app.include_router(kube.kube_router(market, market_lock))

@@ -2,7 +2,9 @@
 
 Wire conventions, as in Mithril's API: bid prices are "$x.yy" strings, the
 pricing endpoints integer cents, timestamps ISO 8601 in UTC, create 201,
-delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`,
+delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`
+(the market names the refused field; the route that parsed the request says
+where it carried it, with `fields_at`),
 unknown fids 404 `{"detail": "..."}`, a clash with the current state (deleting
 a volume a live bid lists) 409 `{"detail": "..."}`. Pageable lists (bids,
 instances) return `{"data": [...], "next_cursor": str | null}`, 100 per page
@@ -20,10 +22,13 @@ real API sends neither.
 
 import base64
 import binascii
+import contextlib
+import dataclasses
 import datetime
 import json
 from decimal import Decimal
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 from fastapi import Request
 
@@ -33,6 +38,10 @@ from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.market import Bid, Instance, KubernetesCluster, Market
 
 DEFAULT_PAGE_SIZE = 100
+
+# Where a request carried a value, as FastAPI writes it: ('body', 'name'),
+# ('query', 'limit'), ('path', 'bid_fid').
+Loc = Tuple[Union[str, int], ...]
 
 
 def iso(when: Optional[datetime.datetime]) -> Optional[str]:
@@ -173,9 +182,48 @@ def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
     }
 
 
-def validation_error(loc: Tuple[Union[str, int], ...], msg: str) -> market_lib.InvalidRequest:
+@dataclasses.dataclass(frozen=True)
+class ErrorDetail:
+    """One entry of a 422 body: where (`loc`), what, which kind."""
+
+    loc: Loc
+    msg: str
+    type: str = 'value_error'
+
+
+class UnprocessableRequest(Exception):
+    """A request answered 422 `{"detail": [ErrorDetail, ...]}`."""
+
+    def __init__(self, errors: Sequence[ErrorDetail]) -> None:
+        super().__init__('; '.join(f'{e.loc}: {e.msg}' for e in errors))
+        self.errors = list(errors)
+
+
+def validation_error(loc: Loc, msg: str) -> UnprocessableRequest:
     """A 422 for one field; `loc` as in FastAPI's own, e.g. ('query', 'limit')."""
-    return market_lib.InvalidRequest([market_lib.FieldError(loc, msg)])
+    return UnprocessableRequest([ErrorDetail(loc, msg)])
+
+
+def in_body(*fields: str, under: Loc = ()) -> Dict[str, Loc]:
+    """Market arguments carried as same-named fields of the JSON body (of its
+    object at `under`), for `fields_at`."""
+    return {field: ('body', *under, field) for field in fields}
+
+
+@contextlib.contextmanager
+def fields_at(locations: Mapping[str, Loc]) -> Iterator[None]:
+    """Turns the market's InvalidRequest into a 422 that says where the
+    request carried each refused field: `locations[field]`, then the index of
+    the refused entry of a list."""
+    try:
+        yield
+    except market_lib.InvalidRequest as e:
+        raise UnprocessableRequest([
+            ErrorDetail(
+                locations[error.field] +
+                (() if error.index is None else (error.index,)), error.msg,
+                error.type) for error in e.errors
+        ]) from e
 
 
 def list_param(request: Request, name: str) -> Optional[List[str]]:

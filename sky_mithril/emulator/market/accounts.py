@@ -1,0 +1,78 @@
+"""Who uses the market: its one project and one user, and the project's
+quotas (spot instances per instance type, volume storage)."""
+
+from typing import List, Optional
+
+from sky_mithril.emulator.market.errors import FieldError, NotFound
+from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Project,
+                                                 Quota, User)
+from sky_mithril.emulator.market.state import MarketState, stable_fid
+
+PROJECT_FID = 'proj_emulator'
+PROJECT_NAME = 'emulator'
+USER_FID = 'user_emulator'
+VOLUME_QUOTA_GB = 20_000
+
+
+class Accounts:
+    """The project and user every request acts as, and their quotas."""
+
+    def __init__(self, state: MarketState) -> None:
+        self._store = state.store
+        self.project = Project(PROJECT_FID, PROJECT_NAME, state.now)
+        self.user = User(fid=USER_FID,
+                         id='00000000-0000-4000-8000-000000000001',
+                         email='emulator@localhost',
+                         organization_id='org_emulator',
+                         user_name='emulator')
+
+    def require_project(self, project: str) -> None:
+        """Raises NotFound unless `project` is the market's project."""
+        if project != self.project.fid:
+            raise NotFound('Project', project)
+
+    def project_error(self, project: str) -> Optional[FieldError]:
+        """Why a request's `project` argument is refused, if it is."""
+        if project != self.project.fid:
+            return FieldError('project', f'Project {project} not found')
+        return None
+
+    def storage_used(self, project: str) -> int:
+        """GB of volumes `project` has, against `VOLUME_QUOTA_GB`."""
+        return sum(v.capacity_gb
+                   for v in self._store.volumes.values()
+                   if v.project == project)
+
+    def quotas(self, project: str) -> List[Quota]:
+        """Spot capacity per instance type (the sum over regions, and what
+        the project holds), then the project's volume storage."""
+        self.require_project(project)
+        quotas = []
+        for instance_type in self._store.instance_types.values():
+            auctions = [
+                a for a in self._store.auctions.values()
+                if a.instance_type is instance_type
+            ]
+            used = sum(bid.instance_quantity
+                       for a in auctions
+                       for bid in a.live_bids
+                       if bid.project == project and
+                       bid.status in CAPACITY_HOLDERS)
+            quotas.append(
+                Quota(fid=stable_fid('quota', instance_type.name),
+                      project=project,
+                      product_type='spot',
+                      name=instance_type.name,
+                      units='instances',
+                      total_quantity=sum(a.capacity for a in auctions),
+                      used_quantity=used,
+                      instance_type=instance_type))
+        quotas.append(
+            Quota(fid=stable_fid('quota', 'storage'),
+                  project=project,
+                  product_type='storage',
+                  name='storage',
+                  units='GB',
+                  total_quantity=VOLUME_QUOTA_GB,
+                  used_quantity=self.storage_used(project)))
+        return quotas

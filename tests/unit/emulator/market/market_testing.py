@@ -1,0 +1,94 @@
+"""What the market's unit tests share: a two-region catalog of one instance
+type, host backend hooks recorded in order, and a bid placed in one line."""
+
+import datetime
+from typing import Dict, List, Optional, Tuple
+
+from sky_mithril.emulator.hosts import HostAddress
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
+                                         InstanceStatus, Market)
+
+TYPE = 'gpu.sxm.1x'
+REGION = 'region-a'
+OTHER_REGION = 'region-b'
+CLEARING_S = 120.0
+NOTICE_S = 300.0
+BOOT_S = 60.0
+PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEmulatorTestKey test'
+
+
+def _row(name: str, region: str, spot: str, floor: str) -> Dict[str, str]:
+    return {
+        'InstanceType': name, 'AcceleratorName': 'H100',
+        'AcceleratorCount': '1', 'vCPUs': '20', 'MemoryGiB': '200',
+        'Price': floor, 'SpotPrice': spot, 'Region': region,
+        'GpuInfo': "{'Gpus': [{'Name': 'H100', 'Count': 1, "
+                   "'MemoryInfo': {'SizeInMiB': 81920}}]}",
+    }
+
+
+CATALOG = [_row(TYPE, REGION, '1.00', '0.50'),
+           _row(TYPE, OTHER_REGION, '2.00', '0.50')]
+
+
+class RecordingHosts(PlaceholderHosts):
+    """Placeholder hosts that remember every hook call, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: List[Tuple[str, str]] = []
+        self.created_keys: Dict[str, List[str]] = {}
+        self.preemption_end_times: Dict[str, datetime.datetime] = {}
+        self.fail_create = False
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str]) -> HostAddress:
+        self.calls.append(('create', instance_fid))
+        if self.fail_create:
+            raise RuntimeError('no host for you')
+        self.created_keys[instance_fid] = list(ssh_public_keys)
+        return super().create(instance_fid, ssh_public_keys)
+
+    def pause(self, instance_fid: str) -> None:
+        self.calls.append(('pause', instance_fid))
+
+    def resume(self, instance_fid: str) -> HostAddress:
+        self.calls.append(('resume', instance_fid))
+        return super().resume(instance_fid)
+
+    def notify_preemption(self, instance_fid: str, *, bid_status: str,
+                          end_time: datetime.datetime) -> None:
+        assert bid_status == 'Preempting'
+        self.calls.append(('notify_preemption', instance_fid))
+        self.preemption_end_times[instance_fid] = end_time
+
+    def preempt(self, instance_fid: str) -> None:
+        self.calls.append(('preempt', instance_fid))
+
+    def destroy(self, instance_fid: str) -> None:
+        self.calls.append(('destroy', instance_fid))
+        super().destroy(instance_fid)
+
+    def hooks_for(self, instance_fid: str) -> List[str]:
+        return [hook for hook, fid in self.calls if fid == instance_fid]
+
+
+def type_fid(market: Market) -> str:
+    return market.auction(TYPE, REGION).instance_type.fid
+
+
+def place_bid(market: Market, limit: str = '$5.00', quantity: int = 1,
+              name: str = 'job', region: str = REGION,
+              ssh_keys: Optional[List[str]] = None) -> Bid:
+    return market.create_bid(project=PROJECT_FID, region=region,
+                             instance_type=type_fid(market),
+                             limit_price=limit, instance_quantity=quantity,
+                             name=name, ssh_keys=ssh_keys or [])
+
+
+def instance_statuses(bid: Bid) -> List[InstanceStatus]:
+    return [instance.status for instance in bid.instances]
+
+
+def event_types(bid: Bid) -> List[BidEventType]:
+    return [event.event_type for event in bid.events]

@@ -1,0 +1,144 @@
+"""Instances' life cycle: boot steps and host creation, the preemption
+notice and re-allocation of the same instances, pause and stop, cancellation
+during boot, a failing host backend. Manual clock, no sleeping."""
+
+import datetime
+from decimal import Decimal
+
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.market import (PROJECT_FID, BidStatus,
+                                         InstanceStatus, Market)
+
+from market_testing import (BOOT_S, CATALOG, CLEARING_S, NOTICE_S, PUBLIC_KEY,
+                            REGION, TYPE, RecordingHosts, instance_statuses,
+                            place_bid)
+
+
+def test_price_rise_preempts_after_notice_and_reallocates_same_instances(
+        market: Market, hosts: RecordingHosts) -> None:
+    bid = place_bid(market, limit='$3.00', quantity=2)
+    market.advance(CLEARING_S + BOOT_S)
+    assert instance_statuses(bid) == [InstanceStatus.RUNNING] * 2
+    instance_fids = [i.fid for i in bid.instances]
+    addresses = [i.address for i in bid.instances]
+
+    market.set_price(TYPE, REGION, '$4.00')
+    market.advance(CLEARING_S - BOOT_S)
+    assert bid.status == BidStatus.PREEMPTING
+    assert instance_statuses(bid) == [InstanceStatus.PREEMPTING] * 2
+    end_time = market.now + datetime.timedelta(seconds=NOTICE_S)
+    assert all(hosts.preemption_end_times[fid] == end_time
+               for fid in instance_fids)
+    assert market.free_capacity(bid.auction) == 6  # held during the notice
+
+    market.advance(NOTICE_S - 1)
+    assert bid.status == BidStatus.PREEMPTING
+    market.advance(1)
+    assert bid.status == BidStatus.OPEN
+    assert instance_statuses(bid) == [InstanceStatus.PREEMPTED] * 2
+    assert market.free_capacity(bid.auction) == 8
+    assert all(hosts.hooks_for(fid)[-1] == 'preempt' for fid in instance_fids)
+
+    market.set_price(TYPE, REGION, '$2.00')
+    market.advance(CLEARING_S)
+    assert bid.status == BidStatus.ALLOCATED
+    assert bid.price_paid == Decimal('2.00')
+    market.advance(BOOT_S)
+    assert [i.fid for i in bid.instances] == instance_fids
+    assert instance_statuses(bid) == [InstanceStatus.RUNNING] * 2
+    assert [i.address for i in bid.instances] == addresses
+    for fid in instance_fids:
+        assert hosts.hooks_for(fid) == ['create', 'notify_preemption',
+                                        'preempt', 'resume']
+
+
+def test_pause_stops_instances_frees_capacity_and_unpause_resumes_them(
+        market: Market, hosts: RecordingHosts) -> None:
+    bid = place_bid(market)
+    market.advance(CLEARING_S + BOOT_S)
+    fid = bid.instances[0].fid
+
+    market.update_bid(bid.fid, paused=True)
+    assert bid.status == BidStatus.PAUSED
+    assert instance_statuses(bid) == [InstanceStatus.STOPPING]
+    assert bid.price_paid is None and bid.instances[0].price_paid is None
+    assert market.free_capacity(bid.auction) == 8
+    market.advance(market.stop_duration_s)
+    assert instance_statuses(bid) == [InstanceStatus.PAUSED]
+    market.advance(2 * CLEARING_S)
+    assert bid.status == BidStatus.PAUSED  # out of the market
+
+    market.update_bid(bid.fid, paused=False)
+    assert bid.status == BidStatus.OPEN
+    market.advance(CLEARING_S + BOOT_S)
+    assert bid.status == BidStatus.ALLOCATED
+    assert [i.fid for i in bid.instances] == [fid]
+    assert instance_statuses(bid) == [InstanceStatus.RUNNING]
+    assert hosts.hooks_for(fid) == ['create', 'pause', 'resume']
+
+
+def test_cancel_during_boot_stops_the_boot(market: Market,
+                                           hosts: RecordingHosts) -> None:
+    bid = place_bid(market)
+    market.advance(CLEARING_S + 10)
+    market.cancel_bid(bid.fid)
+    market.advance(BOOT_S)
+    assert instance_statuses(bid) == [InstanceStatus.TERMINATED]
+    assert hosts.calls == []
+
+
+def test_instance_boot_sequence_and_host_creation(clock: ManualClock,
+                                                  hosts: RecordingHosts) -> None:
+    durations = {InstanceStatus.NEW: 1, InstanceStatus.CONFIRMED: 2,
+                 InstanceStatus.SCHEDULED: 3, InstanceStatus.INITIALIZING: 4,
+                 InstanceStatus.STARTING: 5}
+    market = Market(clock, hosts, CATALOG, clearing_interval_s=CLEARING_S,
+                    boot_durations_s=durations)
+    key, _ = market.create_ssh_key(PROJECT_FID, 'mine', PUBLIC_KEY)
+    bid = place_bid(market, ssh_keys=[key.fid])
+    market.advance(CLEARING_S)
+    instance = bid.instances[0]
+    seen = []
+    for seconds in (1, 2, 3, 4, 5):
+        seen.append((instance.status, instance.address is not None))
+        market.advance(seconds)
+    seen.append((instance.status, instance.address is not None))
+    assert seen == [(InstanceStatus.NEW, False),
+                    (InstanceStatus.CONFIRMED, False),
+                    (InstanceStatus.SCHEDULED, False),
+                    (InstanceStatus.INITIALIZING, False),
+                    (InstanceStatus.STARTING, True),
+                    (InstanceStatus.RUNNING, True)]
+    assert hosts.created_keys[instance.fid] == [PUBLIC_KEY]
+    assert instance.name == 'job-0'
+
+
+def test_default_boot_takes_about_a_minute(market: Market) -> None:
+    bid = place_bid(market)
+    market.advance(CLEARING_S + BOOT_S - 1)
+    assert instance_statuses(bid) == [InstanceStatus.STARTING]
+    market.advance(1)
+    assert instance_statuses(bid) == [InstanceStatus.RUNNING]
+
+
+def test_pause_during_notice_cancels_the_preemption(market: Market,
+                                                    hosts: RecordingHosts) -> None:
+    bid = place_bid(market)
+    market.advance(CLEARING_S + BOOT_S)
+    market.force_preempt(bid.fid)
+    market.update_bid(bid.fid, paused=True)
+    market.advance(NOTICE_S)
+    assert bid.status == BidStatus.PAUSED
+    assert instance_statuses(bid) == [InstanceStatus.PAUSED]
+    assert hosts.hooks_for(bid.instances[0].fid) == ['create',
+                                                     'notify_preemption',
+                                                     'pause']
+
+
+def test_failing_host_backend_marks_instance_error(market: Market,
+                                                  hosts: RecordingHosts) -> None:
+    hosts.fail_create = True
+    bid = place_bid(market)
+    market.advance(CLEARING_S + BOOT_S)
+    assert instance_statuses(bid) == [InstanceStatus.ERROR]
+    assert bid.status == BidStatus.ALLOCATED
