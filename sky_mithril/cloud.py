@@ -165,6 +165,7 @@ class Ranking:
     sections: settings.Sections
     num_nodes: int
     patient: bool
+    max_hourly_cost: Optional[float] = None
 
     def why_not_now(self, instance_type: str, region: str,
                     market: live_prices.Snapshot) -> Optional[str]:
@@ -176,7 +177,8 @@ class Ranking:
         if self.patient or quote is None:
             return None
         spot, free = quote
-        limit = Mithril.effective_limit_price(instance_type, self.sections)
+        limit = Mithril.effective_limit_price(instance_type, self.sections,
+                                              self.max_hourly_cost)
         if spot > limit.per_hour:
             return (f'spot {money.format_dollars(spot)}/h above your limit '
                     f'{money.format_dollars(limit.per_hour)}/h')
@@ -316,12 +318,14 @@ class Mithril(builtin_mithril.Mithril):
         return int(sum(accelerators.values()))
 
     @classmethod
-    def effective_limit_price(cls, instance_type: str,
-                              sections: settings.Sections) -> settings.LimitPrice:
+    def effective_limit_price(
+            cls, instance_type: str, sections: settings.Sections,
+            max_hourly_cost: Optional[float]) -> settings.LimitPrice:
         """The limit price a bid for `instance_type` would carry, given the
-        task's and the user's settings (`config.sections_from_skypilot`)."""
+        task's and the user's settings (`settings.sections_from_skypilot`)
+        and the task's `resources.max_hourly_cost`."""
         return settings.resolve_limit_price(cls.gpu_count(instance_type),
-                                          *sections)
+                                            *sections, max_hourly_cost)
 
     def get_feasible_launchable_resources(
             self,
@@ -355,7 +359,8 @@ class Mithril(builtin_mithril.Mithril):
         if resources.region is not None:
             volume_mounts.check_region(mounts, resources.region)
         volume_region = volume_mounts.region_of(mounts) if mounts else None
-        ranking = Ranking(sections, num_nodes, patient=timeout is None)
+        ranking = Ranking(sections, num_nodes, patient=timeout is None,
+                          max_hourly_cost=resources.max_hourly_cost)
         cloud = type(self)()
         cloud.ranking = ranking
         market = live_prices.snapshot()
@@ -363,8 +368,10 @@ class Mithril(builtin_mithril.Mithril):
         hints: List[str] = []
         for candidate in feasible.resources_list:
             instance_type = candidate.instance_type
-            limit = self.effective_limit_price(instance_type, sections)
-            policy.relaunch_limit(limit, *sections)  # Checked up front.
+            limit = self.effective_limit_price(instance_type, sections,
+                                               resources.max_hourly_cost)
+            policy.relaunch_limit(limit, *sections,  # Checked up front.
+                                  resources.max_hourly_cost)
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -506,9 +513,11 @@ class Mithril(builtin_mithril.Mithril):
         instance_type = resources.instance_type
         sections = settings.sections_from_skypilot(
             resources.cluster_config_overrides)
-        limit = self.effective_limit_price(instance_type, sections)
+        limit = self.effective_limit_price(instance_type, sections,
+                                           resources.max_hourly_cost)
         if records.is_recovering(cluster_name.display_name):
-            limit = policy.relaunch_limit(limit, *sections)
+            limit = policy.relaunch_limit(limit, *sections,
+                                          resources.max_hourly_cost)
         timeout = settings.resolve_provision_timeout(*sections)
         boot_timeout = settings.resolve_boot_timeout(*sections)
         if _first_time_this_launch('deploy', cluster_name.name_on_cloud,

@@ -3,7 +3,7 @@ task's `recovery_starts` and `recovery_limit_price` (in `config.mithril`, or
 `plugins.mithril` for the user), and the one relaunch limit.
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from sky_mithril import money
 from sky_mithril.task import settings
@@ -39,12 +39,15 @@ def resolve_recovery_starts(task_section: Dict[str, Any],
 
 
 def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],
-                   user_section: Dict[str, Any]) -> settings.LimitPrice:
+                   user_section: Dict[str, Any],
+                   max_hourly_cost: Optional[float] = None
+                   ) -> settings.LimitPrice:
     """The limit a managed job's relaunch after a preemption bids at: the
     recovery limit (task, else user) when set, else the launch's own
     `limit`. The one rule for the cloud (rendering a recovering cluster's
     relaunch) and the standby bid alike. A recovery limit below the
-    launch's limit is refused: it could only wait longer."""
+    launch's limit is refused: it could only wait longer; so is one above
+    the task's `resources.max_hourly_cost`."""
     for section, scope in ((task_section, settings.TASK_SCOPE),
                            (user_section, settings.USER_SCOPE)):
         value = section.get(RECOVERY_LIMIT_PRICE)
@@ -55,6 +58,8 @@ def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],
                  if scope == settings.TASK_SCOPE else
                  f'{RECOVERY_LIMIT_PRICE} ({scope})')
         settings.check_ceiling(per_hour, where)
+        settings.check_within_cap(per_hour, where,
+                                  settings.cost_cap(max_hourly_cost))
         if per_hour < limit.per_hour:
             raise settings.MithrilConfigError(
                 f'{where} is {money.format_dollars(per_hour)}/h, below the '

@@ -119,7 +119,8 @@ def plan_recovery(handle: Any, dag: Any,
         return RecoveryPlan()
     limit = policy.relaunch_limit(
         settings.LimitPrice(Decimal(provider_config['limit_price_per_hour']),
-                            'the cluster\'s limit price'), *sections).per_hour
+                            'the cluster\'s limit price'), *sections,
+        handle.launched_resources.max_hourly_cost).per_hour
     if not bid.launch_specification.volumes:
         market = cluster_bid.market_view(conn, bid)
         other_regions = () if market.can_win(

@@ -33,6 +33,8 @@ VOLUMES = 'volumes'
 KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT,
         VOLUMES)
 
+# SkyPilot's own cap per node-hour, in the task's `resources:`.
+MAX_HOURLY_COST = 'resources.max_hourly_cost'
 TASK_SCOPE = 'config.mithril'
 USER_SCOPE = 'plugins.mithril in ~/.sky/config.yaml'
 
@@ -135,14 +137,53 @@ def _limit_from_section(section: Dict[str, Any], scope: str,
     return None
 
 
+def cost_cap(max_hourly_cost: Optional[float]) -> Optional[Decimal]:
+    """SkyPilot's `resources.max_hourly_cost` (dollars per node-hour) as a cap
+    on the limit price, rounded down to whole cents so a limit at the cap
+    never exceeds it; None when the task sets none."""
+    if max_hourly_cost is None:
+        return None
+    cap = money.parse_dollars(max_hourly_cost).quantize(money.CENT,
+                                                        'ROUND_DOWN')
+    if cap <= 0:
+        raise MithrilConfigError(
+            f'{MAX_HOURLY_COST} is {max_hourly_cost!r}, below one cent per '
+            'node-hour: no Mithril bid fits under it. Raise it, or leave '
+            'Mithril out with `infra:`.')
+    return cap
+
+
+def check_within_cap(per_hour: Decimal, where: str,
+                     cap: Optional[Decimal]) -> None:
+    """Refuses a limit above the task's `resources.max_hourly_cost`: a bid at
+    it could be billed above the cap the user set."""
+    if cap is not None and per_hour > cap:
+        raise MithrilConfigError(
+            f'{where} gives {money.format_dollars(per_hour)}/h per instance, '
+            f'above {MAX_HOURLY_COST} {money.format_dollars(cap)}/h (SkyPilot\'s '
+            'cap per node-hour): a bid at that limit could be billed above '
+            f'your cap. Lower it to at most {money.format_dollars(cap)}, raise '
+            f'{MAX_HOURLY_COST}, or drop the Mithril limit to bid at '
+            f'{MAX_HOURLY_COST}.')
+
+
 def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
-                        user_section: Dict[str, Any]) -> LimitPrice:
-    """Task settings, else user-wide settings, else Mithril's documented default."""
+                        user_section: Dict[str, Any],
+                        max_hourly_cost: Optional[float] = None) -> LimitPrice:
+    """Task settings, else user-wide settings, else the task's
+    `resources.max_hourly_cost`, else Mithril's documented default. Never
+    above `max_hourly_cost`."""
+    cap = cost_cap(max_hourly_cost)
     for section, scope in ((task_section, TASK_SCOPE), (user_section,
                                                         USER_SCOPE)):
         limit = _limit_from_section(section, scope, num_gpus)
         if limit is not None:
+            check_within_cap(limit.per_hour, limit.source, cap)
             return limit
+    if cap is not None:
+        check_ceiling(cap, MAX_HOURLY_COST)
+        return LimitPrice(cap, f'{MAX_HOURLY_COST} of the task, SkyPilot\'s '
+                          'cap per node-hour')
     return LimitPrice(DEFAULT_LIMIT_PRICE_PER_HOUR,
                       "Mithril's default; set config.mithril.limit_price")
 
