@@ -4,12 +4,17 @@ Runs cycles of a cluster's life (launch 1 or 2 nodes → status → every third
 cycle stop, status, start, status → down) through the real provisioner
 functions against an in-process `EmulatorServer` whose /v2 API injects every
 fault kind (429 with Retry-After 0 or 1 s, 5xx, latency, connection reset,
-committed-then-lost responses). Some launches and starts are interrupted at a
+committed-then-lost responses, and bid POSTs answered with a 5xx or a reset
+and committed later). Some launches and starts are interrupted at a
 random moment with a real signal sent to this process from a timer thread:
 SIGINT (Ctrl-C) or SIGTERM (what `sky api cancel` sends SkyPilot's request
 worker, whose handler raises KeyboardInterrupt, as the soak's does). With the
 injected latency, many land while a request is in flight.
-The provisioner's clients get a 3 s retry budget so failures surface fast.
+The provisioner's clients get a 3 s retry budget so failures surface fast,
+and its late-commit window shrinks to 2 wall seconds (1,200 emulated at 600x)
+as the emulator's clock runs fast: each cycle's late commits land 6 to 300
+emulated seconds after the answer, inside the window, where the provisioner
+promises never to POST a bid again.
 
 What follows a failed step is what SkyPilot 0.14.1 or its user would do:
   * launch/start raises an Exception (StopFailoverError included): SkyPilot's
@@ -57,6 +62,7 @@ from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.devtools.provisioning import provision_config
 from sky_mithril.emulator.faults import FAULT_KINDS, FaultRule
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
 PROJECT = 'proj_emulator'
@@ -69,6 +75,9 @@ PUBLIC_KEY = ('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIChaosSoakKeyChaosSoakKey'
               'ChaosSoak0000 chaos@soak')
 SPEED = 600.0
 MAX_RETRY_SECONDS = 3.0
+LATE_COMMIT_WINDOW_S = 2.0
+LATE_COMMIT_POLL_S = 0.1
+LATE_COMMIT_DELAYS_S = (6.0, 60.0, 300.0)  # emulated
 PROVISION_TIMEOUT_S = '60'
 SKYPILOT_TEARDOWN_TRIES = 3  # sky.provision.provisioner._MAX_RETRY
 USER_TRIES = 8
@@ -83,13 +92,18 @@ TERMINATED = 'Terminated'
 _T = TypeVar('_T')
 
 
-def fault_rules(retry_after_s: int) -> List[Dict[str, Any]]:
+def fault_rules(retry_after_s: int,
+                late_commit_s: float = LATE_COMMIT_DELAYS_S[0]
+                ) -> List[Dict[str, Any]]:
     """Faults on every /v2 endpoint, heavier on the bid POST (the risky
-    call); each cycle draws `retry_after_s` (0 or 1) anew."""
+    call); each cycle draws `retry_after_s` (0 or 1) and `late_commit_s`
+    anew."""
     return [
         FaultRule(method='POST', path='/v2/spot/bids', rate_limit=0.1,
                   retry_after_s=retry_after_s, server_error=0.1, reset=0.1,
-                  lost_response=0.2, latency=0.2, latency_s=0.3).to_dict(),
+                  lost_response=0.1, late_commit=0.35,
+                  late_commit_s=late_commit_s, latency=0.2,
+                  latency_s=0.3).to_dict(),
         FaultRule(path='/v2', rate_limit=0.06, retry_after_s=retry_after_s,
                   server_error=0.05, reset=0.04, lost_response=0.05,
                   latency=0.05, latency_s=0.2).to_dict(),
@@ -305,6 +319,20 @@ def _plugin_frames(exc: BaseException) -> List[str]:
 
 
 @contextlib.contextmanager
+def _late_commit_window(seconds: float, poll_s: float) -> Iterator[None]:
+    """The provisioner's late-commit window and its polls, shrunk."""
+    saved = (cluster_bid.LATE_COMMIT_WINDOW_SECONDS,
+             cluster_bid.LATE_COMMIT_POLL_SECONDS)
+    cluster_bid.LATE_COMMIT_WINDOW_SECONDS = seconds
+    cluster_bid.LATE_COMMIT_POLL_SECONDS = poll_s
+    try:
+        yield
+    finally:
+        (cluster_bid.LATE_COMMIT_WINDOW_SECONDS,
+         cluster_bid.LATE_COMMIT_POLL_SECONDS) = saved
+
+
+@contextlib.contextmanager
 def _environment(url: str) -> Iterator[None]:
     """Credentials for the emulator, and a config dir with no profiles."""
     with tempfile.TemporaryDirectory(prefix='sky-mithril-chaos-') as home:
@@ -507,7 +535,8 @@ class _Soak:
         name = f'{NAME_PREFIX}{index % CLUSTER_NAMES}'
         count = 1 + index % 2
         self.control('PUT', 'faults',
-                     rules=fault_rules(self.rng.choice((0, 1))))
+                     rules=fault_rules(self.rng.choice((0, 1)),
+                                       self.rng.choice(LATE_COMMIT_DELAYS_S)))
         if self.launch(name, count, restart=False):
             self.settle(name, {'STATUS_RUNNING'})
             self.cluster_info(name, count)
@@ -554,7 +583,8 @@ def run_soak(cycles: int = 50,
     report = SoakReport(seed=seed)
     started = time.monotonic()
     with EmulatorServer(speed=SPEED, seed=seed) as server, \
-            _environment(server.url), _SignalGate.installed():
+            _environment(server.url), _SignalGate.installed(), \
+            _late_commit_window(LATE_COMMIT_WINDOW_S, LATE_COMMIT_POLL_S):
         clients = _Clients(MAX_RETRY_SECONDS)
         soak = _Soak(server, seed, clients, report)
         with clients.installed():

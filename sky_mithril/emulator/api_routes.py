@@ -5,22 +5,26 @@ Mithril's own clients call.
 lock while it touches the market, and turns what it got into JSON with `wire`
 (whose docstring has the wire conventions: money, times, paging, list query
 parameters). Any non-empty bearer token is accepted unless an API key is
-given, then only that one.
+given, then only that one. A create route commits at once, or later under
+the fault injector's late commit (`created`).
 """
 
 import datetime
 import hmac
-from typing import Any, ContextManager, Dict, List, Literal, Optional
+from typing import (Any, Callable, ContextManager, Dict, List, Literal,
+                    Optional, TypeVar)
 
 import fastapi
 from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel
 
+from sky_mithril.emulator import faults
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator import wire
 from sky_mithril.emulator.market import BidStatus, InstanceStatus, Market
 
 ORDER_TYPES = ('Bid', 'Reservation')
+_Made = TypeVar('_Made')
 
 
 # Request bodies. Semantic checks (known fids, "$x.yy" prices, ...) are the
@@ -132,6 +136,18 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     v2 = fastapi.APIRouter(prefix='/v2', dependencies=[Depends(authenticate)])
 
+    def created(request: Request, create: Callable[[], _Made],
+                as_json: Callable[[_Made], Dict[str, Any]]) -> Dict[str, Any]:
+        """What a create route answers: `create()`'s result as JSON. Under a
+        late-commit fault (`faults.late_commit_delay`) `create` runs that
+        much later on the market's clock, and the answer, which the client
+        never gets, is empty. Called holding the lock."""
+        delay = faults.late_commit_delay(request.scope)
+        if delay is not None:
+            market.commit_later(delay, create)
+            return {}
+        return as_json(create())
+
     @v2.get('/me')
     def me() -> Dict[str, Any]:
         with lock:
@@ -227,29 +243,35 @@ def api_router(market: Market, lock: ContextManager[Any],
             return [wire.ssh_key_json(key) for key in market.ssh_keys(project)]
 
     @v2.post('/ssh-keys', status_code=201)
-    def create_ssh_key(body: _CreateSshKeyBody) -> Dict[str, Any]:
+    def create_ssh_key(request: Request,
+                       body: _CreateSshKeyBody) -> Dict[str, Any]:
         with lock, wire.fields_at(_CREATE_SSH_KEY_FIELDS):
-            key, private_key = market.create_ssh_key(body.project, body.name,
-                                                body.public_key, body.required)
-        return {**wire.ssh_key_json(key), 'private_key': private_key}
+            return created(
+                request, lambda: market.create_ssh_key(
+                    body.project, body.name, body.public_key, body.required),
+                lambda made: {**wire.ssh_key_json(made[0]),
+                              'private_key': made[1]})
 
     @v2.post('/spot/bids', status_code=201)
-    def create_bid(body: _CreateBidBody) -> Dict[str, Any]:
+    def create_bid(request: Request, body: _CreateBidBody) -> Dict[str, Any]:
         spec = body.launch_specification
+
+        def create() -> market_lib.Bid:
+            return market.create_bid(project=body.project,
+                                     region=body.region,
+                                     instance_type=body.instance_type,
+                                     limit_price=body.limit_price,
+                                     instance_quantity=body.instance_quantity,
+                                     name=body.name,
+                                     ssh_keys=spec.ssh_keys,
+                                     volumes=spec.volumes,
+                                     startup_script=spec.startup_script,
+                                     kubernetes_cluster=spec.kubernetes_cluster,
+                                     image_version=spec.image_version,
+                                     memory_gb=spec.memory_gb)
+
         with lock, wire.fields_at(_CREATE_BID_FIELDS):
-            bid = market.create_bid(project=body.project,
-                                    region=body.region,
-                                    instance_type=body.instance_type,
-                                    limit_price=body.limit_price,
-                                    instance_quantity=body.instance_quantity,
-                                    name=body.name,
-                                    ssh_keys=spec.ssh_keys,
-                                    volumes=spec.volumes,
-                                    startup_script=spec.startup_script,
-                                    kubernetes_cluster=spec.kubernetes_cluster,
-                                    image_version=spec.image_version,
-                                    memory_gb=spec.memory_gb)
-            return wire.bid_json(bid)
+            return created(request, create, wire.bid_json)
 
     @v2.get('/spot/bids')
     def list_bids(project: Optional[str] = None,
@@ -322,14 +344,15 @@ def api_router(market: Market, lock: ContextManager[Any],
                     for v in market.volumes(project, region)]
 
     @v2.post('/volumes', status_code=201)
-    def create_volume(body: _CreateVolumeBody) -> Dict[str, Any]:
+    def create_volume(request: Request,
+                      body: _CreateVolumeBody) -> Dict[str, Any]:
         with lock, wire.fields_at(_CREATE_VOLUME_FIELDS):
-            volume = market.create_volume(project=body.project,
-                                          name=body.name,
-                                          interface=body.disk_interface,
-                                          region=body.region,
-                                          size_gb=body.size_gb)
-            return wire.volume_json(market, volume)
+            return created(
+                request, lambda: market.create_volume(
+                    project=body.project, name=body.name,
+                    interface=body.disk_interface, region=body.region,
+                    size_gb=body.size_gb),
+                lambda volume: wire.volume_json(market, volume))
 
     @v2.patch('/volumes/{volume_fid}')
     def rename_volume(volume_fid: str,
@@ -414,17 +437,19 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.post('/kubernetes/clusters', status_code=201)
     def create_kubernetes_cluster(
+            request: Request,
             body: _CreateKubernetesClusterBody) -> Dict[str, Any]:
         with lock, wire.fields_at(_CREATE_KUBERNETES_CLUSTER_FIELDS):
-            cluster = market.create_kubernetes_cluster(
-                project=body.project,
-                name=body.name,
-                region=body.region,
-                instance_type=body.instance_type,
-                ssh_keys=body.ssh_keys,
-                k8s_version=body.k8s_version,
-                image_version=body.image_version)
-            return wire.kubernetes_cluster_json(market, cluster)
+            return created(
+                request, lambda: market.create_kubernetes_cluster(
+                    project=body.project,
+                    name=body.name,
+                    region=body.region,
+                    instance_type=body.instance_type,
+                    ssh_keys=body.ssh_keys,
+                    k8s_version=body.k8s_version,
+                    image_version=body.image_version),
+                lambda cluster: wire.kubernetes_cluster_json(market, cluster))
 
     @v2.delete('/kubernetes/clusters/{cluster_fid}', status_code=204)
     def delete_kubernetes_cluster(cluster_fid: str) -> Response:

@@ -10,6 +10,16 @@ fault kind:
   - `lost_response`: the request IS applied, then the connection is dropped
     before any byte of the response is sent ("committed but response lost"),
     so the client sees a connection error and cannot tell it succeeded.
+  - `late_commit`: the request is answered at once as failed, by the way
+    `late_commit_answer` names (`server_error`: one of
+    `server_error_statuses`; `reset`: the connection dropped), and it is
+    committed `late_commit_s` seconds later on the market's clock (a
+    manual-clock test commits it by advancing the clock that far), as a
+    server whose gateway gave up while its backend went on. Only the create
+    routes (POST bids, SSH keys, volumes, Kubernetes clusters) defer their
+    commit (`late_commit_delay`); a request they would refuse then is
+    dropped. Any other route applies the request at once, as
+    `lost_response` does.
 `path` is a prefix on segment boundaries (`/v2/spot/bids` matches
 `/v2/spot/bids/bid_1/status`) or, if it contains `{`, a route template
 (`/v2/spot/bids/{bid_fid}` matches that one route only). The first matching
@@ -45,10 +55,17 @@ SERVER_ERROR = 'server_error'
 LATENCY = 'latency'
 RESET = 'reset'
 LOST_RESPONSE = 'lost_response'
-FAULT_KINDS = (RATE_LIMIT, SERVER_ERROR, LATENCY, RESET, LOST_RESPONSE)
+LATE_COMMIT = 'late_commit'
+FAULT_KINDS = (RATE_LIMIT, SERVER_ERROR, LATENCY, RESET, LOST_RESPONSE,
+               LATE_COMMIT)
 # Kinds that replace the normal response; at most one applies per request.
-_EXCLUSIVE_KINDS = (RESET, RATE_LIMIT, SERVER_ERROR, LOST_RESPONSE)
+_EXCLUSIVE_KINDS = (RESET, RATE_LIMIT, SERVER_ERROR, LOST_RESPONSE,
+                    LATE_COMMIT)
+# How a late commit's request is answered.
+LATE_COMMIT_ANSWERS = (SERVER_ERROR, RESET)
 CONTROL_PREFIX = '/_emulator/'
+# Where a late commit's delay rides in the ASGI scope, for the routes.
+_LATE_COMMIT_SCOPE_KEY = 'mithril_emulator.late_commit_s'
 
 
 @dataclasses.dataclass
@@ -65,6 +82,9 @@ class FaultRule:
     latency_s: float = 0.5
     reset: float = 0.0
     lost_response: float = 0.0
+    late_commit: float = 0.0
+    late_commit_s: float = 10.0
+    late_commit_answer: str = SERVER_ERROR
     max_faults: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -77,13 +97,19 @@ class FaultRule:
                                  f'got {probability}')
         if sum(getattr(self, kind) for kind in _EXCLUSIVE_KINDS) > 1.0:
             raise ValueError('reset + rate_limit + server_error + '
-                             'lost_response must not exceed 1')
+                             'lost_response + late_commit must not exceed 1')
         if not self.server_error_statuses or any(
                 not 500 <= status <= 599
                 for status in self.server_error_statuses):
             raise ValueError('server_error_statuses must be 5xx codes')
-        if self.retry_after_s < 0 or self.latency_s < 0:
-            raise ValueError('retry_after_s and latency_s must be >= 0')
+        if self.retry_after_s < 0 or self.latency_s < 0 or (
+                self.late_commit_s < 0):
+            raise ValueError('retry_after_s, latency_s and late_commit_s '
+                             'must be >= 0')
+        if self.late_commit_answer not in LATE_COMMIT_ANSWERS:
+            raise ValueError('late_commit_answer must be one of '
+                             f'{list(LATE_COMMIT_ANSWERS)}; got '
+                             f'{self.late_commit_answer!r}')
         if not self.path.startswith('/'):
             raise ValueError(f'path must start with "/"; got {self.path!r}')
         self._template = (re.compile(
@@ -115,12 +141,15 @@ class FaultRule:
 
 @dataclasses.dataclass(frozen=True)
 class FaultPlan:
-    """What to do to one request: a delay, and at most one failure kind."""
+    """What to do to one request: a delay, and at most one failure kind.
+    A late commit is answered with `status` (None: the connection dropped)
+    and committed `late_commit_s` later."""
 
     latency_s: float = 0.0
     failure: Optional[str] = None
     status: Optional[int] = None
     retry_after_s: int = 0
+    late_commit_s: float = 0.0
 
 
 class FaultInjector:
@@ -181,12 +210,21 @@ class FaultInjector:
             status = None
             if failure == RATE_LIMIT:
                 status = 429
-            elif failure == SERVER_ERROR:
+            elif failure == SERVER_ERROR or (
+                    failure == LATE_COMMIT and
+                    rule.late_commit_answer == SERVER_ERROR):
                 status = self._rng.choice(rule.server_error_statuses)
             return FaultPlan(latency_s=latency_s,
                              failure=failure,
                              status=status,
-                             retry_after_s=rule.retry_after_s)
+                             retry_after_s=rule.retry_after_s,
+                             late_commit_s=rule.late_commit_s)
+
+
+def late_commit_delay(scope: Scope) -> Optional[float]:
+    """For a create route: None to commit the request now, else the seconds
+    of market time after which to commit it (a `late_commit` fault)."""
+    return scope.get(_LATE_COMMIT_SCOPE_KEY)
 
 
 class FaultMiddleware:
@@ -211,6 +249,13 @@ class FaultMiddleware:
         elif plan.failure == LOST_RESPONSE:
             await self.app(scope, receive, _discard)
             await _drop_connection(send)
+        elif plan.failure == LATE_COMMIT:
+            scope[_LATE_COMMIT_SCOPE_KEY] = plan.late_commit_s
+            await self.app(scope, receive, _discard)
+            if plan.status is None:
+                await _drop_connection(send)
+            else:
+                await _send_error(send, plan)
         else:
             await self.app(scope, receive, send)
 

@@ -15,6 +15,12 @@ paused again, an adopted one left alone. Requests that change the market run
 with SIGINT/SIGTERM held (`interrupts.deferred`), so their outcome is always
 known before an interrupt leaves.
 
+A bid POST answered by a 5xx, a timeout or a reset may still be committed by
+Mithril later. No second POST goes out until the bid has been looked for by
+name for LATE_COMMIT_WINDOW_SECONDS (`create_once`), and a launch that placed
+a bid leaves its name with that one live bid (`cancel_extra_bids`), so a
+commit later than the window is still cancelled while the launch is alive.
+
 During a managed job's preemption notice the cluster may also hold a
 *standby*: a second bid of the same name, which managed-job recovery places,
 records, promotes or drops (`sky_mithril.recovery.standby`, plugged in here
@@ -47,9 +53,17 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 SSH_USER = 'ubuntu'
 
 CANCEL_CONFIRM_SECONDS = 30.0
-# A bid POST whose outcome is unknown (its answer was lost) may still be
-# committed by the server; it is looked for this long before giving up.
-HALF_PLACED_WINDOW_SECONDS = 10.0
+# A bid POST answered by a 5xx, a timeout or a reset may still be committed by
+# Mithril afterwards: a backend can finish a request its gateway already gave
+# up on. So after such an answer no second POST of the bid goes out until the
+# bid has been looked for by name this long. 60 s is as long as the gateways
+# and load balancers in front of an API commonly let a backend run (30 to 60
+# s), counted from when the client stopped waiting; it costs a launch whose
+# POST truly failed one minute per further POST. A commit later still is
+# caught while the launch is alive (`ClusterBid.wait_until_ready`).
+LATE_COMMIT_WINDOW_SECONDS = 60.0
+# How often the bid is looked for during that window.
+LATE_COMMIT_POLL_SECONDS = 2.0
 # POSTs of one bid whose answers were lost before giving up.
 CREATE_ATTEMPTS = 3
 # The first "why is it waiting" report comes once the bid has sat through a
@@ -72,6 +86,18 @@ _BOOTING = (models.InstanceState.NEW, models.InstanceState.CONFIRMED,
 class AllocationTimeoutError(RuntimeError):
     """The bid was not allocated in time; it has been cancelled. SkyPilot
     fails over to the next region or cloud on this error."""
+
+
+class SeveralLiveBidsError(RuntimeError):
+    """The cluster's name has several live bids and none can be told to be
+    the cluster's (no standby is recorded): all of them may bill."""
+
+    def __init__(self, name: str, fids: List[str]) -> None:
+        super().__init__(
+            f'Mithril has {len(fids)} live bids named {name!r} '
+            f'({", ".join(fids)}); sky-mithril expects one per cluster. '
+            'Cancel the extra ones (`sky down` cancels all of them).')
+        self.fids = fids
 
 
 class Outcome(enum.Enum):
@@ -140,7 +166,11 @@ def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
 def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
     """Which of the cluster's live bids (`live_bids`) is the cluster's bid. A
     standby is the cluster's bid only once the bid it stands by for is gone;
-    the standby record is read only when there are several."""
+    the standby record is read only when there are several. Several without
+    a standby record raise SeveralLiveBidsError: all are the cluster's name's
+    (a bid POST whose answer was lost, committed after its launch stopped
+    looking), and nothing here tells which one SkyPilot's nodes are, so none
+    is cancelled behind the user's back."""
     if len(bids) <= 1:
         return bids[0] if bids else None
     standby = None if _standbys is None else _standbys.standby_of(name)
@@ -151,11 +181,7 @@ def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
                   bids[-1:])
         if len(others) == 1:
             return others[0]
-    fids = ', '.join(b.fid for b in bids)
-    raise RuntimeError(
-        f'Mithril has {len(bids)} live bids named {name!r} ({fids}); '
-        'sky-mithril expects one per cluster. Cancel the extra ones '
-        '(`sky down` cancels all of them).')
+    raise SeveralLiveBidsError(name, [b.fid for b in bids])
 
 
 def current_instances(conn: connection.Connection,
@@ -343,8 +369,12 @@ class ClusterBid:
     conn: connection.Connection
     bid: models.Bid
     outcome: Outcome
-    # Local epoch at which this launch placed the bid (None unless PLACED).
+    # Local epoch at which this launch placed the bid (None unless PLACED
+    # and answered: a bid found by name after a lost answer has no known time).
     placed_at: Optional[float] = None
+    # Live bids of the name that are not this launch's to cancel: the bid a
+    # standby stands by for.
+    placed_before: FrozenSet[str] = frozenset()
 
     @classmethod
     def acquire(cls, conn: connection.Connection, region: str, name: str,
@@ -358,17 +388,16 @@ class ClusterBid:
         held = (None if existing is None else cls(
             conn, existing, _outcome_for(conn, existing, region, config)))
         try:
-            with interrupts.deferred():
-                if held is None:
-                    posted = time.time()
-                    bid = cls._place(conn, region, name, config)
-                    held = cls(conn, bid, Outcome.PLACED,
-                               placed_at=(posted + time.time()) / 2)
-                else:
+            if held is None:
+                placement = cls._place(conn, region, name, config)
+                held = cls(conn, placement.bid, Outcome.PLACED,
+                           placed_at=placement.placed_at)
+            else:
+                with interrupts.deferred():
                     held._apply_launch_settings(config.provider_config)
         except BaseException as e:
             if held is None:
-                _cancel_half_placed(conn, name, e)
+                cancel_half_placed(conn, name, e)
             else:
                 held.undo(e)
             raise
@@ -396,8 +425,8 @@ class ClusterBid:
 
     @staticmethod
     def _place(conn: connection.Connection, region: str, name: str,
-               config: common.ProvisionConfig) -> models.Bid:
-        """Places the cluster's bid exactly once.
+               config: common.ProvisionConfig) -> 'Placement':
+        """Places the cluster's bid exactly once (`create_once`).
 
         The instance type's fid comes from the live catalog the launch was
         planned with (`instance_type_fid` in the provider config); only when
@@ -418,27 +447,38 @@ class ClusterBid:
                 ssh_keys=[config.authentication_config['ssh_key_id']],
                 volumes=volume_fids(config.provider_config)))
         try:
-            bid = create_once(conn, request)
+            placement = create_once(conn, request)
         except errors.ValidationError as e:
             if planned_fid is None or not _about_instance_type(e):
                 raise
-            bid = create_once(conn, request.model_copy(update={
+            placement = create_once(conn, request.model_copy(update={
                 'instance_type': instance_type_fid(conn, instance_type,
                                                    region)}))
-        logger.info(f'Placed Mithril bid {bid.fid}: {config.count}× '
+        logger.info(f'Placed Mithril bid {placement.bid.fid}: {config.count}× '
                     f'{instance_type} in {region} at a limit of '
                     f'{money.format_dollars(limit)}/h per instance.')
-        return bid
+        return placement
 
     def wait_until_ready(self, provider_config: Dict[str, Any]
                          ) -> List[models.Instance]:
         """Waits for the auction, then for every node's SSH destination; the
-        acquired bid is undone if either fails or is interrupted."""
+        acquired bid is undone if either fails or is interrupted.
+
+        A bid this launch placed is then its name's only live bid (but for
+        `placed_before`), whether the wait ended well or not
+        (`cancel_extra_bids`; one request): a bid POST whose answer was lost
+        and that Mithril committed after `create_once` stopped looking, even
+        one of an earlier launch of the name, is caught here at the latest.
+        """
         try:
-            return self._wait(provider_config)
+            instances = self._wait(provider_config)
+            if self.outcome == Outcome.PLACED:
+                cancel_extra_bids(self.conn, self.bid.name, self.bid.fid,
+                                  self.placed_before)
         except BaseException as e:
             self.undo(e)
             raise
+        return instances
 
     def _wait(self, provider_config: Dict[str, Any]) -> List[models.Instance]:
         """Polls the bid's instances, one request per poll, until each node
@@ -599,39 +639,162 @@ class ClusterBid:
                         f'bid {self.bid.fid} after: {_describe(cause)}')
 
     def _reverse(self) -> None:
-        """Cancels a placed bid, pauses a resumed one, keeps an adopted one."""
+        """Cancels a placed bid (and any extra bid of its name,
+        `cancel_extra_bids`), pauses a resumed one, keeps an adopted one."""
         if self.outcome == Outcome.PLACED:
             cancel_and_confirm(self.conn, self.bid.fid)
+            cancel_extra_bids(self.conn, self.bid.name, self.bid.fid,
+                              self.placed_before)
         elif self.outcome == Outcome.RESUMED:
             self.conn.client.update_bid(self.bid.fid, paused=True)
 
 
-def create_once(conn: connection.Connection,
-                 request: models.CreateBidRequest,
-                 placed_before: FrozenSet[str] = frozenset()) -> models.Bid:
-    """POSTs the bid so that it exists at most once.
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """A bid `create_once` placed."""
 
-    A POST whose response was lost may or may not have created the bid, so
-    before every retry the bid is looked up by its name (bids in
-    `placed_before` excepted); the client never retries a POST on its own
-    once it may have reached the server.
+    bid: models.Bid
+    # Local epoch of the POST that answered with the bid (the middle of the
+    # request); None when the bid was found by name after a lost answer.
+    placed_at: Optional[float]
+
+
+def create_once(conn: connection.Connection,
+                request: models.CreateBidRequest,
+                placed_before: FrozenSet[str] = frozenset()) -> Placement:
+    """POSTs the bid so that it exists once, never twice.
+
+    A POST answered by a 5xx, a timeout or a reset may still be committed
+    later, so no second POST goes out while its outcome is unknown: the bid
+    is looked for by name (bids in `placed_before` excepted) for
+    LATE_COMMIT_WINDOW_SECONDS and used once it appears; only if it has not
+    appeared by then is it POSTed again, at most CREATE_ATTEMPTS times in
+    all. The client never retries a POST on its own once it may have reached
+    the server.
+
+    Each POST runs with SIGINT/SIGTERM held (`interrupts.deferred`); the
+    looking between POSTs does not, so Ctrl-C ends it at once. Whatever ends
+    this while a POST's outcome is unknown, an interrupt or an error, first
+    watches the rest of that POST's window and cancels the bid if it appears
+    (`_BidPosts.cancel_late_commit`). After more than one POST, any other
+    live bid of the name is cancelled (`cancel_extra_bids`).
     """
-    attempt = 1
-    while True:
-        try:
-            return conn.client.create_bid(request)
-        except errors.AmbiguousResponseError as e:
-            found = next((b for b in live_bids(conn, request.name)
-                          if b.fid not in placed_before), None)
-            if found is not None:
-                logger.info(f'Bid {found.fid} was placed although the '
-                            'response was lost; using it.')
-                return found
-            if attempt == CREATE_ATTEMPTS:
+    posts = _BidPosts(conn, request.name, placed_before)
+    try:
+        placed = posts.place(request)
+        if posts.count > 1:
+            cancel_extra_bids(conn, request.name, placed.bid.fid,
+                              placed_before)
+    except BaseException as e:
+        posts.cancel_late_commit(e)
+        raise
+    return placed
+
+
+class _BidPosts:
+    """The POSTs of one bid, and until when one of them whose answer was lost
+    may still be committed."""
+
+    def __init__(self, conn: connection.Connection, name: str,
+                 placed_before: FrozenSet[str]) -> None:
+        self.conn = conn
+        self.name = name
+        self.placed_before = placed_before
+        self.count = 0
+        # The monotonic time until which a POST whose answer was lost may
+        # still be committed; None while every POST's outcome is known.
+        self.unknown_until: Optional[float] = None
+
+    def place(self, request: models.CreateBidRequest) -> Placement:
+        """The bid, POSTed as `create_once` says."""
+        while True:
+            try:
+                return self._post(request)
+            except errors.AmbiguousResponseError as e:
+                found = self._await_late_commit()
+                if found is not None:
+                    logger.info(f'Bid {found.fid} was placed although the '
+                                f'response was lost ({e}); using it.')
+                    return Placement(found, placed_at=None)
+                if self.count == CREATE_ATTEMPTS:
+                    raise
+                logger.info(f'Placing the bid failed ({e}); no bid named '
+                            f'{self.name!r} appeared within '
+                            f'{LATE_COMMIT_WINDOW_SECONDS:.0f}s, so it was '
+                            'not created: placing it again.')
+
+    def _post(self, request: models.CreateBidRequest) -> Placement:
+        """One POST, with signals held; a lost answer starts its window
+        before any held signal is delivered."""
+        with interrupts.deferred():
+            self.count += 1
+            sent = time.time()
+            try:
+                bid = self.conn.client.create_bid(request)
+            except errors.AmbiguousResponseError:
+                self.unknown_until = (time.monotonic() +
+                                      LATE_COMMIT_WINDOW_SECONDS)
                 raise
-            attempt += 1
-            logger.info(f'Placing the bid failed ({e}); it was not '
-                        'created, retrying.')
+            return Placement(bid, placed_at=(sent + time.time()) / 2)
+
+    def _ours(self) -> List[models.Bid]:
+        """Live bids of the name this placement may have made, oldest first."""
+        return [b for b in reversed(live_bids(self.conn, self.name))
+                if b.fid not in self.placed_before]
+
+    def _await_late_commit(self) -> Optional[models.Bid]:
+        """The bid of a POST whose answer was lost, once it appears; None if
+        it has not by the end of the window."""
+        assert self.unknown_until is not None
+        while True:
+            found = self._ours()
+            if found or time.monotonic() >= self.unknown_until:
+                self.unknown_until = None
+                return found[0] if found else None
+            time.sleep(LATE_COMMIT_POLL_SECONDS)
+
+    def cancel_late_commit(self, cause: BaseException) -> None:
+        """After `cause` ended the placement while a POST's outcome is
+        unknown: cancels its bid if it appears before the window ends. Ctrl-C
+        again stops the watch, saying what may still appear."""
+        if self.unknown_until is None:
+            return
+        logger.info(f'Placing bid {self.name!r} stopped ({_describe(cause)}) '
+                    'while a POST whose answer was lost may still be '
+                    f'committed; watching for it for up to '
+                    f'{self.unknown_until - time.monotonic():.0f}s to cancel '
+                    'it.')
+        until = self.unknown_until
+        try:
+            found = self._await_late_commit()
+        except BaseException:
+            logger.warning(
+                f'Stopped watching for bid {self.name!r}: Mithril may still '
+                'commit a POST whose answer was lost in the next '
+                f'{max(until - time.monotonic(), 0):.0f}s, and it would '
+                'bill. Run `sky down` for this cluster afterwards to cancel '
+                'it.')
+            raise
+        if found is not None:
+            # Undoing it cancels any other bid of the placement too.
+            ClusterBid(self.conn, found, Outcome.PLACED,
+                       placed_before=self.placed_before).undo(cause)
+
+
+def cancel_extra_bids(conn: connection.Connection, name: str, keep: str,
+                      placed_before: FrozenSet[str] = frozenset()) -> None:
+    """Cancels every live bid named `name` but `keep` and `placed_before`,
+    each confirmed Terminated and named in a warning: a second bid of the
+    name is a bid POST whose answer was lost, committed late, and would bill
+    beside the cluster's."""
+    for bid in live_bids(conn, name):
+        if bid.fid == keep or bid.fid in placed_before:
+            continue
+        with interrupts.deferred():
+            cancel_and_confirm(conn, bid.fid)
+        logger.warning(f'Cancelled bid {bid.fid}: a second live bid named '
+                       f'{name!r} beside {keep}, from a bid POST whose '
+                       'answer was lost and that Mithril committed late.')
 
 
 def _about_instance_type(error: errors.ValidationError) -> bool:
@@ -683,32 +846,24 @@ def _outcome_for(conn: connection.Connection, bid: models.Bid, region: str,
     return Outcome.RESUMED
 
 
-def _outcome_unknown(cause: BaseException) -> bool:
-    """Whether a failed bid POST may still have been committed: its answer
-    was lost or never awaited, as opposed to a definite refusal."""
-    return (isinstance(cause, errors.AmbiguousResponseError) or
-            not isinstance(cause, errors.MithrilAPIError))
-
-
-def _cancel_half_placed(conn: connection.Connection, name: str,
-                        cause: BaseException) -> None:
-    """After placing the bid failed or was interrupted, cancels any bid of
-    the cluster's name. When the POST's outcome is unknown the server may
-    still commit it, so the look-up is repeated for a short window."""
-    deadline = time.monotonic() + (HALF_PLACED_WINDOW_SECONDS
-                                   if _outcome_unknown(cause) else 0.0)
+def cancel_half_placed(conn: connection.Connection, name: str,
+                       cause: BaseException,
+                       placed_before: FrozenSet[str] = frozenset()) -> None:
+    """After placing a bid failed or was interrupted, cancels any bid of its
+    name (`placed_before` excepted). One look-up does: `create_once` leaves
+    only once every POST's outcome is known or its window watched, and a bid
+    whose POST was answered just as an interrupt came is listed already."""
     with interrupts.deferred():
-        while True:
-            try:
-                found = live_bids(conn, name)
-            except Exception as lookup_error:  # pylint: disable=broad-except
-                raise common.StopFailoverError(
-                    f'Placing the Mithril bid {name!r} failed '
-                    f'({_describe(cause)}) and sky-mithril could not check '
-                    f'whether it exists: {lookup_error}. Run `sky down` for '
-                    'this cluster to cancel it if it does.') from lookup_error
-            for bid in found:
-                ClusterBid(conn, bid, Outcome.PLACED).undo(cause)
-            if found or time.monotonic() >= deadline:
-                return
-            time.sleep(1.0)
+        try:
+            found = [b for b in live_bids(conn, name)
+                     if b.fid not in placed_before]
+        except Exception as lookup_error:  # pylint: disable=broad-except
+            raise common.StopFailoverError(
+                f'Placing the Mithril bid {name!r} failed '
+                f'({_describe(cause)}) and sky-mithril could not check '
+                f'whether it exists: {lookup_error}. Run `sky down` for '
+                'this cluster to cancel it if it does.') from lookup_error
+        if found:
+            # Undoing one cancels the others too (`ClusterBid._reverse`).
+            ClusterBid(conn, found[0], Outcome.PLACED,
+                       placed_before=placed_before).undo(cause)

@@ -82,6 +82,16 @@ def _bid_state(handle: Any) -> BidState:
         preemptions = sum(
             e.event_type == models.BidEventType.PREEMPTED
             for e in conn.client.get_bid_history(bid.fid).events)
+    except cluster_bid.SeveralLiveBidsError as e:
+        # Each of them may bill for as long as the job runs: say so every
+        # time the controller asks, in its log, which the user reads.
+        logger.warning(
+            f'{handle.cluster_name}: {e} Every one of them may bill for as '
+            'long as the job runs, and preemption recovery cannot tell '
+            'which is the job\'s: `sky jobs cancel` the job, or cancel the '
+            'extra bid with `sky-mithril instance delete <fid> '
+            '--include-sky-clusters`.')
+        return BidState(Preemption.NONE)
     except (errors.MithrilAPIError, RuntimeError, OSError) as e:
         logger.debug(f'Mithril preemption check failed for '
                      f'{handle.cluster_name}: {e}')

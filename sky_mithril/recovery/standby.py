@@ -11,7 +11,6 @@ standby, and `sky stop` drops the standby.
 """
 
 import threading
-import time
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -32,7 +31,9 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     """Places a standby for the cluster's bid `bid`: the same name, region,
     instance type, nodes, SSH keys and volumes, at `limit` per instance-hour.
     An earlier standby (left by an interrupted recovery) is cancelled first.
-    Undone (cancelled) if placing it fails or is interrupted."""
+    Undone (cancelled) if placing it fails or is interrupted; a POST whose
+    answer was lost is waited out first (`cluster_bid.create_once`), so a
+    late commit of it is cancelled too."""
     for earlier in cluster_bid.live_bids(conn, bid.name):
         if earlier.fid != bid.fid:
             drop_standby(conn, bid.name, earlier.fid)
@@ -43,25 +44,22 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
         instance_quantity=bid.instance_quantity, name=bid.name,
         launch_specification=models.LaunchSpecification(
             ssh_keys=spec.ssh_keys, volumes=spec.volumes))
+    placed_before = frozenset({bid.fid})
     records.set_standby(bid.name, '')
     try:
-        with interrupts.deferred():
-            posted = time.time()
-            standby = cluster_bid.create_once(
-                conn, request, placed_before=frozenset({bid.fid}))
-            records.set_standby(bid.name, standby.fid)
+        placement = cluster_bid.create_once(conn, request, placed_before)
+        records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
-        for leftover in cluster_bid.live_bids(conn, bid.name):
-            if leftover.fid != bid.fid:
-                cluster_bid.ClusterBid(conn, leftover,
-                                       cluster_bid.Outcome.PLACED).undo(e)
+        cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)
         records.forget_standby(bid.name)
         raise
-    logger.info(f'Placed standby bid {standby.fid} for {bid.fid} in '
+    logger.info(f'Placed standby bid {placement.bid.fid} for {bid.fid} in '
                 f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
                 'per instance.')
-    return cluster_bid.ClusterBid(conn, standby, cluster_bid.Outcome.PLACED,
-                                  placed_at=(posted + time.time()) / 2)
+    return cluster_bid.ClusterBid(conn, placement.bid,
+                                  cluster_bid.Outcome.PLACED,
+                                  placed_at=placement.placed_at,
+                                  placed_before=placed_before)
 
 
 def promote_standby(conn: connection.Connection, name: str,

@@ -19,6 +19,7 @@ from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
+from sky_mithril.emulator.market.errors import MarketError
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import (DEFAULT_K8S_VERSION,
                                                     KubernetesClusters)
@@ -191,6 +192,20 @@ class Market:
         self.clock.advance(seconds)
         self.tick()
         return self.now
+
+    @_caught_up
+    def commit_later(self, delay_s: float, commit: Callable[[], Any]) -> None:
+        """Runs `commit` (a call of this market's, e.g. `create_bid`)
+        `delay_s` emulated seconds from now, as of then; a refusal then is
+        dropped. The emulator's late commits (`faults.LATE_COMMIT`)."""
+
+        def run() -> None:
+            try:
+                commit()
+            except MarketError:
+                pass
+
+        self._state.after(delay_s, run)
 
     # Catalog, prices and capacity (`auctions`).
 

@@ -4,8 +4,10 @@ records.
 
 Emulated time comes from a `Clock`; `advance_to(when)` runs everything due up
 to then, in time order (equal times in the order they were scheduled), and the
-market's `now` never goes back. Fids come from an RNG seeded with the market's
-seed, so a run is reproducible.
+market's `now` never goes back. An action that calls back into the market (a
+late commit) finds it at the action's own time: that call's catching up with
+the clock is left to the `advance_to` that runs the action. Fids come from an
+RNG seeded with the market's seed, so a run is reproducible.
 """
 
 import dataclasses
@@ -67,6 +69,7 @@ class MarketState:
         self.hosts = hosts
         self.store = Store()
         self._now = clock.now()
+        self._advancing = False
         self._due: List[_Due] = []
         self._sequence = itertools.count()
         self._order = itertools.count()
@@ -81,12 +84,19 @@ class MarketState:
         return self._now
 
     def advance_to(self, when: datetime.datetime) -> None:
-        """Runs, in time order, everything due up to `when`."""
-        while self._due and self._due[0].at <= when:
-            due = heapq.heappop(self._due)
-            self._now = max(self._now, due.at)
-            due.action()
-        self._now = max(self._now, when)
+        """Runs, in time order, everything due up to `when`; from inside a
+        running action, does nothing (module docstring)."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            while self._due and self._due[0].at <= when:
+                due = heapq.heappop(self._due)
+                self._now = max(self._now, due.at)
+                due.action()
+            self._now = max(self._now, when)
+        finally:
+            self._advancing = False
 
     def after(self, delay_s: float, action: Callable[[], None]) -> None:
         """Schedules `action` `delay_s` emulated seconds from now."""
