@@ -35,7 +35,7 @@ def handle(mithril: Dict[str, Any]) -> Any:
         cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
         launched_resources=types.SimpleNamespace(
             cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
-            accelerators={'A100': 1},
+            accelerators={'A100': 1}, max_hourly_cost=None,
             cluster_config_overrides={'mithril': mithril}))
 
 
