@@ -1,13 +1,15 @@
 """The Mithril API key never lands anywhere but Mithril's own credentials file.
 
-A recognisable random key (`sk-mithril-SECRET-<hex>`) is put in the sandbox's
+A recognisable random key (`sk-mithril-SECRET-<hex>`, the e2e tier's
+SANDBOX_KEY) is in the tier's shared sandbox's
 `~/.config/mithril/config.yaml`, and the real `sky` CLI uses it on every path
 that touches credentials: `sky check`, a dry run, a real launch that places a
 bid and gives up (no capacity), and real launches whose key is rejected with
 401 (by an emulator that wants another key, and by a server that echoes the
 Authorization header back in its error body and headers).
 
-Then every file in the sandbox (HOME included: ~/.sky with the generated
+Then every file in the sandbox (written by this module and by the e2e
+modules that ran before it; HOME included: ~/.sky with the generated
 cluster YAMLs, the API server's log and request logs and databases, ~/sky_logs
 with the provision logs), every file under the temp directory changed
 meanwhile, and the captured output of every command are searched for the key:
@@ -15,10 +17,10 @@ the only hits allowed are the credentials file itself (mode 600) and the copy
 written for the nodes (mode 600).
 
 The nodes' disks are searched by the end-to-end hello test
-(tests/e2e/test_e2e.py), which launches onto namespace SSH hosts with such a
-key anyway: there, only the mounted credentials file and SkyPilot's staging
-copies of it may hold the key, byte-identical and mode 600. The search itself
-is in tests/secret_scan.py.
+(tests/host/test_sky_on_namespace_hosts.py), which launches onto namespace SSH
+hosts with such a key anyway: there, only the mounted credentials file and
+SkyPilot's staging copies of it may hold the key, byte-identical and mode 600.
+The search itself is in tests/helpers/secret_scan.py.
 """
 
 import http.server
@@ -37,11 +39,12 @@ import yaml
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
 
-from secret_scan import files_holding_key, files_under
+from tests.helpers.sandbox import SANDBOX_KEY, profile_changed, set_profile
+from tests.helpers.secret_scan import files_holding_key, files_under
 
 pytestmark = pytest.mark.e2e
 
-KEY = 'sk-mithril-SECRET-' + secrets.token_hex(12)
+KEY = SANDBOX_KEY
 OTHER_KEY = 'sk-mithril-OTHER-' + secrets.token_hex(12)
 CREDENTIALS = Path('.config') / 'mithril' / 'config.yaml'
 PERMISSIONS_WARNING = ('~/.config/mithril/config.yaml is readable by other '
@@ -49,7 +52,7 @@ PERMISSIONS_WARNING = ('~/.config/mithril/config.yaml is readable by other '
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
 
 
-class Stack:
+class RecordingSandbox:
     """The sandbox, and the captured output of every command run in it."""
 
     def __init__(self, box: SkySandbox, emulator: EmulatorServer) -> None:
@@ -67,9 +70,7 @@ class Stack:
         return self.box.home / CREDENTIALS
 
     def set_api_url(self, url: str) -> None:
-        data = yaml.safe_load(self.credentials.read_text())
-        data['profiles']['default']['api_url'] = url
-        self.credentials.write_text(yaml.safe_dump(data))
+        set_profile(self.box, api_url=url)
 
     def bids(self, name_prefix: str) -> List[dict]:
         return [b for b in self.emulator.control('GET', 'state')['bids']
@@ -133,105 +134,102 @@ def started() -> float:
 
 
 @pytest.fixture(scope='module')
-def stack(started, tmp_path_factory) -> Iterator[Stack]:
+def recording_sandbox(started, sky_sandbox) -> Iterator[RecordingSandbox]:
+    """The tier's sandbox pointed at an emulator that takes only KEY."""
     del started
     with EmulatorServer(api_key=KEY, speed=60) as emulator:
-        box = SkySandbox(tmp_path_factory.mktemp('secrets'),
-                         api_url=emulator.url,
-                         api_key=KEY)
-        try:
-            yield Stack(box, emulator)
-        finally:
-            box.stop_api_server()
+        with profile_changed(sky_sandbox, api_url=emulator.url):
+            yield RecordingSandbox(sky_sandbox, emulator)
 
 
-def test_check_and_dry_run(stack):
-    code, out = stack.sky('check', 'mithril')
+def test_check_and_dry_run(recording_sandbox):
+    code, out = recording_sandbox.sky('check', 'mithril')
     assert code == 0 and 'Mithril: enabled' in out, out
-    code, out = stack.sky('launch', '--dryrun', '-y', '--infra', 'mithril',
-                          stack.task('dry', {'accelerators': 'A100:1'},
+    code, out = recording_sandbox.sky('launch', '--dryrun', '-y', '--infra', 'mithril',
+                          recording_sandbox.task('dry', {'accelerators': 'A100:1'},
                                      {'limit_price': 4}))
     assert code == 0, out
     assert 'Mithril limit price: $4.00/h' in out
 
 
-def test_launch_that_gives_up_after_placing_the_bid(stack):
+def test_launch_that_gives_up_after_placing_the_bid(recording_sandbox):
     """Credentials used for real (SSH key registered, bid placed, polled,
     cancelled), the cluster YAML rendered and the provision log written."""
-    stack.emulator.control('POST', 'capacity', instance_type='h100-80gb.sxm.1x',
+    recording_sandbox.emulator.control('POST', 'capacity', instance_type='h100-80gb.sxm.1x',
                            region='us-central2-a', capacity=0)
-    code, out = stack.sky('launch', '-y', '-c', 'sec-timeout', '--infra',
+    code, out = recording_sandbox.sky('launch', '-y', '-c', 'sec-timeout', '--infra',
                           'mithril/us-central2-a',
-                          stack.task('timeout', {'accelerators': 'H100:1'},
+                          recording_sandbox.task('timeout', {'accelerators': 'H100:1'},
                                      {'limit_price': 4, 'provision_timeout': 5}))
     assert code != 0, out
     assert 'was not allocated within 5s' in out, out
-    assert [b['status'] for b in stack.bids('sec-timeout')] == ['Terminated']
-    stack.sky('logs', '--provision', 'sec-timeout')
-    stack.sky('down', '-y', 'sec-timeout')
-    generated = list((stack.box.home / '.sky' / 'generated').rglob('*sec-timeout*'))
+    assert [b['status'] for b in recording_sandbox.bids('sec-timeout')] == ['Terminated']
+    recording_sandbox.sky('logs', '--provision', 'sec-timeout')
+    recording_sandbox.sky('down', '-y', 'sec-timeout')
+    generated = list((recording_sandbox.box.home / '.sky' / 'generated').rglob('*sec-timeout*'))
     assert generated, 'the launch should have rendered a cluster YAML'
 
 
-def test_rejected_key(stack, rejecting, echoing_url):
+def test_rejected_key(recording_sandbox, rejecting, echoing_url):
     """401 from an emulator that wants another key, and from a server that
     echoes the key back: the launches (Mithril still enabled) and `sky check`
     show the rejection, never the key."""
-    task = stack.task('rejected', {'accelerators': 'A100:1'},
+    task = recording_sandbox.task('rejected', {'accelerators': 'A100:1'},
                       {'limit_price': 4, 'provision_timeout': 5})
-    good_url = stack.emulator.url
+    good_url = recording_sandbox.emulator.url
     try:
         for name, url in (('sec-rejected', rejecting.url),
                           ('sec-echoed', echoing_url)):
-            stack.set_api_url(url)
-            code, out = stack.sky('launch', '-y', '-c', name, '--infra',
+            recording_sandbox.set_api_url(url)
+            code, out = recording_sandbox.sky('launch', '-y', '-c', name, '--infra',
                                   'mithril', task)
             assert code != 0, out
             assert 'Mithril rejected the API key (401)' in out, out
             if url == echoing_url:
                 assert '<redacted>' in out, out
         for url in (rejecting.url, echoing_url):
-            stack.set_api_url(url)
-            code, out = stack.sky('check', 'mithril')
+            recording_sandbox.set_api_url(url)
+            code, out = recording_sandbox.sky('check', 'mithril')
             assert 'Mithril: disabled' in out and '401' in out, out
     finally:
-        stack.set_api_url(good_url)
-    code, out = stack.sky('check', 'mithril')
+        recording_sandbox.set_api_url(good_url)
+    code, out = recording_sandbox.sky('check', 'mithril')
     assert 'Mithril: enabled' in out, out
     assert rejecting.control('GET', 'state')['bids'] == []
 
 
 @pytest.mark.parametrize('mode', [0o644, 0o640], ids=['644', '640'])
-def test_check_warns_when_others_can_read_the_credentials(stack, mode):
+def test_check_warns_when_others_can_read_the_credentials(recording_sandbox, mode):
     """`_check_compute_credentials` logs a warning on the API server; it is
     streamed into the `sky check` output the user reads."""
     try:
-        stack.credentials.chmod(mode)
-        code, out = stack.sky('check', 'mithril')
+        recording_sandbox.credentials.chmod(mode)
+        code, out = recording_sandbox.sky('check', 'mithril')
     finally:
-        stack.credentials.chmod(0o600)
+        recording_sandbox.credentials.chmod(0o600)
     assert code == 0 and 'Mithril: enabled' in out, out
     assert PERMISSIONS_WARNING in out, out
-    code, out = stack.sky('check', 'mithril')
+    code, out = recording_sandbox.sky('check', 'mithril')
     assert 'Mithril: enabled' in out and 'readable by other' not in out, out
 
 
-def test_nothing_written_holds_the_key(stack, started):
-    """Runs last: searches everything the module's commands wrote."""
-    home = stack.box.home
+def test_nothing_written_holds_the_key(recording_sandbox, started):
+    """Runs last in the module: searches everything the module's commands
+    (and the e2e modules' before it) wrote."""
+    home = recording_sandbox.box.home
     credentials = home / CREDENTIALS
     assert KEY in credentials.read_text()
     assert credentials.stat().st_mode & 0o777 == 0o600
 
-    assert stack.transcript, 'no command ran'
-    for args, stdout, stderr in stack.transcript:
+    assert recording_sandbox.transcript, 'no command ran'
+    for args, stdout, stderr in recording_sandbox.transcript:
         assert KEY not in stdout and KEY not in stderr, args
 
     # Besides the user's own file, only the file written for the nodes
     # (this key alone, mode 600) holds it.
     node_credentials = home / '.sky' / 'mithril' / 'node-credentials.yaml'
     assert node_credentials.stat().st_mode & 0o777 == 0o600
-    hits, searched = files_holding_key(stack.box.root, KEY)
+    hits, searched = files_holding_key(recording_sandbox.box.root, KEY)
     assert sorted(hits) == sorted([credentials, node_credentials]), hits
     written = {p.relative_to(home).parts[:2] for p in files_under(home)}
     for where in (('.sky', 'generated'), ('.sky', 'api_server'),
@@ -244,5 +242,5 @@ def test_nothing_written_holds_the_key(stack, started):
     temp = Path(tempfile.gettempdir())
     harness = tuple(p for p in temp.glob('bash_jobs*'))
     hits, _ = files_holding_key(temp, KEY, changed_since=started - 1,
-                                skip=(stack.box.root, *harness))
+                                skip=(recording_sandbox.box.root, *harness))
     assert hits == [], hits

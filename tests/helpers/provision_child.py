@@ -2,7 +2,7 @@
 outside, as SkyPilot's API server cancels a request: SIGTERM to the worker,
 whose handler raises KeyboardInterrupt wherever the worker is.
 
-Usage: python provision_child.py '{"call": "run"|"stop"|"down", "name": ..., "config": {...}}'
+Usage: python -m tests.helpers.provision_child '{"call": "run"|"stop"|"down", "name": ..., "config": {...}}'
 Prints READY before the call and one of DONE / INTERRUPTED / FAILED <error> after.
 """
 

@@ -21,7 +21,7 @@ from sky_mithril.devtools.sandbox import SkySandbox
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
 
-from sky_stack import SkyStack
+from tests.helpers.sky_stack import SkyStack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -49,7 +49,7 @@ class EnvOnlyStack(SkyStack):
 
 
 @pytest.fixture(scope='module')
-def stack(tmp_path_factory) -> Iterator[EnvOnlyStack]:
+def env_credentials_stack(tmp_path_factory) -> Iterator[EnvOnlyStack]:
     with NamespaceHosts() as hosts:
         with EmulatorServer(hosts=hosts, speed=60,
                             host=hosts.api_address) as emulator:
@@ -77,12 +77,12 @@ config:
 
 
 def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
-        stack, tmp_path):
+        env_credentials_stack, tmp_path):
     """Autodown of a cluster whose name an earlier, terminated cluster had,
     and autostop of another cluster running at the same time: each acts on
     its own live bid only. Also: a block volume is formatted on first use
     only and keeps its data across `sky down` and a new launch in its region."""
-    volumes_url = f'{stack.emulator.url}/v2/volumes'
+    volumes_url = f'{env_credentials_stack.emulator.url}/v2/volumes'
     created = requests.post(volumes_url, headers={
         'Authorization': 'Bearer env-only-key'}, json={
             'name': 'scratch-disk', 'project': 'proj_emulator',
@@ -91,12 +91,12 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
     assert created.status_code == 201, created.text
     task = tmp_path / 'block.yaml'
     task.write_text(BLOCK_VOLUME_TASK)
-    first = stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
+    first = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
                       str(task))
     assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
     uuid = first.split('uuid=')[1].split()[0]
-    stack.sky('down', '-y', 'auto')
-    [old] = stack.bids()
+    env_credentials_stack.sky('down', '-y', 'auto')
+    [old] = env_credentials_stack.bids()
     assert old['status'] == 'Terminated'
 
     # `idle` is launched while `auto` is relaunched (two launch requests on
@@ -104,28 +104,28 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
     # wall time than one after the other.
     hello = str(catalog_files.example_path('hello.yaml'))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        idle_launch = pool.submit(stack.sky, 'launch', '-y', '-c', 'idle',
+        idle_launch = pool.submit(env_credentials_stack.sky, 'launch', '-y', '-c', 'idle',
                                   '--infra', 'mithril', hello)
-        again = stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
+        again = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
                           '-i', '1', '--down', str(task))
         assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
-        [new] = [b for b in stack.bids('auto') if b['fid'] != old['fid']]
+        [new] = [b for b in env_credentials_stack.bids('auto') if b['fid'] != old['fid']]
         assert new['status'] == 'Allocated'
         idle_launch.result()
-    [idle] = [b for b in stack.bids()
+    [idle] = [b for b in env_credentials_stack.bids()
               if b['fid'] not in (old['fid'], new['fid'])]
-    stack.sky('autostop', '-y', '-i', '1', 'idle')
+    env_credentials_stack.sky('autostop', '-y', '-i', '1', 'idle')
 
     def status(bid: Dict) -> str:
-        return next(b['status'] for b in stack.bids() if b['fid'] == bid['fid'])
+        return next(b['status'] for b in env_credentials_stack.bids() if b['fid'] == bid['fid'])
 
-    waited = stack.wait_for('autodown and autostop', lambda: (
+    waited = env_credentials_stack.wait_for('autodown and autostop', lambda: (
         status(new) == 'Terminated' and status(idle) == 'Paused'))
     print(f'\nautodown and autostop done {waited:.0f}s after `sky autostop`')
     # No bid but these three, ever (`new` and `idle` bid in either order).
-    assert [b['fid'] for b in stack.bids()] in (
+    assert [b['fid'] for b in env_credentials_stack.bids()] in (
         [old['fid'], new['fid'], idle['fid']],
         [old['fid'], idle['fid'], new['fid']])
-    stack.sky('down', '-y', 'idle')
-    assert all(b['status'] == 'Terminated' for b in stack.bids())
+    env_credentials_stack.sky('down', '-y', 'idle')
+    assert all(b['status'] == 'Terminated' for b in env_credentials_stack.bids())
 

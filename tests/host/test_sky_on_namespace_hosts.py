@@ -28,8 +28,8 @@ from sky_mithril.emulator.hosts import VolumeInterface
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
 
-from secret_scan import files_holding_key
-from sky_stack import SkyStack
+from tests.helpers.secret_scan import files_holding_key
+from tests.helpers.sky_stack import SkyStack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -62,7 +62,7 @@ def _namespaces(prefix: str) -> List[str]:
 
 
 @pytest.fixture(scope='module')
-def stack(tmp_path_factory) -> Iterator[SkyStack]:
+def namespace_stack(tmp_path_factory) -> Iterator[SkyStack]:
     from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     hosts = NamespaceHosts()
     try:
@@ -83,7 +83,7 @@ def stack(tmp_path_factory) -> Iterator[SkyStack]:
         assert _namespaces(prefix) == []
 
 
-def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
+def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_path):
     """examples/hello.yaml (plus a preemption hook) through its whole life.
     While the node is up, its disk holds the API key only in the mounted
     credentials file and SkyPilot's staging copies of it; the preemption
@@ -97,14 +97,14 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     said: List[Tuple[Tuple[str, ...], str]] = []
 
     def sky(*args: str) -> str:
-        said.append((args, stack.sky(*args)))
+        said.append((args, namespace_stack.sky(*args)))
         return said[-1][1]
 
     started = time.monotonic()
     out = sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', str(hello))
     launch_seconds = time.monotonic() - started
     assert 'Hello from' in out and 'node 0 of 1' in out, out
-    [bid] = [b for b in stack.bids('hello') if b['status'] != 'Terminated']
+    [bid] = [b for b in namespace_stack.bids('hello') if b['status'] != 'Terminated']
     assert bid['limit_price'] == '$4.00'
     [instance] = bid['instances']
 
@@ -112,13 +112,13 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     # the mount itself, and SkyPilot's staging copy of every credential file
     # mount (`~/.sky/.runtime_files/<uuid>`, copied, not moved, by
     # backend_utils._optimize_file_mounts, as for every cloud).
-    disks = Path('/var/lib/sky-mithril/hosts') / stack.hosts.prefix
+    disks = Path('/var/lib/sky-mithril/hosts') / namespace_stack.hosts.prefix
     hits, searched = files_holding_key(disks, KEY)
     assert searched > 100, f'only {searched} files on the node disks'
     mounted = [h for h in hits if h.relative_to(disks).parts[1:] ==
                ('disk', 'home', *CREDENTIALS.parts)]
     assert mounted, f'the credentials file is not mounted on the node: {hits}'
-    local = (stack.box.home / CREDENTIALS).read_bytes()
+    local = (namespace_stack.box.home / CREDENTIALS).read_bytes()
     for hit in hits:
         where = hit.relative_to(disks).parts[1:]
         assert hit in mounted or where[:4] == (
@@ -134,11 +134,11 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     assert re.search(r'hello\s+Mithril \(us-central3-a\).*UP', status)
 
     sky('stop', '-y', 'hello')
-    assert [b['status'] for b in stack.bids('hello') if b['fid'] == bid['fid']] == ['Paused']
+    assert [b['status'] for b in namespace_stack.bids('hello') if b['fid'] == bid['fid']] == ['Paused']
     assert re.search(r'hello\s+Mithril.*STOPPED',
                      sky('status', '--refresh', 'hello'))
     sky('start', '-y', 'hello')
-    [resumed] = [b for b in stack.bids('hello') if b['status'] != 'Terminated']
+    [resumed] = [b for b in namespace_stack.bids('hello') if b['status'] != 'Terminated']
     assert resumed['fid'] == bid['fid'] and resumed['status'] == 'Allocated'
     # Launched again at a new limit: the cluster keeps its bid, and the new
     # limit reaches it (SkyPilot keeps an existing cluster's old provider
@@ -146,104 +146,104 @@ def test_hello_launch_exec_status_stop_start_preempt_down(stack, tmp_path):
     task['config']['mithril']['limit_price'] = 5.00
     hello.write_text(yaml.safe_dump(task))
     assert 'Hello from' in sky('launch', '-y', '-c', 'hello', str(hello))
-    assert [(b['fid'], b['limit_price']) for b in stack.bids('hello')
+    assert [(b['fid'], b['limit_price']) for b in namespace_stack.bids('hello')
             if b['status'] != 'Terminated'] == [(bid['fid'], '$5.00')]
 
     # Preempted, and the bid back to Open: it is live and wins again by
     # itself once the price falls, so it never reads STOPPED; `sky stop`
     # pauses it. The notice (5 emulated minutes: 5 s of wall time at 60x)
     # runs the task's preemption hook on the node.
-    marker = stack.hosts.home(instance['fid']) / HOOK_MARKER
+    marker = namespace_stack.hosts.home(instance['fid']) / HOOK_MARKER
     assert not marker.exists(), marker.read_text()
     try:
-        stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
+        namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$9.00')  # above the $5.00 limit
-        stack.control('POST', f'bids/{bid["fid"]}/preempt')
+        namespace_stack.control('POST', f'bids/{bid["fid"]}/preempt')
         noticed = time.monotonic()
         while not marker.exists():
             assert time.monotonic() - noticed < 60, (
-                f'the preemption hook did not run: {stack.bids("hello")}')
+                f'the preemption hook did not run: {namespace_stack.bids("hello")}')
             time.sleep(0.2)
         hook_seconds = time.monotonic() - noticed
         text = marker.read_text()
         assert 'notice until 20' in text, text
         deadline = time.monotonic() + 60
-        while [b['status'] for b in stack.bids('hello')
+        while [b['status'] for b in namespace_stack.bids('hello')
                if b['fid'] == bid['fid']] != ['Open']:
-            assert time.monotonic() < deadline, stack.bids('hello')
+            assert time.monotonic() < deadline, namespace_stack.bids('hello')
             time.sleep(1)
         status = sky('status', '--refresh', 'hello')
         assert re.search(r'hello\s+Mithril.*INIT', status), status
         assert 'STOPPED' not in status, status
         sky('stop', '-y', 'hello')
-        assert [b['status'] for b in stack.bids('hello')
+        assert [b['status'] for b in namespace_stack.bids('hello')
                 if b['fid'] == bid['fid']] == ['Paused']
         assert re.search(r'hello\s+Mithril.*STOPPED',
                          sky('status', '--refresh', 'hello'))
     finally:
-        stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
+        namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$0.50')
         sky('down', '-y', 'hello')
-    assert [b['status'] for b in stack.bids('hello')] == ['Terminated']
-    assert stack.live_bids() == []
-    assert stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
+    assert [b['status'] for b in namespace_stack.bids('hello')] == ['Terminated']
+    assert namespace_stack.live_bids() == []
+    assert namespace_stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
 
     leaked = [' '.join(args) for args, out in said if KEY in out]
     assert leaked == [], f'the API key is in the output of: {leaked}'
     # Locally, nothing this test wrote holds the key but the user's
     # credentials file and the copy written for the nodes (both mode 600).
-    home = stack.box.home
+    home = namespace_stack.box.home
     allowed = {home / CREDENTIALS,
                home / '.sky' / 'mithril' / 'node-credentials.yaml'}
-    hits, _ = files_holding_key(stack.box.root, KEY,
+    hits, _ = files_holding_key(namespace_stack.box.root, KEY,
                                 changed_since=started_at - 1)
     assert set(hits) <= allowed, hits
     for path in allowed:
         assert path.stat().st_mode & 0o777 == 0o600, path
     temp = Path(tempfile.gettempdir())
     hits, _ = files_holding_key(temp, KEY, changed_since=started_at - 1,
-                                skip=(stack.box.root, *temp.glob('bash_jobs*')))
+                                skip=(namespace_stack.box.root, *temp.glob('bash_jobs*')))
     assert hits == [], hits
     print(f'\nhello launch took {launch_seconds:.0f}s; the preemption hook '
           f'ran {hook_seconds:.1f}s after the notice started')
 
 
-def test_two_nodes_run_with_their_rank_and_ips(stack):
+def test_two_nodes_run_with_their_rank_and_ips(namespace_stack):
     multi = str(catalog_files.example_path('multi-node.yaml'))
-    out = stack.sky('launch', '-y', '-c', 'ddp', '--infra', 'mithril', multi)
+    out = namespace_stack.sky('launch', '-y', '-c', 'ddp', '--infra', 'mithril', multi)
     lines = re.findall(r'node (\d)/2 ip=(\S+) master=(\S+) gpus=(\d)', out)
     assert sorted(rank for rank, *_ in lines) == ['0', '1']
     head_ip = {ip for rank, ip, _, _ in lines if rank == '0'}
     assert {master for *_, master, _ in lines} == head_ip
     assert len({ip for _, ip, _, _ in lines}) == 2
     assert {gpus for *_, gpus in lines} == {'8'}
-    stack.sky('down', '-y', 'ddp')
-    assert stack.live_bids() == []
+    namespace_stack.sky('down', '-y', 'ddp')
+    assert namespace_stack.live_bids() == []
 
 
-def test_managed_job_recovers_at_the_notice_from_its_volume(stack):
+def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
     """examples/managed-train.yaml as users run it: checkpoints on a Mithril
     file share, a preemption hook, recovery from the notice on, re-bidding
     up to its recovery limit in the volume's region."""
     created = requests.post(
-        f'{stack.emulator.url}/v2/volumes',
+        f'{namespace_stack.emulator.url}/v2/volumes',
         headers={'Authorization': f'Bearer {KEY}'},
         json={'name': 'train-checkpoints', 'project': 'proj_emulator',
               'disk_interface': 'File', 'region': REGION, 'size_gb': 10},
         timeout=30)
     assert created.status_code == 201, created.text
-    state = stack.hosts.volume_path(created.json()['fid'],
+    state = namespace_stack.hosts.volume_path(created.json()['fid'],
                                     VolumeInterface.FILE) / 'state.json'
     # Mithril's notice is 5 minutes; at 60x that is 5 s of wall time, less
     # than one poll of the jobs controller, while SkyPilot's setup of the
     # standby runs at the machine's own speed. Give it two minutes of wall
     # time (still less than the real notice).
-    market = stack.emulator.market
+    market = namespace_stack.emulator.market
     notice_s, market.preemption_notice_s = market.preemption_notice_s, 7200.0
     train = str(catalog_files.example_path('managed-train.yaml'))
     try:
         started = time.monotonic()
-        stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,
+        namespace_stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,
                   '--env', f'TOTAL_STEPS={TRAIN_STEPS}')
 
         def step() -> int:
@@ -252,7 +252,7 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(stack):
         last_queue = ['']
 
         def queue_shows(status: str) -> bool:
-            last_queue[0] = stack.sky('jobs', 'queue')
+            last_queue[0] = namespace_stack.sky('jobs', 'queue')
             row = [l for l in last_queue[0].splitlines() if ' train ' in l]
             return bool(row) and status in row[0]
 
@@ -269,48 +269,48 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(stack):
         wait_for(lambda: step() >= 10 and queue_shows('RUNNING'),
                  'the job to be RUNNING')
         running_seconds = time.monotonic() - started
-        [old] = stack.live_bids()
+        [old] = namespace_stack.live_bids()
         # Above the limit ($2.00), below the recovery limit ($4.00).
-        stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
+        namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
                       price='$3.00')
         notice_at = wait_for(lambda: any(
             b['fid'] == old['fid'] and b['status'] == 'Preempting'
-            for b in stack.bids()), 'the notice', 60)
+            for b in namespace_stack.bids()), 'the notice', 60)
 
         def standbys() -> List[dict]:
-            return [b for b in stack.bids() if b['name'] == old['name'] and
+            return [b for b in namespace_stack.bids() if b['name'] == old['name'] and
                     b['fid'] != old['fid']]
 
         # The replacement is won and boots while the old node still trains.
         standby_at = wait_for(lambda: any(
             b['status'] == 'Allocated' for b in standbys()), 'a standby', 60)
-        assert [b['status'] for b in stack.bids()
+        assert [b['status'] for b in namespace_stack.bids()
                 if b['fid'] == old['fid']] == ['Preempting']
         [standby] = standbys()
         assert standby['limit_price'] == '$4.00'  # recovery_limit_price
         gone_at = wait_for(lambda: any(
             b['fid'] == old['fid'] and b['status'] == 'Terminated'
-            for b in stack.bids()), 'the old bid to be cancelled', 240)
+            for b in namespace_stack.bids()), 'the old bid to be cancelled', 240)
         saved = step()
         assert saved < TRAIN_STEPS, 'the job ended before the switch'
         running_again_at = wait_for(lambda: queue_shows('RUNNING'),
                                     'the job to run again')
         # The job runs on the standby (no third bid), which kept its
         # recovery limit.
-        assert [(b['fid'], b['limit_price']) for b in stack.live_bids()] == [
+        assert [(b['fid'], b['limit_price']) for b in namespace_stack.live_bids()] == [
             (standby['fid'], '$4.00')]
         wait_for(lambda: queue_shows('SUCCEEDED'), 'SUCCEEDED', 400)
 
-        logs = stack.sky('jobs', 'logs', '--no-follow', '1')
+        logs = namespace_stack.sky('jobs', 'logs', '--no-follow', '1')
         assert f'resuming at step {saved}' in logs, logs
         assert 'training done' in logs
         # The old node trained until its replacement was ready, and its bid
         # was cancelled within the notice, never left Open.
-        old_events = next(b['events'] for b in stack.bids()
+        old_events = next(b['events'] for b in namespace_stack.bids()
                           if b['fid'] == old['fid'])
         assert 'Preempted' in old_events and 'Terminated' in old_events
         assert gone_at - notice_at < 7200 / 60, gone_at - notice_at
-        wait_for(lambda: stack.live_bids() == [],
+        wait_for(lambda: namespace_stack.live_bids() == [],
                  'the finished job\'s cluster to be torn down', 120)
         print(f'\nmanaged job: running after {running_seconds:.0f}s; notice -> '
               f'standby up {standby_at - notice_at:.0f}s -> old node gone '

@@ -21,7 +21,7 @@ from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.hosts.vm_image import ensure_vm_image
 from sky_mithril.emulator.server import EmulatorServer
 
-from conftest import REGION, TYPE, Api, write_two_context_kubeconfig
+from tests.helpers.commands import REGION, TYPE, Api, write_two_context_kubeconfig
 
 
 # Root only: the hosts install what else they need (iproute2, sshd) themselves,

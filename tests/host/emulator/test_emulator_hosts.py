@@ -56,7 +56,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def hosts(image: VmImage) -> Iterator[NamespaceHosts]:
+def namespace_hosts(image: VmImage) -> Iterator[NamespaceHosts]:
     backend = NamespaceHosts(image)
     try:
         yield backend
@@ -121,9 +121,9 @@ def _alive(pid: int) -> bool:
     return state not in ('Z', 'X')
 
 
-def test_hosts_are_separate_machines(hosts: NamespaceHosts, key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
-    b = hosts.create('inst_b', _public(key))
+def test_hosts_are_separate_machines(namespace_hosts: NamespaceHosts, key: Path) -> None:
+    a = namespace_hosts.create('inst_a', _public(key))
+    b = namespace_hosts.create('inst_b', _public(key))
     assert a.ssh_destination == a.private_ip != b.private_ip
     assert a.ssh_port == 22
 
@@ -144,25 +144,25 @@ def test_hosts_are_separate_machines(hosts: NamespaceHosts, key: Path) -> None:
                     '&& head -c 4 <&3"')
     assert banner == 'SSH-'
     routes = ssh_ok(a, key, 'ip -4 route').strip().splitlines()
-    assert routes == [f'{hosts.subnet}.0/24 dev eth0 proto kernel scope link '
+    assert routes == [f'{namespace_hosts.subnet}.0/24 dev eth0 proto kernel scope link '
                       f'src {a.private_ip}']
 
 
-def test_pause_and_resume_keep_the_disk(hosts: NamespaceHosts, key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
+def test_pause_and_resume_keep_the_disk(namespace_hosts: NamespaceHosts, key: Path) -> None:
+    a = namespace_hosts.create('inst_a', _public(key))
     ssh_ok(a, key, 'echo kept > ~/disk-file && touch /tmp/scratch')
-    hosts.pause('inst_a')
+    namespace_hosts.pause('inst_a')
     assert ssh(a, key, 'true').returncode != 0
-    assert hosts.resume('inst_a') == a
+    assert namespace_hosts.resume('inst_a') == a
     assert ssh_ok(a, key, 'cat ~/disk-file') == 'kept\n'
     ssh_ok(a, key, 'test ! -e /tmp/scratch')
 
 
-def test_notify_preemption_writes_the_signal_file(hosts: NamespaceHosts,
+def test_notify_preemption_writes_the_signal_file(namespace_hosts: NamespaceHosts,
                                                    key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
+    a = namespace_hosts.create('inst_a', _public(key))
     end = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
-    hosts.notify_preemption('inst_a', bid_status='Preempting', end_time=end)
+    namespace_hosts.notify_preemption('inst_a', bid_status='Preempting', end_time=end)
     signal_file = yaml.safe_load(ssh_ok(a, key, 'cat /opt/mithril/MITHRIL_SIGNAL.yml'))
     assert signal_file == {'instance_status': 'STATUS_PREEMPTING',
                            'bid_status': 'Preempting',
@@ -170,47 +170,47 @@ def test_notify_preemption_writes_the_signal_file(hosts: NamespaceHosts,
     assert not (Path('/opt/mithril') / 'MITHRIL_SIGNAL.yml').exists()
 
 
-def test_preempt_makes_the_host_unreachable(hosts: NamespaceHosts, key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
+def test_preempt_makes_the_host_unreachable(namespace_hosts: NamespaceHosts, key: Path) -> None:
+    a = namespace_hosts.create('inst_a', _public(key))
     ssh_ok(a, key, 'echo kept > ~/disk-file')
-    hosts.preempt('inst_a')
+    namespace_hosts.preempt('inst_a')
     assert ssh(a, key, 'true', timeout=30).returncode != 0
-    assert hosts.resume('inst_a') == a
+    assert namespace_hosts.resume('inst_a') == a
     assert ssh_ok(a, key, 'cat ~/disk-file') == 'kept\n'
 
 
-def test_destroy_removes_everything(hosts: NamespaceHosts, key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
-    netns = hosts.netns('inst_a')
+def test_destroy_removes_everything(namespace_hosts: NamespaceHosts, key: Path) -> None:
+    a = namespace_hosts.create('inst_a', _public(key))
+    netns = namespace_hosts.netns('inst_a')
     ssh_ok(a, key, 'nohup sleep 1000 > /dev/null 2>&1 &')
     pids = [int(p) for p in subprocess.run(['ip', 'netns', 'pids', netns],
                                            capture_output=True, text=True,
                                            check=True).stdout.split()]
     assert len(pids) >= 3  # unshare, sshd as the namespace's PID 1, sleep
-    hosts.destroy('inst_a')
-    hosts.destroy('inst_a')
+    namespace_hosts.destroy('inst_a')
+    namespace_hosts.destroy('inst_a')
     listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True,
                             check=True).stdout
     assert netns not in listed
     links = subprocess.run(['ip', 'link'], capture_output=True, text=True,
                            check=True).stdout
-    assert f'{hosts.prefix}h' not in links
+    assert f'{namespace_hosts.prefix}h' not in links
     assert not [p for p in pids if _alive(p)]
     ps = subprocess.run(['ps', '-eo', 'pid,args'], capture_output=True, text=True,
                         check=True).stdout
     assert 'sleep 1000' not in ps
-    assert hosts.prefix not in Path('/proc/mounts').read_text()
-    assert not list((Path('/var/lib/sky-mithril/hosts') / hosts.prefix).glob('host-*'))
+    assert namespace_hosts.prefix not in Path('/proc/mounts').read_text()
+    assert not list((Path('/var/lib/sky-mithril/hosts') / namespace_hosts.prefix).glob('host-*'))
 
 
 def test_a_file_share_is_shared_by_hosts_and_follows_fstab(
-        hosts: NamespaceHosts, key: Path) -> None:
+        namespace_hosts: NamespaceHosts, key: Path) -> None:
     machine_fstab = Path('/etc/fstab').read_bytes()
-    a = hosts.create('inst_a', _public(key), [SHARE])
-    b = hosts.create('inst_b', _public(key), [SHARE])
+    a = namespace_hosts.create('inst_a', _public(key), [SHARE])
+    b = namespace_hosts.create('inst_b', _public(key), [SHARE])
     ssh_ok(a, key, 'echo from-a > /mnt/shared/note')
     assert ssh_ok(b, key, 'cat /mnt/shared/note') == 'from-a\n'
-    share = hosts.volume_path(SHARE.fid, VolumeInterface.FILE)
+    share = namespace_hosts.volume_path(SHARE.fid, VolumeInterface.FILE)
     assert (share / 'note').read_text() == 'from-a\n'
     fstab = ssh_ok(a, key, 'cat /etc/fstab').splitlines()
     assert f'{share} /mnt/shared none bind,nofail 0 0' in fstab
@@ -221,26 +221,26 @@ def test_a_file_share_is_shared_by_hosts_and_follows_fstab(
     ssh_ok(a, key, "sudo sed -i 's| /mnt/shared | /home/ubuntu/moved |' /etc/fstab && "
            'sudo umount /mnt/shared && mkdir ~/moved && sudo mount -a')
     assert ssh_ok(a, key, 'cat ~/moved/note') == 'from-a\n'
-    hosts.pause('inst_a')
-    a = hosts.resume('inst_a', [SHARE])
+    namespace_hosts.pause('inst_a')
+    a = namespace_hosts.resume('inst_a', [SHARE])
     assert ssh_ok(a, key, 'cat ~/moved/note') == 'from-a\n'  # mounted by fstab
     ssh_ok(a, key, '! mountpoint -q /mnt/shared')
     assert Path('/etc/fstab').read_bytes() == machine_fstab
 
-    hosts.pause('inst_b')
-    b = hosts.resume('inst_b', [])
+    namespace_hosts.pause('inst_b')
+    b = namespace_hosts.resume('inst_b', [])
     ssh_ok(b, key, 'test ! -e /mnt/shared/note')
-    hosts.destroy('inst_a')
-    hosts.delete_volume(SHARE.fid)
+    namespace_hosts.destroy('inst_a')
+    namespace_hosts.delete_volume(SHARE.fid)
     assert not share.exists()
 
 
 def test_a_block_volume_keeps_its_file_system_across_hosts(
-        hosts: NamespaceHosts, key: Path) -> None:
+        namespace_hosts: NamespaceHosts, key: Path) -> None:
     device = DISK.vm_path
     assert device == f'/dev/disk/by-id/virtio-{DISK.fid[:36]}'
-    image = hosts.volume_path(DISK.fid, VolumeInterface.BLOCK)
-    a = hosts.create('inst_a', _public(key), [DISK])
+    image = namespace_hosts.volume_path(DISK.fid, VolumeInterface.BLOCK)
+    a = namespace_hosts.create('inst_a', _public(key), [DISK])
     assert image.stat().st_size == 1 << 30
     assert len(_loops_of(image)) == 1
     assert not Path('/dev/disk').exists()
@@ -250,27 +250,27 @@ def test_a_block_volume_keeps_its_file_system_across_hosts(
            f'echo "UUID=$(sudo blkid -s UUID -o value {device}) /mnt/blk ext4 '
            'defaults,nofail 0 2" | sudo tee -a /etc/fstab')
 
-    hosts.pause('inst_a')
+    namespace_hosts.pause('inst_a')
     assert _loops_of(image) == []
-    a = hosts.resume('inst_a', [DISK])
+    a = namespace_hosts.resume('inst_a', [DISK])
     assert ssh_ok(a, key, 'cat /mnt/blk/file') == 'kept\n'  # mounted by fstab
-    hosts.destroy('inst_a')
+    namespace_hosts.destroy('inst_a')
     assert _loops_of(image) == []
 
-    c = hosts.create('inst_c', _public(key), [DISK])
+    c = namespace_hosts.create('inst_c', _public(key), [DISK])
     assert ssh_ok(c, key, f'sudo blkid -s TYPE -o value {device}') == 'ext4\n'
     ssh_ok(c, key, f'sudo mkdir -p /mnt/blk && sudo mount {device} /mnt/blk')
     assert ssh_ok(c, key, 'cat /mnt/blk/file') == 'kept\n'
-    hosts.destroy('inst_c')
-    hosts.delete_volume(DISK.fid)
+    namespace_hosts.destroy('inst_c')
+    namespace_hosts.delete_volume(DISK.fid)
     assert not image.exists()
-    assert str(hosts.volume_path(DISK.fid, VolumeInterface.FILE).parent) not in _all_loops()
+    assert str(namespace_hosts.volume_path(DISK.fid, VolumeInterface.FILE).parent) not in _all_loops()
 
 
-def test_bids_volumes_reach_their_instances(hosts: NamespaceHosts, key: Path) -> None:
+def test_bids_volumes_reach_their_instances(namespace_hosts: NamespaceHosts, key: Path) -> None:
     """Through the market: a share two instances of a bid use at once, and a
     block volume that a later bid's instance finds as the first one left it."""
-    market = Market(ManualClock(), hosts, load_catalog(), clearing_interval_s=60)
+    market = Market(ManualClock(), namespace_hosts, load_catalog(), clearing_interval_s=60)
     auction = market.auctions()[0]
     ssh_key, _ = market.create_ssh_key(PROJECT_FID, 'test', _public(key)[0])
 
@@ -323,20 +323,20 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
 
 
 def test_forward_kube_api_reaches_the_bridge_until_the_host_goes(
-        hosts: NamespaceHosts, key: Path) -> None:
-    a = hosts.create('inst_a', _public(key))
-    upstream = http.server.ThreadingHTTPServer((hosts.api_address, 0), _Upstream)
+        namespace_hosts: NamespaceHosts, key: Path) -> None:
+    a = namespace_hosts.create('inst_a', _public(key))
+    upstream = http.server.ThreadingHTTPServer((namespace_hosts.api_address, 0), _Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
-        assert hosts.forward_kube_api('inst_a', 6443, upstream.server_address[1])
+        assert namespace_hosts.forward_kube_api('inst_a', 6443, upstream.server_address[1])
         url = f'http://{a.private_ip}:6443/version'
         assert requests.get(url, timeout=10).text == 'upstream /version'
         fetch = f'import urllib.request; print(urllib.request.urlopen("{url}").read().decode())'
         assert ssh_ok(a, key, f'python3 -c {shlex.quote(fetch)}') == 'upstream /version\n'
         pids = [int(p) for p in subprocess.run(
-            ['ip', 'netns', 'pids', hosts.netns('inst_a')], capture_output=True,
+            ['ip', 'netns', 'pids', namespace_hosts.netns('inst_a')], capture_output=True,
             text=True, check=True).stdout.split()]
-        hosts.destroy('inst_a')
+        namespace_hosts.destroy('inst_a')
         assert not [p for p in pids if _alive(p)]
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=5)
@@ -390,9 +390,9 @@ sys.stdin.read()
 '''
 
 
-def test_cleanup_stale_removes_what_a_crashed_run_left(hosts: NamespaceHosts,
+def test_cleanup_stale_removes_what_a_crashed_run_left(namespace_hosts: NamespaceHosts,
                                                        key: Path) -> None:
-    live = hosts.create('inst_live', _public(key))
+    live = namespace_hosts.create('inst_live', _public(key))
     prefix, netns = _crash_owner(_CRASHING_OWNER, key)
     stale_pids = subprocess.run(['ip', 'netns', 'pids', netns], capture_output=True,
                                 text=True, check=True).stdout.split()
@@ -403,7 +403,7 @@ def test_cleanup_stale_removes_what_a_crashed_run_left(hosts: NamespaceHosts,
         if netns in subprocess.run(['ip', 'netns', 'list'], capture_output=True,
                                    text=True, check=True).stdout:
             NamespaceHosts.cleanup_stale()
-    assert prefix in removed and hosts.prefix not in removed
+    assert prefix in removed and namespace_hosts.prefix not in removed
     assert not [p for p in stale_pids if _alive(int(p))]
     assert prefix not in _all_loops()
     assert prefix not in subprocess.run(['ip', '-o', 'link'], capture_output=True,
@@ -475,10 +475,10 @@ def test_local_port_hosts_cleanup_stale(image: VmImage, key: Path) -> None:
 
 
 @pytest.mark.slow
-def test_offline_install_of_ray(hosts: NamespaceHosts, key: Path) -> None:
+def test_offline_install_of_ray(namespace_hosts: NamespaceHosts, key: Path) -> None:
     from sky.skylet import constants  # pylint: disable=import-outside-toplevel
     ray = constants.SKY_REMOTE_RAY_VERSION
-    a = hosts.create('inst_a', _public(key))
+    a = namespace_hosts.create('inst_a', _public(key))
     out = ssh_ok(a, key, login(
         'uv venv --python 3.10 /tmp/v && VIRTUAL_ENV=/tmp/v uv pip install '
         f'--offline "ray[default]=={ray}" "pydantic-core==2.41.1" "click<8.3.0" && '
@@ -506,13 +506,13 @@ def _skypilot_setup_command(wheel_hash: str) -> str:
 
 
 @pytest.mark.slow
-def test_skypilot_node_setup_runs_offline(hosts: NamespaceHosts, key: Path,
+def test_skypilot_node_setup_runs_offline(namespace_hosts: NamespaceHosts, key: Path,
                                           image: VmImage) -> None:
     """The whole setup command SkyPilot sends to a Mithril node, offline."""
     watched = [Path(p) for p in ('/etc/ssh/sshd_config', '/etc/security/limits.conf',
                                  '/etc/fuse.conf', '/etc/systemd/system.conf')]
     before = {p: p.read_bytes() if p.exists() else None for p in watched}
-    a = hosts.create('inst_a', _public(key))
+    a = namespace_hosts.create('inst_a', _public(key))
     wheel = image.skypilot_wheel.read_bytes()
     wheel_hash = hashlib.md5(wheel, usedforsecurity=False).hexdigest()
     upload = subprocess.run(

@@ -12,7 +12,7 @@ from sky_mithril.emulator.server import EmulatorServer
 
 
 @pytest.fixture
-def quiet_market() -> Iterator[EmulatorServer]:
+def never_clearing_emulator() -> Iterator[EmulatorServer]:
     """The emulator's default market, never clearing: its history stays the
     seeded week."""
     with EmulatorServer(clearing_interval_s=1e9) as server:
@@ -20,11 +20,11 @@ def quiet_market() -> Iterator[EmulatorServer]:
 
 
 def test_refresh_follows_a_market_that_differs_from_the_shipped_catalog(
-        quiet_market, tmp_path):
+        never_clearing_emulator, tmp_path):
     """The emulator's default market has regions the shipped catalog lacks
     and other prices, with a week of history: the refreshed CSV lists every
     auction the API lists, priced at its 7-day median spot price."""
-    emulator_server = quiet_market
+    emulator_server = never_clearing_emulator
     market = emulator_server.market
     with emulator_server.lock:
         auctions = {(a.instance_type.name, a.region): a

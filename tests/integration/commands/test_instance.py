@@ -9,7 +9,7 @@ import pytest
 
 from sky_mithril.commands import sky_clusters
 
-from conftest import REGION, TYPE, add_sky_cluster
+from tests.helpers.commands import REGION, TYPE, add_sky_cluster
 
 CREATE = ('instance', 'create', '-i', TYPE, '-r', REGION, '-m', '8')
 
@@ -20,7 +20,7 @@ def _create(run, name, *extra):
     return result
 
 
-def test_create_registers_the_local_key_once_and_waits(emulator, home, run, api):
+def test_create_registers_the_local_key_once_and_waits(fast_emulator, home, run, api):
     result = _create(run, 'first', '--wait', '--json')
     detail = json.loads(result.out)
     assert detail['name'] == 'first' and detail['status'] == 'Allocated'
@@ -41,7 +41,7 @@ def test_create_registers_the_local_key_once_and_waits(emulator, home, run, api)
     assert bid['launch_specification']['ssh_keys'] == [keys[0]['fid']]
 
 
-def test_create_uses_every_project_key_matching_a_local_pair(emulator, home,
+def test_create_uses_every_project_key_matching_a_local_pair(fast_emulator, home,
                                                              run, api):
     sky_key = home / '.sky' / 'clients' / 'abc' / 'ssh' / 'sky-key'
     sky_key.parent.mkdir(parents=True)
@@ -57,7 +57,7 @@ def test_create_uses_every_project_key_matching_a_local_pair(emulator, home,
     assert sorted(bid['launch_specification']['ssh_keys']) == sorted(ours)
 
 
-def test_dry_run_checks_and_places_nothing(emulator, home, run, api):
+def test_dry_run_checks_and_places_nothing(fast_emulator, home, run, api):
     result = run(*CREATE, '-n', 'dry', '-N', '3', '-d')
     assert result.code == 0, result.err
     assert result.out.count('$8.00/h') == 1 and '$$' not in result.out
@@ -77,19 +77,19 @@ def test_dry_run_checks_and_places_nothing(emulator, home, run, api):
     (('-i', TYPE, '-r', REGION, '-m', '8', '-p', 'nope'), "No project 'nope'"),
     (('-i', TYPE, '-r', REGION, '-m', '8', '--k8s', 'nope'), "No Kubernetes cluster 'nope'"),
 ])
-def test_create_refuses_what_cannot_work(emulator, home, run, api, args, message):
+def test_create_refuses_what_cannot_work(fast_emulator, home, run, api, args, message):
     result = run('instance', 'create', *args)
     assert result.code == 1 and message in result.err
     assert api.get('/v2/spot/bids', project='proj_emulator')['data'] == []
 
 
-def test_bad_price_is_a_usage_error(emulator, home, run):
+def test_bad_price_is_a_usage_error(fast_emulator, home, run):
     for price in ('abc', '0', '8.001'):
         result = run('instance', 'create', '-i', TYPE, '-r', REGION, '-m', price)
         assert result.code == 2 and '-m/--max-price-per-hour' in result.err
 
 
-def test_project_by_name_and_dollar_price(emulator, home, run, api):
+def test_project_by_name_and_dollar_price(fast_emulator, home, run, api):
     _create(run, 'named-project', '-p', 'emulator')
     result = run('instance', 'create', '-i', TYPE, '-r', REGION, '-m', '$9.50',
                  '-n', 'dollars')
@@ -98,14 +98,14 @@ def test_project_by_name_and_dollar_price(emulator, home, run, api):
     assert api.bids_named('named-project')[0]['project'] == 'proj_emulator'
 
 
-def test_a_live_name_is_not_reused(emulator, home, run, api):
+def test_a_live_name_is_not_reused(fast_emulator, home, run, api):
     _create(run, 'twice')
     result = run(*CREATE, '-n', 'twice')
     assert result.code == 1 and 'already named' in result.err
     assert len(api.bids_named('twice')) == 1
 
 
-def test_k8s_flag_joins_the_cluster(emulator, home, run, api):
+def test_k8s_flag_joins_the_cluster(fast_emulator, home, run, api):
     cluster = api.create_cluster('pool', [])
     result = run(*CREATE, '-n', 'worker', '-N', '2', '--k8s', 'pool', '--wait',
                  '--json')
@@ -116,8 +116,8 @@ def test_k8s_flag_joins_the_cluster(emulator, home, run, api):
     assert sorted(joined) == sorted(n['fid'] for n in detail['nodes'])
 
 
-def test_list_filters_by_state_in_any_case(emulator, home, run, api):
-    emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
+def test_list_filters_by_state_in_any_case(fast_emulator, home, run, api):
+    fast_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
                      price='$50.00')
     _create(run, 'waiting')
     _create(run, 'gone')
@@ -143,7 +143,7 @@ def test_list_filters_by_state_in_any_case(emulator, home, run, api):
     assert bad.code == 2 and "unknown state 'sleepy'" in bad.err
 
 
-def test_list_table_shows_each_price_once(emulator, home, run):
+def test_list_table_shows_each_price_once(fast_emulator, home, run):
     _create(run, 'tabled', '--wait')
     result = run('instance', 'list')
     assert result.code == 0
@@ -158,7 +158,7 @@ def test_list_table_shows_each_price_once(emulator, home, run):
                         'created_at', 'deactivated_at'}
 
 
-def test_info_by_name_or_fid(emulator, home, run, api):
+def test_info_by_name_or_fid(fast_emulator, home, run, api):
     _create(run, 'shown', '-N', '2', '--wait')
     fid = api.bids_named('shown')[0]['fid']
     text = run('instance', 'info', 'shown')
@@ -176,7 +176,7 @@ def test_info_by_name_or_fid(emulator, home, run, api):
     assert node['ssh_destination'] and node['private_ip']
 
 
-def test_without_a_terminal_nothing_waits_for_a_picker(emulator, home, run):
+def test_without_a_terminal_nothing_waits_for_a_picker(fast_emulator, home, run):
     _create(run, 'someone')
     for argv, argument in ((('instance', 'info'), 'BID'),
                            (('instance', 'delete'), 'BID (or --all, or -n PATTERN)'),
@@ -187,7 +187,7 @@ def test_without_a_terminal_nothing_waits_for_a_picker(emulator, home, run):
         assert f'{argument} is required when not running in a terminal' in result.err
 
 
-def test_delete_one_asks_then_cancels(emulator, home, run, api):
+def test_delete_one_asks_then_cancels(fast_emulator, home, run, api):
     _create(run, 'doomed', '--wait')
     refused = run('instance', 'delete', 'doomed')
     assert refused.code == 1 and 'Pass -y' in refused.err
@@ -202,7 +202,7 @@ def test_delete_one_asks_then_cancels(emulator, home, run, api):
     assert missing.code == 1 and "No bid named 'never-was'" in missing.err
 
 
-def test_pattern_delete_spares_skypilot_clusters(emulator, home, run, api,
+def test_pattern_delete_spares_skypilot_clusters(fast_emulator, home, run, api,
                                                  monkeypatch):
     # SkyPilot's state needs a full cluster handle to write; the one small
     # function that reads it stands in for it here.
@@ -232,7 +232,7 @@ def test_pattern_delete_spares_skypilot_clusters(emulator, home, run, api,
                                           '-y').out
 
 
-def test_a_cluster_in_skypilots_own_state_is_spared(emulator, home, run, api):
+def test_a_cluster_in_skypilots_own_state_is_spared(fast_emulator, home, run, api):
     env = add_sky_cluster(home, 'dev-sky', 'dev-sky-2ea4')
     for name in ('dev-a', 'dev-sky-2ea4'):
         _create(run, name)
@@ -246,7 +246,7 @@ def test_a_cluster_in_skypilots_own_state_is_spared(emulator, home, run, api):
     assert api.bids_named('dev-sky-2ea4')[0]['status'] != 'Terminated'
 
 
-def test_bulk_delete_without_yes_lists_but_cancels_nothing(emulator, home, run,
+def test_bulk_delete_without_yes_lists_but_cancels_nothing(fast_emulator, home, run,
                                                            api, monkeypatch):
     monkeypatch.setattr(sky_clusters, 'skypilot_cluster_names', set)
     _create(run, 'kept')
@@ -263,8 +263,8 @@ def test_skypilot_state_is_read_when_it_exists(home):
     assert sky_clusters.skypilot_cluster_names() == set()  # SkyPilot, no clusters
 
 
-def test_list_types_shows_live_spot_prices(emulator, home, run):
-    emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
+def test_list_types_shows_live_spot_prices(fast_emulator, home, run):
+    fast_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
                      price='$3.21')
     result = run('instance', 'list-types', '-r', REGION)
     assert result.code == 0, result.err
@@ -284,11 +284,11 @@ def test_list_types_shows_live_spot_prices(emulator, home, run):
     {'rate_limit': 1.0, 'retry_after_s': 0},
     {'server_error': 1.0, 'server_error_statuses': [503]},
 ])
-def test_rate_limits_and_503s_are_retried(emulator, home, run, fault):
-    emulator.control('PUT', 'faults', rules=[{
+def test_rate_limits_and_503s_are_retried(fast_emulator, home, run, fault):
+    fast_emulator.control('PUT', 'faults', rules=[{
         'method': 'GET', 'path': '/v2/spot/bids', 'max_faults': 2, **fault}])
     result = run('instance', 'list', '--all', '--json')
     assert result.code == 0, result.err
     assert json.loads(result.out) == []
-    counts = emulator.control('GET', 'faults')['counts']
+    counts = fast_emulator.control('GET', 'faults')['counts']
     assert sum(counts.values()) == 2

@@ -12,7 +12,7 @@ import yaml
 
 from sky_mithril.commands import kubeconfig
 
-from conftest import REGION, TYPE, write_two_context_kubeconfig
+from tests.helpers.commands import REGION, TYPE, write_two_context_kubeconfig
 
 
 def _available(api, name, key_fids):
@@ -27,7 +27,7 @@ def _available(api, name, key_fids):
 
 
 @pytest.fixture
-def pool(ssh_emulator, home, api, run):
+def pool(local_ssh_emulator, home, api, run):
     """Cluster `pool` with the local key and two worker bids joined to it."""
     key = api.add_key(home / '.ssh' / 'id_ed25519.pub')
     cluster = _available(api, 'pool', [key])
@@ -139,8 +139,8 @@ def test_ssh_runs_on_the_control_node(pool, home, run, tmp_path):
     assert missing.code == 1 and 'no such file' in missing.err
 
 
-def test_a_pending_cluster_cannot_be_reached_yet(ssh_emulator, home, run, api):
-    ssh_emulator.market.k8s_boot_s = 10_000
+def test_a_pending_cluster_cannot_be_reached_yet(local_ssh_emulator, home, run, api):
+    local_ssh_emulator.market.k8s_boot_s = 10_000
     api.create_cluster('slow', [])
     result = run('k8s', 'update-kubeconfig', 'slow', '-y')
     assert result.code == 1 and 'slow is Pending' in result.err

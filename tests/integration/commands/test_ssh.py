@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import REGION, TYPE
+from tests.helpers.commands import REGION, TYPE
 
 # Each local host's sshd sets SKY_MITHRIL_HOST=<backend prefix>-<host index>,
 # so a command can tell the nodes apart: node-1 (host 2) fails here.
@@ -16,7 +16,7 @@ def _two_nodes(run, name='pair'):
     assert result.code == 0, result.err
 
 
-def test_a_command_runs_on_every_node_and_one_failure_fails_it(ssh_emulator,
+def test_a_command_runs_on_every_node_and_one_failure_fails_it(local_ssh_emulator,
                                                                home, run):
     _two_nodes(run)
     result = run('ssh', 'pair', '--', FAIL_ON_SECOND_NODE)
@@ -32,7 +32,7 @@ def test_a_command_runs_on_every_node_and_one_failure_fails_it(ssh_emulator,
     assert everywhere.code == 0, everywhere.err
 
 
-def test_node_picks_one_node_and_options_may_follow_the_bid(ssh_emulator, home,
+def test_node_picks_one_node_and_options_may_follow_the_bid(local_ssh_emulator, home,
                                                             run):
     _two_nodes(run)
     on_host = 'case "$SKY_MITHRIL_HOST" in *-{}) exit 0;; *) exit 9;; esac'
@@ -45,7 +45,7 @@ def test_node_picks_one_node_and_options_may_follow_the_bid(ssh_emulator, home,
     assert out_of_range.code == 1 and 'has nodes 0 to 1' in out_of_range.err
 
 
-def test_show_prints_the_command_with_the_bids_identity(ssh_emulator, home, run,
+def test_show_prints_the_command_with_the_bids_identity(local_ssh_emulator, home, run,
                                                         api):
     _two_nodes(run)
     # A second local key that is not one of the bid's keys must not be picked.
@@ -63,7 +63,7 @@ def test_show_prints_the_command_with_the_bids_identity(ssh_emulator, home, run,
     assert len(run('ssh', 'pair', '--show', 'uptime').out.splitlines()) == 2
 
 
-def test_an_unknown_identity_is_named(ssh_emulator, home, run):
+def test_an_unknown_identity_is_named(local_ssh_emulator, home, run):
     _two_nodes(run)
     for key in (home / '.ssh').glob('id_ed25519*'):
         key.rename(key.with_name(key.name.replace('id_', 'old_')))
@@ -74,9 +74,9 @@ def test_an_unknown_identity_is_named(ssh_emulator, home, run):
     assert 'None of your local SSH keys' in result.err and 'opens bid pair' in result.err
 
 
-def test_no_wait_fails_at_once_on_a_bid_that_is_not_running(ssh_emulator, home,
+def test_no_wait_fails_at_once_on_a_bid_that_is_not_running(local_ssh_emulator, home,
                                                             run):
-    ssh_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
+    local_ssh_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
                          price='$50.00')
     _two_nodes(run, 'parked')
     result = run('ssh', 'parked', '--no-wait', 'true')

@@ -17,7 +17,7 @@ from sky_mithril.api import models
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands import volumes as volumes_command
 
-from conftest import REGION, TYPE, Api, Result, add_sky_cluster
+from tests.helpers.commands import REGION, TYPE, Api, Result, add_sky_cluster
 
 
 def _create(run: Callable[..., Result], name: str, *extra: str) -> str:
@@ -57,7 +57,7 @@ def _place_bid(key: str, name: str, volume_fid: str) -> str:
         conn.client.close()
 
 
-def test_create_prints_the_fid_and_ls_shows_both_types(emulator, home, run,
+def test_create_prints_the_fid_and_ls_shows_both_types(fast_emulator, home, run,
                                                        api):
     share = _create(run, 'data', '--size', '100')
     block = _create(run, 'scratch', '--size', '20', '--type', 'mithril-block')
@@ -92,14 +92,14 @@ def test_create_prints_the_fid_and_ls_shows_both_types(emulator, home, run,
     (('--region', REGION, '--size', '10', '--type', 'nfs'), 2,
      "invalid choice: 'nfs'"),
 ])
-def test_create_refuses_bad_input_naming_the_fix(emulator, home, run, api,
+def test_create_refuses_bad_input_naming_the_fix(fast_emulator, home, run, api,
                                                  args, code, message):
     result = run('volumes', 'create', 'v', *args)
     assert result.code == code and message in result.err, result.err
     assert api.get('/v2/volumes', project='proj_emulator') == []
 
 
-def test_unknown_region_lists_the_regions_there_are(emulator, home, run, api):
+def test_unknown_region_lists_the_regions_there_are(fast_emulator, home, run, api):
     result = run('volumes', 'create', 'v', '--region', 'mars-1', '--size', '1')
     assert result.code == 1
     regions = {a['region'] for a in api.get('/v2/spot/availability')}
@@ -108,7 +108,7 @@ def test_unknown_region_lists_the_regions_there_are(emulator, home, run, api):
     assert set(listed.split(', ')) == regions
 
 
-def test_names_and_the_storage_quota_are_checked(emulator, home, run, api):
+def test_names_and_the_storage_quota_are_checked(fast_emulator, home, run, api):
     _create(run, 'big', '--size', '16384')
     again = run('volumes', 'create', 'big', '--region', REGION, '--size', '1')
     assert again.code == 1
@@ -121,7 +121,7 @@ def test_names_and_the_storage_quota_are_checked(emulator, home, run, api):
 
 
 def test_a_volume_in_use_is_listed_by_cluster_and_not_deleted(
-        emulator, home, run, api, key, monkeypatch):
+        fast_emulator, home, run, api, key, monkeypatch):
     monkeypatch.setattr(sky_clusters, 'cluster_names_by_bid',
                         lambda: {'dev-2ea4': 'dev'})
     fid = _create(run, 'data', '--size', '50')
@@ -157,7 +157,7 @@ def test_a_volume_in_use_is_listed_by_cluster_and_not_deleted(
     assert api.get('/v2/volumes', project='proj_emulator') == []
 
 
-def test_the_servers_409_gets_the_same_message(emulator, home, run, api,
+def test_the_servers_409_gets_the_same_message(fast_emulator, home, run, api,
                                                key, monkeypatch):
     # The bid is placed after the command looked (it saw no user): the
     # emulator's 409 is what stops the delete.
@@ -183,7 +183,7 @@ def test_the_servers_409_gets_the_same_message(emulator, home, run, api,
     assert len(looks) == 2
 
 
-def test_unknown_names_list_the_volumes_there_are(emulator, home, run):
+def test_unknown_names_list_the_volumes_there_are(fast_emulator, home, run):
     for argv in (('delete', 'nope', '-y'), ('rename', 'nope', 'x')):
         result = run('volumes', *argv)
         assert result.code == 1
@@ -195,7 +195,7 @@ def test_unknown_names_list_the_volumes_there_are(emulator, home, run):
     assert result.code == 1 and 'its volumes: alpha, beta.' in result.err
 
 
-def test_rename(emulator, home, run, api):
+def test_rename(fast_emulator, home, run, api):
     fid = _create(run, 'data', '--size', '10')
     _create(run, 'other', '--size', '10')
     result = run('volumes', 'rename', 'data', 'archive')
@@ -208,7 +208,7 @@ def test_rename(emulator, home, run, api):
     assert taken.code == 1 and "already named 'other'" in taken.err
 
 
-def test_used_by_reads_skypilots_own_state(emulator, home, run, key):
+def test_used_by_reads_skypilots_own_state(fast_emulator, home, run, key):
     env = add_sky_cluster(home, 'dev', 'dev-2ea4')
     fid = _create(run, 'data', '--size', '10')
     _place_bid(key, 'dev-2ea4', fid)

@@ -48,7 +48,7 @@ def wait_for_query(expected: Dict[str, Any], timeout_s: float = 10.0) -> None:
     assert query() == expected
 
 
-def test_builtin_provisioner_full_lifecycle(emulator):
+def test_builtin_provisioner_full_lifecycle(fast_emulator):
     key_id = builtin_utils.get_or_add_ssh_key(PUBLIC_KEY)
     assert builtin_utils.get_or_add_ssh_key(PUBLIC_KEY) == key_id
 
@@ -58,7 +58,7 @@ def test_builtin_provisioner_full_lifecycle(emulator):
         REGION, CLUSTER, CLUSTER,
         provision_config(PROVIDER_CONFIG, key_id, INSTANCE_TYPE))
     assert time.monotonic() - started < 30
-    [bid] = bids_named(emulator, CLUSTER)
+    [bid] = bids_named(fast_emulator, CLUSTER)
     [node] = bid['instances']
     assert bid['status'] == 'Allocated' and bid['limit_price'] == '$32.00'
     assert record.provider_name == 'mithril'
@@ -75,11 +75,11 @@ def test_builtin_provisioner_full_lifecycle(emulator):
     assert info.ssh_user == 'ubuntu'
 
     builtin.stop_instances(CLUSTER, PROVIDER_CONFIG)
-    assert bids_named(emulator, CLUSTER)[0]['status'] == 'Paused'
+    assert bids_named(fast_emulator, CLUSTER)[0]['status'] == 'Paused'
     wait_for_query({node['fid']: (STOPPED, None)})
 
     builtin.terminate_instances(CLUSTER, PROVIDER_CONFIG)
-    [bid] = bids_named(emulator, CLUSTER)
+    [bid] = bids_named(fast_emulator, CLUSTER)
     assert bid['status'] == 'Terminated'
     assert [i['status'] for i in bid['instances']] == ['STATUS_TERMINATED']
     assert query() == {}

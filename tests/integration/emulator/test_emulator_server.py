@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
@@ -16,11 +15,12 @@ import requests
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
+from tests.helpers import REPO
+
 AUTH = {'Authorization': 'Bearer test-key'}
 TYPE = 'h100-80gb.sxm.8x'
 REGION = 'us-central2-a'
 MONEY = re.compile(r'^\$\d+\.\d\d$')
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _control(server: EmulatorServer, method: str, path: str,
@@ -77,13 +77,13 @@ def fixture_keyed_server() -> Iterator[EmulatorServer]:
         server.stop()
 
 
-def test_missing_bearer_is_401(emulator_server: EmulatorServer) -> None:
-    assert requests.get(f'{emulator_server.url}/v2/me',
+def test_missing_bearer_is_401(bare_emulator: EmulatorServer) -> None:
+    assert requests.get(f'{bare_emulator.url}/v2/me',
                         timeout=10).status_code == 401
-    assert requests.get(f'{emulator_server.url}/v2/me',
+    assert requests.get(f'{bare_emulator.url}/v2/me',
                         headers={'Authorization': 'Bearer '},
                         timeout=10).status_code == 401
-    assert _get(emulator_server, '/v2/me').json()['fid']
+    assert _get(bare_emulator, '/v2/me').json()['fid']
 
 
 def test_wrong_key_is_401_without_echo(keyed_server: EmulatorServer) -> None:
@@ -101,8 +101,8 @@ def test_wrong_key_is_401_without_echo(keyed_server: EmulatorServer) -> None:
                              'created_at': right.json()[0]['created_at']}]
 
 
-def test_bid_round_trip(emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+def test_bid_round_trip(bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     created = _create_bid(server, limit='$20.00', quantity=2)
     fid = created['fid']
     assert created['status'] == 'Open'
@@ -149,36 +149,36 @@ def test_bid_round_trip(emulator_server: EmulatorServer) -> None:
     assert status.json()['status'] == 'STATUS_TERMINATED'
 
 
-def test_unknown_fids_are_404(emulator_server: EmulatorServer) -> None:
+def test_unknown_fids_are_404(bare_emulator: EmulatorServer) -> None:
     for path in ('/v2/spot/bids/bid_nope', '/v2/spot/bids/bid_nope/status',
                  '/v2/instances/inst_nope/status'):
-        response = _get(emulator_server, path)
+        response = _get(bare_emulator, path)
         assert response.status_code == 404
         assert 'not found' in response.json()['detail']
-    assert requests.delete(f'{emulator_server.url}/v2/spot/bids/bid_nope',
+    assert requests.delete(f'{bare_emulator.url}/v2/spot/bids/bid_nope',
                            headers=AUTH, timeout=10).status_code == 404
 
 
 def test_bad_body_is_422_in_fastapi_shape(
-        emulator_server: EmulatorServer) -> None:
-    body = _bid_body(emulator_server, limit='abc')
-    response = requests.post(f'{emulator_server.url}/v2/spot/bids',
+        bare_emulator: EmulatorServer) -> None:
+    body = _bid_body(bare_emulator, limit='abc')
+    response = requests.post(f'{bare_emulator.url}/v2/spot/bids',
                              headers=AUTH, json=body, timeout=10)
     assert response.status_code == 422
     detail, = response.json()['detail']
     assert detail['loc'] == ['body', 'limit_price']
     assert isinstance(detail['msg'], str) and isinstance(detail['type'], str)
     del body['name']
-    missing = requests.post(f'{emulator_server.url}/v2/spot/bids',
+    missing = requests.post(f'{bare_emulator.url}/v2/spot/bids',
                             headers=AUTH, json=body, timeout=10)
     assert missing.status_code == 422
     assert missing.json()['detail'][0]['loc'] == ['body', 'name']
-    no_project = _get(emulator_server, '/v2/instances')
+    no_project = _get(bare_emulator, '/v2/instances')
     assert no_project.status_code == 422
 
 
-def test_paging_with_next_cursor(emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+def test_paging_with_next_cursor(bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     fids = [_create_bid(server, name=f'job-{n}')['fid'] for n in range(5)]
     pages: List[List[str]] = []
     cursor: Optional[str] = None
@@ -199,12 +199,12 @@ def test_paging_with_next_cursor(emulator_server: EmulatorServer) -> None:
     assert bad.status_code == 422
 
 
-def test_instances_default_page_is_100(emulator_server: EmulatorServer) -> None:
-    _control(emulator_server, 'POST', 'filler', json={'count': 150})
-    first = _get(emulator_server, '/v2/instances',
+def test_instances_default_page_is_100(bare_emulator: EmulatorServer) -> None:
+    _control(bare_emulator, 'POST', 'filler', json={'count': 150})
+    first = _get(bare_emulator, '/v2/instances',
                  params={'project': PROJECT_FID}).json()
     assert len(first['data']) == 100 and first['next_cursor']
-    second = _get(emulator_server, '/v2/instances',
+    second = _get(bare_emulator, '/v2/instances',
                   params={'project': PROJECT_FID,
                           'next_cursor': first['next_cursor']}).json()
     assert len(second['data']) == 50 and second['next_cursor'] is None
@@ -213,8 +213,8 @@ def test_instances_default_page_is_100(emulator_server: EmulatorServer) -> None:
 
 
 def test_instances_filtered_by_bid_and_status(
-        emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+        bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     first = _create_bid(server, name='first', quantity=2)
     second = _create_bid(server, name='second')
     _create_bid(server, name='third')
@@ -244,45 +244,45 @@ def test_instances_filtered_by_bid_and_status(
 
 
 def test_rate_limit_fault_sends_retry_after(
-        emulator_server: EmulatorServer) -> None:
-    _set_faults(emulator_server, {'method': 'GET', 'path': '/v2/spot/bids',
+        bare_emulator: EmulatorServer) -> None:
+    _set_faults(bare_emulator, {'method': 'GET', 'path': '/v2/spot/bids',
                                   'rate_limit': 1.0, 'retry_after_s': 7,
                                   'max_faults': 1})
-    limited = _get(emulator_server, '/v2/spot/bids')
+    limited = _get(bare_emulator, '/v2/spot/bids')
     assert limited.status_code == 429
     assert limited.headers['Retry-After'] == '7'
-    assert _get(emulator_server, '/v2/spot/bids').status_code == 200
-    assert _control(emulator_server, 'GET', 'faults')['counts']['rate_limit'] == 1
+    assert _get(bare_emulator, '/v2/spot/bids').status_code == 200
+    assert _control(bare_emulator, 'GET', 'faults')['counts']['rate_limit'] == 1
 
 
-def test_server_error_fault(emulator_server: EmulatorServer) -> None:
-    _set_faults(emulator_server, {'path': '/v2/spot/bids/{bid_fid}',
+def test_server_error_fault(bare_emulator: EmulatorServer) -> None:
+    _set_faults(bare_emulator, {'path': '/v2/spot/bids/{bid_fid}',
                                   'server_error': 1.0,
                                   'server_error_statuses': [503]})
-    assert _get(emulator_server, '/v2/spot/bids/bid_x').status_code == 503
+    assert _get(bare_emulator, '/v2/spot/bids/bid_x').status_code == 503
     # A route template matches only its own route.
-    assert _get(emulator_server,
+    assert _get(bare_emulator,
                 '/v2/spot/bids/bid_x/status').status_code == 404
-    created = requests.post(f'{emulator_server.url}/v2/spot/bids',
-                            headers=AUTH, json=_bid_body(emulator_server),
+    created = requests.post(f'{bare_emulator.url}/v2/spot/bids',
+                            headers=AUTH, json=_bid_body(bare_emulator),
                             timeout=10)
     assert created.status_code == 201
 
 
-def test_latency_fault(emulator_server: EmulatorServer) -> None:
-    _set_faults(emulator_server, {'path': '/v2/me', 'latency': 1.0,
+def test_latency_fault(bare_emulator: EmulatorServer) -> None:
+    _set_faults(bare_emulator, {'path': '/v2/me', 'latency': 1.0,
                                   'latency_s': 0.3})
     started = time.monotonic()
-    assert _get(emulator_server, '/v2/me').status_code == 200
+    assert _get(bare_emulator, '/v2/me').status_code == 200
     assert time.monotonic() - started >= 0.3
     started = time.monotonic()
-    assert _get(emulator_server, '/v2/projects').status_code == 200
+    assert _get(bare_emulator, '/v2/projects').status_code == 200
     assert time.monotonic() - started < 0.3
 
 
 def test_reset_fault_drops_connection_without_applying(
-        emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+        bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     _set_faults(server, {'method': 'POST', 'path': '/v2/spot/bids',
                          'reset': 1.0, 'max_faults': 1})
     with pytest.raises(requests.ConnectionError):
@@ -293,8 +293,8 @@ def test_reset_fault_drops_connection_without_applying(
 
 
 def test_lost_response_fault_applies_the_change(
-        emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+        bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     _set_faults(server, {'method': 'POST', 'path': '/v2/spot/bids',
                          'lost_response': 1.0, 'max_faults': 1})
     with pytest.raises((requests.ConnectionError,
@@ -307,24 +307,24 @@ def test_lost_response_fault_applies_the_change(
 
 
 def test_control_endpoints_are_never_faulted(
-        emulator_server: EmulatorServer) -> None:
-    _set_faults(emulator_server, {'path': '/', 'server_error': 1.0})
-    assert _control(emulator_server, 'GET', 'state')['bids'] == []
-    assert _get(emulator_server, '/v2/me').status_code >= 500
+        bare_emulator: EmulatorServer) -> None:
+    _set_faults(bare_emulator, {'path': '/', 'server_error': 1.0})
+    assert _control(bare_emulator, 'GET', 'state')['bids'] == []
+    assert _get(bare_emulator, '/v2/me').status_code >= 500
 
 
-def test_bad_fault_rule_is_422(emulator_server: EmulatorServer) -> None:
-    response = requests.put(f'{emulator_server.url}/_emulator/faults',
+def test_bad_fault_rule_is_422(bare_emulator: EmulatorServer) -> None:
+    response = requests.put(f'{bare_emulator.url}/_emulator/faults',
                             json={'rules': [{'reset': 2.0}]}, timeout=10)
     assert response.status_code == 422
-    response = requests.put(f'{emulator_server.url}/_emulator/faults',
+    response = requests.put(f'{bare_emulator.url}/_emulator/faults',
                             json={'rules': [{'bogus': 1}]}, timeout=10)
     assert response.status_code == 422
 
 
 def test_advance_allocates_and_forced_preemption_runs_its_notice(
-        emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+        bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     fid = _create_bid(server)['fid']
     _control(server, 'POST', 'advance', json={'seconds': 120})
     assert _bid_state(server, fid)['status'] == 'Allocated'
@@ -345,8 +345,8 @@ def test_advance_allocates_and_forced_preemption_runs_its_notice(
     assert again.status_code == 409
 
 
-def test_price_and_capacity_control(emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+def test_price_and_capacity_control(bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     auction = _control(server, 'POST', 'price',
                        json={'instance_type': TYPE, 'region': REGION,
                              'price': '$12.34'})
@@ -371,8 +371,8 @@ def test_price_and_capacity_control(emulator_server: EmulatorServer) -> None:
     assert unknown.status_code == 404
 
 
-def test_price_history_endpoints(emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+def test_price_history_endpoints(bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     before = datetime.datetime.fromisoformat(
         _control(server, 'GET', 'state')['now'])
     _control(server, 'POST', 'price-history',
@@ -397,8 +397,8 @@ def test_price_history_endpoints(emulator_server: EmulatorServer) -> None:
     assert MONEY.match(row['last_instance_price'])
 
 
-def test_ssh_keys_and_minimal_endpoints(emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+def test_ssh_keys_and_minimal_endpoints(bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     created = requests.post(f'{server.url}/v2/ssh-keys', headers=AUTH,
                             json={'project': PROJECT_FID, 'name': 'gen'},
                             timeout=10)
@@ -413,8 +413,8 @@ def test_ssh_keys_and_minimal_endpoints(emulator_server: EmulatorServer) -> None
 
 
 def test_request_stats_count_by_route_template(
-        emulator_server: EmulatorServer) -> None:
-    server = emulator_server
+        bare_emulator: EmulatorServer) -> None:
+    server = bare_emulator
     _control(server, 'DELETE', 'stats')
     fid = _create_bid(server)['fid']
     for _ in range(3):
@@ -429,12 +429,12 @@ def test_request_stats_count_by_route_template(
 
 
 def test_default_server_allocates_within_seconds(
-        emulator_server: EmulatorServer) -> None:
-    fid = _create_bid(emulator_server, limit='$32.00')['fid']
+        bare_emulator: EmulatorServer) -> None:
+    fid = _create_bid(bare_emulator, limit='$32.00')['fid']
     deadline = time.monotonic() + 6
     status = None
     while time.monotonic() < deadline:
-        status = _get(emulator_server, f'/v2/spot/bids/{fid}/status').json()
+        status = _get(bare_emulator, f'/v2/spot/bids/{fid}/status').json()
         if status['status'] == 'Allocated':
             break
         time.sleep(0.1)
@@ -483,10 +483,10 @@ def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
 
 
 def test_kubernetes_cluster_routes_and_kube_endpoint(
-        emulator_server: EmulatorServer) -> None:
+        bare_emulator: EmulatorServer) -> None:
     body = {'project': PROJECT_FID, 'name': 'pool', 'region': REGION,
             'instance_type': TYPE, 'ssh_keys': []}
-    created = requests.post(f'{emulator_server.url}/v2/kubernetes/clusters',
+    created = requests.post(f'{bare_emulator.url}/v2/kubernetes/clusters',
                             headers=AUTH, json=body, timeout=10)
     assert created.status_code == 201, created.text
     cluster = created.json()
@@ -495,22 +495,22 @@ def test_kubernetes_cluster_routes_and_kube_endpoint(
                             'instances', 'join_command', 'deleted_at',
                             'user_fid'}
     assert (cluster['status'], cluster['k8s_version']) == ('Pending', '1.34')
-    kube = f'{emulator_server.url}/_kube/{cluster["fid"]}'
+    kube = f'{bare_emulator.url}/_kube/{cluster["fid"]}'
     assert requests.get(f'{kube}/version', timeout=10).status_code == 503
 
-    bid_body = _bid_body(emulator_server, name='workers', quantity=2)
+    bid_body = _bid_body(bare_emulator, name='workers', quantity=2)
     bid_body['launch_specification']['kubernetes_cluster'] = cluster['fid']
-    bid = requests.post(f'{emulator_server.url}/v2/spot/bids', headers=AUTH,
+    bid = requests.post(f'{bare_emulator.url}/v2/spot/bids', headers=AUTH,
                         json=bid_body, timeout=10).json()
-    _control(emulator_server, 'POST', 'advance', json={'seconds': 300})
-    listed = _get(emulator_server, '/v2/kubernetes/clusters',
+    _control(bare_emulator, 'POST', 'advance', json={'seconds': 300})
+    listed = _get(bare_emulator, '/v2/kubernetes/clusters',
                   params={'project': PROJECT_FID}).json()
     [one] = listed
-    assert one == _get(emulator_server,
+    assert one == _get(bare_emulator,
                        f'/v2/kubernetes/clusters/{cluster["fid"]}').json()
     assert one['status'] == 'Available' and one['kube_host']
     assert len(one['instances']) == 2
-    assert one['instances'] == _get(emulator_server, f'/v2/spot/bids/{bid["fid"]}').json()['instances']
+    assert one['instances'] == _get(bare_emulator, f'/v2/spot/bids/{bid["fid"]}').json()['instances']
     assert requests.get(f'{kube}/version', timeout=10).json()['gitVersion'] == 'v1.34.0'
     nodes = requests.get(f'{kube}/api/v1/nodes', timeout=10).json()
     assert [n['metadata']['name'] for n in nodes['items']] == [
@@ -521,10 +521,10 @@ def test_kubernetes_cluster_routes_and_kube_endpoint(
     assert requests.get(f'{kube}/api/v1/nodes/nope', timeout=10).status_code == 404
 
     deleted = requests.delete(
-        f'{emulator_server.url}/v2/kubernetes/clusters/{cluster["fid"]}',
+        f'{bare_emulator.url}/v2/kubernetes/clusters/{cluster["fid"]}',
         headers=AUTH, timeout=10)
     assert deleted.status_code == 204
-    assert _get(emulator_server, f'/v2/kubernetes/clusters/{cluster["fid"]}'
+    assert _get(bare_emulator, f'/v2/kubernetes/clusters/{cluster["fid"]}'
                 ).json()['status'] == 'Terminated'
-    assert _get(emulator_server,
+    assert _get(bare_emulator,
                 '/v2/kubernetes/clusters/k8s_missing').status_code == 404

@@ -19,7 +19,7 @@ from sky_mithril.plugin import jobs_recovery
 from sky_mithril.plugin import jobs_runtime
 from sky_mithril.provision import cluster_bid
 
-from provisioning import bids_named, launch_on_manual_clock, provision_config
+from tests.helpers.provisioning import bids_named, launch_on_manual_clock, provision_config
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -77,7 +77,7 @@ def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
 
 
 @pytest.fixture
-def emulator(manual_emulator: EmulatorServer, monkeypatch,
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
              tmp_path) -> EmulatorServer:
     monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
@@ -86,41 +86,41 @@ def emulator(manual_emulator: EmulatorServer, monkeypatch,
     # No SkyPilot cluster record behind these handles: no runtime files.
     monkeypatch.setattr(jobs_recovery, '_fetch_runtime_files',
                         lambda handle, into: {})
-    return manual_emulator
+    return manual_clock_emulator
 
 
-def test_no_standby_when_recovery_waits_for_the_node(emulator):
-    preempt(emulator)
+def test_no_standby_when_recovery_waits_for_the_node(recovery_emulator):
+    preempt(recovery_emulator)
     assert jobs_recovery.plan_recovery(
         handle({'recovery_starts': 'node_lost'}), dag=None, cancelled=threading.Event()) == NO_PLAN
-    assert len(bids_named(emulator, 'job')) == 1
+    assert len(bids_named(recovery_emulator, 'job')) == 1
 
 
-def test_no_standby_for_a_block_volume(emulator):
+def test_no_standby_for_a_block_volume(recovery_emulator):
     volume = connection.connect().client.create_volume(
         'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
-    preempt(emulator, volume_fids=volume.fid)
+    preempt(recovery_emulator, volume_fids=volume.fid)
     assert jobs_recovery.plan_recovery(
         handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
-    assert len(bids_named(emulator, 'job')) == 1
+    assert len(bids_named(recovery_emulator, 'job')) == 1
 
 
 def test_no_standby_where_it_cannot_win_when_the_job_can_move(
-        emulator, monkeypatch):
+        recovery_emulator, monkeypatch):
     """No Mithril volume ties the job to its region, the region's price is
     above the relaunch limit, and the catalog offers the type elsewhere:
     the job moves at once, instead of a standby waiting out the notice."""
-    preempt(emulator)
+    preempt(recovery_emulator)
     monkeypatch.setattr(jobs_recovery, '_other_regions',
                         lambda handle: ('us-central2-a',))
     assert jobs_recovery.plan_recovery(
         handle({'recovery_limit_price': 40}), dag=None,
         cancelled=threading.Event()) == (
             jobs_recovery.RecoveryPlan(other_regions=('us-central2-a',)))
-    assert [b['status'] for b in bids_named(emulator, 'job')] == ['Preempting']
+    assert [b['status'] for b in bids_named(recovery_emulator, 'job')] == ['Preempting']
 
 
-def record_promotions(emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
+def record_promotions(recovery_emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
     """The cluster's bid statuses (oldest first) right after each time a
     standby is made the cluster's bid."""
     promoted: List[List[str]] = []
@@ -128,7 +128,7 @@ def record_promotions(emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
 
     def recording(*args: Any) -> None:
         promote(*args)
-        promoted.append([b['status'] for b in bids_named(emulator, 'job')])
+        promoted.append([b['status'] for b in bids_named(recovery_emulator, 'job')])
 
     monkeypatch.setattr(cluster_bid, 'promote_standby', recording)
     monkeypatch.setattr(jobs_recovery._StandbyWatch, 'POLL_SECONDS', 0.2)
@@ -136,7 +136,7 @@ def record_promotions(emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
 
 
 def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends(
-        emulator, monkeypatch):
+        recovery_emulator, monkeypatch):
     """A file share keeps the job in its region, where the price ($50) stays
     above the recovery limit ($40). When the notice ends, the old bid is
     cancelled (back to Open, it could win a second node) and the standby
@@ -144,29 +144,29 @@ def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends
     then it is cancelled too."""
     share = connection.connect().client.create_volume(
         'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
-    preempt(emulator, volume_fids=share.fid)
+    preempt(recovery_emulator, volume_fids=share.fid)
     monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00',
         'provision_timeout': '10'})
-    promoted = record_promotions(emulator, monkeypatch)
-    with advancing_clock(emulator):
+    promoted = record_promotions(recovery_emulator, monkeypatch)
+    with advancing_clock(recovery_emulator):
         assert jobs_recovery.plan_recovery(
             handle({'recovery_limit_price': 40}), dag=None,
             cancelled=threading.Event()) == NO_PLAN
     assert promoted == [['Terminated', 'Open']]  # (old, standby)
-    old, standby = bids_named(emulator, 'job')  # oldest first
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$40.00'
     assert (old['status'], standby['status']) == ('Terminated', 'Terminated')
     assert recoveries.standby_of('job') is None
 
 
 def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
-        emulator, monkeypatch):
+        recovery_emulator, monkeypatch):
     """The standby won within the notice, but its setup (a real node's
     runtime install, the task's own setup) outlasts it: the old bid is
     cancelled then, not left to win a second node until the switch."""
-    preempt(emulator)
-    promoted = record_promotions(emulator, monkeypatch)
+    preempt(recovery_emulator)
+    promoted = record_promotions(recovery_emulator, monkeypatch)
 
     def slow_setup(*args: Any) -> None:
         deadline = time.monotonic() + 30
@@ -176,22 +176,22 @@ def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
 
     monkeypatch.setattr(jobs_recovery, '_set_up_runtime', slow_setup)
     monkeypatch.setattr(jobs_recovery, '_stage_job', lambda *args: None)
-    with advancing_clock(emulator):
+    with advancing_clock(recovery_emulator):
         plan = jobs_recovery.plan_recovery(
             handle({'recovery_limit_price': 60}), dag=None,
             cancelled=threading.Event())
-    old, standby = bids_named(emulator, 'job')  # oldest first
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
     assert plan.standby_fid == standby['fid']
     assert promoted == [['Terminated', 'Allocated']]
     assert recoveries.standby_of('job') is None
 
 
-def test_a_cancelled_job_cancels_its_standby(emulator):
+def test_a_cancelled_job_cancels_its_standby(recovery_emulator):
     """The user cancels the managed job while its standby waits to win: the
     standby is cancelled, and the old bid is left to SkyPilot's teardown."""
     share = connection.connect().client.create_volume(
         'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
-    preempt(emulator, volume_fids=share.fid)
+    preempt(recovery_emulator, volume_fids=share.fid)
     cancelled = threading.Event()
     plans: List[Any] = []
     planning = threading.Thread(target=lambda: plans.append(
@@ -199,23 +199,23 @@ def test_a_cancelled_job_cancels_its_standby(emulator):
                                     dag=None, cancelled=cancelled)))
     planning.start()
     deadline = time.monotonic() + 30
-    while len(bids_named(emulator, 'job')) < 2:
+    while len(bids_named(recovery_emulator, 'job')) < 2:
         assert time.monotonic() < deadline, 'no standby placed'
         time.sleep(0.1)
     cancelled.set()
     planning.join(timeout=30)
     assert plans == [NO_PLAN]
-    old, standby = bids_named(emulator, 'job')  # oldest first
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
     assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
 
 
 @pytest.mark.parametrize('failing_step', ['_set_up_runtime', '_stage_job'])
-def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
+def test_a_standby_whose_setup_fails_is_cancelled(recovery_emulator, monkeypatch,
                                                   failing_step):
     """SkyPilot's runtime, or the job's own file mounts and setup, cannot be
     set up on the standby: it is cancelled, the old bid left as it was."""
-    emulator.market.preemption_notice_s = 100 * CLEARING_S  # outlasts the test
-    preempt(emulator)
+    recovery_emulator.market.preemption_notice_s = 100 * CLEARING_S  # outlasts the test
+    preempt(recovery_emulator)
 
     def fail(*args: Any) -> None:
         info = args[-1]
@@ -224,10 +224,10 @@ def test_a_standby_whose_setup_fails_is_cancelled(emulator, monkeypatch,
 
     monkeypatch.setattr(jobs_recovery, '_set_up_runtime', lambda *args: None)
     monkeypatch.setattr(jobs_recovery, failing_step, fail)
-    with advancing_clock(emulator):
+    with advancing_clock(recovery_emulator):
         assert jobs_recovery.plan_recovery(
             handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
-    old, standby = bids_named(emulator, 'job')  # oldest first
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
     assert standby['limit_price'] == '$60.00'
     assert standby['status'] == 'Terminated' != old['status']
     assert recoveries.standby_of('job') is None

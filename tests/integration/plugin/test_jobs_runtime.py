@@ -13,7 +13,7 @@ from sky_mithril import recoveries
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.plugin import jobs_runtime
 
-from provisioning import bids_named, launch_on_manual_clock, provision_config
+from tests.helpers.provisioning import bids_named, launch_on_manual_clock, provision_config
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -37,7 +37,7 @@ def advance(server: EmulatorServer, seconds: float) -> None:
 
 
 @pytest.fixture
-def running(manual_emulator: EmulatorServer, monkeypatch,
+def running(manual_clock_emulator: EmulatorServer, monkeypatch,
             tmp_path) -> EmulatorServer:
     """A 1-node cluster `job` with a $10/h limit, up; its provider config is
     what the cluster YAML would hold; no recoveries recorded yet."""
@@ -46,9 +46,9 @@ def running(manual_emulator: EmulatorServer, monkeypatch,
     monkeypatch.setattr(jobs_runtime, '_finished_status', lambda h: None)
     monkeypatch.setattr(recoveries, '_path',
                         lambda: tmp_path / 'recoveries.json')
-    launch_on_manual_clock(manual_emulator, 'job',
+    launch_on_manual_clock(manual_clock_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
-    return manual_emulator
+    return manual_clock_emulator
 
 
 def set_price(server: EmulatorServer, price: str) -> None:

@@ -3,7 +3,7 @@ planned with the live catalog's fid skips the instance-type look-ups."""
 
 import datetime
 
-from provisioning import bids_named, launch, provision_config
+from tests.helpers.provisioning import bids_named, launch, provision_config
 
 from sky_mithril.catalog import live_prices
 from sky_mithril.provision.market_timing import MarketTiming
@@ -85,23 +85,23 @@ def test_timing_survives_between_processes():
     assert again.rate == 60.0 and again.boots == {'it@r': [0.0, 1.0]}
 
 
-def test_a_launch_planned_with_the_live_fid_skips_the_look_ups(emulator):
+def test_a_launch_planned_with_the_live_fid_skips_the_look_ups(fast_emulator):
     live_prices.refresh()
     fid = live_prices.snapshot().fid('a100-80gb.sxm.1x', 'us-central3-a')
     assert fid
     config = provision_config()
     config.provider_config['instance_type_fid'] = fid
-    emulator.control('DELETE', 'stats')
+    fast_emulator.control('DELETE', 'stats')
     launch('planned', config)
-    routes = emulator.control('GET', 'stats')['by_route']
+    routes = fast_emulator.control('GET', 'stats')['by_route']
     assert 'GET /v2/instance-types' not in routes
     assert 'GET /v2/spot/availability' not in routes
-    assert bids_named(emulator, 'planned')[0]['status'] == 'Allocated'
+    assert bids_named(fast_emulator, 'planned')[0]['status'] == 'Allocated'
 
 
-def test_a_stale_planned_fid_is_looked_up_again(emulator):
+def test_a_stale_planned_fid_is_looked_up_again(fast_emulator):
     config = provision_config()
     config.provider_config['instance_type_fid'] = 'it_gone'
     launch('stale', config)
-    [bid] = bids_named(emulator, 'stale')
+    [bid] = bids_named(fast_emulator, 'stale')
     assert bid['status'] == 'Allocated' and bid['instance_type'] != 'it_gone'

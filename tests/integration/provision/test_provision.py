@@ -15,13 +15,13 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
-from provisioning import bids_named, launch, provision_config, query
+from tests.helpers.provisioning import bids_named, launch, provision_config, query
 
 UP = status_lib.ClusterStatus.UP
 STOPPED = status_lib.ClusterStatus.STOPPED
 
 
-def test_one_node_launch_query_info_and_down(emulator):
+def test_one_node_launch_query_info_and_down(fast_emulator):
     record = launch('one', provision_config())
     info = provisioner.get_cluster_info('us-central3-a', 'one',
                                         {'project_id': 'proj_emulator'})
@@ -31,18 +31,18 @@ def test_one_node_launch_query_info_and_down(emulator):
     assert node.external_ip and node.internal_ip and node.ssh_port == 22
     assert info.ssh_user == 'ubuntu'
     assert query('one') == {record.head_instance_id: (UP, None)}
-    [bid] = bids_named(emulator, 'one')
+    [bid] = bids_named(fast_emulator, 'one')
     assert bid['limit_price'] == '$32.00' and bid['status'] == 'Allocated'
 
     provisioner.terminate_instances('one', {'project_id': 'proj_emulator'})
     assert query('one') == {}
-    assert bids_named(emulator, 'one')[0]['status'] == 'Terminated'
+    assert bids_named(fast_emulator, 'one')[0]['status'] == 'Terminated'
     provisioner.terminate_instances('one', {'project_id': 'proj_emulator'})
 
 
-def test_four_nodes_all_or_nothing_with_stable_head(emulator):
+def test_four_nodes_all_or_nothing_with_stable_head(fast_emulator):
     record = launch('four', provision_config(count=4, instance_type='a100-80gb.sxm.2x'))
-    [bid] = bids_named(emulator, 'four')
+    [bid] = bids_named(fast_emulator, 'four')
     order = [i['fid'] for i in bid['instances']]
     assert record.head_instance_id == order[0]
     assert sorted(record.created_instance_ids) == sorted(order)
@@ -53,48 +53,48 @@ def test_four_nodes_all_or_nothing_with_stable_head(emulator):
     assert set(query('four').values()) == {(UP, None)}
 
 
-def test_open_bid_waits_then_allocates_when_price_falls(emulator):
-    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+def test_open_bid_waits_then_allocates_when_price_falls(fast_emulator):
+    fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     config = provision_config(limit='40.00')
     result: Dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(record=launch('waits', config)))
     worker.start()
     time.sleep(2)
-    [bid] = bids_named(emulator, 'waits')
+    [bid] = bids_named(fast_emulator, 'waits')
     assert bid['status'] == 'Open' and worker.is_alive()
-    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+    fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$20.00')
     worker.join(30)
     assert 'record' in result
-    [bid] = bids_named(emulator, 'waits')
+    [bid] = bids_named(fast_emulator, 'waits')
     assert bid['status'] == 'Allocated' and bid['price_paid'] == '$20.00'
 
 
-def test_timeout_cancels_the_bid_and_raises_a_failover_error(emulator):
-    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+def test_timeout_cancels_the_bid_and_raises_a_failover_error(fast_emulator):
+    fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     with pytest.raises(cluster_bid.AllocationTimeoutError) as info:
         launch('late', provision_config(limit='10.00', timeout='3'))
     message = str(info.value)
     assert 'spot price $50.00/h is above your limit $10.00/h' in message
     assert 'cancelled' in message and 'limit_price' in message
-    assert [b['status'] for b in bids_named(emulator, 'late')] == ['Terminated']
+    assert [b['status'] for b in bids_named(fast_emulator, 'late')] == ['Terminated']
 
 
-def test_timeout_without_capacity_says_so(emulator):
-    emulator.control('POST', 'capacity', instance_type='a100-80gb.sxm.1x',
+def test_timeout_without_capacity_says_so(fast_emulator):
+    fast_emulator.control('POST', 'capacity', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', capacity=1)
     with pytest.raises(cluster_bid.AllocationTimeoutError, match='no capacity: 1 instance'):
         launch('crowded', provision_config(count=2, timeout='3'))
-    assert [b['status'] for b in bids_named(emulator, 'crowded')] == ['Terminated']
+    assert [b['status'] for b in bids_named(fast_emulator, 'crowded')] == ['Terminated']
 
 
-def test_stop_pauses_and_start_resumes_the_same_bid(emulator):
+def test_stop_pauses_and_start_resumes_the_same_bid(fast_emulator):
     record = launch('pausable', provision_config())
     provisioner.stop_instances('pausable', {'project_id': 'proj_emulator'})
     provisioner.stop_instances('pausable', {'project_id': 'proj_emulator'})
-    [bid] = bids_named(emulator, 'pausable')
+    [bid] = bids_named(fast_emulator, 'pausable')
     assert bid['status'] == 'Paused'
     time.sleep(0.5)
     [(status, reason)] = query('pausable').values()
@@ -104,25 +104,25 @@ def test_stop_pauses_and_start_resumes_the_same_bid(emulator):
     resumed = launch('pausable', provision_config(resume=True))
     assert resumed.resumed_instance_ids == [record.head_instance_id]
     assert resumed.created_instance_ids == []
-    [bid_again] = bids_named(emulator, 'pausable')
+    [bid_again] = bids_named(fast_emulator, 'pausable')
     assert bid_again['fid'] == bid['fid'] and bid_again['status'] == 'Allocated'
     assert 'Resumed' in bid_again['events'] or 'Allocated' in bid_again['events']
 
 
-def test_lost_create_response_never_makes_two_bids(emulator):
-    emulator.control('PUT', 'faults', rules=[{
+def test_lost_create_response_never_makes_two_bids(fast_emulator):
+    fast_emulator.control('PUT', 'faults', rules=[{
         'method': 'POST', 'path': '/v2/spot/bids', 'lost_response': 1.0,
         'max_faults': 1}])
     launch('once', provision_config())
-    assert len(bids_named(emulator, 'once')) == 1
-    assert emulator.control('GET', 'faults')['counts']['lost_response'] == 1
+    assert len(bids_named(fast_emulator, 'once')) == 1
+    assert fast_emulator.control('GET', 'faults')['counts']['lost_response'] == 1
 
 
-def test_failed_cleanup_stops_failover(emulator):
-    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+def test_failed_cleanup_stops_failover(fast_emulator):
+    fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
             region='us-central3-a', price='$50.00')
     config = provision_config(limit='10.00', timeout='1')
-    emulator.control('PUT', 'faults', rules=[{
+    fast_emulator.control('PUT', 'faults', rules=[{
         'method': 'DELETE', 'path': '/v2/spot/bids', 'server_error': 1.0}])
     conn_options = {'max_retry_seconds': 1.0}
     original = connection.connect
@@ -131,14 +131,14 @@ def test_failed_cleanup_stops_failover(emulator):
                    lambda **kw: original(**kw, **conn_options))
         with pytest.raises(common.StopFailoverError, match='sky down'):
             launch('stuck', config)
-    emulator.control('PUT', 'faults', rules=[])
+    fast_emulator.control('PUT', 'faults', rules=[])
     provisioner.terminate_instances('stuck', {'project_id': 'proj_emulator'})
-    assert bids_named(emulator, 'stuck')[0]['status'] == 'Terminated'
+    assert bids_named(fast_emulator, 'stuck')[0]['status'] == 'Terminated'
 
 
-def test_query_raises_on_api_errors_instead_of_forgetting_the_cluster(emulator):
+def test_query_raises_on_api_errors_instead_of_forgetting_the_cluster(fast_emulator):
     launch('kept', provision_config())
-    emulator.control('PUT', 'faults', rules=[{
+    fast_emulator.control('PUT', 'faults', rules=[{
         'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0}])
     original = connection.connect
     with pytest.MonkeyPatch.context() as mp:
@@ -148,30 +148,30 @@ def test_query_raises_on_api_errors_instead_of_forgetting_the_cluster(emulator):
             query('kept')
 
 
-def test_old_terminated_bid_with_the_same_name_does_not_block(emulator):
+def test_old_terminated_bid_with_the_same_name_does_not_block(fast_emulator):
     launch('reused', provision_config())
     provisioner.terminate_instances('reused', {'project_id': 'proj_emulator'})
     record = launch('reused', provision_config())
-    statuses = [b['status'] for b in bids_named(emulator, 'reused')]
+    statuses = [b['status'] for b in bids_named(fast_emulator, 'reused')]
     assert sorted(statuses) == ['Allocated', 'Terminated']
     assert query('reused') == {record.head_instance_id: (UP, None)}
 
 
-def test_query_cost_does_not_grow_with_project_size(emulator):
+def test_query_cost_does_not_grow_with_project_size(fast_emulator):
     launch('small', provision_config())
-    emulator.control('DELETE', 'stats')
+    fast_emulator.control('DELETE', 'stats')
     query('small')
-    few = emulator.control('GET', 'stats')['total']
-    emulator.control('POST', 'filler', count=1000)
-    emulator.control('DELETE', 'stats')
+    few = fast_emulator.control('GET', 'stats')['total']
+    fast_emulator.control('POST', 'filler', count=1000)
+    fast_emulator.control('DELETE', 'stats')
     assert query('small') == query('small')
-    many = emulator.control('GET', 'stats')['total'] / 2
+    many = fast_emulator.control('GET', 'stats')['total'] / 2
     assert few == many <= 2
 
 
-def test_cluster_name_with_limit_rendered_by_the_cloud_reaches_the_bid(emulator):
+def test_cluster_name_with_limit_rendered_by_the_cloud_reaches_the_bid(fast_emulator):
     launch('priced', provision_config(limit='7.25'))
-    [bid] = bids_named(emulator, 'priced')
+    [bid] = bids_named(fast_emulator, 'priced')
     assert Decimal(bid['limit_price'].lstrip('$')) == Decimal('7.25')
 
 

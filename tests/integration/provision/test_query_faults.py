@@ -58,18 +58,18 @@ def short_retry_budget(monkeypatch) -> None:
 
 @pytest.mark.parametrize('path', ['/v2/spot/bids', '/v2/instances'])
 @pytest.mark.parametrize('kind', ['server_error', 'reset'])
-def test_query_raises_when_the_api_keeps_failing(emulator, short_retry_budget,
+def test_query_raises_when_the_api_keeps_failing(fast_emulator, short_retry_budget,
                                                  path, kind):
     record = launch('kept')
-    set_faults(emulator, method='GET', path=path, **{kind: 1.0})
+    set_faults(fast_emulator, method='GET', path=path, **{kind: 1.0})
     with pytest.raises(Exception):
         query('kept')
-    assert emulator.control('GET', 'faults')['counts'][kind] >= 2
-    set_faults(emulator)
+    assert fast_emulator.control('GET', 'faults')['counts'][kind] >= 2
+    set_faults(fast_emulator)
     assert query('kept') == {record.head_instance_id: (UP, None)}
 
 
-def test_cluster_whose_bid_was_cancelled_reads_as_gone(emulator):
+def test_cluster_whose_bid_was_cancelled_reads_as_gone(fast_emulator):
     launch('gone', count=2)
     conn = connection.connect()
     [bid] = conn.client.list_bids(conn.project_id, name='gone')
@@ -79,11 +79,11 @@ def test_cluster_whose_bid_was_cancelled_reads_as_gone(emulator):
                                        non_terminated_only=False) == {}
 
 
-def test_intermittent_503_and_429_still_read_the_right_statuses(emulator):
+def test_intermittent_503_and_429_still_read_the_right_statuses(fast_emulator):
     up = launch('busy', count=2)
     stopped = launch('idle')
     provisioner.stop_instances('idle', PROVIDER_CONFIG)
-    set_faults(emulator, method='GET', path='/v2', server_error=0.2,
+    set_faults(fast_emulator, method='GET', path='/v2', server_error=0.2,
                server_error_statuses=[503], rate_limit=0.1, retry_after_s=0)
     for _ in range(8):
         assert query('busy') == {fid: (UP, None)
@@ -91,5 +91,5 @@ def test_intermittent_503_and_429_still_read_the_right_statuses(emulator):
         idle = query('idle')
         assert set(idle) == set(stopped.created_instance_ids)
         assert {status for status, _ in idle.values()} == {STOPPED}
-    counts = emulator.control('GET', 'faults')['counts']
+    counts = fast_emulator.control('GET', 'faults')['counts']
     assert counts['server_error'] > 0 and counts['rate_limit'] > 0

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-
 from sky_mithril.emulator.server import EmulatorServer
-from provisioning import bids_named, launch, provision_config
 
-CHILD = Path(__file__).with_name('provision_child.py')
+from tests.helpers import REPO
+from tests.helpers.provisioning import bids_named, launch, provision_config
+
 SLOW_SECONDS = 3.0
 
 
@@ -53,10 +52,10 @@ def _signal_mid_request(server: EmulatorServer, call: str, name: str,
     signal was sent, and the child's output lines."""
     before = _requests(server, method, route)
     child = subprocess.Popen(
-        [sys.executable, str(CHILD),
+        [sys.executable, '-m', 'tests.helpers.provision_child',
          json.dumps({'call': call, 'name': name, 'config': config})],
         stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
-        cwd=str(Path(__file__).parents[2]))
+        cwd=str(REPO))
     try:
         deadline = time.monotonic() + 60
         while _requests(server, method, route) == before:
@@ -73,54 +72,54 @@ def _signal_mid_request(server: EmulatorServer, call: str, name: str,
     return at_signal, out.splitlines()
 
 
-def test_sigterm_while_the_bid_post_is_in_flight_leaves_no_bid(emulator):
+def test_sigterm_while_the_bid_post_is_in_flight_leaves_no_bid(fast_emulator):
     config = _config_json()
-    _slow(emulator, 'POST', '/v2/spot/bids')
-    at_signal, lines = _signal_mid_request(emulator, 'run', 'posting', config,
+    _slow(fast_emulator, 'POST', '/v2/spot/bids')
+    at_signal, lines = _signal_mid_request(fast_emulator, 'run', 'posting', config,
                                            'POST', '/v2/spot/bids')
     assert 'INTERRUPTED' in lines
     # The signal landed before the server had committed the bid ...
     assert at_signal == []
     # ... which the server did a moment later; the launch cancelled it.
-    assert [b['status'] for b in bids_named(emulator, 'posting')] == ['Terminated']
+    assert [b['status'] for b in bids_named(fast_emulator, 'posting')] == ['Terminated']
 
 
-def test_sigterm_while_resuming_leaves_the_bid_paused(emulator):
+def test_sigterm_while_resuming_leaves_the_bid_paused(fast_emulator):
     launch('resuming', provision_config())
     from sky_mithril.provision import instance as provisioner
     provisioner.stop_instances('resuming', {'project_id': 'proj_emulator'})
-    _slow(emulator, 'PATCH', '/v2/spot/bids/{bid_fid}')
-    at_signal, lines = _signal_mid_request(emulator, 'run', 'resuming',
+    _slow(fast_emulator, 'PATCH', '/v2/spot/bids/{bid_fid}')
+    at_signal, lines = _signal_mid_request(fast_emulator, 'run', 'resuming',
                                 _config_json(resume=True), 'PATCH',
                                 '/v2/spot/bids/{bid_fid}')
     assert 'INTERRUPTED' in lines
-    assert [b['status'] for b in bids_named(emulator, 'resuming')] == ['Paused']
+    assert [b['status'] for b in bids_named(fast_emulator, 'resuming')] == ['Paused']
 
 
-def test_sigterm_while_pausing_still_pauses(emulator):
+def test_sigterm_while_pausing_still_pauses(fast_emulator):
     launch('pausing', provision_config())
-    _slow(emulator, 'PATCH', '/v2/spot/bids/{bid_fid}')
-    at_signal, lines = _signal_mid_request(emulator, 'stop', 'pausing', _config_json(),
+    _slow(fast_emulator, 'PATCH', '/v2/spot/bids/{bid_fid}')
+    at_signal, lines = _signal_mid_request(fast_emulator, 'stop', 'pausing', _config_json(),
                                 'PATCH', '/v2/spot/bids/{bid_fid}')
     assert 'INTERRUPTED' in lines
-    assert [b['status'] for b in bids_named(emulator, 'pausing')] == ['Paused']
+    assert [b['status'] for b in bids_named(fast_emulator, 'pausing')] == ['Paused']
 
 
-def test_sigterm_while_cancelling_still_cancels(emulator):
+def test_sigterm_while_cancelling_still_cancels(fast_emulator):
     launch('cancelling', provision_config())
-    _slow(emulator, 'DELETE', '/v2/spot/bids/{bid_fid}')
-    at_signal, lines = _signal_mid_request(emulator, 'down', 'cancelling', _config_json(),
+    _slow(fast_emulator, 'DELETE', '/v2/spot/bids/{bid_fid}')
+    at_signal, lines = _signal_mid_request(fast_emulator, 'down', 'cancelling', _config_json(),
                                 'DELETE', '/v2/spot/bids/{bid_fid}')
     assert 'INTERRUPTED' in lines
-    assert [b['status'] for b in bids_named(emulator, 'cancelling')] == ['Terminated']
+    assert [b['status'] for b in bids_named(fast_emulator, 'cancelling')] == ['Terminated']
 
 
-def test_sigterm_while_the_bid_waits_for_the_auction_cancels_it(emulator):
-    emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
+def test_sigterm_while_the_bid_waits_for_the_auction_cancels_it(fast_emulator):
+    fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
                      region='us-central3-a', price='$50.00')
-    at_signal, lines = _signal_mid_request(emulator, 'run', 'waiting',
+    at_signal, lines = _signal_mid_request(fast_emulator, 'run', 'waiting',
                                 _config_json(limit='10.00'), 'GET',
                                 '/v2/spot/bids/{bid_fid}')
     assert 'INTERRUPTED' in lines
-    assert [b['status'] for b in bids_named(emulator, 'waiting')] == ['Terminated']
+    assert [b['status'] for b in bids_named(fast_emulator, 'waiting')] == ['Terminated']
 

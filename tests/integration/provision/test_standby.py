@@ -16,7 +16,7 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
-from provisioning import (bids_named, launch_on_manual_clock,
+from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
                           provision_config, query)
 
 TYPE = 'a100-80gb.sxm.1x'
@@ -41,24 +41,24 @@ def status_of(server: EmulatorServer, fid: str) -> str:
 
 
 @pytest.fixture
-def notice(manual_emulator: EmulatorServer, monkeypatch, tmp_path
+def notice(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
            ) -> Iterator[Tuple[EmulatorServer, str, str]]:
     """Cluster `job` ($10/h) in its preemption notice, with a standby at
     $30/h that has won and booted: (emulator, old fid, standby fid)."""
     monkeypatch.setattr(recoveries, '_path',
                         lambda: tmp_path / 'recoveries.json')
-    launch_on_manual_clock(manual_emulator, 'job',
+    launch_on_manual_clock(manual_clock_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
-    set_price(manual_emulator, '$50.00')
-    advance(manual_emulator, CLEARING_S)
+    set_price(manual_clock_emulator, '$50.00')
+    advance(manual_clock_emulator, CLEARING_S)
     conn = connection.connect()
     old = cluster_bid.live_bid(conn, 'job')
     assert old is not None and old.status == 'Preempting'
-    set_price(manual_emulator, '$20.00')
+    set_price(manual_clock_emulator, '$20.00')
     standby = cluster_bid.place_standby(conn, old, Decimal('30.00'))
-    advance(manual_emulator, CLEARING_S + BOOT_S)
-    assert status_of(manual_emulator, standby.bid.fid) == 'Allocated'
-    yield manual_emulator, old.fid, standby.bid.fid
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
+    assert status_of(manual_clock_emulator, standby.bid.fid) == 'Allocated'
+    yield manual_clock_emulator, old.fid, standby.bid.fid
 
 
 def test_the_clusters_bid_is_the_old_one_until_the_standby_is_promoted(

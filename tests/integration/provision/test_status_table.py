@@ -15,7 +15,7 @@ from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import status_table
 
-from provisioning import query
+from tests.helpers.provisioning import query
 
 INIT = status_lib.ClusterStatus.INIT
 UP = status_lib.ClusterStatus.UP
@@ -63,10 +63,10 @@ def test_the_table_covers_every_documented_pair_and_bills_honestly():
     assert 'sky stop' in preempted.reason and 'sky down' in preempted.reason
 
 
-def test_open_bid_without_instances_reads_init_once_per_node(manual_emulator):
-    set_price(manual_emulator, '$50.00')
+def test_open_bid_without_instances_reads_init_once_per_node(manual_clock_emulator):
+    set_price(manual_clock_emulator, '$50.00')
     bid = place('waiting', count=2, limit='10.00')
-    advance(manual_emulator, CLEARING_S)
+    advance(manual_clock_emulator, CLEARING_S)
     got = query('waiting')
     assert list(got) == [f'{bid.fid}-node-0', f'{bid.fid}-node-1']
     for status, reason in got.values():
@@ -74,68 +74,68 @@ def test_open_bid_without_instances_reads_init_once_per_node(manual_emulator):
         assert 'waiting for the auction' in reason and '$10.00/h' in reason
 
 
-def test_allocated_bid_reads_init_while_booting_then_up(manual_emulator):
+def test_allocated_bid_reads_init_while_booting_then_up(manual_clock_emulator):
     place('booting')
-    advance(manual_emulator, CLEARING_S)
+    advance(manual_clock_emulator, CLEARING_S)
     [(status, reason)] = readings('booting')
     assert status == INIT and 'booting (STATUS_' in reason
-    advance(manual_emulator, BOOT_S)
+    advance(manual_clock_emulator, BOOT_S)
     assert readings('booting') == [(UP, '')]
 
 
-def test_preemption_notice_keeps_up_then_open_bid_reads_init_not_stopped(manual_emulator):
+def test_preemption_notice_keeps_up_then_open_bid_reads_init_not_stopped(manual_clock_emulator):
     place('preempted', limit='10.00')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
-    set_price(manual_emulator, '$50.00')
-    advance(manual_emulator, CLEARING_S)
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_clock_emulator, '$50.00')
+    advance(manual_clock_emulator, CLEARING_S)
     [(status, reason)] = readings('preempted')
     assert status == UP and 'preemption notice' in reason
-    advance(manual_emulator, 301)
+    advance(manual_clock_emulator, 301)
     [(status, reason)] = readings('preempted')
     assert status == INIT
     assert 'Open again' in reason and 'at or below your limit $10.00/h' in reason
     assert '`sky stop` pauses the bid' in reason
     # Mithril brings it back by itself once the price falls: it was never gone.
-    set_price(manual_emulator, '$5.00')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_clock_emulator, '$5.00')
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
     assert readings('preempted') == [(UP, '')]
 
 
-def test_stop_on_a_preempted_open_bid_pauses_it(manual_emulator):
+def test_stop_on_a_preempted_open_bid_pauses_it(manual_clock_emulator):
     place('stoppable', limit='10.00')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
-    set_price(manual_emulator, '$50.00')
-    advance(manual_emulator, CLEARING_S + 301)
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_clock_emulator, '$50.00')
+    advance(manual_clock_emulator, CLEARING_S + 301)
     provisioner.stop_instances('stoppable', {'project_id': 'proj_emulator'})
     [(status, reason)] = readings('stoppable')
     assert status == STOPPED and 'is paused' in reason
-    set_price(manual_emulator, '$5.00')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
+    set_price(manual_clock_emulator, '$5.00')
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
     assert [s for s, _ in readings('stoppable')] == [STOPPED]
 
 
-def test_paused_bid_that_never_won_reads_stopped_for_every_node(manual_emulator):
-    set_price(manual_emulator, '$50.00')
+def test_paused_bid_that_never_won_reads_stopped_for_every_node(manual_clock_emulator):
+    set_price(manual_clock_emulator, '$50.00')
     place('never-won', count=2, limit='10.00')
     provisioner.stop_instances('never-won', {'project_id': 'proj_emulator'})
     got = readings('never-won')
     assert [s for s, _ in got] == [STOPPED, STOPPED]
 
 
-def test_pausing_reads_stopped_only_once_the_bid_is_paused(manual_emulator):
+def test_pausing_reads_stopped_only_once_the_bid_is_paused(manual_clock_emulator):
     place('pausing')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
     provisioner.stop_instances('pausing', {'project_id': 'proj_emulator'})
     [(status, reason)] = readings('pausing')
     assert status == STOPPED and 'STATUS_STOPPING' in reason
-    advance(manual_emulator, 10)
+    advance(manual_clock_emulator, 10)
     [(status, reason)] = readings('pausing')
     assert status == STOPPED and 'STATUS_PAUSED' in reason
 
 
-def test_terminated_bid_reads_gone(manual_emulator):
+def test_terminated_bid_reads_gone(manual_clock_emulator):
     place('cancelled')
-    advance(manual_emulator, CLEARING_S + BOOT_S)
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
     provisioner.terminate_instances('cancelled', {'project_id': 'proj_emulator'})
     assert query('cancelled') == {}
     assert query('cancelled', non_terminated_only=False) == {}

@@ -59,7 +59,7 @@ def client(sleep: RecordingSleep) -> MithrilClient:
 
 
 @pytest.fixture
-def api() -> Iterator[responses.RequestsMock]:
+def mocked_api() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock() as mock:
         yield mock
 
@@ -127,7 +127,7 @@ def connection_reset() -> requests.ConnectionError:
 
 
 def test_list_bids_follows_next_cursor_over_three_pages(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     pages = [
         (None, ['bid_1', 'bid_2'], 'c1'),
         ('c1', ['bid_3', 'bid_4'], 'c2'),
@@ -137,7 +137,7 @@ def test_list_bids_follows_next_cursor_over_three_pages(
         query = {'project': 'proj_1', 'name': 'sky-train-1', 'limit': '2'}
         if cursor:
             query['next_cursor'] = cursor
-        api.get(BIDS_URL,
+        mocked_api.get(BIDS_URL,
                 match=[matchers.query_param_matcher(query)],
                 json={'data': [bid_json(fid) for fid in fids],
                       'next_cursor': next_cursor})
@@ -150,8 +150,8 @@ def test_list_bids_follows_next_cursor_over_three_pages(
 
 
 def test_list_instances_sends_list_filters_as_repeated_query_params(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.get(f'{API_URL}/v2/instances',
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(f'{API_URL}/v2/instances',
             match=[matchers.query_string_matcher(
                 'project=proj_1&bid_fid_in=bid_1&bid_fid_in=bid_2'
                 '&status_in=STATUS_RUNNING&status_in=STATUS_STARTING')],
@@ -170,14 +170,14 @@ def test_list_instances_sends_list_filters_as_repeated_query_params(
 
 
 def test_list_instances_with_empty_bid_list_matches_nothing_without_asking(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     assert client.list_instances('proj_1', bid_fids=[]) == []
     assert client.request_count == 0
 
 
 def test_bare_list_endpoints_are_read(client: MithrilClient,
-                                      api: responses.RequestsMock) -> None:
-    api.get(f'{API_URL}/v2/ssh-keys',
+                                      mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(f'{API_URL}/v2/ssh-keys',
             match=[matchers.query_param_matcher({'project': 'proj_1'})],
             json=[{'fid': 'sshkey_1', 'name': 'sky-key', 'project': 'proj_1',
                    'public_key': 'ssh-ed25519 AAAA', 'created_at':
@@ -193,10 +193,10 @@ def test_bare_list_endpoints_are_read(client: MithrilClient,
 
 
 def test_get_retries_a_503_then_returns_the_answer(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         sleep: RecordingSleep) -> None:
-    api.get(ME_URL, status=503, json={'detail': 'try again'})
-    api.get(ME_URL, json=ME_JSON)
+    mocked_api.get(ME_URL, status=503, json={'detail': 'try again'})
+    mocked_api.get(ME_URL, json=ME_JSON)
 
     me = client.me()
 
@@ -206,10 +206,10 @@ def test_get_retries_a_503_then_returns_the_answer(
 
 
 def test_retry_after_seconds_is_a_lower_bound_on_the_wait(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         sleep: RecordingSleep) -> None:
-    api.get(ME_URL, status=429, headers={'Retry-After': '7'})
-    api.get(ME_URL, json=ME_JSON)
+    mocked_api.get(ME_URL, status=429, headers={'Retry-After': '7'})
+    mocked_api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
@@ -217,13 +217,13 @@ def test_retry_after_seconds_is_a_lower_bound_on_the_wait(
 
 
 def test_retry_after_http_date_is_honoured(client: MithrilClient,
-                                           api: responses.RequestsMock,
+                                           mocked_api: responses.RequestsMock,
                                            sleep: RecordingSleep) -> None:
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
-    api.get(ME_URL, status=503,
+    mocked_api.get(ME_URL, status=503,
             headers={'Retry-After': email.utils.format_datetime(later,
                                                                 usegmt=True)})
-    api.get(ME_URL, json=ME_JSON)
+    mocked_api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
@@ -231,10 +231,10 @@ def test_retry_after_http_date_is_honoured(client: MithrilClient,
 
 
 def test_retries_stop_at_max_retry_seconds_with_a_clear_error(
-        sleep: RecordingSleep, api: responses.RequestsMock) -> None:
+        sleep: RecordingSleep, mocked_api: responses.RequestsMock) -> None:
     client = MithrilClient(API_KEY, API_URL, max_retry_seconds=5,
                            sleep=sleep, rng=HighestJitter())
-    api.get(ME_URL, status=503, json={'detail': 'maintenance'})
+    mocked_api.get(ME_URL, status=503, json={'detail': 'maintenance'})
 
     with pytest.raises(ServerError) as caught:
         client.me()
@@ -246,9 +246,9 @@ def test_retries_stop_at_max_retry_seconds_with_a_clear_error(
 
 
 def test_retry_after_beyond_the_budget_gives_up_at_once(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         sleep: RecordingSleep) -> None:
-    api.get(ME_URL, status=429, headers={'Retry-After': '120'})
+    mocked_api.get(ME_URL, status=429, headers={'Retry-After': '120'})
 
     with pytest.raises(RateLimitedError) as caught:
         client.me()
@@ -259,10 +259,10 @@ def test_retry_after_beyond_the_budget_gives_up_at_once(
 
 
 def test_unreachable_server_error_names_the_api_url(
-        sleep: RecordingSleep, api: responses.RequestsMock) -> None:
+        sleep: RecordingSleep, mocked_api: responses.RequestsMock) -> None:
     client = MithrilClient(API_KEY, API_URL, max_retry_seconds=1,
                            sleep=sleep, rng=HighestJitter())
-    api.get(ME_URL, body=connection_refused())
+    mocked_api.get(ME_URL, body=connection_refused())
 
     with pytest.raises(ConnectionFailedError) as caught:
         client.me()
@@ -282,10 +282,10 @@ def test_unreachable_server_error_names_the_api_url(
     (404, NotFoundError, 'GET /v2/spot/bids/bid_gone'),
 ])
 def test_client_errors_map_to_typed_errors(client: MithrilClient,
-                                           api: responses.RequestsMock,
+                                           mocked_api: responses.RequestsMock,
                                            status: int, error_type: type,
                                            hint: str) -> None:
-    api.get(f'{BIDS_URL}/bid_gone', status=status,
+    mocked_api.get(f'{BIDS_URL}/bid_gone', status=status,
             json={'detail': 'server says no'})
 
     with pytest.raises(error_type) as caught:
@@ -298,12 +298,12 @@ def test_client_errors_map_to_typed_errors(client: MithrilClient,
 
 
 def test_422_message_carries_the_servers_msg_and_loc(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     detail = [{'loc': ['body', 'limit_price'], 'msg': 'must be at least $0.01',
                'type': 'value_error'},
               {'loc': ['body', 'region'], 'msg': 'unknown region',
                'type': 'value_error'}]
-    api.post(BIDS_URL, status=422, json={'detail': detail})
+    mocked_api.post(BIDS_URL, status=422, json={'detail': detail})
 
     with pytest.raises(ValidationError) as caught:
         client.create_bid(bid_request())
@@ -324,29 +324,29 @@ def test_422_message_carries_the_servers_msg_and_loc(
     requests.exceptions.ChunkedEncodingError('IncompleteRead(12 bytes read)'),
 ], ids=['500', 'reset-mid-response', 'read-timeout', 'incomplete-read'])
 def test_create_bid_is_not_retried_when_it_may_have_been_applied(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         failure: Any) -> None:
     if isinstance(failure, int):
-        api.post(BIDS_URL, status=failure, json={'detail': 'oops'})
+        mocked_api.post(BIDS_URL, status=failure, json={'detail': 'oops'})
     else:
-        api.post(BIDS_URL, body=failure)
+        mocked_api.post(BIDS_URL, body=failure)
 
     with pytest.raises(AmbiguousResponseError) as caught:
         client.create_bid(bid_request())
 
-    assert len(api.calls) == 1 and client.request_count == 1
+    assert len(mocked_api.calls) == 1 and client.request_count == 1
     assert client.retry_count == 0
     assert "List bids named 'sky-train-1'" in str(caught.value)
 
 
 def test_create_bid_with_unreadable_201_is_ambiguous(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.post(BIDS_URL, status=201, body='<html>gateway</html>')
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.post(BIDS_URL, status=201, body='<html>gateway</html>')
 
     with pytest.raises(AmbiguousResponseError):
         client.create_bid(bid_request())
 
-    assert len(api.calls) == 1
+    assert len(mocked_api.calls) == 1
 
 
 @pytest.mark.parametrize('first_failure', [
@@ -354,18 +354,18 @@ def test_create_bid_with_unreadable_201_is_ambiguous(
     requests.exceptions.ConnectTimeout('connect timed out')
 ], ids=['429', 'connection-refused', 'connect-timeout'])
 def test_create_bid_is_retried_when_provably_not_applied(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         sleep: RecordingSleep, first_failure: Any) -> None:
     if first_failure == 'rate-limited':
-        api.post(BIDS_URL, status=429, headers={'Retry-After': '2'})
+        mocked_api.post(BIDS_URL, status=429, headers={'Retry-After': '2'})
     else:
-        api.post(BIDS_URL, body=first_failure)
-    api.post(BIDS_URL, status=201, json=bid_json())
+        mocked_api.post(BIDS_URL, body=first_failure)
+    mocked_api.post(BIDS_URL, status=201, json=bid_json())
 
     bid = client.create_bid(bid_request())
 
     assert bid.fid == 'bid_1'
-    assert len(api.calls) == 2
+    assert len(mocked_api.calls) == 2
     assert (client.request_count, client.retry_count) == (2, 1)
     assert len(sleep.waits) == 1
 
@@ -374,12 +374,12 @@ def test_create_bid_is_retried_when_provably_not_applied(
 
 
 def test_limit_price_round_trips_between_decimal_and_dollar_strings(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.post(BIDS_URL, status=201, json=bid_json(limit_price='$32.00'))
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.post(BIDS_URL, status=201, json=bid_json(limit_price='$32.00'))
 
     bid = client.create_bid(bid_request(limit_price=Decimal('12.5')))
 
-    sent = json.loads(api.calls[0].request.body)
+    sent = json.loads(mocked_api.calls[0].request.body)
     assert sent['limit_price'] == '$12.50'
     assert sent['instance_quantity'] == 2
     assert sent['launch_specification']['ssh_keys'] == ['sshkey_1']
@@ -388,8 +388,8 @@ def test_limit_price_round_trips_between_decimal_and_dollar_strings(
 
 
 def test_update_bid_sends_only_the_fields_given(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.patch(f'{BIDS_URL}/bid_1',
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.patch(f'{BIDS_URL}/bid_1',
               match=[matchers.json_params_matcher({'limit_price': '$40.00'})],
               json=bid_json(limit_price='$40.00'))
 
@@ -405,8 +405,8 @@ def test_sub_cent_limit_price_is_refused_before_anything_is_sent(
 
 
 def test_unknown_fields_and_statuses_are_tolerated(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.get(f'{BIDS_URL}/bid_1',
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(f'{BIDS_URL}/bid_1',
             json=bid_json(status='Hibernating', shiny_new_field={'a': 1},
                           deactivated_at=None))
 
@@ -417,8 +417,8 @@ def test_unknown_fields_and_statuses_are_tolerated(
 
 
 def test_current_price_cents_become_dollars(client: MithrilClient,
-                                            api: responses.RequestsMock) -> None:
-    api.get(f'{API_URL}/v2/pricing/current',
+                                            mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(f'{API_URL}/v2/pricing/current',
             match=[matchers.query_param_matcher({'instance_type': 'it_h100x8',
                                                  'instance_quantity': '1'})],
             json={'spot_price_cents': 1234, 'reserved_price_cents': None,
@@ -431,27 +431,27 @@ def test_current_price_cents_become_dollars(client: MithrilClient,
 
 
 def test_cancel_bid_sends_delete_and_accepts_204(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.delete(f'{BIDS_URL}/bid_1', status=204)
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.delete(f'{BIDS_URL}/bid_1', status=204)
 
     assert client.cancel_bid('bid_1') is None
-    assert api.calls[0].request.method == 'DELETE'
+    assert mocked_api.calls[0].request.method == 'DELETE'
 
 
 # Transport details.
 
 
 def test_requests_carry_auth_accept_and_user_agent_and_join_urls(
-        api: responses.RequestsMock) -> None:
+        mocked_api: responses.RequestsMock) -> None:
     credentials = Credentials(api_key=API_KEY, api_url=API_URL + '/',
                               project_id='proj_1', profile=None, source='test')
     client = MithrilClient.from_credentials(credentials)
-    api.get(ME_URL, json=ME_JSON)
+    mocked_api.get(ME_URL, json=ME_JSON)
 
     client.me()
 
-    headers = api.calls[0].request.headers
-    assert api.calls[0].request.url == ME_URL
+    headers = mocked_api.calls[0].request.headers
+    assert mocked_api.calls[0].request.url == ME_URL
     assert headers['Authorization'] == f'Bearer {API_KEY}'
     assert headers['Accept'] == 'application/json'
     assert headers['User-Agent'] == f'sky-mithril/{sky_mithril.__version__}'
@@ -460,17 +460,17 @@ def test_requests_carry_auth_accept_and_user_agent_and_join_urls(
 # The API key never leaks.
 
 
-def _echo_401(api: responses.RequestsMock) -> None:
-    api.get(ME_URL, status=401,
+def _echo_401(mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(ME_URL, status=401,
             json={'detail': f'invalid token Bearer {API_KEY}'})
 
 
-def _echo_500(api: responses.RequestsMock) -> None:
-    api.get(ME_URL, status=500, body=f'Internal error for key {API_KEY}')
+def _echo_500(mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(ME_URL, status=500, body=f'Internal error for key {API_KEY}')
 
 
-def _connection_error_with_key(api: responses.RequestsMock) -> None:
-    api.get(ME_URL, body=requests.ConnectionError(
+def _connection_error_with_key(mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(ME_URL, body=requests.ConnectionError(
         f'proxy refused Authorization: Bearer {API_KEY}'))
 
 
@@ -478,7 +478,7 @@ def _connection_error_with_key(api: responses.RequestsMock) -> None:
                                      _connection_error_with_key],
                          ids=['401-echo', '500-echo', 'connection-error'])
 def test_api_key_never_appears_in_errors_or_logs(
-        api: responses.RequestsMock, sleep: RecordingSleep,
+        mocked_api: responses.RequestsMock, sleep: RecordingSleep,
         caplog: pytest.LogCaptureFixture, failure: Any) -> None:
     # The client logs under SkyPilot's `sky` logger, which does not propagate
     # to the root logger once SkyPilot configured it: listen on it directly.
@@ -487,7 +487,7 @@ def test_api_key_never_appears_in_errors_or_logs(
     client_logger.addHandler(caplog.handler)
     client = MithrilClient(API_KEY, API_URL, max_retry_seconds=1, sleep=sleep,
                            rng=HighestJitter())
-    failure(api)
+    failure(mocked_api)
 
     try:
         with pytest.raises(MithrilAPIError) as caught:
@@ -504,8 +504,8 @@ def test_api_key_never_appears_in_errors_or_logs(
 
 
 def test_ambiguous_post_error_redacts_an_echoed_key(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.post(BIDS_URL, status=502, json={'detail': f'upstream saw {API_KEY}'})
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.post(BIDS_URL, status=502, json={'detail': f'upstream saw {API_KEY}'})
 
     with pytest.raises(AmbiguousResponseError) as caught:
         client.create_bid(bid_request())

@@ -42,7 +42,7 @@ def client(sleep: NoWaits) -> MithrilClient:
 
 
 @pytest.fixture
-def api() -> Iterator[responses.RequestsMock]:
+def mocked_api() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock() as mock:
         yield mock
 
@@ -66,9 +66,9 @@ def volume_json(fid: str = 'vol_1', name: str = 'data',
 
 
 def test_list_volumes_parses_each_field_and_filters_by_region(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     block_device = '/dev/disk/by-id/virtio-vol_2'
-    api.get(VOLUMES_URL,
+    mocked_api.get(VOLUMES_URL,
             match=[matchers.query_param_matcher({'project': 'proj_1',
                                                  'region': 'us-central3-a'})],
             json=[volume_json(),
@@ -90,8 +90,8 @@ def test_list_volumes_parses_each_field_and_filters_by_region(
 
 
 def test_list_volumes_without_region_sends_only_the_project(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.get(VOLUMES_URL,
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(VOLUMES_URL,
             match=[matchers.query_param_matcher({'project': 'proj_1'})],
             json=[])
 
@@ -99,18 +99,18 @@ def test_list_volumes_without_region_sends_only_the_project(
 
 
 def test_a_volume_missing_a_field_is_an_unreadable_answer(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     broken = volume_json()
     del broken['capacity_gb']
-    api.get(VOLUMES_URL, json=[broken])
+    mocked_api.get(VOLUMES_URL, json=[broken])
 
     with pytest.raises(MithrilAPIError, match='Volume capacity_gb: Field required'):
         client.list_volumes('proj_1')
 
 
 def test_create_volume_sends_the_wire_body_and_reads_the_201(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.post(VOLUMES_URL, status=201,
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.post(VOLUMES_URL, status=201,
              match=[matchers.json_params_matcher({
                  'name': 'data', 'project': 'proj_1', 'disk_interface': 'Block',
                  'region': 'us-central3-a', 'size_gb': 250})],
@@ -131,11 +131,11 @@ def test_create_volume_refuses_a_size_below_one_before_sending(
 
 
 def test_create_volume_422_carries_the_servers_detail(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     detail = [{'loc': ['body', 'name'],
                'msg': "A volume named 'data' already exists",
                'type': 'value_error'}]
-    api.post(VOLUMES_URL, status=422, json={'detail': detail})
+    mocked_api.post(VOLUMES_URL, status=422, json={'detail': detail})
 
     with pytest.raises(ValidationError) as caught:
         client.create_volume('proj_1', 'data', 'us-central3-a', 10,
@@ -143,7 +143,7 @@ def test_create_volume_422_carries_the_servers_detail(
 
     assert caught.value.detail == detail
     assert "body.name: A volume named 'data' already exists" in str(caught.value)
-    assert len(api.calls) == 1
+    assert len(mocked_api.calls) == 1
 
 
 @pytest.mark.parametrize('failure', [
@@ -152,46 +152,46 @@ def test_create_volume_422_carries_the_servers_detail(
     requests.ConnectionError('Connection aborted: reset by peer'),
 ], ids=['502', 'read-timeout', 'reset-mid-response'])
 def test_create_volume_is_not_repeated_when_it_may_have_been_applied(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         failure: Any) -> None:
     if isinstance(failure, int):
-        api.post(VOLUMES_URL, status=failure, json={'detail': 'upstream'})
+        mocked_api.post(VOLUMES_URL, status=failure, json={'detail': 'upstream'})
     else:
-        api.post(VOLUMES_URL, body=failure)
+        mocked_api.post(VOLUMES_URL, body=failure)
 
     with pytest.raises(AmbiguousResponseError) as caught:
         client.create_volume('proj_1', 'data', 'us-central3-a', 10,
                              VolumeInterface.FILE)
 
-    assert len(api.calls) == 1 and client.retry_count == 0
+    assert len(mocked_api.calls) == 1 and client.retry_count == 0
     assert "whether 'data' was created" in str(caught.value)
 
 
 def test_create_volume_with_an_unreadable_201_is_ambiguous(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.post(VOLUMES_URL, status=201, json={'fid': 'vol_1'})
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.post(VOLUMES_URL, status=201, json={'fid': 'vol_1'})
 
     with pytest.raises(AmbiguousResponseError):
         client.create_volume('proj_1', 'data', 'us-central3-a', 10,
                              VolumeInterface.FILE)
 
-    assert len(api.calls) == 1
+    assert len(mocked_api.calls) == 1
 
 
 def test_create_volume_is_retried_after_a_429(
-        client: MithrilClient, api: responses.RequestsMock,
+        client: MithrilClient, mocked_api: responses.RequestsMock,
         sleep: NoWaits) -> None:
-    api.post(VOLUMES_URL, status=429, headers={'Retry-After': '1'})
-    api.post(VOLUMES_URL, status=201, json=volume_json())
+    mocked_api.post(VOLUMES_URL, status=429, headers={'Retry-After': '1'})
+    mocked_api.post(VOLUMES_URL, status=201, json=volume_json())
 
     assert client.create_volume('proj_1', 'data', 'us-central3-a', 10,
                                 VolumeInterface.FILE).fid == 'vol_1'
-    assert len(api.calls) == 2 and sleep.waits == [1.0]
+    assert len(mocked_api.calls) == 2 and sleep.waits == [1.0]
 
 
 def test_rename_volume_patches_only_the_name(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.patch(f'{VOLUMES_URL}/vol_1',
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.patch(f'{VOLUMES_URL}/vol_1',
               match=[matchers.json_params_matcher({'name': 'renamed'})],
               json=volume_json(name='renamed'))
 
@@ -199,16 +199,16 @@ def test_rename_volume_patches_only_the_name(
 
 
 def test_delete_volume_accepts_204(client: MithrilClient,
-                                   api: responses.RequestsMock) -> None:
-    api.delete(f'{VOLUMES_URL}/vol_1', status=204)
+                                   mocked_api: responses.RequestsMock) -> None:
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=204)
 
     assert client.delete_volume('vol_1') is None
 
 
 def test_deleting_an_attached_volume_is_a_conflict_with_the_servers_words(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     said = 'Volume vol_1 is attached to bid bid_9; cancel the bid first.'
-    api.delete(f'{VOLUMES_URL}/vol_1', status=409, json={'detail': said})
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=409, json={'detail': said})
 
     with pytest.raises(ConflictError) as caught:
         client.delete_volume('vol_1')
@@ -216,12 +216,12 @@ def test_deleting_an_attached_volume_is_a_conflict_with_the_servers_words(
     assert caught.value.status_code == 409
     assert str(caught.value).endswith(said)
     assert '..' not in str(caught.value)
-    assert len(api.calls) == 1, 'a 409 is not retried'
+    assert len(mocked_api.calls) == 1, 'a 409 is not retried'
 
 
 def test_deleting_an_unknown_volume_is_not_found(
-        client: MithrilClient, api: responses.RequestsMock) -> None:
-    api.delete(f'{VOLUMES_URL}/vol_gone', status=404,
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.delete(f'{VOLUMES_URL}/vol_gone', status=404,
                json={'detail': 'Volume vol_gone not found'})
 
     with pytest.raises(NotFoundError, match='vol_gone not found'):
@@ -229,11 +229,11 @@ def test_deleting_an_unknown_volume_is_not_found(
 
 
 def test_delete_volume_is_retried_on_503(client: MithrilClient,
-                                         api: responses.RequestsMock) -> None:
-    api.delete(f'{VOLUMES_URL}/vol_1', status=503)
-    api.delete(f'{VOLUMES_URL}/vol_1', status=204)
+                                         mocked_api: responses.RequestsMock) -> None:
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=503)
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=204)
 
     client.delete_volume('vol_1')
 
-    assert len(api.calls) == 2 and client.retry_count == 1
+    assert len(mocked_api.calls) == 2 and client.retry_count == 1
 

@@ -19,7 +19,7 @@ PROJECT = 'proj_1'
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch,
+def mocked_api(monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> Iterator[responses.RequestsMock]:
     """The plugin pointed at a mocked API that knows project proj_1."""
     monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
@@ -48,16 +48,16 @@ def bid(fid: str, name: str, status: str = 'Allocated') -> Dict[str, Any]:
             'instance_quantity': 1, 'instance_type': 'it_1', 'status': status}
 
 
-def test_ls_names_clusters_then_bids_then_fids(api, run):
-    api.get(VOLUMES_URL, json=[
+def test_ls_names_clusters_then_bids_then_fids(mocked_api, run):
+    mocked_api.get(VOLUMES_URL, json=[
         volume('vol_1', 'data', bids=['bid_sky', 'bid_manual']),
         volume('vol_2', 'blocky', interface='Block', capacity_gb=20,
                bids=['bid_gone', 'bid_ended']),
     ])
-    api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
-    api.get(f'{API_URL}/v2/spot/bids/bid_manual', json=bid('bid_manual', 'manual'))
-    api.get(f'{API_URL}/v2/spot/bids/bid_gone', status=404)
-    api.get(f'{API_URL}/v2/spot/bids/bid_ended',
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_manual', json=bid('bid_manual', 'manual'))
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_gone', status=404)
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_ended',
             json=bid('bid_ended', 'old', status='Terminated'))
 
     result = run('volumes', 'ls')
@@ -73,13 +73,13 @@ def test_ls_names_clusters_then_bids_then_fids(api, run):
     assert second.split()[5:] == ['dev,', 'manual']
 
 
-def test_ls_json_and_region_filter(api, run):
-    api.get(VOLUMES_URL,
+def test_ls_json_and_region_filter(mocked_api, run):
+    mocked_api.get(VOLUMES_URL,
             match=[matchers.query_param_matcher({'project': PROJECT,
                                                  'region': 'us-central3-a'})],
             json=[volume('vol_1', 'data', bids=['bid_sky'],
                          attachments={'inst_1': '/mnt/data'})])
-    api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
 
     result = run('volumes', 'ls', '--region', 'us-central3-a', '--json')
 
@@ -93,13 +93,13 @@ def test_ls_json_and_region_filter(api, run):
         'attachments': {'inst_1': '/mnt/data'}}]
 
 
-def test_a_bid_taking_the_volume_before_the_delete_is_named(api, run):
+def test_a_bid_taking_the_volume_before_the_delete_is_named(mocked_api, run):
     # Free when read; a bid took it before the DELETE arrived.
-    api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
-    api.delete(f'{VOLUMES_URL}/vol_1', status=409, json={
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=409, json={
         'detail': 'Volume vol_1 is attached to bid bid_sky; cancel the bid first.'})
-    api.get(VOLUMES_URL, json=[volume('vol_1', 'data', bids=['bid_sky'])])
-    api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data', bids=['bid_sky'])])
+    mocked_api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
 
     result = run('volumes', 'delete', 'data', '--yes')
 
@@ -109,11 +109,11 @@ def test_a_bid_taking_the_volume_before_the_delete_is_named(api, run):
             'delete the volume.') in result.err
 
 
-def test_a_409_without_a_live_bid_keeps_the_servers_words(api, run):
-    api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
-    api.delete(f'{VOLUMES_URL}/vol_1', status=409,
+def test_a_409_without_a_live_bid_keeps_the_servers_words(mocked_api, run):
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=409,
                json={'detail': 'Volume vol_1 is attached to reservation res_1.'})
-    api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
 
     result = run('volumes', 'delete', 'vol_1', '-y')
 
@@ -121,37 +121,37 @@ def test_a_409_without_a_live_bid_keeps_the_servers_words(api, run):
     assert 'Volume vol_1 is attached to reservation res_1.' in result.err
 
 
-def test_a_volume_deleted_meanwhile_counts_as_deleted(api, run):
-    api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
-    api.delete(f'{VOLUMES_URL}/vol_1', status=404)
+def test_a_volume_deleted_meanwhile_counts_as_deleted(mocked_api, run):
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
+    mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=404)
 
     result = run('volumes', 'delete', 'data', '-y')
 
     assert result.code == 0 and 'already gone' in result.out
 
 
-def test_a_lost_create_answer_is_found_by_name(api, run):
-    api.get(f'{API_URL}/v2/spot/availability', json=[{
+def test_a_lost_create_answer_is_found_by_name(mocked_api, run):
+    mocked_api.get(f'{API_URL}/v2/spot/availability', json=[{
         'fid': 'auc_1', 'instance_type': 'it_1', 'region': 'us-central3-a',
         'capacity': 1, 'last_instance_price': '$1.00'}])
-    api.get(VOLUMES_URL, json=[])
-    api.post(VOLUMES_URL, status=502)
-    api.get(VOLUMES_URL, json=[volume('vol_new', 'data')])
+    mocked_api.get(VOLUMES_URL, json=[])
+    mocked_api.post(VOLUMES_URL, status=502)
+    mocked_api.get(VOLUMES_URL, json=[volume('vol_new', 'data')])
 
     result = run('volumes', 'create', 'data', '-r', 'us-central3-a',
                  '--size', '100')
 
     assert result.code == 0, result.err
     assert result.out == 'vol_new\n'
-    assert len([c for c in api.calls if c.request.method == 'POST']) == 1
+    assert len([c for c in mocked_api.calls if c.request.method == 'POST']) == 1
 
 
-def test_a_422_on_create_is_told_in_the_servers_words(api, run):
-    api.get(f'{API_URL}/v2/spot/availability', json=[{
+def test_a_422_on_create_is_told_in_the_servers_words(mocked_api, run):
+    mocked_api.get(f'{API_URL}/v2/spot/availability', json=[{
         'fid': 'auc_1', 'instance_type': 'it_1', 'region': 'us-central3-a',
         'capacity': 1, 'last_instance_price': '$1.00'}])
-    api.get(VOLUMES_URL, json=[])
-    api.post(VOLUMES_URL, status=422, json={'detail': [{
+    mocked_api.get(VOLUMES_URL, json=[])
+    mocked_api.post(VOLUMES_URL, status=422, json={'detail': [{
         'loc': ['body', 'size_gb'],
         'msg': 'Storage quota exceeded: 20000 GB allowed, 19950 GB used',
         'type': 'value_error'}]})
