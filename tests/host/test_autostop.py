@@ -4,8 +4,8 @@ with credentials that came only from the API server's environment, against
 the API URL the cluster was launched with. Autostop and autodown act on
 exactly this cluster's live bid, even after an earlier cluster of the same
 name. (That a preemption notice runs the task's preemption hooks on the node
-is checked by the hello test in tests/e2e/test_e2e.py, which preempts its
-cluster anyway.)"""
+is checked by the hello test in tests/host/test_sky_on_namespace_hosts.py,
+which preempts its cluster anyway.)"""
 
 import os
 import shutil

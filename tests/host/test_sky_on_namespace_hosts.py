@@ -4,9 +4,9 @@ emulator creates in network namespaces (needs root). Slow: run serially.
 The hello test also carries two checks that used to launch clusters of their
 own: the API key (a recognisable random one) is on the node disks only in
 the mounted credentials file and SkyPilot's staging copies of it (before in
-tests/test_secrets.py, which still checks everything local), and a
+tests/e2e/test_secrets.py, which still checks everything local), and a
 preemption notice runs the task's preemption hooks on the node (before in
-tests/e2e/test_autostop.py)."""
+tests/host/test_autostop.py)."""
 
 import json
 import os

@@ -1,7 +1,7 @@
 """The chaos soak (sky_mithril.devtools.chaos): under every API fault kind and
 real SIGINT/SIGTERM at random moments, no bid is leaked or created twice. The
 50-cycle run needs `-m chaos`. (Signals landing in a known request are pinned
-in tests/provision/test_signals.py.)"""
+in tests/integration/provision/test_signals.py.)"""
 
 import pytest
 
