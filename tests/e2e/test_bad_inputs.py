@@ -156,7 +156,7 @@ def test_a_valid_instance_type_gets_past_the_client(sky_sandbox):
     task = write_task(sky_sandbox, 'itype-ok', {'instance_type': 'a100-80gb.sxm.1x'},
                       SAFETY)
     result = sky_sandbox.sky(['launch', '--dryrun', '-y', '--infra', 'mithril',
-                      str(task)])
+                              str(task)])
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert 'Failed to fetch Mithril catalog' not in out

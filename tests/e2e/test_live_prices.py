@@ -55,7 +55,7 @@ def test_dryrun_picks_the_region_that_is_cheaper_now_and_falls_back_offline(
     [cheapest] = [line for line in gpus.stdout.splitlines() if TYPE in line]
     assert REGION_B in cheapest and '$ 6.000' in cheapest, gpus.stdout
     every_region = sky_sandbox.sky(['show-gpus', 'H100:8', '--infra', 'mithril',
-                            '--all-regions']).stdout
+                                    '--all-regions']).stdout
     [in_a] = [line for line in every_region.splitlines() if REGION_A in line]
     assert '$ 10.000' in in_a, every_region
 
@@ -95,7 +95,7 @@ def test_dryrun_ranks_regions_by_whether_a_bid_can_win_now(
     set_capacity(two_region_emulator, REGION_B, 0)
     try:
         ranked = sky_sandbox.sky(['launch', '--dryrun', '-y',
-                          str(task('ranked', {'limit_price': 12}))])
+                                  str(task('ranked', {'limit_price': 12}))])
         out = ranked.stdout + ranked.stderr
         assert ranked.returncode == 0, out
         assert REGION_A in chosen_line(out) and '10.0' in chosen_line(out), out
@@ -111,9 +111,9 @@ def test_dryrun_ranks_regions_by_whether_a_bid_can_win_now(
         set_capacity(two_region_emulator, REGION_B, 8)
         forget_live_prices(sky_sandbox)
         below = sky_sandbox.sky(['launch', '-y', '-c', 'below-market',
-                         str(task('below', {'limit_price': 5,
-                                            'provision_timeout': 60}))],
-                        timeout=300)
+                                 str(task('below', {'limit_price': 5,
+                                                    'provision_timeout': 60}))],
+                                timeout=300)
         out = below.stdout + below.stderr
         assert below.returncode != 0, out
         assert ('your limit $5.00/h per instance (limit_price in '

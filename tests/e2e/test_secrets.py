@@ -146,8 +146,8 @@ def test_check_and_dry_run(recording_sandbox):
     code, out = recording_sandbox.sky('check', 'mithril')
     assert code == 0 and 'Mithril: enabled' in out, out
     code, out = recording_sandbox.sky('launch', '--dryrun', '-y', '--infra', 'mithril',
-                          recording_sandbox.task('dry', {'accelerators': 'A100:1'},
-                                     {'limit_price': 4}))
+                                      recording_sandbox.task('dry', {'accelerators': 'A100:1'},
+                                                 {'limit_price': 4}))
     assert code == 0, out
     assert 'Mithril limit price: $4.00/h' in out
 
@@ -156,11 +156,11 @@ def test_launch_that_gives_up_after_placing_the_bid(recording_sandbox):
     """Credentials used for real (SSH key registered, bid placed, polled,
     cancelled), the cluster YAML rendered and the provision log written."""
     recording_sandbox.emulator.control('POST', 'capacity', instance_type='h100-80gb.sxm.1x',
-                           region='us-central2-a', capacity=0)
+                                       region='us-central2-a', capacity=0)
     code, out = recording_sandbox.sky('launch', '-y', '-c', 'sec-timeout', '--infra',
-                          'mithril/us-central2-a',
-                          recording_sandbox.task('timeout', {'accelerators': 'H100:1'},
-                                     {'limit_price': 4, 'provision_timeout': 5}))
+                                      'mithril/us-central2-a',
+                                      recording_sandbox.task('timeout', {'accelerators': 'H100:1'},
+                                                 {'limit_price': 4, 'provision_timeout': 5}))
     assert code != 0, out
     assert 'was not allocated within 5s' in out, out
     assert [b['status'] for b in recording_sandbox.bids('sec-timeout')] == ['Terminated']
@@ -175,14 +175,14 @@ def test_rejected_key(recording_sandbox, rejecting, echoing_url):
     echoes the key back: the launches (Mithril still enabled) and `sky check`
     show the rejection, never the key."""
     task = recording_sandbox.task('rejected', {'accelerators': 'A100:1'},
-                      {'limit_price': 4, 'provision_timeout': 5})
+                                  {'limit_price': 4, 'provision_timeout': 5})
     good_url = recording_sandbox.emulator.url
     try:
         for name, url in (('sec-rejected', rejecting.url),
                           ('sec-echoed', echoing_url)):
             recording_sandbox.set_api_url(url)
             code, out = recording_sandbox.sky('launch', '-y', '-c', name, '--infra',
-                                  'mithril', task)
+                                              'mithril', task)
             assert code != 0, out
             assert 'Mithril rejected the API key (401)' in out, out
             if url == echoing_url:

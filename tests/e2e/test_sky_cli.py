@@ -38,7 +38,7 @@ def dryrun(box: SkySandbox, path: Path, *extra: str):
 
 def test_dryrun_shows_our_catalog_row_and_number_limit(sky_sandbox):
     result, out = dryrun(sky_sandbox, write_task(sky_sandbox, 'num', {'accelerators': 'H100:8'},
-                                             {'limit_price': 24.5}))
+                                                 {'limit_price': 24.5}))
     assert result.returncode == 0, out
     assert 'h100-80gb.sxm.8x' in out and 'us-central2-a' in out
     assert 'Mithril limit price: $24.50/h per instance (limit_price in config.mithril)' in out
@@ -46,7 +46,7 @@ def test_dryrun_shows_our_catalog_row_and_number_limit(sky_sandbox):
 
 def test_dryrun_dollar_string_limit(sky_sandbox):
     result, out = dryrun(sky_sandbox, write_task(sky_sandbox, 'dollar', {'accelerators': 'B200:8'},
-                                             {'limit_price': '$32.00'}))
+                                                 {'limit_price': '$32.00'}))
     assert result.returncode == 0, out
     assert 'neb-b200.sxm.8x' in out
     assert 'Mithril limit price: $32.00/h' in out
@@ -54,7 +54,7 @@ def test_dryrun_dollar_string_limit(sky_sandbox):
 
 def test_dryrun_per_gpu_limit_multiplies_by_gpus(sky_sandbox):
     result, out = dryrun(sky_sandbox, write_task(sky_sandbox, 'pergpu', {'accelerators': 'A100:4'},
-                                             {'limit_price_per_gpu': 1.25}))
+                                                 {'limit_price_per_gpu': 1.25}))
     assert result.returncode == 0, out
     assert '$5.00/h per instance (limit_price_per_gpu $1.25 × 4 GPUs' in out
 

@@ -92,7 +92,7 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
     task = tmp_path / 'block.yaml'
     task.write_text(BLOCK_VOLUME_TASK)
     first = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
-                      str(task))
+                                      str(task))
     assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
     uuid = first.split('uuid=')[1].split()[0]
     env_credentials_stack.sky('down', '-y', 'auto')
@@ -107,7 +107,7 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
         idle_launch = pool.submit(env_credentials_stack.sky, 'launch', '-y', '-c', 'idle',
                                   '--infra', 'mithril', hello)
         again = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
-                          '-i', '1', '--down', str(task))
+                                          '-i', '1', '--down', str(task))
         assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
         [new] = [b for b in env_credentials_stack.bids('auto') if b['fid'] != old['fid']]
         assert new['status'] == 'Allocated'

@@ -157,7 +157,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     assert not marker.exists(), marker.read_text()
     try:
         namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
-                      price='$9.00')  # above the $5.00 limit
+                                price='$9.00')  # above the $5.00 limit
         namespace_stack.control('POST', f'bids/{bid["fid"]}/preempt')
         noticed = time.monotonic()
         while not marker.exists():
@@ -182,7 +182,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
                          sky('status', '--refresh', 'hello'))
     finally:
         namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
-                      price='$0.50')
+                                price='$0.50')
         sky('down', '-y', 'hello')
     assert [b['status'] for b in namespace_stack.bids('hello')] == ['Terminated']
     assert namespace_stack.live_bids() == []
@@ -233,7 +233,7 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
         timeout=30)
     assert created.status_code == 201, created.text
     state = namespace_stack.hosts.volume_path(created.json()['fid'],
-                                    VolumeInterface.FILE) / 'state.json'
+                                              VolumeInterface.FILE) / 'state.json'
     # Mithril's notice is 5 minutes; at 60x that is 5 s of wall time, less
     # than one poll of the jobs controller, while SkyPilot's setup of the
     # standby runs at the machine's own speed. Give it two minutes of wall
@@ -244,7 +244,7 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
     try:
         started = time.monotonic()
         namespace_stack.sky('jobs', 'launch', '-y', '-d', '-n', 'train', train,
-                  '--env', f'TOTAL_STEPS={TRAIN_STEPS}')
+                            '--env', f'TOTAL_STEPS={TRAIN_STEPS}')
 
         def step() -> int:
             return json.loads(state.read_text())['step'] if state.exists() else 0
@@ -272,7 +272,7 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
         [old] = namespace_stack.live_bids()
         # Above the limit ($2.00), below the recovery limit ($4.00).
         namespace_stack.control('POST', 'price', instance_type=GPU_TYPE, region=REGION,
-                      price='$3.00')
+                                price='$3.00')
         notice_at = wait_for(lambda: any(
             b['fid'] == old['fid'] and b['status'] == 'Preempting'
             for b in namespace_stack.bids()), 'the notice', 60)

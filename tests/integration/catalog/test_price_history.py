@@ -45,7 +45,7 @@ def two_region_catalog(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture
 def history_emulator(two_region_catalog: Path, tmp_path: Path,
-           monkeypatch) -> Iterator[EmulatorServer]:
+                     monkeypatch) -> Iterator[EmulatorServer]:
     """An emulator on that catalog that never clears (so no live samples),
     with scripted histories in two regions; credentials point at it."""
     with EmulatorServer(catalog_path=two_region_catalog,

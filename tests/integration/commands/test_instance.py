@@ -118,7 +118,7 @@ def test_k8s_flag_joins_the_cluster(fast_emulator, home, run, api):
 
 def test_list_filters_by_state_in_any_case(fast_emulator, home, run, api):
     fast_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
-                     price='$50.00')
+                          price='$50.00')
     _create(run, 'waiting')
     _create(run, 'gone')
     assert run('instance', 'delete', 'gone', '-y').code == 0
@@ -265,7 +265,7 @@ def test_skypilot_state_is_read_when_it_exists(home):
 
 def test_list_types_shows_live_spot_prices(fast_emulator, home, run):
     fast_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
-                     price='$3.21')
+                          price='$3.21')
     result = run('instance', 'list-types', '-r', REGION)
     assert result.code == 0, result.err
     [row] = [line for line in result.out.splitlines() if line.startswith(TYPE + ' ')]

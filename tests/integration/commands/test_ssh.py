@@ -77,7 +77,7 @@ def test_an_unknown_identity_is_named(local_ssh_emulator, home, run):
 def test_no_wait_fails_at_once_on_a_bid_that_is_not_running(local_ssh_emulator, home,
                                                             run):
     local_ssh_emulator.control('POST', 'price', instance_type=TYPE, region=REGION,
-                         price='$50.00')
+                               price='$50.00')
     _two_nodes(run, 'parked')
     result = run('ssh', 'parked', '--no-wait', 'true')
     assert result.code == 1

@@ -246,8 +246,8 @@ def test_instances_filtered_by_bid_and_status(
 def test_rate_limit_fault_sends_retry_after(
         bare_emulator: EmulatorServer) -> None:
     _set_faults(bare_emulator, {'method': 'GET', 'path': '/v2/spot/bids',
-                                  'rate_limit': 1.0, 'retry_after_s': 7,
-                                  'max_faults': 1})
+                                'rate_limit': 1.0, 'retry_after_s': 7,
+                                'max_faults': 1})
     limited = _get(bare_emulator, '/v2/spot/bids')
     assert limited.status_code == 429
     assert limited.headers['Retry-After'] == '7'
@@ -257,8 +257,8 @@ def test_rate_limit_fault_sends_retry_after(
 
 def test_server_error_fault(bare_emulator: EmulatorServer) -> None:
     _set_faults(bare_emulator, {'path': '/v2/spot/bids/{bid_fid}',
-                                  'server_error': 1.0,
-                                  'server_error_statuses': [503]})
+                                'server_error': 1.0,
+                                'server_error_statuses': [503]})
     assert _get(bare_emulator, '/v2/spot/bids/bid_x').status_code == 503
     # A route template matches only its own route.
     assert _get(bare_emulator,
@@ -271,7 +271,7 @@ def test_server_error_fault(bare_emulator: EmulatorServer) -> None:
 
 def test_latency_fault(bare_emulator: EmulatorServer) -> None:
     _set_faults(bare_emulator, {'path': '/v2/me', 'latency': 1.0,
-                                  'latency_s': 0.3})
+                                'latency_s': 0.3})
     started = time.monotonic()
     assert _get(bare_emulator, '/v2/me').status_code == 200
     assert time.monotonic() - started >= 0.3

@@ -78,7 +78,7 @@ def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
 
 @pytest.fixture
 def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
-             tmp_path) -> EmulatorServer:
+                      tmp_path) -> EmulatorServer:
     monkeypatch.setattr(jobs_runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
     monkeypatch.setattr(recoveries, '_path',

@@ -116,7 +116,7 @@ def test_sigterm_while_cancelling_still_cancels(fast_emulator):
 
 def test_sigterm_while_the_bid_waits_for_the_auction_cancels_it(fast_emulator):
     fast_emulator.control('POST', 'price', instance_type='a100-80gb.sxm.1x',
-                     region='us-central3-a', price='$50.00')
+                          region='us-central3-a', price='$50.00')
     at_signal, lines = _signal_mid_request(fast_emulator, 'run', 'waiting',
                                 _config_json(limit='10.00'), 'GET',
                                 '/v2/spot/bids/{bid_fid}')

@@ -17,7 +17,7 @@ from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
 from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
-                          provision_config, query)
+                                        provision_config, query)
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'

@@ -138,9 +138,9 @@ def test_list_bids_follows_next_cursor_over_three_pages(
         if cursor:
             query['next_cursor'] = cursor
         mocked_api.get(BIDS_URL,
-                match=[matchers.query_param_matcher(query)],
-                json={'data': [bid_json(fid) for fid in fids],
-                      'next_cursor': next_cursor})
+                       match=[matchers.query_param_matcher(query)],
+                       json={'data': [bid_json(fid) for fid in fids],
+                             'next_cursor': next_cursor})
 
     bids = client.list_bids('proj_1', name='sky-train-1', page_size=2)
 
@@ -152,12 +152,12 @@ def test_list_bids_follows_next_cursor_over_three_pages(
 def test_list_instances_sends_list_filters_as_repeated_query_params(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(f'{API_URL}/v2/instances',
-            match=[matchers.query_string_matcher(
+                   match=[matchers.query_string_matcher(
                 'project=proj_1&bid_fid_in=bid_1&bid_fid_in=bid_2'
                 '&status_in=STATUS_RUNNING&status_in=STATUS_STARTING')],
-            json={'data': [instance_json('inst_1'),
-                           instance_json('inst_2', bid='bid_2')],
-                  'next_cursor': None})
+                   json={'data': [instance_json('inst_1'),
+                                  instance_json('inst_2', bid='bid_2')],
+                         'next_cursor': None})
 
     instances = client.list_instances(
         'proj_1', bid_fids=['bid_1', 'bid_2'],
@@ -178,10 +178,10 @@ def test_list_instances_with_empty_bid_list_matches_nothing_without_asking(
 def test_bare_list_endpoints_are_read(client: MithrilClient,
                                       mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(f'{API_URL}/v2/ssh-keys',
-            match=[matchers.query_param_matcher({'project': 'proj_1'})],
-            json=[{'fid': 'sshkey_1', 'name': 'sky-key', 'project': 'proj_1',
-                   'public_key': 'ssh-ed25519 AAAA', 'created_at':
-                   '2025-06-01T12:00:00Z', 'required': False}])
+                   match=[matchers.query_param_matcher({'project': 'proj_1'})],
+                   json=[{'fid': 'sshkey_1', 'name': 'sky-key', 'project': 'proj_1',
+                          'public_key': 'ssh-ed25519 AAAA', 'created_at':
+                          '2025-06-01T12:00:00Z', 'required': False}])
 
     keys = client.list_ssh_keys('proj_1')
 
@@ -221,8 +221,8 @@ def test_retry_after_http_date_is_honoured(client: MithrilClient,
                                            sleep: RecordingSleep) -> None:
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
     mocked_api.get(ME_URL, status=503,
-            headers={'Retry-After': email.utils.format_datetime(later,
-                                                                usegmt=True)})
+                   headers={'Retry-After': email.utils.format_datetime(later,
+                                                                       usegmt=True)})
     mocked_api.get(ME_URL, json=ME_JSON)
 
     client.me()
@@ -286,7 +286,7 @@ def test_client_errors_map_to_typed_errors(client: MithrilClient,
                                            status: int, error_type: type,
                                            hint: str) -> None:
     mocked_api.get(f'{BIDS_URL}/bid_gone', status=status,
-            json={'detail': 'server says no'})
+                   json={'detail': 'server says no'})
 
     with pytest.raises(error_type) as caught:
         client.get_bid('bid_gone')
@@ -390,8 +390,8 @@ def test_limit_price_round_trips_between_decimal_and_dollar_strings(
 def test_update_bid_sends_only_the_fields_given(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.patch(f'{BIDS_URL}/bid_1',
-              match=[matchers.json_params_matcher({'limit_price': '$40.00'})],
-              json=bid_json(limit_price='$40.00'))
+                     match=[matchers.json_params_matcher({'limit_price': '$40.00'})],
+                     json=bid_json(limit_price='$40.00'))
 
     bid = client.update_bid('bid_1', limit_price=Decimal('40'))
 
@@ -407,8 +407,8 @@ def test_sub_cent_limit_price_is_refused_before_anything_is_sent(
 def test_unknown_fields_and_statuses_are_tolerated(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(f'{BIDS_URL}/bid_1',
-            json=bid_json(status='Hibernating', shiny_new_field={'a': 1},
-                          deactivated_at=None))
+                   json=bid_json(status='Hibernating', shiny_new_field={'a': 1},
+                                 deactivated_at=None))
 
     bid = client.get_bid('bid_1')
 
@@ -419,10 +419,10 @@ def test_unknown_fields_and_statuses_are_tolerated(
 def test_current_price_cents_become_dollars(client: MithrilClient,
                                             mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(f'{API_URL}/v2/pricing/current',
-            match=[matchers.query_param_matcher({'instance_type': 'it_h100x8',
-                                                 'instance_quantity': '1'})],
-            json={'spot_price_cents': 1234, 'reserved_price_cents': None,
-                  'available_capacity': 3})
+                   match=[matchers.query_param_matcher({'instance_type': 'it_h100x8',
+                                                        'instance_quantity': '1'})],
+                   json={'spot_price_cents': 1234, 'reserved_price_cents': None,
+                         'available_capacity': 3})
 
     price = client.get_current_price('it_h100x8')
 
@@ -462,7 +462,7 @@ def test_requests_carry_auth_accept_and_user_agent_and_join_urls(
 
 def _echo_401(mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(ME_URL, status=401,
-            json={'detail': f'invalid token Bearer {API_KEY}'})
+                   json={'detail': f'invalid token Bearer {API_KEY}'})
 
 
 def _echo_500(mocked_api: responses.RequestsMock) -> None:

@@ -69,13 +69,13 @@ def test_list_volumes_parses_each_field_and_filters_by_region(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     block_device = '/dev/disk/by-id/virtio-vol_2'
     mocked_api.get(VOLUMES_URL,
-            match=[matchers.query_param_matcher({'project': 'proj_1',
-                                                 'region': 'us-central3-a'})],
-            json=[volume_json(),
-                  volume_json('vol_2', 'scratch', interface='Block',
-                              bids=['bid_9'],
-                              attachments={'inst_1': block_device},
-                              tier='fast')])
+                   match=[matchers.query_param_matcher({'project': 'proj_1',
+                                                        'region': 'us-central3-a'})],
+                   json=[volume_json(),
+                         volume_json('vol_2', 'scratch', interface='Block',
+                                     bids=['bid_9'],
+                                     attachments={'inst_1': block_device},
+                                     tier='fast')])
 
     file_share, block = client.list_volumes('proj_1', region='us-central3-a')
 
@@ -92,8 +92,8 @@ def test_list_volumes_parses_each_field_and_filters_by_region(
 def test_list_volumes_without_region_sends_only_the_project(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(VOLUMES_URL,
-            match=[matchers.query_param_matcher({'project': 'proj_1'})],
-            json=[])
+                   match=[matchers.query_param_matcher({'project': 'proj_1'})],
+                   json=[])
 
     assert client.list_volumes('proj_1') == []
 
@@ -111,10 +111,10 @@ def test_a_volume_missing_a_field_is_an_unreadable_answer(
 def test_create_volume_sends_the_wire_body_and_reads_the_201(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.post(VOLUMES_URL, status=201,
-             match=[matchers.json_params_matcher({
+                    match=[matchers.json_params_matcher({
                  'name': 'data', 'project': 'proj_1', 'disk_interface': 'Block',
                  'region': 'us-central3-a', 'size_gb': 250})],
-             json=volume_json(interface='Block', capacity_gb=250))
+                    json=volume_json(interface='Block', capacity_gb=250))
 
     volume = client.create_volume('proj_1', 'data', 'us-central3-a', 250,
                                   VolumeInterface.BLOCK)
@@ -192,8 +192,8 @@ def test_create_volume_is_retried_after_a_429(
 def test_rename_volume_patches_only_the_name(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.patch(f'{VOLUMES_URL}/vol_1',
-              match=[matchers.json_params_matcher({'name': 'renamed'})],
-              json=volume_json(name='renamed'))
+                     match=[matchers.json_params_matcher({'name': 'renamed'})],
+                     json=volume_json(name='renamed'))
 
     assert client.rename_volume('vol_1', 'renamed').name == 'renamed'
 
@@ -222,7 +222,7 @@ def test_deleting_an_attached_volume_is_a_conflict_with_the_servers_words(
 def test_deleting_an_unknown_volume_is_not_found(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.delete(f'{VOLUMES_URL}/vol_gone', status=404,
-               json={'detail': 'Volume vol_gone not found'})
+                      json={'detail': 'Volume vol_gone not found'})
 
     with pytest.raises(NotFoundError, match='vol_gone not found'):
         client.delete_volume('vol_gone')

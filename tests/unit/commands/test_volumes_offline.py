@@ -20,7 +20,7 @@ PROJECT = 'proj_1'
 
 @pytest.fixture
 def mocked_api(monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> Iterator[responses.RequestsMock]:
+               tmp_path: Path) -> Iterator[responses.RequestsMock]:
     """The plugin pointed at a mocked API that knows project proj_1."""
     monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
     monkeypatch.setenv('MITHRIL_API_KEY', 'mk_test_key')
@@ -58,7 +58,7 @@ def test_ls_names_clusters_then_bids_then_fids(mocked_api, run):
     mocked_api.get(f'{API_URL}/v2/spot/bids/bid_manual', json=bid('bid_manual', 'manual'))
     mocked_api.get(f'{API_URL}/v2/spot/bids/bid_gone', status=404)
     mocked_api.get(f'{API_URL}/v2/spot/bids/bid_ended',
-            json=bid('bid_ended', 'old', status='Terminated'))
+                   json=bid('bid_ended', 'old', status='Terminated'))
 
     result = run('volumes', 'ls')
 
@@ -75,10 +75,10 @@ def test_ls_names_clusters_then_bids_then_fids(mocked_api, run):
 
 def test_ls_json_and_region_filter(mocked_api, run):
     mocked_api.get(VOLUMES_URL,
-            match=[matchers.query_param_matcher({'project': PROJECT,
-                                                 'region': 'us-central3-a'})],
-            json=[volume('vol_1', 'data', bids=['bid_sky'],
-                         attachments={'inst_1': '/mnt/data'})])
+                   match=[matchers.query_param_matcher({'project': PROJECT,
+                                                        'region': 'us-central3-a'})],
+                   json=[volume('vol_1', 'data', bids=['bid_sky'],
+                                attachments={'inst_1': '/mnt/data'})])
     mocked_api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
 
     result = run('volumes', 'ls', '--region', 'us-central3-a', '--json')
@@ -112,7 +112,7 @@ def test_a_bid_taking_the_volume_before_the_delete_is_named(mocked_api, run):
 def test_a_409_without_a_live_bid_keeps_the_servers_words(mocked_api, run):
     mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
     mocked_api.delete(f'{VOLUMES_URL}/vol_1', status=409,
-               json={'detail': 'Volume vol_1 is attached to reservation res_1.'})
+                      json={'detail': 'Volume vol_1 is attached to reservation res_1.'})
     mocked_api.get(VOLUMES_URL, json=[volume('vol_1', 'data')])
 
     result = run('volumes', 'delete', 'vol_1', '-y')
