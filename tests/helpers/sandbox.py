@@ -9,6 +9,7 @@ from typing import Iterator
 
 import yaml
 
+from sky_mithril.catalog import live_prices
 from sky_mithril.devtools.sandbox import SkySandbox
 
 # The e2e sandbox's Mithril API key: recognisable and random, so that
@@ -22,9 +23,11 @@ def profile_path(box: SkySandbox) -> Path:
 
 
 def forget_live_prices(box: SkySandbox) -> None:
-    """Drops the sandbox's cached market: the next command fetches it anew."""
-    for cached in (box.home / '.sky' / 'mithril').glob('*'):
-        cached.unlink()
+    """Drops the sandbox's cached market (the overlay and its state, not the
+    node credentials beside them): the next command fetches it anew."""
+    cache = box.home / '.sky' / 'mithril'
+    for cached in (live_prices.overlay_path(), live_prices._state_path()):
+        (cache / cached.name).unlink(missing_ok=True)
 
 
 def set_profile(box: SkySandbox, **fields: str) -> None:
