@@ -6,8 +6,18 @@ own: the API key (a recognisable random one) is on the node disks only in
 the mounted credentials file and SkyPilot's staging copies of it (before in
 tests/e2e/test_secrets.py, which still checks everything local), and a
 preemption notice runs the task's preemption hooks on the node (before in
-tests/host/test_autostop.py)."""
+the autostop test).
 
+What the nodes do by themselves runs on a second stack beside the first:
+the skylet on the head node runs sky-mithril's provisioner (installed by the
+cluster template), with credentials that came only from the API server's
+environment, against the API URL the cluster was launched with. Autostop
+and autodown act on exactly their cluster's live bid, even after an earlier
+cluster of the same name. They are armed by the module's first test and
+checked by its last: the idle minute and the skylet's 60 s loop pass while
+the other tests run, instead of being waited out."""
+
+import dataclasses
 import json
 import os
 import re
@@ -15,9 +25,11 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
@@ -25,6 +37,7 @@ import yaml
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.emulator.hosts import VolumeInterface
+from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
 
@@ -63,7 +76,6 @@ def _namespaces(prefix: str) -> List[str]:
 
 @pytest.fixture(scope='module')
 def namespace_stack(tmp_path_factory) -> Iterator[SkyStack]:
-    from sky_mithril.emulator.hosts.namespace import NamespaceHosts
     hosts = NamespaceHosts()
     try:
         with EmulatorServer(hosts=hosts, speed=60,
@@ -81,6 +93,136 @@ def namespace_stack(tmp_path_factory) -> Iterator[SkyStack]:
         prefix = hosts.prefix
         hosts.close()
         assert _namespaces(prefix) == []
+
+
+# Idle minute + the skylet's 60 s event loop + SkyPilot's own teardown steps.
+AUTOSTOP_WAIT_SECONDS = 420
+
+
+class Watch:
+    """Polls `done` in the background from now until it holds, for at most
+    AUTOSTOP_WAIT_SECONDS; `seconds()` says how long it took."""
+
+    def __init__(self, what: str, done: Callable[[], bool],
+                 describe: Callable[[], object]) -> None:
+        self.what = what
+        self._done = done
+        self._describe = describe
+        self._started = time.monotonic()
+        self._took: Optional[float] = None
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while time.monotonic() - self._started < AUTOSTOP_WAIT_SECONDS:
+            if self._done():
+                self._took = time.monotonic() - self._started
+                return
+            time.sleep(0.5)
+
+    def seconds(self) -> float:
+        self._thread.join()
+        assert self._took is not None, (
+            f'{self.what} did not happen within {AUTOSTOP_WAIT_SECONDS}s: '
+            f'{self._describe()}')
+        return self._took
+
+
+@pytest.fixture(scope='module')
+def env_credentials_stack(tmp_path_factory) -> Iterator[SkyStack]:
+    """Emulator on the hosts' bridge + a SkyPilot home whose Mithril key is
+    only in the API server's environment."""
+    with NamespaceHosts() as hosts:
+        with EmulatorServer(hosts=hosts, speed=60,
+                            host=hosts.api_address) as emulator:
+            box = SkySandbox(tmp_path_factory.mktemp('autostop'),
+                             api_url=emulator.url, api_key='env-only-key',
+                             project_id='proj_emulator',
+                             credentials_in_environment=True)
+            assert not (box.home / '.config' / 'mithril').exists()
+            try:
+                yield SkyStack(emulator, box, hosts)
+            finally:
+                box.stop_api_server()
+
+
+# The block volume pins the task to its region and is formatted only once.
+BLOCK_VOLUME_TASK = """
+run: |
+  if [ -f /mnt/scratch/written-by ]; then echo "kept $(cat /mnt/scratch/written-by)"; else echo first-launch > /mnt/scratch/written-by; echo "new volume"; fi
+  echo "fs=$(findmnt -no FSTYPE /mnt/scratch) owner=$(stat -c %U /mnt/scratch) uuid=$(sudo blkid -s UUID -o value "$(findmnt -no SOURCE /mnt/scratch)")"
+config:
+  mithril:
+    volumes:
+      /mnt/scratch: scratch-disk
+"""
+
+
+@dataclasses.dataclass
+class ArmedAutostop:
+    """What the arming launches printed, the three bids, and the watch for
+    autodown of `new` and autostop of `idle`, started at `sky autostop`."""
+    first: str
+    again: str
+    old: Dict
+    new: Dict
+    idle: Dict
+    done: Watch
+
+
+@pytest.fixture(scope='module')
+def autostop_armed(env_credentials_stack, tmp_path_factory) -> ArmedAutostop:
+    """`auto` launched with a block volume and downed; `auto` relaunched with
+    `-i 1 --down` while `idle` is launched; `sky autostop -i 1 idle`. From
+    there the nodes act by themselves."""
+    volumes_url = f'{env_credentials_stack.emulator.url}/v2/volumes'
+    created = requests.post(volumes_url, headers={
+        'Authorization': 'Bearer env-only-key'}, json={
+            'name': 'scratch-disk', 'project': 'proj_emulator',
+            'disk_interface': 'Block', 'region': 'us-central3-a',
+            'size_gb': 1}, timeout=30)
+    assert created.status_code == 201, created.text
+    task = tmp_path_factory.mktemp('block') / 'block.yaml'
+    task.write_text(BLOCK_VOLUME_TASK)
+    first = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
+                                      str(task))
+    env_credentials_stack.sky('down', '-y', 'auto')
+    [old] = env_credentials_stack.bids()
+    assert old['status'] == 'Terminated'
+
+    # `idle` is launched while `auto` is relaunched (two launch requests on
+    # the API server at once, as a user may run them): one launch less of
+    # wall time than one after the other.
+    hello = str(catalog_files.example_path('hello.yaml'))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        idle_launch = pool.submit(env_credentials_stack.sky, 'launch', '-y', '-c', 'idle',
+                                  '--infra', 'mithril', hello)
+        again = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
+                                          '-i', '1', '--down', str(task))
+        [new] = [b for b in env_credentials_stack.bids('auto') if b['fid'] != old['fid']]
+        assert new['status'] == 'Allocated'
+        idle_launch.result()
+    [idle] = [b for b in env_credentials_stack.bids()
+              if b['fid'] not in (old['fid'], new['fid'])]
+    env_credentials_stack.sky('autostop', '-y', '-i', '1', 'idle')
+
+    def status(bid: Dict) -> str:
+        return next(b['status'] for b in env_credentials_stack.bids() if b['fid'] == bid['fid'])
+
+    done = Watch('autodown and autostop', lambda: (
+        status(new) == 'Terminated' and status(idle) == 'Paused'),
+        env_credentials_stack.bids)
+    return ArmedAutostop(first, again, old, new, idle, done)
+
+
+def test_a_block_volume_is_formatted_once_and_kept_across_down(autostop_armed):
+    """A block volume is formatted on first use only and keeps its data
+    across `sky down` and a new launch in its region. (Arms the autostop
+    and autodown the module's last test checks.)"""
+    first, again = autostop_armed.first, autostop_armed.again
+    assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
+    uuid = first.split('uuid=')[1].split()[0]
+    assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
 
 
 def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_path):
@@ -127,9 +269,10 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
         assert hit.stat().st_mode & 0o777 == 0o600, (hit,
                                                       oct(hit.stat().st_mode))
 
-    assert 'exec says hi' in sky('exec', 'hello', 'echo exec says hi')
-    assert 'credentials mounted' in sky(
-        'exec', 'hello', 'test -s ~/.config/mithril/config.yaml && echo credentials mounted')
+    # One `sky exec` (a job on the cluster, ~20 s) for both checks.
+    executed = sky('exec', 'hello', 'echo exec says hi; test -s '
+                   '~/.config/mithril/config.yaml && echo credentials mounted')
+    assert 'exec says hi' in executed and 'credentials mounted' in executed, executed
     status = sky('status', '--refresh', 'hello')
     assert re.search(r'hello\s+Mithril \(us-central3-a\).*UP', status)
 
@@ -319,3 +462,20 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
               'the last step saved (0 lost)')
     finally:
         market.preemption_notice_s = notice_s
+
+
+def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
+        env_credentials_stack, autostop_armed):
+    """Autodown of a cluster whose name an earlier, terminated cluster had,
+    and autostop of another cluster running at the same time: each acts on
+    its own live bid only, within AUTOSTOP_WAIT_SECONDS of `sky autostop`
+    (armed by the module's first test; the other tests ran meanwhile)."""
+    old, new, idle = autostop_armed.old, autostop_armed.new, autostop_armed.idle
+    waited = autostop_armed.done.seconds()
+    print(f'\nautodown and autostop done {waited:.0f}s after `sky autostop`')
+    # No bid but these three, ever (`new` and `idle` bid in either order).
+    assert [b['fid'] for b in env_credentials_stack.bids()] in (
+        [old['fid'], new['fid'], idle['fid']],
+        [old['fid'], idle['fid'], new['fid']])
+    env_credentials_stack.sky('down', '-y', 'idle')
+    assert all(b['status'] == 'Terminated' for b in env_credentials_stack.bids())
