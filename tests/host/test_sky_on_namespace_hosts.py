@@ -13,9 +13,10 @@ the skylet on the head node runs sky-mithril's provisioner (installed by the
 cluster template), with credentials that came only from the API server's
 environment, against the API URL the cluster was launched with. Autostop
 and autodown act on exactly their cluster's live bid, even after an earlier
-cluster of the same name. They are armed by the module's first test and
-checked by its last: the idle minute and the skylet's 60 s loop pass while
-the other tests run, instead of being waited out."""
+cluster of the same name. They are armed in the background from the
+module's start and checked by its last test: the second stack's launches
+overlap the first's, and the idle minute and the skylet's 60 s loop pass
+while the other tests run, instead of being waited out."""
 
 import dataclasses
 import json
@@ -27,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -170,8 +171,7 @@ class ArmedAutostop:
     done: Watch
 
 
-@pytest.fixture(scope='module')
-def autostop_armed(env_credentials_stack, tmp_path_factory) -> ArmedAutostop:
+def arm_autostop(env_credentials_stack: SkyStack, task_dir: Path) -> ArmedAutostop:
     """`auto` launched with a block volume and downed; `auto` relaunched with
     `-i 1 --down` while `idle` is launched; `sky autostop -i 1 idle`. From
     there the nodes act by themselves."""
@@ -182,7 +182,7 @@ def autostop_armed(env_credentials_stack, tmp_path_factory) -> ArmedAutostop:
             'disk_interface': 'Block', 'region': 'us-central3-a',
             'size_gb': 1}, timeout=30)
     assert created.status_code == 201, created.text
-    task = tmp_path_factory.mktemp('block') / 'block.yaml'
+    task = task_dir / 'block.yaml'
     task.write_text(BLOCK_VOLUME_TASK)
     first = env_credentials_stack.sky('launch', '-y', '-c', 'auto', '--infra', 'mithril',
                                       str(task))
@@ -215,14 +215,24 @@ def autostop_armed(env_credentials_stack, tmp_path_factory) -> ArmedAutostop:
     return ArmedAutostop(first, again, old, new, idle, done)
 
 
-def test_a_block_volume_is_formatted_once_and_kept_across_down(autostop_armed):
-    """A block volume is formatted on first use only and keeps its data
-    across `sky down` and a new launch in its region. (Arms the autostop
-    and autodown the module's last test checks.)"""
-    first, again = autostop_armed.first, autostop_armed.again
-    assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
-    uuid = first.split('uuid=')[1].split()[0]
-    assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
+@pytest.fixture(scope='module')
+def autostop_armed(env_credentials_stack: SkyStack,
+                   tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator['Future[ArmedAutostop]']:
+    """`arm_autostop` in the background: its launches overlap the other
+    stack's, and the nodes' idle minute the tests after them."""
+    task_dir = tmp_path_factory.mktemp('block')
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(arm_autostop, env_credentials_stack, task_dir)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def autostop_armed_first(request: pytest.FixtureRequest) -> None:
+    """Starts `autostop_armed` before the module's first test, when a test
+    that needs it is selected."""
+    if any('autostop_armed' in item.fixturenames
+           for item in request.session.items if item.module is request.module):
+        request.getfixturevalue('autostop_armed')
 
 
 def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_path):
@@ -351,6 +361,17 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
           f'ran {hook_seconds:.1f}s after the notice started')
 
 
+def test_a_block_volume_is_formatted_once_and_kept_across_down(autostop_armed):
+    """A block volume is formatted on first use only and keeps its data
+    across `sky down` and a new launch in its region: the launches that arm
+    the autostop and autodown the module's last test checks."""
+    armed = autostop_armed.result()
+    first, again = armed.first, armed.again
+    assert 'new volume' in first and 'fs=ext4 owner=ubuntu' in first, first
+    uuid = first.split('uuid=')[1].split()[0]
+    assert 'kept first-launch' in again and f'uuid={uuid}' in again, again
+
+
 def test_two_nodes_run_with_their_rank_and_ips(namespace_stack):
     multi = str(catalog_files.example_path('multi-node.yaml'))
     out = namespace_stack.sky('launch', '-y', '-c', 'ddp', '--infra', 'mithril', multi)
@@ -469,9 +490,11 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
     """Autodown of a cluster whose name an earlier, terminated cluster had,
     and autostop of another cluster running at the same time: each acts on
     its own live bid only, within AUTOSTOP_WAIT_SECONDS of `sky autostop`
-    (armed by the module's first test; the other tests ran meanwhile)."""
-    old, new, idle = autostop_armed.old, autostop_armed.new, autostop_armed.idle
-    waited = autostop_armed.done.seconds()
+    (armed in the background from the module's start; the other tests ran
+    meanwhile)."""
+    armed = autostop_armed.result()
+    old, new, idle = armed.old, armed.new, armed.idle
+    waited = armed.done.seconds()
     print(f'\nautodown and autostop done {waited:.0f}s after `sky autostop`')
     # No bid but these three, ever (`new` and `idle` bid in either order).
     assert [b['fid'] for b in env_credentials_stack.bids()] in (
