@@ -27,7 +27,7 @@ from sky_mithril.account import connection
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
-from sky_mithril.task import volume_mounts
+from sky_mithril.task import mithril_volumes
 from sky_mithril.api import errors
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
@@ -94,20 +94,20 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     return conn.credentials, conn.project_id
 
 
-def _resolve_volumes(wanted: Dict[str, str]) -> List[volume_mounts.Mount]:
+def _resolve_volumes(wanted: Dict[str, str]) -> List[mithril_volumes.Mount]:
     """The task's volumes, looked up in the launch's project."""
     if not wanted:
         return []
     try:
         conn = connection.connect()
     except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
-        raise volume_mounts.VolumeConfigError(
+        raise mithril_volumes.VolumeConfigError(
             f'The task mounts Mithril volumes, but they cannot be looked up: '
             f'{e}') from None
     try:
-        return volume_mounts.resolve(conn, wanted)
+        return mithril_volumes.resolve(conn, wanted)
     except errors.MithrilAPIError as e:
-        raise volume_mounts.VolumeConfigError(
+        raise mithril_volumes.VolumeConfigError(
             f'Looking up the task\'s Mithril volumes failed: {e}') from None
     finally:
         conn.client.close()
@@ -355,10 +355,10 @@ class Mithril(builtin_mithril.Mithril):
             resources.cluster_config_overrides)
         timeout = settings.resolve_provision_timeout(*sections)
         # The task's volumes pin it to their region, before any bid.
-        mounts = _resolve_volumes(volume_mounts.requested(sections[0]))
+        mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
         if resources.region is not None:
-            volume_mounts.check_region(mounts, resources.region)
-        volume_region = volume_mounts.region_of(mounts) if mounts else None
+            mithril_volumes.check_region(mounts, resources.region)
+        volume_region = mithril_volumes.region_of(mounts) if mounts else None
         ranking = Ranking(sections, num_nodes, patient=timeout is None,
                           max_hourly_cost=resources.max_hourly_cost)
         cloud = type(self)()
@@ -531,13 +531,13 @@ class Mithril(builtin_mithril.Mithril):
             if market_note:
                 logger.info(market_note)
         profile, project_id, api_url = '', '', ''
-        mounts: List[volume_mounts.Mount] = []
+        mounts: List[mithril_volumes.Mount] = []
         if not dryrun:
             creds, project_id = _account_for_launch()
             profile = creds.profile or ''
             api_url = creds.api_url
-            mounts = _resolve_volumes(volume_mounts.requested(sections[0]))
-            volume_mounts.check_region(mounts, region.name)
+            mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
+            mithril_volumes.check_region(mounts, region.name)
         accelerators = self.get_accelerators_from_instance_type(instance_type)
         variables: Dict[str, Any] = {
             'instance_type': instance_type,
@@ -553,7 +553,7 @@ class Mithril(builtin_mithril.Mithril):
             'instance_type_fid':
                 live_prices.snapshot().fid(instance_type, region.name) or '',
             'mithril_volume_fids': ','.join(m.volume.fid for m in mounts),
-            'mithril_volume_setup': volume_mounts.setup_commands(mounts),
+            'mithril_volume_setup': mithril_volumes.setup_commands(mounts),
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

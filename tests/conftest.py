@@ -1,4 +1,18 @@
-"""Shared fixtures. Emulator fixtures are named `emulator_*`.
+"""The suite's tiers and the environment every test runs in.
+
+Each test file lives in one tier folder, and the tier is its marker
+(`-m unit`, `-m integration`, `-m e2e`, `-m host`):
+
+- unit/: in-process; the emulator's market on a manual clock at most, HTTP
+  only through `responses`; no server socket.
+- integration/: the emulator over HTTP on loopback; the provisioner, the
+  plugin's runtime and the commands against it.
+- e2e/: the real `sky` CLI through one sandboxed SkyPilot API server on
+  loopback (`sky_sandbox`, shared by the session).
+- host/: root: namespace hosts, the real `sky` CLI onto them, the demo.
+
+The older markers keep their meaning across tiers: `e2e` (real `sky` CLI
+runs), `root`, `chaos`, `slow`.
 
 Sandboxed SkyPilot homes are seeded with SkyPilot's public common catalog
 (`shared/reference/skypilot-common-accelerators.csv` beside the checkout)
@@ -9,17 +23,14 @@ derives one from our own catalog.
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import List
 
 import pytest
 
-from sky_mithril.emulator.clock import ManualClock
-from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
-from sky_mithril.emulator.market import Market
-from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
-from provisioning import point_plugin_at
+TIERS = ('unit', 'integration', 'e2e', 'host')
+TESTS = Path(__file__).resolve().parent
 
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
 os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')
@@ -27,38 +38,26 @@ for _variable in ('MITHRIL_API_KEY', 'MITHRIL_PROJECT', 'MITHRIL_API_URL',
                   'MITHRIL_PROFILE', 'XDG_CONFIG_HOME', 'SKY_MITHRIL_CATALOG'):
     os.environ.pop(_variable, None)
 
-_PUBLIC_ACCELERATORS = (Path(__file__).resolve().parents[2] / 'shared' /
-                        'reference' / 'skypilot-common-accelerators.csv')
+_PUBLIC_ACCELERATORS = (TESTS.parents[1] / 'shared' / 'reference' /
+                        'skypilot-common-accelerators.csv')
 if _PUBLIC_ACCELERATORS.is_file():
     os.environ.setdefault(ENV_ACCELERATORS_CSV, str(_PUBLIC_ACCELERATORS))
 
 
-@pytest.fixture
-def emulator_server() -> Iterator[EmulatorServer]:
-    """A started emulator on 127.0.0.1 (free port, 60x time, placeholder hosts,
-    any bearer token); stopped after the test."""
-    server = EmulatorServer(host='127.0.0.1', port=0)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def tier_of(path: Path) -> str:
+    """The tier folder a test file is in; a file outside one is an error."""
+    parts = path.resolve().relative_to(TESTS).parts
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(
+            f'{path} is in no tier folder: move it under tests/<tier>/, '
+            f'tier one of {", ".join(TIERS)}.')
+    return parts[0]
 
 
-@pytest.fixture
-def emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    """A fast emulator (600x time) and the environment that points the plugin
-    at it, as a user would export it: key, URL and project."""
-    with EmulatorServer(speed=600) as server:
-        point_plugin_at(server, monkeypatch, tmp_path)
-        yield server
-
-
-@pytest.fixture
-def manual_emulator(monkeypatch, tmp_path) -> Iterator[EmulatorServer]:
-    """An emulator whose clock moves only when a test advances it
-    (`control('POST', 'advance', seconds=...)`), with the plugin pointed at it."""
-    market = Market(ManualClock(), PlaceholderHosts(), load_catalog())
-    with EmulatorServer(market) as server:
-        point_plugin_at(server, monkeypatch, tmp_path)
-        yield server
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """Marks each test with its folder's tier, and runs the tiers from the
+    fastest to the slowest (a stable sort: each module's tests stay
+    together, in their order)."""
+    for item in items:
+        item.add_marker(tier_of(item.path))
+    items.sort(key=lambda item: TIERS.index(tier_of(item.path)))

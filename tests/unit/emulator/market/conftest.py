@@ -6,7 +6,7 @@ import pytest
 from sky_mithril.emulator.clock import ManualClock
 from sky_mithril.emulator.market import Market
 
-from market_testing import CATALOG, CLEARING_S, NOTICE_S, RecordingHosts
+from tests.helpers.market_testing import CATALOG, CLEARING_S, NOTICE_S, RecordingHosts
 
 
 @pytest.fixture(name='clock')

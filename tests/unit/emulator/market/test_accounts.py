@@ -5,7 +5,7 @@ import pytest
 
 from sky_mithril.emulator.market import PROJECT_FID, BidStatus, Market, NotFound
 
-from market_testing import CLEARING_S, TYPE, place_bid, type_fid
+from tests.helpers.market_testing import CLEARING_S, TYPE, place_bid, type_fid
 
 
 def test_quotas_count_spot_capacity_per_type_and_what_the_project_holds(

@@ -10,8 +10,8 @@ from sky_mithril.emulator.clock import DEFAULT_START, ManualClock
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import BidStatus, Market
 
-from market_testing import (CATALOG, CLEARING_S, REGION, TYPE, place_bid,
-                            type_fid)
+from tests.helpers.market_testing import (CATALOG, CLEARING_S, REGION, TYPE, place_bid,
+                                          type_fid)
 
 
 def test_new_bid_waits_for_next_clearing_then_pays_spot_not_limit(

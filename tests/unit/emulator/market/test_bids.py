@@ -10,9 +10,9 @@ from sky_mithril.emulator.market import (PROJECT_FID, BidEventType, BidStatus,
                                          InstanceStatus, InvalidRequest,
                                          InvalidState, Market, NotFound)
 
-from market_testing import (BOOT_S, CLEARING_S, NOTICE_S, REGION, TYPE,
-                            RecordingHosts, event_types, instance_statuses,
-                            place_bid, type_fid)
+from tests.helpers.market_testing import (BOOT_S, CLEARING_S, NOTICE_S, REGION, TYPE,
+                                          RecordingHosts, event_types, instance_statuses,
+                                          place_bid, type_fid)
 
 
 def test_pausing_an_open_bid_takes_it_out_of_the_market(market: Market) -> None:

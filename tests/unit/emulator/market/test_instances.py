@@ -9,9 +9,9 @@ from sky_mithril.emulator.clock import ManualClock
 from sky_mithril.emulator.market import (PROJECT_FID, BidStatus,
                                          InstanceStatus, Market)
 
-from market_testing import (BOOT_S, CATALOG, CLEARING_S, NOTICE_S, PUBLIC_KEY,
-                            REGION, TYPE, RecordingHosts, instance_statuses,
-                            place_bid)
+from tests.helpers.market_testing import (BOOT_S, CATALOG, CLEARING_S, NOTICE_S, PUBLIC_KEY,
+                                          REGION, TYPE, RecordingHosts, instance_statuses,
+                                          place_bid)
 
 
 def test_price_rise_preempts_after_notice_and_reallocates_same_instances(

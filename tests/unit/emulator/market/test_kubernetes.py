@@ -8,8 +8,8 @@ import pytest
 from sky_mithril.emulator.market import (PROJECT_FID, InvalidRequest, Market,
                                          NotFound)
 
-from market_testing import (BOOT_S, CLEARING_S, PUBLIC_KEY, REGION, TYPE,
-                            RecordingHosts, place_bid, type_fid)
+from tests.helpers.market_testing import (BOOT_S, CLEARING_S, PUBLIC_KEY, REGION, TYPE,
+                                          RecordingHosts, place_bid, type_fid)
 
 
 def test_kubernetes_cluster_comes_up_and_bids_join_it(market: Market,

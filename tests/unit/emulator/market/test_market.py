@@ -6,7 +6,7 @@ from sky_mithril.emulator.clock import ManualClock
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import Market
 
-from market_testing import CATALOG, CLEARING_S, OTHER_REGION, REGION, place_bid
+from tests.helpers.market_testing import CATALOG, CLEARING_S, OTHER_REGION, REGION, place_bid
 
 
 def test_fids_are_deterministic_per_seed() -> None:

@@ -2,8 +2,8 @@
 
 from sky_mithril.emulator.market import PROJECT_FID, Market
 
-from market_testing import (BOOT_S, CLEARING_S, PUBLIC_KEY, RecordingHosts,
-                            place_bid)
+from tests.helpers.market_testing import (BOOT_S, CLEARING_S, PUBLIC_KEY, RecordingHosts,
+                                          place_bid)
 
 
 def test_required_project_keys_reach_every_host(market: Market,

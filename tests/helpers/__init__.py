@@ -1,0 +1,8 @@
+"""What tests of several files share: provisioning against the emulator,
+the secret scan, the infrastructure commands' setup, the sandboxed `sky`
+stack, and the provisioner child that a test signals."""
+
+from pathlib import Path
+
+# The checkout: where `python -m tests.helpers...` runs from.
+REPO = Path(__file__).resolve().parents[2]

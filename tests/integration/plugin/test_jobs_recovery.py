@@ -1,0 +1,234 @@
+"""When the managed-job recovery gets a standby bid, and that a standby which
+cannot be made ready is cancelled (manual-clock emulator). The standby's
+success path, with SkyPilot's runtime set up on it, runs end to end in
+tests/e2e/test_e2e.py."""
+
+import contextlib
+import threading
+import time
+import types
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+
+from sky_mithril.account import connection
+from sky_mithril.api import models
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.recovery import records
+from sky_mithril.recovery import runtime
+from sky_mithril.recovery import staging
+from sky_mithril.recovery import standby as standby_lib
+from sky_mithril.recovery import strategy
+
+from tests.helpers.provisioning import bids_named, launch_on_manual_clock, provision_config
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+CLEARING_S = 120.0
+BOOT_S = 60.0
+NO_PLAN = strategy.RecoveryPlan()  # recover as SkyPilot's strategy does
+
+
+def handle(mithril: Dict[str, Any]) -> Any:
+    """The parts of SkyPilot's cluster handle the recovery reads."""
+    return types.SimpleNamespace(
+        cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
+        launched_resources=types.SimpleNamespace(
+            cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
+            accelerators={'A100': 1}, max_hourly_cost=None,
+            cluster_config_overrides={'mithril': mithril}))
+
+
+def set_price(server: EmulatorServer, price: str) -> None:
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price=price)
+
+
+@contextlib.contextmanager
+def advancing_clock(server: EmulatorServer,
+                    at_each_step: Callable[[], None] = lambda: None
+                    ) -> Iterator[None]:
+    """The market's clock runs at a quarter clearing every 50 ms (the notice
+    lasts half a second), calling `at_each_step` after each step."""
+    advancing = True
+
+    def advance() -> None:
+        while advancing:
+            server.control('POST', 'advance', seconds=CLEARING_S / 4)
+            at_each_step()
+            time.sleep(0.05)
+
+    clock = threading.Thread(target=advance)
+    clock.start()
+    try:
+        yield
+    finally:
+        advancing = False
+        clock.join()
+
+
+def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
+    """Launches `job` at $10/h (with `volume_fids`) and starts its notice."""
+    config = provision_config(limit='10.00')
+    config.provider_config['volume_fids'] = volume_fids
+    launch_on_manual_clock(server, 'job', config, CLEARING_S)
+    set_price(server, '$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    assert [b['status'] for b in bids_named(server, 'job')] == ['Preempting']
+
+
+@pytest.fixture
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
+                      tmp_path) -> EmulatorServer:
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: {
+        'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
+    monkeypatch.setattr(records, '_path',
+                        lambda: tmp_path / 'recoveries.json')
+    # No SkyPilot cluster record behind these handles: no runtime files.
+    monkeypatch.setattr(staging, 'fetch_runtime_files',
+                        lambda handle, into: {})
+    return manual_clock_emulator
+
+
+def test_no_standby_when_recovery_waits_for_the_node(recovery_emulator):
+    preempt(recovery_emulator)
+    assert strategy.plan_recovery(
+        handle({'recovery_starts': 'node_lost'}), dag=None, cancelled=threading.Event()) == NO_PLAN
+    assert len(bids_named(recovery_emulator, 'job')) == 1
+
+
+def test_no_standby_for_a_block_volume(recovery_emulator):
+    volume = connection.connect().client.create_volume(
+        'proj_emulator', 'scratch', REGION, 10, models.VolumeInterface.BLOCK)
+    preempt(recovery_emulator, volume_fids=volume.fid)
+    assert strategy.plan_recovery(
+        handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
+    assert len(bids_named(recovery_emulator, 'job')) == 1
+
+
+def test_no_standby_where_it_cannot_win_when_the_job_can_move(
+        recovery_emulator, monkeypatch):
+    """No Mithril volume ties the job to its region, the region's price is
+    above the relaunch limit, and the catalog offers the type elsewhere:
+    the job moves at once, instead of a standby waiting out the notice."""
+    preempt(recovery_emulator)
+    monkeypatch.setattr(strategy, '_other_regions',
+                        lambda handle: ('us-central2-a',))
+    assert strategy.plan_recovery(
+        handle({'recovery_limit_price': 40}), dag=None,
+        cancelled=threading.Event()) == (
+            strategy.RecoveryPlan(other_regions=('us-central2-a',)))
+    assert [b['status'] for b in bids_named(recovery_emulator, 'job')] == ['Preempting']
+
+
+def record_promotions(recovery_emulator: EmulatorServer, monkeypatch) -> List[List[str]]:
+    """The cluster's bid statuses (oldest first) right after each time a
+    standby is made the cluster's bid."""
+    promoted: List[List[str]] = []
+    promote = standby_lib.promote_standby
+
+    def recording(*args: Any) -> None:
+        promote(*args)
+        promoted.append([b['status'] for b in bids_named(recovery_emulator, 'job')])
+
+    monkeypatch.setattr(standby_lib, 'promote_standby', recording)
+    monkeypatch.setattr(standby_lib.StandbyWatch, 'POLL_SECONDS', 0.2)
+    return promoted
+
+
+def test_a_standby_that_cannot_win_takes_the_old_bids_place_when_the_notice_ends(
+        recovery_emulator, monkeypatch):
+    """A file share keeps the job in its region, where the price ($50) stays
+    above the recovery limit ($40). When the notice ends, the old bid is
+    cancelled (back to Open, it could win a second node) and the standby
+    waits on as the cluster's bid, up to the cluster's provision_timeout;
+    then it is cancelled too."""
+    share = connection.connect().client.create_volume(
+        'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
+    preempt(recovery_emulator, volume_fids=share.fid)
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: {
+        'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00',
+        'provision_timeout': '10'})
+    promoted = record_promotions(recovery_emulator, monkeypatch)
+    with advancing_clock(recovery_emulator):
+        assert strategy.plan_recovery(
+            handle({'recovery_limit_price': 40}), dag=None,
+            cancelled=threading.Event()) == NO_PLAN
+    assert promoted == [['Terminated', 'Open']]  # (old, standby)
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
+    assert standby['limit_price'] == '$40.00'
+    assert (old['status'], standby['status']) == ('Terminated', 'Terminated')
+    assert records.standby_of('job') is None
+
+
+def test_the_old_bid_is_cancelled_when_the_notice_ends_during_the_setup(
+        recovery_emulator, monkeypatch):
+    """The standby won within the notice, but its setup (a real node's
+    runtime install, the task's own setup) outlasts it: the old bid is
+    cancelled then, not left to win a second node until the switch."""
+    preempt(recovery_emulator)
+    promoted = record_promotions(recovery_emulator, monkeypatch)
+
+    def slow_setup(*args: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not promoted:
+            assert time.monotonic() < deadline, 'the old bid was not cancelled'
+            time.sleep(0.1)
+
+    monkeypatch.setattr(staging, 'set_up_runtime', slow_setup)
+    monkeypatch.setattr(staging, 'stage_job', lambda *args: None)
+    with advancing_clock(recovery_emulator):
+        plan = strategy.plan_recovery(
+            handle({'recovery_limit_price': 60}), dag=None,
+            cancelled=threading.Event())
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
+    assert plan.standby_fid == standby['fid']
+    assert promoted == [['Terminated', 'Allocated']]
+    assert records.standby_of('job') is None
+
+
+def test_a_cancelled_job_cancels_its_standby(recovery_emulator):
+    """The user cancels the managed job while its standby waits to win: the
+    standby is cancelled, and the old bid is left to SkyPilot's teardown."""
+    share = connection.connect().client.create_volume(
+        'proj_emulator', 'checkpoints', REGION, 10, models.VolumeInterface.FILE)
+    preempt(recovery_emulator, volume_fids=share.fid)
+    cancelled = threading.Event()
+    plans: List[Any] = []
+    planning = threading.Thread(target=lambda: plans.append(
+        strategy.plan_recovery(handle({'recovery_limit_price': 40}),
+                                    dag=None, cancelled=cancelled)))
+    planning.start()
+    deadline = time.monotonic() + 30
+    while len(bids_named(recovery_emulator, 'job')) < 2:
+        assert time.monotonic() < deadline, 'no standby placed'
+        time.sleep(0.1)
+    cancelled.set()
+    planning.join(timeout=30)
+    assert plans == [NO_PLAN]
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
+    assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
+
+
+@pytest.mark.parametrize('failing_step', ['set_up_runtime', 'stage_job'])
+def test_a_standby_whose_setup_fails_is_cancelled(recovery_emulator, monkeypatch,
+                                                  failing_step):
+    """SkyPilot's runtime, or the job's own file mounts and setup, cannot be
+    set up on the standby: it is cancelled, the old bid left as it was."""
+    recovery_emulator.market.preemption_notice_s = 100 * CLEARING_S  # outlasts the test
+    preempt(recovery_emulator)
+
+    def fail(*args: Any) -> None:
+        info = args[-1]
+        assert info.head_instance_id, 'set up before the standby booted'
+        raise RuntimeError(f'{failing_step} failed')
+
+    monkeypatch.setattr(staging, 'set_up_runtime', lambda *args: None)
+    monkeypatch.setattr(staging, failing_step, fail)
+    with advancing_clock(recovery_emulator):
+        assert strategy.plan_recovery(
+            handle({'recovery_limit_price': 60}), dag=None, cancelled=threading.Event()) == NO_PLAN
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
+    assert standby['limit_price'] == '$60.00'
+    assert standby['status'] == 'Terminated' != old['status']
+    assert records.standby_of('job') is None

@@ -1,0 +1,261 @@
+"""A bid POST answered by a 5xx or a dropped connection that Mithril commits
+seconds later (the emulator's late-commit fault, on a manual clock): a launch
+or a standby never leaves two bids of one name. The late-commit window is
+shrunk to a few wall seconds; the emulator's clock moves only when a test
+advances it, so each commit lands exactly when the test says."""
+
+import os
+import signal
+import threading
+import time
+from decimal import Decimal
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+from sky_mithril.account import connection
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.recovery import records
+from sky_mithril.recovery import standby as standby_lib
+
+from tests.helpers.provisioning import (bids_named, launch, launch_on_manual_clock,
+                                        provision_config)
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+CLEARING_S = 120.0
+PROVIDER = {'project_id': 'proj_emulator'}
+
+
+@pytest.fixture
+def window(monkeypatch) -> Callable[[float], None]:
+    """Sets the late-commit window (wall seconds), polled every 20 ms."""
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
+
+    def set_window(seconds: float) -> None:
+        monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS',
+                            seconds)
+
+    return set_window
+
+
+def late_commit_first_post(server: EmulatorServer, seconds: float,
+                           answer: str = 'server_error',
+                           then_fail: bool = False) -> None:
+    """The next bid POST is answered with a 503 (or a reset) and committed
+    `seconds` of market time later; with `then_fail`, later POSTs get a
+    plain 503 and are never committed."""
+    rules: List[Dict[str, Any]] = [{
+        'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
+        'late_commit_s': seconds, 'late_commit_answer': answer,
+        'server_error_statuses': [503], 'max_faults': 1}]
+    if then_fail:
+        rules.append({'method': 'POST', 'path': '/v2/spot/bids',
+                      'server_error': 1.0, 'server_error_statuses': [503]})
+    server.control('PUT', 'faults', rules=rules)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def late_commits(server: EmulatorServer) -> int:
+    return server.control('GET', 'faults')['counts']['late_commit']
+
+
+def bid_posts(server: EmulatorServer) -> int:
+    return server.control('GET', 'stats')['by_route'].get(
+        'POST /v2/spot/bids', 0)
+
+
+def live(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:
+    return [b for b in bids_named(server, name) if b['status'] != 'Terminated']
+
+
+class Background(threading.Thread):
+    """Runs `call` in a thread, keeping its result or error."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.call = call
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.call()
+        except BaseException as e:  # pylint: disable=broad-except
+            self.error = e
+
+
+def drive_clock(server: EmulatorServer, worker: threading.Thread) -> None:
+    """Moves the manual clock a quarter clearing at a time until `worker`
+    ends."""
+    while worker.is_alive():
+        server.control('POST', 'advance', seconds=CLEARING_S / 4)
+        worker.join(0.05)
+
+
+def test_a_late_commit_inside_the_window_is_used_not_posted_again(
+        manual_clock_emulator, window):
+    server = manual_clock_emulator
+    window(10.0)
+    late_commit_first_post(server, 60)
+    launcher = Background(lambda: launch('late', provision_config()))
+    wait_for(lambda: late_commits(server) == 1, 'the bid POST never came')
+    # Time to look for the bid once and find nothing, as Mithril has not
+    # committed it yet (it does 60 s of market time later).
+    time.sleep(0.3)
+    drive_clock(server, launcher)
+    assert launcher.error is None, launcher.error
+    [bid] = live(server, 'late')
+    assert bid['status'] == 'Allocated'
+    assert [i['fid'] for i in bid['instances']] == (
+        launcher.result.created_instance_ids)
+    assert len(bids_named(server, 'late')) == 1
+    assert bid_posts(server) == 1
+
+
+def test_a_late_commit_after_the_window_is_cancelled_by_the_launch(
+        manual_clock_emulator, window, caplog):
+    server = manual_clock_emulator
+    window(0.3)
+    caplog.set_level('INFO')
+    late_commit_first_post(server, 600, answer='reset')
+    launcher = Background(lambda: launch('later', provision_config()))
+    wait_for(lambda: bid_posts(server) == 2,
+             'the bid was never POSTed again')
+    # One jump: the second bid wins and boots, and the first POST is
+    # committed (600 s after it was answered) before the launch sees its
+    # nodes up.
+    server.control('POST', 'advance', seconds=600)
+    drive_clock(server, launcher)
+    assert launcher.error is None, launcher.error
+    bids = bids_named(server, 'later')
+    assert len(bids) == 2
+    [kept] = live(server, 'later')
+    [extra] = [b for b in bids if b['fid'] != kept['fid']]
+    assert extra['status'] == 'Terminated'
+    assert [i['fid'] for i in kept['instances']] == (
+        launcher.result.created_instance_ids)
+    assert f'Cancelled bid {extra["fid"]}: a second live bid' in caplog.text
+
+
+def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
+        manual_clock_emulator, window, monkeypatch, tmp_path):
+    server = manual_clock_emulator
+    window(10.0)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
+                           CLEARING_S)
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price='$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    conn = connection.connect()
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    late_commit_first_post(server, 30, then_fail=True)
+    placing = Background(lambda: standby_lib.place_standby(
+        conn, old, Decimal('30.00')))
+    wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
+    # Before looking again for long, a placement that gives up after its
+    # POSTs has taken its error path by now.
+    time.sleep(0.3)
+    server.control('POST', 'advance', seconds=30)
+    placing.join(30)
+    server.control('PUT', 'faults', rules=[])
+    standby = placing.result
+    expected = {old.fid} | ({standby.bid.fid} if standby else set())
+    assert {b['fid'] for b in live(server, 'job')} == expected
+    assert standby is not None, placing.error
+    assert records.standby_of('job') == standby.bid.fid
+    assert bid_posts(server) == 2  # the launch's, and one for the standby
+
+
+@pytest.fixture
+def sigterm_raises() -> Iterator[threading.Event]:
+    """While the event is set, SIGTERM raises KeyboardInterrupt, as in
+    SkyPilot's request worker; otherwise it is dropped."""
+    armed = threading.Event()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        del signum, frame
+        if armed.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield armed
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def launch_interrupted(name: str, armed: threading.Event) -> None:
+    """A launch that SIGTERM interrupts."""
+    armed.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                launch(name, provision_config())
+            finally:
+                armed.clear()
+    finally:
+        armed.clear()
+
+
+def test_ctrl_c_while_waiting_out_a_lost_answer_cancels_its_late_commit(
+        manual_clock_emulator, window, sigterm_raises):
+    server = manual_clock_emulator
+    window(30.0)
+    late_commit_first_post(server, 60)
+
+    def interrupt_then_commit() -> None:
+        wait_for(lambda: late_commits(server) == 1, 'no bid POST')
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        server.control('POST', 'advance', seconds=60)
+
+    helper = Background(interrupt_then_commit)
+    started = time.monotonic()
+    launch_interrupted('cancelled', sigterm_raises)
+    helper.join(10)
+    # The signal was not held for the window: the launch left once the
+    # late commit was there to cancel.
+    assert time.monotonic() - started < 10
+    assert [b['status'] for b in bids_named(server, 'cancelled')] == [
+        'Terminated']
+    assert bid_posts(server) == 1
+
+
+def test_a_second_ctrl_c_stops_the_watch_and_says_what_may_still_bill(
+        manual_clock_emulator, window, sigterm_raises, caplog):
+    server = manual_clock_emulator
+    window(30.0)
+    caplog.set_level('INFO')
+    late_commit_first_post(server, 60)
+
+    def interrupt_twice() -> None:
+        wait_for(lambda: late_commits(server) == 1, 'no bid POST')
+        for _ in range(2):
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = Background(interrupt_twice)
+    started = time.monotonic()
+    launch_interrupted('abandoned', sigterm_raises)
+    helper.join(10)
+    assert time.monotonic() - started < 10
+    assert 'Stopped watching for bid' in caplog.text
+    assert 'Run `sky down` for this cluster' in caplog.text
+    server.control('POST', 'advance', seconds=60)
+    assert [b['status'] for b in bids_named(server, 'abandoned')] == ['Open']
+    provisioner.terminate_instances('abandoned', PROVIDER)
+    assert [b['status'] for b in bids_named(server, 'abandoned')] == [
+        'Terminated']

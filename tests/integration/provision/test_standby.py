@@ -1,0 +1,113 @@
+"""A cluster's standby bid, placed during a managed job's preemption notice
+(manual-clock emulator): the cluster's bid stays the preempted one until the
+standby is promoted; the relaunch after the promotion adopts the standby
+without placing a bid; `sky down` cancels both, `sky stop` pauses the old
+one and cancels the standby, and a dropped standby leaves the cluster as it
+was."""
+
+from decimal import Decimal
+from typing import Iterator, Tuple
+
+import pytest
+
+from sky_mithril.account import connection
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.recovery import records
+from sky_mithril.recovery import standby as standby_lib
+
+from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
+                                        provision_config, query)
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+CLEARING_S = 120.0
+BOOT_S = 60.0
+PROVIDER = {'project_id': 'proj_emulator'}
+
+
+def advance(server: EmulatorServer, seconds: float) -> None:
+    server.control('POST', 'advance', seconds=seconds)
+
+
+def set_price(server: EmulatorServer, price: str) -> None:
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price=price)
+
+
+def status_of(server: EmulatorServer, fid: str) -> str:
+    return next(b['status'] for b in bids_named(server, 'job')
+                if b['fid'] == fid)
+
+
+@pytest.fixture
+def notice(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
+           ) -> Iterator[Tuple[EmulatorServer, str, str]]:
+    """Cluster `job` ($10/h) in its preemption notice, with a standby at
+    $30/h that has won and booted: (emulator, old fid, standby fid)."""
+    monkeypatch.setattr(records, '_path',
+                        lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(manual_clock_emulator, 'job',
+                           provision_config(limit='10.00'), CLEARING_S)
+    set_price(manual_clock_emulator, '$50.00')
+    advance(manual_clock_emulator, CLEARING_S)
+    conn = connection.connect()
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    set_price(manual_clock_emulator, '$20.00')
+    standby = standby_lib.place_standby(conn, old, Decimal('30.00'))
+    advance(manual_clock_emulator, CLEARING_S + BOOT_S)
+    assert status_of(manual_clock_emulator, standby.bid.fid) == 'Allocated'
+    yield manual_clock_emulator, old.fid, standby.bid.fid
+
+
+def test_the_clusters_bid_is_the_old_one_until_the_standby_is_promoted(
+        notice):
+    server, old, standby = notice
+    conn = connection.connect()
+    [old_instance] = next(b for b in bids_named(server, 'job')
+                          if b['fid'] == old)['instances']
+    assert cluster_bid.live_bid(conn, 'job').fid == old
+    assert list(query('job')) == [old_instance['fid']]
+
+    standby_lib.promote_standby(conn, 'job', standby)
+    assert status_of(server, old) == 'Terminated'
+    assert cluster_bid.live_bid(conn, 'job').fid == standby
+    assert records.standby_of('job') is None
+
+    server.control('DELETE', 'stats')
+    record = provisioner.run_instances(REGION, 'job', 'job',
+                                       provision_config(limit='30.00'))
+    [standby_instance] = next(b for b in bids_named(server, 'job')
+                              if b['fid'] == standby)['instances']
+    assert record.head_instance_id == standby_instance['fid']
+    assert record.created_instance_ids == [] == record.resumed_instance_ids
+    routes = server.control('GET', 'stats')['by_route']
+    assert 'POST /v2/spot/bids' not in routes
+    assert 'PATCH /v2/spot/bids/{bid_fid}' not in routes
+    assert [b['fid'] for b in bids_named(server, 'job')
+            if b['status'] != 'Terminated'] == [standby]
+
+
+def test_sky_down_in_the_notice_cancels_the_standby_too(notice):
+    server, _, _ = notice
+    provisioner.terminate_instances('job', PROVIDER)
+    assert {b['status'] for b in bids_named(server, 'job')} == {'Terminated'}
+    assert records.standby_of('job') is None
+
+
+def test_sky_stop_in_the_notice_cancels_the_standby(notice):
+    server, old, standby = notice
+    provisioner.stop_instances('job', PROVIDER)
+    assert status_of(server, old) == 'Paused'
+    assert status_of(server, standby) == 'Terminated'
+
+
+def test_a_dropped_standby_leaves_the_cluster_as_it_was(notice):
+    server, old, standby = notice
+    conn = connection.connect()
+    standby_lib.drop_standby(conn, 'job', standby)
+    assert status_of(server, standby) == 'Terminated'
+    assert status_of(server, old) == 'Preempting'
+    assert cluster_bid.live_bid(conn, 'job').fid == old
