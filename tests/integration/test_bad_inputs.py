@@ -12,14 +12,13 @@ from typing import Iterator
 import pytest
 import sky
 import yaml
-from sky import exceptions
-from sky.clouds import cloud as sky_cloud
-from sky.utils import resources_utils
 
 from sky_mithril import cloud
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
+
+from tests.helpers.deploy import deploy_refusal
 
 RIGHT_KEY = 'bad-inputs-right-key'
 WRONG_KEY = 'bad-inputs-WRONG-key-4711'
@@ -44,19 +43,6 @@ def write_profile(config_home: Path, **profile: str) -> None:
     path.write_text(yaml.safe_dump({'current_profile': 'default',
                                     'profiles': {'default': profile}}))
     path.chmod(0o600)
-
-
-def deploy_refusal() -> str:
-    """What the launch's deploy step (credentials and project checked just
-    before the bid) raises for one A100 in us-central3-a."""
-    resources = sky.Resources(cloud=cloud.Mithril(),
-                              instance_type='a100-80gb.sxm.1x',
-                              region='us-central3-a')
-    with pytest.raises(exceptions.InvalidCloudCredentials) as info:
-        cloud.Mithril().make_deploy_resources_variables(
-            resources, resources_utils.ClusterName('creds', 'creds'),
-            sky_cloud.Region('us-central3-a'), None, 1)
-    return str(info.value)
 
 
 @pytest.mark.parametrize('profile,fragments', [

@@ -22,9 +22,10 @@ from sky import skypilot_config
 from sky.clouds import cloud as sky_cloud
 from sky.utils import common_utils
 from sky.utils import config_utils
-from sky.utils import resources_utils
 
 from sky_mithril import cloud
+
+from tests.helpers.deploy import deploy_refusal
 
 PRICE = 'config.mithril.limit_price'
 CONFIG = '~/.config/mithril/config.yaml'
@@ -154,19 +155,6 @@ def write_credentials(path: Path, how: str) -> None:
     else:
         raise AssertionError(how)
     path.chmod(0o000 if how == 'unreadable' else 0o600)
-
-
-def deploy_refusal() -> str:
-    """What the launch's deploy step (where credentials are loaded, just
-    before the bid) raises for one A100 in us-central3-a."""
-    resources = sky.Resources(cloud=cloud.Mithril(),
-                              instance_type='a100-80gb.sxm.1x',
-                              region='us-central3-a')
-    with pytest.raises(exceptions.InvalidCloudCredentials) as info:
-        cloud.Mithril().make_deploy_resources_variables(
-            resources, resources_utils.ClusterName('creds', 'creds'),
-            sky_cloud.Region('us-central3-a'), None, 1)
-    return str(info.value)
 
 
 @pytest.mark.parametrize('how,fragments', [
