@@ -17,6 +17,7 @@ import email.utils
 import enum
 import logging
 import random
+import ssl
 import threading
 import time
 from datetime import datetime, timezone
@@ -92,11 +93,19 @@ def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _classify(exc: requests.RequestException) -> _TransportFailure:
+    """What a request that got no HTTP answer tells about the server having
+    acted on it. A TLS error other than a refused certificate may come while
+    the answer is read, after the server had the whole request: DROPPED."""
     if isinstance(exc, (requests.exceptions.InvalidURL,
                         requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema,
-                        requests.exceptions.SSLError)):
+                        requests.exceptions.InvalidSchema)):
         return _TransportFailure.UNUSABLE
+    if isinstance(exc, requests.exceptions.SSLError):
+        refused_certificate = any(
+            isinstance(link, ssl.SSLCertVerificationError)
+            for link in _exception_chain(exc))
+        return (_TransportFailure.UNUSABLE if refused_certificate else
+                _TransportFailure.DROPPED)
     if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
             isinstance(link, ConnectTimeoutError)
             for link in _exception_chain(exc)):

@@ -4,6 +4,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List
@@ -322,7 +323,10 @@ def test_422_message_carries_the_servers_msg_and_loc(
     connection_reset(),
     requests.exceptions.ReadTimeout('read timed out'),
     requests.exceptions.ChunkedEncodingError('IncompleteRead(12 bytes read)'),
-], ids=['500', 'reset-mid-response', 'read-timeout', 'incomplete-read'])
+    requests.exceptions.SSLError(ssl.SSLError(
+        1, '[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed')),
+], ids=['500', 'reset-mid-response', 'read-timeout', 'incomplete-read',
+        'tls-error-reading-the-answer'])
 def test_create_bid_is_not_retried_when_it_may_have_been_applied(
         client: MithrilClient, mocked_api: responses.RequestsMock,
         failure: Any) -> None:
@@ -337,6 +341,21 @@ def test_create_bid_is_not_retried_when_it_may_have_been_applied(
     assert len(mocked_api.calls) == 1 and client.request_count == 1
     assert client.retry_count == 0
     assert "List bids named 'sky-train-1'" in str(caught.value)
+
+
+def test_create_bid_with_a_refused_certificate_is_a_definite_failure(
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    """A certificate is refused in the handshake, before the request is sent:
+    nothing can have been placed, and the message names the URL to check."""
+    mocked_api.post(BIDS_URL, body=requests.exceptions.SSLError(
+        ssl.SSLCertVerificationError(1, 'certificate verify failed')))
+
+    with pytest.raises(ConnectionFailedError) as caught:
+        client.create_bid(bid_request())
+
+    assert not isinstance(caught.value, AmbiguousResponseError)
+    assert not caught.value.retryable
+    assert 'Check MITHRIL_API_URL' in str(caught.value)
 
 
 def test_create_bid_with_unreadable_201_is_ambiguous(
