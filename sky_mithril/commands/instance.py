@@ -24,6 +24,7 @@ from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, age, confirm, dollars,
                                          per_hour, print_json,
                                          print_table, progress, short_status)
+from sky_mithril.provision import cluster_bid
 
 # `--state` words: Mithril's bid states and `ml`'s names for them.
 STATE_WORDS = {
@@ -152,20 +153,6 @@ def _resolve_type(conn: connection.Connection, wanted: str,
                        'list-types`.')
 
 
-def _place(conn: connection.Connection,
-           request: models.CreateBidRequest) -> models.Bid:
-    """POSTs the bid; when the answer was lost, finds it by its name."""
-    try:
-        return conn.client.create_bid(request)
-    except errors.AmbiguousResponseError:
-        placed = [b for b in conn.client.list_bids(conn.project_id,
-                                                   name=request.name)
-                  if common.is_live(b)]
-        if len(placed) == 1:
-            return placed[0]
-        raise
-
-
 def _cmd_create(args: argparse.Namespace) -> int:
     conn = common.connect(args.project)
     try:
@@ -205,7 +192,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
             launch_specification=models.LaunchSpecification(
                 ssh_keys=keys.key_fids_for_new_bid(conn),
                 kubernetes_cluster=cluster.fid if cluster else None))
-        bid = _place(conn, request)
+        progress(f'Placing bid {name}...')
+        bid = cluster_bid.create_once(conn, request).bid
         spot = _spot_price(conn, bid)
         progress(f'Placed bid {bid.fid} for {summary}. Spot price now: '
                  f'{per_hour(spot)}.')

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from sky_mithril.commands import sky_clusters
+from sky_mithril.provision import cluster_bid
 
 from tests.helpers.commands import REGION, TYPE, add_sky_cluster
 
@@ -292,3 +293,23 @@ def test_rate_limits_and_503s_are_retried(fast_emulator, home, run, fault):
     assert json.loads(result.out) == []
     counts = fast_emulator.control('GET', 'faults')['counts']
     assert sum(counts.values()) == 2
+
+
+def test_a_create_whose_answer_was_lost_places_one_bid_and_names_it(
+        fast_emulator, home, run, api, monkeypatch):
+    """The POST is answered with a 503 but committed a little later: the
+    command waits it out instead of failing (and leaving that bid billing
+    unseen) or placing a second one."""
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.05)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 20.0)
+    fast_emulator.control('PUT', 'faults', rules=[{
+        'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
+        'late_commit_s': 600, 'late_commit_answer': 'server_error',
+        'server_error_statuses': [503], 'max_faults': 1}])
+    result = _create(run, 'late')
+    assert result.code == 0, result.err
+    assert result.out.strip() == 'late'
+    assert len([b for b in api.bids_named('late')
+                if b['status'] != 'Terminated']) == 1
+    assert fast_emulator.control('GET', 'stats')['by_route'][
+        'POST /v2/spot/bids'] == 1
