@@ -181,9 +181,10 @@ def _launch_settings_reach_existing_clusters() -> None:
 def _task_config_reaches_existing_clusters() -> None:
     """SkyPilot launches onto an existing cluster with the resources it was
     launched with, config overrides included: a task's new
-    `config.mithril` (a new limit price, timeouts, volumes) would never
-    reach the cluster's config. For a Mithril cluster, the task's section
-    replaces the old one in the resources to provision."""
+    `config.mithril` (a new limit price, timeouts, volumes) and its
+    `max_hourly_cost` (the limit's cap) would never reach the cluster's
+    config. For a Mithril cluster, the task's section and cap replace the
+    old ones in the resources to provision."""
     # pylint: disable=import-outside-toplevel,protected-access
     from sky.backends import cloud_vm_ray_backend
     backend = cloud_vm_ray_backend.CloudVmRayBackend
@@ -198,16 +199,17 @@ def _task_config_reaches_existing_clusters() -> None:
                 not resources.cloud.is_same_cloud(sky.Mithril())):
             return to_provision
         overrides = dict(resources.cluster_config_overrides)
-        section = next(iter(task.resources)).cluster_config_overrides.get(
-            CLOUD_NAME)
-        if overrides.get(CLOUD_NAME) == section:
+        asked = next(iter(task.resources))
+        section = asked.cluster_config_overrides.get(CLOUD_NAME)
+        if (overrides.get(CLOUD_NAME) == section and
+                resources.max_hourly_cost == asked.max_hourly_cost):
             return to_provision
         overrides.pop(CLOUD_NAME, None)
         if section is not None:
             overrides[CLOUD_NAME] = section
         # Resources.copy would merge the old section into the new one (a key
         # the task dropped would stay), so the copy's overrides are replaced.
-        replaced = resources.copy()
+        replaced = resources.copy(max_hourly_cost=asked.max_hourly_cost)
         replaced._cluster_config_overrides = overrides
         to_provision.resources = replaced
         return to_provision
