@@ -180,8 +180,12 @@ def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
         if limit is not None:
             check_within_cap(limit.per_hour, limit.source, cap)
             return limit
+    if cap is not None and cap > MAX_LIMIT_PRICE_PER_HOUR:
+        # A generous cap meant for every cloud: bid at the sanity ceiling.
+        return LimitPrice(MAX_LIMIT_PRICE_PER_HOUR,
+                          f'the sanity ceiling, below {MAX_HOURLY_COST} '
+                          f'{money.format_dollars(cap)}/h of the task')
     if cap is not None:
-        check_ceiling(cap, MAX_HOURLY_COST)
         return LimitPrice(cap, f'{MAX_HOURLY_COST} of the task, SkyPilot\'s '
                           'cap per node-hour')
     return LimitPrice(DEFAULT_LIMIT_PRICE_PER_HOUR,

@@ -53,9 +53,12 @@ def test_a_cap_below_one_cent_is_refused():
         limit(max_hourly_cost=0.001)
 
 
-def test_a_cap_above_the_sanity_ceiling_is_refused_like_a_limit():
-    with pytest.raises(settings.MithrilConfigError, match='sanity ceiling'):
-        limit(max_hourly_cost=5000)
+def test_a_cap_above_the_sanity_ceiling_bids_at_the_ceiling():
+    """A generous cap meant for every cloud of the task keeps Mithril in,
+    bidding at the ceiling a limit key may reach."""
+    resolved = limit(max_hourly_cost=5000)
+    assert resolved.per_hour == settings.MAX_LIMIT_PRICE_PER_HOUR
+    assert 'sanity ceiling' in resolved.describe()
 
 
 def test_a_recovery_limit_above_the_cap_is_refused_naming_both_keys():
