@@ -474,7 +474,7 @@ def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
                        if a['instance_type'] == TYPE and a['region'] == REGION)
         assert auction['spot_price'] == '$3.21'
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert process.wait(timeout=60) == 0
         assert 'stopped' in process.stdout.read()
     finally:
         if process.poll() is None:
