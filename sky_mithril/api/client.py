@@ -32,6 +32,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from sky_mithril import __version__
 from sky_mithril.api import errors
+from sky_mithril.api.errors import redact
 from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
                                     CreateBidRequest, CreateVolumeRequest,
                                     CurrentPrice, Instance, InstanceStatus,
@@ -58,13 +59,6 @@ class ApiAccess(Protocol):
 
     api_key: str
     api_url: str
-
-
-def redact(text: str, secret: Optional[str]) -> str:
-    """Replaces every occurrence of `secret` in `text` with a fixed marker."""
-    if not secret:
-        return text
-    return text.replace(secret, '<redacted>')
 
 
 class _TransportFailure(enum.Enum):
@@ -623,13 +617,14 @@ class MithrilClient:
             note += f' The server asked to wait {retry_after:g} s.'
         return note
 
-    def _body(self, response: requests.Response) -> str:
-        """The response body with the API key redacted."""
+    @staticmethod
+    def _body(response: requests.Response) -> str:
+        """The response body as text, '' when unreadable. Not redacted: the
+        error builders redact the key in it as written and once decoded."""
         try:
-            text = response.text
+            return response.text or ''
         except (requests.RequestException, ValueError):
             return ''
-        return redact(text or '', self._api_key)
 
     def _status_error(self, response: requests.Response, method: str,
                       path: str, idempotent: bool,
@@ -639,11 +634,12 @@ class MithrilClient:
         body = self._body(response)
         status = response.status_code
         if not idempotent and status >= 500:
-            detail = errors.parse_error_body(body)[0]
+            detail = errors.parse_error_body(body, self._api_key)[0]
             return self._ambiguous(method, path,
                                    f'it answered {status} ({detail})',
                                    reconcile_hint, status)
         return errors.error_for_status(status, method, path, body,
+                                       secret=self._api_key,
                                        retry_after=retry_after)
 
     def _transport_error(self, exc: requests.RequestException, method: str,

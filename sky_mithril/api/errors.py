@@ -1,14 +1,36 @@
 """Typed errors for Mithril API calls, with messages a user can act on.
 
-Every message is built from text the client has already redacted: the API
-key never reaches an exception's message, args or repr.
+The API key never reaches an exception's message, args, repr or `detail`: the
+client redacts what it hands over here, and an error body is redacted both
+as written and once decoded, since a server may echo the key with JSON
+escapes (`\\/`, `\\u002b`) that only decoding turns back into the key.
 """
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 SETUP_HINT = 'Check MITHRIL_API_KEY or run `ml setup`.'
 MAX_DETAIL_CHARS = 300
+REDACTED = '<redacted>'
+
+
+def redact(text: str, secret: Optional[str]) -> str:
+    """Replaces every occurrence of `secret` in `text` with a fixed marker."""
+    if not secret:
+        return text
+    return text.replace(secret, REDACTED)
+
+
+def _redact_decoded(value: Any, secret: Optional[str]) -> Any:
+    """Decoded JSON with `secret` redacted in every string, keys included."""
+    if isinstance(value, str):
+        return redact(value, secret)
+    if isinstance(value, list):
+        return [_redact_decoded(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {_redact_decoded(key, secret): _redact_decoded(item, secret)
+                for key, item in value.items()}
+    return value
 
 
 class MithrilAPIError(Exception):
@@ -133,10 +155,14 @@ def _truncate(text: str) -> str:
     return text[:MAX_DETAIL_CHARS] + '...'
 
 
-def parse_error_body(body_text: str) -> tuple[str, List[Dict[str, Any]]]:
-    """Extracts (human-readable detail, validation entries) from an error body."""
+def parse_error_body(body_text: str,
+                     secret: Optional[str]) -> Tuple[str, List[Dict[str, Any]]]:
+    """Extracts (human-readable detail, validation entries) from an error
+    body, with `secret` redacted in the body as written and once decoded."""
+    body_text = redact(body_text, secret)
     try:
-        payload = json.loads(body_text) if body_text else None
+        payload = _redact_decoded(json.loads(body_text),
+                                  secret) if body_text else None
     except ValueError:
         return _truncate(body_text), []
     if isinstance(payload, dict):
@@ -154,58 +180,69 @@ def _with_detail(message: str, detail_text: str) -> str:
     return f'{message}: {detail_text}' if detail_text else message
 
 
-def error_for_status(status_code: int,
-                     method: str,
-                     path: str,
-                     body_text: str,
-                     *,
-                     retry_after: Optional[float] = None) -> MithrilAPIError:
-    """The typed error for an HTTP error response. `body_text` must be redacted."""
-    detail_text, detail = parse_error_body(body_text)
-    request = f'{method} {path}'
-    context: Dict[str, Any] = dict(status_code=status_code,
-                                   method=method,
-                                   path=path)
+def _class_and_message(status_code: int, request: str, detail_text: str,
+                       retry_after: Optional[float]
+                       ) -> Tuple[Type[MithrilAPIError], str]:
+    """The error class for an HTTP status and the message that says what to do."""
     if status_code == 401:
         message = _with_detail(
             f'Mithril rejected the API key (401) on {request}', detail_text)
-        return AuthenticationError(f'{message}. {SETUP_HINT}',
-                                   **context)
+        return AuthenticationError, f'{message}. {SETUP_HINT}'
     if status_code == 403:
         message = _with_detail(f'Mithril denied access (403) to {request}',
                                detail_text)
-        return PermissionDeniedError(
+        return PermissionDeniedError, (
             f'{message}. The API key is valid but lacks permission here; '
             f'check that MITHRIL_PROJECT names a project this key belongs '
-            f'to.', **context)
+            f'to.')
     if status_code == 404:
         message = _with_detail(f'Mithril found nothing at {request} (404)',
                                detail_text)
-        return NotFoundError(f'{message}.', **context)
+        return NotFoundError, f'{message}.'
     if status_code == 409:
         message = _with_detail(
             f'Mithril refused {request} as it conflicts with the current '
             'state (409)', detail_text)
-        return ConflictError(f'{message.rstrip(".")}.', **context)
+        return ConflictError, f'{message.rstrip(".")}.'
     if status_code in (400, 422):
         message = _with_detail(
             f'Mithril rejected the request {request} ({status_code})',
             detail_text)
-        return ValidationError(f'{message}.', detail=detail, **context)
+        return ValidationError, f'{message}.'
     if status_code == 429:
         wait = (f' The server asked to wait {retry_after:g} s.'
                 if retry_after is not None else '')
         message = _with_detail(f'Mithril rate-limited {request} (429)',
                                detail_text)
-        return RateLimitedError(f'{message}.{wait}',
-                                retry_after=retry_after,
-                                **context)
+        return RateLimitedError, f'{message}.{wait}'
     if status_code >= 500:
         message = _with_detail(
             f'Mithril had a server error ({status_code}) on {request}',
             detail_text)
-        return ServerError(f'{message}.', **context)
+        return ServerError, f'{message}.'
     message = _with_detail(
         f'Mithril answered {request} with unexpected HTTP {status_code}',
         detail_text)
-    return MithrilAPIError(f'{message}.', **context)
+    return MithrilAPIError, f'{message}.'
+
+
+def error_for_status(status_code: int,
+                     method: str,
+                     path: str,
+                     body_text: str,
+                     *,
+                     secret: Optional[str],
+                     retry_after: Optional[float] = None) -> MithrilAPIError:
+    """The typed error for an HTTP error response, with `secret` redacted
+    from the body (as written and decoded) and from the final message."""
+    detail_text, detail = parse_error_body(body_text, secret)
+    error_class, message = _class_and_message(status_code, f'{method} {path}',
+                                              detail_text, retry_after)
+    context: Dict[str, Any] = dict(status_code=status_code,
+                                   method=method,
+                                   path=path)
+    if error_class is ValidationError:
+        context['detail'] = detail
+    if error_class is RateLimitedError:
+        context['retry_after'] = retry_after
+    return error_class(redact(message, secret), **context)

@@ -5,6 +5,7 @@ import json
 import logging
 import random
 import ssl
+import traceback
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List
@@ -531,6 +532,64 @@ def test_ambiguous_post_error_redacts_an_echoed_key(
 
     assert API_KEY not in str(caught.value)
     assert API_KEY not in repr(caught.value)
+
+
+# A key with the characters JSON may escape: `/` (as `\\/`) and `+` (as `\\u002b`).
+ESCAPABLE_KEY = 'mk_live_S3/CR+ET'
+
+
+def _escape_slashes(text: str) -> str:
+    return text.replace('/', '\\/')
+
+
+def _escape_plus(text: str) -> str:
+    return text.replace('+', '\\u002b')
+
+
+def _escape_every_character(text: str) -> str:
+    return ''.join(f'\\u{ord(char):04x}' for char in text)
+
+
+def _escaped_json(payload: Any, escape: Any) -> str:
+    """`payload` as JSON whose copies of ESCAPABLE_KEY are written by `escape`."""
+    return json.dumps(payload).replace(ESCAPABLE_KEY, escape(ESCAPABLE_KEY))
+
+
+def _every_text_of(error: BaseException) -> List[str]:
+    return [str(error), repr(error), repr(error.args),
+            repr(getattr(error, 'detail', None)),
+            ''.join(traceback.format_exception(error))]
+
+
+@pytest.mark.parametrize('escape', [_escape_slashes, _escape_plus,
+                                    _escape_every_character],
+                         ids=['slash', 'u002b', 'every-character'])
+@pytest.mark.parametrize('method, status, payload', [
+    ('GET', 401, {'detail': f'invalid token Bearer {ESCAPABLE_KEY}'}),
+    ('GET', 404, {'message': f'no bid for {ESCAPABLE_KEY}'}),
+    ('POST', 422, {'detail': [{'loc': ['header', ESCAPABLE_KEY],
+                               'msg': f'bad key {ESCAPABLE_KEY}',
+                               'type': 'value_error'}]}),
+    ('POST', 502, {'detail': f'upstream saw {ESCAPABLE_KEY}'}),
+], ids=['detail-text', 'message-text', 'detail-list', 'ambiguous-post'])
+def test_a_key_echoed_with_json_escapes_is_redacted_after_decoding(
+        mocked_api: responses.RequestsMock, sleep: RecordingSleep,
+        escape: Any, method: str, status: int, payload: Dict[str, Any]) -> None:
+    client = MithrilClient(ESCAPABLE_KEY, API_URL, max_retry_seconds=0,
+                           sleep=sleep, rng=HighestJitter())
+    mocked_api.add(method, BIDS_URL if method == 'POST' else ME_URL,
+                   status=status, body=_escaped_json(payload, escape),
+                   content_type='application/json')
+
+    with pytest.raises(MithrilAPIError) as caught:
+        if method == 'POST':
+            client.create_bid(bid_request())
+        else:
+            client.me()
+
+    assert '<redacted>' in str(caught.value)
+    for text in _every_text_of(caught.value):
+        assert ESCAPABLE_KEY not in text
 
 
 def test_malformed_api_key_is_refused_without_echoing_it() -> None:
