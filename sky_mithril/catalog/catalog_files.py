@@ -75,8 +75,9 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
         return list(reader)
 
 
-def write_rows(rows: List[Dict[str, str]], path: Path) -> None:
-    """Writes `rows` in SkyPilot's catalog columns, replacing `path` atomically."""
+def rows_csv(rows: List[Dict[str, str]], path: Path) -> str:
+    """`rows` as the text of the catalog at `path`, in SkyPilot's columns;
+    refuses no rows, so `path` is never replaced by an empty catalog."""
     if not rows:
         raise ValueError('The API returned no priced auctions; the catalog '
                          f'at {path} was left as it was.')
@@ -84,4 +85,9 @@ def write_rows(rows: List[Dict[str, str]], path: Path) -> None:
     writer = csv.DictWriter(text, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    files.write_atomically(path, text.getvalue())
+    return text.getvalue()
+
+
+def write_rows(rows: List[Dict[str, str]], path: Path) -> None:
+    """Writes `rows` in SkyPilot's catalog columns, replacing `path` atomically."""
+    files.write_atomically(path, rows_csv(rows, path))

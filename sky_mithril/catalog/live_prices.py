@@ -45,7 +45,7 @@ _refreshing = threading.Lock()
 
 
 def cache_dir() -> Path:
-    return Path.home() / '.sky' / 'mithril'
+    return files.state_dir()
 
 
 def overlay_path() -> Path:
@@ -151,7 +151,8 @@ def refresh() -> None:
         except errors.MithrilAPIError:
             market = None
     rows, delisted = _overlay_rows(market)
-    catalog_files.write_rows(rows, overlay_path())
+    files.write_private(overlay_path(),
+                        catalog_files.rows_csv(rows, overlay_path()))
     _publish_for_client()
     state = {
         'fetched_at': time.time(),
@@ -162,7 +163,7 @@ def refresh() -> None:
         'fids': {f'{t}@{r}': fid
                  for (t, r), fid in (market.fids if market else {}).items()},
     }
-    files.write_atomically(_state_path(), json.dumps(state))
+    files.write_private(_state_path(), json.dumps(state))
 
 
 def _publish_for_client() -> None:

@@ -43,7 +43,7 @@ RATE_TOLERANCE = 0.1
 
 
 def _path() -> Path:
-    return Path.home() / '.sky' / 'mithril' / 'market-timing.json'
+    return files.state_dir() / 'market-timing.json'
 
 
 def _epoch(when: datetime.datetime) -> float:
@@ -82,7 +82,7 @@ class MarketTiming:
         del entry['api_url']
         data[self.api_url] = entry
         try:
-            files.write_atomically(_path(), json.dumps(data))
+            files.write_private(_path(), json.dumps(data))
         except OSError:
             pass
 

@@ -27,7 +27,7 @@ KEEP_SECONDS = 24 * 3600.0
 
 
 def _path() -> Path:
-    return Path.home() / '.sky' / 'mithril' / 'recoveries.json'
+    return files.state_dir() / 'recoveries.json'
 
 
 def _lock_path() -> Path:
@@ -63,7 +63,7 @@ def mark(cluster_name: str, bid_fid: str, preemptions: int) -> None:
         now = time.time()
         records['clusters'][cluster_name] = now
         records['bids'][bid_fid] = [preemptions, now]
-        files.write_atomically(_path(), json.dumps(records))
+        files.write_private(_path(), json.dumps(records))
 
 
 def is_recovering(cluster_name: str) -> bool:
@@ -82,7 +82,7 @@ def set_standby(name_on_cloud: str, bid_fid: str) -> None:
     with files.locked(_lock_path()):
         records = _read()
         records['standbys'][name_on_cloud] = [bid_fid, time.time()]
-        files.write_atomically(_path(), json.dumps(records))
+        files.write_private(_path(), json.dumps(records))
 
 
 def standby_of(name_on_cloud: str) -> Optional[str]:
@@ -97,4 +97,4 @@ def forget_standby(name_on_cloud: str) -> None:
     with files.locked(_lock_path()):
         records = _read()
         if records['standbys'].pop(name_on_cloud, None) is not None:
-            files.write_atomically(_path(), json.dumps(records))
+            files.write_private(_path(), json.dumps(records))
