@@ -1,9 +1,12 @@
 """`sky-mithril emulator`: run the local Mithril market emulator until Ctrl-C."""
 
 import argparse
+import os
 import random
+import shlex
 import signal
 import threading
+from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from sky_mithril.emulator import default_market
@@ -15,6 +18,9 @@ from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
 DEFAULT_PORT = 8765
 HOST_BACKENDS = ('placeholder', 'namespace', 'local')
+# The one API key the emulator accepts, when no --key-file names one. Never
+# an option's value: other local users read every process's arguments (`ps`).
+ENV_API_KEY = 'SKY_MITHRIL_EMULATOR_API_KEY'
 
 
 def _price_assignment(text: str) -> Tuple[str, str, str]:
@@ -54,8 +60,9 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
                         default=[], metavar='TYPE@REGION=PRICE',
                         help='starting spot price of one auction, e.g. '
                         'h100-80gb.sxm.8x@us-central2-a=$9.50 (repeatable)')
-    parser.add_argument('--api-key',
-                        help='accept only this API key (default: any)')
+    parser.add_argument('--key-file', metavar='PATH', type=Path,
+                        help='accept only the API key in this file (default: '
+                        f'the value of ${ENV_API_KEY}; without either, any key)')
     parser.add_argument('--catalog', metavar='PATH',
                         help='market CSV in the catalog\'s columns, Price = auction floor '
                         '(default: the emulator\'s own market, with a week of '
@@ -80,6 +87,17 @@ def make_hosts(kind: str, echo: Callable[[str], None] = print) -> HostBackend:
     return LocalPortHosts()
 
 
+def accepted_api_key(args: argparse.Namespace) -> Optional[str]:
+    """The one key the emulator accepts: the content of --key-file, else
+    ${ENV_API_KEY}; None (any key) without either."""
+    if args.key_file is None:
+        return os.environ.get(ENV_API_KEY) or None
+    key = args.key_file.read_text(encoding='utf-8').strip()
+    if not key:
+        raise ValueError(f'the key file {args.key_file} is empty')
+    return key
+
+
 def build_server(args: argparse.Namespace,
                  hosts: Optional[HostBackend] = None) -> EmulatorServer:
     """The (not yet started) server the parsed options describe; fills in
@@ -100,20 +118,29 @@ def build_server(args: argparse.Namespace,
     return EmulatorServer(market,
                           host=args.host or hosts.api_address,
                           port=args.port,
-                          api_key=args.api_key,
+                          api_key=accepted_api_key(args),
                           seed=args.seed)
 
 
-def _usage(server: EmulatorServer, args: argparse.Namespace) -> List[str]:
-    api_key = ('<the value of --api-key>'
-               if args.api_key else 'emulator-any-key')
+def _client_key(args: argparse.Namespace) -> str:
+    """What a client's MITHRIL_API_KEY is set to: where the accepted key is,
+    never the key itself."""
+    if args.key_file is not None:
+        return f'"$(cat {shlex.quote(str(args.key_file))})"'
+    if os.environ.get(ENV_API_KEY):
+        return f'"${ENV_API_KEY}"'
+    return 'emulator-any-key'
+
+
+def usage(server: EmulatorServer, args: argparse.Namespace) -> List[str]:
+    """What the emulator prints once it listens: where, and what to export."""
     return [
         f'Mithril emulator listening on {server.url} '
         f'({args.speed:g} emulated seconds per second, clearing every '
         f'{args.clearing_interval:g} emulated seconds, seed {args.seed}).',
         'Point SkyPilot (and Mithril\'s `ml`) at it with:',
         f'  export MITHRIL_API_URL={server.url}',
-        f'  export MITHRIL_API_KEY={api_key}',
+        f'  export MITHRIL_API_KEY={_client_key(args)}',
         f'  export MITHRIL_PROJECT={server.market.project.fid}',
         'Press Ctrl-C to stop.',
     ]
@@ -139,7 +166,7 @@ def run_emulator(args: argparse.Namespace,
         except OSError as e:
             echo(f'Cannot listen on {args.host}:{args.port}: {e}')
             return 2
-        for line in _usage(server, args):
+        for line in usage(server, args):
             echo(line)
         while not stop.wait(0.5):
             pass

@@ -1,5 +1,6 @@
 """The emulator over real HTTP on 127.0.0.1, hit with plain `requests`."""
 
+import argparse
 import datetime
 import os
 import re
@@ -7,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
 
+from sky_mithril.emulator import cli
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
@@ -480,6 +483,40 @@ def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _emulator_options(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_emulator_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_takes_no_api_key_on_its_command_line() -> None:
+    # Other local users read any process's arguments (`ps`).
+    with pytest.raises(SystemExit):
+        _emulator_options('--api-key', 'the-only-key')
+
+
+@pytest.mark.parametrize('source', ['key-file', 'environment'])
+def test_cli_accepts_only_the_key_from_a_file_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    argv = ['--port', '0']
+    if source == 'key-file':
+        key_file = tmp_path / 'emulator-key'
+        key_file.write_text('the-only-key\n')
+        argv += ['--key-file', str(key_file)]
+    else:
+        monkeypatch.setenv(cli.ENV_API_KEY, 'the-only-key')
+    args = _emulator_options(*argv)
+
+    with cli.build_server(args) as server:
+        def status(key: str) -> int:
+            return requests.get(f'{server.url}/v2/me', timeout=10, headers={
+                'Authorization': f'Bearer {key}'}).status_code
+
+        assert status('another-key') == 401
+        assert status('the-only-key') == 200
+    assert all('the-only-key' not in line for line in cli.usage(server, args))
 
 
 def test_kubernetes_cluster_routes_and_kube_endpoint(
