@@ -1,6 +1,8 @@
-"""One place that turns credentials into a client bound to a project."""
+"""One place that turns credentials into a client bound to a project, and
+that sends a key only to the API of the credentials it came with."""
 
 import dataclasses
+import os
 from typing import List, Optional
 
 from sky_mithril.account import credentials as credentials_lib
@@ -37,20 +39,48 @@ def _pick_project(projects: List[models.Project],
         'your profile with `ml setup`.')
 
 
+def _require_same_api(creds: credentials_lib.Credentials,
+                      cluster_api_url: str, cluster_profile: Optional[str]) -> None:
+    """Refuses a cluster recorded against another API than the credentials'
+    own: the key would go to whatever answers there now (a stopped
+    emulator's loopback port is anyone's to bind)."""
+    recorded = cluster_api_url.rstrip('/')
+    if recorded == creds.api_url:
+        return
+    if os.environ.get(credentials_lib.ENV_API_URL):
+        in_use = f'{credentials_lib.ENV_API_URL} names {creds.api_url}'
+    elif creds.profile:
+        in_use = f'profile {creds.profile!r} names {creds.api_url}'
+    else:
+        in_use = f'the credentials in use are for {creds.api_url}'
+    if cluster_profile:
+        other_fix = (f'give profile {cluster_profile!r} (which the cluster '
+                     f'uses) its api_url {recorded} again')
+    else:
+        other_fix = (f'set {credentials_lib.ENV_PROFILE} to the profile whose '
+                     f'api_url is {recorded}')
+    raise credentials_lib.CredentialsError(
+        f'The cluster was launched against the Mithril API at {recorded}, but '
+        f'{in_use}; the API key is sent only to its own API. To manage the '
+        f'cluster, set {credentials_lib.ENV_API_URL}={recorded} (with that '
+        f'API\'s key in {credentials_lib.ENV_API_KEY}), or {other_fix}.')
+
+
 def connect(profile: Optional[str] = None,
             project_id: Optional[str] = None,
             api_url: Optional[str] = None,
             **client_options: float) -> Connection:
-    """Resolves credentials (optionally pinned to a cluster's profile, project
-    and API URL) and checks the project against `GET /v2/projects`.
+    """Resolves credentials (optionally pinned to a cluster's profile and
+    project) and checks the project against `GET /v2/projects`. A cluster's
+    `api_url` must be the credentials' own (`_require_same_api`).
 
     Raises CredentialsError or a typed API error with a message naming the fix.
     """
     creds = credentials_lib.load_credentials(profile)
-    if project_id or api_url:
-        creds = dataclasses.replace(creds,
-                                    project_id=project_id or creds.project_id,
-                                    api_url=api_url or creds.api_url)
+    if api_url:
+        _require_same_api(creds, api_url, profile)
+    if project_id:
+        creds = dataclasses.replace(creds, project_id=project_id)
     client = client_lib.MithrilClient.from_credentials(creds, **client_options)
     if project_id:
         return Connection(client, creds, project_id)

@@ -35,6 +35,7 @@ def instance_json(fid: str, status: str,
 @responses.activate
 def test_live_bid_is_found_when_the_server_ignores_the_name_filter(monkeypatch):
     monkeypatch.setenv('MITHRIL_API_KEY', 'k')
+    monkeypatch.setenv('MITHRIL_API_URL', API)
     # Twelve other bids, newest first, then an old terminated namesake, then
     # ours on the second page: a server that ignored `name=`.
     others = [bid_json(f'bid_{i}', f'other-{i}', 'Allocated',
