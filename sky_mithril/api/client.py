@@ -15,6 +15,7 @@ Retry rules:
 
 import email.utils
 import enum
+import ipaddress
 import logging
 import random
 import ssl
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Protocol,
                     Type, TypeVar)
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pydantic
 import requests
@@ -59,6 +60,33 @@ class ApiAccess(Protocol):
 
     api_key: str
     api_url: str
+
+
+def _is_loopback(host: Optional[str]) -> bool:
+    """Whether `host` is this machine's loopback: 127.0.0.0/8, ::1 or localhost."""
+    if not host:
+        return False
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_safe_api_url(api_url: str) -> None:
+    """Refuses an API URL the key must not be sent to: anything but https,
+    except plain http to loopback, which never leaves this machine."""
+    parts = urlsplit(api_url)
+    if parts.scheme == 'https' and parts.hostname:
+        return
+    if parts.scheme == 'http' and _is_loopback(parts.hostname):
+        return
+    raise errors.ConnectionFailedError(
+        f'The Mithril API key is not sent to {api_url}: the API URL must use '
+        'https (plain http only to this machine\'s loopback: 127.0.0.0/8, '
+        '::1, localhost). Check MITHRIL_API_URL or the api_url of your '
+        'Mithril profile.', retryable=False)
 
 
 class _TransportFailure(enum.Enum):
@@ -167,6 +195,9 @@ class _BearerAuth(requests.auth.AuthBase):
 class MithrilClient:
     """Mithril v2 API client. See the module docstring for the retry rules.
 
+    The key is sent only to an https API URL, or over plain http to this
+    machine's loopback; any other URL is refused before a request.
+
     `sleep` and `rng` are injectable so tests run without waiting.
     `request_count` counts HTTP attempts made (retries included) and
     `retry_count` the retries among them.
@@ -187,6 +218,7 @@ class MithrilClient:
             raise errors.AuthenticationError(
                 'The Mithril API key is empty or contains spaces or control '
                 f'characters. {errors.SETUP_HINT}')
+        _require_safe_api_url(api_url)
         self._api_key = api_key
         self.api_url = api_url.rstrip('/')
         self._timeout = timeout

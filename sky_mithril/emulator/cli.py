@@ -37,8 +37,9 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the emulator's options to `parser`."""
     parser.add_argument('--host', default=None,
                         help='address to listen on (default: 127.0.0.1; with '
-                        '--hosts namespace, the hosts\' bridge address, which '
-                        'this machine and the hosts both reach)')
+                        '--hosts namespace, the hosts\' bridge address, and '
+                        '127.0.0.1 too: clients here and on the hosts use '
+                        'their own 127.0.0.1)')
     parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                         help='port to listen on, 0 for any free one '
                         '(default: %(default)s)')

@@ -13,6 +13,7 @@ kubeconfig pointing there.
 """
 
 import csv
+import ipaddress
 import logging
 import socket
 import threading
@@ -39,6 +40,32 @@ from sky_mithril.emulator.market import Market
 from sky_mithril.emulator.stats import CountingMiddleware, RequestStats
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
+
+LOOPBACK = '127.0.0.1'
+WILDCARDS = ('0.0.0.0', '::')
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == 'localhost'
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _http_url(host: str, port: int) -> str:
+    return f'http://[{host}]:{port}' if ':' in host else f'http://{host}:{port}'
 
 
 def load_catalog(path: Optional[Union[str, Path]] = None) -> List[Dict[str, str]]:
@@ -132,6 +159,9 @@ def build_app(market: Market,
 
 class EmulatorServer:
     """The emulator on a loopback port, in background threads; a context manager.
+    With `host` another address (the hosts' bridge) it listens there too, at
+    the same port, and each host reaches it at its own loopback
+    (`HostBackend.reach_api_on_loopback`): clients everywhere use `url`.
 
     Without `market`, builds one from the catalog (`catalog_path`, default the
     emulator's default market with a week of price history) on a
@@ -183,11 +213,26 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        """Base URL to give API clients (`MITHRIL_API_URL`)."""
+        """Base URL to give API clients (`MITHRIL_API_URL`): always on
+        loopback, the only plain-http URL the plugin sends a key to."""
         if self.port is None:
             raise RuntimeError('the emulator server is not started')
-        host = f'[{self.host}]' if ':' in self.host else self.host
-        return f'http://{host}:{self.port}'
+        return _http_url(self.host if _is_loopback(self.host) else LOOPBACK,
+                         self.port)
+
+    def _bind(self) -> List[socket.socket]:
+        """A listening socket on `host`, and when that is one address off
+        loopback (the hosts' bridge) one on loopback at the same port first,
+        so `url` answers on this machine as well."""
+        if _is_loopback(self.host) or self.host in WILDCARDS:
+            return [_listening_socket(self.host, self._requested_port)]
+        loopback = _listening_socket(LOOPBACK, self._requested_port)
+        try:
+            return [loopback, _listening_socket(self.host,
+                                                loopback.getsockname()[1])]
+        except OSError:
+            loopback.close()
+            raise
 
     def start(self, timeout_s: float = 10.0) -> 'EmulatorServer':
         """Binds the port, starts serving and ticking; returns once it accepts requests."""
@@ -195,15 +240,8 @@ class EmulatorServer:
             return self
         if self._stopping.is_set():
             raise RuntimeError('a stopped emulator server cannot be restarted')
-        family = socket.AF_INET6 if ':' in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
+        sockets = self._bind()
+        self.port = sockets[0].getsockname()[1]
         config = uvicorn.Config(self.app,
                                 log_config=None,
                                 log_level='warning',
@@ -213,25 +251,27 @@ class EmulatorServer:
                                 timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         serve = threading.Thread(target=self._server.run,
-                                 kwargs={'sockets': [sock]},
+                                 kwargs={'sockets': sockets},
                                  name=f'mithril-emulator-{self.port}',
                                  daemon=True)
         tick = threading.Thread(target=self._tick_forever,
                                 name=f'mithril-emulator-tick-{self.port}',
                                 daemon=True)
         self._threads = [serve, tick]
-        if not isinstance(self.market.hosts, PlaceholderHosts):
-            with self.lock:
+        with self.lock:
+            self.market.hosts.reach_api_on_loopback(self.port)
+            if not isinstance(self.market.hosts, PlaceholderHosts):
                 self.market.control_node_ready = kube.KubeconfigInstaller(
-                    self.url, self.market.control_node_private_key,
-                    self.market.hosts)
+                    _http_url(self.host, self.port),
+                    self.market.control_node_private_key, self.market.hosts)
         serve.start()
         tick.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not serve.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                sock.close()
+                for sock in sockets:
+                    sock.close()
                 raise RuntimeError('the emulator server did not start')
             time.sleep(0.01)
         return self

@@ -91,6 +91,12 @@ class HostBackend(Protocol):
     def preempt(self, instance_fid: str) -> None:
         """Makes the host unreachable (disk kept), as at the end of the notice."""
 
+    def reach_api_on_loopback(self, api_port: int) -> None:
+        """Makes `127.0.0.1:api_port` on each host started from now on lead
+        to the emulator's API (`api_address`:`api_port`), so the hosts use
+        this machine's loopback URL: plain http carries the API key only to
+        loopback. Nothing to do when the hosts share this machine's network."""
+
     def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
         """Makes `port` at the host's own address lead to the emulator's API
         (`api_address`:`api_port`) until the host stops, so a control node's

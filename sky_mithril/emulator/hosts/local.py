@@ -231,6 +231,10 @@ class LocalPortHosts(sshd.SshdHostBackend):
             write_atomically(self.signal_file(instance_fid),
                              sshd.signal_text(bid_status, end_time))
 
+    def reach_api_on_loopback(self, api_port: int) -> None:
+        """Nothing to forward: the hosts share this machine's 127.0.0.1."""
+        del api_port
+
     def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
         """Nothing to forward: the hosts share this machine's 127.0.0.1, where
         the emulator's own URL answers (and a fixed port would collide)."""

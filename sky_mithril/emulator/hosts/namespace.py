@@ -63,6 +63,7 @@ SUBNET_BASE = '10.203'
 PREFIX_PATTERN = re.compile(r'smh[0-9a-f]{5}')
 SIGNAL_DIR = Path('/opt/mithril')
 FORWARDER = Path(__file__).with_name('tcp_forward.py')
+LOOPBACK = '127.0.0.1'
 _SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 GIB = 1 << 30
 MACHINE_FSTAB = Path('/etc/fstab')
@@ -204,8 +205,11 @@ class NamespaceHosts(sshd.SshdHostBackend):
         _require_tools()
         self._user = pwd.getpwnam(self.image.ssh_user)
         super().__init__(start_timeout)
-        # Forwarders (`forward_kube_api`) by instance fid, to reap when killed.
+        # Forwarders (`forward_kube_api`, the API on loopback) by instance
+        # fid, to reap when killed.
         self._forwarders: Dict[str, List[subprocess.Popen]] = {}
+        # The emulator's port, which each host's 127.0.0.1 leads to once set.
+        self._api_port: Optional[int] = None
         # Block volumes' loop devices, by volume fid, while running hosts use them.
         self._loops: Dict[str, str] = {}
         self.cleanup_stale()
@@ -231,8 +235,16 @@ class NamespaceHosts(sshd.SshdHostBackend):
     @property
     def api_address(self) -> str:
         """This machine's address on the hosts' bridge: the emulator listens
-        there so that the hosts' autostop reaches the API too."""
+        there so that the hosts' autostop reaches the API too (at their own
+        127.0.0.1, `reach_api_on_loopback`)."""
         return f'{self.subnet}.1'
+
+    def reach_api_on_loopback(self, api_port: int) -> None:
+        """From now on every host starts with a forwarder from its own
+        `127.0.0.1:api_port` to `api_address:api_port`, so the hosts reach the
+        API at the loopback URL this machine uses."""
+        with self._lock:
+            self._api_port = api_port
 
     def netns(self, instance_fid: str) -> str:
         """The network namespace of an instance (for tests and debugging)."""
@@ -484,6 +496,8 @@ class NamespaceHosts(sshd.SshdHostBackend):
                 stderr=subprocess.STDOUT, start_new_session=True,
                 env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
         sshd.wait_for_sshd(host, log, self._start_timeout)
+        if self._api_port is not None:
+            self._forward(host, LOOPBACK, self._api_port, self._api_port)
 
     def _reap(self, host: Host) -> None:
         """Waits for the host's killed sshd and forwarders to exit."""
@@ -545,30 +559,36 @@ class NamespaceHosts(sshd.SshdHostBackend):
         one of the namespace's processes, so it stops with the host."""
         with self._lock:
             host = self._get(instance_fid)
-            netns = self._netns(host)
-            log = host.directory / f'forward-{port}.log'
-            with open(log, 'ab') as err:
-                process = subprocess.Popen(
-                    ['ip', 'netns', 'exec', netns, sys.executable, '-I',
-                     str(FORWARDER), host.address, str(port), self.api_address,
-                     str(api_port)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                    start_new_session=True,
-                    env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
-            self._forwarders.setdefault(instance_fid, []).append(process)
-            assert process.stdout is not None
-            with process.stdout:
-                ready, _, _ = select.select([process.stdout], [], [],
-                                            self._start_timeout)
-                line = process.stdout.readline() if ready else b''
-            if line.strip() != b'listening':
-                process.kill()
-                sshd.reap(process)
-                why = (f'exited with code {process.returncode}' if ready else
-                       f'did not listen within {self._start_timeout:.0f}s')
-                raise HostError(f'The kube API forwarder from {host.address}:{port} '
-                                f'in {netns} {why}: {sshd.log_tail(log)}')
+            self._forward(host, host.address, port, api_port)
             return True
+
+    def _forward(self, host: Host, listen: str, port: int,
+                 api_port: int) -> None:
+        """Runs `tcp_forward` in the host's network namespace from
+        `listen:port` to `api_address:api_port`, and waits until it listens."""
+        netns = self._netns(host)
+        log = host.directory / f'forward-{port}.log'
+        with open(log, 'ab') as err:
+            process = subprocess.Popen(
+                ['ip', 'netns', 'exec', netns, sys.executable, '-I',
+                 str(FORWARDER), listen, str(port), self.api_address,
+                 str(api_port)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True,
+                env={'PATH': _SYSTEM_PATH, 'LANG': 'C.UTF-8'})
+        self._forwarders.setdefault(host.fid, []).append(process)
+        assert process.stdout is not None
+        with process.stdout:
+            ready, _, _ = select.select([process.stdout], [], [],
+                                        self._start_timeout)
+            line = process.stdout.readline() if ready else b''
+        if line.strip() != b'listening':
+            process.kill()
+            sshd.reap(process)
+            why = (f'exited with code {process.returncode}' if ready else
+                   f'did not listen within {self._start_timeout:.0f}s')
+            raise HostError(f'The forwarder from {listen}:{port} in {netns} '
+                            f'{why}: {sshd.log_tail(log)}')
 
     def _remove(self, host: Host) -> None:
         """Kills the host's processes, removes its namespace, link and disk."""

@@ -40,6 +40,10 @@ class PlaceholderHosts:
     def preempt(self, instance_fid: str) -> None:
         del instance_fid
 
+    def reach_api_on_loopback(self, api_port: int) -> None:
+        """Nothing to forward: a placeholder host calls no API."""
+        del api_port
+
     def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
         """Nothing to forward: nobody connects to a placeholder host."""
         del instance_fid, port, api_port

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from sky_mithril.emulator import cli
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
@@ -483,6 +484,28 @@ def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+class LoopbackRecordingHosts(PlaceholderHosts):
+    """Placeholder hosts that remember the port their loopback leads to."""
+
+    api_address = '127.0.0.2'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loopback_ports: List[int] = []
+
+    def reach_api_on_loopback(self, api_port: int) -> None:
+        self.loopback_ports.append(api_port)
+
+
+def test_clients_and_hosts_reach_the_api_at_a_loopback_url() -> None:
+    hosts = LoopbackRecordingHosts()
+    with EmulatorServer(hosts=hosts, host=hosts.api_address) as server:
+        assert server.url == f'http://127.0.0.2:{server.port}'
+        assert hosts.loopback_ports == [server.port]
+        assert requests.get(f'{server.url}/v2/me', headers=AUTH,
+                            timeout=10).status_code == 200
 
 
 def _emulator_options(*argv: str) -> argparse.Namespace:
