@@ -4,6 +4,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import ssl
 import traceback
 from datetime import datetime, timedelta, timezone
@@ -597,6 +598,35 @@ def test_malformed_api_key_is_refused_without_echoing_it() -> None:
         MithrilClient('mk_live_abc\ndef', API_URL)
 
     assert 'mk_live_abc' not in str(caught.value)
+
+
+@pytest.mark.parametrize('api_url', [
+    'http://api.mithril.test', 'http://10.0.0.5:8080', 'http://0.0.0.0:8765',
+    'http://127.0.0.1.example.test', 'ftp://127.0.0.1', 'api.mithril.ai',
+    'https://', 'http://localhost.example.test:8765',
+])
+def test_the_key_is_sent_only_over_https_or_to_loopback(api_url: str) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as anywhere:
+        anywhere.get(re.compile('.*'), json=ME_JSON)
+
+        with pytest.raises(ConnectionFailedError) as caught:
+            MithrilClient(API_KEY, api_url, max_retry_seconds=0).me()
+
+    assert 'https' in str(caught.value) and 'MITHRIL_API_URL' in str(caught.value)
+    assert caught.value.retryable is False
+    assert not anywhere.calls
+
+
+@pytest.mark.parametrize('api_url', [
+    'https://api.mithril.test', 'https://10.0.0.5:8443', 'http://127.0.0.1:8765',
+    'http://127.3.2.1', 'http://[::1]:8765', 'http://localhost:8765',
+    'HTTP://LOCALHOST:8765',
+])
+def test_https_and_loopback_urls_are_used(mocked_api: responses.RequestsMock,
+                                          api_url: str) -> None:
+    mocked_api.get(re.compile('.*/v2/me'), json=ME_JSON)
+
+    assert MithrilClient(API_KEY, api_url).me().fid == 'usr_1'
 
 
 def test_close_leaves_a_caller_owned_session_open() -> None:
