@@ -49,6 +49,8 @@ BACKOFF_CAP_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({'GET', 'PATCH', 'DELETE'})
 MAX_REASON_CHARS = 200
+# The most items a page of a pageable list holds (its `limit` parameter's maximum).
+MAX_PAGE_SIZE = 100
 
 DEFAULT_API_URL = 'https://api.mithril.ai'
 
@@ -172,6 +174,11 @@ def _iso(value: Optional[datetime]) -> Optional[str]:
 def _fid(value: str) -> str:
     """A fid as one URL path segment."""
     return quote(value, safe='')
+
+
+def _page_limit(size: Optional[int]) -> Optional[int]:
+    """A page size as the `limit` parameter: at most MAX_PAGE_SIZE."""
+    return None if size is None else min(size, MAX_PAGE_SIZE)
 
 
 def _drop_none(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -348,7 +355,7 @@ class MithrilClient:
             'project': project, 'name': name, 'status': status,
             'region': region, 'instance_type': instance_type,
             'sort_by': sort_by, 'sort_dir': sort_dir,
-            'limit': page_size or max_items,
+            'limit': _page_limit(page_size or max_items),
         })
         return self._get_list('/v2/spot/bids', Bid, params, max_items)
 
@@ -404,7 +411,7 @@ class MithrilClient:
         params = _drop_none({
             'project': project, 'bid_fid_in': bid_fids,
             'status_in': status_in, 'region': region,
-            'instance_type': instance_type, 'limit': page_size,
+            'instance_type': instance_type, 'limit': _page_limit(page_size),
         })
         return self._get_list('/v2/instances', Instance, params)
 

@@ -11,6 +11,7 @@ the fault injector's late commit (`created`).
 
 import datetime
 import hmac
+from decimal import Decimal
 from typing import (Any, Callable, ContextManager, Dict, List, Literal,
                     Optional, TypeVar)
 
@@ -173,8 +174,16 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/instance-types')
     def instance_types() -> List[Dict[str, Any]]:
+        """Each type as InstanceTypeModel. Its `hourly_price` (required,
+        a number; Mithril's SDK bills CPU VMs by it) is, for these spot
+        types, the lowest floor among the type's auctions."""
         with lock:
             types = market.instance_types()
+            floors: Dict[str, Decimal] = {}
+            for auction in market.auctions():
+                fid = auction.instance_type.fid
+                floors[fid] = min(floors.get(fid, auction.minimum_price),
+                                  auction.minimum_price)
         return [{
             'fid': t.fid,
             'name': t.name,
@@ -189,6 +198,7 @@ def api_router(market: Market, lock: ContextManager[Any],
             'ib_count': t.ib_count,
             'bridge_count': t.bridge_count,
             'network_type': t.network_type,
+            'hourly_price': float(floors[t.fid]),
         } for t in types]
 
     @v2.get('/spot/availability')

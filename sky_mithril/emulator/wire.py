@@ -141,12 +141,15 @@ def kubernetes_cluster_json(market: Market,
 
 def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
     """A volume as Mithril's VolumeModel: `bids` are the live bids listing it,
-    `attachments` maps their instances to where each VM sees it."""
+    `attachments` maps their instances to where each VM sees it. A deleted
+    volume is gone from the market, so `deleted_at` (which the model
+    requires) is always null."""
     return {
         'fid': volume.fid,
         'name': volume.name,
         'region': volume.region,
         'created_at': iso(volume.created_at),
+        'deleted_at': None,
         'capacity_gb': volume.capacity_gb,
         'project': volume.project,
         'interface': volume.interface.value,

@@ -1,6 +1,7 @@
 """What tests of several files share: provisioning against the emulator,
 the secret scan, the infrastructure commands' setup, the sandboxed `sky`
-stack, and the provisioner child that a test signals."""
+stack, the provisioner child that a test signals, and Mithril's published
+OpenAPI spec with the endpoint the contract tests hold to it."""
 
 from pathlib import Path
 

@@ -2,8 +2,8 @@
 clearing allocates it, when a notice preempts it, when it is paused and when
 it is terminated, and which host backend hook each step calls.
 
-After allocation: STATUS_NEW -> STATUS_CONFIRMED -> STATUS_SCHEDULED ->
-STATUS_INITIALIZING -> STATUS_STARTING (host created or resumed here, with the
+After allocation: STATUS_NEW -> STATUS_CONFIRMED -> STATUS_INITIALIZING ->
+STATUS_STARTING (host created or resumed here, with the
 bid's SSH keys and volumes; the address becomes visible) -> STATUS_RUNNING; a
 host backend that fails puts the instance in STATUS_ERROR. A preemption notice
 (`Preempting` for `preemption_notice_s`) goes STATUS_PREEMPTING ->
@@ -32,13 +32,12 @@ from sky_mithril.emulator.market.storage import Storage
 logger = logging.getLogger('sky.sky_mithril.emulator')
 
 BOOT_SEQUENCE = (InstanceStatus.NEW, InstanceStatus.CONFIRMED,
-                 InstanceStatus.SCHEDULED, InstanceStatus.INITIALIZING,
-                 InstanceStatus.STARTING, InstanceStatus.RUNNING)
+                 InstanceStatus.INITIALIZING, InstanceStatus.STARTING,
+                 InstanceStatus.RUNNING)
 # Emulated seconds spent in each boot status before the next (60 s in all).
 DEFAULT_BOOT_DURATIONS_S: Mapping[InstanceStatus, float] = {
     InstanceStatus.NEW: 5.0,
-    InstanceStatus.CONFIRMED: 10.0,
-    InstanceStatus.SCHEDULED: 10.0,
+    InstanceStatus.CONFIRMED: 20.0,
     InstanceStatus.INITIALIZING: 25.0,
     InstanceStatus.STARTING: 10.0,
 }

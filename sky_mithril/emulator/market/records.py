@@ -26,9 +26,10 @@ class BidStatus(str, enum.Enum):
 
 
 class InstanceStatus(str, enum.Enum):
+    """The instance statuses of Mithril's spec (InstanceModel.status)."""
+
     NEW = 'STATUS_NEW'
     CONFIRMED = 'STATUS_CONFIRMED'
-    SCHEDULED = 'STATUS_SCHEDULED'
     INITIALIZING = 'STATUS_INITIALIZING'
     STARTING = 'STATUS_STARTING'
     RUNNING = 'STATUS_RUNNING'
@@ -37,7 +38,6 @@ class InstanceStatus(str, enum.Enum):
     PREEMPTED = 'STATUS_PREEMPTED'
     PAUSED = 'STATUS_PAUSED'
     STOPPING = 'STATUS_STOPPING'
-    STOPPED = 'STATUS_STOPPED'
     REPLACED = 'STATUS_REPLACED'
     TERMINATED = 'STATUS_TERMINATED'
     ERROR = 'STATUS_ERROR'

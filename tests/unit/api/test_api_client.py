@@ -152,6 +152,23 @@ def test_list_bids_follows_next_cursor_over_three_pages(
     assert client.request_count == 3
 
 
+def test_more_items_than_a_page_holds_are_asked_for_a_page_at_a_time(
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    for cursor, fids, next_cursor in ((None, range(100), 'c1'),
+                                      ('c1', range(100, 200), None)):
+        query = {'project': 'proj_1', 'limit': '100'}
+        if cursor:
+            query['next_cursor'] = cursor
+        mocked_api.get(BIDS_URL,
+                       match=[matchers.query_param_matcher(query)],
+                       json={'data': [bid_json(f'bid_{i}') for i in fids],
+                             'next_cursor': next_cursor})
+
+    bids = client.list_bids('proj_1', max_items=150)
+
+    assert [bid.fid for bid in bids] == [f'bid_{i}' for i in range(150)]
+
+
 def test_list_instances_sends_list_filters_as_repeated_query_params(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     mocked_api.get(f'{API_URL}/v2/instances',

@@ -90,8 +90,7 @@ def test_cancel_during_boot_stops_the_boot(market: Market,
 def test_instance_boot_sequence_and_host_creation(clock: ManualClock,
                                                   hosts: RecordingHosts) -> None:
     durations = {InstanceStatus.NEW: 1, InstanceStatus.CONFIRMED: 2,
-                 InstanceStatus.SCHEDULED: 3, InstanceStatus.INITIALIZING: 4,
-                 InstanceStatus.STARTING: 5}
+                 InstanceStatus.INITIALIZING: 4, InstanceStatus.STARTING: 5}
     market = Market(clock, hosts, CATALOG, clearing_interval_s=CLEARING_S,
                     boot_durations_s=durations)
     key, _ = market.create_ssh_key(PROJECT_FID, 'mine', PUBLIC_KEY)
@@ -99,13 +98,12 @@ def test_instance_boot_sequence_and_host_creation(clock: ManualClock,
     market.advance(CLEARING_S)
     instance = bid.instances[0]
     seen = []
-    for seconds in (1, 2, 3, 4, 5):
+    for seconds in (1, 2, 4, 5):
         seen.append((instance.status, instance.address is not None))
         market.advance(seconds)
     seen.append((instance.status, instance.address is not None))
     assert seen == [(InstanceStatus.NEW, False),
                     (InstanceStatus.CONFIRMED, False),
-                    (InstanceStatus.SCHEDULED, False),
                     (InstanceStatus.INITIALIZING, False),
                     (InstanceStatus.STARTING, True),
                     (InstanceStatus.RUNNING, True)]

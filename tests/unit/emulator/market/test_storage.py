@@ -96,8 +96,9 @@ def test_create_list_rename_delete(market: Market,
     assert share.fid.startswith('vol_') and share.fid != disk.fid
     assert wire.volume_json(market, share) == {
         'fid': share.fid, 'name': 'data', 'region': REGION,
-        'created_at': market.now.isoformat(), 'capacity_gb': 100,
-        'project': PROJECT_FID, 'interface': 'File', 'bids': [],
+        'created_at': market.now.isoformat(), 'deleted_at': None,
+        'capacity_gb': 100, 'project': PROJECT_FID, 'interface': 'File',
+        'bids': [],
         'reservations': [], 'attachments': {},
     }
     assert market.volumes(PROJECT_FID) == [share, disk]

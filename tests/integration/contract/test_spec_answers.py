@@ -1,0 +1,503 @@
+"""What an endpoint answers, against Mithril's published OpenAPI spec.
+
+A scripted scenario (`PHASES`) drives the operations of the spec through the
+endpoint of `contract_target` (the emulator unless MITHRIL_CONTRACT_URL names
+another) and checks each answer's status and body against the spec
+(`tests.helpers.openapi_contract`). Then one test per operation of the spec:
+
+- exercised by the scenario: its answers keep the contract;
+- served by the emulator but not exercised: a failure, so no served
+  operation goes unchecked;
+- not served by the emulator: an expected failure, "not served yet";
+- against another endpoint, not exercised (a read-only run): skipped.
+
+To cover an operation the emulator newly serves, add its calls to a phase
+(or a new phase in `PHASES`). Each phase says what it needs of the endpoint:
+`READS` run everywhere, `WRITES` only on the emulator (they create and delete
+freely and advance its clock), `ONE_BID` on the emulator and, when
+MITHRIL_CONTRACT_PLACE_BID=1, on another endpoint.
+"""
+
+import dataclasses
+import enum
+import secrets
+import time
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import pytest
+import requests
+from fastapi.routing import APIRoute
+
+from sky_mithril import money
+from sky_mithril.api.client import redact
+from sky_mithril.emulator.server import EmulatorServer
+
+from tests.helpers import openapi_contract
+from tests.helpers.openapi_contract import Contract, Operation
+from tests.helpers.provisioning import PUBLIC_KEY
+from tests.helpers.contract_target import (EMULATOR_API_KEY, ContractTarget,
+                                           contract_emulator)
+
+REQUEST_TIMEOUT_S = 30.0
+# ONE_BID: the bid is cancelled at once after a few reads, well within this.
+ONE_BID_MAX_SECONDS = 60.0
+# What the scenario waits on the emulator's clock for a bid to be allocated
+# and its instances to boot, one step at a time.
+BOOT_STEP_S = 10.0
+BOOT_STEPS = 30
+
+
+class Needs(enum.Enum):
+    """What a phase needs of the endpoint."""
+
+    READS = 'reads'
+    WRITES = 'writes'
+    ONE_BID = 'one bid'
+
+
+class ScenarioFailed(Exception):
+    """A step got an answer the scenario cannot go on from."""
+
+
+@dataclasses.dataclass
+class Facts:
+    """What earlier phases learned, for later ones."""
+
+    project: str = ''
+    instance_type: str = ''
+    region: str = ''
+    minimum_price_cents: Optional[int] = None
+    spot_price_cents: Optional[int] = None
+    ssh_keys: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ScenarioRun:
+    """Each operation's exchanges (one list of problems per answer), and the
+    phases that stopped, with why."""
+
+    exchanges: Dict[Operation, List[List[str]]] = dataclasses.field(
+        default_factory=dict)
+    stopped: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Caller:
+    """Sends the scenario's requests and checks each exchange: the request
+    against the spec too, so every answer checked is to a valid request."""
+
+    def __init__(self, contract: Contract, target: ContractTarget,
+                 run: ScenarioRun, session: requests.Session) -> None:
+        self._contract = contract
+        self._target = target
+        self._run = run
+        self._session = session
+
+    def __call__(self,
+                 method: str,
+                 path: str,
+                 *,
+                 expect: int,
+                 params: Optional[Dict[str, Any]] = None,
+                 body: Optional[Dict[str, Any]] = None,
+                 invalid: bool = False) -> Any:
+        """The answer's JSON (None for no body); ScenarioFailed unless its
+        status is `expect`. `invalid`: the request breaks the spec on
+        purpose, so only the answer is checked."""
+        response = self._session.request(
+            method, f'{self._target.url}{path}', params=params, json=body,
+            headers={'Authorization': f'Bearer {self._target.api_key}'},
+            timeout=REQUEST_TIMEOUT_S, allow_redirects=False)
+        request = openapi_contract.request_of(response.request)
+        found = self._contract.operation_of(method, path.split('?')[0])
+        if found is None:
+            raise ScenarioFailed(f'{request.label} is no operation of the spec')
+        operation = found[0]
+        problems = [
+            *(f'(the scenario\'s own request) {p}'
+              for p in ([] if invalid else
+                        self._contract.request_problems(request))),
+            *self._contract.response_problems(operation, response.status_code,
+                                              response.content),
+        ]
+        self._run.exchanges.setdefault(operation, []).append(
+            [self._redact(problem) for problem in problems])
+        if response.status_code != expect:
+            raise ScenarioFailed(self._redact(
+                f'{request.label} answered {response.status_code}, expected '
+                f'{expect}: {response.text[:300]}'))
+        return response.json() if response.content else None
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._target.api_key)
+
+
+def _dollars(cents: int) -> str:
+    return money.format_dollars(money.cents_to_dollars(cents))
+
+
+def _cheapest_auction(auctions: List[Dict[str, Any]]) -> Dict[str, Any]:
+    if not auctions:
+        raise ScenarioFailed('GET /v2/spot/availability lists no auction')
+    return min(auctions,
+               key=lambda a: money.parse_dollars(a['last_instance_price']))
+
+
+# The phases, in the order they run.
+
+
+def account_and_catalog(call: Caller, target: ContractTarget,
+                        facts: Facts) -> None:
+    """The account, the catalog and the cheapest auction's prices."""
+    call('GET', '/v2/me', expect=200)
+    projects = call('GET', '/v2/projects', expect=200)
+    if not (target.project or projects):
+        raise ScenarioFailed('the key sees no project')
+    facts.project = target.project or projects[0]['fid']
+    call('GET', '/v2/instance-types', expect=200)
+    auction = _cheapest_auction(
+        call('GET', '/v2/spot/availability', expect=200))
+    facts.instance_type, facts.region = auction['instance_type'], auction['region']
+    prices = call('GET', '/v2/pricing/current', expect=200,
+                  params={'instance_type': facts.instance_type,
+                          'region': facts.region, 'instance_quantity': 1})
+    facts.minimum_price_cents = prices.get('minimum_price_cents')
+    facts.spot_price_cents = prices.get('spot_price_cents')
+    call('GET', '/v2/pricing/history', expect=200,
+         params={'instance_types': facts.instance_type,
+                 'region': facts.region, 'num_samples': 5})
+    call('GET', '/v2/image-versions', expect=200)
+    call('GET', '/v2/quotas', params={'project': facts.project}, expect=200)
+
+
+def existing_resources(call: Caller, target: ContractTarget,
+                       facts: Facts) -> None:
+    """The project's lists, and the first of each listed thing by its fid."""
+    del target
+    project = {'project': facts.project}
+    keys = call('GET', '/v2/ssh-keys', params=project, expect=200)
+    facts.ssh_keys = [key['fid'] for key in keys[:1]]
+    call('GET', '/v2/volumes', params=project, expect=200)
+    for cluster in call('GET', '/v2/kubernetes/clusters', params=project,
+                        expect=200)[:1]:
+        call('GET', f'/v2/kubernetes/clusters/{cluster["fid"]}', expect=200)
+    bids = call('GET', '/v2/spot/bids', expect=200,
+                params={**project, 'limit': 5, 'sort_dir': 'desc'})
+    for bid in bids['data'][:1]:
+        call('GET', f'/v2/spot/bids/{bid["fid"]}', expect=200)
+        call('GET', f'/v2/spot/bids/{bid["fid"]}/status', expect=200)
+        call('GET', f'/v2/spot/bids/{bid["fid"]}/history', expect=200)
+    instances = call('GET', '/v2/instances', params={**project, 'limit': 5},
+                     expect=200)
+    for instance in instances['data'][:1]:
+        call('GET', f'/v2/instances/{instance["fid"]}/status', expect=200)
+
+
+def refusals(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """Answers to requests refused: an unknown fid, an invalid parameter."""
+    del target
+    call('GET', '/v2/spot/bids/bid_contract0unknown', expect=404)
+    call('GET', '/v2/spot/bids', params={'project': facts.project, 'limit': 0},
+         expect=422, invalid=True)
+
+
+def ssh_keys(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """A key registered, a key pair generated."""
+    del target
+    made = call('POST', '/v2/ssh-keys', expect=201,
+                body={'project': facts.project, 'name': 'contract-key',
+                      'public_key': PUBLIC_KEY})
+    facts.ssh_keys = [made['fid']]
+    call('POST', '/v2/ssh-keys', expect=201,
+         body={'project': facts.project, 'name': 'contract-generated-key'})
+    call('GET', '/v2/ssh-keys', params={'project': facts.project}, expect=200)
+
+
+def volumes(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """A volume's life: created, renamed, listed, deleted."""
+    del target
+    volume = call('POST', '/v2/volumes', expect=201,
+                  body={'name': 'contract-volume', 'project': facts.project,
+                        'disk_interface': 'Block', 'region': facts.region,
+                        'size_gb': 100})
+    call('PATCH', f'/v2/volumes/{volume["fid"]}', expect=200,
+         body={'name': 'contract-volume-renamed'})
+    call('GET', '/v2/volumes', expect=200,
+         params={'project': facts.project, 'region': facts.region})
+    call('DELETE', f'/v2/volumes/{volume["fid"]}', expect=204)
+
+
+def kubernetes(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """A Kubernetes cluster's life: created, read, deleted, read again."""
+    assert target.emulator is not None
+    cluster = call('POST', '/v2/kubernetes/clusters', expect=201,
+                   body={'name': 'contract-cluster', 'project': facts.project,
+                         'region': facts.region, 'ssh_keys': facts.ssh_keys,
+                         'instance_type': facts.instance_type})
+    path = f'/v2/kubernetes/clusters/{cluster["fid"]}'
+    call('GET', path, expect=200)
+    target.emulator.control('POST', 'advance', seconds=600)
+    call('GET', path, expect=200)
+    call('GET', '/v2/kubernetes/clusters', params={'project': facts.project},
+         expect=200)
+    call('DELETE', path, expect=204)
+    call('GET', path, expect=200)
+
+
+def _bid_body(facts: Facts, name: str, limit_price: str) -> Dict[str, Any]:
+    return {
+        'project': facts.project,
+        'region': facts.region,
+        'instance_type': facts.instance_type,
+        'limit_price': limit_price,
+        'instance_quantity': 1,
+        'name': name,
+        'launch_specification': {'volumes': [], 'ssh_keys': facts.ssh_keys},
+    }
+
+
+def bid_life(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """Two bids placed and allocated; one read through its instances' boot,
+    paged, filtered, repriced, paused, resumed; both cancelled."""
+    assert target.emulator is not None
+    if facts.spot_price_cents is None:
+        raise ScenarioFailed('the auction has no spot price to bid over')
+    limit = _dollars(facts.spot_price_cents * 3)
+    bid = call('POST', '/v2/spot/bids', expect=201,
+               body={**_bid_body(facts, 'contract-bid', limit),
+                     'launch_specification': {
+                         'volumes': [], 'ssh_keys': facts.ssh_keys,
+                         'startup_script': '#!/bin/bash\ntrue\n'}})
+    other = call('POST', '/v2/spot/bids', expect=201,
+                 body=_bid_body(facts, 'contract-bid-2', limit))
+    path = f'/v2/spot/bids/{bid["fid"]}'
+    instance_fids: List[str] = []
+    for _ in range(BOOT_STEPS):
+        target.emulator.control('POST', 'advance', seconds=BOOT_STEP_S)
+        instance_fids = call('GET', path, expect=200)['instances']
+        call('GET', f'{path}/status', expect=200)
+        statuses = [call('GET', f'/v2/instances/{fid}/status',
+                         expect=200)['status'] for fid in instance_fids]
+        if statuses and set(statuses) == {'STATUS_RUNNING'}:
+            break
+    else:
+        raise ScenarioFailed(f'{bid["fid"]} did not boot in '
+                             f'{BOOT_STEP_S * BOOT_STEPS:g} emulated s')
+    call('GET', f'{path}/history', expect=200)
+    page = call('GET', '/v2/spot/bids', expect=200,
+                params={'project': facts.project, 'limit': 1})
+    if not page['next_cursor']:
+        raise ScenarioFailed('a page of one of two bids has no next_cursor')
+    call('GET', '/v2/spot/bids', expect=200,
+         params={'project': facts.project, 'limit': 1,
+                 'next_cursor': page['next_cursor']})
+    call('GET', '/v2/spot/bids', expect=200,
+         params={'project': facts.project, 'name': 'contract-bid',
+                 'status': 'Allocated', 'region': facts.region,
+                 'instance_type': facts.instance_type, 'sort_by': 'status',
+                 'sort_dir': 'desc'})
+    call('GET', '/v2/instances', expect=200,
+         params={'project': facts.project, 'bid_fid_in': bid['fid'],
+                 'status_in': 'STATUS_RUNNING,STATUS_STARTING',
+                 'order_type_in': 'Bid', 'region': facts.region,
+                 'instance_type': facts.instance_type,
+                 'sort_by': 'instance_status', 'limit': 1})
+    call('PATCH', path, expect=200,
+         body={'limit_price': _dollars(facts.spot_price_cents * 4)})
+    call('PATCH', path, expect=200, body={'paused': True})
+    target.emulator.control('POST', 'advance', seconds=120)
+    call('GET', f'/v2/instances/{instance_fids[0]}/status', expect=200)
+    call('PATCH', path, expect=200, body={'paused': False})
+    for fid in (bid['fid'], other['fid']):
+        call('DELETE', f'/v2/spot/bids/{fid}', expect=204)
+    call('GET', path, expect=200)
+    call('GET', f'{path}/history', expect=200)
+    call('GET', '/v2/instances', expect=200,
+         params={'project': facts.project, 'bid_fid_in': bid['fid']})
+
+
+def invalid_bid(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """A bid refused for its body (no name): 422, nothing placed."""
+    del target
+    body = _bid_body(facts, 'unused', '$1.00')
+    del body['name']
+    call('POST', '/v2/spot/bids', expect=422, body=body, invalid=True)
+
+
+def one_bid(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """One bid at the auction's minimum price, read and cancelled within
+    ONE_BID_MAX_SECONDS; cancelled whatever happens, found by name if its
+    creation got no readable answer."""
+    del target
+    if facts.minimum_price_cents is None:
+        raise ScenarioFailed('the auction has no minimum price to bid at')
+    name = f'sky-mithril-contract-{secrets.token_hex(4)}'
+    started = time.monotonic()
+    fids: Set[str] = set()
+    try:
+        bid = call('POST', '/v2/spot/bids', expect=201,
+                   body=_bid_body(facts, name,
+                                  _dollars(facts.minimum_price_cents)))
+        fids.add(bid['fid'])
+        path = f'/v2/spot/bids/{bid["fid"]}'
+        call('GET', path, expect=200)
+        call('GET', f'{path}/status', expect=200)
+        call('GET', f'{path}/history', expect=200)
+        call('GET', '/v2/spot/bids', expect=200,
+             params={'project': facts.project, 'name': name})
+    finally:
+        if not fids:
+            listed = call('GET', '/v2/spot/bids', expect=200,
+                          params={'project': facts.project, 'name': name})
+            fids.update(b['fid'] for b in listed['data']
+                        if b['status'] != 'Terminated')
+        for fid in fids:
+            call('DELETE', f'/v2/spot/bids/{fid}', expect=204)
+    elapsed = time.monotonic() - started
+    if elapsed > ONE_BID_MAX_SECONDS:
+        raise ScenarioFailed(f'the bid lived {elapsed:.0f} s, over '
+                             f'{ONE_BID_MAX_SECONDS:g} s')
+
+
+Phase = Callable[[Caller, ContractTarget, Facts], None]
+PHASES: List[Tuple[Phase, Needs]] = [
+    (account_and_catalog, Needs.READS),
+    (existing_resources, Needs.READS),
+    (refusals, Needs.READS),
+    (ssh_keys, Needs.WRITES),
+    (volumes, Needs.WRITES),
+    (kubernetes, Needs.WRITES),
+    (bid_life, Needs.WRITES),
+    (invalid_bid, Needs.WRITES),
+    (one_bid, Needs.ONE_BID),
+    (existing_resources, Needs.READS),
+]
+
+
+def _runs_on(needs: Needs, target: ContractTarget) -> bool:
+    if needs is Needs.READS:
+        return True
+    if needs is Needs.WRITES:
+        return target.writable
+    return target.writable or target.place_bid
+
+
+def run_scenario(contract: Contract, target: ContractTarget) -> ScenarioRun:
+    """Every phase the target allows, in order; a phase that stops is
+    recorded and the next ones still run."""
+    run = ScenarioRun()
+    facts = Facts()
+    with requests.Session() as session:
+        call = Caller(contract, target, run, session)
+        for index, (phase, needs) in enumerate(PHASES):
+            if not _runs_on(needs, target):
+                continue
+            try:
+                phase(call, target, facts)
+            except Exception as e:  # pylint: disable=broad-except
+                run.stopped[f'{index}:{phase.__name__}'] = redact(
+                    f'{type(e).__name__}: {e}', target.api_key)
+    return run
+
+
+def served_operations(server: EmulatorServer,
+                      contract: Contract) -> Set[Operation]:
+    """The spec's operations the emulator has a route for."""
+    served = set()
+    for route in server.app.routes:
+        if isinstance(route, APIRoute) and route.path.startswith('/v2/'):
+            for method in route.methods:
+                found = contract.operation_of(method, route.path)
+                if found is not None:
+                    served.add(found[0])
+    return served
+
+
+def _spec_operations() -> List[Any]:
+    """One parameter per operation of the spec (a skip if it is unavailable)."""
+    try:
+        operations = openapi_contract.load_contract().operations
+    except openapi_contract.SpecUnavailable as e:
+        return [pytest.param(None, id='spec-unavailable', marks=pytest.mark.skip(
+            reason=f"Mithril's OpenAPI spec is unavailable: {e}"))]
+    return [pytest.param(operation, id=str(operation))
+            for operation in operations]
+
+
+@pytest.fixture(scope='module')
+def scenario_run(contract: Contract,
+                 contract_target: ContractTarget) -> ScenarioRun:
+    return run_scenario(contract, contract_target)
+
+
+def test_scenario_runs_through(scenario_run: ScenarioRun) -> None:
+    assert not scenario_run.stopped, '\n'.join(
+        f'{phase}: {why}' for phase, why in scenario_run.stopped.items())
+
+
+@pytest.mark.parametrize('operation', _spec_operations())
+def test_operation_answers_as_specified(operation: Operation,
+                                        contract: Contract,
+                                        contract_target: ContractTarget,
+                                        scenario_run: ScenarioRun) -> None:
+    exchanges = scenario_run.exchanges.get(operation)
+    if exchanges is None:
+        if contract_target.emulator is None:
+            pytest.skip('not exercised against this endpoint (a read-only '
+                        'run, or nothing there to read)')
+        if operation in served_operations(contract_target.emulator, contract):
+            pytest.fail(f'the emulator serves {operation} but the scenario '
+                        'does not exercise it: add it to a phase')
+        pytest.xfail('not served yet')
+    problems = [problem for exchange in exchanges for problem in exchange]
+    assert not problems, '\n'.join(problems)
+
+
+def test_emulator_serves_only_spec_operations(
+        contract: Contract, contract_target: ContractTarget) -> None:
+    if contract_target.emulator is None:
+        pytest.skip('checks the emulator only')
+    routes = {
+        f'{method} {route.path}'
+        for route in contract_target.emulator.app.routes
+        if isinstance(route, APIRoute) and route.path.startswith('/v2/')
+        for method in route.methods
+    }
+    unknown = {
+        route for route in routes
+        if contract.operation_of(*route.split(' ', 1)) is None
+    }
+    assert not unknown, f'served but not in the spec: {sorted(unknown)}'
+
+
+def _writes(server: EmulatorServer) -> Dict[str, int]:
+    """The requests the emulator got that were not GETs, by route."""
+    by_route = server.control('GET', 'stats')['by_route']
+    return {route: n for route, n in by_route.items()
+            if not route.startswith('GET ')}
+
+
+def test_another_endpoint_gets_only_reads(contract: Contract) -> None:
+    """The scenario as it runs against an endpoint not ours: it sends no
+    request that could change anything there."""
+    with contract_emulator() as server:
+        run = run_scenario(contract, ContractTarget(
+            url=server.url, api_key=EMULATOR_API_KEY))
+        assert not run.stopped
+        assert _writes(server) == {}
+
+
+def test_another_endpoint_opting_in_gets_one_bid_at_the_minimum_cancelled(
+        contract: Contract) -> None:
+    with contract_emulator() as server:
+        run = run_scenario(contract, ContractTarget(
+            url=server.url, api_key=EMULATOR_API_KEY, place_bid=True))
+        assert not run.stopped
+        assert _writes(server) == {'POST /v2/spot/bids': 1,
+                                   'DELETE /v2/spot/bids/{bid_fid}': 1}
+        [bid] = server.control('GET', 'state')['bids']
+        with server.lock:
+            [minimum] = [a.minimum_price for a in server.market.auctions()
+                         if (a.instance_type.name, a.region) ==
+                         (bid['instance_type'], bid['region'])]
+    assert bid['status'] == 'Terminated'
+    assert bid['limit_price'] == money.format_dollars(minimum)
