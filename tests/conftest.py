@@ -31,6 +31,9 @@ from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
 TIERS = ('unit', 'integration', 'e2e', 'host')
 TESTS = Path(__file__).resolve().parent
+# Under xdist: the slowest tier first, each slow tier on one worker.
+_SLOW_TIERS = ('host', 'e2e')
+_DISTRIBUTED_ORDER = ('host', 'e2e', 'integration', 'unit')
 
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
 os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')
@@ -54,10 +57,33 @@ def tier_of(path: Path) -> str:
     return parts[0]
 
 
-def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
-    """Marks each test with its folder's tier, and runs the tiers from the
-    fastest to the slowest (a stable sort: each module's tests stay
-    together, in their order)."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config,
+                                  items: List[pytest.Item]) -> None:
+    """Marks each test with its folder's tier and orders the run.
+
+    In one process the tiers run from the fastest to the slowest (a stable
+    sort: each module's tests stay together, in their order). Under
+    pytest-xdist (`-n`, as CI runs) the slow tiers go first, each kept on one
+    worker (`xdist_group`), so the host tier's launches, which mostly wait,
+    overlap with everything else; the other tiers travel a module at a time,
+    so module fixtures are made once.
+    """
     for item in items:
         item.add_marker(tier_of(item.path))
-    items.sort(key=lambda item: TIERS.index(tier_of(item.path)))
+    if not _distributed(config):
+        items.sort(key=lambda item: TIERS.index(tier_of(item.path)))
+        return
+    for item in items:
+        tier = tier_of(item.path)
+        group = tier if tier in _SLOW_TIERS else item.nodeid.split('::')[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: _DISTRIBUTED_ORDER.index(tier_of(item.path)))
+
+
+
+def _distributed(config: pytest.Config) -> bool:
+    """Whether tests are spread over pytest-xdist workers (this process
+    being the controller or one of them)."""
+    return bool(os.environ.get('PYTEST_XDIST_WORKER') or
+                getattr(config.option, 'numprocesses', None))
