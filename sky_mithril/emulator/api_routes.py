@@ -1,8 +1,9 @@
 """Mithril's /v2 API over a `Market`: the routes the SkyPilot plugin and
 Mithril's own clients call.
 
-`api_router` builds them as one FastAPI router; each route holds the market
-lock while it touches the market, and turns what it got into JSON with `wire`
+`api_router` builds them as one FastAPI router; each route touches the market
+inside `market.caught_up(lock)` (the lock held, the market caught up with its
+clock once per request), and turns what it got into JSON with `wire`
 (whose docstring has the wire conventions: money, times, paging, list query
 parameters). Any non-empty bearer token is accepted unless an API key is
 given, then only that one. A create route commits at once, or later under
@@ -121,7 +122,8 @@ _CREATE_SSH_KEY_FIELDS = wire.in_body(*_CreateSshKeyBody.model_fields)
 
 def api_router(market: Market, lock: ContextManager[Any],
                api_key: Optional[str]) -> fastapi.APIRouter:
-    """Mithril's /v2 endpoints over `market`, each call holding `lock`."""
+    """Mithril's /v2 endpoints over `market`, each call holding `lock`
+    (`market.caught_up`)."""
 
     def authenticate(request: Request) -> None:
         scheme, _, token = request.headers.get('authorization', '').partition(' ')
@@ -150,8 +152,8 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/me')
     def me() -> Dict[str, Any]:
-        with lock:
-            user = market.user
+        with market.caught_up(lock):
+            user = market.accounts.user
         return {
             'id': user.id,
             'fid': user.fid,
@@ -163,8 +165,8 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/projects')
     def projects() -> List[Dict[str, Any]]:
-        with lock:
-            project = market.project
+        with market.caught_up(lock):
+            project = market.accounts.project
         return [{
             'fid': project.fid,
             'name': project.name,
@@ -173,8 +175,8 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/instance-types')
     def instance_types() -> List[Dict[str, Any]]:
-        with lock:
-            types = market.instance_types()
+        with market.caught_up(lock):
+            types = market.auctions.instance_types()
         return [{
             'fid': t.fid,
             'name': t.name,
@@ -193,16 +195,18 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/spot/availability')
     def auctions() -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.auction_json(market, a) for a in market.auctions()]
+        with market.caught_up(lock):
+            return [
+                wire.auction_json(market, a) for a in market.auctions.list()
+            ]
 
     @v2.get('/pricing/current')
     def current_prices(instance_type: str,
                        region: Optional[str] = None,
                        instance_quantity: int = Query(1, ge=1)) -> Dict[str, Any]:
-        with lock:
-            quote = market.current_prices(instance_type, region,
-                                          instance_quantity)
+        with market.caught_up(lock):
+            quote = market.auctions.current_prices(instance_type, region,
+                                                   instance_quantity)
         return {
             'spot_price_cents': wire.cents(quote.spot_price),
             'reserved_price_cents': None,
@@ -219,8 +223,8 @@ def api_router(market: Market, lock: ContextManager[Any],
                       num_samples: int = Query(100, ge=1),
                       start_time: Optional[datetime.datetime] = None,
                       end_time: Optional[datetime.datetime] = None) -> Dict[str, Any]:
-        with lock:
-            series = market.price_history(
+        with market.caught_up(lock):
+            series = market.auctions.price_history(
                 wire.list_param(request, 'instance_types'),
                 region,
                 start=wire.utc(start_time) if start_time else None,
@@ -239,15 +243,17 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/ssh-keys')
     def ssh_keys(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.ssh_key_json(key) for key in market.ssh_keys(project)]
+        with market.caught_up(lock):
+            return [
+                wire.ssh_key_json(key) for key in market.ssh_keys.list(project)
+            ]
 
     @v2.post('/ssh-keys', status_code=201)
     def create_ssh_key(request: Request,
                        body: _CreateSshKeyBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_SSH_KEY_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_SSH_KEY_FIELDS):
             return created(
-                request, lambda: market.create_ssh_key(
+                request, lambda: market.ssh_keys.create(
                     body.project, body.name, body.public_key, body.required),
                 lambda made: {**wire.ssh_key_json(made[0]),
                               'private_key': made[1]})
@@ -257,20 +263,21 @@ def api_router(market: Market, lock: ContextManager[Any],
         spec = body.launch_specification
 
         def create() -> market_lib.Bid:
-            return market.create_bid(project=body.project,
-                                     region=body.region,
-                                     instance_type=body.instance_type,
-                                     limit_price=body.limit_price,
-                                     instance_quantity=body.instance_quantity,
-                                     name=body.name,
-                                     ssh_keys=spec.ssh_keys,
-                                     volumes=spec.volumes,
-                                     startup_script=spec.startup_script,
-                                     kubernetes_cluster=spec.kubernetes_cluster,
-                                     image_version=spec.image_version,
-                                     memory_gb=spec.memory_gb)
+            return market.bids.create(
+                project=body.project,
+                region=body.region,
+                instance_type=body.instance_type,
+                limit_price=body.limit_price,
+                instance_quantity=body.instance_quantity,
+                name=body.name,
+                ssh_keys=spec.ssh_keys,
+                volumes=spec.volumes,
+                startup_script=spec.startup_script,
+                kubernetes_cluster=spec.kubernetes_cluster,
+                image_version=spec.image_version,
+                memory_gb=spec.memory_gb)
 
-        with lock, wire.fields_at(_CREATE_BID_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_BID_FIELDS):
             return created(request, create, wire.bid_json)
 
     @v2.get('/spot/bids')
@@ -283,12 +290,12 @@ def api_router(market: Market, lock: ContextManager[Any],
                   sort_dir: Literal['asc', 'desc'] = 'asc',
                   limit: Optional[int] = Query(None, ge=1),
                   next_cursor: Optional[str] = None) -> Dict[str, Any]:
-        with lock:
-            bids = market.bids(project=project,
-                               name=name,
-                               status=status,
-                               region=region,
-                               instance_type=instance_type)
+        with market.caught_up(lock):
+            bids = market.bids.list(project=project,
+                                    name=name,
+                                    status=status,
+                                    region=region,
+                                    instance_type=instance_type)
             rows = [wire.bid_json(bid) for bid in bids]
             orders = {bid.fid: bid.order for bid in bids}
         field = 'created_at' if sort_by == 'created_at' else 'status'
@@ -297,19 +304,19 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/spot/bids/{bid_fid}')
     def get_bid(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            return wire.bid_json(market.bid(bid_fid))
+        with market.caught_up(lock):
+            return wire.bid_json(market.bids.get(bid_fid))
 
     @v2.get('/spot/bids/{bid_fid}/status')
     def bid_status(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            status = market.bid(bid_fid).status
+        with market.caught_up(lock):
+            status = market.bids.get(bid_fid).status
         return {'bid_fid': bid_fid, 'status': status.value}
 
     @v2.get('/spot/bids/{bid_fid}/history')
     def bid_history(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            events = list(market.bid(bid_fid).events)
+        with market.caught_up(lock):
+            events = list(market.bids.get(bid_fid).events)
         return {
             'bid_fid': bid_fid,
             'events': [{
@@ -322,49 +329,53 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.patch('/spot/bids/{bid_fid}')
     def update_bid(bid_fid: str, body: _UpdateBidBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_UPDATE_BID_FIELDS):
-            bid = market.update_bid(bid_fid,
-                                    limit_price=body.limit_price,
-                                    paused=body.paused,
-                                    volumes=body.volumes,
-                                    memory_gb=body.memory_gb)
+        with market.caught_up(lock), wire.fields_at(_UPDATE_BID_FIELDS):
+            bid = market.bids.update(bid_fid,
+                                     limit_price=body.limit_price,
+                                     paused=body.paused,
+                                     volumes=body.volumes,
+                                     memory_gb=body.memory_gb)
             return wire.bid_json(bid)
 
     @v2.delete('/spot/bids/{bid_fid}', status_code=204)
     def cancel_bid(bid_fid: str) -> Response:
-        with lock:
-            market.cancel_bid(bid_fid)
+        with market.caught_up(lock):
+            market.bids.cancel(bid_fid)
         return Response(status_code=204)
 
     @v2.get('/volumes')
     def list_volumes(project: str,
                      region: Optional[str] = None) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.volume_json(market, v)
-                    for v in market.volumes(project, region)]
+        with market.caught_up(lock):
+            return [
+                wire.volume_json(market, v)
+                for v in market.volumes.list(project, region)
+            ]
 
     @v2.post('/volumes', status_code=201)
     def create_volume(request: Request,
                       body: _CreateVolumeBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_VOLUME_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_VOLUME_FIELDS):
             return created(
-                request, lambda: market.create_volume(
-                    project=body.project, name=body.name,
-                    interface=body.disk_interface, region=body.region,
-                    size_gb=body.size_gb),
+                request,
+                lambda: market.volumes.create(project=body.project,
+                                              name=body.name,
+                                              interface=body.disk_interface,
+                                              region=body.region,
+                                              size_gb=body.size_gb),
                 lambda volume: wire.volume_json(market, volume))
 
     @v2.patch('/volumes/{volume_fid}')
     def rename_volume(volume_fid: str,
                       body: _UpdateVolumeBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_UPDATE_VOLUME_FIELDS):
-            volume = market.rename_volume(volume_fid, body.name)
+        with market.caught_up(lock), wire.fields_at(_UPDATE_VOLUME_FIELDS):
+            volume = market.volumes.rename(volume_fid, body.name)
             return wire.volume_json(market, volume)
 
     @v2.delete('/volumes/{volume_fid}', status_code=204)
     def delete_volume(volume_fid: str) -> Response:
-        with lock:
-            market.delete_volume(volume_fid)
+        with market.caught_up(lock):
+            market.volumes.delete(volume_fid)
         return Response(status_code=204)
 
     @v2.get('/instances')
@@ -393,8 +404,8 @@ def api_router(market: Market, lock: ContextManager[Any],
         wants_reservations = (
             (order_types is not None and 'Bid' not in order_types) or
             wire.list_param(request, 'reservation_fid_in') is not None)
-        with lock:
-            instances = [] if wants_reservations else market.instances(
+        with market.caught_up(lock):
+            instances = [] if wants_reservations else market.instances.list(
                 project,
                 bid_fids=wire.list_param(request, 'bid_fid_in'),
                 statuses=status_filter,
@@ -412,8 +423,8 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/instances/{instance_fid}/status')
     def instance_status(instance_fid: str) -> Dict[str, Any]:
-        with lock:
-            instance = market.instance(instance_fid)
+        with market.caught_up(lock):
+            instance = market.instances.get(instance_fid)
             return {
                 'fid': instance.fid,
                 'name': instance.name,
@@ -425,23 +436,26 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/kubernetes/clusters')
     def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.kubernetes_cluster_json(market, c)
-                    for c in market.kubernetes_clusters(project)]
+        with market.caught_up(lock):
+            return [
+                wire.kubernetes_cluster_json(market, c)
+                for c in market.kubernetes_clusters.list(project)
+            ]
 
     @v2.get('/kubernetes/clusters/{cluster_fid}')
     def kubernetes_cluster(cluster_fid: str) -> Dict[str, Any]:
-        with lock:
+        with market.caught_up(lock):
             return wire.kubernetes_cluster_json(
-                market, market.kubernetes_cluster(cluster_fid))
+                market, market.kubernetes_clusters.get(cluster_fid))
 
     @v2.post('/kubernetes/clusters', status_code=201)
     def create_kubernetes_cluster(
             request: Request,
             body: _CreateKubernetesClusterBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_KUBERNETES_CLUSTER_FIELDS):
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_KUBERNETES_CLUSTER_FIELDS):
             return created(
-                request, lambda: market.create_kubernetes_cluster(
+                request, lambda: market.kubernetes_clusters.create(
                     project=body.project,
                     name=body.name,
                     region=body.region,
@@ -453,14 +467,14 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.delete('/kubernetes/clusters/{cluster_fid}', status_code=204)
     def delete_kubernetes_cluster(cluster_fid: str) -> Response:
-        with lock:
-            market.delete_kubernetes_cluster(cluster_fid)
+        with market.caught_up(lock):
+            market.kubernetes_clusters.delete(cluster_fid)
         return Response(status_code=204)
 
     @v2.get('/quotas')
     def quotas(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            rows = market.quotas(project)
+        with market.caught_up(lock):
+            rows = market.accounts.quotas(project)
         return [{
             'fid': q.fid,
             'project': q.project,
@@ -474,8 +488,8 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/image-versions')
     def image_versions() -> List[Dict[str, Any]]:
-        with lock:
-            regions = sorted({a.region for a in market.auctions()})
+        with market.caught_up(lock):
+            regions = sorted({a.region for a in market.auctions.list()})
         return [{
             'image_version_fid': market_lib.IMAGE_VERSION_FID,
             'image_version_name': 'Ubuntu 22.04 CUDA 12.4 (emulated)',

@@ -221,9 +221,10 @@ class EmulatorServer:
                                 daemon=True)
         self._threads = [serve, tick]
         if not isinstance(self.market.hosts, PlaceholderHosts):
+            clusters = self.market.kubernetes_clusters
             with self.lock:
-                self.market.control_node_ready = kube.KubeconfigInstaller(
-                    self.url, self.market.control_node_private_key,
+                clusters.control_node_ready = kube.KubeconfigInstaller(
+                    self.url, clusters.control_node_private_key,
                     self.market.hosts)
         serve.start()
         tick.start()

@@ -131,10 +131,12 @@ def kubernetes_cluster_json(market: Market,
         'k8s_version': cluster.k8s_version,
         'kube_host': cluster.kube_host,
         'ssh_keys': list(cluster.ssh_keys),
-        'instances': [i.fid for i in market.cluster_instances(cluster)],
+        'instances': [
+            i.fid for i in market.kubernetes_clusters.instances(cluster)
+        ],
         'join_command': cluster.join_command,
         'deleted_at': iso(cluster.deleted_at),
-        'user_fid': market.user.fid,
+        'user_fid': market.accounts.user.fid,
     }
     return _with_ssh_extras(data, cluster.address)
 
@@ -150,9 +152,9 @@ def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
         'capacity_gb': volume.capacity_gb,
         'project': volume.project,
         'interface': volume.interface.value,
-        'bids': [bid.fid for bid in market.volume_bids(volume)],
+        'bids': [bid.fid for bid in market.volumes.bids_listing(volume)],
         'reservations': [],
-        'attachments': market.volume_attachments(volume),
+        'attachments': market.volumes.attachments(volume),
     }
 
 
@@ -168,7 +170,8 @@ def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
 
 
 def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
-    quote = market.current_prices(auction.instance_type.fid, auction.region)
+    quote = market.auctions.current_prices(auction.instance_type.fid,
+                                           auction.region)
     return {
         'fid': auction.fid,
         'instance_type': auction.instance_type.fid,

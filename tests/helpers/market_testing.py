@@ -74,16 +74,19 @@ class RecordingHosts(PlaceholderHosts):
 
 
 def type_fid(market: Market) -> str:
-    return market.auction(TYPE, REGION).instance_type.fid
+    return market.auctions.get(TYPE, REGION).instance_type.fid
 
 
 def place_bid(market: Market, limit: str = '$5.00', quantity: int = 1,
               name: str = 'job', region: str = REGION,
               ssh_keys: Optional[List[str]] = None) -> Bid:
-    return market.create_bid(project=PROJECT_FID, region=region,
-                             instance_type=type_fid(market),
-                             limit_price=limit, instance_quantity=quantity,
-                             name=name, ssh_keys=ssh_keys or [])
+    return market.bids.create(project=PROJECT_FID,
+                              region=region,
+                              instance_type=type_fid(market),
+                              limit_price=limit,
+                              instance_quantity=quantity,
+                              name=name,
+                              ssh_keys=ssh_keys or [])
 
 
 def instance_statuses(bid: Bid) -> List[InstanceStatus]:

@@ -9,14 +9,19 @@ Randomness (fids, the optional price random walk) comes from RNGs seeded with
 
 Like a large moto service, the market is one backend per kind of resource,
 each in its module with its rules, all over one shared `state.MarketState`
-(clock, timers, fids, the store of `records`) and composed into one `Market`:
-  auctions     auctions, prices, price history, capacity, the clearing
-  bids         placing, changing, cancelling bids; filler bids
-  instances    instances' life cycle: boot, preemption notice, stop, termination
-  storage      volumes (file shares and block volumes)
-  ssh_keys     SSH keys
-  kubernetes   Kubernetes clusters and their control nodes
-  accounts     the project, the user, quotas
+(clock, timers, fids, the store of `records`) and composed into one `Market`,
+each a public attribute of it (module, then attribute):
+  auctions    auctions             auctions, prices, price history, capacity,
+                                   the clearing
+  bids        bids                 placing, changing, cancelling bids; fillers
+  instances   instances            instances' life cycle: boot, preemption
+                                   notice, stop, termination
+  storage     volumes              volumes (file shares and block volumes)
+  ssh_keys    ssh_keys             SSH keys
+  kubernetes  kubernetes_clusters  Kubernetes clusters and their control nodes
+  accounts    accounts             the project, the user, quotas
+Whoever reads or changes the market catches it up with its clock first
+(`Market.caught_up`; market.py says who and how).
 A refusal (`errors`) names the refused field; where an HTTP request carried it
 is the routes' business.
 

@@ -89,7 +89,7 @@ class Auctions:
     def instance_types(self) -> List[InstanceType]:
         return list(self._store.instance_types.values())
 
-    def listed(self) -> List[Auction]:
+    def list(self) -> List[Auction]:
         """Every auction, in catalog order."""
         return list(self._store.auctions.values())
 

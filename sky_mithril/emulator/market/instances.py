@@ -27,7 +27,7 @@ from sky_mithril.emulator.market.records import (Bid, BidEventType, BidStatus,
                                                  InstanceStatus)
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
-from sky_mithril.emulator.market.storage import Storage
+from sky_mithril.emulator.market.storage import Volumes
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
 
@@ -52,7 +52,7 @@ class Instances:
                  state: MarketState,
                  accounts: Accounts,
                  ssh_keys: SshKeys,
-                 storage: Storage,
+                 volumes: Volumes,
                  *,
                  preemption_notice_s: float,
                  boot_durations_s: Optional[Mapping[InstanceStatus,
@@ -62,7 +62,7 @@ class Instances:
         self._store = state.store
         self._accounts = accounts
         self._ssh_keys = ssh_keys
-        self._storage = storage
+        self._volumes = volumes
         self.preemption_notice_s = preemption_notice_s
         self.boot_durations_s = {
             **DEFAULT_BOOT_DURATIONS_S,
@@ -78,13 +78,13 @@ class Instances:
             raise NotFound('Instance', fid)
         return instance
 
-    def in_project(self,
-                   project: str,
-                   *,
-                   bid_fids: Optional[Sequence[str]] = None,
-                   statuses: Optional[Sequence[InstanceStatus]] = None,
-                   region: Optional[str] = None,
-                   instance_type: Optional[str] = None) -> List[Instance]:
+    def list(self,
+             project: str,
+             *,
+             bid_fids: Optional[Sequence[str]] = None,
+             statuses: Optional[Sequence[InstanceStatus]] = None,
+             region: Optional[str] = None,
+             instance_type: Optional[str] = None) -> List[Instance]:
         """A project's instances matching every given filter, in creation order."""
         self._accounts.require_project(project)
         bid_set = set(bid_fids) if bid_fids is not None else None
@@ -148,7 +148,7 @@ class Instances:
         """Creates (first boot) or resumes the host with the bid's volumes; a
         failing backend puts the instance in STATUS_ERROR."""
         bid = self._store.bids[instance.bid_fid]
-        volumes = self._storage.for_bid(bid)
+        volumes = self._volumes.for_bid(bid)
         # Only when there are some, so backends that predate volumes still work.
         with_volumes: Dict[str, Any] = {'volumes': volumes} if volumes else {}
         hosts = self._state.hosts

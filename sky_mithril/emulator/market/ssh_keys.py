@@ -21,7 +21,7 @@ class SshKeys:
         self._store = state.store
         self._accounts = accounts
 
-    def in_project(self, project: str) -> List[SshKey]:
+    def list(self, project: str) -> List[SshKey]:
         self._accounts.require_project(project)
         return [
             key for key in self._store.ssh_keys.values()

@@ -29,7 +29,7 @@ MAX_VOLUME_GB = 16_384
 _BAD_VOLUME_NAME = re.compile(r'[/\s\x00-\x1f\x7f]')
 
 
-class Storage:
+class Volumes:
     """Creates, renames and deletes volumes; says which bids and VMs have one."""
 
     def __init__(self, state: MarketState, accounts: Accounts) -> None:
@@ -37,8 +37,7 @@ class Storage:
         self._store = state.store
         self._accounts = accounts
 
-    def in_project(self, project: str,
-                   region: Optional[str] = None) -> List[Volume]:
+    def list(self, project: str, region: Optional[str] = None) -> List[Volume]:
         """A project's volumes (only `region`'s when given), in creation order."""
         self._accounts.require_project(project)
         return [

@@ -15,7 +15,7 @@ def test_quotas_count_spot_capacity_per_type_and_what_the_project_holds(
     market.advance(CLEARING_S)
     assert (held.status, waiting.status) == (BidStatus.ALLOCATED,
                                              BidStatus.OPEN)
-    spot, storage = market.quotas(PROJECT_FID)
+    spot, storage = market.accounts.quotas(PROJECT_FID)
     assert (spot.product_type, spot.name, spot.units) == ('spot', TYPE,
                                                           'instances')
     assert spot.instance_type is not None
@@ -24,14 +24,14 @@ def test_quotas_count_spot_capacity_per_type_and_what_the_project_holds(
     assert (spot.total_quantity, spot.used_quantity) == (16, 3)
     assert (storage.product_type, storage.units, storage.total_quantity,
             storage.used_quantity) == ('storage', 'GB', 20000, 0)
-    market.cancel_bid(held.fid)
-    assert market.quotas(PROJECT_FID)[0].used_quantity == 0
+    market.bids.cancel(held.fid)
+    assert market.accounts.quotas(PROJECT_FID)[0].used_quantity == 0
     with pytest.raises(NotFound):
-        market.quotas('proj_other')
+        market.accounts.quotas('proj_other')
 
 
 def test_requests_act_as_the_one_project_and_user(market: Market) -> None:
     bid = place_bid(market)
-    assert bid.project == market.project.fid == PROJECT_FID
-    assert bid.created_by == market.user.fid
-    assert bid.events[0].user_id == market.user.fid
+    assert bid.project == market.accounts.project.fid == PROJECT_FID
+    assert bid.created_by == market.accounts.user.fid
+    assert bid.events[0].user_id == market.accounts.user.fid

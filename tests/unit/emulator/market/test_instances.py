@@ -22,24 +22,25 @@ def test_price_rise_preempts_after_notice_and_reallocates_same_instances(
     instance_fids = [i.fid for i in bid.instances]
     addresses = [i.address for i in bid.instances]
 
-    market.set_price(TYPE, REGION, '$4.00')
+    market.auctions.set_price(TYPE, REGION, '$4.00')
     market.advance(CLEARING_S - BOOT_S)
     assert bid.status == BidStatus.PREEMPTING
     assert instance_statuses(bid) == [InstanceStatus.PREEMPTING] * 2
     end_time = market.now + datetime.timedelta(seconds=NOTICE_S)
     assert all(hosts.preemption_end_times[fid] == end_time
                for fid in instance_fids)
-    assert market.free_capacity(bid.auction) == 6  # held during the notice
+    assert market.auctions.free_capacity(
+        bid.auction) == 6  # held during the notice
 
     market.advance(NOTICE_S - 1)
     assert bid.status == BidStatus.PREEMPTING
     market.advance(1)
     assert bid.status == BidStatus.OPEN
     assert instance_statuses(bid) == [InstanceStatus.PREEMPTED] * 2
-    assert market.free_capacity(bid.auction) == 8
+    assert market.auctions.free_capacity(bid.auction) == 8
     assert all(hosts.hooks_for(fid)[-1] == 'preempt' for fid in instance_fids)
 
-    market.set_price(TYPE, REGION, '$2.00')
+    market.auctions.set_price(TYPE, REGION, '$2.00')
     market.advance(CLEARING_S)
     assert bid.status == BidStatus.ALLOCATED
     assert bid.price_paid == Decimal('2.00')
@@ -58,17 +59,17 @@ def test_pause_stops_instances_frees_capacity_and_unpause_resumes_them(
     market.advance(CLEARING_S + BOOT_S)
     fid = bid.instances[0].fid
 
-    market.update_bid(bid.fid, paused=True)
+    market.bids.update(bid.fid, paused=True)
     assert bid.status == BidStatus.PAUSED
     assert instance_statuses(bid) == [InstanceStatus.STOPPING]
     assert bid.price_paid is None and bid.instances[0].price_paid is None
-    assert market.free_capacity(bid.auction) == 8
+    assert market.auctions.free_capacity(bid.auction) == 8
     market.advance(market.stop_duration_s)
     assert instance_statuses(bid) == [InstanceStatus.PAUSED]
     market.advance(2 * CLEARING_S)
     assert bid.status == BidStatus.PAUSED  # out of the market
 
-    market.update_bid(bid.fid, paused=False)
+    market.bids.update(bid.fid, paused=False)
     assert bid.status == BidStatus.OPEN
     market.advance(CLEARING_S + BOOT_S)
     assert bid.status == BidStatus.ALLOCATED
@@ -81,7 +82,7 @@ def test_cancel_during_boot_stops_the_boot(market: Market,
                                            hosts: RecordingHosts) -> None:
     bid = place_bid(market)
     market.advance(CLEARING_S + 10)
-    market.cancel_bid(bid.fid)
+    market.bids.cancel(bid.fid)
     market.advance(BOOT_S)
     assert instance_statuses(bid) == [InstanceStatus.TERMINATED]
     assert hosts.calls == []
@@ -94,7 +95,7 @@ def test_instance_boot_sequence_and_host_creation(clock: ManualClock,
                  InstanceStatus.STARTING: 5}
     market = Market(clock, hosts, CATALOG, clearing_interval_s=CLEARING_S,
                     boot_durations_s=durations)
-    key, _ = market.create_ssh_key(PROJECT_FID, 'mine', PUBLIC_KEY)
+    key, _ = market.ssh_keys.create(PROJECT_FID, 'mine', PUBLIC_KEY)
     bid = place_bid(market, ssh_keys=[key.fid])
     market.advance(CLEARING_S)
     instance = bid.instances[0]
@@ -125,8 +126,8 @@ def test_pause_during_notice_cancels_the_preemption(market: Market,
                                                     hosts: RecordingHosts) -> None:
     bid = place_bid(market)
     market.advance(CLEARING_S + BOOT_S)
-    market.force_preempt(bid.fid)
-    market.update_bid(bid.fid, paused=True)
+    market.bids.force_preempt(bid.fid)
+    market.bids.update(bid.fid, paused=True)
     market.advance(NOTICE_S)
     assert bid.status == BidStatus.PAUSED
     assert instance_statuses(bid) == [InstanceStatus.PAUSED]
