@@ -12,6 +12,7 @@ the fault injector's late commit (`created`).
 
 import datetime
 import hmac
+import uuid
 from typing import (Any, Callable, ContextManager, Dict, List, Literal,
                     Optional, TypeVar)
 
@@ -160,8 +161,15 @@ def api_router(market: Market, lock: ContextManager[Any],
             'email': user.email,
             'organization_id': user.organization_id,
             'user_name': user.user_name,
-            'organization_role': 'owner',
+            'organization_role': user.organization_role,
         }
+
+    @v2.get('/me/teammates')
+    def teammates() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            users = market.accounts.teammates()
+            project = market.accounts.project
+        return [wire.teammate_json(user, [project]) for user in users]
 
     @v2.get('/projects')
     def projects() -> List[Dict[str, Any]]:
@@ -485,6 +493,22 @@ def api_router(market: Market, lock: ContextManager[Any],
             'name': q.name,
             'instance_type': q.instance_type.fid if q.instance_type else None,
         } for q in rows]
+
+    @v2.get('/organizations/{organization_id}/quotas')
+    def organization_quotas(
+            organization_id: uuid.UUID) -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            rows = market.accounts.organization_storage_quotas(
+                str(organization_id))
+        return [wire.region_storage_quota_json(q) for q in rows]
+
+    @v2.get('/mcc-image-versions')
+    def mcc_image_versions(region: str) -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            regions = market.auctions.regions()
+        if region not in regions:
+            return []
+        return [wire.mcc_image_version_json(regions)]
 
     @v2.get('/image-versions')
     def image_versions() -> List[Dict[str, Any]]:

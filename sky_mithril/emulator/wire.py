@@ -158,6 +158,54 @@ def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
     }
 
 
+def teammate_json(user: market_lib.User,
+                  projects: Sequence[market_lib.Project]) -> Dict[str, Any]:
+    """A user as Mithril's TeammateResponse; `projects`: those it shares."""
+    return {
+        'id': user.id,
+        'fid': user.fid,
+        'user_name': user.user_name,
+        'email': user.email,
+        'organization_role': user.organization_role,
+        'project_ids': [project.fid for project in projects],
+        'deactivated_at': None,
+    }
+
+
+def region_storage_quota_json(
+        quota: market_lib.RegionStorageQuota) -> Dict[str, Any]:
+    """One region's storage as Mithril's OrganizationStorageQuotaModel."""
+    return {
+        'product_type': 'storage_gib',
+        'cluster_id': quota.region_id,
+        'region': quota.region,
+        'granted': quota.granted,
+        'used': quota.used,
+        'remaining': quota.remaining,
+        'limit_source': 'baseline',
+        'units': 'GiB',
+        'usage_by_project': [{
+            'project_id': project_id,
+            'used': used
+        } for project_id, used in quota.used_by_project.items()],
+    }
+
+
+def mcc_image_version_json(regions: Sequence[str]) -> Dict[str, Any]:
+    """The emulator's one MCC (CPU) image as Mithril's ImageVersionModel."""
+    return {
+        'image_version_fid': market_lib.MCC_IMAGE_VERSION_FID,
+        'image_version_name': 'Ubuntu 22.04 MCC (emulated)',
+        'os': 'ubuntu-22.04',
+        'kernel': '5.15',
+        'stable': True,
+        'supported_regions': list(regions),
+        'deactivated_at': None,
+        'nvidia_driver': None,
+        'cuda': None,
+    }
+
+
 def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
     return {
         'fid': key.fid,

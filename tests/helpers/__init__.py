@@ -1,6 +1,7 @@
 """What tests of several files share: provisioning against the emulator,
-the secret scan, the infrastructure commands' setup, the sandboxed `sky`
-stack, and the provisioner child that a test signals."""
+the emulator's API over HTTP, the secret scan, the infrastructure commands'
+setup, the sandboxed `sky` stack, and the provisioner child that a test
+signals."""
 
 from pathlib import Path
 

@@ -29,26 +29,30 @@ This package's face is what its users import: `Market`, the records, the
 errors and the constants below.
 """
 
-from sky_mithril.emulator.market.accounts import PROJECT_FID
+from sky_mithril.emulator.market.accounts import ORGANIZATION_ID, PROJECT_FID
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY
 from sky_mithril.emulator.market.bids import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, MarketError,
                                                 NotFound)
 from sky_mithril.emulator.market.instances import BOOT_SEQUENCE
-from sky_mithril.emulator.market.kubernetes import DEFAULT_K8S_VERSION
+from sky_mithril.emulator.market.kubernetes import (DEFAULT_K8S_VERSION,
+                                                    MCC_IMAGE_VERSION_FID)
 from sky_mithril.emulator.market.market import Market
 from sky_mithril.emulator.market.records import (KUBE_API_PORT, Auction, Bid,
                                                  BidEventType, BidStatus,
                                                  Instance, InstanceStatus,
                                                  KubernetesCluster,
                                                  KubernetesClusterStatus,
-                                                 SshKey, Volume)
+                                                 Project, RegionStorageQuota,
+                                                 SshKey, User, Volume)
 
 __all__ = [
     'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'FieldError', 'IMAGE_VERSION_FID',
     'Instance', 'InstanceStatus', 'InvalidRequest', 'InvalidState',
-    'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus', 'Market',
-    'MarketError', 'NotFound', 'PROJECT_FID', 'SshKey', 'Volume'
+    'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus',
+    'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError', 'NotFound',
+    'ORGANIZATION_ID', 'PROJECT_FID', 'Project', 'RegionStorageQuota',
+    'SshKey', 'User', 'Volume'
 ]

@@ -93,6 +93,10 @@ class Auctions:
         """Every auction, in catalog order."""
         return list(self._store.auctions.values())
 
+    def regions(self) -> List[str]:
+        """Every region with an auction, in catalog order."""
+        return self._store.regions()
+
     def instance_type(self, name_or_fid: str) -> InstanceType:
         if name_or_fid in self._store.instance_types:
             return self._store.instance_types[name_or_fid]

@@ -7,7 +7,7 @@ import datetime
 import enum
 import hashlib
 from decimal import Decimal
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
                                         VolumeInterface, volume_vm_path)
@@ -74,7 +74,10 @@ class HostState(enum.Enum):
 
 @dataclasses.dataclass
 class Project:
+    """A project; `id` is its UUID (where Mithril reports usage by project)."""
+
     fid: str
+    id: str
     name: str
     created_at: datetime.datetime
 
@@ -85,6 +88,7 @@ class User:
     id: str
     email: str
     organization_id: str
+    organization_role: str
     user_name: str
 
 
@@ -291,6 +295,20 @@ class PriceQuote:
     win_price: Optional[Decimal]
     free_capacity: int
     capacity: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionStorageQuota:
+    """One /v2/organizations/{id}/quotas row: the organization's volume
+    storage in one region (GB; `remaining` is what a new volume there may
+    take)."""
+
+    region: str
+    region_id: str
+    granted: int
+    used: int
+    remaining: int
+    used_by_project: Dict[str, int]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import random
 import string
+import uuid
 from typing import Callable, Dict, List, Protocol, Set, Tuple
 
 from sky_mithril.emulator.clock import Clock
@@ -52,6 +53,10 @@ class Store:
     def has_region(self, region: str) -> bool:
         """Whether any auction runs in `region`."""
         return any(a.region == region for a in self.auctions.values())
+
+    def regions(self) -> List[str]:
+        """Every region some auction runs in, in catalog order."""
+        return list(dict.fromkeys(a.region for a in self.auctions.values()))
 
 
 @dataclasses.dataclass(order=True)
@@ -142,3 +147,9 @@ class MarketState:
 def stable_fid(prefix: str, key: str) -> str:
     """A fid that depends only on `key` (catalog entries, quotas)."""
     return f'{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}'
+
+
+def stable_uuid(key: str) -> str:
+    """A UUID that depends only on `key`, where Mithril names a thing by UUID
+    (regions' clusters)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f'mithril-emulator:{key}'))

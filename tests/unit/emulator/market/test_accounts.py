@@ -1,11 +1,14 @@
-"""Accounts: the one project and user every request acts as, and the quotas
-(spot instances per instance type, volume storage)."""
+"""Accounts: the one project and user every request acts as, the user's
+teammates, and the quotas (spot instances per instance type, volume storage,
+the organization's storage per region)."""
 
 import pytest
 
-from sky_mithril.emulator.market import PROJECT_FID, BidStatus, Market, NotFound
+from sky_mithril.emulator.market import (ORGANIZATION_ID, PROJECT_FID, BidStatus,
+                                         Market, NotFound)
 
-from tests.helpers.market_testing import CLEARING_S, TYPE, place_bid, type_fid
+from tests.helpers.market_testing import (CLEARING_S, OTHER_REGION, REGION, TYPE,
+                                          place_bid, type_fid)
 
 
 def test_quotas_count_spot_capacity_per_type_and_what_the_project_holds(
@@ -35,3 +38,27 @@ def test_requests_act_as_the_one_project_and_user(market: Market) -> None:
     assert bid.project == market.accounts.project.fid == PROJECT_FID
     assert bid.created_by == market.accounts.user.fid
     assert bid.events[0].user_id == market.accounts.user.fid
+
+
+def test_the_user_is_its_own_only_teammate(market: Market) -> None:
+    assert market.accounts.teammates() == [market.accounts.user]
+    assert market.accounts.user.organization_id == ORGANIZATION_ID
+
+
+def test_organization_storage_quota_per_region_spans_regions(
+        market: Market) -> None:
+    market.volumes.create(project=PROJECT_FID, name='a', interface='File',
+                          region=REGION, size_gb=300)
+    market.volumes.create(project=PROJECT_FID, name='b', interface='Block',
+                          region=OTHER_REGION, size_gb=200)
+    here, there = market.accounts.organization_storage_quotas(ORGANIZATION_ID)
+    assert (here.region, there.region) == (REGION, OTHER_REGION)
+    assert (here.granted, here.used, here.remaining) == (20000, 300, 19500)
+    assert (there.granted, there.used, there.remaining) == (20000, 200, 19500)
+    assert here.used_by_project == {market.accounts.project.id: 300}
+    assert here.region_id != there.region_id
+    again, _ = market.accounts.organization_storage_quotas(ORGANIZATION_ID)
+    assert again.region_id == here.region_id
+    with pytest.raises(NotFound):
+        market.accounts.organization_storage_quotas(
+            '00000000-0000-4000-8000-00000000ffff')

@@ -10,8 +10,8 @@ from sky_mithril.emulator.clock import DEFAULT_START, ManualClock
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import BidStatus, Market
 
-from tests.helpers.market_testing import (CATALOG, CLEARING_S, REGION, TYPE, place_bid,
-                                          type_fid)
+from tests.helpers.market_testing import (CATALOG, CLEARING_S, OTHER_REGION,
+                                          REGION, TYPE, place_bid, type_fid)
 
 
 def test_new_bid_waits_for_next_clearing_then_pays_spot_not_limit(
@@ -184,3 +184,7 @@ def test_current_prices_and_win_price(market: Market) -> None:
                                           2).win_price is None
     cheapest = market.auctions.current_prices(type_fid(market))
     assert cheapest.spot_price == Decimal('1.00')  # region-a beats region-b
+
+
+def test_regions_are_listed_once_in_catalog_order(market: Market) -> None:
+    assert market.auctions.regions() == [REGION, OTHER_REGION]
