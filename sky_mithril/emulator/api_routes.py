@@ -121,6 +121,10 @@ class _CreateSshKeyBody(BaseModel):
 _CREATE_SSH_KEY_FIELDS = wire.in_body(*_CreateSshKeyBody.model_fields)
 
 
+class _UpdateSshKeyBody(BaseModel):
+    required: bool
+
+
 def api_router(market: Market, lock: ContextManager[Any],
                api_key: Optional[str]) -> fastapi.APIRouter:
     """Mithril's /v2 endpoints over `market`, each call holding `lock`
@@ -265,6 +269,19 @@ def api_router(market: Market, lock: ContextManager[Any],
                     body.project, body.name, body.public_key, body.required),
                 lambda made: {**wire.ssh_key_json(made[0]),
                               'private_key': made[1]})
+
+    @v2.patch('/ssh-keys/{ssh_key_fid}')
+    def update_ssh_key(ssh_key_fid: str,
+                       body: _UpdateSshKeyBody) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            return wire.ssh_key_json(
+                market.ssh_keys.update(ssh_key_fid, required=body.required))
+
+    @v2.delete('/ssh-keys/{ssh_key_fid}', status_code=204)
+    def delete_ssh_key(ssh_key_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.ssh_keys.delete(ssh_key_fid)
+        return Response(status_code=204)
 
     @v2.post('/spot/bids', status_code=201)
     def create_bid(request: Request, body: _CreateBidBody) -> Dict[str, Any]:

@@ -1,6 +1,9 @@
 """The project's SSH keys: registered or generated (returning the private
-half once, as Mithril does). A bid's hosts accept the keys its launch
-specification lists plus every key the project marks `required`."""
+half once, as Mithril does), marked `required` or not, deleted. A bid's hosts
+accept the keys its launch specification lists plus every key the project
+marks `required`, as of when each host is created. A key that a live (not
+Terminated) bid or Kubernetes cluster lists cannot be deleted.
+"""
 
 from typing import List, Optional, Sequence, Tuple
 
@@ -8,8 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sky_mithril.emulator.market.accounts import Accounts
-from sky_mithril.emulator.market.errors import FieldError, InvalidRequest
-from sky_mithril.emulator.market.records import Bid, SshKey
+from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
+                                                InvalidState, NotFound)
+from sky_mithril.emulator.market.records import (Bid, BidStatus,
+                                                 KubernetesClusterStatus,
+                                                 SshKey)
 from sky_mithril.emulator.market.state import MarketState
 
 
@@ -59,6 +65,38 @@ class SshKeys:
                      required=required)
         self._store.ssh_keys[key.fid] = key
         return key, private_key
+
+    def get(self, fid: str) -> SshKey:
+        key = self._store.ssh_keys.get(fid)
+        if key is None:
+            raise NotFound('SSH key', fid)
+        return key
+
+    def update(self, fid: str, *, required: bool) -> SshKey:
+        """Marks the key required (every host of the project created from
+        now on accepts it) or not."""
+        key = self.get(fid)
+        key.required = required
+        return key
+
+    def delete(self, fid: str) -> None:
+        """Deletes a key no live bid or Kubernetes cluster lists (InvalidState
+        otherwise)."""
+        key = self.get(fid)
+        for bid in self._store.bids.values():
+            if (bid.status != BidStatus.TERMINATED and
+                    fid in bid.launch_specification.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by bid {bid.fid} '
+                    f'({bid.name}); cancel the bid first.')
+        for cluster in self._store.k8s_clusters.values():
+            if (cluster.status != KubernetesClusterStatus.TERMINATED and
+                    fid in cluster.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by Kubernetes '
+                    f'cluster {cluster.fid} ({cluster.name}); delete the '
+                    'cluster first.')
+        del self._store.ssh_keys[fid]
 
     def unknown_key_errors(self, project: str,
                            fids: Sequence[str]) -> List[FieldError]:
