@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from sky_mithril.emulator import faults
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator import wire
-from sky_mithril.emulator.market import BidStatus, InstanceStatus, Market
+from sky_mithril.emulator.market import (BidStatus, InstanceStatus,
+                                         LifecycleScriptScope, Market)
 
 ORDER_TYPES = ('Bid', 'Reservation')
 _Made = TypeVar('_Made')
@@ -123,6 +124,28 @@ _CREATE_SSH_KEY_FIELDS = wire.in_body(*_CreateSshKeyBody.model_fields)
 
 class _UpdateSshKeyBody(BaseModel):
     required: bool
+
+
+class _CreateLifecycleScriptBody(BaseModel):
+    project: str
+    name: str
+    content: str
+    description: Optional[str] = None
+    scope: LifecycleScriptScope = LifecycleScriptScope.PROJECT
+
+
+_CREATE_LIFECYCLE_SCRIPT_FIELDS = wire.in_body(
+    *_CreateLifecycleScriptBody.model_fields)
+
+
+class _UpdateLifecycleScriptBody(BaseModel):
+    name: Optional[str] = None
+    description: Optional[str] = None
+    scope: Optional[LifecycleScriptScope] = None
+
+
+_UPDATE_LIFECYCLE_SCRIPT_FIELDS = wire.in_body(
+    *_UpdateLifecycleScriptBody.model_fields)
 
 
 def api_router(market: Market, lock: ContextManager[Any],
@@ -281,6 +304,60 @@ def api_router(market: Market, lock: ContextManager[Any],
     def delete_ssh_key(ssh_key_fid: str) -> Response:
         with market.caught_up(lock):
             market.ssh_keys.delete(ssh_key_fid)
+        return Response(status_code=204)
+
+    @v2.post('/lifecycle-scripts', status_code=201)
+    def create_lifecycle_script(
+            request: Request,
+            body: _CreateLifecycleScriptBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_LIFECYCLE_SCRIPT_FIELDS):
+            return created(
+                request, lambda: market.lifecycle_scripts.create(
+                    project=body.project, name=body.name,
+                    content=body.content, description=body.description,
+                    scope=body.scope),
+                lambda script: wire.lifecycle_script_json(
+                    script, str(request.base_url)))
+
+    @v2.get('/lifecycle-scripts')
+    def list_lifecycle_scripts(
+            request: Request,
+            project: str,
+            sort_by: Literal['created_at', 'last_modified_at'] = 'created_at',
+            sort_dir: Literal['asc', 'desc'] = 'asc',
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            scripts = market.lifecycle_scripts.list(project)
+            rows = [
+                wire.lifecycle_script_json(script, str(request.base_url))
+                for script in scripts
+            ]
+            orders = {script.fid: script.order for script in scripts}
+        return wire.page(rows, orders, sort_field=sort_by, sort_dir=sort_dir,
+                         limit=limit, cursor=next_cursor)
+
+    @v2.get('/lifecycle-scripts/{ls_fid}/content')
+    def lifecycle_script_content(ls_fid: str) -> str:
+        with market.caught_up(lock):
+            return market.lifecycle_scripts.get(ls_fid).content
+
+    @v2.patch('/lifecycle-scripts/{ls_fid}')
+    def update_lifecycle_script(
+            request: Request, ls_fid: str,
+            body: _UpdateLifecycleScriptBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _UPDATE_LIFECYCLE_SCRIPT_FIELDS):
+            script = market.lifecycle_scripts.update(
+                ls_fid, name=body.name, description=body.description,
+                scope=body.scope)
+            return wire.lifecycle_script_json(script, str(request.base_url))
+
+    @v2.delete('/lifecycle-scripts/{ls_fid}', status_code=204)
+    def delete_lifecycle_script(ls_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.lifecycle_scripts.delete(ls_fid)
         return Response(status_code=204)
 
     @v2.post('/spot/bids', status_code=201)

@@ -206,6 +206,25 @@ def mcc_image_version_json(regions: Sequence[str]) -> Dict[str, Any]:
     }
 
 
+def lifecycle_script_json(script: market_lib.LifecycleScript,
+                          base_url: str) -> Dict[str, Any]:
+    """A script as Mithril's LifecycleScriptModel; its content is served at
+    `content_url`, under the emulator's `base_url`."""
+    return {
+        'fid': script.fid,
+        'name': script.name,
+        'description': script.description,
+        'content_url': (f'{base_url.rstrip("/")}/v2/lifecycle-scripts/'
+                        f'{script.fid}/content'),
+        'project': script.project,
+        'created_at': iso(script.created_at),
+        'created_by': script.created_by,
+        'last_modified_at': iso(script.last_modified_at),
+        'last_modified_by': script.last_modified_by,
+        'scope': script.scope.value,
+    }
+
+
 def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
     return {
         'fid': key.fid,

@@ -10,16 +10,15 @@ Randomness (fids, the optional price random walk) comes from RNGs seeded with
 Like a large moto service, the market is one backend per kind of resource,
 each in its module with its rules, all over one shared `state.MarketState`
 (clock, timers, fids, the store of `records`) and composed into one `Market`,
-each a public attribute of it (module, then attribute):
-  auctions    auctions             auctions, prices, price history, capacity,
-                                   the clearing
-  bids        bids                 placing, changing, cancelling bids; fillers
-  instances   instances            instances' life cycle: boot, preemption
-                                   notice, stop, termination
-  storage     volumes              volumes (file shares and block volumes)
-  ssh_keys    ssh_keys             SSH keys
-  kubernetes  kubernetes_clusters  Kubernetes clusters and their control nodes
-  accounts    accounts             the project, the user, quotas
+whose public attributes they are (each in the module of its name unless said):
+  auctions             auctions, prices, price history, capacity, the clearing
+  bids                 placing, changing, cancelling bids; filler bids
+  instances            instances' life cycle: boot, notice, stop, termination
+  volumes              (storage.py) file shares and block volumes
+  ssh_keys             SSH keys
+  lifecycle_scripts    scripts kept for instances to run
+  kubernetes_clusters  (kubernetes.py) clusters and their control nodes
+  accounts             the organization, its project and user; quotas
 Whoever reads or changes the market catches it up with its clock first
 (`Market.caught_up`; market.py says who and how).
 A refusal (`errors`) names the refused field; where an HTTP request carried it
@@ -44,15 +43,17 @@ from sky_mithril.emulator.market.records import (KUBE_API_PORT, Auction, Bid,
                                                  Instance, InstanceStatus,
                                                  KubernetesCluster,
                                                  KubernetesClusterStatus,
-                                                 Project, RegionStorageQuota,
-                                                 SshKey, User, Volume)
+                                                 LifecycleScript,
+                                                 LifecycleScriptScope, Project,
+                                                 RegionStorageQuota, SshKey,
+                                                 User, Volume)
 
 __all__ = [
     'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'FieldError', 'IMAGE_VERSION_FID',
     'Instance', 'InstanceStatus', 'InvalidRequest', 'InvalidState',
     'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus',
-    'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError', 'NotFound',
+    'LifecycleScript', 'LifecycleScriptScope', 'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError', 'NotFound',
     'ORGANIZATION_ID', 'PROJECT_FID', 'Project', 'RegionStorageQuota',
     'SshKey', 'User', 'Volume'
 ]

@@ -27,6 +27,7 @@ from sky_mithril.emulator.market.bids import Bids
 from sky_mithril.emulator.market.errors import MarketError
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
+from sky_mithril.emulator.market.lifecycle_scripts import LifecycleScripts
 from sky_mithril.emulator.market.records import InstanceStatus
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
@@ -56,6 +57,7 @@ class Market:
         self._state = MarketState(clock, hosts, seed)
         self.accounts = Accounts(self._state)
         self.ssh_keys = SshKeys(self._state, self.accounts)
+        self.lifecycle_scripts = LifecycleScripts(self._state, self.accounts)
         self.volumes = Volumes(self._state, self.accounts)
         self.instances = Instances(self._state,
                                    self.accounts,

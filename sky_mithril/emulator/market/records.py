@@ -1,6 +1,6 @@
 """The market's records: what it keeps about auctions, bids, instances, keys,
-volumes and Kubernetes clusters, and the statuses they move through. Plain
-data; the backends of this package change them."""
+lifecycle scripts, volumes and Kubernetes clusters, and the statuses they
+move through. Plain data; the backends of this package change them."""
 
 import dataclasses
 import datetime
@@ -53,6 +53,13 @@ class BidEventType(str, enum.Enum):
     LIMIT_PRICE_CHANGED = 'Limit Price Changed'
     VOLUMES_ATTACHED = 'Volumes Attached'
     VOLUMES_REMOVED = 'Volumes Removed'
+
+
+class LifecycleScriptScope(str, enum.Enum):
+    """Who sees a lifecycle script; `PLATFORM` ones are Mithril's own."""
+    PROJECT = 'PROJECT'
+    ORGANIZATION = 'ORGANIZATION'
+    PLATFORM = 'PLATFORM'
 
 
 class KubernetesClusterStatus(str, enum.Enum):
@@ -137,6 +144,23 @@ class SshKey:
     public_key: str
     created_at: datetime.datetime
     required: bool
+
+
+@dataclasses.dataclass
+class LifecycleScript:
+    """A script kept for instances to run; `order` ranks equal sort keys."""
+
+    fid: str
+    name: str
+    description: str
+    content: str
+    project: str
+    scope: LifecycleScriptScope
+    created_at: datetime.datetime
+    created_by: str
+    last_modified_at: datetime.datetime
+    last_modified_by: str
+    order: int
 
 
 @dataclasses.dataclass

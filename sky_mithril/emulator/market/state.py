@@ -24,7 +24,8 @@ from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.records import (Auction, Bid, Instance,
                                                  InstanceType,
-                                                 KubernetesCluster, SshKey,
+                                                 KubernetesCluster,
+                                                 LifecycleScript, SshKey,
                                                  Volume)
 
 
@@ -46,6 +47,8 @@ class Store:
     bids: Dict[str, Bid] = dataclasses.field(default_factory=dict)
     instances: Dict[str, Instance] = dataclasses.field(default_factory=dict)
     ssh_keys: Dict[str, SshKey] = dataclasses.field(default_factory=dict)
+    lifecycle_scripts: Dict[str, LifecycleScript] = dataclasses.field(
+        default_factory=dict)
     volumes: Dict[str, Volume] = dataclasses.field(default_factory=dict)
     k8s_clusters: Dict[str, KubernetesCluster] = dataclasses.field(
         default_factory=dict)
