@@ -18,7 +18,7 @@ from typing import (Any, Callable, ContextManager, Dict, List, Literal,
 
 import fastapi
 from fastapi import Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from sky_mithril.emulator import faults
 from sky_mithril.emulator import market as market_lib
@@ -26,7 +26,6 @@ from sky_mithril.emulator import wire
 from sky_mithril.emulator.market import (BidStatus, InstanceStatus,
                                          LifecycleScriptScope, Market)
 
-ORDER_TYPES = ('Bid', 'Reservation')
 _Made = TypeVar('_Made')
 
 
@@ -148,6 +147,31 @@ _UPDATE_LIFECYCLE_SCRIPT_FIELDS = wire.in_body(
     *_UpdateLifecycleScriptBody.model_fields)
 
 
+class _CreateCpuInstanceBody(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+
+    name: str
+    project: str
+    instance_type: str
+    region: str
+    volumes: List[str] = []
+    ssh_keys: Optional[List[str]] = None
+    image_version: Optional[str] = None
+
+
+_CREATE_CPU_INSTANCE_FIELDS = wire.in_body(
+    *_CreateCpuInstanceBody.model_fields)
+
+
+class _InstanceStatusBody(BaseModel):
+    instances: List[str]
+    status: Literal['STATUS_RUNNING', 'STATUS_PAUSED']
+
+
+class _RefreshBootDiskBody(BaseModel):
+    image_version: Optional[str] = None
+
+
 def api_router(market: Market, lock: ContextManager[Any],
                api_key: Optional[str]) -> fastapi.APIRouter:
     """Mithril's /v2 endpoints over `market`, each call holding `lock`
@@ -212,21 +236,7 @@ def api_router(market: Market, lock: ContextManager[Any],
     def instance_types() -> List[Dict[str, Any]]:
         with market.caught_up(lock):
             types = market.auctions.instance_types()
-        return [{
-            'fid': t.fid,
-            'name': t.name,
-            'num_cpus': t.num_cpus,
-            'cpu_type': t.cpu_type,
-            'ram_gb': t.ram_gb,
-            'num_gpus': t.num_gpus,
-            'gpu_type': t.gpu_type,
-            'gpu_memory_gb': t.gpu_memory_gb,
-            'gpu_socket': t.gpu_socket,
-            'local_storage_gb': t.local_storage_gb,
-            'ib_count': t.ib_count,
-            'bridge_count': t.bridge_count,
-            'network_type': t.network_type,
-        } for t in types]
+        return [wire.instance_type_json(t) for t in types]
 
     @v2.get('/spot/availability')
     def auctions() -> List[Dict[str, Any]]:
@@ -497,22 +507,22 @@ def api_router(market: Market, lock: ContextManager[Any],
                              if statuses is not None else None)
         except ValueError as e:
             raise wire.validation_error(('query', 'status_in'), str(e)) from e
-        unknown_order_types = set(order_types or ()) - set(ORDER_TYPES)
+        unknown_order_types = set(order_types or ()) - set(
+            market_lib.ORDER_TYPES)
         if unknown_order_types:
             raise wire.validation_error(
                 ('query', 'order_type_in'),
                 f'unknown order types: {sorted(unknown_order_types)}')
-        # The emulator has no reservations, so asking for them finds nothing.
-        wants_reservations = (
-            (order_types is not None and 'Bid' not in order_types) or
-            wire.list_param(request, 'reservation_fid_in') is not None)
         with market.caught_up(lock):
-            instances = [] if wants_reservations else market.instances.list(
+            instances = market.instances.list(
                 project,
                 bid_fids=wire.list_param(request, 'bid_fid_in'),
                 statuses=status_filter,
                 region=region,
-                instance_type=instance_type)
+                instance_type=instance_type,
+                order_types=order_types,
+                reservation_fids=wire.list_param(request,
+                                                 'reservation_fid_in'))
             rows = [wire.instance_json(instance) for instance in instances]
             orders = {i.fid: i.order for i in instances}
         field = {
@@ -523,6 +533,64 @@ def api_router(market: Market, lock: ContextManager[Any],
         return wire.page(rows, orders, sort_field=field, sort_dir=sort_dir,
                          limit=limit, cursor=next_cursor)
 
+    @v2.patch('/instances')
+    def set_instance_status(body: _InstanceStatusBody) -> Dict[str, Any]:
+        if len(set(body.instances)) != len(body.instances):
+            raise wire.validation_error(('body', 'instances'),
+                                        'instances must be unique')
+        with market.caught_up(lock):
+            statuses = market.instances.set_status(
+                body.instances, InstanceStatus(body.status))
+        return {
+            'instances': {fid: status.value for fid, status in statuses.items()}
+        }
+
+    @v2.post('/instances/{instance_fid}/restart', status_code=202)
+    def restart_instance(instance_fid: str) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            market.instances.restart(instance_fid)
+        return {'fid': instance_fid, 'status': 'RESTARTING'}
+
+    @v2.post('/instances/{instance_fid}/refresh-boot-disk')
+    def refresh_boot_disk(
+            instance_fid: str,
+            body: Optional[_RefreshBootDiskBody] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            image = market.instances.refresh_boot_disk(
+                instance_fid, body.image_version if body else None)
+        return {'fid': instance_fid, 'image_version': image,
+                'status': 'REFRESHED'}
+
+    @v2.get('/cpu/instance-types')
+    def cpu_instance_types() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            types = market.cpu_vms.instance_types()
+        return [wire.instance_type_json(t) for t in types]
+
+    @v2.get('/cpu/regions')
+    def cpu_regions() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            regions = market.cpu_vms.regions()
+        return [wire.region_json(r, market_lib.region_id(r)) for r in regions]
+
+    @v2.post('/cpu/instances', status_code=201)
+    def create_cpu_instance(request: Request,
+                            body: _CreateCpuInstanceBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_CPU_INSTANCE_FIELDS):
+            return created(
+                request, lambda: market.cpu_vms.create(
+                    project=body.project, name=body.name,
+                    instance_type=body.instance_type, region=body.region,
+                    volumes=body.volumes, ssh_keys=body.ssh_keys,
+                    image_version=body.image_version), wire.instance_json)
+
+    @v2.delete('/cpu/instances/{instance_fid}', status_code=204)
+    def terminate_cpu_instance(instance_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.cpu_vms.terminate(instance_fid)
+        return Response(status_code=204)
+
     @v2.get('/instances/{instance_fid}/status')
     def instance_status(instance_fid: str) -> Dict[str, Any]:
         with market.caught_up(lock):
@@ -532,7 +600,7 @@ def api_router(market: Market, lock: ContextManager[Any],
                 'name': instance.name,
                 'status': instance.status.value,
                 'bid': instance.bid_fid,
-                'reservation': None,
+                'reservation': instance.reservation_fid,
                 'end_time': wire.iso(instance.end_time),
             }
 

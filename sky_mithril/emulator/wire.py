@@ -6,7 +6,10 @@ delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`
 (the market names the refused field; the route that parsed the request says
 where it carried it, with `fields_at`),
 unknown fids 404 `{"detail": "..."}`, a clash with the current state (deleting
-a volume a live bid lists) 409 `{"detail": "..."}`. Pageable lists (bids,
+a volume a live bid lists) 409 `{"detail": "..."}`, an action the entity's
+state rules out for a reason 422 `{"detail": "...", "reason": "..."}`, one
+Mithril does not offer for that kind of entity (pausing a spot instance) 501
+`{"detail": "..."}`. Pageable lists (bids,
 instances) return `{"data": [...], "next_cursor": str | null}`, 100 per page
 unless `limit` says otherwise, sorted by `created_at` ascending unless
 `sort_by`/`sort_dir` say otherwise; the cursor is opaque (the sort key of the
@@ -63,6 +66,42 @@ def utc(when: datetime.datetime) -> datetime.datetime:
     return when.astimezone(datetime.timezone.utc)
 
 
+def instance_type_json(instance_type: market_lib.InstanceType
+                      ) -> Dict[str, Any]:
+    """An instance type as Mithril's InstanceTypeModel; `hourly_price` (a
+    number of dollars) only for a fixed-price (CPU) type."""
+    data: Dict[str, Any] = {
+        'fid': instance_type.fid,
+        'name': instance_type.name,
+        'num_cpus': instance_type.num_cpus,
+        'cpu_type': instance_type.cpu_type,
+        'ram_gb': instance_type.ram_gb,
+        'num_gpus': instance_type.num_gpus,
+        'gpu_type': instance_type.gpu_type,
+        'gpu_memory_gb': instance_type.gpu_memory_gb,
+        'gpu_socket': instance_type.gpu_socket,
+        'local_storage_gb': instance_type.local_storage_gb,
+        'ib_count': instance_type.ib_count,
+        'bridge_count': instance_type.bridge_count,
+        'network_type': instance_type.network_type,
+    }
+    if instance_type.hourly_price is not None:
+        data['hourly_price'] = float(instance_type.hourly_price)
+    return data
+
+
+def region_json(region: str, region_id: str) -> Dict[str, Any]:
+    """A region where CPU VMs run, as Mithril's RegionDTO."""
+    return {
+        'id': region_id,
+        'name': region,
+        'block_storage_enabled': True,
+        'fileshare_storage_enabled': True,
+        'k8s_enabled': True,
+        'max_volume_size_tb': market_lib.MAX_VOLUME_GB // 1024,
+    }
+
+
 def bid_json(bid: Bid) -> Dict[str, Any]:
     spec = bid.launch_specification
     return {
@@ -111,7 +150,7 @@ def instance_json(instance: Instance) -> Dict[str, Any]:
         'status': instance.status.value,
         'region': instance.region,
         'bid': instance.bid_fid,
-        'reservation': None,
+        'reservation': instance.reservation_fid,
         'ssh_destination': address.ssh_destination if address else None,
         'private_ip': address.private_ip if address else None,
     }

@@ -15,8 +15,8 @@ from sky_mithril.emulator.market.errors import FieldError, NotFound
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Project,
                                                  Quota, RegionStorageQuota,
                                                  User)
-from sky_mithril.emulator.market.state import (MarketState, stable_fid,
-                                               stable_uuid)
+from sky_mithril.emulator.market.state import (MarketState, region_id,
+                                               stable_fid)
 
 PROJECT_FID = 'proj_emulator'
 PROJECT_NAME = 'emulator'
@@ -110,7 +110,7 @@ class Accounts:
                        if v.region == region)
             quotas.append(
                 RegionStorageQuota(region=region,
-                                   region_id=stable_uuid(f'region:{region}'),
+                                   region_id=region_id(region),
                                    granted=VOLUME_QUOTA_GB,
                                    used=used,
                                    remaining=remaining,

@@ -21,6 +21,7 @@ from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import Auctions
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
+from sky_mithril.emulator.market.images import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
@@ -30,9 +31,6 @@ from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
 from sky_mithril.emulator.market.storage import Volumes
-
-# The one image version the emulator offers.
-IMAGE_VERSION_FID = 'imgv_emulator_ubuntu2204'
 
 
 class Bids:
@@ -231,7 +229,7 @@ class Bids:
         if not bid.filler:
             bid.auction.live_bids.remove(bid)
         self._record_user_action(bid, BidEventType.TERMINATED)
-        self._instances.terminate(bid)
+        self._instances.terminate(bid.instances)
         return bid
 
     def force_preempt(self, fid: str) -> Bid:

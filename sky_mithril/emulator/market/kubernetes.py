@@ -25,9 +25,6 @@ logger = logging.getLogger('sky.sky_mithril.emulator')
 
 K8S_VERSIONS = ('1.34', '1.29')
 DEFAULT_K8S_VERSION = '1.34'
-# The one MCC (CPU) image version the emulator offers, in every region: for
-# control planes (and CPU VMs).
-MCC_IMAGE_VERSION_FID = 'imgv_emulator_mcc_ubuntu2204'
 
 
 class KubernetesClusters:

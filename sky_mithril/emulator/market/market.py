@@ -24,6 +24,7 @@ from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
+from sky_mithril.emulator.market.cpu_vms import CpuVms
 from sky_mithril.emulator.market.errors import MarketError
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
@@ -80,6 +81,8 @@ class Market:
         self.bids = Bids(self._state, self.accounts, self.auctions,
                          self.instances, self.ssh_keys, self.volumes,
                          self.kubernetes_clusters)
+        self.cpu_vms = CpuVms(self._state, self.accounts, self.ssh_keys,
+                              self.volumes, self.instances)
         self.auctions.start_clearings()
 
     # What the market was made with, and its settings (read live: a change

@@ -7,7 +7,7 @@ import datetime
 import enum
 import hashlib
 from decimal import Decimal
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
                                         VolumeInterface, volume_vm_path)
@@ -101,7 +101,8 @@ class User:
 
 @dataclasses.dataclass
 class InstanceType:
-    """Specs from the catalog; `fid` is stable per name."""
+    """Specs from the catalog; `fid` is stable per name. `hourly_price`: the
+    fixed price of a CPU VM type; None for a type sold at auction."""
 
     fid: str
     name: str
@@ -116,6 +117,7 @@ class InstanceType:
     ib_count: int
     bridge_count: int
     network_type: Optional[str]
+    hourly_price: Optional[Decimal] = None
 
 
 @dataclasses.dataclass
@@ -207,23 +209,27 @@ class BidEvent:
 
 @dataclasses.dataclass
 class Instance:
-    """One instance of a bid; `host` tracks which host hooks apply, `epoch`
-    moves on every state change so pending boot or stop steps are ignored."""
+    """One instance of a bid (`bid_fid`) or of a reservation
+    (`reservation_fid`: a CPU VM's hidden one); `host` tracks which host
+    hooks apply, `restarting` whether its VM is restarting, `epoch` moves on
+    every state change so pending boot or stop steps are ignored."""
 
     fid: str
     name: str
     project: str
     created_at: datetime.datetime
     created_by: str
-    bid_fid: str
+    bid_fid: Optional[str]
     instance_type: InstanceType
     region: str
     order: int
+    reservation_fid: Optional[str] = None
     status: InstanceStatus = InstanceStatus.NEW
     address: Optional[HostAddress] = None
     price_paid: Optional[Decimal] = None
     end_time: Optional[datetime.datetime] = None
     host: HostState = HostState.NONE
+    restarting: bool = False
     epoch: int = 0
 
 
@@ -272,6 +278,30 @@ class Bid:
                      event_type=event_type,
                      limit_price=limit_price,
                      user_id=user_id))
+
+
+@dataclasses.dataclass
+class CpuVm:
+    """A fixed-price CPU VM: the hidden reservation Mithril backs it with
+    (`fid`), holding its one instance, launched at once, no auction."""
+
+    fid: str
+    name: str
+    project: str
+    created_by: str
+    created_at: datetime.datetime
+    instance_type: InstanceType
+    region: str
+    launch_specification: LaunchSpecification
+    instances: List[Instance] = dataclasses.field(default_factory=list)
+    deactivated_at: Optional[datetime.datetime] = None
+
+
+class Order(Protocol):
+    """What instances boot from: a bid or a CPU VM's reservation."""
+
+    project: str
+    launch_specification: LaunchSpecification
 
 
 @dataclasses.dataclass

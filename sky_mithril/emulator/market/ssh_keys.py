@@ -1,8 +1,9 @@
 """The project's SSH keys: registered or generated (returning the private
 half once, as Mithril does), marked `required` or not, deleted. A bid's hosts
 accept the keys its launch specification lists plus every key the project
-marks `required`, as of when each host is created. A key that a live (not
-Terminated) bid or Kubernetes cluster lists cannot be deleted.
+marks `required`, as of when each host is created (so do a CPU VM's). A key
+that a live (not terminated) bid, CPU VM or Kubernetes cluster lists cannot
+be deleted.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -13,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
-from sky_mithril.emulator.market.records import (Bid, BidStatus,
-                                                 KubernetesClusterStatus,
+from sky_mithril.emulator.market.records import (BidStatus,
+                                                 KubernetesClusterStatus, Order,
                                                  SshKey)
 from sky_mithril.emulator.market.state import MarketState
 
@@ -80,8 +81,8 @@ class SshKeys:
         return key
 
     def delete(self, fid: str) -> None:
-        """Deletes a key no live bid or Kubernetes cluster lists (InvalidState
-        otherwise)."""
+        """Deletes a key no live bid, CPU VM or Kubernetes cluster lists
+        (InvalidState otherwise)."""
         key = self.get(fid)
         for bid in self._store.bids.values():
             if (bid.status != BidStatus.TERMINATED and
@@ -89,6 +90,12 @@ class SshKeys:
                 raise InvalidState(
                     f'SSH key {fid} ({key.name}) is used by bid {bid.fid} '
                     f'({bid.name}); cancel the bid first.')
+        for vm in self._store.cpu_vms.values():
+            if (vm.deactivated_at is None and
+                    fid in vm.launch_specification.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by CPU VM '
+                    f'{vm.instances[0].fid} ({vm.name}); terminate it first.')
         for cluster in self._store.k8s_clusters.values():
             if (cluster.status != KubernetesClusterStatus.TERMINATED and
                     fid in cluster.ssh_keys):
@@ -117,14 +124,14 @@ class SshKeys:
         return list(
             dict.fromkeys(self._store.ssh_keys[fid].public_key for fid in fids))
 
-    def for_bid(self, bid: Bid) -> List[str]:
-        """What the bid's hosts accept: its keys plus the project's required
-        keys, without duplicates."""
+    def for_order(self, order: Order) -> List[str]:
+        """What the order's hosts accept: its keys plus the project's
+        required keys, without duplicates."""
         return self.public_keys(
-            list(bid.launch_specification.ssh_keys) + [
+            list(order.launch_specification.ssh_keys) + [
                 key.fid
                 for key in self._store.ssh_keys.values()
-                if key.required and key.project == bid.project
+                if key.required and key.project == order.project
             ])
 
 

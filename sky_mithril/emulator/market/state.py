@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Protocol, Set, Tuple
 
 from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostBackend
-from sky_mithril.emulator.market.records import (Auction, Bid, Instance,
-                                                 InstanceType,
+from sky_mithril.emulator.market.records import (Auction, Bid, CpuVm,
+                                                 Instance, InstanceType,
                                                  KubernetesCluster,
                                                  LifecycleScript, SshKey,
                                                  Volume)
@@ -38,14 +38,18 @@ class Versioned(Protocol):
 @dataclasses.dataclass
 class Store:
     """Every record of the market, by fid (auctions by (instance type fid,
-    region)), each dict in creation order."""
+    region); CPU VMs by their reservation's fid), each dict in creation
+    order."""
 
     instance_types: Dict[str, InstanceType] = dataclasses.field(
+        default_factory=dict)
+    cpu_instance_types: Dict[str, InstanceType] = dataclasses.field(
         default_factory=dict)
     auctions: Dict[Tuple[str, str], Auction] = dataclasses.field(
         default_factory=dict)
     bids: Dict[str, Bid] = dataclasses.field(default_factory=dict)
     instances: Dict[str, Instance] = dataclasses.field(default_factory=dict)
+    cpu_vms: Dict[str, CpuVm] = dataclasses.field(default_factory=dict)
     ssh_keys: Dict[str, SshKey] = dataclasses.field(default_factory=dict)
     lifecycle_scripts: Dict[str, LifecycleScript] = dataclasses.field(
         default_factory=dict)
@@ -152,7 +156,7 @@ def stable_fid(prefix: str, key: str) -> str:
     return f'{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}'
 
 
-def stable_uuid(key: str) -> str:
-    """A UUID that depends only on `key`, where Mithril names a thing by UUID
-    (regions' clusters)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f'mithril-emulator:{key}'))
+def region_id(region: str) -> str:
+    """The UUID Mithril names a region (and the cluster behind it) by; it
+    depends only on the region's name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f'mithril-emulator:{region}'))

@@ -1,17 +1,27 @@
 """Instances' life cycle: boot steps and host creation, the preemption
 notice and re-allocation of the same instances, pause and stop, cancellation
-during boot, a failing host backend. Manual clock, no sleeping."""
+during boot, a failing host backend; and the actions on one instance of a
+reservation (a CPU VM's): pause, resume, restart, a fresh boot disk. Manual
+clock, no sleeping."""
 
 import datetime
 from decimal import Decimal
 
+import pytest
+
 from sky_mithril.emulator.clock import ManualClock
-from sky_mithril.emulator.market import (PROJECT_FID, BidStatus,
-                                         InstanceStatus, Market)
+from sky_mithril.emulator.market import (IMAGE_VERSION_FID,
+                                         MCC_IMAGE_VERSION_FID, PROJECT_FID,
+                                         BidStatus, Declined, InstanceStatus,
+                                         InvalidState, Market, NotFound,
+                                         NotSupported)
+from sky_mithril.emulator.market.instances import RESTART_DURATION_S
 
 from tests.helpers.market_testing import (BOOT_S, CATALOG, CLEARING_S, NOTICE_S, PUBLIC_KEY,
                                           REGION, TYPE, RecordingHosts, instance_statuses,
-                                          place_bid)
+                                          launch_cpu_vm, place_bid)
+
+STOP_S = 10.0  # the market's default stop_duration_s
 
 
 def test_price_rise_preempts_after_notice_and_reallocates_same_instances(
@@ -143,3 +153,94 @@ def test_failing_host_backend_marks_instance_error(market: Market,
     market.advance(CLEARING_S + BOOT_S)
     assert instance_statuses(bid) == [InstanceStatus.ERROR]
     assert bid.status == BidStatus.ALLOCATED
+
+
+def test_single_instance_actions_are_for_reserved_instances_only(
+        market: Market) -> None:
+    bid = place_bid(market)
+    market.advance(CLEARING_S + BOOT_S)
+    spot = bid.instances[0].fid
+    with pytest.raises(NotSupported):
+        market.instances.set_status([spot], InstanceStatus.PAUSED)
+    with pytest.raises(NotSupported):
+        market.instances.restart(spot)
+    with pytest.raises(NotSupported):
+        market.instances.refresh_boot_disk(spot)
+    vm = launch_cpu_vm(market)
+    with pytest.raises(NotFound):  # unknown before spot, whatever the order
+        market.instances.set_status([spot, vm.fid, 'inst_unknown'],
+                                    InstanceStatus.PAUSED)
+    assert bid.instances[0].status == InstanceStatus.RUNNING
+
+
+def test_pausing_and_resuming_a_cpu_vm(market: Market,
+                                       hosts: RecordingHosts) -> None:
+    vm = launch_cpu_vm(market)
+    with pytest.raises(InvalidState, match='not ready'):
+        market.instances.set_status([vm.fid], InstanceStatus.PAUSED)
+    assert market.instances.set_status(
+        [vm.fid], InstanceStatus.RUNNING) == {vm.fid: InstanceStatus.NEW}
+    market.advance(BOOT_S)
+    assert market.instances.set_status(
+        [vm.fid], InstanceStatus.PAUSED) == {vm.fid: InstanceStatus.STOPPING}
+    with pytest.raises(InvalidState, match='not ready'):
+        market.instances.set_status([vm.fid], InstanceStatus.RUNNING)
+    market.advance(STOP_S)
+    assert vm.status == InstanceStatus.PAUSED
+    assert market.instances.set_status(
+        [vm.fid], InstanceStatus.PAUSED) == {vm.fid: InstanceStatus.PAUSED}
+    assert market.instances.set_status(
+        [vm.fid], InstanceStatus.RUNNING) == {vm.fid: InstanceStatus.CONFIRMED}
+    market.advance(BOOT_S)
+    assert vm.status == InstanceStatus.RUNNING
+    assert hosts.hooks_for(vm.fid) == ['create', 'pause', 'resume']
+    assert str(vm.price_paid) == '0.20'  # its fixed price, paused or not
+    market.cpu_vms.terminate(vm.fid)
+    assert market.instances.set_status(
+        [vm.fid], InstanceStatus.RUNNING) == {vm.fid: InstanceStatus.TERMINATED}
+
+
+def test_a_restart_takes_the_vm_down_and_back_while_running(
+        market: Market, hosts: RecordingHosts) -> None:
+    vm = launch_cpu_vm(market)
+    with pytest.raises(InvalidState, match='fully running'):
+        market.instances.restart(vm.fid)
+    market.advance(BOOT_S)
+    assert market.instances.restart(vm.fid) is vm
+    assert (vm.status, vm.restarting) == (InstanceStatus.RUNNING, True)
+    with pytest.raises(InvalidState, match='restarting'):
+        market.instances.restart(vm.fid)
+    with pytest.raises(InvalidState, match='not ready'):
+        market.instances.set_status([vm.fid], InstanceStatus.PAUSED)
+    market.advance(RESTART_DURATION_S)
+    assert (vm.status, vm.restarting) == (InstanceStatus.RUNNING, False)
+    assert hosts.hooks_for(vm.fid) == ['create', 'pause', 'resume']
+    market.instances.restart(vm.fid)
+    market.cpu_vms.terminate(vm.fid)
+    market.advance(RESTART_DURATION_S)
+    assert (vm.status, vm.restarting) == (InstanceStatus.TERMINATED, False)
+    assert hosts.hooks_for(vm.fid)[-2:] == ['pause', 'destroy']
+
+
+def test_a_fresh_boot_disk_for_a_paused_vm(market: Market,
+                                           hosts: RecordingHosts) -> None:
+    vm = launch_cpu_vm(market)
+    market.advance(BOOT_S)
+    with pytest.raises(Declined) as declined:
+        market.instances.refresh_boot_disk(vm.fid)
+    assert declined.value.reason == 'INSTANCE_RUNNING'
+    market.instances.set_status([vm.fid], InstanceStatus.PAUSED)
+    market.advance(STOP_S)
+    with pytest.raises(Declined) as declined:
+        market.instances.refresh_boot_disk(vm.fid, IMAGE_VERSION_FID)
+    assert declined.value.reason == 'INVALID_IMAGE_VERSION'
+    assert market.instances.refresh_boot_disk(
+        vm.fid, MCC_IMAGE_VERSION_FID) == MCC_IMAGE_VERSION_FID
+    assert vm.address is None
+    market.instances.set_status([vm.fid], InstanceStatus.RUNNING)
+    market.advance(BOOT_S)
+    assert vm.status == InstanceStatus.RUNNING and vm.address is not None
+    assert hosts.hooks_for(vm.fid) == ['create', 'pause', 'destroy', 'create']
+    market.cpu_vms.terminate(vm.fid)
+    with pytest.raises(InvalidState, match='no VM'):
+        market.instances.refresh_boot_disk(vm.fid)

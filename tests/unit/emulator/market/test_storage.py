@@ -1,6 +1,7 @@
 """Volumes in the market: creating, renaming, deleting, the storage quota,
-which bids may list which volumes, and what the hosts get. Manual clock, no
-HTTP (the /v2/volumes routes are tested over HTTP with the emulator server)."""
+which bids (and CPU VMs) may list which volumes, and what the hosts get.
+Manual clock, no HTTP (the /v2/volumes routes are tested over HTTP with the
+emulator server)."""
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -14,6 +15,8 @@ from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
                                          BidStatus, InstanceStatus,
                                          InvalidRequest, InvalidState, Market,
                                          NotFound, Volume)
+
+from tests.helpers.market_testing import launch_cpu_vm
 
 TYPE = 'gpu.sxm.1x'
 REGION = 'region-a'
@@ -267,6 +270,31 @@ def test_attachments_list_the_live_instances_and_where_they_see_it(
     assert bid.status == BidStatus.TERMINATED
     assert wire.volume_json(market, share)['attachments'] == {}
     assert wire.volume_json(market, share)['bids'] == []
+
+
+def test_a_cpu_vm_gets_its_volumes_and_holds_them_while_it_lives(
+        market: Market, hosts: VolumeRecordingHosts) -> None:
+    share = _volume(market, 'share')
+    disk = _volume(market, 'disk', 'Block')
+    vm = launch_cpu_vm(market, volumes=[share.fid, disk.fid])
+    market.advance(BOOT_S)
+    assert vm.status == InstanceStatus.RUNNING
+    assert hosts.starts == [('create', vm.fid, [share.fid, disk.fid])]
+    assert wire.volume_json(market, disk)['attachments'] == {
+        vm.fid: f'/dev/disk/by-id/virtio-{disk.fid[:36]}'}
+    assert wire.volume_json(market, disk)['bids'] == []
+    with pytest.raises(InvalidRequest) as excinfo:
+        _bid(market, [disk.fid])
+    [message] = _messages(excinfo).values()
+    assert vm.fid in message
+    with pytest.raises(InvalidRequest):
+        launch_cpu_vm(market, name='other', volumes=[disk.fid])
+    with pytest.raises(InvalidState, match=vm.fid):
+        market.volumes.delete(share.fid)
+    market.cpu_vms.terminate(vm.fid)
+    assert wire.volume_json(market, share)['attachments'] == {}
+    market.volumes.delete(share.fid)
+    _bid(market, [disk.fid])
 
 
 def test_state_dump_lists_volumes(market: Market) -> None:
