@@ -76,8 +76,9 @@ ORDER_TYPES = ('Bid', 'Reservation')
 
 
 class Instances:
-    """Moves bids and their instances through allocation, boot, notice,
-    stop and termination, calling the host backend as they go."""
+    """Moves bids' and CPU VMs' instances through allocation or launch,
+    boot, notice, stop and termination, and single instances through the
+    actions on them, calling the host backend as they go."""
 
     def __init__(self,
                  state: MarketState,
