@@ -36,7 +36,7 @@ def _sky(box: SkySandbox, args: List[str], what: str) -> None:
 
 
 def _live_bids(emulator: EmulatorServer) -> List[str]:
-    with emulator.lock:
+    with emulator.market.caught_up(emulator.lock):
         state = emulator.market.dump_state()
     return [f'{b["fid"]} ({b["status"]})' for b in state['bids']
             if b['status'] != 'Terminated']

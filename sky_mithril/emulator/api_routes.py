@@ -1,8 +1,9 @@
 """Mithril's /v2 API over a `Market`: the routes the SkyPilot plugin and
 Mithril's own clients call.
 
-`api_router` builds them as one FastAPI router; each route holds the market
-lock while it touches the market, and turns what it got into JSON with `wire`
+`api_router` builds them as one FastAPI router; each route touches the market
+inside `market.caught_up(lock)` (the lock held, the market caught up with its
+clock once per request), and turns what it got into JSON with `wire`
 (whose docstring has the wire conventions: money, times, paging, list query
 parameters). Any non-empty bearer token is accepted unless an API key is
 given, then only that one. A create route commits at once, or later under
@@ -11,20 +12,21 @@ the fault injector's late commit (`created`).
 
 import datetime
 import hmac
+import uuid
 from decimal import Decimal
 from typing import (Any, Callable, ContextManager, Dict, List, Literal,
                     Optional, TypeVar)
 
 import fastapi
 from fastapi import Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from sky_mithril.emulator import faults
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator import wire
-from sky_mithril.emulator.market import BidStatus, InstanceStatus, Market
+from sky_mithril.emulator.market import (BidStatus, InstanceStatus,
+                                         LifecycleScriptScope, Market)
 
-ORDER_TYPES = ('Bid', 'Reservation')
 _Made = TypeVar('_Made')
 
 
@@ -120,9 +122,61 @@ class _CreateSshKeyBody(BaseModel):
 _CREATE_SSH_KEY_FIELDS = wire.in_body(*_CreateSshKeyBody.model_fields)
 
 
+class _UpdateSshKeyBody(BaseModel):
+    required: bool
+
+
+class _CreateLifecycleScriptBody(BaseModel):
+    project: str
+    name: str
+    content: str
+    description: Optional[str] = None
+    scope: LifecycleScriptScope = LifecycleScriptScope.PROJECT
+
+
+_CREATE_LIFECYCLE_SCRIPT_FIELDS = wire.in_body(
+    *_CreateLifecycleScriptBody.model_fields)
+
+
+class _UpdateLifecycleScriptBody(BaseModel):
+    name: Optional[str] = None
+    description: Optional[str] = None
+    scope: Optional[LifecycleScriptScope] = None
+
+
+_UPDATE_LIFECYCLE_SCRIPT_FIELDS = wire.in_body(
+    *_UpdateLifecycleScriptBody.model_fields)
+
+
+class _CreateCpuInstanceBody(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+
+    name: str
+    project: str
+    instance_type: str
+    region: str
+    volumes: List[str] = []
+    ssh_keys: Optional[List[str]] = None
+    image_version: Optional[str] = None
+
+
+_CREATE_CPU_INSTANCE_FIELDS = wire.in_body(
+    *_CreateCpuInstanceBody.model_fields)
+
+
+class _InstanceStatusBody(BaseModel):
+    instances: List[str]
+    status: Literal['STATUS_RUNNING', 'STATUS_PAUSED']
+
+
+class _RefreshBootDiskBody(BaseModel):
+    image_version: Optional[str] = None
+
+
 def api_router(market: Market, lock: ContextManager[Any],
                api_key: Optional[str]) -> fastapi.APIRouter:
-    """Mithril's /v2 endpoints over `market`, each call holding `lock`."""
+    """Mithril's /v2 endpoints over `market`, each call holding `lock`
+    (`market.caught_up`)."""
 
     def authenticate(request: Request) -> None:
         scheme, _, token = request.headers.get('authorization', '').partition(' ')
@@ -151,21 +205,28 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/me')
     def me() -> Dict[str, Any]:
-        with lock:
-            user = market.user
+        with market.caught_up(lock):
+            user = market.accounts.user
         return {
             'id': user.id,
             'fid': user.fid,
             'email': user.email,
             'organization_id': user.organization_id,
             'user_name': user.user_name,
-            'organization_role': 'owner',
+            'organization_role': user.organization_role,
         }
+
+    @v2.get('/me/teammates')
+    def teammates() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            users = market.accounts.teammates()
+            project = market.accounts.project
+        return [wire.teammate_json(user, [project]) for user in users]
 
     @v2.get('/projects')
     def projects() -> List[Dict[str, Any]]:
-        with lock:
-            project = market.project
+        with market.caught_up(lock):
+            project = market.accounts.project
         return [{
             'fid': project.fid,
             'name': project.name,
@@ -174,45 +235,31 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/instance-types')
     def instance_types() -> List[Dict[str, Any]]:
-        """Each type as InstanceTypeModel. Its `hourly_price` (required,
-        a number; Mithril's SDK bills CPU VMs by it) is, for these spot
-        types, the lowest floor among the type's auctions."""
-        with lock:
-            types = market.instance_types()
+        """Each type as InstanceTypeModel, a spot type's `hourly_price`
+        being the lowest floor among its auctions."""
+        with market.caught_up(lock):
+            types = market.auctions.instance_types()
             floors: Dict[str, Decimal] = {}
-            for auction in market.auctions():
+            for auction in market.auctions.list():
                 fid = auction.instance_type.fid
                 floors[fid] = min(floors.get(fid, auction.minimum_price),
                                   auction.minimum_price)
-        return [{
-            'fid': t.fid,
-            'name': t.name,
-            'num_cpus': t.num_cpus,
-            'cpu_type': t.cpu_type,
-            'ram_gb': t.ram_gb,
-            'num_gpus': t.num_gpus,
-            'gpu_type': t.gpu_type,
-            'gpu_memory_gb': t.gpu_memory_gb,
-            'gpu_socket': t.gpu_socket,
-            'local_storage_gb': t.local_storage_gb,
-            'ib_count': t.ib_count,
-            'bridge_count': t.bridge_count,
-            'network_type': t.network_type,
-            'hourly_price': float(floors[t.fid]),
-        } for t in types]
+        return [wire.instance_type_json(t, floors.get(t.fid)) for t in types]
 
     @v2.get('/spot/availability')
     def auctions() -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.auction_json(market, a) for a in market.auctions()]
+        with market.caught_up(lock):
+            return [
+                wire.auction_json(market, a) for a in market.auctions.list()
+            ]
 
     @v2.get('/pricing/current')
     def current_prices(instance_type: str,
                        region: Optional[str] = None,
                        instance_quantity: int = Query(1, ge=1)) -> Dict[str, Any]:
-        with lock:
-            quote = market.current_prices(instance_type, region,
-                                          instance_quantity)
+        with market.caught_up(lock):
+            quote = market.auctions.current_prices(instance_type, region,
+                                                   instance_quantity)
         return {
             'spot_price_cents': wire.cents(quote.spot_price),
             'reserved_price_cents': None,
@@ -229,8 +276,8 @@ def api_router(market: Market, lock: ContextManager[Any],
                       num_samples: int = Query(100, ge=1),
                       start_time: Optional[datetime.datetime] = None,
                       end_time: Optional[datetime.datetime] = None) -> Dict[str, Any]:
-        with lock:
-            series = market.price_history(
+        with market.caught_up(lock):
+            series = market.auctions.price_history(
                 wire.list_param(request, 'instance_types'),
                 region,
                 start=wire.utc(start_time) if start_time else None,
@@ -249,38 +296,108 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/ssh-keys')
     def ssh_keys(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.ssh_key_json(key) for key in market.ssh_keys(project)]
+        with market.caught_up(lock):
+            return [
+                wire.ssh_key_json(key) for key in market.ssh_keys.list(project)
+            ]
 
     @v2.post('/ssh-keys', status_code=201)
     def create_ssh_key(request: Request,
                        body: _CreateSshKeyBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_SSH_KEY_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_SSH_KEY_FIELDS):
             return created(
-                request, lambda: market.create_ssh_key(
+                request, lambda: market.ssh_keys.create(
                     body.project, body.name, body.public_key, body.required),
                 lambda made: {**wire.ssh_key_json(made[0]),
                               'private_key': made[1]})
+
+    @v2.patch('/ssh-keys/{ssh_key_fid}')
+    def update_ssh_key(ssh_key_fid: str,
+                       body: _UpdateSshKeyBody) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            return wire.ssh_key_json(
+                market.ssh_keys.update(ssh_key_fid, required=body.required))
+
+    @v2.delete('/ssh-keys/{ssh_key_fid}', status_code=204)
+    def delete_ssh_key(ssh_key_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.ssh_keys.delete(ssh_key_fid)
+        return Response(status_code=204)
+
+    @v2.post('/lifecycle-scripts', status_code=201)
+    def create_lifecycle_script(
+            request: Request,
+            body: _CreateLifecycleScriptBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_LIFECYCLE_SCRIPT_FIELDS):
+            return created(
+                request, lambda: market.lifecycle_scripts.create(
+                    project=body.project, name=body.name,
+                    content=body.content, description=body.description,
+                    scope=body.scope),
+                lambda script: wire.lifecycle_script_json(
+                    script, str(request.base_url)))
+
+    @v2.get('/lifecycle-scripts')
+    def list_lifecycle_scripts(
+            request: Request,
+            project: str,
+            sort_by: Literal['created_at', 'last_modified_at'] = 'created_at',
+            sort_dir: Literal['asc', 'desc'] = 'asc',
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            scripts = market.lifecycle_scripts.list(project)
+            rows = [
+                wire.lifecycle_script_json(script, str(request.base_url))
+                for script in scripts
+            ]
+            orders = {script.fid: script.order for script in scripts}
+        return wire.page(rows, orders, sort_field=sort_by, sort_dir=sort_dir,
+                         limit=limit, cursor=next_cursor)
+
+    @v2.get('/lifecycle-scripts/{ls_fid}/content')
+    def lifecycle_script_content(ls_fid: str) -> str:
+        with market.caught_up(lock):
+            return market.lifecycle_scripts.get(ls_fid).content
+
+    @v2.patch('/lifecycle-scripts/{ls_fid}')
+    def update_lifecycle_script(
+            request: Request, ls_fid: str,
+            body: _UpdateLifecycleScriptBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _UPDATE_LIFECYCLE_SCRIPT_FIELDS):
+            script = market.lifecycle_scripts.update(
+                ls_fid, name=body.name, description=body.description,
+                scope=body.scope)
+            return wire.lifecycle_script_json(script, str(request.base_url))
+
+    @v2.delete('/lifecycle-scripts/{ls_fid}', status_code=204)
+    def delete_lifecycle_script(ls_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.lifecycle_scripts.delete(ls_fid)
+        return Response(status_code=204)
 
     @v2.post('/spot/bids', status_code=201)
     def create_bid(request: Request, body: _CreateBidBody) -> Dict[str, Any]:
         spec = body.launch_specification
 
         def create() -> market_lib.Bid:
-            return market.create_bid(project=body.project,
-                                     region=body.region,
-                                     instance_type=body.instance_type,
-                                     limit_price=body.limit_price,
-                                     instance_quantity=body.instance_quantity,
-                                     name=body.name,
-                                     ssh_keys=spec.ssh_keys,
-                                     volumes=spec.volumes,
-                                     startup_script=spec.startup_script,
-                                     kubernetes_cluster=spec.kubernetes_cluster,
-                                     image_version=spec.image_version,
-                                     memory_gb=spec.memory_gb)
+            return market.bids.create(
+                project=body.project,
+                region=body.region,
+                instance_type=body.instance_type,
+                limit_price=body.limit_price,
+                instance_quantity=body.instance_quantity,
+                name=body.name,
+                ssh_keys=spec.ssh_keys,
+                volumes=spec.volumes,
+                startup_script=spec.startup_script,
+                kubernetes_cluster=spec.kubernetes_cluster,
+                image_version=spec.image_version,
+                memory_gb=spec.memory_gb)
 
-        with lock, wire.fields_at(_CREATE_BID_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_BID_FIELDS):
             return created(request, create, wire.bid_json)
 
     @v2.get('/spot/bids')
@@ -293,12 +410,12 @@ def api_router(market: Market, lock: ContextManager[Any],
                   sort_dir: Literal['asc', 'desc'] = 'asc',
                   limit: Optional[int] = Query(None, ge=1),
                   next_cursor: Optional[str] = None) -> Dict[str, Any]:
-        with lock:
-            bids = market.bids(project=project,
-                               name=name,
-                               status=status,
-                               region=region,
-                               instance_type=instance_type)
+        with market.caught_up(lock):
+            bids = market.bids.list(project=project,
+                                    name=name,
+                                    status=status,
+                                    region=region,
+                                    instance_type=instance_type)
             rows = [wire.bid_json(bid) for bid in bids]
             orders = {bid.fid: bid.order for bid in bids}
         field = 'created_at' if sort_by == 'created_at' else 'status'
@@ -307,19 +424,19 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.get('/spot/bids/{bid_fid}')
     def get_bid(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            return wire.bid_json(market.bid(bid_fid))
+        with market.caught_up(lock):
+            return wire.bid_json(market.bids.get(bid_fid))
 
     @v2.get('/spot/bids/{bid_fid}/status')
     def bid_status(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            status = market.bid(bid_fid).status
+        with market.caught_up(lock):
+            status = market.bids.get(bid_fid).status
         return {'bid_fid': bid_fid, 'status': status.value}
 
     @v2.get('/spot/bids/{bid_fid}/history')
     def bid_history(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            events = list(market.bid(bid_fid).events)
+        with market.caught_up(lock):
+            events = list(market.bids.get(bid_fid).events)
         return {
             'bid_fid': bid_fid,
             'events': [{
@@ -332,49 +449,53 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.patch('/spot/bids/{bid_fid}')
     def update_bid(bid_fid: str, body: _UpdateBidBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_UPDATE_BID_FIELDS):
-            bid = market.update_bid(bid_fid,
-                                    limit_price=body.limit_price,
-                                    paused=body.paused,
-                                    volumes=body.volumes,
-                                    memory_gb=body.memory_gb)
+        with market.caught_up(lock), wire.fields_at(_UPDATE_BID_FIELDS):
+            bid = market.bids.update(bid_fid,
+                                     limit_price=body.limit_price,
+                                     paused=body.paused,
+                                     volumes=body.volumes,
+                                     memory_gb=body.memory_gb)
             return wire.bid_json(bid)
 
     @v2.delete('/spot/bids/{bid_fid}', status_code=204)
     def cancel_bid(bid_fid: str) -> Response:
-        with lock:
-            market.cancel_bid(bid_fid)
+        with market.caught_up(lock):
+            market.bids.cancel(bid_fid)
         return Response(status_code=204)
 
     @v2.get('/volumes')
     def list_volumes(project: str,
                      region: Optional[str] = None) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.volume_json(market, v)
-                    for v in market.volumes(project, region)]
+        with market.caught_up(lock):
+            return [
+                wire.volume_json(market, v)
+                for v in market.volumes.list(project, region)
+            ]
 
     @v2.post('/volumes', status_code=201)
     def create_volume(request: Request,
                       body: _CreateVolumeBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_VOLUME_FIELDS):
+        with market.caught_up(lock), wire.fields_at(_CREATE_VOLUME_FIELDS):
             return created(
-                request, lambda: market.create_volume(
-                    project=body.project, name=body.name,
-                    interface=body.disk_interface, region=body.region,
-                    size_gb=body.size_gb),
+                request,
+                lambda: market.volumes.create(project=body.project,
+                                              name=body.name,
+                                              interface=body.disk_interface,
+                                              region=body.region,
+                                              size_gb=body.size_gb),
                 lambda volume: wire.volume_json(market, volume))
 
     @v2.patch('/volumes/{volume_fid}')
     def rename_volume(volume_fid: str,
                       body: _UpdateVolumeBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_UPDATE_VOLUME_FIELDS):
-            volume = market.rename_volume(volume_fid, body.name)
+        with market.caught_up(lock), wire.fields_at(_UPDATE_VOLUME_FIELDS):
+            volume = market.volumes.rename(volume_fid, body.name)
             return wire.volume_json(market, volume)
 
     @v2.delete('/volumes/{volume_fid}', status_code=204)
     def delete_volume(volume_fid: str) -> Response:
-        with lock:
-            market.delete_volume(volume_fid)
+        with market.caught_up(lock):
+            market.volumes.delete(volume_fid)
         return Response(status_code=204)
 
     @v2.get('/instances')
@@ -394,22 +515,22 @@ def api_router(market: Market, lock: ContextManager[Any],
                              if statuses is not None else None)
         except ValueError as e:
             raise wire.validation_error(('query', 'status_in'), str(e)) from e
-        unknown_order_types = set(order_types or ()) - set(ORDER_TYPES)
+        unknown_order_types = set(order_types or ()) - set(
+            market_lib.ORDER_TYPES)
         if unknown_order_types:
             raise wire.validation_error(
                 ('query', 'order_type_in'),
                 f'unknown order types: {sorted(unknown_order_types)}')
-        # The emulator has no reservations, so asking for them finds nothing.
-        wants_reservations = (
-            (order_types is not None and 'Bid' not in order_types) or
-            wire.list_param(request, 'reservation_fid_in') is not None)
-        with lock:
-            instances = [] if wants_reservations else market.instances(
+        with market.caught_up(lock):
+            instances = market.instances.list(
                 project,
                 bid_fids=wire.list_param(request, 'bid_fid_in'),
                 statuses=status_filter,
                 region=region,
-                instance_type=instance_type)
+                instance_type=instance_type,
+                order_types=order_types,
+                reservation_fids=wire.list_param(request,
+                                                 'reservation_fid_in'))
             rows = [wire.instance_json(instance) for instance in instances]
             orders = {i.fid: i.order for i in instances}
         field = {
@@ -420,38 +541,99 @@ def api_router(market: Market, lock: ContextManager[Any],
         return wire.page(rows, orders, sort_field=field, sort_dir=sort_dir,
                          limit=limit, cursor=next_cursor)
 
+    @v2.patch('/instances')
+    def set_instance_status(body: _InstanceStatusBody) -> Dict[str, Any]:
+        if len(set(body.instances)) != len(body.instances):
+            raise wire.validation_error(('body', 'instances'),
+                                        'instances must be unique')
+        with market.caught_up(lock):
+            statuses = market.instances.set_status(
+                body.instances, InstanceStatus(body.status))
+        return {
+            'instances': {fid: status.value for fid, status in statuses.items()}
+        }
+
+    @v2.post('/instances/{instance_fid}/restart', status_code=202)
+    def restart_instance(instance_fid: str) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            market.instances.restart(instance_fid)
+        return {'fid': instance_fid, 'status': 'RESTARTING'}
+
+    @v2.post('/instances/{instance_fid}/refresh-boot-disk')
+    def refresh_boot_disk(
+            instance_fid: str,
+            body: Optional[_RefreshBootDiskBody] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            image = market.instances.refresh_boot_disk(
+                instance_fid, body.image_version if body else None)
+        return {'fid': instance_fid, 'image_version': image,
+                'status': 'REFRESHED'}
+
+    @v2.get('/cpu/instance-types')
+    def cpu_instance_types() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            types = market.cpu_vms.instance_types()
+        return [wire.instance_type_json(t) for t in types]
+
+    @v2.get('/cpu/regions')
+    def cpu_regions() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            regions = market.cpu_vms.regions()
+        return [wire.region_json(r, market_lib.region_id(r)) for r in regions]
+
+    @v2.post('/cpu/instances', status_code=201)
+    def create_cpu_instance(request: Request,
+                            body: _CreateCpuInstanceBody) -> Dict[str, Any]:
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_CPU_INSTANCE_FIELDS):
+            return created(
+                request, lambda: market.cpu_vms.create(
+                    project=body.project, name=body.name,
+                    instance_type=body.instance_type, region=body.region,
+                    volumes=body.volumes, ssh_keys=body.ssh_keys,
+                    image_version=body.image_version), wire.instance_json)
+
+    @v2.delete('/cpu/instances/{instance_fid}', status_code=204)
+    def terminate_cpu_instance(instance_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.cpu_vms.terminate(instance_fid)
+        return Response(status_code=204)
+
     @v2.get('/instances/{instance_fid}/status')
     def instance_status(instance_fid: str) -> Dict[str, Any]:
-        with lock:
-            instance = market.instance(instance_fid)
+        with market.caught_up(lock):
+            instance = market.instances.get(instance_fid)
             return {
                 'fid': instance.fid,
                 'name': instance.name,
                 'status': instance.status.value,
                 'bid': instance.bid_fid,
-                'reservation': None,
+                'reservation': instance.reservation_fid,
                 'end_time': wire.iso(instance.end_time),
             }
 
     @v2.get('/kubernetes/clusters')
     def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            return [wire.kubernetes_cluster_json(market, c)
-                    for c in market.kubernetes_clusters(project)]
+        with market.caught_up(lock):
+            return [
+                wire.kubernetes_cluster_json(market, c)
+                for c in market.kubernetes_clusters.list(project)
+            ]
 
     @v2.get('/kubernetes/clusters/{cluster_fid}')
     def kubernetes_cluster(cluster_fid: str) -> Dict[str, Any]:
-        with lock:
+        with market.caught_up(lock):
             return wire.kubernetes_cluster_json(
-                market, market.kubernetes_cluster(cluster_fid))
+                market, market.kubernetes_clusters.get(cluster_fid))
 
     @v2.post('/kubernetes/clusters', status_code=201)
     def create_kubernetes_cluster(
             request: Request,
             body: _CreateKubernetesClusterBody) -> Dict[str, Any]:
-        with lock, wire.fields_at(_CREATE_KUBERNETES_CLUSTER_FIELDS):
+        with market.caught_up(lock), wire.fields_at(
+                _CREATE_KUBERNETES_CLUSTER_FIELDS):
             return created(
-                request, lambda: market.create_kubernetes_cluster(
+                request, lambda: market.kubernetes_clusters.create(
                     project=body.project,
                     name=body.name,
                     region=body.region,
@@ -463,14 +645,14 @@ def api_router(market: Market, lock: ContextManager[Any],
 
     @v2.delete('/kubernetes/clusters/{cluster_fid}', status_code=204)
     def delete_kubernetes_cluster(cluster_fid: str) -> Response:
-        with lock:
-            market.delete_kubernetes_cluster(cluster_fid)
+        with market.caught_up(lock):
+            market.kubernetes_clusters.delete(cluster_fid)
         return Response(status_code=204)
 
     @v2.get('/quotas')
     def quotas(project: str) -> List[Dict[str, Any]]:
-        with lock:
-            rows = market.quotas(project)
+        with market.caught_up(lock):
+            rows = market.accounts.quotas(project)
         return [{
             'fid': q.fid,
             'project': q.project,
@@ -482,10 +664,26 @@ def api_router(market: Market, lock: ContextManager[Any],
             'instance_type': q.instance_type.fid if q.instance_type else None,
         } for q in rows]
 
+    @v2.get('/organizations/{organization_id}/quotas')
+    def organization_quotas(
+            organization_id: uuid.UUID) -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            rows = market.accounts.organization_storage_quotas(
+                str(organization_id))
+        return [wire.region_storage_quota_json(q) for q in rows]
+
+    @v2.get('/mcc-image-versions')
+    def mcc_image_versions(region: str) -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            regions = market.auctions.regions()
+        if region not in regions:
+            return []
+        return [wire.mcc_image_version_json(regions)]
+
     @v2.get('/image-versions')
     def image_versions() -> List[Dict[str, Any]]:
-        with lock:
-            regions = sorted({a.region for a in market.auctions()})
+        with market.caught_up(lock):
+            regions = sorted({a.region for a in market.auctions.list()})
         return [{
             'image_version_fid': market_lib.IMAGE_VERSION_FID,
             'image_version_name': 'Ubuntu 22.04 CUDA 12.4 (emulated)',

@@ -114,8 +114,9 @@ def build_server(args: argparse.Namespace,
                                seed=args.seed)
     if args.catalog is None:
         default_market.seed_history(market, args.seed)
+    market.tick()
     for instance_type, region, price in args.price:
-        market.set_price(instance_type, region, price)
+        market.auctions.set_price(instance_type, region, price)
     return EmulatorServer(market,
                           host=args.host or hosts.api_address,
                           port=args.port,
@@ -142,7 +143,7 @@ def usage(server: EmulatorServer, args: argparse.Namespace) -> List[str]:
         'Point SkyPilot (and Mithril\'s `ml`) at it with:',
         f'  export MITHRIL_API_URL={server.url}',
         f'  export MITHRIL_API_KEY={_client_key(args)}',
-        f'  export MITHRIL_PROJECT={server.market.project.fid}',
+        f'  export MITHRIL_PROJECT={server.market.accounts.project.fid}',
         'Press Ctrl-C to stop.',
     ]
 

@@ -118,58 +118,58 @@ def control_router(market: Market, lock: ContextManager[Any],
 
     @control.get('/state')
     def state() -> Dict[str, Any]:
-        with lock:
+        with market.caught_up(lock):
             return market.dump_state()
 
     @control.post('/advance')
     def advance(body: _AdvanceBody) -> Dict[str, Any]:
-        with lock:
+        with market.caught_up(lock):
             return {'now': wire.iso(market.advance(body.seconds))}
 
     def changed_auction(change: Callable[[], Auction]) -> Dict[str, Any]:
         """Applies one change to an auction under the lock; the auction as
         /v2/spot/availability shows it afterwards."""
-        with lock:
+        with market.caught_up(lock):
             return wire.auction_json(market, change())
 
     @control.post('/price')
     def set_price(body: _PriceBody) -> Dict[str, Any]:
         price = _control_dollars(body.price)
-        return changed_auction(lambda: market.set_price(
+        return changed_auction(lambda: market.auctions.set_price(
             body.instance_type, body.region, price))
 
     @control.post('/capacity')
     def set_capacity(body: _CapacityBody) -> Dict[str, Any]:
         with wire.fields_at(wire.in_body('capacity')):
-            return changed_auction(lambda: market.set_capacity(
+            return changed_auction(lambda: market.auctions.set_capacity(
                 body.instance_type, body.region, body.capacity))
 
     @control.post('/price-script')
     def script_prices(body: _PricePointsBody) -> Dict[str, Any]:
-        return changed_auction(lambda: market.script_prices(
+        return changed_auction(lambda: market.auctions.script_prices(
             body.instance_type, body.region, _price_points(body, market.now)))
 
     @control.post('/price-walk')
     def random_walk(body: _RandomWalkBody) -> Dict[str, Any]:
-        return changed_auction(lambda: market.start_random_walk(
+        return changed_auction(lambda: market.auctions.start_random_walk(
             body.instance_type, body.region, body.volatility))
 
     @control.post('/price-history')
     def script_history(body: _PricePointsBody) -> Dict[str, Any]:
-        return changed_auction(lambda: market.script_history(
+        return changed_auction(lambda: market.auctions.script_history(
             body.instance_type, body.region, _price_points(body, market.now)))
 
     @control.post('/bids/{bid_fid}/preempt')
     def force_preempt(bid_fid: str) -> Dict[str, Any]:
-        with lock:
-            return wire.bid_json(market.force_preempt(bid_fid))
+        with market.caught_up(lock):
+            return wire.bid_json(market.bids.force_preempt(bid_fid))
 
     @control.post('/filler')
     def add_filler(body: _FillerBody) -> Dict[str, Any]:
-        with lock:
-            bids = market.add_filler_instances(body.count,
-                                               instance_type=body.instance_type,
-                                               region=body.region)
+        with market.caught_up(lock):
+            bids = market.bids.add_fillers(body.count,
+                                           instance_type=body.instance_type,
+                                           region=body.region)
         return {'added': len(bids)}
 
     def faults_json() -> Dict[str, Any]:

@@ -35,7 +35,7 @@ def seed_history(market: Market, seed: int) -> None:
     """Adds HISTORY_DAYS of samples to every auction, ending before `market.now`."""
     rng = random.Random(f'{seed}:history')
     count = HISTORY_DAYS * 86400 // SAMPLE_INTERVAL_S
-    for auction in market.auctions():
+    for auction in market.auctions.list():
         walk = 0.0
         points = []
         # The oldest sample is one interval inside the week, so a client's
@@ -49,5 +49,5 @@ def seed_history(market: Market, seed: int) -> None:
             price = Decimal(float(auction.spot_price) * math.exp(cycle + walk))
             points.append((at, max(price.quantize(money.CENT),
                                    auction.minimum_price)))
-        market.script_history(auction.instance_type.name, auction.region,
-                              points)
+        market.auctions.script_history(auction.instance_type.name,
+                                       auction.region, points)

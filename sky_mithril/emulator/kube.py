@@ -71,9 +71,9 @@ def kubeconfig_text(api_url: str, cluster: KubernetesCluster) -> str:
 
 
 class KubeconfigInstaller:
-    """`Market.control_node_ready` for real SSH hosts: has `hosts` forward
-    the control node's kube API port if they need to, then writes the
-    kubeconfig."""
+    """`market.kubernetes_clusters.control_node_ready` for real SSH hosts:
+    has `hosts` forward the control node's kube API port if they need to,
+    then writes the kubeconfig."""
 
     def __init__(self, emulator_url: str, private_key: str,
                  hosts: HostBackend) -> None:
@@ -200,7 +200,7 @@ def _nodes(market: Market, cluster: KubernetesCluster) -> List[_Node]:
     workers = [
         _Node(i.name, i.status == InstanceStatus.RUNNING, False, i.created_at,
               i.address.private_ip if i.address else None, version)
-        for i in market.cluster_instances(cluster)
+        for i in market.kubernetes_clusters.instances(cluster)
     ]
     return [control, *workers]
 
@@ -210,8 +210,8 @@ def kube_router(market: Market, lock: ContextManager[Any]) -> fastapi.APIRouter:
     router = fastapi.APIRouter(prefix=KUBE_PREFIX + '/{cluster_fid}')
 
     def available_cluster(cluster_fid: str) -> KubernetesCluster:
-        with lock:
-            cluster = market.kubernetes_cluster(cluster_fid)
+        with market.caught_up(lock):
+            cluster = market.kubernetes_clusters.get(cluster_fid)
         if cluster.status != KubernetesClusterStatus.AVAILABLE:
             raise fastapi.HTTPException(503, f'cluster {cluster_fid} is '
                                         f'{cluster.status.value}')
@@ -266,13 +266,13 @@ def kube_router(market: Market, lock: ContextManager[Any]) -> fastapi.APIRouter:
     @router.get('/api/v1/nodes')
     def list_nodes(request: Request, cluster_fid: str) -> Dict[str, Any]:
         cluster = available_cluster(cluster_fid)
-        with lock:
+        with market.caught_up(lock):
             return nodes_answer(request, _nodes(market, cluster), market.now)
 
     @router.get('/api/v1/nodes/{node_name}', response_model=None)
     def get_node(request: Request, cluster_fid: str, node_name: str) -> Any:
         cluster = available_cluster(cluster_fid)
-        with lock:
+        with market.caught_up(lock):
             nodes = [n for n in _nodes(market, cluster) if n.name == node_name]
             now = market.now
         if not nodes:

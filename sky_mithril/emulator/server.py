@@ -121,6 +121,18 @@ async def _invalid_state(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({'detail': str(exc)}, status_code=409)
 
 
+async def _declined(request: Request, exc: Exception) -> JSONResponse:
+    del request
+    assert isinstance(exc, market_lib.Declined)
+    return JSONResponse({'detail': str(exc), 'reason': exc.reason},
+                        status_code=422)
+
+
+async def _not_supported(request: Request, exc: Exception) -> JSONResponse:
+    del request
+    return JSONResponse({'detail': str(exc)}, status_code=501)
+
+
 def build_app(market: Market,
               *,
               api_key: Optional[str] = None,
@@ -150,6 +162,8 @@ def build_app(market: Market,
     app.add_exception_handler(market_lib.NotFound, _not_found)
     app.add_exception_handler(wire.UnprocessableRequest, _invalid_request)
     app.add_exception_handler(market_lib.InvalidState, _invalid_state)
+    app.add_exception_handler(market_lib.Declined, _declined)
+    app.add_exception_handler(market_lib.NotSupported, _not_supported)
     app.include_router(v2)
     app.include_router(kube.kube_router(market, market_lock))
     app.include_router(
@@ -261,9 +275,10 @@ class EmulatorServer:
         with self.lock:
             self.market.hosts.reach_api_on_loopback(self.port)
             if not isinstance(self.market.hosts, PlaceholderHosts):
-                self.market.control_node_ready = kube.KubeconfigInstaller(
+                clusters = self.market.kubernetes_clusters
+                clusters.control_node_ready = kube.KubeconfigInstaller(
                     _http_url(self.host, self.port),
-                    self.market.control_node_private_key, self.market.hosts)
+                    clusters.control_node_private_key, self.market.hosts)
         serve.start()
         tick.start()
         deadline = time.monotonic() + timeout_s

@@ -6,7 +6,10 @@ delete 204, validation errors 422 `{"detail": [{"loc", "msg", "type"}]}`
 (the market names the refused field; the route that parsed the request says
 where it carried it, with `fields_at`),
 unknown fids 404 `{"detail": "..."}`, a clash with the current state (deleting
-a volume a live bid lists) 409 `{"detail": "..."}`. Pageable lists (bids,
+a volume a live bid lists) 409 `{"detail": "..."}`, an action the entity's
+state rules out for a reason 422 `{"detail": "...", "reason": "..."}`, one
+Mithril does not offer for that kind of entity (pausing a spot instance) 501
+`{"detail": "..."}`. Pageable lists (bids,
 instances) return `{"data": [...], "next_cursor": str | null}`, 100 per page
 unless `limit` says otherwise, sorted by `created_at` ascending unless
 `sort_by`/`sort_dir` say otherwise; the cursor is opaque (the sort key of the
@@ -63,6 +66,46 @@ def utc(when: datetime.datetime) -> datetime.datetime:
     return when.astimezone(datetime.timezone.utc)
 
 
+def instance_type_json(instance_type: market_lib.InstanceType,
+                       spot_floor: Optional[Decimal] = None) -> Dict[str, Any]:
+    """An instance type as Mithril's InstanceTypeModel. Its `hourly_price`
+    (required, a number of dollars; Mithril's SDK bills CPU VMs by it) is a
+    fixed-price (CPU) type's price, else `spot_floor`, the lowest floor among
+    the type's auctions."""
+    data: Dict[str, Any] = {
+        'fid': instance_type.fid,
+        'name': instance_type.name,
+        'num_cpus': instance_type.num_cpus,
+        'cpu_type': instance_type.cpu_type,
+        'ram_gb': instance_type.ram_gb,
+        'num_gpus': instance_type.num_gpus,
+        'gpu_type': instance_type.gpu_type,
+        'gpu_memory_gb': instance_type.gpu_memory_gb,
+        'gpu_socket': instance_type.gpu_socket,
+        'local_storage_gb': instance_type.local_storage_gb,
+        'ib_count': instance_type.ib_count,
+        'bridge_count': instance_type.bridge_count,
+        'network_type': instance_type.network_type,
+    }
+    hourly_price = (instance_type.hourly_price
+                    if instance_type.hourly_price is not None else spot_floor)
+    if hourly_price is not None:
+        data['hourly_price'] = float(hourly_price)
+    return data
+
+
+def region_json(region: str, region_id: str) -> Dict[str, Any]:
+    """A region where CPU VMs run, as Mithril's RegionDTO."""
+    return {
+        'id': region_id,
+        'name': region,
+        'block_storage_enabled': True,
+        'fileshare_storage_enabled': True,
+        'k8s_enabled': True,
+        'max_volume_size_tb': market_lib.MAX_VOLUME_GB // 1024,
+    }
+
+
 def bid_json(bid: Bid) -> Dict[str, Any]:
     spec = bid.launch_specification
     return {
@@ -111,7 +154,7 @@ def instance_json(instance: Instance) -> Dict[str, Any]:
         'status': instance.status.value,
         'region': instance.region,
         'bid': instance.bid_fid,
-        'reservation': None,
+        'reservation': instance.reservation_fid,
         'ssh_destination': address.ssh_destination if address else None,
         'private_ip': address.private_ip if address else None,
     }
@@ -131,10 +174,12 @@ def kubernetes_cluster_json(market: Market,
         'k8s_version': cluster.k8s_version,
         'kube_host': cluster.kube_host,
         'ssh_keys': list(cluster.ssh_keys),
-        'instances': [i.fid for i in market.cluster_instances(cluster)],
+        'instances': [
+            i.fid for i in market.kubernetes_clusters.instances(cluster)
+        ],
         'join_command': cluster.join_command,
         'deleted_at': iso(cluster.deleted_at),
-        'user_fid': market.user.fid,
+        'user_fid': market.accounts.user.fid,
     }
     return _with_ssh_extras(data, cluster.address)
 
@@ -153,9 +198,76 @@ def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
         'capacity_gb': volume.capacity_gb,
         'project': volume.project,
         'interface': volume.interface.value,
-        'bids': [bid.fid for bid in market.volume_bids(volume)],
+        'bids': [bid.fid for bid in market.volumes.bids_listing(volume)],
         'reservations': [],
-        'attachments': market.volume_attachments(volume),
+        'attachments': market.volumes.attachments(volume),
+    }
+
+
+def teammate_json(user: market_lib.User,
+                  projects: Sequence[market_lib.Project]) -> Dict[str, Any]:
+    """A user as Mithril's TeammateResponse; `projects`: those it shares."""
+    return {
+        'id': user.id,
+        'fid': user.fid,
+        'user_name': user.user_name,
+        'email': user.email,
+        'organization_role': user.organization_role,
+        'project_ids': [project.fid for project in projects],
+        'deactivated_at': None,
+    }
+
+
+def region_storage_quota_json(
+        quota: market_lib.RegionStorageQuota) -> Dict[str, Any]:
+    """One region's storage as Mithril's OrganizationStorageQuotaModel."""
+    return {
+        'product_type': 'storage_gib',
+        'cluster_id': quota.region_id,
+        'region': quota.region,
+        'granted': quota.granted,
+        'used': quota.used,
+        'remaining': quota.remaining,
+        'limit_source': 'baseline',
+        'units': 'GiB',
+        'usage_by_project': [{
+            'project_id': project_id,
+            'used': used
+        } for project_id, used in quota.used_by_project.items()],
+    }
+
+
+def mcc_image_version_json(regions: Sequence[str]) -> Dict[str, Any]:
+    """The emulator's one MCC (CPU) image as Mithril's ImageVersionModel."""
+    return {
+        'image_version_fid': market_lib.MCC_IMAGE_VERSION_FID,
+        'image_version_name': 'Ubuntu 22.04 MCC (emulated)',
+        'os': 'ubuntu-22.04',
+        'kernel': '5.15',
+        'stable': True,
+        'supported_regions': list(regions),
+        'deactivated_at': None,
+        'nvidia_driver': None,
+        'cuda': None,
+    }
+
+
+def lifecycle_script_json(script: market_lib.LifecycleScript,
+                          base_url: str) -> Dict[str, Any]:
+    """A script as Mithril's LifecycleScriptModel; its content is served at
+    `content_url`, under the emulator's `base_url`."""
+    return {
+        'fid': script.fid,
+        'name': script.name,
+        'description': script.description,
+        'content_url': (f'{base_url.rstrip("/")}/v2/lifecycle-scripts/'
+                        f'{script.fid}/content'),
+        'project': script.project,
+        'created_at': iso(script.created_at),
+        'created_by': script.created_by,
+        'last_modified_at': iso(script.last_modified_at),
+        'last_modified_by': script.last_modified_by,
+        'scope': script.scope.value,
     }
 
 
@@ -171,7 +283,8 @@ def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
 
 
 def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
-    quote = market.current_prices(auction.instance_type.fid, auction.region)
+    quote = market.auctions.current_prices(auction.instance_type.fid,
+                                           auction.region)
     return {
         'fid': auction.fid,
         'instance_type': auction.instance_type.fid,

@@ -1,13 +1,14 @@
 """What the market's unit tests share: a two-region catalog of one instance
-type, host backend hooks recorded in order, and a bid placed in one line."""
+type, host backend hooks recorded in order, and a bid placed (or a CPU VM
+launched) in one line."""
 
 import datetime
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
-                                         InstanceStatus, Market)
+                                         Instance, InstanceStatus, Market)
 
 TYPE = 'gpu.sxm.1x'
 REGION = 'region-a'
@@ -74,16 +75,29 @@ class RecordingHosts(PlaceholderHosts):
 
 
 def type_fid(market: Market) -> str:
-    return market.auction(TYPE, REGION).instance_type.fid
+    return market.auctions.get(TYPE, REGION).instance_type.fid
 
 
 def place_bid(market: Market, limit: str = '$5.00', quantity: int = 1,
               name: str = 'job', region: str = REGION,
               ssh_keys: Optional[List[str]] = None) -> Bid:
-    return market.create_bid(project=PROJECT_FID, region=region,
-                             instance_type=type_fid(market),
-                             limit_price=limit, instance_quantity=quantity,
-                             name=name, ssh_keys=ssh_keys or [])
+    return market.bids.create(project=PROJECT_FID,
+                              region=region,
+                              instance_type=type_fid(market),
+                              limit_price=limit,
+                              instance_quantity=quantity,
+                              name=name,
+                              ssh_keys=ssh_keys or [])
+
+
+def launch_cpu_vm(market: Market, name: str = 'vm', region: str = REGION,
+                  ssh_keys: Optional[List[str]] = None,
+                  volumes: Sequence[str] = ()) -> Instance:
+    """A CPU VM of the catalog's first CPU type; its instance."""
+    return market.cpu_vms.create(
+        project=PROJECT_FID, name=name,
+        instance_type=market.cpu_vms.instance_types()[0].fid, region=region,
+        ssh_keys=ssh_keys, volumes=volumes)
 
 
 def instance_statuses(bid: Bid) -> List[InstanceStatus]:

@@ -9,14 +9,20 @@ Randomness (fids, the optional price random walk) comes from RNGs seeded with
 
 Like a large moto service, the market is one backend per kind of resource,
 each in its module with its rules, all over one shared `state.MarketState`
-(clock, timers, fids, the store of `records`) and composed into one `Market`:
-  auctions     auctions, prices, price history, capacity, the clearing
-  bids         placing, changing, cancelling bids; filler bids
-  instances    instances' life cycle: boot, preemption notice, stop, termination
-  storage      volumes (file shares and block volumes)
-  ssh_keys     SSH keys
-  kubernetes   Kubernetes clusters and their control nodes
-  accounts     the project, the user, quotas
+(clock, timers, fids, the store of `records`) and composed into one `Market`,
+whose public attributes they are (each in the module of its name unless said):
+  auctions             auctions, prices, price history, capacity, the clearing
+  bids                 placing, changing, cancelling bids; filler bids
+  instances            instances' life cycle: boot, notice, stop, termination;
+                       pausing, resuming, restarting one instance
+  volumes              (storage.py) file shares and block volumes
+  ssh_keys             SSH keys
+  lifecycle_scripts    scripts kept for instances to run
+  kubernetes_clusters  (kubernetes.py) clusters and their control nodes
+  cpu_vms              fixed-price CPU VMs and their catalog
+  accounts             the organization, its project and user; quotas
+Whoever reads or changes the market catches it up with its clock first
+(`Market.caught_up`; market.py says who and how).
 A refusal (`errors`) names the refused field; where an HTTP request carried it
 is the routes' business.
 
@@ -24,26 +30,33 @@ This package's face is what its users import: `Market`, the records, the
 errors and the constants below.
 """
 
-from sky_mithril.emulator.market.accounts import PROJECT_FID
+from sky_mithril.emulator.market.accounts import ORGANIZATION_ID, PROJECT_FID
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY
-from sky_mithril.emulator.market.bids import IMAGE_VERSION_FID
-from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
-                                                InvalidState, MarketError,
-                                                NotFound)
-from sky_mithril.emulator.market.instances import BOOT_SEQUENCE
+from sky_mithril.emulator.market.errors import (Declined, FieldError,
+                                                InvalidRequest, InvalidState,
+                                                MarketError, NotFound,
+                                                NotSupported)
+from sky_mithril.emulator.market.images import (IMAGE_VERSION_FID,
+                                                MCC_IMAGE_VERSION_FID)
+from sky_mithril.emulator.market.instances import BOOT_SEQUENCE, ORDER_TYPES
 from sky_mithril.emulator.market.kubernetes import DEFAULT_K8S_VERSION
 from sky_mithril.emulator.market.market import Market
-from sky_mithril.emulator.market.records import (KUBE_API_PORT, Auction, Bid,
-                                                 BidEventType, BidStatus,
-                                                 Instance, InstanceStatus,
-                                                 KubernetesCluster,
-                                                 KubernetesClusterStatus,
-                                                 SshKey, Volume)
+from sky_mithril.emulator.market.records import (
+    KUBE_API_PORT, Auction, Bid, BidEventType, BidStatus, CpuVm, Instance,
+    InstanceStatus, InstanceType, KubernetesCluster, KubernetesClusterStatus,
+    LifecycleScript, LifecycleScriptScope, Project, RegionStorageQuota, SshKey,
+    User, Volume)
+from sky_mithril.emulator.market.state import region_id
+from sky_mithril.emulator.market.storage import MAX_VOLUME_GB
 
 __all__ = [
-    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
-    'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'FieldError', 'IMAGE_VERSION_FID',
-    'Instance', 'InstanceStatus', 'InvalidRequest', 'InvalidState',
-    'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus', 'Market',
-    'MarketError', 'NotFound', 'PROJECT_FID', 'SshKey', 'Volume'
+    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'CpuVm',
+    'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'Declined', 'FieldError',
+    'IMAGE_VERSION_FID', 'Instance', 'InstanceStatus', 'InstanceType',
+    'InvalidRequest', 'InvalidState', 'KUBE_API_PORT', 'KubernetesCluster',
+    'KubernetesClusterStatus', 'LifecycleScript', 'LifecycleScriptScope',
+    'MAX_VOLUME_GB', 'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError',
+    'NotFound', 'NotSupported', 'ORDER_TYPES', 'ORGANIZATION_ID',
+    'PROJECT_FID', 'Project', 'RegionStorageQuota', 'SshKey', 'User', 'Volume',
+    'region_id'
 ]

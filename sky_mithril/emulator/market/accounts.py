@@ -1,16 +1,27 @@
-"""Who uses the market: its one project and one user, and the project's
-quotas (spot instances per instance type, volume storage)."""
+"""Who uses the market: one organization with one project and one user
+(its owner, so its only teammate), the project's quotas (spot instances per
+instance type, volume storage) and the organization's storage quota per
+region.
+
+The volume storage quota, `VOLUME_QUOTA_GB`, spans regions: the organization's
+quota in a region grants that much, counts the GB of volumes there as used,
+and leaves what a new volume there may still take (the quota less the GB used
+in every region).
+"""
 
 from typing import List, Optional
 
 from sky_mithril.emulator.market.errors import FieldError, NotFound
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Project,
-                                                 Quota, User)
-from sky_mithril.emulator.market.state import MarketState, stable_fid
+                                                 Quota, RegionStorageQuota,
+                                                 User)
+from sky_mithril.emulator.market.state import (MarketState, region_id,
+                                               stable_fid)
 
 PROJECT_FID = 'proj_emulator'
 PROJECT_NAME = 'emulator'
 USER_FID = 'user_emulator'
+ORGANIZATION_ID = '00000000-0000-4000-8000-000000000002'
 VOLUME_QUOTA_GB = 20_000
 
 
@@ -19,12 +30,20 @@ class Accounts:
 
     def __init__(self, state: MarketState) -> None:
         self._store = state.store
-        self.project = Project(PROJECT_FID, PROJECT_NAME, state.now)
+        self.project = Project(fid=PROJECT_FID,
+                               id='00000000-0000-4000-8000-000000000003',
+                               name=PROJECT_NAME,
+                               created_at=state.now)
         self.user = User(fid=USER_FID,
                          id='00000000-0000-4000-8000-000000000001',
                          email='emulator@localhost',
-                         organization_id='org_emulator',
+                         organization_id=ORGANIZATION_ID,
+                         organization_role='owner',
                          user_name='emulator')
+
+    def teammates(self) -> List[User]:
+        """The users the user sees in its organization: itself."""
+        return [self.user]
 
     def require_project(self, project: str) -> None:
         """Raises NotFound unless `project` is the market's project."""
@@ -75,4 +94,25 @@ class Accounts:
                   units='GB',
                   total_quantity=VOLUME_QUOTA_GB,
                   used_quantity=self.storage_used(project)))
+        return quotas
+
+    def organization_storage_quotas(
+            self, organization_id: str) -> List[RegionStorageQuota]:
+        """The organization's volume storage per region, in catalog order
+        (module docstring); raises NotFound for another organization."""
+        if organization_id != self.user.organization_id:
+            raise NotFound('Organization', organization_id)
+        remaining = max(0, VOLUME_QUOTA_GB - self.storage_used(self.project.fid))
+        quotas = []
+        for region in self._store.regions():
+            used = sum(v.capacity_gb
+                       for v in self._store.volumes.values()
+                       if v.region == region)
+            quotas.append(
+                RegionStorageQuota(region=region,
+                                   region_id=region_id(region),
+                                   granted=VOLUME_QUOTA_GB,
+                                   used=used,
+                                   remaining=remaining,
+                                   used_by_project={self.project.id: used}))
         return quotas

@@ -89,9 +89,13 @@ class Auctions:
     def instance_types(self) -> List[InstanceType]:
         return list(self._store.instance_types.values())
 
-    def listed(self) -> List[Auction]:
+    def list(self) -> List[Auction]:
         """Every auction, in catalog order."""
         return list(self._store.auctions.values())
+
+    def regions(self) -> List[str]:
+        """Every region with an auction, in catalog order."""
+        return self._store.regions()
 
     def instance_type(self, name_or_fid: str) -> InstanceType:
         if name_or_fid in self._store.instance_types:

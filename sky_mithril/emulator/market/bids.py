@@ -21,6 +21,7 @@ from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import Auctions
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
+from sky_mithril.emulator.market.images import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
@@ -29,10 +30,7 @@ from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
                                                  LaunchSpecification)
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
-from sky_mithril.emulator.market.storage import Storage
-
-# The one image version the emulator offers.
-IMAGE_VERSION_FID = 'imgv_emulator_ubuntu2204'
+from sky_mithril.emulator.market.storage import Volumes
 
 
 class Bids:
@@ -40,14 +38,14 @@ class Bids:
 
     def __init__(self, state: MarketState, accounts: Accounts,
                  auctions: Auctions, instances: Instances, ssh_keys: SshKeys,
-                 storage: Storage, kubernetes: KubernetesClusters) -> None:
+                 volumes: Volumes, kubernetes: KubernetesClusters) -> None:
         self._state = state
         self._store = state.store
         self._accounts = accounts
         self._auctions = auctions
         self._instances = instances
         self._ssh_keys = ssh_keys
-        self._storage = storage
+        self._volumes = volumes
         self._kubernetes = kubernetes
 
     def create(self,
@@ -96,8 +94,7 @@ class Bids:
                 FieldError('name', 'name must not be empty',
                            'string_too_short'))
         errors.extend(self._ssh_keys.unknown_key_errors(project, ssh_keys))
-        errors.extend(
-            self._storage.attachable_errors(project, region, volumes))
+        errors.extend(self._volumes.attachable_errors(project, region, volumes))
         if image_version is not None and image_version != IMAGE_VERSION_FID:
             errors.append(
                 FieldError('image_version',
@@ -141,13 +138,13 @@ class Bids:
             raise NotFound('Bid', fid)
         return bid
 
-    def matching(self,
-                 *,
-                 project: Optional[str] = None,
-                 name: Optional[str] = None,
-                 status: Optional[BidStatus] = None,
-                 region: Optional[str] = None,
-                 instance_type: Optional[str] = None) -> List[Bid]:
+    def list(self,
+             *,
+             project: Optional[str] = None,
+             name: Optional[str] = None,
+             status: Optional[BidStatus] = None,
+             region: Optional[str] = None,
+             instance_type: Optional[str] = None) -> List[Bid]:
         """Bids matching every given filter, in submission order."""
         return [
             bid for bid in self._store.bids.values()
@@ -179,7 +176,7 @@ class Bids:
                 errors.extend(e.errors)
         if volumes is not None:
             errors.extend(
-                self._storage.attachable_errors(bid.project, bid.region,
+                self._volumes.attachable_errors(bid.project, bid.region,
                                                 volumes, bid))
         if memory_gb is not None:
             errors.append(
@@ -232,7 +229,7 @@ class Bids:
         if not bid.filler:
             bid.auction.live_bids.remove(bid)
         self._record_user_action(bid, BidEventType.TERMINATED)
-        self._instances.terminate(bid)
+        self._instances.terminate(bid.instances)
         return bid
 
     def force_preempt(self, fid: str) -> Bid:

@@ -1,6 +1,7 @@
 """What the market raises when it refuses a request. An error names the
 refused field (the market method's argument), never where an HTTP request
-carried it: the routes add that (`wire.fields_at`)."""
+carried it: the routes add that (`wire.fields_at`). The HTTP status each
+error gets is the server's (`server.build_app`)."""
 
 import dataclasses
 from typing import Optional, Sequence
@@ -45,3 +46,18 @@ class InvalidRequest(MarketError):
 
 class InvalidState(MarketError):
     """A control action that does not apply to the entity's current state."""
+
+
+class Declined(MarketError):
+    """An action the entity's state rules out, for a `reason` a client can
+    act on (Mithril's refresh-boot-disk: `INSTANCE_RUNNING`,
+    `INVALID_IMAGE_VERSION`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotSupported(MarketError):
+    """An action Mithril does not offer for this kind of entity (pausing,
+    restarting or refreshing a spot instance)."""

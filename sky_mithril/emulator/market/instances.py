@@ -1,17 +1,43 @@
 """Instances' life cycle: what happens to a bid and its instances once the
 clearing allocates it, when a notice preempts it, when it is paused and when
-it is terminated, and which host backend hook each step calls.
+it is terminated; to a CPU VM's instance from its launch; to an instance of a
+reservation paused, resumed, restarted or given a fresh boot disk; and which
+host backend hook each step calls.
 
-After allocation: STATUS_NEW -> STATUS_CONFIRMED -> STATUS_INITIALIZING ->
-STATUS_STARTING (host created or resumed here, with the
-bid's SSH keys and volumes; the address becomes visible) -> STATUS_RUNNING; a
-host backend that fails puts the instance in STATUS_ERROR. A preemption notice
-(`Preempting` for `preemption_notice_s`) goes STATUS_PREEMPTING ->
-STATUS_PREEMPTED and always runs to its end, then the bid is Open again;
-stopping a paused bid's instances goes STATUS_STOPPING -> STATUS_PAUSED. A
-re-allocated bid (after preemption or unpause) boots the same instances again
-from STATUS_NEW, resuming their hosts (same disks). Instances are named
-`<bid name>-<index>`, index from 0.
+After allocation (a CPU VM: at once): STATUS_NEW -> STATUS_CONFIRMED ->
+STATUS_INITIALIZING -> STATUS_STARTING (host created or resumed here, with
+the order's SSH keys and volumes; the address becomes visible) ->
+STATUS_RUNNING; a host backend that fails puts the instance in
+STATUS_ERROR. A preemption notice (`Preempting` for `preemption_notice_s`)
+goes STATUS_PREEMPTING -> STATUS_PREEMPTED and always runs to its end, then
+the bid is Open again; stopping a paused bid's instances goes STATUS_STOPPING
+-> STATUS_PAUSED. A re-allocated bid (after preemption or unpause) boots the
+same instances again from STATUS_NEW, resuming their hosts (same disks).
+Instances are named `<bid name>-<index>`, index from 0; a CPU VM's instance
+has the VM's name.
+
+Actions on single instances (`PATCH /v2/instances`, restart,
+refresh-boot-disk) apply to instances of a reservation only (today: CPU VMs,
+whose hidden reservation Mithril sets on their rows); a spot instance is
+NotSupported, as Mithril answers 501. Each checks every instance before it
+changes any:
+  pause     a RUNNING instance stops (STATUS_STOPPING, `stop_duration_s`,
+            STATUS_PAUSED, host paused); a stopping or paused one stays as it
+            is, as does one that cannot run (terminated, in error); one still
+            booting or restarting is not ready (InvalidState).
+  resume    a PAUSED instance boots again from STATUS_CONFIRMED (its host
+            resumed at STATUS_STARTING); a stopping one is not ready; any
+            other stays as it is.
+  restart   a RUNNING instance's VM goes down for `RESTART_DURATION_S` and
+            comes back, the instance RUNNING throughout; one not running, or
+            already restarting, is InvalidState.
+  refresh   a PAUSED instance's boot disk is recreated (its host destroyed,
+            created afresh at its next start, volumes kept); a terminated one
+            has no VM (InvalidState); any other is declined, INSTANCE_RUNNING,
+            as is an image version other than the one its type boots,
+            INVALID_IMAGE_VERSION.
+Unknown fids are NotFound before anything else. A CPU VM costs its hourly
+price until it is terminated, paused or not.
 """
 
 import datetime
@@ -21,13 +47,15 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from sky_mithril.emulator.market.accounts import Accounts
-from sky_mithril.emulator.market.errors import NotFound
+from sky_mithril.emulator.market.errors import (Declined, InvalidState,
+                                                NotFound, NotSupported)
+from sky_mithril.emulator.market.images import image_for
 from sky_mithril.emulator.market.records import (Bid, BidEventType, BidStatus,
-                                                 HostState, Instance,
-                                                 InstanceStatus)
+                                                 CpuVm, HostState, Instance,
+                                                 InstanceStatus, Order)
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
-from sky_mithril.emulator.market.storage import Storage
+from sky_mithril.emulator.market.storage import Volumes
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
 
@@ -41,17 +69,21 @@ DEFAULT_BOOT_DURATIONS_S: Mapping[InstanceStatus, float] = {
     InstanceStatus.INITIALIZING: 25.0,
     InstanceStatus.STARTING: 10.0,
 }
+# Emulated seconds an instance's VM is down while it restarts.
+RESTART_DURATION_S = 30.0
+ORDER_TYPES = ('Bid', 'Reservation')
 
 
 class Instances:
-    """Moves bids and their instances through allocation, boot, notice,
-    stop and termination, calling the host backend as they go."""
+    """Moves bids' and CPU VMs' instances through allocation or launch,
+    boot, notice, stop and termination, and single instances through the
+    actions on them, calling the host backend as they go."""
 
     def __init__(self,
                  state: MarketState,
                  accounts: Accounts,
                  ssh_keys: SshKeys,
-                 storage: Storage,
+                 volumes: Volumes,
                  *,
                  preemption_notice_s: float,
                  boot_durations_s: Optional[Mapping[InstanceStatus,
@@ -61,7 +93,7 @@ class Instances:
         self._store = state.store
         self._accounts = accounts
         self._ssh_keys = ssh_keys
-        self._storage = storage
+        self._volumes = volumes
         self.preemption_notice_s = preemption_notice_s
         self.boot_durations_s = {
             **DEFAULT_BOOT_DURATIONS_S,
@@ -77,17 +109,24 @@ class Instances:
             raise NotFound('Instance', fid)
         return instance
 
-    def in_project(self,
-                   project: str,
-                   *,
-                   bid_fids: Optional[Sequence[str]] = None,
-                   statuses: Optional[Sequence[InstanceStatus]] = None,
-                   region: Optional[str] = None,
-                   instance_type: Optional[str] = None) -> List[Instance]:
-        """A project's instances matching every given filter, in creation order."""
+    def list(self,
+             project: str,
+             *,
+             bid_fids: Optional[Sequence[str]] = None,
+             statuses: Optional[Sequence[InstanceStatus]] = None,
+             region: Optional[str] = None,
+             instance_type: Optional[str] = None,
+             order_types: Optional[Sequence[str]] = None,
+             reservation_fids: Optional[Sequence[str]] = None
+            ) -> List[Instance]:
+        """A project's instances matching every given filter, in creation
+        order; `order_types` among `ORDER_TYPES` (an instance of a bid is a
+        'Bid', one of a reservation a 'Reservation')."""
         self._accounts.require_project(project)
         bid_set = set(bid_fids) if bid_fids is not None else None
         status_set = set(statuses) if statuses is not None else None
+        reservation_set = (set(reservation_fids)
+                           if reservation_fids is not None else None)
         return [
             instance for instance in self._store.instances.values()
             if instance.project == project and
@@ -95,7 +134,10 @@ class Instances:
             (status_set is None or instance.status in status_set) and
             (region is None or instance.region == region) and
             (instance_type is None or
-             instance.instance_type.fid == instance_type)
+             instance.instance_type.fid == instance_type) and
+            (order_types is None or _order_type(instance) in order_types) and
+            (reservation_set is None or
+             instance.reservation_fid in reservation_set)
         ]
 
     # The life cycle.
@@ -113,6 +155,24 @@ class Instances:
                             order=self._state.next_order())
         bid.instances.append(instance)
         self._store.instances[instance.fid] = instance
+        return instance
+
+    def launch(self, vm: CpuVm) -> Instance:
+        """The CPU VM's one instance, booting at once at its fixed price."""
+        instance = Instance(fid=self._state.new_fid('inst'),
+                            name=vm.name,
+                            project=vm.project,
+                            created_at=self._state.now,
+                            created_by=vm.created_by,
+                            bid_fid=None,
+                            reservation_fid=vm.fid,
+                            instance_type=vm.instance_type,
+                            region=vm.region,
+                            order=self._state.next_order(),
+                            price_paid=vm.instance_type.hourly_price)
+        vm.instances.append(instance)
+        self._store.instances[instance.fid] = instance
+        self._boot_step(instance, InstanceStatus.NEW)
         return instance
 
     def allocate(self, bid: Bid, price: Decimal) -> None:
@@ -144,17 +204,17 @@ class Instances:
                           lambda: self._boot_step(instance, following))
 
     def _bring_up_host(self, instance: Instance) -> bool:
-        """Creates (first boot) or resumes the host with the bid's volumes; a
-        failing backend puts the instance in STATUS_ERROR."""
-        bid = self._store.bids[instance.bid_fid]
-        volumes = self._storage.for_bid(bid)
+        """Creates (first boot) or resumes the host with the order's volumes;
+        a failing backend puts the instance in STATUS_ERROR."""
+        order = self._order_of(instance)
+        volumes = self._volumes.for_order(order)
         # Only when there are some, so backends that predate volumes still work.
         with_volumes: Dict[str, Any] = {'volumes': volumes} if volumes else {}
         hosts = self._state.hosts
         try:
             if instance.host == HostState.NONE:
                 instance.address = hosts.create(instance.fid,
-                                                self._ssh_keys.for_bid(bid),
+                                                self._ssh_keys.for_order(order),
                                                 **with_volumes)
             else:
                 instance.address = hosts.resume(instance.fid, **with_volumes)
@@ -212,12 +272,15 @@ class Instances:
         """Stops a paused bid's instances; `stop_duration_s` later they are
         paused and their hosts too."""
         for instance in bid.instances:
-            instance.epoch += 1
-            instance.status = InstanceStatus.STOPPING
             instance.price_paid = None
-            instance.end_time = None
-            self._state.timer(instance, self.stop_duration_s,
-                              functools.partial(self._finish_stopping, instance))
+            self._stop(instance)
+
+    def _stop(self, instance: Instance) -> None:
+        instance.epoch += 1
+        instance.status = InstanceStatus.STOPPING
+        instance.end_time = None
+        self._state.timer(instance, self.stop_duration_s,
+                          functools.partial(self._finish_stopping, instance))
 
     def _finish_stopping(self, instance: Instance) -> None:
         instance.epoch += 1
@@ -226,12 +289,119 @@ class Instances:
             self._call_host(instance, self._state.hosts.pause)
             instance.host = HostState.DOWN
 
-    def terminate(self, bid: Bid) -> None:
-        """Terminates a cancelled bid's instances and destroys their hosts."""
-        for instance in bid.instances:
+    def terminate(self, instances: Sequence[Instance]) -> None:
+        """Terminates a cancelled bid's (or a CPU VM's) instances and destroys
+        their hosts."""
+        for instance in instances:
             instance.epoch += 1
             instance.status = InstanceStatus.TERMINATED
             instance.price_paid = None
+            instance.restarting = False
             if instance.host != HostState.NONE:
                 self._call_host(instance, self._state.hosts.destroy)
                 instance.host = HostState.NONE
+
+    # Actions on single instances of a reservation (module docstring).
+
+    def set_status(self, fids: Sequence[str],
+                   status: InstanceStatus) -> Dict[str, InstanceStatus]:
+        """Pauses (STATUS_PAUSED) or resumes (STATUS_RUNNING) the instances;
+        each one's status afterwards, by fid."""
+        if status not in (InstanceStatus.PAUSED, InstanceStatus.RUNNING):
+            raise ValueError(f'cannot set an instance to {status.value}')
+        for fid in fids:
+            self.get(fid)
+        instances = [self._reserved(fid) for fid in fids]
+        pausing = status == InstanceStatus.PAUSED
+        for instance in instances:
+            if _not_ready(instance, pausing):
+                raise InvalidState(
+                    f'Instance {instance.fid} is {instance.status.value}'
+                    f'{" and restarting" if instance.restarting else ""}; '
+                    'it is not ready to be '
+                    f'{"paused" if pausing else "resumed"}.')
+        for instance in instances:
+            if pausing and instance.status == InstanceStatus.RUNNING:
+                self._stop(instance)
+            elif not pausing and instance.status == InstanceStatus.PAUSED:
+                instance.epoch += 1
+                self._boot_step(instance, InstanceStatus.CONFIRMED)
+        return {instance.fid: instance.status for instance in instances}
+
+    def restart(self, fid: str) -> Instance:
+        """Restarts a RUNNING instance's VM (the instance stays RUNNING)."""
+        instance = self._reserved(fid)
+        if instance.status != InstanceStatus.RUNNING or instance.restarting:
+            raise InvalidState(
+                f'Instance {fid} is {instance.status.value}'
+                f'{" and restarting" if instance.restarting else ""}; only a '
+                'fully running instance can be restarted.')
+        instance.restarting = True
+        self._call_host(instance, self._state.hosts.pause)
+        instance.host = HostState.DOWN
+        self._state.timer(instance, RESTART_DURATION_S,
+                          functools.partial(self._finish_restart, instance))
+        return instance
+
+    def _finish_restart(self, instance: Instance) -> None:
+        instance.restarting = False
+        self._bring_up_host(instance)
+
+    def refresh_boot_disk(self, fid: str,
+                          image_version: Optional[str] = None) -> str:
+        """Recreates a PAUSED instance's boot disk; returns the image version
+        it will boot (the one its type boots)."""
+        instance = self._reserved(fid)
+        image = image_for(instance.instance_type)
+        if instance.status == InstanceStatus.TERMINATED:
+            raise InvalidState(f'Instance {fid} is terminated; it has no VM '
+                               'to refresh.')
+        if instance.status != InstanceStatus.PAUSED:
+            raise Declined(
+                'INSTANCE_RUNNING',
+                f'Instance {fid} is {instance.status.value}; pause it first.')
+        if image_version is not None and image_version != image:
+            raise Declined(
+                'INVALID_IMAGE_VERSION',
+                f'Image version {image_version} is not available for '
+                f'instance {fid} in region {instance.region}.')
+        if instance.host != HostState.NONE:
+            self._call_host(instance, self._state.hosts.destroy)
+            instance.host = HostState.NONE
+            instance.address = None
+        return image
+
+    def _reserved(self, fid: str) -> Instance:
+        """Instance `fid` if it is a reservation's; NotSupported for a spot
+        instance."""
+        instance = self.get(fid)
+        if instance.reservation_fid is None:
+            raise NotSupported(
+                f'Instance {fid} is a spot instance (bid '
+                f'{instance.bid_fid}); this action is supported for reserved '
+                'instances only. Spot bids are not yet supported.')
+        return instance
+
+    def _order_of(self, instance: Instance) -> Order:
+        """The bid or CPU VM the instance boots from."""
+        if instance.bid_fid is not None:
+            return self._store.bids[instance.bid_fid]
+        assert instance.reservation_fid is not None
+        return self._store.cpu_vms[instance.reservation_fid]
+
+
+# Statuses of an instance still on its way to STATUS_RUNNING.
+_BOOTING = frozenset(BOOT_SEQUENCE[:-1])
+
+
+def _not_ready(instance: Instance, pausing: bool) -> bool:
+    """Whether the instance is between states for a pause (booting,
+    restarting) or a resume (stopping)."""
+    if pausing:
+        return instance.status in _BOOTING or instance.restarting
+    return instance.status == InstanceStatus.STOPPING
+
+
+def _order_type(instance: Instance) -> str:
+    """The instance's order type, one of `ORDER_TYPES`."""
+    return 'Bid' if instance.bid_fid is not None else 'Reservation'

@@ -102,7 +102,7 @@ class KubernetesClusters:
             raise NotFound('Kubernetes cluster', fid)
         return cluster
 
-    def in_project(self, project: str) -> List[KubernetesCluster]:
+    def list(self, project: str) -> List[KubernetesCluster]:
         """A project's clusters (terminated ones too), in creation order."""
         self._accounts.require_project(project)
         return [

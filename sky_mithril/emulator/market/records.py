@@ -1,13 +1,13 @@
 """The market's records: what it keeps about auctions, bids, instances, keys,
-volumes and Kubernetes clusters, and the statuses they move through. Plain
-data; the backends of this package change them."""
+lifecycle scripts, volumes and Kubernetes clusters, and the statuses they
+move through. Plain data; the backends of this package change them."""
 
 import dataclasses
 import datetime
 import enum
 import hashlib
 from decimal import Decimal
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
                                         VolumeInterface, volume_vm_path)
@@ -55,6 +55,13 @@ class BidEventType(str, enum.Enum):
     VOLUMES_REMOVED = 'Volumes Removed'
 
 
+class LifecycleScriptScope(str, enum.Enum):
+    """Who sees a lifecycle script; `PLATFORM` ones are Mithril's own."""
+    PROJECT = 'PROJECT'
+    ORGANIZATION = 'ORGANIZATION'
+    PLATFORM = 'PLATFORM'
+
+
 class KubernetesClusterStatus(str, enum.Enum):
     PENDING = 'Pending'
     AVAILABLE = 'Available'
@@ -74,7 +81,10 @@ class HostState(enum.Enum):
 
 @dataclasses.dataclass
 class Project:
+    """A project; `id` is its UUID (where Mithril reports usage by project)."""
+
     fid: str
+    id: str
     name: str
     created_at: datetime.datetime
 
@@ -85,12 +95,14 @@ class User:
     id: str
     email: str
     organization_id: str
+    organization_role: str
     user_name: str
 
 
 @dataclasses.dataclass
 class InstanceType:
-    """Specs from the catalog; `fid` is stable per name."""
+    """Specs from the catalog; `fid` is stable per name. `hourly_price`: the
+    fixed price of a CPU VM type; None for a type sold at auction."""
 
     fid: str
     name: str
@@ -105,6 +117,7 @@ class InstanceType:
     ib_count: int
     bridge_count: int
     network_type: Optional[str]
+    hourly_price: Optional[Decimal] = None
 
 
 @dataclasses.dataclass
@@ -133,6 +146,23 @@ class SshKey:
     public_key: str
     created_at: datetime.datetime
     required: bool
+
+
+@dataclasses.dataclass
+class LifecycleScript:
+    """A script kept for instances to run; `order` ranks equal sort keys."""
+
+    fid: str
+    name: str
+    description: str
+    content: str
+    project: str
+    scope: LifecycleScriptScope
+    created_at: datetime.datetime
+    created_by: str
+    last_modified_at: datetime.datetime
+    last_modified_by: str
+    order: int
 
 
 @dataclasses.dataclass
@@ -179,23 +209,27 @@ class BidEvent:
 
 @dataclasses.dataclass
 class Instance:
-    """One instance of a bid; `host` tracks which host hooks apply, `epoch`
-    moves on every state change so pending boot or stop steps are ignored."""
+    """One instance of a bid (`bid_fid`) or of a reservation
+    (`reservation_fid`: a CPU VM's hidden one); `host` tracks which host
+    hooks apply, `restarting` whether its VM is restarting, `epoch` moves on
+    every state change so pending boot or stop steps are ignored."""
 
     fid: str
     name: str
     project: str
     created_at: datetime.datetime
     created_by: str
-    bid_fid: str
+    bid_fid: Optional[str]
     instance_type: InstanceType
     region: str
     order: int
+    reservation_fid: Optional[str] = None
     status: InstanceStatus = InstanceStatus.NEW
     address: Optional[HostAddress] = None
     price_paid: Optional[Decimal] = None
     end_time: Optional[datetime.datetime] = None
     host: HostState = HostState.NONE
+    restarting: bool = False
     epoch: int = 0
 
 
@@ -247,6 +281,30 @@ class Bid:
 
 
 @dataclasses.dataclass
+class CpuVm:
+    """A fixed-price CPU VM: the hidden reservation Mithril backs it with
+    (`fid`), holding its one instance, launched at once, no auction."""
+
+    fid: str
+    name: str
+    project: str
+    created_by: str
+    created_at: datetime.datetime
+    instance_type: InstanceType
+    region: str
+    launch_specification: LaunchSpecification
+    instances: List[Instance] = dataclasses.field(default_factory=list)
+    deactivated_at: Optional[datetime.datetime] = None
+
+
+class Order(Protocol):
+    """What instances boot from: a bid or a CPU VM's reservation."""
+
+    project: str
+    launch_specification: LaunchSpecification
+
+
+@dataclasses.dataclass
 class KubernetesCluster:
     """A Kubernetes cluster: a control node (a host the market owns, not an
     instance) that bids join as workers. `token` authenticates its kube API."""
@@ -291,6 +349,20 @@ class PriceQuote:
     win_price: Optional[Decimal]
     free_capacity: int
     capacity: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionStorageQuota:
+    """One /v2/organizations/{id}/quotas row: the organization's volume
+    storage in one region (GB; `remaining` is what a new volume there may
+    take)."""
+
+    region: str
+    region_id: str
+    granted: int
+    used: int
+    remaining: int
+    used_by_project: Dict[str, int]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """The project's SSH keys: registered or generated (returning the private
-half once, as Mithril does). A bid's hosts accept the keys its launch
-specification lists plus every key the project marks `required`."""
+half once, as Mithril does), marked `required` or not, deleted. A bid's hosts
+accept the keys its launch specification lists plus every key the project
+marks `required`, as of when each host is created (so do a CPU VM's). A key
+that a live (not terminated) bid, CPU VM or Kubernetes cluster lists cannot
+be deleted.
+"""
 
 from typing import List, Optional, Sequence, Tuple
 
@@ -8,8 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sky_mithril.emulator.market.accounts import Accounts
-from sky_mithril.emulator.market.errors import FieldError, InvalidRequest
-from sky_mithril.emulator.market.records import Bid, SshKey
+from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
+                                                InvalidState, NotFound)
+from sky_mithril.emulator.market.records import (BidStatus,
+                                                 KubernetesClusterStatus, Order,
+                                                 SshKey)
 from sky_mithril.emulator.market.state import MarketState
 
 
@@ -21,7 +28,7 @@ class SshKeys:
         self._store = state.store
         self._accounts = accounts
 
-    def in_project(self, project: str) -> List[SshKey]:
+    def list(self, project: str) -> List[SshKey]:
         self._accounts.require_project(project)
         return [
             key for key in self._store.ssh_keys.values()
@@ -60,6 +67,44 @@ class SshKeys:
         self._store.ssh_keys[key.fid] = key
         return key, private_key
 
+    def get(self, fid: str) -> SshKey:
+        key = self._store.ssh_keys.get(fid)
+        if key is None:
+            raise NotFound('SSH key', fid)
+        return key
+
+    def update(self, fid: str, *, required: bool) -> SshKey:
+        """Marks the key required (every host of the project created from
+        now on accepts it) or not."""
+        key = self.get(fid)
+        key.required = required
+        return key
+
+    def delete(self, fid: str) -> None:
+        """Deletes a key no live bid, CPU VM or Kubernetes cluster lists
+        (InvalidState otherwise)."""
+        key = self.get(fid)
+        for bid in self._store.bids.values():
+            if (bid.status != BidStatus.TERMINATED and
+                    fid in bid.launch_specification.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by bid {bid.fid} '
+                    f'({bid.name}); cancel the bid first.')
+        for vm in self._store.cpu_vms.values():
+            if (vm.deactivated_at is None and
+                    fid in vm.launch_specification.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by CPU VM '
+                    f'{vm.instances[0].fid} ({vm.name}); terminate it first.')
+        for cluster in self._store.k8s_clusters.values():
+            if (cluster.status != KubernetesClusterStatus.TERMINATED and
+                    fid in cluster.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by Kubernetes '
+                    f'cluster {cluster.fid} ({cluster.name}); delete the '
+                    'cluster first.')
+        del self._store.ssh_keys[fid]
+
     def unknown_key_errors(self, project: str,
                            fids: Sequence[str]) -> List[FieldError]:
         """One error per entry of an `ssh_keys` argument that is not a key of
@@ -79,14 +124,14 @@ class SshKeys:
         return list(
             dict.fromkeys(self._store.ssh_keys[fid].public_key for fid in fids))
 
-    def for_bid(self, bid: Bid) -> List[str]:
-        """What the bid's hosts accept: its keys plus the project's required
-        keys, without duplicates."""
+    def for_order(self, order: Order) -> List[str]:
+        """What the order's hosts accept: its keys plus the project's
+        required keys, without duplicates."""
         return self.public_keys(
-            list(bid.launch_specification.ssh_keys) + [
+            list(order.launch_specification.ssh_keys) + [
                 key.fid
                 for key in self._store.ssh_keys.values()
-                if key.required and key.project == bid.project
+                if key.required and key.project == order.project
             ])
 
 

@@ -17,13 +17,15 @@ import heapq
 import itertools
 import random
 import string
+import uuid
 from typing import Callable, Dict, List, Protocol, Set, Tuple
 
 from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostBackend
-from sky_mithril.emulator.market.records import (Auction, Bid, Instance,
-                                                 InstanceType,
-                                                 KubernetesCluster, SshKey,
+from sky_mithril.emulator.market.records import (Auction, Bid, CpuVm,
+                                                 Instance, InstanceType,
+                                                 KubernetesCluster,
+                                                 LifecycleScript, SshKey,
                                                  Volume)
 
 
@@ -36,15 +38,21 @@ class Versioned(Protocol):
 @dataclasses.dataclass
 class Store:
     """Every record of the market, by fid (auctions by (instance type fid,
-    region)), each dict in creation order."""
+    region); CPU VMs by their reservation's fid), each dict in creation
+    order."""
 
     instance_types: Dict[str, InstanceType] = dataclasses.field(
+        default_factory=dict)
+    cpu_instance_types: Dict[str, InstanceType] = dataclasses.field(
         default_factory=dict)
     auctions: Dict[Tuple[str, str], Auction] = dataclasses.field(
         default_factory=dict)
     bids: Dict[str, Bid] = dataclasses.field(default_factory=dict)
     instances: Dict[str, Instance] = dataclasses.field(default_factory=dict)
+    cpu_vms: Dict[str, CpuVm] = dataclasses.field(default_factory=dict)
     ssh_keys: Dict[str, SshKey] = dataclasses.field(default_factory=dict)
+    lifecycle_scripts: Dict[str, LifecycleScript] = dataclasses.field(
+        default_factory=dict)
     volumes: Dict[str, Volume] = dataclasses.field(default_factory=dict)
     k8s_clusters: Dict[str, KubernetesCluster] = dataclasses.field(
         default_factory=dict)
@@ -52,6 +60,10 @@ class Store:
     def has_region(self, region: str) -> bool:
         """Whether any auction runs in `region`."""
         return any(a.region == region for a in self.auctions.values())
+
+    def regions(self) -> List[str]:
+        """Every region some auction runs in, in catalog order."""
+        return list(dict.fromkeys(a.region for a in self.auctions.values()))
 
 
 @dataclasses.dataclass(order=True)
@@ -142,3 +154,9 @@ class MarketState:
 def stable_fid(prefix: str, key: str) -> str:
     """A fid that depends only on `key` (catalog entries, quotas)."""
     return f'{prefix}_{hashlib.sha256(key.encode()).hexdigest()[:16]}'
+
+
+def region_id(region: str) -> str:
+    """The UUID Mithril names a region (and the cluster behind it) by; it
+    depends only on the region's name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f'mithril-emulator:{region}'))

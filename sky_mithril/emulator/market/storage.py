@@ -1,25 +1,26 @@
 """The project's persistent volumes: file shares (`File`, any number of bids
 and hosts at once) and block volumes (`Block`, listed by at most one live
-bid), each in one region, at most `VOLUME_QUOTA_GB` per project in all.
+bid or CPU VM), each in one region, at most `VOLUME_QUOTA_GB` per project in
+all.
 
-A bid lists volumes of its own region in `launch_specification.volumes`;
-PATCHing a live bid's `volumes` replaces the list. The host backend gets the
-bid's volumes whenever one of its hosts is created or resumed, so a change
-reaches hosts that are up at their next start. A volume listed by a live (not
-Terminated) bid cannot be deleted; deleting one also removes its data from the
-host backend.
+A bid or a CPU VM lists volumes of its own region in
+`launch_specification.volumes`; PATCHing a live bid's `volumes` replaces the
+list. The host backend gets the order's volumes whenever one of its hosts is
+created or resumed, so a change reaches hosts that are up at their next
+start. A volume listed by a live (not Terminated) bid or CPU VM cannot be
+deleted; deleting one also removes its data from the host backend.
 """
 
 import logging
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from sky_mithril.emulator.hosts import VolumeAttachment, VolumeInterface
 from sky_mithril.emulator.market.accounts import VOLUME_QUOTA_GB, Accounts
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
-from sky_mithril.emulator.market.records import (Bid, BidStatus,
-                                                 InstanceStatus, Volume)
+from sky_mithril.emulator.market.records import (Bid, BidStatus, CpuVm,
+                                                 InstanceStatus, Order, Volume)
 from sky_mithril.emulator.market.state import MarketState
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
@@ -29,7 +30,7 @@ MAX_VOLUME_GB = 16_384
 _BAD_VOLUME_NAME = re.compile(r'[/\s\x00-\x1f\x7f]')
 
 
-class Storage:
+class Volumes:
     """Creates, renames and deletes volumes; says which bids and VMs have one."""
 
     def __init__(self, state: MarketState, accounts: Accounts) -> None:
@@ -37,8 +38,7 @@ class Storage:
         self._store = state.store
         self._accounts = accounts
 
-    def in_project(self, project: str,
-                   region: Optional[str] = None) -> List[Volume]:
+    def list(self, project: str, region: Optional[str] = None) -> List[Volume]:
         """A project's volumes (only `region`'s when given), in creation order."""
         self._accounts.require_project(project)
         return [
@@ -136,6 +136,12 @@ class Storage:
             raise InvalidState(
                 f'Volume {fid} ({volume.name}) is attached to bid '
                 f'{attached[0].fid} ({attached[0].name}); cancel the bid first.')
+        vms = self.cpu_vms_listing(volume)
+        if vms:
+            raise InvalidState(
+                f'Volume {fid} ({volume.name}) is attached to CPU VM '
+                f'{vms[0].instances[0].fid} ({vms[0].name}); terminate it '
+                'first.')
         del self._store.volumes[fid]
         try:
             self._state.hosts.delete_volume(fid)
@@ -150,20 +156,32 @@ class Storage:
             volume.fid in bid.launch_specification.volumes
         ]
 
+    def cpu_vms_listing(self, volume: Volume) -> List[CpuVm]:
+        """The live (not terminated) CPU VMs that list `volume`."""
+        return [
+            vm for vm in self._store.cpu_vms.values()
+            if vm.deactivated_at is None and
+            volume.fid in vm.launch_specification.volumes
+        ]
+
     def attachments(self, volume: Volume) -> Dict[str, str]:
-        """Instance fid -> where that VM sees `volume`, for the live bids' instances."""
+        """Instance fid -> where that VM sees `volume`, for the instances of
+        the live bids and CPU VMs that list it."""
+        orders: List[Union[Bid, CpuVm]] = [
+            *self.bids_listing(volume), *self.cpu_vms_listing(volume)
+        ]
         return {
             instance.fid: volume.vm_path
-            for bid in self.bids_listing(volume)
-            for instance in bid.instances
+            for order in orders
+            for instance in order.instances
             if instance.status != InstanceStatus.TERMINATED
         }
 
-    def for_bid(self, bid: Bid) -> List[VolumeAttachment]:
-        """What a host backend needs to attach the bid's volumes."""
+    def for_order(self, order: Order) -> List[VolumeAttachment]:
+        """What a host backend needs to attach the order's volumes."""
         return [
             self._store.volumes[fid].attachment()
-            for fid in bid.launch_specification.volumes
+            for fid in order.launch_specification.volumes
         ]
 
     def attachable_errors(self,
@@ -171,8 +189,8 @@ class Storage:
                           region: str,
                           volumes: Sequence[str],
                           bid: Optional[Bid] = None) -> List[FieldError]:
-        """Why `bid` (a new bid when None) of `project` in `region` cannot
-        list `volumes`, one error per refused entry."""
+        """Why `bid` (a new bid or CPU VM when None) of `project` in
+        `region` cannot list `volumes`, one error per refused entry."""
         errors = []
         for index, fid in enumerate(volumes):
             if fid in volumes[:index]:
@@ -186,7 +204,7 @@ class Storage:
     def _why_not_attachable(self, project: str, region: str, fid: str,
                             bid: Optional[Bid]) -> Optional[str]:
         """Why volume `fid` cannot go with `bid`: unknown in `project`, in
-        another region, or a block volume another live bid lists."""
+        another region, or a block volume another live bid or a CPU VM lists."""
         volume = self._store.volumes.get(fid)
         if volume is None or volume.project != project:
             return f'Volume {fid} not found in project'
@@ -199,4 +217,9 @@ class Storage:
                     return (f'Block volume {fid} is already attached to bid '
                             f'{other.fid} ({other.name}); a block volume '
                             'attaches to one bid at a time')
+            vms = self.cpu_vms_listing(volume)
+            if vms:
+                return (f'Block volume {fid} is already attached to CPU VM '
+                        f'{vms[0].instances[0].fid} ({vms[0].name}); a block '
+                        'volume attaches to one VM at a time')
         return None

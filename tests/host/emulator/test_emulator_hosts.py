@@ -271,19 +271,25 @@ def test_bids_volumes_reach_their_instances(namespace_hosts: NamespaceHosts, key
     """Through the market: a share two instances of a bid use at once, and a
     block volume that a later bid's instance finds as the first one left it."""
     market = Market(ManualClock(), namespace_hosts, load_catalog(), clearing_interval_s=60)
-    auction = market.auctions()[0]
-    ssh_key, _ = market.create_ssh_key(PROJECT_FID, 'test', _public(key)[0])
+    auction = market.auctions.list()[0]
+    ssh_key, _ = market.ssh_keys.create(PROJECT_FID, 'test', _public(key)[0])
 
     def volume(name: str, interface: str) -> str:
-        return market.create_volume(project=PROJECT_FID, name=name,
-                                    interface=interface, region=auction.region,
-                                    size_gb=1).fid
+        return market.volumes.create(project=PROJECT_FID,
+                                     name=name,
+                                     interface=interface,
+                                     region=auction.region,
+                                     size_gb=1).fid
 
     def running_bid(name: str, volumes: List[str], quantity: int = 1) -> Bid:
-        bid = market.create_bid(project=PROJECT_FID, region=auction.region,
-                                instance_type=auction.instance_type.fid,
-                                limit_price='$100.00', instance_quantity=quantity,
-                                name=name, ssh_keys=[ssh_key.fid], volumes=volumes)
+        bid = market.bids.create(project=PROJECT_FID,
+                                 region=auction.region,
+                                 instance_type=auction.instance_type.fid,
+                                 limit_price='$100.00',
+                                 instance_quantity=quantity,
+                                 name=name,
+                                 ssh_keys=[ssh_key.fid],
+                                 volumes=volumes)
         market.advance(60 + sum(market.boot_durations_s.values()))
         assert [i.status for i in bid.instances] == [InstanceStatus.RUNNING] * quantity
         return bid
@@ -297,7 +303,7 @@ def test_bids_volumes_reach_their_instances(namespace_hosts: NamespaceHosts, key
     assert ssh_ok(b, key, 'cat /mnt/team/note') == 'from-a\n'
     ssh_ok(a, key, f'sudo mkfs.ext4 -q {device} && sudo mkdir /mnt/disk && '
            f'sudo mount {device} /mnt/disk && echo kept | sudo tee /mnt/disk/file')
-    market.cancel_bid(first.fid)
+    market.bids.cancel(first.fid)
 
     second = running_bid('second', [disk])
     c = second.instances[0].address

@@ -26,11 +26,12 @@ def test_refresh_follows_a_market_that_differs_from_the_shipped_catalog(
     auction the API lists, priced at its 7-day median spot price."""
     emulator_server = never_clearing_emulator
     market = emulator_server.market
-    with emulator_server.lock:
-        auctions = {(a.instance_type.name, a.region): a
-                    for a in market.auctions()}
+    with market.caught_up(emulator_server.lock):
+        auctions = {
+            (a.instance_type.name, a.region): a for a in market.auctions.list()
+        }
         medians = {}
-        for auction, points in market.price_history(num_samples=200):
+        for auction, points in market.auctions.price_history(num_samples=200):
             prices = sorted(p for _, p in points)
             medians[(auction.instance_type.name,
                      auction.region)] = prices[(len(prices) - 1) // 2]

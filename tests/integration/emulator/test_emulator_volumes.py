@@ -20,7 +20,7 @@ def _api(server: EmulatorServer, method: str, path: str,
 
 def _server_volume(server: EmulatorServer, name: str,
                    interface: str = 'File') -> Dict[str, Any]:
-    region = server.market.auctions()[0].region
+    region = server.market.auctions.list()[0].region
     response = _api(server, 'POST', '/v2/volumes', {
         'name': name, 'project': PROJECT_FID, 'disk_interface': interface,
         'region': region, 'size_gb': 10})
@@ -65,7 +65,7 @@ def test_deleting_a_volume_a_live_bid_lists_is_409(
         bare_emulator: EmulatorServer) -> None:
     server = bare_emulator
     share = _server_volume(server, 'share')
-    instance_type = server.market.auctions()[0].instance_type.fid
+    instance_type = server.market.auctions.list()[0].instance_type.fid
     created = _api(server, 'POST', '/v2/spot/bids', {
         'project': PROJECT_FID, 'region': share['region'],
         'instance_type': instance_type, 'limit_price': '$1.00',

@@ -102,7 +102,7 @@ def test_ssh_key_refusals(client: TestClient) -> None:
 
 def test_bid_refusals_every_field_at_once(client: TestClient,
                                          market: Market) -> None:
-    type_fid = market.auction(TYPE, REGION).instance_type.fid
+    type_fid = market.auctions.get(TYPE, REGION).instance_type.fid
     body = _bid_body(type_fid, project='proj_other', region='nowhere',
                      limit_price='12.50', instance_quantity=0, name=' ',
                      launch_specification={
@@ -137,7 +137,7 @@ def test_bid_refusals_every_field_at_once(client: TestClient,
 
 
 def test_bid_volume_refusals(client: TestClient, market: Market) -> None:
-    type_fid = market.auction(TYPE, REGION).instance_type.fid
+    type_fid = market.auctions.get(TYPE, REGION).instance_type.fid
     elsewhere = _created(client, '/v2/volumes',
                          _volume_body(name='elsewhere', region=OTHER_REGION))
     disk = _created(client, '/v2/volumes',
@@ -156,7 +156,7 @@ def test_bid_volume_refusals(client: TestClient, market: Market) -> None:
 
 
 def test_bid_update_refusals(client: TestClient, market: Market) -> None:
-    type_fid = market.auction(TYPE, REGION).instance_type.fid
+    type_fid = market.auctions.get(TYPE, REGION).instance_type.fid
     bid = _created(client, '/v2/spot/bids', _bid_body(type_fid))
     path = f'/v2/spot/bids/{bid["fid"]}'
     _refused(client, 'PATCH', path, 422, [
@@ -205,7 +205,7 @@ def test_volume_refusals(client: TestClient) -> None:
 
 
 def test_volume_delete_conflict(client: TestClient, market: Market) -> None:
-    type_fid = market.auction(TYPE, REGION).instance_type.fid
+    type_fid = market.auctions.get(TYPE, REGION).instance_type.fid
     volume = _created(client, '/v2/volumes', _volume_body(name='keep'))
     bid = _created(client, '/v2/spot/bids', _bid_body(
         type_fid, name='user', launch_specification={'volumes': [volume['fid']]}))
@@ -247,7 +247,7 @@ def test_query_and_control_refusals(client: TestClient, market: Market) -> None:
     _refused(client, 'POST', '/_emulator/price', 404,
              'Auction gpu.sxm.1x@nowhere not found',
              {'instance_type': TYPE, 'region': 'nowhere', 'price': '$1'})
-    type_fid = market.auction(TYPE, REGION).instance_type.fid
+    type_fid = market.auctions.get(TYPE, REGION).instance_type.fid
     bid = _created(client, '/v2/spot/bids', _bid_body(type_fid))
     _refused(client, 'POST', f'/_emulator/bids/{bid["fid"]}/preempt', 409,
              f'Bid {bid["fid"]} is Open; only a non-filler Allocated bid can '

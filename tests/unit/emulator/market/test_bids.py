@@ -17,7 +17,7 @@ from tests.helpers.market_testing import (BOOT_S, CLEARING_S, NOTICE_S, REGION, 
 
 def test_pausing_an_open_bid_takes_it_out_of_the_market(market: Market) -> None:
     bid = place_bid(market)
-    market.update_bid(bid.fid, paused=True)
+    market.bids.update(bid.fid, paused=True)
     market.advance(3 * CLEARING_S)
     assert bid.status == BidStatus.PAUSED and bid.instances == []
 
@@ -26,17 +26,17 @@ def test_cancel_terminates_destroys_hosts_and_is_idempotent(
         market: Market, hosts: RecordingHosts) -> None:
     bid = place_bid(market, quantity=2)
     market.advance(CLEARING_S + BOOT_S)
-    market.cancel_bid(bid.fid)
+    market.bids.cancel(bid.fid)
     assert bid.status == BidStatus.TERMINATED
     assert bid.deactivated_at == market.now
     assert instance_statuses(bid) == [InstanceStatus.TERMINATED] * 2
-    assert market.free_capacity(bid.auction) == 8
+    assert market.auctions.free_capacity(bid.auction) == 8
     destroyed = [fid for hook, fid in hosts.calls if hook == 'destroy']
     assert destroyed == [i.fid for i in bid.instances]
-    market.cancel_bid(bid.fid)
+    market.bids.cancel(bid.fid)
     assert len([c for c in hosts.calls if c[0] == 'destroy']) == 2
     with pytest.raises(NotFound):
-        market.cancel_bid('bid_unknown')
+        market.bids.cancel('bid_unknown')
 
 
 def test_limit_price_changes_take_effect_at_next_clearing(
@@ -44,11 +44,11 @@ def test_limit_price_changes_take_effect_at_next_clearing(
     bid = place_bid(market, limit='$0.50')
     market.advance(CLEARING_S)
     assert bid.status == BidStatus.OPEN
-    market.update_bid(bid.fid, limit_price='$1.50')
+    market.bids.update(bid.fid, limit_price='$1.50')
     assert bid.status == BidStatus.OPEN
     market.advance(CLEARING_S)
     assert bid.status == BidStatus.ALLOCATED
-    market.update_bid(bid.fid, limit_price='$0.75')
+    market.bids.update(bid.fid, limit_price='$0.75')
     assert bid.status == BidStatus.ALLOCATED
     market.advance(CLEARING_S)
     assert bid.status == BidStatus.PREEMPTING
@@ -61,12 +61,12 @@ def test_limit_price_changes_take_effect_at_next_clearing(
 def test_bid_history_records_each_event(market: Market) -> None:
     bid = place_bid(market, limit='$3.00')
     market.advance(CLEARING_S)
-    market.update_bid(bid.fid, limit_price='$3.50')
-    market.force_preempt(bid.fid)
+    market.bids.update(bid.fid, limit_price='$3.50')
+    market.bids.force_preempt(bid.fid)
     market.advance(NOTICE_S)
-    market.update_bid(bid.fid, paused=True)
-    market.update_bid(bid.fid, paused=False)
-    market.cancel_bid(bid.fid)
+    market.bids.update(bid.fid, paused=True)
+    market.bids.update(bid.fid, paused=False)
+    market.bids.cancel(bid.fid)
     assert event_types(bid) == [
         BidEventType.PLACED, BidEventType.ALLOCATED,
         BidEventType.LIMIT_PRICE_CHANGED, BidEventType.PREEMPTED,
@@ -79,19 +79,19 @@ def test_bid_history_records_each_event(market: Market) -> None:
 
 def test_bid_names_need_not_be_unique(market: Market) -> None:
     old = place_bid(market, name='same')
-    market.cancel_bid(old.fid)
+    market.bids.cancel(old.fid)
     new = place_bid(market, name='same')
     market.advance(CLEARING_S)
     assert new.status == BidStatus.ALLOCATED
-    assert [b.fid for b in market.bids(name='same')] == [old.fid, new.fid]
+    assert [b.fid for b in market.bids.list(name='same')] == [old.fid, new.fid]
 
 
 def test_force_preempt_needs_an_allocated_bid(market: Market) -> None:
     bid = place_bid(market)
     with pytest.raises(InvalidState):
-        market.force_preempt(bid.fid)
+        market.bids.force_preempt(bid.fid)
     market.advance(CLEARING_S)
-    market.force_preempt(bid.fid)
+    market.bids.force_preempt(bid.fid)
     assert bid.status == BidStatus.PREEMPTING
     market.advance(NOTICE_S)
     assert bid.status == BidStatus.OPEN
@@ -101,25 +101,28 @@ def test_force_preempt_needs_an_allocated_bid(market: Market) -> None:
 
 def test_filler_instances_are_cheap_scenery(market: Market,
                                             hosts: RecordingHosts) -> None:
-    market.add_filler_instances(1000)
-    instances = market.instances(PROJECT_FID)
+    market.bids.add_fillers(1000)
+    instances = market.instances.list(PROJECT_FID)
     assert len(instances) == 1000
     assert {i.status for i in instances} == {InstanceStatus.RUNNING}
     assert len({i.address.ssh_destination for i in instances if i.address}) == 1000
     assert hosts.calls == []
-    auction = market.auction(TYPE, REGION)
-    assert market.free_capacity(auction) == 8
-    market.set_price(TYPE, REGION, '$100.00')
+    auction = market.auctions.get(TYPE, REGION)
+    assert market.auctions.free_capacity(auction) == 8
+    market.auctions.set_price(TYPE, REGION, '$100.00')
     market.advance(CLEARING_S)
-    assert {b.status for b in market.bids()} == {BidStatus.ALLOCATED}
+    assert {b.status for b in market.bids.list()} == {BidStatus.ALLOCATED}
 
 
 def test_create_bid_validation(market: Market) -> None:
     with pytest.raises(InvalidRequest) as info:
-        market.create_bid(project='proj_nope', region='nowhere',
-                          instance_type=type_fid(market), limit_price='abc',
-                          instance_quantity=0, name=' ',
-                          ssh_keys=['sshkey_nope'])
+        market.bids.create(project='proj_nope',
+                           region='nowhere',
+                           instance_type=type_fid(market),
+                           limit_price='abc',
+                           instance_quantity=0,
+                           name=' ',
+                           ssh_keys=['sshkey_nope'])
     fields = {(e.field, e.index) for e in info.value.errors}
     assert fields == {('project', None), ('region', None),
                       ('instance_quantity', None), ('limit_price', None),
@@ -128,16 +131,19 @@ def test_create_bid_validation(market: Market) -> None:
         with pytest.raises(InvalidRequest):
             place_bid(market, limit=bad_price)
     with pytest.raises(InvalidRequest):
-        market.create_bid(project=PROJECT_FID, region=REGION,
-                          instance_type='it_unknown', limit_price='$1.00',
-                          instance_quantity=1, name='x')
-    assert market.bids() == []
+        market.bids.create(project=PROJECT_FID,
+                           region=REGION,
+                           instance_type='it_unknown',
+                           limit_price='$1.00',
+                           instance_quantity=1,
+                           name='x')
+    assert market.bids.list() == []
 
 
 def test_update_of_terminated_bid_is_refused(market: Market) -> None:
     bid = place_bid(market)
-    market.cancel_bid(bid.fid)
+    market.bids.cancel(bid.fid)
     with pytest.raises(InvalidRequest):
-        market.update_bid(bid.fid, limit_price='$2.00')
+        market.bids.update(bid.fid, limit_price='$2.00')
     with pytest.raises(NotFound):
-        market.update_bid('bid_unknown', paused=True)
+        market.bids.update('bid_unknown', paused=True)

@@ -1,6 +1,7 @@
 """Volumes in the market: creating, renaming, deleting, the storage quota,
-which bids may list which volumes, and what the hosts get. Manual clock, no
-HTTP (the /v2/volumes routes are tested over HTTP with the emulator server)."""
+which bids (and CPU VMs) may list which volumes, and what the hosts get.
+Manual clock, no HTTP (the /v2/volumes routes are tested over HTTP with the
+emulator server)."""
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -14,6 +15,8 @@ from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
                                          BidStatus, InstanceStatus,
                                          InvalidRequest, InvalidState, Market,
                                          NotFound, Volume)
+
+from tests.helpers.market_testing import launch_cpu_vm
 
 TYPE = 'gpu.sxm.1x'
 REGION = 'region-a'
@@ -70,18 +73,23 @@ def fixture_market(hosts: VolumeRecordingHosts) -> Market:
 
 def _volume(market: Market, name: str = 'data', interface: str = 'File',
             region: str = REGION, size_gb: int = 100) -> Volume:
-    return market.create_volume(project=PROJECT_FID, name=name,
-                                interface=interface, region=region,
-                                size_gb=size_gb)
+    return market.volumes.create(project=PROJECT_FID,
+                                 name=name,
+                                 interface=interface,
+                                 region=region,
+                                 size_gb=size_gb)
 
 
 def _bid(market: Market, volumes: Sequence[str], name: str = 'job',
          region: str = REGION, quantity: int = 1) -> Bid:
-    return market.create_bid(
-        project=PROJECT_FID, region=region,
-        instance_type=market.auction(TYPE, region).instance_type.fid,
-        limit_price='$5.00', instance_quantity=quantity, name=name,
-        volumes=volumes)
+    return market.bids.create(project=PROJECT_FID,
+                              region=region,
+                              instance_type=market.auctions.get(
+                                  TYPE, region).instance_type.fid,
+                              limit_price='$5.00',
+                              instance_quantity=quantity,
+                              name=name,
+                              volumes=volumes)
 
 
 def _messages(
@@ -101,20 +109,20 @@ def test_create_list_rename_delete(market: Market,
         'bids': [],
         'reservations': [], 'attachments': {},
     }
-    assert market.volumes(PROJECT_FID) == [share, disk]
-    assert market.volumes(PROJECT_FID, OTHER_REGION) == [disk]
+    assert market.volumes.list(PROJECT_FID) == [share, disk]
+    assert market.volumes.list(PROJECT_FID, OTHER_REGION) == [disk]
     with pytest.raises(NotFound):
-        market.volumes('proj_other')
+        market.volumes.list('proj_other')
 
-    assert market.rename_volume(share.fid, 'renamed').name == 'renamed'
-    assert market.rename_volume(share.fid, 'renamed').name == 'renamed'
-    market.delete_volume(share.fid)
-    assert market.volumes(PROJECT_FID) == [disk]
+    assert market.volumes.rename(share.fid, 'renamed').name == 'renamed'
+    assert market.volumes.rename(share.fid, 'renamed').name == 'renamed'
+    market.volumes.delete(share.fid)
+    assert market.volumes.list(PROJECT_FID) == [disk]
     assert hosts.deleted_volumes == [share.fid]
     with pytest.raises(NotFound):
-        market.delete_volume(share.fid)
+        market.volumes.delete(share.fid)
     with pytest.raises(NotFound):
-        market.rename_volume(share.fid, 'again')
+        market.volumes.rename(share.fid, 'again')
 
 
 @pytest.mark.parametrize('field, value, words', [
@@ -135,18 +143,18 @@ def test_create_refuses_bad_fields(market: Market, field: str, value: Any,
                                  'size_gb': 10}
     arguments[field] = value
     with pytest.raises(InvalidRequest) as excinfo:
-        market.create_volume(**arguments)
+        market.volumes.create(**arguments)
     [message] = _messages(excinfo).values()
     assert list(_messages(excinfo)) == [(field, None)]
     assert all(word in message for word in words), message
-    assert [v.name for v in market.volumes(PROJECT_FID)] == ['taken']
+    assert [v.name for v in market.volumes.list(PROJECT_FID)] == ['taken']
 
 
 def test_rename_refuses_a_name_in_use(market: Market) -> None:
     _volume(market, 'first')
     second = _volume(market, 'second')
     with pytest.raises(InvalidRequest) as excinfo:
-        market.rename_volume(second.fid, 'first')
+        market.volumes.rename(second.fid, 'first')
     assert 'already exists' in _messages(excinfo)[('name', None)]
     assert second.name == 'second'
 
@@ -159,7 +167,7 @@ def test_storage_quota_is_20000_gb_per_project(market: Market) -> None:
     message = _messages(excinfo)[('size_gb', None)]
     assert 'quota of 20000 GB' in message
     assert '20000 GB used' in message and '1 GB requested' in message
-    storage = market.quotas(PROJECT_FID)[-1]
+    storage = market.accounts.quotas(PROJECT_FID)[-1]
     assert (storage.product_type, storage.units, storage.total_quantity,
             storage.used_quantity) == ('storage', 'GB', 20000, 20000)
 
@@ -173,7 +181,7 @@ def test_bid_volumes_must_exist_in_the_bids_region(market: Market) -> None:
     assert REGION in messages[('volumes', 0)].replace(OTHER_REGION, '')
     assert 'vol_missing not found' in messages[('volumes', 1)]
     assert 'more than once' in messages[('volumes', 2)]
-    assert market.bids() == []
+    assert market.bids.list() == []
 
 
 def test_a_block_volume_goes_with_one_live_bid_a_file_share_with_many(
@@ -189,10 +197,10 @@ def test_a_block_volume_goes_with_one_live_bid_a_file_share_with_many(
     assert wire.volume_json(market, share)['bids'] == [first.fid, second.fid]
 
     with pytest.raises(InvalidRequest):
-        market.update_bid(second.fid, volumes=[share.fid, disk.fid])
-    market.update_bid(first.fid, volumes=[disk.fid])  # its own block volume
-    market.cancel_bid(first.fid)
-    market.update_bid(second.fid, volumes=[share.fid, disk.fid])
+        market.bids.update(second.fid, volumes=[share.fid, disk.fid])
+    market.bids.update(first.fid, volumes=[disk.fid])  # its own block volume
+    market.bids.cancel(first.fid)
+    market.bids.update(second.fid, volumes=[share.fid, disk.fid])
     assert wire.volume_json(market, disk)['bids'] == [second.fid]
 
 
@@ -201,13 +209,13 @@ def test_a_volume_a_live_bid_lists_cannot_be_deleted(
     share = _volume(market, 'keep')
     bid = _bid(market, [share.fid], name='user')
     with pytest.raises(InvalidState) as excinfo:
-        market.delete_volume(share.fid)
+        market.volumes.delete(share.fid)
     assert str(excinfo.value) == (
         f'Volume {share.fid} (keep) is attached to bid {bid.fid} (user); '
         'cancel the bid first.')
     assert hosts.deleted_volumes == []
-    market.cancel_bid(bid.fid)
-    market.delete_volume(share.fid)
+    market.bids.cancel(bid.fid)
+    market.volumes.delete(share.fid)
     assert hosts.deleted_volumes == [share.fid]
     assert wire.bid_json(bid)['launch_specification']['volumes'] == [share.fid]
 
@@ -217,10 +225,10 @@ def test_patching_volumes_replaces_the_list_and_records_events(
     first = _volume(market, 'first')
     second = _volume(market, 'second')
     bid = _bid(market, [first.fid])
-    market.update_bid(bid.fid, volumes=[first.fid, second.fid])
-    market.update_bid(bid.fid, volumes=[second.fid, first.fid])
-    market.update_bid(bid.fid, volumes=[second.fid])
-    market.update_bid(bid.fid, limit_price='$6.00')
+    market.bids.update(bid.fid, volumes=[first.fid, second.fid])
+    market.bids.update(bid.fid, volumes=[second.fid, first.fid])
+    market.bids.update(bid.fid, volumes=[second.fid])
+    market.bids.update(bid.fid, limit_price='$6.00')
     assert wire.bid_json(bid)['launch_specification']['volumes'] == [second.fid]
     assert [e.event_type for e in bid.events] == [
         BidEventType.PLACED, BidEventType.VOLUMES_ATTACHED,
@@ -236,9 +244,9 @@ def test_hosts_get_the_bids_volumes_at_every_start(
     market.advance(CLEARING_S + BOOT_S)
     [instance] = bid.instances
     assert instance.status == InstanceStatus.RUNNING
-    market.update_bid(bid.fid, paused=True)
-    market.update_bid(bid.fid, volumes=[share.fid, disk.fid])
-    market.update_bid(bid.fid, paused=False)
+    market.bids.update(bid.fid, paused=True)
+    market.bids.update(bid.fid, volumes=[share.fid, disk.fid])
+    market.bids.update(bid.fid, paused=False)
     market.advance(CLEARING_S + BOOT_S)
     assert instance.status == InstanceStatus.RUNNING
     assert hosts.starts == [('create', instance.fid, [share.fid]),
@@ -257,12 +265,37 @@ def test_attachments_list_the_live_instances_and_where_they_see_it(
         fid: '/mnt/shared-data' for fid in fids}
     assert wire.volume_json(market, disk)['attachments'] == {
         fid: f'/dev/disk/by-id/virtio-{disk.fid[:36]}' for fid in fids}
-    market.update_bid(bid.fid, paused=True)
+    market.bids.update(bid.fid, paused=True)
     assert list(wire.volume_json(market, share)['attachments']) == fids
-    market.cancel_bid(bid.fid)
+    market.bids.cancel(bid.fid)
     assert bid.status == BidStatus.TERMINATED
     assert wire.volume_json(market, share)['attachments'] == {}
     assert wire.volume_json(market, share)['bids'] == []
+
+
+def test_a_cpu_vm_gets_its_volumes_and_holds_them_while_it_lives(
+        market: Market, hosts: VolumeRecordingHosts) -> None:
+    share = _volume(market, 'share')
+    disk = _volume(market, 'disk', 'Block')
+    vm = launch_cpu_vm(market, volumes=[share.fid, disk.fid])
+    market.advance(BOOT_S)
+    assert vm.status == InstanceStatus.RUNNING
+    assert hosts.starts == [('create', vm.fid, [share.fid, disk.fid])]
+    assert wire.volume_json(market, disk)['attachments'] == {
+        vm.fid: f'/dev/disk/by-id/virtio-{disk.fid[:36]}'}
+    assert wire.volume_json(market, disk)['bids'] == []
+    with pytest.raises(InvalidRequest) as excinfo:
+        _bid(market, [disk.fid])
+    [message] = _messages(excinfo).values()
+    assert vm.fid in message
+    with pytest.raises(InvalidRequest):
+        launch_cpu_vm(market, name='other', volumes=[disk.fid])
+    with pytest.raises(InvalidState, match=vm.fid):
+        market.volumes.delete(share.fid)
+    market.cpu_vms.terminate(vm.fid)
+    assert wire.volume_json(market, share)['attachments'] == {}
+    market.volumes.delete(share.fid)
+    _bid(market, [disk.fid])
 
 
 def test_state_dump_lists_volumes(market: Market) -> None:
