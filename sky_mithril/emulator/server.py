@@ -102,7 +102,7 @@ def build_app(market: Market,
     """The emulator's ASGI app over `market`.
 
     Any non-empty bearer token is accepted unless `api_key` is given, then only
-    that one. `lock` (made if not given) guards every market access; share it
+    that one; a key minted through `/v2/api-keys` only while it is live. `lock` (made if not given) guards every market access; share it
     with whatever else touches the market (the server's ticker). Both are also
     on `app.state.market` and `app.state.lock`.
     """

@@ -17,6 +17,7 @@ each in its module with its rules, all over one shared `state.MarketState`
   ssh_keys     SSH keys
   kubernetes   Kubernetes clusters and their control nodes
   accounts     the project, the user, quotas
+  api_keys     API keys the user mints, and which tokens authenticate
 A refusal (`errors`) names the refused field; where an HTTP request carried it
 is the routes' business.
 
@@ -25,6 +26,7 @@ errors and the constants below.
 """
 
 from sky_mithril.emulator.market.accounts import PROJECT_FID
+from sky_mithril.emulator.market.api_keys import ApiKey
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY
 from sky_mithril.emulator.market.bids import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
@@ -41,7 +43,7 @@ from sky_mithril.emulator.market.records import (KUBE_API_PORT, Auction, Bid,
                                                  SshKey, Volume)
 
 __all__ = [
-    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
+    'ApiKey', 'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'FieldError', 'IMAGE_VERSION_FID',
     'Instance', 'InstanceStatus', 'InvalidRequest', 'InvalidState',
     'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus', 'Market',

@@ -17,6 +17,7 @@ from sky_mithril import money
 from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.accounts import Accounts
+from sky_mithril.emulator.market.api_keys import ApiKeys
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
 from sky_mithril.emulator.market.errors import MarketError
@@ -93,6 +94,8 @@ class Market:
                           self._instances, self._ssh_keys, self._storage,
                           self._kubernetes)
         self._auctions.start_clearings()
+        # Public, moto-style: callers catch the market up (`tick()`) first.
+        self.api_keys = ApiKeys(self._state)
 
     # What the market was made with, and its settings (read live: a change
     # applies to what is scheduled after it).
