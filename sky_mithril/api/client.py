@@ -6,7 +6,7 @@ Retry rules:
   503, 504, connection failures and timeouts, with exponential backoff and
   full jitter, waiting at least as long as the server's `Retry-After`, until
   the time spent waiting would exceed `max_retry_seconds`.
-* POST (create a bid, an SSH key or a volume) is retried only when the
+* POST (create a bid, an SSH key, a volume or an API key) is retried only when the
   server provably did not apply it: 429, or the connection was never
   established. After any other failure the request may have been applied, so
   it raises `AmbiguousResponseError` and the caller reconciles (lists bids or
@@ -32,8 +32,10 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from sky_mithril import __version__
 from sky_mithril.api import errors
-from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
+from sky_mithril.api.models import (ApiKey, Auction, Bid, BidHistory,
+                                    BidStatus, CreateApiKeyRequest,
                                     CreateBidRequest, CreateVolumeRequest,
+                                    CreatedApiKey,
                                     CurrentPrice, Instance, InstanceStatus,
                                     InstanceType, KubernetesCluster, Me,
                                     PriceHistory, Project, SshKey,
@@ -272,6 +274,29 @@ class MithrilClient:
             'end_time': _iso(end_time),
         })
         return self._get_one('/v2/pricing/history', PriceHistory, params)
+
+    # API keys.
+
+    def create_api_key(self, name: str, expires_at: datetime) -> CreatedApiKey:
+        """Mints an API key that acts as this key's user until it is revoked
+        or `expires_at`. Not retried once possibly applied.
+
+        Raises AmbiguousResponseError when a key may have been minted without
+        a readable answer: its secret is then lost, so revoke the keys of that
+        name (`list_api_keys`) before minting another.
+        """
+        request = CreateApiKeyRequest(name=name, expires_at=expires_at)
+        return self._post('/v2/api-keys', request.to_wire(), CreatedApiKey,
+                          f'Revoke the API keys named {name!r} that you do '
+                          'not hold before minting another.')
+
+    def list_api_keys(self) -> List[ApiKey]:
+        """Every API key of the user, revoked and expired ones included."""
+        return self._get_list('/v2/api-keys', ApiKey)
+
+    def revoke_api_key(self, key_fid: str) -> None:
+        """Revokes an API key at once (NotFoundError if unknown)."""
+        self._request('DELETE', f'/v2/api-keys/{_fid(key_fid)}')
 
     # SSH keys.
 
