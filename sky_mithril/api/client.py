@@ -20,10 +20,10 @@ import random
 import ssl
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Protocol,
-                    Type, TypeVar)
+                    Tuple, Type, TypeVar)
 from urllib.parse import quote
 
 import pydantic
@@ -211,6 +211,8 @@ class MithrilClient:
         self._counter_lock = threading.Lock()
         self.request_count = 0
         self.retry_count = 0
+        # The last answer's `Date` and the local monotonic time it came at.
+        self._server_date: Optional[Tuple[datetime, float]] = None
 
     @classmethod
     def from_credentials(cls, credentials: ApiAccess,
@@ -570,6 +572,7 @@ class MithrilClient:
                                              timeout=self._timeout,
                                              allow_redirects=False)
             outcome = str(response.status_code)
+            self._note_server_date(response)
             return response
         except requests.RequestException as exc:
             outcome = type(exc).__name__
@@ -578,6 +581,29 @@ class MithrilClient:
             elapsed_ms = (time.monotonic() - started) * 1000
             logger.debug('%s %s -> %s in %.0f ms (attempt %d)', method, path,
                          outcome, elapsed_ms, attempt)
+
+    def _note_server_date(self, response: requests.Response) -> None:
+        try:
+            when = email.utils.parsedate_to_datetime(
+                response.headers.get('Date', ''))
+        except (TypeError, ValueError):
+            return
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        with self._counter_lock:
+            self._server_date = (when, time.monotonic())
+
+    def server_now(self) -> datetime:
+        """The server's clock now: its last answer's `Date` header plus the
+        local time since, else this machine's clock. Times the server checks
+        (an API key's expiry) are set from it: an emulator's clock may run
+        faster than, or far from, this machine's."""
+        with self._counter_lock:
+            dated = self._server_date
+        if dated is None:
+            return datetime.now(timezone.utc)
+        when, at = dated
+        return when + timedelta(seconds=time.monotonic() - at)
 
     def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
         """Full-jitter exponential backoff, never shorter than Retry-After."""

@@ -87,3 +87,14 @@ def test_revoke_is_retried_and_404_names_the_key(client, mocked_api, waits):
                       json={'detail': 'API key not found'})
     with pytest.raises(NotFoundError):
         client.revoke_api_key('apikey_9')
+
+
+def test_server_now_follows_the_servers_date_header(client, mocked_api):
+    before = client.server_now()
+    assert abs(before - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    mocked_api.get(KEYS_URL, json=[],
+                   headers={'Date': 'Wed, 01 Jan 2025 00:00:00 GMT'})
+    client.list_api_keys()
+    now = client.server_now()
+    assert datetime(2025, 1, 1, tzinfo=timezone.utc) <= now < datetime(
+        2025, 1, 1, 0, 1, tzinfo=timezone.utc)
