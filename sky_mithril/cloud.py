@@ -22,9 +22,11 @@ from sky.clouds import mithril as builtin_mithril
 from sky.utils import resources_utils
 
 from sky_mithril.catalog import mithril_catalog
+from sky_mithril import CLOUD_NAME
 from sky_mithril.task import settings
 from sky_mithril.account import connection
 from sky_mithril.account import credentials as credentials_lib
+from sky_mithril.account import node_keys
 from sky_mithril.catalog import live_prices
 from sky_mithril import money
 from sky_mithril.task import mithril_volumes
@@ -37,7 +39,8 @@ if typing.TYPE_CHECKING:
     from sky.utils import volume as volume_lib
 
 logger = sky_logging.init_logger('sky.sky_mithril.cloud')
-# Where the nodes' sky-mithril (and `ml`) look for credentials.
+# Where the nodes' sky-mithril (and `ml`) look for credentials: the cluster's
+# own key (`node_keys`) is mounted there.
 NODE_CREDENTIALS_PATH = '~/.config/mithril/config.yaml'
 
 _F = clouds.CloudImplementationFeatures
@@ -92,6 +95,34 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     with _memo_lock:
         _projects[key] = (time.monotonic(), conn.project_id)
     return conn.credentials, conn.project_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """Where a cluster's bids live: the profile ('' for the current one),
+    project fid and API URL its provider config names."""
+
+    profile: str
+    project_id: str
+    api_url: str
+
+
+def _account_of(cluster_name: str) -> Account:
+    """The account of SkyPilot's existing Mithril cluster `cluster_name` (a
+    relaunch or `sky start` keeps it, whatever the current profile); for a
+    new cluster, the current credentials' (checked, `_account_for_launch`)."""
+    from sky import global_user_state  # pylint: disable=import-outside-toplevel
+    handle = global_user_state.get_handle_from_cluster_name(cluster_name)
+    cloud = getattr(getattr(handle, 'launched_resources', None), 'cloud',
+                    None)
+    if cloud is not None and cloud.canonical_name() == CLOUD_NAME:
+        provider = global_user_state.get_cluster_yaml_dict(
+            handle.cluster_yaml).get('provider') or {}
+        if provider.get('project_id'):
+            return Account(provider.get('profile') or '',
+                           provider['project_id'], provider.get('api_url') or '')
+    creds, project_id = _account_for_launch()
+    return Account(creds.profile or '', project_id, creds.api_url)
 
 
 def _resolve_volumes(wanted: Dict[str, str]) -> List[mithril_volumes.Mount]:
@@ -483,16 +514,12 @@ class Mithril(builtin_mithril.Mithril):
         return cls._check_compute_credentials()
 
     def get_credential_file_mounts(self) -> Dict[str, str]:
-        """The current credentials, and nothing else, for every node: the
-        nodes' autostop and autodown (and a remote jobs controller) call the
-        API with them. Written here even when the key comes from the
-        environment, which the nodes do not share."""
-        try:
-            creds = credentials_lib.load_credentials()
-        except credentials_lib.CredentialsError:
-            return {}
-        return {NODE_CREDENTIALS_PATH:
-                    str(credentials_lib.node_credentials_file(creds))}
+        """Nothing. SkyPilot uploads every cloud's credential files to every
+        cluster it launches, on any cloud, controllers included; a Mithril
+        cluster's nodes get their own key from the cluster template instead
+        (`node_keys`), and no other cluster gets one. (The built-in would
+        upload the user's whole Mithril config file.)"""
+        return {}
 
     def make_deploy_resources_variables(
         self,
@@ -505,7 +532,11 @@ class Mithril(builtin_mithril.Mithril):
         volume_mounts: Optional[List['volume_lib.VolumeMount']] = None,
     ) -> Dict[str, Any]:
         """Template variables, including the effective limit price, which is
-        shown to the user here, before any bid is placed."""
+        shown to the user here, before any bid is placed, and the cluster's
+        account: a new cluster's is the current credentials', an existing
+        one keeps its own (`_account_of`). Outside a dry run the nodes
+        mount the cluster's own credentials file, which SkyPilot's
+        authentication step fills (`ssh_keys.setup_mithril_authentication`)."""
         del volume_mounts
         if zones is not None:
             raise ValueError(mithril_catalog.ZONES_UNSUPPORTED)
@@ -530,12 +561,13 @@ class Mithril(builtin_mithril.Mithril):
                                        timeout, num_nodes)
             if market_note:
                 logger.info(market_note)
-        profile, project_id, api_url = '', '', ''
+        account = Account('', '', '')
+        node_credentials: Dict[str, str] = {}
         mounts: List[mithril_volumes.Mount] = []
         if not dryrun:
-            creds, project_id = _account_for_launch()
-            profile = creds.profile or ''
-            api_url = creds.api_url
+            account = _account_of(cluster_name.display_name)
+            node_credentials = {NODE_CREDENTIALS_PATH: str(
+                node_keys.credentials_path(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
         accelerators = self.get_accelerators_from_instance_type(instance_type)
@@ -544,9 +576,10 @@ class Mithril(builtin_mithril.Mithril):
             'custom_resources':
                 resources_utils.make_ray_custom_resources_str(accelerators),
             'region': region.name,
-            'mithril_profile': profile,
-            'mithril_project_id': project_id,
-            'mithril_api_url': api_url,
+            'mithril_profile': account.profile,
+            'mithril_project_id': account.project_id,
+            'mithril_api_url': account.api_url,
+            'mithril_node_credentials': node_credentials,
             'limit_price_per_hour': str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
             'boot_timeout': str(boot_timeout),

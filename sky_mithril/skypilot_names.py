@@ -196,8 +196,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'is one ours must define; templates/mithril-ray.yml.j2: the '
            'provider module'),
     _entry('sky.authentication', 'setup_mithril_authentication', API_SERVER,
-           'plugin.takeover._take_over_authentication: replaced by auth.'
-           'setup_mithril_authentication'),
+           'plugin.takeover._take_over_authentication: replaced by account.'
+           'ssh_keys.setup_mithril_authentication, which also fills the '
+           'cluster\'s node credentials before SkyPilot stages its file mounts'),
     _entry('sky.utils.schemas', 'get_config_schema', API_SERVER,
            'plugin.takeover._extend_config_schema: wrapped to allow the task\'s '
            '`mithril:` section'),
@@ -252,7 +253,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'plugin.takeover._task_config_reaches_existing_clusters: a Mithril '
            'cluster?'),
     _entry('sky.clouds.cloud', 'Cloud.canonical_name', API_SERVER,
-           'recovery.runtime.is_mithril: a Mithril cluster?'),
+           'recovery.runtime.is_mithril and cloud._account_of: a Mithril '
+           'cluster?'),
     *(_entry(_CLOUD, f'Mithril.{method}', API_SERVER,
              'cloud.Mithril: overridden')
       for method in ('_REPR', '__getstate__',
@@ -341,10 +343,11 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.global_user_state', 'get_clusters', API_SERVER,
            'commands.sky_clusters: bulk deletes leave SkyPilot\'s bids alone'),
     _entry('sky.global_user_state', 'get_cluster_yaml_dict', API_SERVER,
-           'recovery.runtime.provider_config and recovery.strategy: the '
-           'cluster\'s config'),
+           'recovery.runtime.provider_config, recovery.strategy and '
+           'cloud._account_of: the cluster\'s config'),
     _entry('sky.global_user_state', 'get_handle_from_cluster_name', API_SERVER,
-           'recovery.strategy._StandbyRecovery.recover: the cluster\'s record'),
+           'recovery.strategy._StandbyRecovery.recover and cloud._account_of: '
+           'the cluster\'s record'),
     _entry('sky.global_user_state', 'update_cluster_handle', API_SERVER,
            'recovery.strategy.move_to_standby: the record points at the '
            'standby'),
@@ -368,8 +371,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.skylet.job_lib', 'JobStatus.is_terminal', API_SERVER,
            'recovery.runtime._finished_status: the job ended?'),
     *(_entry(_BACKEND, f'{_HANDLE}.{attribute}', API_SERVER,
-             'recovery.runtime, recovery.strategy, commands.sky_clusters: '
-             f'the cluster record\'s {attribute}', on_instances=True)
+             'recovery.runtime, recovery.strategy, commands.sky_clusters, '
+             f'cloud._account_of: the cluster record\'s {attribute}',
+             on_instances=True)
       for attribute in ('cluster_name', 'cluster_name_on_cloud',
                         'launched_resources', 'cluster_yaml')),
     _entry(_BACKEND, f'{_HANDLE}.get_command_runners', API_SERVER,

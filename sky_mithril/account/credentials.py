@@ -19,7 +19,6 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from sky_mithril import files
 from sky_mithril.api.client import DEFAULT_API_URL
 
 ENV_API_KEY = 'MITHRIL_API_KEY'
@@ -146,25 +145,3 @@ def load_credentials(profile: Optional[str] = None) -> Credentials:
                        project_id=str(project_id) if project_id else None,
                        profile=chosen if section else None,
                        source=source)
-
-
-def node_credentials_file(creds: Credentials) -> Path:
-    """Writes what a cluster node needs to reach Mithril (these credentials
-    only, as one profile of a file in `ml setup`'s format, mode 600) under
-    `~/.sky/mithril/` and returns its path.
-
-    The nodes' autostop and autodown call the API with it. Keys that come from
-    the environment are covered too, and the other profiles of the user's
-    own config file never leave this machine.
-    """
-    profile = creds.profile or 'default'
-    section = {'api_key': creds.api_key, 'api_url': creds.api_url}
-    if creds.project_id:
-        section['project_id'] = creds.project_id
-    text = yaml.safe_dump({'current_profile': profile,
-                           'profiles': {profile: section}})
-    path = Path.home() / '.sky' / 'mithril' / 'node-credentials.yaml'
-    if not (path.is_file() and path.read_text(encoding='utf-8') == text and
-            not is_readable_by_others(path)):
-        files.write_atomically(path, text, mode=0o600)
-    return path

@@ -1,5 +1,6 @@
-"""SSH key registration: the local SkyPilot key is registered with Mithril once
-per project and reused by fid on every later launch."""
+"""The nodes' access, set up as SkyPilot writes a cluster's config: the local
+SkyPilot SSH key, registered with Mithril once per project and reused by fid
+on every later launch, and the cluster's own API key (`node_keys`)."""
 
 from typing import Any, Dict
 
@@ -8,6 +9,7 @@ from sky.utils import auth_utils
 from sky.utils import common_utils
 
 from sky_mithril.account import connection
+from sky_mithril.account import node_keys
 from sky_mithril.api import errors
 
 logger = sky_logging.init_logger('sky.sky_mithril.auth')
@@ -48,7 +50,12 @@ def ssh_key_fid_for(conn: connection.Connection, public_key: str) -> str:
 
 
 def setup_mithril_authentication(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Replaces `sky.authentication.setup_mithril_authentication`."""
+    """Replaces `sky.authentication.setup_mithril_authentication`, which
+    SkyPilot calls once per launch, relaunch and `sky start` (not in a dry
+    run), as it writes the cluster's config and before it stages the file
+    mounts: registers the SSH key and fills the cluster's credentials file
+    with a key of its own (`node_keys.issue`), both in the account the
+    cluster's provider config names."""
     from sky import authentication  # pylint: disable=import-outside-toplevel
     _, public_key_path = auth_utils.get_or_generate_keys()
     with open(public_key_path, encoding='utf-8') as f:
@@ -59,6 +66,8 @@ def setup_mithril_authentication(config: Dict[str, Any]) -> Dict[str, Any]:
                               api_url=provider.get('api_url') or None)
     try:
         key_fid = ssh_key_fid_for(conn, public_key)
+        node_keys.issue(conn, config['cluster_name'],
+                        provider.get('profile') or None)
     finally:
         conn.client.close()
     auth = config.setdefault('auth', {})

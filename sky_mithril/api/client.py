@@ -6,7 +6,7 @@ Retry rules:
   503, 504, connection failures and timeouts, with exponential backoff and
   full jitter, waiting at least as long as the server's `Retry-After`, until
   the time spent waiting would exceed `max_retry_seconds`.
-* POST (create a bid, an SSH key or a volume) is retried only when the
+* POST (create a bid, an SSH key, a volume or an API key) is retried only when the
   server provably did not apply it: 429, or the connection was never
   established. After any other failure the request may have been applied, so
   it raises `AmbiguousResponseError` and the caller reconciles (lists bids or
@@ -21,10 +21,10 @@ import random
 import ssl
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Protocol,
-                    Type, TypeVar)
+                    Tuple, Type, TypeVar)
 from urllib.parse import quote, urlsplit
 
 import pydantic
@@ -34,8 +34,10 @@ from urllib3.exceptions import ConnectTimeoutError
 from sky_mithril import __version__
 from sky_mithril.api import errors
 from sky_mithril.api.errors import redact
-from sky_mithril.api.models import (Auction, Bid, BidHistory, BidStatus,
+from sky_mithril.api.models import (ApiKey, Auction, Bid, BidHistory,
+                                    BidStatus, CreateApiKeyRequest,
                                     CreateBidRequest, CreateVolumeRequest,
+                                    CreatedApiKey,
                                     CurrentPrice, Instance, InstanceStatus,
                                     InstanceType, KubernetesCluster, Me,
                                     PriceHistory, Project, SshKey,
@@ -242,6 +244,8 @@ class MithrilClient:
         self._counter_lock = threading.Lock()
         self.request_count = 0
         self.retry_count = 0
+        # The last answer's `Date` and the local monotonic time it came at.
+        self._server_date: Optional[Tuple[datetime, float]] = None
 
     @classmethod
     def from_credentials(cls, credentials: ApiAccess,
@@ -305,6 +309,29 @@ class MithrilClient:
             'end_time': _iso(end_time),
         })
         return self._get_one('/v2/pricing/history', PriceHistory, params)
+
+    # API keys.
+
+    def create_api_key(self, name: str, expires_at: datetime) -> CreatedApiKey:
+        """Mints an API key that acts as this key's user until it is revoked
+        or `expires_at`. Not retried once possibly applied.
+
+        Raises AmbiguousResponseError when a key may have been minted without
+        a readable answer: its secret is then lost, so revoke the keys of that
+        name (`list_api_keys`) before minting another.
+        """
+        request = CreateApiKeyRequest(name=name, expires_at=expires_at)
+        return self._post('/v2/api-keys', request.to_wire(), CreatedApiKey,
+                          f'Revoke the API keys named {name!r} that you do '
+                          'not hold before minting another.')
+
+    def list_api_keys(self) -> List[ApiKey]:
+        """Every API key of the user, revoked and expired ones included."""
+        return self._get_list('/v2/api-keys', ApiKey)
+
+    def revoke_api_key(self, key_fid: str) -> None:
+        """Revokes an API key at once (NotFoundError if unknown)."""
+        self._request('DELETE', f'/v2/api-keys/{_fid(key_fid)}')
 
     # SSH keys.
 
@@ -578,6 +605,7 @@ class MithrilClient:
                                              timeout=self._timeout,
                                              allow_redirects=False)
             outcome = str(response.status_code)
+            self._note_server_date(response)
             return response
         except requests.RequestException as exc:
             outcome = type(exc).__name__
@@ -586,6 +614,29 @@ class MithrilClient:
             elapsed_ms = (time.monotonic() - started) * 1000
             logger.debug('%s %s -> %s in %.0f ms (attempt %d)', method, path,
                          outcome, elapsed_ms, attempt)
+
+    def _note_server_date(self, response: requests.Response) -> None:
+        try:
+            when = email.utils.parsedate_to_datetime(
+                response.headers.get('Date', ''))
+        except (TypeError, ValueError):
+            return
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        with self._counter_lock:
+            self._server_date = (when, time.monotonic())
+
+    def server_now(self) -> datetime:
+        """The server's clock now: its last answer's `Date` header plus the
+        local time since, else this machine's clock. Times the server checks
+        (an API key's expiry) are set from it: an emulator's clock may run
+        faster than, or far from, this machine's."""
+        with self._counter_lock:
+            dated = self._server_date
+        if dated is None:
+            return datetime.now(timezone.utc)
+        when, at = dated
+        return when + timedelta(seconds=time.monotonic() - at)
 
     def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
         """Full-jitter exponential backoff, never shorter than Retry-After."""

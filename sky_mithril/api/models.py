@@ -393,3 +393,34 @@ class CreateVolumeRequest(RequestModel):
     disk_interface: VolumeInterface
     region: str
     size_gb: int = Field(ge=1)
+
+
+class ApiKey(ApiModel):
+    """An API key of the user's (GET /v2/api-keys). Listings never carry the
+    secret, only `snippet`, its first characters (kept out of repr too)."""
+
+    fid: str
+    name: str
+    created_at: Timestamp
+    expires_at: Timestamp
+    deactivated_at: Optional[Timestamp] = None
+    snippet: Optional[str] = Field(default=None, repr=False)
+
+    def is_live(self, now: datetime) -> bool:
+        """Neither revoked nor expired at `now`."""
+        return self.deactivated_at is None and now < self.expires_at
+
+
+class CreatedApiKey(ApiKey):
+    """POST /v2/api-keys: the new key with its secret, which Mithril shows
+    this once; kept out of repr."""
+
+    secret: str = Field(repr=False)
+
+
+class CreateApiKeyRequest(RequestModel):
+    """POST /v2/api-keys body: names under 60 characters, an expiry within a
+    year (Mithril answers 400 otherwise)."""
+
+    name: str = Field(min_length=1)
+    expires_at: Timestamp

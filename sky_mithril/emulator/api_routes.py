@@ -6,12 +6,12 @@ inside `market.caught_up(lock)` (the lock held, the market caught up with its
 clock once per request), and turns what it got into JSON with `wire`
 (whose docstring has the wire conventions: money, times, paging, list query
 parameters). Any non-empty bearer token is accepted unless an API key is
-given, then only that one. A create route commits at once, or later under
+given, then only that one; a key minted through `/v2/api-keys` only while
+it is live (`market.api_keys`). A create route commits at once, or later under
 the fault injector's late commit (`created`).
 """
 
 import datetime
-import hmac
 import uuid
 from decimal import Decimal
 from typing import (Any, Callable, ContextManager, Dict, List, Literal,
@@ -173,6 +173,11 @@ class _RefreshBootDiskBody(BaseModel):
     image_version: Optional[str] = None
 
 
+class _CreateApiKeyBody(BaseModel):
+    name: str
+    expires_at: datetime.datetime
+
+
 def api_router(market: Market, lock: ContextManager[Any],
                api_key: Optional[str]) -> fastapi.APIRouter:
     """Mithril's /v2 endpoints over `market`, each call holding `lock`
@@ -184,8 +189,10 @@ def api_router(market: Market, lock: ContextManager[Any],
         if scheme.lower() != 'bearer' or not token:
             raise fastapi.HTTPException(401, 'Not authenticated',
                                         headers={'WWW-Authenticate': 'Bearer'})
-        if api_key is not None and not hmac.compare_digest(
-                token.encode(), api_key.encode()):
+        with lock:
+            market.tick()
+            accepted = market.api_keys.authenticates(token, api_key)
+        if not accepted:
             raise fastapi.HTTPException(401, 'Invalid API key',
                                         headers={'WWW-Authenticate': 'Bearer'})
 
@@ -694,5 +701,31 @@ def api_router(market: Market, lock: ContextManager[Any],
             'nvidia_driver': '550',
             'cuda': '12.4',
         }]
+
+    @v2.get('/api-keys')
+    def list_api_keys() -> List[Dict[str, Any]]:
+        with market.caught_up(lock):
+            return [wire.api_key_json(k) for k in market.api_keys.list()]
+
+    @v2.post('/api-keys', status_code=201)
+    def create_api_key(request: Request,
+                       body: _CreateApiKeyBody) -> Dict[str, Any]:
+        # Mithril answers a refused name or expiry with 400, not 422.
+        with market.caught_up(lock):
+            try:
+                return created(
+                    request,
+                    lambda: market.api_keys.create(body.name, body.expires_at),
+                    lambda key: {**wire.api_key_json(key),
+                                 'secret': key.secret})
+            except market_lib.InvalidRequest as e:
+                raise fastapi.HTTPException(
+                    400, '; '.join(error.msg for error in e.errors)) from e
+
+    @v2.delete('/api-keys/{key_fid}', status_code=204)
+    def revoke_api_key(key_fid: str) -> Response:
+        with market.caught_up(lock):
+            market.api_keys.revoke(key_fid)
+        return Response(status_code=204)
 
     return v2

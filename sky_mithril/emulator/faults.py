@@ -16,9 +16,9 @@ fault kind:
     committed `late_commit_s` seconds later on the market's clock (a
     manual-clock test commits it by advancing the clock that far), as a
     server whose gateway gave up while its backend went on. Only the create
-    routes (POST bids, SSH keys, volumes, Kubernetes clusters) defer their
-    commit (`late_commit_delay`); a request they would refuse then is
-    dropped. Any other route applies the request at once, as
+    routes (POST bids, SSH keys, volumes, Kubernetes clusters, API keys)
+    defer their commit (`late_commit_delay`); a request they would refuse
+    then is dropped. Any other route applies the request at once, as
     `lost_response` does.
 `path` is a prefix on segment boundaries (`/v2/spot/bids` matches
 `/v2/spot/bids/bid_1/status`) or, if it contains `{`, a route template

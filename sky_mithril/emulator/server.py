@@ -3,7 +3,8 @@ plus `/_emulator/` control endpoints.
 
 `build_app` makes the FastAPI app from the routers of `api_routes` (the v2
 API, wire format in `wire`) and `control_routes` (the control endpoints, listed
-there), behind the request counter (`stats`) and the fault injector (`faults`).
+there), behind the request counter (`stats`) and the fault injector (`faults`),
+its answers dated by the market's clock.
 `EmulatorServer` runs it with uvicorn in a background thread on loopback, with
 a ticker thread that brings the market up to `clock.now()` every
 `tick_interval_s` of wall time. All market access, from requests and from the
@@ -13,6 +14,8 @@ kubeconfig pointing there.
 """
 
 import csv
+import datetime
+import email.utils
 import ipaddress
 import logging
 import socket
@@ -31,9 +34,11 @@ from sky_mithril.emulator import kube
 from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator import wire
 from sky_mithril.emulator.api_routes import api_router
-from sky_mithril.emulator.clock import ScaledClock
+from sky_mithril.emulator.clock import Clock, ScaledClock
 from sky_mithril.emulator.control_routes import control_router
-from sky_mithril.emulator.faults import ASGIApp, FaultInjector, FaultMiddleware
+from sky_mithril.emulator.faults import (ASGIApp, FaultInjector,
+                                         FaultMiddleware, Message, Receive,
+                                         Scope, Send)
 from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import Market
@@ -94,6 +99,36 @@ class _EmulatorAPI(fastapi.FastAPI):
             self.counted_router, self.stats)
 
 
+class _MarketDate:
+    """Dates every answer by the market's clock, as a server's `Date`
+    header follows its own clock: clients set the times the market checks
+    (an API key's expiry) from it. Inside the fault injector, which needs
+    uvicorn's own `send`."""
+
+    def __init__(self, app: ASGIApp, clock: Clock) -> None:
+        self._app = app
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive,
+                       send: Send) -> None:
+        if scope['type'] != 'http':
+            await self._app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message['type'] == 'http.response.start':
+                date = email.utils.format_datetime(
+                    self._clock.now().astimezone(datetime.timezone.utc),
+                    usegmt=True)
+                message = {**message, 'headers': [
+                    *(h for h in message.get('headers', [])
+                      if h[0].lower() != b'date'),
+                    (b'date', date.encode())]}
+            await send(message)
+
+        await self._app(scope, receive, dated)
+
+
 # Refusals as HTTP errors, in the shapes `wire` describes.
 
 
@@ -141,7 +176,7 @@ def build_app(market: Market,
     """The emulator's ASGI app over `market`.
 
     Any non-empty bearer token is accepted unless `api_key` is given, then only
-    that one. `lock` (made if not given) guards every market access; share it
+    that one; a key minted through `/v2/api-keys` only while it is live. `lock` (made if not given) guards every market access; share it
     with whatever else touches the market (the server's ticker). Both are also
     on `app.state.market` and `app.state.lock`.
     """
@@ -158,6 +193,7 @@ def build_app(market: Market,
                        redoc_url=None)
     app.state.market = market
     app.state.lock = market_lock
+    app.add_middleware(_MarketDate, clock=market.clock)
 
     app.add_exception_handler(market_lib.NotFound, _not_found)
     app.add_exception_handler(wire.UnprocessableRequest, _invalid_request)
@@ -261,6 +297,7 @@ class EmulatorServer:
                                 log_level='warning',
                                 access_log=False,
                                 lifespan='off',
+                                date_header=False,
                                 ws='none',
                                 timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)

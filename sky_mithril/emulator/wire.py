@@ -282,6 +282,18 @@ def ssh_key_json(key: market_lib.SshKey) -> Dict[str, Any]:
     }
 
 
+def api_key_json(key: market_lib.ApiKey) -> Dict[str, Any]:
+    """A key as Mithril's ApiKeyModel (the secret only in the create answer)."""
+    return {
+        'fid': key.fid,
+        'name': key.name,
+        'created_at': iso(key.created_at),
+        'expires_at': iso(key.expires_at),
+        'deactivated_at': iso(key.deactivated_at),
+        'snippet': key.snippet,
+    }
+
+
 def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
     quote = market.auctions.current_prices(auction.instance_type.fid,
                                            auction.region)

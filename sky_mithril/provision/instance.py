@@ -3,8 +3,8 @@
 A cluster is one spot bid for all of its nodes (all-or-nothing), owned by
 `cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
-cancels it. Any failure or interrupt after a new bid exists cancels that bid
-before the error leaves.
+cancels it and revokes the API keys of the cluster's nodes. Any failure or
+interrupt after a new bid exists cancels that bid before the error leaves.
 """
 
 from decimal import Decimal
@@ -15,6 +15,7 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril import CLOUD_NAME
+from sky_mithril.account import node_keys
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import status_table
 
@@ -95,13 +96,16 @@ def stop_instances(cluster_name_on_cloud: str,
 def terminate_instances(cluster_name_on_cloud: str,
                         provider_config: Optional[Dict[str, Any]] = None,
                         worker_only: bool = False) -> None:
-    """Cancels every live bid of the cluster and confirms each is Terminated."""
+    """Cancels every live bid of the cluster and confirms each is
+    Terminated, then revokes the cluster's node keys (on a node, its own
+    last); a failure to revoke is reported, not raised."""
     if worker_only:
         logger.info('Mithril bids are all-or-nothing: workers cannot be '
                     'terminated without the head; nothing was terminated.')
         return
-    cluster_bid.cancel_all(cluster_bid.connect(provider_config),
-                           cluster_name_on_cloud)
+    conn = cluster_bid.connect(provider_config)
+    cluster_bid.cancel_all(conn, cluster_name_on_cloud)
+    node_keys.revoke_all(conn, cluster_name_on_cloud)
 
 
 def get_cluster_info(region: str, cluster_name_on_cloud: str,

@@ -13,13 +13,13 @@ modules that ran before it; HOME included: ~/.sky with the generated
 cluster YAMLs, the API server's log and request logs and databases, ~/sky_logs
 with the provision logs), every file under the temp directory changed
 meanwhile, and the captured output of every command are searched for the key:
-the only hits allowed are the credentials file itself (mode 600) and the copy
-written for the nodes (mode 600).
+the only hit allowed is the credentials file itself (mode 600). A cluster's
+nodes get a key minted for that cluster instead (`node_keys`); the launch
+that gives up revokes the one it minted, and no command prints a minted key.
 
 The nodes' disks are searched by the end-to-end hello test
 (tests/host/test_sky_on_namespace_hosts.py), which launches onto namespace SSH
-hosts with such a key anyway: there, only the mounted credentials file and
-SkyPilot's staging copies of it may hold the key, byte-identical and mode 600.
+hosts with such a key anyway: there, no file may hold the account's key.
 The search itself is in tests/helpers/secret_scan.py.
 """
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+import requests
 import yaml
 
 from sky_mithril.emulator.server import EmulatorServer
@@ -71,6 +72,12 @@ class RecordingSandbox:
 
     def set_api_url(self, url: str) -> None:
         set_profile(self.box, api_url=url)
+
+    def api_keys(self) -> List[dict]:
+        answer = requests.get(f'{self.emulator.url}/v2/api-keys', timeout=30,
+                              headers={'Authorization': f'Bearer {KEY}'})
+        answer.raise_for_status()
+        return answer.json()
 
     def bids(self, name_prefix: str) -> List[dict]:
         return [b for b in self.emulator.control('GET', 'state')['bids']
@@ -168,6 +175,12 @@ def test_launch_that_gives_up_after_placing_the_bid(recording_sandbox):
     recording_sandbox.sky('down', '-y', 'sec-timeout')
     generated = list((recording_sandbox.box.home / '.sky' / 'generated').rglob('*sec-timeout*'))
     assert generated, 'the launch should have rendered a cluster YAML'
+    # The key it minted for the cluster's nodes was revoked with the bid.
+    minted = [k for k in recording_sandbox.api_keys()
+              if k['name'].startswith('sky-sec-timeout-')]
+    assert minted and all(k['deactivated_at'] for k in minted), minted
+    clusters = recording_sandbox.box.home / '.sky' / 'mithril' / 'clusters'
+    assert not list(clusters.glob('sec-timeout*')), list(clusters.iterdir())
 
 
 def test_rejected_key(recording_sandbox, rejecting, echoing_url):
@@ -224,13 +237,12 @@ def test_nothing_written_holds_the_key(recording_sandbox, started):
     assert recording_sandbox.transcript, 'no command ran'
     for args, stdout, stderr in recording_sandbox.transcript:
         assert KEY not in stdout and KEY not in stderr, args
+        # The emulator's minted keys start so; none is ever printed.
+        assert 'fkey_' not in stdout and 'fkey_' not in stderr, args
 
-    # Besides the user's own file, only the file written for the nodes
-    # (this key alone, mode 600) holds it.
-    node_credentials = home / '.sky' / 'mithril' / 'node-credentials.yaml'
-    assert node_credentials.stat().st_mode & 0o777 == 0o600
+    # Only the user's own file holds it: the nodes get keys of their own.
     hits, searched = files_holding_key(recording_sandbox.box.root, KEY)
-    assert sorted(hits) == sorted([credentials, node_credentials]), hits
+    assert hits == [credentials], hits
     written = {p.relative_to(home).parts[:2] for p in files_under(home)}
     for where in (('.sky', 'generated'), ('.sky', 'api_server'),
                   ('sky_logs',)):

@@ -24,7 +24,7 @@ def profile_path(box: SkySandbox) -> Path:
 
 def forget_live_prices(box: SkySandbox) -> None:
     """Drops the sandbox's cached market (the overlay and its state, not the
-    node credentials beside them): the next command fetches it anew."""
+    clusters' node keys beside them): the next command fetches it anew."""
     cache = box.home / '.sky' / 'mithril'
     for cached in (live_prices.overlay_path(), live_prices._state_path()):
         (cache / cached.name).unlink(missing_ok=True)

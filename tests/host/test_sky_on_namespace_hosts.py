@@ -2,11 +2,11 @@
 emulator creates in network namespaces (needs root). Slow: run serially.
 
 The hello test also carries two checks that used to launch clusters of their
-own: the API key (a recognisable random one) is on the node disks only in
-the mounted credentials file and SkyPilot's staging copies of it (before in
-tests/e2e/test_secrets.py, which still checks everything local), and a
-preemption notice runs the task's preemption hooks on the node (before in
-the autostop test).
+own: the account's API key (a recognisable random one) is on no node disk,
+which holds the key minted for its cluster instead, only in the mounted
+credentials file and SkyPilot's staging copies of it (tests/e2e/test_secrets.py
+checks everything local), and a preemption notice runs the task's
+preemption hooks on the node (before in the autostop test).
 
 What the nodes do by themselves runs on a second stack beside the first:
 the skylet on the head node runs sky-mithril's provisioner (installed by the
@@ -94,6 +94,14 @@ def namespace_stack(tmp_path_factory) -> Iterator[SkyStack]:
         prefix = hosts.prefix
         hosts.close()
         assert _namespaces(prefix) == []
+
+
+def api_keys(stack: SkyStack, key: str) -> List[Dict]:
+    """The stack's emulator's API keys (`GET /v2/api-keys`)."""
+    answer = requests.get(f'{stack.emulator.url}/v2/api-keys', timeout=30,
+                          headers={'Authorization': f'Bearer {key}'})
+    answer.raise_for_status()
+    return answer.json()
 
 
 # Idle minute + the skylet's 60 s event loop + SkyPilot's own teardown steps.
@@ -237,10 +245,12 @@ def autostop_armed_first(request: pytest.FixtureRequest) -> None:
 
 def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_path):
     """examples/hello.yaml (plus a preemption hook) through its whole life.
-    While the node is up, its disk holds the API key only in the mounted
-    credentials file and SkyPilot's staging copies of it; the preemption
-    notice runs the hook on the node; no `sky` output, and nothing the test
-    wrote locally but the credentials files, holds the key."""
+    While the node is up, its disk holds no account key, and the key minted
+    for the cluster only in the mounted credentials file and SkyPilot's
+    staging copies of it; the preemption notice runs the hook on the node;
+    no `sky` output, and nothing the test wrote locally but the user's
+    credentials file, holds the account key; `sky down` revokes the
+    cluster's key."""
     started_at = time.time()
     task = yaml.safe_load(catalog_files.example_path('hello.yaml').read_text())
     task['config']['hooks'] = [{'events': ['preemption'], 'run': HOOK}]
@@ -260,20 +270,28 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     assert bid['limit_price'] == '$4.00'
     [instance] = bid['instances']
 
-    # The node disks: only copies of the credentials file may hold the key:
-    # the mount itself, and SkyPilot's staging copy of every credential file
-    # mount (`~/.sky/.runtime_files/<uuid>`, copied, not moved, by
+    # The node disks: no file holds the account's key. The cluster's own
+    # key is in the mount itself, and in SkyPilot's staging copy of every
+    # file mount (`~/.sky/.runtime_files/<uuid>`, copied, not moved, by
     # backend_utils._optimize_file_mounts, as for every cloud).
     disks = Path('/var/lib/sky-mithril/hosts') / namespace_stack.hosts.prefix
     hits, searched = files_holding_key(disks, KEY)
     assert searched > 100, f'only {searched} files on the node disks'
-    mounted = [h for h in hits if h.relative_to(disks).parts[1:] ==
-               ('disk', 'home', *CREDENTIALS.parts)]
-    assert mounted, f'the credentials file is not mounted on the node: {hits}'
-    local = (namespace_stack.box.home / CREDENTIALS).read_bytes()
+    assert hits == [], f'the account key is on the node disks: {hits}'
+    [mounted] = disks.glob(f'*/disk/home/{CREDENTIALS}')
+    node = yaml.safe_load(mounted.read_text())
+    node_key = node['profiles'][node['current_profile']]['api_key']
+    [minted] = [k for k in api_keys(namespace_stack, KEY)
+                if k['name'].startswith('sky-hello-')]
+    assert node_key.startswith(minted['snippet'].rstrip('.')), minted
+    [local_copy] = (namespace_stack.box.home / '.sky' / 'mithril' /
+                    'clusters').glob('hello-*/node-credentials.yaml')
+    local = local_copy.read_bytes()
+    hits, _ = files_holding_key(disks, node_key)
+    assert mounted in hits, hits
     for hit in hits:
         where = hit.relative_to(disks).parts[1:]
-        assert hit in mounted or where[:4] == (
+        assert hit == mounted or where[:4] == (
             'disk', 'home', '.sky', '.runtime_files'), hits
         assert hit.read_bytes() == local, hit
         assert hit.stat().st_mode & 0o777 == 0o600, (hit,
@@ -341,18 +359,20 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     assert namespace_stack.live_bids() == []
     assert namespace_stack.control('GET', 'state')['bids'][0]['instances'][0]['status'] == 'STATUS_TERMINATED'
 
-    leaked = [' '.join(args) for args, out in said if KEY in out]
-    assert leaked == [], f'the API key is in the output of: {leaked}'
+    # `sky down` revoked the cluster's key.
+    [revoked] = [k for k in api_keys(namespace_stack, KEY)
+                 if k['fid'] == minted['fid']]
+    assert revoked['deactivated_at'] is not None, revoked
+    leaked = [' '.join(args) for args, out in said
+              if KEY in out or node_key in out]
+    assert leaked == [], f'an API key is in the output of: {leaked}'
     # Locally, nothing this test wrote holds the key but the user's
-    # credentials file and the copy written for the nodes (both mode 600).
+    # credentials file (mode 600).
     home = namespace_stack.box.home
-    allowed = {home / CREDENTIALS,
-               home / '.sky' / 'mithril' / 'node-credentials.yaml'}
     hits, _ = files_holding_key(namespace_stack.box.root, KEY,
                                 changed_since=started_at - 1)
-    assert set(hits) <= allowed, hits
-    for path in allowed:
-        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert set(hits) <= {home / CREDENTIALS}, hits
+    assert (home / CREDENTIALS).stat().st_mode & 0o777 == 0o600
     temp = Path(tempfile.gettempdir())
     hits, _ = files_holding_key(temp, KEY, changed_since=started_at - 1,
                                 skip=(namespace_stack.box.root, *temp.glob('bash_jobs*')))
@@ -500,5 +520,14 @@ def test_autodown_and_autostop_act_on_exactly_their_clusters_live_bid(
     assert [b['fid'] for b in env_credentials_stack.bids()] in (
         [old['fid'], new['fid'], idle['fid']],
         [old['fid'], idle['fid'], new['fid']])
+    # The autodown on `auto`'s node revoked its key (the first `auto`'s went
+    # with its `sky down`); autostop keeps `idle`'s until `sky down`.
+    def live_keys(cluster: str) -> List[Dict]:
+        return [k for k in api_keys(env_credentials_stack, 'env-only-key')
+                if k['name'].startswith(f'sky-{cluster}-') and
+                not k['deactivated_at']]
+    assert live_keys('auto') == []
+    assert live_keys('idle')
     env_credentials_stack.sky('down', '-y', 'idle')
     assert all(b['status'] == 'Terminated' for b in env_credentials_stack.bids())
+    assert live_keys('idle') == []

@@ -21,6 +21,7 @@ whose public attributes they are (each in the module of its name unless said):
   kubernetes_clusters  (kubernetes.py) clusters and their control nodes
   cpu_vms              fixed-price CPU VMs and their catalog
   accounts             the organization, its project and user; quotas
+  api_keys             API keys the user mints, and which tokens authenticate
 Whoever reads or changes the market catches it up with its clock first
 (`Market.caught_up`; market.py says who and how).
 A refusal (`errors`) names the refused field; where an HTTP request carried it
@@ -31,6 +32,7 @@ errors and the constants below.
 """
 
 from sky_mithril.emulator.market.accounts import ORGANIZATION_ID, PROJECT_FID
+from sky_mithril.emulator.market.api_keys import ApiKey
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY
 from sky_mithril.emulator.market.errors import (Declined, FieldError,
                                                 InvalidRequest, InvalidState,
@@ -50,7 +52,7 @@ from sky_mithril.emulator.market.state import region_id
 from sky_mithril.emulator.market.storage import MAX_VOLUME_GB
 
 __all__ = [
-    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'CpuVm',
+    'ApiKey', 'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'CpuVm',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'Declined', 'FieldError',
     'IMAGE_VERSION_FID', 'Instance', 'InstanceStatus', 'InstanceType',
     'InvalidRequest', 'InvalidState', 'KUBE_API_PORT', 'KubernetesCluster',

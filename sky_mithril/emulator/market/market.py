@@ -22,6 +22,7 @@ from sky_mithril import money
 from sky_mithril.emulator.clock import Clock
 from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.accounts import Accounts
+from sky_mithril.emulator.market.api_keys import ApiKeys
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
 from sky_mithril.emulator.market.cpu_vms import CpuVms
@@ -83,6 +84,7 @@ class Market:
                          self.kubernetes_clusters)
         self.cpu_vms = CpuVms(self._state, self.accounts, self.ssh_keys,
                               self.volumes, self.instances)
+        self.api_keys = ApiKeys(self._state)
         self.auctions.start_clearings()
 
     # What the market was made with, and its settings (read live: a change

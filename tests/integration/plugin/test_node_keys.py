@@ -1,0 +1,275 @@
+"""Each Mithril cluster's nodes hold an API key of their own (node_keys):
+SkyPilot writes the cluster's config in-process (tests.helpers.cluster_config)
+against the emulator, the nodes' side runs the provisioner with nothing but
+the file the nodes get, and the emulator says which keys still work."""
+
+import datetime
+import logging
+import shutil
+import types
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import requests
+import yaml
+from sky import global_user_state
+
+from sky_mithril import cloud
+from sky_mithril.account import connection
+from sky_mithril.account import node_keys
+from sky_mithril.api import AmbiguousResponseError
+from sky_mithril.devtools import provisioning as devtools_provisioning
+from sky_mithril.emulator.market import PROJECT_FID
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import instance as provisioner
+
+from tests.helpers.cluster_config import (INSTANCE_TYPE, REGION, WrittenConfig,
+                                          write_cluster_config)
+
+ACCOUNT_KEY = 'emulator-test-key'  # the fast emulator's (point_plugin_at)
+DAY = 24 * 3600
+
+
+def works(server: EmulatorServer, key: str) -> bool:
+    """Whether `server` takes `key` (401 says it does not)."""
+    answer = requests.get(f'{server.url}/v2/me', timeout=10,
+                          headers={'Authorization': f'Bearer {key}'})
+    assert answer.status_code in (200, 401), answer.text
+    return answer.status_code == 200
+
+
+def keys_of(server: EmulatorServer, account_key: str = ACCOUNT_KEY
+            ) -> List[Dict[str, Any]]:
+    answer = requests.get(f'{server.url}/v2/api-keys', timeout=10,
+                          headers={'Authorization': f'Bearer {account_key}'})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def live_keys_of(server: EmulatorServer, account_key: str = ACCOUNT_KEY
+                 ) -> List[Dict[str, Any]]:
+    return [k for k in keys_of(server, account_key)
+            if k['deactivated_at'] is None]
+
+
+def staged_node_file(written: WrittenConfig) -> Path:
+    """The file the cluster's nodes get, as staged for upload: the one
+    staged file holding the key of the cluster's credentials file."""
+    local = yaml.safe_load(node_keys.credentials_path(
+        written.cluster_name_on_cloud).read_text())
+    [staged] = written.staged_holding(
+        local['profiles'][local['current_profile']]['api_key'])
+    return staged
+
+
+def node_credentials(written: WrittenConfig) -> Dict[str, Any]:
+    """The profile the cluster's nodes get (`staged_node_file`)."""
+    config = yaml.safe_load(staged_node_file(written).read_text())
+    return config['profiles'][config['current_profile']]
+
+
+def place_bid(written: WrittenConfig) -> None:
+    """The launch's provisioning step for the written cluster."""
+    provisioner.run_instances(
+        REGION, written.cluster_name_on_cloud, written.cluster_name_on_cloud,
+        devtools_provisioning.provision_config(
+            written.provider, written.config['auth']['ssh_key_id'],
+            INSTANCE_TYPE))
+
+
+def bid_status(server: EmulatorServer, name: str) -> List[str]:
+    return [b['status'] for b in server.control('GET', 'state')['bids']
+            if b['name'] == name]
+
+
+def on_the_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                written: WrittenConfig) -> None:
+    """This process as the cluster's head node: a home of its own whose
+    `~/.config/mithril/config.yaml` is the staged node file, and no
+    credentials in the environment."""
+    home = tmp_path / 'node-home'
+    mounted = home / '.config' / 'mithril' / 'config.yaml'
+    mounted.parent.mkdir(parents=True)
+    shutil.copy(staged_node_file(written), mounted)
+    monkeypatch.setenv('HOME', str(home))
+    monkeypatch.delenv('XDG_CONFIG_HOME', raising=False)
+    for variable in ('MITHRIL_API_KEY', 'MITHRIL_API_URL', 'MITHRIL_PROJECT',
+                     'MITHRIL_PROFILE'):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_a_launch_stages_a_key_of_the_clusters_own_never_the_accounts(
+        fast_emulator, monkeypatch):
+    written = write_cluster_config(monkeypatch, 'nodekey')
+    name = written.cluster_name_on_cloud
+    assert written.staged_holding(ACCOUNT_KEY) == []
+    node = node_credentials(written)
+    assert node['api_key'] != ACCOUNT_KEY and works(fast_emulator, node['api_key'])
+    assert (node['api_url'], node['project_id']) == (fast_emulator.url, PROJECT_FID)
+    [key] = keys_of(fast_emulator)
+    assert key['name'] == node_keys.key_name(PROJECT_FID, name)
+    assert len(key['name']) < 60
+    # The runtime setup copies it to where the nodes' sky-mithril and `ml` look.
+    assert '~/.config/mithril/config.yaml' in written.config['setup_commands'][0]
+    local = node_keys.credentials_path(name)
+    assert local.read_bytes() == staged_node_file(written).read_bytes()
+    assert local.stat().st_mode & 0o777 == 0o600
+    for folder in (local.parent, local.parent.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def test_a_relaunch_within_a_day_keeps_the_key_and_a_later_one_renews_it(
+        fast_emulator, monkeypatch):
+    first = node_credentials(write_cluster_config(monkeypatch, 'renew'))
+    assert node_credentials(write_cluster_config(monkeypatch, 'renew')) == first
+    assert len(keys_of(fast_emulator)) == 1
+    fast_emulator.control('POST', 'advance', seconds=DAY)
+    renewed = node_credentials(write_cluster_config(monkeypatch, 'renew'))
+    assert renewed['api_key'] != first['api_key']
+    assert works(fast_emulator, renewed['api_key'])
+    [old, new] = sorted(live_keys_of(fast_emulator), key=lambda k: k['created_at'])
+    assert old['fid'] != new['fid']
+    # Set from the server's clock, which this emulator runs 600 times faster.
+    lifetime = datetime.datetime.fromisoformat(new['expires_at']) - (
+        datetime.datetime.fromisoformat(new['created_at']))
+    assert abs(lifetime - node_keys.LIFETIME) < datetime.timedelta(hours=1)
+    # The old key is on the same nodes until they get the new one.
+    assert works(fast_emulator, first['api_key'])
+
+
+@pytest.fixture(name='two_profiles')
+def fixture_two_profiles(monkeypatch, tmp_path) -> Iterator[Dict[str, EmulatorServer]]:
+    """Profiles `a` and `b` of the user's config file, each at an emulator
+    of its own that takes only its own account key; `a` is current."""
+    with EmulatorServer(speed=600, api_key='key-a') as a, \
+            EmulatorServer(speed=600, api_key='key-b') as b:
+        config = tmp_path / 'config-home'
+        (config / 'mithril').mkdir(parents=True)
+        (config / 'mithril' / 'config.yaml').write_text(yaml.safe_dump({
+            'current_profile': 'a',
+            'profiles': {
+                name: {'api_key': f'key-{name}', 'api_url': server.url,
+                       'project_id': PROJECT_FID}
+                for name, server in (('a', a), ('b', b))}}))
+        monkeypatch.setenv('XDG_CONFIG_HOME', str(config))
+        for variable in ('MITHRIL_API_KEY', 'MITHRIL_API_URL',
+                         'MITHRIL_PROJECT', 'MITHRIL_PROFILE'):
+            monkeypatch.delenv(variable, raising=False)
+        yield {'a': a, 'b': b}
+
+
+def switch_profile(profile: str) -> None:
+    path = Path(connection.credentials_lib.credentials_path())
+    config = yaml.safe_load(path.read_text())
+    config['current_profile'] = profile
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_the_nodes_key_outlives_a_profile_switch_and_a_start_renews_it_in_the_clusters_account(
+        two_profiles, monkeypatch, tmp_path):
+    a, b = two_profiles['a'], two_profiles['b']
+    written = write_cluster_config(monkeypatch, 'switch')
+    name = written.cluster_name_on_cloud
+    launched = node_credentials(written)
+    assert launched['api_url'] == a.url and works(a, launched['api_key'])
+    place_bid(written)
+    switch_profile('b')
+
+    # `sky start` after the switch: SkyPilot has the cluster's record, and
+    # the cluster keeps its account.
+    monkeypatch.setattr(
+        global_user_state, 'get_handle_from_cluster_name',
+        lambda cluster: types.SimpleNamespace(
+            launched_resources=types.SimpleNamespace(cloud=cloud.Mithril()),
+            cluster_yaml=written.yaml_path) if cluster == 'switch' else None)
+    a.control('POST', 'advance', seconds=DAY)
+    started = write_cluster_config(monkeypatch, 'switch')
+    assert started.provider['api_url'] == a.url
+    node = node_credentials(started)
+    assert node['api_url'] == a.url and node['api_key'] != launched['api_key']
+    assert works(a, node['api_key']) and not works(b, node['api_key'])
+    assert len(live_keys_of(a, 'key-a')) == 2 and keys_of(b, 'key-b') == []
+
+    # The node's autostop, with nothing but the file the nodes get.
+    with monkeypatch.context() as node_side:
+        on_the_node(node_side, tmp_path, started)
+        provisioner.stop_instances(name, started.provider)
+    assert bid_status(a, name) == ['Paused']
+
+
+def test_down_revokes_the_nodes_key(fast_emulator, monkeypatch):
+    written = write_cluster_config(monkeypatch, 'down')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    key = node_credentials(written)['api_key']
+    provisioner.terminate_instances(name, written.provider)
+    assert bid_status(fast_emulator, name) == ['Terminated']
+    assert not works(fast_emulator, key)
+    assert live_keys_of(fast_emulator) == []
+    assert not node_keys.cluster_dir(name).exists()
+    provisioner.terminate_instances(name, written.provider)
+
+
+def test_autodown_on_the_node_revokes_every_key_of_the_cluster_its_own_last(
+        fast_emulator, monkeypatch, tmp_path):
+    older = node_credentials(write_cluster_config(monkeypatch, 'autodown'))
+    fast_emulator.control('POST', 'advance', seconds=DAY)
+    written = write_cluster_config(monkeypatch, 'autodown')
+    name = written.cluster_name_on_cloud
+    newer = node_credentials(written)
+    place_bid(written)
+    assert len(live_keys_of(fast_emulator)) == 2
+    with monkeypatch.context() as node_side:
+        on_the_node(node_side, tmp_path, written)
+        provisioner.terminate_instances(name, written.provider)
+    assert bid_status(fast_emulator, name) == ['Terminated']
+    assert live_keys_of(fast_emulator) == []
+    for node in (older, newer):
+        assert not works(fast_emulator, node['api_key'])
+
+
+def test_a_failed_revocation_does_not_stop_down(fast_emulator, monkeypatch,
+                                                caplog):
+    written = write_cluster_config(monkeypatch, 'revokefail')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    key = node_credentials(written)['api_key']
+    fast_emulator.control('PUT', 'faults', rules=[{
+        'method': 'DELETE', 'path': '/v2/api-keys/{key_fid}',
+        'server_error': 1.0, 'server_error_statuses': [501]}])
+    caplog.set_level(logging.WARNING)
+    provisioner.terminate_instances(name, written.provider)
+    assert bid_status(fast_emulator, name) == ['Terminated']
+    [fid] = [k['fid'] for k in live_keys_of(fast_emulator)]
+    assert f'Could not revoke Mithril API key {fid}' in caplog.text
+    assert key not in caplog.text
+    # Bounded by its expiry.
+    fast_emulator.control('PUT', 'faults', rules=[])
+    fast_emulator.control('POST', 'advance', seconds=node_keys.LIFETIME.total_seconds())
+    assert not works(fast_emulator, key)
+
+
+def test_a_key_minted_but_not_written_is_revoked(fast_emulator, monkeypatch):
+    def fail(*args: Any) -> None:
+        raise OSError('disk full')
+
+    monkeypatch.setattr(node_keys, '_write', fail)
+    conn = connection.connect()
+    with pytest.raises(OSError):
+        node_keys.issue(conn, 'unwritten', None)
+    [key] = keys_of(fast_emulator)
+    assert key['deactivated_at'] is not None
+
+
+def test_a_mint_whose_answer_was_lost_leaves_no_key_live(fast_emulator):
+    fast_emulator.control('PUT', 'faults', rules=[{
+        'method': 'POST', 'path': '/v2/api-keys', 'lost_response': 1.0,
+        'max_faults': 1}])
+    conn = connection.connect()
+    with pytest.raises(AmbiguousResponseError):
+        node_keys.issue(conn, 'lost', None)
+    [key] = keys_of(fast_emulator)
+    assert key['deactivated_at'] is not None
+    assert node_keys.issue(conn, 'lost', None) == node_keys.credentials_path('lost')
+    assert len(live_keys_of(fast_emulator)) == 1
