@@ -159,5 +159,8 @@ class _RecordedStandbys:
     def forget(self, name: str) -> None:
         records.forget_standby(name)
 
+    def being_prepared(self, name: str) -> bool:
+        return records.standby_being_prepared(name)
+
 
 cluster_bid.use_standbys(_RecordedStandbys())

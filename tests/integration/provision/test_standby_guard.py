@@ -2,7 +2,8 @@
 emulator): the controller, a real child process, places the standby during
 the cluster's preemption notice and watches it; it is killed (SIGKILL) or
 stalls mid-notice, the notice ends, and still the old bid does not win a
-second node beside the standby (`recovery.standby_guard`)."""
+second node beside the standby (`recovery.standby_guard`); nor is a
+stopped cluster's bid cancelled."""
 
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import instance as provisioner
 
 from tests.helpers import REPO
 from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
@@ -25,6 +27,7 @@ REGION = 'us-central3-a'
 CLEARING_S = 120.0
 BOOT_S = 60.0
 NOTICE_S = 300.0
+PROVIDER = {'project_id': 'proj_emulator'}
 # How long, in wall time, the test lets the guard notice the notice's end.
 GUARD_WAIT_S = 30.0
 
@@ -117,3 +120,16 @@ def test_a_stalled_controller_leaves_no_second_bill(controller):
         assert live(server, name) == [standby]
     finally:
         os.kill(child.pid, signal.SIGCONT)
+
+
+def test_the_guard_leaves_a_stopped_clusters_bid_alone(controller):
+    server, child, name, old, standby = controller
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    provisioner.stop_instances(name, PROVIDER)
+    assert status_of(server, name, standby) == 'Terminated'
+
+    end_the_notice_then_let_the_old_bid_win(server, name, old)
+
+    assert live(server, name) == [old]
+    assert status_of(server, name, old) == 'Paused'
