@@ -122,6 +122,10 @@ class Standbys(Protocol):
     def forget(self, name: str) -> None:
         """The cluster has no standby any more."""
 
+    def being_prepared(self, name: str) -> bool:
+        """Whether the cluster's recorded standby is still being prepared
+        (its heartbeat is fresh)."""
+
 
 # Until recovery plugs in (`use_standbys`), no cluster has a standby.
 _standbys: Optional[Standbys] = None
@@ -182,6 +186,35 @@ def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
         if len(others) == 1:
             return others[0]
     raise SeveralLiveBidsError(name, [b.fid for b in bids])
+
+
+def refreshed_bid(conn: connection.Connection,
+                  name: str) -> Optional[models.Bid]:
+    """The cluster's bid (`live_bid`) at a status refresh, where every other
+    live bid of its name must be a recorded standby still being prepared
+    (`Standbys.being_prepared`). One that is not, a standby left live when
+    its recovery ended (a cancel that failed, a controller gone), is
+    cancelled, named in a warning, and its record forgotten. The cluster's
+    bid is never cancelled: with one live bid nothing is, and without a
+    standby record several live bids raise SeveralLiveBidsError as in
+    `live_bid`."""
+    bids = live_bids(conn, name)
+    if (len(bids) < 2 or _standbys is None or
+            _standbys.standby_of(name) is None or
+            _standbys.being_prepared(name)):
+        return _clusters_bid(bids, name)
+    clusters = _clusters_bid(bids, name)
+    assert clusters is not None, name
+    for other in bids:
+        if other.fid != clusters.fid:
+            with interrupts.deferred():
+                cancel_and_confirm(conn, other.fid)
+            logger.warning(
+                f'Cancelled bid {other.fid}: a standby of {name!r} that no '
+                'recovery prepares any more, live beside the cluster\'s bid '
+                f'{clusters.fid}.')
+    _standbys.forget(name)
+    return clusters
 
 
 def current_instances(conn: connection.Connection,

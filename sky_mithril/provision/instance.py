@@ -70,12 +70,14 @@ def query_instances(
     retry_if_missing: bool = False,
 ) -> status_table.NodeStatuses:
     """Statuses of the cluster's nodes in two requests, whatever the project size.
+    A standby of the cluster that no recovery prepares any more is cancelled
+    (`cluster_bid.refreshed_bid`).
 
     API errors raise: an empty answer would make SkyPilot forget a live cluster.
     """
     del cluster_name, retry_if_missing
     conn = cluster_bid.connect(provider_config)
-    bid = cluster_bid.live_bid(conn, cluster_name_on_cloud)
+    bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}
     return status_table.node_statuses(

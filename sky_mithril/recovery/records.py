@@ -24,6 +24,12 @@ from typing import Any, Dict, Optional
 from sky_mithril import files
 
 KEEP_SECONDS = 24 * 3600.0
+# A recorded standby is being prepared while its heartbeat (the record's
+# time, set when it is placed and refreshed by `StandbyWatch` every few
+# seconds) is younger than this: longer than its placement, where the watch
+# does not run yet (up to three POSTs, each with a 60 s window for a lost
+# answer's late commit), and as long as one preemption notice.
+STANDBY_STALE_SECONDS = 300.0
 
 
 def _path() -> Path:
@@ -90,6 +96,25 @@ def standby_of(name_on_cloud: str) -> Optional[str]:
     None when it has none."""
     entry = _read()['standbys'].get(name_on_cloud)
     return None if entry is None else entry[0]
+
+
+def touch_standby(name_on_cloud: str, bid_fid: str) -> None:
+    """Refreshes the heartbeat of the cluster's standby `bid_fid`: it is
+    still being prepared. Nothing if the record names another or none."""
+    with files.locked(_lock_path()):
+        records = _read()
+        entry = records['standbys'].get(name_on_cloud)
+        if entry is not None and entry[0] == bid_fid:
+            entry[1] = time.time()
+            files.write_private(_path(), json.dumps(records))
+
+
+def standby_being_prepared(name_on_cloud: str) -> bool:
+    """Whether the cluster's recorded standby has a heartbeat younger than
+    STANDBY_STALE_SECONDS."""
+    entry = _read()['standbys'].get(name_on_cloud)
+    return (entry is not None and
+            time.time() - entry[1] < STANDBY_STALE_SECONDS)
 
 
 def forget_standby(name_on_cloud: str) -> None:

@@ -22,6 +22,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.recovery import records
+from sky_mithril.recovery import standby_guard
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
@@ -91,7 +92,14 @@ class StandbyWatch(threading.Thread):
     old bid's notice is over, the standby takes its place: the old bid is
     cancelled, since back to Open it could win a second node. If the job is
     cancelled (`cancelled`), the standby is cancelled, which ends its wait
-    or setup."""
+    or setup.
+
+    The watch is a thread of the jobs controller: entering it also starts
+    the standby's guard (`standby_guard`), a process of its own that
+    cancels the old bid at the notice's end should the controller die or
+    stall. Each poll refreshes the standby's heartbeat in its record
+    (`records.touch_standby`): a standby no longer watched is no longer
+    being prepared, and a status refresh cancels it."""
 
     POLL_SECONDS = 3.0
 
@@ -107,6 +115,7 @@ class StandbyWatch(threading.Thread):
         while not self.stopped.wait(0 if self.cancelled.is_set() else
                                     self.POLL_SECONDS):
             try:
+                records.touch_standby(self.cluster, self.standby_fid)
                 if self.cancelled.is_set():
                     drop_standby(self.conn, self.cluster, self.standby_fid)
                     return
@@ -121,6 +130,14 @@ class StandbyWatch(threading.Thread):
                 logger.info(f'{self.cluster}: watching the standby: {e}')
 
     def __enter__(self) -> 'StandbyWatch':
+        try:
+            standby_guard.spawn(self.conn, self.cluster, self.old_fid,
+                                self.standby_fid)
+        except OSError as e:
+            logger.warning(f'{self.cluster}: could not start the standby\'s '
+                           f'guard ({e}); should this controller stop before '
+                           f'the notice of {self.old_fid} ends, cancel that '
+                           'bid.')
         self.start()
         return self
 
@@ -141,6 +158,9 @@ class _RecordedStandbys:
 
     def forget(self, name: str) -> None:
         records.forget_standby(name)
+
+    def being_prepared(self, name: str) -> bool:
+        return records.standby_being_prepared(name)
 
 
 cluster_bid.use_standbys(_RecordedStandbys())

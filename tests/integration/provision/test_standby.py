@@ -3,8 +3,10 @@
 standby is promoted; the relaunch after the promotion adopts the standby
 without placing a bid; `sky down` cancels both, `sky stop` pauses the old
 one and cancels the standby, and a dropped standby leaves the cluster as it
-was."""
+was. A status refresh cancels a standby no recovery prepares any more, and
+nothing else."""
 
+import json
 from decimal import Decimal
 from typing import Iterator, Tuple
 
@@ -111,3 +113,41 @@ def test_a_dropped_standby_leaves_the_cluster_as_it_was(notice):
     assert status_of(server, standby) == 'Terminated'
     assert status_of(server, old) == 'Preempting'
     assert cluster_bid.live_bid(conn, 'job').fid == old
+
+
+def age_the_standby_record(name: str) -> None:
+    """Makes the standby's heartbeat older than the bound: no recovery
+    prepares it any more (its watch ended, its cancel failed)."""
+    data = json.loads(records._path().read_text())
+    data['standbys'][name][1] -= records.STANDBY_STALE_SECONDS + 1
+    records._path().write_text(json.dumps(data))
+
+
+def test_a_status_refresh_cancels_a_standby_no_longer_prepared(notice):
+    server, old, standby = notice
+    [old_instance] = next(b for b in bids_named(server, 'job')
+                          if b['fid'] == old)['instances']
+    age_the_standby_record('job')
+
+    assert list(query('job')) == [old_instance['fid']]
+
+    assert status_of(server, standby) == 'Terminated'
+    assert status_of(server, old) == 'Preempting'
+    assert records.standby_of('job') is None
+
+
+def test_a_status_refresh_leaves_a_standby_being_prepared(notice):
+    server, old, standby = notice
+    assert len(query('job')) == 1
+    assert status_of(server, standby) == 'Allocated'
+    assert status_of(server, old) == 'Preempting'
+    assert records.standby_of('job') == standby
+
+
+def test_a_status_refresh_never_cancels_the_clusters_only_bid(notice):
+    server, old, standby = notice
+    cluster_bid.cancel_and_confirm(connection.connect(), old)
+    age_the_standby_record('job')
+
+    assert len(query('job')) == 1
+    assert status_of(server, standby) == 'Allocated'
