@@ -4,9 +4,15 @@ each: `fast_emulator` (600x time, the plugin pointed at it),
 plugin pointed at it), `bare_emulator` (60x time, the plugin not pointed at
 it: for tests that talk HTTP themselves)."""
 
+import contextlib
+import json
+import socket
+import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
 from sky_mithril.emulator.clock import ManualClock
@@ -15,6 +21,29 @@ from sky_mithril.emulator.market import Market
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
 from tests.helpers.provisioning import point_plugin_at
+
+_GUARD_MODULE = 'sky_mithril.recovery.standby_guard'
+
+
+@pytest.fixture(autouse=True)
+def no_standby_guard_outlives_its_emulator() -> Iterator[None]:
+    """Standby guards (processes of their own, by design) that a test started
+    are stopped once the emulator they watch is gone, instead of polling a
+    dead port for their full six minutes. A guard whose emulator still
+    serves (another worker's test) is left alone."""
+    started = time.time()
+    yield
+    for process in psutil.process_iter(['cmdline', 'create_time']):
+        cmdline = process.info['cmdline'] or []
+        if (_GUARD_MODULE not in cmdline or
+                process.info['create_time'] < started - 1):
+            continue
+        api = urlsplit(json.loads(cmdline[-1])['api_url'])
+        try:
+            socket.create_connection((api.hostname, api.port), 1).close()
+        except OSError:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 @pytest.fixture
