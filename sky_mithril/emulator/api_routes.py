@@ -423,6 +423,53 @@ def api_router(market: Market, lock: ContextManager[Any],
                 'end_time': wire.iso(instance.end_time),
             }
 
+    # Instances' history (`market.history`): by instance, by bid, or the
+    # project's; the emulator has no reservations, so asking for one's finds
+    # nothing.
+
+    def history_window(start_time: Optional[datetime.datetime],
+                       end_time: Optional[datetime.datetime]) -> Dict[str, Any]:
+        return {'start': wire.utc(start_time) if start_time else None,
+                'end': wire.utc(end_time) if end_time else None}
+
+    @v2.get('/instances/status/history')
+    def instance_status_history(
+            project: str,
+            instance_fid: Optional[str] = None,
+            bid_fid: Optional[str] = None,
+            reservation_fid: Optional[str] = None,
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            start_time: Optional[datetime.datetime] = None,
+            end_time: Optional[datetime.datetime] = None,
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with lock:
+            market.tick()
+            rows = [] if reservation_fid is not None else [
+                (instance.order, wire.status_history_json(instance, changes))
+                for instance, changes in market.history.statuses(
+                    project, instance_fid=instance_fid, bid_fid=bid_fid,
+                    **history_window(start_time, end_time))]
+        return wire.history_page(rows, limit, next_cursor)
+
+    @v2.get('/instances/pricing/history')
+    def instance_pricing_history(
+            project: str,
+            instance_fid: Optional[str] = None,
+            bid_fid: Optional[str] = None,
+            reservation_fid: Optional[str] = None,
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            start_time: Optional[datetime.datetime] = None,
+            end_time: Optional[datetime.datetime] = None,
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with lock:
+            market.tick()
+            rows = [] if reservation_fid is not None else [
+                (instance.order, wire.pricing_history_json(instance, charges))
+                for instance, charges in market.history.charges(
+                    project, instance_fid=instance_fid, bid_fid=bid_fid,
+                    **history_window(start_time, end_time))]
+        return wire.history_page(rows, limit, next_cursor)
+
     @v2.get('/kubernetes/clusters')
     def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:
         with lock:

@@ -13,6 +13,7 @@ each in its module with its rules, all over one shared `state.MarketState`
   auctions     auctions, prices, price history, capacity, the clearing
   bids         placing, changing, cancelling bids; filler bids
   instances    instances' life cycle: boot, preemption notice, stop, termination
+  history      instances' status changes and charges (`Market.history`)
   storage      volumes (file shares and block volumes)
   ssh_keys     SSH keys
   kubernetes   Kubernetes clusters and their control nodes
@@ -35,15 +36,17 @@ from sky_mithril.emulator.market.kubernetes import DEFAULT_K8S_VERSION
 from sky_mithril.emulator.market.market import Market
 from sky_mithril.emulator.market.records import (KUBE_API_PORT, Auction, Bid,
                                                  BidEventType, BidStatus,
-                                                 Instance, InstanceStatus,
+                                                 Charge, Instance,
+                                                 InstanceStatus,
                                                  KubernetesCluster,
                                                  KubernetesClusterStatus,
-                                                 SshKey, Volume)
+                                                 SshKey, StatusChange, Volume)
 
 __all__ = [
-    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus',
+    'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'Charge',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'FieldError', 'IMAGE_VERSION_FID',
     'Instance', 'InstanceStatus', 'InvalidRequest', 'InvalidState',
     'KUBE_API_PORT', 'KubernetesCluster', 'KubernetesClusterStatus', 'Market',
-    'MarketError', 'NotFound', 'PROJECT_FID', 'SshKey', 'Volume'
+    'MarketError', 'NotFound', 'PROJECT_FID', 'SshKey', 'StatusChange',
+    'Volume'
 ]

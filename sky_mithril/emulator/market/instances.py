@@ -11,7 +11,8 @@ STATUS_PREEMPTED and always runs to its end, then the bid is Open again;
 stopping a paused bid's instances goes STATUS_STOPPING -> STATUS_PAUSED. A
 re-allocated bid (after preemption or unpause) boots the same instances again
 from STATUS_NEW, resuming their hosts (same disks). Instances are named
-`<bid name>-<index>`, index from 0.
+`<bid name>-<index>`, index from 0. Each status an instance enters, and each
+change of what it is charged, is told to `history`.
 """
 
 import datetime
@@ -20,8 +21,10 @@ import logging
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.errors import NotFound
+from sky_mithril.emulator.market.history import History
 from sky_mithril.emulator.market.records import (Bid, BidEventType, BidStatus,
                                                  HostState, Instance,
                                                  InstanceStatus)
@@ -53,6 +56,7 @@ class Instances:
                  accounts: Accounts,
                  ssh_keys: SshKeys,
                  storage: Storage,
+                 history: History,
                  *,
                  preemption_notice_s: float,
                  boot_durations_s: Optional[Mapping[InstanceStatus,
@@ -63,6 +67,7 @@ class Instances:
         self._accounts = accounts
         self._ssh_keys = ssh_keys
         self._storage = storage
+        self._history = history
         self.preemption_notice_s = preemption_notice_s
         self.boot_durations_s = {
             **DEFAULT_BOOT_DURATIONS_S,
@@ -114,7 +119,25 @@ class Instances:
                             order=self._state.next_order())
         bid.instances.append(instance)
         self._store.instances[instance.fid] = instance
+        self._history.status_changed(instance)
         return instance
+
+    def _set_status(self, instance: Instance, status: InstanceStatus) -> None:
+        instance.status = status
+        self._history.status_changed(instance)
+
+    def _set_price(self, instance: Instance, price: Optional[Decimal]) -> None:
+        """What `instance` is charged per hour from now; None: nothing."""
+        instance.price_paid = price
+        self._history.price_changed(instance)
+
+    def run_filler(self, instance: Instance, price: Decimal,
+                   address: HostAddress) -> None:
+        """A filler bid's instance: RUNNING at `address` from now, charged
+        `price`, with no host behind it."""
+        self._set_status(instance, InstanceStatus.RUNNING)
+        self._set_price(instance, price)
+        instance.address = address
 
     def allocate(self, bid: Bid, price: Decimal) -> None:
         """The bid won at `price`: its instances (made on the first win) boot."""
@@ -129,12 +152,12 @@ class Instances:
             if instance.status == InstanceStatus.STOPPING:
                 self._finish_stopping(instance)
             instance.epoch += 1
-            instance.price_paid = price
+            self._set_price(instance, price)
             instance.end_time = None
             self._boot_step(instance, InstanceStatus.NEW)
 
     def _boot_step(self, instance: Instance, status: InstanceStatus) -> None:
-        instance.status = status
+        self._set_status(instance, status)
         if status == InstanceStatus.STARTING and not self._bring_up_host(
                 instance):
             return
@@ -161,7 +184,7 @@ class Instances:
                 instance.address = hosts.resume(instance.fid, **with_volumes)
         except Exception:  # pylint: disable=broad-except
             logger.exception('Host backend failed to start %s', instance.fid)
-            instance.status = InstanceStatus.ERROR
+            self._set_status(instance, InstanceStatus.ERROR)
             return False
         instance.host = HostState.UP
         return True
@@ -186,7 +209,7 @@ class Instances:
         bid.record(self._state.now, BidEventType.PREEMPTED)
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.PREEMPTING
+            self._set_status(instance, InstanceStatus.PREEMPTING)
             instance.end_time = end_time
             if instance.host == HostState.UP:
                 self._call_host(instance,
@@ -203,8 +226,8 @@ class Instances:
         bid.preemption_end_time = None
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.PREEMPTED
-            instance.price_paid = None
+            self._set_status(instance, InstanceStatus.PREEMPTED)
+            self._set_price(instance, None)
             if instance.host == HostState.UP:
                 self._call_host(instance, self._state.hosts.preempt)
                 instance.host = HostState.DOWN
@@ -214,15 +237,15 @@ class Instances:
         paused and their hosts too."""
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.STOPPING
-            instance.price_paid = None
+            self._set_status(instance, InstanceStatus.STOPPING)
+            self._set_price(instance, None)
             instance.end_time = None
             self._state.timer(instance, self.stop_duration_s,
                               functools.partial(self._finish_stopping, instance))
 
     def _finish_stopping(self, instance: Instance) -> None:
         instance.epoch += 1
-        instance.status = InstanceStatus.PAUSED
+        self._set_status(instance, InstanceStatus.PAUSED)
         if instance.host == HostState.UP:
             self._call_host(instance, self._state.hosts.pause)
             instance.host = HostState.DOWN
@@ -231,8 +254,8 @@ class Instances:
         """Terminates a cancelled bid's instances and destroys their hosts."""
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.TERMINATED
-            instance.price_paid = None
+            self._set_status(instance, InstanceStatus.TERMINATED)
+            self._set_price(instance, None)
             if instance.host != HostState.NONE:
                 self._call_host(instance, self._state.hosts.destroy)
                 instance.host = HostState.NONE

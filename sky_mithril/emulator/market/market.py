@@ -20,6 +20,7 @@ from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
 from sky_mithril.emulator.market.errors import MarketError
+from sky_mithril.emulator.market.history import History
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import (DEFAULT_K8S_VERSION,
                                                     KubernetesClusters)
@@ -71,10 +72,13 @@ class Market:
         self._accounts = Accounts(self._state)
         self._ssh_keys = SshKeys(self._state, self._accounts)
         self._storage = Storage(self._state, self._accounts)
+        # Instances' status changes and charges: read it after `tick()`.
+        self.history = History(self._state, self._accounts)
         self._instances = Instances(self._state,
                                     self._accounts,
                                     self._ssh_keys,
                                     self._storage,
+                                    self.history,
                                     preemption_notice_s=preemption_notice_s,
                                     boot_durations_s=boot_durations_s,
                                     stop_duration_s=stop_duration_s)

@@ -178,9 +178,29 @@ class BidEvent:
 
 
 @dataclasses.dataclass
+class StatusChange:
+    """An instance entered `status` at `timestamp`."""
+
+    timestamp: datetime.datetime
+    status: InstanceStatus
+
+
+@dataclasses.dataclass
+class Charge:
+    """An instance billed `price` per hour from `start` until `end` (None
+    while it still bills)."""
+
+    price: Decimal
+    start: datetime.datetime
+    end: Optional[datetime.datetime] = None
+
+
+@dataclasses.dataclass
 class Instance:
     """One instance of a bid; `host` tracks which host hooks apply, `epoch`
-    moves on every state change so pending boot or stop steps are ignored."""
+    moves on every state change so pending boot or stop steps are ignored.
+    `status_changes` and `charges` are its history (`history`), oldest
+    first."""
 
     fid: str
     name: str
@@ -197,6 +217,9 @@ class Instance:
     end_time: Optional[datetime.datetime] = None
     host: HostState = HostState.NONE
     epoch: int = 0
+    status_changes: List[StatusChange] = dataclasses.field(
+        default_factory=list)
+    charges: List[Charge] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
