@@ -339,7 +339,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'task.settings.sections_from_skypilot: the user\'s `plugins.mithril`'),
     # SkyPilot's state, read by `sky-mithril` commands and the jobs controller.
     _entry('sky.global_user_state', 'get_clusters', API_SERVER,
-           'commands.sky_clusters: bulk deletes leave SkyPilot\'s bids alone'),
+           'provision.sky_clusters: bulk deletes leave SkyPilot\'s bids alone'),
     _entry('sky.global_user_state', 'get_cluster_yaml_dict', API_SERVER,
            'recovery.runtime.provider_config and recovery.strategy: the '
            'cluster\'s config'),
@@ -368,7 +368,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.skylet.job_lib', 'JobStatus.is_terminal', API_SERVER,
            'recovery.runtime._finished_status: the job ended?'),
     *(_entry(_BACKEND, f'{_HANDLE}.{attribute}', API_SERVER,
-             'recovery.runtime, recovery.strategy, commands.sky_clusters: '
+             'recovery.runtime, recovery.strategy, provision.sky_clusters: '
              f'the cluster record\'s {attribute}', on_instances=True)
       for attribute in ('cluster_name', 'cluster_name_on_cloud',
                         'launched_resources', 'cluster_yaml')),
