@@ -111,8 +111,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from sky_mithril.account import credentials  # pylint: disable=import-outside-toplevel
         from sky_mithril.api import errors  # pylint: disable=import-outside-toplevel
         from sky_mithril.commands import output  # pylint: disable=import-outside-toplevel
+        from sky_mithril.provision import budget  # pylint: disable=import-outside-toplevel
         if isinstance(e, (credentials.CredentialsError, errors.MithrilAPIError,
-                          output.CommandError, ValueError, OSError)):
+                          output.CommandError, budget.BudgetExceededError,
+                          ValueError, OSError)):
             print(f'sky-mithril: {e}', file=sys.stderr)
             return 1
         raise

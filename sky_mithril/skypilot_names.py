@@ -272,6 +272,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
                      'make_deploy_resources_variables')),
     _entry('sky.exceptions', 'InvalidCloudCredentials', API_SERVER,
            'cloud._account_for_launch: credential problems block the cloud'),
+    _entry('sky.exceptions', 'InvalidCloudConfigs', API_SERVER,
+           'cloud._check_budget: a launch over max_hourly_spend leaves '
+           'Mithril out'),
     _entry('sky.utils.common_utils', 'get_current_request_id', API_SERVER,
            'cloud._first_time_this_launch: a note once per request'),
     _entry('sky.utils.resources_utils', 'FeasibleResources', API_SERVER,

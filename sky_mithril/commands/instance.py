@@ -24,7 +24,9 @@ from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, age, confirm, dollars,
                                          per_hour, print_json,
                                          print_table, progress, short_status)
+from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import cluster_bid
+from sky_mithril.task import settings
 
 # `--state` words: Mithril's bid states and `ml`'s names for them.
 STATE_WORDS = {
@@ -173,6 +175,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
                    f'per instance, named {name}'
                    + (f', joining Kubernetes cluster {cluster.name}'
                       if cluster else ''))
+        # The user's max_hourly_spend (plugins.mithril in ~/.sky/config.yaml).
+        budget = settings.resolve_spend_budget(
+            *settings.sections_from_skypilot(None))
+        standing = budget_lib.check(conn, budget, budget_lib.new_bid(
+            name, args.num_instances, args.max_price))
+        if standing is not None:
+            progress(standing.note())
         if args.dry_run:
             if args.json:
                 print_json({'dry_run': True, 'name': name,
@@ -193,7 +202,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
                 ssh_keys=keys.key_fids_for_new_bid(conn),
                 kubernetes_cluster=cluster.fid if cluster else None))
         progress(f'Placing bid {name}...')
-        bid = cluster_bid.create_once(conn, request).bid
+        bid = cluster_bid.create_once(conn, request, budget=budget).bid
         spot = _spot_price(conn, bid)
         progress(f'Placed bid {bid.fid} for {summary}. Spot price now: '
                  f'{per_hour(spot)}.')

@@ -163,7 +163,7 @@ def _register_jobs_runtime() -> None:
 # The cluster config's provider fields that are this launch's settings, not
 # the cluster's identity (region, project, API).
 LAUNCH_SETTINGS = ('limit_price_per_hour', 'provision_timeout', 'boot_timeout',
-                   'instance_type_fid', 'volume_fids')
+                   'instance_type_fid', 'volume_fids', 'max_hourly_spend')
 
 
 def _launch_settings_reach_existing_clusters() -> None:
