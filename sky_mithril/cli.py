@@ -1,6 +1,6 @@
 """`sky-mithril`: set the plugin up, run the local Mithril emulator, maintain the
-catalog, and Mithril's infrastructure commands (`instance`, `ssh`, `k8s`,
-`volumes`)."""
+catalog, Mithril's infrastructure commands (`instance`, `ssh`, `k8s`,
+`volumes`) and what the project paid (`spend`)."""
 
 import argparse
 import sys

@@ -357,9 +357,6 @@ class InstanceCharge(ApiModel):
     start_time: Timestamp
     end_time: Optional[Timestamp] = None
 
-    price = _dollars_of('price_cents',
-                        'What the instance was charged per hour, in dollars.')
-
 
 class InstancePricingHistory(ApiModel):
     """One instance's charges (GET /v2/instances/pricing/history)."""

@@ -63,12 +63,6 @@ def limit_price(text: str) -> Decimal:
     return amount
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
-    return int(text)
-
-
 # JSON shapes (documented in docs/ml-commands.md, "JSON output").
 
 
@@ -461,7 +455,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         type=limit_price, required=True,
                         help='limit price per instance-hour: 8.0 or $8.00')
     create.add_argument('-n', '--name', help='bid name (default: generated)')
-    create.add_argument('-N', '--num-instances', type=_positive_int,
+    create.add_argument('-N', '--num-instances', type=common.positive_int,
                         default=1, metavar='N',
                         help='instances in the bid, all or none (default 1)')
     create.add_argument('-p', '--project', help='project name or fid')
@@ -483,7 +477,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help='one state, any case: open/pending, '
                          'allocated/running, preempting, paused, '
                          'terminated/cancelled')
-    listing.add_argument('--limit', type=_positive_int, metavar='N',
+    listing.add_argument('--limit', type=common.positive_int, metavar='N',
                          help='at most N bids, newest first')
     listing.add_argument('--json', action='store_true')
     listing.set_defaults(handler=_cmd_list)

@@ -61,6 +61,11 @@ def worst_case(bid: models.Bid) -> Decimal:
     return bid.limit_price * bid.instance_quantity
 
 
+def total_worst_case(bids: List[models.Bid]) -> Decimal:
+    """The most `bids` can bill per hour together."""
+    return sum((worst_case(b) for b in bids), Decimal(0))
+
+
 def billable_bids(conn: connection.Connection) -> List[models.Bid]:
     """The project's bids that can bill, oldest first. One listing of every
     bid (all pages): one snapshot, where per-status listings could miss a bid
@@ -132,9 +137,8 @@ def standing(budget: settings.SpendBudget, bids: List[models.Bid],
              change: Change) -> Standing:
     """The worst case over `bids` (billable, `billable_bids`), now and once
     `change` replaces its bids."""
-    now = sum((worst_case(b) for b in bids), Decimal(0))
-    replaced = sum((worst_case(b) for b in bids if b.fid in change.replaces),
-                   Decimal(0))
+    now = total_worst_case(bids)
+    replaced = total_worst_case([b for b in bids if b.fid in change.replaces])
     return Standing(budget, change, bids, now, now - replaced + change.per_hour)
 
 
@@ -167,8 +171,8 @@ def must_yield(conn: connection.Connection,
         return None
     before = [b for b in bids if b.fid != bid.fid and
               (latest or _entered(b) < _entered(bid))]
-    total = sum((worst_case(b) for b in before),
-                bid.limit_price * bid.instance_quantity)
+    total = (total_worst_case(before) +
+             bid.limit_price * bid.instance_quantity)
     if total <= budget.per_hour:
         return None
     return BudgetExceededError(

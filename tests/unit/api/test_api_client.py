@@ -195,7 +195,7 @@ def test_instance_pricing_history_follows_pages_of_instances(
 
     assert [h.instance_fid for h in histories] == ['inst_1', 'inst_2']
     first, = histories[0].events
-    assert first.price == Decimal('1.25')
+    assert first.price_cents == 125
     assert first.start_time == since + timedelta(minutes=2)
     assert first.end_time is None
 
