@@ -211,6 +211,14 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.backends.backend_utils', '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS',
            API_SERVER, 'plugin.takeover._launch_settings_reach_existing_clusters: '
            'a relaunch\'s limit price and timeouts reach the bid'),
+    _entry('sky.core', 'cost_report', API_SERVER,
+           'plugin.takeover._charges_reach_cost_report: wrapped so Mithril '
+           'clusters show what their bids were charged'),
+    _entry('sky.utils.common_utils', 'make_cluster_name_on_cloud', API_SERVER,
+           'plugin.cost_report.bid_name: a cluster\'s bid name, for the user '
+           'who launched it', keywords=('max_length', 'add_user_hash')),
+    _entry(_CLOUD, 'Mithril.max_cluster_name_length', API_SERVER,
+           'plugin.cost_report.bid_name: how SkyPilot cuts the name'),
     _entry(_BACKEND, 'CloudVmRayBackend._check_existing_cluster', API_SERVER,
            'plugin.takeover._task_config_reaches_existing_clusters: wrapped so a '
            'relaunch\'s `config.mithril` replaces the old one'),
@@ -252,7 +260,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'plugin.takeover._task_config_reaches_existing_clusters: a Mithril '
            'cluster?'),
     _entry('sky.clouds.cloud', 'Cloud.canonical_name', API_SERVER,
-           'recovery.runtime.is_mithril: a Mithril cluster?'),
+           'recovery.runtime.is_mithril and plugin.cost_report: a Mithril '
+           'cluster?'),
     *(_entry(_CLOUD, f'Mithril.{method}', API_SERVER,
              'cloud.Mithril: overridden')
       for method in ('_REPR', '__getstate__',
@@ -337,7 +346,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.utils.auth_utils', 'get_or_generate_keys', API_SERVER,
            'account.ssh_keys.setup_mithril_authentication: the key Mithril gets'),
     _entry('sky.utils.common_utils', 'get_user_hash', API_SERVER,
-           'account.ssh_keys.ssh_key_fid_for: the registered key\'s name'),
+           'account.ssh_keys.ssh_key_fid_for: the registered key\'s name; '
+           'plugin.cost_report.bid_name: a record without a user'),
     _entry('sky.skypilot_config', 'get_nested', API_SERVER,
            'task.settings.sections_from_skypilot: the user\'s `plugins.mithril`'),
     # SkyPilot's state, read by `sky-mithril` commands and the jobs controller.

@@ -4,7 +4,7 @@ prices its instances were billed at, from Mithril's pricing history
 
 A charge is a period an instance was billed at one price per hour (the
 clearing price, never above the bid's limit); one still running bills until
-the window's end. What a charge billed in the window is its price × the hours
+the window's end (now, for a window without one). What a charge billed in the window is its price × the hours
 of it inside the window; money is rounded to cents only when shown.
 """
 
@@ -62,19 +62,23 @@ class BidSpend:
 
 def _hours_within(charge: models.InstanceCharge,
                   since: Optional[datetime.datetime],
-                  until: datetime.datetime) -> Decimal:
+                  until: Optional[datetime.datetime]) -> Decimal:
     begin = charge.start_time if since is None else max(charge.start_time,
                                                        since)
-    finish = min(charge.end_time or until, until)
+    finish = charge.end_time or until or datetime.datetime.now(
+        datetime.timezone.utc)
+    if until is not None:
+        finish = min(finish, until)
     seconds = Decimal(repr(max((finish - begin).total_seconds(), 0.0)))
     return seconds / SECONDS_PER_HOUR
 
 
 def bid_spend(conn: connection.Connection, bid: models.Bid,
               since: Optional[datetime.datetime],
-              until: datetime.datetime) -> BidSpend:
-    """What `bid`'s instances were charged in [since, until] (since None:
-    over the bid's life). A bid never allocated has no instances: no
+              until: Optional[datetime.datetime]) -> BidSpend:
+    """What `bid`'s instances were charged in [since, until]; None leaves
+    that end open (both None: over the bid's life, a charge still running
+    billing until now). A bid never allocated has no instances: no
     request."""
     if not bid.instances:
         return BidSpend(bid, [])
