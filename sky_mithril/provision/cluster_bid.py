@@ -408,8 +408,7 @@ class ClusterBid:
                 held = cls(conn, placement.bid, Outcome.PLACED,
                            placed_at=placement.placed_at)
             else:
-                with interrupts.deferred():
-                    held._apply_launch_settings(config.provider_config)
+                held._apply_launch_settings(config.provider_config)
         except BaseException as e:
             if held is None:
                 cancel_half_placed(conn, name, e)
@@ -433,19 +432,22 @@ class ClusterBid:
             f'{"resuming" if resume else "re-pricing"} bid {old.fid} '
             f'({old.instance_quantity}× {money.format_dollars(limit)}/h)',
             limit * old.instance_quantity, frozenset({old.fid}))
+        # Waiting for the budget's lock, Ctrl-C ends the launch at once;
+        # the update and its settling run with signals held.
         with budget_lib.guarded(self.conn, budget):
             budget_lib.check(self.conn, budget, change)
-            self.bid = self.conn.client.update_bid(
-                old.fid, limit_price=new_limit,
-                paused=False if resume else None)
-            raced = budget_lib.must_yield(self.conn, budget, self.bid,
-                                          latest=True)
-            if raced is not None:
+            with interrupts.deferred():
                 self.bid = self.conn.client.update_bid(
-                    old.fid,
-                    limit_price=old.limit_price if new_limit else None,
-                    paused=True if resume else None)
-                raise raced
+                    old.fid, limit_price=new_limit,
+                    paused=False if resume else None)
+                raced = budget_lib.must_yield(self.conn, budget, self.bid,
+                                              latest=True)
+                if raced is not None:
+                    self.bid = self.conn.client.update_bid(
+                        old.fid,
+                        limit_price=old.limit_price if new_limit else None,
+                        paused=True if resume else None)
+                    raise raced
         if resume:
             logger.info(f'Resumed paused bid {old.fid} in {old.region}.')
         if new_limit is not None:
