@@ -28,8 +28,8 @@ without `max_hourly_spend`) count against the budget but are never refused.
 
 import contextlib
 import dataclasses
-import hashlib
 import datetime
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
@@ -68,8 +68,8 @@ def total_worst_case(bids: List[models.Bid]) -> Decimal:
 
 def billable_bids(conn: connection.Connection) -> List[models.Bid]:
     """The project's bids that can bill, oldest first. One listing of every
-    bid (all pages): one snapshot, where per-status listings could miss a bid
-    changing status between them."""
+    bid (all pages) rather than one per status, which could miss a bid that
+    changes status between them."""
     bids = [b for b in conn.client.list_bids(conn.project_id)
             if b.status in BILLABLE]
     return sorted(bids, key=_entered)
