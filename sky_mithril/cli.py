@@ -1,6 +1,6 @@
 """`sky-mithril`: set the plugin up, run the local Mithril emulator, maintain the
-catalog, and Mithril's infrastructure commands (`instance`, `ssh`, `k8s`,
-`volumes`)."""
+catalog, Mithril's infrastructure commands (`instance`, `ssh`, `k8s`,
+`volumes`) and what the project paid (`spend`)."""
 
 import argparse
 import sys
@@ -111,8 +111,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from sky_mithril.account import credentials  # pylint: disable=import-outside-toplevel
         from sky_mithril.api import errors  # pylint: disable=import-outside-toplevel
         from sky_mithril.commands import output  # pylint: disable=import-outside-toplevel
+        from sky_mithril.provision import budget  # pylint: disable=import-outside-toplevel
         if isinstance(e, (credentials.CredentialsError, errors.MithrilAPIError,
-                          output.CommandError, ValueError, OSError)):
+                          output.CommandError, budget.BudgetExceededError,
+                          ValueError, OSError)):
             print(f'sky-mithril: {e}', file=sys.stderr)
             return 1
         raise

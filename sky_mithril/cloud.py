@@ -31,6 +31,7 @@ from sky_mithril.catalog import live_prices
 from sky_mithril import money
 from sky_mithril.task import mithril_volumes
 from sky_mithril.api import errors
+from sky_mithril.provision import budget as budget_lib
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
 
@@ -184,6 +185,33 @@ def _market_note(instance_type: str, region: str, limit: settings.LimitPrice,
                 f'node(s): the bid will wait for capacity, {wait}.')
     return (f'Spot price in {region} now: {spot_text} ({capacity} free), '
             'within your limit.')
+
+
+def _check_budget(budget: settings.SpendBudget, name_on_cloud: str,
+                  change_what: str, per_hour: Decimal,
+                  project_id: Optional[str]) -> Optional[budget_lib.Standing]:
+    """The project's worst case now and with this launch (whose cluster's
+    own bids it replaces), against `budget`, before any bid; a launch that
+    would lift it above the budget leaves Mithril out, naming the bids that
+    use it. None when the bids cannot be read (a dry run without working
+    credentials): the provisioner checks again before placing anything."""
+    try:
+        conn = connection.connect(project_id=project_id or None)
+    except (credentials_lib.CredentialsError, errors.MithrilAPIError) as e:
+        logger.info(f'Mithril spend budget not checked yet ({e}); it is '
+                    'checked before any bid is placed.')
+        return None
+    try:
+        bids = budget_lib.billable_bids(conn)
+    finally:
+        conn.client.close()
+    standing = budget_lib.standing(budget, bids, budget_lib.Change(
+        change_what, per_hour,
+        frozenset(b.fid for b in bids if b.name == name_on_cloud)))
+    if not standing.fits:
+        raise exceptions.InvalidCloudConfigs(
+            str(standing.refusal(budget_lib.cluster_labels())))
+    return standing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,6 +431,7 @@ class Mithril(builtin_mithril.Mithril):
                                                resources.max_hourly_cost)
             policy.relaunch_limit(limit, *sections,  # Checked up front.
                                   resources.max_hourly_cost)
+            settings.resolve_spend_budget(*sections)  # Checked up front.
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -531,11 +560,13 @@ class Mithril(builtin_mithril.Mithril):
         dryrun: bool = False,
         volume_mounts: Optional[List['volume_lib.VolumeMount']] = None,
     ) -> Dict[str, Any]:
-        """Template variables, including the effective limit price, which is
-        shown to the user here, before any bid is placed, and the cluster's
-        account: a new cluster's is the current credentials', an existing
-        one keeps its own (`_account_of`). Outside a dry run the nodes
-        mount the cluster's own credentials file, which SkyPilot's
+        """Template variables, including the effective limit price and the
+        spend budget, which are shown to the user here, before any bid is
+        placed (a launch that would lift the project's worst case above
+        `max_hourly_spend` is refused here, `_check_budget`), and the
+        cluster's account: a new cluster's is the current credentials', an
+        existing one keeps its own (`_account_of`). Outside a dry run the
+        nodes mount the cluster's own credentials file, which SkyPilot's
         authentication step fills (`ssh_keys.setup_mithril_authentication`)."""
         del volume_mounts
         if zones is not None:
@@ -551,6 +582,7 @@ class Mithril(builtin_mithril.Mithril):
                                           resources.max_hourly_cost)
         timeout = settings.resolve_provision_timeout(*sections)
         boot_timeout = settings.resolve_boot_timeout(*sections)
+        budget = settings.resolve_spend_budget(*sections)
         if _first_time_this_launch('deploy', cluster_name.name_on_cloud,
                                    region.name, instance_type,
                                    str(limit.per_hour)):
@@ -570,6 +602,15 @@ class Mithril(builtin_mithril.Mithril):
                 node_keys.credentials_path(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
+        if budget is not None:
+            standing = _check_budget(
+                budget, cluster_name.name_on_cloud,
+                f'this launch ({num_nodes}× {instance_type} at '
+                f'{money.format_dollars(limit.per_hour)}/h)',
+                limit.per_hour * num_nodes, account.project_id)
+            if standing is not None and _first_time_this_launch(
+                    'budget', cluster_name.name_on_cloud):
+                logger.info(standing.note())
         accelerators = self.get_accelerators_from_instance_type(instance_type)
         variables: Dict[str, Any] = {
             'instance_type': instance_type,
@@ -587,6 +628,7 @@ class Mithril(builtin_mithril.Mithril):
                 live_prices.snapshot().fid(instance_type, region.name) or '',
             'mithril_volume_fids': ','.join(m.volume.fid for m in mounts),
             'mithril_volume_setup': mithril_volumes.setup_commands(mounts),
+            'max_hourly_spend': '' if budget is None else str(budget.per_hour),
         }
         if accelerators:
             variables['docker_run_options'] = ['--gpus all']

@@ -212,6 +212,14 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.backends.backend_utils', '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS',
            API_SERVER, 'plugin.takeover._launch_settings_reach_existing_clusters: '
            'a relaunch\'s limit price and timeouts reach the bid'),
+    _entry('sky.core', 'cost_report', API_SERVER,
+           'plugin.takeover._charges_reach_cost_report: wrapped so Mithril '
+           'clusters show what their bids were charged'),
+    _entry('sky.utils.common_utils', 'make_cluster_name_on_cloud', API_SERVER,
+           'plugin.cost_report.bid_name: a cluster\'s bid name, for the user '
+           'who launched it', keywords=('max_length', 'add_user_hash')),
+    _entry(_CLOUD, 'Mithril.max_cluster_name_length', API_SERVER,
+           'plugin.cost_report.bid_name: how SkyPilot cuts the name'),
     _entry(_BACKEND, 'CloudVmRayBackend._check_existing_cluster', API_SERVER,
            'plugin.takeover._task_config_reaches_existing_clusters: wrapped so a '
            'relaunch\'s `config.mithril` replaces the old one'),
@@ -253,7 +261,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'plugin.takeover._task_config_reaches_existing_clusters: a Mithril '
            'cluster?'),
     _entry('sky.clouds.cloud', 'Cloud.canonical_name', API_SERVER,
-           'recovery.runtime.is_mithril and cloud._account_of: a Mithril '
+           'recovery.runtime.is_mithril, cloud._account_of and plugin.cost_report: a Mithril '
            'cluster?'),
     *(_entry(_CLOUD, f'Mithril.{method}', API_SERVER,
              'cloud.Mithril: overridden')
@@ -274,6 +282,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
                      'make_deploy_resources_variables')),
     _entry('sky.exceptions', 'InvalidCloudCredentials', API_SERVER,
            'cloud._account_for_launch: credential problems block the cloud'),
+    _entry('sky.exceptions', 'InvalidCloudConfigs', API_SERVER,
+           'cloud._check_budget: a launch over max_hourly_spend leaves '
+           'Mithril out'),
     _entry('sky.utils.common_utils', 'get_current_request_id', API_SERVER,
            'cloud._first_time_this_launch: a note once per request'),
     _entry('sky.utils.resources_utils', 'FeasibleResources', API_SERVER,
@@ -336,12 +347,13 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.utils.auth_utils', 'get_or_generate_keys', API_SERVER,
            'account.ssh_keys.setup_mithril_authentication: the key Mithril gets'),
     _entry('sky.utils.common_utils', 'get_user_hash', API_SERVER,
-           'account.ssh_keys.ssh_key_fid_for: the registered key\'s name'),
+           'account.ssh_keys.ssh_key_fid_for: the registered key\'s name; '
+           'plugin.cost_report.bid_name: a record without a user'),
     _entry('sky.skypilot_config', 'get_nested', API_SERVER,
            'task.settings.sections_from_skypilot: the user\'s `plugins.mithril`'),
     # SkyPilot's state, read by `sky-mithril` commands and the jobs controller.
     _entry('sky.global_user_state', 'get_clusters', API_SERVER,
-           'commands.sky_clusters: bulk deletes leave SkyPilot\'s bids alone'),
+           'provision.sky_clusters: bulk deletes leave SkyPilot\'s bids alone'),
     _entry('sky.global_user_state', 'get_cluster_yaml_dict', API_SERVER,
            'recovery.runtime.provider_config, recovery.strategy and '
            'cloud._account_of: the cluster\'s config'),
@@ -371,7 +383,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.skylet.job_lib', 'JobStatus.is_terminal', API_SERVER,
            'recovery.runtime._finished_status: the job ended?'),
     *(_entry(_BACKEND, f'{_HANDLE}.{attribute}', API_SERVER,
-             'recovery.runtime, recovery.strategy, commands.sky_clusters, '
+             'recovery.runtime, recovery.strategy, provision.sky_clusters, '
              f'cloud._account_of: the cluster record\'s {attribute}',
              on_instances=True)
       for attribute in ('cluster_name', 'cluster_name_on_cloud',

@@ -37,11 +37,12 @@ from sky_mithril.api.errors import redact
 from sky_mithril.api.models import (ApiKey, Auction, Bid, BidHistory,
                                     BidStatus, CreateApiKeyRequest,
                                     CreateBidRequest, CreateVolumeRequest,
-                                    CreatedApiKey,
-                                    CurrentPrice, Instance, InstanceStatus,
-                                    InstanceType, KubernetesCluster, Me,
-                                    PriceHistory, Project, SshKey,
-                                    UpdateBidRequest, Volume, VolumeInterface)
+                                    CreatedApiKey, CurrentPrice, Instance,
+                                    InstancePricingHistory, InstanceStatus,
+                                    InstanceStatusHistory, InstanceType,
+                                    KubernetesCluster, Me, PriceHistory,
+                                    Project, SshKey, UpdateBidRequest, Volume,
+                                    VolumeInterface)
 
 # Under SkyPilot's `sky` logger, so SKYPILOT_DEBUG=1 shows the HTTP lines.
 logger = logging.getLogger('sky.sky_mithril.api')
@@ -447,6 +448,51 @@ class MithrilClient:
         return self._get_one(f'/v2/instances/{_fid(instance_fid)}/status',
                              InstanceStatus)
 
+    def get_instance_pricing_history(
+            self,
+            project: str,
+            *,
+            bid_fid: Optional[str] = None,
+            instance_fid: Optional[str] = None,
+            start_time: Optional[datetime] = None,
+            end_time: Optional[datetime] = None) -> List[InstancePricingHistory]:
+        """What each instance was charged per hour, from when until when: a
+        bid's instances, one instance, or (neither given) the project's;
+        charges that overlap [start_time, end_time]; all pages."""
+        return self._get_list('/v2/instances/pricing/history',
+                              InstancePricingHistory,
+                              self._history_params(project, bid_fid,
+                                                   instance_fid, start_time,
+                                                   end_time),
+                              items_key='instances')
+
+    def get_instance_status_history(
+            self,
+            project: str,
+            *,
+            bid_fid: Optional[str] = None,
+            instance_fid: Optional[str] = None,
+            start_time: Optional[datetime] = None,
+            end_time: Optional[datetime] = None) -> List[InstanceStatusHistory]:
+        """The statuses each instance entered, when (chosen as in
+        `get_instance_pricing_history`); all pages."""
+        return self._get_list('/v2/instances/status/history',
+                              InstanceStatusHistory,
+                              self._history_params(project, bid_fid,
+                                                   instance_fid, start_time,
+                                                   end_time),
+                              items_key='instances')
+
+    @staticmethod
+    def _history_params(project: str, bid_fid: Optional[str],
+                        instance_fid: Optional[str],
+                        start_time: Optional[datetime],
+                        end_time: Optional[datetime]) -> Dict[str, Any]:
+        return _drop_none({'project': project, 'bid_fid': bid_fid,
+                           'instance_fid': instance_fid,
+                           'start_time': _iso(start_time),
+                           'end_time': _iso(end_time)})
+
     # Kubernetes clusters.
 
     def list_kubernetes_clusters(self, project: str) -> List[KubernetesCluster]:
@@ -512,9 +558,11 @@ class MithrilClient:
                   path: str,
                   model: Type[ModelT],
                   params: Optional[Dict[str, Any]] = None,
-                  max_items: Optional[int] = None) -> List[ModelT]:
+                  max_items: Optional[int] = None,
+                  items_key: str = 'data') -> List[ModelT]:
         """All items of a list endpoint (or the first `max_items`): a bare
-        JSON list, or pages of `{"data": [...], "next_cursor": ...}` followed
+        JSON list, or pages of `{"data": [...], "next_cursor": ...}` (the
+        history endpoints say `instances` for `data`: `items_key`) followed
         until the cursor is null."""
         items: List[ModelT] = []
         seen_cursors = set()
@@ -525,10 +573,10 @@ class MithrilClient:
             if isinstance(payload, list):
                 return items + self._parse_items(model, payload, path)
             if not isinstance(payload, dict) or not isinstance(
-                    payload.get('data'), list):
+                    payload.get(items_key), list):
                 raise self._unreadable('GET', path, 'expected a list or a '
-                                       '{"data": [...]} page')
-            items.extend(self._parse_items(model, payload['data'], path))
+                                       f'{{"{items_key}": [...]}} page')
+            items.extend(self._parse_items(model, payload[items_key], path))
             if max_items is not None and len(items) >= max_items:
                 return items[:max_items]
             cursor = payload.get('next_cursor')

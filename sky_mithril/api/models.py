@@ -348,6 +348,41 @@ class InstanceStatus(ApiModel):
     end_time: Optional[Timestamp] = None
 
 
+class InstanceCharge(ApiModel):
+    """A period an instance was billed at one price (InstancePricingEvent):
+    `price_cents` per hour from `start_time` until `end_time` (None while it
+    still bills)."""
+
+    price_cents: int
+    start_time: Timestamp
+    end_time: Optional[Timestamp] = None
+
+
+class InstancePricingHistory(ApiModel):
+    """One instance's charges (GET /v2/instances/pricing/history)."""
+
+    instance_fid: str
+    events: List[InstanceCharge] = Field(default_factory=list)
+    bid_fid: Optional[str] = None
+    reservation_fid: Optional[str] = None
+
+
+class InstanceStatusEvent(ApiModel):
+    """An instance entered `status` at `timestamp`."""
+
+    timestamp: Timestamp
+    status: str
+
+
+class InstanceStatusHistory(ApiModel):
+    """One instance's statuses (GET /v2/instances/status/history)."""
+
+    instance_fid: str
+    events: List[InstanceStatusEvent] = Field(default_factory=list)
+    bid_fid: Optional[str] = None
+    reservation_fid: Optional[str] = None
+
+
 class KubernetesCluster(ApiModel):
     """A Kubernetes cluster: a control node at `kube_host` (SSH user `ubuntu`,
     port 22) that bids join as workers through

@@ -24,7 +24,9 @@ from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, age, confirm, dollars,
                                          per_hour, print_json,
                                          print_table, progress, short_status)
+from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import cluster_bid
+from sky_mithril.task import settings
 
 # `--state` words: Mithril's bid states and `ml`'s names for them.
 STATE_WORDS = {
@@ -59,12 +61,6 @@ def limit_price(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(
             f'{text!r} must be above $0.00 and in whole cents, e.g. 8.00')
     return amount
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
-    return int(text)
 
 
 # JSON shapes (documented in docs/ml-commands.md, "JSON output").
@@ -173,6 +169,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
                    f'per instance, named {name}'
                    + (f', joining Kubernetes cluster {cluster.name}'
                       if cluster else ''))
+        # The user's max_hourly_spend (plugins.mithril in ~/.sky/config.yaml).
+        budget = settings.resolve_spend_budget(
+            *settings.sections_from_skypilot(None))
+        standing = budget_lib.check(conn, budget, budget_lib.new_bid(
+            name, args.num_instances, args.max_price))
+        if standing is not None:
+            progress(standing.note())
         if args.dry_run:
             if args.json:
                 print_json({'dry_run': True, 'name': name,
@@ -193,7 +196,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
                 ssh_keys=keys.key_fids_for_new_bid(conn),
                 kubernetes_cluster=cluster.fid if cluster else None))
         progress(f'Placing bid {name}...')
-        bid = cluster_bid.create_once(conn, request).bid
+        bid = cluster_bid.create_once(conn, request, budget=budget).bid
         spot = _spot_price(conn, bid)
         progress(f'Placed bid {bid.fid} for {summary}. Spot price now: '
                  f'{per_hour(spot)}.')
@@ -452,7 +455,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         type=limit_price, required=True,
                         help='limit price per instance-hour: 8.0 or $8.00')
     create.add_argument('-n', '--name', help='bid name (default: generated)')
-    create.add_argument('-N', '--num-instances', type=_positive_int,
+    create.add_argument('-N', '--num-instances', type=common.positive_int,
                         default=1, metavar='N',
                         help='instances in the bid, all or none (default 1)')
     create.add_argument('-p', '--project', help='project name or fid')
@@ -474,7 +477,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help='one state, any case: open/pending, '
                          'allocated/running, preempting, paused, '
                          'terminated/cancelled')
-    listing.add_argument('--limit', type=_positive_int, metavar='N',
+    listing.add_argument('--limit', type=common.positive_int, metavar='N',
                          help='at most N bids, newest first')
     listing.add_argument('--json', action='store_true')
     listing.set_defaults(handler=_cmd_list)

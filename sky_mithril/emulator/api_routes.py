@@ -189,8 +189,7 @@ def api_router(market: Market, lock: ContextManager[Any],
         if scheme.lower() != 'bearer' or not token:
             raise fastapi.HTTPException(401, 'Not authenticated',
                                         headers={'WWW-Authenticate': 'Bearer'})
-        with lock:
-            market.tick()
+        with market.caught_up(lock):
             accepted = market.api_keys.authenticates(token, api_key)
         if not accepted:
             raise fastapi.HTTPException(401, 'Invalid API key',
@@ -618,6 +617,51 @@ def api_router(market: Market, lock: ContextManager[Any],
                 'reservation': instance.reservation_fid,
                 'end_time': wire.iso(instance.end_time),
             }
+
+    # Instances' history (`market.history`): by instance, by bid, or the
+    # project's; the emulator has no reservations, so asking for one's finds
+    # nothing.
+
+    def history_window(start_time: Optional[datetime.datetime],
+                       end_time: Optional[datetime.datetime]) -> Dict[str, Any]:
+        return {'start': wire.utc(start_time) if start_time else None,
+                'end': wire.utc(end_time) if end_time else None}
+
+    @v2.get('/instances/status/history')
+    def instance_status_history(
+            project: str,
+            instance_fid: Optional[str] = None,
+            bid_fid: Optional[str] = None,
+            reservation_fid: Optional[str] = None,
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            start_time: Optional[datetime.datetime] = None,
+            end_time: Optional[datetime.datetime] = None,
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            rows = [] if reservation_fid is not None else [
+                (instance.order, wire.status_history_json(instance, changes))
+                for instance, changes in market.history.statuses(
+                    project, instance_fid=instance_fid, bid_fid=bid_fid,
+                    **history_window(start_time, end_time))]
+        return wire.history_page(rows, limit, next_cursor)
+
+    @v2.get('/instances/pricing/history')
+    def instance_pricing_history(
+            project: str,
+            instance_fid: Optional[str] = None,
+            bid_fid: Optional[str] = None,
+            reservation_fid: Optional[str] = None,
+            limit: Optional[int] = Query(None, ge=1, le=100),
+            start_time: Optional[datetime.datetime] = None,
+            end_time: Optional[datetime.datetime] = None,
+            next_cursor: Optional[str] = None) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            rows = [] if reservation_fid is not None else [
+                (instance.order, wire.pricing_history_json(instance, charges))
+                for instance, charges in market.history.charges(
+                    project, instance_fid=instance_fid, bid_fid=bid_fid,
+                    **history_window(start_time, end_time))]
+        return wire.history_page(rows, limit, next_cursor)
 
     @v2.get('/kubernetes/clusters')
     def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:

@@ -161,6 +161,34 @@ def instance_json(instance: Instance) -> Dict[str, Any]:
     return _with_ssh_extras(data, address)
 
 
+def status_history_json(
+        instance: Instance,
+        changes: Sequence[market_lib.StatusChange]) -> Dict[str, Any]:
+    """An instance's status changes as Mithril's InstanceStatusHistory."""
+    return {
+        'instance_fid': instance.fid,
+        'events': [{'timestamp': iso(c.timestamp), 'status': c.status.value}
+                   for c in changes],
+        'bid_fid': instance.bid_fid,
+        'reservation_fid': instance.reservation_fid,
+    }
+
+
+def pricing_history_json(
+        instance: Instance,
+        charges: Sequence[market_lib.Charge]) -> Dict[str, Any]:
+    """An instance's charges as Mithril's InstancePricingHistory: price per
+    hour in cents, from `start_time` until `end_time` (null while it bills)."""
+    return {
+        'instance_fid': instance.fid,
+        'events': [{'price_cents': cents(c.price),
+                    'start_time': iso(c.start),
+                    'end_time': iso(c.end)} for c in charges],
+        'bid_fid': instance.bid_fid,
+        'reservation_fid': instance.reservation_fid,
+    }
+
+
 def kubernetes_cluster_json(market: Market,
                             cluster: KubernetesCluster) -> Dict[str, Any]:
     """A cluster as Mithril's KubernetesClusterModel."""
@@ -386,6 +414,28 @@ def page(rows: Sequence[Dict[str, Any]], orders: Mapping[str, int], *,
     next_cursor = (_encode_cursor(key(page_rows[-1]))
                    if len(ordered) > size else None)
     return {'data': page_rows, 'next_cursor': next_cursor}
+
+
+def history_page(rows: Sequence[Tuple[int, Dict[str, Any]]],
+                 limit: Optional[int],
+                 cursor: Optional[str]) -> Dict[str, Any]:
+    """One page of the instance history endpoints: `rows` are (the
+    instance's market order, its JSON), in that order; `{"instances": [...],
+    "next_cursor": ...}`."""
+    after = None
+    if cursor is not None:
+        key = _decode_cursor(cursor)
+        if len(key) != 1 or not isinstance(key[0], int):
+            raise validation_error(('query', 'next_cursor'),
+                                   'next_cursor is not a cursor this server '
+                                   'issued')
+        after = key[0]
+    left = [(order, row) for order, row in rows
+            if after is None or order > after]
+    size = limit or DEFAULT_PAGE_SIZE
+    return {'instances': [row for _, row in left[:size]],
+            'next_cursor': (_encode_cursor((left[size - 1][0],))
+                            if len(left) > size else None)}
 
 
 def _encode_cursor(key: Tuple[Any, ...]) -> str:

@@ -163,7 +163,7 @@ def _register_jobs_runtime() -> None:
 # The cluster config's provider fields that are this launch's settings, not
 # the cluster's identity (region, project, API).
 LAUNCH_SETTINGS = ('limit_price_per_hour', 'provision_timeout', 'boot_timeout',
-                   'instance_type_fid', 'volume_fids')
+                   'instance_type_fid', 'volume_fids', 'max_hourly_spend')
 
 
 def _launch_settings_reach_existing_clusters() -> None:
@@ -228,11 +228,29 @@ def _take_over_recovery_strategies() -> None:
     strategies['failover'] = strategy.FailoverWithStandby
 
 
+def _charges_reach_cost_report() -> None:
+    """`sky cost-report` shows Mithril clusters at what their bids were
+    charged, not at today's price times SkyPilot's duration: SkyPilot's
+    report, as the API server and its workers compute it, passes through
+    `plugin.cost_report`."""
+    from sky import core  # pylint: disable=import-outside-toplevel
+    from sky_mithril.plugin import cost_report  # pylint: disable=import-outside-toplevel
+    original = core.cost_report
+
+    # Named as SkyPilot's (functools.wraps), so a request that pickles it by
+    # reference finds it again in a worker process.
+    @functools.wraps(original)
+    def cost_report_with_charges(*args: Any, **kwargs: Any) -> Any:
+        return cost_report.with_charges(original(*args, **kwargs))
+
+    core.cost_report = cost_report_with_charges
+
+
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
-    _task_config_reaches_existing_clusters)
+    _task_config_reaches_existing_clusters, _charges_reach_cost_report)
 
 
 def install() -> None:

@@ -15,6 +15,10 @@ paused again, an adopted one left alone. Requests that change the market run
 with SIGINT/SIGTERM held (`interrupts.deferred`), so their outcome is always
 known before an interrupt leaves.
 
+Every change that can lift the project's worst-case spend (a bid placed, a
+paused bid resumed, a limit raised) is checked against the launch's
+`max_hourly_spend` first and settled after (`budget`).
+
 A bid POST answered by a 5xx, a timeout or a reset may still be committed by
 Mithril later. No second POST goes out until the bid has been looked for by
 name for LATE_COMMIT_WINDOW_SECONDS (`create_once`), and a launch that placed
@@ -44,6 +48,7 @@ from sky_mithril.account import connection
 from sky_mithril import money
 from sky_mithril.api import errors
 from sky_mithril.api import models
+from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
 from sky_mithril.task import settings
@@ -142,6 +147,16 @@ def _boot_timeout(provider_config: Dict[str, Any]) -> float:
     value = provider_config.get('boot_timeout')
     return (float(value) if value not in (None, '') else
             float(settings.DEFAULT_BOOT_TIMEOUT_SECONDS))
+
+
+def spend_budget(
+        provider_config: Dict[str, Any]) -> Optional[settings.SpendBudget]:
+    """The `max_hourly_spend` the cluster was launched with, if any."""
+    value = provider_config.get('max_hourly_spend')
+    if value in (None, ''):
+        return None
+    return settings.SpendBudget(
+        Decimal(value), f'{settings.MAX_HOURLY_SPEND} of this launch')
 
 
 def connect(provider_config: Optional[Dict[str, Any]]) -> connection.Connection:
@@ -426,8 +441,7 @@ class ClusterBid:
                 held = cls(conn, placement.bid, Outcome.PLACED,
                            placed_at=placement.placed_at)
             else:
-                with interrupts.deferred():
-                    held._apply_launch_settings(config.provider_config)
+                held._apply_launch_settings(config.provider_config)
         except BaseException as e:
             if held is None:
                 cancel_half_placed(conn, name, e)
@@ -438,15 +452,35 @@ class ClusterBid:
 
     def _apply_launch_settings(self, provider_config: Dict[str, Any]) -> None:
         """Resumes a paused bid and gives it the launch's effective limit
-        price, in one request; announces what changed."""
+        price, in one request, within the launch's spend budget (undone if
+        it raced past it); announces what changed."""
         limit = Decimal(provider_config['limit_price_per_hour'])
         new_limit = None if limit == self.bid.limit_price else limit
         resume = self.outcome == Outcome.RESUMED
         if new_limit is None and not resume:
             return
         old = self.bid
-        self.bid = self.conn.client.update_bid(
-            old.fid, limit_price=new_limit, paused=False if resume else None)
+        budget = spend_budget(provider_config)
+        change = budget_lib.Change(
+            f'{"resuming" if resume else "re-pricing"} bid {old.fid} '
+            f'({old.instance_quantity}× {money.format_dollars(limit)}/h)',
+            limit * old.instance_quantity, frozenset({old.fid}))
+        # Waiting for the budget's lock, Ctrl-C ends the launch at once;
+        # the update and its settling run with signals held.
+        with budget_lib.guarded(self.conn, budget):
+            budget_lib.check(self.conn, budget, change)
+            with interrupts.deferred():
+                self.bid = self.conn.client.update_bid(
+                    old.fid, limit_price=new_limit,
+                    paused=False if resume else None)
+                raced = budget_lib.must_yield(self.conn, budget, self.bid,
+                                              latest=True)
+                if raced is not None:
+                    self.bid = self.conn.client.update_bid(
+                        old.fid,
+                        limit_price=old.limit_price if new_limit else None,
+                        paused=True if resume else None)
+                    raise raced
         if resume:
             logger.info(f'Resumed paused bid {old.fid} in {old.region}.')
         if new_limit is not None:
@@ -479,14 +513,15 @@ class ClusterBid:
             launch_specification=models.LaunchSpecification(
                 ssh_keys=[config.authentication_config['ssh_key_id']],
                 volumes=volume_fids(config.provider_config)))
+        budget = spend_budget(config.provider_config)
         try:
-            placement = create_once(conn, request)
+            placement = create_once(conn, request, budget=budget)
         except errors.ValidationError as e:
             if planned_fid is None or not _about_instance_type(e):
                 raise
             placement = create_once(conn, request.model_copy(update={
                 'instance_type': instance_type_fid(conn, instance_type,
-                                                   region)}))
+                                                   region)}), budget=budget)
         logger.info(f'Placed Mithril bid {placement.bid.fid}: {config.count}× '
                     f'{instance_type} in {region} at a limit of '
                     f'{money.format_dollars(limit)}/h per instance.')
@@ -694,8 +729,15 @@ class Placement:
 
 def create_once(conn: connection.Connection,
                 request: models.CreateBidRequest,
-                placed_before: FrozenSet[str] = frozenset()) -> Placement:
-    """POSTs the bid so that it exists once, never twice.
+                placed_before: FrozenSet[str] = frozenset(), *,
+                budget: Optional[settings.SpendBudget]) -> Placement:
+    """POSTs the bid so that it exists once, never twice, and only within
+    `budget` (the project's `max_hourly_spend`; None: none set).
+
+    Every bid placement goes through here. The budget is checked before the
+    first POST and, once the bid exists, settled against other changes that
+    raced past the check (`budget_lib`), holding the project's budget lock
+    throughout; a bid that must yield is cancelled, and the refusal raised.
 
     A POST answered by a 5xx, a timeout or a reset may still be committed
     later, so no second POST goes out while its outcome is unknown: the bid
@@ -713,14 +755,27 @@ def create_once(conn: connection.Connection,
     live bid of the name is cancelled (`cancel_extra_bids`).
     """
     posts = _BidPosts(conn, request.name, placed_before)
-    try:
-        placed = posts.place(request)
-        if posts.count > 1:
-            cancel_extra_bids(conn, request.name, placed.bid.fid,
-                              placed_before)
-    except BaseException as e:
-        posts.cancel_late_commit(e)
-        raise
+    with budget_lib.guarded(conn, budget):
+        budget_lib.check(conn, budget, budget_lib.new_bid(
+            request.name, request.instance_quantity, request.limit_price))
+        try:
+            placed = posts.place(request)
+            if posts.count > 1:
+                cancel_extra_bids(conn, request.name, placed.bid.fid,
+                                  placed_before)
+        except BaseException as e:
+            posts.cancel_late_commit(e)
+            raise
+        try:
+            raced = budget_lib.must_yield(conn, budget, placed.bid,
+                                          latest=False)
+            if raced is not None:
+                raise raced
+        except BaseException:
+            # Unsettled, the bid could hold the project above its budget.
+            with interrupts.deferred():
+                cancel_and_confirm(conn, placed.bid.fid)
+            raise
     return placed
 
 

@@ -23,14 +23,18 @@ from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.recovery import records
 from sky_mithril.recovery import standby_guard
+from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
 
 def place_standby(conn: connection.Connection, bid: models.Bid,
-                  limit: Decimal) -> cluster_bid.ClusterBid:
+                  limit: Decimal, budget: Optional[settings.SpendBudget]
+                  ) -> cluster_bid.ClusterBid:
     """Places a standby for the cluster's bid `bid`: the same name, region,
-    instance type, nodes, SSH keys and volumes, at `limit` per instance-hour.
+    instance type, nodes, SSH keys and volumes, at `limit` per instance-hour,
+    within the cluster's spend `budget` (the old bid, still billable in its
+    notice, counts against it too).
     An earlier standby (left by an interrupted recovery) is cancelled first.
     Undone (cancelled) if placing it fails or is interrupted; a POST whose
     answer was lost is waited out first (`cluster_bid.create_once`), so a
@@ -48,7 +52,8 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     placed_before = frozenset({bid.fid})
     records.set_standby(bid.name, '')
     try:
-        placement = cluster_bid.create_once(conn, request, placed_before)
+        placement = cluster_bid.create_once(conn, request, placed_before,
+                                            budget=budget)
         records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
         cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)

@@ -132,7 +132,8 @@ def plan_recovery(handle: Any, dag: Any,
                 'has no Mithril volume, so it can move to another region now.')
             return RecoveryPlan(other_regions=other_regions)
     started = time.time()
-    standby = standby_lib.place_standby(conn, bid, limit)
+    standby = standby_lib.place_standby(
+        conn, bid, limit, cluster_bid.spend_budget(provider_config))
     try:
         with standby_lib.StandbyWatch(conn, name, bid.fid, standby.bid.fid,
                                       cancelled), \

@@ -1,4 +1,5 @@
-"""The plugin's settings: limit price, provision and boot timeouts, volumes.
+"""The plugin's settings: limit price, provision and boot timeouts, volumes,
+and the project's spend budget (`max_hourly_spend`).
 
 A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
 user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
@@ -29,9 +30,10 @@ LIMIT_PRICE_PER_GPU = 'limit_price_per_gpu'
 PROVISION_TIMEOUT = 'provision_timeout'
 BOOT_TIMEOUT = 'boot_timeout'
 VOLUMES = 'volumes'
+MAX_HOURLY_SPEND = 'max_hourly_spend'
 # The managed-job recovery's keys of the same section are in recovery.policy.
 KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT,
-        VOLUMES)
+        VOLUMES, MAX_HOURLY_SPEND)
 
 # SkyPilot's own cap per node-hour, in the task's `resources:`.
 MAX_HOURLY_COST = 'resources.max_hourly_cost'
@@ -64,6 +66,7 @@ def section_schema() -> Dict[str, Any]:
             # Mount path -> Mithril volume name (`volumes`).
             VOLUMES: {'type': 'object',
                       'additionalProperties': {'type': 'string'}},
+            MAX_HOURLY_SPEND: NUMBER_OR_STRING,
         },
     }
 
@@ -77,6 +80,18 @@ class LimitPrice:
 
     def describe(self) -> str:
         return f'{money.format_dollars(self.per_hour)}/h per instance ({self.source})'
+
+
+@dataclasses.dataclass(frozen=True)
+class SpendBudget:
+    """The most the project's live bids may cost per hour together
+    (`max_hourly_spend`), and where it was set."""
+
+    per_hour: Decimal
+    source: str
+
+    def describe(self) -> str:
+        return f'{money.format_dollars(self.per_hour)}/h ({self.source})'
 
 
 def parse_price(value: Any, key: str, scope: str) -> Decimal:
@@ -190,6 +205,19 @@ def resolve_limit_price(num_gpus: int, task_section: Dict[str, Any],
                           'cap per node-hour')
     return LimitPrice(DEFAULT_LIMIT_PRICE_PER_HOUR,
                       "Mithril's default; set config.mithril.limit_price")
+
+
+def resolve_spend_budget(task_section: Dict[str, Any],
+                         user_section: Dict[str, Any]) -> Optional[SpendBudget]:
+    """`max_hourly_spend` from the task, else the user; None when neither
+    sets one. Validated as a limit price is (positive, whole cents)."""
+    for section, scope in ((task_section, TASK_SCOPE), (user_section,
+                                                        USER_SCOPE)):
+        value = section.get(MAX_HOURLY_SPEND)
+        if value is not None:
+            return SpendBudget(parse_price(value, MAX_HOURLY_SPEND, scope),
+                               f'{MAX_HOURLY_SPEND} in {scope}')
+    return None
 
 
 def _resolve_seconds(key: str, default: int, can_wait_forever: bool,

@@ -2,6 +2,7 @@
 private HOME) against the emulator: the plugin taking over `mithril` is
 proven by what users see."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,24 @@ def test_dryrun_refuses_a_limit_above_max_hourly_cost_naming_both_keys(sky_sandb
     assert result.returncode != 0, out
     assert 'limit_price in config.mithril gives $25.00/h per instance' in out
     assert 'above resources.max_hourly_cost $20.00/h' in out
+
+
+def test_dryrun_shows_the_worst_case_against_max_hourly_spend(sky_sandbox):
+    result, out = dryrun(sky_sandbox, write_task(
+        sky_sandbox, 'budgeted', {'accelerators': 'A100:1'},
+        {'limit_price': 4, 'max_hourly_spend': 500}))
+    assert result.returncode == 0, out
+    assert re.search(r'Mithril spend: worst case now \$[\d,]+\.\d\d/h of your '
+                     r'\$500\.00/h \(max_hourly_spend in config\.mithril\)', out), out
+
+
+def test_dryrun_over_max_hourly_spend_is_refused_before_any_bid(sky_sandbox):
+    result, out = dryrun(sky_sandbox, write_task(
+        sky_sandbox, 'over-budget', {'accelerators': 'A100:1'},
+        {'limit_price': 25, 'max_hourly_spend': 10}))
+    assert result.returncode != 0, out
+    assert 'Mithril spend budget: this launch' in out
+    assert 'above $10.00/h (max_hourly_spend in config.mithril)' in out
 
 
 def test_dryrun_without_limit_uses_the_documented_default(sky_sandbox):

@@ -136,3 +136,23 @@ def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():
         policy.relaunch_limit(limit, {'recovery_limit_price': 1}, {})
     with pytest.raises(settings.MithrilConfigError, match='not a dollar amount'):
         policy.relaunch_limit(limit, {'recovery_limit_price': 'x'}, {})
+
+
+def test_spend_budget_from_the_task_else_the_user():
+    assert settings.resolve_spend_budget({}, {}) is None
+    user = settings.resolve_spend_budget({}, {'max_hourly_spend': '$50'})
+    assert user.per_hour == Decimal('50')
+    assert user.describe() == (
+        '$50.00/h (max_hourly_spend in plugins.mithril in ~/.sky/config.yaml)')
+    task = settings.resolve_spend_budget({'max_hourly_spend': 20.5},
+                                         {'max_hourly_spend': 50})
+    assert task.describe() == '$20.50/h (max_hourly_spend in config.mithril)'
+
+
+@pytest.mark.parametrize('value,fragment', [
+    ('lots', 'not a dollar amount'), (0, 'must be positive'),
+    (10.125, 'whole cents')])
+def test_bad_spend_budget_names_the_key_and_the_fix(value, fragment):
+    with pytest.raises(settings.MithrilConfigError,
+                       match=f'config.mithril.max_hourly_spend.*{fragment}'):
+        settings.resolve_spend_budget({'max_hourly_spend': value}, {})

@@ -15,6 +15,7 @@ whose public attributes they are (each in the module of its name unless said):
   bids                 placing, changing, cancelling bids; filler bids
   instances            instances' life cycle: boot, notice, stop, termination;
                        pausing, resuming, restarting one instance
+  history              instances' status changes and charges
   volumes              (storage.py) file shares and block volumes
   ssh_keys             SSH keys
   lifecycle_scripts    scripts kept for instances to run
@@ -44,21 +45,21 @@ from sky_mithril.emulator.market.instances import BOOT_SEQUENCE, ORDER_TYPES
 from sky_mithril.emulator.market.kubernetes import DEFAULT_K8S_VERSION
 from sky_mithril.emulator.market.market import Market
 from sky_mithril.emulator.market.records import (
-    KUBE_API_PORT, Auction, Bid, BidEventType, BidStatus, CpuVm, Instance,
+    KUBE_API_PORT, Auction, Bid, BidEventType, BidStatus, Charge, CpuVm, Instance,
     InstanceStatus, InstanceType, KubernetesCluster, KubernetesClusterStatus,
     LifecycleScript, LifecycleScriptScope, Project, RegionStorageQuota, SshKey,
-    User, Volume)
+    StatusChange, User, Volume)
 from sky_mithril.emulator.market.state import region_id
 from sky_mithril.emulator.market.storage import MAX_VOLUME_GB
 
 __all__ = [
-    'ApiKey', 'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'CpuVm',
+    'ApiKey', 'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'Charge', 'CpuVm',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'Declined', 'FieldError',
     'IMAGE_VERSION_FID', 'Instance', 'InstanceStatus', 'InstanceType',
     'InvalidRequest', 'InvalidState', 'KUBE_API_PORT', 'KubernetesCluster',
     'KubernetesClusterStatus', 'LifecycleScript', 'LifecycleScriptScope',
     'MAX_VOLUME_GB', 'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError',
     'NotFound', 'NotSupported', 'ORDER_TYPES', 'ORGANIZATION_ID',
-    'PROJECT_FID', 'Project', 'RegionStorageQuota', 'SshKey', 'User', 'Volume',
+    'PROJECT_FID', 'Project', 'RegionStorageQuota', 'SshKey', 'StatusChange', 'User', 'Volume',
     'region_id'
 ]

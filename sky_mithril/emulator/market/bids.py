@@ -26,7 +26,6 @@ from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
                                                  BidEventType, BidStatus,
-                                                 InstanceStatus,
                                                  LaunchSpecification)
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
@@ -273,11 +272,9 @@ class Bids:
                        limit_price=bid.limit_price)
             bid.record(self._state.now, BidEventType.ALLOCATED)
             instance = self._instances.create(bid, 0)
-            instance.status = InstanceStatus.RUNNING
-            instance.price_paid = bid.price_paid
-            instance.address = HostAddress(
+            self._instances.run_filler(instance, auction.spot_price, HostAddress(
                 ssh_destination=f'127.79.{order // 254 % 256}.{order % 254 + 1}',
-                private_ip=f'127.80.{order // 254 % 256}.{order % 254 + 1}')
+                private_ip=f'127.80.{order // 254 % 256}.{order % 254 + 1}'))
             self._store.bids[bid.fid] = bid
             bids.append(bid)
         return bids

@@ -37,7 +37,8 @@ changes any:
             as is an image version other than the one its type boots,
             INVALID_IMAGE_VERSION.
 Unknown fids are NotFound before anything else. A CPU VM costs its hourly
-price until it is terminated, paused or not.
+price until it is terminated, paused or not. Each status an instance enters, and
+each change of what it is charged, is told to `history`.
 """
 
 import datetime
@@ -46,9 +47,11 @@ import logging
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.errors import (Declined, InvalidState,
                                                 NotFound, NotSupported)
+from sky_mithril.emulator.market.history import History
 from sky_mithril.emulator.market.images import image_for
 from sky_mithril.emulator.market.records import (Bid, BidEventType, BidStatus,
                                                  CpuVm, HostState, Instance,
@@ -84,6 +87,7 @@ class Instances:
                  accounts: Accounts,
                  ssh_keys: SshKeys,
                  volumes: Volumes,
+                 history: History,
                  *,
                  preemption_notice_s: float,
                  boot_durations_s: Optional[Mapping[InstanceStatus,
@@ -94,6 +98,7 @@ class Instances:
         self._accounts = accounts
         self._ssh_keys = ssh_keys
         self._volumes = volumes
+        self._history = history
         self.preemption_notice_s = preemption_notice_s
         self.boot_durations_s = {
             **DEFAULT_BOOT_DURATIONS_S,
@@ -155,6 +160,7 @@ class Instances:
                             order=self._state.next_order())
         bid.instances.append(instance)
         self._store.instances[instance.fid] = instance
+        self._history.status_changed(instance)
         return instance
 
     def launch(self, vm: CpuVm) -> Instance:
@@ -168,12 +174,29 @@ class Instances:
                             reservation_fid=vm.fid,
                             instance_type=vm.instance_type,
                             region=vm.region,
-                            order=self._state.next_order(),
-                            price_paid=vm.instance_type.hourly_price)
+                            order=self._state.next_order())
         vm.instances.append(instance)
         self._store.instances[instance.fid] = instance
+        self._set_price(instance, vm.instance_type.hourly_price)
         self._boot_step(instance, InstanceStatus.NEW)
         return instance
+
+    def _set_status(self, instance: Instance, status: InstanceStatus) -> None:
+        instance.status = status
+        self._history.status_changed(instance)
+
+    def _set_price(self, instance: Instance, price: Optional[Decimal]) -> None:
+        """What `instance` is charged per hour from now; None: nothing."""
+        instance.price_paid = price
+        self._history.price_changed(instance)
+
+    def run_filler(self, instance: Instance, price: Decimal,
+                   address: HostAddress) -> None:
+        """A filler bid's instance: RUNNING at `address` from now, charged
+        `price`, with no host behind it."""
+        self._set_status(instance, InstanceStatus.RUNNING)
+        self._set_price(instance, price)
+        instance.address = address
 
     def allocate(self, bid: Bid, price: Decimal) -> None:
         """The bid won at `price`: its instances (made on the first win) boot."""
@@ -188,12 +211,12 @@ class Instances:
             if instance.status == InstanceStatus.STOPPING:
                 self._finish_stopping(instance)
             instance.epoch += 1
-            instance.price_paid = price
+            self._set_price(instance, price)
             instance.end_time = None
             self._boot_step(instance, InstanceStatus.NEW)
 
     def _boot_step(self, instance: Instance, status: InstanceStatus) -> None:
-        instance.status = status
+        self._set_status(instance, status)
         if status == InstanceStatus.STARTING and not self._bring_up_host(
                 instance):
             return
@@ -220,7 +243,7 @@ class Instances:
                 instance.address = hosts.resume(instance.fid, **with_volumes)
         except Exception:  # pylint: disable=broad-except
             logger.exception('Host backend failed to start %s', instance.fid)
-            instance.status = InstanceStatus.ERROR
+            self._set_status(instance, InstanceStatus.ERROR)
             return False
         instance.host = HostState.UP
         return True
@@ -245,7 +268,7 @@ class Instances:
         bid.record(self._state.now, BidEventType.PREEMPTED)
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.PREEMPTING
+            self._set_status(instance, InstanceStatus.PREEMPTING)
             instance.end_time = end_time
             if instance.host == HostState.UP:
                 self._call_host(instance,
@@ -262,8 +285,8 @@ class Instances:
         bid.preemption_end_time = None
         for instance in bid.instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.PREEMPTED
-            instance.price_paid = None
+            self._set_status(instance, InstanceStatus.PREEMPTED)
+            self._set_price(instance, None)
             if instance.host == HostState.UP:
                 self._call_host(instance, self._state.hosts.preempt)
                 instance.host = HostState.DOWN
@@ -272,19 +295,19 @@ class Instances:
         """Stops a paused bid's instances; `stop_duration_s` later they are
         paused and their hosts too."""
         for instance in bid.instances:
-            instance.price_paid = None
+            self._set_price(instance, None)
             self._stop(instance)
 
     def _stop(self, instance: Instance) -> None:
         instance.epoch += 1
-        instance.status = InstanceStatus.STOPPING
+        self._set_status(instance, InstanceStatus.STOPPING)
         instance.end_time = None
         self._state.timer(instance, self.stop_duration_s,
                           functools.partial(self._finish_stopping, instance))
 
     def _finish_stopping(self, instance: Instance) -> None:
         instance.epoch += 1
-        instance.status = InstanceStatus.PAUSED
+        self._set_status(instance, InstanceStatus.PAUSED)
         if instance.host == HostState.UP:
             self._call_host(instance, self._state.hosts.pause)
             instance.host = HostState.DOWN
@@ -294,8 +317,8 @@ class Instances:
         their hosts."""
         for instance in instances:
             instance.epoch += 1
-            instance.status = InstanceStatus.TERMINATED
-            instance.price_paid = None
+            self._set_status(instance, InstanceStatus.TERMINATED)
+            self._set_price(instance, None)
             instance.restarting = False
             if instance.host != HostState.NONE:
                 self._call_host(instance, self._state.hosts.destroy)

@@ -27,6 +27,7 @@ from sky_mithril.emulator.market.auctions import DEFAULT_CAPACITY, Auctions
 from sky_mithril.emulator.market.bids import Bids
 from sky_mithril.emulator.market.cpu_vms import CpuVms
 from sky_mithril.emulator.market.errors import MarketError
+from sky_mithril.emulator.market.history import History
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
 from sky_mithril.emulator.market.lifecycle_scripts import LifecycleScripts
@@ -61,10 +62,13 @@ class Market:
         self.ssh_keys = SshKeys(self._state, self.accounts)
         self.lifecycle_scripts = LifecycleScripts(self._state, self.accounts)
         self.volumes = Volumes(self._state, self.accounts)
+        # Instances' status changes and charges.
+        self.history = History(self._state, self.accounts)
         self.instances = Instances(self._state,
                                    self.accounts,
                                    self.ssh_keys,
                                    self.volumes,
+                                   self.history,
                                    preemption_notice_s=preemption_notice_s,
                                    boot_durations_s=boot_durations_s,
                                    stop_duration_s=stop_duration_s)

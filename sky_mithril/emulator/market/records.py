@@ -208,11 +208,31 @@ class BidEvent:
 
 
 @dataclasses.dataclass
+class StatusChange:
+    """An instance entered `status` at `timestamp`."""
+
+    timestamp: datetime.datetime
+    status: InstanceStatus
+
+
+@dataclasses.dataclass
+class Charge:
+    """An instance billed `price` per hour from `start` until `end` (None
+    while it still bills)."""
+
+    price: Decimal
+    start: datetime.datetime
+    end: Optional[datetime.datetime] = None
+
+
+@dataclasses.dataclass
 class Instance:
     """One instance of a bid (`bid_fid`) or of a reservation
     (`reservation_fid`: a CPU VM's hidden one); `host` tracks which host
     hooks apply, `restarting` whether its VM is restarting, `epoch` moves on
-    every state change so pending boot or stop steps are ignored."""
+    every state change so pending boot or stop steps are ignored.
+    `status_changes` and `charges` are its history (`history`), oldest
+    first."""
 
     fid: str
     name: str
@@ -231,6 +251,9 @@ class Instance:
     host: HostState = HostState.NONE
     restarting: bool = False
     epoch: int = 0
+    status_changes: List[StatusChange] = dataclasses.field(
+        default_factory=list)
+    charges: List[Charge] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -313,3 +313,23 @@ def test_a_create_whose_answer_was_lost_places_one_bid_and_names_it(
                 if b['status'] != 'Terminated']) == 1
     assert fast_emulator.control('GET', 'stats')['by_route'][
         'POST /v2/spot/bids'] == 1
+
+
+def test_create_stays_within_the_users_spend_budget(fast_emulator, home, run,
+                                                    api):
+    from sky import skypilot_config  # pylint: disable=import-outside-toplevel
+    from sky.utils import config_utils  # pylint: disable=import-outside-toplevel
+    user_wide = config_utils.Config(
+        {'plugins': {'mithril': {'max_hourly_spend': 12}}})
+    with skypilot_config.replace_skypilot_config_in_process(user_wide):
+        first = _create(run, 'first')
+        over = run(*CREATE, '-n', 'second')
+        dry = run(*CREATE, '-n', 'second', '--dry-run')
+    assert ('worst case now $0.00/h of your $12.00/h (max_hourly_spend in '
+            "plugins.mithril in ~/.sky/config.yaml); $8.00/h with the new bid "
+            "'first' (1× $8.00/h)") in first.err
+    for refused in (over, dry):
+        assert refused.code == 1
+        assert 'from $8.00/h to $16.00/h, $4.00/h above $12.00/h' in refused.err
+        assert 'bid first (' in refused.err
+    assert api.bids_named('second') == []

@@ -162,7 +162,7 @@ def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
     assert old is not None and old.status == 'Preempting'
     late_commit_first_post(server, 30, then_fail=True)
     placing = Background(lambda: standby_lib.place_standby(
-        conn, old, Decimal('30.00')))
+        conn, old, Decimal('30.00'), None))
     wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
     # Before looking again for long, a placement that gives up after its
     # POSTs has taken its error path by now.

@@ -58,7 +58,7 @@ def notice(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     old = cluster_bid.live_bid(conn, 'job')
     assert old is not None and old.status == 'Preempting'
     set_price(manual_clock_emulator, '$20.00')
-    standby = standby_lib.place_standby(conn, old, Decimal('30.00'))
+    standby = standby_lib.place_standby(conn, old, Decimal('30.00'), None)
     advance(manual_clock_emulator, CLEARING_S + BOOT_S)
     assert status_of(manual_clock_emulator, standby.bid.fid) == 'Allocated'
     yield manual_clock_emulator, old.fid, standby.bid.fid

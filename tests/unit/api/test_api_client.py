@@ -189,6 +189,53 @@ def test_list_instances_sends_list_filters_as_repeated_query_params(
     assert instances[0].private_ip is None
 
 
+def test_instance_pricing_history_follows_pages_of_instances(
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    url = f'{API_URL}/v2/instances/pricing/history'
+    since = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    query = {'project': 'proj_1', 'bid_fid': 'bid_1',
+             'start_time': since.isoformat()}
+    charge = {'price_cents': 125, 'start_time': '2025-01-01T00:02:00+00:00',
+              'end_time': None}
+    mocked_api.get(url, match=[matchers.query_param_matcher(query)],
+                   json={'instances': [{'instance_fid': 'inst_1',
+                                        'events': [charge],
+                                        'bid_fid': 'bid_1',
+                                        'reservation_fid': None}],
+                         'next_cursor': 'c1'})
+    mocked_api.get(url, match=[matchers.query_param_matcher(
+        {**query, 'next_cursor': 'c1'})],
+                   json={'instances': [{'instance_fid': 'inst_2',
+                                        'events': [], 'bid_fid': 'bid_1'}],
+                         'next_cursor': None})
+
+    histories = client.get_instance_pricing_history('proj_1', bid_fid='bid_1',
+                                                    start_time=since)
+
+    assert [h.instance_fid for h in histories] == ['inst_1', 'inst_2']
+    first, = histories[0].events
+    assert first.price_cents == 125
+    assert first.start_time == since + timedelta(minutes=2)
+    assert first.end_time is None
+
+
+def test_instance_status_history_by_instance(
+        client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
+    mocked_api.get(f'{API_URL}/v2/instances/status/history',
+                   match=[matchers.query_param_matcher(
+                       {'project': 'proj_1', 'instance_fid': 'inst_1'})],
+                   json={'instances': [{
+                       'instance_fid': 'inst_1',
+                       'events': [{'timestamp': '2025-01-01T00:02:00Z',
+                                   'status': 'STATUS_NEW'}]}],
+                         'next_cursor': None})
+
+    history, = client.get_instance_status_history('proj_1',
+                                                  instance_fid='inst_1')
+
+    assert [e.status for e in history.events] == ['STATUS_NEW']
+
+
 def test_list_instances_with_empty_bid_list_matches_nothing_without_asking(
         client: MithrilClient, mocked_api: responses.RequestsMock) -> None:
     assert client.list_instances('proj_1', bid_fids=[]) == []
