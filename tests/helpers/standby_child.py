@@ -23,7 +23,7 @@ def main() -> None:
     conn = connection.connect()
     old = cluster_bid.live_bid(conn, name)
     assert old is not None, f'{name} has no live bid'
-    standby = standby_lib.place_standby(conn, old, Decimal(spec['limit']))
+    standby = standby_lib.place_standby(conn, old, Decimal(spec['limit']), None)
     never = threading.Event()
     with standby_lib.StandbyWatch(conn, name, old.fid, standby.bid.fid,
                                   never):
