@@ -28,8 +28,9 @@ from tests.helpers import openapi_contract
 from tests.helpers.contract_target import EMULATOR_API_KEY, contract_emulator
 from tests.helpers.provisioning import PUBLIC_KEY
 
-# Public methods that send no request.
-NO_REQUEST = frozenset({'close', 'from_credentials'})
+# Public methods that send no request (`server_now` reads the last answer's
+# Date header; `drive` still uses it, to date an API key's expiry).
+NO_REQUEST = frozenset({'close', 'from_credentials', 'server_now'})
 # More than a page may hold (the spec's `limit` is at most 100).
 MORE_THAN_A_PAGE = 150
 
@@ -67,6 +68,10 @@ def drive(client: Any, server: Any) -> None:
                              region=auction.region, num_samples=10,
                              start_time=now - datetime.timedelta(days=1),
                              end_time=now)
+    api_key = client.create_api_key(
+        'contract-api-key', client.server_now() + datetime.timedelta(days=1))
+    client.list_api_keys()
+    client.revoke_api_key(api_key.fid)
     key = client.create_ssh_key(project, 'contract-key', PUBLIC_KEY)
     client.list_ssh_keys(project)
     volume = client.create_volume(project, 'contract-volume', auction.region,
@@ -97,6 +102,11 @@ def drive(client: Any, server: Any) -> None:
         region=auction.region, instance_type=auction.instance_type,
         page_size=1)
     client.get_instance_status(instance.fid)
+    client.get_instance_pricing_history(project, bid_fid=bid.fid)
+    client.get_instance_status_history(
+        project, instance_fid=instance.fid,
+        start_time=client.server_now() - datetime.timedelta(hours=1),
+        end_time=client.server_now())
     client.update_bid(bid.fid, limit_price=Decimal('95.00'))
     client.update_bid(bid.fid, paused=True)
     client.update_bid(bid.fid, limit_price=Decimal('96.00'), paused=False)

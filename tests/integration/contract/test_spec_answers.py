@@ -19,7 +19,10 @@ MITHRIL_CONTRACT_PLACE_BID=1, on another endpoint.
 """
 
 import dataclasses
+import datetime
+import email.utils
 import enum
+import json
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -44,6 +47,11 @@ ONE_BID_MAX_SECONDS = 60.0
 # and its instances to boot, one step at a time.
 BOOT_STEP_S = 10.0
 BOOT_STEPS = 30
+# How long the API key the scenario mints would live (it is revoked at once).
+API_KEY_LIFETIME = datetime.timedelta(days=1)
+# The fields of an answer that hand out a secret once: a minted API key's,
+# a generated SSH key pair's private half.
+SECRET_FIELDS = ('secret', 'private_key')
 
 
 class Needs(enum.Enum):
@@ -63,8 +71,11 @@ class Facts:
     """What earlier phases learned, for later ones."""
 
     project: str = ''
+    organization_id: str = ''
     instance_type: str = ''
     region: str = ''
+    cpu_instance_type: str = ''
+    cpu_region: str = ''
     minimum_price_cents: Optional[int] = None
     spot_price_cents: Optional[int] = None
     ssh_keys: List[str] = dataclasses.field(default_factory=list)
@@ -82,7 +93,9 @@ class ScenarioRun:
 
 class Caller:
     """Sends the scenario's requests and checks each exchange: the request
-    against the spec too, so every answer checked is to a valid request."""
+    against the spec too, so every answer checked is to a valid request.
+    Its messages never hold the endpoint's key, nor a secret an answer
+    handed out (`SECRET_FIELDS`)."""
 
     def __init__(self, contract: Contract, target: ContractTarget,
                  run: ScenarioRun, session: requests.Session) -> None:
@@ -90,6 +103,8 @@ class Caller:
         self._target = target
         self._run = run
         self._session = session
+        self._server_date: Optional[datetime.datetime] = None
+        self._secrets: List[str] = [target.api_key]
 
     def __call__(self,
                  method: str,
@@ -106,6 +121,7 @@ class Caller:
             method, f'{self._target.url}{path}', params=params, json=body,
             headers={'Authorization': f'Bearer {self._target.api_key}'},
             timeout=REQUEST_TIMEOUT_S, allow_redirects=False)
+        self._note_secrets(response)
         request = openapi_contract.request_of(response.request)
         found = self._contract.operation_of(method, path.split('?')[0])
         if found is None:
@@ -120,14 +136,49 @@ class Caller:
         ]
         self._run.exchanges.setdefault(operation, []).append(
             [self._redact(problem) for problem in problems])
+        self._note_server_date(response)
         if response.status_code != expect:
             raise ScenarioFailed(self._redact(
                 f'{request.label} answered {response.status_code}, expected '
-                f'{expect}: {response.text[:300]}'))
+                f'{expect}: {self._redact(response.text)[:300]}'))
         return response.json() if response.content else None
 
+    def server_date(self) -> datetime.datetime:
+        """The endpoint's clock as its last dated answer's `Date` header
+        said (an emulator's clock is not this machine's); ScenarioFailed if
+        no answer was dated."""
+        if self._server_date is None:
+            raise ScenarioFailed('no answer carried a Date header')
+        return self._server_date
+
+    def _note_server_date(self, response: requests.Response) -> None:
+        try:
+            when = email.utils.parsedate_to_datetime(
+                response.headers.get('Date', ''))
+        except (TypeError, ValueError):
+            return
+        self._server_date = (when if when.tzinfo is not None else
+                             when.replace(tzinfo=datetime.timezone.utc))
+
+    def _note_secrets(self, response: requests.Response) -> None:
+        """Keeps the secrets an answer hands out out of every message: as
+        they are, and as escaped in JSON text or a repr (a private key's
+        newlines)."""
+        try:
+            payload = response.json()
+        except ValueError:
+            return
+        if not isinstance(payload, dict):
+            return
+        for field in SECRET_FIELDS:
+            secret = payload.get(field)
+            if isinstance(secret, str) and secret:
+                self._secrets += [secret, json.dumps(secret)[1:-1]]
+
     def _redact(self, text: str) -> str:
-        return redact(text, self._target.api_key)
+        for secret in self._secrets:
+            text = redact(text, secret)
+        return text
 
 
 def _dollars(cents: int) -> str:
@@ -146,8 +197,12 @@ def _cheapest_auction(auctions: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def account_and_catalog(call: Caller, target: ContractTarget,
                         facts: Facts) -> None:
-    """The account, the catalog and the cheapest auction's prices."""
-    call('GET', '/v2/me', expect=200)
+    """The account, its teammates and quotas, the catalog (GPU and CPU, and
+    their images) and the cheapest auction's prices."""
+    facts.organization_id = call('GET', '/v2/me', expect=200)['organization_id']
+    call('GET', '/v2/me/teammates', expect=200)
+    call('GET', f'/v2/organizations/{facts.organization_id}/quotas',
+         expect=200)
     projects = call('GET', '/v2/projects', expect=200)
     if not (target.project or projects):
         raise ScenarioFailed('the key sees no project')
@@ -166,15 +221,27 @@ def account_and_catalog(call: Caller, target: ContractTarget,
                  'region': facts.region, 'num_samples': 5})
     call('GET', '/v2/image-versions', expect=200)
     call('GET', '/v2/quotas', params={'project': facts.project}, expect=200)
+    cpu_types = call('GET', '/v2/cpu/instance-types', expect=200)
+    cpu_regions = call('GET', '/v2/cpu/regions', expect=200)
+    facts.cpu_instance_type = cpu_types[0]['fid'] if cpu_types else ''
+    facts.cpu_region = cpu_regions[0]['name'] if cpu_regions else ''
+    call('GET', '/v2/mcc-image-versions', expect=200,
+         params={'region': facts.cpu_region or facts.region})
 
 
 def existing_resources(call: Caller, target: ContractTarget,
                        facts: Facts) -> None:
-    """The project's lists, and the first of each listed thing by its fid."""
+    """The project's lists (and the user's API keys), and the first of each
+    listed thing by its fid."""
     del target
     project = {'project': facts.project}
     keys = call('GET', '/v2/ssh-keys', params=project, expect=200)
     facts.ssh_keys = [key['fid'] for key in keys[:1]]
+    call('GET', '/v2/api-keys', expect=200)
+    scripts = call('GET', '/v2/lifecycle-scripts', params=project, expect=200)
+    for script in scripts['data'][:1]:
+        call('GET', f'/v2/lifecycle-scripts/{script["fid"]}/content',
+             expect=200)
     call('GET', '/v2/volumes', params=project, expect=200)
     for cluster in call('GET', '/v2/kubernetes/clusters', params=project,
                         expect=200)[:1]:
@@ -189,6 +256,9 @@ def existing_resources(call: Caller, target: ContractTarget,
                      expect=200)
     for instance in instances['data'][:1]:
         call('GET', f'/v2/instances/{instance["fid"]}/status', expect=200)
+    for what in ('status', 'pricing'):
+        call('GET', f'/v2/instances/{what}/history', expect=200,
+             params={**project, 'limit': 5})
 
 
 def refusals(call: Caller, target: ContractTarget, facts: Facts) -> None:
@@ -200,15 +270,68 @@ def refusals(call: Caller, target: ContractTarget, facts: Facts) -> None:
 
 
 def ssh_keys(call: Caller, target: ContractTarget, facts: Facts) -> None:
-    """A key registered, a key pair generated."""
+    """A key registered (kept for later phases); a key pair generated,
+    made required and not again, and deleted."""
     del target
     made = call('POST', '/v2/ssh-keys', expect=201,
                 body={'project': facts.project, 'name': 'contract-key',
                       'public_key': PUBLIC_KEY})
     facts.ssh_keys = [made['fid']]
-    call('POST', '/v2/ssh-keys', expect=201,
-         body={'project': facts.project, 'name': 'contract-generated-key'})
+    generated = call('POST', '/v2/ssh-keys', expect=201,
+                     body={'project': facts.project,
+                           'name': 'contract-generated-key'})
+    path = f'/v2/ssh-keys/{generated["fid"]}'
+    call('PATCH', path, expect=200, body={'required': True})
+    call('PATCH', path, expect=200, body={'required': False})
     call('GET', '/v2/ssh-keys', params={'project': facts.project}, expect=200)
+    call('DELETE', path, expect=204)
+
+
+def api_keys(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """An API key minted (expiring a day from the endpoint's clock), listed
+    and revoked."""
+    del target, facts
+    expires_at = call.server_date() + API_KEY_LIFETIME
+    made = call('POST', '/v2/api-keys', expect=201,
+                body={'name': 'contract-api-key',
+                      'expires_at': expires_at.isoformat()})
+    call('GET', '/v2/api-keys', expect=200)
+    call('DELETE', f'/v2/api-keys/{made["fid"]}', expect=204)
+    call('GET', '/v2/api-keys', expect=200)
+
+
+def lifecycle_scripts(call: Caller, target: ContractTarget,
+                      facts: Facts) -> None:
+    """Two lifecycle scripts: created, paged, sorted, read, changed,
+    deleted."""
+    del target
+    made = [
+        call('POST', '/v2/lifecycle-scripts', expect=201,
+             body={'project': facts.project, 'name': f'contract-script-{n}',
+                   'content': '#!/bin/bash\ntrue\n',
+                   'description': 'made by the contract tests',
+                   'scope': scope})
+        for n, scope in enumerate(('PROJECT', 'ORGANIZATION'))
+    ]
+    page = call('GET', '/v2/lifecycle-scripts', expect=200,
+                params={'project': facts.project, 'limit': 1})
+    if not page['next_cursor']:
+        raise ScenarioFailed('a page of one of two lifecycle scripts has no '
+                             'next_cursor')
+    call('GET', '/v2/lifecycle-scripts', expect=200,
+         params={'project': facts.project, 'limit': 1,
+                 'next_cursor': page['next_cursor']})
+    call('GET', '/v2/lifecycle-scripts', expect=200,
+         params={'project': facts.project, 'sort_by': 'last_modified_at',
+                 'sort_dir': 'desc'})
+    path = f'/v2/lifecycle-scripts/{made[0]["fid"]}'
+    call('GET', f'{path}/content', expect=200)
+    call('PATCH', path, expect=200,
+         body={'name': 'contract-script-renamed',
+               'description': 'changed by the contract tests',
+               'scope': 'ORGANIZATION'})
+    for script in made:
+        call('DELETE', f'/v2/lifecycle-scripts/{script["fid"]}', expect=204)
 
 
 def volumes(call: Caller, target: ContractTarget, facts: Facts) -> None:
@@ -240,6 +363,48 @@ def kubernetes(call: Caller, target: ContractTarget, facts: Facts) -> None:
          expect=200)
     call('DELETE', path, expect=204)
     call('GET', path, expect=200)
+
+
+def _wait_for_status(call: Caller, target: ContractTarget, fid: str,
+                     status: str) -> None:
+    """Advances the emulator's clock until instance `fid` is `status`."""
+    assert target.emulator is not None
+    for _ in range(BOOT_STEPS):
+        target.emulator.control('POST', 'advance', seconds=BOOT_STEP_S)
+        if call('GET', f'/v2/instances/{fid}/status',
+                expect=200)['status'] == status:
+            return
+    raise ScenarioFailed(f'{fid} was not {status} in '
+                         f'{BOOT_STEP_S * BOOT_STEPS:g} emulated s')
+
+
+def cpu_vm(call: Caller, target: ContractTarget, facts: Facts) -> None:
+    """A CPU VM's life: launched, paused, its boot disk refreshed, resumed,
+    restarted, listed, terminated."""
+    if not (facts.cpu_instance_type and facts.cpu_region):
+        raise ScenarioFailed('the endpoint lists no CPU instance type or '
+                             'region')
+    vm = call('POST', '/v2/cpu/instances', expect=201,
+              body={'name': 'contract-vm', 'project': facts.project,
+                    'instance_type': facts.cpu_instance_type,
+                    'region': facts.cpu_region, 'volumes': [],
+                    'ssh_keys': facts.ssh_keys})
+    fid = vm['fid']
+    _wait_for_status(call, target, fid, 'STATUS_RUNNING')
+    call('PATCH', '/v2/instances', expect=200,
+         body={'instances': [fid], 'status': 'STATUS_PAUSED'})
+    _wait_for_status(call, target, fid, 'STATUS_PAUSED')
+    call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=200)
+    call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=200,
+         body={'image_version': None})
+    call('PATCH', '/v2/instances', expect=200,
+         body={'instances': [fid], 'status': 'STATUS_RUNNING'})
+    _wait_for_status(call, target, fid, 'STATUS_RUNNING')
+    call('POST', f'/v2/instances/{fid}/restart', expect=202)
+    call('GET', '/v2/instances', expect=200,
+         params={'project': facts.project, 'order_type_in': 'Reservation'})
+    call('DELETE', f'/v2/cpu/instances/{fid}', expect=204)
+    call('GET', f'/v2/instances/{fid}/status', expect=200)
 
 
 def _bid_body(facts: Facts, name: str, limit_price: str) -> Dict[str, Any]:
@@ -282,6 +447,12 @@ def bid_life(call: Caller, target: ContractTarget, facts: Facts) -> None:
         raise ScenarioFailed(f'{bid["fid"]} did not boot in '
                              f'{BOOT_STEP_S * BOOT_STEPS:g} emulated s')
     call('GET', f'{path}/history', expect=200)
+    for what in ('status', 'pricing'):
+        call('GET', f'/v2/instances/{what}/history', expect=200,
+             params={'project': facts.project, 'bid_fid': bid['fid']})
+        call('GET', f'/v2/instances/{what}/history', expect=200,
+             params={'project': facts.project,
+                     'instance_fid': instance_fids[0]})
     page = call('GET', '/v2/spot/bids', expect=200,
                 params={'project': facts.project, 'limit': 1})
     if not page['next_cursor']:
@@ -363,9 +534,12 @@ PHASES: List[Tuple[Phase, Needs]] = [
     (existing_resources, Needs.READS),
     (refusals, Needs.READS),
     (ssh_keys, Needs.WRITES),
+    (api_keys, Needs.WRITES),
+    (lifecycle_scripts, Needs.WRITES),
     (volumes, Needs.WRITES),
     (kubernetes, Needs.WRITES),
     (bid_life, Needs.WRITES),
+    (cpu_vm, Needs.WRITES),
     (invalid_bid, Needs.WRITES),
     (one_bid, Needs.ONE_BID),
     (existing_resources, Needs.READS),

@@ -17,6 +17,9 @@ import pytest
 
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
+# The plugin plugs recovery's standby records into the provisioner at install
+# (`plugin.takeover`); this process is the API server here.
+from sky_mithril.recovery import standby  # noqa: F401 pylint: disable=unused-import
 
 from tests.helpers import REPO
 from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
