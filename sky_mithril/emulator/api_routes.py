@@ -619,49 +619,37 @@ def api_router(market: Market, lock: ContextManager[Any],
             }
 
     # Instances' history (`market.history`): by instance, by bid, or the
-    # project's; the emulator has no reservations, so asking for one's finds
-    # nothing.
+    # project's; asking for a reservation's finds nothing (the emulator's
+    # only reservations are CPU VMs' hidden ones, which Mithril keeps apart).
 
-    def history_window(start_time: Optional[datetime.datetime],
-                       end_time: Optional[datetime.datetime]) -> Dict[str, Any]:
-        return {'start': wire.utc(start_time) if start_time else None,
-                'end': wire.utc(end_time) if end_time else None}
+    def history_route(path: str, query: Callable[..., List[Any]],
+                      to_json: Callable[[Any, Any], Dict[str, Any]]) -> None:
+        """Serves `path`: what `query` (a `market.history` query) returns,
+        each instance's entries as `to_json` writes them, paged."""
 
-    @v2.get('/instances/status/history')
-    def instance_status_history(
-            project: str,
-            instance_fid: Optional[str] = None,
-            bid_fid: Optional[str] = None,
-            reservation_fid: Optional[str] = None,
-            limit: Optional[int] = Query(None, ge=1, le=100),
-            start_time: Optional[datetime.datetime] = None,
-            end_time: Optional[datetime.datetime] = None,
-            next_cursor: Optional[str] = None) -> Dict[str, Any]:
-        with market.caught_up(lock):
-            rows = [] if reservation_fid is not None else [
-                (instance.order, wire.status_history_json(instance, changes))
-                for instance, changes in market.history.statuses(
-                    project, instance_fid=instance_fid, bid_fid=bid_fid,
-                    **history_window(start_time, end_time))]
-        return wire.history_page(rows, limit, next_cursor)
+        @v2.get(path)
+        def instance_history(
+                project: str,
+                instance_fid: Optional[str] = None,
+                bid_fid: Optional[str] = None,
+                reservation_fid: Optional[str] = None,
+                limit: Optional[int] = Query(None, ge=1, le=100),
+                start_time: Optional[datetime.datetime] = None,
+                end_time: Optional[datetime.datetime] = None,
+                next_cursor: Optional[str] = None) -> Dict[str, Any]:
+            with market.caught_up(lock):
+                rows = [] if reservation_fid is not None else [
+                    (instance.order, to_json(instance, entries))
+                    for instance, entries in query(
+                        project, instance_fid=instance_fid, bid_fid=bid_fid,
+                        start=wire.utc(start_time) if start_time else None,
+                        end=wire.utc(end_time) if end_time else None)]
+            return wire.history_page(rows, limit, next_cursor)
 
-    @v2.get('/instances/pricing/history')
-    def instance_pricing_history(
-            project: str,
-            instance_fid: Optional[str] = None,
-            bid_fid: Optional[str] = None,
-            reservation_fid: Optional[str] = None,
-            limit: Optional[int] = Query(None, ge=1, le=100),
-            start_time: Optional[datetime.datetime] = None,
-            end_time: Optional[datetime.datetime] = None,
-            next_cursor: Optional[str] = None) -> Dict[str, Any]:
-        with market.caught_up(lock):
-            rows = [] if reservation_fid is not None else [
-                (instance.order, wire.pricing_history_json(instance, charges))
-                for instance, charges in market.history.charges(
-                    project, instance_fid=instance_fid, bid_fid=bid_fid,
-                    **history_window(start_time, end_time))]
-        return wire.history_page(rows, limit, next_cursor)
+    history_route('/instances/status/history', market.history.statuses,
+                  wire.status_history_json)
+    history_route('/instances/pricing/history', market.history.charges,
+                  wire.pricing_history_json)
 
     @v2.get('/kubernetes/clusters')
     def kubernetes_clusters(project: str) -> List[Dict[str, Any]]:
