@@ -56,6 +56,15 @@ class Accounts:
             return FieldError('project', f'Project {project} not found')
         return None
 
+    def order_errors(self, project: str, name: str) -> List[FieldError]:
+        """Why a create request's `project` and `name` are refused, if they
+        are: an unknown project, an empty name."""
+        errors = [e for e in (self.project_error(project),) if e is not None]
+        if not name.strip():
+            errors.append(FieldError('name', 'name must not be empty',
+                                     'string_too_short'))
+        return errors
+
     def storage_used(self, project: str) -> int:
         """GB of volumes `project` has, against `VOLUME_QUOTA_GB`."""
         return sum(v.capacity_gb

@@ -61,14 +61,7 @@ class CpuVms:
                ssh_keys: Optional[Sequence[str]] = None,
                image_version: Optional[str] = None) -> Instance:
         """Launches a CPU VM; its instance, booting. Raises InvalidRequest."""
-        errors: List[FieldError] = []
-        project_error = self._accounts.project_error(project)
-        if project_error is not None:
-            errors.append(project_error)
-        if not name.strip():
-            errors.append(
-                FieldError('name', 'name must not be empty',
-                           'string_too_short'))
+        errors = self._accounts.order_errors(project, name)
         found_type = self._store.cpu_instance_types.get(instance_type)
         if found_type is None:
             errors.append(

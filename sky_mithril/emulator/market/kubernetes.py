@@ -54,14 +54,7 @@ class KubernetesClusters:
                image_version: Optional[str] = None) -> KubernetesCluster:
         """A Pending cluster whose control node comes up after `k8s_boot_s`;
         raises InvalidRequest."""
-        errors: List[FieldError] = []
-        project_error = self._accounts.project_error(project)
-        if project_error is not None:
-            errors.append(project_error)
-        if not name.strip():
-            errors.append(
-                FieldError('name', 'name must not be empty',
-                           'string_too_short'))
+        errors = self._accounts.order_errors(project, name)
         if not self._store.has_region(region):
             errors.append(FieldError('region', f'Region {region} not found'))
         found_type = None
