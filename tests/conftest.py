@@ -31,9 +31,13 @@ from sky_mithril.devtools.sandbox import ENV_ACCELERATORS_CSV
 
 TIERS = ('unit', 'integration', 'e2e', 'host')
 TESTS = Path(__file__).resolve().parent
-# Under xdist: the slowest tier first, each slow tier on one worker.
+# Under xdist, the slow tiers travel a folder at a time (e2e's API server is
+# shared by its folder), the others a module at a time; the longest groups
+# start first: the launches in tests/host itself, then e2e, then the rest of
+# the host tier.
 _SLOW_TIERS = ('host', 'e2e')
-_DISTRIBUTED_ORDER = ('host', 'e2e', 'integration', 'unit')
+_LAUNCHES = TESTS / 'host'
+_DISTRIBUTED_ORDER = ('launches', 'e2e', 'host', 'integration', 'unit')
 
 # Tests never touch the developer's SkyPilot home or real Mithril credentials.
 os.environ['HOME'] = tempfile.mkdtemp(prefix='sky-mithril-tests-home-')
@@ -64,10 +68,10 @@ def pytest_collection_modifyitems(config: pytest.Config,
 
     In one process the tiers run from the fastest to the slowest (a stable
     sort: each module's tests stay together, in their order). Under
-    pytest-xdist (`-n`, as CI runs) the slow tiers go first, each kept on one
-    worker (`xdist_group`), so the host tier's launches, which mostly wait,
-    overlap with everything else; the other tiers travel a module at a time,
-    so module fixtures are made once.
+    pytest-xdist (`-n`, as CI runs) each group (`xdist_group`) stays on one
+    worker, so module and package fixtures are made once, and the longest
+    groups start first, so the host tier's launches, which mostly wait,
+    overlap with everything else.
     """
     for item in items:
         item.add_marker(tier_of(item.path))
@@ -76,9 +80,11 @@ def pytest_collection_modifyitems(config: pytest.Config,
         return
     for item in items:
         tier = tier_of(item.path)
-        group = tier if tier in _SLOW_TIERS else item.nodeid.split('::')[0]
+        group = (item.path.parent.relative_to(TESTS).as_posix() if tier in _SLOW_TIERS
+                 else item.nodeid.split('::')[0])
         item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: _DISTRIBUTED_ORDER.index(tier_of(item.path)))
+    items.sort(key=lambda item: _DISTRIBUTED_ORDER.index(
+        'launches' if item.path.parent == _LAUNCHES else tier_of(item.path)))
 
 
 
