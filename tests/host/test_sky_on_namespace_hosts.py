@@ -65,7 +65,8 @@ HOOK = (f'echo "notice until $MITHRIL_PREEMPTION_DEADLINE" > ~/{HOOK_MARKER}; '
 
 GPU_TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
-# The managed job's steps (1 s each): it still trains once the standby has
+# The managed job's steps (1 s each; a multiple of its checkpoint interval, so
+# the last step is saved): it still trains once the standby has
 # taken over.
 TRAIN_STEPS = 150
 
@@ -441,12 +442,13 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
             row = [l for l in last_queue[0].splitlines() if ' train ' in l]
             return bool(row) and status in row[0]
 
-        def wait_for(predicate, what: str, seconds: float = 300) -> float:
+        def wait_for(predicate, what: str, seconds: float = 300,
+                     every: float = 1) -> float:
             deadline = time.monotonic() + seconds
             while not predicate():
                 assert time.monotonic() < deadline, (
                     f'timed out waiting for {what}; last queue:\n{last_queue[0]}')
-                time.sleep(1)
+                time.sleep(every)
             return time.monotonic()
 
         # Preempt once the controller counts the job as running and the
@@ -478,13 +480,16 @@ def test_managed_job_recovers_at_the_notice_from_its_volume(namespace_stack):
             for b in namespace_stack.bids()), 'the old bid to be cancelled', 240)
         saved = step()
         assert saved < TRAIN_STEPS, 'the job ended before the switch'
+        # `sky jobs queue` costs seconds of CPU on both sides: polled every
+        # 5 s, and for the end only once the checkpoint says it trained.
         running_again_at = wait_for(lambda: queue_shows('RUNNING'),
-                                    'the job to run again')
+                                    'the job to run again', every=5)
         # The job runs on the standby (no third bid), which kept its
         # recovery limit.
         assert [(b['fid'], b['limit_price']) for b in namespace_stack.live_bids()] == [
             (standby['fid'], '$4.00')]
-        wait_for(lambda: queue_shows('SUCCEEDED'), 'SUCCEEDED', 400)
+        wait_for(lambda: step() >= TRAIN_STEPS and queue_shows('SUCCEEDED'),
+                 'SUCCEEDED', 400, every=5)
 
         logs = namespace_stack.sky('jobs', 'logs', '--no-follow', '1')
         assert f'resuming at step {saved}' in logs, logs
