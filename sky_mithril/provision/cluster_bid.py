@@ -205,7 +205,8 @@ def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
 
 def refreshed_bid(conn: connection.Connection,
                   name: str) -> Optional[models.Bid]:
-    """The cluster's bid (`live_bid`) at a status refresh, where every other
+    """The cluster's bid (`live_bid`) at a status refresh or a launch (which
+    must not adopt it beside a standby left live), where every other
     live bid of its name must be a recorded standby still being prepared
     (`Standbys.being_prepared`). One that is not, a standby left live when
     its recovery ended (a cancel that failed, a controller gone), is
@@ -428,11 +429,13 @@ class ClusterBid:
     def acquire(cls, conn: connection.Connection, region: str, name: str,
                 config: common.ProvisionConfig) -> 'ClusterBid':
         """The cluster's bid: the live one resumed or adopted with the
-        launch's current settings, else a new one.
+        launch's current settings, else a new one. A standby that no
+        recovery prepares any more is cancelled first (`refreshed_bid`): the
+        adopted bid would bill beside it for as long as the cluster lives.
 
         What this does to the market is undone if it fails or is interrupted.
         """
-        existing = live_bid(conn, name)
+        existing = refreshed_bid(conn, name)
         held = (None if existing is None else cls(
             conn, existing, _outcome_for(conn, existing, region, config)))
         try:

@@ -4,11 +4,12 @@ standby is promoted; the relaunch after the promotion adopts the standby
 without placing a bid; `sky down` cancels both, `sky stop` pauses the old
 one and cancels the standby, and a dropped standby leaves the cluster as it
 was. A status refresh cancels a standby no recovery prepares any more, and
-nothing else."""
+nothing else, and a launch does the same before it adopts the cluster's
+bid."""
 
 import json
 from decimal import Decimal
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -151,3 +152,28 @@ def test_a_status_refresh_never_cancels_the_clusters_only_bid(notice):
 
     assert len(query('job')) == 1
     assert status_of(server, standby) == 'Allocated'
+
+
+def billing(server: EmulatorServer) -> List[str]:
+    """The bids of `job` that bill or can win a node: live and not paused."""
+    return [b['fid'] for b in bids_named(server, 'job')
+            if b['status'] in ('Open', 'Allocated', 'Preempting')]
+
+
+def test_a_relaunch_does_not_adopt_the_clusters_bid_beside_a_stale_standby(
+        notice, caplog):
+    """A relaunch onto the cluster (SkyPilot's FAILOVER recovery) while a
+    standby no recovery prepares any more is still live: the standby is
+    cancelled, named, before the cluster's bid is adopted."""
+    server, old, standby = notice
+    age_the_standby_record('job')
+    caplog.set_level('WARNING')
+
+    held = cluster_bid.ClusterBid.acquire(connection.connect(), REGION, 'job',
+                                          provision_config(limit='10.00'))
+
+    assert (held.outcome, held.bid.fid) == (cluster_bid.Outcome.ADOPTED, old)
+    assert status_of(server, standby) == 'Terminated'
+    assert billing(server) == [old]
+    assert f'Cancelled bid {standby}: a standby of \'job\'' in caplog.text
+    assert records.standby_of('job') is None
