@@ -71,13 +71,21 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
 def promote_standby(conn: connection.Connection, name: str,
                     standby_fid: str) -> None:
     """Makes the standby the cluster's bid: every other live bid of the
-    cluster is cancelled (confirmed Terminated) first."""
-    for bid in cluster_bid.live_bids(conn, name):
-        if bid.fid != standby_fid:
-            with interrupts.deferred():
-                cluster_bid.cancel_and_confirm(conn, bid.fid)
-            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
-                        'replaces it.')
+    cluster is cancelled (confirmed Terminated) first. A paused one is the
+    stopped cluster the user keeps: then nothing is cancelled, and this
+    raises."""
+    others = [b for b in cluster_bid.live_bids(conn, name)
+              if b.fid != standby_fid]
+    paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
+    if paused:
+        raise RuntimeError(
+            f'Bid {", ".join(paused)} of {name!r} is paused (the cluster was '
+            f'stopped): standby {standby_fid} does not replace it.')
+    for bid in others:
+        with interrupts.deferred():
+            cluster_bid.cancel_and_confirm(conn, bid.fid)
+        logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
+                    'replaces it.')
     records.forget_standby(name)
 
 
@@ -97,7 +105,9 @@ class StandbyWatch(threading.Thread):
     old bid's notice is over, the standby takes its place: the old bid is
     cancelled, since back to Open it could win a second node. If the job is
     cancelled (`cancelled`), the standby is cancelled, which ends its wait
-    or setup.
+    or setup. If the old bid is paused (`sky stop`), the watch ends: the
+    paused bid is the cluster's, kept as the user left it, and the standby
+    is cancelled (a stopped cluster bills for nothing).
 
     The watch is a thread of the jobs controller: entering it also starts
     the standby's guard (`standby_guard`), a process of its own that
@@ -124,8 +134,16 @@ class StandbyWatch(threading.Thread):
                 if self.cancelled.is_set():
                     drop_standby(self.conn, self.cluster, self.standby_fid)
                     return
-                if not replaced and self.conn.client.get_bid(
-                        self.old_fid).status != models.BidState.PREEMPTING:
+                if replaced:
+                    continue
+                old = self.conn.client.get_bid(self.old_fid).status
+                if old == models.BidState.PAUSED:
+                    drop_standby(self.conn, self.cluster, self.standby_fid)
+                    logger.info(f'{self.cluster}: the cluster was stopped; '
+                                f'its standby {self.standby_fid} is '
+                                'cancelled.')
+                    return
+                if old != models.BidState.PREEMPTING:
                     promote_standby(self.conn, self.cluster, self.standby_fid)
                     replaced = True
                     logger.info(f'{self.cluster}: the notice is over; '
