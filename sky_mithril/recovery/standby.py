@@ -11,6 +11,7 @@ standby, and `sky stop` drops the standby.
 """
 
 import threading
+import time
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -26,6 +27,18 @@ from sky_mithril.recovery import standby_guard
 from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
+
+# A standby that must be gone before SkyPilot's own recovery relaunches onto
+# the cluster (`drop_recorded_standby`) is cancelled up to this many times,
+# this far apart, before the recovery gives up on it.
+DROP_ATTEMPTS = 3
+DROP_RETRY_SECONDS = 10.0
+
+
+class StandbyLeftLiveError(RuntimeError):
+    """The cluster's standby could not be confirmed cancelled: a relaunch
+    onto the cluster would adopt the cluster's bid and leave the standby
+    billing beside it."""
 
 
 def place_standby(conn: connection.Connection, bid: models.Bid,
@@ -96,6 +109,35 @@ def drop_standby(conn: connection.Connection, name: str,
         cluster_bid.cancel_and_confirm(conn, standby_fid)
     records.forget_standby(name)
     logger.info(f'Cancelled standby bid {standby_fid}.')
+
+
+def drop_recorded_standby(conn: connection.Connection, name: str) -> None:
+    """Leaves the cluster's name with the cluster's bid alone, before
+    SkyPilot's own recovery relaunches onto the cluster: its recorded
+    standby is cancelled (`drop_standby`), up to DROP_ATTEMPTS times.
+    Raises StandbyLeftLiveError, naming it, if it cannot be confirmed
+    cancelled."""
+    error: Optional[Exception] = None
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        standby = records.standby_of(name)
+        if standby is None:
+            return
+        try:
+            drop_standby(conn, name, standby)
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            error = e
+            logger.info(f'{name}: cancelling standby {standby} failed '
+                        f'(attempt {attempt} of {DROP_ATTEMPTS}): {e}')
+        if attempt < DROP_ATTEMPTS:
+            time.sleep(DROP_RETRY_SECONDS)
+    raise StandbyLeftLiveError(
+        f'Standby bid {standby} of {name!r} could not be confirmed cancelled '
+        f'({error}). Relaunching onto the cluster now would leave it billing '
+        'beside the cluster\'s bid, so this recovery stops here; SkyPilot '
+        'tears the cluster down (every bid of its name) and retries the '
+        'job. Should it stay live, cancel it with `sky-mithril instance '
+        f'delete {standby} --include-sky-clusters`.')
 
 
 
