@@ -7,7 +7,13 @@ cancels the old bid) or cancelled (`drop_standby`).
 The standby is recorded (`records`) from before its POST until it is
 promoted or dropped; the provisioner reads that record, plugged in here at
 import (`cluster_bid.use_standbys`), to tell the cluster's bid from its
-standby, and `sky stop` drops the standby.
+standby, and `sky stop` drops the standby. A placement that failed while a
+bid of it may still be committed (a POST whose answer was lost, its window
+not watched to the end because looking for it failed) stays recorded as
+being placed: a late commit is then a standby beside the cluster's bid,
+cancelled by the recovery before SkyPilot's own (`drop_recorded_standby`),
+by a status refresh once no recovery prepares it (`cluster_bid.refreshed_bid`),
+by `sky stop` and by `sky down`.
 """
 
 import threading
@@ -51,7 +57,8 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     An earlier standby (left by an interrupted recovery) is cancelled first.
     Undone (cancelled) if placing it fails or is interrupted; a POST whose
     answer was lost is waited out first (`cluster_bid.create_once`), so a
-    late commit of it is cancelled too."""
+    late commit of it is cancelled too. If that cannot be made sure of (the
+    bid could not be looked for), it stays recorded as being placed."""
     for earlier in cluster_bid.live_bids(conn, bid.name):
         if earlier.fid != bid.fid:
             drop_standby(conn, bid.name, earlier.fid)
@@ -69,8 +76,18 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
                                             budget=budget)
         records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
-        cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)
-        records.forget_standby(bid.name)
+        settled = False
+        try:
+            cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)
+            settled = not isinstance(e, cluster_bid.UnwatchedCommitError)
+        finally:
+            if settled:
+                records.forget_standby(bid.name)
+            else:
+                # A bid of it may be live, or still be committed: recorded
+                # as being placed (from now), it is told from the cluster's
+                # bid until something cancels it (module docstring).
+                records.set_standby(bid.name, '')
         raise
     logger.info(f'Placed standby bid {placement.bid.fid} for {bid.fid} in '
                 f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
@@ -114,30 +131,53 @@ def drop_standby(conn: connection.Connection, name: str,
 def drop_recorded_standby(conn: connection.Connection, name: str) -> None:
     """Leaves the cluster's name with the cluster's bid alone, before
     SkyPilot's own recovery relaunches onto the cluster: its recorded
-    standby is cancelled (`drop_standby`), up to DROP_ATTEMPTS times.
-    Raises StandbyLeftLiveError, naming it, if it cannot be confirmed
-    cancelled."""
+    standby is cancelled (`drop_standby`), or, if it is recorded as being
+    placed, any bid of it that is or becomes live within a late-commit
+    window (`_drop_unplaced_standby`); up to DROP_ATTEMPTS times. Raises
+    StandbyLeftLiveError, naming it, if that cannot be confirmed."""
     error: Optional[Exception] = None
     for attempt in range(1, DROP_ATTEMPTS + 1):
         standby = records.standby_of(name)
         if standby is None:
             return
         try:
-            drop_standby(conn, name, standby)
+            if standby:
+                drop_standby(conn, name, standby)
+            else:
+                _drop_unplaced_standby(conn, name)
             return
         except Exception as e:  # pylint: disable=broad-except
             error = e
-            logger.info(f'{name}: cancelling standby {standby} failed '
-                        f'(attempt {attempt} of {DROP_ATTEMPTS}): {e}')
+            logger.info(f'{name}: cancelling standby {standby or "(placing)"} '
+                        f'failed (attempt {attempt} of {DROP_ATTEMPTS}): {e}')
         if attempt < DROP_ATTEMPTS:
             time.sleep(DROP_RETRY_SECONDS)
+    what = (f'Standby bid {standby}' if standby else
+            'A standby whose placement failed (its fid unknown)')
     raise StandbyLeftLiveError(
-        f'Standby bid {standby} of {name!r} could not be confirmed cancelled '
-        f'({error}). Relaunching onto the cluster now would leave it billing '
-        'beside the cluster\'s bid, so this recovery stops here; SkyPilot '
-        'tears the cluster down (every bid of its name) and retries the '
-        'job. Should it stay live, cancel it with `sky-mithril instance '
-        f'delete {standby} --include-sky-clusters`.')
+        f'{what} of {name!r} could not be confirmed cancelled ({error}). '
+        'Relaunching onto the cluster now could leave it billing beside the '
+        'cluster\'s bid, so this recovery stops here; SkyPilot tears the '
+        'cluster down (every bid of its name) and retries the job. Should '
+        'it stay live, cancel it with `sky-mithril instance delete '
+        f'{standby or "<fid>"} --include-sky-clusters`.')
+
+
+def _drop_unplaced_standby(conn: connection.Connection, name: str) -> None:
+    """Cancels the bid of a standby recorded as being placed, should it be
+    live or appear within a late-commit window from now (longer than is
+    left of its lost POST's, `cluster_bid.LATE_COMMIT_WINDOW_SECONDS`):
+    every live bid of the name but the oldest, the cluster's
+    (`cluster_bid.cancel_extra_bids`)."""
+    until = time.monotonic() + cluster_bid.LATE_COMMIT_WINDOW_SECONDS
+    while True:
+        bids = cluster_bid.live_bids(conn, name)
+        if len(bids) > 1:
+            cluster_bid.cancel_extra_bids(conn, name, bids[-1].fid)
+        if time.monotonic() >= until:
+            break
+        time.sleep(cluster_bid.LATE_COMMIT_POLL_SECONDS)
+    records.forget_standby(name)
 
 
 

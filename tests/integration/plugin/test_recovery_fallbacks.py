@@ -1,10 +1,12 @@
 """When a recovery through a standby falls back to SkyPilot's own strategy
 (manual-clock emulator, the API failing where the test says): SkyPilot's
 FAILOVER relaunches onto the cluster as it is, adopting its live bid, so
-the standby must be gone first, or the recovery must stop. Never two
+the standby must be gone first, or the recovery must stop, even a standby
+whose placement failed but whose POST Mithril may still commit. Never two
 billing bids, and never the cluster's own bid cancelled."""
 
 import asyncio
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -171,3 +173,61 @@ def test_a_standby_that_cannot_be_cancelled_stops_the_recovery(
     server.control('PUT', 'faults', rules=[])
     provisioner.terminate_instances('job', PROVIDER)
     assert set(statuses(server).values()) == {'Terminated'}
+
+
+def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
+                                                  ) -> threading.Thread:
+    """The standby's POST is answered with a 503 and committed 30 s of
+    market time later; once it was sent, looking for bids by name fails
+    twice: while its placement waits for it, and as the placement, given
+    up, watches for it to cancel it."""
+    server.control('PUT', 'faults', rules=[{
+        'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
+        'late_commit_s': 30, 'server_error_statuses': [503],
+        'max_faults': 1}])
+
+    def then_fail_listing() -> None:
+        deadline = time.monotonic() + 30
+        while server.control('GET', 'faults')['counts']['late_commit'] < 1:
+            assert time.monotonic() < deadline, 'no standby POST'
+            time.sleep(0.02)
+        server.control('PUT', 'faults', rules=[{
+            'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+            'server_error_statuses': [503], 'max_faults': 2}])
+
+    failing = threading.Thread(target=then_fail_listing)
+    failing.start()
+    return failing
+
+
+def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
+        recovery_emulator, monkeypatch):
+    """The standby's placement fails without having watched its lost POST's
+    late-commit window to the end; Mithril commits the POST after the
+    planning is over: the standby, still recorded as being placed, is
+    cancelled before FAILOVER's relaunch, which adopts the old bid alone."""
+    server = recovery_emulator
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 3.0)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
+    preempt(server)
+    [old] = statuses(server)
+    plan = strategy.plan_recovery
+
+    def plan_then_commit(*args: Any) -> strategy.RecoveryPlan:
+        try:
+            return plan(*args)
+        finally:
+            server.control('POST', 'advance', seconds=30)
+
+    monkeypatch.setattr(strategy, 'plan_recovery', plan_then_commit)
+    failing = fail_looking_for_bids_after_the_standby_post(server)
+    executor = Failover()
+
+    asyncio.run(executor.recover())
+    failing.join()
+
+    late = the_standby(server, old)
+    assert server.control('GET', 'faults')['counts']['server_error'] == 2
+    assert executor.adopted == [old]
+    assert statuses(server) == {old: 'Preempting', late: 'Terminated'}
+    assert records.standby_of('job') is None
