@@ -427,7 +427,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.strategy.FailoverWithStandby: its base'),
     _entry(_STRATEGY, 'StrategyExecutor.recover', API_SERVER,
            'recovery.strategy._StandbyRecovery.recover: overridden; '
-           'super() when no standby'),
+           'super() when no standby (_recover_as_skypilot_does)'),
     _entry(_STRATEGY, 'StrategyExecutor._launch', API_SERVER,
            'recovery.strategy._StandbyRecovery._launch_in: the relaunch',
            keywords=('raise_on_failure', 'recovery')),

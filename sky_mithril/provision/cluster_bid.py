@@ -105,6 +105,12 @@ class SeveralLiveBidsError(RuntimeError):
         self.fids = fids
 
 
+class UnwatchedCommitError(errors.MithrilAPIError):
+    """Placing a bid stopped before the late-commit window of a POST whose
+    answer was lost had been watched to its end, because looking for the bid
+    failed: Mithril may still commit that bid, and it would bill."""
+
+
 class Outcome(enum.Enum):
     """What `ClusterBid.acquire` did to get the cluster's bid."""
 
@@ -205,7 +211,8 @@ def _clusters_bid(bids: List[models.Bid], name: str) -> Optional[models.Bid]:
 
 def refreshed_bid(conn: connection.Connection,
                   name: str) -> Optional[models.Bid]:
-    """The cluster's bid (`live_bid`) at a status refresh, where every other
+    """The cluster's bid (`live_bid`) at a status refresh or a launch (which
+    must not adopt it beside a standby left live), where every other
     live bid of its name must be a recorded standby still being prepared
     (`Standbys.being_prepared`). One that is not, a standby left live when
     its recovery ended (a cancel that failed, a controller gone), is
@@ -428,11 +435,13 @@ class ClusterBid:
     def acquire(cls, conn: connection.Connection, region: str, name: str,
                 config: common.ProvisionConfig) -> 'ClusterBid':
         """The cluster's bid: the live one resumed or adopted with the
-        launch's current settings, else a new one.
+        launch's current settings, else a new one. A standby that no
+        recovery prepares any more is cancelled first (`refreshed_bid`): the
+        adopted bid would bill beside it for as long as the cluster lives.
 
         What this does to the market is undone if it fails or is interrupted.
         """
-        existing = live_bid(conn, name)
+        existing = refreshed_bid(conn, name)
         held = (None if existing is None else cls(
             conn, existing, _outcome_for(conn, existing, region, config)))
         try:
@@ -751,8 +760,9 @@ def create_once(conn: connection.Connection,
     looking between POSTs does not, so Ctrl-C ends it at once. Whatever ends
     this while a POST's outcome is unknown, an interrupt or an error, first
     watches the rest of that POST's window and cancels the bid if it appears
-    (`_BidPosts.cancel_late_commit`). After more than one POST, any other
-    live bid of the name is cancelled (`cancel_extra_bids`).
+    (`_BidPosts.cancel_late_commit`); if looking for it fails, that raises
+    UnwatchedCommitError. After more than one POST, any other live bid of
+    the name is cancelled (`cancel_extra_bids`).
     """
     posts = _BidPosts(conn, request.name, placed_before)
     with budget_lib.guarded(conn, budget):
@@ -855,13 +865,17 @@ class _BidPosts:
         until = self.unknown_until
         try:
             found = self._await_late_commit()
-        except BaseException:
-            logger.warning(
+        except BaseException as e:
+            stopped = (
                 f'Stopped watching for bid {self.name!r}: Mithril may still '
                 'commit a POST whose answer was lost in the next '
                 f'{max(until - time.monotonic(), 0):.0f}s, and it would '
                 'bill. Run `sky down` for this cluster afterwards to cancel '
                 'it.')
+            logger.warning(stopped)
+            if isinstance(e, Exception):
+                raise UnwatchedCommitError(
+                    f'{stopped} Looking for it failed: {_describe(e)}') from e
             raise
         if found is not None:
             # Undoing it cancels any other bid of the placement too.
@@ -939,8 +953,9 @@ def cancel_half_placed(conn: connection.Connection, name: str,
                        placed_before: FrozenSet[str] = frozenset()) -> None:
     """After placing a bid failed or was interrupted, cancels any bid of its
     name (`placed_before` excepted). One look-up does: `create_once` leaves
-    only once every POST's outcome is known or its window watched, and a bid
-    whose POST was answered just as an interrupt came is listed already."""
+    only once every POST's outcome is known or its window watched (else it
+    raises UnwatchedCommitError), and a bid whose POST was answered just as
+    an interrupt came is listed already."""
     with interrupts.deferred():
         try:
             found = [b for b in live_bids(conn, name)

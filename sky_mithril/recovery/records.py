@@ -84,7 +84,8 @@ def preemptions_recovered(bid_fid: str) -> int:
 
 def set_standby(name_on_cloud: str, bid_fid: str) -> None:
     """Records `bid_fid` as the standby of the cluster's bid; '' while it is
-    being placed (its fid not known yet)."""
+    being placed (its fid not known yet), and after a placement that failed
+    while a bid of it may still be committed (`standby.place_standby`)."""
     with files.locked(_lock_path()):
         records = _read()
         records['standbys'][name_on_cloud] = [bid_fid, time.time()]

@@ -7,10 +7,17 @@ cancels the old bid) or cancelled (`drop_standby`).
 The standby is recorded (`records`) from before its POST until it is
 promoted or dropped; the provisioner reads that record, plugged in here at
 import (`cluster_bid.use_standbys`), to tell the cluster's bid from its
-standby, and `sky stop` drops the standby.
+standby, and `sky stop` drops the standby. A placement that failed while a
+bid of it may still be committed (a POST whose answer was lost, its window
+not watched to the end because looking for it failed) stays recorded as
+being placed: a late commit is then a standby beside the cluster's bid,
+cancelled by the recovery before SkyPilot's own (`drop_recorded_standby`),
+by a status refresh once no recovery prepares it (`cluster_bid.refreshed_bid`),
+by `sky stop` and by `sky down`.
 """
 
 import threading
+import time
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -27,6 +34,18 @@ from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
+# A standby that must be gone before SkyPilot's own recovery relaunches onto
+# the cluster (`drop_recorded_standby`) is cancelled up to this many times,
+# this far apart, before the recovery gives up on it.
+DROP_ATTEMPTS = 3
+DROP_RETRY_SECONDS = 10.0
+
+
+class StandbyLeftLiveError(RuntimeError):
+    """The cluster's standby could not be confirmed cancelled: a relaunch
+    onto the cluster would adopt the cluster's bid and leave the standby
+    billing beside it."""
+
 
 def place_standby(conn: connection.Connection, bid: models.Bid,
                   limit: Decimal, budget: Optional[settings.SpendBudget]
@@ -38,7 +57,8 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     An earlier standby (left by an interrupted recovery) is cancelled first.
     Undone (cancelled) if placing it fails or is interrupted; a POST whose
     answer was lost is waited out first (`cluster_bid.create_once`), so a
-    late commit of it is cancelled too."""
+    late commit of it is cancelled too. If that cannot be made sure of (the
+    bid could not be looked for), it stays recorded as being placed."""
     for earlier in cluster_bid.live_bids(conn, bid.name):
         if earlier.fid != bid.fid:
             drop_standby(conn, bid.name, earlier.fid)
@@ -56,8 +76,18 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
                                             budget=budget)
         records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
-        cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)
-        records.forget_standby(bid.name)
+        settled = False
+        try:
+            cluster_bid.cancel_half_placed(conn, bid.name, e, placed_before)
+            settled = not isinstance(e, cluster_bid.UnwatchedCommitError)
+        finally:
+            if settled:
+                records.forget_standby(bid.name)
+            else:
+                # A bid of it may be live, or still be committed: recorded
+                # as being placed (from now), it is told from the cluster's
+                # bid until something cancels it (module docstring).
+                records.set_standby(bid.name, '')
         raise
     logger.info(f'Placed standby bid {placement.bid.fid} for {bid.fid} in '
                 f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
@@ -71,13 +101,21 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
 def promote_standby(conn: connection.Connection, name: str,
                     standby_fid: str) -> None:
     """Makes the standby the cluster's bid: every other live bid of the
-    cluster is cancelled (confirmed Terminated) first."""
-    for bid in cluster_bid.live_bids(conn, name):
-        if bid.fid != standby_fid:
-            with interrupts.deferred():
-                cluster_bid.cancel_and_confirm(conn, bid.fid)
-            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
-                        'replaces it.')
+    cluster is cancelled (confirmed Terminated) first. A paused one is the
+    stopped cluster the user keeps: then nothing is cancelled, and this
+    raises."""
+    others = [b for b in cluster_bid.live_bids(conn, name)
+              if b.fid != standby_fid]
+    paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
+    if paused:
+        raise RuntimeError(
+            f'Bid {", ".join(paused)} of {name!r} is paused (the cluster was '
+            f'stopped): standby {standby_fid} does not replace it.')
+    for bid in others:
+        with interrupts.deferred():
+            cluster_bid.cancel_and_confirm(conn, bid.fid)
+        logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
+                    'replaces it.')
     records.forget_standby(name)
 
 
@@ -90,6 +128,58 @@ def drop_standby(conn: connection.Connection, name: str,
     logger.info(f'Cancelled standby bid {standby_fid}.')
 
 
+def drop_recorded_standby(conn: connection.Connection, name: str) -> None:
+    """Leaves the cluster's name with the cluster's bid alone, before
+    SkyPilot's own recovery relaunches onto the cluster: its recorded
+    standby is cancelled (`drop_standby`), or, if it is recorded as being
+    placed, any bid of it that is or becomes live within a late-commit
+    window (`_drop_unplaced_standby`); up to DROP_ATTEMPTS times. Raises
+    StandbyLeftLiveError, naming it, if that cannot be confirmed."""
+    error: Optional[Exception] = None
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        standby = records.standby_of(name)
+        if standby is None:
+            return
+        try:
+            if standby:
+                drop_standby(conn, name, standby)
+            else:
+                _drop_unplaced_standby(conn, name)
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            error = e
+            logger.info(f'{name}: cancelling standby {standby or "(placing)"} '
+                        f'failed (attempt {attempt} of {DROP_ATTEMPTS}): {e}')
+        if attempt < DROP_ATTEMPTS:
+            time.sleep(DROP_RETRY_SECONDS)
+    what = (f'Standby bid {standby}' if standby else
+            'A standby whose placement failed (its fid unknown)')
+    raise StandbyLeftLiveError(
+        f'{what} of {name!r} could not be confirmed cancelled ({error}). '
+        'Relaunching onto the cluster now could leave it billing beside the '
+        'cluster\'s bid, so this recovery stops here; SkyPilot tears the '
+        'cluster down (every bid of its name) and retries the job. Should '
+        'it stay live, cancel it with `sky-mithril instance delete '
+        f'{standby or "<fid>"} --include-sky-clusters`.')
+
+
+def _drop_unplaced_standby(conn: connection.Connection, name: str) -> None:
+    """Cancels the bid of a standby recorded as being placed, should it be
+    live or appear within a late-commit window from now (longer than is
+    left of its lost POST's, `cluster_bid.LATE_COMMIT_WINDOW_SECONDS`):
+    every live bid of the name but the oldest, the cluster's
+    (`cluster_bid.cancel_extra_bids`)."""
+    until = time.monotonic() + cluster_bid.LATE_COMMIT_WINDOW_SECONDS
+    while True:
+        bids = cluster_bid.live_bids(conn, name)
+        if len(bids) > 1:
+            cluster_bid.cancel_extra_bids(conn, name, bids[-1].fid)
+        if time.monotonic() >= until:
+            break
+        time.sleep(cluster_bid.LATE_COMMIT_POLL_SECONDS)
+    records.forget_standby(name)
+
+
 
 class StandbyWatch(threading.Thread):
     """Watches the two bids while the standby is made ready (which may
@@ -97,7 +187,9 @@ class StandbyWatch(threading.Thread):
     old bid's notice is over, the standby takes its place: the old bid is
     cancelled, since back to Open it could win a second node. If the job is
     cancelled (`cancelled`), the standby is cancelled, which ends its wait
-    or setup.
+    or setup. If the old bid is paused (`sky stop`), the watch ends: the
+    paused bid is the cluster's, kept as the user left it, and the standby
+    is cancelled (a stopped cluster bills for nothing).
 
     The watch is a thread of the jobs controller: entering it also starts
     the standby's guard (`standby_guard`), a process of its own that
@@ -124,8 +216,16 @@ class StandbyWatch(threading.Thread):
                 if self.cancelled.is_set():
                     drop_standby(self.conn, self.cluster, self.standby_fid)
                     return
-                if not replaced and self.conn.client.get_bid(
-                        self.old_fid).status != models.BidState.PREEMPTING:
+                if replaced:
+                    continue
+                old = self.conn.client.get_bid(self.old_fid).status
+                if old == models.BidState.PAUSED:
+                    drop_standby(self.conn, self.cluster, self.standby_fid)
+                    logger.info(f'{self.cluster}: the cluster was stopped; '
+                                f'its standby {self.standby_fid} is '
+                                'cancelled.')
+                    return
+                if old != models.BidState.PREEMPTING:
                     promote_standby(self.conn, self.cluster, self.standby_fid)
                     replaced = True
                     logger.info(f'{self.cluster}: the notice is over; '

@@ -41,6 +41,13 @@ it is relaunched at once in another region that offers its type, where the
 optimizer finds a bid can win (FAILOVER retries its region first). If the
 standby cannot be ready, it is cancelled and SkyPilot's strategy recovers as
 usual. `sky down` cancels both bids (same name).
+
+Whenever SkyPilot's strategy recovers instead, no standby is left beside the
+cluster's bid (`leave_one_bid`): FAILOVER relaunches onto the cluster as it
+is and adopts that bid, so a standby whose cancel (or promotion) failed is
+cancelled again first; if it still cannot be, the recovery fails rather than
+relaunch beside it, and SkyPilot's jobs controller tears the cluster down
+(every bid of its name) and relaunches the job after a backoff.
 """
 
 import asyncio
@@ -59,6 +66,7 @@ from sky_mithril import CLOUD_NAME
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.recovery import policy
+from sky_mithril.recovery import records
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import staging
 from sky_mithril.recovery import standby as standby_lib
@@ -156,6 +164,24 @@ def plan_recovery(handle: Any, dag: Any,
                         old_bid_fid=bid.fid)
 
 
+def leave_one_bid(handle: Any) -> None:
+    """Before SkyPilot's strategy recovers a Mithril cluster: a standby
+    still recorded (its cancel failed, or the move onto it did) is cancelled
+    (`standby.drop_recorded_standby`). FAILOVER relaunches onto the cluster
+    as it is, adopting the cluster's bid, and the standby would bill beside
+    it for as long as the job runs. Raises StandbyLeftLiveError if the
+    standby cannot be confirmed cancelled: the recovery fails, and SkyPilot's
+    jobs controller tears the cluster down (every bid of its name) and
+    relaunches the job after a backoff."""
+    if handle is None or not runtime.is_mithril(handle):
+        return
+    name = handle.cluster_name_on_cloud
+    if records.standby_of(name) is None:
+        return
+    standby_lib.drop_recorded_standby(
+        cluster_bid.connect(runtime.provider_config(handle)), name)
+
+
 def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
     """Cancels the job on the old node, if it is still there, then makes the
     standby the cluster's bid (module docstring, step 2); SkyPilot's record
@@ -207,13 +233,19 @@ class _StandbyRecovery:
                 cancelled.set()
                 raise
             except Exception as e:  # pylint: disable=broad-except
-                # Whatever it placed is cancelled by then (or by the
-                # teardown of SkyPilot's recovery: same name).
+                # Whatever it placed is cancelled by then, or still recorded
+                # and cancelled before SkyPilot's recovery (`leave_one_bid`).
                 logger.warning(f'{self.cluster_name}: no standby ({e}).')
         if plan.standby_fid is not None:
             return await self._move_onto_standby(handle, plan)
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
+        return await self._recover_as_skypilot_does(handle)
+
+    async def _recover_as_skypilot_does(self, handle: Any) -> float:
+        """The SkyPilot strategy's own recovery, once no standby is left
+        beside the cluster's bid (`leave_one_bid`)."""
+        await asyncio.to_thread(leave_one_bid, handle)
         return await super().recover()  # type: ignore[misc]
 
     async def _move_onto_standby(self, handle: Any, plan: RecoveryPlan
@@ -223,10 +255,9 @@ class _StandbyRecovery:
         try:
             handle = await asyncio.to_thread(move_to_standby, handle, plan)
         except Exception as e:  # pylint: disable=broad-except
-            # The strategy's recovery tears the cluster (both bids) down.
             logger.info(f'{self.cluster_name}: moving onto the standby failed '
                         f'({e}); recovering as usual.')
-            return await super().recover()  # type: ignore[misc]
+            return await self._recover_as_skypilot_does(handle)
         try:
             await asyncio.to_thread(staging.submit_job, self.dag, handle)
             submitted_at = await self._wait_until_job_starts_on_cluster()
@@ -273,7 +304,7 @@ class _StandbyRecovery:
             return submitted_at
         logger.info(f'{self.cluster_name}: the launch in {", ".join(regions)} '
                     'failed; recovering as usual.')
-        return await super().recover()  # type: ignore[misc]
+        return await self._recover_as_skypilot_does(handle)
 
 
 class EagerNextRegionWithStandby(

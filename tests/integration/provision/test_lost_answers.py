@@ -2,7 +2,9 @@
 seconds later (the emulator's late-commit fault, on a manual clock): a launch
 or a standby never leaves two bids of one name. The late-commit window is
 shrunk to a few wall seconds; the emulator's clock moves only when a test
-advances it, so each commit lands exactly when the test says."""
+advances it, so each commit lands exactly when the test says. Where looking
+for a bid fails too, a standby's placement stays recorded until its late
+commit is found and cancelled."""
 
 import os
 import signal
@@ -176,6 +178,48 @@ def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
     assert standby is not None, placing.error
     assert records.standby_of('job') == standby.bid.fid
     assert bid_posts(server) == 2  # the launch's, and one for the standby
+
+
+def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
+        manual_clock_emulator, window, monkeypatch, tmp_path):
+    """The standby's POST is answered with a 503 and committed later, and
+    looking for it fails until its placement gives up: the placement stays
+    recorded, so its late commit is taken for a standby beside the
+    cluster's bid, not a second bid of the cluster, and the recovery's
+    fallback cancels it."""
+    server = manual_clock_emulator
+    window(3.0)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
+                           CLEARING_S)
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price='$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    conn = connection.connect(max_retry_seconds=0.0)
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    late_commit_first_post(server, 30)
+    placing = Background(lambda: standby_lib.place_standby(
+        conn, old, Decimal('30.00'), None))
+    wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
+    # Looking for the bid fails twice: while its placement waits for it,
+    # and once more as the placement, given up, watches for it to cancel it.
+    server.control('PUT', 'faults', rules=[{
+        'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+        'server_error_statuses': [503], 'max_faults': 2}])
+    placing.join(30)
+    assert isinstance(placing.error, cluster_bid.UnwatchedCommitError)
+    assert records.standby_of('job') == ''
+
+    server.control('POST', 'advance', seconds=30)
+    [late] = [b['fid'] for b in live(server, 'job') if b['fid'] != old.fid]
+    assert cluster_bid.live_bid(conn, 'job').fid == old.fid
+    standby_lib.drop_recorded_standby(connection.connect(), 'job')
+
+    assert [b['fid'] for b in live(server, 'job')] == [old.fid]
+    assert {b['fid']: b['status'] for b in bids_named(server, 'job')}[
+        late] == 'Terminated'
+    assert records.standby_of('job') is None
 
 
 @pytest.fixture

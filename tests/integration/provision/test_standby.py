@@ -4,11 +4,14 @@ standby is promoted; the relaunch after the promotion adopts the standby
 without placing a bid; `sky down` cancels both, `sky stop` pauses the old
 one and cancels the standby, and a dropped standby leaves the cluster as it
 was. A status refresh cancels a standby no recovery prepares any more, and
-nothing else."""
+nothing else, and a launch does the same before it adopts the cluster's
+bid. A stopped cluster ends the standby's watch: nothing is promoted over
+its paused bid, and the standby is cancelled."""
 
 import json
+import threading
 from decimal import Decimal
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -27,6 +30,9 @@ REGION = 'us-central3-a'
 CLEARING_S = 120.0
 BOOT_S = 60.0
 PROVIDER = {'project_id': 'proj_emulator'}
+# How long, in wall time, a test lets a standby's watch see the cluster
+# stopped and end.
+WATCH_ENDS_S = 10.0
 
 
 def advance(server: EmulatorServer, seconds: float) -> None:
@@ -151,3 +157,66 @@ def test_a_status_refresh_never_cancels_the_clusters_only_bid(notice):
 
     assert len(query('job')) == 1
     assert status_of(server, standby) == 'Allocated'
+
+
+def billing(server: EmulatorServer) -> List[str]:
+    """The bids of `job` that bill or can win a node: live and not paused."""
+    return [b['fid'] for b in bids_named(server, 'job')
+            if b['status'] in ('Open', 'Allocated', 'Preempting')]
+
+
+def test_a_relaunch_does_not_adopt_the_clusters_bid_beside_a_stale_standby(
+        notice, caplog):
+    """A relaunch onto the cluster (SkyPilot's FAILOVER recovery) while a
+    standby no recovery prepares any more is still live: the standby is
+    cancelled, named, before the cluster's bid is adopted."""
+    server, old, standby = notice
+    age_the_standby_record('job')
+    caplog.set_level('WARNING')
+
+    held = cluster_bid.ClusterBid.acquire(connection.connect(), REGION, 'job',
+                                          provision_config(limit='10.00'))
+
+    assert (held.outcome, held.bid.fid) == (cluster_bid.Outcome.ADOPTED, old)
+    assert status_of(server, standby) == 'Terminated'
+    assert billing(server) == [old]
+    assert f'Cancelled bid {standby}: a standby of \'job\'' in caplog.text
+    assert records.standby_of('job') is None
+
+
+@pytest.mark.parametrize('stop', ['sky stop', 'paused elsewhere'])
+def test_a_stopped_cluster_ends_the_watch_with_nothing_promoted(
+        notice, monkeypatch, stop):
+    """`sky stop` in the notice while the jobs controller watches the
+    standby (or the old bid paused by other means, the standby left live):
+    the watch ends, the paused bid stays the cluster's and the standby is
+    cancelled, so nothing bills."""
+    server, old, standby = notice
+    monkeypatch.setattr(standby_lib.StandbyWatch, 'POLL_SECONDS', 0.05)
+    conn = connection.connect()
+    with standby_lib.StandbyWatch(conn, 'job', old, standby,
+                                  threading.Event()) as watch:
+        if stop == 'sky stop':
+            provisioner.stop_instances('job', PROVIDER)
+        else:
+            conn.client.update_bid(old, paused=True)
+        watch.join(WATCH_ENDS_S)
+        ended = not watch.is_alive()
+
+    assert status_of(server, old) == 'Paused'
+    assert ended, 'the watch went on after the cluster was stopped'
+    assert status_of(server, standby) == 'Terminated'
+    assert billing(server) == []
+    assert records.standby_of('job') is None
+
+
+def test_a_standby_never_replaces_a_stopped_clusters_bid(notice):
+    server, old, standby = notice
+    conn = connection.connect()
+    conn.client.update_bid(old, paused=True)
+
+    with pytest.raises(RuntimeError, match=f'{old}.* paused'):
+        standby_lib.promote_standby(conn, 'job', standby)
+
+    assert status_of(server, old) == 'Paused'
+    assert records.standby_of('job') == standby
