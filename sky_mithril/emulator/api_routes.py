@@ -29,6 +29,11 @@ from sky_mithril.emulator.market import (BidStatus, InstanceStatus,
 
 _Made = TypeVar('_Made')
 
+# `/v2/pricing/history`'s num_samples: -1 asks for every sample (the complete
+# history, as Mithril's SDK asks for it), else at most this many.
+COMPLETE_HISTORY = -1
+MAX_PRICE_SAMPLES = 1000
+
 
 # Request bodies. Semantic checks (known fids, "$x.yy" prices, ...) are the
 # market's; these only give the shape. The `_*_FIELDS` maps say where each
@@ -279,7 +284,8 @@ def api_router(market: Market, lock: ContextManager[Any],
     @v2.get('/pricing/history')
     def price_history(request: Request,
                       region: Optional[str] = None,
-                      num_samples: int = Query(100, ge=1),
+                      num_samples: int = Query(100, ge=COMPLETE_HISTORY,
+                                               le=MAX_PRICE_SAMPLES),
                       start_time: Optional[datetime.datetime] = None,
                       end_time: Optional[datetime.datetime] = None) -> Dict[str, Any]:
         with market.caught_up(lock):
@@ -288,7 +294,8 @@ def api_router(market: Market, lock: ContextManager[Any],
                 region,
                 start=wire.utc(start_time) if start_time else None,
                 end=wire.utc(end_time) if end_time else None,
-                num_samples=num_samples)
+                num_samples=(None if num_samples == COMPLETE_HISTORY else
+                             num_samples))
         return {
             'series': [{
                 'instance_type': auction.instance_type.fid,

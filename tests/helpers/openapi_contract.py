@@ -86,6 +86,14 @@ FASTAPI_VALIDATION_EXTRAS = SpecException(
     "A 422's entries may carry `input` and `ctx` beside `loc`, `msg` and "
     "`type`: FastAPI over pydantic 2 sends them, while the ValidationError "
     "schema it publishes (the spec's) names only the three.")
+ERROR_BODY_DESCRIBED = SpecException(
+    'error-body-described',
+    'The spec documents most refusals (400, 401, 404, 409, 501, a boot-disk '
+    "refresh's 422) by a description only, no body schema. Their body is "
+    'FastAPI\'s HTTPException body, `{"detail": str}` (the emulator\'s, and '
+    "what our client reads), checked in that shape; a boot-disk refresh's "
+    "422 also carries the `reason` its description names (INSTANCE_RUNNING "
+    'or INVALID_IMAGE_VERSION). No body at all keeps the spec too.')
 EMULATOR_SSH_EXTRAS = SpecException(
     'emulator-ssh-extras',
     'The emulator adds `ssh_port` / `ssh_user` to an instance or a Kubernetes '
@@ -94,7 +102,7 @@ EMULATOR_SSH_EXTRAS = SpecException(
 
 SPEC_EXCEPTIONS = (OPENAPI_30_NULLABLE, DATETIME_FORMAT, UNTYPED_SIZE_GB,
                    NOT_FOUND_UNDOCUMENTED, FASTAPI_VALIDATION_EXTRAS,
-                   EMULATOR_SSH_EXTRAS)
+                   ERROR_BODY_DESCRIBED, EMULATOR_SSH_EXTRAS)
 
 # The fields each schema may carry beyond the spec's: EMULATOR_SSH_EXTRAS,
 # FASTAPI_VALIDATION_EXTRAS.
@@ -103,12 +111,24 @@ _EXTRA_FIELDS: Mapping[str, FrozenSet[str]] = {
     'KubernetesClusterModel': frozenset({'ssh_port', 'ssh_user'}),
     'ValidationError': frozenset({'input', 'ctx'}),
 }
-# NOT_FOUND_UNDOCUMENTED: the answer to an unknown fid.
-_NOT_FOUND_SCHEMA: Dict[str, Any] = {
+# NOT_FOUND_UNDOCUMENTED, ERROR_BODY_DESCRIBED: an HTTPException's body.
+_DETAIL_SCHEMA: Dict[str, Any] = {
     'type': 'object',
     'properties': {'detail': {'type': 'string'}},
     'required': ['detail'],
     'additionalProperties': False,
+}
+# ERROR_BODY_DESCRIBED: the refusals whose description names more than
+# `detail`.
+_DESCRIBED_BODIES: Mapping[Tuple[str, str, int], Dict[str, Any]] = {
+    ('POST', '/v2/instances/{instance_fid}/refresh-boot-disk', 422): {
+        **_DETAIL_SCHEMA,
+        'properties': {
+            **_DETAIL_SCHEMA['properties'],
+            'reason': {'enum': ['INSTANCE_RUNNING', 'INVALID_IMAGE_VERSION']},
+        },
+        'required': ['detail', 'reason'],
+    },
 }
 _POSITIVE_INTEGER: Dict[str, Any] = {'type': 'integer', 'minimum': 1}
 
@@ -329,6 +349,31 @@ class Contract:
         """Every operation of the spec, in the spec's order."""
         return list(self._operations)
 
+    def refusals(self, operation: Operation) -> List[int]:
+        """The refusals (statuses from 400) the spec documents for
+        `operation`, in order."""
+        return sorted(int(status)
+                      for status in self._operations[operation]['responses']
+                      if status.isdigit() and int(status) >= 400)
+
+    def refusals_to_provoke(self, operation: Operation) -> List[int]:
+        """The documented refusals a request can provoke: all but a 422
+        that is only the validation error of an operation requiring no
+        input (every request to it that the spec allows is well-formed)."""
+        documented = self._operations[operation]['responses']
+        return [status for status in self.refusals(operation)
+                if status != 422 or self.requires_input(operation)
+                or self._json_schema(documented['422']) != {
+                    '$ref': '#/components/schemas/HTTPValidationError'}]
+
+    def requires_input(self, operation: Operation) -> bool:
+        """Whether `operation` requires a body or a query parameter, so a
+        request can leave it out (and is refused 422)."""
+        spec_operation = self._operations[operation]
+        return bool(spec_operation.get('requestBody', {}).get('required') or
+                    any(p['in'] == 'query' and p.get('required')
+                        for p in spec_operation.get('parameters', [])))
+
     def operation_of(self, method: str,
                      path: str) -> Optional[Tuple[Operation, Dict[str, str]]]:
         """The operation a concrete request path is, with its path parameters."""
@@ -372,8 +417,13 @@ class Contract:
         where = f'{operation} -> {status}'
         if str(status) in documented:
             schema = self._json_schema(documented[str(status)])
+            if schema is None and status >= 400:  # ERROR_BODY_DESCRIBED
+                if not body:
+                    return []
+                schema = _DESCRIBED_BODIES.get((*operation, status),
+                                               _DETAIL_SCHEMA)
         elif status == 404 and '{' in operation.path:
-            schema = _NOT_FOUND_SCHEMA  # NOT_FOUND_UNDOCUMENTED
+            schema = _DETAIL_SCHEMA  # NOT_FOUND_UNDOCUMENTED
         else:
             return [f'{where}: the spec documents only '
                     f'{", ".join(sorted(documented))}']

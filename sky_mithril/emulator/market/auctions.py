@@ -174,14 +174,18 @@ class Auctions:
         *,
         start: Optional[datetime.datetime] = None,
         end: Optional[datetime.datetime] = None,
-        num_samples: int = 100,
+        num_samples: Optional[int] = 100,
     ) -> List[Tuple[Auction, List[PricePoint]]]:
-        """Spot-price samples per auction in [start, end], at most `num_samples` each."""
-        wanted = ({self.instance_type(t).fid for t in instance_types}
-                  if instance_types else None)
+        """Spot-price samples per auction in [start, end], at most
+        `num_samples` each (None: every one, the complete history), of the
+        `instance_types` named (names or fids; all without). A type the
+        market does not know has no series, as Mithril answers its own SDK,
+        which asks for every type it has a fid for."""
+        wanted = set(instance_types) if instance_types else None
         series = []
         for auction in self._store.auctions.values():
-            if wanted is not None and auction.instance_type.fid not in wanted:
+            if wanted is not None and not wanted & {
+                    auction.instance_type.fid, auction.instance_type.name}:
                 continue
             if region is not None and auction.region != region:
                 continue
@@ -189,7 +193,8 @@ class Auctions:
                       for t, price in auction.price_history
                       if (start is None or t >= start) and
                       (end is None or t <= end)]
-            series.append((auction, _downsample(points, num_samples)))
+            series.append((auction, points if num_samples is None else
+                           _downsample(points, num_samples)))
         return series
 
     def set_price(self, instance_type: str, region: str,

@@ -116,6 +116,39 @@ def test_an_undocumented_status_or_body_is_caught(contract: Contract) -> None:
                                       b'{"detail": "no"}') != []
 
 
+def test_a_refusal_documented_by_description_is_read_as_its_detail(
+        contract: Contract) -> None:
+    # ERROR_BODY_DESCRIBED: FastAPI's `{"detail": str}` ...
+    revoke = Operation('DELETE', '/v2/api-keys/{key_fid}')
+    assert contract.response_problems(revoke, 401, b'{"detail": "no"}') == []
+    assert contract.response_problems(revoke, 404, b'') == []
+    assert contract.response_problems(revoke, 404, b'{"error": "no"}') != []
+    # ... and a boot-disk refresh's 422 with the `reason` it describes.
+    refresh = Operation('POST',
+                        '/v2/instances/{instance_fid}/refresh-boot-disk')
+    assert contract.response_problems(
+        refresh, 422, b'{"detail": "no", "reason": "INSTANCE_RUNNING"}') == []
+    assert contract.response_problems(refresh, 422, b'{"detail": "no"}') != []
+    assert contract.response_problems(
+        refresh, 422, b'{"detail": "no", "reason": "TOO_HOT"}') != []
+    # A validation error keeps the schema the spec gives it.
+    assert contract.response_problems(
+        Operation('POST', '/v2/spot/bids'), 422, b'{"detail": "no"}') != []
+
+
+def test_the_refusals_a_request_can_provoke(contract: Contract) -> None:
+    assert contract.refusals(Operation('GET', '/v2/spot/bids/{bid_fid}')) == [
+        422]
+    # Any bid fid is a well-formed request: only a wrong fid's 404.
+    assert contract.refusals_to_provoke(
+        Operation('GET', '/v2/spot/bids/{bid_fid}')) == []
+    assert contract.refusals_to_provoke(Operation('GET', '/v2/ssh-keys')) == [
+        422]
+    assert contract.refusals_to_provoke(Operation(
+        'POST', '/v2/instances/{instance_fid}/refresh-boot-disk')) == [
+            404, 409, 422, 501]
+
+
 def test_a_broken_request_is_caught(contract: Contract) -> None:
     body = {'project': 'proj_1', 'region': 'r', 'instance_type': 'it_1',
             'limit_price': '$1.00', 'instance_quantity': 1,

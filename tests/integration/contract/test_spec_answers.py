@@ -11,6 +11,10 @@ another) and checks each answer's status and body against the spec
 - not served by the emulator: an expected failure, "not served yet";
 - against another endpoint, not exercised (a read-only run): skipped.
 
+And every refusal the spec documents for a served operation (401 for a
+revoked key, 400, 404, 409, 501, a 422 for input left out) is provoked by
+some phase, bar the few `UNPROVOKED_REFUSALS` that say why not.
+
 To cover an operation the emulator newly serves, add its calls to a phase
 (or a new phase in `PHASES`). Each phase says what it needs of the endpoint:
 `READS` run everywhere, `WRITES` only on the emulator (they create and delete
@@ -23,6 +27,7 @@ import datetime
 import email.utils
 import enum
 import json
+import re
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -83,10 +88,12 @@ class Facts:
 
 @dataclasses.dataclass
 class ScenarioRun:
-    """Each operation's exchanges (one list of problems per answer), and the
-    phases that stopped, with why."""
+    """Each operation's exchanges (one list of problems per answer) and the
+    statuses it answered, and the phases that stopped, with why."""
 
     exchanges: Dict[Operation, List[List[str]]] = dataclasses.field(
+        default_factory=dict)
+    statuses: Dict[Operation, Set[int]] = dataclasses.field(
         default_factory=dict)
     stopped: Dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -113,13 +120,16 @@ class Caller:
                  expect: int,
                  params: Optional[Dict[str, Any]] = None,
                  body: Optional[Dict[str, Any]] = None,
-                 invalid: bool = False) -> Any:
+                 invalid: bool = False,
+                 api_key: Optional[str] = None) -> Any:
         """The answer's JSON (None for no body); ScenarioFailed unless its
         status is `expect`. `invalid`: the request breaks the spec on
-        purpose, so only the answer is checked."""
+        purpose, so only the answer is checked. `api_key`: another key than
+        the endpoint's (one the scenario minted)."""
         response = self._session.request(
             method, f'{self._target.url}{path}', params=params, json=body,
-            headers={'Authorization': f'Bearer {self._target.api_key}'},
+            headers={'Authorization':
+                     f'Bearer {api_key or self._target.api_key}'},
             timeout=REQUEST_TIMEOUT_S, allow_redirects=False)
         self._note_secrets(response)
         request = openapi_contract.request_of(response.request)
@@ -136,12 +146,18 @@ class Caller:
         ]
         self._run.exchanges.setdefault(operation, []).append(
             [self._redact(problem) for problem in problems])
+        self._run.statuses.setdefault(operation, set()).add(
+            response.status_code)
         self._note_server_date(response)
         if response.status_code != expect:
             raise ScenarioFailed(self._redact(
                 f'{request.label} answered {response.status_code}, expected '
                 f'{expect}: {self._redact(response.text)[:300]}'))
         return response.json() if response.content else None
+
+    @property
+    def contract(self) -> Contract:
+        return self._contract
 
     def server_date(self) -> datetime.datetime:
         """The endpoint's clock as its last dated answer's `Date` header
@@ -288,16 +304,28 @@ def ssh_keys(call: Caller, target: ContractTarget, facts: Facts) -> None:
 
 
 def api_keys(call: Caller, target: ContractTarget, facts: Facts) -> None:
-    """An API key minted (expiring a day from the endpoint's clock), listed
-    and revoked."""
+    """An API key minted (expiring a day from the endpoint's clock), used,
+    listed and revoked; then refused with it (401). Keys Mithril does not
+    mint (400) and an unknown key (404)."""
     del target, facts
-    expires_at = call.server_date() + API_KEY_LIFETIME
+    now = call.server_date()
     made = call('POST', '/v2/api-keys', expect=201,
                 body={'name': 'contract-api-key',
-                      'expires_at': expires_at.isoformat()})
-    call('GET', '/v2/api-keys', expect=200)
+                      'expires_at': (now + API_KEY_LIFETIME).isoformat()})
+    call('GET', '/v2/api-keys', expect=200, api_key=made['secret'])
     call('DELETE', f'/v2/api-keys/{made["fid"]}', expect=204)
     call('GET', '/v2/api-keys', expect=200)
+    revoked = {'api_key': made['secret'], 'expect': 401}
+    call('GET', '/v2/api-keys', **revoked)
+    call('POST', '/v2/api-keys', **revoked,
+         body={'name': 'contract-api-key-2',
+               'expires_at': (now + API_KEY_LIFETIME).isoformat()})
+    call('DELETE', f'/v2/api-keys/{made["fid"]}', **revoked)
+    for name, lifetime in (('k' * 60, API_KEY_LIFETIME),
+                           ('contract-api-key-3', datetime.timedelta(days=400))):
+        call('POST', '/v2/api-keys', expect=400,
+             body={'name': name, 'expires_at': (now + lifetime).isoformat()})
+    call('DELETE', '/v2/api-keys/apikey_contract0unknown', expect=404)
 
 
 def lifecycle_scripts(call: Caller, target: ContractTarget,
@@ -390,10 +418,15 @@ def cpu_vm(call: Caller, target: ContractTarget, facts: Facts) -> None:
                     'region': facts.cpu_region, 'volumes': [],
                     'ssh_keys': facts.ssh_keys})
     fid = vm['fid']
+    pause = {'instances': [fid], 'status': 'STATUS_PAUSED'}
+    call('PATCH', '/v2/instances', expect=409, body=pause)  # still booting
     _wait_for_status(call, target, fid, 'STATUS_RUNNING')
-    call('PATCH', '/v2/instances', expect=200,
-         body={'instances': [fid], 'status': 'STATUS_PAUSED'})
+    call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=422)
+    call('PATCH', '/v2/instances', expect=200, body=pause)
     _wait_for_status(call, target, fid, 'STATUS_PAUSED')
+    call('POST', f'/v2/instances/{fid}/restart', expect=409)  # not running
+    call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=422,
+         body={'image_version': 'imgver_contract0unknown'})
     call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=200)
     call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=200,
          body={'image_version': None})
@@ -405,6 +438,12 @@ def cpu_vm(call: Caller, target: ContractTarget, facts: Facts) -> None:
          params={'project': facts.project, 'order_type_in': 'Reservation'})
     call('DELETE', f'/v2/cpu/instances/{fid}', expect=204)
     call('GET', f'/v2/instances/{fid}/status', expect=200)
+    call('POST', f'/v2/instances/{fid}/refresh-boot-disk', expect=409)  # no VM
+    unknown = 'inst_contract0unknown'
+    call('PATCH', '/v2/instances', expect=404,
+         body={'instances': [fid, unknown], 'status': 'STATUS_RUNNING'})
+    call('POST', f'/v2/instances/{unknown}/restart', expect=404)
+    call('POST', f'/v2/instances/{unknown}/refresh-boot-disk', expect=404)
 
 
 def _bid_body(facts: Facts, name: str, limit_price: str) -> Dict[str, Any]:
@@ -471,6 +510,12 @@ def bid_life(call: Caller, target: ContractTarget, facts: Facts) -> None:
                  'order_type_in': 'Bid', 'region': facts.region,
                  'instance_type': facts.instance_type,
                  'sort_by': 'instance_status', 'limit': 1})
+    # Mithril acts on single instances of reservations only.
+    spot = instance_fids[0]
+    call('PATCH', '/v2/instances', expect=501,
+         body={'instances': [spot], 'status': 'STATUS_PAUSED'})
+    call('POST', f'/v2/instances/{spot}/restart', expect=501)
+    call('POST', f'/v2/instances/{spot}/refresh-boot-disk', expect=501)
     call('PATCH', path, expect=200,
          body={'limit_price': _dollars(facts.spot_price_cents * 4)})
     call('PATCH', path, expect=200, body={'paused': True})
@@ -479,6 +524,8 @@ def bid_life(call: Caller, target: ContractTarget, facts: Facts) -> None:
     call('PATCH', path, expect=200, body={'paused': False})
     for fid in (bid['fid'], other['fid']):
         call('DELETE', f'/v2/spot/bids/{fid}', expect=204)
+    # Cancelling a cancelled bid changes nothing; the spec names no refusal.
+    call('DELETE', path, expect=204)
     call('GET', path, expect=200)
     call('GET', f'{path}/history', expect=200)
     call('GET', '/v2/instances', expect=200,
@@ -491,6 +538,19 @@ def invalid_bid(call: Caller, target: ContractTarget, facts: Facts) -> None:
     body = _bid_body(facts, 'unused', '$1.00')
     del body['name']
     call('POST', '/v2/spot/bids', expect=422, body=body, invalid=True)
+
+
+def malformed_requests(call: Caller, target: ContractTarget,
+                       facts: Facts) -> None:
+    """Every served operation that requires a body or a query parameter,
+    sent without it: 422, the spec's HTTPValidationError."""
+    del facts
+    assert target.emulator is not None
+    for operation in sorted(served_operations(target.emulator, call.contract)):
+        if not call.contract.requires_input(operation):
+            continue
+        path = re.sub(r'\{(\w+)\}', r'\1_contract0unknown', operation.path)
+        call(operation.method, path, expect=422, invalid=True)
 
 
 def one_bid(call: Caller, target: ContractTarget, facts: Facts) -> None:
@@ -541,6 +601,7 @@ PHASES: List[Tuple[Phase, Needs]] = [
     (bid_life, Needs.WRITES),
     (cpu_vm, Needs.WRITES),
     (invalid_bid, Needs.WRITES),
+    (malformed_requests, Needs.WRITES),
     (one_bid, Needs.ONE_BID),
     (existing_resources, Needs.READS),
 ]
@@ -630,6 +691,37 @@ def test_operation_answers_as_specified(operation: Operation,
         pytest.xfail('not served yet')
     problems = [problem for exchange in exchanges for problem in exchange]
     assert not problems, '\n'.join(problems)
+
+
+# The refusals the spec documents for a served operation that the scenario
+# does not provoke, and why.
+UNPROVOKED_REFUSALS: Dict[Tuple[Operation, int], str] = {
+    (Operation('POST', '/v2/instances/{instance_fid}/restart'), 403):
+        'restart "not enabled for the organization" is not emulated: every '
+        'organization may restart',
+    (Operation('DELETE', '/v2/api-keys/{key_fid}'), 400):
+        'the spec does not say what revocation it refuses as "Invalid '
+        'request"; the emulator refuses none',
+}
+
+
+def test_every_documented_refusal_is_provoked(
+        contract: Contract, contract_target: ContractTarget,
+        scenario_run: ScenarioRun) -> None:
+    """Each refusal the spec documents for an operation the emulator serves,
+    that a request can provoke, is answered somewhere in the scenario, and
+    so checked against the spec."""
+    if contract_target.emulator is None:
+        pytest.skip('the refusals are provoked on the emulator only')
+    unprovoked = [
+        f'{operation} -> {status}'
+        for operation in served_operations(contract_target.emulator, contract)
+        for status in contract.refusals_to_provoke(operation)
+        if (operation, status) not in UNPROVOKED_REFUSALS
+        and status not in scenario_run.statuses.get(operation, set())
+    ]
+    assert not unprovoked, (
+        'documented refusals no phase provokes:\n' + '\n'.join(unprovoked))
 
 
 def test_emulator_serves_only_spec_operations(

@@ -401,6 +401,24 @@ def test_price_history_endpoints(bare_emulator: EmulatorServer) -> None:
     assert MONEY.match(row['last_instance_price'])
 
 
+def test_price_history_num_samples_as_the_spec_bounds_it(
+        bare_emulator: EmulatorServer) -> None:
+    """-1 is the complete history (Mithril's SDK asks for it), 1000 the most
+    samples; outside [-1, 1000] is a 422."""
+    server = bare_emulator
+    query = {'instance_types': _type_fid(server), 'region': REGION}
+    complete, = _get(server, '/v2/pricing/history',
+                     params={**query, 'num_samples': -1}).json()['series']
+    most, = _get(server, '/v2/pricing/history',
+                 params={**query, 'num_samples': 1000}).json()['series']
+    assert len(complete['timestamps']) >= len(most['timestamps']) > 100
+    for refused in (-2, 1001):
+        answer = _get(server, '/v2/pricing/history',
+                      params={**query, 'num_samples': refused})
+        assert answer.status_code == 422
+        assert answer.json()['detail'][0]['loc'] == ['query', 'num_samples']
+
+
 def test_ssh_keys_and_minimal_endpoints(bare_emulator: EmulatorServer) -> None:
     server = bare_emulator
     created = requests.post(f'{server.url}/v2/ssh-keys', headers=AUTH,

@@ -122,6 +122,22 @@ def test_price_history_samples_each_clearing(market: Market) -> None:
         market.auctions.price_history([TYPE], REGION, num_samples=2)[0][1]) == 2
 
 
+def test_price_history_complete_and_of_unknown_types(market: Market) -> None:
+    for price in ('$1.10', '$1.20', '$1.30'):
+        market.auctions.set_price(TYPE, REGION, price)
+        market.advance(CLEARING_S)
+    (_, points), = market.auctions.price_history([TYPE], REGION,
+                                                 num_samples=None)
+    assert [p for _, p in points] == [Decimal('1.10'), Decimal('1.20'),
+                                      Decimal('1.30')]
+    # Mithril's SDK asks for every type it has a fid for; one the market does
+    # not know has no series, and refuses nothing.
+    (auction, _), = market.auctions.price_history(
+        ['it_NotInThisMarket00', type_fid(market)], REGION)
+    assert auction.instance_type.name == TYPE
+    assert market.auctions.price_history(['it_NotInThisMarket00']) == []
+
+
 def test_script_history_preloads_samples(market: Market) -> None:
     past = [(DEFAULT_START - datetime.timedelta(hours=h), f'${h}.25')
             for h in (3, 2, 1)]
