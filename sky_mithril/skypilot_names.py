@@ -191,6 +191,10 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'plugin.takeover._template_override: the keywords SkyPilot calls it '
            'with', keywords=('_extra_launch_context',
                              '_is_launched_by_jobs_controller')),
+    _entry('sky.provision', 'cleanup_cluster_resources', API_SERVER,
+           'provision.instance.cleanup_cluster_resources: ours, which SkyPilot '
+           'calls once it finds a cluster gone (a status refresh, `sky down`), '
+           'revokes its node keys'),
     _entry('sky.provision.mithril', '', API_SERVER,
            'plugin.takeover._take_over_provisioner: every function it defines '
            'is one ours must define; templates/mithril-ray.yml.j2: the '

@@ -21,8 +21,11 @@ what limits it is where it goes and how long it lives.
   them without a working key.
 * Revoked with every other key of its name once the cluster's bids are
   cancelled (`revoke_all`): by `sky down` on the API server, and by the
-  node's autodown with the node's own key, last. A revocation that fails
-  never stops a `sky down`: it is reported, and the expiry bounds the key.
+  node's autodown with the node's own key, last. The node is often taken
+  before it gets there, so the API server also revokes them when it finds
+  the cluster gone (`revoke_minted_before`: the keys minted before its last
+  bid ended). A revocation that fails never stops a `sky down` or a status
+  refresh: it is reported, and the expiry bounds the key.
 
 Why LIFETIME is 30 days: revocation ends a key with its cluster; the expiry
 only bounds keys whose revocation failed or whose cluster ended outside
@@ -261,3 +264,30 @@ def revoke_all(conn: connection.Connection,
     else:
         _revoke(conn, live)
     shutil.rmtree(cluster_dir(cluster_name_on_cloud), ignore_errors=True)
+
+
+def revoke_minted_before(conn: connection.Connection,
+                         cluster_name_on_cloud: str,
+                         ended_at: datetime.datetime) -> None:
+    """Revokes the cluster's live keys minted before `ended_at`, when its
+    last bid ended (the server's clock), and forgets this machine's copy if
+    it holds one of them: the cluster ended outside `sky down` (autodown,
+    the console). A key minted later is a launch's of the name under way,
+    and is kept. A failure is reported, never raised."""
+    name = key_name(conn.project_id, cluster_name_on_cloud)
+    try:
+        ended = [k for k in _live_keys_named(conn, name)
+                 if k.created_at < ended_at]
+    except errors.MithrilAPIError as e:
+        logger.warning(f'Could not list the Mithril API keys named {name!r} '
+                       f'to revoke them: {e} Each expires at most '
+                       f'{LIFETIME.days} days after it was minted.')
+        return
+    _revoke(conn, ended)
+    record = _read_record(cluster_name_on_cloud)
+    if record is not None and record.created_at < ended_at:
+        shutil.rmtree(cluster_dir(cluster_name_on_cloud), ignore_errors=True)
+    if ended:
+        logger.info(f'Revoked the API keys of {cluster_name_on_cloud}\'s '
+                    f'nodes ({", ".join(k.fid for k in ended)}): its bid '
+                    f'ended at {ended_at.isoformat()}.')

@@ -177,6 +177,19 @@ def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
     return sorted(live, key=lambda b: b.created_at, reverse=True)
 
 
+def ended_at(conn: connection.Connection,
+             name: str) -> Optional[datetime.datetime]:
+    """When the last bid named exactly `name` ended (the server's clock),
+    once all have; None while one is live, or when none says when it ended.
+    One request."""
+    bids = [b for b in conn.client.list_bids(conn.project_id, name=name)
+            if b.name == name]
+    if any(b.status != models.BidState.TERMINATED for b in bids):
+        return None
+    return max((b.deactivated_at for b in bids if b.deactivated_at),
+               default=None)
+
+
 def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
     """The cluster's bid, or None once it is gone."""
     return _clusters_bid(live_bids(conn, name), name)

@@ -5,6 +5,7 @@ A cluster is one spot bid for all of its nodes (all-or-nothing), owned by
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
+A status refresh that finds the cluster gone revokes its nodes' keys.
 """
 
 from decimal import Decimal
@@ -108,6 +109,29 @@ def terminate_instances(cluster_name_on_cloud: str,
     conn = cluster_bid.connect(provider_config)
     cluster_bid.cancel_all(conn, cluster_name_on_cloud)
     node_keys.revoke_all(conn, cluster_name_on_cloud)
+
+
+def cleanup_cluster_resources(
+        cluster_name_on_cloud: str,
+        provider_config: Optional[Dict[str, Any]] = None) -> None:
+    """SkyPilot calls this once it has found the cluster gone and cleans up
+    after it: at a status refresh (the status daemon, `sky status -r`) and
+    at `sky down`, even of a cluster already gone. Revokes the nodes' keys
+    minted before the cluster's last bid ended (a node's autodown cancels
+    its bid and is taken before it can revoke its own key); nothing while a
+    bid of the name is live. A failure is reported, never raised: it must
+    not stop a status refresh or a `sky down`."""
+    try:
+        conn = cluster_bid.connect(provider_config)
+        ended_at = cluster_bid.ended_at(conn, cluster_name_on_cloud)
+        if ended_at is not None:
+            node_keys.revoke_minted_before(conn, cluster_name_on_cloud,
+                                           ended_at)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.warning(f'Could not revoke the Mithril API keys of '
+                       f'{cluster_name_on_cloud}\'s nodes: {e} Each expires '
+                       f'at most {node_keys.LIFETIME.days} days after it was '
+                       'minted.')
 
 
 def get_cluster_info(region: str, cluster_name_on_cloud: str,

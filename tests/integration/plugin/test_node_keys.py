@@ -13,15 +13,22 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import requests
 import yaml
+import sky
 from sky import global_user_state
+from sky import provision as sky_provision
+from sky.backends import backend_utils
+from sky.backends import cloud_vm_ray_backend
+from sky.utils import status_lib
 
 from sky_mithril import cloud
+from sky_mithril import provision as ours
 from sky_mithril.account import connection
 from sky_mithril.account import node_keys
 from sky_mithril.api import AmbiguousResponseError
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 
 from tests.helpers.cluster_config import (INSTANCE_TYPE, REGION, WrittenConfig,
@@ -67,6 +74,12 @@ def node_credentials(written: WrittenConfig) -> Dict[str, Any]:
     """The profile the cluster's nodes get (`staged_node_file`)."""
     config = yaml.safe_load(staged_node_file(written).read_text())
     return config['profiles'][config['current_profile']]
+
+
+def key_in(path: Path) -> str:
+    """The API key a credentials file holds."""
+    config = yaml.safe_load(path.read_text())
+    return config['profiles'][config['current_profile']]['api_key']
 
 
 def place_bid(written: WrittenConfig) -> None:
@@ -273,3 +286,68 @@ def test_a_mint_whose_answer_was_lost_leaves_no_key_live(fast_emulator):
     assert key['deactivated_at'] is not None
     assert node_keys.issue(conn, 'lost', None) == node_keys.credentials_path('lost')
     assert len(live_keys_of(fast_emulator)) == 1
+
+
+# A cluster whose node's autodown cancelled its bid: SkyPilot's status
+# refresh finds it gone, and its keys are revoked.
+
+@pytest.mark.parametrize('found_by', ['status refresh', 'sky down'])
+def test_a_cluster_found_gone_has_its_nodes_keys_revoked(
+        fast_emulator, monkeypatch, found_by):
+    cluster = f'gone-{found_by.split()[-1]}'
+    written = write_cluster_config(monkeypatch, cluster)
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    key = node_credentials(written)['api_key']
+    # SkyPilot's record of the cluster, and our provisioner for `mithril`,
+    # as on the API server.
+    monkeypatch.setitem(sky_provision._registered_provisioners, 'mithril',
+                        sky_provision.Provisioner(module=ours))
+    handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
+        cluster_name=cluster, cluster_name_on_cloud=name,
+        cluster_yaml=written.yaml_path, launched_nodes=1,
+        launched_resources=sky.Resources(cloud=cloud.Mithril(),
+                                         instance_type=INSTANCE_TYPE,
+                                         region=REGION))
+    global_user_state.add_or_update_cluster(
+        cluster, handle, requested_resources=None, ready=True,
+        is_launch=True)
+    # The node's autodown: the bid cancelled with the node's key, the node
+    # taken before it revokes that key.
+    [bid] = [b['fid'] for b in fast_emulator.control('GET', 'state')['bids']
+             if b['name'] == name]
+    answer = requests.delete(f'{fast_emulator.url}/v2/spot/bids/{bid}',
+                             timeout=10,
+                             headers={'Authorization': f'Bearer {key}'})
+    assert answer.status_code < 300, answer.text
+    assert works(fast_emulator, key)
+    if found_by == 'status refresh':
+        backend_utils.refresh_cluster_status_handle(
+            cluster, force_refresh_statuses=set(status_lib.ClusterStatus))
+    else:
+        cloud_vm_ray_backend.CloudVmRayBackend().teardown(handle,
+                                                          terminate=True)
+    assert global_user_state.get_cluster_from_name(cluster) is None
+    assert not works(fast_emulator, key)
+    assert live_keys_of(fast_emulator) == []
+    assert not node_keys.cluster_dir(name).exists()
+
+
+def test_a_key_minted_after_the_bid_ended_is_a_launch_under_way_and_kept(
+        fast_emulator, monkeypatch):
+    written = write_cluster_config(monkeypatch, 'again')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    old = node_credentials(written)['api_key']
+    conn = connection.connect()
+    cluster_bid.cancel_all(conn, name)
+    fast_emulator.control('POST', 'advance', seconds=DAY)
+    new = node_credentials(write_cluster_config(monkeypatch, 'again'))
+    provisioner.cleanup_cluster_resources(name, written.provider)
+    assert not works(fast_emulator, old)
+    assert works(fast_emulator, new['api_key'])
+    assert key_in(node_keys.credentials_path(name)) == new['api_key']
+    # With a bid of the name live, nothing is revoked.
+    place_bid(written)
+    provisioner.cleanup_cluster_resources(name, written.provider)
+    assert works(fast_emulator, new['api_key'])
