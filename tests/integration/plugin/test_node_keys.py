@@ -23,13 +23,16 @@ from sky.utils import status_lib
 from sky_mithril import cloud
 from sky_mithril import provision as ours
 from sky_mithril.account import connection
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.account import node_keys
 from sky_mithril.api import AmbiguousResponseError
+from sky_mithril.api import client as client_lib
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import node_key_renewal
 
 from tests.helpers.cluster_config import (INSTANCE_TYPE, REGION, WrittenConfig,
                                           write_cluster_config)
@@ -351,3 +354,145 @@ def test_a_key_minted_after_the_bid_ended_is_a_launch_under_way_and_kept(
     place_bid(written)
     provisioner.cleanup_cluster_resources(name, written.provider)
     assert works(fast_emulator, new['api_key'])
+
+
+# A cluster that stays up: its key is renewed at a status refresh.
+
+def refresh(cluster: str, written: WrittenConfig) -> None:
+    """SkyPilot's status refresh of `cluster` (its written config), as far
+    as the provisioner sees it (`sky status -r`, the status daemon)."""
+    statuses = provisioner.query_instances(
+        cluster, written.cluster_name_on_cloud, written.provider)
+    assert [s for s, _ in statuses.values()] == [status_lib.ClusterStatus.UP]
+
+
+def requests_made(server: EmulatorServer) -> int:
+    return server.control('GET', 'stats')['total']
+
+
+@pytest.fixture(name='node_file')
+def fixture_node_file(monkeypatch, tmp_path) -> Path:
+    """The credentials file on the cluster's one node: what a renewal
+    delivers lands here (`node_key_renewal.push_to_nodes`)."""
+    node_file = tmp_path / 'node' / 'config.yaml'
+    node_file.parent.mkdir()
+
+    def push(cluster_name: str, path: Path) -> None:
+        del cluster_name  # the test's one cluster
+        shutil.copy(path, node_file)
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', push)
+    return node_file
+
+
+def test_a_refresh_near_the_expiry_puts_a_new_key_on_the_nodes_then_revokes_the_old(
+        fast_emulator, monkeypatch, node_file):
+    written = write_cluster_config(monkeypatch, 'longrun')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    first = node_credentials(written)['api_key']
+    shutil.copy(staged_node_file(written), node_file)
+    # Far from the expiry a refresh costs its two requests, no more.
+    before = requests_made(fast_emulator)
+    refresh('longrun', written)
+    assert requests_made(fast_emulator) - before == 2
+    assert key_in(node_file) == first
+
+    delivered: List[bool] = []
+    push = node_key_renewal.push_to_nodes
+
+    def push_while_the_old_key_works(cluster_name: str, path: Path) -> None:
+        delivered.append(works(fast_emulator, first))
+        push(cluster_name, path)
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes',
+                        push_while_the_old_key_works)
+    fast_emulator.control('POST', 'advance', seconds=29 * DAY)
+    refresh('longrun', written)
+    assert delivered == [True]
+    renewed = key_in(node_file)
+    assert renewed != first and works(fast_emulator, renewed)
+    assert not works(fast_emulator, first)
+    assert key_in(node_keys.credentials_path(name)) == renewed
+    assert node_keys.credentials_path(name).stat().st_mode & 0o777 == 0o600
+    [live] = live_keys_of(fast_emulator)
+    assert live['name'] == node_keys.key_name(PROJECT_FID, name)
+    lifetime = datetime.datetime.fromisoformat(live['expires_at']) - (
+        datetime.datetime.fromisoformat(live['created_at']))
+    assert abs(lifetime - node_keys.LIFETIME) < datetime.timedelta(hours=1)
+    # Renewed, the key is far from its expiry again.
+    refresh('longrun', written)
+    assert delivered == [True] and len(keys_of(fast_emulator)) == 2
+    # A relaunch within a day keeps the renewed key.
+    assert node_credentials(write_cluster_config(
+        monkeypatch, 'longrun'))['api_key'] == renewed
+
+
+def test_a_renewal_that_cannot_reach_the_nodes_revokes_nothing_and_is_tried_again(
+        fast_emulator, monkeypatch, node_file, caplog):
+    written = write_cluster_config(monkeypatch, 'unreachable')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    first = node_credentials(written)['api_key']
+    push = node_key_renewal.push_to_nodes
+
+    def unreachable(cluster_name: str, path: Path) -> None:
+        raise RuntimeError('ssh: connect to host 10.0.0.2 port 22: timed out')
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', unreachable)
+    fast_emulator.control('POST', 'advance', seconds=29 * DAY)
+    caplog.set_level(logging.WARNING)
+    refresh('unreachable', written)  # never fails the refresh
+    assert 'Could not renew the Mithril API key' in caplog.text
+    assert 'timed out' in caplog.text
+    assert first not in caplog.text
+    # The nodes keep a working key; the one that did not get there is live
+    # too (a node may have it), and nothing else is minted until the retry.
+    assert works(fast_emulator, first)
+    assert key_in(node_keys.credentials_path(name)) == first
+    assert len(live_keys_of(fast_emulator)) == 2
+    refresh('unreachable', written)
+    assert len(keys_of(fast_emulator)) == 2
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', push)
+    fast_emulator.control('POST', 'advance',
+                          seconds=node_keys.RENEW_RETRY_AFTER.total_seconds())
+    refresh('unreachable', written)
+    [live] = live_keys_of(fast_emulator)
+    assert key_in(node_file) == key_in(node_keys.credentials_path(name))
+    assert works(fast_emulator, key_in(node_file))
+    assert not works(fast_emulator, first)
+
+
+def test_the_node_warns_in_its_log_as_its_key_nears_its_expiry(
+        fast_emulator, monkeypatch, tmp_path, caplog):
+    written = write_cluster_config(monkeypatch, 'warns')
+    checks: List[float] = []
+
+    def one_check_then_stop(seconds: float) -> None:
+        checks.append(seconds)
+        if len(checks) > 1:
+            raise StopIteration
+
+    def warnings_of_one_check() -> List[str]:
+        checks.clear()
+        caplog.clear()
+        with pytest.raises(StopIteration):
+            node_keys.watch_expiry()
+        assert checks == [node_keys.WARN_CHECK_SECONDS] * 2
+        return [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING]
+
+    with monkeypatch.context() as node_side:
+        on_the_node(node_side, tmp_path, written)
+        node_side.setattr(node_keys.time, 'sleep', one_check_then_stop)
+        node = credentials_lib.load_credentials()
+        assert warnings_of_one_check() == []
+        fast_emulator.control('POST', 'advance', seconds=27 * DAY)
+        [warning] = warnings_of_one_check()
+        assert warning.startswith("This node's Mithril API key")
+        assert 'expires at' in warning and node.api_key not in warning
+        with client_lib.MithrilClient.from_credentials(node) as client:
+            [own] = client.list_api_keys()
+            client.revoke_api_key(own.fid)
+        [warning] = warnings_of_one_check()
+        assert 'no longer works' in warning and node.api_key not in warning
