@@ -40,9 +40,6 @@ if typing.TYPE_CHECKING:
     from sky.utils import volume as volume_lib
 
 logger = sky_logging.init_logger('sky.sky_mithril.cloud')
-# Where the nodes' sky-mithril (and `ml`) look for credentials: the cluster's
-# own key (`node_keys`) is mounted there.
-NODE_CREDENTIALS_PATH = '~/.config/mithril/config.yaml'
 
 _F = clouds.CloudImplementationFeatures
 _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
@@ -598,7 +595,7 @@ class Mithril(builtin_mithril.Mithril):
         mounts: List[mithril_volumes.Mount] = []
         if not dryrun:
             account = _account_of(cluster_name.display_name)
-            node_credentials = {NODE_CREDENTIALS_PATH: str(
+            node_credentials = {node_keys.NODE_PATH: str(
                 node_keys.credentials_path(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)

@@ -12,7 +12,9 @@ there, exactly as the plugin does on the API server.
 In the skylet it also starts the preemption-notice watcher
 (`recovery.notice.watch_for_notice`), which runs the task's preemption hooks
 when Mithril's notice appears. The SkyPilot names this relies on are checked as
-the skylet starts (`_start_notice_watcher`).
+the skylet starts (`_start_notice_watcher`). And it starts the watch of the
+node's API key, which warns in the skylet's log as the key nears its expiry
+(`account.node_keys.watch_expiry`).
 
 Importing this module costs almost nothing and never raises: an interpreter
 that never imports `sky.provision` is untouched.
@@ -70,6 +72,14 @@ def _start_notice_watcher() -> None:
                      name='sky-mithril-preemption-notice').start()
 
 
+def _watch_node_key() -> None:
+    """The node key's watch (`node_keys.watch_expiry`), imported in its own
+    thread so this module's import stays cheap. It needs none of the names
+    the notice watcher checks, so it runs whatever that check finds."""
+    from sky_mithril.account import node_keys  # pylint: disable=import-outside-toplevel
+    node_keys.watch_expiry()
+
+
 def register(provision: ModuleType) -> None:
     """Registers sky-mithril's provisioner in a loaded `sky.provision`."""
     try:
@@ -80,6 +90,8 @@ def register(provision: ModuleType) -> None:
         provision.register_provisioner(CLOUD_NAME, ours)
         if _is_skylet():
             _start_notice_watcher()
+            threading.Thread(target=_watch_node_key, daemon=True,
+                             name='sky-mithril-node-key').start()
     except Exception as e:  # pylint: disable=broad-except
         sys.stderr.write(f'sky-mithril: could not set up this node ({e!r}); '
                          'autostop would use SkyPilot\'s built-in Mithril '

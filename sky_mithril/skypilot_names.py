@@ -191,6 +191,10 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'plugin.takeover._template_override: the keywords SkyPilot calls it '
            'with', keywords=('_extra_launch_context',
                              '_is_launched_by_jobs_controller')),
+    _entry('sky.provision', 'cleanup_cluster_resources', API_SERVER,
+           'provision.instance.cleanup_cluster_resources: ours, which SkyPilot '
+           'calls once it finds a cluster gone (a status refresh, `sky down`), '
+           'revokes its node keys'),
     _entry('sky.provision.mithril', '', API_SERVER,
            'plugin.takeover._take_over_provisioner: every function it defines '
            'is one ours must define; templates/mithril-ray.yml.j2: the '
@@ -358,8 +362,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.runtime.provider_config, recovery.strategy and '
            'cloud._account_of: the cluster\'s config'),
     _entry('sky.global_user_state', 'get_handle_from_cluster_name', API_SERVER,
-           'recovery.strategy._StandbyRecovery.recover and cloud._account_of: '
-           'the cluster\'s record'),
+           'recovery.strategy._StandbyRecovery.recover, cloud._account_of and '
+           'provision.node_key_renewal.push_to_nodes: the cluster\'s record'),
     _entry('sky.global_user_state', 'update_cluster_handle', API_SERVER,
            'recovery.strategy.move_to_standby: the record points at the '
            'standby'),
@@ -388,9 +392,13 @@ NAMES: Tuple[SkyPilotName, ...] = (
              on_instances=True)
       for attribute in ('cluster_name', 'cluster_name_on_cloud',
                         'launched_resources', 'cluster_yaml')),
+    _entry(_BACKEND, f'{_HANDLE}.launched_nodes', API_SERVER,
+           'provision.node_key_renewal.push_to_nodes: every node reached?',
+           on_instances=True),
     _entry(_BACKEND, f'{_HANDLE}.get_command_runners', API_SERVER,
            'recovery.notice.wait_for_preemption_hooks and recovery.'
-           'staging.fetch_runtime_files: SSH to the head node'),
+           'staging.fetch_runtime_files: SSH to the head node; provision.'
+           'node_key_renewal.push_to_nodes: SSH to every node'),
     _entry(_BACKEND, f'{_HANDLE}.update_cluster_ips', API_SERVER,
            'recovery.staging.pointed_at: a record of the standby\'s nodes',
            keywords=('cluster_info',)),
@@ -403,7 +411,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.notice.wait_for_preemption_hooks: the "hooks done" '
            'file', keywords=('stream_logs',)),
     _entry('sky.utils.command_runner', 'CommandRunner.rsync', API_SERVER,
-           'recovery.staging.fetch_runtime_files: from the old node',
+           'recovery.staging.fetch_runtime_files: from the old node; provision.'
+           'node_key_renewal.push_to_nodes: a renewed key to every node',
            keywords=('up', 'stream_logs')),
     _entry('sky.execution', '_execute', API_SERVER,
            'recovery.staging._run_launch_stages: SkyPilot\'s launch stages '

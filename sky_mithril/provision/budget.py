@@ -18,8 +18,9 @@ the `sky-mithril` commands of that home share. Changes made elsewhere (a
 second API server, a teammate's laptop) can pass their checks before either
 is made; so right after its change each one reads the live bids again
 (`must_yield`) and undoes itself if the bids that entered the budget before
-it, plus itself, exceed the budget: of two racing bids the one placed first
-is kept, and a resumed or re-priced bid yields to every other. Until that
+it, plus itself (as the change's answer has it, listed yet or not), exceed
+the budget, or if that re-read fails: of two racing bids the one placed
+first is kept, and a resumed or re-priced bid yields to every other. Until that
 re-read (one request after the change) the worst case can exceed the budget
 by the racing change; a bid allocated in that moment bills for it. Bids that
 enter the project without this check (Mithril's console, `ml`, a user
@@ -163,13 +164,14 @@ def must_yield(conn: connection.Connection,
     why the change must be undone, if the bids that entered the budget
     before it plus itself now exceed the budget (module docstring); None if
     it stays. A bid placed by the change entered at its placement; one it
-    resumed or re-priced entered just now (`latest`), after every other."""
+    resumed or re-priced entered just now (`latest`), after every other.
+
+    `bid` counts as the answer has it (limit × instances) whether or not
+    the listing shows it: a listing can lag the request that made the
+    change, and a bid it leaves out would be kept above the budget."""
     if budget is None:
         return None
-    bids = billable_bids(conn)
-    if not any(b.fid == bid.fid for b in bids):
-        return None
-    before = [b for b in bids if b.fid != bid.fid and
+    before = [b for b in billable_bids(conn) if b.fid != bid.fid and
               (latest or _entered(b) < _entered(bid))]
     total = (total_worst_case(before) +
              bid.limit_price * bid.instance_quantity)

@@ -183,6 +183,19 @@ def live_bids(conn: connection.Connection, name: str) -> List[models.Bid]:
     return sorted(live, key=lambda b: b.created_at, reverse=True)
 
 
+def ended_at(conn: connection.Connection,
+             name: str) -> Optional[datetime.datetime]:
+    """When the last bid named exactly `name` ended (the server's clock),
+    once all have; None while one is live, or when none says when it ended.
+    One request."""
+    bids = [b for b in conn.client.list_bids(conn.project_id, name=name)
+            if b.name == name]
+    if any(b.status != models.BidState.TERMINATED for b in bids):
+        return None
+    return max((b.deactivated_at for b in bids if b.deactivated_at),
+               default=None)
+
+
 def live_bid(conn: connection.Connection, name: str) -> Optional[models.Bid]:
     """The cluster's bid, or None once it is gone."""
     return _clusters_bid(live_bids(conn, name), name)
@@ -462,7 +475,8 @@ class ClusterBid:
     def _apply_launch_settings(self, provider_config: Dict[str, Any]) -> None:
         """Resumes a paused bid and gives it the launch's effective limit
         price, in one request, within the launch's spend budget (undone if
-        it raced past it); announces what changed."""
+        it raced past it, or if settling it failed); announces what
+        changed."""
         limit = Decimal(provider_config['limit_price_per_hour'])
         new_limit = None if limit == self.bid.limit_price else limit
         resume = self.outcome == Outcome.RESUMED
@@ -482,14 +496,17 @@ class ClusterBid:
                 self.bid = self.conn.client.update_bid(
                     old.fid, limit_price=new_limit,
                     paused=False if resume else None)
-                raced = budget_lib.must_yield(self.conn, budget, self.bid,
-                                              latest=True)
-                if raced is not None:
-                    self.bid = self.conn.client.update_bid(
-                        old.fid,
-                        limit_price=old.limit_price if new_limit else None,
-                        paused=True if resume else None)
-                    raise raced
+                try:
+                    raced = budget_lib.must_yield(self.conn, budget, self.bid,
+                                                  latest=True)
+                    if raced is not None:
+                        raise raced
+                except BaseException as cause:
+                    # Unsettled (it raced past the check, or the re-check
+                    # failed), the change could hold the project above its
+                    # budget: it is undone whatever ended the settling.
+                    self._put_back(old, new_limit, resume, cause)
+                    raise
         if resume:
             logger.info(f'Resumed paused bid {old.fid} in {old.region}.')
         if new_limit is not None:
@@ -498,6 +515,26 @@ class ClusterBid:
                 f'{money.format_dollars(old.limit_price)}/h to '
                 f'{money.format_dollars(new_limit)}/h per instance, as this '
                 'launch asks.')
+
+    def _put_back(self, old: models.Bid, new_limit: Optional[Decimal],
+                  resume: bool, cause: BaseException) -> None:
+        """Undoes `_apply_launch_settings`' update of `old`: its limit back
+        (if it was raised or lowered), paused again (if it was resumed). If
+        that fails, stops SkyPilot's failover naming the limit the bid
+        may bill at."""
+        try:
+            self.bid = self.conn.client.update_bid(
+                old.fid, limit_price=old.limit_price if new_limit else None,
+                paused=True if resume else None)
+        except Exception as put_back_error:  # pylint: disable=broad-except
+            raise common.StopFailoverError(
+                f'Changing bid {old.fid} for this launch failed '
+                f'({_describe(cause)}) and sky-mithril could not undo the '
+                f'change: {put_back_error}. It may bill up to '
+                f'{money.format_dollars(self.bid.limit_price)}/h per instance: '
+                f'run `sky stop` or `sky down` for this cluster, or set its '
+                f'limit back to {money.format_dollars(old.limit_price)}/h in '
+                'Mithril\'s console.') from put_back_error
 
     @staticmethod
     def _place(conn: connection.Connection, region: str, name: str,

@@ -5,6 +5,8 @@ A cluster is one spot bid for all of its nodes (all-or-nothing), owned by
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
+A status refresh renews the nodes' key of a cluster that is up when it nears
+its expiry, and revokes the keys of a cluster it finds gone.
 """
 
 from decimal import Decimal
@@ -16,7 +18,9 @@ from sky.utils import status_lib
 
 from sky_mithril import CLOUD_NAME
 from sky_mithril.account import node_keys
+from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
@@ -71,17 +75,26 @@ def query_instances(
 ) -> status_table.NodeStatuses:
     """Statuses of the cluster's nodes in two requests, whatever the project size.
     A standby of the cluster that no recovery prepares any more is cancelled
-    (`cluster_bid.refreshed_bid`).
+    (`cluster_bid.refreshed_bid`). When the cluster is up (its bid allocated,
+    every node UP), the nodes' key is renewed if it nears its expiry
+    (`node_key_renewal`; most refreshes decide that without a request).
 
     API errors raise: an empty answer would make SkyPilot forget a live cluster.
     """
-    del cluster_name, retry_if_missing
+    del retry_if_missing
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}
-    return status_table.node_statuses(
+    statuses = status_table.node_statuses(
         bid, cluster_bid.current_instances(conn, bid), non_terminated_only)
+    if (bid.status == models.BidState.ALLOCATED and
+            len(statuses) == bid.instance_quantity and
+            all(status == status_lib.ClusterStatus.UP
+                for status, _ in statuses.values())):
+        node_key_renewal.renew_if_due(conn, cluster_name,
+                                      cluster_name_on_cloud)
+    return statuses
 
 
 def stop_instances(cluster_name_on_cloud: str,
@@ -108,6 +121,29 @@ def terminate_instances(cluster_name_on_cloud: str,
     conn = cluster_bid.connect(provider_config)
     cluster_bid.cancel_all(conn, cluster_name_on_cloud)
     node_keys.revoke_all(conn, cluster_name_on_cloud)
+
+
+def cleanup_cluster_resources(
+        cluster_name_on_cloud: str,
+        provider_config: Optional[Dict[str, Any]] = None) -> None:
+    """SkyPilot calls this once it has found the cluster gone and cleans up
+    after it: at a status refresh (the status daemon, `sky status -r`) and
+    at `sky down`, even of a cluster already gone. Revokes the nodes' keys
+    minted before the cluster's last bid ended (a node's autodown cancels
+    its bid and is taken before it can revoke its own key); nothing while a
+    bid of the name is live. A failure is reported, never raised: it must
+    not stop a status refresh or a `sky down`."""
+    try:
+        conn = cluster_bid.connect(provider_config)
+        ended_at = cluster_bid.ended_at(conn, cluster_name_on_cloud)
+        if ended_at is not None:
+            node_keys.revoke_minted_before(conn, cluster_name_on_cloud,
+                                           ended_at)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.warning(f'Could not revoke the Mithril API keys of '
+                       f'{cluster_name_on_cloud}\'s nodes: {e} Each expires '
+                       f'at most {node_keys.LIFETIME.days} days after it was '
+                       'minted.')
 
 
 def get_cluster_info(region: str, cluster_name_on_cloud: str,

@@ -13,16 +13,26 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import requests
 import yaml
+import sky
 from sky import global_user_state
+from sky import provision as sky_provision
+from sky.backends import backend_utils
+from sky.backends import cloud_vm_ray_backend
+from sky.utils import status_lib
 
 from sky_mithril import cloud
+from sky_mithril import provision as ours
 from sky_mithril.account import connection
+from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.account import node_keys
 from sky_mithril.api import AmbiguousResponseError
+from sky_mithril.api import client as client_lib
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import node_key_renewal
 
 from tests.helpers.cluster_config import (INSTANCE_TYPE, REGION, WrittenConfig,
                                           write_cluster_config)
@@ -67,6 +77,12 @@ def node_credentials(written: WrittenConfig) -> Dict[str, Any]:
     """The profile the cluster's nodes get (`staged_node_file`)."""
     config = yaml.safe_load(staged_node_file(written).read_text())
     return config['profiles'][config['current_profile']]
+
+
+def key_in(path: Path) -> str:
+    """The API key a credentials file holds."""
+    config = yaml.safe_load(path.read_text())
+    return config['profiles'][config['current_profile']]['api_key']
 
 
 def place_bid(written: WrittenConfig) -> None:
@@ -273,3 +289,210 @@ def test_a_mint_whose_answer_was_lost_leaves_no_key_live(fast_emulator):
     assert key['deactivated_at'] is not None
     assert node_keys.issue(conn, 'lost', None) == node_keys.credentials_path('lost')
     assert len(live_keys_of(fast_emulator)) == 1
+
+
+# A cluster whose node's autodown cancelled its bid: SkyPilot's status
+# refresh finds it gone, and its keys are revoked.
+
+@pytest.mark.parametrize('found_by', ['status refresh', 'sky down'])
+def test_a_cluster_found_gone_has_its_nodes_keys_revoked(
+        fast_emulator, monkeypatch, found_by):
+    cluster = f'gone-{found_by.split()[-1]}'
+    written = write_cluster_config(monkeypatch, cluster)
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    key = node_credentials(written)['api_key']
+    # SkyPilot's record of the cluster, and our provisioner for `mithril`,
+    # as on the API server.
+    monkeypatch.setitem(sky_provision._registered_provisioners, 'mithril',
+                        sky_provision.Provisioner(module=ours))
+    handle = cloud_vm_ray_backend.CloudVmRayResourceHandle(
+        cluster_name=cluster, cluster_name_on_cloud=name,
+        cluster_yaml=written.yaml_path, launched_nodes=1,
+        launched_resources=sky.Resources(cloud=cloud.Mithril(),
+                                         instance_type=INSTANCE_TYPE,
+                                         region=REGION))
+    global_user_state.add_or_update_cluster(
+        cluster, handle, requested_resources=None, ready=True,
+        is_launch=True)
+    # The node's autodown: the bid cancelled with the node's key, the node
+    # taken before it revokes that key.
+    [bid] = [b['fid'] for b in fast_emulator.control('GET', 'state')['bids']
+             if b['name'] == name]
+    answer = requests.delete(f'{fast_emulator.url}/v2/spot/bids/{bid}',
+                             timeout=10,
+                             headers={'Authorization': f'Bearer {key}'})
+    assert answer.status_code < 300, answer.text
+    assert works(fast_emulator, key)
+    if found_by == 'status refresh':
+        backend_utils.refresh_cluster_status_handle(
+            cluster, force_refresh_statuses=set(status_lib.ClusterStatus))
+    else:
+        cloud_vm_ray_backend.CloudVmRayBackend().teardown(handle,
+                                                          terminate=True)
+    assert global_user_state.get_cluster_from_name(cluster) is None
+    assert not works(fast_emulator, key)
+    assert live_keys_of(fast_emulator) == []
+    assert not node_keys.cluster_dir(name).exists()
+
+
+def test_a_key_minted_after_the_bid_ended_is_a_launch_under_way_and_kept(
+        fast_emulator, monkeypatch):
+    written = write_cluster_config(monkeypatch, 'again')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    old = node_credentials(written)['api_key']
+    conn = connection.connect()
+    cluster_bid.cancel_all(conn, name)
+    fast_emulator.control('POST', 'advance', seconds=DAY)
+    new = node_credentials(write_cluster_config(monkeypatch, 'again'))
+    provisioner.cleanup_cluster_resources(name, written.provider)
+    assert not works(fast_emulator, old)
+    assert works(fast_emulator, new['api_key'])
+    assert key_in(node_keys.credentials_path(name)) == new['api_key']
+    # With a bid of the name live, nothing is revoked.
+    place_bid(written)
+    provisioner.cleanup_cluster_resources(name, written.provider)
+    assert works(fast_emulator, new['api_key'])
+
+
+# A cluster that stays up: its key is renewed at a status refresh.
+
+def refresh(cluster: str, written: WrittenConfig) -> None:
+    """SkyPilot's status refresh of `cluster` (its written config), as far
+    as the provisioner sees it (`sky status -r`, the status daemon)."""
+    statuses = provisioner.query_instances(
+        cluster, written.cluster_name_on_cloud, written.provider)
+    assert [s for s, _ in statuses.values()] == [status_lib.ClusterStatus.UP]
+
+
+def requests_made(server: EmulatorServer) -> int:
+    return server.control('GET', 'stats')['total']
+
+
+@pytest.fixture(name='node_file')
+def fixture_node_file(monkeypatch, tmp_path) -> Path:
+    """The credentials file on the cluster's one node: what a renewal
+    delivers lands here (`node_key_renewal.push_to_nodes`)."""
+    node_file = tmp_path / 'node' / 'config.yaml'
+    node_file.parent.mkdir()
+
+    def push(cluster_name: str, path: Path) -> None:
+        del cluster_name  # the test's one cluster
+        shutil.copy(path, node_file)
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', push)
+    return node_file
+
+
+def test_a_refresh_near_the_expiry_puts_a_new_key_on_the_nodes_then_revokes_the_old(
+        fast_emulator, monkeypatch, node_file):
+    written = write_cluster_config(monkeypatch, 'longrun')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    first = node_credentials(written)['api_key']
+    shutil.copy(staged_node_file(written), node_file)
+    # Far from the expiry a refresh costs its two requests, no more.
+    before = requests_made(fast_emulator)
+    refresh('longrun', written)
+    assert requests_made(fast_emulator) - before == 2
+    assert key_in(node_file) == first
+
+    delivered: List[bool] = []
+    push = node_key_renewal.push_to_nodes
+
+    def push_while_the_old_key_works(cluster_name: str, path: Path) -> None:
+        delivered.append(works(fast_emulator, first))
+        push(cluster_name, path)
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes',
+                        push_while_the_old_key_works)
+    fast_emulator.control('POST', 'advance', seconds=29 * DAY)
+    refresh('longrun', written)
+    assert delivered == [True]
+    renewed = key_in(node_file)
+    assert renewed != first and works(fast_emulator, renewed)
+    assert not works(fast_emulator, first)
+    assert key_in(node_keys.credentials_path(name)) == renewed
+    assert node_keys.credentials_path(name).stat().st_mode & 0o777 == 0o600
+    [live] = live_keys_of(fast_emulator)
+    assert live['name'] == node_keys.key_name(PROJECT_FID, name)
+    lifetime = datetime.datetime.fromisoformat(live['expires_at']) - (
+        datetime.datetime.fromisoformat(live['created_at']))
+    assert abs(lifetime - node_keys.LIFETIME) < datetime.timedelta(hours=1)
+    # Renewed, the key is far from its expiry again.
+    refresh('longrun', written)
+    assert delivered == [True] and len(keys_of(fast_emulator)) == 2
+    # A relaunch within a day keeps the renewed key.
+    assert node_credentials(write_cluster_config(
+        monkeypatch, 'longrun'))['api_key'] == renewed
+
+
+def test_a_renewal_that_cannot_reach_the_nodes_revokes_nothing_and_is_tried_again(
+        fast_emulator, monkeypatch, node_file, caplog):
+    written = write_cluster_config(monkeypatch, 'unreachable')
+    name = written.cluster_name_on_cloud
+    place_bid(written)
+    first = node_credentials(written)['api_key']
+    push = node_key_renewal.push_to_nodes
+
+    def unreachable(cluster_name: str, path: Path) -> None:
+        raise RuntimeError('ssh: connect to host 10.0.0.2 port 22: timed out')
+
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', unreachable)
+    fast_emulator.control('POST', 'advance', seconds=29 * DAY)
+    caplog.set_level(logging.WARNING)
+    refresh('unreachable', written)  # never fails the refresh
+    assert 'Could not renew the Mithril API key' in caplog.text
+    assert 'timed out' in caplog.text
+    assert first not in caplog.text
+    # The nodes keep a working key; the one that did not get there is live
+    # too (a node may have it), and nothing else is minted until the retry.
+    assert works(fast_emulator, first)
+    assert key_in(node_keys.credentials_path(name)) == first
+    assert len(live_keys_of(fast_emulator)) == 2
+    refresh('unreachable', written)
+    assert len(keys_of(fast_emulator)) == 2
+    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', push)
+    fast_emulator.control('POST', 'advance',
+                          seconds=node_keys.RENEW_RETRY_AFTER.total_seconds())
+    refresh('unreachable', written)
+    [live] = live_keys_of(fast_emulator)
+    assert key_in(node_file) == key_in(node_keys.credentials_path(name))
+    assert works(fast_emulator, key_in(node_file))
+    assert not works(fast_emulator, first)
+
+
+def test_the_node_warns_in_its_log_as_its_key_nears_its_expiry(
+        fast_emulator, monkeypatch, tmp_path, caplog):
+    written = write_cluster_config(monkeypatch, 'warns')
+    checks: List[float] = []
+
+    def one_check_then_stop(seconds: float) -> None:
+        checks.append(seconds)
+        if len(checks) > 1:
+            raise StopIteration
+
+    def warnings_of_one_check() -> List[str]:
+        checks.clear()
+        caplog.clear()
+        with pytest.raises(StopIteration):
+            node_keys.watch_expiry()
+        assert checks == [node_keys.WARN_CHECK_SECONDS] * 2
+        return [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING]
+
+    with monkeypatch.context() as node_side:
+        on_the_node(node_side, tmp_path, written)
+        node_side.setattr(node_keys.time, 'sleep', one_check_then_stop)
+        node = credentials_lib.load_credentials()
+        assert warnings_of_one_check() == []
+        fast_emulator.control('POST', 'advance', seconds=27 * DAY)
+        [warning] = warnings_of_one_check()
+        assert warning.startswith("This node's Mithril API key")
+        assert 'expires at' in warning and node.api_key not in warning
+        with client_lib.MithrilClient.from_credentials(node) as client:
+            [own] = client.list_api_keys()
+            client.revoke_api_key(own.fid)
+        [warning] = warnings_of_one_check()
+        assert 'no longer works' in warning and node.api_key not in warning

@@ -16,6 +16,9 @@ import pytest
 from sky.provision import common
 
 from sky_mithril.account import connection
+from sky_mithril.api import client as client_lib
+from sky_mithril.api import errors
+from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import cluster_bid
@@ -108,6 +111,66 @@ def test_of_bids_that_raced_past_the_check_the_earlier_stays(fast_emulator):
                                                 latest=False))
     # A resumed or re-priced bid entered just now: it yields to the others.
     assert budget_lib.must_yield(conn, budget, early, latest=True) is not None
+
+
+def test_a_new_bid_the_listing_does_not_show_yet_still_counts(
+        fast_emulator, monkeypatch):
+    """A teammate's bid lands between this launch's check and its POST, and
+    the listing right after the POST does not show the new bid yet (a read
+    that lags the write): the new bid counts from the POST's answer, so it
+    yields to the earlier one."""
+    provision_config()  # the SSH key registered before the POSTs are watched
+    create_bid = client_lib.MithrilClient.create_bid
+    list_bids = client_lib.MithrilClient.list_bids
+    lagging: List[str] = []
+
+    def create_after_a_teammate(client: client_lib.MithrilClient,
+                                request: models.CreateBidRequest) -> models.Bid:
+        if request.name == 'mine':
+            create_bid(client, request.model_copy(update={'name': 'teammate'}))
+        placed = create_bid(client, request)
+        lagging.append(placed.fid)
+        return placed
+
+    def lagging_listing(client: client_lib.MithrilClient, project: str,
+                        **filters: Any) -> List[models.Bid]:
+        listed = list_bids(client, project, **filters)
+        if filters or not lagging:
+            return listed
+        hidden = lagging.pop()
+        return [b for b in listed if b.fid != hidden]
+
+    monkeypatch.setattr(client_lib.MithrilClient, 'create_bid',
+                        create_after_a_teammate)
+    monkeypatch.setattr(client_lib.MithrilClient, 'list_bids', lagging_listing)
+    with pytest.raises(budget_lib.BudgetExceededError, match='raced'):
+        launch('mine', within('15.00', limit='10.00'))
+    assert statuses(fast_emulator, 'mine') == ['Terminated']
+    assert statuses(fast_emulator, 'teammate') != ['Terminated']
+
+
+def test_a_raised_limit_is_put_back_when_the_budget_cannot_be_rechecked(
+        fast_emulator, monkeypatch):
+    """A relaunch raises the limit of the cluster's (adopted) bid within the
+    budget, then the listing that settles it against racing changes fails:
+    the old limit is restored before the error leaves."""
+    launch('job', within('15.00', limit='10.00'))
+    update_bid = client_lib.MithrilClient.update_bid
+
+    def update_then_fail_listings(client: client_lib.MithrilClient,
+                                  bid_fid: str, **change: Any) -> models.Bid:
+        updated = update_bid(client, bid_fid, **change)
+        fast_emulator.control('PUT', 'faults', rules=[{
+            'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+            'server_error_statuses': [501], 'max_faults': 1}])
+        return updated
+
+    monkeypatch.setattr(client_lib.MithrilClient, 'update_bid',
+                        update_then_fail_listings)
+    with pytest.raises(errors.MithrilAPIError):
+        launch('job', within('15.00', limit='12.00'))
+    job, = bids_named(fast_emulator, 'job')
+    assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
 
 
 # Two launches at once, each in its own process, as two API-server workers

@@ -161,6 +161,15 @@ def test_the_skylet_watches_for_notices_when_every_node_name_is_there(
     assert started == [node_hook.notice.watch_for_notice]
 
 
+def test_the_skylet_also_watches_its_nodes_key(monkeypatch):
+    started = _watcher_starts(monkeypatch)
+    monkeypatch.setattr(node_hook, '_is_skylet', lambda: True)
+    node_hook.register(types.SimpleNamespace(  # type: ignore[arg-type]
+        register_provisioner=lambda name, module: None))
+    assert started == [node_hook.notice.watch_for_notice,
+                       node_hook._watch_node_key]
+
+
 NODE_NAMES = [e for e in NAMES if e.side == skypilot_names.NODE]
 
 
@@ -188,7 +197,8 @@ def test_a_refusing_node_keeps_our_provisioner_for_autostop(monkeypatch,
     node_hook.register(provision)  # type: ignore[arg-type]
     from sky_mithril import provision as ours
     assert registered == [('mithril', ours)]
-    assert started == []
+    # No notice watcher; the node key's watch relies on no such name.
+    assert started == [node_hook._watch_node_key]
     _refusal_names(capsys.readouterr().err,
                    'sky.skylet.hook_executor.try_claim_teardown')
 
