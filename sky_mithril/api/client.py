@@ -34,15 +34,19 @@ from urllib3.exceptions import ConnectTimeoutError
 from sky_mithril import __version__
 from sky_mithril.api import errors
 from sky_mithril.api.errors import redact
-from sky_mithril.api.models import (ApiKey, Auction, Bid, BidHistory,
-                                    BidStatus, CreateApiKeyRequest,
-                                    CreateBidRequest, CreateVolumeRequest,
-                                    CreatedApiKey, CurrentPrice, Instance,
-                                    InstancePricingHistory, InstanceStatus,
+from sky_mithril.api.models import (ApiKey, Auction, AvailabilitySlot, Bid,
+                                    BidHistory, BidStatus, CreateApiKeyRequest,
+                                    CreateBidRequest, CreateReservationRequest,
+                                    CreateVolumeRequest, CreatedApiKey,
+                                    CurrentPrice, ExtensionAvailability,
+                                    Instance, InstancePricingHistory,
+                                    InstanceState, InstanceStatus,
                                     InstanceStatusHistory, InstanceType,
                                     KubernetesCluster, Me, PriceHistory,
-                                    Project, SshKey, UpdateBidRequest, Volume,
-                                    VolumeInterface)
+                                    PriceSpecification, Project, Reservation,
+                                    ReservationHistory, ReservationQuote,
+                                    ReservationUsage, ReturnedInstances, SshKey,
+                                    UpdateBidRequest, Volume, VolumeInterface)
 
 # Under SkyPilot's `sky` logger, so SKYPILOT_DEBUG=1 shows the HTTP lines.
 logger = logging.getLogger('sky.sky_mithril.api')
@@ -423,21 +427,25 @@ class MithrilClient:
                        project: str,
                        *,
                        bid_fids: Optional[List[str]] = None,
+                       reservation_fids: Optional[List[str]] = None,
                        status_in: Optional[List[str]] = None,
                        region: Optional[str] = None,
                        instance_type: Optional[str] = None,
                        page_size: Optional[int] = None) -> List[Instance]:
         """Instances in a project matching every filter given, all pages.
 
-        An empty `bid_fids` or `status_in` list matches nothing and returns []
+        An empty `bid_fids`, `reservation_fids` or `status_in` list matches nothing and returns []
         without a request (rather than dropping the filter and listing all).
         """
         if bid_fids is not None and not bid_fids:
+            return []
+        if reservation_fids is not None and not reservation_fids:
             return []
         if status_in is not None and not status_in:
             return []
         params = _drop_none({
             'project': project, 'bid_fid_in': bid_fids,
+            'reservation_fid_in': reservation_fids,
             'status_in': status_in, 'region': region,
             'instance_type': instance_type, 'limit': _page_limit(page_size),
         })
@@ -537,6 +545,131 @@ class MithrilClient:
         """Deletes a volume and its data: NotFoundError if unknown,
         ConflictError while a live bid uses it."""
         self._request('DELETE', f'/v2/volumes/{_fid(volume_fid)}')
+
+    # Reservations.
+
+    def list_reservations(self, project: str, *,
+                          status: Optional[str] = None,
+                          region: Optional[str] = None,
+                          instance_type: Optional[str] = None) -> List[Reservation]:
+        """Reservations in a project matching every filter given, all pages."""
+        params = _drop_none({'project': project, 'status': status,
+                             'region': region, 'instance_type': instance_type,
+                             'limit': _page_limit(None)})
+        return self._get_list('/v2/reservation', Reservation, params)
+
+    def list_reservation_instance_types(self) -> List[InstanceType]:
+        """The instance types that can be reserved."""
+        return self._get_list('/v2/reservation/instance-types', InstanceType)
+
+    def quote_reservation(self, project: str, instance_type: str, region: str,
+                          start_time: datetime, end_time: datetime,
+                          quantity: int) -> ReservationQuote:
+        """What a reservation would cost now, offer by offer (nothing is bought)."""
+        return self._get_one('/v2/reservation/quote', ReservationQuote, {
+            'project': project, 'instance_type': instance_type,
+            'region': region, 'start_time': _iso(start_time),
+            'end_time': _iso(end_time), 'quantity': quantity})
+
+    def reservation_slots(self, project: str, instance_type: str, region: str,
+                          earliest_start_time: datetime,
+                          latest_end_time: datetime,
+                          quantity: Optional[int] = None) -> List[AvailabilitySlot]:
+        """Windows in which the type can be reserved (`mode=slots`)."""
+        return self._get_list('/v2/reservation/availability', AvailabilitySlot,
+                              _drop_none({
+                                  'project': project, 'instance_type': instance_type,
+                                  'region': region, 'mode': 'slots',
+                                  'earliest_start_time': _iso(earliest_start_time),
+                                  'latest_end_time': _iso(latest_end_time),
+                                  'quantity': quantity}))
+
+    def create_reservation(self, request: CreateReservationRequest) -> Reservation:
+        """Buys a reservation: its whole price is charged now. Never sent
+        twice unless provably not applied (AmbiguousResponseError otherwise:
+        list reservations by `request.name` before buying again)."""
+        return self._post('/v2/reservation', request.to_wire(), Reservation,
+                          f'List reservations named {request.name!r} to see '
+                          'whether it was bought before buying it again.')
+
+    def update_reservation(self, reservation_fid: str, *,
+                           paused: Optional[bool] = None,
+                           volumes: Optional[List[str]] = None) -> Reservation:
+        """Pauses or resumes a whole reservation and/or sets its volumes."""
+        if paused is None and volumes is None:
+            raise ValueError('update_reservation needs paused or volumes')
+        return self._patch(f'/v2/reservation/{_fid(reservation_fid)}',
+                           _drop_none({'paused': paused, 'volumes': volumes}),
+                           Reservation)
+
+    def get_extension_availability(self, reservation_fid: str) -> ExtensionAvailability:
+        """How far a reservation can be extended."""
+        return self._get_one(
+            f'/v2/reservation/{_fid(reservation_fid)}/extension-availability',
+            ExtensionAvailability)
+
+    def extend_reservation(self, reservation_fid: str, end_time: datetime,
+                           price_specification: Optional[PriceSpecification] = None
+                           ) -> Reservation:
+        """Moves a reservation's end (charged at create's terms for the new hours)."""
+        body = _drop_none({'end_time': _iso(end_time),
+                           'price_specification': (price_specification.to_wire()
+                                                   if price_specification else None)})
+        path = f'/v2/reservation/{_fid(reservation_fid)}/extend'
+        response = self._request(
+            'POST', path, json_body=body,
+            reconcile_hint='Read the reservation to see whether its end moved '
+            'before extending it again.')
+        return self._parse(Reservation, self._json(response, 'POST', path),
+                           'POST', path)
+
+    def return_reservation_instances(self, reservation_fid: str,
+                                     instance_fids: List[str]) -> ReturnedInstances:
+        """Gives instances back for good (`reduce_capacity`): the reservation
+        shrinks and earns its return credit. A 207 names those returned."""
+        path = f'/v2/reservation/{_fid(reservation_fid)}/terminate-instances'
+        response = self._request(
+            'POST', path,
+            json_body={'instances': instance_fids, 'reduce_capacity': True},
+            reconcile_hint='List the reservation\'s instances to see which '
+            'were returned before returning them again.')
+        if response.status_code == 207:
+            partial = self._json(response, 'POST', path)
+            returned = partial.get('terminated_instances') if isinstance(partial, dict) else None
+            if not isinstance(returned, list):
+                raise self._unreadable('POST', path,
+                                       'a 207 without terminated_instances')
+            return ReturnedInstances(terminated_instances=returned, partial=True)
+        return ReturnedInstances(terminated_instances=list(instance_fids))
+
+    def get_reservation_history(self, reservation_fid: str) -> ReservationHistory:
+        """A reservation's events: placed, active, paused, terms changed..."""
+        return self._get_one(f'/v2/reservation/{_fid(reservation_fid)}/history',
+                             ReservationHistory)
+
+    def get_reservation_usage(self, reservation_fid: str) -> ReservationUsage:
+        """What a reservation cost, what it earned back, its instance-hours."""
+        return self._get_one(f'/v2/reservation/{_fid(reservation_fid)}/usage',
+                             ReservationUsage)
+
+    def set_instances_paused(self, instance_fids: List[str],
+                             paused: bool) -> Dict[str, str]:
+        """Pauses or resumes reserved instances (asynchronous; spot ones
+        answer 501): the status each is moving to, by fid."""
+        body = {'instances': instance_fids,
+                'status': InstanceState.PAUSED if paused else InstanceState.RUNNING}
+        response = self._request('PATCH', '/v2/instances', json_body=body)
+        answer = self._json(response, 'PATCH', '/v2/instances')
+        moving = answer.get('instances') if isinstance(answer, dict) else None
+        if not isinstance(moving, dict):
+            raise self._unreadable('PATCH', '/v2/instances',
+                                   'expected {"instances": {fid: status}}')
+        return {str(fid): str(status) for fid, status in moving.items()}
+
+    def refresh_boot_disk(self, instance_fid: str) -> None:
+        """Resets a paused reserved instance's boot disk to its image."""
+        self._request('POST', f'/v2/instances/{_fid(instance_fid)}/refresh-boot-disk',
+                      reconcile_hint='A second refresh of a paused instance is harmless.')
 
     # Response handling.
 

@@ -459,3 +459,145 @@ class CreateApiKeyRequest(RequestModel):
 
     name: str = Field(min_length=1)
     expires_at: Timestamp
+
+
+class ReservationState:
+    """Known reservation status strings (`Reservation.status`)."""
+
+    PENDING = 'Pending'
+    ACTIVE = 'Active'
+    PAUSED = 'Paused'
+    CANCELED = 'Canceled'
+    ENDED = 'Ended'
+
+
+class Reservation(ApiModel):
+    """Capacity bought for a window: `instance_quantity` instances of one
+    type, `unit_price` per instance-hour charged in full (`total_price`) at
+    create. `instances` are instance fids; the launch specification is fixed
+    at create except its volumes."""
+
+    fid: str
+    name: str
+    project: str
+    created_by: str
+    created_at: Timestamp
+    instance_quantity: int
+    instance_type: str
+    instances: List[str] = Field(default_factory=list)
+    launch_specification: LaunchSpecification = Field(
+        default_factory=LaunchSpecification)
+    status: str
+    start_time: Timestamp
+    end_time: Timestamp
+    total_price: Dollars
+    unit_price: Dollars
+    deactivated_at: Optional[Timestamp] = None
+    region: Optional[str] = None
+
+
+class PriceSpecification(RequestModel):
+    """Which offer of a quote to take, and the most the buyer accepts per
+    unit (Mithril refuses the create if its price moved above it)."""
+
+    offer_key: str = 'standard'
+    max_unit_price: Optional[int] = Field(default=None, ge=0)
+
+
+class CreateReservationRequest(RequestModel):
+    """POST /v2/reservation body. `instance_type` is a fid; whole hours."""
+
+    project: str
+    instance_type: str
+    region: str
+    start_time: Timestamp
+    end_time: Timestamp
+    instance_quantity: int = Field(ge=1)
+    name: str
+    launch_specification: LaunchSpecification
+    price_specification: Optional[PriceSpecification] = None
+    notification_email: Optional[str] = None
+
+
+class ReservationOffer(ApiModel):
+    """One offer of a quote: dollars per instance-hour (`unit_price`), what a
+    paused or returned instance-hour earns back, and the total charged now."""
+
+    key: str
+    display_name: str
+    unit_price: Dollars
+    return_buyback_price: Dollars
+    pause_buyback_price: Dollars
+    total_price: Dollars
+    total_etbp_value: Dollars
+    total_fubp_value: Dollars
+    option_premium: Dollars
+
+
+class ReservationQuote(ApiModel):
+    """GET /v2/reservation/quote."""
+
+    offers: List[ReservationOffer] = Field(default_factory=list)
+
+
+class AvailabilitySlot(ApiModel):
+    """A window in which `quantity` instances can be reserved."""
+
+    start_time: Timestamp
+    end_time: Timestamp
+    quantity: int
+
+
+class ExtensionAvailability(ApiModel):
+    """GET /v2/reservation/{fid}/extension-availability."""
+
+    latest_extension_time: Timestamp
+    available: bool
+
+
+class ReservationEvent(ApiModel):
+    """One entry of a reservation's history (Placed, Active, Paused, ...)."""
+
+    timestamp: Timestamp
+    event_type: str
+    user_id: Optional[str] = None
+    unit_price_cents: Optional[int] = None
+    pause_credit_cents: Optional[int] = None
+    return_credit_cents: Optional[int] = None
+
+
+class ReservationHistory(ApiModel):
+    """GET /v2/reservation/{fid}/history."""
+
+    reservation_fid: str
+    events: List[ReservationEvent] = Field(default_factory=list)
+
+
+class ReservationUsageSummary(ApiModel):
+    """What a reservation cost and earned back, in cents, and its hours."""
+
+    committed_cost_cents: int
+    flex_use_credits_cents: int
+    early_termination_credits_cents: int
+    net_cost_cents: int
+    reserved_instance_hours: Decimal
+    active_instance_hours: Decimal
+    idle_instance_hours: Decimal
+    as_of: Timestamp
+
+
+class ReservationUsage(ApiModel):
+    """GET /v2/reservation/{fid}/usage (grants and events kept as sent)."""
+
+    summary: ReservationUsageSummary
+    grants: List[Dict[str, Any]] = Field(default_factory=list)
+    pricing_events: List[Dict[str, Any]] = Field(default_factory=list)
+    reservation_events: List[Dict[str, Any]] = Field(default_factory=list)
+
+
+class ReturnedInstances(ApiModel):
+    """What terminate-instances gave back: every instance asked for (200),
+    or only `terminated_instances` (207)."""
+
+    terminated_instances: List[str] = Field(default_factory=list)
+    partial: bool = False
