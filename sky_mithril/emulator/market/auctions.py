@@ -32,7 +32,8 @@ import datetime
 import math
 import random
 from decimal import Decimal
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from sky_mithril import money
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
@@ -115,6 +116,16 @@ class Auctions:
         return auction
 
     # Prices and capacity.
+
+    def lowest_floors(self) -> Dict[str, Decimal]:
+        """Each auctioned type's lowest floor (minimum price) among its
+        auctions, by its fid."""
+        floors: Dict[str, Decimal] = {}
+        for auction in self._store.auctions.values():
+            fid = auction.instance_type.fid
+            floors[fid] = min(floors.get(fid, auction.minimum_price),
+                              auction.minimum_price)
+        return floors
 
     def free_capacity(self, auction: Auction) -> int:
         """Capacity not held by reservations nor by Allocated or Preempting
