@@ -496,9 +496,10 @@ def reservation_life(call: Caller, target: ContractTarget,
                      facts: Facts) -> None:
     """Two reservations: one from now, whose instances boot, are paused one
     and all, resumed, get a volume, a fresh boot disk and a restart, while
-    it is extended and shrunk (200, then 207 for a restarting instance),
-    until it ends; one later, listed Pending. Their history and usage, and
-    a quote refused for its window."""
+    it is extended and shrunk (200; 502 with its one instance left
+    restarting, then 207 with another; 404 for an instance not its own),
+    until it ends (400 to shrink it then); one later, listed Pending. Their
+    history and usage, and a quote refused for its window."""
     assert target.emulator is not None
     now = call.server_date()
     made = call('POST', '/v2/reservation', expect=201,
@@ -555,7 +556,12 @@ def reservation_life(call: Caller, target: ContractTarget,
                           'price_specification': {'max_unit_price': 100_000}})
     call('POST', f'{path}/terminate-instances', expect=200,
          body={'instances': [fids[2]], 'reduce_capacity': True})
+    call('POST', f'{path}/terminate-instances', expect=404,
+         body={'instances': ['inst_contract0unknown'],
+               'reduce_capacity': True})
     call('POST', f'/v2/instances/{fids[0]}/restart', expect=202)
+    call('POST', f'{path}/terminate-instances', expect=502,
+         body={'instances': fids[:1], 'reduce_capacity': True})
     call('POST', f'{path}/terminate-instances', expect=207,
          body={'instances': fids[:2], 'reduce_capacity': True})
     for what in ('status', 'pricing'):
@@ -569,6 +575,8 @@ def reservation_life(call: Caller, target: ContractTarget,
         now).total_seconds())
     call('GET', '/v2/reservation', expect=200,
          params={**project, 'status': 'Ended'})
+    call('POST', f'{path}/terminate-instances', expect=400,
+         body={'instances': fids[:1], 'reduce_capacity': True})
     call('GET', f'{path}/usage', expect=200)
     call('GET', '/v2/reservation/quote', expect=422,
          params={'project': facts.project,
