@@ -8,12 +8,12 @@ clock once per request), and turns what it got into JSON with `wire`
 parameters). Any non-empty bearer token is accepted unless an API key is
 given, then only that one; a key minted through `/v2/api-keys` only while
 it is live (`market.api_keys`). A create route commits at once, or later under
-the fault injector's late commit (`created`).
+the fault injector's late commit (`created`). The reservation endpoints are
+in `reservation_routes`, included here.
 """
 
 import datetime
 import uuid
-from decimal import Decimal
 from typing import (Any, Callable, ContextManager, Dict, List, Literal,
                     Optional, TypeVar)
 
@@ -26,6 +26,7 @@ from sky_mithril.emulator import market as market_lib
 from sky_mithril.emulator import wire
 from sky_mithril.emulator.market import (BidStatus, InstanceStatus,
                                          LifecycleScriptScope, Market)
+from sky_mithril.emulator.reservation_routes import reservation_router
 
 _Made = TypeVar('_Made')
 
@@ -250,11 +251,7 @@ def api_router(market: Market, lock: ContextManager[Any],
         being the lowest floor among its auctions."""
         with market.caught_up(lock):
             types = market.auctions.instance_types()
-            floors: Dict[str, Decimal] = {}
-            for auction in market.auctions.list():
-                fid = auction.instance_type.fid
-                floors[fid] = min(floors.get(fid, auction.minimum_price),
-                                  auction.minimum_price)
+            floors = market.auctions.lowest_floors()
         return [wire.instance_type_json(t, floors.get(t.fid)) for t in types]
 
     @v2.get('/spot/availability')
@@ -625,9 +622,8 @@ def api_router(market: Market, lock: ContextManager[Any],
                 'end_time': wire.iso(instance.end_time),
             }
 
-    # Instances' history (`market.history`): by instance, by bid, or the
-    # project's; asking for a reservation's finds nothing (the emulator's
-    # only reservations are CPU VMs' hidden ones, which Mithril keeps apart).
+    # Instances' history (`market.history`): by instance, by bid, by
+    # reservation, or the project's.
 
     def history_route(path: str, query: Callable[..., List[Any]],
                       to_json: Callable[[Any, Any], Dict[str, Any]]) -> None:
@@ -645,10 +641,11 @@ def api_router(market: Market, lock: ContextManager[Any],
                 end_time: Optional[datetime.datetime] = None,
                 next_cursor: Optional[str] = None) -> Dict[str, Any]:
             with market.caught_up(lock):
-                rows = [] if reservation_fid is not None else [
+                rows = [
                     (instance.order, to_json(instance, entries))
                     for instance, entries in query(
                         project, instance_fid=instance_fid, bid_fid=bid_fid,
+                        reservation_fid=reservation_fid,
                         start=wire.utc(start_time) if start_time else None,
                         end=wire.utc(end_time) if end_time else None)]
             return wire.history_page(rows, limit, next_cursor)
@@ -767,4 +764,5 @@ def api_router(market: Market, lock: ContextManager[Any],
             market.api_keys.revoke(key_fid)
         return Response(status_code=204)
 
+    v2.include_router(reservation_router(market, lock, created))
     return v2

@@ -4,7 +4,8 @@ read the request statistics.
 
 Control endpoints (`/_emulator/...`, JSON, no auth, never faulted, not counted
 in the request statistics):
-  GET    /_emulator/state                  market.dump_state() (auctions, bids, volumes)
+  GET    /_emulator/state                  market.dump_state() (auctions, bids, volumes,
+                                           reservations)
   POST   /_emulator/advance                {"seconds": float}
   POST   /_emulator/price                  {"instance_type", "region", "price": "$x.yy"}
   POST   /_emulator/capacity               {"instance_type", "region", "capacity": int}

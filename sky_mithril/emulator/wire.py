@@ -29,10 +29,12 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import uuid
 from decimal import Decimal
 from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
+import pydantic
 from fastapi import Request
 
 from sky_mithril import money
@@ -41,6 +43,8 @@ from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.market import Bid, Instance, KubernetesCluster, Market
 
 DEFAULT_PAGE_SIZE = 100
+# Durations as FastAPI writes them: ISO 8601 ("PT6H").
+_DURATION = pydantic.TypeAdapter(datetime.timedelta)
 
 # Where a request carried a value, as FastAPI writes it: ('body', 'name'),
 # ('query', 'limit'), ('path', 'bid_fid').
@@ -106,8 +110,21 @@ def region_json(region: str, region_id: str) -> Dict[str, Any]:
     }
 
 
+def launch_specification_json(
+        spec: market_lib.LaunchSpecification) -> Dict[str, Any]:
+    """A bid's or reservation's launch specification as Mithril's
+    LaunchSpecificationModel."""
+    return {
+        'volumes': list(spec.volumes),
+        'ssh_keys': list(spec.ssh_keys),
+        'startup_script': spec.startup_script,
+        'kubernetes_cluster': spec.kubernetes_cluster,
+        'image_version': spec.image_version,
+        'memory_gb': spec.memory_gb,
+    }
+
+
 def bid_json(bid: Bid) -> Dict[str, Any]:
-    spec = bid.launch_specification
     return {
         'fid': bid.fid,
         'name': bid.name,
@@ -118,14 +135,8 @@ def bid_json(bid: Bid) -> Dict[str, Any]:
         'instance_quantity': bid.instance_quantity,
         'instance_type': bid.instance_type.fid,
         'instances': [instance.fid for instance in bid.instances],
-        'launch_specification': {
-            'volumes': list(spec.volumes),
-            'ssh_keys': list(spec.ssh_keys),
-            'startup_script': spec.startup_script,
-            'kubernetes_cluster': spec.kubernetes_cluster,
-            'image_version': spec.image_version,
-            'memory_gb': spec.memory_gb,
-        },
+        'launch_specification': launch_specification_json(
+            bid.launch_specification),
         'status': bid.status.value,
         'deactivated_at': iso(bid.deactivated_at),
         'region': bid.region,
@@ -213,8 +224,9 @@ def kubernetes_cluster_json(market: Market,
 
 
 def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
-    """A volume as Mithril's VolumeModel: `bids` are the live bids listing it,
-    `attachments` maps their instances to where each VM sees it. A deleted
+    """A volume as Mithril's VolumeModel: `bids` and `reservations` are the
+    live ones listing it, `attachments` maps the instances of those (and of
+    CPU VMs listing it) to where each VM sees it. A deleted
     volume is gone from the market, so `deleted_at` (which the model
     requires) is always null."""
     return {
@@ -227,7 +239,9 @@ def volume_json(market: Market, volume: market_lib.Volume) -> Dict[str, Any]:
         'project': volume.project,
         'interface': volume.interface.value,
         'bids': [bid.fid for bid in market.volumes.bids_listing(volume)],
-        'reservations': [],
+        'reservations': [
+            r.fid for r in market.volumes.reservations_listing(volume)
+        ],
         'attachments': market.volumes.attachments(volume),
     }
 
@@ -335,6 +349,150 @@ def auction_json(market: Market, auction: market_lib.Auction) -> Dict[str, Any]:
         'lowest_allocated_price': dollars(quote.lowest_allocated_limit),
         'adjustable_memory': False,
         'default_image_version': market_lib.IMAGE_VERSION_FID,
+    }
+
+
+def reservation_json(reservation: market_lib.Reservation) -> Dict[str, Any]:
+    """A reservation as Mithril's ReservationModel: `total_price` is what it
+    was charged (every grant in full), `unit_price` its price per
+    instance-hour."""
+    return {
+        'fid': reservation.fid,
+        'name': reservation.name,
+        'project': reservation.project,
+        'created_by': reservation.created_by,
+        'created_at': iso(reservation.created_at),
+        'deactivated_at': iso(reservation.deactivated_at),
+        'instance_quantity': reservation.instance_quantity,
+        'instance_type': reservation.instance_type.fid,
+        'region': reservation.region,
+        'instances': [instance.fid for instance in reservation.instances],
+        'launch_specification': launch_specification_json(
+            reservation.launch_specification),
+        'status': reservation.status.value,
+        'start_time': iso(reservation.start_time),
+        'end_time': iso(reservation.end_time),
+        'total_price': dollars(reservation.charged),
+        'unit_price': dollars(reservation.terms.unit_price),
+    }
+
+
+def reservation_offer_json(
+        offer: market_lib.ReservationOffer) -> Dict[str, Any]:
+    """An offer as Mithril's ReservationOffer: rates per instance-hour
+    (`return_buyback_price` the return credit, `pause_buyback_price` the
+    pause credit) and their totals over the offer's instance-hours."""
+    terms, instance_hours = offer.terms, offer.instance_hours
+    return {
+        'key': offer.key,
+        'display_name': offer.display_name,
+        'unit_price': dollars(terms.unit_price),
+        'return_buyback_price': dollars(terms.return_credit),
+        'pause_buyback_price': dollars(terms.pause_credit),
+        'total_price': dollars(terms.unit_price * instance_hours),
+        'total_etbp_value': dollars(terms.return_credit * instance_hours),
+        'total_fubp_value': dollars(terms.pause_credit * instance_hours),
+        'option_premium': dollars(offer.option_premium * instance_hours),
+    }
+
+
+def availability_slot_json(
+        slot: market_lib.AvailabilitySlot) -> Dict[str, Any]:
+    """A slot as Mithril's AvailabilitySlotModel."""
+    return {'start_time': iso(slot.start), 'end_time': iso(slot.end),
+            'quantity': slot.quantity}
+
+
+def reservation_history_json(
+        reservation: market_lib.Reservation) -> Dict[str, Any]:
+    """A reservation's events as Mithril's ReservationHistoryResponse; the
+    terms (in cents per instance-hour) on Terms Set and Terms Changed."""
+
+    def terms_cents(terms: Optional[market_lib.ReservationTerms],
+                    rate: str) -> Optional[int]:
+        return cents(getattr(terms, rate)) if terms is not None else None
+
+    return {
+        'reservation_fid': reservation.fid,
+        'events': [{
+            'timestamp': iso(e.timestamp),
+            'event_type': e.event_type.value,
+            'user_id': e.user_id,
+            'unit_price_cents': terms_cents(e.terms, 'unit_price'),
+            'pause_credit_cents': terms_cents(e.terms, 'pause_credit'),
+            'return_credit_cents': terms_cents(e.terms, 'return_credit'),
+        } for e in reservation.events],
+    }
+
+
+# The reservation events its usage reports, under the names it gives them.
+_USAGE_EVENT_NAMES = {
+    market_lib.ReservationEventType.ACTIVE: 'Started',
+    market_lib.ReservationEventType.PAUSED: 'Paused',
+    market_lib.ReservationEventType.TERMS_CHANGED: 'Extended',
+}
+# The instance statuses that start or stop what a reserved instance uses.
+_USAGE_STATUSES = (market_lib.InstanceStatus.RUNNING,
+                   market_lib.InstanceStatus.PAUSED,
+                   market_lib.InstanceStatus.TERMINATED)
+
+
+def reservation_usage_json(reservation: market_lib.Reservation,
+                           usage: market_lib.ReservationUsage
+                          ) -> Dict[str, Any]:
+    """A reservation's usage as Mithril's ReservationUsageResponse: money
+    in cents, instance-hours as ISO 8601 durations; a grant per purchase
+    (creation, extensions) with its rates in cents per instance-hour
+    (`price_credit` the pause credit); its instances entering
+    running, paused or terminated; its start, pauses and extensions."""
+
+    def duration(span: datetime.timedelta) -> str:
+        return _DURATION.dump_python(span, mode='json')
+
+    return {
+        'reservation': {
+            'fid': reservation.fid,
+            'order_name': reservation.name,
+            'start_date': iso(reservation.start_time),
+            'end_date': iso(reservation.end_time),
+            'status': reservation.status.value,
+            'committed_cost_cents': cents(usage.charged),
+        },
+        'summary': {
+            'committed_cost_cents': cents(usage.charged),
+            'flex_use_credits_cents': cents(usage.pause_credit),
+            'early_termination_credits_cents': cents(usage.return_credit),
+            'net_cost_cents': cents(usage.net_cost),
+            'reserved_instance_hours': duration(usage.reserved),
+            'active_instance_hours': duration(usage.active),
+            'idle_instance_hours': duration(usage.idle),
+            'as_of': iso(usage.as_of),
+        },
+        'grants': [{
+            'fid': grant.fid,
+            'starts_at': iso(grant.start),
+            'ends_at': iso(grant.end),
+            'quantity': grant.quantity,
+            'unit_price': cents(grant.terms.unit_price),
+            'price_credit': cents(grant.terms.pause_credit),
+            'return_credit': cents(grant.terms.return_credit),
+        } for grant in reservation.grants],
+        'pricing_events': [{
+            'id': str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                 f'{instance.fid}/{index}')),
+            'occurred_at': iso(change.timestamp),
+            'instance_fid': instance.fid,
+            'instance_name': instance.name,
+            'instance_status': change.status.value,
+        } for instance in reservation.all_instances
+                           for index, change in enumerate(
+                               instance.status_changes)
+                           if change.status in _USAGE_STATUSES],
+        'reservation_events': [{
+            'occurred_at': iso(e.timestamp),
+            'event_type': _USAGE_EVENT_NAMES[e.event_type],
+            'reservation_name': reservation.name,
+        } for e in reservation.events if e.event_type in _USAGE_EVENT_NAMES],
     }
 
 

@@ -1,14 +1,15 @@
 """What the market's unit tests share: a two-region catalog of one instance
 type, host backend hooks recorded in order, and a bid placed (or a CPU VM
-launched) in one line."""
+launched, or a reservation made) in one line."""
 
 import datetime
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import (PROJECT_FID, Bid, BidEventType,
-                                         Instance, InstanceStatus, Market)
+                                         Instance, InstanceStatus, Market,
+                                         Reservation)
 
 TYPE = 'gpu.sxm.1x'
 REGION = 'region-a'
@@ -100,8 +101,22 @@ def launch_cpu_vm(market: Market, name: str = 'vm', region: str = REGION,
         ssh_keys=ssh_keys, volumes=volumes)
 
 
-def instance_statuses(bid: Bid) -> List[InstanceStatus]:
-    return [instance.status for instance in bid.instances]
+def reserve(market: Market, *, hours: int = 3, start_in_s: float = 0.0,
+            quantity: int = 1, name: str = 'reserved',
+            ssh_keys: Sequence[str] = (),
+            max_unit_price: Optional[int] = None) -> Reservation:
+    """A reservation of the catalog's type in REGION, starting `start_in_s`
+    from now, for `hours`."""
+    start = market.now + datetime.timedelta(seconds=start_in_s)
+    return market.reservations.create(
+        project=PROJECT_FID, instance_type=type_fid(market), region=REGION,
+        start_time=start, end_time=start + datetime.timedelta(hours=hours),
+        instance_quantity=quantity, name=name, ssh_keys=ssh_keys,
+        max_unit_price=max_unit_price)
+
+
+def instance_statuses(order: Union[Bid, Reservation]) -> List[InstanceStatus]:
+    return [instance.status for instance in order.instances]
 
 
 def event_types(bid: Bid) -> List[BidEventType]:

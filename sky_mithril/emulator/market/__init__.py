@@ -21,6 +21,9 @@ whose public attributes they are (each in the module of its name unless said):
   lifecycle_scripts    scripts kept for instances to run
   kubernetes_clusters  (kubernetes.py) clusters and their control nodes
   cpu_vms              fixed-price CPU VMs and their catalog
+  reservations         reserved capacity: quotes, availability, the
+                       reservations' life, pause and return credits
+                       (reserved_capacity.py: what they take of an auction)
   accounts             the organization, its project and user; quotas
   api_keys             API keys the user mints, and which tokens authenticate
 Whoever reads or changes the market catches it up with its clock first
@@ -45,21 +48,28 @@ from sky_mithril.emulator.market.instances import BOOT_SEQUENCE, ORDER_TYPES
 from sky_mithril.emulator.market.kubernetes import DEFAULT_K8S_VERSION
 from sky_mithril.emulator.market.market import Market
 from sky_mithril.emulator.market.records import (
-    KUBE_API_PORT, Auction, Bid, BidEventType, BidStatus, Charge, CpuVm, Instance,
-    InstanceStatus, InstanceType, KubernetesCluster, KubernetesClusterStatus,
-    LifecycleScript, LifecycleScriptScope, Project, RegionStorageQuota, SshKey,
+    KUBE_API_PORT, Auction, AvailabilitySlot, Bid, BidEventType, BidStatus,
+    Charge, CpuVm, Instance, InstanceStatus, InstanceType, KubernetesCluster,
+    KubernetesClusterStatus, LaunchSpecification, LifecycleScript,
+    LifecycleScriptScope, Project,
+    RegionStorageQuota, Reservation, ReservationEventType, ReservationOffer,
+    ReservationStatus, ReservationTerms, ReservationUsage, SshKey,
     StatusChange, User, Volume)
+from sky_mithril.emulator.market.reservations import STANDARD_OFFER_KEY
 from sky_mithril.emulator.market.state import region_id
 from sky_mithril.emulator.market.storage import MAX_VOLUME_GB
 
 __all__ = [
-    'ApiKey', 'Auction', 'BOOT_SEQUENCE', 'Bid', 'BidEventType', 'BidStatus', 'Charge', 'CpuVm',
+    'ApiKey', 'Auction', 'AvailabilitySlot', 'BOOT_SEQUENCE', 'Bid',
+    'BidEventType', 'BidStatus', 'Charge', 'CpuVm',
     'DEFAULT_CAPACITY', 'DEFAULT_K8S_VERSION', 'Declined', 'FieldError',
     'IMAGE_VERSION_FID', 'Instance', 'InstanceStatus', 'InstanceType',
     'InvalidRequest', 'InvalidState', 'KUBE_API_PORT', 'KubernetesCluster',
-    'KubernetesClusterStatus', 'LifecycleScript', 'LifecycleScriptScope',
+    'KubernetesClusterStatus', 'LaunchSpecification', 'LifecycleScript', 'LifecycleScriptScope',
     'MAX_VOLUME_GB', 'MCC_IMAGE_VERSION_FID', 'Market', 'MarketError',
     'NotFound', 'NotSupported', 'ORDER_TYPES', 'ORGANIZATION_ID',
-    'PROJECT_FID', 'Project', 'RegionStorageQuota', 'SshKey', 'StatusChange', 'User', 'Volume',
-    'region_id'
+    'PROJECT_FID', 'Project', 'RegionStorageQuota', 'Reservation',
+    'ReservationEventType', 'ReservationOffer', 'ReservationStatus',
+    'ReservationTerms', 'ReservationUsage', 'STANDARD_OFFER_KEY', 'SshKey', 'StatusChange', 'User',
+    'Volume', 'region_id'
 ]

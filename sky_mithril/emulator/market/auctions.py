@@ -21,8 +21,9 @@ Rules of a clearing, per auction:
      higher limit did not fit). The price paid is recorded on the bid and its
      instances (`price_paid`) and stays fixed for that allocation.
 A bid placed between clearings waits for the next one; nothing is allocated
-out of turn. Capacity is held by `Allocated` and `Preempting` bids;
-`free_capacity` is capacity minus that, never below zero.
+out of turn. Capacity is held by `Allocated` and `Preempting` bids and by
+reservations (`held_by_reservations`, kept by `reservations`);
+`free_capacity` is capacity minus those, never below zero.
 """
 
 import ast
@@ -31,7 +32,8 @@ import datetime
 import math
 import random
 from decimal import Decimal
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from sky_mithril import money
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
@@ -115,12 +117,23 @@ class Auctions:
 
     # Prices and capacity.
 
+    def lowest_floors(self) -> Dict[str, Decimal]:
+        """Each auctioned type's lowest floor (minimum price) among its
+        auctions, by its fid."""
+        floors: Dict[str, Decimal] = {}
+        for auction in self._store.auctions.values():
+            fid = auction.instance_type.fid
+            floors[fid] = min(floors.get(fid, auction.minimum_price),
+                              auction.minimum_price)
+        return floors
+
     def free_capacity(self, auction: Auction) -> int:
-        """Capacity not held by Allocated or Preempting bids (never negative)."""
+        """Capacity not held by reservations nor by Allocated or Preempting
+        bids (never negative)."""
         held = sum(bid.instance_quantity
                    for bid in auction.live_bids
                    if bid.status in CAPACITY_HOLDERS)
-        return max(0, auction.capacity - held)
+        return max(0, auction.capacity - auction.held_by_reservations - held)
 
     def current_prices(self,
                        instance_type: str,

@@ -95,7 +95,8 @@ class CpuVms:
                        volumes=list(volumes),
                        image_version=image_version))
         self._store.cpu_vms[vm.fid] = vm
-        return self._instances.launch(vm)
+        return self._instances.launch(vm, vm.name,
+                                      found_type.hourly_price)
 
     def terminate(self, instance_fid: str) -> Instance:
         """Terminates the CPU VM whose instance is `instance_fid`; a no-op if

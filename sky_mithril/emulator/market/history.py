@@ -10,7 +10,9 @@ allocation: rule 4 of `auctions`); so each allocation is one charge, and a
 re-allocation after a preemption or a resume starts the next at its own price.
 
 What a query answers (`statuses`, `charges`): a project's instances, or one
-instance's (`instance_fid`), or a bid's (`bid_fid`), in creation order; of
+instance's (`instance_fid`), or a bid's (`bid_fid`), or a reservation's
+(`reservation_fid`; none for an unknown one, or a CPU VM's hidden one), in
+creation order; of
 each, the status changes whose time is in [start, end], or the charges that
 overlap [start, end], each as recorded (not cut to the window); an instance
 with none of them is left out.
@@ -63,6 +65,7 @@ class History:
         *,
         instance_fid: Optional[str] = None,
         bid_fid: Optional[str] = None,
+        reservation_fid: Optional[str] = None,
         start: Optional[datetime.datetime] = None,
         end: Optional[datetime.datetime] = None,
     ) -> List[Tuple[Instance, List[StatusChange]]]:
@@ -73,7 +76,7 @@ class History:
             return ((start is None or change.timestamp >= start) and
                     (end is None or change.timestamp <= end))
 
-        return self._each(project, instance_fid, bid_fid,
+        return self._each(project, instance_fid, bid_fid, reservation_fid,
                           lambda i: [c for c in i.status_changes if within(c)])
 
     def charges(
@@ -82,6 +85,7 @@ class History:
         *,
         instance_fid: Optional[str] = None,
         bid_fid: Optional[str] = None,
+        reservation_fid: Optional[str] = None,
         start: Optional[datetime.datetime] = None,
         end: Optional[datetime.datetime] = None,
     ) -> List[Tuple[Instance, List[Charge]]]:
@@ -93,11 +97,11 @@ class History:
                     (start is None or charge.end is None or
                      charge.end >= start))
 
-        return self._each(project, instance_fid, bid_fid,
+        return self._each(project, instance_fid, bid_fid, reservation_fid,
                           lambda i: [c for c in i.charges if overlaps(c)])
 
     def _each(self, project: str, instance_fid: Optional[str],
-              bid_fid: Optional[str],
+              bid_fid: Optional[str], reservation_fid: Optional[str],
               events: Callable[[Instance], Sequence[_Event]]
               ) -> List[Tuple[Instance, List[_Event]]]:
         """The chosen instances of `project` that have `events`, with them."""
@@ -110,11 +114,15 @@ class History:
                                     self._store.bids[bid_fid].project !=
                                     project):
             raise NotFound('Bid', bid_fid)
+        if (reservation_fid is not None and
+                reservation_fid not in self._store.reservations):
+            return []  # Unknown, or a CPU VM's hidden reservation.
         chosen = []
         for instance in self._store.instances.values():
             if (instance.project != project or
                     instance_fid not in (None, instance.fid) or
-                    bid_fid not in (None, instance.bid_fid)):
+                    bid_fid not in (None, instance.bid_fid) or
+                    reservation_fid not in (None, instance.reservation_fid)):
                 continue
             found = list(events(instance))
             if found:

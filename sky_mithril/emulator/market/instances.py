@@ -1,10 +1,11 @@
 """Instances' life cycle: what happens to a bid and its instances once the
 clearing allocates it, when a notice preempts it, when it is paused and when
-it is terminated; to a CPU VM's instance from its launch; to an instance of a
-reservation paused, resumed, restarted or given a fresh boot disk; and which
-host backend hook each step calls.
+it is terminated; to a CPU VM's or a reservation's instance from its launch;
+to an instance of a reservation paused, resumed, restarted or given a fresh
+boot disk; and which host backend hook each step calls.
 
-After allocation (a CPU VM: at once): STATUS_NEW -> STATUS_CONFIRMED ->
+After allocation (a CPU VM: at once; a reservation's instance: once the
+capacity it takes from spot is free): STATUS_NEW -> STATUS_CONFIRMED ->
 STATUS_INITIALIZING -> STATUS_STARTING (host created or resumed here, with
 the order's SSH keys and volumes; the address becomes visible) ->
 STATUS_RUNNING; a host backend that fails puts the instance in
@@ -13,12 +14,15 @@ goes STATUS_PREEMPTING -> STATUS_PREEMPTED and always runs to its end, then
 the bid is Open again; stopping a paused bid's instances goes STATUS_STOPPING
 -> STATUS_PAUSED. A re-allocated bid (after preemption or unpause) boots the
 same instances again from STATUS_NEW, resuming their hosts (same disks).
-Instances are named `<bid name>-<index>`, index from 0; a CPU VM's instance
-has the VM's name.
+Instances are named `<bid name>-<index>`, index from 0 (so are a
+reservation's); a CPU VM's instance has the VM's name.
 
 Actions on single instances (`PATCH /v2/instances`, restart,
-refresh-boot-disk) apply to instances of a reservation only (today: CPU VMs,
-whose hidden reservation Mithril sets on their rows); a spot instance is
+refresh-boot-disk) apply to instances of a reservation only (a reservation's,
+or a CPU VM's, whose hidden reservation Mithril sets on their rows; the
+reservations backend is told of a pause or resume through
+`reservation_hooks`, and a resume waits for the capacity it takes back from
+spot, in STATUS_CONFIRMED); a spot instance is
 NotSupported, as Mithril answers 501. Each checks every instance before it
 changes any:
   pause     a RUNNING instance stops (STATUS_STOPPING, `stop_duration_s`,
@@ -45,7 +49,8 @@ import datetime
 import functools
 import logging
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol,
+                    Sequence, Union)
 
 from sky_mithril.emulator.hosts import HostAddress
 from sky_mithril.emulator.market.accounts import Accounts
@@ -55,7 +60,8 @@ from sky_mithril.emulator.market.history import History
 from sky_mithril.emulator.market.images import image_for
 from sky_mithril.emulator.market.records import (Bid, BidEventType, BidStatus,
                                                  CpuVm, HostState, Instance,
-                                                 InstanceStatus, Order)
+                                                 InstanceStatus, Order,
+                                                 Reservation)
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
 from sky_mithril.emulator.market.storage import Volumes
@@ -77,10 +83,23 @@ RESTART_DURATION_S = 30.0
 ORDER_TYPES = ('Bid', 'Reservation')
 
 
+class ReservationHooks(Protocol):
+    """What the reservations backend does as one of a reservation's
+    instances is paused or resumed (it ignores CPU VMs' instances)."""
+
+    def pausing(self, instance: Instance) -> None:
+        """`instance` is being paused: its capacity is lent to spot."""
+
+    def resuming(self, instance: Instance) -> float:
+        """`instance` is resuming: its capacity is taken back from spot;
+        returns the seconds until the spot bids that held it are gone."""
+
+
 class Instances:
-    """Moves bids' and CPU VMs' instances through allocation or launch,
-    boot, notice, stop and termination, and single instances through the
-    actions on them, calling the host backend as they go."""
+    """Moves bids', CPU VMs' and reservations' instances through
+    allocation or launch, boot, notice, stop and termination, and single
+    instances through the actions on them, calling the host backend as they
+    go."""
 
     def __init__(self,
                  state: MarketState,
@@ -105,6 +124,8 @@ class Instances:
             **(boot_durations_s or {})
         }
         self.stop_duration_s = stop_duration_s
+        # Set by the reservations backend.
+        self.reservation_hooks: Optional[ReservationHooks] = None
 
     # Lookups.
 
@@ -163,22 +184,28 @@ class Instances:
         self._history.status_changed(instance)
         return instance
 
-    def launch(self, vm: CpuVm) -> Instance:
-        """The CPU VM's one instance, booting at once at its fixed price."""
+    def launch(self,
+               order: Union[CpuVm, Reservation],
+               name: str,
+               price: Optional[Decimal],
+               *,
+               wait_s: float = 0.0) -> Instance:
+        """An instance of a CPU VM or a reservation named `name`, charged
+        `price` per hour from now, booting after `wait_s`."""
         instance = Instance(fid=self._state.new_fid('inst'),
-                            name=vm.name,
-                            project=vm.project,
+                            name=name,
+                            project=order.project,
                             created_at=self._state.now,
-                            created_by=vm.created_by,
+                            created_by=order.created_by,
                             bid_fid=None,
-                            reservation_fid=vm.fid,
-                            instance_type=vm.instance_type,
-                            region=vm.region,
+                            reservation_fid=order.fid,
+                            instance_type=order.instance_type,
+                            region=order.region,
                             order=self._state.next_order())
-        vm.instances.append(instance)
+        order.instances.append(instance)
         self._store.instances[instance.fid] = instance
-        self._set_price(instance, vm.instance_type.hourly_price)
-        self._boot_step(instance, InstanceStatus.NEW)
+        self._set_price(instance, price)
+        self._boot_step(instance, InstanceStatus.NEW, wait_s)
         return instance
 
     def _set_status(self, instance: Instance, status: InstanceStatus) -> None:
@@ -215,7 +242,12 @@ class Instances:
             instance.end_time = None
             self._boot_step(instance, InstanceStatus.NEW)
 
-    def _boot_step(self, instance: Instance, status: InstanceStatus) -> None:
+    def _boot_step(self,
+                   instance: Instance,
+                   status: InstanceStatus,
+                   wait_s: float = 0.0) -> None:
+        """Enters `status` of the boot; the next one follows after its
+        duration plus `wait_s`."""
         self._set_status(instance, status)
         if status == InstanceStatus.STARTING and not self._bring_up_host(
                 instance):
@@ -223,7 +255,7 @@ class Instances:
         if status == InstanceStatus.RUNNING:
             return
         following = BOOT_SEQUENCE[BOOT_SEQUENCE.index(status) + 1]
-        self._state.timer(instance, self.boot_durations_s[status],
+        self._state.timer(instance, self.boot_durations_s[status] + wait_s,
                           lambda: self._boot_step(instance, following))
 
     def _bring_up_host(self, instance: Instance) -> bool:
@@ -345,11 +377,29 @@ class Instances:
                     f'{"paused" if pausing else "resumed"}.')
         for instance in instances:
             if pausing and instance.status == InstanceStatus.RUNNING:
-                self._stop(instance)
+                self.pause(instance)
             elif not pausing and instance.status == InstanceStatus.PAUSED:
-                instance.epoch += 1
-                self._boot_step(instance, InstanceStatus.CONFIRMED)
+                self.resume(instance)
         return {instance.fid: instance.status for instance in instances}
+
+    def pause(self, instance: Instance) -> None:
+        """Stops an instance of a reservation, whatever it is doing (a
+        reservation's hooks told first)."""
+        if self.reservation_hooks is not None:
+            self.reservation_hooks.pausing(instance)
+        instance.restarting = False
+        self._stop(instance)
+
+    def resume(self, instance: Instance) -> None:
+        """Boots a paused (or stopping) instance of a reservation again from
+        STATUS_CONFIRMED, once the capacity its reservation takes back is
+        free (the hooks say when)."""
+        if instance.status == InstanceStatus.STOPPING:
+            self._finish_stopping(instance)
+        wait_s = (self.reservation_hooks.resuming(instance)
+                  if self.reservation_hooks is not None else 0.0)
+        instance.epoch += 1
+        self._boot_step(instance, InstanceStatus.CONFIRMED, wait_s)
 
     def restart(self, fid: str) -> Instance:
         """Restarts a RUNNING instance's VM (the instance stays RUNNING)."""
@@ -406,10 +456,13 @@ class Instances:
         return instance
 
     def _order_of(self, instance: Instance) -> Order:
-        """The bid or CPU VM the instance boots from."""
+        """The bid, CPU VM or reservation the instance boots from."""
         if instance.bid_fid is not None:
             return self._store.bids[instance.bid_fid]
         assert instance.reservation_fid is not None
+        reservation = self._store.reservations.get(instance.reservation_fid)
+        if reservation is not None:
+            return reservation
         return self._store.cpu_vms[instance.reservation_fid]
 
 

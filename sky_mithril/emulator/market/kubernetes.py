@@ -2,9 +2,9 @@
 its control node's host comes up (with the cluster's SSH keys and the market's
 own control-node key) and it is `Available` with `kube_host` = the host's
 address; `control_node_ready` (if set) is then called, e.g. to install the
-kubeconfig. A bid whose `launch_specification.kubernetes_cluster` names a
-cluster joins it: its instances are listed in the cluster's `instances` while
-the bid lives. Deleting a cluster makes it `Terminated` and removes the control
+kubeconfig. A bid or a reservation whose `launch_specification.kubernetes_cluster`
+names a cluster joins it: its instances are listed in the cluster's
+`instances` while the bid lives (the reservation has not ended). Deleting a cluster makes it `Terminated` and removes the control
 node's host.
 """
 
@@ -104,18 +104,24 @@ class KubernetesClusters:
         ]
 
     def can_join(self, project: str, fid: str) -> bool:
-        """Whether a bid of `project` may join cluster `fid`: the project's,
-        not terminated."""
+        """Whether a bid or reservation of `project` may join cluster `fid`:
+        the project's, not terminated."""
         cluster = self._store.k8s_clusters.get(fid)
         return (cluster is not None and cluster.project == project and
                 cluster.status != KubernetesClusterStatus.TERMINATED)
 
     def instances(self, cluster: KubernetesCluster) -> List[Instance]:
-        """Instances of the live bids that joined `cluster`, in creation order."""
+        """Instances of the live bids, then of the live reservations, that
+        joined `cluster`, each in creation order."""
         return [
             instance for bid in self._store.bids.values()
             if bid.launch_specification.kubernetes_cluster == cluster.fid and
             bid.status != BidStatus.TERMINATED for instance in bid.instances
+        ] + [
+            instance for reservation in self._store.reservations.values()
+            if reservation.launch_specification.kubernetes_cluster ==
+            cluster.fid and reservation.live
+            for instance in reservation.instances
         ]
 
     def delete(self, fid: str) -> KubernetesCluster:

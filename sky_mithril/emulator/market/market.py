@@ -32,6 +32,7 @@ from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
 from sky_mithril.emulator.market.lifecycle_scripts import LifecycleScripts
 from sky_mithril.emulator.market.records import InstanceStatus
+from sky_mithril.emulator.market.reservations import Reservations
 from sky_mithril.emulator.market.ssh_keys import SshKeys
 from sky_mithril.emulator.market.state import MarketState
 from sky_mithril.emulator.market.storage import Volumes
@@ -88,6 +89,10 @@ class Market:
                          self.kubernetes_clusters)
         self.cpu_vms = CpuVms(self._state, self.accounts, self.ssh_keys,
                               self.volumes, self.instances)
+        self.reservations = Reservations(self._state, self.accounts,
+                                         self.auctions, self.instances,
+                                         self.ssh_keys, self.volumes,
+                                         self.kubernetes_clusters)
         self.api_keys = ApiKeys(self._state)
         self.auctions.start_clearings()
 
@@ -189,8 +194,8 @@ class Market:
     # Inspection.
 
     def dump_state(self) -> Dict[str, Any]:
-        """Every auction, bid (with instances) and volume as plain JSON-able
-        data, for tests."""
+        """Every auction, bid (with instances), volume and reservation as
+        plain JSON-able data, for tests."""
 
         def price(amount: Optional[Decimal]) -> Optional[str]:
             return money.format_dollars(amount) if amount is not None else None
@@ -206,6 +211,7 @@ class Market:
                 'region': a.region,
                 'capacity': a.capacity,
                 'free_capacity': self.auctions.free_capacity(a),
+                'held_by_reservations': a.held_by_reservations,
                 'spot_price': price(a.spot_price),
                 'last_instance_price': price(a.last_instance_price),
             } for a in store.auctions.values()],
@@ -249,4 +255,5 @@ class Market:
                 'bids': [b.fid for b in self.volumes.bids_listing(v)],
                 'attachments': self.volumes.attachments(v),
             } for v in store.volumes.values()],
+            'reservations': self.reservations.dump(),
         }

@@ -1,13 +1,14 @@
 """The market's records: what it keeps about auctions, bids, instances, keys,
-lifecycle scripts, volumes and Kubernetes clusters, and the statuses they
-move through. Plain data; the backends of this package change them."""
+lifecycle scripts, volumes, Kubernetes clusters and reservations, and the
+statuses they move through. Plain data; the backends of this package change
+them."""
 
 import dataclasses
 import datetime
 import enum
 import hashlib
 from decimal import Decimal
-from typing import Dict, List, Optional, Protocol, Tuple
+from typing import Dict, List, Optional, Protocol, Set, Tuple
 
 from sky_mithril.emulator.hosts import (HostAddress, VolumeAttachment,
                                         VolumeInterface, volume_vm_path)
@@ -123,7 +124,9 @@ class InstanceType:
 @dataclasses.dataclass
 class Auction:
     """One (instance type, region) market. `live_bids`: its bids that take part
-    in clearings (not terminated, not fillers), in submission order."""
+    in clearings (not terminated, not fillers), in submission order;
+    `held_by_reservations`: the capacity reservations hold now, out of the
+    spot market's reach (`reservations`)."""
 
     fid: str
     instance_type: InstanceType
@@ -136,6 +139,7 @@ class Auction:
     walk_volatility: Optional[float] = None
     price_history: List[PricePoint] = dataclasses.field(default_factory=list)
     live_bids: List['Bid'] = dataclasses.field(default_factory=list)
+    held_by_reservations: int = 0
 
 
 @dataclasses.dataclass
@@ -321,7 +325,8 @@ class CpuVm:
 
 
 class Order(Protocol):
-    """What instances boot from: a bid or a CPU VM's reservation."""
+    """What instances boot from: a bid, a CPU VM's reservation or a
+    reservation."""
 
     project: str
     launch_specification: LaunchSpecification
@@ -400,3 +405,227 @@ class Quota:
     total_quantity: int
     used_quantity: int
     instance_type: Optional[InstanceType] = None
+
+
+class ReservationStatus(str, enum.Enum):
+    PENDING = 'Pending'
+    ACTIVE = 'Active'
+    PAUSED = 'Paused'
+    CANCELED = 'Canceled'
+    ENDED = 'Ended'
+
+
+# The reservation statuses that hold capacity (from now or later).
+LIVE_RESERVATION_STATUSES = (ReservationStatus.PENDING,
+                             ReservationStatus.ACTIVE,
+                             ReservationStatus.PAUSED)
+
+
+class ReservationEventType(str, enum.Enum):
+    PLACED = 'Placed'
+    ACTIVE = 'Active'
+    PAUSED = 'Paused'
+    RESUMED = 'Resumed'
+    CANCELED = 'Canceled'
+    ENDED = 'Ended'
+    TERMS_SET = 'Terms Set'
+    TERMS_CHANGED = 'Terms Changed'
+
+
+@dataclasses.dataclass(frozen=True)
+class ReservationTerms:
+    """A reservation's prices, in dollars per instance-hour: `unit_price`
+    (charged in full for the whole window when bought), `pause_credit`
+    (earned per hour an instance stays paused, from one hour on) and
+    `return_credit` (per instance returned, per hour left)."""
+
+    unit_price: Decimal
+    pause_credit: Decimal
+    return_credit: Decimal
+
+
+@dataclasses.dataclass(frozen=True)
+class ReservationOffer:
+    """One offer of a quote: `terms` for `quantity` instances over `hours`
+    hours; `option_premium` is the part of the unit price that buys the
+    pause and return credits (dollars per instance-hour)."""
+
+    key: str
+    display_name: str
+    terms: ReservationTerms
+    option_premium: Decimal
+    quantity: int
+    hours: Decimal
+
+    @property
+    def instance_hours(self) -> Decimal:
+        return self.quantity * self.hours
+
+
+@dataclasses.dataclass
+class ReservationEvent:
+    """One entry of a reservation's history; `terms` on Terms Set and Terms
+    Changed, `user_id` when a user's request caused it."""
+
+    timestamp: datetime.datetime
+    event_type: ReservationEventType
+    user_id: Optional[str] = None
+    terms: Optional[ReservationTerms] = None
+
+
+@dataclasses.dataclass
+class Grant:
+    """Reserved capacity bought at once: the reservation's creation or one
+    extension, `quantity` instances from `start` to `end` at `terms`."""
+
+    fid: str
+    start: datetime.datetime
+    end: datetime.datetime
+    quantity: int
+    terms: ReservationTerms
+
+    @property
+    def instance_hours(self) -> Decimal:
+        return self.quantity * hours_between(self.start, self.end)
+
+    @property
+    def cost(self) -> Decimal:
+        return self.terms.unit_price * self.instance_hours
+
+
+@dataclasses.dataclass
+class PauseSpan:
+    """One instance of a reservation paused from `start` until `end` (None
+    while it stays paused)."""
+
+    instance_fid: str
+    start: datetime.datetime
+    end: Optional[datetime.datetime] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceReturn:
+    """Instances given back at `at`: deleted for good, credited `credit`
+    dollars for `instance_hours` of the window they no longer hold."""
+
+    at: datetime.datetime
+    instances: Tuple['Instance', ...]
+    instance_hours: Decimal
+    credit: Decimal
+
+
+@dataclasses.dataclass
+class Reservation:
+    """Capacity of one auction reserved from `start_time` to `end_time`.
+
+    `instances` are its instances now (made when it becomes Active; those
+    returned move to `returns`). `claimed`: it holds its capacity in the
+    auction (from one preemption notice before its start until its end),
+    less that of its instances in `lent` (paused, so lent to spot).
+    `order` ranks equal sort keys."""
+
+    fid: str
+    name: str
+    project: str
+    created_by: str
+    created_at: datetime.datetime
+    auction: Auction
+    start_time: datetime.datetime
+    end_time: datetime.datetime
+    instance_quantity: int
+    launch_specification: LaunchSpecification
+    terms: ReservationTerms
+    order: int
+    status: ReservationStatus = ReservationStatus.PENDING
+    instances: List[Instance] = dataclasses.field(default_factory=list)
+    deactivated_at: Optional[datetime.datetime] = None
+    claimed: bool = False
+    lent: Set[str] = dataclasses.field(default_factory=set)
+    grants: List[Grant] = dataclasses.field(default_factory=list)
+    pauses: List[PauseSpan] = dataclasses.field(default_factory=list)
+    returns: List[InstanceReturn] = dataclasses.field(default_factory=list)
+    events: List[ReservationEvent] = dataclasses.field(default_factory=list)
+
+    @property
+    def region(self) -> str:
+        return self.auction.region
+
+    @property
+    def instance_type(self) -> InstanceType:
+        return self.auction.instance_type
+
+    @property
+    def live(self) -> bool:
+        """Not ended (nor canceled): it holds capacity, now or later."""
+        return self.status in LIVE_RESERVATION_STATUSES
+
+    @property
+    def held(self) -> int:
+        """The capacity it holds in its auction now."""
+        return self.instance_quantity - len(self.lent) if self.claimed else 0
+
+    @property
+    def all_instances(self) -> List[Instance]:
+        """Every instance it had: those it has, then those returned."""
+        return [*self.instances,
+                *(i for given_back in self.returns for i in given_back.instances)]
+
+    @property
+    def charged(self) -> Decimal:
+        """Dollars charged: every grant in full."""
+        return sum((grant.cost for grant in self.grants), Decimal(0))
+
+    @property
+    def return_credit(self) -> Decimal:
+        """Dollars credited for instances returned."""
+        return sum((r.credit for r in self.returns), Decimal(0))
+
+    def record(self,
+               at: datetime.datetime,
+               event_type: ReservationEventType,
+               *,
+               user_id: Optional[str] = None,
+               terms: Optional[ReservationTerms] = None) -> None:
+        """Adds an event to the reservation's history."""
+        self.events.append(
+            ReservationEvent(timestamp=at, event_type=event_type,
+                             user_id=user_id, terms=terms))
+
+
+def hours_between(start: datetime.datetime,
+                  end: datetime.datetime) -> Decimal:
+    """The hours from `start` to `end` (never negative), exactly."""
+    span = max(datetime.timedelta(0), end - start)
+    return (Decimal(span // datetime.timedelta(microseconds=1)) /
+            Decimal(3_600_000_000))
+
+
+@dataclasses.dataclass(frozen=True)
+class AvailabilitySlot:
+    """From `start` to `end`, `quantity` instances of an auction are free to
+    reserve."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+    quantity: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReservationUsage:
+    """What a reservation cost and earned as of `as_of`, in dollars:
+    `charged` (every grant in full), `pause_credit`, `return_credit`, and
+    what is left, `net_cost`; its instance-hours: `reserved` (bought, less
+    those returned), `active` (instances up so far), `idle` (paused so
+    far)."""
+
+    charged: Decimal
+    pause_credit: Decimal
+    return_credit: Decimal
+    reserved: datetime.timedelta
+    active: datetime.timedelta
+    idle: datetime.timedelta
+    as_of: datetime.datetime
+
+    @property
+    def net_cost(self) -> Decimal:
+        return self.charged - self.pause_credit - self.return_credit

@@ -1,9 +1,9 @@
 """The project's SSH keys: registered or generated (returning the private
 half once, as Mithril does), marked `required` or not, deleted. A bid's hosts
 accept the keys its launch specification lists plus every key the project
-marks `required`, as of when each host is created (so do a CPU VM's). A key
-that a live (not terminated) bid, CPU VM or Kubernetes cluster lists cannot
-be deleted.
+marks `required`, as of when each host is created (so do a CPU VM's and a
+reservation's). A key that a live (not terminated, not ended) bid, CPU VM,
+reservation or Kubernetes cluster lists cannot be deleted.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -81,8 +81,8 @@ class SshKeys:
         return key
 
     def delete(self, fid: str) -> None:
-        """Deletes a key no live bid, CPU VM or Kubernetes cluster lists
-        (InvalidState otherwise)."""
+        """Deletes a key no live bid, CPU VM, reservation or Kubernetes
+        cluster lists (InvalidState otherwise)."""
         key = self.get(fid)
         for bid in self._store.bids.values():
             if (bid.status != BidStatus.TERMINATED and
@@ -96,6 +96,12 @@ class SshKeys:
                 raise InvalidState(
                     f'SSH key {fid} ({key.name}) is used by CPU VM '
                     f'{vm.instances[0].fid} ({vm.name}); terminate it first.')
+        for reservation in self._store.reservations.values():
+            if (reservation.live and
+                    fid in reservation.launch_specification.ssh_keys):
+                raise InvalidState(
+                    f'SSH key {fid} ({key.name}) is used by reservation '
+                    f'{reservation.fid} ({reservation.name}) until it ends.')
         for cluster in self._store.k8s_clusters.values():
             if (cluster.status != KubernetesClusterStatus.TERMINATED and
                     fid in cluster.ssh_keys):

@@ -25,8 +25,8 @@ from sky_mithril.emulator.hosts import HostBackend
 from sky_mithril.emulator.market.records import (Auction, Bid, CpuVm,
                                                  Instance, InstanceType,
                                                  KubernetesCluster,
-                                                 LifecycleScript, SshKey,
-                                                 Volume)
+                                                 LifecycleScript,
+                                                 Reservation, SshKey, Volume)
 
 
 class Versioned(Protocol):
@@ -50,6 +50,8 @@ class Store:
     bids: Dict[str, Bid] = dataclasses.field(default_factory=dict)
     instances: Dict[str, Instance] = dataclasses.field(default_factory=dict)
     cpu_vms: Dict[str, CpuVm] = dataclasses.field(default_factory=dict)
+    reservations: Dict[str, Reservation] = dataclasses.field(
+        default_factory=dict)
     ssh_keys: Dict[str, SshKey] = dataclasses.field(default_factory=dict)
     lifecycle_scripts: Dict[str, LifecycleScript] = dataclasses.field(
         default_factory=dict)

@@ -1,14 +1,15 @@
 """The project's persistent volumes: file shares (`File`, any number of bids
 and hosts at once) and block volumes (`Block`, listed by at most one live
-bid or CPU VM), each in one region, at most `VOLUME_QUOTA_GB` per project in
-all.
+bid, CPU VM or reservation), each in one region, at most `VOLUME_QUOTA_GB`
+per project in all.
 
-A bid or a CPU VM lists volumes of its own region in
-`launch_specification.volumes`; PATCHing a live bid's `volumes` replaces the
-list. The host backend gets the order's volumes whenever one of its hosts is
-created or resumed, so a change reaches hosts that are up at their next
-start. A volume listed by a live (not Terminated) bid or CPU VM cannot be
-deleted; deleting one also removes its data from the host backend.
+A bid, a CPU VM or a reservation lists volumes of its own region in
+`launch_specification.volumes`; PATCHing a live bid's or reservation's
+`volumes` replaces the list. The host backend gets the order's volumes
+whenever one of its hosts is created or resumed, so a change reaches hosts
+that are up at their next start. A volume listed by a live (not Terminated,
+not Ended) bid, CPU VM or reservation cannot be deleted; deleting one also
+removes its data from the host backend.
 """
 
 import logging
@@ -20,7 +21,8 @@ from sky_mithril.emulator.market.accounts import VOLUME_QUOTA_GB, Accounts
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
 from sky_mithril.emulator.market.records import (Bid, BidStatus, CpuVm,
-                                                 InstanceStatus, Order, Volume)
+                                                 InstanceStatus, Order,
+                                                 Reservation, Volume)
 from sky_mithril.emulator.market.state import MarketState
 
 logger = logging.getLogger('sky.sky_mithril.emulator')
@@ -142,6 +144,12 @@ class Volumes:
                 f'Volume {fid} ({volume.name}) is attached to CPU VM '
                 f'{vms[0].instances[0].fid} ({vms[0].name}); terminate it '
                 'first.')
+        reservations = self.reservations_listing(volume)
+        if reservations:
+            raise InvalidState(
+                f'Volume {fid} ({volume.name}) is attached to reservation '
+                f'{reservations[0].fid} ({reservations[0].name}); detach it '
+                'first.')
         del self._store.volumes[fid]
         try:
             self._state.hosts.delete_volume(fid)
@@ -164,11 +172,20 @@ class Volumes:
             volume.fid in vm.launch_specification.volumes
         ]
 
+    def reservations_listing(self, volume: Volume) -> List[Reservation]:
+        """The live (not ended) reservations that list `volume`."""
+        return [
+            reservation for reservation in self._store.reservations.values()
+            if reservation.live and
+            volume.fid in reservation.launch_specification.volumes
+        ]
+
     def attachments(self, volume: Volume) -> Dict[str, str]:
         """Instance fid -> where that VM sees `volume`, for the instances of
-        the live bids and CPU VMs that list it."""
-        orders: List[Union[Bid, CpuVm]] = [
-            *self.bids_listing(volume), *self.cpu_vms_listing(volume)
+        the live bids, CPU VMs and reservations that list it."""
+        orders: List[Union[Bid, CpuVm, Reservation]] = [
+            *self.bids_listing(volume), *self.cpu_vms_listing(volume),
+            *self.reservations_listing(volume)
         ]
         return {
             instance.fid: volume.vm_path
@@ -184,27 +201,33 @@ class Volumes:
             for fid in order.launch_specification.volumes
         ]
 
-    def attachable_errors(self,
-                          project: str,
-                          region: str,
-                          volumes: Sequence[str],
-                          bid: Optional[Bid] = None) -> List[FieldError]:
-        """Why `bid` (a new bid or CPU VM when None) of `project` in
-        `region` cannot list `volumes`, one error per refused entry."""
+    def attachable_errors(
+            self,
+            project: str,
+            region: str,
+            volumes: Sequence[str],
+            order: Optional[Union[Bid, Reservation]] = None
+    ) -> List[FieldError]:
+        """Why `order` (a bid or reservation; a new bid, CPU VM or
+        reservation when None) of `project` in `region` cannot list
+        `volumes`, one error per refused entry."""
         errors = []
         for index, fid in enumerate(volumes):
             if fid in volumes[:index]:
                 message: Optional[str] = f'Volume {fid} is listed more than once'
             else:
-                message = self._why_not_attachable(project, region, fid, bid)
+                message = self._why_not_attachable(project, region, fid,
+                                                   order)
             if message is not None:
                 errors.append(FieldError('volumes', message, index=index))
         return errors
 
-    def _why_not_attachable(self, project: str, region: str, fid: str,
-                            bid: Optional[Bid]) -> Optional[str]:
-        """Why volume `fid` cannot go with `bid`: unknown in `project`, in
-        another region, or a block volume another live bid or a CPU VM lists."""
+    def _why_not_attachable(
+            self, project: str, region: str, fid: str,
+            order: Optional[Union[Bid, Reservation]]) -> Optional[str]:
+        """Why volume `fid` cannot go with `order`: unknown in `project`, in
+        another region, or a block volume another live bid or reservation, or
+        a CPU VM, lists."""
         volume = self._store.volumes.get(fid)
         if volume is None or volume.project != project:
             return f'Volume {fid} not found in project'
@@ -213,7 +236,7 @@ class Volumes:
                     f'bid\'s region {region}')
         if volume.interface == VolumeInterface.BLOCK:
             for other in self.bids_listing(volume):
-                if other is not bid:
+                if other is not order:
                     return (f'Block volume {fid} is already attached to bid '
                             f'{other.fid} ({other.name}); a block volume '
                             'attaches to one bid at a time')
@@ -222,4 +245,10 @@ class Volumes:
                 return (f'Block volume {fid} is already attached to CPU VM '
                         f'{vms[0].instances[0].fid} ({vms[0].name}); a block '
                         'volume attaches to one VM at a time')
+            for reservation in self.reservations_listing(volume):
+                if reservation is not order:
+                    return (f'Block volume {fid} is already attached to '
+                            f'reservation {reservation.fid} '
+                            f'({reservation.name}); a block volume attaches '
+                            'to one order at a time')
         return None

@@ -10,6 +10,7 @@ The emulator runs on a manual clock, so a bid is allocated and boots only when
 a test advances it. What each test asserts is what a user of the client sees.
 """
 
+import datetime
 import json
 import subprocess
 import sys
@@ -307,8 +308,9 @@ def test_flow_pricing_and_availability(flow_compute: Path,
     assert REGION in table
 
 
-def test_flow_status_lists_a_bid(flow_compute: Path, emulator: EmulatorServer,
-                                 home: Path, env: Dict[str, str]) -> None:
+def test_flow_status_lists_a_bid_and_a_reservation(
+        flow_compute: Path, emulator: EmulatorServer, home: Path,
+        env: Dict[str, str]) -> None:
     key = _register_key(emulator, home, 'laptop')
     [type_fid] = [t['fid'] for t in _api(emulator, 'GET', '/v2/instance-types')
                   if t['name'] == TYPE]
@@ -317,13 +319,25 @@ def test_flow_status_lists_a_bid(flow_compute: Path, emulator: EmulatorServer,
         'limit_price': '$8.00', 'instance_quantity': 1, 'name': 'flow-bid',
         'launch_specification': {'volumes': [], 'ssh_keys': [key]}})
     _advance_until_running(emulator, bid['fid'])
+    start = datetime.datetime.fromisoformat(
+        emulator.control('GET', 'state')['now'])
+    reservation = _api(emulator, 'POST', '/v2/reservation', json={
+        'project': PROJECT_FID, 'region': REGION, 'instance_type': type_fid,
+        'start_time': start.isoformat(),
+        'end_time': (start + datetime.timedelta(hours=3)).isoformat(),
+        'instance_quantity': 2, 'name': 'flow-reservation',
+        'launch_specification': {'volumes': [], 'ssh_keys': [key]}})
     status = json.loads(_run(flow_compute, env, 'flow', 'status', '--json'))
     [task] = status['data']
     assert (task['task_id'], task['name'], task['status']) == (
         bid['fid'], 'flow-bid', 'running')
     assert task['max_price_per_hour'] == 8.0
-    # Reservations are not served yet (the reservations issue): flow reads
-    # the bids and says its reservations' source is unavailable.
-    assert [s['source'] for s in status['degraded_sources']] == [
-        'reservations']
-    assert 'flow-bid' in _run(flow_compute, env, 'flow', 'status')
+    [reserved] = status['reservations']
+    assert (reserved['id'], reserved['name'], reserved['status'],
+            reserved['instance_type'], reserved['quantity'],
+            reserved['price_total_usd']) == (
+                reservation['fid'], 'flow-reservation', 'active', TYPE, 2,
+                float(reservation['total_price'].lstrip('$')))
+    assert status['degraded_sources'] == []
+    table = _run(flow_compute, env, 'flow', 'status')
+    assert 'flow-bid' in table and 'flow-reservation' in table

@@ -54,6 +54,7 @@ BOOT_STEP_S = 10.0
 BOOT_STEPS = 30
 # How long the API key the scenario mints would live (it is revoked at once).
 API_KEY_LIFETIME = datetime.timedelta(days=1)
+HOUR = datetime.timedelta(hours=1)
 # The fields of an answer that hand out a secret once: a minted API key's,
 # a generated SSH key pair's private half.
 SECRET_FIELDS = ('secret', 'private_key')
@@ -275,6 +276,37 @@ def existing_resources(call: Caller, target: ContractTarget,
     for what in ('status', 'pricing'):
         call('GET', f'/v2/instances/{what}/history', expect=200,
              params={**project, 'limit': 5})
+    reservations = call('GET', '/v2/reservation', expect=200,
+                        params={**project, 'limit': 5, 'sort_dir': 'desc'})
+    for reservation in reservations['data'][:1]:
+        path = f'/v2/reservation/{reservation["fid"]}'
+        call('GET', f'{path}/history', expect=200)
+        call('GET', f'{path}/usage', expect=200)
+        call('GET', f'{path}/extension-availability', expect=200)
+
+
+def reservation_offers(call: Caller, target: ContractTarget,
+                       facts: Facts) -> None:
+    """What can be reserved: the types, a quote, and the availability of
+    the cheapest auction's type in its three modes, from an hour ahead."""
+    del target
+    call('GET', '/v2/reservation/instance-types', expect=200)
+    start = call.server_date() + HOUR
+    where = {'project': facts.project, 'instance_type': facts.instance_type,
+             'region': facts.region}
+    call('GET', '/v2/reservation/quote', expect=200,
+         params={**where, 'start_time': start.isoformat(),
+                 'end_time': (start + 3 * HOUR).isoformat(), 'quantity': 1})
+    call('GET', '/v2/reservation/availability', expect=200,
+         params={**where, 'start_time': start.isoformat(), 'quantity': 1})
+    call('GET', '/v2/reservation/availability', expect=200,
+         params={**where, 'mode': 'slots',
+                 'earliest_start_time': start.isoformat(),
+                 'latest_end_time': (start + 24 * HOUR).isoformat(),
+                 'quantity': 1})
+    call('GET', '/v2/reservation/availability', expect=200,
+         params={**where, 'mode': 'check', 'start_time': start.isoformat(),
+                 'end_time': (start + 3 * HOUR).isoformat(), 'quantity': 1})
 
 
 def refusals(call: Caller, target: ContractTarget, facts: Facts) -> None:
@@ -446,6 +478,113 @@ def cpu_vm(call: Caller, target: ContractTarget, facts: Facts) -> None:
     call('POST', f'/v2/instances/{unknown}/refresh-boot-disk', expect=404)
 
 
+def _reservation_body(facts: Facts, name: str, start: datetime.datetime,
+                      hours: int, quantity: int) -> Dict[str, Any]:
+    return {
+        'project': facts.project,
+        'instance_type': facts.instance_type,
+        'region': facts.region,
+        'start_time': start.isoformat(),
+        'end_time': (start + hours * HOUR).isoformat(),
+        'instance_quantity': quantity,
+        'name': name,
+        'launch_specification': {'volumes': [], 'ssh_keys': facts.ssh_keys},
+    }
+
+
+def reservation_life(call: Caller, target: ContractTarget,
+                     facts: Facts) -> None:
+    """Two reservations: one from now, whose instances boot, are paused one
+    and all, resumed, get a volume, a fresh boot disk and a restart, while
+    it is extended and shrunk (200; 502 with its one instance left
+    restarting, then 207 with another; 404 for an instance not its own),
+    until it ends (400 to shrink it then); one later, listed Pending. Their
+    history and usage, and a quote refused for its window."""
+    assert target.emulator is not None
+    now = call.server_date()
+    made = call('POST', '/v2/reservation', expect=201,
+                body={**_reservation_body(facts, 'contract-reservation', now,
+                                          3, 3),
+                      'launch_specification': {
+                          'volumes': [], 'ssh_keys': facts.ssh_keys,
+                          'startup_script': '#!/bin/bash\ntrue\n'},
+                      'price_specification': {'offer_key': 'standard',
+                                              'max_unit_price': 100_000}})
+    later = call('POST', '/v2/reservation', expect=201,
+                 body=_reservation_body(facts, 'contract-reservation-later',
+                                        now + 24 * HOUR, 3, 1))
+    project = {'project': facts.project}
+    page = call('GET', '/v2/reservation', expect=200,
+                params={**project, 'limit': 1})
+    if not page['next_cursor']:
+        raise ScenarioFailed('a page of one of two reservations has no '
+                             'next_cursor')
+    call('GET', '/v2/reservation', expect=200,
+         params={**project, 'limit': 1, 'next_cursor': page['next_cursor']})
+    call('GET', '/v2/reservation', expect=200,
+         params={**project, 'status': 'Pending', 'region': facts.region,
+                 'instance_type': facts.instance_type, 'sort_by': 'status',
+                 'sort_dir': 'desc'})
+    path = f'/v2/reservation/{made["fid"]}'
+    fids = made['instances']
+    for fid in fids:
+        _wait_for_status(call, target, fid, 'STATUS_RUNNING')
+    call('GET', '/v2/instances', expect=200,
+         params={**project, 'reservation_fid_in': made['fid'],
+                 'order_type_in': 'Reservation'})
+    call('PATCH', '/v2/instances', expect=200,
+         body={'instances': [fids[0]], 'status': 'STATUS_PAUSED'})
+    _wait_for_status(call, target, fids[0], 'STATUS_PAUSED')
+    call('POST', f'/v2/instances/{fids[0]}/refresh-boot-disk', expect=200)
+    call('PATCH', '/v2/instances', expect=200,
+         body={'instances': [fids[0]], 'status': 'STATUS_RUNNING'})
+    _wait_for_status(call, target, fids[0], 'STATUS_RUNNING')
+    call('PATCH', path, expect=200, body={'paused': True})
+    _wait_for_status(call, target, fids[0], 'STATUS_PAUSED')
+    call('PATCH', path, expect=200, body={'paused': False})
+    _wait_for_status(call, target, fids[0], 'STATUS_RUNNING')
+    volume = call('POST', '/v2/volumes', expect=201,
+                  body={'name': 'contract-reserved-volume',
+                        'project': facts.project, 'disk_interface': 'File',
+                        'region': facts.region, 'size_gb': 10})
+    call('PATCH', path, expect=200, body={'volumes': [volume['fid']]})
+    call('PATCH', path, expect=200, body={'volumes': []})
+    call('DELETE', f'/v2/volumes/{volume["fid"]}', expect=204)
+    call('GET', f'{path}/extension-availability', expect=200)
+    extended = call('POST', f'{path}/extend', expect=200,
+                    body={'end_time': (now + 4 * HOUR).isoformat(),
+                          'price_specification': {'max_unit_price': 100_000}})
+    call('POST', f'{path}/terminate-instances', expect=200,
+         body={'instances': [fids[2]], 'reduce_capacity': True})
+    call('POST', f'{path}/terminate-instances', expect=404,
+         body={'instances': ['inst_contract0unknown'],
+               'reduce_capacity': True})
+    call('POST', f'/v2/instances/{fids[0]}/restart', expect=202)
+    call('POST', f'{path}/terminate-instances', expect=502,
+         body={'instances': fids[:1], 'reduce_capacity': True})
+    call('POST', f'{path}/terminate-instances', expect=207,
+         body={'instances': fids[:2], 'reduce_capacity': True})
+    for what in ('status', 'pricing'):
+        call('GET', f'/v2/instances/{what}/history', expect=200,
+             params={**project, 'reservation_fid': made['fid']})
+    call('GET', f'{path}/history', expect=200)
+    call('GET', f'{path}/usage', expect=200)
+    call('GET', f'/v2/reservation/{later["fid"]}/history', expect=200)
+    target.emulator.control('POST', 'advance', seconds=(
+        datetime.datetime.fromisoformat(extended['end_time']) -
+        now).total_seconds())
+    call('GET', '/v2/reservation', expect=200,
+         params={**project, 'status': 'Ended'})
+    call('POST', f'{path}/terminate-instances', expect=400,
+         body={'instances': fids[:1], 'reduce_capacity': True})
+    call('GET', f'{path}/usage', expect=200)
+    call('GET', '/v2/reservation/quote', expect=422,
+         params={'project': facts.project,
+                 'instance_type': facts.instance_type, 'region': facts.region,
+                 'start_time': (now + 48 * HOUR).isoformat(),
+                 'end_time': (now + 50 * HOUR).isoformat(), 'quantity': 1})
+
+
 def _bid_body(facts: Facts, name: str, limit_price: str) -> Dict[str, Any]:
     return {
         'project': facts.project,
@@ -592,6 +731,7 @@ Phase = Callable[[Caller, ContractTarget, Facts], None]
 PHASES: List[Tuple[Phase, Needs]] = [
     (account_and_catalog, Needs.READS),
     (existing_resources, Needs.READS),
+    (reservation_offers, Needs.READS),
     (refusals, Needs.READS),
     (ssh_keys, Needs.WRITES),
     (api_keys, Needs.WRITES),
@@ -600,6 +740,7 @@ PHASES: List[Tuple[Phase, Needs]] = [
     (kubernetes, Needs.WRITES),
     (bid_life, Needs.WRITES),
     (cpu_vm, Needs.WRITES),
+    (reservation_life, Needs.WRITES),
     (invalid_bid, Needs.WRITES),
     (malformed_requests, Needs.WRITES),
     (one_bid, Needs.ONE_BID),
