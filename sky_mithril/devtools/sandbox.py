@@ -10,6 +10,7 @@ its own port so it never meets the user's own server.
 import ast
 import csv
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -60,11 +61,30 @@ sys.meta_path.insert(0, _ProbeToLoopback())
 '''
 
 
+# Ports handed out below the kernel's ephemeral range (its default low end).
+_LOWEST_PORT = 20000
+_EPHEMERAL_RANGE = Path('/proc/sys/net/ipv4/ip_local_port_range')
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 for a server that binds it later (the
+    sandbox's API server starts on first use, and again after a restart).
+    It is below the kernel's ephemeral range, where outgoing connections and
+    port-0 listeners would take it meanwhile."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    candidates = list(range(_LOWEST_PORT, max(_LOWEST_PORT + 1, ephemeral_low)))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f'no free TCP port on 127.0.0.1 from {_LOWEST_PORT} to {ephemeral_low - 1}')
 
 
 def _write_common_catalogs(catalog_dir: Path) -> None:
