@@ -7,7 +7,7 @@ parses too. Money is `Decimal` in Python and "$x.yy" on the wire.
 """
 
 import enum
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Dict, List, Optional
 
@@ -574,15 +574,16 @@ class ReservationHistory(ApiModel):
 
 
 class ReservationUsageSummary(ApiModel):
-    """What a reservation cost and earned back, in cents, and its hours."""
+    """What a reservation cost and earned back, in cents, and its
+    instance-hours (ISO 8601 durations on the wire)."""
 
     committed_cost_cents: int
     flex_use_credits_cents: int
     early_termination_credits_cents: int
     net_cost_cents: int
-    reserved_instance_hours: Decimal
-    active_instance_hours: Decimal
-    idle_instance_hours: Decimal
+    reserved_instance_hours: timedelta
+    active_instance_hours: timedelta
+    idle_instance_hours: timedelta
     as_of: Timestamp
 
 
