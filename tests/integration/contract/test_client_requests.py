@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from sky_mithril.api.client import MithrilClient
-from sky_mithril.api.models import (CreateBidRequest, LaunchSpecification,
+from sky_mithril.api.models import (CreateBidRequest, CreateReservationRequest,
+                                    LaunchSpecification, PriceSpecification,
                                     VolumeInterface)
 from sky_mithril.emulator import market as market_lib
 
@@ -111,6 +112,7 @@ def drive(client: Any, server: Any) -> None:
     client.update_bid(bid.fid, paused=True)
     client.update_bid(bid.fid, limit_price=Decimal('96.00'), paused=False)
     client.cancel_bid(bid.fid)
+    drive_reservations(client, server, project, auction, key.fid)
     client.delete_volume(volume.fid)
     # The client does not create clusters; the emulator's HTTP API does.
     cluster = requests.post(
@@ -122,6 +124,43 @@ def drive(client: Any, server: Any) -> None:
         timeout=30).json()
     client.list_kubernetes_clusters(project)
     client.get_kubernetes_cluster(cluster['fid'])
+
+
+def drive_reservations(client: Any, server: Any, project: str, auction: Any,
+                       key_fid: str) -> None:
+    """Quote, buy, read, pause and resume, extend and shrink a reservation."""
+    client.list_reservation_instance_types()
+    start = client.server_now().replace(microsecond=0)
+    end = start + datetime.timedelta(hours=24)
+    client.reservation_slots(project, auction.instance_type, auction.region,
+                             start, end + datetime.timedelta(days=2), quantity=1)
+    [offer] = client.quote_reservation(project, auction.instance_type,
+                                       auction.region, start, end, 2).offers
+    reservation = client.create_reservation(CreateReservationRequest(
+        project=project, instance_type=auction.instance_type,
+        region=auction.region, start_time=start, end_time=end,
+        instance_quantity=2, name='contract-reservation',
+        launch_specification=LaunchSpecification(ssh_keys=[key_fid]),
+        price_specification=PriceSpecification(
+            offer_key=offer.key, max_unit_price=100 * 100)))
+    server.control('POST', 'advance', seconds=600)
+    client.list_reservations(project, status='Active', region=auction.region,
+                             instance_type=auction.instance_type)
+    first, second = client.list_instances(project,
+                                          reservation_fids=[reservation.fid])
+    client.set_instances_paused([first.fid], True)
+    server.control('POST', 'advance', seconds=600)
+    client.refresh_boot_disk(first.fid)
+    client.set_instances_paused([first.fid], False)
+    client.update_reservation(reservation.fid, paused=True)
+    client.update_reservation(reservation.fid, paused=False)
+    if client.get_extension_availability(reservation.fid).available:
+        client.extend_reservation(reservation.fid,
+                                  end + datetime.timedelta(hours=1))
+    server.control('POST', 'advance', seconds=900)
+    client.return_reservation_instances(reservation.fid, [second.fid])
+    client.get_reservation_history(reservation.fid)
+    client.get_reservation_usage(reservation.fid)
 
 
 @dataclasses.dataclass

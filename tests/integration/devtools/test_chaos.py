@@ -19,7 +19,9 @@ def assert_nothing_lost(report: chaos.SoakReport, min_faults: int) -> None:
 
 
 def test_short_soak_leaks_and_doubles_nothing():
-    report = chaos.run_soak(cycles=8, seed=3)
+    # A seed whose 8 cycles arm six signals: landing one needs a launch still
+    # running when its random delay ends.
+    report = chaos.run_soak(cycles=8, seed=5)
     assert report.cycles == 8
     assert report.bids_created >= 8
     assert_nothing_lost(report, min_faults=1)
