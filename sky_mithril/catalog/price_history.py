@@ -1,5 +1,6 @@
-"""`sky-mithril prices`: recent spot prices per (instance type, region) and the
-limit price that would have kept a bid allocated a chosen share of the time.
+"""What `sky-mithril prices` (commands/prices.py) reports: recent spot prices
+per (instance type, region) and the limit price that would have kept a bid
+allocated a chosen share of the time.
 
 Rule: percentiles are nearest-rank. The q-th percentile of n samples is the
 k-th smallest sample with k = ceil(q * n), i.e. the smallest sample that is at
@@ -13,24 +14,17 @@ time when the API samples evenly. Series of the same instance type name in the
 same region (several fids) are merged.
 """
 
-import argparse
 import dataclasses
 import math
-import sys
-from datetime import datetime, timedelta, timezone
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import datetime, timezone
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sky_mithril.catalog import catalog_files
-from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
-from sky_mithril.api import errors
 from sky_mithril.money import CENT, format_dollars
 
-DEFAULT_DAYS = 7.0
-DEFAULT_LIKELIHOOD = Decimal('0.9')
 NUM_SAMPLES = 200
 """Samples asked per series: about one every 50 minutes over 7 days."""
 SPARK_WIDTH = 60
@@ -323,7 +317,8 @@ def report(histories: Sequence[MarketHistory], likelihood: Decimal,
 # Chart.
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib() -> None:
+    """Fails naming the install when --plot cannot draw."""
     try:
         import matplotlib.figure  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
@@ -357,85 +352,3 @@ def write_plot(histories: Sequence[MarketHistory], likelihood: Decimal,
         ax.legend(loc='best', fontsize='small')
         ax.grid(alpha=0.3)
     figure.savefig(path)
-
-
-# Command.
-
-
-def _likelihood(text: str) -> Decimal:
-    """An argparse type: "0.9" or "90%" -> Decimal('0.9'), in (0, 1]."""
-    raw = text.strip()
-    try:
-        value = (Decimal(raw[:-1]) / 100 if raw.endswith('%') else Decimal(raw))
-    except InvalidOperation:
-        value = Decimal('NaN')
-    if not value.is_finite() or not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a likelihood in (0, 1], e.g. 0.9 or 90%')
-    return value
-
-
-def _days(text: str) -> float:
-    """An argparse type: a positive number of days."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number '
-                                         'of days')
-    return value
-
-
-def run_prices(args: argparse.Namespace) -> int:
-    """Prints the report (and writes the chart); errors go to stderr, exit 1."""
-    try:
-        gpu, count = (parse_gpu_spec(args.gpu) if args.gpu else (None, None))
-        rows = select_rows(catalog_files.read_rows(catalog_files.catalog_path()),
-                           gpu, count, args.region)
-        if args.plot:
-            _require_matplotlib()
-        start = datetime.now(timezone.utc) - timedelta(days=args.days)
-        creds = credentials_lib.load_credentials()
-        with client_lib.MithrilClient.from_credentials(creds) as client:
-            histories, complete = fetch_histories(client, rows, args.region,
-                                                  start)
-        print('\n'.join(report(histories, args.likelihood, args.days,
-                               complete)))
-        if args.plot:
-            write_plot(histories, args.likelihood, args.days, args.plot)
-            print(f'\nWrote the chart to {args.plot}')
-        return 0
-    except (PricesError, credentials_lib.CredentialsError,
-            errors.MithrilAPIError, OSError, ValueError) as e:
-        print(f'sky-mithril prices: {e}', file=sys.stderr)
-        return 1
-
-
-def add_prices_parser(commands: 'argparse._SubParsersAction') -> None:
-    """Registers `prices` on a parser's subcommands."""
-    prices = commands.add_parser(
-        'prices',
-        help='recent spot prices per instance type and region, and the limit '
-        'price that would have kept a bid allocated')
-    prices.add_argument('gpu',
-                        nargs='?',
-                        metavar='GPU[:N]',
-                        help='e.g. H100:8 or a100 (default: every GPU in the '
-                        'catalog)')
-    prices.add_argument('--region', help='only this region')
-    prices.add_argument('--days',
-                        type=_days,
-                        default=DEFAULT_DAYS,
-                        help=f'history to look at (default: {DEFAULT_DAYS:g})')
-    prices.add_argument('--likelihood',
-                        type=_likelihood,
-                        default=DEFAULT_LIKELIHOOD,
-                        help='wanted share of time allocated, for the '
-                        'suggested limit (default: 0.9; "90%%" works too)')
-    prices.add_argument('--plot',
-                        type=Path,
-                        metavar='FILE.png',
-                        help='also draw the series and suggested limits '
-                        '(needs matplotlib)')
-    prices.set_defaults(handler=run_prices)

@@ -1,8 +1,7 @@
 """What the infrastructure commands share: a connection to the right project,
-finding a bid or cluster by name or fid (or a picker on a terminal), waiting
-for a bid's instances to run, and whole-number arguments."""
+finding a bid or cluster by name or fid (or a picker on a terminal), and waiting
+for a bid's instances to run."""
 
-import argparse
 import dataclasses
 import time
 from typing import List, Optional
@@ -133,9 +132,3 @@ def wait_until_running(conn: connection.Connection,
                 'why; the bid stays in the market.')
         time.sleep(POLL_INTERVAL_S)
 
-
-def positive_int(text: str) -> int:
-    """An argument that is a whole number >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
-    return int(text)

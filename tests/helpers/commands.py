@@ -104,7 +104,7 @@ def run(capsys: pytest.CaptureFixture) -> Callable[..., Result]:
         capsys.readouterr()
         try:
             code = cli.main(list(argv))
-        except SystemExit as e:  # argparse usage errors
+        except SystemExit as e:
             code = int(e.code or 0)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)

@@ -2,17 +2,18 @@
 refusals that need no API. (The command against the emulator is in
 tests/integration/catalog/test_price_history.py.)"""
 
-import argparse
 import importlib.util
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import List
 
+import click
 import pytest
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril import cli
 from sky_mithril.catalog import price_history
+from sky_mithril.commands import prices
 
 HAS_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
 H100_8 = 'h100-80gb.sxm.8x'
@@ -117,15 +118,15 @@ def test_selection_by_gpu_count_and_region_explains_misses():
 
 
 def test_likelihood_and_days_arguments():
-    assert price_history._likelihood('0.9') == Decimal('0.9')
-    assert price_history._likelihood('95%') == Decimal('0.95')
+    assert prices._likelihood('0.9') == Decimal('0.9')
+    assert prices._likelihood('95%') == Decimal('0.95')
     for bad in ('0', '1.01', '-0.5', 'most', 'nan'):
-        with pytest.raises(argparse.ArgumentTypeError):
-            price_history._likelihood(bad)
-    assert price_history._days('0.5') == 0.5
+        with pytest.raises(click.BadParameter):
+            prices._likelihood(bad)
+    assert prices._days('0.5') == 0.5
     for bad in ('0', '-1', 'week', 'inf'):
-        with pytest.raises(argparse.ArgumentTypeError):
-            price_history._days(bad)
+        with pytest.raises(click.BadParameter):
+            prices._days(bad)
 
 
 # The command, refusing before it needs the API.
