@@ -16,8 +16,8 @@ from sky_mithril.api import errors
 from sky_mithril.catalog import price_history
 from sky_mithril.commands import options
 from sky_mithril.commands import output
+from sky_mithril.commands import setup
 from sky_mithril.emulator import cli as emulator_cli
-from sky_mithril.plugin import setup as setup_lib
 from sky_mithril.provision import budget
 
 # Errors whose message says what went wrong and what to do: printed as one
@@ -30,7 +30,7 @@ EXPECTED_ERRORS = (credentials.CredentialsError, errors.MithrilAPIError,
 @click.group('sky-mithril', cls=options.Group,
              context_settings=options.CONTEXT_SETTINGS,
              epilog=options.examples(
-                 'sky-mithril setup                 # enable the plugin for SkyPilot',
+                 'sky-mithril setup --api-key       # enable the plugin, store your key',
                  'sky check mithril                 # then check your Mithril access',
                  'sky-mithril prices H100:8         # what a limit price would have won',
                  'sky-mithril demo                  # a real launch on a local market (root)'))
@@ -41,26 +41,7 @@ def cli() -> None:
     emulator, prices, and Mithril's own infrastructure commands."""
 
 
-@cli.command('setup', epilog=options.examples(
-    'sky-mithril setup',
-    'sky-mithril setup --remote   # also for a managed-jobs controller on another cloud'))
-@click.option('--remote', is_flag=True,
-              help='also list it in ~/.sky/remote_plugins.yaml (managed-jobs '
-              'controllers on another cloud)')
-def setup(remote: bool) -> int:
-    """List the plugin in ~/.sky/plugins.yaml (other plugins are kept) and put
-    the catalog where the `sky` client looks for Mithril's."""
-    for in_remote in ([False, True] if remote else [False]):
-        path = setup_lib.plugins_config_path(remote=in_remote)
-        added = setup_lib.enable_plugin(path)
-        verb = 'Added' if added else 'Already listed:'
-        print(f'{verb} {setup_lib.PLUGIN_CLASS} in {path}')
-    catalog = setup_lib.publish_catalog(Path.home() / '.sky')
-    print(f'Installed the Mithril catalog for the sky client at {catalog}')
-    print('Restart the SkyPilot API server so it loads the plugin: '
-          '`sky api stop` (the next `sky` command starts it again).')
-    print('Then check your Mithril access: `sky check mithril`.')
-    return 0
+cli.add_command(setup.setup_command)
 
 
 @cli.command('demo', epilog=options.examples(

@@ -11,6 +11,10 @@ from sky_mithril.api import errors
 from sky_mithril.api import models
 
 
+_CHOOSE_PROJECT = (f'choose one with `{credentials_lib.SETUP_COMMAND} --project '
+                   'NAME` (or Mithril\'s `ml setup`)')
+
+
 @dataclasses.dataclass(frozen=True)
 class Connection:
     """An API client plus the project every call is scoped to."""
@@ -30,13 +34,13 @@ def _pick_project(projects: List[models.Project],
         raise credentials_lib.CredentialsError(
             f'Project {creds.project_id!r} (from {creds.source}) is not '
             f'visible to this API key; its projects: {names}. Set '
-            f'{credentials_lib.ENV_PROJECT} to one of them or run `ml setup`.')
+            f'{credentials_lib.ENV_PROJECT} to one of them, or {_CHOOSE_PROJECT}.')
     if len(projects) == 1:
         return projects[0].fid
     raise credentials_lib.CredentialsError(
         f'No Mithril project is configured and the key sees {len(projects)} '
-        f'({names}). Set {credentials_lib.ENV_PROJECT} or add project_id to '
-        'your profile with `ml setup`.')
+        f'({names}). Set {credentials_lib.ENV_PROJECT} to one of them, or '
+        f'{_CHOOSE_PROJECT}.')
 
 
 def _require_same_api(creds: credentials_lib.Credentials,

@@ -1,9 +1,10 @@
-"""`sky-mithril`'s account commands: `prices` (spot price history and the limit
-that would have held); for people who know Mithril's `ml`, `instance` (bids
-by hand), `ssh` (into a bid's instances), `k8s` (Kubernetes clusters and
-their kubeconfig), `volumes` (persistent volumes) and `reservations`
-(reserved capacity); and `spend`, what the project paid. One module per
-command family; `options` holds the click pieces they share."""
+"""`sky-mithril`'s commands, one module per command family: `setup` (the
+plugin for SkyPilot and the user's API key; cli.py lists it first), `prices`
+(spot price history and the limit that would have held); for people who know
+Mithril's `ml`, `instance` (bids by hand), `ssh` (into a bid's instances),
+`k8s` (Kubernetes clusters and their kubeconfig), `volumes` (persistent
+volumes) and `reservations` (reserved capacity); and `spend`, what the
+project paid. `options` holds the click pieces they share."""
 
 import click
 
