@@ -15,7 +15,7 @@ from sky_mithril.account import credentials
 from sky_mithril.api import errors
 from sky_mithril.catalog import price_history
 from sky_mithril.commands import options
-from sky_mithril.commands import output
+from sky_mithril.commands import output as output_lib
 from sky_mithril.commands import setup
 from sky_mithril.emulator import cli as emulator_cli
 from sky_mithril.provision import budget
@@ -23,7 +23,7 @@ from sky_mithril.provision import budget
 # Errors whose message says what went wrong and what to do: printed as one
 # line, exit 1. Anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (credentials.CredentialsError, errors.MithrilAPIError,
-                   output.CommandError, budget.BudgetExceededError,
+                   output_lib.CommandError, budget.BudgetExceededError,
                    price_history.PricesError, ValueError, OSError)
 
 
@@ -57,7 +57,7 @@ def demo(keep_files: bool) -> int:
     try:
         return demo_lib.run_demo(keep_files=keep_files)
     except demo_lib.DemoError as e:
-        raise output.CommandError(str(e)) from e
+        raise output_lib.CommandError(str(e)) from e
 
 
 cli.add_command(emulator_cli.command)
@@ -69,22 +69,32 @@ def catalog() -> None:
 
 
 @catalog.command('refresh', epilog=options.examples(
-    'sky-mithril catalog refresh --output catalog/vms.csv'))
+    'sky-mithril catalog refresh                    # in a checkout: catalog/vms.csv',
+    'sky-mithril catalog refresh --output ~/vms.csv'))
 @click.option('--output', type=click.Path(dir_okay=False, path_type=Path),
-              default=Path('catalog/vms.csv'), show_default=True,
-              help='CSV to write')
-def refresh_catalog(output: Path) -> int:
-    """Rebuild the catalog CSV from the Mithril API."""
+              help='CSV to write (default: the file $SKY_MITHRIL_CATALOG '
+              'names, else, in a checkout, its catalog/vms.csv; an installed '
+              'wheel needs --output)')
+def refresh_catalog(output: Optional[Path]) -> int:
+    """Rebuild the catalog CSV from the Mithril API: every auction, priced at
+    its recent median spot price."""
     from sky_mithril.account import connection  # pylint: disable=import-outside-toplevel
     from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
     from sky_mithril.catalog import refresh as catalog_refresh  # pylint: disable=import-outside-toplevel
-    conn = connection.connect()
+    target = output or catalog_files.refresh_target()
+    if target is None:
+        raise output_lib.CommandError(
+            'Name the file to write with --output PATH: an installed '
+            'sky-mithril keeps its catalog inside the wheel. To use the new '
+            f'file, set {catalog_files.ENV_CATALOG}=PATH where the SkyPilot '
+            'API server starts, then `sky api stop`.')
+    conn = connection.connect(retry_refused=False)
     try:
         rows = catalog_refresh.build_rows(conn.client)
     finally:
         conn.client.close()
-    catalog_files.write_rows(rows, output)
-    print(f'Wrote {len(rows)} rows to {output}')
+    catalog_files.write_rows(rows, target)
+    print(f'Wrote {len(rows)} rows to {target.resolve()}')
     return 0
 
 

@@ -43,13 +43,16 @@ class CredentialsError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """What a Mithril API call needs. `api_key` is excluded from repr."""
+    """What a Mithril API call needs. `api_key` is excluded from repr.
+    `source` says where the key came from, `project_source` where the
+    project did (None when none is configured)."""
 
     api_key: str = dataclasses.field(repr=False)
     api_url: str
     project_id: Optional[str]
     profile: Optional[str]
     source: str
+    project_source: Optional[str] = None
 
 
 def credentials_path() -> Path:
@@ -159,18 +162,26 @@ def load_credentials(profile: Optional[str] = None) -> Credentials:
                  if section else display_path(path))
         raise CredentialsError(f'No Mithril API key found (looked in '
                                f'{ENV_API_KEY} and {where}). {SETUP_HINT}')
-    if os.environ.get(ENV_API_KEY):
-        source = f'environment variable {ENV_API_KEY}'
-    else:
-        source = f'profile {chosen!r} in {display_path(path)}'
+    in_profile = f'profile {chosen!r} in {display_path(path)}'
+    source = _source(ENV_API_KEY, in_profile)
     project_id = os.environ.get(ENV_PROJECT) or section.get('project_id')
-    api_url = (os.environ.get(ENV_API_URL) or section.get('api_url') or
-               DEFAULT_API_URL).rstrip('/')
+    api_url = str(os.environ.get(ENV_API_URL) or section.get('api_url') or
+                  DEFAULT_API_URL).rstrip('/')
+    check_api_url(api_url, ENV_API_URL if os.environ.get(ENV_API_URL) else
+                  f'The api_url of {in_profile}')
     return Credentials(api_key=str(api_key),
                        api_url=api_url,
                        project_id=str(project_id) if project_id else None,
                        profile=chosen if section else None,
-                       source=source)
+                       source=source,
+                       project_source=(_source(ENV_PROJECT, in_profile)
+                                       if project_id else None))
+
+
+def _source(variable: str, in_profile: str) -> str:
+    """Where a setting came from: the environment variable, else the profile."""
+    return (f'environment variable {variable}' if os.environ.get(variable)
+            else in_profile)
 
 
 def save_profile(profile: str, api_key: str, project_id: str,

@@ -37,6 +37,17 @@ def catalog_path() -> Path:
     return _PACKAGED if _PACKAGED.is_file() else _SOURCE_TREE
 
 
+def refresh_target() -> Optional[Path]:
+    """Where `sky-mithril catalog refresh` writes by default: the catalog
+    $SKY_MITHRIL_CATALOG names (the one in use), else the source tree's
+    when running from a checkout; None from an installed wheel, whose own
+    catalog is not to be rewritten."""
+    override = os.environ.get(ENV_CATALOG)
+    if override:
+        return Path(override).expanduser().resolve()
+    return _SOURCE_TREE if _SOURCE_TREE.is_file() else None
+
+
 def example_path(name: str) -> Path:
     """A shipped example task YAML (`examples/NAME` in the source tree)."""
     packaged = _PACKAGED_EXAMPLES / name

@@ -146,6 +146,11 @@ def parse_gpu_spec(spec: str) -> Tuple[str, Optional[int]]:
     return name.upper(), int(count)
 
 
+def gpus(count: int) -> str:
+    """"1 GPU", "8 GPUs"."""
+    return f'{count} GPU{"" if count == 1 else "s"}'
+
+
 def _gpu_count(row: Dict[str, str]) -> int:
     return int(float(row['AcceleratorCount']))
 
@@ -158,30 +163,68 @@ def _gpu_specs(rows: Sequence[Dict[str, str]]) -> str:
 def select_rows(rows: Sequence[Dict[str, str]], gpu: Optional[str],
                 count: Optional[int],
                 region: Optional[str]) -> List[Dict[str, str]]:
-    """Catalog rows for a GPU name (any case), GPU count and region; None = any.
+    """Catalog rows for a GPU name (any case; messages echo it as given),
+    GPU count and region; None = any.
 
-    Raises PricesError naming what the catalog has when nothing matches.
+    Raises PricesError naming what the rows have when nothing matches.
     """
     selected = list(rows)
     if gpu is not None:
-        selected = [r for r in selected if r['AcceleratorName'].upper() == gpu]
+        selected = [r for r in selected
+                    if r['AcceleratorName'].upper() == gpu.upper()]
         if not selected:
             raise PricesError(f'Unknown GPU {gpu!r}. The catalog has: '
-                              f'{_gpu_specs(rows)}.')
+                              f'{_gpu_specs(rows)}; or name an instance type '
+                              '(`sky-mithril instance list-types`).')
     if count is not None:
         of_gpu = selected
         selected = [r for r in selected if _gpu_count(r) == count]
         if not selected:
-            raise PricesError(f'No {gpu} instance type with {count} GPUs in the '
-                              f'catalog; {gpu} comes as {_gpu_specs(of_gpu)}.')
+            raise PricesError(f'No {gpu} instance type with {gpus(count)} in '
+                              f'the catalog; {gpu} comes as '
+                              f'{_gpu_specs(of_gpu)}.')
     if region is not None:
         in_any_region = selected
         selected = [r for r in selected if r['Region'] == region]
         if not selected:
             regions = ', '.join(sorted({r['Region'] for r in in_any_region}))
-            raise PricesError(f'The catalog has no {gpu or "GPU"} instance type '
-                              f'in region {region!r}; it has them in: {regions}.')
+            raise PricesError(f'Mithril has no {gpu or "GPU"} instance type '
+                              f'in region {region!r}; it has them in: '
+                              f'{regions}.')
     return selected
+
+
+def rows_for(rows: Sequence[Dict[str, str]],
+             spec: Optional[str]) -> List[Dict[str, str]]:
+    """The catalog rows for what a person typed: an instance type's name as
+    `sky-mithril instance list-types` prints it (any case), or a GPU as
+    NAME[:COUNT]; None = every row."""
+    if spec is None:
+        return list(rows)
+    by_type = [r for r in rows
+               if r['InstanceType'].lower() == spec.strip().lower()]
+    if by_type:
+        return by_type
+    _, count = parse_gpu_spec(spec)
+    return select_rows(rows, spec.strip().partition(':')[0], count, None)
+
+
+def with_live_auctions(client: client_lib.MithrilClient,
+                       rows: Sequence[Dict[str, str]]) -> List[Dict[str, str]]:
+    """`rows` plus a row for every auction the API lists of the same
+    instance types in a region the rows lack: the regions `prices` knows are
+    the market's, not only the shipped catalog's."""
+    by_name = {r['InstanceType']: r for r in rows}
+    have = {(r['InstanceType'], r['Region']) for r in rows}
+    names = {t.fid: t.name for t in client.list_instance_types()
+             if t.name in by_name}
+    extra = []
+    for auction in client.list_spot_availability():
+        name = names.get(auction.instance_type)
+        if name is not None and (name, auction.region) not in have:
+            have.add((name, auction.region))
+            extra.append(dict(by_name[name], Region=auction.region))
+    return [*rows, *extra]
 
 
 # Fetching.
@@ -284,7 +327,7 @@ def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]
         f'price in {covered}% of these samples, which cover '
         f'{duration(span_s)} of {_period(days)}.',
         f'  Suggested limit: {format_dollars(limit)} per instance-hour' +
-        (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {item.gpus} GPUs).'
+        (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {gpus(item.gpus)}).'
          if item.gpus > 0 else '.'),
     ]
     if stats.count == 1:

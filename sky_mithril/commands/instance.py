@@ -53,15 +53,35 @@ def bid_state(word: str) -> str:
     return state
 
 
+def _looks_shell_eaten(text: str) -> bool:
+    """Whether `text` is what the shell leaves of an unquoted `$20.00`: it
+    expands `$2` (a positional parameter, empty) and keeps the rest, so
+    `$20.00` arrives as "0.00", `$8.50` as ".50", and `$8` as nothing, when
+    -m takes the next option (`-n`) as its value."""
+    return not text or text.startswith(('.', '0', '-'))
+
+
 def limit_price(text: str) -> Decimal:
-    """`-m`: "8", "8.0" or "$8.00" per instance-hour; positive whole cents."""
+    """`-m`: "8", "8.0" or "$8.00" per instance-hour; positive whole cents,
+    at most the ceiling a task's limit_price has."""
     try:
         amount = money.parse_dollars(text)
+        if amount <= 0 or amount != amount.quantize(money.CENT):
+            raise money.MoneyFormatError(
+                f'{text!r} must be above $0.00 and in whole cents, e.g. 8.00')
     except money.MoneyFormatError as e:
+        hint = (" If you typed $ unquoted, the shell replaced it and the digit "
+                "after it: quote the price ('$20.00') or drop the $ (20.00)."
+                if _looks_shell_eaten(text) else '')
+        raise click.BadParameter(f'{e}.{hint}' if hint else str(e)) from e
+    try:
+        settings.check_ceiling(amount, '-m')
+    except settings.MithrilConfigError as e:
         raise click.BadParameter(str(e)) from e
-    if amount <= 0 or amount != amount.quantize(money.CENT):
-        raise click.BadParameter(
-            f'{text!r} must be above $0.00 and in whole cents, e.g. 8.00')
+    if _looks_shell_eaten(text):
+        progress(f'Note: -m {text} is what the shell leaves of an unquoted '
+                 f'$N{text} (it replaces $N); if that is what you typed, quote '
+                 f"the price ('$8{text}') or drop the $.")
     return amount
 
 
@@ -159,6 +179,39 @@ def _resolve_type(conn: connection.Connection, wanted: str,
                        'list-types`.')
 
 
+def _market_line(conn: connection.Connection,
+                 instance_type: models.InstanceType, region: str,
+                 num_instances: int, limit: Decimal) -> Optional[str]:
+    """What a launch says before its bid: the spot price now against the
+    limit, and whether the bid will wait (for the price, or for capacity).
+    Refuses more instances than the auction has at all: a bid is all or
+    none, so it could never be allocated."""
+    try:
+        quote = conn.client.get_current_price(instance_type.fid, region=region)
+    except errors.NotFoundError:
+        return None
+    total = quote.total_capacity
+    if total is not None and num_instances > total:
+        raise CommandError(
+            f'-N {num_instances}: the {instance_type.name} auction in {region} '
+            f'has {total} instance(s) in all, and a bid gets all of its '
+            f'instances or none, so it could never be allocated. Ask for at '
+            f'most {total}, or place several bids.')
+    spot = quote.spot_price
+    if spot is None:
+        return None
+    now = f'Spot price in {region} now: {per_hour(spot)}'
+    if spot > limit:
+        return (f'{now}, above your limit {per_hour(limit)}: the bid will wait '
+                f'for the price to fall. To be allocated now, use -m '
+                f'{spot:.2f} or more.')
+    free = quote.available_capacity
+    if free is not None and free < num_instances:
+        return (f'{now}, within your limit, but only {free} instance(s) free '
+                f'for {num_instances}: the bid will wait for capacity.')
+    return f'{now}{"" if free is None else f" ({free} free)"}, within your limit.'
+
+
 @group.command('create', epilog=options.examples(
     'sky-mithril instance create -i a100-80gb.sxm.1x -r us-central3-a -m 8.00',
     'sky-mithril instance create -i h100-80gb.sxm.8x -r us-central1-a -m 30 -N 2 -n train --wait',
@@ -187,8 +240,10 @@ def _resolve_type(conn: connection.Connection, wanted: str,
 @click.option('-w', '--watch', is_flag=True,
               help='the same as --wait: each change is printed')
 @click.option('-d', '--dry-run', is_flag=True,
-              help='check everything, place nothing. `ml`\'s letter: in `sky '
-              'launch`, -d is --detach-run')
+              help='check everything a bid needs (type, region, capacity, '
+              'limit, SSH key, budget) and show the spot price against the '
+              'limit; place nothing. `ml`\'s letter: in `sky launch`, -d is '
+              '--detach-run')
 @options.json_option('the bid and its nodes')
 def create_bid(type_name: str, region: str, max_price: Decimal,
                name: Optional[str], num_instances: int, project: Optional[str],
@@ -213,6 +268,9 @@ def create_bid(type_name: str, region: str, max_price: Decimal,
                for b in conn.client.list_bids(conn.project_id, name=name)):
             raise CommandError(f'A live bid is already named {name!r}; choose '
                                'another with -n.')
+        keys.require_local_key_pairs()
+        market = _market_line(conn, instance_type, region, num_instances,
+                              max_price)
         summary = (f'{num_instances} × {instance_type.name} in '
                    f'{region} at a limit of {per_hour(max_price)} '
                    f'per instance, named {name}'
@@ -225,6 +283,8 @@ def create_bid(type_name: str, region: str, max_price: Decimal,
             name, num_instances, max_price))
         if standing is not None:
             progress(standing.note())
+        if market:
+            progress(market)
         if dry_run:
             if as_json:
                 print_json({'dry_run': True, 'name': name,
@@ -482,8 +542,10 @@ def list_types(region: Optional[str], verbose: bool, as_json: bool) -> int:
     conn = common.connect()
     try:
         types = {t.fid: t for t in conn.client.list_instance_types()}
-        auctions = [a for a in conn.client.list_spot_availability()
-                    if a.instance_type in types and
+        listed = conn.client.list_spot_availability()
+        if region:
+            common.check_region(region, listed)
+        auctions = [a for a in listed if a.instance_type in types and
                     (region is None or a.region == region)]
         rows: List[Dict[str, Any]] = []
         for auction in sorted(auctions, key=lambda a: (

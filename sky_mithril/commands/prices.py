@@ -46,9 +46,10 @@ def _days(text: str) -> float:
 
 @click.command('prices', epilog=options.examples(
     'sky-mithril prices H100:8',
+    'sky-mithril prices h100-80gb.sxm.8x --region us-central1-a',
     'sky-mithril prices a100 --region us-central3-a --days 3',
     'sky-mithril prices H100:8 --likelihood 95% --plot h100.png'))
-@click.argument('gpu', required=False, metavar='[GPU[:N]]')
+@click.argument('gpu', required=False, metavar='[GPU[:N] | TYPE]')
 @click.option('--region', help='only this region')
 @click.option('--days', type=options.Parsed('DAYS', _days),
               default=DEFAULT_DAYS,
@@ -64,17 +65,20 @@ def _days(text: str) -> float:
 def prices_command(gpu: Optional[str], region: Optional[str], days: float,
                    likelihood: Decimal, plot: Optional[Path]) -> int:
     """Recent spot prices per instance type and region, and the limit price
-    that would have kept a bid allocated. GPU is a name, optionally with a
-    count (H100:8); without it, every GPU in the catalog."""
-    name, count = (price_history.parse_gpu_spec(gpu) if gpu else (None, None))
-    rows = price_history.select_rows(
-        catalog_files.read_rows(catalog_files.catalog_path()), name, count,
-        region)
+    that would have kept a bid allocated. GPU is a GPU name, optionally with
+    a count (H100:8), or an instance type as `instance list-types` prints it
+    (h100-80gb.sxm.8x); without it, every GPU in the catalog."""
+    rows = price_history.rows_for(
+        catalog_files.read_rows(catalog_files.catalog_path()), gpu)
     if plot:
         price_history.require_matplotlib()
     start = datetime.now(timezone.utc) - timedelta(days=days)
     creds = credentials_lib.load_credentials()
-    with client_lib.MithrilClient.from_credentials(creds) as client:
+    with client_lib.MithrilClient.from_credentials(
+            creds, retry_refused=False) as client:
+        rows = price_history.with_live_auctions(client, rows)
+        if region:
+            rows = price_history.select_rows(rows, None, None, region)
         histories, complete = price_history.fetch_histories(client, rows,
                                                             region, start)
     print('\n'.join(price_history.report(histories, likelihood, days,

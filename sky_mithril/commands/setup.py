@@ -70,7 +70,8 @@ def store_api_key(profile: str, api_url: str,
     credentials.check_api_url(api_url, '--api-url')
     key = read_api_key()
     try:
-        with client_lib.MithrilClient(key, api_url) as client:
+        with client_lib.MithrilClient(key, api_url,
+                                      retry_refused=False) as client:
             me = client.me()
             projects = client.list_projects()
     except errors.AuthenticationError as e:
@@ -122,8 +123,10 @@ def _has_credentials() -> bool:
               f'${credentials.ENV_API_URL}, else {client_lib.DEFAULT_API_URL}); '
               'plain http only to this machine, e.g. the emulator')
 @click.option('--remote', is_flag=True,
-              help='also list the plugin in ~/.sky/remote_plugins.yaml '
-              '(managed-jobs controllers on another cloud)')
+              help='also list the plugin in ~/.sky/remote_plugins.yaml and '
+              'point controller_wheel_path at a folder with our wheel '
+              f'(default {setup_lib.DEFAULT_WHEEL_DIR}), for managed-jobs '
+              'controllers on another cloud')
 def setup_command(ask_api_key: bool, project: Optional[str],
                   profile: Optional[str], api_url: Optional[str],
                   remote: bool) -> int:
@@ -142,6 +145,9 @@ def setup_command(ask_api_key: bool, project: Optional[str],
         added = setup_lib.enable_plugin(path)
         verb = 'Added' if added else 'Already listed:'
         print(f'{verb} {setup_lib.PLUGIN_CLASS} in {path}')
+    if remote:
+        print(setup_lib.set_controller_wheel_path(
+            setup_lib.plugins_config_path(remote=False)))
     catalog = setup_lib.publish_catalog(Path.home() / '.sky')
     print(f'Installed the Mithril catalog for the sky client at {catalog}')
     print('Restart the SkyPilot API server so it loads the plugin: '

@@ -145,6 +145,8 @@ def list_volumes(region: Optional[str], as_json: bool) -> int:
     """Volumes and the clusters using them (alias: list)."""
     conn = common.connect()
     try:
+        if region:
+            common.check_region(region, conn.client.list_spot_availability())
         volumes = conn.client.list_volumes(conn.project_id, region=region)
         users = volume_users(conn, volumes)
     finally:
@@ -167,14 +169,6 @@ def list_volumes(region: Optional[str], as_json: bool) -> int:
 
 
 # create
-
-
-def _check_region(conn: connection.Connection, region: str) -> None:
-    """Fails naming the regions there are when `region` is not one of them."""
-    regions = sorted({a.region for a in conn.client.list_spot_availability()})
-    if region not in regions:
-        raise CommandError(f'No region {region!r} on Mithril; pass one of '
-                           f'{", ".join(regions)} with --region.')
 
 
 def _create(conn: connection.Connection, name: str, region: str, size: int,
@@ -211,7 +205,7 @@ def create_volume(name: str, region: str, size: int, volume_type: str) -> int:
     """Create a volume; prints its fid."""
     conn = common.connect()
     try:
-        _check_region(conn, region)
+        common.check_region(region, conn.client.list_spot_availability())
         taken = [v for v in conn.client.list_volumes(conn.project_id)
                  if v.name == name]
         if taken:

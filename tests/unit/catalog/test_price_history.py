@@ -175,3 +175,47 @@ def test_durations_read_naturally():
     assert [price_history.duration(s) for s in (59, 120, 5 * 3600 + 1800, 86400,
                                                 6 * 86400 + 23 * 3600)] == [
         '0 min', '2 min', '5 h 30 min', '1 day', '6 days 23 h']
+
+
+# What a person types: instance type names, any case, echoed as typed.
+
+
+def test_an_instance_type_name_selects_its_rows():
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
+    for spec in (H100_8, H100_8.upper()):
+        assert {r['InstanceType'] for r in price_history.rows_for(rows, spec)} == {H100_8}
+    assert {r['AcceleratorName'] for r in price_history.rows_for(rows, 'h100')} == {'H100'}
+
+
+def test_misses_echo_the_input_as_typed_and_count_gpus_right():
+    rows = catalog_files.read_rows(catalog_files.catalog_path())
+    with pytest.raises(price_history.PricesError) as unknown:
+        price_history.rows_for(rows, 'x100')
+    assert str(unknown.value).startswith("Unknown GPU 'x100'. The catalog has: ")
+    assert 'or name an instance type (`sky-mithril instance list-types`)' in str(unknown.value)
+    with pytest.raises(price_history.PricesError) as one:
+        price_history.rows_for(rows, 'b200:1')
+    assert str(one.value).startswith('No b200 instance type with 1 GPU in the catalog')
+    assert [price_history.gpus(n) for n in (1, 8)] == ['1 GPU', '8 GPUs']
+
+
+def test_a_single_gpu_type_says_gpu():
+    at = datetime(2025, 1, 1, 6, 30, tzinfo=timezone.utc)
+    item = price_history.MarketHistory('a100-80gb.sxm.1x', REGION_A, 'A100', 1,
+                                       [(at, Decimal('2.00'))])
+    assert price_history.describe(item, Decimal('0.9'), 7)[4].endswith(
+        '($2.00 per GPU-hour for 1 GPU).')
+
+
+def test_refresh_writes_where_it_says(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv(catalog_files.ENV_CATALOG, raising=False)
+    assert catalog_files.refresh_target() == catalog_files._SOURCE_TREE
+    monkeypatch.setenv(catalog_files.ENV_CATALOG, str(tmp_path / 'mine.csv'))
+    assert catalog_files.refresh_target() == tmp_path / 'mine.csv'
+    monkeypatch.delenv(catalog_files.ENV_CATALOG)
+    monkeypatch.setattr(catalog_files, '_SOURCE_TREE', tmp_path / 'no' / 'vms.csv')
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(['catalog', 'refresh']) == 1
+    assert capsys.readouterr().err.startswith(
+        'sky-mithril catalog refresh: Name the file to write with --output PATH')
+    assert not (tmp_path / 'catalog').exists()
