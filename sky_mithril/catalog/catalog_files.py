@@ -54,6 +54,13 @@ def example_path(name: str) -> Path:
     return packaged if packaged.is_file() else _SOURCE_EXAMPLES / name
 
 
+def example_names() -> List[str]:
+    """The shipped example task YAMLs' file names, sorted: the wheel's
+    (`sky_mithril/data/examples/`), else the source tree's."""
+    folder = _PACKAGED_EXAMPLES if _PACKAGED_EXAMPLES.is_dir() else _SOURCE_EXAMPLES
+    return sorted(p.name for p in folder.glob('*.yaml'))
+
+
 def skypilot_catalog_file(sky_dir: Path, schema_version: str) -> Path:
     """Where SkyPilot itself looks for Mithril's catalog under `~/.sky`."""
     return sky_dir / 'catalogs' / schema_version / 'mithril' / 'vms.csv'

@@ -20,6 +20,17 @@ from sky_mithril.emulator.server import EmulatorServer, load_catalog
 
 DEFAULT_PORT = 8765
 HOST_BACKENDS = ('placeholder', 'namespace', 'local')
+# What each host backend means for a user, printed once the emulator listens.
+HOSTS_NOTES = {
+    'placeholder': ('Hosts are placeholders: the API answers, but nothing '
+                    'listens at an instance\'s address, so `sky launch` cannot '
+                    'reach its nodes. For launches, run `sudo sky-mithril '
+                    'emulator --hosts namespace` (root: real SSH hosts).'),
+    'namespace': ('Hosts are real SSH hosts in network namespaces: '
+                  '`sky launch --infra mithril` works.'),
+    'local': ('Hosts are one sshd on 127.0.0.1: one cluster at a time; '
+              '`sudo sky-mithril emulator --hosts namespace` has no limit.'),
+}
 # The one API key the emulator accepts, when no --key-file names one. Never
 # an option's value: other local users read every process's arguments (`ps`).
 ENV_API_KEY = 'SKY_MITHRIL_EMULATOR_API_KEY'
@@ -170,10 +181,14 @@ def usage(server: EmulatorServer, options: EmulatorOptions) -> List[str]:
         f'Mithril emulator listening on {server.url} '
         f'({options.speed:g} emulated seconds per second, clearing every '
         f'{options.clearing_interval:g} emulated seconds, seed {options.seed}).',
-        'Point SkyPilot (and Mithril\'s `ml`) at it with:',
+        'Point SkyPilot (and Mithril\'s `ml`) at it: in the shell that runs '
+        '`sky`,',
         f'  export MITHRIL_API_URL={server.url}',
         f'  export MITHRIL_API_KEY={_client_key(options)}',
         f'  export MITHRIL_PROJECT={server.market.accounts.project.fid}',
+        'then `sky api stop`: the SkyPilot API server keeps the environment it '
+        'started with, and the next `sky` command starts one with these.',
+        HOSTS_NOTES[options.hosts],
         'Press Ctrl-C to stop.',
     ]
 
