@@ -44,7 +44,8 @@ def cli() -> None:
 cli.add_command(setup.setup_command)
 
 
-@cli.command('demo', epilog=options.examples(
+@cli.command('demo', short_help='A real sky launch on a local market (root).',
+             epilog=options.examples(
     'sudo sky-mithril demo',
     'sudo sky-mithril demo --keep-files'))
 @click.option('--keep-files', is_flag=True,
@@ -68,7 +69,8 @@ def catalog() -> None:
     """Maintain the GPU catalog."""
 
 
-@catalog.command('refresh', epilog=options.examples(
+@catalog.command('refresh', short_help='Rebuild the catalog CSV from the API.',
+                  epilog=options.examples(
     'sky-mithril catalog refresh                    # in a checkout: catalog/vms.csv',
     'sky-mithril catalog refresh --output ~/vms.csv'))
 @click.option('--output', type=click.Path(dir_okay=False, path_type=Path),

@@ -24,7 +24,7 @@ def _summary(name: str) -> str:
     return sentence.split(':')[0] if len(sentence) > 72 else sentence
 
 
-@click.command('examples', epilog=options.examples(
+@click.command('examples', short_help='The shipped example tasks.', epilog=options.examples(
     'sky-mithril examples                        # what there is',
     'sky-mithril examples hello > hello.yaml     # then: sky launch -c hello hello.yaml',
     'sky-mithril examples managed-train.yaml'))

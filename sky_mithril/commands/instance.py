@@ -88,7 +88,8 @@ def limit_price(text: str) -> Decimal:
 LIMIT_PRICE = options.Parsed('PRICE', limit_price)
 
 
-@click.group('instance', cls=options.Group)
+@click.group('instance', cls=options.Group,
+             short_help='Spot bids by hand (as `ml instance`).')
 def group() -> None:
     """Bids and instances on the spot market, by hand (as `ml instance`)."""
 
@@ -212,7 +213,7 @@ def _market_line(conn: connection.Connection,
     return f'{now}{"" if free is None else f" ({free} free)"}, within your limit.'
 
 
-@group.command('create', epilog=options.examples(
+@group.command('create', short_help='Place a spot bid.', epilog=options.examples(
     'sky-mithril instance create -i a100-80gb.sxm.1x -r us-central3-a -m 8.00',
     'sky-mithril instance create -i h100-80gb.sxm.8x -r us-central1-a -m 30 -N 2 -n train --wait',
     "sky-mithril instance create -i a100-80gb.sxm.1x -r us-central3-a -m '$8.00' --dry-run"))
@@ -332,7 +333,8 @@ def create_bid(type_name: str, region: str, max_price: Decimal,
 # list
 
 
-@group.command('list', epilog=options.examples(
+@group.command('list', short_help="The project's bids, newest first.",
+               epilog=options.examples(
     'sky-mithril instance list',
     'sky-mithril instance list --all --limit 10',
     'sky-mithril instance list -s pending --json'))
@@ -450,7 +452,8 @@ def _cancel(conn: connection.Connection, bids: Sequence[models.Bid]) -> int:
     return 1 if failed else 0
 
 
-@group.command('delete', epilog=options.examples(
+@group.command('delete', short_help='Cancel bids, ending their instances.',
+               epilog=options.examples(
     'sky-mithril instance delete train',
     "sky-mithril instance delete -n 'dev-*' -y",
     'sky-mithril instance delete --all'))
@@ -526,7 +529,9 @@ def _delete_many(conn: connection.Connection, pattern: str,
 # list-types
 
 
-@group.command('list-types', epilog=options.examples(
+@group.command('list-types',
+               short_help='Instance types: spot price and capacity.',
+               epilog=options.examples(
     'sky-mithril instance list-types',
     'sky-mithril instance list-types -r us-central3-a -v',
     'sky-mithril instance list-types --json'))

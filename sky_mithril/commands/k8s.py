@@ -30,7 +30,8 @@ KUBECTL_INSTALL_HINT = ('On Debian or Ubuntu: `sudo apt-get install -y '
                         'https://kubernetes.io/docs/tasks/tools/.')
 
 
-@click.group('k8s', cls=options.Group)
+@click.group('k8s', cls=options.Group,
+             short_help='Kubernetes clusters (as `ml k8s`).')
 def group() -> None:
     """Mithril's Kubernetes clusters (as `ml k8s`), and their kubeconfig for
     SkyPilot."""
@@ -62,7 +63,8 @@ def cluster_json(cluster: models.KubernetesCluster) -> Dict[str, Any]:
     }
 
 
-@group.command('list', epilog=options.examples(
+@group.command('list', short_help="The project's Kubernetes clusters.",
+               epilog=options.examples(
     'sky-mithril k8s list', 'sky-mithril k8s list --all --json'))
 @click.option('--all', 'include_terminated', is_flag=True,
               help='include terminated clusters')
@@ -229,7 +231,9 @@ def _validate(config_path: Path, context: str) -> int:
     return 0
 
 
-@group.command('update-kubeconfig', epilog=options.examples(
+@group.command('update-kubeconfig',
+               short_help='Add a cluster to ~/.kube/config.',
+               epilog=options.examples(
     'sky-mithril k8s update-kubeconfig pool',
     'sky-mithril k8s update-kubeconfig pool -y --no-backup'))
 @CLUSTER_ARGUMENT

@@ -44,7 +44,8 @@ def _days(text: str) -> float:
     return value
 
 
-@click.command('prices', epilog=options.examples(
+@click.command('prices', short_help='Spot price history and the limits that held.',
+               epilog=options.examples(
     'sky-mithril prices H100:8',
     'sky-mithril prices h100-80gb.sxm.8x --region us-central1-a',
     'sky-mithril prices a100 --region us-central3-a --days 3',

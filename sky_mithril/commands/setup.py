@@ -101,7 +101,7 @@ def _has_credentials() -> bool:
     return True
 
 
-@click.command('setup', epilog=options.examples(
+@click.command('setup', short_help='Enable the plugin; store your Mithril API key.', epilog=options.examples(
     'sky-mithril setup --api-key                     # paste the key at the prompt',
     'sky-mithril setup --api-key --project my-team < key-file',
     'sky-mithril setup --remote   # also for a managed-jobs controller on another cloud'))

@@ -107,7 +107,8 @@ def _worst_case_line(bids: List[models.Bid], worst_case: Decimal,
     return f'Worst case now: {per_hour(worst_case)}{of_budget}{using}.'
 
 
-@click.command('spend', epilog=options.examples(
+@click.command('spend', short_help='What the project paid; its worst case now.',
+               epilog=options.examples(
     'sky-mithril spend', 'sky-mithril spend --days 7 --json'))
 @click.option('--days', type=options.POSITIVE_INT, default=DEFAULT_DAYS,
               metavar='N', help=f'the last N days (default {DEFAULT_DAYS})')

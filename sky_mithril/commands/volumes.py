@@ -38,7 +38,8 @@ def size_gb(text: str) -> int:
     return int(text)
 
 
-@click.group('volumes', cls=options.Group, aliases={'list': 'ls'})
+@click.group('volumes', cls=options.Group, aliases={'list': 'ls'},
+             short_help='File shares and block volumes.')
 def group() -> None:
     """Persistent volumes: Mithril file shares and block devices, with the
     SkyPilot clusters using them."""
@@ -231,7 +232,8 @@ def _in_use(volume: models.Volume, users: List[VolumeUser]) -> CommandError:
         ', then delete the volume.')
 
 
-@group.command('delete', epilog=options.examples(
+@group.command('delete', short_help='Delete a volume and its data.',
+               epilog=options.examples(
     'sky-mithril volumes delete ckpt', 'sky-mithril volumes delete vol_abc123 -y'))
 @click.argument('volume_name_or_fid', metavar='NAME_OR_FID')
 @options.YES

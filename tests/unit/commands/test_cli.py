@@ -38,6 +38,8 @@ def test_a_bare_group_prints_its_help(run, path):
     assert result.code == 0 and result.err == ''
     assert result.out.startswith(f'Usage: {_id(path)} [OPTIONS] COMMAND')
     assert 'Commands:' in result.out
+    listing = result.out.split('Commands:')[1].split('Examples:')[0]
+    assert '...' not in listing, f'a command\'s short help is cut:\n{listing}'
 
 
 def test_version_and_short_help(run):
