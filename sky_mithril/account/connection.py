@@ -3,12 +3,16 @@ that sends a key only to the API of the credentials it came with."""
 
 import dataclasses
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.api import models
+
+
+_CHOOSE_PROJECT = (f'choose one with `{credentials_lib.SETUP_COMMAND} --project '
+                   'NAME` (or Mithril\'s `ml setup`)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,15 +32,15 @@ def _pick_project(projects: List[models.Project],
             if creds.project_id in (project.fid, project.name):
                 return project.fid
         raise credentials_lib.CredentialsError(
-            f'Project {creds.project_id!r} (from {creds.source}) is not '
+            f'Project {creds.project_id!r} (from {creds.project_source}) is not '
             f'visible to this API key; its projects: {names}. Set '
-            f'{credentials_lib.ENV_PROJECT} to one of them or run `ml setup`.')
+            f'{credentials_lib.ENV_PROJECT} to one of them, or {_CHOOSE_PROJECT}.')
     if len(projects) == 1:
         return projects[0].fid
     raise credentials_lib.CredentialsError(
         f'No Mithril project is configured and the key sees {len(projects)} '
-        f'({names}). Set {credentials_lib.ENV_PROJECT} or add project_id to '
-        'your profile with `ml setup`.')
+        f'({names}). Set {credentials_lib.ENV_PROJECT} to one of them, or '
+        f'{_CHOOSE_PROJECT}.')
 
 
 def _require_same_api(creds: credentials_lib.Credentials,
@@ -69,7 +73,7 @@ def _require_same_api(creds: credentials_lib.Credentials,
 def connect(profile: Optional[str] = None,
             project_id: Optional[str] = None,
             api_url: Optional[str] = None,
-            **client_options: float) -> Connection:
+            **client_options: Any) -> Connection:
     """Resolves credentials (optionally pinned to a cluster's profile and
     project) and checks the project against `GET /v2/projects`. A cluster's
     `api_url` must be the credentials' own (`_require_same_api`).

@@ -212,6 +212,11 @@ class MithrilClient:
     The key is sent only to an https API URL, or over plain http to this
     machine's loopback; any other URL is refused before a request.
 
+    `retry_refused=False` (the interactive commands) fails at once when
+    nothing accepts connections at the API URL (connection refused: a
+    stopped emulator, a wrong port), instead of retrying it for
+    `max_retry_seconds` in silence.
+
     `sleep` and `rng` are injectable so tests run without waiting.
     `request_count` counts HTTP attempts made (retries included) and
     `retry_count` the retries among them.
@@ -223,6 +228,7 @@ class MithrilClient:
                  *,
                  timeout: float = 30.0,
                  max_retry_seconds: float = 60.0,
+                 retry_refused: bool = True,
                  session: Optional[requests.Session] = None,
                  sleep: Callable[[float], None] = time.sleep,
                  rng: Optional[random.Random] = None) -> None:
@@ -237,6 +243,7 @@ class MithrilClient:
         self.api_url = api_url.rstrip('/')
         self._timeout = timeout
         self._max_retry_seconds = max_retry_seconds
+        self._retry_refused = retry_refused
         self._owns_session = session is None
         self._session = session or requests.Session()
         self._sleep = sleep
@@ -927,7 +934,15 @@ class MithrilClient:
             return self._ambiguous(method, path,
                                    f'the connection broke before the answer '
                                    f'was complete ({reason})', reconcile_hint)
-        if failure is _TransportFailure.UNREACHABLE:
+        refused = any(isinstance(link, ConnectionRefusedError)
+                      for link in _exception_chain(exc))
+        if refused:
+            message = (f'Cannot reach the Mithril API at {self.api_url}: '
+                       f'nothing accepts connections there ({reason}). Check '
+                       'MITHRIL_API_URL or the api_url of your Mithril '
+                       'profile; for the emulator, check that `sky-mithril '
+                       'emulator` is running.')
+        elif failure is _TransportFailure.UNREACHABLE:
             message = (f'Cannot reach the Mithril API at {self.api_url}: the '
                        f'server is unreachable ({reason}). Check your network '
                        'connection and MITHRIL_API_URL.')
@@ -942,7 +957,8 @@ class MithrilClient:
                        f'({reason}). Check MITHRIL_API_URL.')
         return errors.ConnectionFailedError(
             redact(message, self._api_key),
-            retryable=failure is not _TransportFailure.UNUSABLE,
+            retryable=(failure is not _TransportFailure.UNUSABLE and
+                       (self._retry_refused or not refused)),
             method=method,
             path=path)
 

@@ -9,7 +9,8 @@ escapes (`\\/`, `\\u002b`) that only decoding turns back into the key.
 import json
 from typing import Any, Dict, List, Optional, Tuple, Type
 
-SETUP_HINT = 'Check MITHRIL_API_KEY or run `ml setup`.'
+SETUP_HINT = ('Check MITHRIL_API_KEY, or store a working key with '
+              '`sky-mithril setup --api-key` (or Mithril\'s `ml setup`).')
 MAX_DETAIL_CHARS = 300
 REDACTED = '<redacted>'
 

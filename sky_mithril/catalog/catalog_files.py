@@ -37,10 +37,28 @@ def catalog_path() -> Path:
     return _PACKAGED if _PACKAGED.is_file() else _SOURCE_TREE
 
 
+def refresh_target() -> Optional[Path]:
+    """Where `sky-mithril catalog refresh` writes by default: the catalog
+    $SKY_MITHRIL_CATALOG names (the one in use), else the source tree's
+    when running from a checkout; None from an installed wheel, whose own
+    catalog is not to be rewritten."""
+    override = os.environ.get(ENV_CATALOG)
+    if override:
+        return Path(override).expanduser().resolve()
+    return _SOURCE_TREE if _SOURCE_TREE.is_file() else None
+
+
 def example_path(name: str) -> Path:
     """A shipped example task YAML (`examples/NAME` in the source tree)."""
     packaged = _PACKAGED_EXAMPLES / name
     return packaged if packaged.is_file() else _SOURCE_EXAMPLES / name
+
+
+def example_names() -> List[str]:
+    """The shipped example task YAMLs' file names, sorted: the wheel's
+    (`sky_mithril/data/examples/`), else the source tree's."""
+    folder = _PACKAGED_EXAMPLES if _PACKAGED_EXAMPLES.is_dir() else _SOURCE_EXAMPLES
+    return sorted(p.name for p in folder.glob('*.yaml'))
 
 
 def skypilot_catalog_file(sky_dir: Path, schema_version: str) -> Path:

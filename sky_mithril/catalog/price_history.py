@@ -1,36 +1,36 @@
-"""`sky-mithril prices`: recent spot prices per (instance type, region) and the
-limit price that would have kept a bid allocated a chosen share of the time.
+"""What `sky-mithril prices` (commands/prices.py) reports: recent spot prices
+per (instance type, region), the limit price that would have kept a bid
+allocated a chosen share of the time, and what each of a few limits would
+have run and cost.
 
-Rule: percentiles are nearest-rank. The q-th percentile of n samples is the
-k-th smallest sample with k = ceil(q * n), i.e. the smallest sample that is at
-or above at least a share q of the samples. So the median of an even count is
-the lower of the two middle samples, and the suggested limit for a likelihood
-q is the q-th percentile rounded up to the whole cent: the smallest whole-cent
-limit that was at or above the spot price (a bid is allocated when spot <=
-limit) in at least a share q of the samples. Likelihood 1.0 gives the maximum.
-Samples are weighted equally, so the share of samples stands for the share of
-time when the API samples evenly. Series of the same instance type name in the
-same region (several fids) are merged.
+Rule: every share is a share of time. Mithril samples a series unevenly (a
+burst of samples, then a gap), so each sample weighs the time nearest to it:
+half the gap to the sample before plus half the gap to the one after (the
+first and last get only their inner half). Samples all at one instant weigh
+one each. Percentiles are weighted nearest-rank: the q-th percentile is the
+smallest sample price at or above the spot price for at least a share q of
+the time the samples cover (with weights of one each, the plain nearest-rank
+percentile: the median of an even count is the lower middle sample). The
+suggested limit for a likelihood q is the q-th percentile
+rounded up to the whole cent (a bid is allocated when spot <= limit);
+likelihood 1.0 gives the maximum. A limit's cost per day is what a bid at
+it would have paid on average per day of the covered time, at the spot
+(clearing) price while the spot was at or below the limit, per instance.
+Series of the same instance type name in the same region (several fids) are
+merged.
 """
 
-import argparse
 import dataclasses
 import math
-import sys
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from sky_mithril.catalog import catalog_files
-from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import client as client_lib
-from sky_mithril.api import errors
 from sky_mithril.money import CENT, format_dollars
 
-DEFAULT_DAYS = 7.0
-DEFAULT_LIKELIHOOD = Decimal('0.9')
 NUM_SAMPLES = 200
 """Samples asked per series: about one every 50 minutes over 7 days."""
 SPARK_WIDTH = 60
@@ -77,37 +77,108 @@ class MarketHistory:
         return f'{self.instance_type} ({self.gpus}x {self.accelerator})'
 
 
-# Statistics (pure).
+# Statistics (pure). `weights` default to one per sample.
+
+Weights = Optional[Sequence[Fraction]]
 
 
-def percentile(prices: Sequence[Decimal], share: Decimal) -> Decimal:
-    """The nearest-rank percentile: the ceil(share * n)-th smallest sample."""
+def time_weights(samples: Sequence[Sample]) -> List[Fraction]:
+    """Each sample's weight, in microseconds: the time nearer to it than to
+    any other sample (half of each gap to a neighbour). One each when the
+    samples span no time."""
+    if not samples or samples[-1][0] == samples[0][0]:
+        return [Fraction(1)] * len(samples)
+    at = [Fraction((when - samples[0][0]) // timedelta(microseconds=1))
+          for when, _ in samples]
+    return [((at[i] - at[i - 1] if i > 0 else 0) +
+             (at[i + 1] - at[i] if i + 1 < len(at) else 0)) / 2
+            for i in range(len(at))]
+
+
+def _weighted(prices: Sequence[Decimal],
+              weights: Weights) -> List[Tuple[Decimal, Fraction]]:
+    if weights is not None and len(weights) != len(prices):
+        raise ValueError('one weight per price')
+    return list(zip(prices, weights if weights is not None else
+                    [Fraction(1)] * len(prices)))
+
+
+def percentile(prices: Sequence[Decimal], share: Decimal,
+               weights: Weights = None) -> Decimal:
+    """The weighted nearest-rank percentile: the smallest price at or above
+    the others for at least a share `share` of the total weight."""
     if not prices:
         raise ValueError('no prices')
     if not 0 < share <= 1:
         raise ValueError(f'share must be in (0, 1], got {share}')
-    rank = math.ceil(Fraction(share) * len(prices))
-    return sorted(prices)[rank - 1]
+    weighted = sorted(_weighted(prices, weights), key=lambda pw: pw[0])
+    target = Fraction(share) * sum(w for _, w in weighted)
+    reached = Fraction(0)
+    for price, weight in weighted:
+        reached += weight
+        if reached >= target:
+            return price
+    return weighted[-1][0]
 
 
-def summarize(prices: Sequence[Decimal]) -> PriceStats:
-    """Count, min, median, p90 and max (nearest-rank) of a non-empty series."""
+def summarize(prices: Sequence[Decimal], weights: Weights = None) -> PriceStats:
+    """Count, min, median, p90 and max (weighted nearest-rank) of a
+    non-empty series."""
     return PriceStats(count=len(prices),
                       minimum=min(prices),
-                      median=percentile(prices, Decimal('0.5')),
-                      p90=percentile(prices, Decimal('0.9')),
+                      median=percentile(prices, Decimal('0.5'), weights),
+                      p90=percentile(prices, Decimal('0.9'), weights),
                       maximum=max(prices))
 
 
-def suggest_limit(prices: Sequence[Decimal], likelihood: Decimal) -> Decimal:
-    """The smallest whole-cent limit at or above the spot price in at least a
-    share `likelihood` of the samples."""
-    return percentile(prices, likelihood).quantize(CENT, rounding=ROUND_CEILING)
+def suggest_limit(prices: Sequence[Decimal], likelihood: Decimal,
+                  weights: Weights = None) -> Decimal:
+    """The smallest whole-cent limit at or above the spot price for at least
+    a share `likelihood` of the weight (the time)."""
+    return percentile(prices, likelihood, weights).quantize(
+        CENT, rounding=ROUND_CEILING)
 
 
-def coverage(prices: Sequence[Decimal], limit: Decimal) -> Fraction:
-    """The share of samples whose spot price is at or below `limit`."""
-    return Fraction(sum(1 for price in prices if price <= limit), len(prices))
+def coverage(prices: Sequence[Decimal], limit: Decimal,
+             weights: Weights = None) -> Fraction:
+    """The share of the weight (the time) when the spot price was at or
+    below `limit`."""
+    weighted = _weighted(prices, weights)
+    return (sum((w for price, w in weighted if price <= limit), Fraction(0)) /
+            sum(w for _, w in weighted))
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitOutcome:
+    """What a bid at `limit` would have done over the covered time."""
+
+    limit: Decimal
+    held: Fraction  # share of the time allocated
+    hours_run: float  # instance-hours allocated, per instance
+    cost_per_day: Decimal  # paid at the clearing price, per instance
+
+
+def outcome(prices: Sequence[Decimal], weights: Sequence[Fraction],
+            span_s: float, limit: Decimal) -> LimitOutcome:
+    """A bid at `limit` over the samples' time: allocated while the spot was
+    at or below it, paying the spot price then."""
+    weighted = _weighted(prices, weights)
+    total = sum(w for _, w in weighted)
+    paid = sum((Fraction(price) * w for price, w in weighted if price <= limit),
+               Fraction(0)) * 24 / total
+    held = coverage(prices, limit, weights)
+    return LimitOutcome(limit, held, float(held) * span_s / 3600,
+                        (Decimal(paid.numerator) / Decimal(paid.denominator)
+                         ).quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def outcomes(prices: Sequence[Decimal], weights: Sequence[Fraction],
+             span_s: float, suggested: Decimal) -> List[LimitOutcome]:
+    """The outcomes of the limits worth comparing: the time-weighted median,
+    p75, p90 and maximum (to the cent, rounded up) and the suggested one."""
+    limits = {suggest_limit(prices, Decimal(share), weights)
+              for share in ('0.5', '0.75', '0.9', '1')} | {suggested}
+    return [outcome(prices, weights, span_s, limit) for limit in sorted(limits)]
 
 
 def per_gpu(limit: Decimal, gpus: int) -> str:
@@ -152,6 +223,11 @@ def parse_gpu_spec(spec: str) -> Tuple[str, Optional[int]]:
     return name.upper(), int(count)
 
 
+def gpus(count: int) -> str:
+    """"1 GPU", "8 GPUs"."""
+    return f'{count} GPU{"" if count == 1 else "s"}'
+
+
 def _gpu_count(row: Dict[str, str]) -> int:
     return int(float(row['AcceleratorCount']))
 
@@ -164,30 +240,68 @@ def _gpu_specs(rows: Sequence[Dict[str, str]]) -> str:
 def select_rows(rows: Sequence[Dict[str, str]], gpu: Optional[str],
                 count: Optional[int],
                 region: Optional[str]) -> List[Dict[str, str]]:
-    """Catalog rows for a GPU name (any case), GPU count and region; None = any.
+    """Catalog rows for a GPU name (any case; messages echo it as given),
+    GPU count and region; None = any.
 
-    Raises PricesError naming what the catalog has when nothing matches.
+    Raises PricesError naming what the rows have when nothing matches.
     """
     selected = list(rows)
     if gpu is not None:
-        selected = [r for r in selected if r['AcceleratorName'].upper() == gpu]
+        selected = [r for r in selected
+                    if r['AcceleratorName'].upper() == gpu.upper()]
         if not selected:
             raise PricesError(f'Unknown GPU {gpu!r}. The catalog has: '
-                              f'{_gpu_specs(rows)}.')
+                              f'{_gpu_specs(rows)}; or name an instance type '
+                              '(`sky-mithril instance list-types`).')
     if count is not None:
         of_gpu = selected
         selected = [r for r in selected if _gpu_count(r) == count]
         if not selected:
-            raise PricesError(f'No {gpu} instance type with {count} GPUs in the '
-                              f'catalog; {gpu} comes as {_gpu_specs(of_gpu)}.')
+            raise PricesError(f'No {gpu} instance type with {gpus(count)} in '
+                              f'the catalog; {gpu} comes as '
+                              f'{_gpu_specs(of_gpu)}.')
     if region is not None:
         in_any_region = selected
         selected = [r for r in selected if r['Region'] == region]
         if not selected:
             regions = ', '.join(sorted({r['Region'] for r in in_any_region}))
-            raise PricesError(f'The catalog has no {gpu or "GPU"} instance type '
-                              f'in region {region!r}; it has them in: {regions}.')
+            raise PricesError(f'Mithril has no {gpu or "GPU"} instance type '
+                              f'in region {region!r}; it has them in: '
+                              f'{regions}.')
     return selected
+
+
+def rows_for(rows: Sequence[Dict[str, str]],
+             spec: Optional[str]) -> List[Dict[str, str]]:
+    """The catalog rows for what a person typed: an instance type's name as
+    `sky-mithril instance list-types` prints it (any case), or a GPU as
+    NAME[:COUNT]; None = every row."""
+    if spec is None:
+        return list(rows)
+    by_type = [r for r in rows
+               if r['InstanceType'].lower() == spec.strip().lower()]
+    if by_type:
+        return by_type
+    _, count = parse_gpu_spec(spec)
+    return select_rows(rows, spec.strip().partition(':')[0], count, None)
+
+
+def with_live_auctions(client: client_lib.MithrilClient,
+                       rows: Sequence[Dict[str, str]]) -> List[Dict[str, str]]:
+    """`rows` plus a row for every auction the API lists of the same
+    instance types in a region the rows lack: the regions `prices` knows are
+    the market's, not only the shipped catalog's."""
+    by_name = {r['InstanceType']: r for r in rows}
+    have = {(r['InstanceType'], r['Region']) for r in rows}
+    names = {t.fid: t.name for t in client.list_instance_types()
+             if t.name in by_name}
+    extra = []
+    for auction in client.list_spot_availability():
+        name = names.get(auction.instance_type)
+        if name is not None and (name, auction.region) not in have:
+            have.add((name, auction.region))
+            extra.append(dict(by_name[name], Region=auction.region))
+    return [*rows, *extra]
 
 
 # Fetching.
@@ -265,19 +379,38 @@ def duration(seconds: float) -> str:
     return f'{mins} min'
 
 
+def _outcome_table(rows: Sequence[LimitOutcome],
+                   suggested: Decimal) -> List[str]:
+    """The limits side by side: held, hours run, cost per day."""
+    cells = [('LIMIT', 'HELD', 'RAN', 'COST/DAY')] + [
+        (f'{format_dollars(o.limit)}/h', f'{math.floor(o.held * 100)}%',
+         duration(o.hours_run * 3600), format_dollars(o.cost_per_day))
+        for o in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    lines = []
+    for row, o in zip(cells, [None, *rows]):
+        text = '    ' + '  '.join(cell.rjust(width) if i else cell.ljust(width)
+                                  for i, (cell, width) in enumerate(zip(row, widths)))
+        lines.append(text + ('  (suggested)' if o and o.limit == suggested
+                             else ''))
+    return lines
+
+
 def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]:
     """The report lines of one (instance type, region).
 
-    The share is of the samples, and the samples only stand for the window
-    they span: the line says what they cover, and a span shorter than half
-    the window gets a caution."""
+    Shares are of the time the samples cover, each sample weighing the time
+    nearest to it; the samples only stand for the window they span: the
+    lines say what they cover, and a span shorter than half the window gets
+    a caution."""
     head = f'{item.label} in {item.region}'
     if not item.samples:
         return [f'{head}: no price history in {_period(days)}.']
     prices = item.prices
-    stats = summarize(prices)
-    limit = suggest_limit(prices, likelihood)
-    covered = math.floor(coverage(prices, limit) * 100)
+    weights = time_weights(item.samples)
+    stats = summarize(prices, weights)
+    limit = suggest_limit(prices, likelihood, weights)
+    covered = math.floor(coverage(prices, limit, weights) * 100)
     plural = '' if stats.count == 1 else 's'
     span_s = (item.samples[-1][0] - item.samples[0][0]).total_seconds()
     lines = [
@@ -287,11 +420,15 @@ def describe(item: MarketHistory, likelihood: Decimal, days: float) -> List[str]
         f'p90 {format_dollars(stats.p90)}  max {format_dollars(stats.maximum)}',
         f'  {sparkline(prices)}',
         f'  A limit of {format_dollars(limit)}/h was at or above the spot '
-        f'price in {covered}% of these samples, which cover '
+        f'price {covered}% of the time these samples cover: '
         f'{duration(span_s)} of {_period(days)}.',
         f'  Suggested limit: {format_dollars(limit)} per instance-hour' +
-        (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {item.gpus} GPUs).'
+        (f' ({per_gpu(limit, item.gpus)} per GPU-hour for {gpus(item.gpus)}).'
          if item.gpus > 0 else '.'),
+        f'  A bid at each limit over those {duration(span_s)}, per instance '
+        '(allocated while the spot price was at or below it, paying the spot '
+        'price):',
+        *_outcome_table(outcomes(prices, weights, span_s, limit), limit),
     ]
     if stats.count == 1:
         lines.append('  Only 1 sample: too little history to rely on.')
@@ -309,7 +446,9 @@ def report(histories: Sequence[MarketHistory], likelihood: Decimal,
         'instance-hour.',
         f'Suggested limits are for a {_percent(likelihood)} allocation '
         'likelihood: the smallest whole-cent limit at or above the spot '
-        f'price in at least {_percent(likelihood)} of the samples.',
+        f'price at least {_percent(likelihood)} of the time (each sample '
+        'stands for the time nearest to it, so uneven sampling does not '
+        'tilt it).',
     ]
     if not complete:
         lines.append('Note: Mithril cut the history short; the figures cover '
@@ -323,7 +462,8 @@ def report(histories: Sequence[MarketHistory], likelihood: Decimal,
 # Chart.
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib() -> None:
+    """Fails naming the install when --plot cannot draw."""
     try:
         import matplotlib.figure  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
@@ -348,7 +488,8 @@ def write_plot(histories: Sequence[MarketHistory], likelihood: Decimal,
             times = [t for t, _ in item.samples]
             line, = ax.step(times, [float(p) for p in item.prices],
                             where='post', label=item.region)
-            limit = suggest_limit(item.prices, likelihood)
+            limit = suggest_limit(item.prices, likelihood,
+                                  time_weights(item.samples))
             ax.axhline(float(limit), color=line.get_color(), linestyle='--',
                        label=f'{item.region}: limit {format_dollars(limit)} '
                        f'({_percent(likelihood)})')
@@ -357,85 +498,3 @@ def write_plot(histories: Sequence[MarketHistory], likelihood: Decimal,
         ax.legend(loc='best', fontsize='small')
         ax.grid(alpha=0.3)
     figure.savefig(path)
-
-
-# Command.
-
-
-def _likelihood(text: str) -> Decimal:
-    """An argparse type: "0.9" or "90%" -> Decimal('0.9'), in (0, 1]."""
-    raw = text.strip()
-    try:
-        value = (Decimal(raw[:-1]) / 100 if raw.endswith('%') else Decimal(raw))
-    except InvalidOperation:
-        value = Decimal('NaN')
-    if not value.is_finite() or not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a likelihood in (0, 1], e.g. 0.9 or 90%')
-    return value
-
-
-def _days(text: str) -> float:
-    """An argparse type: a positive number of days."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number '
-                                         'of days')
-    return value
-
-
-def run_prices(args: argparse.Namespace) -> int:
-    """Prints the report (and writes the chart); errors go to stderr, exit 1."""
-    try:
-        gpu, count = (parse_gpu_spec(args.gpu) if args.gpu else (None, None))
-        rows = select_rows(catalog_files.read_rows(catalog_files.catalog_path()),
-                           gpu, count, args.region)
-        if args.plot:
-            _require_matplotlib()
-        start = datetime.now(timezone.utc) - timedelta(days=args.days)
-        creds = credentials_lib.load_credentials()
-        with client_lib.MithrilClient.from_credentials(creds) as client:
-            histories, complete = fetch_histories(client, rows, args.region,
-                                                  start)
-        print('\n'.join(report(histories, args.likelihood, args.days,
-                               complete)))
-        if args.plot:
-            write_plot(histories, args.likelihood, args.days, args.plot)
-            print(f'\nWrote the chart to {args.plot}')
-        return 0
-    except (PricesError, credentials_lib.CredentialsError,
-            errors.MithrilAPIError, OSError, ValueError) as e:
-        print(f'sky-mithril prices: {e}', file=sys.stderr)
-        return 1
-
-
-def add_prices_parser(commands: 'argparse._SubParsersAction') -> None:
-    """Registers `prices` on a parser's subcommands."""
-    prices = commands.add_parser(
-        'prices',
-        help='recent spot prices per instance type and region, and the limit '
-        'price that would have kept a bid allocated')
-    prices.add_argument('gpu',
-                        nargs='?',
-                        metavar='GPU[:N]',
-                        help='e.g. H100:8 or a100 (default: every GPU in the '
-                        'catalog)')
-    prices.add_argument('--region', help='only this region')
-    prices.add_argument('--days',
-                        type=_days,
-                        default=DEFAULT_DAYS,
-                        help=f'history to look at (default: {DEFAULT_DAYS:g})')
-    prices.add_argument('--likelihood',
-                        type=_likelihood,
-                        default=DEFAULT_LIKELIHOOD,
-                        help='wanted share of time allocated, for the '
-                        'suggested limit (default: 0.9; "90%%" works too)')
-    prices.add_argument('--plot',
-                        type=Path,
-                        metavar='FILE.png',
-                        help='also draw the series and suggested limits '
-                        '(needs matplotlib)')
-    prices.set_defaults(handler=run_prices)

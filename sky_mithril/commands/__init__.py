@@ -1,26 +1,28 @@
-"""`sky-mithril`'s infrastructure commands, for people who know Mithril's `ml`:
-`instance` (bids by hand), `ssh` (into a bid's instances), `k8s`
-(Kubernetes clusters and their kubeconfig), `volumes` (persistent
-volumes) and `reservations` (reserved capacity); and `spend`, what the
-project paid. One module per command
-group."""
+"""`sky-mithril`'s commands, one module per command family: `setup` (the
+plugin for SkyPilot and the user's API key; cli.py lists it first),
+`examples` (the shipped task YAMLs), `prices` (spot price history and the
+limit that would have held); for people who know Mithril's `ml`, `instance`
+(bids by hand), `ssh` (into a bid's instances), `k8s` (Kubernetes clusters
+and their kubeconfig), `volumes` (persistent volumes) and `reservations`
+(reserved capacity); and `spend`, what the project paid. `options` holds the
+click pieces they share."""
 
-import argparse
+import click
 
+from sky_mithril.commands import examples
 from sky_mithril.commands import instance
 from sky_mithril.commands import k8s
+from sky_mithril.commands import prices
 from sky_mithril.commands import reservations
 from sky_mithril.commands import spend
 from sky_mithril.commands import ssh
 from sky_mithril.commands import volumes
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    """Registers `instance`, `ssh`, `k8s`, `volumes`, `reservations` and
-    `spend` under `sky-mithril`."""
-    instance.add_parser(commands)
-    ssh.add_parser(commands)
-    k8s.add_parser(commands)
-    volumes.add_parser(commands)
-    reservations.add_parser(commands)
-    spend.add_parser(commands)
+def add_commands(cli: click.Group) -> None:
+    """Adds `examples`, `prices`, `instance`, `ssh`, `k8s`, `volumes`,
+    `reservations` and `spend` to `sky-mithril`."""
+    for command in (examples.examples_command, prices.prices_command,
+                    instance.group, ssh.ssh_command, k8s.group, volumes.group,
+                    reservations.group, spend.spend_command):
+        cli.add_command(command)

@@ -1,11 +1,10 @@
 """What the infrastructure commands share: a connection to the right project,
-finding a bid or cluster by name or fid (or a picker on a terminal), waiting
-for a bid's instances to run, and whole-number arguments."""
+a region checked against the market's, finding a bid or cluster by name or
+fid (or a picker on a terminal), and waiting for a bid's instances to run."""
 
-import argparse
 import dataclasses
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from sky_mithril.account import connection
 from sky_mithril.api import errors
@@ -19,8 +18,9 @@ RUNNING_TIMEOUT_S = 600.0
 
 def connect(project: Optional[str] = None) -> connection.Connection:
     """A connection to the configured project, or to `project` (a name or fid
-    the key can see)."""
-    conn = connection.connect()
+    the key can see). Nothing listening at the API URL fails at once: a
+    person is waiting."""
+    conn = connection.connect(retry_refused=False)
     if not project or project == conn.project_id:
         return conn
     projects = conn.client.list_projects()
@@ -31,6 +31,15 @@ def connect(project: Optional[str] = None) -> connection.Connection:
     names = ', '.join(f'{p.name} ({p.fid})' for p in projects) or 'none'
     raise CommandError(f'No project {project!r} is visible to this API key; '
                        f'its projects: {names}.')
+
+
+def check_region(region: str, auctions: Sequence[models.Auction]) -> None:
+    """Fails naming the regions there are (those with spot auctions) when
+    `region` is not one of them: a typo must not read as "nothing there"."""
+    regions = sorted({a.region for a in auctions})
+    if region not in regions:
+        raise CommandError(f'No region {region!r} on Mithril; pass one of '
+                           f'{", ".join(regions)} with --region.')
 
 
 def is_live(bid: models.Bid) -> bool:
@@ -133,9 +142,3 @@ def wait_until_running(conn: connection.Connection,
                 'why; the bid stays in the market.')
         time.sleep(POLL_INTERVAL_S)
 
-
-def positive_int(text: str) -> int:
-    """An argument that is a whole number >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number >= 1')
-    return int(text)

@@ -7,11 +7,12 @@ bulk deletes that list what they cancel and leave SkyPilot's clusters alone,
 and no prompt that blocks a script.
 """
 
-import argparse
 import fnmatch
 import secrets
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence
+
+import click
 
 from sky_mithril.account import connection
 from sky_mithril import money
@@ -20,6 +21,7 @@ from sky_mithril.api import models
 from sky_mithril.api.models import BidState
 from sky_mithril.commands import common
 from sky_mithril.commands import keys
+from sky_mithril.commands import options
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, age, confirm, dollars,
                                          per_hour, print_json,
@@ -46,21 +48,50 @@ def bid_state(word: str) -> str:
     """A `--state` value, in any case, as the API's bid status."""
     state = STATE_WORDS.get(word.strip().lower())
     if state is None:
-        raise argparse.ArgumentTypeError(
+        raise click.BadParameter(
             f'unknown state {word!r}; use one of {", ".join(STATE_WORDS)}')
     return state
 
 
+def _looks_shell_eaten(text: str) -> bool:
+    """Whether `text` is what the shell leaves of an unquoted `$20.00`: it
+    expands `$2` (a positional parameter, empty) and keeps the rest, so
+    `$20.00` arrives as "0.00", `$8.50` as ".50", and `$8` as nothing, when
+    -m takes the next option (`-n`) as its value."""
+    return not text or text.startswith(('.', '0', '-'))
+
+
 def limit_price(text: str) -> Decimal:
-    """`-m`: "8", "8.0" or "$8.00" per instance-hour; positive whole cents."""
+    """`-m`: "8", "8.0" or "$8.00" per instance-hour; positive whole cents,
+    at most the ceiling a task's limit_price has."""
     try:
         amount = money.parse_dollars(text)
+        if amount <= 0 or amount != amount.quantize(money.CENT):
+            raise money.MoneyFormatError(
+                f'{text!r} must be above $0.00 and in whole cents, e.g. 8.00')
     except money.MoneyFormatError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-    if amount <= 0 or amount != amount.quantize(money.CENT):
-        raise argparse.ArgumentTypeError(
-            f'{text!r} must be above $0.00 and in whole cents, e.g. 8.00')
+        hint = (" If you typed $ unquoted, the shell replaced it and the digit "
+                "after it: quote the price ('$20.00') or drop the $ (20.00)."
+                if _looks_shell_eaten(text) else '')
+        raise click.BadParameter(f'{e}.{hint}' if hint else str(e)) from e
+    try:
+        settings.check_ceiling(amount, '-m')
+    except settings.MithrilConfigError as e:
+        raise click.BadParameter(str(e)) from e
+    if _looks_shell_eaten(text):
+        progress(f'Note: -m {text} is what the shell leaves of an unquoted '
+                 f'$N{text} (it replaces $N); if that is what you typed, quote '
+                 f"the price ('$8{text}') or drop the $.")
     return amount
+
+
+LIMIT_PRICE = options.Parsed('PRICE', limit_price)
+
+
+@click.group('instance', cls=options.Group,
+             short_help='Spot bids by hand (as `ml instance`).')
+def group() -> None:
+    """Bids and instances on the spot market, by hand (as `ml instance`)."""
 
 
 # JSON shapes (documented in docs/ml-commands.md, "JSON output").
@@ -149,23 +180,100 @@ def _resolve_type(conn: connection.Connection, wanted: str,
                        'list-types`.')
 
 
-def _cmd_create(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+def _market_line(conn: connection.Connection,
+                 instance_type: models.InstanceType, region: str,
+                 num_instances: int, limit: Decimal) -> Optional[str]:
+    """What a launch says before its bid: the spot price now against the
+    limit, and whether the bid will wait (for the price, or for capacity).
+    Refuses more instances than the auction has at all: a bid is all or
+    none, so it could never be allocated."""
     try:
-        instance_type = _resolve_type(conn, args.instance_type, args.region)
+        quote = conn.client.get_current_price(instance_type.fid, region=region)
+    except errors.NotFoundError:
+        return None
+    total = quote.total_capacity
+    if total is not None and num_instances > total:
+        raise CommandError(
+            f'-N {num_instances}: the {instance_type.name} auction in {region} '
+            f'has {total} instance(s) in all, and a bid gets all of its '
+            f'instances or none, so it could never be allocated. Ask for at '
+            f'most {total}, or place several bids.')
+    spot = quote.spot_price
+    if spot is None:
+        return None
+    now = f'Spot price in {region} now: {per_hour(spot)}'
+    if spot > limit:
+        return (f'{now}, above your limit {per_hour(limit)}: the bid will wait '
+                f'for the price to fall. To be allocated now, use -m '
+                f'{spot:.2f} or more.')
+    free = quote.available_capacity
+    if free is not None and free < num_instances:
+        return (f'{now}, within your limit, but only {free} instance(s) free '
+                f'for {num_instances}: the bid will wait for capacity.')
+    return f'{now}{"" if free is None else f" ({free} free)"}, within your limit.'
+
+
+@group.command('create', short_help='Place a spot bid.', epilog=options.examples(
+    'sky-mithril instance create -i a100-80gb.sxm.1x -r us-central3-a -m 8.00',
+    'sky-mithril instance create -i h100-80gb.sxm.8x -r us-central1-a -m 30 -N 2 -n train --wait',
+    "sky-mithril instance create -i a100-80gb.sxm.1x -r us-central3-a -m '$8.00' --dry-run"))
+@click.option('-i', '--instance-type', 'type_name', required=True,
+              help='instance type name or fid, e.g. h100-80gb.sxm.8x '
+              '(`sky-mithril instance list-types` lists them). `ml`\'s letter: '
+              'in `sky launch`, -i is the autostop idle time')
+@click.option('-r', '--region', required=True,
+              help='a Mithril region, e.g. us-central3-a. `ml`\'s letter: in '
+              '`sky launch`, -r is --retry-until-up')
+@click.option('-m', '--max-price-per-hour', 'max_price', type=LIMIT_PRICE,
+              required=True,
+              help='limit price per instance-hour: 8, 8.00, or \'$8.00\' in '
+              'quotes (unquoted, the shell eats $8)')
+@click.option('-n', '--name',
+              help='the bid\'s name (default: generated). `ml`\'s letter: in '
+              '`sky launch`, -n names the task')
+@click.option('-N', '--num-instances', type=options.POSITIVE_INT, default=1,
+              metavar='N', help='instances in the bid, all or none (default 1)')
+@click.option('-p', '--project',
+              help='project name or fid (default: the configured project)')
+@click.option('--k8s', metavar='CLUSTER',
+              help='join the instances to this Kubernetes cluster')
+@click.option('--wait', is_flag=True, help='wait until every instance runs')
+@click.option('-w', '--watch', is_flag=True,
+              help='the same as --wait: each change is printed')
+@click.option('-d', '--dry-run', is_flag=True,
+              help='check everything a bid needs (type, region, capacity, '
+              'limit, SSH key, budget) and show the spot price against the '
+              'limit; place nothing. `ml`\'s letter: in `sky launch`, -d is '
+              '--detach-run')
+@options.json_option('the bid and its nodes')
+def create_bid(type_name: str, region: str, max_price: Decimal,
+               name: Optional[str], num_instances: int, project: Optional[str],
+               k8s: Optional[str], wait: bool, watch: bool, dry_run: bool,
+               as_json: bool) -> int:
+    """Place a spot bid: N instances of a type in a region, at most a limit
+    price per instance-hour each.
+
+    Prints the bid's name; progress goes to stderr.
+    """
+    conn = common.connect(project)
+    try:
+        instance_type = _resolve_type(conn, type_name, region)
         cluster = None
-        if args.k8s:
-            cluster = common.find_cluster(conn, args.k8s)
+        if k8s:
+            cluster = common.find_cluster(conn, k8s)
             if cluster.status == models.KubernetesClusterState.TERMINATED:
                 raise CommandError(f'Kubernetes cluster {cluster.name} is '
                                    'Terminated.')
-        name = args.name or f'instance-{secrets.token_hex(4)}'
+        name = name or f'instance-{secrets.token_hex(4)}'
         if any(common.is_live(b)
                for b in conn.client.list_bids(conn.project_id, name=name)):
             raise CommandError(f'A live bid is already named {name!r}; choose '
                                'another with -n.')
-        summary = (f'{args.num_instances} × {instance_type.name} in '
-                   f'{args.region} at a limit of {per_hour(args.max_price)} '
+        keys.require_local_key_pairs()
+        market = _market_line(conn, instance_type, region, num_instances,
+                              max_price)
+        summary = (f'{num_instances} × {instance_type.name} in '
+                   f'{region} at a limit of {per_hour(max_price)} '
                    f'per instance, named {name}'
                    + (f', joining Kubernetes cluster {cluster.name}'
                       if cluster else ''))
@@ -173,25 +281,27 @@ def _cmd_create(args: argparse.Namespace) -> int:
         budget = settings.resolve_spend_budget(
             *settings.sections_from_skypilot(None))
         standing = budget_lib.check(conn, budget, budget_lib.new_bid(
-            name, args.num_instances, args.max_price))
+            name, num_instances, max_price))
         if standing is not None:
             progress(standing.note())
-        if args.dry_run:
-            if args.json:
+        if market:
+            progress(market)
+        if dry_run:
+            if as_json:
                 print_json({'dry_run': True, 'name': name,
                             'instance_type': instance_type.name,
                             'instance_type_fid': instance_type.fid,
-                            'region': args.region,
-                            'limit_price': dollars(args.max_price),
-                            'instance_quantity': args.num_instances,
+                            'region': region,
+                            'limit_price': dollars(max_price),
+                            'instance_quantity': num_instances,
                             'kubernetes_cluster': cluster.fid if cluster else None})
             else:
                 print(f'Dry run, nothing placed: would bid for {summary}.')
             return 0
         request = models.CreateBidRequest(
-            project=conn.project_id, region=args.region,
-            instance_type=instance_type.fid, limit_price=args.max_price,
-            instance_quantity=args.num_instances, name=name,
+            project=conn.project_id, region=region,
+            instance_type=instance_type.fid, limit_price=max_price,
+            instance_quantity=num_instances, name=name,
             launch_specification=models.LaunchSpecification(
                 ssh_keys=keys.key_fids_for_new_bid(conn),
                 kubernetes_cluster=cluster.fid if cluster else None))
@@ -201,7 +311,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
         progress(f'Placed bid {bid.fid} for {summary}. Spot price now: '
                  f'{per_hour(spot)}.')
         instances: List[models.Instance] = []
-        if args.wait or args.watch:
+        if wait or watch:
             instances = common.wait_until_running(conn, bid)
             bid = conn.client.get_bid(bid.fid)
             progress(f'All {len(instances)} instance(s) are running: '
@@ -209,7 +319,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
         else:
             progress(f'`sky-mithril instance info {bid.name}` shows its '
                      'progress.')
-        if args.json:
+        if as_json:
             print_json(bid_detail_json(bid, {instance_type.fid:
                                              instance_type.name},
                                        instances, spot))
@@ -223,21 +333,36 @@ def _cmd_create(args: argparse.Namespace) -> int:
 # list
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+@group.command('list', short_help="The project's bids, newest first.",
+               epilog=options.examples(
+    'sky-mithril instance list',
+    'sky-mithril instance list --all --limit 10',
+    'sky-mithril instance list -s pending --json'))
+@click.option('--all', 'include_terminated', is_flag=True,
+              help='include terminated bids')
+@click.option('-s', '--state', type=options.Parsed('STATE', bid_state),
+              help='only bids in this state, any case: open/pending, '
+              'allocated/running, preempting, paused, terminated/cancelled')
+@click.option('--limit', type=options.POSITIVE_INT, metavar='N',
+              help='at most N bids, newest first')
+@options.json_option('the bids')
+def list_bids(include_terminated: bool, state: Optional[str],
+              limit: Optional[int], as_json: bool) -> int:
+    """The project's bids, newest first: live ones unless --all or -s."""
     conn = common.connect()
     try:
-        bids = conn.client.list_bids(conn.project_id, status=args.state,
+        bids = conn.client.list_bids(conn.project_id, status=state,
                                      sort_by='created_at', sort_dir='desc')
-        if not args.all and not args.state:
+        if not include_terminated and not state:
             bids = [b for b in bids if common.is_live(b)]
-        bids = bids[:args.limit] if args.limit else bids
+        bids = bids[:limit] if limit else bids
         names = _type_names(conn)
-        if args.json:
+        if as_json:
             print_json([bid_json(b, names) for b in bids])
             return 0
         if not bids:
             print('No active bids. `sky-mithril instance list --all` includes '
-                  'terminated ones.' if not args.all else 'No bids.')
+                  'terminated ones.' if not include_terminated else 'No bids.')
             return 0
         running: Dict[str, int] = {}
         for instance in conn.client.list_instances(
@@ -265,14 +390,21 @@ def _ssh_text(node: Dict[str, Any]) -> str:
     return f'{node["ssh_user"]}@{node["ssh_destination"]}{port}'
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+@group.command('info', epilog=options.examples(
+    'sky-mithril instance info train',
+    'sky-mithril instance info bid_abc123 --json'))
+@click.argument('bid_name_or_fid', required=False, metavar='[BID]')
+@options.json_option('the bid, its nodes and the spot price')
+def show_bid(bid_name_or_fid: Optional[str], as_json: bool) -> int:
+    """A bid, its instances (with how to reach them) and its prices. BID is
+    a bid's name or fid; on a terminal, leave it out to pick one."""
     conn = common.connect()
     try:
-        bid = common.choose_bid(conn, args.bid, 'BID')
+        bid = common.choose_bid(conn, bid_name_or_fid, 'BID')
         spot = _spot_price(conn, bid)
         detail = bid_detail_json(bid, _type_names(conn),
                                  common.bid_instances(conn, bid), spot)
-        if args.json:
+        if as_json:
             print_json(detail)
             return 0
         fields = [
@@ -320,37 +452,58 @@ def _cancel(conn: connection.Connection, bids: Sequence[models.Bid]) -> int:
     return 1 if failed else 0
 
 
-def _cmd_delete(args: argparse.Namespace) -> int:
-    if args.bid and (args.all or args.name_pattern):
+@group.command('delete', short_help='Cancel bids, ending their instances.',
+               epilog=options.examples(
+    'sky-mithril instance delete train',
+    "sky-mithril instance delete -n 'dev-*' -y",
+    'sky-mithril instance delete --all'))
+@click.argument('bid_name_or_fid', required=False, metavar='[BID]')
+@options.YES
+@click.option('--all', 'every_bid', is_flag=True,
+              help='every live bid (except those of SkyPilot clusters)')
+@click.option('-n', '--name-pattern', metavar='PATTERN',
+              help="live bids whose name matches a glob, e.g. 'dev-*'. `ml`'s "
+              'letter: in `sky launch`, -n names the task')
+@click.option('--include-sky-clusters', is_flag=True,
+              help='also cancel bids that back SkyPilot clusters (`sky down` '
+              'is the proper way)')
+def delete_bids(bid_name_or_fid: Optional[str], yes: bool, every_bid: bool,
+                name_pattern: Optional[str],
+                include_sky_clusters: bool) -> int:
+    """Cancel bids and terminate their instances: one BID (name or fid), or
+    --all, or those matching -n PATTERN. Lists what it cancels and asks first
+    (-y does not ask)."""
+    if bid_name_or_fid and (every_bid or name_pattern):
         raise CommandError('Give a BID, or --all, or -n PATTERN: one of them.')
     conn = common.connect()
     try:
-        if args.all or args.name_pattern:
-            return _delete_many(conn, args)
-        bid = common.choose_bid(conn, args.bid, 'BID (or --all, or -n PATTERN)')
+        if every_bid or name_pattern:
+            return _delete_many(conn, name_pattern or '*', include_sky_clusters,
+                                yes)
+        bid = common.choose_bid(conn, bid_name_or_fid, 'BID (or --all, or -n PATTERN)')
         if not common.is_live(bid):
             print(f'Bid {bid.name} ({bid.fid}) is already Terminated.')
             return 0
-        if (not args.include_sky_clusters and
+        if (not include_sky_clusters and
                 bid.name in sky_clusters.skypilot_cluster_names()):
             raise CommandError(
                 f'Bid {bid.name} backs the SkyPilot cluster {bid.name}: '
                 f'`sky down {bid.name}` removes it properly. Pass '
                 '--include-sky-clusters to cancel the bid anyway.')
         if not confirm(f'Cancel bid {bid.name} ({bid.fid}) and terminate its '
-                       f'{bid.instance_quantity} instance(s)?', args.yes):
+                       f'{bid.instance_quantity} instance(s)?', yes):
             return 1
         return _cancel(conn, [bid])
     finally:
         conn.client.close()
 
 
-def _delete_many(conn: connection.Connection, args: argparse.Namespace) -> int:
+def _delete_many(conn: connection.Connection, pattern: str,
+                 include_sky_clusters: bool, yes: bool) -> int:
     live = [b for b in conn.client.list_bids(conn.project_id)
             if common.is_live(b)]
-    pattern = args.name_pattern or '*'
     matching = [b for b in live if fnmatch.fnmatchcase(b.name, pattern)]
-    protected = (set() if args.include_sky_clusters else
+    protected = (set() if include_sky_clusters else
                  sky_clusters.skypilot_cluster_names())
     skipped = [b for b in matching if b.name in protected]
     chosen = [b for b in matching if b.name not in protected]
@@ -368,7 +521,7 @@ def _delete_many(conn: connection.Connection, args: argparse.Namespace) -> int:
         print(f'  {bid.name} ({bid.fid}, {bid.status}, '
               f'{bid.instance_quantity} instance(s), limit '
               f'{per_hour(bid.limit_price)})')
-    if not confirm(f'Cancel these {len(chosen)} bid(s)?', args.yes):
+    if not confirm(f'Cancel these {len(chosen)} bid(s)?', yes):
         return 1
     return _cancel(conn, chosen)
 
@@ -376,13 +529,29 @@ def _delete_many(conn: connection.Connection, args: argparse.Namespace) -> int:
 # list-types
 
 
-def _cmd_list_types(args: argparse.Namespace) -> int:
+@group.command('list-types',
+               short_help='Instance types: spot price and capacity.',
+               epilog=options.examples(
+    'sky-mithril instance list-types',
+    'sky-mithril instance list-types -r us-central3-a -v',
+    'sky-mithril instance list-types --json'))
+@click.option('-r', '--region',
+              help='only this region\'s auctions. In `sky status`, -r is '
+              '--refresh')
+@click.option('-v', '--verbose', is_flag=True,
+              help='also GPU memory, CPUs, RAM, storage and network')
+@options.json_option('the types, each with its regions')
+def list_types(region: Optional[str], verbose: bool, as_json: bool) -> int:
+    """Instance types with spot auctions: spot price and capacity now, per
+    region."""
     conn = common.connect()
     try:
         types = {t.fid: t for t in conn.client.list_instance_types()}
-        auctions = [a for a in conn.client.list_spot_availability()
-                    if a.instance_type in types and
-                    (args.region is None or a.region == args.region)]
+        listed = conn.client.list_spot_availability()
+        if region:
+            common.check_region(region, listed)
+        auctions = [a for a in listed if a.instance_type in types and
+                    (region is None or a.region == region)]
         rows: List[Dict[str, Any]] = []
         for auction in sorted(auctions, key=lambda a: (
                 types[a.instance_type].name, a.region)):
@@ -396,14 +565,14 @@ def _cmd_list_types(args: argparse.Namespace) -> int:
                              if quote.available_capacity is not None else
                              auction.capacity),
             })
-        if args.json:
+        if as_json:
             print_json(_types_json(rows))
             return 0
         if not rows:
-            print(f'No spot auctions{" in " + args.region if args.region else ""}.')
+            print(f'No spot auctions{" in " + region if region else ""}.')
             return 0
         headers = ['TYPE', 'GPUS', 'REGION', 'SPOT PRICE', 'CAPACITY']
-        if args.verbose:
+        if verbose:
             headers += ['GPU MEM', 'CPUS', 'RAM', 'STORAGE', 'NETWORK']
         table = []
         for row in rows:
@@ -411,7 +580,7 @@ def _cmd_list_types(args: argparse.Namespace) -> int:
             line = [kind.name, f'{kind.num_gpus}x {kind.gpu_type}',
                     row['region'], per_hour(row['spot_price']),
                     str(row['capacity'])]
-            if args.verbose:
+            if verbose:
                 line += [f'{kind.gpu_memory_gb} GB', str(kind.num_cpus),
                          f'{kind.ram_gb} GB', f'{kind.local_storage_gb} GB',
                          kind.network_type or '-']
@@ -437,73 +606,3 @@ def _types_json(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                  'spot_price': dollars(row['spot_price']),
                                  'capacity': row['capacity']})
     return list(by_type.values())
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`sky-mithril instance ...`."""
-    instance = commands.add_parser(
-        'instance', help='bids and instances on the spot market, by hand '
-        '(as `ml instance`)')
-    sub = instance.add_subparsers(dest='instance_command', required=True)
-
-    create = sub.add_parser('create', help='place a spot bid')
-    create.add_argument('-i', '--instance-type', required=True,
-                        help='instance type name or fid, e.g. '
-                        'h100-80gb.sxm.8x (see `instance list-types`)')
-    create.add_argument('-r', '--region', required=True)
-    create.add_argument('-m', '--max-price-per-hour', dest='max_price',
-                        type=limit_price, required=True,
-                        help='limit price per instance-hour: 8.0 or $8.00')
-    create.add_argument('-n', '--name', help='bid name (default: generated)')
-    create.add_argument('-N', '--num-instances', type=common.positive_int,
-                        default=1, metavar='N',
-                        help='instances in the bid, all or none (default 1)')
-    create.add_argument('-p', '--project', help='project name or fid')
-    create.add_argument('--k8s', metavar='CLUSTER',
-                        help='join the instances to this Kubernetes cluster')
-    create.add_argument('--wait', action='store_true',
-                        help='wait until every instance runs')
-    create.add_argument('-w', '--watch', action='store_true',
-                        help='the same as --wait: each change is printed')
-    create.add_argument('-d', '--dry-run', action='store_true',
-                        help='check everything, place nothing')
-    create.add_argument('--json', action='store_true')
-    create.set_defaults(handler=_cmd_create)
-
-    listing = sub.add_parser('list', help='bids (active ones by default)')
-    listing.add_argument('--all', action='store_true',
-                         help='include terminated bids')
-    listing.add_argument('-s', '--state', type=bid_state,
-                         help='one state, any case: open/pending, '
-                         'allocated/running, preempting, paused, '
-                         'terminated/cancelled')
-    listing.add_argument('--limit', type=common.positive_int, metavar='N',
-                         help='at most N bids, newest first')
-    listing.add_argument('--json', action='store_true')
-    listing.set_defaults(handler=_cmd_list)
-
-    info = sub.add_parser('info', help='a bid, its instances and prices')
-    info.add_argument('bid', nargs='?', metavar='BID', help='bid name or fid')
-    info.add_argument('--json', action='store_true')
-    info.set_defaults(handler=_cmd_info)
-
-    delete = sub.add_parser('delete',
-                            help='cancel bids and terminate their instances')
-    delete.add_argument('bid', nargs='?', metavar='BID', help='bid name or fid')
-    delete.add_argument('-y', '--yes', action='store_true',
-                        help='do not ask for confirmation')
-    delete.add_argument('--all', action='store_true',
-                        help='every live bid (except SkyPilot clusters\')')
-    delete.add_argument('-n', '--name-pattern', metavar='PATTERN',
-                        help="live bids whose name matches, e.g. 'dev-*'")
-    delete.add_argument('--include-sky-clusters', action='store_true',
-                        help='also cancel bids that back SkyPilot clusters')
-    delete.set_defaults(handler=_cmd_delete)
-
-    types = sub.add_parser('list-types',
-                           help='instance types with spot price and capacity')
-    types.add_argument('-r', '--region')
-    types.add_argument('-v', '--verbose', action='store_true',
-                       help='also memory, CPUs, storage and network')
-    types.add_argument('--json', action='store_true')
-    types.set_defaults(handler=_cmd_list_types)

@@ -2,13 +2,13 @@
 clusters, as `ml k8s` shows them, and their kubeconfig merged locally so
 SkyPilot can launch on them (`infra: k8s/mithril:<name>`)."""
 
-import argparse
 import datetime
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import click
 import yaml
 
 from sky_mithril.account import connection
@@ -18,6 +18,7 @@ from sky_mithril.api.models import KubernetesClusterState
 from sky_mithril.commands import common
 from sky_mithril.commands import keys
 from sky_mithril.commands import kubeconfig
+from sky_mithril.commands import options
 from sky_mithril.commands import ssh
 from sky_mithril.commands.output import (CommandError, age, confirm,
                                          print_json, print_table, progress,
@@ -27,6 +28,19 @@ KUBECTL_TIMEOUT_S = 60.0
 KUBECTL_INSTALL_HINT = ('On Debian or Ubuntu: `sudo apt-get install -y '
                         'kubernetes-client`; elsewhere see '
                         'https://kubernetes.io/docs/tasks/tools/.')
+
+
+@click.group('k8s', cls=options.Group,
+             short_help='Kubernetes clusters (as `ml k8s`).')
+def group() -> None:
+    """Mithril's Kubernetes clusters (as `ml k8s`), and their kubeconfig for
+    SkyPilot."""
+
+
+CLUSTER_ARGUMENT = click.argument('cluster_name_or_fid', required=False,
+                                  metavar='[CLUSTER]')
+IDENTITY_HELP = ('SSH private key for the control node (default: the local '
+                 'key that matches one of the cluster\'s)')
 
 
 def cluster_json(cluster: models.KubernetesCluster) -> Dict[str, Any]:
@@ -49,21 +63,28 @@ def cluster_json(cluster: models.KubernetesCluster) -> Dict[str, Any]:
     }
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+@group.command('list', short_help="The project's Kubernetes clusters.",
+               epilog=options.examples(
+    'sky-mithril k8s list', 'sky-mithril k8s list --all --json'))
+@click.option('--all', 'include_terminated', is_flag=True,
+              help='include terminated clusters')
+@options.json_option('the clusters')
+def list_clusters(include_terminated: bool, as_json: bool) -> int:
+    """The project's Kubernetes clusters (live ones unless --all)."""
     conn = common.connect()
     try:
         clusters = conn.client.list_kubernetes_clusters(conn.project_id)
     finally:
         conn.client.close()
-    if not args.all:
+    if not include_terminated:
         clusters = [c for c in clusters
                     if c.status != KubernetesClusterState.TERMINATED]
-    if args.json:
+    if as_json:
         print_json([cluster_json(c) for c in clusters])
         return 0
     if not clusters:
         print('No Kubernetes clusters' +
-              ('.' if args.all else '; --all includes terminated ones.'))
+              ('.' if include_terminated else '; --all includes terminated ones.'))
         return 0
     print_table(('NAME', 'STATUS', 'REGION', 'VERSION', 'NODES', 'KUBE HOST',
                  'AGE', 'FID'),
@@ -73,17 +94,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+@group.command('info', epilog=options.examples(
+    'sky-mithril k8s info pool', 'sky-mithril k8s info pool --json'))
+@CLUSTER_ARGUMENT
+@options.json_option('the cluster and its nodes')
+def show_cluster(cluster_name_or_fid: Optional[str], as_json: bool) -> int:
+    """A cluster and its worker nodes. CLUSTER is a name or fid; on a
+    terminal, leave it out to pick one."""
     conn = common.connect()
     try:
-        cluster = common.find_cluster(conn, args.cluster)
+        cluster = common.find_cluster(conn, cluster_name_or_fid)
         wanted = set(cluster.instances)
         nodes = [i for i in conn.client.list_instances(conn.project_id)
                  if i.fid in wanted] if wanted else []
     finally:
         conn.client.close()
     nodes.sort(key=lambda instance: instance.name)
-    if args.json:
+    if as_json:
         print_json({**cluster_json(cluster), 'nodes': [{
             'fid': i.fid, 'name': i.name, 'status': i.status, 'bid': i.bid,
             'private_ip': i.private_ip} for i in nodes]})
@@ -129,24 +156,35 @@ def _control_node(
     return cluster, target, identity.expanduser()
 
 
-def add_k8s_ssh_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--show', action='store_true',
-                        help='print the ssh command instead of running it')
-    parser.add_argument('-i', '--identity', type=Path, metavar='PATH',
-                        help='SSH private key (default: the local key that '
-                        'matches one of the cluster\'s)')
-
-
-def _cmd_ssh(args: argparse.Namespace) -> int:
-    command = ssh.parse_late_options(args, 'sky-mithril k8s ssh',
-                                     add_k8s_ssh_options, ('--show',),
-                                     ('-i', '--identity'))
+@group.command('ssh', epilog=options.examples(
+    'sky-mithril k8s ssh pool                     # a shell on the control node',
+    'sky-mithril k8s ssh pool -- kubectl get nodes',
+    'sky-mithril k8s ssh pool --show -i ~/.ssh/id_ed25519'),
+               context_settings={'allow_interspersed_args': False})
+@CLUSTER_ARGUMENT
+@click.option('--show', is_flag=True,
+              help='print the ssh command instead of running it')
+@click.option('-i', '--identity', type=click.Path(path_type=Path),
+              metavar='PATH', help=IDENTITY_HELP)
+@click.argument('rest', nargs=-1, type=click.UNPROCESSED,
+                metavar='[[--] COMMAND...]')
+@click.pass_context
+def ssh_control_node(ctx: click.Context, cluster_name_or_fid: Optional[str],
+                     show: bool, identity: Optional[Path],
+                     rest: Tuple[str, ...]) -> int:
+    """A shell or a command on a cluster's control node. Options may also
+    follow CLUSTER."""
+    late, command = ssh.parse_late_options(ctx, rest, ('--show', '-h',
+                                                       '--help'),
+                                           ('-i', '--identity'))
+    show = late.get('show', show)
+    identity = late.get('identity', identity)
     conn = common.connect()
     try:
-        _, target, identity = _control_node(conn, args.cluster, args.identity)
+        _, target, key = _control_node(conn, cluster_name_or_fid, identity)
     finally:
         conn.client.close()
-    return ssh.run_ssh([target], identity, command, args.show)
+    return ssh.run_ssh([target], key, command, show)
 
 
 def _fetch_remote_kubeconfig(target: ssh.SshTarget,
@@ -193,21 +231,38 @@ def _validate(config_path: Path, context: str) -> int:
     return 0
 
 
-def _cmd_update_kubeconfig(args: argparse.Namespace) -> int:
+@group.command('update-kubeconfig',
+               short_help='Add a cluster to ~/.kube/config.',
+               epilog=options.examples(
+    'sky-mithril k8s update-kubeconfig pool',
+    'sky-mithril k8s update-kubeconfig pool -y --no-backup'))
+@CLUSTER_ARGUMENT
+@click.option('-i', '--identity', type=click.Path(path_type=Path),
+              metavar='PATH', help=IDENTITY_HELP)
+@options.YES
+@click.option('--no-backup', is_flag=True,
+              help='do not back up ~/.kube/config first')
+@click.option('--skip-validation', is_flag=True,
+              help='do not check the new context with kubectl')
+def update_kubeconfig(cluster_name_or_fid: Optional[str],
+                      identity: Optional[Path], yes: bool, no_backup: bool,
+                      skip_validation: bool) -> int:
+    """Merge the cluster's kubeconfig into ~/.kube/config as context
+    mithril:<name>, keeping every other entry, then check it with kubectl."""
     conn = common.connect()
     try:
-        cluster, target, identity = _control_node(conn, args.cluster,
-                                                  args.identity)
+        cluster, target, key = _control_node(conn, cluster_name_or_fid,
+                                             identity)
     finally:
         conn.client.close()
     entries = kubeconfig.cluster_entries(
-        _fetch_remote_kubeconfig(target, identity), cluster.name,
+        _fetch_remote_kubeconfig(target, key), cluster.name,
         cluster.kube_host or '')
     context = kubeconfig.context_name(cluster.name)
     server = entries['clusters'][0]['cluster']['server']
     config_path = Path.home() / '.kube' / 'config'
     if not confirm(f'Add context {context} (server {server}) to '
-                   f'{config_path}?', args.yes):
+                   f'{config_path}?', yes):
         return 1
     local: kubeconfig.Kubeconfig = {}
     if config_path.exists():
@@ -215,7 +270,7 @@ def _cmd_update_kubeconfig(args: argparse.Namespace) -> int:
         if not isinstance(local, dict):
             raise CommandError(f'{config_path} is not a kubeconfig; fix or '
                                'move it and run again.')
-        if not args.no_backup:
+        if not no_backup:
             backup = kubeconfig.back_up(config_path, datetime.datetime.now())
             print(f'Backed up {config_path} to {backup}')
     merged = kubeconfig.merge(local, entries)
@@ -223,54 +278,8 @@ def _cmd_update_kubeconfig(args: argparse.Namespace) -> int:
                            yaml.safe_dump(merged, sort_keys=False), mode=0o600)
     print(f'Added context {context} to {config_path} '
           f'(current context: {merged["current-context"]}).')
-    status = 0 if args.skip_validation else _validate(config_path, context)
+    status = 0 if skip_validation else _validate(config_path, context)
     print('Next: allow the context in ~/.sky/config.yaml '
           f'(kubernetes: {{allowed_contexts: [{context}]}}), run '
           f'`sky check kubernetes`, then launch with `infra: k8s/{context}`.')
     return status
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`sky-mithril k8s ...`."""
-    k8s = commands.add_parser('k8s', help='Mithril Kubernetes clusters '
-                              '(as `ml k8s`)')
-    sub = k8s.add_subparsers(dest='k8s_command', required=True)
-
-    listing = sub.add_parser('list', help='Kubernetes clusters')
-    listing.add_argument('--all', action='store_true',
-                         help='include terminated clusters')
-    listing.add_argument('--json', action='store_true')
-    listing.set_defaults(handler=_cmd_list)
-
-    info = sub.add_parser('info', help='a cluster and its nodes')
-    info.add_argument('cluster', nargs='?', metavar='CLUSTER',
-                      help='cluster name or fid')
-    info.add_argument('--json', action='store_true')
-    info.set_defaults(handler=_cmd_info)
-
-    ssh_parser = sub.add_parser(
-        'ssh', help='a shell or a command on the control node',
-        usage='sky-mithril k8s ssh [CLUSTER] [--show] [-i PATH] '
-        '[[--] COMMAND ...]')
-    ssh_parser.add_argument('cluster', nargs='?', metavar='CLUSTER',
-                            help='cluster name or fid')
-    add_k8s_ssh_options(ssh_parser)
-    ssh_parser.add_argument('rest', nargs=argparse.REMAINDER,
-                            metavar='COMMAND', help='run this instead of a shell')
-    ssh_parser.set_defaults(handler=_cmd_ssh)
-
-    update = sub.add_parser(
-        'update-kubeconfig',
-        help='merge the cluster\'s kubeconfig into ~/.kube/config as '
-        'context mithril:<name>')
-    update.add_argument('cluster', nargs='?', metavar='CLUSTER',
-                        help='cluster name or fid')
-    update.add_argument('-i', '--identity', type=Path, metavar='PATH',
-                        help='SSH private key for the control node')
-    update.add_argument('-y', '--yes', action='store_true',
-                        help='do not ask for confirmation')
-    update.add_argument('--no-backup', action='store_true',
-                        help='do not back up ~/.kube/config first')
-    update.add_argument('--skip-validation', action='store_true',
-                        help='do not check the context with kubectl')
-    update.set_defaults(handler=_cmd_update_kubeconfig)

@@ -69,14 +69,21 @@ def identity_for(key_fids: Iterable[str], project_keys: List[models.SshKey],
         '(with its .pub beside it), or pass it with -i where the command has it.')
 
 
-def key_fids_for_new_bid(conn: connection.Connection) -> List[str]:
-    """The project's keys that match a local pair; when none does, the first
-    local public key is registered (as SkyPilot's launches do) and used."""
+def require_local_key_pairs() -> List[LocalKeyPair]:
+    """The local key pairs; fails naming `ssh-keygen` when there is none,
+    since a bid's nodes would then be unreachable."""
     pairs = local_key_pairs()
     if not pairs:
         raise CommandError(
             f'No SSH key pair found ({LOCAL_KEY_PLACES}). Create one with '
             '`ssh-keygen -t ed25519` and run the command again.')
+    return pairs
+
+
+def key_fids_for_new_bid(conn: connection.Connection) -> List[str]:
+    """The project's keys that match a local pair; when none does, the first
+    local public key is registered (as SkyPilot's launches do) and used."""
+    pairs = require_local_key_pairs()
     local_bodies = {pair.body for pair in pairs}
     matching = [k.fid for k in conn.client.list_ssh_keys(conn.project_id)
                 if key_body(k.public_key) in local_bodies]

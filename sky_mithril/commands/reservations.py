@@ -3,16 +3,18 @@ Mithril's reserved capacity. Money moves at `create` (the whole price, now)
 and at `return` (instances deleted for good, for a credit), so both show the
 numbers first and ask for confirmation (`-y` skips it)."""
 
-import argparse
 import datetime
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import click
 
 from sky_mithril import money
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.commands import common
 from sky_mithril.commands import keys
+from sky_mithril.commands import options
 from sky_mithril.commands.output import (CommandError, confirm, dollars, per_hour,
                                          print_json, print_table, progress)
 
@@ -24,7 +26,7 @@ MAX_HOURS = 336
 def hours(text: str) -> int:
     """`--hours`: whole hours from MIN_HOURS to MAX_HOURS."""
     if not text.strip().isdigit() or not MIN_HOURS <= int(text) <= MAX_HOURS:
-        raise argparse.ArgumentTypeError(
+        raise click.BadParameter(
             f'{text!r} is not a reservation length: give whole hours from '
             f'{MIN_HOURS} to {MAX_HOURS} (2 weeks), e.g. --hours 24')
     return int(text)
@@ -38,10 +40,51 @@ def start_time(text: str) -> Optional[datetime.datetime]:
     try:
         when = datetime.datetime.fromisoformat(text.strip().replace('Z', '+00:00'))
     except ValueError:
-        raise argparse.ArgumentTypeError(
+        raise click.BadParameter(
             f'{text!r} is not a start time: give `now` or an ISO 8601 time '
             'such as 2030-01-31T09:00 (UTC)') from None
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def _price(text: str) -> Decimal:
+    """`--max-unit-price`: dollars per instance-hour."""
+    try:
+        return money.parse_dollars(text)
+    except (ValueError, ArithmeticError):
+        raise click.BadParameter(
+            f'{text!r} is not a price per instance-hour, e.g. 2.50') from None
+
+
+@click.group('reservations', cls=options.Group,
+             short_help="Mithril's reserved capacity: quote, buy, use.")
+def group() -> None:
+    """Mithril's reserved capacity: quote, buy, use, pause, extend, return.
+    `create` charges the whole price now and `return` deletes instances for
+    good, so both show the numbers first and ask (-y does not)."""
+
+
+PROJECT = click.option('--project', help='project name or fid (default: '
+                       "your profile's)")
+RESERVATION = click.argument('reservation_name_or_fid', metavar='RESERVATION')
+
+
+def _window_options(command: Callable[..., int]) -> Callable[..., int]:
+    """TYPE, -r/--region, --hours, --start and -N: the window a quote or a
+    purchase is for."""
+    for decorator in reversed([
+            click.argument('type_name', metavar='TYPE'),
+            click.option('-r', '--region', required=True,
+                         help='a Mithril region, e.g. us-central3-a'),
+            click.option('--hours', 'length_hours',
+                         type=options.Parsed('HOURS', hours), required=True,
+                         help=f'length, whole hours {MIN_HOURS}-{MAX_HOURS}'),
+            click.option('--start', type=options.Parsed('TIME', start_time),
+                         help='`now` (default) or an ISO 8601 time, UTC'),
+            click.option('-N', '--num-instances',
+                         type=options.POSITIVE_INT, default=1,
+                         help='instances (default 1)')]):
+        command = decorator(command)
+    return command
 
 
 def _window(conn: connection.Connection, start: Optional[datetime.datetime],
@@ -131,19 +174,31 @@ def _type_names(conn: connection.Connection) -> Dict[str, str]:
     return {t.fid: t.name for t in conn.client.list_instance_types()}
 
 
-def _cmd_quote(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('quote', short_help='Price a reservation (buys nothing).',
+               epilog=options.examples(
+                   'sky-mithril reservations quote a100-80gb.sxm.8x -r us-central3-a --hours 24',
+                   'sky-mithril reservations quote h100-80gb.sxm.8x -r us-central1-a --hours 72 '
+                   '-N 2 --start 2030-01-31T09:00'))
+@_window_options
+@PROJECT
+@options.json_option('the offers')
+def quote_reservation(type_name: str, region: str, length_hours: int,
+                      start: Optional[datetime.datetime], num_instances: int,
+                      project: Optional[str], as_json: bool) -> int:
+    """Price a reservation of N instances of TYPE for a window; buys
+    nothing."""
+    conn = common.connect(project)
     try:
-        instance_type = _reservable_type(conn, args.instance_type, args.region)
-        begin, end = _window(conn, args.start, args.hours)
+        instance_type = _reservable_type(conn, type_name, region)
+        begin, end = _window(conn, start, length_hours)
         quote = conn.client.quote_reservation(conn.project_id, instance_type.fid,
-                                              args.region, begin, end,
-                                              args.num_instances)
-        if args.json:
+                                              region, begin, end,
+                                              num_instances)
+        if as_json:
             print_json([_offer_json(offer) for offer in quote.offers])
             return 0
-        print(f'{args.num_instances} × {instance_type.name} in {args.region}, '
-              f'{_when(begin)} → {_when(end)} ({args.hours} h):')
+        print(f'{num_instances} × {instance_type.name} in {region}, '
+              f'{_when(begin)} → {_when(end)} ({length_hours} h):')
         for offer in quote.offers:
             if len(quote.offers) > 1:
                 print(f' {offer.display_name} ({offer.key}):')
@@ -153,40 +208,59 @@ def _cmd_quote(args: argparse.Namespace) -> int:
         conn.client.close()
 
 
-def _cmd_create(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('create', short_help='Buy a reservation (charged now, in full).',
+               epilog=options.examples(
+                   'sky-mithril reservations create train a100-80gb.sxm.8x -r us-central3-a '
+                   '--hours 24',
+                   'sky-mithril reservations create train a100-80gb.sxm.8x -r us-central3-a '
+                   '--hours 24 --max-unit-price 2.50 -y'))
+@click.argument('name', metavar='NAME')
+@_window_options
+@click.option('--max-unit-price', type=options.Parsed('PRICE', _price),
+              help='refuse if the unit price is above this ($/instance-hour)')
+@options.YES
+@PROJECT
+@options.json_option('the reservation')
+def create_reservation(name: str, type_name: str, region: str,
+                       length_hours: int, start: Optional[datetime.datetime],
+                       num_instances: int, max_unit_price: Optional[Decimal],
+                       yes: bool, project: Optional[str],
+                       as_json: bool) -> int:
+    """Buy a reservation named NAME: the whole price is charged now. Shows
+    the offer and asks first (-y does not ask)."""
+    conn = common.connect(project)
     try:
-        instance_type = _reservable_type(conn, args.instance_type, args.region)
-        begin, end = _window(conn, args.start, args.hours)
+        instance_type = _reservable_type(conn, type_name, region)
+        begin, end = _window(conn, start, length_hours)
         offer = _standard_offer(conn.client.quote_reservation(
-            conn.project_id, instance_type.fid, args.region, begin, end,
-            args.num_instances))
-        if args.max_unit_price is not None and offer.unit_price > args.max_unit_price:
+            conn.project_id, instance_type.fid, region, begin, end,
+            num_instances))
+        if max_unit_price is not None and offer.unit_price > max_unit_price:
             raise CommandError(
                 f'The unit price is {per_hour(offer.unit_price)}, above your '
-                f'--max-unit-price {per_hour(args.max_unit_price)}; nothing '
+                f'--max-unit-price {per_hour(max_unit_price)}; nothing '
                 'was bought.')
-        progress(f'Reservation {args.name}: {args.num_instances} × '
-                 f'{instance_type.name} in {args.region}, {_when(begin)} → '
-                 f'{_when(end)} ({args.hours} h)')
+        progress(f'Reservation {name}: {num_instances} × '
+                 f'{instance_type.name} in {region}, {_when(begin)} → '
+                 f'{_when(end)} ({length_hours} h)')
         progress('\n'.join(_offer_lines(offer)))
         if not confirm(f'Buy it for {dollars(offer.total_price)}, charged now?',
-                       args.yes):
+                       yes):
             progress('Nothing was bought.')
             return 1
         # The guard Mithril applies if its price moved since the quote.
-        ceiling = args.max_unit_price or offer.unit_price
+        ceiling = max_unit_price or offer.unit_price
         request = models.CreateReservationRequest(
             project=conn.project_id, instance_type=instance_type.fid,
-            region=args.region, start_time=begin, end_time=end,
-            instance_quantity=args.num_instances, name=args.name,
+            region=region, start_time=begin, end_time=end,
+            instance_quantity=num_instances, name=name,
             launch_specification=models.LaunchSpecification(
                 ssh_keys=keys.key_fids_for_new_bid(conn)),
             price_specification=models.PriceSpecification(
                 offer_key=offer.key, max_unit_price=money.dollars_to_cents(ceiling)))
         reservation = conn.client.create_reservation(request)
         progress(f'Bought {reservation.fid} for {dollars(reservation.total_price)}.')
-        if args.json:
+        if as_json:
             print_json(reservation_json(reservation, {instance_type.fid:
                                                       instance_type.name}))
         else:
@@ -196,12 +270,18 @@ def _cmd_create(args: argparse.Namespace) -> int:
         conn.client.close()
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('list', short_help="The project's reservations.",
+               epilog=options.examples('sky-mithril reservations list',
+                                       'sky-mithril reservations list --json'))
+@PROJECT
+@options.json_option('the reservations')
+def list_reservations(project: Optional[str], as_json: bool) -> int:
+    """The project's reservations, by start time."""
+    conn = common.connect(project)
     try:
         reservations = conn.client.list_reservations(conn.project_id)
         names = _type_names(conn) if reservations else {}
-        if args.json:
+        if as_json:
             print_json([reservation_json(r, names) for r in reservations])
             return 0
         if not reservations:
@@ -218,10 +298,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
         conn.client.close()
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('info', short_help='One reservation and what it cost.',
+               epilog=options.examples('sky-mithril reservations info train',
+                                       'sky-mithril reservations info res_abc123 --json'))
+@RESERVATION
+@PROJECT
+@options.json_option('the reservation, its instances and its money')
+def show_reservation(reservation_name_or_fid: str, project: Optional[str],
+                     as_json: bool) -> int:
+    """One reservation (RESERVATION: its name or fid), its instances, and
+    what it was charged and earned back."""
+    conn = common.connect(project)
     try:
-        reservation = find_reservation(conn, args.reservation)
+        reservation = find_reservation(conn, reservation_name_or_fid)
         instances = conn.client.list_instances(conn.project_id,
                                                reservation_fids=[reservation.fid])
         usage = conn.client.get_reservation_usage(reservation.fid).summary
@@ -233,7 +322,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 'return_credit': dollars(money.cents_to_dollars(
                     usage.early_termination_credits_cents)),
                 'net_cost': dollars(money.cents_to_dollars(usage.net_cost_cents))}
-        if args.json:
+        if as_json:
             print_json(info)
             return 0
         for label, key in (('Reservation', 'name'), ('Fid', 'fid'),
@@ -250,11 +339,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         conn.client.close()
 
 
-def _cmd_extend(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('extend', short_help='Move the end later (charged now).',
+               epilog=options.examples('sky-mithril reservations extend train --hours 12'))
+@RESERVATION
+@click.option('--hours', 'added_hours', type=options.POSITIVE_INT,
+              required=True, help='hours to add')
+@options.YES
+@PROJECT
+def extend_reservation(reservation_name_or_fid: str, added_hours: int,
+                       yes: bool, project: Optional[str]) -> int:
+    """Move a reservation's end later by whole hours; charged now. Asks
+    first (-y does not ask)."""
+    conn = common.connect(project)
     try:
-        reservation = find_reservation(conn, args.reservation)
-        new_end = reservation.end_time + datetime.timedelta(hours=args.hours)
+        reservation = find_reservation(conn, reservation_name_or_fid)
+        new_end = reservation.end_time + datetime.timedelta(hours=added_hours)
         latest = conn.client.get_extension_availability(reservation.fid)
         if not latest.available or new_end > latest.latest_extension_time:
             raise CommandError(
@@ -262,9 +361,9 @@ def _cmd_extend(args: argparse.Namespace) -> int:
                 f'{_when(latest.latest_extension_time)} at the latest, not '
                 f'{_when(new_end)}.' if latest.available else
                 f'{reservation.name} cannot be extended now.')
-        cost = reservation.unit_price * reservation.instance_quantity * args.hours
+        cost = reservation.unit_price * reservation.instance_quantity * added_hours
         if not confirm(f'Extend {reservation.name} to {_when(new_end)} for about '
-                       f'{dollars(cost)}, charged now?', args.yes):
+                       f'{dollars(cost)}, charged now?', yes):
             progress('Nothing changed.')
             return 1
         extended = conn.client.extend_reservation(reservation.fid, new_end)
@@ -274,10 +373,11 @@ def _cmd_extend(args: argparse.Namespace) -> int:
         conn.client.close()
 
 
-def _set_paused(args: argparse.Namespace, paused: bool) -> int:
-    conn = common.connect(args.project)
+def _set_paused(reservation_name_or_fid: str, project: Optional[str],
+                paused: bool) -> int:
+    conn = common.connect(project)
     try:
-        reservation = find_reservation(conn, args.reservation)
+        reservation = find_reservation(conn, reservation_name_or_fid)
         changed = conn.client.update_reservation(reservation.fid, paused=paused)
         if paused:
             progress('Paused instances earn the pause credit once paused an '
@@ -301,11 +401,46 @@ def _return_rate(conn: connection.Connection,
     return money.cents_to_dollars(rates[-1]) if rates else None
 
 
-def _cmd_return(args: argparse.Namespace) -> int:
-    conn = common.connect(args.project)
+@group.command('pause', short_help='Pause every instance (capacity kept).',
+               epilog=options.examples('sky-mithril reservations pause train'))
+@RESERVATION
+@PROJECT
+def pause_reservation(reservation_name_or_fid: str,
+                      project: Optional[str]) -> int:
+    """Pause every instance of a reservation: its capacity stays yours, and
+    an instance paused an hour earns the pause credit."""
+    return _set_paused(reservation_name_or_fid, project, True)
+
+
+@group.command('resume', short_help='Resume paused instances.',
+               epilog=options.examples('sky-mithril reservations resume train'))
+@RESERVATION
+@PROJECT
+def resume_reservation(reservation_name_or_fid: str,
+                       project: Optional[str]) -> int:
+    """Resume a reservation's paused instances (minutes: Mithril may first
+    preempt a spot bid using the capacity)."""
+    return _set_paused(reservation_name_or_fid, project, False)
+
+
+@group.command('return', short_help='Give instances back for good.',
+               epilog=options.examples(
+                   'sky-mithril reservations return train inst_abc123',
+                   'sky-mithril reservations return train inst_abc123 inst_def456 -y'))
+@RESERVATION
+@click.argument('instance_fids', nargs=-1, required=True, metavar='INSTANCE...')
+@options.YES
+@PROJECT
+def return_instances(reservation_name_or_fid: str,
+                     instance_fids: Tuple[str, ...], yes: bool,
+                     project: Optional[str]) -> int:
+    """Give instances of a reservation back for good (their disks are
+    deleted), for the return credit. Asks first (-y does not ask)."""
+    conn = common.connect(project)
     try:
-        reservation = find_reservation(conn, args.reservation)
-        unknown = sorted(set(args.instances) - set(reservation.instances))
+        reservation = find_reservation(conn, reservation_name_or_fid)
+        returning = list(instance_fids)
+        unknown = sorted(set(returning) - set(reservation.instances))
         if unknown:
             raise CommandError(f'Not instances of {reservation.name}: '
                                f'{", ".join(unknown)}; its instances: '
@@ -314,96 +449,21 @@ def _cmd_return(args: argparse.Namespace) -> int:
         hours_left = max(Decimal(0), Decimal((reservation.end_time - max(
             reservation.start_time, now)).total_seconds()) / 3600)
         rate = _return_rate(conn, reservation)
-        credit = (f'a credit of about {dollars(rate * len(args.instances) * hours_left)}'
+        credit = (f'a credit of about {dollars(rate * len(returning) * hours_left)}'
                   if rate is not None else 'the return credit')
-        progress(f'Returning {len(args.instances)} of {reservation.name}\'s '
+        progress(f'Returning {len(returning)} of {reservation.name}\'s '
                  f'{reservation.instance_quantity} instances for good (their '
-                 f'disks are deleted): {", ".join(args.instances)}.')
-        if not confirm(f'Return them for {credit}?', args.yes):
+                 f'disks are deleted): {", ".join(returning)}.')
+        if not confirm(f'Return them for {credit}?', yes):
             progress('Nothing was returned.')
             return 1
         returned = conn.client.return_reservation_instances(reservation.fid,
-                                                            args.instances)
+                                                            returning)
         print(f'Returned: {", ".join(returned.terminated_instances)}')
         if returned.partial:
-            kept = sorted(set(args.instances) - set(returned.terminated_instances))
+            kept = sorted(set(returning) - set(returned.terminated_instances))
             raise CommandError(f'Mithril could not return {", ".join(kept)} now '
                                '(busy, e.g. restarting); try again in a minute.')
         return 0
     finally:
         conn.client.close()
-
-
-def _price(text: str) -> Decimal:
-    try:
-        return money.parse_dollars(text)
-    except (ValueError, ArithmeticError):
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a price per instance-hour, e.g. 2.50') from None
-
-
-def _add_common(parser: argparse.ArgumentParser,
-                json_help: Optional[str] = None) -> None:
-    parser.add_argument('--project', help='project name or fid (default: '
-                        "your profile's)")
-    if json_help:
-        parser.add_argument('--json', action='store_true', help=json_help)
-
-
-def _add_window(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('instance_type', help='e.g. a100-80gb.sxm.8x')
-    parser.add_argument('-r', '--region', required=True, help='e.g. us-central3-a')
-    parser.add_argument('--hours', type=hours, required=True,
-                        help=f'length, whole hours {MIN_HOURS}-{MAX_HOURS}')
-    parser.add_argument('--start', type=start_time, default=None,
-                        help='`now` (default) or an ISO 8601 time, UTC')
-    parser.add_argument('-N', '--num-instances', type=common.positive_int,
-                        default=1, help='instances (default 1)')
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`reservations` and its subcommands."""
-    group = commands.add_parser('reservations',
-                                help="Mithril's reserved capacity: quote, buy, use")
-    sub = group.add_subparsers(dest='reservations_command', required=True)
-    quote = sub.add_parser('quote', help='price a reservation (buys nothing)')
-    _add_window(quote)
-    _add_common(quote, 'the offers as JSON')
-    quote.set_defaults(handler=_cmd_quote)
-    create = sub.add_parser('create', help='buy a reservation (charged now, in full)')
-    create.add_argument('name', help='the reservation\'s name')
-    _add_window(create)
-    create.add_argument('--max-unit-price', type=_price,
-                        help='refuse if the unit price is above this ($/instance-hour)')
-    create.add_argument('-y', '--yes', action='store_true', help='do not ask')
-    _add_common(create, 'the reservation as JSON')
-    create.set_defaults(handler=_cmd_create)
-    listing = sub.add_parser('list', help='the project\'s reservations')
-    _add_common(listing, 'the reservations as JSON')
-    listing.set_defaults(handler=_cmd_list)
-    info = sub.add_parser('info', help='one reservation, its instances and '
-                          'what it cost')
-    info.add_argument('reservation', help='name or fid')
-    _add_common(info, 'as JSON')
-    info.set_defaults(handler=_cmd_info)
-    for name, paused, what in (('pause', True, 'pause every instance (capacity kept)'),
-                               ('resume', False, 'resume paused instances')):
-        command = sub.add_parser(name, help=what)
-        command.add_argument('reservation', help='name or fid')
-        _add_common(command)
-        command.set_defaults(handler=lambda a, paused=paused: _set_paused(a, paused))
-    extend = sub.add_parser('extend', help='move the end later (charged now)')
-    extend.add_argument('reservation', help='name or fid')
-    extend.add_argument('--hours', type=common.positive_int, required=True,
-                        help='hours to add')
-    extend.add_argument('-y', '--yes', action='store_true', help='do not ask')
-    _add_common(extend)
-    extend.set_defaults(handler=_cmd_extend)
-    giveback = sub.add_parser('return', help='give instances back for good, '
-                              'for the return credit')
-    giveback.add_argument('reservation', help='name or fid')
-    giveback.add_argument('instances', nargs='+', help='instance fids')
-    giveback.add_argument('-y', '--yes', action='store_true', help='do not ask')
-    _add_common(giveback)
-    giveback.set_defaults(handler=_cmd_return)
-

@@ -7,14 +7,16 @@ case (limit × instances over its billable bids) against the user's
 `max_hourly_spend`.
 """
 
-import argparse
 import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional
 
+import click
+
 from sky_mithril.account import charges as charges_lib
 from sky_mithril.api import models
 from sky_mithril.commands import common
+from sky_mithril.commands import options
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import dollars, per_hour, print_json, print_table
 from sky_mithril.provision import budget as budget_lib
@@ -105,13 +107,22 @@ def _worst_case_line(bids: List[models.Bid], worst_case: Decimal,
     return f'Worst case now: {per_hour(worst_case)}{of_budget}{using}.'
 
 
-def _cmd_spend(args: argparse.Namespace) -> int:
+@click.command('spend', short_help='What the project paid; its worst case now.',
+               epilog=options.examples(
+    'sky-mithril spend', 'sky-mithril spend --days 7 --json'))
+@click.option('--days', type=options.POSITIVE_INT, default=DEFAULT_DAYS,
+              metavar='N', help=f'the last N days (default {DEFAULT_DAYS})')
+@options.json_option('the report')
+def spend_command(days: int, as_json: bool) -> int:
+    """What the project paid: instance-hours and clearing prices per bid
+    (and the SkyPilot cluster it backs), and the live worst case against
+    max_hourly_spend."""
     budget = settings.resolve_spend_budget(
         *settings.sections_from_skypilot(None))
     conn = common.connect()
     try:
         until = datetime.datetime.now(datetime.timezone.utc)
-        since = until - datetime.timedelta(days=args.days)
+        since = until - datetime.timedelta(days=days)
         spent = charges_lib.project_spend(conn, since, until)
         live = budget_lib.billable_bids(conn)
         type_names = {t.fid: t.name for t in conn.client.list_instance_types()}
@@ -119,23 +130,11 @@ def _cmd_spend(args: argparse.Namespace) -> int:
         conn.client.close()
     worst_case = budget_lib.total_worst_case(live)
     clusters = sky_clusters.cluster_names_by_bid()
-    if args.json:
+    if as_json:
         print_json(report_json(spent, clusters, type_names, since, until,
                                conn.project_id, worst_case, budget))
         return 0
-    _print_report(spent, clusters, type_names, args.days, since, until,
+    _print_report(spent, clusters, type_names, days, since, until,
                   conn.project_id)
     print(_worst_case_line(live, worst_case, budget, clusters))
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`sky-mithril spend`."""
-    spend = commands.add_parser(
-        'spend', help='what the project paid: instance-hours and clearing '
-        'prices per bid, and the live worst case against max_hourly_spend')
-    spend.add_argument('--days', type=common.positive_int, default=DEFAULT_DAYS,
-                       metavar='N',
-                       help=f'the last N days (default {DEFAULT_DAYS})')
-    spend.add_argument('--json', action='store_true')
-    spend.set_defaults(handler=_cmd_spend)

@@ -9,7 +9,6 @@ known_hosts, as SkyPilot does for its clusters: spot nodes come and go and
 reuse addresses.
 """
 
-import argparse
 import dataclasses
 import shlex
 import socket
@@ -17,11 +16,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, List, Sequence, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+import click
 
 from sky_mithril.api import models
 from sky_mithril.commands import common
 from sky_mithril.commands import keys
+from sky_mithril.commands import options
 from sky_mithril.commands.output import CommandError, progress
 
 SSH_READY_TIMEOUT_S = 120.0
@@ -163,25 +165,58 @@ def split_options(tokens: List[str], flags: Sequence[str],
     return options, tokens[index:]
 
 
-def parse_late_options(args: argparse.Namespace, prog: str,
-                       add_options: Callable[[argparse.ArgumentParser], None],
-                       flags: Sequence[str], valued: Sequence[str]) -> List[str]:
-    """Reads the options written after the positional argument into `args`;
-    returns the command that follows them."""
-    late, command = split_options(args.rest, flags, valued)
-    late_parser = argparse.ArgumentParser(prog=prog, add_help=False)
-    add_options(late_parser)
-    late_parser.parse_args(late, namespace=args)
-    return command
+def parse_late_options(ctx: click.Context, rest: Sequence[str],
+                       flags: Sequence[str],
+                       valued: Sequence[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """The options written after the positional argument, parsed by the
+    command's own definitions (only those given), and the command that
+    follows them."""
+    late, command = split_options(list(rest), flags, valued)
+    if not late:
+        return {}, command
+    assert ctx.command.name is not None
+    with ctx.command.make_context(ctx.command.name, late,
+                                  parent=ctx.parent) as late_ctx:
+        given = {name: value for name, value in late_ctx.params.items()
+                 if late_ctx.get_parameter_source(name) ==
+                 click.core.ParameterSource.COMMANDLINE}
+    return given, command
 
 
-def _cmd_ssh(args: argparse.Namespace) -> int:
-    command = parse_late_options(args, 'sky-mithril ssh', add_ssh_options,
-                                 ('--show', '--no-wait'), ('--node',))
+SSH_EPILOG = options.examples(
+    'sky-mithril ssh train                  # a shell on node 0',
+    'sky-mithril ssh train -- nvidia-smi    # on every node, lines prefixed [node-i]',
+    'sky-mithril ssh train --node 1 uptime',
+    'sky-mithril ssh train --show           # print the ssh command')
+
+
+@click.command('ssh', epilog=SSH_EPILOG,
+               context_settings={'allow_interspersed_args': False})
+@click.argument('bid_name_or_fid', required=False, metavar='[BID]')
+@click.option('--node', type=int, metavar='INDEX',
+              help='node index (instances sorted by name); default: a shell on '
+              'node 0, a command on every node')
+@click.option('--show', is_flag=True,
+              help='print the ssh command instead of running it')
+@click.option('--no-wait', is_flag=True,
+              help='fail at once unless every instance runs')
+@click.argument('rest', nargs=-1, type=click.UNPROCESSED,
+                metavar='[[--] COMMAND...]')
+@click.pass_context
+def ssh_command(ctx: click.Context, bid_name_or_fid: Optional[str],
+                node: Optional[int], show: bool, no_wait: bool,
+                rest: Tuple[str, ...]) -> int:
+    """A shell or a command on a bid's instances (as `ml ssh`). BID is a
+    bid's name or fid; options may also follow it."""
+    late, command = parse_late_options(ctx, rest, ('--show', '--no-wait',
+                                                   '-h', '--help'), ('--node',))
+    node = late.get('node', node)
+    show = late.get('show', show)
+    no_wait = late.get('no_wait', no_wait)
     conn = common.connect()
     try:
-        bid = common.choose_bid(conn, args.bid, 'BID')
-        if args.no_wait:
+        bid = common.choose_bid(conn, bid_name_or_fid, 'BID')
+        if no_wait:
             instances = common.bid_instances(conn, bid)
             if not common.all_running(bid, instances):
                 raise CommandError(
@@ -196,36 +231,13 @@ def _cmd_ssh(args: argparse.Namespace) -> int:
         conn.client.close()
     targets = [SshTarget.of(f'node-{index}', i.ssh_destination or '', i)
                for index, i in enumerate(instances)]
-    if args.node is not None:
-        if not 0 <= args.node < len(targets):
-            raise CommandError(f'--node {args.node}: bid {bid.name} has nodes '
+    if node is not None:
+        if not 0 <= node < len(targets):
+            raise CommandError(f'--node {node}: bid {bid.name} has nodes '
                                f'0 to {len(targets) - 1}.')
-        targets = [targets[args.node]]
+        targets = [targets[node]]
     elif not command:
         targets = targets[:1]
-    if not args.show and not args.no_wait:
+    if not show and not no_wait:
         wait_for_ssh(targets)
-    return run_ssh(targets, identity, command, args.show)
-
-
-def add_ssh_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--node', type=int, metavar='INDEX',
-                        help='node index (instances sorted by name); default: '
-                        'a shell on node 0, a command on every node')
-    parser.add_argument('--show', action='store_true',
-                        help='print the ssh command instead of running it')
-    parser.add_argument('--no-wait', action='store_true',
-                        help='fail at once unless every instance runs')
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`sky-mithril ssh ...`."""
-    ssh = commands.add_parser(
-        'ssh', help='a shell or a command on a bid\'s instances (as `ml ssh`)',
-        usage='sky-mithril ssh [BID] [--node INDEX] [--show] [--no-wait] '
-        '[[--] COMMAND ...]')
-    ssh.add_argument('bid', nargs='?', metavar='BID', help='bid name or fid')
-    add_ssh_options(ssh)
-    ssh.add_argument('rest', nargs=argparse.REMAINDER, metavar='COMMAND',
-                     help='run this instead of a shell')
-    ssh.set_defaults(handler=_cmd_ssh)
+    return run_ssh(targets, identity, command, show)

@@ -6,15 +6,17 @@ A volume a live bid uses cannot be deleted: the command says which bid and
 which cluster, and that `sky down` (or `instance delete`) comes first.
 """
 
-import argparse
 import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
+
+import click
 
 from sky_mithril.account import connection
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.api.models import VolumeInterface
 from sky_mithril.commands import common
+from sky_mithril.commands import options
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, confirm, print_json,
                                          print_table, progress)
@@ -30,10 +32,17 @@ TYPE_NAMES = {interface: name for name, interface in VOLUME_TYPES.items()}
 def size_gb(text: str) -> int:
     """`--size`: whole gigabytes, at least 1."""
     if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(
+        raise click.BadParameter(
             f'{text!r} is not a size in GB; give a whole number of at least '
             '1, e.g. --size 100')
     return int(text)
+
+
+@click.group('volumes', cls=options.Group, aliases={'list': 'ls'},
+             short_help='File shares and block volumes.')
+def group() -> None:
+    """Persistent volumes: Mithril file shares and block devices, with the
+    SkyPilot clusters using them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,19 +136,28 @@ def _reason(error: errors.ValidationError) -> str:
 # ls
 
 
-def _cmd_ls(args: argparse.Namespace) -> int:
+@group.command('ls', epilog=options.examples(
+    'sky-mithril volumes ls', 'sky-mithril volumes ls -r us-central3-a --json'))
+@click.option('-r', '--region',
+              help='only this region\'s volumes. In `sky status`, -r is '
+              '--refresh')
+@options.json_option('the volumes')
+def list_volumes(region: Optional[str], as_json: bool) -> int:
+    """Volumes and the clusters using them (alias: list)."""
     conn = common.connect()
     try:
-        volumes = conn.client.list_volumes(conn.project_id, region=args.region)
+        if region:
+            common.check_region(region, conn.client.list_spot_availability())
+        volumes = conn.client.list_volumes(conn.project_id, region=region)
         users = volume_users(conn, volumes)
     finally:
         conn.client.close()
     volumes = sorted(volumes, key=lambda v: (v.name, v.region))
-    if args.json:
+    if as_json:
         print_json([volume_json(v, users[v.fid]) for v in volumes])
         return 0
     if not volumes:
-        where = f' in {args.region}' if args.region else ''
+        where = f' in {region}' if region else ''
         print(f'No volumes{where}. `sky-mithril volumes create NAME --region '
               'REGION --size GB` creates one.')
         return 0
@@ -152,14 +170,6 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 # create
-
-
-def _check_region(conn: connection.Connection, region: str) -> None:
-    """Fails naming the regions there are when `region` is not one of them."""
-    regions = sorted({a.region for a in conn.client.list_spot_availability()})
-    if region not in regions:
-        raise CommandError(f'No region {region!r} on Mithril; pass one of '
-                           f'{", ".join(regions)} with --region.')
 
 
 def _create(conn: connection.Connection, name: str, region: str, size: int,
@@ -180,21 +190,33 @@ def _create(conn: connection.Connection, name: str, region: str, size: int,
         raise
 
 
-def _cmd_create(args: argparse.Namespace) -> int:
+@group.command('create', epilog=options.examples(
+    'sky-mithril volumes create ckpt -r us-central3-a --size 100',
+    'sky-mithril volumes create scratch -r us-central3-a --size 500 --type mithril-block'))
+@click.argument('name', metavar='NAME')
+@click.option('-r', '--region', required=True,
+              help='a Mithril region, e.g. us-central3-a')
+@click.option('--size', 'size', type=options.Parsed('GB', size_gb),
+              required=True, help='capacity in whole GB')
+@click.option('--type', 'volume_type', type=options.Choice(list(VOLUME_TYPES)),
+              default='mithril-file-share',
+              help='mithril-file-share (a shared file system, mounted at '
+              '/mnt/NAME; the default) or mithril-block (a block device)')
+def create_volume(name: str, region: str, size: int, volume_type: str) -> int:
+    """Create a volume; prints its fid."""
     conn = common.connect()
     try:
-        _check_region(conn, args.region)
+        common.check_region(region, conn.client.list_spot_availability())
         taken = [v for v in conn.client.list_volumes(conn.project_id)
-                 if v.name == args.name]
+                 if v.name == name]
         if taken:
             raise CommandError(
-                f'A volume is already named {args.name!r} ({taken[0].fid} in '
+                f'A volume is already named {name!r} ({taken[0].fid} in '
                 f'{taken[0].region}); choose another name.')
-        volume = _create(conn, args.name, args.region, args.size,
-                         VOLUME_TYPES[args.type])
+        volume = _create(conn, name, region, size, VOLUME_TYPES[volume_type])
     finally:
         conn.client.close()
-    progress(f'Created {args.type} volume {volume.name}: '
+    progress(f'Created {volume_type} volume {volume.name}: '
              f'{volume.capacity_gb} GB in {volume.region}.')
     print(volume.fid)
     return 0
@@ -210,17 +232,24 @@ def _in_use(volume: models.Volume, users: List[VolumeUser]) -> CommandError:
         ', then delete the volume.')
 
 
-def _cmd_delete(args: argparse.Namespace) -> int:
+@group.command('delete', short_help='Delete a volume and its data.',
+               epilog=options.examples(
+    'sky-mithril volumes delete ckpt', 'sky-mithril volumes delete vol_abc123 -y'))
+@click.argument('volume_name_or_fid', metavar='NAME_OR_FID')
+@options.YES
+def delete_volume(volume_name_or_fid: str, yes: bool) -> int:
+    """Delete a volume and its data; refused while a live bid uses it,
+    naming the bid and the command that frees it."""
     conn = common.connect()
     try:
         volume = find_volume(conn.client.list_volumes(conn.project_id),
-                             args.volume, conn.project_id)
+                             volume_name_or_fid, conn.project_id)
         users = volume_users(conn, [volume])[volume.fid]
         if users:
             raise _in_use(volume, users)
         if not confirm(f'Delete volume {volume.name} ({volume.fid}, '
                        f'{volume.capacity_gb} GB in {volume.region}) and '
-                       'all its data?', args.yes):
+                       'all its data?', yes):
             return 1
         try:
             conn.client.delete_volume(volume.fid)
@@ -244,64 +273,30 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 # rename
 
 
-def _cmd_rename(args: argparse.Namespace) -> int:
+@group.command('rename', epilog=options.examples(
+    'sky-mithril volumes rename ckpt ckpt-old'))
+@click.argument('volume_name_or_fid', metavar='OLD')
+@click.argument('new_name', metavar='NEW')
+def rename_volume(volume_name_or_fid: str, new_name: str) -> int:
+    """Give a volume (OLD: its name or fid) a new name."""
     conn = common.connect()
     try:
         volumes = conn.client.list_volumes(conn.project_id)
-        volume = find_volume(volumes, args.volume, conn.project_id)
-        if args.new_name == volume.name:
+        volume = find_volume(volumes, volume_name_or_fid, conn.project_id)
+        if new_name == volume.name:
             print(f'Volume {volume.fid} is already named {volume.name}.')
             return 0
-        taken = [v for v in volumes if v.name == args.new_name]
+        taken = [v for v in volumes if v.name == new_name]
         if taken:
             raise CommandError(
-                f'A volume is already named {args.new_name!r} '
+                f'A volume is already named {new_name!r} '
                 f'({taken[0].fid}); choose another name.')
         try:
-            conn.client.rename_volume(volume.fid, args.new_name)
+            conn.client.rename_volume(volume.fid, new_name)
         except errors.ValidationError as e:
-            raise CommandError(f'Mithril refused the name {args.new_name!r}: '
+            raise CommandError(f'Mithril refused the name {new_name!r}: '
                                f'{_reason(e)}') from e
     finally:
         conn.client.close()
-    print(f'Renamed volume {volume.name} ({volume.fid}) to {args.new_name}.')
+    print(f'Renamed volume {volume.name} ({volume.fid}) to {new_name}.')
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`sky-mithril volumes ...`."""
-    volumes = commands.add_parser(
-        'volumes', help='persistent volumes (file shares and block devices)')
-    sub = volumes.add_subparsers(dest='volumes_command', required=True)
-
-    listing = sub.add_parser('ls', aliases=['list'],
-                             help='volumes and the clusters using them')
-    listing.add_argument('-r', '--region', help='only this region\'s volumes')
-    listing.add_argument('--json', action='store_true')
-    listing.set_defaults(handler=_cmd_ls)
-
-    create = sub.add_parser('create', help='create a volume; prints its fid')
-    create.add_argument('name', metavar='NAME')
-    create.add_argument('-r', '--region', required=True,
-                        help='a Mithril region, e.g. us-central3-a')
-    create.add_argument('--size', type=size_gb, required=True, metavar='GB',
-                        help='capacity in whole GB')
-    create.add_argument('--type', choices=list(VOLUME_TYPES),
-                        default='mithril-file-share',
-                        help='mithril-file-share (a shared file system, '
-                        'mounted at /mnt/NAME; the default) or mithril-block '
-                        '(a block device)')
-    create.set_defaults(handler=_cmd_create)
-
-    delete = sub.add_parser('delete',
-                            help='delete a volume and its data (refused '
-                            'while a live bid uses it)')
-    delete.add_argument('volume', metavar='NAME_OR_FID')
-    delete.add_argument('-y', '--yes', action='store_true',
-                        help='do not ask for confirmation')
-    delete.set_defaults(handler=_cmd_delete)
-
-    rename = sub.add_parser('rename', help='give a volume a new name')
-    rename.add_argument('volume', metavar='OLD', help='volume name or fid')
-    rename.add_argument('new_name', metavar='NEW')
-    rename.set_defaults(handler=_cmd_rename)

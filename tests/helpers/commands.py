@@ -102,10 +102,7 @@ def run(capsys: pytest.CaptureFixture) -> Callable[..., Result]:
 
     def run_cli(*argv: str) -> Result:
         capsys.readouterr()
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as e:  # argparse usage errors
-            code = int(e.code or 0)
+        code = cli.main(list(argv))
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -101,3 +101,39 @@ def test_world_readable_file_is_detected(clean_env):
     assert credentials.is_readable_by_others(path)
     path.chmod(0o600)
     assert not credentials.is_readable_by_others(path)
+
+
+@pytest.mark.parametrize('url', ['127.0.0.1:8765', 'localhost:8765', 'api.mithril.ai'])
+def test_an_api_url_without_a_scheme_from_the_environment_is_named(monkeypatch, url):
+    monkeypatch.setenv('MITHRIL_API_KEY', 'key-env')
+    monkeypatch.setenv('MITHRIL_API_URL', url)
+    with pytest.raises(credentials.CredentialsError) as missing:
+        credentials.load_credentials()
+    assert str(missing.value) == (
+        f'MITHRIL_API_URL is {url!r}, which lacks a scheme: write http://{url} for '
+        f'a server on this machine (the emulator), or https://{url}.')
+
+
+def test_an_api_url_without_a_scheme_in_a_profile_names_the_profile(clean_env):
+    write_config(clean_env, {'current_profile': 'emu', 'profiles': {
+        'emu': {'api_key': 'k', 'api_url': 'localhost:8765'}}})
+    with pytest.raises(credentials.CredentialsError,
+                       match=r"The api_url of profile 'emu' in .*config.yaml is "
+                             r"'localhost:8765', which lacks a scheme"):
+        credentials.load_credentials()
+
+
+def test_the_projects_source_is_its_own(clean_env, monkeypatch):
+    write_config(clean_env, PROFILES)
+    assert credentials.load_credentials().project_source == (
+        f"profile 'work' in {clean_env}/mithril/config.yaml")
+    monkeypatch.setenv('MITHRIL_PROJECT', 'proj_nope')
+    creds = credentials.load_credentials()
+    assert creds.project_source == 'environment variable MITHRIL_PROJECT'
+    assert creds.source.startswith("profile 'work'")
+    monkeypatch.delenv('MITHRIL_PROJECT')
+    monkeypatch.setenv('MITHRIL_PROFILE', 'home')
+    monkeypatch.setenv('MITHRIL_API_KEY', 'key-env')
+    creds = credentials.load_credentials()
+    assert creds.source == 'environment variable MITHRIL_API_KEY'
+    assert creds.project_source.startswith("profile 'home'")

@@ -90,25 +90,33 @@ def test_report_for_two_regions_of_one_type(history_emulator, capsys):
 
     a = by_region[REGION_A]
     assert a[0].startswith(f'{H100_8} (8x H100) in {REGION_A}: 10 samples, ')
-    assert a[1].split() == ['min', '$9.00', 'median', '$13.00', 'p90', '$17.00',
+    # By time: the first and last hourly samples weigh half an hour each.
+    assert a[1].split() == ['min', '$9.00', 'median', '$13.00', 'p90', '$18.00',
                             'max', '$18.00']
     spark = a[2].strip()
     assert len(spark) == 10 and set(spark) <= set(price_history.BARS)
     assert spark[0] == '▄' and spark[1] == '▁' and spark[3] == '█'
-    assert a[3] == ('  A limit of $17.00/h was at or above the spot price in 90% '
-                    'of these samples, which cover 9 h of the last 1 day.')
-    assert a[4] == ('  Suggested limit: $17.00 per instance-hour (≈ $2.13 per '
+    assert a[3] == ('  A limit of $18.00/h was at or above the spot price 100% of '
+                    'the time these samples cover: 9 h of the last 1 day.')
+    assert a[4] == ('  Suggested limit: $18.00 per instance-hour ($2.25 per '
                     'GPU-hour for 8 GPUs).')
+    assert a[6:10] == ['    LIMIT     HELD         RAN  COST/DAY',
+                       '    $13.00/h   50%  4 h 30 min   $129.33',
+                       '    $16.00/h   77%         7 h   $229.33',
+                       '    $18.00/h  100%         9 h   $322.67  (suggested)']
 
     b = by_region[REGION_B]
     assert ': 3 samples, ' in b[0]
     assert b[1].split() == ['min', '$4.00', 'median', '$4.00', 'p90', '$5.50',
                             'max', '$5.50']
     assert b[2].strip() == '▁█▁'
-    assert b[3].endswith('A limit of $5.50/h was at or above the spot price in 100% '
-                         'of these samples, which cover 1 h 30 min of the last 1 day.')
-    assert b[5] == ('  The samples cover only 1 h 30 min of the last 1 day: too '
-                    'little history to rely on.')
+    assert b[3].endswith('A limit of $5.50/h was at or above the spot price 100% of '
+                         'the time these samples cover: 1 h 30 min of the last 1 day.')
+    assert b[6:] == ['    LIMIT    HELD         RAN  COST/DAY',
+                     '    $4.00/h   50%      45 min    $48.00',
+                     '    $5.50/h  100%  1 h 30 min   $114.00  (suggested)',
+                     '  The samples cover only 1 h 30 min of the last 1 day: too '
+                     'little history to rely on.', '']
 
     assert by_region[REGION_EMPTY] == [
         f'{H100_8} (8x H100) in {REGION_EMPTY}: no price history in the last 1 day.']
@@ -119,7 +127,7 @@ def test_region_and_likelihood_options(history_emulator, capsys):
                 '--likelihood', '50%']) == 0
     out = capsys.readouterr().out
     assert set(blocks(out)) == {REGION_A}
-    assert 'A limit of $13.00/h was at or above the spot price in 50% of these ' in out
+    assert 'A limit of $13.00/h was at or above the spot price 50% of the time ' in out
     assert 'a 50% allocation likelihood' in out
 
 
@@ -127,8 +135,9 @@ def test_a_longer_window_takes_in_older_samples(history_emulator, capsys):
     assert run(['prices', 'H100:8', '--region', REGION_A]) == 0
     a = blocks(capsys.readouterr().out)[REGION_A]
     assert ': 11 samples, ' in a[0] and a[1].split()[-1] == '$99.00'
-    assert a[3].endswith('90% of these samples, which cover 2 days 23 h of the '
-                         'last 7 days.')
+    # The lone $99 sample stands for half the 62 h gap after it.
+    assert a[3] == ('  A limit of $99.00/h was at or above the spot price 100% of '
+                    'the time these samples cover: 2 days 23 h of the last 7 days.')
 
 
 def test_a_rejected_key_is_an_error_without_the_key(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,5 @@
 """The emulator over real HTTP on 127.0.0.1, hit with plain `requests`."""
 
-import argparse
 import datetime
 import os
 import re
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+import click
 import pytest
 import requests
 
@@ -469,11 +469,9 @@ def test_shipped_catalog_has_auctions() -> None:
 
 
 def test_cli_prints_env_and_stops_on_ctrl_c() -> None:
-    script = ('import argparse, sys\n'
+    script = ('import sys\n'
               'from sky_mithril.emulator import cli\n'
-              'parser = argparse.ArgumentParser()\n'
-              'cli.add_emulator_arguments(parser)\n'
-              'sys.exit(cli.run_emulator(parser.parse_args(sys.argv[1:])))\n')
+              'sys.exit(cli.command.main(sys.argv[1:], standalone_mode=False))\n')
     process = subprocess.Popen(
         [sys.executable, '-u', '-c', script, '--port', '0', '--price',
          f'{TYPE}@{REGION}=$3.21'],
@@ -526,15 +524,14 @@ def test_clients_and_hosts_reach_the_api_at_a_loopback_url() -> None:
                             timeout=10).status_code == 200
 
 
-def _emulator_options(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.add_emulator_arguments(parser)
-    return parser.parse_args(list(argv))
+def _emulator_options(*argv: str) -> cli.EmulatorOptions:
+    with cli.command.make_context('emulator', list(argv)) as context:
+        return cli.EmulatorOptions(**context.params)
 
 
 def test_cli_takes_no_api_key_on_its_command_line() -> None:
     # Other local users read any process's arguments (`ps`).
-    with pytest.raises(SystemExit):
+    with pytest.raises(click.NoSuchOption):
         _emulator_options('--api-key', 'the-only-key')
 
 

@@ -344,7 +344,8 @@ def test_unreachable_server_error_names_the_api_url(
 
 
 @pytest.mark.parametrize('status, error_type, hint', [
-    (401, AuthenticationError, 'MITHRIL_API_KEY or run `ml setup`'),
+    (401, AuthenticationError, 'Check MITHRIL_API_KEY, or store a working key with '
+     '`sky-mithril setup --api-key` (or Mithril\'s `ml setup`)'),
     (403, PermissionDeniedError, 'MITHRIL_PROJECT'),
     (404, NotFoundError, 'GET /v2/spot/bids/bid_gone'),
 ])

@@ -80,6 +80,10 @@ def test_ls_json_and_region_filter(mocked_api, run):
                    json=[volume('vol_1', 'data', bids=['bid_sky'],
                                 attachments={'inst_1': '/mnt/data'})])
     mocked_api.get(f'{API_URL}/v2/spot/bids/bid_sky', json=bid('bid_sky', 'dev-2ea4'))
+    # `-r` is checked against the market's regions first.
+    mocked_api.get(f'{API_URL}/v2/spot/availability', json=[{
+        'fid': 'auc_1', 'instance_type': 'it_1', 'region': 'us-central3-a',
+        'capacity': 1, 'last_instance_price': '$1.00'}])
 
     result = run('volumes', 'ls', '--region', 'us-central3-a', '--json')
 

@@ -27,8 +27,7 @@ NAMES = skypilot_names.NAMES
 TABLE = {entry.dotted for entry in NAMES}
 SOURCE = Path(sky_mithril.__file__).parent
 # Private names of other libraries that sky-mithril's source uses.
-NOT_SKYPILOT = {'_SubParsersAction': 'argparse, in cli.py',
-                '_replace': 'a namedtuple\'s, in commands/kubeconfig.py',
+NOT_SKYPILOT = {'_replace': 'a namedtuple\'s, in commands/kubeconfig.py',
                 '_abc_impl': 'abc, on every ABC subclass'}
 
 
