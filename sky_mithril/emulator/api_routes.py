@@ -41,15 +41,6 @@ MAX_PRICE_SAMPLES = 1000
 # body carries the market's arguments, so a refusal points into the request.
 
 
-class _LaunchSpecificationBody(BaseModel):
-    ssh_keys: List[str]
-    volumes: List[str]
-    startup_script: Optional[str] = None
-    kubernetes_cluster: Optional[str] = None
-    image_version: Optional[str] = None
-    memory_gb: Optional[int] = None
-
-
 class _CreateBidBody(BaseModel):
     project: str
     region: str
@@ -57,13 +48,13 @@ class _CreateBidBody(BaseModel):
     limit_price: str
     instance_quantity: int
     name: str
-    launch_specification: _LaunchSpecificationBody
+    launch_specification: wire.LaunchSpecificationBody
 
 
 _CREATE_BID_FIELDS = {
     **wire.in_body('project', 'region', 'instance_type', 'limit_price',
                    'instance_quantity', 'name'),
-    **wire.in_body(*_LaunchSpecificationBody.model_fields,
+    **wire.in_body(*wire.LaunchSpecificationBody.model_fields,
                    under=('launch_specification',)),
 }
 

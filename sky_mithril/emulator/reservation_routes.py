@@ -37,15 +37,6 @@ Created = Callable[[Request, Callable[[], Any], Callable[[Any], Dict[str, Any]]]
 # maps say where each body carries the market's arguments.
 
 
-class _LaunchSpecificationBody(BaseModel):
-    ssh_keys: List[str]
-    volumes: List[str]
-    startup_script: Optional[str] = None
-    kubernetes_cluster: Optional[str] = None
-    image_version: Optional[str] = None
-    memory_gb: Optional[int] = None
-
-
 class _PriceSpecificationBody(BaseModel):
     offer_key: str = market_lib.STANDARD_OFFER_KEY
     max_unit_price: Optional[int] = Field(None, ge=0)
@@ -63,7 +54,7 @@ class _CreateReservationBody(BaseModel):
     end_time: datetime.datetime
     instance_quantity: int
     name: str
-    launch_specification: _LaunchSpecificationBody
+    launch_specification: wire.LaunchSpecificationBody
     price_specification: Optional[_PriceSpecificationBody] = None
     notification_email: Optional[str] = None
 
@@ -71,7 +62,7 @@ class _CreateReservationBody(BaseModel):
 _CREATE_RESERVATION_FIELDS = {
     **wire.in_body('project', 'instance_type', 'region', 'start_time',
                    'end_time', 'instance_quantity', 'name'),
-    **wire.in_body(*_LaunchSpecificationBody.model_fields,
+    **wire.in_body(*wire.LaunchSpecificationBody.model_fields,
                    under=('launch_specification',)),
     **_PRICE_SPECIFICATION_FIELDS,
 }

@@ -518,6 +518,17 @@ def validation_error(loc: Loc, msg: str) -> UnprocessableRequest:
     return UnprocessableRequest([ErrorDetail(loc, msg)])
 
 
+class LaunchSpecificationBody(pydantic.BaseModel):
+    """The launch specification of a bid's or a reservation's create body."""
+
+    ssh_keys: List[str]
+    volumes: List[str]
+    startup_script: Optional[str] = None
+    kubernetes_cluster: Optional[str] = None
+    image_version: Optional[str] = None
+    memory_gb: Optional[int] = None
+
+
 def in_body(*fields: str, under: Loc = ()) -> Dict[str, Loc]:
     """Market arguments carried as same-named fields of the JSON body (of its
     object at `under`), for `fields_at`."""

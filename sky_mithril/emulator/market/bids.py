@@ -21,9 +21,10 @@ from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import Auctions
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
-from sky_mithril.emulator.market.images import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
+from sky_mithril.emulator.market.launch_specification import (
+    MEMORY_NOT_ADJUSTABLE, launch_specification_errors)
 from sky_mithril.emulator.market.records import (CAPACITY_HOLDERS, Bid,
                                                  BidEventType, BidStatus,
                                                  LaunchSpecification)
@@ -92,22 +93,11 @@ class Bids:
             errors.append(
                 FieldError('name', 'name must not be empty',
                            'string_too_short'))
-        errors.extend(self._ssh_keys.unknown_key_errors(project, ssh_keys))
-        errors.extend(self._volumes.attachable_errors(project, region, volumes))
-        if image_version is not None and image_version != IMAGE_VERSION_FID:
-            errors.append(
-                FieldError('image_version',
-                           f'Image version {image_version} not found'))
-        if (kubernetes_cluster is not None and
-                not self._kubernetes.can_join(project, kubernetes_cluster)):
-            errors.append(
-                FieldError('kubernetes_cluster',
-                           f'Kubernetes cluster {kubernetes_cluster} not '
-                           'found in project (or terminated)'))
-        if memory_gb is not None:
-            errors.append(
-                FieldError('memory_gb',
-                           'Memory is not adjustable in this auction'))
+        errors.extend(launch_specification_errors(
+            self._ssh_keys, self._volumes, self._kubernetes, project=project,
+            region=region, ssh_keys=ssh_keys, volumes=volumes,
+            image_version=image_version, kubernetes_cluster=kubernetes_cluster,
+            memory_gb=memory_gb))
         if errors:
             raise InvalidRequest(errors)
         assert auction is not None and price is not None
@@ -178,9 +168,7 @@ class Bids:
                 self._volumes.attachable_errors(bid.project, bid.region,
                                                 volumes, bid))
         if memory_gb is not None:
-            errors.append(
-                FieldError('memory_gb',
-                           'Memory is not adjustable in this auction'))
+            errors.append(FieldError('memory_gb', MEMORY_NOT_ADJUSTABLE))
         if errors:
             raise InvalidRequest(errors)
         if price is not None and price != bid.limit_price:

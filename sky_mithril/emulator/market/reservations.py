@@ -53,9 +53,10 @@ from sky_mithril.emulator.market.accounts import Accounts
 from sky_mithril.emulator.market.auctions import Auctions
 from sky_mithril.emulator.market.errors import (FieldError, InvalidRequest,
                                                 InvalidState, NotFound)
-from sky_mithril.emulator.market.images import IMAGE_VERSION_FID
 from sky_mithril.emulator.market.instances import Instances
 from sky_mithril.emulator.market.kubernetes import KubernetesClusters
+from sky_mithril.emulator.market.launch_specification import \
+    launch_specification_errors
 from sky_mithril.emulator.market.records import (
     Auction, AvailabilitySlot, Grant, Instance, InstanceReturn, InstanceStatus,
     InstanceType, LaunchSpecification, PauseSpan, Reservation,
@@ -184,24 +185,11 @@ class Reservations:
         auction = self._auction(instance_type, region, errors)
         errors += _window_errors(start_time, end_time, self._state.now)
         errors += _quantity_errors(instance_quantity, 'instance_quantity')
-        errors += self._ssh_keys.unknown_key_errors(project, ssh_keys)
-        if auction is not None:
-            errors += self._volumes.attachable_errors(project, region,
-                                                      volumes)
-        if image_version is not None and image_version != IMAGE_VERSION_FID:
-            errors.append(
-                FieldError('image_version',
-                           f'Image version {image_version} not found'))
-        if (kubernetes_cluster is not None and
-                not self._kubernetes.can_join(project, kubernetes_cluster)):
-            errors.append(
-                FieldError('kubernetes_cluster',
-                           f'Kubernetes cluster {kubernetes_cluster} not '
-                           'found in project (or terminated)'))
-        if memory_gb is not None:
-            errors.append(
-                FieldError('memory_gb',
-                           'Memory is not adjustable for this instance type'))
+        errors += launch_specification_errors(
+            self._ssh_keys, self._volumes, self._kubernetes, project=project,
+            region=region if auction is not None else None, ssh_keys=ssh_keys,
+            volumes=volumes, image_version=image_version,
+            kubernetes_cluster=kubernetes_cluster, memory_gb=memory_gb)
         if errors:
             raise InvalidRequest(errors)
         assert auction is not None
