@@ -474,15 +474,19 @@ class ClusterBid:
 
     def _apply_launch_settings(self, provider_config: Dict[str, Any]) -> None:
         """Resumes a paused bid and gives it the launch's effective limit
-        price, in one request, within the launch's spend budget (undone if
-        it raced past it, or if settling it failed); announces what
-        changed."""
+        price, in one request, within the launch's spend budget; announces
+        what changed. A change that lifts the bid's worst case (a resume, a
+        raised limit) is settled against racing changes, and undone if it
+        raced past the check or settling it failed. One that does not (a
+        lowered limit) cannot lift the project's worst case, so it passes
+        the check and stays, even in a project already above its budget."""
         limit = Decimal(provider_config['limit_price_per_hour'])
         new_limit = None if limit == self.bid.limit_price else limit
         resume = self.outcome == Outcome.RESUMED
         if new_limit is None and not resume:
             return
         old = self.bid
+        lifts = resume or limit > old.limit_price
         budget = spend_budget(provider_config)
         change = budget_lib.Change(
             f'{"resuming" if resume else "re-pricing"} bid {old.fid} '
@@ -497,8 +501,9 @@ class ClusterBid:
                     old.fid, limit_price=new_limit,
                     paused=False if resume else None)
                 try:
-                    raced = budget_lib.must_yield(self.conn, budget, self.bid,
-                                                  latest=True)
+                    raced = (budget_lib.must_yield(self.conn, budget,
+                                                   self.bid, latest=True)
+                             if lifts else None)
                     if raced is not None:
                         raise raced
                 except BaseException as cause:

@@ -81,6 +81,18 @@ def test_a_relaunch_may_keep_its_limit_but_not_raise_it_past_the_budget(
     assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
 
 
+def test_a_relaunch_may_lower_its_limit_while_the_project_is_over_budget(
+        fast_emulator):
+    """The budget was lowered below what the project's bids already hold:
+    lowering one of them lifts nothing, so it goes through and stays, even
+    though the project stays above the budget."""
+    launch('a', within('30.00', limit='10.00'))
+    launch('b', within('30.00', limit='10.00'))
+    launch('a', within('15.00', limit='8.00'))
+    a, = bids_named(fast_emulator, 'a')
+    assert a['limit_price'] == '$8.00' and a['status'] == 'Allocated'
+
+
 def test_a_standby_counts_the_bid_in_its_notice(fast_emulator):
     launch('job', provision_config(limit='10.00'))
     conn = connection.connect()
