@@ -185,6 +185,26 @@ def test_a_raised_limit_is_put_back_when_the_budget_cannot_be_rechecked(
     assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
 
 
+def test_a_raised_limit_whose_update_answer_was_lost_is_put_back(
+        fast_emulator, monkeypatch):
+    """The PATCH raising the limit is applied, but its answer is lost (and
+    the client's retries spent): the launch cannot tell, so it puts the old
+    limit back before the error leaves."""
+    launch('job', within('15.00', limit='10.00'))
+    connect = connection.connect
+    monkeypatch.setattr(connection, 'connect',
+                        lambda **kw: connect(**kw, max_retry_seconds=0.0))
+    fast_emulator.control('PUT', 'faults', rules=[{
+        'method': 'PATCH', 'path': '/v2/spot/bids/{bid_fid}',
+        'lost_response': 1.0, 'max_faults': 1}])
+    with pytest.raises(errors.MithrilAPIError):
+        launch('job', within('15.00', limit='12.00'))
+    assert fast_emulator.control('GET', 'faults')['counts'][
+        'lost_response'] == 1
+    job, = bids_named(fast_emulator, 'job')
+    assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
+
+
 # Two launches at once, each in its own process, as two API-server workers
 # (one home: the lock) or two machines (two homes: the re-check).
 
