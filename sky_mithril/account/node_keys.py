@@ -16,11 +16,14 @@ what limits it is where it goes and how long it lives.
   of the mint reuses the key (a `sky launch --fast` then finds the cluster's
   config unchanged); any later one mints a new key, so the nodes leave every
   launch and start with a key valid for at least LIFETIME - REUSE_FOR. The
-  key it replaces stays valid until `sky down` or its own expiry: it is on
-  the same nodes, and revoking it before they have the new one would leave
-  them without a working key.
+  key it replaces stays valid until `sky down`, its own expiry or a renewal
+  that reached every node: it is on the same nodes, and revoking it before
+  they have the new one would leave them without a working key. A launch
+  can fail before its file mounts reach the nodes, which then still hold
+  the key it replaced, so the record keeps that key's expiry (`renew_by`)
+  as the one to renew by until a renewal has reached every node.
 * Renewed while the cluster stays up (`renew_if_due`): at a status refresh
-  within RENEW_WITHIN of its expiry, the API server that minted it mints a
+  within RENEW_WITHIN of the earliest expiry its nodes may depend on, the API server that minted it mints a
   new key, has it put on every node (the caller's `deliver`: SkyPilot's SSH,
   `provision.node_key_renewal`), and only then revokes the older keys. Each
   node's skylet warns in its log once its key is within WARN_WITHIN of its
@@ -88,7 +91,7 @@ DEFAULT_PROFILE = 'default'
 _CREDENTIALS_FILE = 'node-credentials.yaml'
 _RECORD_FILE = 'node-key.yaml'
 _RENEWING_FILE = 'node-credentials.renewing.yaml'
-_TIMES = ('created_at', 'expires_at', 'renewal_failed_at')
+_TIMES = ('created_at', 'expires_at', 'renewal_failed_at', 'renew_by')
 
 
 def key_name(project_id: str, cluster_name_on_cloud: str) -> str:
@@ -115,8 +118,9 @@ def credentials_path(cluster_name_on_cloud: str) -> Path:
 @dataclasses.dataclass(frozen=True)
 class _Record:
     """Which key the cluster's credentials file holds, and for which
-    account (no secret); when its renewal last failed, by the server's
-    clock."""
+    account (no secret); by the server's clock, when its renewal last
+    failed, and the earliest expiry of a key it replaced that the nodes may
+    still hold (None: the nodes hold this one, or none older)."""
 
     fid: str
     name: str
@@ -126,6 +130,7 @@ class _Record:
     project_id: str
     profile: str
     renewal_failed_at: Optional[datetime.datetime] = None
+    renew_by: Optional[datetime.datetime] = None
 
 
 def _record_path(cluster_name_on_cloud: str) -> Path:
@@ -167,11 +172,13 @@ def _credentials_text(cluster_name_on_cloud: str,
 
 
 def _record_of(key: models.CreatedApiKey, conn: connection.Connection,
-               profile: str) -> _Record:
+               profile: str,
+               renew_by: Optional[datetime.datetime] = None) -> _Record:
     return _Record(fid=key.fid, name=key.name, created_at=key.created_at,
                    expires_at=key.expires_at,
                    api_url=conn.credentials.api_url,
-                   project_id=conn.project_id, profile=profile)
+                   project_id=conn.project_id, profile=profile,
+                   renew_by=renew_by)
 
 
 def _write_record(cluster_name_on_cloud: str, record: _Record) -> None:
@@ -184,7 +191,8 @@ def _write_record(cluster_name_on_cloud: str, record: _Record) -> None:
 
 
 def _write(cluster_name_on_cloud: str, key: models.CreatedApiKey,
-           conn: connection.Connection, profile: str) -> None:
+           conn: connection.Connection, profile: str,
+           renew_by: Optional[datetime.datetime]) -> None:
     """The credentials file and the record beside it, each replaced in one
     rename, mode 600."""
     _private_dirs(cluster_name_on_cloud)
@@ -192,7 +200,8 @@ def _write(cluster_name_on_cloud: str, key: models.CreatedApiKey,
         credentials_path(cluster_name_on_cloud),
         _credentials_text(cluster_name_on_cloud, key, conn, profile),
         mode=0o600)
-    _write_record(cluster_name_on_cloud, _record_of(key, conn, profile))
+    _write_record(cluster_name_on_cloud,
+                  _record_of(key, conn, profile, renew_by))
 
 
 def _live_keys_named(conn: connection.Connection,
@@ -230,12 +239,13 @@ def issue(conn: connection.Connection, cluster_name_on_cloud: str,
     live = _live_keys_named(conn, name)
     now = conn.client.server_now()
     path = credentials_path(cluster_name_on_cloud)
-    if path.is_file() and _reusable(_read_record(cluster_name_on_cloud),
-                                    live, conn, profile, now):
+    record = _read_record(cluster_name_on_cloud)
+    if path.is_file() and _reusable(record, live, conn, profile, now):
         return path
     key = _mint(conn, name, live, now)
     try:
-        _write(cluster_name_on_cloud, key, conn, profile)
+        _write(cluster_name_on_cloud, key, conn, profile,
+               _renew_by(record, live, key))
     except BaseException:
         _revoke(conn, [key])
         raise
@@ -243,6 +253,19 @@ def issue(conn: connection.Connection, cluster_name_on_cloud: str,
                  f'{cluster_name_on_cloud}, expiring '
                  f'{key.expires_at.isoformat()}.')
     return path
+
+
+def _renew_by(replaced: Optional[_Record], live: List[models.ApiKey],
+              key: models.CreatedApiKey) -> Optional[datetime.datetime]:
+    """The earliest expiry the cluster's nodes may depend on once `key`
+    replaces the key of record `replaced` in the cluster's file: the launch
+    writing it may fail before its file mounts reach the nodes, which then
+    keep the replaced key (or one it replaced in turn). None when the
+    replaced key is not live (`live`, in the new key's account): no node
+    depends on it."""
+    if replaced is None or not any(k.fid == replaced.fid for k in live):
+        return None
+    return min(replaced.renew_by or replaced.expires_at, key.expires_at)
 
 
 def _mint(conn: connection.Connection, name: str,
@@ -265,11 +288,12 @@ def _mint(conn: connection.Connection, name: str,
 def _renewal_due(record: _Record, conn: connection.Connection,
                  now: datetime.datetime) -> bool:
     """Whether the key this machine minted for the cluster (`record`, in
-    `conn`'s account) expires within RENEW_WITHIN of `now`, no renewal
-    having failed in the last RENEW_RETRY_AFTER."""
+    `conn`'s account), or a key it replaced that the nodes may still hold
+    (`renew_by`), expires within RENEW_WITHIN of `now`, no renewal having
+    failed in the last RENEW_RETRY_AFTER."""
     return ((record.api_url, record.project_id) ==
             (conn.credentials.api_url, conn.project_id) and
-            record.expires_at - now <= RENEW_WITHIN and
+            (record.renew_by or record.expires_at) - now <= RENEW_WITHIN and
             (record.renewal_failed_at is None or
              now - record.renewal_failed_at >= RENEW_RETRY_AFTER))
 
@@ -283,7 +307,8 @@ def renew_if_due(conn: connection.Connection, cluster_name_on_cloud: str,
     A new key is minted and written to a file of the cluster's folder (mode
     600), which `deliver` puts on every node as NODE_PATH. Only once it has
     returned does the file become the cluster's credentials file, and are
-    the keys of the name that were live before the new one revoked. If it
+    the keys of the name that were live before the new one revoked, and
+    the record's `renew_by` cleared: every node holds the new key. If it
     raises, nothing is revoked (some nodes may hold the new key, the others
     still hold the old one, valid for days yet), the failure is recorded,
     and the error raised; the next renewal, RENEW_RETRY_AFTER later, or `sky

@@ -8,8 +8,8 @@ billable bids (Open, Allocated, Preempting; a Paused bid bills nothing).
 A change (a new bid, a paused bid resumed, a limit raised) that would lift
 it above the budget is refused before the request that makes it, naming the
 bids that use the budget (with their SkyPilot clusters) and by how much it
-would exceed; a change that does not lift it (a relaunch at the same limit)
-always passes.
+would exceed; a change that does not lift it (a relaunch at the same or a
+lower limit) always passes, and is never undone.
 
 How close the guarantee is. The check and the change are one step per
 project on one machine: `guarded` holds a file lock around both, which the
@@ -20,7 +20,7 @@ is made; so right after its change each one reads the live bids again
 (`must_yield`) and undoes itself if the bids that entered the budget before
 it, plus itself (as the change's answer has it, listed yet or not), exceed
 the budget, or if that re-read fails: of two racing bids the one placed
-first is kept, and a resumed or re-priced bid yields to every other. Until that
+first is kept, and a resumed bid or a raised limit yields to every other. Until that
 re-read (one request after the change) the worst case can exceed the budget
 by the racing change; a bid allocated in that moment bills for it. Bids that
 enter the project without this check (Mithril's console, `ml`, a user
@@ -164,7 +164,8 @@ def must_yield(conn: connection.Connection,
     why the change must be undone, if the bids that entered the budget
     before it plus itself now exceed the budget (module docstring); None if
     it stays. A bid placed by the change entered at its placement; one it
-    resumed or re-priced entered just now (`latest`), after every other.
+    resumed or whose limit it raised entered just now (`latest`), after
+    every other.
 
     `bid` counts as the answer has it (limit × instances) whether or not
     the listing shows it: a listing can lag the request that made the

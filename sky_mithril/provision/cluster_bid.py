@@ -474,15 +474,19 @@ class ClusterBid:
 
     def _apply_launch_settings(self, provider_config: Dict[str, Any]) -> None:
         """Resumes a paused bid and gives it the launch's effective limit
-        price, in one request, within the launch's spend budget (undone if
-        it raced past it, or if settling it failed); announces what
-        changed."""
+        price, in one request, within the launch's spend budget; announces
+        what changed. A change that lifts the bid's worst case (a resume, a
+        raised limit) is settled against racing changes, and undone if it
+        raced past the check or settling it failed. One that does not (a
+        lowered limit) cannot lift the project's worst case, so it passes
+        the check and stays, even in a project already above its budget."""
         limit = Decimal(provider_config['limit_price_per_hour'])
         new_limit = None if limit == self.bid.limit_price else limit
         resume = self.outcome == Outcome.RESUMED
         if new_limit is None and not resume:
             return
         old = self.bid
+        lifts = resume or limit > old.limit_price
         budget = spend_budget(provider_config)
         change = budget_lib.Change(
             f'{"resuming" if resume else "re-pricing"} bid {old.fid} '
@@ -493,18 +497,20 @@ class ClusterBid:
         with budget_lib.guarded(self.conn, budget):
             budget_lib.check(self.conn, budget, change)
             with interrupts.deferred():
-                self.bid = self.conn.client.update_bid(
-                    old.fid, limit_price=new_limit,
-                    paused=False if resume else None)
                 try:
-                    raced = budget_lib.must_yield(self.conn, budget, self.bid,
-                                                  latest=True)
+                    self.bid = self.conn.client.update_bid(
+                        old.fid, limit_price=new_limit,
+                        paused=False if resume else None)
+                    raced = (budget_lib.must_yield(self.conn, budget,
+                                                   self.bid, latest=True)
+                             if lifts else None)
                     if raced is not None:
                         raise raced
                 except BaseException as cause:
-                    # Unsettled (it raced past the check, or the re-check
+                    # Unsettled (an update that failed may still have been
+                    # applied; it raced past the check, or the re-check
                     # failed), the change could hold the project above its
-                    # budget: it is undone whatever ended the settling.
+                    # budget: it is undone whatever ended it.
                     self._put_back(old, new_limit, resume, cause)
                     raise
         if resume:
@@ -518,20 +524,21 @@ class ClusterBid:
 
     def _put_back(self, old: models.Bid, new_limit: Optional[Decimal],
                   resume: bool, cause: BaseException) -> None:
-        """Undoes `_apply_launch_settings`' update of `old`: its limit back
-        (if it was raised or lowered), paused again (if it was resumed). If
-        that fails, stops SkyPilot's failover naming the limit the bid
-        may bill at."""
+        """Undoes `_apply_launch_settings`' update of `old`, applied or
+        maybe applied: its limit back (if it was raised or lowered), paused
+        again (if it was resumed); idempotent. If that fails, stops
+        SkyPilot's failover naming the limit the bid may bill at."""
         try:
             self.bid = self.conn.client.update_bid(
                 old.fid, limit_price=old.limit_price if new_limit else None,
                 paused=True if resume else None)
         except Exception as put_back_error:  # pylint: disable=broad-except
+            highest = max(old.limit_price, new_limit or old.limit_price)
             raise common.StopFailoverError(
                 f'Changing bid {old.fid} for this launch failed '
                 f'({_describe(cause)}) and sky-mithril could not undo the '
                 f'change: {put_back_error}. It may bill up to '
-                f'{money.format_dollars(self.bid.limit_price)}/h per instance: '
+                f'{money.format_dollars(highest)}/h per instance: '
                 f'run `sky stop` or `sky down` for this cluster, or set its '
                 f'limit back to {money.format_dollars(old.limit_price)}/h in '
                 'Mithril\'s console.') from put_back_error

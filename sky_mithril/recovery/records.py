@@ -16,10 +16,11 @@ threads and processes alike. A job's cluster name is unique to the job, and
 records older than a day are dropped.
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from sky_mithril import files
 
@@ -38,6 +39,16 @@ def _path() -> Path:
 
 def _lock_path() -> Path:
     return _path().with_name('recoveries.lock')
+
+
+@contextlib.contextmanager
+def choosing_bids() -> Iterator[None]:
+    """Held while which of a cluster's two bids stays is decided and the
+    other cancelled (a standby promoted or dropped), by the jobs controller
+    and by the standby's guard alike: the two never cancel one bid each.
+    One lock for every cluster: these are rare, and short."""
+    with files.locked(_path().with_name('standbys.lock')):
+        yield
 
 
 def _read() -> Dict[str, Dict[str, Any]]:

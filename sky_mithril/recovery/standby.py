@@ -102,29 +102,45 @@ def promote_standby(conn: connection.Connection, name: str,
                     standby_fid: str) -> None:
     """Makes the standby the cluster's bid: every other live bid of the
     cluster is cancelled (confirmed Terminated) first. A paused one is the
-    stopped cluster the user keeps: then nothing is cancelled, and this
-    raises."""
-    others = [b for b in cluster_bid.live_bids(conn, name)
-              if b.fid != standby_fid]
-    paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
-    if paused:
-        raise RuntimeError(
-            f'Bid {", ".join(paused)} of {name!r} is paused (the cluster was '
-            f'stopped): standby {standby_fid} does not replace it.')
-    for bid in others:
-        with interrupts.deferred():
-            cluster_bid.cancel_and_confirm(conn, bid.fid)
-        logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
-                    'replaces it.')
-    records.forget_standby(name)
+    stopped cluster the user keeps, and a standby no longer live replaces
+    nothing: then nothing is cancelled, and this raises. Idempotent; decided
+    and done under `records.choosing_bids`, as `drop_standby` is."""
+    with records.choosing_bids():
+        bids = cluster_bid.live_bids(conn, name)
+        if standby_fid not in {b.fid for b in bids}:
+            raise RuntimeError(f'Standby {standby_fid} of {name!r} is gone: '
+                               'it replaces no bid.')
+        others = [b for b in bids if b.fid != standby_fid]
+        paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
+        if paused:
+            raise RuntimeError(
+                f'Bid {", ".join(paused)} of {name!r} is paused (the cluster '
+                f'was stopped): standby {standby_fid} does not replace it.')
+        for bid in others:
+            with interrupts.deferred():
+                cluster_bid.cancel_and_confirm(conn, bid.fid)
+            logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
+                        'replaces it.')
+        records.forget_standby(name)
 
 
 def drop_standby(conn: connection.Connection, name: str,
                  standby_fid: str) -> None:
-    """Cancels the cluster's standby (confirmed Terminated)."""
-    with interrupts.deferred():
-        cluster_bid.cancel_and_confirm(conn, standby_fid)
-    records.forget_standby(name)
+    """Cancels the cluster's standby (confirmed Terminated), unless it is
+    the name's only live bid: the bid it stood by for is gone (its guard
+    promoted it, or a move onto it cancelled the old bid and then failed),
+    so it is the cluster's bid now, and kept. Decided and done under
+    `records.choosing_bids`, as `promote_standby` is, so the two never leave
+    the cluster with no bid."""
+    with records.choosing_bids():
+        if [b.fid for b in cluster_bid.live_bids(conn, name)] == [standby_fid]:
+            records.forget_standby(name)
+            logger.info(f'Kept standby bid {standby_fid}: the bid it stood '
+                        f'by for is gone, so it is the cluster\'s bid now.')
+            return
+        with interrupts.deferred():
+            cluster_bid.cancel_and_confirm(conn, standby_fid)
+        records.forget_standby(name)
     logger.info(f'Cancelled standby bid {standby_fid}.')
 
 

@@ -11,7 +11,8 @@ node beside the standby. The guard is started with the watch, in a session
 of its own (a SIGKILL or a stall of the controller leaves it running), and
 does what the watch does at the notice's end: once the old bid is Open or
 Allocated again, the standby is promoted (`standby.promote_standby`: the old
-bid is cancelled). It leaves as soon as either bid is gone (the watch
+bid is cancelled, under the lock the controller's drop of the standby holds
+too, so the two never cancel both bids). It leaves as soon as either bid is gone (the watch
 promoted or dropped the standby, `sky down`) or the old bid is paused (`sky
 stop`), and after GUARD_SECONDS in any case: it starts inside the notice,
 which lasts 5 minutes.

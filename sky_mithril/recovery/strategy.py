@@ -45,9 +45,12 @@ usual. `sky down` cancels both bids (same name).
 Whenever SkyPilot's strategy recovers instead, no standby is left beside the
 cluster's bid (`leave_one_bid`): FAILOVER relaunches onto the cluster as it
 is and adopts that bid, so a standby whose cancel (or promotion) failed is
-cancelled again first; if it still cannot be, the recovery fails rather than
-relaunch beside it, and SkyPilot's jobs controller tears the cluster down
-(every bid of its name) and relaunches the job after a backoff.
+cancelled again first, unless the old bid is gone by then (a promotion whose
+cancel went through unconfirmed): the standby is then the cluster's bid,
+kept for FAILOVER to adopt. If it still cannot be cancelled, the recovery
+fails rather than relaunch beside it, and SkyPilot's jobs controller tears
+the cluster down (every bid of its name) and relaunches the job after a
+backoff.
 """
 
 import asyncio

@@ -496,3 +496,29 @@ def test_the_node_warns_in_its_log_as_its_key_nears_its_expiry(
             client.revoke_api_key(own.fid)
         [warning] = warnings_of_one_check()
         assert 'no longer works' in warning and node.api_key not in warning
+
+
+def test_a_relaunch_that_never_reached_the_nodes_does_not_postpone_their_renewal(
+        fast_emulator, monkeypatch, node_file):
+    """Day 20: `sky launch -c` onto the running cluster mints a new key for
+    its file mounts, then fails before they reach the nodes. The nodes still
+    hold the day-0 key: it is renewed before its own expiry, not the one of
+    the key they never got."""
+    written = write_cluster_config(monkeypatch, 'drift')
+    place_bid(written)
+    shutil.copy(staged_node_file(written), node_file)
+    first = key_in(node_file)
+    fast_emulator.control('POST', 'advance', seconds=20 * DAY)
+    write_cluster_config(monkeypatch, 'drift')  # its file mounts never copied
+    assert works(fast_emulator, first)
+    for _ in range(11):
+        fast_emulator.control('POST', 'advance', seconds=DAY)
+        refresh('drift', written)
+        assert works(fast_emulator, key_in(node_file))
+    assert key_in(node_file) != first and not works(fast_emulator, first)
+    # One renewal, which revoked the key the nodes never got too; having
+    # reached the nodes, it renews by its own expiry again.
+    assert len(keys_of(fast_emulator)) == 3
+    assert len(live_keys_of(fast_emulator)) == 1
+    assert key_in(node_file) == key_in(
+        node_keys.credentials_path(written.cluster_name_on_cloud))

@@ -231,3 +231,25 @@ def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
     assert executor.adopted == [old]
     assert statuses(server) == {old: 'Preempting', late: 'Terminated'}
     assert records.standby_of('job') is None
+
+
+def test_a_move_that_cancelled_the_old_bid_before_failing_keeps_the_standby(
+        recovery_emulator):
+    """The move onto the standby cancels the old bid, but reading its status
+    back fails (the API's retries exhausted): the standby, now the name's
+    only live bid, is not cancelled with it; FAILOVER's relaunch adopts it,
+    rather than place a bid that would wait in the auction."""
+    server = recovery_emulator
+    preempt(server)
+    [old] = statuses(server)
+    server.control('PUT', 'faults', rules=[{
+        'method': 'GET', 'path': f'/v2/spot/bids/{old}/status',
+        'server_error': 1.0, 'server_error_statuses': [503]}])
+    executor = Failover()
+
+    recover(executor, server)
+
+    standby = the_standby(server, old)
+    assert executor.adopted == [standby]
+    assert statuses(server) == {old: 'Terminated', standby: 'Allocated'}
+    assert records.standby_of('job') is None

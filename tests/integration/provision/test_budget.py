@@ -81,6 +81,18 @@ def test_a_relaunch_may_keep_its_limit_but_not_raise_it_past_the_budget(
     assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
 
 
+def test_a_relaunch_may_lower_its_limit_while_the_project_is_over_budget(
+        fast_emulator):
+    """The budget was lowered below what the project's bids already hold:
+    lowering one of them lifts nothing, so it goes through and stays, even
+    though the project stays above the budget."""
+    launch('a', within('30.00', limit='10.00'))
+    launch('b', within('30.00', limit='10.00'))
+    launch('a', within('15.00', limit='8.00'))
+    a, = bids_named(fast_emulator, 'a')
+    assert a['limit_price'] == '$8.00' and a['status'] == 'Allocated'
+
+
 def test_a_standby_counts_the_bid_in_its_notice(fast_emulator):
     launch('job', provision_config(limit='10.00'))
     conn = connection.connect()
@@ -169,6 +181,26 @@ def test_a_raised_limit_is_put_back_when_the_budget_cannot_be_rechecked(
                         update_then_fail_listings)
     with pytest.raises(errors.MithrilAPIError):
         launch('job', within('15.00', limit='12.00'))
+    job, = bids_named(fast_emulator, 'job')
+    assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
+
+
+def test_a_raised_limit_whose_update_answer_was_lost_is_put_back(
+        fast_emulator, monkeypatch):
+    """The PATCH raising the limit is applied, but its answer is lost (and
+    the client's retries spent): the launch cannot tell, so it puts the old
+    limit back before the error leaves."""
+    launch('job', within('15.00', limit='10.00'))
+    connect = connection.connect
+    monkeypatch.setattr(connection, 'connect',
+                        lambda **kw: connect(**kw, max_retry_seconds=0.0))
+    fast_emulator.control('PUT', 'faults', rules=[{
+        'method': 'PATCH', 'path': '/v2/spot/bids/{bid_fid}',
+        'lost_response': 1.0, 'max_faults': 1}])
+    with pytest.raises(errors.MithrilAPIError):
+        launch('job', within('15.00', limit='12.00'))
+    assert fast_emulator.control('GET', 'faults')['counts'][
+        'lost_response'] == 1
     job, = bids_named(fast_emulator, 'job')
     assert job['limit_price'] == '$10.00' and job['status'] == 'Allocated'
 

@@ -121,6 +121,31 @@ def test_a_dropped_standby_leaves_the_cluster_as_it_was(notice):
     assert cluster_bid.live_bid(conn, 'job').fid == old
 
 
+def test_a_promotion_and_a_drop_never_leave_the_cluster_without_a_bid(
+        notice):
+    """The standby's guard promotes the standby while the controller's
+    recovery drops it: whichever comes second leaves the one live bid."""
+    server, old, standby = notice
+    conn = connection.connect()
+    standby_lib.promote_standby(conn, 'job', standby)
+    records.set_standby('job', standby)  # the controller's view
+    standby_lib.drop_standby(conn, 'job', standby)
+    assert status_of(server, old) == 'Terminated'
+    assert status_of(server, standby) == 'Allocated'
+    assert records.standby_of('job') is None
+    assert cluster_bid.live_bid(conn, 'job').fid == standby
+
+
+def test_a_dropped_standby_is_never_promoted_over_the_clusters_bid(notice):
+    server, old, standby = notice
+    conn = connection.connect()
+    standby_lib.drop_standby(conn, 'job', standby)
+    with pytest.raises(RuntimeError, match='is gone'):
+        standby_lib.promote_standby(conn, 'job', standby)
+    assert status_of(server, old) == 'Preempting'
+    assert cluster_bid.live_bid(conn, 'job').fid == old
+
+
 def age_the_standby_record(name: str) -> None:
     """Makes the standby's heartbeat older than the bound: no recovery
     prepares it any more (its watch ended, its cancel failed)."""
