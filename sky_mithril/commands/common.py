@@ -4,7 +4,7 @@ fid (or a picker on a terminal), and waiting for a bid's instances to run."""
 
 import dataclasses
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sky_mithril.account import connection
 from sky_mithril.api import errors
@@ -40,6 +40,11 @@ def check_region(region: str, auctions: Sequence[models.Auction]) -> None:
     if region not in regions:
         raise CommandError(f'No region {region!r} on Mithril; pass one of '
                            f'{", ".join(regions)} with --region.')
+
+
+def type_names(conn: connection.Connection) -> Dict[str, str]:
+    """Instance type names by fid, for output that shows names."""
+    return {t.fid: t.name for t in conn.client.list_instance_types()}
 
 
 def is_live(bid: models.Bid) -> bool:

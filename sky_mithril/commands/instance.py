@@ -142,10 +142,6 @@ def bid_detail_json(bid: models.Bid, type_names: Dict[str, str],
             'nodes': [node_json(i) for i in instances]}
 
 
-def _type_names(conn: connection.Connection) -> Dict[str, str]:
-    return {t.fid: t.name for t in conn.client.list_instance_types()}
-
-
 def _spot_price(conn: connection.Connection,
                 bid: models.Bid) -> Optional[Decimal]:
     try:
@@ -356,7 +352,7 @@ def list_bids(include_terminated: bool, state: Optional[str],
         if not include_terminated and not state:
             bids = [b for b in bids if common.is_live(b)]
         bids = bids[:limit] if limit else bids
-        names = _type_names(conn)
+        names = common.type_names(conn)
         if as_json:
             print_json([bid_json(b, names) for b in bids])
             return 0
@@ -402,7 +398,7 @@ def show_bid(bid_name_or_fid: Optional[str], as_json: bool) -> int:
     try:
         bid = common.choose_bid(conn, bid_name_or_fid, 'BID')
         spot = _spot_price(conn, bid)
-        detail = bid_detail_json(bid, _type_names(conn),
+        detail = bid_detail_json(bid, common.type_names(conn),
                                  common.bid_instances(conn, bid), spot)
         if as_json:
             print_json(detail)

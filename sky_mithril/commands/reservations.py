@@ -170,10 +170,6 @@ def reservation_json(reservation: models.Reservation,
             'total_price': dollars(reservation.total_price)}
 
 
-def _type_names(conn: connection.Connection) -> Dict[str, str]:
-    return {t.fid: t.name for t in conn.client.list_instance_types()}
-
-
 @group.command('quote', short_help='Price a reservation (buys nothing).',
                epilog=options.examples(
                    'sky-mithril reservations quote a100-80gb.sxm.8x -r us-central3-a --hours 24',
@@ -280,7 +276,7 @@ def list_reservations(project: Optional[str], as_json: bool) -> int:
     conn = common.connect(project)
     try:
         reservations = conn.client.list_reservations(conn.project_id)
-        names = _type_names(conn) if reservations else {}
+        names = common.type_names(conn) if reservations else {}
         if as_json:
             print_json([reservation_json(r, names) for r in reservations])
             return 0
@@ -314,7 +310,7 @@ def show_reservation(reservation_name_or_fid: str, project: Optional[str],
         instances = conn.client.list_instances(conn.project_id,
                                                reservation_fids=[reservation.fid])
         usage = conn.client.get_reservation_usage(reservation.fid).summary
-        info = {**reservation_json(reservation, _type_names(conn)),
+        info = {**reservation_json(reservation, common.type_names(conn)),
                 'nodes': [{'fid': i.fid, 'status': i.status,
                            'ssh_destination': i.ssh_destination} for i in instances],
                 'charged': dollars(money.cents_to_dollars(usage.committed_cost_cents)),
