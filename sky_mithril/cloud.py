@@ -12,7 +12,7 @@ import threading
 import time
 import typing
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from sky import clouds
 from sky import exceptions
@@ -31,7 +31,10 @@ from sky_mithril.catalog import live_prices
 from sky_mithril import money
 from sky_mithril.task import mithril_volumes
 from sky_mithril.api import errors
+from sky_mithril.api import models
 from sky_mithril.provision import budget as budget_lib
+from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
 
@@ -65,9 +68,14 @@ CANNOT_WIN_PENALTY_PER_HOUR = 10_000.0
 PROJECT_CACHE_SECONDS = 300.0
 # How long a printed limit/market note is not repeated for the same launch.
 NOTE_REPEAT_SECONDS = 3600.0
+# How long a reservation's free instances, once counted, are reused: the
+# optimizer asks once per region and candidate.
+RESERVATION_ROOM_SECONDS = 10.0
 
 _projects: Dict[Tuple[str, str, str, str], Tuple[float, str]] = {}
 _notes_printed: Dict[Tuple[str, ...], float] = {}
+_reservation_rooms: Dict[Tuple[str, str], Tuple[float, models.Reservation,
+                                                int]] = {}
 _memo_lock = threading.Lock()
 
 
@@ -93,6 +101,61 @@ def _account_for_launch() -> Tuple[credentials_lib.Credentials, str]:
     with _memo_lock:
         _projects[key] = (time.monotonic(), conn.project_id)
     return conn.credentials, conn.project_id
+
+
+def names_reservation(dag: Any) -> bool:
+    """Whether a task of the DAG (or the user) names a Mithril reservation."""
+    for task in getattr(dag, 'tasks', []):
+        for resources in task.resources:
+            try:
+                if settings.resolve_reservation(*settings.sections_from_skypilot(
+                        resources.cluster_config_overrides)):
+                    return True
+            except settings.MithrilConfigError:
+                continue  # Reported where the launch reads its settings.
+    return False
+
+
+def reservation_room(name_or_fid: str) -> Tuple[models.Reservation, int]:
+    """The named reservation in the launch's project and how many of its
+    instances are free now (0 unless it is Active); counted at most once per
+    RESERVATION_ROOM_SECONDS. A reservation that is not there raises
+    MithrilConfigError naming the fix."""
+    _, project_id = _account_for_launch()
+    key = (project_id, name_or_fid)
+    with _memo_lock:
+        cached = _reservation_rooms.get(key)
+    if cached is not None and time.monotonic() - cached[0] < (
+            RESERVATION_ROOM_SECONDS):
+        return cached[1], cached[2]
+    conn = connection.connect()
+    try:
+        reservation = reserved_nodes.find(conn, name_or_fid)
+        free = (len(reserved_nodes.free_instances(conn, reservation))
+                if reservation.status == models.ReservationState.ACTIVE else 0)
+    except reserved_nodes.ReservationError as e:
+        raise settings.MithrilConfigError(str(e)) from None
+    finally:
+        conn.client.close()
+    with _memo_lock:
+        _reservation_rooms[key] = (time.monotonic(), reservation, free)
+    return reservation, free
+
+
+def _reservation_for(sections: settings.Sections, instance_type: str,
+                     region: str, num_nodes: int
+                     ) -> Tuple[Optional[models.Reservation], Optional[str]]:
+    """The task's reservation if this launch fits on it now, else why not
+    (None, None: the task names none)."""
+    name = settings.resolve_reservation(*sections)
+    if not name:
+        return None, None
+    reservation, free = reservation_room(name)
+    why = reserved_nodes.mismatch(
+        reservation, live_prices.snapshot().fid(instance_type, region) or '',
+        instance_type, region) or reserved_nodes.why_not_now(
+            reservation, free, num_nodes)
+    return (None, why) if why else (reservation, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +430,28 @@ class Mithril(builtin_mithril.Mithril):
         del num_gigabytes
         return 0.0
 
+    def get_reservations_available_resources(
+        self,
+        instance_type: str,
+        region: str,
+        zone: Optional[str],
+        specific_reservations: Set[str],
+    ) -> Dict[str, int]:
+        """The task's reservation (`config.mithril.reservation`) and its free
+        instances, when the whole cluster fits on it: the optimizer then
+        counts its nodes at no extra cost (they are paid for). A cluster
+        goes on a reservation whole or not at all, so fewer free instances
+        than nodes count as none."""
+        del zone, specific_reservations
+        if self.ranking is None:
+            return {}
+        reservation, _ = _reservation_for(self.ranking.sections,
+                                          instance_type, region,
+                                          self.ranking.num_nodes)
+        if reservation is None:
+            return {}
+        return {reservation.name: self.ranking.num_nodes}
+
     @staticmethod
     def gpu_count(instance_type: str) -> int:
         accelerators = mithril_catalog.get_accelerators_from_instance_type(
@@ -440,13 +525,15 @@ class Mithril(builtin_mithril.Mithril):
                     continue
                 regions = [volume_region]
                 candidate = candidate.copy(region=volume_region)
+            reserved = [r for r in regions if _reservation_for(
+                sections, instance_type, r, num_nodes)[0] is not None]
             reasons = {r: ranking.why_not_now(instance_type, r, market)
-                       for r in regions}
+                       for r in regions if r not in reserved}
             above_limit = [r for r in regions
                            if (market.quote(instance_type, r) or
                                (Decimal(0), 0))[0] > limit.per_hour]
             if (market.live and not ranking.patient and regions and
-                    above_limit == regions):
+                    above_limit == regions and not reserved):
                 price, where = _winning_price(instance_type, regions,
                                               num_nodes, market)
                 hints.append(
@@ -465,8 +552,10 @@ class Mithril(builtin_mithril.Mithril):
                                 f'allocated now ({reason}): ranked after the '
                                 'regions that can.')
             copy = candidate.copy(cloud=cloud)
-            ranked.append((min(cloud.instance_type_to_hourly_cost(
-                instance_type, candidate.use_spot, r) for r in regions), copy))
+            ranked.append((0.0 if reserved else min(
+                cloud.instance_type_to_hourly_cost(
+                    instance_type, candidate.use_spot, r) for r in regions),
+                           copy))
         if not ranked:
             return resources_utils.FeasibleResources([], [], ' '.join(hints))
         ranked.sort(key=lambda pair: pair[0])
@@ -547,6 +636,39 @@ class Mithril(builtin_mithril.Mithril):
         upload the user's whole Mithril config file.)"""
         return {}
 
+    @staticmethod
+    def _reservation_note(sections: settings.Sections, name_on_cloud: str,
+                          instance_type: str, region: str,
+                          num_nodes: int) -> Tuple[str, bool]:
+        """The fid of the task's reservation for the provisioner ('' when it
+        names none or the reservation holds another type or region), and
+        whether the cluster goes on it now; says so, or why it bids on spot
+        instead, once per launch."""
+        name = settings.resolve_reservation(*sections)
+        if not name:
+            return '', False
+        reservation, _ = reservation_room(name)
+        held = any(c.reservation_fid == reservation.fid for c in
+                   reservation_claims.of_cluster(name_on_cloud))
+        fits, why = _reservation_for(sections, instance_type, region,
+                                     num_nodes)
+        if held:
+            fits, why = reservation, None
+        mismatch = reserved_nodes.mismatch(
+            reservation, live_prices.snapshot().fid(instance_type, region) or '',
+            instance_type, region)
+        if _first_time_this_launch('reservation', name_on_cloud, name,
+                                   str(fits is None)):
+            if fits is not None:
+                logger.info(f'Mithril reservation {reservation.name} '
+                            f'({reservation.fid}): {num_nodes}× '
+                            f'{instance_type} in {region} on reserved '
+                            'instances, paid for at its creation; no bid.')
+            else:
+                logger.info(f'Mithril reservation {name}: {why}; the cluster '
+                            'bids on spot at your limit instead.')
+        return ('' if mismatch else reservation.fid), fits is not None
+
     def make_deploy_resources_variables(
         self,
         resources: 'resources_lib.Resources',
@@ -580,9 +702,12 @@ class Mithril(builtin_mithril.Mithril):
         timeout = settings.resolve_provision_timeout(*sections)
         boot_timeout = settings.resolve_boot_timeout(*sections)
         budget = settings.resolve_spend_budget(*sections)
-        if _first_time_this_launch('deploy', cluster_name.name_on_cloud,
-                                   region.name, instance_type,
-                                   str(limit.per_hour)):
+        reservation_fid, on_reservation = self._reservation_note(
+            sections, cluster_name.name_on_cloud, instance_type, region.name,
+            num_nodes)
+        if not on_reservation and _first_time_this_launch('deploy', cluster_name.name_on_cloud,
+                                     region.name, instance_type,
+                                     str(limit.per_hour)):
             logger.info(f'Mithril limit price: {limit.describe()} for '
                         f'{num_nodes}× {instance_type} in {region.name}. You '
                         'pay the market clearing price, never more than this.')
@@ -592,14 +717,17 @@ class Mithril(builtin_mithril.Mithril):
                 logger.info(market_note)
         account = Account('', '', '')
         node_credentials: Dict[str, str] = {}
+        node_files: Dict[str, str] = {}
         mounts: List[mithril_volumes.Mount] = []
         if not dryrun:
             account = _account_of(cluster_name.display_name)
             node_credentials = {node_keys.NODE_PATH: str(
                 node_keys.credentials_path(cluster_name.name_on_cloud))}
+            node_files = {reserved_nodes.NODE_FILE: str(
+                reserved_nodes.stage_node_file(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
-        if budget is not None:
+        if budget is not None and not on_reservation:
             standing = _check_budget(
                 budget, cluster_name.name_on_cloud,
                 f'this launch ({num_nodes}× {instance_type} at '
@@ -618,6 +746,8 @@ class Mithril(builtin_mithril.Mithril):
             'mithril_project_id': account.project_id,
             'mithril_api_url': account.api_url,
             'mithril_node_credentials': node_credentials,
+            'mithril_node_files': node_files,
+            'mithril_reservation': reservation_fid,
             'limit_price_per_hour': str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
             'boot_timeout': str(boot_timeout),

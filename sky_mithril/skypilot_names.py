@@ -216,6 +216,16 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.backends.backend_utils', '_RAY_YAML_KEYS_TO_RESTORE_EXCEPTIONS',
            API_SERVER, 'plugin.takeover._launch_settings_reach_existing_clusters: '
            'a relaunch\'s limit price and timeouts reach the bid'),
+    _entry('sky.optimizer', 'Optimizer.optimize', API_SERVER,
+           'plugin.takeover._reservations_reach_the_optimizer: wrapped to know '
+           'whether the DAG names a Mithril reservation'),
+    _entry('sky.utils.resources_utils', 'need_to_query_reservations',
+           API_SERVER, 'plugin.takeover._reservations_reach_the_optimizer: '
+           'also true while the DAG names a Mithril reservation'),
+    _entry(_CLOUD, 'Mithril.get_reservations_available_resources', API_SERVER,
+           'cloud.Mithril: the free instances of the task\'s reservation',
+           keywords=('instance_type', 'region', 'zone',
+                     'specific_reservations')),
     _entry('sky.core', 'cost_report', API_SERVER,
            'plugin.takeover._charges_reach_cost_report: wrapped so Mithril '
            'clusters show what their bids were charged'),

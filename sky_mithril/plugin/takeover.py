@@ -6,6 +6,7 @@ redirected here. Every SkyPilot name the plugin relies on is checked first
 SkyPilot version, if any of them has moved.
 """
 
+import contextvars
 import functools
 import hashlib
 import sys
@@ -246,11 +247,43 @@ def _charges_reach_cost_report() -> None:
     core.cost_report = cost_report_with_charges
 
 
+_DAG_NAMES_RESERVATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    'sky_mithril_dag_names_reservation', default=False)
+
+
+def _reservations_reach_the_optimizer() -> None:
+    """SkyPilot asks clouds for their reservations only when its own config
+    names some (`need_to_query_reservations`); it also asks while it
+    optimizes a DAG whose task (or user) names a Mithril reservation, so the
+    reservation's free instances count at no extra cost."""
+    from sky import optimizer  # pylint: disable=import-outside-toplevel
+    from sky.utils import resources_utils  # pylint: disable=import-outside-toplevel
+    from sky_mithril import cloud  # pylint: disable=import-outside-toplevel
+    original_optimize = optimizer.Optimizer.optimize
+    original_need = resources_utils.need_to_query_reservations
+
+    @functools.wraps(original_optimize)
+    def optimize(dag: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _DAG_NAMES_RESERVATION.set(cloud.names_reservation(dag))
+        try:
+            return original_optimize(dag, *args, **kwargs)
+        finally:
+            _DAG_NAMES_RESERVATION.reset(token)
+
+    @functools.wraps(original_need)
+    def need_to_query_reservations() -> bool:
+        return _DAG_NAMES_RESERVATION.get() or original_need()
+
+    optimizer.Optimizer.optimize = staticmethod(optimize)  # type: ignore[method-assign]
+    resources_utils.need_to_query_reservations = need_to_query_reservations
+
+
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
-    _task_config_reaches_existing_clusters, _charges_reach_cost_report)
+    _task_config_reaches_existing_clusters, _charges_reach_cost_report,
+    _reservations_reach_the_optimizer)
 
 
 def install() -> None:

@@ -149,7 +149,7 @@ def use_standbys(standbys: Standbys) -> None:
     _standbys = standbys
 
 
-def _boot_timeout(provider_config: Dict[str, Any]) -> float:
+def boot_timeout(provider_config: Dict[str, Any]) -> float:
     value = provider_config.get('boot_timeout')
     return (float(value) if value not in (None, '') else
             float(settings.DEFAULT_BOOT_TIMEOUT_SECONDS))
@@ -281,7 +281,15 @@ def cluster_info(conn: connection.Connection, bid: Optional[models.Bid],
     """The bid's nodes that have an SSH destination, as SkyPilot sees a
     cluster. The head is always the bid's first instance (None while it has
     no address), never a worker that booted first."""
-    instances = current_instances(conn, bid) if bid else []
+    return nodes_info(current_instances(conn, bid) if bid else [],
+                      provider_config)
+
+
+def nodes_info(instances: List[models.Instance],
+               provider_config: Optional[Dict[str, Any]]
+               ) -> common.ClusterInfo:
+    """Nodes in order, head first, as SkyPilot sees a cluster: those with an
+    SSH destination (the head None while it has none)."""
     nodes: Dict[str, List[common.InstanceInfo]] = {}
     ssh_user = SSH_USER
     for instance in instances:
@@ -613,7 +621,7 @@ class ClusterBid:
         timeouts, and to order several nodes.
         """
         allocation_timeout = _provision_timeout(provider_config)
-        boot_timeout = _boot_timeout(provider_config)
+        boot_seconds = boot_timeout(provider_config)
         timing = self._timing()
         region, instance_type = self.bid.region or '', self.bid.instance_type
         start = last_poll = time.time()
@@ -637,8 +645,8 @@ class ClusterBid:
                     return self._in_bid_order(instances)
                 if precise:
                     timing.observe_booting(instance_type, region, elapsed)
-                if elapsed > boot_timeout:
-                    raise self._boot_timeout_error(instances, boot_timeout)
+                if elapsed > boot_seconds:
+                    raise self._boot_timeout_error(instances, boot_seconds)
                 target = timing.next_boot_poll(instance_type, region, elapsed)
                 delay = (min(max(elapsed / 4, 0.25), MAX_WAITING_POLL_SECONDS)
                          if target is None else

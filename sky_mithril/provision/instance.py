@@ -1,7 +1,8 @@
 """SkyPilot's provisioner interface for Mithril, one function per lifecycle step.
 
-A cluster is one spot bid for all of its nodes (all-or-nothing), owned by
-`cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
+A cluster runs on a reservation's instances (`reserved_nodes`) when the task
+names a reservation that has room, else on one spot bid for all of its nodes
+(all-or-nothing), owned by `cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
@@ -17,10 +18,12 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril import CLOUD_NAME
+from sky_mithril.account import connection
 from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import node_key_renewal
+from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
@@ -38,26 +41,61 @@ def bootstrap_instances(
     return config
 
 
+def _on_reservation(conn: connection.Connection,
+                    cluster_name: str, cluster_name_on_cloud: str,
+                    config: common.ProvisionConfig
+                    ) -> Optional[reserved_nodes.ReservedNodes]:
+    """The cluster's reserved instances: those it holds, else free ones of
+    the reservation its launch names; None to go on a spot bid (a cluster
+    already on one stays there; a full, not yet active or ended
+    reservation bursts to spot, saying why)."""
+    held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    wanted = config.provider_config.get('reservation')
+    if held is not None or not wanted:
+        return held
+    if cluster_bid.live_bid(conn, cluster_name_on_cloud) is not None:
+        return None
+    reservation = reserved_nodes.find(conn, wanted)
+    reserved_nodes.check_ssh_key(conn, reservation,
+                                 config.authentication_config['ssh_key_id'])
+    try:
+        return reserved_nodes.ReservedNodes.claim(
+            conn, reservation, cluster_name, cluster_name_on_cloud,
+            config.count)
+    except reserved_nodes.ReservationError as e:
+        logger.info(f'Not on the reservation: {e}. Bidding on spot at the '
+                    'limit price instead.')
+        return None
+
+
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
                   config: common.ProvisionConfig) -> common.ProvisionRecord:
-    """Places, resumes or adopts the cluster's bid and returns once every
-    node is reachable; what this launch did is undone if it fails."""
-    del cluster_name
+    """Claims or resumes the cluster's reserved instances, or places,
+    resumes or adopts its bid, and returns once every node is reachable;
+    what this launch did is undone if it fails."""
     conn = cluster_bid.connect(config.provider_config)
-    held = cluster_bid.ClusterBid.acquire(conn, region, cluster_name_on_cloud,
-                                          config)
-    instance_fids = [i.fid for i in held.wait_until_ready(config.provider_config)]
-    outcome = held.outcome
+    reserved = _on_reservation(conn, cluster_name, cluster_name_on_cloud,
+                               config)
+    if reserved is not None:
+        instance_fids = [i.fid for i in reserved.wait_until_ready(
+            cluster_bid.boot_timeout(config.provider_config))]
+        created = reserved.outcome == reserved_nodes.Outcome.CLAIMED
+        resumed = reserved.outcome == reserved_nodes.Outcome.RESUMED
+    else:
+        held = cluster_bid.ClusterBid.acquire(conn, region,
+                                              cluster_name_on_cloud, config)
+        instance_fids = [
+            i.fid for i in held.wait_until_ready(config.provider_config)]
+        created = held.outcome == cluster_bid.Outcome.PLACED
+        resumed = held.outcome == cluster_bid.Outcome.RESUMED
     return common.ProvisionRecord(
         provider_name=CLOUD_NAME,
         region=region,
         zone=None,
         cluster_name=cluster_name_on_cloud,
         head_instance_id=instance_fids[0],
-        resumed_instance_ids=(instance_fids
-                              if outcome == cluster_bid.Outcome.RESUMED else []),
-        created_instance_ids=(instance_fids
-                              if outcome == cluster_bid.Outcome.PLACED else []))
+        resumed_instance_ids=instance_fids if resumed else [],
+        created_instance_ids=instance_fids if created else [])
 
 
 def wait_instances(region: str, cluster_name_on_cloud: str,
@@ -83,6 +121,9 @@ def query_instances(
     """
     del retry_if_missing
     conn = cluster_bid.connect(provider_config)
+    reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    if reserved is not None:
+        return reserved.statuses(cluster_name, non_terminated_only)
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}
@@ -100,25 +141,39 @@ def query_instances(
 def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
-    """Pauses the bid: instances spin down, disks are kept, billing stops."""
+    """Pauses the bid (instances spin down, disks are kept, billing stops),
+    or the cluster's reserved instances."""
     if worker_only:
-        logger.info('Mithril bids are all-or-nothing: workers cannot be '
-                    'stopped without the head; nothing was stopped.')
+        logger.info('Mithril clusters stop all nodes or none: workers cannot '
+                    'be stopped without the head; nothing was stopped.')
         return
-    cluster_bid.pause(cluster_bid.connect(provider_config), cluster_name_on_cloud)
+    conn = cluster_bid.connect(provider_config)
+    reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    if reserved is not None:
+        reserved.pause()
+        return
+    cluster_bid.pause(conn, cluster_name_on_cloud)
 
 
 def terminate_instances(cluster_name_on_cloud: str,
                         provider_config: Optional[Dict[str, Any]] = None,
                         worker_only: bool = False) -> None:
     """Cancels every live bid of the cluster and confirms each is
-    Terminated, then revokes the cluster's node keys (on a node, its own
-    last); a failure to revoke is reported, not raised."""
+    Terminated, or gives its reserved instances back to the reservation
+    (on a node, where that cannot finish, pauses them: the API server's
+    next status refresh gives them back); then revokes the cluster's node
+    keys (on a node, its own last); a failure to revoke is reported, not
+    raised."""
     if worker_only:
-        logger.info('Mithril bids are all-or-nothing: workers cannot be '
-                    'terminated without the head; nothing was terminated.')
+        logger.info('Mithril clusters end all nodes or none: workers cannot '
+                    'be terminated without the head; nothing was terminated.')
         return
     conn = cluster_bid.connect(provider_config)
+    reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    if reserved is not None and reserved.on_node:
+        reserved.pause()
+    elif reserved is not None:
+        reserved.give_back()
     cluster_bid.cancel_all(conn, cluster_name_on_cloud)
     node_keys.revoke_all(conn, cluster_name_on_cloud)
 
@@ -152,6 +207,9 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
     """Nodes with an SSH destination; the head is the bid's first instance."""
     del region
     conn = cluster_bid.connect(provider_config)
+    reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    if reserved is not None:
+        return reserved.cluster_info(provider_config)
     return cluster_bid.cluster_info(
         conn, cluster_bid.live_bid(conn, cluster_name_on_cloud), provider_config)
 

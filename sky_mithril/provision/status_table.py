@@ -1,5 +1,7 @@
 """One truth table from Mithril's (bid status, instance status) to SkyPilot's
-(cluster status, reason), one entry per node the cluster was launched with.
+(cluster status, reason), one entry per node the cluster was launched with;
+and its rows for a cluster on reserved instances, keyed by (reservation
+status, instance status).
 
 The rules that keep bills honest:
 - Only a Paused bid reads STOPPED: every other live bid can win capacity and
@@ -8,6 +10,8 @@ The rules that keep bills honest:
   that says Mithril re-allocates it by itself once the spot price is at or
   below the limit, and what `sky stop` and `sky down` do to it.
 - Only a Terminated bid (or none at all) reads gone.
+- A reserved instance is paid for in advance: paused, it reads STOPPED; once
+  its reservation has ended (or the instance was returned) it reads gone.
 """
 
 import dataclasses
@@ -20,6 +24,7 @@ from sky_mithril.api import models
 
 _Status = status_lib.ClusterStatus
 _Bid = models.BidState
+_Reservation = models.ReservationState
 _Instance = models.InstanceState
 NodeStatuses = Dict[str, Tuple[Optional[status_lib.ClusterStatus],
                                Optional[str]]]
@@ -94,6 +99,63 @@ TRUTH_TABLE: Dict[Tuple[str, str], Reading] = {
     for bid in BID_STATES
     for instance in INSTANCE_STATES
 }
+
+
+RESERVATION_STATES = (_Reservation.PENDING, _Reservation.ACTIVE,
+                      _Reservation.PAUSED, _Reservation.CANCELED,
+                      _Reservation.ENDED)
+RESERVED_PENDING = ('reservation {fid} starts at {start}; its instances boot '
+                    'then ({instance})')
+RESERVED_PAUSED = ('reserved instance {instance_fid} is paused (by `sky stop` '
+                   'or outside SkyPilot); it earns pause credit after an '
+                   'hour; `sky start` resumes it')
+RESERVED_BOOTING = 'reserved instance {instance_fid} is booting ({instance})'
+RESERVED_ERROR = ('reserved instance {instance_fid} reports an error '
+                  '({instance}); `sky down` gives it back to reservation {fid}')
+
+
+def _reserved_row(reservation_status: str, instance_status: str) -> Reading:
+    """The rule for one (reservation status, instance status) pair."""
+    if (reservation_status in (_Reservation.ENDED, _Reservation.CANCELED) or
+            instance_status in _GONE_INSTANCE):
+        return Reading(None, None)
+    if reservation_status == _Reservation.PENDING:
+        return Reading(_Status.INIT, RESERVED_PENDING)
+    if (reservation_status == _Reservation.PAUSED or instance_status in
+            (_Instance.PAUSED, _Instance.STOPPING, _Instance.STOPPED)):
+        return Reading(_Status.STOPPED, RESERVED_PAUSED)
+    if instance_status == _Instance.RUNNING:
+        return Reading(_Status.UP, None)
+    if instance_status == _Instance.ERROR:
+        return Reading(_Status.INIT, RESERVED_ERROR)
+    return Reading(_Status.INIT, RESERVED_BOOTING)
+
+
+RESERVED_TRUTH_TABLE: Dict[Tuple[str, str], Reading] = {
+    (reservation, instance): _reserved_row(reservation, instance)
+    for reservation in RESERVATION_STATES
+    for instance in INSTANCE_STATES
+}
+
+
+def reserved_node_statuses(reservation: models.Reservation,
+                           instances: List[models.Instance],
+                           non_terminated_only: bool) -> NodeStatuses:
+    """One entry per claimed instance, in the cluster's order (head first)."""
+    statuses: NodeStatuses = {}
+    for instance in instances:
+        reading = RESERVED_TRUTH_TABLE.get(
+            (reservation.status, instance.status),
+            Reading(_Status.INIT, RESERVED_BOOTING))
+        if reading.status is None and non_terminated_only:
+            continue
+        statuses[instance.fid] = (reading.status, None if reading.reason is None
+                                  else reading.reason.format(
+                                      fid=reservation.fid,
+                                      start=reservation.start_time.isoformat(),
+                                      instance=instance.status,
+                                      instance_fid=instance.fid))
+    return statuses
 
 
 def _reason(template: Optional[str], bid: models.Bid,

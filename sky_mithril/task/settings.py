@@ -1,5 +1,6 @@
 """The plugin's settings: limit price, provision and boot timeouts, volumes,
-and the project's spend budget (`max_hourly_spend`).
+the project's spend budget (`max_hourly_spend`) and the reservation a task
+runs on first (`reservation`).
 
 A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
 user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
@@ -31,9 +32,10 @@ PROVISION_TIMEOUT = 'provision_timeout'
 BOOT_TIMEOUT = 'boot_timeout'
 VOLUMES = 'volumes'
 MAX_HOURLY_SPEND = 'max_hourly_spend'
+RESERVATION = 'reservation'
 # The managed-job recovery's keys of the same section are in recovery.policy.
 KEYS = (LIMIT_PRICE, LIMIT_PRICE_PER_GPU, PROVISION_TIMEOUT, BOOT_TIMEOUT,
-        VOLUMES, MAX_HOURLY_SPEND)
+        VOLUMES, MAX_HOURLY_SPEND, RESERVATION)
 
 # SkyPilot's own cap per node-hour, in the task's `resources:`.
 MAX_HOURLY_COST = 'resources.max_hourly_cost'
@@ -67,6 +69,8 @@ def section_schema() -> Dict[str, Any]:
             VOLUMES: {'type': 'object',
                       'additionalProperties': {'type': 'string'}},
             MAX_HOURLY_SPEND: NUMBER_OR_STRING,
+            # A reservation's name or fid (`res_...`).
+            RESERVATION: {'type': 'string'},
         },
     }
 
@@ -217,6 +221,26 @@ def resolve_spend_budget(task_section: Dict[str, Any],
         if value is not None:
             return SpendBudget(parse_price(value, MAX_HOURLY_SPEND, scope),
                                f'{MAX_HOURLY_SPEND} in {scope}')
+    return None
+
+
+def resolve_reservation(task_section: Dict[str, Any],
+                        user_section: Dict[str, Any]) -> Optional[str]:
+    """The reservation (name or fid) a launch fills first, from the task,
+    else the user; None when neither names one. The task's `reservation: ''`
+    turns a user-wide one off."""
+    for section, scope in ((task_section, TASK_SCOPE), (user_section,
+                                                        USER_SCOPE)):
+        if RESERVATION not in section:
+            continue
+        value = section[RESERVATION]
+        if not isinstance(value, str):
+            where = (f'{scope}.{RESERVATION}' if scope == TASK_SCOPE else
+                     f'{RESERVATION} ({scope})')
+            raise MithrilConfigError(
+                f'{where} is {value!r}; write the reservation\'s name or fid '
+                'as a string (`sky-mithril reservations list` shows them).')
+        return value.strip() or None
     return None
 
 

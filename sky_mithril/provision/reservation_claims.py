@@ -1,0 +1,112 @@
+"""Which SkyPilot cluster holds which reserved instance: one claim per
+instance, in SkyPilot's own state database (`kv_cache`: SQLite for one user,
+the team's Postgres when the API server's `db:` points there), taken under
+SkyPilot's lock for the reservation (a file lock, or a Postgres advisory
+lock). Two launches, in two API-server workers or replicas, never claim one
+instance, and claims outlive an API-server restart."""
+
+import dataclasses
+import json
+import time
+import typing
+from typing import Dict, List, Optional
+
+from sky_mithril.api import models
+
+if typing.TYPE_CHECKING:
+    from sky.utils import locks
+
+KEY_PREFIX = 'sky-mithril/reservation-claim/'
+LOCK_SECONDS = 60.0
+# A claim whose SkyPilot cluster no longer exists is stale, but a launch
+# writes its claim before SkyPilot's cluster record can be read everywhere:
+# a claim this young is never taken for stale.
+FRESH_CLAIM_SECONDS = 900.0
+# A claim outlives its reservation's end by this much, then vanishes.
+AFTER_END_SECONDS = 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A reserved instance held by one SkyPilot cluster."""
+
+    instance_fid: str
+    reservation_fid: str
+    cluster_name: str
+    cluster_name_on_cloud: str
+    claimed_at: float
+
+
+def _key(reservation_fid: str, instance_fid: str) -> str:
+    return f'{KEY_PREFIX}{reservation_fid}/{instance_fid}'
+
+
+def _parse(value: str) -> Optional[Claim]:
+    try:
+        return Claim(**json.loads(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def lock(reservation_fid: str) -> 'locks.DistributedLock':
+    """SkyPilot's lock for changing the claims on one reservation."""
+    from sky.utils import locks as sky_locks  # pylint: disable=import-outside-toplevel
+    return sky_locks.get_lock(f'sky-mithril-reservation-{reservation_fid}',
+                          timeout=LOCK_SECONDS)
+
+
+def on(reservation_fid: str) -> Dict[str, Claim]:
+    """The claims on a reservation, by instance fid."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    claims = {}
+    for value in kv_cache.get_cache_entries_by_prefix(
+            f'{KEY_PREFIX}{reservation_fid}/').values():
+        claim = _parse(value)
+        if claim is not None:
+            claims[claim.instance_fid] = claim
+    return claims
+
+
+def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
+    """The instances a cluster holds, in the order they were claimed (the
+    head first)."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    claims = [c for c in (_parse(v) for v in
+                          kv_cache.get_cache_entries_by_prefix(KEY_PREFIX).values())
+              if c is not None and c.cluster_name_on_cloud == cluster_name_on_cloud]
+    return sorted(claims, key=lambda c: (c.claimed_at, c.instance_fid))
+
+
+def write(reservation: models.Reservation, instance_fids: List[str],
+          cluster_name: str, cluster_name_on_cloud: str) -> List[Claim]:
+    """Records the cluster's claim on each instance (call under `lock`)."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    now = time.time()
+    expires_at = reservation.end_time.timestamp() + AFTER_END_SECONDS
+    claims = []
+    for index, fid in enumerate(instance_fids):
+        # Microseconds apart, so the head (first) sorts first.
+        claim = Claim(fid, reservation.fid, cluster_name,
+                      cluster_name_on_cloud, now + index * 1e-6)
+        kv_cache.add_or_update_cache_entry(
+            _key(reservation.fid, fid), json.dumps(dataclasses.asdict(claim)),
+            expires_at)
+        claims.append(claim)
+    return claims
+
+
+def release(claims: List[Claim]) -> None:
+    """Forgets the claims (an expired entry is never read again)."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    for claim in claims:
+        kv_cache.add_or_update_cache_entry(
+            _key(claim.reservation_fid, claim.instance_fid), '', 0.0)
+
+
+def is_stale(claim: Claim) -> bool:
+    """A claim older than FRESH_CLAIM_SECONDS whose SkyPilot cluster is gone
+    (`sky down` or a failed launch that could not release it)."""
+    if time.time() - claim.claimed_at < FRESH_CLAIM_SECONDS:
+        return False
+    from sky import global_user_state  # pylint: disable=import-outside-toplevel
+    return global_user_state.get_cluster_from_name(claim.cluster_name) is None

@@ -1,0 +1,365 @@
+"""A cluster on a reservation's instances: finding the reservation, claiming
+free instances exactly once (`reservation_claims`), resuming, pausing and
+giving them back clean, and reading their statuses through the truth table.
+
+Reserved capacity is paid for at the reservation's creation, so a cluster on
+it adds nothing to the bill: `sky stop` pauses its instances (pause credit
+after an hour), `sky start` resumes them, `sky down` pauses them, resets their
+boot disks and releases the claims. Capacity goes back for credit only
+through `sky-mithril reservations return`.
+
+On a node (autostop, autodown) there is no claims database: the cluster's
+instances are read from NODE_FILE, which the launch stages for the nodes.
+"""
+
+import enum
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from sky import sky_logging
+from sky.provision import common
+from sky.utils import status_lib
+
+from sky_mithril.account import connection
+from sky_mithril.api import errors
+from sky_mithril.api import models
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import interrupts
+from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import status_table
+
+logger = sky_logging.init_logger('sky.sky_mithril.provision')
+
+_I = models.InstanceState
+CLAIMABLE = (_I.NEW, _I.CONFIRMED, _I.SCHEDULED, _I.INITIALIZING,
+             _I.STARTING, _I.RUNNING, _I.PAUSED, _I.STOPPING, _I.STOPPED)
+_GONE = (_I.TERMINATED, _I.REPLACED)
+_LIVE_RESERVATION = (models.ReservationState.ACTIVE,
+                     models.ReservationState.PENDING,
+                     models.ReservationState.PAUSED)
+POLL_SECONDS = 2.0
+PAUSE_CONFIRM_SECONDS = 300.0
+# Where a node finds the reserved instances of its cluster (autostop/autodown).
+NODE_FILE = '~/.sky/mithril/reserved-instances.json'
+
+
+class ReservationError(ValueError):
+    """A reservation the task names cannot be used; the message says why
+    and what to do."""
+
+
+class Outcome(enum.Enum):
+    """What `ReservedNodes.claim`/`held_by` did."""
+
+    CLAIMED = 'claimed'  # Free instances newly claimed for the cluster.
+    RESUMED = 'resumed'  # The cluster's paused instances resumed.
+    ADOPTED = 'adopted'  # The cluster's instances used as they were.
+
+
+def find(conn: connection.Connection, name_or_fid: str) -> models.Reservation:
+    """The project's reservation of that fid, else of that name (a live one
+    before an ended one)."""
+    reservations = conn.client.list_reservations(conn.project_id)
+    matches = ([r for r in reservations if r.fid == name_or_fid] or
+               [r for r in reservations if r.name == name_or_fid])
+    if not matches:
+        names = ', '.join(sorted({r.name for r in reservations})) or 'none'
+        raise ReservationError(
+            f'config.mithril.reservation is {name_or_fid!r}, but project '
+            f'{conn.project_id} has no reservation of that name or fid (its '
+            f'reservations: {names}). `sky-mithril reservations list` shows '
+            'them; `sky-mithril reservations create` buys one.')
+    return sorted(matches, key=lambda r: (r.status not in _LIVE_RESERVATION,
+                                          r.start_time))[0]
+
+
+def mismatch(reservation: models.Reservation, instance_type_fid: str,
+             instance_type: str, region: str) -> Optional[str]:
+    """Why the reservation cannot hold a node of this type and region."""
+    if reservation.instance_type != instance_type_fid:
+        return (f'reservation {reservation.name} ({reservation.fid}) holds '
+                f'another instance type than {instance_type}')
+    if reservation.region and reservation.region != region:
+        return (f'reservation {reservation.name} ({reservation.fid}) is in '
+                f'{reservation.region}, not {region}')
+    return None
+
+
+def _instances(conn: connection.Connection,
+               reservation_fid: str) -> List[models.Instance]:
+    return conn.client.list_instances(conn.project_id,
+                                      reservation_fids=[reservation_fid])
+
+
+def free_instances(conn: connection.Connection,
+                   reservation: models.Reservation) -> List[models.Instance]:
+    """The reservation's instances no live SkyPilot cluster holds, running
+    ones first (they need no resume)."""
+    claims = reservation_claims.on(reservation.fid)
+    free = [i for i in _instances(conn, reservation.fid)
+            if i.status in CLAIMABLE and
+            (i.fid not in claims or reservation_claims.is_stale(claims[i.fid]))]
+    return sorted(free, key=lambda i: (i.status != _I.RUNNING, i.fid))
+
+
+def why_not_now(reservation: models.Reservation, free: int,
+                quantity: int) -> Optional[str]:
+    """Why `quantity` nodes cannot go on the reservation now (None: they can)."""
+    where = f'reservation {reservation.name} ({reservation.fid})'
+    if reservation.status == models.ReservationState.PENDING:
+        return f'{where} starts at {reservation.start_time.isoformat()}'
+    if reservation.status != models.ReservationState.ACTIVE:
+        return f'{where} is {reservation.status}'
+    if free < quantity:
+        return (f'{where} has {free} of its {reservation.instance_quantity} '
+                f'instances free; the cluster needs {quantity}')
+    return None
+
+
+def check_ssh_key(conn: connection.Connection,
+                  reservation: models.Reservation, ssh_key_fid: str) -> None:
+    """The reservation's instances boot with the keys given at its creation;
+    SkyPilot reaches them only when its key is one of them."""
+    keys = reservation.launch_specification.ssh_keys
+    if ssh_key_fid in keys:
+        return
+    names = {k.fid: k.name for k in conn.client.list_ssh_keys(conn.project_id)}
+    listed = ', '.join(f'{names.get(fid, "?")} ({fid})' for fid in keys) or 'none'
+    raise ReservationError(
+        f'Reservation {reservation.name} ({reservation.fid}) was created '
+        f'without SkyPilot\'s SSH key ({ssh_key_fid}), and a reservation\'s '
+        f'keys cannot change: its keys are {listed}. Reservations bought with '
+        '`sky-mithril reservations create` carry SkyPilot\'s key; for this '
+        'one, add SkyPilot\'s public key (~/.sky/clients/*/ssh/sky-key.pub) to '
+        "each instance's ~/.ssh/authorized_keys with one of its keys, or drop "
+        'config.mithril.reservation to run on spot.')
+
+
+def node_file_path(cluster_name_on_cloud: str) -> Path:
+    """The local copy of NODE_FILE for one cluster, staged for its nodes."""
+    return (Path('~/.sky/mithril/clusters').expanduser() /
+            cluster_name_on_cloud / 'reserved-instances.json')
+
+
+def stage_node_file(cluster_name_on_cloud: str) -> Path:
+    """Makes sure the staged file exists (empty until instances are claimed)."""
+    path = node_file_path(cluster_name_on_cloud)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{}', encoding='utf-8')
+    return path
+
+
+def _write_node_file(claims: List[reservation_claims.Claim]) -> None:
+    path = stage_node_file(claims[0].cluster_name_on_cloud)
+    path.write_text(json.dumps({
+        'reservation': claims[0].reservation_fid,
+        'instances': [c.instance_fid for c in claims]}), encoding='utf-8')
+
+
+def _from_node_file() -> Optional[Dict[str, Any]]:
+    path = Path(NODE_FILE).expanduser()
+    try:
+        staged = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    return staged if staged.get('instances') else None
+
+
+def _autodown_set(cluster_name: str) -> bool:
+    """Whether SkyPilot's record of the cluster has autodown armed."""
+    from sky import global_user_state  # pylint: disable=import-outside-toplevel
+    record = global_user_state.get_cluster_from_name(cluster_name)
+    if not record or not record.get('to_down'):
+        return False
+    autostop = record.get('autostop')
+    return autostop is not None and autostop >= 0
+
+
+class ReservedNodes:
+    """The reserved instances one cluster holds, head first."""
+
+    def __init__(self, conn: connection.Connection, reservation_fid: str,
+                 instance_fids: List[str], outcome: Outcome,
+                 claims: List[reservation_claims.Claim],
+                 on_node: bool = False) -> None:
+        self.conn = conn
+        self.on_node = on_node
+        self.reservation_fid = reservation_fid
+        self.instance_fids = instance_fids
+        self.outcome = outcome
+        self._claims = claims
+
+    @classmethod
+    def held_by(cls, conn: connection.Connection,
+                cluster_name_on_cloud: str) -> Optional['ReservedNodes']:
+        """The cluster's reserved instances, from its claims (on a node, from
+        NODE_FILE); None for a cluster on a spot bid."""
+        claims = reservation_claims.of_cluster(cluster_name_on_cloud)
+        if claims:
+            return cls(conn, claims[0].reservation_fid,
+                       [c.instance_fid for c in claims], Outcome.ADOPTED,
+                       claims)
+        staged = _from_node_file()
+        if staged is None:
+            return None
+        return cls(conn, staged['reservation'], list(staged['instances']),
+                   Outcome.ADOPTED, [], on_node=True)
+
+    @classmethod
+    def claim(cls, conn: connection.Connection,
+              reservation: models.Reservation, cluster_name: str,
+              cluster_name_on_cloud: str,
+              quantity: int) -> 'ReservedNodes':
+        """Claims `quantity` free instances for a new cluster, all or none;
+        ReservationError says why not."""
+        with reservation_claims.lock(reservation.fid):
+            free = free_instances(conn, reservation)
+            why = why_not_now(reservation, len(free), quantity)
+            if why is not None:
+                raise ReservationError(why)
+            chosen = free[:quantity]
+            stale = [c for fid, c in reservation_claims.on(reservation.fid).items()
+                     if fid in {i.fid for i in chosen}]
+            reservation_claims.release(stale)
+            claims = reservation_claims.write(reservation,
+                                              [i.fid for i in chosen],
+                                              cluster_name,
+                                              cluster_name_on_cloud)
+        _write_node_file(claims)
+        logger.info(f'Claimed {quantity} instance(s) of reservation '
+                    f'{reservation.name} ({reservation.fid}): '
+                    f'{", ".join(c.instance_fid for c in claims)}.')
+        return cls(conn, reservation.fid, [c.instance_fid for c in claims],
+                   Outcome.CLAIMED, claims)
+
+    def reservation(self) -> Optional[models.Reservation]:
+        for r in self.conn.client.list_reservations(self.conn.project_id):
+            if r.fid == self.reservation_fid:
+                return r
+        return None
+
+    def instances(self) -> List[models.Instance]:
+        """The cluster's instances that still exist, head first."""
+        by_fid = {i.fid: i for i in _instances(self.conn, self.reservation_fid)
+                  if i.status not in _GONE}
+        return [by_fid[fid] for fid in self.instance_fids if fid in by_fid]
+
+    def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
+        """Resumes paused instances and waits until every node has an SSH
+        destination; on any failure or interrupt what this launch did is
+        undone (resumed instances paused again, new claims released)."""
+        resumed: List[str] = []
+        try:
+            instances = self.instances()
+            if len(instances) < len(self.instance_fids):
+                raise ReservationError(
+                    f'{len(self.instance_fids) - len(instances)} of the '
+                    'cluster\'s reserved instances no longer exist (returned, '
+                    'or the reservation ended); `sky down` and launch again.')
+            paused = [i.fid for i in instances
+                      if i.status in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
+            if paused:
+                with interrupts.deferred():
+                    self.conn.client.set_instances_paused(paused, paused=False)
+                resumed = paused
+                if self.outcome == Outcome.ADOPTED:
+                    self.outcome = Outcome.RESUMED
+                logger.info(f'Resuming {len(paused)} paused reserved '
+                            'instance(s); Mithril may first give a spot user '
+                            'its 5-minute notice.')
+            return self._wait(boot_timeout)
+        except BaseException:
+            self._undo(resumed)
+            raise
+
+    def _wait(self, boot_timeout: float) -> List[models.Instance]:
+        deadline = time.monotonic() + boot_timeout
+        while True:
+            instances = self.instances()
+            if (len(instances) == len(self.instance_fids) and
+                    all(i.status in (_I.STARTING, _I.RUNNING) and
+                        i.ssh_destination for i in instances)):
+                return instances
+            if any(i.status == _I.ERROR for i in instances):
+                raise ReservationError(
+                    'A reserved instance reports an error: '
+                    f'{", ".join(i.fid for i in instances if i.status == _I.ERROR)}.')
+            if time.monotonic() > deadline:
+                raise ReservationError(
+                    f'Reserved instances not reachable after {boot_timeout:.0f}s '
+                    f'({", ".join(f"{i.fid}: {i.status}" for i in instances)}); '
+                    'raise config.mithril.boot_timeout or try again.')
+            time.sleep(POLL_SECONDS)
+
+    def _undo(self, resumed: List[str]) -> None:
+        try:
+            if resumed:
+                with interrupts.deferred():
+                    self.conn.client.set_instances_paused(resumed, paused=True)
+            if self.outcome == Outcome.CLAIMED:
+                reservation_claims.release(self._claims)
+        except Exception as e:  # pylint: disable=broad-except
+            logger.warning(f'Could not undo the launch on reservation '
+                           f'{self.reservation_fid}: {e}')
+
+    def pause(self) -> None:
+        """`sky stop`: pauses the running instances (asynchronous)."""
+        running = [i.fid for i in self.instances()
+                   if i.status not in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
+        if running:
+            with interrupts.deferred():
+                self.conn.client.set_instances_paused(running, paused=True)
+            logger.info(f'Paused reserved instance(s) {", ".join(running)}; '
+                        'a pause earns credit once it has lasted an hour '
+                        '(`sky-mithril reservations info` shows it).')
+
+    def give_back(self) -> None:
+        """`sky down`: pauses the instances, resets their boot disks (the next
+        cluster finds them clean) and releases the claims. The capacity stays
+        in the reservation."""
+        self.pause()
+        deadline = time.monotonic() + PAUSE_CONFIRM_SECONDS
+        while True:
+            instances = self.instances()
+            if all(i.status == _I.PAUSED for i in instances):
+                break
+            if time.monotonic() > deadline:
+                raise ReservationError(
+                    'Reserved instances did not pause within '
+                    f'{PAUSE_CONFIRM_SECONDS:.0f}s '
+                    f'({", ".join(f"{i.fid}: {i.status}" for i in instances)}); '
+                    'run `sky down` again.')
+            time.sleep(POLL_SECONDS)
+        for instance in instances:
+            try:
+                self.conn.client.refresh_boot_disk(instance.fid)
+            except errors.NotFoundError:
+                continue
+        reservation_claims.release(self._claims)
+        logger.info(f'Gave {len(self.instance_fids)} instance(s) back to '
+                    f'reservation {self.reservation_fid} with fresh boot '
+                    'disks; they stay reserved (paused) for the next launch.')
+
+    def statuses(self, cluster_name: str,
+                 non_terminated_only: bool) -> status_table.NodeStatuses:
+        """The nodes' statuses. A cluster whose node took itself down
+        (autodown pauses the instances: a paused node cannot reset its own
+        disk) is given back here and reads gone."""
+        reservation = self.reservation()
+        if reservation is None:
+            return {}
+        statuses = status_table.reserved_node_statuses(
+            reservation, self.instances(), non_terminated_only)
+        if (statuses and not self.on_node and _autodown_set(cluster_name) and
+                all(status == status_lib.ClusterStatus.STOPPED
+                    for status, _ in statuses.values())):
+            self.give_back()
+            return {}
+        return statuses
+
+    def cluster_info(self, provider_config: Optional[Dict[str, Any]]
+                     ) -> common.ClusterInfo:
+        return cluster_bid.nodes_info(self.instances(), provider_config)

@@ -1,0 +1,204 @@
+"""A cluster on a reservation (`config.mithril.reservation`), driven through
+the provisioner against the emulator: its free instances are claimed, no bid
+is placed; stop pauses them, start resumes them, down gives them back clean
+and keeps the capacity; a full, not yet active or wrong-key reservation is
+handled as a user would expect; claims live in SkyPilot's database."""
+
+import datetime
+import json
+import subprocess
+import sys
+import threading
+from typing import Any, Dict, List
+
+import pytest
+
+from sky.utils import status_lib
+
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
+from sky_mithril.api import models
+from sky_mithril.devtools import provisioning as devtools_provisioning
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import reserved_nodes
+
+from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+UP = status_lib.ClusterStatus.UP
+STOPPED = status_lib.ClusterStatus.STOPPED
+OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherkeyfortheconsolesreservation0000 console'
+
+
+def _reserve(quantity: int, *, name: str = 'team-res', start_in_hours: int = 0,
+             key: str = PUBLIC_KEY) -> models.Reservation:
+    conn = connection.connect()
+    start = datetime.datetime.now(datetime.timezone.utc)
+    quote = conn.client.quote_reservation(
+        conn.project_id, cluster_bid.instance_type_fid(conn, TYPE, REGION),
+        REGION, start, start + datetime.timedelta(hours=3), quantity)
+    del quote
+    return conn.client.create_reservation(models.CreateReservationRequest(
+        project=conn.project_id,
+        instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
+        region=REGION,
+        start_time=start + datetime.timedelta(hours=start_in_hours),
+        end_time=start + datetime.timedelta(hours=start_in_hours + 3),
+        instance_quantity=quantity, name=name,
+        launch_specification=models.LaunchSpecification(
+            volumes=[], ssh_keys=[ssh_key_fid_for(conn, key)])))
+
+
+def _config(reservation: str, count: int = 1) -> Any:
+    key_fid = ssh_key_fid_for(connection.connect(), PUBLIC_KEY)
+    return devtools_provisioning.provision_config(
+        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
+         'region': REGION, 'limit_price_per_hour': '32.00',
+         'provision_timeout': '', 'boot_timeout': '', 'reservation': reservation},
+        key_fid, TYPE, count=count)
+
+
+def _launch(name: str, config: Any) -> Any:
+    return provisioner.run_instances(REGION, name, name, config)
+
+
+def _query(name: str) -> Dict[str, Any]:
+    return provisioner.query_instances(name, name, {'project_id': 'proj_emulator'})
+
+
+def _instances(reservation_fid: str) -> List[models.Instance]:
+    conn = connection.connect()
+    return conn.client.list_instances(conn.project_id,
+                                      reservation_fids=[reservation_fid])
+
+
+def _wait_active(reservation_fid: str) -> None:
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    while datetime.datetime.now() < deadline:
+        instances = _instances(reservation_fid)
+        if instances and all(i.status == models.InstanceState.RUNNING
+                             for i in instances):
+            return
+    raise AssertionError('the reservation\'s instances never ran')
+
+
+def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
+        fast_emulator: EmulatorServer) -> None:
+    reservation = _reserve(2)
+    _wait_active(reservation.fid)
+    record = _launch('on-res', _config(reservation.name, count=2))
+    assert bids_named(fast_emulator, 'on-res') == []
+    assert sorted(record.created_instance_ids) == sorted(reservation.instances)
+    assert record.head_instance_id == record.created_instance_ids[0]
+    assert _query('on-res') == {fid: (UP, None)
+                                for fid in record.created_instance_ids}
+    info = provisioner.get_cluster_info(REGION, 'on-res',
+                                        {'project_id': 'proj_emulator'})
+    assert info.head_instance_id == record.head_instance_id
+    assert all(nodes[0].external_ip for nodes in info.instances.values())
+
+    provisioner.stop_instances('on-res', {'project_id': 'proj_emulator'})
+    assert {s for s, _ in _query('on-res').values()} == {STOPPED}
+    reason = next(iter(_query('on-res').values()))[1]
+    assert 'paused' in reason and '`sky start`' in reason
+
+    restarted = _launch('on-res', _config(reservation.name, count=2))
+    assert restarted.resumed_instance_ids == record.created_instance_ids
+    assert {s for s, _ in _query('on-res').values()} == {UP}
+
+    provisioner.terminate_instances('on-res', {'project_id': 'proj_emulator'})
+    assert _query('on-res') == {}
+    assert reservation_claims.of_cluster('on-res') == []
+    kept = _instances(reservation.fid)
+    assert sorted(i.fid for i in kept) == sorted(reservation.instances)
+    assert {i.status for i in kept} == {models.InstanceState.PAUSED}
+    assert bids_named(fast_emulator, 'on-res') == []
+
+    # Given back clean, the instances are the next cluster's.
+    again = _launch('next-one', _config(reservation.fid, count=2))
+    assert sorted(again.created_instance_ids) == sorted(reservation.instances)
+    provisioner.terminate_instances('next-one', {'project_id': 'proj_emulator'})
+
+
+def test_a_full_reservation_bursts_to_a_spot_bid(
+        fast_emulator: EmulatorServer) -> None:
+    reservation = _reserve(1)
+    _wait_active(reservation.fid)
+    first = _launch('first', _config(reservation.name))
+    assert first.created_instance_ids == reservation.instances
+    burst = _launch('burst', _config(reservation.name))
+    [bid] = bids_named(fast_emulator, 'burst')
+    assert bid['status'] == 'Allocated'
+    assert burst.head_instance_id not in reservation.instances
+    provisioner.terminate_instances('burst', {'project_id': 'proj_emulator'})
+    provisioner.terminate_instances('first', {'project_id': 'proj_emulator'})
+
+
+def test_a_reservation_that_has_not_started_bursts_to_spot(
+        fast_emulator: EmulatorServer) -> None:
+    reservation = _reserve(1, name='later', start_in_hours=5)
+    _launch('early', _config(reservation.name))
+    assert bids_named(fast_emulator, 'early')[0]['status'] == 'Allocated'
+    assert reservation_claims.of_cluster('early') == []
+    provisioner.terminate_instances('early', {'project_id': 'proj_emulator'})
+
+
+def test_two_launches_at_once_never_share_an_instance(
+        fast_emulator: EmulatorServer) -> None:
+    reservation = _reserve(2)
+    _wait_active(reservation.fid)
+    records: Dict[str, Any] = {}
+
+    def launch(name: str) -> None:
+        records[name] = _launch(name, _config(reservation.name, count=2))
+
+    threads = [threading.Thread(target=launch, args=(n,)) for n in ('a', 'b')]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    on_reservation = [n for n in ('a', 'b')
+                      if set(records[n].created_instance_ids) ==
+                      set(reservation.instances)]
+    assert len(on_reservation) == 1
+    [spot] = [n for n in ('a', 'b') if n not in on_reservation]
+    assert len(bids_named(fast_emulator, spot)) == 1
+    for name in ('a', 'b'):
+        provisioner.terminate_instances(name, {'project_id': 'proj_emulator'})
+
+
+def test_claims_are_read_by_another_process(fast_emulator: EmulatorServer) -> None:
+    """An API-server restart (or a second worker) reads the same claims."""
+    reservation = _reserve(1)
+    _wait_active(reservation.fid)
+    _launch('kept', _config(reservation.name))
+    other = subprocess.run(
+        [sys.executable, '-c',
+         'import json; from sky_mithril.provision import reservation_claims as c; '
+         'print(json.dumps([x.instance_fid for x in c.of_cluster("kept")]))'],
+        capture_output=True, text=True, check=True)
+    assert json.loads(other.stdout.strip().splitlines()[-1]) == reservation.instances
+    provisioner.terminate_instances('kept', {'project_id': 'proj_emulator'})
+
+
+def test_a_reservation_without_skypilots_key_is_refused_naming_its_keys(
+        fast_emulator: EmulatorServer) -> None:
+    reservation = _reserve(1, name='console-made', key=OTHER_KEY)
+    _wait_active(reservation.fid)
+    with pytest.raises(reserved_nodes.ReservationError) as refused:
+        _launch('nokey', _config(reservation.name))
+    assert 'keys cannot change' in str(refused.value)
+    assert reservation.launch_specification.ssh_keys[0] in str(refused.value)
+    assert bids_named(fast_emulator, 'nokey') == []
+    assert reservation_claims.of_cluster('nokey') == []
+
+
+def test_an_unknown_reservation_names_the_fix(fast_emulator: EmulatorServer) -> None:
+    del fast_emulator
+    with pytest.raises(reserved_nodes.ReservationError) as refused:
+        _launch('typo', _config('no-such-reservation'))
+    assert 'sky-mithril reservations list' in str(refused.value)
