@@ -82,7 +82,8 @@ def write(reservation: models.Reservation, instance_fids: List[str],
     """Records the cluster's claim on each instance (call under `lock`)."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     now = time.time()
-    expires_at = reservation.end_time.timestamp() + AFTER_END_SECONDS
+    # Mithril's clock may not be this machine's: never already expired.
+    expires_at = max(reservation.end_time.timestamp(), now) + AFTER_END_SECONDS
     claims = []
     for index, fid in enumerate(instance_fids):
         # Microseconds apart, so the head (first) sorts first.

@@ -34,14 +34,12 @@ STOPPED = status_lib.ClusterStatus.STOPPED
 OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherkeyfortheconsolesreservation0000 console'
 
 
-def _reserve(quantity: int, *, name: str = 'team-res', start_in_hours: int = 0,
-             key: str = PUBLIC_KEY) -> models.Reservation:
+def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
+             start_in_hours: int = 0, key: str = PUBLIC_KEY) -> models.Reservation:
+    """A reservation bought as `sky-mithril reservations create` buys one,
+    starting at the emulator's now (plus `start_in_hours`)."""
     conn = connection.connect()
-    start = datetime.datetime.now(datetime.timezone.utc)
-    quote = conn.client.quote_reservation(
-        conn.project_id, cluster_bid.instance_type_fid(conn, TYPE, REGION),
-        REGION, start, start + datetime.timedelta(hours=3), quantity)
-    del quote
+    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
     return conn.client.create_reservation(models.CreateReservationRequest(
         project=conn.project_id,
         instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
@@ -88,7 +86,7 @@ def _wait_active(reservation_fid: str) -> None:
 
 def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(2)
+    reservation = _reserve(fast_emulator, 2)
     _wait_active(reservation.fid)
     record = _launch('on-res', _config(reservation.name, count=2))
     assert bids_named(fast_emulator, 'on-res') == []
@@ -126,7 +124,7 @@ def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
 
 def test_a_full_reservation_bursts_to_a_spot_bid(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(1)
+    reservation = _reserve(fast_emulator, 1)
     _wait_active(reservation.fid)
     first = _launch('first', _config(reservation.name))
     assert first.created_instance_ids == reservation.instances
@@ -140,7 +138,7 @@ def test_a_full_reservation_bursts_to_a_spot_bid(
 
 def test_a_reservation_that_has_not_started_bursts_to_spot(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(1, name='later', start_in_hours=5)
+    reservation = _reserve(fast_emulator, 1, name='later', start_in_hours=5)
     _launch('early', _config(reservation.name))
     assert bids_named(fast_emulator, 'early')[0]['status'] == 'Allocated'
     assert reservation_claims.of_cluster('early') == []
@@ -149,7 +147,7 @@ def test_a_reservation_that_has_not_started_bursts_to_spot(
 
 def test_two_launches_at_once_never_share_an_instance(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(2)
+    reservation = _reserve(fast_emulator, 2)
     _wait_active(reservation.fid)
     records: Dict[str, Any] = {}
 
@@ -173,7 +171,7 @@ def test_two_launches_at_once_never_share_an_instance(
 
 def test_claims_are_read_by_another_process(fast_emulator: EmulatorServer) -> None:
     """An API-server restart (or a second worker) reads the same claims."""
-    reservation = _reserve(1)
+    reservation = _reserve(fast_emulator, 1)
     _wait_active(reservation.fid)
     _launch('kept', _config(reservation.name))
     other = subprocess.run(
@@ -187,7 +185,7 @@ def test_claims_are_read_by_another_process(fast_emulator: EmulatorServer) -> No
 
 def test_a_reservation_without_skypilots_key_is_refused_naming_its_keys(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(1, name='console-made', key=OTHER_KEY)
+    reservation = _reserve(fast_emulator, 1, name='console-made', key=OTHER_KEY)
     _wait_active(reservation.fid)
     with pytest.raises(reserved_nodes.ReservationError) as refused:
         _launch('nokey', _config(reservation.name))
@@ -202,3 +200,44 @@ def test_an_unknown_reservation_names_the_fix(fast_emulator: EmulatorServer) -> 
     with pytest.raises(reserved_nodes.ReservationError) as refused:
         _launch('typo', _config('no-such-reservation'))
     assert 'sky-mithril reservations list' in str(refused.value)
+
+
+def test_the_reserved_rows_cover_every_pair() -> None:
+    from sky_mithril.provision import status_table
+    paused = (models.InstanceState.PAUSED, models.InstanceState.STOPPING,
+              models.InstanceState.STOPPED)
+    for reservation_status in status_table.RESERVATION_STATES:
+        for instance_status in status_table.INSTANCE_STATES:
+            reading = status_table.RESERVED_TRUTH_TABLE[(reservation_status,
+                                                         instance_status)]
+            ended = reservation_status in (models.ReservationState.ENDED,
+                                           models.ReservationState.CANCELED)
+            if reading.status is None:
+                assert ended or instance_status in (
+                    models.InstanceState.REPLACED, models.InstanceState.TERMINATED)
+            elif reading.status == STOPPED:
+                assert (reservation_status == models.ReservationState.PAUSED or
+                        instance_status in paused)
+            elif reading.status == UP:
+                assert instance_status == models.InstanceState.RUNNING
+
+
+def test_paused_outside_skypilot_reads_stopped_and_an_ended_reservation_reads_gone(
+        manual_clock_emulator: EmulatorServer) -> None:
+    server = manual_clock_emulator
+    reservation = _reserve(server, 1, name='short')
+    server.control('POST', 'advance', seconds=120)
+    _launch('short-lived', _config(reservation.name))
+    assert _query('short-lived') == {reservation.instances[0]: (UP, None)}
+
+    conn = connection.connect()
+    conn.client.set_instances_paused(reservation.instances, paused=True)
+    server.control('POST', 'advance', seconds=120)
+    [(status, reason)] = _query('short-lived').values()
+    assert status == STOPPED and 'outside SkyPilot' in reason
+
+    server.control('POST', 'advance', seconds=3 * 3600)
+    assert _query('short-lived') == {}
+    assert bids_named(server, 'short-lived') == []
+    provisioner.terminate_instances('short-lived', {'project_id': 'proj_emulator'})
+    assert reservation_claims.of_cluster('short-lived') == []
