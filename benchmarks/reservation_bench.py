@@ -20,9 +20,9 @@ up-front charge, and the reserved capacity leaving the spot pool. The bench
 only decides which job runs where, and reads the market's record: instances'
 statuses (running or not, a node lost) and charges (the clearing prices the
 bids were billed). Unlike the other benchmarks it runs no HTTP server: they
-measure sky-mithril's client, which speaks HTTP, and no client code is on this
-one's path (SkyPilot does not launch onto reservations yet), so a server would
-only slow its 30,000 steps down.
+measure sky-mithril's client, which speaks HTTP, while this one measures the
+policies, played by the bench itself with no client code on its path, so a
+server would only slow its 30,000 steps down.
 
 The scenario, and why (realistic, not picked to win):
 - one node type, h100-80gb.sxm.8x in us-central2-a, of the emulator's default
