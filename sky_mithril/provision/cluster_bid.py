@@ -21,7 +21,8 @@ paused bid resumed, a limit raised) is checked against the launch's
 
 A bid POST answered by a 5xx, a timeout or a reset may still be committed by
 Mithril later. No second POST goes out until the bid has been looked for by
-name for LATE_COMMIT_WINDOW_SECONDS (`create_once`), and a launch that placed
+name for LATE_COMMIT_WINDOW_SECONDS (`create_once`; a look-up that fails is
+made again until the window ends), and a launch that placed
 a bid leaves its name with that one live bid (`cancel_extra_bids`), so a
 commit later than the window is still cancelled while the launch is alive.
 
@@ -106,9 +107,10 @@ class SeveralLiveBidsError(RuntimeError):
 
 
 class UnwatchedCommitError(errors.MithrilAPIError):
-    """Placing a bid stopped before the late-commit window of a POST whose
-    answer was lost had been watched to its end, because looking for the bid
-    failed: Mithril may still commit that bid, and it would bill."""
+    """Placing a bid stopped without knowing whether a POST whose answer was
+    lost was committed, because the last look-up for the bid, at the end of
+    its late-commit window, failed: that bid may be live, and it would
+    bill."""
 
 
 class Outcome(enum.Enum):
@@ -800,13 +802,15 @@ def create_once(conn: connection.Connection,
     all. The client never retries a POST on its own once it may have reached
     the server.
 
-    Each POST runs with SIGINT/SIGTERM held (`interrupts.deferred`); the
-    looking between POSTs does not, so Ctrl-C ends it at once. Whatever ends
-    this while a POST's outcome is unknown, an interrupt or an error, first
-    watches the rest of that POST's window and cancels the bid if it appears
-    (`_BidPosts.cancel_late_commit`); if looking for it fails, that raises
-    UnwatchedCommitError. After more than one POST, any other live bid of
-    the name is cancelled (`cancel_extra_bids`).
+    A look-up that fails is made again at the next poll, up to the window's
+    end: only one that fails once the window is over ends the looking (it
+    raises). Each POST runs with SIGINT/SIGTERM held (`interrupts.deferred`);
+    the looking between POSTs does not, so Ctrl-C ends it at once. Whatever
+    ends this while a POST's outcome is unknown, an interrupt or an error,
+    first watches the rest of that POST's window and cancels the bid if it
+    appears (`_BidPosts.cancel_late_commit`); if the last look-up fails,
+    that raises UnwatchedCommitError. After more than one POST, any other
+    live bid of the name is cancelled (`cancel_extra_bids`).
     """
     posts = _BidPosts(conn, request.name, placed_before)
     with budget_lib.guarded(conn, budget):
@@ -886,36 +890,47 @@ class _BidPosts:
 
     def _await_late_commit(self) -> Optional[models.Bid]:
         """The bid of a POST whose answer was lost, once it appears; None if
-        it has not by the end of the window."""
+        it has not by the end of the window. A look-up that fails is made
+        again at the next poll, so a commit after a passing failure is still
+        found; one that fails once the window is over raises, the POST's
+        outcome still unknown."""
         assert self.unknown_until is not None
         while True:
-            found = self._ours()
-            if found or time.monotonic() >= self.unknown_until:
-                self.unknown_until = None
-                return found[0] if found else None
+            try:
+                found = self._ours()
+            except errors.MithrilAPIError as e:
+                if time.monotonic() >= self.unknown_until:
+                    raise
+                logger.debug(f'Looking for bid {self.name!r} failed ({e}); '
+                             'looking again.')
+            else:
+                if found or time.monotonic() >= self.unknown_until:
+                    self.unknown_until = None
+                    return found[0] if found else None
             time.sleep(LATE_COMMIT_POLL_SECONDS)
 
     def cancel_late_commit(self, cause: BaseException) -> None:
         """After `cause` ended the placement while a POST's outcome is
-        unknown: cancels its bid if it appears before the window ends. Ctrl-C
-        again stops the watch, saying what may still appear."""
+        unknown: cancels its bid if it appears before the window ends (a
+        window already over is looked at once more). Ctrl-C again stops the
+        watch, saying what may still appear."""
         if self.unknown_until is None:
             return
         logger.info(f'Placing bid {self.name!r} stopped ({_describe(cause)}) '
                     'while a POST whose answer was lost may still be '
                     f'committed; watching for it for up to '
-                    f'{self.unknown_until - time.monotonic():.0f}s to cancel '
-                    'it.')
+                    f'{max(self.unknown_until - time.monotonic(), 0):.0f}s '
+                    'to cancel it.')
         until = self.unknown_until
         try:
             found = self._await_late_commit()
         except BaseException as e:
             stopped = (
-                f'Stopped watching for bid {self.name!r}: Mithril may still '
-                'commit a POST whose answer was lost in the next '
-                f'{max(until - time.monotonic(), 0):.0f}s, and it would '
-                'bill. Run `sky down` for this cluster afterwards to cancel '
-                'it.')
+                f'Stopped watching for bid {self.name!r}: Mithril may have '
+                'committed a POST of it whose answer was lost, or still '
+                f'commit it in the next {max(until - time.monotonic(), 0):.0f}'
+                's, and it would bill. Run `sky down` for this cluster '
+                'afterwards to cancel it.')
             logger.warning(stopped)
             if isinstance(e, Exception):
                 raise UnwatchedCommitError(

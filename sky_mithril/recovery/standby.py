@@ -8,8 +8,8 @@ The standby is recorded (`records`) from before its POST until it is
 promoted or dropped; the provisioner reads that record, plugged in here at
 import (`cluster_bid.use_standbys`), to tell the cluster's bid from its
 standby, and `sky stop` drops the standby. A placement that failed while a
-bid of it may still be committed (a POST whose answer was lost, its window
-not watched to the end because looking for it failed) stays recorded as
+bid of it may still be committed (a POST whose answer was lost, and the
+look-up at its window's end failed) stays recorded as
 being placed: a late commit is then a standby beside the cluster's bid,
 cancelled by the recovery before SkyPilot's own (`drop_recorded_standby`),
 by a status refresh once no recovery prepares it (`cluster_bid.refreshed_bid`),
@@ -58,7 +58,7 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     Undone (cancelled) if placing it fails or is interrupted; a POST whose
     answer was lost is waited out first (`cluster_bid.create_once`), so a
     late commit of it is cancelled too. If that cannot be made sure of (the
-    bid could not be looked for), it stays recorded as being placed."""
+    last look-up for the bid failed), it stays recorded as being placed."""
     for earlier in cluster_bid.live_bids(conn, bid.name):
         if earlier.fid != bid.fid:
             drop_standby(conn, bid.name, earlier.fid)

@@ -177,14 +177,16 @@ def test_a_standby_that_cannot_be_cancelled_stops_the_recovery(
 
 def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
                                                   ) -> threading.Thread:
-    """The standby's POST is answered with a 503 and committed 30 s of
-    market time later; once it was sent, looking for bids by name fails
-    twice: while its placement waits for it, and as the placement, given
-    up, watches for it to cancel it."""
+    """The standby's POST is answered with a 503 half a second after it
+    came, and committed 30 s of market time later; once it came, looking for
+    bids by name fails three times: at the start and at the end of the
+    late-commit window its placement waits out (`LATE_COMMIT_POLL_SECONDS`
+    longer than the window), and as the placement, given up, watches for it
+    to cancel it."""
     server.control('PUT', 'faults', rules=[{
         'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
         'late_commit_s': 30, 'server_error_statuses': [503],
-        'max_faults': 1}])
+        'max_faults': 1, 'latency': 1.0, 'latency_s': 0.5}])
 
     def then_fail_listing() -> None:
         deadline = time.monotonic() + 30
@@ -193,7 +195,7 @@ def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
             time.sleep(0.02)
         server.control('PUT', 'faults', rules=[{
             'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
-            'server_error_statuses': [503], 'max_faults': 2}])
+            'server_error_statuses': [503], 'max_faults': 3}])
 
     failing = threading.Thread(target=then_fail_listing)
     failing.start()
@@ -202,13 +204,14 @@ def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
 
 def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
         recovery_emulator, monkeypatch):
-    """The standby's placement fails without having watched its lost POST's
-    late-commit window to the end; Mithril commits the POST after the
-    planning is over: the standby, still recorded as being placed, is
-    cancelled before FAILOVER's relaunch, which adopts the old bid alone."""
+    """The standby's placement fails without knowing whether its lost POST
+    was committed, every look-up of its late-commit window having failed;
+    Mithril commits the POST after the planning is over: the standby, still
+    recorded as being placed, is cancelled before FAILOVER's relaunch,
+    which adopts the old bid alone."""
     server = recovery_emulator
-    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 3.0)
-    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 1.0)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
     preempt(server)
     [old] = statuses(server)
     plan = strategy.plan_recovery
@@ -227,7 +230,7 @@ def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
     failing.join()
 
     late = the_standby(server, old)
-    assert server.control('GET', 'faults')['counts']['server_error'] == 2
+    assert server.control('GET', 'faults')['counts']['server_error'] == 3
     assert executor.adopted == [old]
     assert statuses(server) == {old: 'Preempting', late: 'Terminated'}
     assert records.standby_of('job') is None
