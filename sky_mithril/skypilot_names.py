@@ -410,6 +410,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.utils.command_runner', 'CommandRunner.run', API_SERVER,
            'recovery.notice.wait_for_preemption_hooks: the "hooks done" '
            'file', keywords=('stream_logs',)),
+    _entry('sky.utils.command_runner', 'CommandRunner.node', API_SERVER,
+           'provision.node_key_renewal.records_the_nodes: where a runner '
+           'connects', on_instances=True),
     _entry('sky.utils.command_runner', 'CommandRunner.rsync', API_SERVER,
            'recovery.staging.fetch_runtime_files: from the old node; provision.'
            'node_key_renewal.push_to_nodes: a renewed key to every node',

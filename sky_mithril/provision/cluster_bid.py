@@ -267,7 +267,7 @@ def current_instances(conn: connection.Connection,
     return _in_order_of(bid, live)[:bid.instance_quantity]
 
 
-def _ssh_port(instance: models.Instance) -> int:
+def ssh_port(instance: models.Instance) -> int:
     """22 on Mithril; the emulator's local SSH hosts add `ssh_port`."""
     return int((instance.model_extra or {}).get('ssh_port') or 22)
 
@@ -295,7 +295,7 @@ def cluster_info(conn: connection.Connection, bid: Optional[models.Bid],
                                 internal_ip=instance.private_ip or
                                 instance.ssh_destination,
                                 external_ip=instance.ssh_destination,
-                                ssh_port=_ssh_port(instance),
+                                ssh_port=ssh_port(instance),
                                 tags={})
         ]
     return common.ClusterInfo(instances=nodes,
