@@ -368,13 +368,16 @@ def pause(conn: connection.Connection, name: str) -> None:
 
 def cancel_all(conn: connection.Connection, name: str) -> None:
     """Cancels every live bid of the cluster (a standby too) and confirms
-    each is Terminated."""
+    each is Terminated. The standby's record is forgotten first: a standby
+    placement still under way then finds it gone and cancels the bid it
+    places itself, and one it recorded before is live by the time its bids
+    are listed here."""
+    if _standbys is not None:
+        _standbys.forget(name)
     for bid in live_bids(conn, name):
         with interrupts.deferred():
             cancel_and_confirm(conn, bid.fid)
         logger.info(f'Cancelled bid {bid.fid}.')
-    if _standbys is not None:
-        _standbys.forget(name)
 
 
 def instance_type_fid(conn: connection.Connection, instance_type: str,

@@ -13,13 +13,15 @@ look-up at its window's end failed) stays recorded as
 being placed: a late commit is then a standby beside the cluster's bid,
 cancelled by the recovery before SkyPilot's own (`drop_recorded_standby`),
 by a status refresh once no recovery prepares it (`cluster_bid.refreshed_bid`),
-by `sky stop` and by `sky down`.
+by `sky stop` and by `sky down`. A placement that outlives its record (the
+cluster torn down meanwhile, as after `sky jobs cancel`) never writes it
+back: it cancels what it placed itself.
 """
 
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, FrozenSet, Optional
 
 from sky import sky_logging
 
@@ -74,7 +76,6 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     try:
         placement = cluster_bid.create_once(conn, request, placed_before,
                                             budget=budget)
-        records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
         settled = False
         try:
@@ -83,12 +84,20 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
         finally:
             if settled:
                 records.forget_standby(bid.name)
-            else:
-                # A bid of it may be live, or still be committed: recorded
-                # as being placed (from now), it is told from the cluster's
-                # bid until something cancels it (module docstring).
-                records.set_standby(bid.name, '')
+            elif not records.settle_standby(bid.name, ''):
+                # A bid of it may be live, and no record tells it from the
+                # cluster's any more: nothing else would cancel it.
+                _cancel_orphaned_placement(conn, bid.name, placed_before)
+            # Else it is recorded as being placed (from now), told from the
+            # cluster's bid until something cancels it (module docstring).
         raise
+    if not records.settle_standby(bid.name, placement.bid.fid):
+        with interrupts.deferred():
+            cluster_bid.cancel_and_confirm(conn, placement.bid.fid)
+        raise RuntimeError(
+            f'{bid.name}: the cluster was torn down (or its standby dropped) '
+            f'while its standby was placed; cancelled bid '
+            f'{placement.bid.fid}.')
     logger.info(f'Placed standby bid {placement.bid.fid} for {bid.fid} in '
                 f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
                 'per instance.')
@@ -96,6 +105,37 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
                                   cluster_bid.Outcome.PLACED,
                                   placed_at=placement.placed_at,
                                   placed_before=placed_before)
+
+
+def _cancel_orphaned_placement(conn: connection.Connection, name: str,
+                               placed_before: FrozenSet[str]) -> None:
+    """After a standby's placement failed while a bid of it may be live,
+    its record gone meanwhile (the cluster torn down, or the standby
+    dropped by `sky stop`): cancels every live bid of the name but
+    `placed_before` (the bid it stood by for), the placement's, looking up
+    to DROP_ATTEMPTS times; warns, naming the command that cancels it, if
+    it cannot."""
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        try:
+            for orphan in cluster_bid.live_bids(conn, name):
+                if orphan.fid not in placed_before:
+                    with interrupts.deferred():
+                        cluster_bid.cancel_and_confirm(conn, orphan.fid)
+                    logger.info(f'Cancelled bid {orphan.fid}: a standby of '
+                                f'{name!r} placed after its record was gone '
+                                '(the cluster torn down or stopped).')
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            logger.info(f'{name}: looking for a standby placed after its '
+                        f'record was gone failed (attempt {attempt} of '
+                        f'{DROP_ATTEMPTS}): {e}')
+        if attempt < DROP_ATTEMPTS:
+            time.sleep(DROP_RETRY_SECONDS)
+    logger.warning(
+        f'{name}: a standby bid may have been placed after the cluster was '
+        'torn down or stopped, and could not be looked for; should it be '
+        'live, it bills: cancel it with `sky-mithril instance delete <fid> '
+        '--include-sky-clusters` (`sky-mithril instance list` shows it).')
 
 
 def promote_standby(conn: connection.Connection, name: str,

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
+from sky.provision import common
 
 from sky_mithril.account import connection
 from sky_mithril.emulator.server import EmulatorServer
@@ -271,6 +272,49 @@ def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
                                                        standby.bid.fid}
     assert records.standby_of('job') == standby.bid.fid
     assert bid_posts(server) == 2  # the launch's, and one for the standby
+
+
+def test_a_standby_unwatched_after_its_cluster_was_torn_down_is_cancelled(
+        manual_clock_emulator, window, monkeypatch, tmp_path):
+    """The standby's POST is answered with a 503 after SkyPilot tore the
+    cluster down (`sky jobs cancel`); Mithril commits it within the window,
+    but every look-up for it fails until its placement gives up. The
+    cluster being gone, its standby's record is not written back (nothing
+    would read it): the placement looks for the bid again and cancels it."""
+    server = manual_clock_emulator
+    window(1.0)
+    # The window is looked at twice: at its start and, the poll coming
+    # after its end, last.
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
+    monkeypatch.setattr(standby_lib, 'DROP_RETRY_SECONDS', 0.05)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
+                           CLEARING_S)
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price='$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    conn = connection.connect(max_retry_seconds=0.0)
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    late_commit_first_post(server, 30, answered_after=2.0)
+    placing = Background(lambda: standby_lib.place_standby(
+        conn, old, Decimal('30.00'), None))
+    wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
+    provisioner.terminate_instances('job', PROVIDER)
+    assert records.standby_of('job') is None
+    # Before the POST is answered: looking for the bid fails four times,
+    # the window's two look-ups, the one more as the placement, given up,
+    # watches for it to cancel it, and the one before it gives up.
+    fail_listing(server, 4)
+    wait_for(lambda: failed_requests(server) == 1, 'it was never looked for')
+    server.control('POST', 'advance', seconds=30)
+    placing.join(30)
+
+    assert isinstance(placing.error, common.StopFailoverError), placing.error
+    assert failed_requests(server) == 4
+    assert live(server, 'job') == []
+    assert len(bids_named(server, 'job')) == 2
+    assert records.standby_of('job') is None
 
 
 @pytest.fixture
