@@ -346,16 +346,23 @@ def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
 
 def pause(conn: connection.Connection, name: str) -> None:
     """Pauses the cluster's live bid: instances spin down, billing stops. A
-    standby is cancelled: a stopped cluster bills for nothing."""
+    standby is cancelled: a stopped cluster bills for nothing. Once it is,
+    the cluster's bid is looked up again: the standby's guard may have made
+    the standby the cluster's bid meanwhile (the notice over), and then the
+    drop keeps it, and it is what is paused."""
     bids = live_bids(conn, name)
     bid = _clusters_bid(bids, name)
     if bid is None:
         return
-    for other in bids:
-        if other.fid != bid.fid:
-            # A second live bid is the cluster's only as a recorded standby.
-            assert _standbys is not None, other.fid
-            _standbys.drop(conn, name, other.fid)
+    standbys = [other for other in bids if other.fid != bid.fid]
+    for standby in standbys:
+        # A second live bid is the cluster's only as a recorded standby.
+        assert _standbys is not None, standby.fid
+        _standbys.drop(conn, name, standby.fid)
+    if standbys:
+        bid = live_bid(conn, name)
+        if bid is None:
+            return
     if bid.status == models.BidState.PAUSED:
         return
     try:

@@ -139,18 +139,30 @@ def _cancel_orphaned_placement(conn: connection.Connection, name: str,
 
 
 def promote_standby(conn: connection.Connection, name: str,
-                    standby_fid: str) -> None:
+                    standby_fid: str, replacing: Optional[str] = None
+                    ) -> bool:
     """Makes the standby the cluster's bid: every other live bid of the
     cluster is cancelled (confirmed Terminated) first. A paused one is the
     stopped cluster the user keeps, and a standby no longer live replaces
     nothing: then nothing is cancelled, and this raises. Idempotent; decided
-    and done under `records.choosing_bids`, as `drop_standby` is."""
+    and done under `records.choosing_bids`, as `drop_standby` is.
+
+    `replacing` is the bid whose notice's end the caller saw (the standby's
+    guard): its state is read again under the lock, and unless it is still
+    live with its notice over (Open or Allocated; not paused by a `sky
+    stop`, nor gone) nothing is done and this returns False. True once the
+    standby is the cluster's bid."""
     with records.choosing_bids():
         bids = cluster_bid.live_bids(conn, name)
         if standby_fid not in {b.fid for b in bids}:
             raise RuntimeError(f'Standby {standby_fid} of {name!r} is gone: '
                                'it replaces no bid.')
         others = [b for b in bids if b.fid != standby_fid]
+        if replacing is not None and not any(
+                b.fid == replacing and b.status in (models.BidState.OPEN,
+                                                    models.BidState.ALLOCATED)
+                for b in others):
+            return False
         paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
         if paused:
             raise RuntimeError(
@@ -162,6 +174,7 @@ def promote_standby(conn: connection.Connection, name: str,
             logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
                         'replaces it.')
         records.forget_standby(name)
+    return True
 
 
 def drop_standby(conn: connection.Connection, name: str,
