@@ -39,8 +39,10 @@ class SkyPilotsFailover:
     """Stands for SkyPilot's FAILOVER strategy, whose recovery first
     relaunches the job in the cluster's region onto the cluster as it is,
     without a teardown. The provisioner's first step there,
-    `ClusterBid.acquire`, adopts the cluster's live bid: that is what this
-    does and records. A job submitted on a cluster starts at once."""
+    `ClusterBid.acquire`, adopts the cluster's live bid at the relaunch's
+    limit (the cluster is being recovered: `recovery_limit_price`): that is
+    what this does and records. A job submitted on a cluster starts at
+    once."""
 
     cluster_name = 'job'
     pool = None
@@ -52,7 +54,8 @@ class SkyPilotsFailover:
     async def recover(self) -> float:
         held = await asyncio.to_thread(
             cluster_bid.ClusterBid.acquire, connection.connect(), REGION,
-            'job', provision_config(limit='10.00'))
+            'job', provision_config(
+                limit=f'{MITHRIL["recovery_limit_price"]:.2f}'))
         self.adopted.append(held.bid.fid)
         return time.time()
 
