@@ -375,8 +375,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.strategy._StandbyRecovery.recover, cloud._account_of and '
            'provision.node_key_renewal.push_to_nodes: the cluster\'s record'),
     _entry('sky.global_user_state', 'update_cluster_handle', API_SERVER,
-           'recovery.strategy.move_to_standby: the record points at the '
-           'standby'),
+           'recovery.strategy.make_standby_the_clusters_bid: the record '
+           'points at the standby'),
     # Managed jobs: the runtime (recovery/runtime) and the recovery
     # strategies (recovery/strategy), in the jobs controller.
     *(_entry(_RUNTIME, f'ManagedJobRuntime.{method}', API_SERVER,
@@ -413,13 +413,17 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.staging.pointed_at: a record of the standby\'s nodes',
            keywords=('cluster_info',)),
     _entry(_BACKEND, f'{_HANDLE}.close_skylet_ssh_tunnel', API_SERVER,
-           'recovery.strategy.move_to_standby: the tunnel to the old head'),
+           'recovery.strategy.make_standby_the_clusters_bid: the tunnel to '
+           'the old head'),
     _entry(_BACKEND, f'{_HANDLE}.is_grpc_enabled', API_SERVER,
            'recovery.staging.stage_job: SSH, not the old head\'s tunnel',
            on_instances=True),
     _entry('sky.utils.command_runner', 'CommandRunner.run', API_SERVER,
            'recovery.notice.wait_for_preemption_hooks: the "hooks done" '
            'file', keywords=('stream_logs',)),
+    _entry('sky.utils.command_runner', 'CommandRunner.node', API_SERVER,
+           'provision.node_key_renewal.records_the_nodes: where a runner '
+           'connects', on_instances=True),
     _entry('sky.utils.command_runner', 'CommandRunner.rsync', API_SERVER,
            'recovery.staging.fetch_runtime_files: from the old node; provision.'
            'node_key_renewal.push_to_nodes: a renewed key to every node',

@@ -299,10 +299,14 @@ def _renewal_due(record: _Record, conn: connection.Connection,
 
 
 def renew_if_due(conn: connection.Connection, cluster_name_on_cloud: str,
-                 deliver: Callable[[Path], None]) -> None:
+                 deliver: Callable[[Path], None],
+                 can_deliver: Callable[[], bool]) -> None:
     """Renews the cluster's node key when it is due (module docstring).
     Deciding costs no request: this machine's record of the key (none on a
-    node) and the server's clock as its last answer gave it.
+    node) and the server's clock as its last answer gave it. A renewal due
+    while `can_deliver` says `deliver` would not reach the cluster's nodes
+    does nothing (nothing minted, put anywhere or revoked, no failure
+    recorded), so the next call tries again.
 
     A new key is minted and written to a file of the cluster's folder (mode
     600), which `deliver` puts on every node as NODE_PATH. Only once it has
@@ -319,7 +323,8 @@ def renew_if_due(conn: connection.Connection, cluster_name_on_cloud: str,
     cluster out of its files meanwhile."""
     record = _read_record(cluster_name_on_cloud)
     now = conn.client.server_now()
-    if record is None or not _renewal_due(record, conn, now):
+    if (record is None or not _renewal_due(record, conn, now) or
+            not can_deliver()):
         return
     name = key_name(conn.project_id, cluster_name_on_cloud)
     older = _live_keys_named(conn, name)

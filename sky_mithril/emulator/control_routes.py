@@ -1,6 +1,6 @@
 """The emulator's control endpoints, for tests, benchmarks and demos: steer
-the market (prices, capacity, time, preemptions) and the fault injector, and
-read the request statistics.
+the market (prices, capacity, time, preemptions, replaced instances) and the
+fault injector, and read the request statistics.
 
 Control endpoints (`/_emulator/...`, JSON, no auth, never faulted, not counted
 in the request statistics):
@@ -13,6 +13,7 @@ in the request statistics):
   POST   /_emulator/price-walk             {"instance_type", "region", "volatility": float}
   POST   /_emulator/price-history          {"instance_type", "region", "points": [Point]}
   POST   /_emulator/bids/{bid_fid}/preempt (no body)
+  POST   /_emulator/instances/{instance_fid}/replace  (no body) -> the new instance
   POST   /_emulator/filler                 {"count": int, "instance_type"?, "region"?}
   GET    /_emulator/faults                 -> {"rules": [FaultRule], "counts": {kind: n}}
   PUT    /_emulator/faults                 {"rules": [FaultRule], "seed"?: int}
@@ -164,6 +165,11 @@ def control_router(market: Market, lock: ContextManager[Any],
     def force_preempt(bid_fid: str) -> Dict[str, Any]:
         with market.caught_up(lock):
             return wire.bid_json(market.bids.force_preempt(bid_fid))
+
+    @control.post('/instances/{instance_fid}/replace')
+    def replace_instance(instance_fid: str) -> Dict[str, Any]:
+        with market.caught_up(lock):
+            return wire.instance_json(market.instances.replace(instance_fid))
 
     @control.post('/filler')
     def add_filler(body: _FillerBody) -> Dict[str, Any]:

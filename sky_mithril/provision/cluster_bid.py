@@ -21,7 +21,8 @@ paused bid resumed, a limit raised) is checked against the launch's
 
 A bid POST answered by a 5xx, a timeout or a reset may still be committed by
 Mithril later. No second POST goes out until the bid has been looked for by
-name for LATE_COMMIT_WINDOW_SECONDS (`create_once`), and a launch that placed
+name for LATE_COMMIT_WINDOW_SECONDS (`create_once`; a look-up that fails is
+made again until the window ends), and a launch that placed
 a bid leaves its name with that one live bid (`cancel_extra_bids`), so a
 commit later than the window is still cancelled while the launch is alive.
 
@@ -106,9 +107,10 @@ class SeveralLiveBidsError(RuntimeError):
 
 
 class UnwatchedCommitError(errors.MithrilAPIError):
-    """Placing a bid stopped before the late-commit window of a POST whose
-    answer was lost had been watched to its end, because looking for the bid
-    failed: Mithril may still commit that bid, and it would bill."""
+    """Placing a bid stopped without knowing whether a POST whose answer was
+    lost was committed, because the last look-up for the bid, at the end of
+    its late-commit window, failed: that bid may be live, and it would
+    bill."""
 
 
 class Outcome(enum.Enum):
@@ -265,7 +267,7 @@ def current_instances(conn: connection.Connection,
     return _in_order_of(bid, live)[:bid.instance_quantity]
 
 
-def _ssh_port(instance: models.Instance) -> int:
+def ssh_port(instance: models.Instance) -> int:
     """22 on Mithril; the emulator's local SSH hosts add `ssh_port`."""
     return int((instance.model_extra or {}).get('ssh_port') or 22)
 
@@ -301,7 +303,7 @@ def nodes_info(instances: List[models.Instance],
                                 internal_ip=instance.private_ip or
                                 instance.ssh_destination,
                                 external_ip=instance.ssh_destination,
-                                ssh_port=_ssh_port(instance),
+                                ssh_port=ssh_port(instance),
                                 tags={})
         ]
     return common.ClusterInfo(instances=nodes,
@@ -352,16 +354,23 @@ def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
 
 def pause(conn: connection.Connection, name: str) -> None:
     """Pauses the cluster's live bid: instances spin down, billing stops. A
-    standby is cancelled: a stopped cluster bills for nothing."""
+    standby is cancelled: a stopped cluster bills for nothing. Once it is,
+    the cluster's bid is looked up again: the standby's guard may have made
+    the standby the cluster's bid meanwhile (the notice over), and then the
+    drop keeps it, and it is what is paused."""
     bids = live_bids(conn, name)
     bid = _clusters_bid(bids, name)
     if bid is None:
         return
-    for other in bids:
-        if other.fid != bid.fid:
-            # A second live bid is the cluster's only as a recorded standby.
-            assert _standbys is not None, other.fid
-            _standbys.drop(conn, name, other.fid)
+    standbys = [other for other in bids if other.fid != bid.fid]
+    for standby in standbys:
+        # A second live bid is the cluster's only as a recorded standby.
+        assert _standbys is not None, standby.fid
+        _standbys.drop(conn, name, standby.fid)
+    if standbys:
+        bid = live_bid(conn, name)
+        if bid is None:
+            return
     if bid.status == models.BidState.PAUSED:
         return
     try:
@@ -374,13 +383,16 @@ def pause(conn: connection.Connection, name: str) -> None:
 
 def cancel_all(conn: connection.Connection, name: str) -> None:
     """Cancels every live bid of the cluster (a standby too) and confirms
-    each is Terminated."""
+    each is Terminated. The standby's record is forgotten first: a standby
+    placement still under way then finds it gone and cancels the bid it
+    places itself, and one it recorded before is live by the time its bids
+    are listed here."""
+    if _standbys is not None:
+        _standbys.forget(name)
     for bid in live_bids(conn, name):
         with interrupts.deferred():
             cancel_and_confirm(conn, bid.fid)
         logger.info(f'Cancelled bid {bid.fid}.')
-    if _standbys is not None:
-        _standbys.forget(name)
 
 
 def instance_type_fid(conn: connection.Connection, instance_type: str,
@@ -808,13 +820,15 @@ def create_once(conn: connection.Connection,
     all. The client never retries a POST on its own once it may have reached
     the server.
 
-    Each POST runs with SIGINT/SIGTERM held (`interrupts.deferred`); the
-    looking between POSTs does not, so Ctrl-C ends it at once. Whatever ends
-    this while a POST's outcome is unknown, an interrupt or an error, first
-    watches the rest of that POST's window and cancels the bid if it appears
-    (`_BidPosts.cancel_late_commit`); if looking for it fails, that raises
-    UnwatchedCommitError. After more than one POST, any other live bid of
-    the name is cancelled (`cancel_extra_bids`).
+    A look-up that fails is made again at the next poll, up to the window's
+    end: only one that fails once the window is over ends the looking (it
+    raises). Each POST runs with SIGINT/SIGTERM held (`interrupts.deferred`);
+    the looking between POSTs does not, so Ctrl-C ends it at once. Whatever
+    ends this while a POST's outcome is unknown, an interrupt or an error,
+    first watches the rest of that POST's window and cancels the bid if it
+    appears (`_BidPosts.cancel_late_commit`); if the last look-up fails,
+    that raises UnwatchedCommitError. After more than one POST, any other
+    live bid of the name is cancelled (`cancel_extra_bids`).
     """
     posts = _BidPosts(conn, request.name, placed_before)
     with budget_lib.guarded(conn, budget):
@@ -894,36 +908,47 @@ class _BidPosts:
 
     def _await_late_commit(self) -> Optional[models.Bid]:
         """The bid of a POST whose answer was lost, once it appears; None if
-        it has not by the end of the window."""
+        it has not by the end of the window. A look-up that fails is made
+        again at the next poll, so a commit after a passing failure is still
+        found; one that fails once the window is over raises, the POST's
+        outcome still unknown."""
         assert self.unknown_until is not None
         while True:
-            found = self._ours()
-            if found or time.monotonic() >= self.unknown_until:
-                self.unknown_until = None
-                return found[0] if found else None
+            try:
+                found = self._ours()
+            except errors.MithrilAPIError as e:
+                if time.monotonic() >= self.unknown_until:
+                    raise
+                logger.debug(f'Looking for bid {self.name!r} failed ({e}); '
+                             'looking again.')
+            else:
+                if found or time.monotonic() >= self.unknown_until:
+                    self.unknown_until = None
+                    return found[0] if found else None
             time.sleep(LATE_COMMIT_POLL_SECONDS)
 
     def cancel_late_commit(self, cause: BaseException) -> None:
         """After `cause` ended the placement while a POST's outcome is
-        unknown: cancels its bid if it appears before the window ends. Ctrl-C
-        again stops the watch, saying what may still appear."""
+        unknown: cancels its bid if it appears before the window ends (a
+        window already over is looked at once more). Ctrl-C again stops the
+        watch, saying what may still appear."""
         if self.unknown_until is None:
             return
         logger.info(f'Placing bid {self.name!r} stopped ({_describe(cause)}) '
                     'while a POST whose answer was lost may still be '
                     f'committed; watching for it for up to '
-                    f'{self.unknown_until - time.monotonic():.0f}s to cancel '
-                    'it.')
+                    f'{max(self.unknown_until - time.monotonic(), 0):.0f}s '
+                    'to cancel it.')
         until = self.unknown_until
         try:
             found = self._await_late_commit()
         except BaseException as e:
             stopped = (
-                f'Stopped watching for bid {self.name!r}: Mithril may still '
-                'commit a POST whose answer was lost in the next '
-                f'{max(until - time.monotonic(), 0):.0f}s, and it would '
-                'bill. Run `sky down` for this cluster afterwards to cancel '
-                'it.')
+                f'Stopped watching for bid {self.name!r}: Mithril may have '
+                'committed a POST of it whose answer was lost, or still '
+                f'commit it in the next {max(until - time.monotonic(), 0):.0f}'
+                's, and it would bill. Run `sky down` for this cluster '
+                'afterwards to cancel it.')
             logger.warning(stopped)
             if isinstance(e, Exception):
                 raise UnwatchedCommitError(

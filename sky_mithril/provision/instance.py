@@ -127,14 +127,14 @@ def query_instances(
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}
-    statuses = status_table.node_statuses(
-        bid, cluster_bid.current_instances(conn, bid), non_terminated_only)
+    instances = cluster_bid.current_instances(conn, bid)
+    statuses = status_table.node_statuses(bid, instances, non_terminated_only)
     if (bid.status == models.BidState.ALLOCATED and
             len(statuses) == bid.instance_quantity and
             all(status == status_lib.ClusterStatus.UP
                 for status, _ in statuses.values())):
         node_key_renewal.renew_if_due(conn, cluster_name,
-                                      cluster_name_on_cloud)
+                                      cluster_name_on_cloud, instances)
     return statuses
 
 

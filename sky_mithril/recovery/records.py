@@ -103,6 +103,23 @@ def set_standby(name_on_cloud: str, bid_fid: str) -> None:
         files.write_private(_path(), json.dumps(records))
 
 
+def settle_standby(name_on_cloud: str, bid_fid: str) -> bool:
+    """Records `bid_fid` as the standby whose placement the cluster's record
+    says is under way (`set_standby(name, '')`); '' keeps it recorded as
+    being placed, from now. Only while that record is there: False, and
+    nothing written, once it is gone, the cluster torn down meanwhile (`sky
+    down`, or SkyPilot's teardown after `sky jobs cancel`) or its standby
+    dropped, so a placement that outlived it never writes it back."""
+    with files.locked(_lock_path()):
+        records = _read()
+        entry = records['standbys'].get(name_on_cloud)
+        if entry is None or entry[0] != '':
+            return False
+        records['standbys'][name_on_cloud] = [bid_fid, time.time()]
+        files.write_private(_path(), json.dumps(records))
+        return True
+
+
 def standby_of(name_on_cloud: str) -> Optional[str]:
     """The fid of the cluster's standby bid ('' while it is being placed), or
     None when it has none."""

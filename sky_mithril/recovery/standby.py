@@ -8,18 +8,20 @@ The standby is recorded (`records`) from before its POST until it is
 promoted or dropped; the provisioner reads that record, plugged in here at
 import (`cluster_bid.use_standbys`), to tell the cluster's bid from its
 standby, and `sky stop` drops the standby. A placement that failed while a
-bid of it may still be committed (a POST whose answer was lost, its window
-not watched to the end because looking for it failed) stays recorded as
+bid of it may still be committed (a POST whose answer was lost, and the
+look-up at its window's end failed) stays recorded as
 being placed: a late commit is then a standby beside the cluster's bid,
 cancelled by the recovery before SkyPilot's own (`drop_recorded_standby`),
 by a status refresh once no recovery prepares it (`cluster_bid.refreshed_bid`),
-by `sky stop` and by `sky down`.
+by `sky stop` and by `sky down`. A placement that outlives its record (the
+cluster torn down meanwhile, as after `sky jobs cancel`) never writes it
+back: it cancels what it placed itself.
 """
 
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, FrozenSet, Optional
 
 from sky import sky_logging
 
@@ -58,7 +60,7 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     Undone (cancelled) if placing it fails or is interrupted; a POST whose
     answer was lost is waited out first (`cluster_bid.create_once`), so a
     late commit of it is cancelled too. If that cannot be made sure of (the
-    bid could not be looked for), it stays recorded as being placed."""
+    last look-up for the bid failed), it stays recorded as being placed."""
     for earlier in cluster_bid.live_bids(conn, bid.name):
         if earlier.fid != bid.fid:
             drop_standby(conn, bid.name, earlier.fid)
@@ -74,7 +76,6 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
     try:
         placement = cluster_bid.create_once(conn, request, placed_before,
                                             budget=budget)
-        records.set_standby(bid.name, placement.bid.fid)
     except BaseException as e:
         settled = False
         try:
@@ -83,12 +84,20 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
         finally:
             if settled:
                 records.forget_standby(bid.name)
-            else:
-                # A bid of it may be live, or still be committed: recorded
-                # as being placed (from now), it is told from the cluster's
-                # bid until something cancels it (module docstring).
-                records.set_standby(bid.name, '')
+            elif not records.settle_standby(bid.name, ''):
+                # A bid of it may be live, and no record tells it from the
+                # cluster's any more: nothing else would cancel it.
+                _cancel_orphaned_placement(conn, bid.name, placed_before)
+            # Else it is recorded as being placed (from now), told from the
+            # cluster's bid until something cancels it (module docstring).
         raise
+    if not records.settle_standby(bid.name, placement.bid.fid):
+        with interrupts.deferred():
+            cluster_bid.cancel_and_confirm(conn, placement.bid.fid)
+        raise RuntimeError(
+            f'{bid.name}: the cluster was torn down (or its standby dropped) '
+            f'while its standby was placed; cancelled bid '
+            f'{placement.bid.fid}.')
     logger.info(f'Placed standby bid {placement.bid.fid} for {bid.fid} in '
                 f'{bid.region} at a limit of {money.format_dollars(limit)}/h '
                 'per instance.')
@@ -98,19 +107,62 @@ def place_standby(conn: connection.Connection, bid: models.Bid,
                                   placed_before=placed_before)
 
 
+def _cancel_orphaned_placement(conn: connection.Connection, name: str,
+                               placed_before: FrozenSet[str]) -> None:
+    """After a standby's placement failed while a bid of it may be live,
+    its record gone meanwhile (the cluster torn down, or the standby
+    dropped by `sky stop`): cancels every live bid of the name but
+    `placed_before` (the bid it stood by for), the placement's, looking up
+    to DROP_ATTEMPTS times; warns, naming the command that cancels it, if
+    it cannot."""
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        try:
+            for orphan in cluster_bid.live_bids(conn, name):
+                if orphan.fid not in placed_before:
+                    with interrupts.deferred():
+                        cluster_bid.cancel_and_confirm(conn, orphan.fid)
+                    logger.info(f'Cancelled bid {orphan.fid}: a standby of '
+                                f'{name!r} placed after its record was gone '
+                                '(the cluster torn down or stopped).')
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            logger.info(f'{name}: looking for a standby placed after its '
+                        f'record was gone failed (attempt {attempt} of '
+                        f'{DROP_ATTEMPTS}): {e}')
+        if attempt < DROP_ATTEMPTS:
+            time.sleep(DROP_RETRY_SECONDS)
+    logger.warning(
+        f'{name}: a standby bid may have been placed after the cluster was '
+        'torn down or stopped, and could not be looked for; should it be '
+        'live, it bills: cancel it with `sky-mithril instance delete <fid> '
+        '--include-sky-clusters` (`sky-mithril instance list` shows it).')
+
+
 def promote_standby(conn: connection.Connection, name: str,
-                    standby_fid: str) -> None:
+                    standby_fid: str, replacing: Optional[str] = None
+                    ) -> bool:
     """Makes the standby the cluster's bid: every other live bid of the
     cluster is cancelled (confirmed Terminated) first. A paused one is the
     stopped cluster the user keeps, and a standby no longer live replaces
     nothing: then nothing is cancelled, and this raises. Idempotent; decided
-    and done under `records.choosing_bids`, as `drop_standby` is."""
+    and done under `records.choosing_bids`, as `drop_standby` is.
+
+    `replacing` is the bid whose notice's end the caller saw (the standby's
+    guard): its state is read again under the lock, and unless it is still
+    live with its notice over (Open or Allocated; not paused by a `sky
+    stop`, nor gone) nothing is done and this returns False. True once the
+    standby is the cluster's bid."""
     with records.choosing_bids():
         bids = cluster_bid.live_bids(conn, name)
         if standby_fid not in {b.fid for b in bids}:
             raise RuntimeError(f'Standby {standby_fid} of {name!r} is gone: '
                                'it replaces no bid.')
         others = [b for b in bids if b.fid != standby_fid]
+        if replacing is not None and not any(
+                b.fid == replacing and b.status in (models.BidState.OPEN,
+                                                    models.BidState.ALLOCATED)
+                for b in others):
+            return False
         paused = [b.fid for b in others if b.status == models.BidState.PAUSED]
         if paused:
             raise RuntimeError(
@@ -122,6 +174,7 @@ def promote_standby(conn: connection.Connection, name: str,
             logger.info(f'Cancelled bid {bid.fid}: standby {standby_fid} '
                         'replaces it.')
         records.forget_standby(name)
+    return True
 
 
 def drop_standby(conn: connection.Connection, name: str,

@@ -12,10 +12,11 @@ of its own (a SIGKILL or a stall of the controller leaves it running), and
 does what the watch does at the notice's end: once the old bid is Open or
 Allocated again, the standby is promoted (`standby.promote_standby`: the old
 bid is cancelled, under the lock the controller's drop of the standby holds
-too, so the two never cancel both bids). It leaves as soon as either bid is gone (the watch
-promoted or dropped the standby, `sky down`) or the old bid is paused (`sky
-stop`), and after GUARD_SECONDS in any case: it starts inside the notice,
-which lasts 5 minutes.
+too, so the two never cancel both bids; the old bid's state is read again
+under that lock, so a `sky stop` that paused it meanwhile wins). It leaves
+as soon as either bid is gone (the watch promoted or dropped the standby,
+`sky down`) or the old bid is paused (`sky stop`), and after GUARD_SECONDS
+in any case: it starts inside the notice, which lasts 5 minutes.
 
 Usage (started by `spawn`, never by hand):
   python -m sky_mithril.recovery.standby_guard '<json: name, old, standby,
@@ -87,15 +88,17 @@ def guard(spec: Dict[str, str]) -> None:
                 return
             if old in (models.BidState.OPEN, models.BidState.ALLOCATED):
                 try:
-                    standby_lib.promote_standby(conn, name, standby_fid)
+                    promoted = standby_lib.promote_standby(
+                        conn, name, standby_fid, replacing=old_fid)
                 except Exception as e:  # pylint: disable=broad-except
                     print(f'{name}: cancelling {old_fid}: {e}', flush=True)
                 else:
-                    print(f'{name}: the notice of {old_fid} is over and its '
-                          'jobs controller had not replaced it: cancelled it; '
-                          f'standby {standby_fid} is the cluster\'s bid.',
-                          flush=True)
-                    return
+                    if promoted:
+                        print(f'{name}: the notice of {old_fid} is over and '
+                              'its jobs controller had not replaced it: '
+                              f'cancelled it; standby {standby_fid} is the '
+                              'cluster\'s bid.', flush=True)
+                        return
         time.sleep(POLL_SECONDS)
 
 

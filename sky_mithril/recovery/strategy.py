@@ -187,13 +187,14 @@ def leave_one_bid(handle: Any) -> None:
 
 def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
     """Cancels the job on the old node, if it is still there, then makes the
-    standby the cluster's bid (module docstring, step 2); SkyPilot's record
-    of the cluster, now pointed at the standby's nodes. Unlike SkyPilot's
-    own job cancel, a node that cannot be reached does not tear the cluster
-    (and so the standby) down: its bid is cancelled next anyway."""
+    standby the cluster's bid (module docstring, step 2,
+    `make_standby_the_clusters_bid`); SkyPilot's record of the cluster, now
+    pointed at the standby's nodes. Unlike SkyPilot's own job cancel, a node
+    that cannot be reached does not tear the cluster (and so the standby)
+    down: its bid is cancelled next anyway."""
     from sky import backends  # pylint: disable=import-outside-toplevel
-    standby_fid, old_fid = plan.standby_fid, plan.old_bid_fid
-    assert standby_fid is not None and old_fid is not None, plan
+    old_fid = plan.old_bid_fid
+    assert old_fid is not None, plan
     conn = cluster_bid.connect(runtime.provider_config(handle))
     if conn.client.get_bid(old_fid).status == models.BidState.PREEMPTING:
         try:
@@ -202,8 +203,18 @@ def move_to_standby(handle: Any, plan: RecoveryPlan) -> Any:
         except Exception as e:  # pylint: disable=broad-except
             logger.info(f'{handle.cluster_name}: could not cancel the job on '
                         f'the old node ({e}); cancelling its bid.')
-    standby_lib.promote_standby(conn, handle.cluster_name_on_cloud,
-                                standby_fid)
+    return make_standby_the_clusters_bid(handle, plan)
+
+
+def make_standby_the_clusters_bid(handle: Any, plan: RecoveryPlan) -> Any:
+    """Makes the standby the cluster's bid (`standby.promote_standby`,
+    idempotent: the other live bids cancelled) and points SkyPilot's record
+    of the cluster at the standby's nodes; that record."""
+    standby_fid = plan.standby_fid
+    assert standby_fid is not None, plan
+    standby_lib.promote_standby(
+        cluster_bid.connect(runtime.provider_config(handle)),
+        handle.cluster_name_on_cloud, standby_fid)
     # The cluster's skylet tunnel (to the old head) is closed; the next call
     # to the skylet opens one to the standby's.
     moved = staging.pointed_at(handle, plan.standby_info)
@@ -253,14 +264,24 @@ class _StandbyRecovery:
 
     async def _move_onto_standby(self, handle: Any, plan: RecoveryPlan
                                  ) -> float:
-        """Steps 2 and 3 of the module docstring."""
+        """Steps 2 and 3 of the module docstring. If the move fails, the
+        standby is made the cluster's bid once more before SkyPilot's
+        strategy recovers instead: a promotion that failed on an API hiccup,
+        or whose cancel of the old bid went through unconfirmed, then keeps
+        the ready standby rather than cancel it for a relaunch."""
         # pylint: disable=no-member
         try:
             handle = await asyncio.to_thread(move_to_standby, handle, plan)
         except Exception as e:  # pylint: disable=broad-except
             logger.info(f'{self.cluster_name}: moving onto the standby failed '
-                        f'({e}); recovering as usual.')
-            return await self._recover_as_skypilot_does(handle)
+                        f'({e}); making it the cluster\'s bid once more.')
+            try:
+                handle = await asyncio.to_thread(make_standby_the_clusters_bid,
+                                                 handle, plan)
+            except Exception as again:  # pylint: disable=broad-except
+                logger.info(f'{self.cluster_name}: that failed too ({again}); '
+                            'recovering as usual.')
+                return await self._recover_as_skypilot_does(handle)
         try:
             await asyncio.to_thread(staging.submit_job, self.dag, handle)
             submitted_at = await self._wait_until_job_starts_on_cluster()

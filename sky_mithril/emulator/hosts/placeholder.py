@@ -8,17 +8,19 @@ from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
 
 class PlaceholderHosts:
     """Loopback addresses nobody listens on, so a stray connection never leaves
-    the machine."""
+    the machine; each host created gets an address no other host had."""
 
     api_address = '127.0.0.1'
 
     def __init__(self) -> None:
         self._addresses: Dict[str, HostAddress] = {}
+        self._created = 0
 
     def create(self, instance_fid: str, ssh_public_keys: List[str],
                volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
         del ssh_public_keys, volumes
-        index = len(self._addresses) + 1
+        self._created += 1
+        index = self._created
         address = HostAddress(
             ssh_destination=f'127.77.{index // 254}.{index % 254 + 1}',
             private_ip=f'127.78.{index // 254}.{index % 254 + 1}')

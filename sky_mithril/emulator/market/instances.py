@@ -14,6 +14,8 @@ goes STATUS_PREEMPTING -> STATUS_PREEMPTED and always runs to its end, then
 the bid is Open again; stopping a paused bid's instances goes STATUS_STOPPING
 -> STATUS_PAUSED. A re-allocated bid (after preemption or unpause) boots the
 same instances again from STATUS_NEW, resuming their hosts (same disks).
+A running instance of an Allocated bid can be replaced (`replace`, a control
+endpoint): STATUS_REPLACED, and a new instance with a new host in its place.
 Instances are named `<bid name>-<index>`, index from 0 (so are a
 reservation's); a CPU VM's instance has the VM's name.
 
@@ -329,6 +331,34 @@ class Instances:
         for instance in bid.instances:
             self._set_price(instance, None)
             self._stop(instance)
+
+    def replace(self, fid: str) -> Instance:
+        """Replaces a running instance of an Allocated bid, as Mithril does
+        a failed node: it becomes STATUS_REPLACED (its host destroyed, no
+        longer charged), and a new instance takes its place in the bid's
+        order, charged the bid's price, booting from STATUS_NEW on a host of
+        its own (a new address). Returns the new instance."""
+        old = self.get(fid)
+        bid = (self._store.bids.get(old.bid_fid)
+               if old.bid_fid is not None else None)
+        if (bid is None or bid.status != BidStatus.ALLOCATED or
+                old.status != InstanceStatus.RUNNING):
+            raise InvalidState(
+                f'Instance {fid} is {old.status.value}; only a running '
+                'instance of an Allocated bid can be replaced.')
+        old.epoch += 1
+        self._set_status(old, InstanceStatus.REPLACED)
+        self._set_price(old, None)
+        if old.host != HostState.NONE:
+            self._call_host(old, self._state.hosts.destroy)
+            old.host = HostState.NONE
+        index = bid.instances.index(old)
+        new = self.create(bid, index)
+        bid.instances.remove(new)
+        bid.instances[index] = new
+        self._set_price(new, bid.price_paid)
+        self._boot_step(new, InstanceStatus.NEW)
+        return new
 
     def _stop(self, instance: Instance) -> None:
         instance.epoch += 1

@@ -7,13 +7,15 @@ import contextlib
 import threading
 import time
 import types
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
 from sky_mithril.recovery import records
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import staging
@@ -208,6 +210,61 @@ def test_a_cancelled_job_cancels_its_standby(recovery_emulator):
     assert plans == [NO_PLAN]
     old, standby = bids_named(recovery_emulator, 'job')  # oldest first
     assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
+
+
+def test_a_job_cancelled_while_its_standby_post_is_unanswered_leaves_no_bid(
+        recovery_emulator, monkeypatch):
+    """The standby's POST is answered with a 503 and committed 30 s of
+    market time later. Meanwhile the user cancels the job, and SkyPilot
+    tears the cluster down (every live bid of its name, and the standby's
+    record). The placement then finds its late commit: it cancels it, and
+    does not write the standby's record back for a cluster that is gone."""
+    server = recovery_emulator
+    server.market.preemption_notice_s = 100 * CLEARING_S  # outlasts the test
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 30.0)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
+    preempt(server)
+    server.control('PUT', 'faults', rules=[{
+        'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
+        'late_commit_s': 30, 'server_error_statuses': [503],
+        'max_faults': 1}])
+    cancelled = threading.Event()
+    planning = Planning(handle({'recovery_limit_price': 60}), cancelled)
+    deadline = time.monotonic() + 30
+    while server.control('GET', 'faults')['counts']['late_commit'] < 1:
+        assert time.monotonic() < deadline, 'no standby POST'
+        time.sleep(0.02)
+    assert records.standby_of('job') == ''
+
+    cancelled.set()
+    provisioner.terminate_instances('job', {'project_id': 'proj_emulator'})
+    assert records.standby_of('job') is None
+    with advancing_clock(server):
+        planning.join(timeout=30)
+
+    assert not planning.is_alive()
+    assert [b['status'] for b in bids_named(server, 'job')] == [
+        'Terminated', 'Terminated']
+    assert records.standby_of('job') is None
+
+
+class Planning(threading.Thread):
+    """`strategy.plan_recovery` in a thread of the jobs controller, as
+    `recover` runs it; its plan or its error kept."""
+
+    def __init__(self, cluster: Any, cancelled: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.cancelled = cluster, cancelled
+        self.plan: Any = None
+        self.error: Optional[BaseException] = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.plan = strategy.plan_recovery(self.cluster, dag=None,
+                                               cancelled=self.cancelled)
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
 
 
 @pytest.mark.parametrize('failing_step', ['set_up_runtime', 'stage_job'])

@@ -8,7 +8,7 @@ import logging
 import shutil
 import types
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
@@ -371,25 +371,81 @@ def requests_made(server: EmulatorServer) -> int:
 
 
 @pytest.fixture(name='node_file')
-def fixture_node_file(monkeypatch, tmp_path) -> Path:
+def fixture_node_file(tmp_path) -> Path:
     """The credentials file on the cluster's one node: what a renewal
-    delivers lands here (`node_key_renewal.push_to_nodes`)."""
+    delivers lands here (through `skypilot`'s runners)."""
     node_file = tmp_path / 'node' / 'config.yaml'
     node_file.parent.mkdir()
-
-    def push(cluster_name: str, path: Path) -> None:
-        del cluster_name  # the test's one cluster
-        shutil.copy(path, node_file)
-
-    monkeypatch.setattr(node_key_renewal, 'push_to_nodes', push)
     return node_file
 
 
+Address = Tuple[Optional[str], int]
+
+
+class NodeRunner:
+    """SkyPilot's command runner for a node at `node` (address, port), as
+    far as a renewal uses it: its copies land in `node_file`, and are
+    recorded in `copies` with the address they went to."""
+
+    def __init__(self, node: Address, node_file: Path,
+                 copies: List[Address]) -> None:
+        self.node, self.node_file, self.copies = node, node_file, copies
+
+    def rsync(self, source: str, target: str, *, up: bool,
+              stream_logs: bool = True) -> None:
+        assert (target, up, stream_logs) == (node_keys.NODE_PATH, True, False)
+        self.copies.append(self.node)
+        shutil.copy(source, self.node_file)
+
+
+class SkyPilotRecord:
+    """SkyPilot's record of the test's clusters, as a status refresh reads
+    it (`global_user_state.get_handle_from_cluster_name`): each cluster's
+    node addresses as its launch cached them, and runners that copy into
+    the one node's credentials file `node_file`."""
+
+    def __init__(self, node_file: Path) -> None:
+        self.node_file = node_file
+        self.addresses: Dict[str, List[Address]] = {}
+        self.copies: List[Address] = []
+
+    def launch(self, cluster: str, written: WrittenConfig) -> None:
+        """`sky launch` of `cluster`: its bid placed, its addresses cached."""
+        place_bid(written)
+        self.cache(cluster, written)
+
+    def cache(self, cluster: str, written: WrittenConfig) -> None:
+        """Caches the addresses of `cluster`'s nodes as they are now, as a
+        launch does."""
+        conn = connection.connect()
+        bid = cluster_bid.live_bid(conn, written.cluster_name_on_cloud)
+        assert bid is not None
+        self.addresses[cluster] = [
+            (i.ssh_destination, cluster_bid.ssh_port(i))
+            for i in cluster_bid.current_instances(conn, bid)]
+
+    def handle(self, cluster: str) -> Optional[Any]:
+        if cluster not in self.addresses:
+            return None
+        runners = [NodeRunner(node, self.node_file, self.copies)
+                   for node in self.addresses[cluster]]
+        return types.SimpleNamespace(launched_nodes=len(runners),
+                                     get_command_runners=lambda: runners)
+
+
+@pytest.fixture(name='skypilot')
+def fixture_skypilot(monkeypatch, node_file) -> SkyPilotRecord:
+    record = SkyPilotRecord(node_file)
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        record.handle)
+    return record
+
+
 def test_a_refresh_near_the_expiry_puts_a_new_key_on_the_nodes_then_revokes_the_old(
-        fast_emulator, monkeypatch, node_file):
+        fast_emulator, monkeypatch, node_file, skypilot):
     written = write_cluster_config(monkeypatch, 'longrun')
     name = written.cluster_name_on_cloud
-    place_bid(written)
+    skypilot.launch('longrun', written)
     first = node_credentials(written)['api_key']
     shutil.copy(staged_node_file(written), node_file)
     # Far from the expiry a refresh costs its two requests, no more.
@@ -429,10 +485,10 @@ def test_a_refresh_near_the_expiry_puts_a_new_key_on_the_nodes_then_revokes_the_
 
 
 def test_a_renewal_that_cannot_reach_the_nodes_revokes_nothing_and_is_tried_again(
-        fast_emulator, monkeypatch, node_file, caplog):
+        fast_emulator, monkeypatch, node_file, skypilot, caplog):
     written = write_cluster_config(monkeypatch, 'unreachable')
     name = written.cluster_name_on_cloud
-    place_bid(written)
+    skypilot.launch('unreachable', written)
     first = node_credentials(written)['api_key']
     push = node_key_renewal.push_to_nodes
 
@@ -460,6 +516,49 @@ def test_a_renewal_that_cannot_reach_the_nodes_revokes_nothing_and_is_tried_agai
     [live] = live_keys_of(fast_emulator)
     assert key_in(node_file) == key_in(node_keys.credentials_path(name))
     assert works(fast_emulator, key_in(node_file))
+    assert not works(fast_emulator, first)
+
+
+def test_a_renewal_after_mithril_replaced_a_node_waits_for_skypilots_record(
+        fast_emulator, monkeypatch, node_file, skypilot, caplog):
+    """Mithril replaces the cluster's node (the same bid, a new instance at
+    a new address); SkyPilot's record still has the old address, perhaps a
+    stranger's host by now. A renewal then sends the key nowhere, mints and
+    revokes nothing, and warns; the next refresh after SkyPilot's record
+    followed the nodes renews it there."""
+    written = write_cluster_config(monkeypatch, 'replaced')
+    name = written.cluster_name_on_cloud
+    skypilot.launch('replaced', written)
+    shutil.copy(staged_node_file(written), node_file)
+    first = key_in(node_file)
+    conn = connection.connect()
+    [old] = cluster_bid.current_instances(conn, cluster_bid.live_bid(conn, name))
+    fast_emulator.control('POST', f'instances/{old.fid}/replace')
+    fast_emulator.control('POST', 'advance', seconds=29 * DAY)
+    [new] = cluster_bid.current_instances(conn, cluster_bid.live_bid(conn, name))
+    assert new.ssh_destination not in (None, old.ssh_destination)
+    caplog.set_level(logging.WARNING)
+
+    refresh('replaced', written)
+
+    assert skypilot.copies == []
+    assert [k['fid'] for k in keys_of(fast_emulator)] == [
+        k['fid'] for k in live_keys_of(fast_emulator)]
+    assert len(keys_of(fast_emulator)) == 1 and works(fast_emulator, first)
+    assert key_in(node_keys.credentials_path(name)) == first
+    [warning] = [r.getMessage() for r in caplog.records
+                 if r.levelno >= logging.WARNING]
+    assert "cluster 'replaced'" in warning and '`sky status -r`' in warning
+    assert old.ssh_destination in warning and new.ssh_destination in warning
+    assert first not in caplog.text
+
+    # SkyPilot's record follows the nodes (`sky launch -c` caches their
+    # addresses): the very next refresh renews the key, on the new node.
+    skypilot.cache('replaced', written)
+    refresh('replaced', written)
+    assert [host for host, _ in skypilot.copies] == [new.ssh_destination]
+    renewed = key_in(node_file)
+    assert renewed != first and works(fast_emulator, renewed)
     assert not works(fast_emulator, first)
 
 
@@ -499,13 +598,13 @@ def test_the_node_warns_in_its_log_as_its_key_nears_its_expiry(
 
 
 def test_a_relaunch_that_never_reached_the_nodes_does_not_postpone_their_renewal(
-        fast_emulator, monkeypatch, node_file):
+        fast_emulator, monkeypatch, node_file, skypilot):
     """Day 20: `sky launch -c` onto the running cluster mints a new key for
     its file mounts, then fails before they reach the nodes. The nodes still
     hold the day-0 key: it is renewed before its own expiry, not the one of
     the key they never got."""
     written = write_cluster_config(monkeypatch, 'drift')
-    place_bid(written)
+    skypilot.launch('drift', written)
     shutil.copy(staged_node_file(written), node_file)
     first = key_in(node_file)
     fast_emulator.control('POST', 'advance', seconds=20 * DAY)

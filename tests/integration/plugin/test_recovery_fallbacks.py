@@ -8,6 +8,7 @@ billing bids, and never the cluster's own bid cancelled."""
 import asyncio
 import threading
 import time
+import types
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -38,8 +39,10 @@ class SkyPilotsFailover:
     """Stands for SkyPilot's FAILOVER strategy, whose recovery first
     relaunches the job in the cluster's region onto the cluster as it is,
     without a teardown. The provisioner's first step there,
-    `ClusterBid.acquire`, adopts the cluster's live bid: that is what this
-    does and records."""
+    `ClusterBid.acquire`, adopts the cluster's live bid at the relaunch's
+    limit (the cluster is being recovered: `recovery_limit_price`): that is
+    what this does and records. A job submitted on a cluster starts at
+    once."""
 
     cluster_name = 'job'
     pool = None
@@ -51,8 +54,12 @@ class SkyPilotsFailover:
     async def recover(self) -> float:
         held = await asyncio.to_thread(
             cluster_bid.ClusterBid.acquire, connection.connect(), REGION,
-            'job', provision_config(limit='10.00'))
+            'job', provision_config(
+                limit=f'{MITHRIL["recovery_limit_price"]:.2f}'))
         self.adopted.append(held.bid.fid)
+        return time.time()
+
+    async def _wait_until_job_starts_on_cluster(self) -> float:
         return time.time()
 
 
@@ -177,14 +184,16 @@ def test_a_standby_that_cannot_be_cancelled_stops_the_recovery(
 
 def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
                                                   ) -> threading.Thread:
-    """The standby's POST is answered with a 503 and committed 30 s of
-    market time later; once it was sent, looking for bids by name fails
-    twice: while its placement waits for it, and as the placement, given
-    up, watches for it to cancel it."""
+    """The standby's POST is answered with a 503 half a second after it
+    came, and committed 30 s of market time later; once it came, looking for
+    bids by name fails three times: at the start and at the end of the
+    late-commit window its placement waits out (`LATE_COMMIT_POLL_SECONDS`
+    longer than the window), and as the placement, given up, watches for it
+    to cancel it."""
     server.control('PUT', 'faults', rules=[{
         'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
         'late_commit_s': 30, 'server_error_statuses': [503],
-        'max_faults': 1}])
+        'max_faults': 1, 'latency': 1.0, 'latency_s': 0.5}])
 
     def then_fail_listing() -> None:
         deadline = time.monotonic() + 30
@@ -193,7 +202,7 @@ def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
             time.sleep(0.02)
         server.control('PUT', 'faults', rules=[{
             'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
-            'server_error_statuses': [503], 'max_faults': 2}])
+            'server_error_statuses': [503], 'max_faults': 3}])
 
     failing = threading.Thread(target=then_fail_listing)
     failing.start()
@@ -202,13 +211,14 @@ def fail_looking_for_bids_after_the_standby_post(server: EmulatorServer
 
 def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
         recovery_emulator, monkeypatch):
-    """The standby's placement fails without having watched its lost POST's
-    late-commit window to the end; Mithril commits the POST after the
-    planning is over: the standby, still recorded as being placed, is
-    cancelled before FAILOVER's relaunch, which adopts the old bid alone."""
+    """The standby's placement fails without knowing whether its lost POST
+    was committed, every look-up of its late-commit window having failed;
+    Mithril commits the POST after the planning is over: the standby, still
+    recorded as being placed, is cancelled before FAILOVER's relaunch,
+    which adopts the old bid alone."""
     server = recovery_emulator
-    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 3.0)
-    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 1.0)
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
     preempt(server)
     [old] = statuses(server)
     plan = strategy.plan_recovery
@@ -227,24 +237,84 @@ def test_a_standby_post_committed_after_its_placement_gave_up_is_cancelled(
     failing.join()
 
     late = the_standby(server, old)
-    assert server.control('GET', 'faults')['counts']['server_error'] == 2
+    assert server.control('GET', 'faults')['counts']['server_error'] == 3
     assert executor.adopted == [old]
     assert statuses(server) == {old: 'Preempting', late: 'Terminated'}
     assert records.standby_of('job') is None
 
 
-def test_a_move_that_cancelled_the_old_bid_before_failing_keeps_the_standby(
-        recovery_emulator):
-    """The move onto the standby cancels the old bid, but reading its status
-    back fails (the API's retries exhausted): the standby, now the name's
-    only live bid, is not cancelled with it; FAILOVER's relaunch adopts it,
-    rather than place a bid that would wait in the auction."""
+def test_a_promotion_that_fails_once_is_made_again_before_falling_back(
+        recovery_emulator, monkeypatch):
+    """The standby is ready; making it the cluster's bid fails once (listing
+    the cluster's bids answers a 503): the move promotes it once more, and
+    the job is submitted on the standby; nothing is relaunched."""
     server = recovery_emulator
     preempt(server)
     [old] = statuses(server)
-    server.control('PUT', 'faults', rules=[{
-        'method': 'GET', 'path': f'/v2/spot/bids/{old}/status',
-        'server_error': 1.0, 'server_error_statuses': [503]}])
+    plan = strategy.plan_recovery
+
+    def plan_then_fail_listing_once(*args: Any) -> strategy.RecoveryPlan:
+        planned = plan(*args)
+        # The bid's own routes are not faulted; the listing fails once.
+        server.control('PUT', 'faults', rules=[
+            {'method': 'GET', 'path': '/v2/spot/bids/{bid_fid}'},
+            {'method': 'GET', 'path': '/v2/spot/bids/{bid_fid}/status'},
+            {'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+             'server_error_statuses': [503], 'max_faults': 1}])
+        return planned
+
+    moved = types.SimpleNamespace(cluster_name='job',
+                                  close_skylet_ssh_tunnel=lambda: None)
+    pointed: List[Any] = []
+    submitted: List[Any] = []
+    monkeypatch.setattr(strategy, 'plan_recovery', plan_then_fail_listing_once)
+    monkeypatch.setattr(staging, 'pointed_at',
+                        lambda handle, info: pointed.append(info) or moved)
+    monkeypatch.setattr(global_user_state, 'update_cluster_handle',
+                        lambda name, handle: None)
+    monkeypatch.setattr(staging, 'submit_job',
+                        lambda dag, handle: submitted.append(handle))
+    executor = Failover()
+
+    recover(executor, server)
+
+    standby = the_standby(server, old)
+    assert server.control('GET', 'faults')['counts']['server_error'] == 1
+    assert submitted == [moved] and len(pointed) == 1
+    assert executor.adopted == []
+    assert statuses(server) == {old: 'Terminated', standby: 'Allocated'}
+    assert records.standby_of('job') is None
+
+
+def test_a_move_that_cancelled_the_old_bid_before_failing_keeps_the_standby(
+        recovery_emulator, monkeypatch):
+    """The move onto the standby cancels the old bid, but reading its status
+    back fails (the API's retries exhausted), and so does making the standby
+    the cluster's bid once more (listing the bids fails): the standby, now
+    the name's only live bid, is not cancelled with it; FAILOVER's relaunch
+    adopts it, rather than place a bid that would wait in the auction."""
+    server = recovery_emulator
+    preempt(server)
+    [old] = statuses(server)
+    plan = strategy.plan_recovery
+
+    def plan_then_fail_the_move(*args: Any) -> strategy.RecoveryPlan:
+        planned = plan(*args)
+        # The old bid's status always fails; a bid's other routes never do.
+        # Of the listings, the move's passes (its rule spends its one fault
+        # on a millisecond's delay) and the one more promotion's fails.
+        server.control('PUT', 'faults', rules=[
+            {'method': 'GET', 'path': f'/v2/spot/bids/{old}/status',
+             'server_error': 1.0, 'server_error_statuses': [503]},
+            {'method': 'GET', 'path': '/v2/spot/bids/{bid_fid}'},
+            {'method': 'GET', 'path': '/v2/spot/bids/{bid_fid}/status'},
+            {'method': 'GET', 'path': '/v2/spot/bids', 'latency': 1.0,
+             'latency_s': 0.001, 'max_faults': 1},
+            {'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+             'server_error_statuses': [503], 'max_faults': 1}])
+        return planned
+
+    monkeypatch.setattr(strategy, 'plan_recovery', plan_then_fail_the_move)
     executor = Failover()
 
     recover(executor, server)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
+from sky.provision import common
 
 from sky_mithril.account import connection
 from sky_mithril.emulator.server import EmulatorServer
@@ -45,18 +46,33 @@ def window(monkeypatch) -> Callable[[float], None]:
 
 def late_commit_first_post(server: EmulatorServer, seconds: float,
                            answer: str = 'server_error',
-                           then_fail: bool = False) -> None:
-    """The next bid POST is answered with a 503 (or a reset) and committed
-    `seconds` of market time later; with `then_fail`, later POSTs get a
-    plain 503 and are never committed."""
+                           then_fail: bool = False,
+                           answered_after: float = 0.0) -> None:
+    """The next bid POST is answered with a 503 (or a reset), after
+    `answered_after` wall seconds, and committed `seconds` of market time
+    later; with `then_fail`, later POSTs get a plain 503 and are never
+    committed."""
     rules: List[Dict[str, Any]] = [{
         'method': 'POST', 'path': '/v2/spot/bids', 'late_commit': 1.0,
         'late_commit_s': seconds, 'late_commit_answer': answer,
-        'server_error_statuses': [503], 'max_faults': 1}]
+        'server_error_statuses': [503], 'max_faults': 1,
+        'latency': 1.0 if answered_after else 0.0,
+        'latency_s': answered_after}]
     if then_fail:
         rules.append({'method': 'POST', 'path': '/v2/spot/bids',
                       'server_error': 1.0, 'server_error_statuses': [503]})
     server.control('PUT', 'faults', rules=rules)
+
+
+def fail_listing(server: EmulatorServer, times: int) -> None:
+    """Looking for bids by name fails with a 503 the next `times` times."""
+    server.control('PUT', 'faults', rules=[{
+        'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
+        'server_error_statuses': [503], 'max_faults': times}])
+
+
+def failed_requests(server: EmulatorServer) -> int:
+    return server.control('GET', 'faults')['counts']['server_error']
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -183,12 +199,55 @@ def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
 def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
         manual_clock_emulator, window, monkeypatch, tmp_path):
     """The standby's POST is answered with a 503 and committed later, and
-    looking for it fails until its placement gives up: the placement stays
-    recorded, so its late commit is taken for a standby beside the
-    cluster's bid, not a second bid of the cluster, and the recovery's
-    fallback cancels it."""
+    looking for it fails for the whole window, until its placement gives
+    up: the placement stays recorded, so its late commit is taken for a
+    standby beside the cluster's bid, not a second bid of the cluster, and
+    the recovery's fallback cancels it."""
     server = manual_clock_emulator
-    window(3.0)
+    window(1.0)
+    # The window is looked at twice: at its start and, the poll coming
+    # after its end, last.
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
+                           CLEARING_S)
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price='$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    conn = connection.connect(max_retry_seconds=0.0)
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    late_commit_first_post(server, 30, answered_after=0.5)
+    placing = Background(lambda: standby_lib.place_standby(
+        conn, old, Decimal('30.00'), None))
+    wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
+    # Before the POST is answered: looking for the bid fails three times,
+    # the two look-ups of the window its placement waits out, and once more
+    # as the placement, given up, watches for it to cancel it.
+    fail_listing(server, 3)
+    placing.join(30)
+    assert isinstance(placing.error, cluster_bid.UnwatchedCommitError)
+    assert records.standby_of('job') == ''
+
+    server.control('POST', 'advance', seconds=30)
+    [late] = [b['fid'] for b in live(server, 'job') if b['fid'] != old.fid]
+    assert cluster_bid.live_bid(conn, 'job').fid == old.fid
+    standby_lib.drop_recorded_standby(connection.connect(), 'job')
+
+    assert [b['fid'] for b in live(server, 'job')] == [old.fid]
+    assert {b['fid']: b['status'] for b in bids_named(server, 'job')}[
+        late] == 'Terminated'
+    assert records.standby_of('job') is None
+
+
+def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
+        manual_clock_emulator, window, monkeypatch, tmp_path):
+    """The standby's POST is answered with a 503 and committed 30 s of
+    market time later; looking for it fails once before that: the placement
+    looks again, finds the late commit and records it as the standby,
+    without a second POST."""
+    server = manual_clock_emulator
+    window(30.0)
     monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
     launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
                            CLEARING_S)
@@ -202,23 +261,59 @@ def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
     placing = Background(lambda: standby_lib.place_standby(
         conn, old, Decimal('30.00'), None))
     wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
-    # Looking for the bid fails twice: while its placement waits for it,
-    # and once more as the placement, given up, watches for it to cancel it.
-    server.control('PUT', 'faults', rules=[{
-        'method': 'GET', 'path': '/v2/spot/bids', 'server_error': 1.0,
-        'server_error_statuses': [503], 'max_faults': 2}])
-    placing.join(30)
-    assert isinstance(placing.error, cluster_bid.UnwatchedCommitError)
-    assert records.standby_of('job') == ''
-
+    fail_listing(server, 1)
+    wait_for(lambda: failed_requests(server) == 1, 'it was never looked for')
     server.control('POST', 'advance', seconds=30)
-    [late] = [b['fid'] for b in live(server, 'job') if b['fid'] != old.fid]
-    assert cluster_bid.live_bid(conn, 'job').fid == old.fid
-    standby_lib.drop_recorded_standby(connection.connect(), 'job')
+    placing.join(30)
 
-    assert [b['fid'] for b in live(server, 'job')] == [old.fid]
-    assert {b['fid']: b['status'] for b in bids_named(server, 'job')}[
-        late] == 'Terminated'
+    assert placing.error is None, placing.error
+    standby = placing.result
+    assert {b['fid'] for b in live(server, 'job')} == {old.fid,
+                                                       standby.bid.fid}
+    assert records.standby_of('job') == standby.bid.fid
+    assert bid_posts(server) == 2  # the launch's, and one for the standby
+
+
+def test_a_standby_unwatched_after_its_cluster_was_torn_down_is_cancelled(
+        manual_clock_emulator, window, monkeypatch, tmp_path):
+    """The standby's POST is answered with a 503 after SkyPilot tore the
+    cluster down (`sky jobs cancel`); Mithril commits it within the window,
+    but every look-up for it fails until its placement gives up. The
+    cluster being gone, its standby's record is not written back (nothing
+    would read it): the placement looks for the bid again and cancels it."""
+    server = manual_clock_emulator
+    window(1.0)
+    # The window is looked at twice: at its start and, the poll coming
+    # after its end, last.
+    monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
+    monkeypatch.setattr(standby_lib, 'DROP_RETRY_SECONDS', 0.05)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
+                           CLEARING_S)
+    server.control('POST', 'price', instance_type=TYPE, region=REGION,
+                   price='$50.00')
+    server.control('POST', 'advance', seconds=CLEARING_S)
+    conn = connection.connect(max_retry_seconds=0.0)
+    old = cluster_bid.live_bid(conn, 'job')
+    assert old is not None and old.status == 'Preempting'
+    late_commit_first_post(server, 30, answered_after=2.0)
+    placing = Background(lambda: standby_lib.place_standby(
+        conn, old, Decimal('30.00'), None))
+    wait_for(lambda: late_commits(server) == 1, 'the standby POST never came')
+    provisioner.terminate_instances('job', PROVIDER)
+    assert records.standby_of('job') is None
+    # Before the POST is answered: looking for the bid fails four times,
+    # the window's two look-ups, the one more as the placement, given up,
+    # watches for it to cancel it, and the one before it gives up.
+    fail_listing(server, 4)
+    wait_for(lambda: failed_requests(server) == 1, 'it was never looked for')
+    server.control('POST', 'advance', seconds=30)
+    placing.join(30)
+
+    assert isinstance(placing.error, common.StopFailoverError), placing.error
+    assert failed_requests(server) == 4
+    assert live(server, 'job') == []
+    assert len(bids_named(server, 'job')) == 2
     assert records.standby_of('job') is None
 
 
@@ -274,6 +369,36 @@ def test_ctrl_c_while_waiting_out_a_lost_answer_cancels_its_late_commit(
     # late commit was there to cancel.
     assert time.monotonic() - started < 10
     assert [b['status'] for b in bids_named(server, 'cancelled')] == [
+        'Terminated']
+    assert bid_posts(server) == 1
+
+
+def test_a_watch_after_ctrl_c_looks_again_after_a_failed_look_up(
+        manual_clock_emulator, window, sigterm_raises, monkeypatch):
+    """Ctrl-C while a lost answer is waited out; as the launch then watches
+    for its late commit to cancel it, looking for it fails once, and Mithril
+    commits it after that: the watch goes on, and the bid is cancelled."""
+    server = manual_clock_emulator
+    window(30.0)
+    original = connection.connect
+    monkeypatch.setattr(connection, 'connect',
+                        lambda **kw: original(**kw, max_retry_seconds=0.0))
+    late_commit_first_post(server, 60)
+
+    def interrupt_fail_once_then_commit() -> None:
+        wait_for(lambda: late_commits(server) == 1, 'no bid POST')
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        fail_listing(server, 1)
+        wait_for(lambda: failed_requests(server) == 1,
+                 'it was never looked for')
+        server.control('POST', 'advance', seconds=60)
+
+    helper = Background(interrupt_fail_once_then_commit)
+    launch_interrupted('watched', sigterm_raises)
+    helper.join(10)
+    assert helper.error is None, helper.error
+    assert [b['status'] for b in bids_named(server, 'watched')] == [
         'Terminated']
     assert bid_posts(server) == 1
 

@@ -6,12 +6,13 @@ one and cancels the standby, and a dropped standby leaves the cluster as it
 was. A status refresh cancels a standby no recovery prepares any more, and
 nothing else, and a launch does the same before it adopts the cluster's
 bid. A stopped cluster ends the standby's watch: nothing is promoted over
-its paused bid, and the standby is cancelled."""
+its paused bid, and the standby is cancelled; a stop racing the standby's
+guard pauses whichever bid is the cluster's once the standby is settled."""
 
 import json
 import threading
 from decimal import Decimal
-from typing import Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 
@@ -233,6 +234,45 @@ def test_a_stopped_cluster_ends_the_watch_with_nothing_promoted(
     assert status_of(server, standby) == 'Terminated'
     assert billing(server) == []
     assert records.standby_of('job') is None
+
+
+def test_sky_stop_racing_the_guards_promotion_pauses_the_standby(
+        notice, monkeypatch):
+    """The notice is over (the old bid Open again). `sky stop` has found the
+    old bid to be the cluster's and is about to drop the standby when the
+    standby's guard promotes it (the old bid cancelled): the stop pauses
+    the standby, now the cluster's bid, and nothing bills."""
+    server, old, standby = notice
+    advance(server, server.market.preemption_notice_s)
+    assert status_of(server, old) == 'Open'
+    drop = standby_lib.drop_standby
+    guard: List[bool] = []
+
+    def the_guard_then_the_drop(conn: Any, name: str, fid: str) -> None:
+        guard.append(standby_lib.promote_standby(
+            connection.connect(), name, standby, replacing=old))
+        drop(conn, name, fid)
+
+    monkeypatch.setattr(standby_lib, 'drop_standby', the_guard_then_the_drop)
+    provisioner.stop_instances('job', PROVIDER)
+
+    assert guard == [True]
+    assert status_of(server, old) == 'Terminated'
+    assert status_of(server, standby) == 'Paused'
+    assert billing(server) == []
+    assert records.standby_of('job') is None
+
+
+def test_the_guard_does_not_promote_over_a_bid_whose_state_changed(notice):
+    """The guard saw the old bid's notice over, but under the lock the old
+    bid is in a notice again (or paused, or gone): nothing is done."""
+    server, old, standby = notice
+    conn = connection.connect()
+    assert not standby_lib.promote_standby(conn, 'job', standby,
+                                           replacing=old)  # still Preempting
+    assert status_of(server, old) == 'Preempting'
+    assert status_of(server, standby) == 'Allocated'
+    assert records.standby_of('job') == standby
 
 
 def test_a_standby_never_replaces_a_stopped_clusters_bid(notice):

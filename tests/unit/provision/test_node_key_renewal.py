@@ -1,5 +1,6 @@
 """A renewed node key reaches every node through SkyPilot's command runners
-(rsync over SSH, as SkyPilot copies a file mount), or the renewal fails."""
+(rsync over SSH, as SkyPilot copies a file mount), or the renewal fails; and
+only while SkyPilot's record reaches the bid's current nodes."""
 
 import types
 from pathlib import Path
@@ -9,14 +10,17 @@ import pytest
 from sky import global_user_state
 
 from sky_mithril.account import node_keys
+from sky_mithril.api import models
 from sky_mithril.provision import node_key_renewal
 
 
 class Runner:
-    """A command runner that records its copies."""
+    """A command runner that records its copies; it connects to `node`."""
 
-    def __init__(self, copies: List[Tuple[str, str, bool, bool]]) -> None:
+    def __init__(self, copies: List[Tuple[str, str, bool, bool]],
+                 node: Tuple[str, int] = ('10.0.0.2', 22)) -> None:
         self.copies = copies
+        self.node = node
 
     def rsync(self, source: str, target: str, *, up: bool,
               stream_logs: bool = True) -> None:
@@ -57,3 +61,30 @@ def test_a_cluster_it_cannot_reach_whole_fails_the_push(
     with pytest.raises(RuntimeError, match=reason):
         node_key_renewal.push_to_nodes(cluster, Path('renewing.yaml'))
     assert copies == []
+
+
+def instance(fid: str, address: str, port: Optional[int] = None
+             ) -> models.Instance:
+    """A running instance of the cluster's bid at `address` (and `port`,
+    as the emulator's local hosts say it)."""
+    extra = {} if port is None else {'ssh_port': port}
+    return models.Instance.model_validate({
+        'fid': fid, 'name': fid, 'project': 'proj', 'created_by': 'me',
+        'instance_type': 'it_a100', 'status': 'STATUS_RUNNING',
+        'created_at': '2025-01-01T00:00:00Z', 'ssh_destination': address,
+        **extra})
+
+
+def test_the_record_must_reach_the_bids_current_nodes(monkeypatch, caplog):
+    record(monkeypatch, [Runner([], ('10.0.0.2', 22)),
+                         Runner([], ('10.0.0.3', 2222))], 2)
+    assert node_key_renewal.records_the_nodes('train', [
+        instance('inst_b', '10.0.0.3', 2222), instance('inst_a', '10.0.0.2')])
+    assert caplog.text == ''
+
+    replaced = [instance('inst_c', '10.0.0.9'),
+                instance('inst_b', '10.0.0.3', 2222)]
+    assert not node_key_renewal.records_the_nodes('train', replaced)
+    assert "cluster 'train'" in caplog.text
+    assert '10.0.0.2:22' in caplog.text and '10.0.0.9:22' in caplog.text
+    assert '`sky status -r`' in caplog.text

@@ -1,5 +1,6 @@
 """Instances' life cycle: boot steps and host creation, the preemption
-notice and re-allocation of the same instances, pause and stop, cancellation
+notice and re-allocation of the same instances, a replaced instance, pause
+and stop, cancellation
 during boot, a failing host backend; and the actions on one instance of a
 reservation (a CPU VM's): pause, resume, restart, a fresh boot disk. Manual
 clock, no sleeping."""
@@ -61,6 +62,30 @@ def test_price_rise_preempts_after_notice_and_reallocates_same_instances(
     for fid in instance_fids:
         assert hosts.hooks_for(fid) == ['create', 'notify_preemption',
                                         'preempt', 'resume']
+
+
+def test_a_replaced_instance_gives_its_place_in_the_bid_to_a_new_one(
+        market: Market, hosts: RecordingHosts) -> None:
+    bid = place_bid(market, limit='$3.00', quantity=2)
+    market.advance(CLEARING_S + BOOT_S)
+    head, worker = bid.instances
+
+    new = market.instances.replace(head.fid)
+
+    assert head.status == InstanceStatus.REPLACED
+    assert head.price_paid is None
+    assert hosts.hooks_for(head.fid) == ['create', 'destroy']
+    assert [i.fid for i in bid.instances] == [new.fid, worker.fid]
+    assert new.status == InstanceStatus.NEW and new.address is None
+    assert new.price_paid == bid.price_paid
+    assert {i.fid for i in market.instances.list(
+        PROJECT_FID, bid_fids=[bid.fid])} == {head.fid, worker.fid, new.fid}
+    market.advance(BOOT_S)
+    assert new.status == InstanceStatus.RUNNING
+    assert new.address not in (None, head.address, worker.address)
+    assert bid.status == BidStatus.ALLOCATED
+    with pytest.raises(InvalidState):
+        market.instances.replace(head.fid)
 
 
 def test_pause_stops_instances_frees_capacity_and_unpause_resumes_them(
