@@ -5,6 +5,7 @@ A cluster is one spot bid for all of its nodes (all-or-nothing), owned by
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
+The head opens the task's ports at every launch and start (`public_ports`).
 A status refresh renews the nodes' key of a cluster that is up when it nears
 its expiry, and revokes the keys of a cluster it finds gone.
 """
@@ -21,6 +22,7 @@ from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import node_key_renewal
+from sky_mithril.provision import public_ports
 from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
@@ -41,12 +43,23 @@ def bootstrap_instances(
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
                   config: common.ProvisionConfig) -> common.ProvisionRecord:
     """Places, resumes or adopts the cluster's bid and returns once every
-    node is reachable; what this launch did is undone if it fails."""
+    node is reachable and the head has opened the task's ports (SkyPilot
+    passes them at every launch and start; a resumed head lost its
+    forwarders); what this launch did is undone if it fails."""
     del cluster_name
     conn = cluster_bid.connect(config.provider_config)
     held = cluster_bid.ClusterBid.acquire(conn, region, cluster_name_on_cloud,
                                           config)
     instance_fids = [i.fid for i in held.wait_until_ready(config.provider_config)]
+    if config.ports_to_open_on_launch:
+        try:
+            public_ports.open_on_head(
+                cluster_bid.cluster_info(conn, held.bid, config.provider_config),
+                config.authentication_config, cluster_name_on_cloud,
+                config.ports_to_open_on_launch)
+        except BaseException as e:
+            held.undo(e)
+            raise
     outcome = held.outcome
     return common.ProvisionRecord(
         provider_name=CLOUD_NAME,
@@ -159,17 +172,38 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
 def open_ports(cluster_name_on_cloud: str,
                ports: List[str],
                provider_config: Optional[Dict[str, Any]] = None) -> None:
-    """Mithril has no firewall API; the cloud declares OPEN_PORTS unsupported."""
+    """Never called: SkyPilot opens a LAUNCH_ONLY cloud's ports through
+    run_instances, which opens them on the head at every launch and start;
+    ports cannot be added to a cluster that exists (SkyPilot refuses first)."""
     del cluster_name_on_cloud, provider_config
     raise NotImplementedError(
-        f'Mithril cannot open ports {ports}; remove `ports:` from the task.')
+        f'Mithril opens a cluster\'s ports as it launches; to open {ports}, '
+        '`sky down` the cluster and launch it with them.')
 
 
 def cleanup_ports(cluster_name_on_cloud: str,
                   ports: List[str],
                   provider_config: Optional[Dict[str, Any]] = None) -> None:
-    """No ports were opened, so there is nothing to clean up."""
+    """Nothing to clean up: SkyPilot calls this once the cluster's bid is
+    cancelled, and the head's forwarders went with its instance."""
     del cluster_name_on_cloud, ports, provider_config
+
+
+def query_ports(cluster_name_on_cloud: str,
+                ports: List[str],
+                head_ip: Optional[str] = None,
+                provider_config: Optional[Dict[str, Any]] = None
+                ) -> Dict[int, List[common.Endpoint]]:
+    """Each port at the head's public address, where the head opened it:
+    the address SkyPilot passes, else the head's address from Mithril (none
+    while the cluster has no head)."""
+    if head_ip is None:
+        head = get_cluster_info('', cluster_name_on_cloud,
+                                provider_config).get_head_instance()
+        if head is None:
+            return {}
+        head_ip = head.external_ip
+    return common.query_ports_passthrough(ports, head_ip)
 
 
 def cleanup_custom_multi_network(cluster_name_on_cloud: str,
