@@ -33,6 +33,7 @@ from sky_mithril.task import mithril_volumes
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import budget as budget_lib
+from sky_mithril.provision import public_ports
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import policy
@@ -46,7 +47,6 @@ logger = sky_logging.init_logger('sky.sky_mithril.cloud')
 
 _F = clouds.CloudImplementationFeatures
 _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
-    _F.OPEN_PORTS: 'Mithril instances have no port firewall API to drive.',
     _F.IMAGE_ID: 'Custom images are not offered through the Mithril bid API.',
     _F.CUSTOM_DISK_TIER: 'Mithril machines come with fixed disks.',
     _F.CUSTOM_NETWORK_TIER: 'Mithril machines come with a fixed network.',
@@ -320,6 +320,11 @@ class Mithril(builtin_mithril.Mithril):
     """Mithril GPU spot market: every instance is a bid at the user's limit price."""
 
     _REPR = 'Mithril'
+    # The head opens the task's ports itself, with Mithril's forwarder
+    # (`public_ports`), at every launch and start: SkyPilot hands a
+    # LAUNCH_ONLY cloud's run_instances the ports each time, and refuses new
+    # ports on an existing cluster.
+    OPEN_PORTS_VERSION = clouds.OpenPortsVersion.LAUNCH_ONLY
     # Set only on the copies the optimizer ranks a task's launchables with.
     ranking: Optional[Ranking] = None
 
@@ -336,9 +341,15 @@ class Mithril(builtin_mithril.Mithril):
         resources: 'resources_lib.Resources',
         region: Optional[str] = None,
     ) -> Dict[clouds.CloudImplementationFeatures, str]:
-        del resources, region
+        """What Mithril never offers, and ports it cannot open: a task
+        asking for them is refused before any bid."""
+        del region
+        unsupported = dict(_UNSUPPORTED)
+        ports_refused = public_ports.refusal(resources.ports)
+        if ports_refused:
+            unsupported[_F.OPEN_PORTS] = ports_refused
         return {feature: f'{feature.value}: {why}'
-                for feature, why in _UNSUPPORTED.items()}
+                for feature, why in unsupported.items()}
 
     def instance_type_exists(self, instance_type: str) -> bool:
         return mithril_catalog.instance_type_exists(instance_type)

@@ -259,10 +259,16 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'cloud._UNSUPPORTED: what Mithril does not offer'),
     *(_entry('sky.clouds', f'{_FEATURES}.{feature}', API_SERVER,
              'cloud._UNSUPPORTED: not offered on Mithril')
-      for feature in ('OPEN_PORTS', 'IMAGE_ID', 'CUSTOM_DISK_TIER',
+      for feature in ('IMAGE_ID', 'CUSTOM_DISK_TIER',
                       'CUSTOM_NETWORK_TIER', 'CUSTOM_MULTI_NETWORK',
                       'LOCAL_DISK', 'CLONE_DISK_FROM_CLUSTER',
                       'HOST_CONTROLLERS', 'HIGH_AVAILABILITY_CONTROLLERS')),
+    _entry('sky.clouds', f'{_FEATURES}.OPEN_PORTS', API_SERVER,
+           'cloud.Mithril._unsupported_features_for_resources: ports Mithril '
+           'cannot open'),
+    _entry('sky.clouds', 'OpenPortsVersion.LAUNCH_ONLY', API_SERVER,
+           'cloud.Mithril.OPEN_PORTS_VERSION: run_instances gets the ports at '
+           'every launch and start'),
     _entry('sky.clouds', 'Region', API_SERVER, 'cloud.Mithril: its regions'),
     _entry('sky.clouds', 'Region.name', API_SERVER,
            'cloud.Mithril.regions_with_offering and '
@@ -279,7 +285,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'cluster?'),
     *(_entry(_CLOUD, f'Mithril.{method}', API_SERVER,
              'cloud.Mithril: overridden')
-      for method in ('_REPR', '__getstate__',
+      for method in ('_REPR', 'OPEN_PORTS_VERSION', '__getstate__',
                      '_unsupported_features_for_resources',
                      'instance_type_exists', 'regions',
                      'regions_with_offering', 'zones_provision_loop',
@@ -329,8 +335,11 @@ NAMES: Tuple[SkyPilotName, ...] = (
              f'the resources\' {attribute}')
       for attribute in ('cluster_config_overrides', 'cloud', 'region', 'zone',
                         'instance_type', 'accelerators', 'cpus', 'memory',
-                        'use_spot', 'max_hourly_cost', 'copy',
+                        'use_spot', 'max_hourly_cost', 'ports', 'copy',
                         'assert_launchable')),
+    *(_entry('sky.utils.resources_utils', helper, API_SERVER,
+             'provision.public_ports: the task\'s ports and ranges')
+      for helper in ('port_ranges_to_set', 'port_set_to_ranges')),
     _entry('sky.utils.volume', 'VolumeMount', API_SERVER,
            'cloud.Mithril.make_deploy_resources_variables: its signature'),
     # The catalog (catalog/).
@@ -420,7 +429,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            on_instances=True),
     _entry('sky.utils.command_runner', 'CommandRunner.run', API_SERVER,
            'recovery.notice.wait_for_preemption_hooks: the "hooks done" '
-           'file', keywords=('stream_logs',)),
+           'file; provision.public_ports.open_on_head: the head\'s forwarders',
+           keywords=('stream_logs', 'require_outputs')),
     _entry('sky.utils.command_runner', 'CommandRunner.node', API_SERVER,
            'provision.node_key_renewal.records_the_nodes: where a runner '
            'connects', on_instances=True),
@@ -489,7 +499,22 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.provision.logging', 'setup_provision_logging', API_SERVER,
            'recovery.staging.set_up_runtime: the standby\'s setup log'),
     _entry('sky.provision.provisioner', 'wait_for_ssh', API_SERVER,
-           'recovery.staging.set_up_runtime: the standby is reachable'),
+           'recovery.staging.set_up_runtime: the standby is reachable; '
+           'provision.public_ports.open_on_head: the head is'),
+    _entry('sky.provision', 'get_command_runners', API_SERVER,
+           'provision.public_ports.open_on_head: SSH to the head'),
+    _entry(_PROVISION_COMMON, 'ClusterInfo.get_head_instance', API_SERVER,
+           'provision.public_ports.open_on_head and provision.instance.'
+           'query_ports: the head'),
+    _entry(_PROVISION_COMMON, 'ClusterInfo.provider_config', API_SERVER,
+           'provision.public_ports.open_on_head: kept for the head alone',
+           on_instances=True),
+    *(_entry(_PROVISION_COMMON, f'InstanceInfo.{attribute}', API_SERVER,
+             f'provision.public_ports.open_on_head: the head\'s {attribute}',
+             on_instances=True)
+      for attribute in ('instance_id', 'external_ip')),
+    _entry(_PROVISION_COMMON, 'query_ports_passthrough', API_SERVER,
+           'provision.instance.query_ports: each port at the head\'s address'),
     _entry(_CONSTANTS, 'SKY_REMOTE_RAY_PORT', API_SERVER,
            'recovery.staging.set_up_runtime: Ray\'s port'),
     # On the nodes: the provisioner (provision/) that autostop and autodown
@@ -502,23 +527,27 @@ NAMES: Tuple[SkyPilotName, ...] = (
              f'provision.instance and provision.cluster_bid: the launch\'s {field}',
              on_instances=True)
       for field in ('provider_config', 'authentication_config',
-                    'node_config', 'count', 'resume_stopped_nodes')),
+                    'node_config', 'count', 'resume_stopped_nodes',
+                    'ports_to_open_on_launch')),
     _entry(_PROVISION_COMMON, 'ProvisionRecord', NODE,
            'provision.instance.run_instances: what the launch did',
            keywords=('provider_name', 'region', 'zone', 'cluster_name',
                      'head_instance_id', 'resumed_instance_ids',
                      'created_instance_ids')),
     _entry(_PROVISION_COMMON, 'ClusterInfo', NODE,
-           'provision.cluster_bid.cluster_info: the bid\'s nodes',
+           'provision.cluster_bid.cluster_info: the bid\'s nodes; provision.'
+           'public_ports.open_on_head: the head alone',
            keywords=('instances', 'head_instance_id', 'provider_name',
                      'provider_config', 'ssh_user')),
     _entry(_PROVISION_COMMON, 'ClusterInfo.ssh_user', API_SERVER,
-           'recovery.staging.set_up_runtime: SSH to the standby',
-           on_instances=True),
+           'recovery.staging.set_up_runtime: SSH to the standby; provision.'
+           'public_ports.open_on_head: to the head', on_instances=True),
     _entry(_PROVISION_COMMON, 'InstanceInfo', NODE,
            'provision.cluster_bid.cluster_info: one node',
            keywords=('instance_id', 'internal_ip', 'external_ip', 'ssh_port',
                      'tags')),
+    _entry(_PROVISION_COMMON, 'Endpoint', NODE,
+           'provision.instance.query_ports: its signature'),
     _entry(_PROVISION_COMMON, 'StopFailoverError', NODE,
            'provision.cluster_bid: a bid that may still bill stops the failover'),
     _entry('sky.utils.status_lib', 'ClusterStatus', NODE,
@@ -544,7 +573,7 @@ NAMES: Tuple[SkyPilotName, ...] = (
     *(_entry(_PROVISION_COMMON, f'ProvisionConfig.{field}', DEVTOOLS,
              'devtools.provisioning.provision_config: passed as SkyPilot does',
              on_instances=True)
-      for field in ('docker_config', 'tags', 'ports_to_open_on_launch')),
+      for field in ('docker_config', 'tags')),
     *(_entry(_CONSTANTS, constant, DEVTOOLS,
              'emulator.hosts.vm_image: the node image has SkyPilot\'s runtime')
       for constant in ('SKY_REMOTE_RAY_VERSION', 'RAY_INSTALLATION_COMMANDS',

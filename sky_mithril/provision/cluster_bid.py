@@ -763,6 +763,11 @@ class ClusterBid:
             self.bid = self.conn.client.get_bid(self.bid.fid)
         return _in_order_of(self.bid, instances)
 
+    def cluster_info(self, provider_config: Optional[Dict[str, Any]]
+                     ) -> common.ClusterInfo:
+        """The bid's nodes as SkyPilot sees a cluster."""
+        return cluster_info(self.conn, self.bid, provider_config)
+
     def undo(self, cause: BaseException) -> None:
         """Reverses this launch's outcome; if that is impossible, stops
         SkyPilot's failover so the user learns about the bid."""

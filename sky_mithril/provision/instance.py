@@ -6,6 +6,7 @@ names a reservation that has room, else on one spot bid for all of its nodes
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
+The head opens the task's ports at every launch and start (`public_ports`).
 A status refresh renews the nodes' key of a cluster that is up when it nears
 its expiry, and revokes the keys of a cluster it finds gone.
 """
@@ -23,6 +24,7 @@ from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import node_key_renewal
+from sky_mithril.provision import public_ports
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
 
@@ -71,8 +73,10 @@ def _on_reservation(conn: connection.Connection,
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
                   config: common.ProvisionConfig) -> common.ProvisionRecord:
     """Claims or resumes the cluster's reserved instances, or places,
-    resumes or adopts its bid, and returns once every node is reachable;
-    what this launch did is undone if it fails."""
+    resumes or adopts its bid, and returns once every node is reachable and
+    the head has opened the task's ports (SkyPilot passes them at every
+    launch and start; a resumed head lost its forwarders); what this launch
+    did is undone if it fails."""
     conn = cluster_bid.connect(config.provider_config)
     reserved = _on_reservation(conn, cluster_name, cluster_name_on_cloud,
                                config)
@@ -81,6 +85,7 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
             cluster_bid.boot_timeout(config.provider_config))]
         created = reserved.outcome == reserved_nodes.Outcome.CLAIMED
         resumed = reserved.outcome == reserved_nodes.Outcome.RESUMED
+        undo, info = reserved.undo, reserved.cluster_info
     else:
         held = cluster_bid.ClusterBid.acquire(conn, region,
                                               cluster_name_on_cloud, config)
@@ -88,6 +93,16 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
             i.fid for i in held.wait_until_ready(config.provider_config)]
         created = held.outcome == cluster_bid.Outcome.PLACED
         resumed = held.outcome == cluster_bid.Outcome.RESUMED
+        undo, info = held.undo, held.cluster_info
+    if config.ports_to_open_on_launch:
+        try:
+            public_ports.open_on_head(info(config.provider_config),
+                                      config.authentication_config,
+                                      cluster_name_on_cloud,
+                                      config.ports_to_open_on_launch)
+        except BaseException as e:
+            undo(e)
+            raise
     return common.ProvisionRecord(
         provider_name=CLOUD_NAME,
         region=region,
@@ -217,17 +232,38 @@ def get_cluster_info(region: str, cluster_name_on_cloud: str,
 def open_ports(cluster_name_on_cloud: str,
                ports: List[str],
                provider_config: Optional[Dict[str, Any]] = None) -> None:
-    """Mithril has no firewall API; the cloud declares OPEN_PORTS unsupported."""
+    """Never called: SkyPilot opens a LAUNCH_ONLY cloud's ports through
+    run_instances, which opens them on the head at every launch and start;
+    ports cannot be added to a cluster that exists (SkyPilot refuses first)."""
     del cluster_name_on_cloud, provider_config
     raise NotImplementedError(
-        f'Mithril cannot open ports {ports}; remove `ports:` from the task.')
+        f'Mithril opens a cluster\'s ports as it launches; to open {ports}, '
+        '`sky down` the cluster and launch it with them.')
 
 
 def cleanup_ports(cluster_name_on_cloud: str,
                   ports: List[str],
                   provider_config: Optional[Dict[str, Any]] = None) -> None:
-    """No ports were opened, so there is nothing to clean up."""
+    """Nothing to clean up: SkyPilot calls this once the cluster's bid is
+    cancelled, and the head's forwarders went with its instance."""
     del cluster_name_on_cloud, ports, provider_config
+
+
+def query_ports(cluster_name_on_cloud: str,
+                ports: List[str],
+                head_ip: Optional[str] = None,
+                provider_config: Optional[Dict[str, Any]] = None
+                ) -> Dict[int, List[common.Endpoint]]:
+    """Each port at the head's public address, where the head opened it:
+    the address SkyPilot passes, else the head's address from Mithril (none
+    while the cluster has no head)."""
+    if head_ip is None:
+        head = get_cluster_info('', cluster_name_on_cloud,
+                                provider_config).get_head_instance()
+        if head is None:
+            return {}
+        head_ip = head.external_ip
+    return common.query_ports_passthrough(ports, head_ip)
 
 
 def cleanup_custom_multi_network(cluster_name_on_cloud: str,

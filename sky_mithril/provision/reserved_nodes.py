@@ -191,6 +191,7 @@ class ReservedNodes:
         self.instance_fids = instance_fids
         self.outcome = outcome
         self._claims = claims
+        self._resumed: List[str] = []
 
     @classmethod
     def held_by(cls, conn: connection.Connection,
@@ -250,8 +251,7 @@ class ReservedNodes:
     def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
         """Resumes paused instances and waits until every node has an SSH
         destination; on any failure or interrupt what this launch did is
-        undone (resumed instances paused again, new claims released)."""
-        resumed: List[str] = []
+        undone (`undo`)."""
         try:
             instances = self.instances()
             if len(instances) < len(self.instance_fids):
@@ -264,15 +264,15 @@ class ReservedNodes:
             if paused:
                 with interrupts.deferred():
                     self.conn.client.set_instances_paused(paused, paused=False)
-                resumed = paused
+                self._resumed = paused
                 if self.outcome == Outcome.ADOPTED:
                     self.outcome = Outcome.RESUMED
                 logger.info(f'Resuming {len(paused)} paused reserved '
                             'instance(s); Mithril may first give a spot user '
                             'its 5-minute notice.')
             return self._wait(boot_timeout)
-        except BaseException:
-            self._undo(resumed)
+        except BaseException as e:
+            self.undo(e)
             raise
 
     def _wait(self, boot_timeout: float) -> List[models.Instance]:
@@ -294,11 +294,16 @@ class ReservedNodes:
                     'raise config.mithril.boot_timeout or try again.')
             time.sleep(POLL_SECONDS)
 
-    def _undo(self, resumed: List[str]) -> None:
+    def undo(self, cause: BaseException) -> None:
+        """Reverses this launch: instances it resumed are paused again, its
+        new claims released (the instances stay in the reservation)."""
+        logger.info(f'Undoing the launch on reservation '
+                    f'{self.reservation_fid} ({type(cause).__name__}).')
         try:
-            if resumed:
+            if self._resumed:
                 with interrupts.deferred():
-                    self.conn.client.set_instances_paused(resumed, paused=True)
+                    self.conn.client.set_instances_paused(self._resumed,
+                                                          paused=True)
             if self.outcome == Outcome.CLAIMED:
                 reservation_claims.release(self._claims)
         except Exception as e:  # pylint: disable=broad-except

@@ -2,8 +2,8 @@
 the functions the launch itself calls — the `Mithril` cloud's feasibility
 check (its hint is the refusal the user reads), its deploy variables (where
 credentials are loaded), its credential check (`sky check`), and SkyPilot's
-own `Resources.validate` and cluster-name check — with the same message text
-as through the real CLI.
+own `Resources` validation (ports Mithril cannot open too) and cluster-name
+check — with the same message text as through the real CLI.
 
 tests/e2e/test_bad_inputs.py keeps one real `sky launch` per error family;
 the cases that need an API (a rejected key, an unknown project, volumes) are
@@ -118,6 +118,33 @@ def test_unknown_instance_type_is_refused():
 def test_zone_is_refused_with_the_fix():
     assert_names(validation_error(region='us-central3-a', zone='us-central3-a1'),
                  ['Mithril has no zones', 'infra: mithril/us-central3-a'])
+
+
+# --- ports Mithril cannot open -----------------------------------------------
+
+TYPE = 'a100-80gb.sxm.1x'
+
+
+@pytest.mark.parametrize('ports,refused', [
+    (['22'], '22'),
+    (['80', '1000-1030'], '1000-1023'),
+    (['444', '8080', '65535'], '444'),
+], ids=['ssh', 'range-below-1024', 'one-of-several'])
+def test_a_port_mithril_cannot_open_is_refused_naming_the_range(ports, refused):
+    with pytest.raises(exceptions.NotSupportedError) as info:
+        sky.Resources(cloud=cloud.Mithril(), instance_type=TYPE,
+                      ports=ports).validate()
+    assert_names(str(info.value), [
+        'Mithril opens public ports 80, 443 and 1024-65535 only',
+        f'not {refused}.'])
+
+
+def test_ports_mithril_opens_are_launchable():
+    resources = sky.Resources(cloud=cloud.Mithril(), instance_type=TYPE,
+                              ports=['80', '443', '1024', '8000-8100', '65535'])
+    resources.validate()
+    feasible = cloud.Mithril().get_feasible_launchable_resources(resources)
+    assert feasible.resources_list, feasible.hint
 
 
 # --- cluster names (SkyPilot's own check) ------------------------------------

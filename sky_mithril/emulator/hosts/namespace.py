@@ -32,8 +32,19 @@ elsewhere by editing fstab, or a formatted block volume given an fstab line,
 comes back where the user put it; detached file shares are skipped. A change
 to a host's volumes takes effect at its next start.
 
-What a host needs from this machine (sshd, the user `ubuntu`, an offline
-Python and uv cache) is the VM image, `vm_image.ensure_vm_image()`.
+Every boot also gives the host Mithril's network edge, the nftables table
+`inet mithril_edge` in its namespace (`EDGE_TABLE`): from outside (this
+machine, at the bridge's address) only SSH, the emulator's own services (a
+control node's kube API, `forward_kube_api`) and the ports `foundrypf` opens
+get in; the hosts of the bridge reach each other freely, as a cluster's nodes
+do. `foundrypf PORT`, the stand-in the VM image puts in every host's
+`/usr/local/bin`, adds PORT to the table's `forwarded` set, whose packets are
+led to the host's own 127.0.0.1:PORT (a service bound to 127.0.0.1 or to every
+address answers), until `foundrypf -d PORT` or a reboot.
+
+What a host needs from this machine (sshd, the user `ubuntu`, nftables, an
+offline Python and uv cache, the `foundrypf` stand-in) is the VM image,
+`vm_image.ensure_vm_image()`.
 """
 
 import atexit
@@ -66,6 +77,7 @@ FORWARDER = Path(__file__).with_name('tcp_forward.py')
 LOOPBACK = '127.0.0.1'
 _SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 GIB = 1 << 30
+EDGE_TABLE = 'inet mithril_edge'
 MACHINE_FSTAB = Path('/etc/fstab')
 # Run in a host's mount namespace once `/run` is private: replaces `/dev` with
 # a tmpfs holding copies of this machine's device nodes and links and binds of
@@ -89,6 +101,34 @@ done
 umount -R -l /run/machine-dev
 rmdir /run/machine-dev
 mkdir -p /dev/disk/by-id'''
+
+
+def _edge_ruleset(outside: str) -> str:
+    """The host's network edge, replaced whole (`nft -f`) at every boot:
+    traffic from `outside` reaches the ports in `services` (sshd's, the
+    emulator's) and those in `forwarded` (`foundrypf`'s, led to 127.0.0.1;
+    the host's eth0 has `route_localnet` for it), nothing else."""
+    return f'''table {EDGE_TABLE}
+delete table {EDGE_TABLE}
+table {EDGE_TABLE} {{
+  set services {{ type inet_service; elements = {{ 22 }}; }}
+  set forwarded {{ type inet_service; }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "eth0" ip saddr {outside} tcp dport @forwarded dnat ip to 127.0.0.1
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "eth0" ip saddr {outside} jump from_outside
+  }}
+  chain from_outside {{
+    ct state established,related accept
+    tcp dport @services accept
+    ct status dnat accept
+    meta l4proto {{ tcp, udp }} drop
+  }}
+}}
+'''
 
 
 def _netns_names() -> List[str]:
@@ -185,7 +225,8 @@ def _require_root() -> None:
 def _require_tools() -> None:
     """Checks, once the image (and its packages) is in place, for every tool
     the hosts run."""
-    for tool in ('ip', 'unshare', 'mount', 'losetup', 'ssh-keygen', SSHD):
+    for tool in ('ip', 'unshare', 'mount', 'losetup', 'ssh-keygen', 'nft',
+                 'sysctl', SSHD):
         if shutil.which(tool) is None:
             raise HostError(f'NamespaceHosts needs `{tool}`, which preparing '
                             'the VM image did not install.')
@@ -347,6 +388,9 @@ class NamespaceHosts(sshd.SshdHostBackend):
                      'eth0'])
         run_command(['ip', '-n', netns, 'link', 'set', 'lo', 'up'])
         run_command(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+        # What `foundrypf` forwards is led to 127.0.0.1 (`_edge_ruleset`).
+        run_command(['ip', 'netns', 'exec', netns, 'sysctl', '-q', '-w',
+                     'net.ipv4.conf.eth0.route_localnet=1'])
 
     def _boot_script(self, host: Host, devices: Mapping[str, str],
                      boot_fstab: Optional[Path]) -> str:
@@ -372,6 +416,11 @@ class NamespaceHosts(sshd.SshdHostBackend):
             'mount -t overlay overlay -o '
             f'lowerdir=/etc,upperdir={q(str(disk / "etc-upper"))},'
             f'workdir={q(str(disk / "etc-work"))} /etc',
+            # Mithril's own commands (`foundrypf`), read-only, over this
+            # machine's /usr/local/bin.
+            'mount -t overlay overlay -o '
+            f'lowerdir={q(str(self.image.mithril_commands))}:/usr/local/bin '
+            '/usr/local/bin',
         ]
         if boot_fstab is not None:
             lines.append(f'mount --all --mkdir --fstab {q(str(boot_fstab))} || '
@@ -476,8 +525,9 @@ class NamespaceHosts(sshd.SshdHostBackend):
         return path
 
     def _start(self, host: Host) -> None:
-        """Boots the host: its volumes ready, a fresh /tmp, then sshd as PID 1
-        of new namespaces."""
+        """Boots the host: its volumes ready, a fresh /tmp and network edge
+        (no port forwarded), then sshd as PID 1 of new namespaces."""
+        self._reset_edge(host)
         devices = self._attach_volumes(host)
         boot_fstab = self._boot_fstab(host)
         tmp = host.directory / 'tmp'
@@ -498,6 +548,13 @@ class NamespaceHosts(sshd.SshdHostBackend):
         sshd.wait_for_sshd(host, log, self._start_timeout)
         if self._api_port is not None:
             self._forward(host, LOOPBACK, self._api_port, self._api_port)
+
+    def _reset_edge(self, host: Host) -> None:
+        """Loads the host's network edge afresh (`_edge_ruleset`)."""
+        ruleset = host.directory / 'edge.nft'
+        ruleset.write_text(_edge_ruleset(self.api_address))
+        run_command(['ip', 'netns', 'exec', self._netns(host), 'nft', '-f',
+                     str(ruleset)])
 
     def _reap(self, host: Host) -> None:
         """Waits for the host's killed sshd and forwarders to exit."""
@@ -555,11 +612,16 @@ class NamespaceHosts(sshd.SshdHostBackend):
 
     def forward_kube_api(self, instance_fid: str, port: int, api_port: int) -> bool:
         """Runs `tcp_forward` in the host's network namespace, from
-        `<host address>:port` to `api_address:api_port` on the bridge; it is
-        one of the namespace's processes, so it stops with the host."""
+        `<host address>:port` to `api_address:api_port` on the bridge, and
+        lets `port` through the host's network edge (a kube API is public on
+        Mithril); the forwarder is one of the namespace's processes, so it
+        stops with the host, and the edge forgets the port at the next boot."""
         with self._lock:
             host = self._get(instance_fid)
             self._forward(host, host.address, port, api_port)
+            run_command(['ip', 'netns', 'exec', self._netns(host), 'nft', 'add',
+                         'element', *EDGE_TABLE.split(), 'services',
+                         f'{{ {port} }}'])
             return True
 
     def _forward(self, host: Host, listen: str, port: int,

@@ -5,12 +5,16 @@ Mithril VM offers SkyPilot must exist here once: sshd, sudo, rsync, a user
 `ubuntu` with passwordless sudo, a Python 3.10 the `ubuntu` user can run, the
 uv binary, and, because hosts cannot reach PyPI, a uv cache warmed on this
 machine with everything SkyPilot installs on a fresh node, so that the node's
-installs run offline.
+installs run offline. Mithril's own commands on its images are stand-ins here
+(`MITHRIL_COMMANDS`: `foundrypf`, its port forwarder), which the hosts see in
+their `/usr/local/bin`.
 
 `ensure_vm_image()` prepares all of it under one directory (default
 `/var/cache/sky-mithril/vm-image`, env `SKY_MITHRIL_VM_IMAGE_DIR`) and writes a
 stamp keyed by the versions involved; later calls find the stamp and only check
-that the system parts (packages, user) are still there.
+that the system parts (packages, user) are still there. The stand-ins are
+copied in whenever the image's copy differs from this package's, so a changed
+stand-in reaches an image built before it without a rebuild.
 """
 
 import dataclasses
@@ -29,6 +33,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+from sky_mithril.files import write_atomically
+
 DEFAULT_IMAGE_DIR = Path('/var/cache/sky-mithril/vm-image')
 ENV_IMAGE_DIR = 'SKY_MITHRIL_VM_IMAGE_DIR'
 ENV_PYTHON_SOURCE = 'SKY_MITHRIL_PYTHON310'
@@ -37,9 +43,15 @@ SSH_USER = 'ubuntu'
 UV_VERSION = '0.13.9'
 # What a Mithril Ubuntu image ships and SkyPilot's node setup relies on
 # (`patch` for Ray's patches, `lsof`/`procps` in the setup commands,
-# `e2fsprogs` to format a block volume).
+# `e2fsprogs` to format a block volume), and `nftables` for the hosts'
+# network edge, which `foundrypf` opens ports in.
 APT_PACKAGES = ('openssh-server', 'sudo', 'rsync', 'patchelf', 'iproute2',
-                'patch', 'procps', 'lsof', 'e2fsprogs')
+                'patch', 'procps', 'lsof', 'e2fsprogs', 'nftables')
+# Stand-ins for the commands a Mithril image adds to /usr/local/bin, by name:
+# the script in this package each one is.
+MITHRIL_COMMANDS: Dict[str, Path] = {
+    'foundrypf': Path(__file__).with_name('foundrypf.sh'),
+}
 SUDOERS_FILE = Path('/etc/sudoers.d/90-sky-mithril-ubuntu')
 # Bump when the image layout or build steps change.
 IMAGE_FORMAT = 1
@@ -59,7 +71,8 @@ class VmImageError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class VmImage:
-    """Paths of a prepared image. Hosts seed each home from `home_template`."""
+    """Paths of a prepared image. Hosts seed each home from `home_template`
+    and see `mithril_commands` over their `/usr/local/bin`."""
 
     root: Path
     python_home: Path
@@ -69,6 +82,7 @@ class VmImage:
     uv_cache: Path
     uv_config: Path
     home_template: Path
+    mithril_commands: Path
     skypilot_wheel: Path
     stamp: Path
     ssh_user: str = SSH_USER
@@ -104,6 +118,7 @@ def _paths(root: Path) -> VmImage:
                    uv_cache=root / 'uv-cache',
                    uv_config=root / 'uv-vm.toml',
                    home_template=root / 'home-template',
+                   mithril_commands=root / 'mithril-commands',
                    skypilot_wheel=root / 'wheel' / _wheel_name(),
                    stamp=root / 'stamp.json')
 
@@ -374,13 +389,33 @@ def _write_home_template(image: VmImage) -> None:
     shutil.copy(image.uv_config, config_dir / 'uv.toml')
 
 
+def _mithril_commands_current(image: VmImage) -> bool:
+    """Whether the image's stand-ins are this package's."""
+    return all((image.mithril_commands / name).is_file() and
+               (image.mithril_commands / name).read_bytes() == source.read_bytes()
+               for name, source in MITHRIL_COMMANDS.items())
+
+
+def _install_mithril_commands(image: VmImage, progress: Progress) -> None:
+    """Copies each stand-in whose copy in the image differs from this
+    package's (or is missing), executable by everyone."""
+    for name, source in MITHRIL_COMMANDS.items():
+        target = image.mithril_commands / name
+        content = source.read_bytes()
+        if target.is_file() and target.read_bytes() == content:
+            continue
+        progress(f'Installing the {name} stand-in')
+        write_atomically(target, content, mode=0o755)
+
+
 def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
     """Prepares the image once (needs root); later calls return it quickly."""
     say: Progress = progress or (lambda _message: None)
     image = _paths(image_dir())
     if os.geteuid() != 0:
         built_from = Path(str(_read_stamp(image).get('python_source', '')))
-        if _is_ready(image, _stamp_key(built_from)) and not _missing_packages():
+        if (_is_ready(image, _stamp_key(built_from)) and
+                _mithril_commands_current(image) and not _missing_packages()):
             return image
         raise VmImageError(f'Preparing the VM image in {image.root} needs root '
                            '(apt packages, user ubuntu).')
@@ -395,6 +430,7 @@ def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ensure_packages(APT_PACKAGES, say)
         _ensure_user(say)
+        _install_mithril_commands(image, say)
         if _is_ready(image, key):
             return image
         say(f'Building the VM image in {image.root}')
