@@ -150,6 +150,12 @@ def test_k8s_joins_the_reserved_instances_to_the_cluster(
     assert sorted(joined['instances']) == sorted(instances)
     shown = json.loads(run('k8s', 'info', 'pool', '--json').out)
     assert sorted(node['fid'] for node in shown['nodes']) == sorted(instances)
+    # The cluster's kube API (what kubectl and SkyPilot see) lists them Ready.
+    nodes = api.get(f'/_kube/{cluster["fid"]}/api/v1/nodes')['items']
+    ready = {n['metadata']['name']: n['status']['conditions'][0]['status']
+             for n in nodes}
+    assert ready == {'pool-control': 'True',
+                     **{node['name']: 'True' for node in shown['nodes']}}
 
 
 def test_k8s_refuses_an_unknown_or_other_region_cluster(
