@@ -368,7 +368,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.authentication', 'configure_ssh_info', API_SERVER,
            'account.ssh_keys.setup_mithril_authentication: SkyPilot\'s own last step'),
     _entry('sky.utils.auth_utils', 'get_or_generate_keys', API_SERVER,
-           'account.ssh_keys.setup_mithril_authentication: the key Mithril gets'),
+           'account.ssh_keys.setup_mithril_authentication: the key Mithril gets; '
+           'commands.keys.keys_for_new_reservation: a reservation carries it'),
     _entry('sky.utils.common_utils', 'get_user_hash', API_SERVER,
            'account.ssh_keys.ssh_key_fid_for: the registered key\'s name; '
            'plugin.cost_report.bid_name: a record without a user'),

@@ -1,5 +1,5 @@
 """Local SSH key pairs and the project's registered keys: which keys a new bid
-gets, and which private key opens a bid's or a cluster's nodes.
+or reservation gets, and which private key opens a bid's or a cluster's nodes.
 
 A local pair is `~/.ssh/id_*` with its `.pub` beside it, or SkyPilot's
 `~/.sky/clients/*/ssh/sky-key` (and the older `~/.ssh/sky-key`). Keys are
@@ -89,16 +89,42 @@ def key_fids_for_new_bid(conn: connection.Connection) -> List[str]:
                 if key_body(k.public_key) in local_bodies]
     if matching:
         return matching
-    from sky_mithril.account import ssh_keys  # pylint: disable=import-outside-toplevel
     progress(f'Registering your public key {pairs[0].private_key}.pub with '
              f'project {conn.project_id}.')
+    return [_registered_fid(conn, pairs[0].public_key)]
+
+
+def keys_for_new_reservation(
+        conn: connection.Connection) -> List[models.SshKey]:
+    """SkyPilot's own key first (registered if it is not yet), then the
+    project's other keys that match a local pair: a reservation's keys are
+    fixed at create, and SkyPilot reaches its instances only with its own."""
+    from sky.utils import auth_utils  # pylint: disable=import-outside-toplevel
+    _, public_key_path = auth_utils.get_or_generate_keys()
+    sky_public_key = Path(public_key_path).read_text(encoding='utf-8').strip()
+    project_keys = conn.client.list_ssh_keys(conn.project_id)
+    sky_body = key_body(sky_public_key)
+    if not any(key_body(k.public_key) == sky_body for k in project_keys):
+        progress(f"Registering SkyPilot's public key {public_key_path} with "
+                 f'project {conn.project_id}.')
+        _registered_fid(conn, sky_public_key)
+        project_keys = conn.client.list_ssh_keys(conn.project_id)
+    local_bodies = {pair.body for pair in local_key_pairs()}
+    return sorted((k for k in project_keys
+                   if key_body(k.public_key) == sky_body or
+                   key_body(k.public_key) in local_bodies),
+                  key=lambda k: key_body(k.public_key) != sky_body)
+
+
+def _registered_fid(conn: connection.Connection, public_key: str) -> str:
+    """The fid of `public_key` in the project, registering it if absent."""
+    from sky_mithril.account import ssh_keys  # pylint: disable=import-outside-toplevel
     # SkyPilot's logger writes to stdout, where `--json` output goes; the
-    # line above already says it on stderr.
+    # callers already say it on stderr.
     ssh_keys_logger = logging.getLogger(ssh_keys.logger.name)
     level = ssh_keys_logger.level
     ssh_keys_logger.setLevel(logging.WARNING)
     try:
-        return [ssh_keys.ssh_key_fid_for(conn, pairs[0].public_key)]
+        return ssh_keys.ssh_key_fid_for(conn, public_key)
     finally:
         ssh_keys_logger.setLevel(level)
-

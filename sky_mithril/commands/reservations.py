@@ -120,6 +120,27 @@ def find_reservation(conn: connection.Connection,
     return max(named, key=lambda r: r.created_at)
 
 
+def _joinable_cluster(conn: connection.Connection, name_or_fid: str,
+                      region: str) -> models.KubernetesCluster:
+    """The live Kubernetes cluster named (or fid) `name_or_fid` in `region`:
+    a reservation's instances join only a cluster of their own region."""
+    live = [c for c in conn.client.list_kubernetes_clusters(conn.project_id)
+            if name_or_fid in (c.fid, c.name) and
+            c.status != models.KubernetesClusterState.TERMINATED]
+    if not live:
+        raise CommandError(f'No live Kubernetes cluster {name_or_fid!r} in '
+                           f'project {conn.project_id}; `sky-mithril k8s '
+                           'list` lists them.')
+    in_region = [c for c in live if c.region == region]
+    if not in_region:
+        raise CommandError(
+            f'Kubernetes cluster {name_or_fid!r} is in '
+            f'{", ".join(sorted({c.region for c in live}))}, not {region}: '
+            "a reservation's instances join a cluster of their own region. "
+            '`sky-mithril k8s list` shows each cluster\'s region.')
+    return in_region[-1]
+
+
 def _when(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
 
@@ -214,19 +235,24 @@ def quote_reservation(type_name: str, region: str, length_hours: int,
 @_window_options
 @click.option('--max-unit-price', type=options.Parsed('PRICE', _price),
               help='refuse if the unit price is above this ($/instance-hour)')
+@click.option('--k8s', metavar='CLUSTER',
+              help='join the instances to this Kubernetes cluster (name or '
+              'fid; same region)')
 @options.YES
 @PROJECT
 @options.json_option('the reservation')
 def create_reservation(name: str, type_name: str, region: str,
                        length_hours: int, start: Optional[datetime.datetime],
                        num_instances: int, max_unit_price: Optional[Decimal],
-                       yes: bool, project: Optional[str],
+                       k8s: Optional[str], yes: bool, project: Optional[str],
                        as_json: bool) -> int:
     """Buy a reservation named NAME: the whole price is charged now. Shows
-    the offer and asks first (-y does not ask)."""
+    the offer and the SSH keys its instances boot with (SkyPilot's and your
+    registered local ones), and asks first (-y does not ask)."""
     conn = common.connect(project)
     try:
         instance_type = _reservable_type(conn, type_name, region)
+        cluster = _joinable_cluster(conn, k8s, region) if k8s else None
         begin, end = _window(conn, start, length_hours)
         offer = _standard_offer(conn.client.quote_reservation(
             conn.project_id, instance_type.fid, region, begin, end,
@@ -240,6 +266,12 @@ def create_reservation(name: str, type_name: str, region: str,
                  f'{instance_type.name} in {region}, {_when(begin)} → '
                  f'{_when(end)} ({length_hours} h)')
         progress('\n'.join(_offer_lines(offer)))
+        ssh_keys = keys.keys_for_new_reservation(conn)
+        progress(f'  SSH keys       {", ".join(k.name for k in ssh_keys)} '
+                 "(SkyPilot's first; fixed at create)")
+        if cluster is not None:
+            progress(f'  Kubernetes     the instances join cluster '
+                     f'{cluster.name} ({cluster.fid})')
         if not confirm(f'Buy it for {dollars(offer.total_price)}, charged now?',
                        yes):
             progress('Nothing was bought.')
@@ -251,7 +283,8 @@ def create_reservation(name: str, type_name: str, region: str,
             region=region, start_time=begin, end_time=end,
             instance_quantity=num_instances, name=name,
             launch_specification=models.LaunchSpecification(
-                ssh_keys=keys.key_fids_for_new_bid(conn)),
+                ssh_keys=[k.fid for k in ssh_keys],
+                kubernetes_cluster=cluster.fid if cluster else None),
             price_specification=models.PriceSpecification(
                 offer_key=offer.key, max_unit_price=money.dollars_to_cents(ceiling)))
         reservation = conn.client.create_reservation(request)
