@@ -52,6 +52,12 @@ def _on_reservation(conn: connection.Connection,
     already on one stays there; a full, not yet active or ended
     reservation bursts to spot, saying why)."""
     held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    if held is not None and held.gone():
+        logger.info('The cluster\'s reserved instances are gone (the '
+                    'reservation ended, or they were returned); launching '
+                    'afresh.')
+        held.forget()
+        held = None
     wanted = config.provider_config.get('reservation')
     if held is not None or not wanted:
         return held

@@ -248,6 +248,15 @@ class ReservedNodes:
                   if i.status not in _GONE}
         return [by_fid[fid] for fid in self.instance_fids if fid in by_fid]
 
+    def gone(self) -> bool:
+        """Whether none of the cluster's instances is left (its reservation
+        ended, or they were returned): a relaunch starts afresh."""
+        return not self.on_node and not self.instances()
+
+    def forget(self) -> None:
+        """Releases the claims of instances that no longer exist."""
+        reservation_claims.release(self._claims)
+
     def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
         """Resumes paused instances and waits until every node has an SSH
         destination; on any failure or interrupt what this launch did is

@@ -239,5 +239,16 @@ def test_paused_outside_skypilot_reads_stopped_and_an_ended_reservation_reads_go
     server.control('POST', 'advance', seconds=3 * 3600)
     assert _query('short-lived') == {}
     assert bids_named(server, 'short-lived') == []
-    provisioner.terminate_instances('short-lived', {'project_id': 'proj_emulator'})
+
+    # A relaunch (a managed job's recovery) after the end bursts to spot.
+    relaunch = threading.Thread(target=_launch, args=(
+        'short-lived', _config(reservation.name)))
+    relaunch.start()
+    while relaunch.is_alive():
+        server.control('POST', 'advance', seconds=30)
+        relaunch.join(0.05)
+    [bid] = bids_named(server, 'short-lived')
+    assert bid['status'] == 'Allocated'
     assert reservation_claims.of_cluster('short-lived') == []
+    provisioner.terminate_instances('short-lived', {'project_id': 'proj_emulator'})
+    assert [b['status'] for b in bids_named(server, 'short-lived')] == ['Terminated']
