@@ -9,7 +9,9 @@ boot disks and releases the claims. Capacity goes back for credit only
 through `sky-mithril reservations return`.
 
 On a node (autostop, autodown) there is no claims database: the cluster's
-instances are read from NODE_FILE, which the launch stages for the nodes.
+instances are read from NODE_FILE, which the launch stages for the nodes. It
+names its cluster: a node also launches other clusters (a jobs controller on
+reserved instances launches each job's), which are never on its instances.
 """
 
 import enum
@@ -155,15 +157,19 @@ def stage_node_file(cluster_name_on_cloud: str) -> Path:
 def _write_node_file(claims: List[reservation_claims.Claim]) -> None:
     path = stage_node_file(claims[0].cluster_name_on_cloud)
     path.write_text(json.dumps({
+        'cluster': claims[0].cluster_name_on_cloud,
         'reservation': claims[0].reservation_fid,
         'instances': [c.instance_fid for c in claims]}), encoding='utf-8')
 
 
-def _from_node_file() -> Optional[Dict[str, Any]]:
+def _from_node_file(cluster_name_on_cloud: str) -> Optional[Dict[str, Any]]:
+    """The node's staged instances, if this node is one of that cluster's."""
     path = Path(NODE_FILE).expanduser()
     try:
         staged = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError):
+        return None
+    if staged.get('cluster') != cluster_name_on_cloud:
         return None
     return staged if staged.get('instances') else None
 
@@ -196,14 +202,14 @@ class ReservedNodes:
     @classmethod
     def held_by(cls, conn: connection.Connection,
                 cluster_name_on_cloud: str) -> Optional['ReservedNodes']:
-        """The cluster's reserved instances, from its claims (on a node, from
-        NODE_FILE); None for a cluster on a spot bid."""
+        """The cluster's reserved instances, from its claims (on one of its
+        nodes, from NODE_FILE); None for a cluster on a spot bid."""
         claims = reservation_claims.of_cluster(cluster_name_on_cloud)
         if claims:
             return cls(conn, claims[0].reservation_fid,
                        [c.instance_fid for c in claims], Outcome.ADOPTED,
                        claims)
-        staged = _from_node_file()
+        staged = _from_node_file(cluster_name_on_cloud)
         if staged is None:
             return None
         return cls(conn, staged['reservation'], list(staged['instances']),

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
@@ -241,3 +242,42 @@ def test_paused_outside_skypilot_reads_stopped_and_an_ended_reservation_reads_go
     assert bids_named(server, 'short-lived') == []
     provisioner.terminate_instances('short-lived', {'project_id': 'proj_emulator'})
     assert reservation_claims.of_cluster('short-lived') == []
+
+
+def test_a_node_on_a_reservation_launches_other_clusters_on_their_own_nodes(
+        fast_emulator: EmulatorServer) -> None:
+    """A jobs controller on reserved instances (a user-wide reservation)
+    launches a job's cluster from its own node, whose SkyPilot database holds
+    no claims but whose home holds the controller's NODE_FILE: the job's
+    cluster gets its own bid, and its teardown leaves the controller's
+    instances running; the controller's own teardown on its node pauses
+    them."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    _launch('controller', _config(reservation.name))
+    node_file = Path(reserved_nodes.NODE_FILE).expanduser()
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(
+        reserved_nodes.node_file_path('controller').read_text(encoding='utf-8'),
+        encoding='utf-8')
+    reservation_claims.release(reservation_claims.of_cluster('controller'))
+    try:
+        job = _launch('job-cluster', _config(''))
+        [bid] = bids_named(fast_emulator, 'job-cluster')
+        assert bid['status'] == 'Allocated'
+        assert job.head_instance_id not in reservation.instances
+        provisioner.terminate_instances('job-cluster',
+                                        {'project_id': 'proj_emulator'})
+        assert {i.status for i in _instances(reservation.fid)} == {
+            models.InstanceState.RUNNING}
+        # The controller's own autodown, on its node, still pauses its own.
+        provisioner.terminate_instances('controller',
+                                        {'project_id': 'proj_emulator'})
+        assert {i.status for i in _instances(reservation.fid)} <= {
+            models.InstanceState.STOPPING, models.InstanceState.PAUSED}
+    finally:
+        node_file.unlink()
+        reservation_claims.write(reservation, reservation.instances,
+                                 'controller', 'controller')
+        provisioner.terminate_instances('controller',
+                                        {'project_id': 'proj_emulator'})
