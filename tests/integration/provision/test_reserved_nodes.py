@@ -281,3 +281,33 @@ def test_a_node_on_a_reservation_launches_other_clusters_on_their_own_nodes(
                                  'controller', 'controller')
         provisioner.terminate_instances('controller',
                                         {'project_id': 'proj_emulator'})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'Claims live in the SkyPilot database of the process that launches: a '
+    'remote jobs controller (or a second API server on its own database) '
+    'does not see the API server\'s claims and claims a held instance.'))
+def test_a_launch_on_another_skypilot_database_never_takes_a_held_instance(
+        fast_emulator: EmulatorServer) -> None:
+    """A user's cluster holds the reservation's instance (the API server's
+    claim); a jobs controller, whose SkyPilot database is its own, launches
+    a job's cluster naming the same reservation: the job must not run on
+    (and its teardown pause and wipe) the user's instance."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    _launch('users-cluster', _config(reservation.name))
+    servers_claims = reservation_claims.of_cluster('users-cluster')
+    reservation_claims.release(servers_claims)  # Not in the controller's.
+    try:
+        job = _launch('job-cluster', _config(reservation.name))
+        assert job.head_instance_id not in reservation.instances
+        provisioner.terminate_instances('job-cluster',
+                                        {'project_id': 'proj_emulator'})
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('job-cluster'))
+        for bid in bids_named(fast_emulator, 'job-cluster'):
+            cluster_bid.cancel_and_confirm(connection.connect(), bid['fid'])
+        reservation_claims.write(reservation, reservation.instances,
+                                 'users-cluster', 'users-cluster')
+        provisioner.terminate_instances('users-cluster',
+                                        {'project_id': 'proj_emulator'})
