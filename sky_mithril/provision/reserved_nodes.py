@@ -146,20 +146,24 @@ def node_file_path(cluster_name_on_cloud: str) -> Path:
 
 
 def stage_node_file(cluster_name_on_cloud: str) -> Path:
-    """Makes sure the staged file exists (empty until instances are claimed)."""
+    """Writes the staged file from the cluster's claims now, empty when it
+    holds none: a file left by an earlier cluster of the name (one that took
+    itself down keeps its folder here) must never reach a node of this one,
+    whose autostop would pause those instances instead of its bid."""
+    return _write_node_file(cluster_name_on_cloud,
+                            reservation_claims.of_cluster(cluster_name_on_cloud))
+
+
+def _write_node_file(cluster_name_on_cloud: str,
+                     claims: List[reservation_claims.Claim]) -> Path:
     path = node_file_path(cluster_name_on_cloud)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('{}', encoding='utf-8')
-    return path
-
-
-def _write_node_file(claims: List[reservation_claims.Claim]) -> None:
-    path = stage_node_file(claims[0].cluster_name_on_cloud)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
-        'cluster': claims[0].cluster_name_on_cloud,
+        'cluster': cluster_name_on_cloud,
         'reservation': claims[0].reservation_fid,
-        'instances': [c.instance_fid for c in claims]}), encoding='utf-8')
+        'instances': [c.instance_fid for c in claims]} if claims else {}),
+                    encoding='utf-8')
+    return path
 
 
 def _from_node_file(cluster_name_on_cloud: str) -> Optional[Dict[str, Any]]:
@@ -235,7 +239,7 @@ class ReservedNodes:
                                               [i.fid for i in chosen],
                                               cluster_name,
                                               cluster_name_on_cloud)
-        _write_node_file(claims)
+        _write_node_file(cluster_name_on_cloud, claims)
         logger.info(f'Claimed {quantity} instance(s) of reservation '
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')

@@ -311,3 +311,45 @@ def test_a_launch_on_another_skypilot_database_never_takes_a_held_instance(
                                  'users-cluster', 'users-cluster')
         provisioner.terminate_instances('users-cluster',
                                         {'project_id': 'proj_emulator'})
+
+
+
+def test_after_its_autodown_a_cluster_back_on_spot_stages_no_reserved_instance(
+        fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster on the reservation takes itself down (autodown: its node
+    pauses its instances, a status refresh gives them back); a teammate's
+    cluster takes the instance; the first name launches again and bursts to
+    spot. What its nodes get as NODE_FILE names no reserved instance, so
+    its autostop on the node pauses its own bid (billing stops), not the
+    teammate's instance."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    _launch('dev', _config(reservation.name))
+    connection.connect().client.set_instances_paused(reservation.instances,
+                                                     paused=True)  # Its node.
+    monkeypatch.setattr(reserved_nodes, '_autodown_set',
+                        lambda name: name == 'dev')
+    assert _query('dev') == {}
+    provisioner.cleanup_cluster_resources('dev', {'project_id': 'proj_emulator'})
+    _launch('teammate', _config(reservation.name))
+    _launch('dev', _config(reservation.name))
+    [bid] = bids_named(fast_emulator, 'dev')
+    staged = reserved_nodes.stage_node_file('dev')  # As the launch stages it.
+    node_file = Path(reserved_nodes.NODE_FILE).expanduser()
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(staged.read_text(encoding='utf-8'), encoding='utf-8')
+    reservation_claims.release(  # Not in the node's database.
+        reservation_claims.of_cluster('teammate'))
+    try:
+        provisioner.stop_instances('dev', {'project_id': 'proj_emulator'})
+        [bid] = bids_named(fast_emulator, 'dev')
+        assert bid['status'] == 'Paused'
+        assert {i.status for i in _instances(reservation.fid)} == {
+            models.InstanceState.RUNNING}
+    finally:
+        node_file.unlink()
+        reservation_claims.write(reservation, reservation.instances,
+                                 'teammate', 'teammate')
+        for name in ('dev', 'teammate'):
+            provisioner.terminate_instances(name,
+                                            {'project_id': 'proj_emulator'})
