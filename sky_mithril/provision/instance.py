@@ -43,6 +43,18 @@ def bootstrap_instances(
     return config
 
 
+def _no_bid_beside(conn: connection.Connection, reserved_nodes_of: str) -> None:
+    """A cluster on reserved instances never has a bid of its own: a live
+    bid of its name (an earlier burst whose POST Mithril committed late) is
+    cancelled, so nothing bills beside the reservation unseen."""
+    for bid in cluster_bid.live_bids(conn, reserved_nodes_of):
+        logger.warning(f'Cancelling bid {bid.fid} ({bid.status}) of '
+                       f'{reserved_nodes_of}: the cluster runs on reserved '
+                       'instances, and the bid (an earlier launch\'s, '
+                       'committed late) would bill beside them.')
+        cluster_bid.cancel_and_confirm(conn, bid.fid)
+
+
 def _on_reservation(conn: connection.Connection,
                     cluster_name: str, cluster_name_on_cloud: str,
                     config: common.ProvisionConfig
@@ -89,6 +101,7 @@ def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
     if reserved is not None:
         instance_fids = [i.fid for i in reserved.wait_until_ready(
             cluster_bid.boot_timeout(config.provider_config))]
+        _no_bid_beside(conn, cluster_name_on_cloud)
         created = reserved.outcome == reserved_nodes.Outcome.CLAIMED
         resumed = reserved.outcome == reserved_nodes.Outcome.RESUMED
         undo, info = reserved.undo, reserved.cluster_info
@@ -144,6 +157,7 @@ def query_instances(
     conn = cluster_bid.connect(provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
+        _no_bid_beside(conn, cluster_name_on_cloud)
         return reserved.statuses(cluster_name, non_terminated_only)
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
@@ -171,6 +185,7 @@ def stop_instances(cluster_name_on_cloud: str,
     conn = cluster_bid.connect(provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
+        _no_bid_beside(conn, cluster_name_on_cloud)
         reserved.pause()
         return
     cluster_bid.pause(conn, cluster_name_on_cloud)

@@ -9,7 +9,9 @@ boot disks and releases the claims. Capacity goes back for credit only
 through `sky-mithril reservations return`.
 
 On a node (autostop, autodown) there is no claims database: the cluster's
-instances are read from NODE_FILE, which the launch stages for the nodes.
+instances are read from NODE_FILE, which the launch stages for the nodes. It
+names its cluster: a node also launches other clusters (a jobs controller on
+reserved instances launches each job's), which are never on its instances.
 """
 
 import enum
@@ -144,26 +146,34 @@ def node_file_path(cluster_name_on_cloud: str) -> Path:
 
 
 def stage_node_file(cluster_name_on_cloud: str) -> Path:
-    """Makes sure the staged file exists (empty until instances are claimed)."""
+    """Writes the staged file from the cluster's claims now, empty when it
+    holds none: a file left by an earlier cluster of the name (one that took
+    itself down keeps its folder here) must never reach a node of this one,
+    whose autostop would pause those instances instead of its bid."""
+    return _write_node_file(cluster_name_on_cloud,
+                            reservation_claims.of_cluster(cluster_name_on_cloud))
+
+
+def _write_node_file(cluster_name_on_cloud: str,
+                     claims: List[reservation_claims.Claim]) -> Path:
     path = node_file_path(cluster_name_on_cloud)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('{}', encoding='utf-8')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        'cluster': cluster_name_on_cloud,
+        'reservation': claims[0].reservation_fid,
+        'instances': [c.instance_fid for c in claims]} if claims else {}),
+                    encoding='utf-8')
     return path
 
 
-def _write_node_file(claims: List[reservation_claims.Claim]) -> None:
-    path = stage_node_file(claims[0].cluster_name_on_cloud)
-    path.write_text(json.dumps({
-        'reservation': claims[0].reservation_fid,
-        'instances': [c.instance_fid for c in claims]}), encoding='utf-8')
-
-
-def _from_node_file() -> Optional[Dict[str, Any]]:
+def _from_node_file(cluster_name_on_cloud: str) -> Optional[Dict[str, Any]]:
+    """The node's staged instances, if this node is one of that cluster's."""
     path = Path(NODE_FILE).expanduser()
     try:
         staged = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError):
+        return None
+    if staged.get('cluster') != cluster_name_on_cloud:
         return None
     return staged if staged.get('instances') else None
 
@@ -196,14 +206,14 @@ class ReservedNodes:
     @classmethod
     def held_by(cls, conn: connection.Connection,
                 cluster_name_on_cloud: str) -> Optional['ReservedNodes']:
-        """The cluster's reserved instances, from its claims (on a node, from
-        NODE_FILE); None for a cluster on a spot bid."""
+        """The cluster's reserved instances, from its claims (on one of its
+        nodes, from NODE_FILE); None for a cluster on a spot bid."""
         claims = reservation_claims.of_cluster(cluster_name_on_cloud)
         if claims:
             return cls(conn, claims[0].reservation_fid,
                        [c.instance_fid for c in claims], Outcome.ADOPTED,
                        claims)
-        staged = _from_node_file()
+        staged = _from_node_file(cluster_name_on_cloud)
         if staged is None:
             return None
         return cls(conn, staged['reservation'], list(staged['instances']),
@@ -229,7 +239,7 @@ class ReservedNodes:
                                               [i.fid for i in chosen],
                                               cluster_name,
                                               cluster_name_on_cloud)
-        _write_node_file(claims)
+        _write_node_file(cluster_name_on_cloud, claims)
         logger.info(f'Claimed {quantity} instance(s) of reservation '
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')
