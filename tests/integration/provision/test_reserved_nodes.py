@@ -192,6 +192,12 @@ def test_a_reservation_without_skypilots_key_is_refused_naming_its_keys(
         _launch('nokey', _config(reservation.name))
     assert 'keys cannot change' in str(refused.value)
     assert reservation.launch_specification.ssh_keys[0] in str(refused.value)
+    conn = connection.connect()
+    [console_key] = [k for k in conn.client.list_ssh_keys(conn.project_id)
+                     if k.fid == reservation.launch_specification.ssh_keys[0]]
+    assert f'its keys are {console_key.name} (' in str(refused.value)
+    assert 'private keys in ~/.ssh' in str(refused.value)
+    assert '`sky-mithril reservations create`' in str(refused.value)
     assert bids_named(fast_emulator, 'nokey') == []
     assert reservation_claims.of_cluster('nokey') == []
 
