@@ -158,7 +158,8 @@ def query_instances(
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         _no_bid_beside(conn, cluster_name_on_cloud)
-        return reserved.statuses(cluster_name, non_terminated_only)
+        return reserved.statuses(cluster_name, cluster_name_on_cloud,
+                                non_terminated_only)
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}

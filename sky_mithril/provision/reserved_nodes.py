@@ -26,6 +26,7 @@ from sky.utils import status_lib
 
 from sky_mithril.account import connection
 from sky_mithril.account import local_keys
+from sky_mithril.account import node_keys
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
@@ -393,11 +394,15 @@ class ReservedNodes:
                     f'reservation {self.reservation_fid} with fresh boot '
                     'disks; they stay reserved (paused) for the next launch.')
 
-    def statuses(self, cluster_name: str,
+    def statuses(self, cluster_name: str, cluster_name_on_cloud: str,
                  non_terminated_only: bool) -> status_table.NodeStatuses:
         """The nodes' statuses. A cluster whose node took itself down
         (autodown pauses the instances: a paused node cannot reset its own
-        disk) is given back here and reads gone."""
+        disk) is given back here and reads gone. Only then: autodown armed
+        in SkyPilot's record is not enough, since instances paused in
+        Mithril's console read the same and their disks are the user's;
+        the node's autodown also revoked the cluster's node keys
+        (`node_keys.revoked_by_teardown`), which a console pause does not."""
         reservation = self.reservation()
         if reservation is None:
             return {}
@@ -405,7 +410,9 @@ class ReservedNodes:
             reservation, self.instances(), non_terminated_only)
         if (statuses and not self.on_node and _autodown_set(cluster_name) and
                 all(status == status_lib.ClusterStatus.STOPPED
-                    for status, _ in statuses.values())):
+                    for status, _ in statuses.values()) and
+                node_keys.revoked_by_teardown(self.conn,
+                                              cluster_name_on_cloud)):
             self.give_back()
             return {}
         return statuses
