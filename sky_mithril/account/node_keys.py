@@ -34,7 +34,10 @@ what limits it is where it goes and how long it lives.
   before it gets there, so the API server also revokes them when it finds
   the cluster gone (`revoke_minted_before`: the keys minted before its last
   bid ended). A revocation that fails never stops a `sky down` or a status
-  refresh: it is reported, and the expiry bounds the key.
+  refresh: it is reported, and the expiry bounds the key. That the node's
+  autodown revoked them is also how the API server tells a reserved
+  cluster's autodown from a pause in Mithril's console
+  (`revoked_by_teardown`).
 
 Why LIFETIME is 30 days: revocation ends a key with its cluster; the expiry
 only bounds keys whose revocation failed or whose cluster ended outside
@@ -435,6 +438,23 @@ def revoke_minted_before(conn: connection.Connection,
         logger.info(f'Revoked the API keys of {cluster_name_on_cloud}\'s '
                     f'nodes ({", ".join(k.fid for k in ended)}): its bid '
                     f'ended at {ended_at.isoformat()}.')
+
+
+def revoked_by_teardown(conn: connection.Connection,
+                        cluster_name_on_cloud: str) -> bool:
+    """Whether the cluster's teardown revoked its nodes' keys: none of its
+    name is live, and the newest was revoked before its expiry. A node's
+    autodown revokes them (`revoke_all`, after it paused or cancelled what
+    the cluster runs on); instances paused by anyone else leave the
+    cluster's key live, and a key that merely expired says nothing."""
+    name = key_name(conn.project_id, cluster_name_on_cloud)
+    named = [k for k in conn.client.list_api_keys() if k.name == name]
+    now = conn.client.server_now()
+    if not named or any(k.is_live(now) for k in named):
+        return False
+    newest = max(named, key=lambda k: k.created_at)
+    return (newest.deactivated_at is not None and
+            newest.deactivated_at < newest.expires_at)
 
 
 def expiry_warning(client: client_lib.MithrilClient,

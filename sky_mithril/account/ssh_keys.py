@@ -9,15 +9,11 @@ from sky.utils import auth_utils
 from sky.utils import common_utils
 
 from sky_mithril.account import connection
+from sky_mithril.account import local_keys
 from sky_mithril.account import node_keys
 from sky_mithril.api import errors
 
 logger = sky_logging.init_logger('sky.sky_mithril.auth')
-
-
-def _key_body(public_key: str) -> str:
-    """"type base64" without the comment, which Mithril may rewrite."""
-    return ' '.join(public_key.split()[:2])
 
 
 def ssh_key_fid_for(conn: connection.Connection, public_key: str) -> str:
@@ -26,11 +22,11 @@ def ssh_key_fid_for(conn: connection.Connection, public_key: str) -> str:
     A create whose response was lost is reconciled by listing again, so a
     retry never registers the key twice.
     """
-    wanted = _key_body(public_key)
+    wanted = local_keys.key_body(public_key)
 
     def find() -> str:
         for key in conn.client.list_ssh_keys(conn.project_id):
-            if _key_body(key.public_key or '') == wanted:
+            if local_keys.key_body(key.public_key or '') == wanted:
                 return key.fid
         return ''
 

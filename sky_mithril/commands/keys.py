@@ -1,55 +1,17 @@
-"""Local SSH key pairs and the project's registered keys: which keys a new bid
-or reservation gets, and which private key opens a bid's or a cluster's nodes.
+"""The project's registered keys against the local SSH key pairs
+(`account.local_keys`): which keys a new bid or reservation gets, and the
+private key that opens a bid's or a cluster's nodes, or why none does."""
 
-A local pair is `~/.ssh/id_*` with its `.pub` beside it, or SkyPilot's
-`~/.sky/clients/*/ssh/sky-key` (and the older `~/.ssh/sky-key`). Keys are
-compared by type and body; the comment is ignored (Mithril may rewrite it).
-"""
-
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List
 
 from sky_mithril.account import connection
+from sky_mithril.account.local_keys import (LOCAL_KEY_PLACES, LocalKeyPair,
+                                            key_body, local_key_pairs,
+                                            matching_private_key)
 from sky_mithril.api import models
 from sky_mithril.commands.output import CommandError, progress
-
-LOCAL_KEY_PLACES = '~/.ssh/id_*, ~/.sky/clients/*/ssh/sky-key'
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalKeyPair:
-    private_key: Path
-    public_key: str
-
-    @property
-    def body(self) -> str:
-        return key_body(self.public_key)
-
-
-def key_body(public_key: str) -> str:
-    """"type base64" of an OpenSSH public key, without its comment."""
-    return ' '.join(public_key.split()[:2])
-
-
-def local_key_pairs(home: Optional[Path] = None) -> List[LocalKeyPair]:
-    """The key pairs on this machine, `~/.ssh/id_*` first (sorted), then SkyPilot's."""
-    home = home or Path.home()
-    candidates = [
-        *sorted(p for p in (home / '.ssh').glob('id_*')
-                if p.suffix != '.pub'),
-        *sorted((home / '.sky' / 'clients').glob('*/ssh/sky-key')),
-        home / '.ssh' / 'sky-key',
-    ]
-    pairs = []
-    for private in candidates:
-        public = private.with_name(private.name + '.pub')
-        if private.is_file() and public.is_file():
-            text = public.read_text(encoding='utf-8').strip()
-            if text:
-                pairs.append(LocalKeyPair(private, text))
-    return pairs
 
 
 def identity_for(key_fids: Iterable[str], project_keys: List[models.SshKey],
@@ -57,11 +19,9 @@ def identity_for(key_fids: Iterable[str], project_keys: List[models.SshKey],
     """The private key of the first local pair whose public half is one of
     `key_fids` (or a project key Mithril adds to every node: `required`)."""
     wanted = set(key_fids)
-    bodies = {key_body(k.public_key) for k in project_keys
-              if k.fid in wanted or k.required}
-    for pair in local_key_pairs():
-        if pair.body in bodies:
-            return pair.private_key
+    private_key = matching_private_key(wanted, project_keys)
+    if private_key is not None:
+        return private_key
     names = ', '.join(k.name for k in project_keys if k.fid in wanted) or 'none'
     raise CommandError(
         f'None of your local SSH keys ({LOCAL_KEY_PLACES}) opens {what}; its '

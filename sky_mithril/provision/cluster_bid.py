@@ -272,7 +272,7 @@ def ssh_port(instance: models.Instance) -> int:
     return int((instance.model_extra or {}).get('ssh_port') or 22)
 
 
-def _ssh_user(instance: models.Instance) -> str:
+def ssh_user_of(instance: models.Instance) -> str:
     """`ubuntu` on Mithril; the emulator's local SSH hosts add `ssh_user`."""
     return str((instance.model_extra or {}).get('ssh_user') or SSH_USER)
 
@@ -297,7 +297,7 @@ def nodes_info(instances: List[models.Instance],
     for instance in instances:
         if not instance.ssh_destination:
             continue
-        ssh_user = _ssh_user(instance)
+        ssh_user = ssh_user_of(instance)
         nodes[instance.fid] = [
             common.InstanceInfo(instance_id=instance.fid,
                                 internal_ip=instance.private_ip or

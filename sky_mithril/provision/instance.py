@@ -76,12 +76,12 @@ def _on_reservation(conn: connection.Connection,
     if cluster_bid.live_bid(conn, cluster_name_on_cloud) is not None:
         return None
     reservation = reserved_nodes.find(conn, wanted)
-    reserved_nodes.check_ssh_key(conn, reservation,
-                                 config.authentication_config['ssh_key_id'])
+    key_to_install = reserved_nodes.check_ssh_key(
+        conn, reservation, config.authentication_config['ssh_key_id'])
     try:
         return reserved_nodes.ReservedNodes.claim(
             conn, reservation, cluster_name, cluster_name_on_cloud,
-            config.count)
+            config.count, key_to_install)
     except reserved_nodes.ReservationError as e:
         logger.info(f'Not on the reservation: {e}. Bidding on spot at the '
                     'limit price instead.')
@@ -158,7 +158,8 @@ def query_instances(
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         _no_bid_beside(conn, cluster_name_on_cloud)
-        return reserved.statuses(cluster_name, non_terminated_only)
+        return reserved.statuses(cluster_name, cluster_name_on_cloud,
+                                non_terminated_only)
     bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
     if bid is None:
         return {}

@@ -25,10 +25,13 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
+from sky_mithril.account import local_keys
+from sky_mithril.account import node_keys
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
+from sky_mithril.provision import key_install
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import status_table
 
@@ -121,22 +124,36 @@ def why_not_now(reservation: models.Reservation, free: int,
 
 
 def check_ssh_key(conn: connection.Connection,
-                  reservation: models.Reservation, ssh_key_fid: str) -> None:
-    """The reservation's instances boot with the keys given at its creation;
-    SkyPilot reaches them only when its key is one of them."""
+                  reservation: models.Reservation,
+                  ssh_key_fid: str) -> Optional[key_install.KeyInstall]:
+    """The reservation's instances boot with the keys given at its creation.
+    None when SkyPilot's key is one of them; else how SkyPilot's key gets on
+    them: through a local key pair that is one of them (as `sky-mithril ssh`
+    matches one). ReservationError, before anything is claimed, when no
+    local key pair is."""
     keys = reservation.launch_specification.ssh_keys
     if ssh_key_fid in keys:
-        return
-    names = {k.fid: k.name for k in conn.client.list_ssh_keys(conn.project_id)}
+        return None
+    project_keys = conn.client.list_ssh_keys(conn.project_id)
+    identity = local_keys.matching_private_key(keys, project_keys)
+    skypilots = [k for k in project_keys if k.fid == ssh_key_fid]
+    if identity is not None and skypilots:
+        logger.info(f'Reservation {reservation.name} ({reservation.fid}) was '
+                    f'created without SkyPilot\'s SSH key; it is installed on '
+                    f'the instances with {identity} once they run.')
+        return key_install.KeyInstall(identity, skypilots[0].public_key)
+    names = {k.fid: k.name for k in project_keys}
     listed = ', '.join(f'{names.get(fid, "?")} ({fid})' for fid in keys) or 'none'
     raise ReservationError(
         f'Reservation {reservation.name} ({reservation.fid}) was created '
         f'without SkyPilot\'s SSH key ({ssh_key_fid}), and a reservation\'s '
-        f'keys cannot change: its keys are {listed}. Reservations bought with '
-        '`sky-mithril reservations create` carry SkyPilot\'s key; for this '
-        'one, add SkyPilot\'s public key (~/.sky/clients/*/ssh/sky-key.pub) to '
-        "each instance's ~/.ssh/authorized_keys with one of its keys, or drop "
-        'config.mithril.reservation to run on spot.')
+        f'keys cannot change: its keys are {listed}, and no local key pair '
+        f'({local_keys.LOCAL_KEY_PLACES}) is one of them. Put one of those '
+        'private keys in ~/.ssh (with its .pub beside it): the launch then '
+        'installs SkyPilot\'s key on the instances through it. Or buy '
+        'reservations with `sky-mithril reservations create`, which puts '
+        'SkyPilot\'s key in them; or drop config.mithril.reservation to run '
+        'on spot.')
 
 
 def node_file_path(cluster_name_on_cloud: str) -> Path:
@@ -194,7 +211,9 @@ class ReservedNodes:
     def __init__(self, conn: connection.Connection, reservation_fid: str,
                  instance_fids: List[str], outcome: Outcome,
                  claims: List[reservation_claims.Claim],
-                 on_node: bool = False) -> None:
+                 on_node: bool = False,
+                 key_to_install: Optional[key_install.KeyInstall] = None
+                 ) -> None:
         self.conn = conn
         self.on_node = on_node
         self.reservation_fid = reservation_fid
@@ -202,6 +221,7 @@ class ReservedNodes:
         self.outcome = outcome
         self._claims = claims
         self._resumed: List[str] = []
+        self._key_to_install = key_to_install
 
     @classmethod
     def held_by(cls, conn: connection.Connection,
@@ -222,10 +242,12 @@ class ReservedNodes:
     @classmethod
     def claim(cls, conn: connection.Connection,
               reservation: models.Reservation, cluster_name: str,
-              cluster_name_on_cloud: str,
-              quantity: int) -> 'ReservedNodes':
+              cluster_name_on_cloud: str, quantity: int,
+              key_to_install: Optional[key_install.KeyInstall] = None
+              ) -> 'ReservedNodes':
         """Claims `quantity` free instances for a new cluster, all or none;
-        ReservationError says why not."""
+        ReservationError says why not. `key_to_install` (`check_ssh_key`)
+        goes on the instances once they run (`wait_until_ready`)."""
         with reservation_claims.lock(reservation.fid):
             free = free_instances(conn, reservation)
             why = why_not_now(reservation, len(free), quantity)
@@ -244,7 +266,7 @@ class ReservedNodes:
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')
         return cls(conn, reservation.fid, [c.instance_fid for c in claims],
-                   Outcome.CLAIMED, claims)
+                   Outcome.CLAIMED, claims, key_to_install=key_to_install)
 
     def reservation(self) -> Optional[models.Reservation]:
         for r in self.conn.client.list_reservations(self.conn.project_id):
@@ -268,9 +290,10 @@ class ReservedNodes:
         reservation_claims.release(self._claims)
 
     def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
-        """Resumes paused instances and waits until every node has an SSH
-        destination; on any failure or interrupt what this launch did is
-        undone (`undo`)."""
+        """Resumes paused instances, waits until every node has an SSH
+        destination, and installs SkyPilot's key on newly claimed ones of a
+        reservation made without it; on any failure or interrupt what this
+        launch did is undone (`undo`)."""
         try:
             instances = self.instances()
             if len(instances) < len(self.instance_fids):
@@ -289,7 +312,11 @@ class ReservedNodes:
                 logger.info(f'Resuming {len(paused)} paused reserved '
                             'instance(s); Mithril may first give a spot user '
                             'its 5-minute notice.')
-            return self._wait(boot_timeout)
+            instances = self._wait(boot_timeout)
+            if self._key_to_install is not None:
+                key_install.install(self._key_to_install, instances,
+                                    boot_timeout)
+            return instances
         except BaseException as e:
             self.undo(e)
             raise
@@ -367,11 +394,15 @@ class ReservedNodes:
                     f'reservation {self.reservation_fid} with fresh boot '
                     'disks; they stay reserved (paused) for the next launch.')
 
-    def statuses(self, cluster_name: str,
+    def statuses(self, cluster_name: str, cluster_name_on_cloud: str,
                  non_terminated_only: bool) -> status_table.NodeStatuses:
         """The nodes' statuses. A cluster whose node took itself down
         (autodown pauses the instances: a paused node cannot reset its own
-        disk) is given back here and reads gone."""
+        disk) is given back here and reads gone. Only then: autodown armed
+        in SkyPilot's record is not enough, since instances paused in
+        Mithril's console read the same and their disks are the user's;
+        the node's autodown also revoked the cluster's node keys
+        (`node_keys.revoked_by_teardown`), which a console pause does not."""
         reservation = self.reservation()
         if reservation is None:
             return {}
@@ -379,7 +410,9 @@ class ReservedNodes:
             reservation, self.instances(), non_terminated_only)
         if (statuses and not self.on_node and _autodown_set(cluster_name) and
                 all(status == status_lib.ClusterStatus.STOPPED
-                    for status, _ in statuses.values())):
+                    for status, _ in statuses.values()) and
+                node_keys.revoked_by_teardown(self.conn,
+                                              cluster_name_on_cloud)):
             self.give_back()
             return {}
         return statuses

@@ -2,7 +2,9 @@
 the provisioner against the emulator: its free instances are claimed, no bid
 is placed; stop pauses them, start resumes them, down gives them back clean
 and keeps the capacity; a full, not yet active or wrong-key reservation is
-handled as a user would expect; claims live in SkyPilot's database."""
+handled as a user would expect; claims live in SkyPilot's database; a
+node's autodown gives the instances back, a pause in the console does
+not."""
 
 import datetime
 import json
@@ -17,7 +19,9 @@ import pytest
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
+from sky_mithril.account import node_keys
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
+from sky_mithril.api import client as client_lib
 from sky_mithril.api import models
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
@@ -192,6 +196,12 @@ def test_a_reservation_without_skypilots_key_is_refused_naming_its_keys(
         _launch('nokey', _config(reservation.name))
     assert 'keys cannot change' in str(refused.value)
     assert reservation.launch_specification.ssh_keys[0] in str(refused.value)
+    conn = connection.connect()
+    [console_key] = [k for k in conn.client.list_ssh_keys(conn.project_id)
+                     if k.fid == reservation.launch_specification.ssh_keys[0]]
+    assert f'its keys are {console_key.name} (' in str(refused.value)
+    assert 'private keys in ~/.ssh' in str(refused.value)
+    assert '`sky-mithril reservations create`' in str(refused.value)
     assert bids_named(fast_emulator, 'nokey') == []
     assert reservation_claims.of_cluster('nokey') == []
 
@@ -325,6 +335,111 @@ def test_a_launch_on_another_skypilot_database_never_takes_a_held_instance(
 
 
 
+def _launch_with_node_key(name: str, config: Any) -> Any:
+    """A launch as SkyPilot runs it: the cluster's config (and with it the
+    nodes' API key) is written first."""
+    node_keys.issue(connection.connect(), name, None)
+    return _launch(name, config)
+
+
+def _autodown_on_its_node(reservation: models.Reservation, name: str) -> None:
+    """What the cluster's node does at autodown: its skylet's
+    terminate_instances, with the staged NODE_FILE and none of the API
+    server's claims (the node's SkyPilot database is its own)."""
+    node_file = Path(reserved_nodes.NODE_FILE).expanduser()
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(
+        reserved_nodes.node_file_path(name).read_text(encoding='utf-8'),
+        encoding='utf-8')
+    claims = reservation_claims.of_cluster(name)
+    reservation_claims.release(claims)
+    try:
+        provisioner.terminate_instances(name, {'project_id': 'proj_emulator'})
+    finally:
+        node_file.unlink()
+        reservation_claims.write(reservation, [c.instance_fid for c in claims],
+                                 name, name)
+
+
+def _refreshed_boot_disks(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """The instances whose boot disk the plugin resets from now on."""
+    refreshed: List[str] = []
+    reset = client_lib.MithrilClient.refresh_boot_disk
+
+    def recording(client: client_lib.MithrilClient, instance_fid: str) -> None:
+        refreshed.append(instance_fid)
+        reset(client, instance_fid)
+
+    monkeypatch.setattr(client_lib.MithrilClient, 'refresh_boot_disk',
+                        recording)
+    return refreshed
+
+
+def _paused(reservation_fid: str) -> None:
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    while datetime.datetime.now() < deadline:
+        if {i.status for i in _instances(reservation_fid)} == {
+                models.InstanceState.PAUSED}:
+            return
+    raise AssertionError('the reservation\'s instances never paused')
+
+
+def test_a_console_pause_with_autodown_armed_reads_stopped_and_keeps_the_disks(
+        fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sky launch --down` on the reservation, then the user pauses its
+    instances in Mithril's console: the cluster reads STOPPED, keeps its
+    instances and their disks; `sky start` resumes them."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    _launch_with_node_key('armed', _config(reservation.name))
+    monkeypatch.setattr(reserved_nodes, '_autodown_set',
+                        lambda name: name == 'armed')
+    refreshed = _refreshed_boot_disks(monkeypatch)
+    connection.connect().client.set_instances_paused(reservation.instances,
+                                                     paused=True)  # Console.
+    _paused(reservation.fid)
+    [(status, reason)] = _query('armed').values()
+    assert status == STOPPED and 'outside SkyPilot' in reason
+    assert refreshed == []
+    assert [c.instance_fid for c in reservation_claims.of_cluster('armed')] == (
+        reservation.instances)
+    resumed = _launch('armed', _config(reservation.name))
+    assert resumed.resumed_instance_ids == reservation.instances
+    provisioner.terminate_instances('armed', {'project_id': 'proj_emulator'})
+
+
+def test_a_real_autodown_gives_the_instances_back_clean(
+        fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    _launch_with_node_key('auto', _config(reservation.name))
+    monkeypatch.setattr(reserved_nodes, '_autodown_set',
+                        lambda name: name == 'auto')
+    refreshed = _refreshed_boot_disks(monkeypatch)
+    _autodown_on_its_node(reservation, 'auto')
+    assert _query('auto') == {}
+    assert refreshed == reservation.instances
+    assert reservation_claims.of_cluster('auto') == []
+    assert {i.status for i in _instances(reservation.fid)} == {
+        models.InstanceState.PAUSED}
+
+
+def test_only_a_revocation_of_the_clusters_node_keys_tells_of_its_teardown(
+        fast_emulator: EmulatorServer) -> None:
+    """No key of the name, a live one, or one that merely expired (a cluster
+    left paused past its key's lifetime): no teardown ran."""
+    conn = connection.connect()
+    assert not node_keys.revoked_by_teardown(conn, 'idle')
+    node_keys.issue(conn, 'idle', None)
+    assert not node_keys.revoked_by_teardown(conn, 'idle')
+    fast_emulator.control('POST', 'advance',
+                          seconds=node_keys.LIFETIME.total_seconds() + 60)
+    assert not node_keys.revoked_by_teardown(conn, 'idle')
+    node_keys.issue(conn, 'idle', None)
+    node_keys.revoke_all(conn, 'idle')
+    assert node_keys.revoked_by_teardown(conn, 'idle')
+
+
 def test_after_its_autodown_a_cluster_back_on_spot_stages_no_reserved_instance(
         fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cluster on the reservation takes itself down (autodown: its node
@@ -335,9 +450,8 @@ def test_after_its_autodown_a_cluster_back_on_spot_stages_no_reserved_instance(
     teammate's instance."""
     reservation = _reserve(fast_emulator, 1)
     _wait_active(reservation.fid)
-    _launch('dev', _config(reservation.name))
-    connection.connect().client.set_instances_paused(reservation.instances,
-                                                     paused=True)  # Its node.
+    _launch_with_node_key('dev', _config(reservation.name))
+    _autodown_on_its_node(reservation, 'dev')
     monkeypatch.setattr(reserved_nodes, '_autodown_set',
                         lambda name: name == 'dev')
     assert _query('dev') == {}
