@@ -33,6 +33,7 @@ has ended). Every other method defers to SkyPilot (returns None).
 """
 
 import dataclasses
+import datetime
 import enum
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,12 +60,14 @@ def provider_config(handle: Any) -> Dict[str, Any]:
 
 
 class Preemption(enum.Enum):
-    """Where a Mithril cluster's bid stands with respect to preemption."""
+    """Where a Mithril cluster stands with respect to preemption: its bid,
+    or the reservation its reserved instances belong to."""
 
     NONE = 'never preempted'
     NOTICE = 'in its preemption notice'
     NODE_LOST = 'preempted: the node was stopped'
-    RESERVATION_ENDS = 'on a reservation that ends within the job\'s lead time'
+    RESERVATION_ENDS = ('on a reservation that ends within the job\'s lead '
+                        'time')
 
 
 def is_mithril(handle: Any) -> bool:
@@ -114,7 +117,9 @@ def _bid_state(handle: Any) -> BidState:
     return BidState(Preemption.NONE, bid.fid, preemptions)
 
 
-def _reservation_ending(handle: Any) -> Optional[Any]:
+def _reservation_ending(handle: Any
+                        ) -> Optional[Tuple[models.Reservation,
+                                            datetime.timedelta]]:
     """`reservation_end.ending` for the cluster; None when unknown."""
     try:
         return reservation_end.ending(handle, provider_config(handle))
@@ -155,7 +160,8 @@ def _finished_status(handle: Any) -> Optional[Any]:
     return status if status is not None and status.is_terminal() else None
 
 
-def _leave_reservation(handle: Any, reservation: Any, lead: Any) -> None:
+def _leave_reservation(handle: Any, reservation: models.Reservation,
+                       lead: datetime.timedelta) -> None:
     """Before the recovery of a job whose reservation ends within its lead
     time: the lead is kept for the relaunch, the cluster recorded as
     recovering (its relaunch bids at the recovery limit), and the head
@@ -194,8 +200,10 @@ class MithrilJobRuntime:
             Preemption.NOTICE, Preemption.RESERVATION_ENDS) else None)
         if finished is not None:
             return finished, None
-        logger.info(f'Mithril bid of {cluster_name} is {state.value}: '
-                    'starting the recovery now.')
+        what = ('Mithril cluster' if state == Preemption.RESERVATION_ENDS
+                else 'Mithril bid of')
+        logger.info(f'{what} {cluster_name} is {state.value}: starting the '
+                    'recovery now.')
         return None, None
 
     def on_before_recovery(self, handle: Any, backend: Any, job_id: int,
