@@ -7,6 +7,7 @@ calls, and handles unpickled by a client that has no plugin — resolves to it.
 """
 
 import dataclasses
+import datetime
 import hashlib
 import threading
 import time
@@ -38,6 +39,7 @@ from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
+from sky_mithril.recovery import reservation_end
 
 if typing.TYPE_CHECKING:
     from sky import resources as resources_lib
@@ -75,7 +77,7 @@ RESERVATION_ROOM_SECONDS = 10.0
 _projects: Dict[Tuple[str, str, str, str], Tuple[float, str]] = {}
 _notes_printed: Dict[Tuple[str, ...], float] = {}
 _reservation_rooms: Dict[Tuple[str, str], Tuple[float, models.Reservation,
-                                                int]] = {}
+                                                int, datetime.datetime]] = {}
 _memo_lock = threading.Lock()
 
 
@@ -116,45 +118,49 @@ def names_reservation(dag: Any) -> bool:
     return False
 
 
-def reservation_room(name_or_fid: str) -> Tuple[models.Reservation, int]:
-    """The named reservation in the launch's project and how many of its
-    instances are free now (0 unless it is Active); counted at most once per
-    RESERVATION_ROOM_SECONDS. A reservation that is not there raises
-    MithrilConfigError naming the fix."""
+def reservation_room(name_or_fid: str
+                     ) -> Tuple[models.Reservation, int, datetime.datetime]:
+    """The named reservation in the launch's project, how many of its
+    instances are free now (0 unless it is Active), and Mithril's clock now;
+    counted at most once per RESERVATION_ROOM_SECONDS. A reservation that
+    is not there raises MithrilConfigError naming the fix."""
     _, project_id = _account_for_launch()
     key = (project_id, name_or_fid)
     with _memo_lock:
         cached = _reservation_rooms.get(key)
     if cached is not None and time.monotonic() - cached[0] < (
             RESERVATION_ROOM_SECONDS):
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3] + datetime.timedelta(
+            seconds=time.monotonic() - cached[0])
     conn = connection.connect()
     try:
         reservation = reserved_nodes.find(conn, name_or_fid)
         free = (len(reserved_nodes.free_instances(conn, reservation))
                 if reservation.status == models.ReservationState.ACTIVE else 0)
+        now = conn.client.server_now()
     except reserved_nodes.ReservationError as e:
         raise settings.MithrilConfigError(str(e)) from None
     finally:
         conn.client.close()
     with _memo_lock:
-        _reservation_rooms[key] = (time.monotonic(), reservation, free)
-    return reservation, free
+        _reservation_rooms[key] = (time.monotonic(), reservation, free, now)
+    return reservation, free, now
 
 
 def _reservation_for(sections: settings.Sections, instance_type: str,
-                     region: str, num_nodes: int
+                     region: str, num_nodes: int, lead: datetime.timedelta
                      ) -> Tuple[Optional[models.Reservation], Optional[str]]:
-    """The task's reservation if this launch fits on it now, else why not
-    (None, None: the task names none)."""
+    """The task's reservation if this launch fits on it now and it ends
+    later than `lead` from now, else why not (None, None: the task names
+    none)."""
     name = settings.resolve_reservation(*sections)
     if not name:
         return None, None
-    reservation, free = reservation_room(name)
+    reservation, free, now = reservation_room(name)
     why = reserved_nodes.mismatch(
         reservation, live_prices.snapshot().fid(instance_type, region) or '',
         instance_type, region) or reserved_nodes.why_not_now(
-            reservation, free, num_nodes)
+            reservation, free, num_nodes, now, lead)
     return (None, why) if why else (reservation, None)
 
 
@@ -456,9 +462,10 @@ class Mithril(builtin_mithril.Mithril):
         del zone, specific_reservations
         if self.ranking is None:
             return {}
-        reservation, _ = _reservation_for(self.ranking.sections,
-                                          instance_type, region,
-                                          self.ranking.num_nodes)
+        reservation, _ = _reservation_for(
+            self.ranking.sections, instance_type, region,
+            self.ranking.num_nodes,
+            policy.resolve_reservation_end_lead(*self.ranking.sections))
         if reservation is None:
             return {}
         return {reservation.name: self.ranking.num_nodes}
@@ -525,6 +532,8 @@ class Mithril(builtin_mithril.Mithril):
             policy.relaunch_limit(limit, *sections,  # Checked up front.
                                   resources.max_hourly_cost)
             settings.resolve_spend_budget(*sections)  # Checked up front.
+            lead = policy.resolve_reservation_end_lead(  # Checked up front.
+                *sections)
             regions = [r.name for r in self.regions_with_offering(
                 instance_type, None, candidate.use_spot, candidate.region,
                 None)]
@@ -537,7 +546,7 @@ class Mithril(builtin_mithril.Mithril):
                 regions = [volume_region]
                 candidate = candidate.copy(region=volume_region)
             reserved = [r for r in regions if _reservation_for(
-                sections, instance_type, r, num_nodes)[0] is not None]
+                sections, instance_type, r, num_nodes, lead)[0] is not None]
             reasons = {r: ranking.why_not_now(instance_type, r, market)
                        for r in regions if r not in reserved}
             above_limit = [r for r in regions
@@ -649,20 +658,20 @@ class Mithril(builtin_mithril.Mithril):
 
     @staticmethod
     def _reservation_note(sections: settings.Sections, name_on_cloud: str,
-                          instance_type: str, region: str,
-                          num_nodes: int) -> Tuple[str, bool]:
+                          instance_type: str, region: str, num_nodes: int,
+                          lead: datetime.timedelta) -> Tuple[str, bool]:
         """The fid of the task's reservation for the provisioner ('' when it
         names none or the reservation holds another type or region), and
-        whether the cluster goes on it now; says so, or why it bids on spot
-        instead, once per launch."""
+        whether the cluster goes on it now (not if it ends within `lead`);
+        says so, or why it bids on spot instead, once per launch."""
         name = settings.resolve_reservation(*sections)
         if not name:
             return '', False
-        reservation, _ = reservation_room(name)
+        reservation, _, _ = reservation_room(name)
         held = any(c.reservation_fid == reservation.fid for c in
                    reservation_claims.of_cluster(name_on_cloud))
         fits, why = _reservation_for(sections, instance_type, region,
-                                     num_nodes)
+                                     num_nodes, lead)
         if held:
             fits, why = reservation, None
         mismatch = reserved_nodes.mismatch(
@@ -713,9 +722,11 @@ class Mithril(builtin_mithril.Mithril):
         timeout = settings.resolve_provision_timeout(*sections)
         boot_timeout = settings.resolve_boot_timeout(*sections)
         budget = settings.resolve_spend_budget(*sections)
+        reservation_end_lead = reservation_end.lead_for_launch(
+            cluster_name.display_name, sections)
         reservation_fid, on_reservation = self._reservation_note(
             sections, cluster_name.name_on_cloud, instance_type, region.name,
-            num_nodes)
+            num_nodes, reservation_end_lead)
         if not on_reservation and _first_time_this_launch('deploy', cluster_name.name_on_cloud,
                                      region.name, instance_type,
                                      str(limit.per_hour)):
@@ -759,6 +770,8 @@ class Mithril(builtin_mithril.Mithril):
             'mithril_node_credentials': node_credentials,
             'mithril_node_files': node_files,
             'mithril_reservation': reservation_fid,
+            'reservation_end_lead_seconds':
+                str(reservation_end_lead.total_seconds()),
             'limit_price_per_hour': str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
             'boot_timeout': str(boot_timeout),

@@ -11,6 +11,7 @@ A status refresh renews the nodes' key of a cluster that is up when it nears
 its expiry, and revokes the keys of a cluster it finds gone.
 """
 
+import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional
 
@@ -62,7 +63,8 @@ def _on_reservation(conn: connection.Connection,
     """The cluster's reserved instances: those it holds, else free ones of
     the reservation its launch names; None to go on a spot bid (a cluster
     already on one stays there; a full, not yet active or ended
-    reservation bursts to spot, saying why)."""
+    reservation, or one that ends within the lead time the cloud rendered,
+    bursts to spot, saying why)."""
     held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if held is not None and held.gone():
         logger.info('The cluster\'s reserved instances are gone (the '
@@ -81,7 +83,9 @@ def _on_reservation(conn: connection.Connection,
     try:
         return reserved_nodes.ReservedNodes.claim(
             conn, reservation, cluster_name, cluster_name_on_cloud,
-            config.count, key_to_install)
+            config.count, datetime.timedelta(seconds=float(
+                config.provider_config.get('reservation_end_lead_seconds') or
+                0)), key_to_install)
     except reserved_nodes.ReservationError as e:
         logger.info(f'Not on the reservation: {e}. Bidding on spot at the '
                     'limit price instead.')

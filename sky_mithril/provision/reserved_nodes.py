@@ -14,6 +14,7 @@ names its cluster: a node also launches other clusters (a jobs controller on
 reserved instances launches each job's), which are never on its instances.
 """
 
+import datetime
 import enum
 import json
 import time
@@ -109,14 +110,21 @@ def free_instances(conn: connection.Connection,
     return sorted(free, key=lambda i: (i.status != _I.RUNNING, i.fid))
 
 
-def why_not_now(reservation: models.Reservation, free: int,
-                quantity: int) -> Optional[str]:
-    """Why `quantity` nodes cannot go on the reservation now (None: they can)."""
+def why_not_now(reservation: models.Reservation, free: int, quantity: int,
+                now: datetime.datetime,
+                lead: datetime.timedelta) -> Optional[str]:
+    """Why `quantity` nodes cannot go on the reservation `now` (Mithril's
+    clock; None: they can). One that ends within `lead` (the managed job's
+    lead time, `recovery.policy.resolve_reservation_end_lead`) takes no
+    launch: a job would have to move off it again at once."""
     where = f'reservation {reservation.name} ({reservation.fid})'
     if reservation.status == models.ReservationState.PENDING:
         return f'{where} starts at {reservation.start_time.isoformat()}'
     if reservation.status != models.ReservationState.ACTIVE:
         return f'{where} is {reservation.status}'
+    if reservation.end_time - now <= lead:
+        return (f'{where} ends at {reservation.end_time.isoformat()}, within '
+                f'the job\'s lead time ({lead.total_seconds() / 60:.0f} min)')
     if free < quantity:
         return (f'{where} has {free} of its {reservation.instance_quantity} '
                 f'instances free; the cluster needs {quantity}')
@@ -243,14 +251,17 @@ class ReservedNodes:
     def claim(cls, conn: connection.Connection,
               reservation: models.Reservation, cluster_name: str,
               cluster_name_on_cloud: str, quantity: int,
+              lead: datetime.timedelta,
               key_to_install: Optional[key_install.KeyInstall] = None
               ) -> 'ReservedNodes':
-        """Claims `quantity` free instances for a new cluster, all or none;
+        """Claims `quantity` free instances for a new cluster, all or none,
+        on a reservation that ends later than `lead` from now;
         ReservationError says why not. `key_to_install` (`check_ssh_key`)
         goes on the instances once they run (`wait_until_ready`)."""
         with reservation_claims.lock(reservation.fid):
             free = free_instances(conn, reservation)
-            why = why_not_now(reservation, len(free), quantity)
+            why = why_not_now(reservation, len(free), quantity,
+                              conn.client.server_now(), lead)
             if why is not None:
                 raise ReservationError(why)
             chosen = free[:quantity]

@@ -11,6 +11,12 @@ pods. The jobs controller waits for that file (`wait_for_preemption_hooks`)
 before it tears the node down. A running task sees the notice itself in
 `SIGNAL_FILE`.
 
+A reservation's end is a notice known in advance: when a managed job's
+reservation ends within its lead time, the jobs controller writes
+`RESERVATION_END_FILE` on the head node (`write_reservation_end`), in
+`SIGNAL_FILE`'s shape, its `end_time` the reservation's; the watcher and a
+running task read it as they read Mithril's notice.
+
 Standard library only at import: the node hook imports it at interpreter
 start.
 """
@@ -25,6 +31,9 @@ from typing import Any, Optional
 # Mithril writes this inside the VM when the bid enters Preempting; a running
 # task can watch it too (it holds the notice's `end_time`).
 SIGNAL_FILE = Path('/opt/mithril/MITHRIL_SIGNAL.yml')
+# The jobs controller writes this on the head node when the job's reservation
+# ends within its lead time (`end_time`: the reservation's end).
+RESERVATION_END_FILE = '~/.sky/mithril/reservation-end.yml'
 # The node hook writes this (with the notice's deadline) once the task's
 # preemption hooks have run.
 HOOKS_DONE_FILE = '~/.sky/mithril/preemption-hooks-done'
@@ -35,11 +44,11 @@ HOOKS_WAIT_SECONDS = 120.0
 HOOKS_POLL_SECONDS = 2.0
 
 
-def _notice_deadline() -> Optional[str]:
-    """The end of a preemption notice that is running now, if any."""
+def _deadline_in(path: Path) -> Optional[str]:
+    """The `end_time` of the notice in `path`, if it has not passed."""
     try:
         import yaml  # pylint: disable=import-outside-toplevel
-        notice = yaml.safe_load(SIGNAL_FILE.read_text(encoding='utf-8')) or {}
+        notice = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
         end = datetime.datetime.fromisoformat(str(notice['end_time']))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -48,6 +57,24 @@ def _notice_deadline() -> Optional[str]:
     if end <= datetime.datetime.now(datetime.timezone.utc):
         return None  # a notice left over from an earlier preemption
     return end.isoformat()
+
+
+def _notice_deadline() -> Optional[str]:
+    """The end of a preemption notice that is running now, Mithril's or the
+    reservation's end, if any."""
+    return (_deadline_in(SIGNAL_FILE) or
+            _deadline_in(Path(os.path.expanduser(RESERVATION_END_FILE))))
+
+
+def write_reservation_end(handle: Any, end_time: datetime.datetime) -> None:
+    """On the jobs controller: tells the head node that its reservation ends
+    at `end_time`, which its watcher takes for a preemption notice."""
+    import shlex  # pylint: disable=import-outside-toplevel
+    text = f'end_time: {end_time.isoformat()}\n'
+    path = RESERVATION_END_FILE
+    handle.get_command_runners()[0].run(
+        f'mkdir -p {os.path.dirname(path)} && printf %s {shlex.quote(text)} '
+        f'> {path}.tmp && mv {path}.tmp {path}', stream_logs=False)
 
 
 def _run_preemption_hooks(deadline: str) -> None:

@@ -1,8 +1,10 @@
 """When a managed job's recovery starts and what its relaunch bids: the
-task's `recovery_starts` and `recovery_limit_price` (in `config.mithril`, or
-`plugins.mithril` for the user), and the one relaunch limit.
+task's `recovery_starts`, `reservation_end_lead_minutes` and
+`recovery_limit_price` (in `config.mithril`, or `plugins.mithril` for the
+user), and the one relaunch limit.
 """
 
+import datetime
 from typing import Any, Dict, Optional
 
 from sky_mithril import money
@@ -10,11 +12,17 @@ from sky_mithril.task import settings
 
 RECOVERY_STARTS = 'recovery_starts'
 RECOVERY_LIMIT_PRICE = 'recovery_limit_price'
-KEYS = (RECOVERY_STARTS, RECOVERY_LIMIT_PRICE)
+RESERVATION_END_LEAD = 'reservation_end_lead_minutes'
+KEYS = (RECOVERY_STARTS, RECOVERY_LIMIT_PRICE, RESERVATION_END_LEAD)
 # When a managed job's recovery starts: at Mithril's preemption notice, or
 # (SkyPilot's own behaviour) once the node is gone.
 RECOVERY_AT_NOTICE = 'notice'
 RECOVERY_AT_NODE_LOST = 'node_lost'
+# How long before its reservation ends a managed job moves off it, unless
+# the task says: twice the cluster's last launch as measured, at least this.
+DEFAULT_RESERVATION_END_LEAD = datetime.timedelta(minutes=10)
+# The measured launch times this much: the relaunch bids and boots again.
+MEASURED_LAUNCH_MARGIN = 2
 
 
 def schema_properties() -> Dict[str, Any]:
@@ -24,6 +32,7 @@ def schema_properties() -> Dict[str, Any]:
                           'case_insensitive_enum': [RECOVERY_AT_NOTICE,
                                                     RECOVERY_AT_NODE_LOST]},
         RECOVERY_LIMIT_PRICE: settings.NUMBER_OR_STRING,
+        RESERVATION_END_LEAD: {'type': 'number'},
     }
 
 
@@ -36,6 +45,39 @@ def resolve_recovery_starts(task_section: Dict[str, Any],
         if value is not None:
             return str(value).lower()
     return RECOVERY_AT_NOTICE
+
+
+def resolve_reservation_end_lead(task_section: Dict[str, Any],
+                                 user_section: Dict[str, Any],
+                                 measured_launch_seconds: Optional[float] = None
+                                 ) -> datetime.timedelta:
+    """How long before its reservation's `end_time` a managed job on
+    reserved instances starts its recovery (a reservation's end is a
+    preemption known in advance), and how soon before its end a reservation
+    takes no more launches: the task's `reservation_end_lead_minutes`, else
+    the user's, else MEASURED_LAUNCH_MARGIN times the cluster's last launch
+    (`measured_launch_seconds`, when known), at least
+    DEFAULT_RESERVATION_END_LEAD."""
+    for section, scope in ((task_section, settings.TASK_SCOPE),
+                           (user_section, settings.USER_SCOPE)):
+        value = section.get(RESERVATION_END_LEAD)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                value <= 0):
+            where = (f'{scope}.{RESERVATION_END_LEAD}'
+                     if scope == settings.TASK_SCOPE else
+                     f'{RESERVATION_END_LEAD} ({scope})')
+            raise settings.MithrilConfigError(
+                f'{where} is {value!r}; use a positive number of minutes '
+                '(e.g. 30): how long before its reservation ends a managed '
+                'job moves onto spot, long enough for the relaunch to win a '
+                'bid, boot and set up.')
+        return datetime.timedelta(minutes=value)
+    if measured_launch_seconds is None:
+        return DEFAULT_RESERVATION_END_LEAD
+    return max(DEFAULT_RESERVATION_END_LEAD, datetime.timedelta(
+        seconds=MEASURED_LAUNCH_MARGIN * measured_launch_seconds))
 
 
 def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],

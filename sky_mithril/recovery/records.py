@@ -74,12 +74,14 @@ def _read() -> Dict[str, Dict[str, Any]]:
 
 def mark(cluster_name: str, bid_fid: str, preemptions: int) -> None:
     """Records that `cluster_name` is about to be relaunched, having seen
-    `preemptions` preemptions of its bid `bid_fid`."""
+    `preemptions` preemptions of its bid `bid_fid` ('' for a cluster on
+    reserved instances, which has no bid)."""
     with files.locked(_lock_path()):
         records = _read()
         now = time.time()
         records['clusters'][cluster_name] = now
-        records['bids'][bid_fid] = [preemptions, now]
+        if bid_fid:
+            records['bids'][bid_fid] = [preemptions, now]
         files.write_private(_path(), json.dumps(records))
 
 

@@ -18,12 +18,22 @@ task's `recovery_limit_price`. The recovery itself (`strategy`) readies a
 standby bid while the old node still trains, then cancels the old bid: no
 bid is left Open.
 
+A cluster on reserved instances has no bid: its notice is its
+reservation's end, known in advance (`reservation_end`). Once the
+reservation ends within the job's lead time the poll reports "recover now"
+as at a notice; `on_before_recovery` tells the head node (its watcher runs
+the preemption hooks, `MITHRIL_PREEMPTION_DEADLINE` the reservation's end),
+waits for the hooks, keeps the lead for the relaunch (which then takes no
+reservation ending within it) and records the cluster, so the relaunch bids
+on spot at `recovery_limit_price`.
+
 A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
-starts once the notice is over and the node gone. Every other method defers
-to SkyPilot (returns None).
+starts once the notice is over and the node gone (on a reservation, once it
+has ended). Every other method defers to SkyPilot (returns None).
 """
 
 import dataclasses
+import datetime
 import enum
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -36,6 +46,7 @@ from sky_mithril.provision import cluster_bid
 from sky_mithril.recovery import notice
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
+from sky_mithril.recovery import reservation_end
 from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
@@ -49,11 +60,14 @@ def provider_config(handle: Any) -> Dict[str, Any]:
 
 
 class Preemption(enum.Enum):
-    """Where a Mithril cluster's bid stands with respect to preemption."""
+    """Where a Mithril cluster stands with respect to preemption: its bid,
+    or the reservation its reserved instances belong to."""
 
     NONE = 'never preempted'
     NOTICE = 'in its preemption notice'
     NODE_LOST = 'preempted: the node was stopped'
+    RESERVATION_ENDS = ('on a reservation that ends within the job\'s lead '
+                        'time')
 
 
 def is_mithril(handle: Any) -> bool:
@@ -103,6 +117,18 @@ def _bid_state(handle: Any) -> BidState:
     return BidState(Preemption.NONE, bid.fid, preemptions)
 
 
+def _reservation_ending(handle: Any
+                        ) -> Optional[Tuple[models.Reservation,
+                                            datetime.timedelta]]:
+    """`reservation_end.ending` for the cluster; None when unknown."""
+    try:
+        return reservation_end.ending(handle, provider_config(handle))
+    except (errors.MithrilAPIError, RuntimeError, OSError) as e:
+        logger.debug(f'Mithril reservation check failed for '
+                     f'{handle.cluster_name}: {e}')
+        return None
+
+
 def _recover_now(handle: Any) -> Optional[Preemption]:
     """The preemption that calls for recovery now under the task's policy
     (`recovery_starts`), or None."""
@@ -112,6 +138,8 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
         handle.launched_resources.cluster_config_overrides)
     at_notice = (policy.resolve_recovery_starts(*sections) ==
                  policy.RECOVERY_AT_NOTICE)
+    if at_notice and _reservation_ending(handle) is not None:
+        return Preemption.RESERVATION_ENDS
     state = _bid_state(handle).preemption
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):
@@ -132,6 +160,31 @@ def _finished_status(handle: Any) -> Optional[Any]:
     return status if status is not None and status.is_terminal() else None
 
 
+def _leave_reservation(handle: Any, reservation: models.Reservation,
+                       lead: datetime.timedelta) -> None:
+    """Before the recovery of a job whose reservation ends within its lead
+    time: the lead is kept for the relaunch, the cluster recorded as
+    recovering (its relaunch bids at the recovery limit), and the head
+    node told, whose watcher runs the task's preemption hooks (waited for)."""
+    reservation_end.remember_lead(handle.cluster_name, lead)
+    records.mark(handle.cluster_name, '', 0)
+    logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
+                f'({reservation.fid}) ends at '
+                f'{reservation.end_time.isoformat()}, within the job\'s lead '
+                f'time ({lead.total_seconds() / 60:.0f} min); moving the job '
+                'off it now.')
+    try:
+        notice.write_reservation_end(handle, reservation.end_time)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.info(f'{handle.cluster_name}: could not tell the node its '
+                    f'reservation ends ({e}); recovering without its '
+                    'preemption hooks.')
+        return
+    waited = notice.wait_for_preemption_hooks(handle)
+    logger.info(f'{handle.cluster_name}: preemption hooks done after '
+                f'{waited:.0f}s; recovering.')
+
+
 class MithrilJobRuntime:
     """SkyPilot's ManagedJobRuntime for Mithril clusters (module docstring)."""
 
@@ -143,12 +196,14 @@ class MithrilJobRuntime:
         if state is None:
             return None
         # In a notice the node still runs: a job that just finished counts.
-        finished = (_finished_status(handle)
-                    if state == Preemption.NOTICE else None)
+        finished = (_finished_status(handle) if state in (
+            Preemption.NOTICE, Preemption.RESERVATION_ENDS) else None)
         if finished is not None:
             return finished, None
-        logger.info(f'Mithril bid of {cluster_name} is {state.value}: '
-                    'starting the recovery now.')
+        what = ('Mithril cluster' if state == Preemption.RESERVATION_ENDS
+                else 'Mithril bid of')
+        logger.info(f'{what} {cluster_name} is {state.value}: starting the '
+                    'recovery now.')
         return None, None
 
     def on_before_recovery(self, handle: Any, backend: Any, job_id: int,
@@ -157,6 +212,10 @@ class MithrilJobRuntime:
                            job_id_on_pool_cluster: Optional[int] = None) -> None:
         del backend, job_id, task_id, exit_codes, job_id_on_pool_cluster
         if handle is None or not is_mithril(handle):
+            return None
+        ending = _reservation_ending(handle)
+        if ending is not None:
+            _leave_reservation(handle, *ending)
             return None
         state = _bid_state(handle)
         if state.bid_fid:

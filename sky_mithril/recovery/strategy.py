@@ -42,6 +42,12 @@ optimizer finds a bid can win (FAILOVER retries its region first). If the
 standby cannot be ready, it is cancelled and SkyPilot's strategy recovers as
 usual. `sky down` cancels both bids (same name).
 
+A job whose reservation ends within its lead time (`reservation_end`) gets
+no standby: its reserved instances are given back first (SkyPilot's teardown
+of the cluster: paused, boot disks reset, claims released), then SkyPilot's
+strategy relaunches it, which takes no reservation ending within the lead
+and so bids on spot at the recovery limit.
+
 Whenever SkyPilot's strategy recovers instead, no standby is left beside the
 cluster's bid (`leave_one_bid`): FAILOVER relaunches onto the cluster as it
 is and adopts that bid, so a standby whose cancel (or promotion) failed is
@@ -70,6 +76,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
+from sky_mithril.recovery import reservation_end
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import staging
 from sky_mithril.recovery import standby as standby_lib
@@ -89,13 +96,15 @@ def _has_block_volume(conn: Any, bid: models.Bid) -> bool:
 class RecoveryPlan:
     """How a Mithril job recovers: onto a ready standby (`standby_fid`), by
     moving to one of `other_regions` at once (the job has no Mithril volume
-    and cannot win its region now), or, with neither, as SkyPilot's
-    strategy does."""
+    and cannot win its region now), off its reservation, which ends within
+    the job's lead time (`leaves_reservation`), or, with none of these, as
+    SkyPilot's strategy does."""
 
     standby_fid: Optional[str] = None
     standby_info: Any = None  # its nodes, as SkyPilot's ClusterInfo
     old_bid_fid: Optional[str] = None
     other_regions: Tuple[str, ...] = ()
+    leaves_reservation: bool = False
 
 
 def _other_regions(handle: Any) -> Tuple[str, ...]:
@@ -119,6 +128,8 @@ def plan_recovery(handle: Any, dag: Any,
     if policy.resolve_recovery_starts(*sections) != policy.RECOVERY_AT_NOTICE:
         return RecoveryPlan()
     provider_config = runtime.provider_config(handle)
+    if reservation_end.ending(handle, provider_config) is not None:
+        return RecoveryPlan(leaves_reservation=True)
     name = handle.cluster_name_on_cloud
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, name)
@@ -252,6 +263,8 @@ class _StandbyRecovery:
                 logger.warning(f'{self.cluster_name}: no standby ({e}).')
         if plan.standby_fid is not None:
             return await self._move_onto_standby(handle, plan)
+        if plan.leaves_reservation:
+            return await self._leave_reservation(handle)
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
         return await self._recover_as_skypilot_does(handle)
@@ -261,6 +274,15 @@ class _StandbyRecovery:
         beside the cluster's bid (`leave_one_bid`)."""
         await asyncio.to_thread(leave_one_bid, handle)
         return await super().recover()  # type: ignore[misc]
+
+    async def _leave_reservation(self, handle: Any) -> float:
+        """The job's reservation ends within its lead time: its instances
+        are given back (the cluster torn down) before SkyPilot's strategy
+        relaunches it, onto spot (module docstring); FAILOVER would
+        otherwise relaunch onto the reserved instances it still holds."""
+        # pylint: disable=no-member
+        await asyncio.to_thread(self._cleanup_cluster)
+        return await self._recover_as_skypilot_does(handle)
 
     async def _move_onto_standby(self, handle: Any, plan: RecoveryPlan
                                  ) -> float:

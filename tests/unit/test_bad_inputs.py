@@ -87,8 +87,14 @@ def assert_names(message: str, fragments: List[str]) -> None:
                                    'must be positive']),
     ({'provision_timeout': -5}, ['provision_timeout in config.mithril',
                                  'number of seconds']),
+    ({'reservation_end_lead_minutes': 0}, [
+        'config.mithril.reservation_end_lead_minutes is 0',
+        'positive number of minutes']),
+    ({'reservation_end_lead_minutes': 'soon'}, [
+        "config.mithril.reservation_end_lead_minutes is 'soon'",
+        'positive number of minutes']),
 ], ids=['negative', 'zero', 'dollar-sign', 'three-decimals', 'huge',
-        'per-gpu-negative', 'timeout-negative'])
+        'per-gpu-negative', 'timeout-negative', 'lead-zero', 'lead-word'])
 def test_bad_task_setting_is_refused_naming_the_fix(mithril, fragments):
     assert_names(refusal({'provision_timeout': 5, **mithril}), fragments)
 

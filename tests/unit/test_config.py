@@ -1,5 +1,6 @@
 """Limit price and provision timeout resolution, as a user writes them."""
 
+import datetime
 from decimal import Decimal
 
 import pytest
@@ -122,6 +123,27 @@ def test_recovery_starts_at_the_notice_unless_the_task_says_node_lost():
         {'recovery_starts': 'NODE_LOST'}, {}) == policy.RECOVERY_AT_NODE_LOST
     assert policy.resolve_recovery_starts(
         {}, {'recovery_starts': 'node_lost'}) == policy.RECOVERY_AT_NODE_LOST
+
+
+def test_the_reservation_end_lead_is_the_settings_else_the_measured_launch():
+    minutes = datetime.timedelta(minutes=1)
+    assert policy.resolve_reservation_end_lead({}, {}) == 10 * minutes
+    assert policy.resolve_reservation_end_lead({}, {}, 60.0) == 10 * minutes
+    assert policy.resolve_reservation_end_lead({}, {}, 900.0) == 30 * minutes
+    assert policy.resolve_reservation_end_lead(
+        {}, {'reservation_end_lead_minutes': 45}, 900.0) == 45 * minutes
+    assert policy.resolve_reservation_end_lead(
+        {'reservation_end_lead_minutes': 2.5},
+        {'reservation_end_lead_minutes': 45}) == 2.5 * minutes
+    for bad in (0, -5, True, '30'):
+        with pytest.raises(settings.MithrilConfigError,
+                           match='positive number of minutes'):
+            policy.resolve_reservation_end_lead(
+                {'reservation_end_lead_minutes': bad}, {})
+    with pytest.raises(settings.MithrilConfigError,
+                       match=r'reservation_end_lead_minutes \(plugins.mithril'):
+        policy.resolve_reservation_end_lead(
+            {}, {'reservation_end_lead_minutes': -1})
 
 
 def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():

@@ -1,0 +1,216 @@
+"""A managed job on a reservation moves off it before its end, on a
+manual-clock emulator (the test moves the market's clock): the jobs
+controller's poll reads "recover now" once the reservation ends within the
+job's lead time and not before; before the recovery the head node is told
+(the notice its watcher reads, ending at the reservation's end) and the
+cluster is recorded as recovering; the strategy gives the instances back
+(paused, claims dropped) and the relaunch, which takes no reservation ending
+within the lead, bids on spot with nothing left beside it."""
+
+import datetime
+import os
+import subprocess
+import threading
+import types
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import pytest
+import yaml
+
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
+from sky_mithril.api import models
+from sky_mithril.devtools import provisioning as devtools_provisioning
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+from sky_mithril.recovery import notice
+from sky_mithril.recovery import records
+from sky_mithril.recovery import reservation_end
+from sky_mithril.recovery import runtime
+from sky_mithril.recovery import strategy
+
+from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+PROVIDER = {'project_id': 'proj_emulator'}
+RECOVER_NOW = (None, None)
+LEAD = datetime.timedelta(minutes=30)
+WITH_LEAD = {'reservation_end_lead_minutes': 30}
+MINUTE = datetime.timedelta(minutes=1)
+
+
+class LocalRunner:
+    """SkyPilot's command runner for the head node, run here in `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.commands: List[str] = []
+
+    def run(self, command: str, stream_logs: bool = False) -> int:
+        del stream_logs
+        self.commands.append(command)
+        return subprocess.run(command, shell=True, check=False,
+                              env={**os.environ, 'HOME': str(self.home)}
+                              ).returncode
+
+
+def handle(mithril: Dict[str, Any], runner: Any = None) -> Any:
+    """The parts of SkyPilot's cluster handle the runtime reads."""
+    return types.SimpleNamespace(
+        cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
+        get_command_runners=lambda: [runner],
+        launched_resources=types.SimpleNamespace(
+            cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
+            cluster_config_overrides={'mithril': mithril}))
+
+
+def config(reservation: str, lead_seconds: float) -> Any:
+    """What the cloud renders for the provisioner: the reservation and the
+    lead a launch keeps from its end."""
+    key_fid = ssh_key_fid_for(connection.connect(), PUBLIC_KEY)
+    return devtools_provisioning.provision_config(
+        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
+         'region': REGION, 'limit_price_per_hour': '32.00',
+         'provision_timeout': '', 'boot_timeout': '',
+         'reservation': reservation,
+         'reservation_end_lead_seconds': str(lead_seconds)},
+        key_fid, TYPE)
+
+
+def while_the_clock_moves(server: EmulatorServer, work: Callable[[], Any]
+                          ) -> Any:
+    """Runs `work` while the market's clock moves 30 s at a time (a pause,
+    an auction and a boot take market time); its result."""
+    result: List[Any] = []
+    worker = threading.Thread(target=lambda: result.append(work()))
+    worker.start()
+    while worker.is_alive():
+        server.control('POST', 'advance', seconds=30)
+        worker.join(0.05)
+    assert result, 'the work failed (its error is above)'
+    return result[0]
+
+
+def market_now(server: EmulatorServer) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
+
+
+def advance_until_left(server: EmulatorServer, reservation: models.Reservation,
+                       left: datetime.timedelta) -> None:
+    """Moves the clock to `left` before the reservation's end."""
+    now = market_now(server)
+    end = reservation.end_time
+    if now.tzinfo is None:
+        end = end.replace(tzinfo=None)
+    server.control('POST', 'advance',
+                   seconds=(end - left - now).total_seconds())
+
+
+@pytest.fixture
+def on_reservation(manual_clock_emulator: EmulatorServer, monkeypatch,
+                   tmp_path) -> Iterator[Tuple[EmulatorServer,
+                                               models.Reservation]]:
+    """Cluster `job` on the only instance of a 3-hour reservation, up."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    server = manual_clock_emulator
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
+    monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
+    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
+    conn = connection.connect()
+    start = market_now(server)
+    reservation = conn.client.create_reservation(
+        models.CreateReservationRequest(
+            project=conn.project_id,
+            instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
+            region=REGION, start_time=start,
+            end_time=start + datetime.timedelta(hours=3),
+            instance_quantity=1, name='short-res',
+            launch_specification=models.LaunchSpecification(
+                volumes=[], ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
+    server.control('POST', 'advance', seconds=120)
+    record = provisioner.run_instances(REGION, 'job', 'job',
+                                       config(reservation.name, 600))
+    assert record.created_instance_ids == reservation.instances
+    try:
+        yield server, reservation
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('job'))
+        cluster_bid.cancel_all(connection.connect(), 'job')
+
+
+def status(mithril: Dict[str, Any]) -> Any:
+    return runtime.MithrilJobRuntime().get_job_status(handle(mithril), 'job')
+
+
+def test_recovery_starts_once_the_reservation_ends_within_the_lead(
+        on_reservation):
+    server, reservation = on_reservation
+    advance_until_left(server, reservation, LEAD + MINUTE)
+    assert status(WITH_LEAD) is None
+    assert strategy.plan_recovery(handle(WITH_LEAD), None,
+                                  threading.Event()) == strategy.RecoveryPlan()
+
+    advance_until_left(server, reservation, LEAD - MINUTE)
+    assert status(WITH_LEAD) == RECOVER_NOW
+    assert strategy.plan_recovery(
+        handle(WITH_LEAD), None,
+        threading.Event()) == strategy.RecoveryPlan(leaves_reservation=True)
+    # Without the setting, the default lead (10 minutes: nothing measured).
+    assert status({}) is None
+    # A task that recovers only once the node is gone waits for the end.
+    assert status({**WITH_LEAD, 'recovery_starts': 'node_lost'}) is None
+
+
+def test_the_default_lead_is_ten_minutes_without_a_measured_launch(
+        on_reservation):
+    server, reservation = on_reservation
+    advance_until_left(server, reservation, 11 * MINUTE)
+    assert status({}) is None
+    advance_until_left(server, reservation, 9 * MINUTE)
+    assert status({}) == RECOVER_NOW
+
+
+def test_the_job_leaves_the_reservation_clean_and_its_relaunch_bids_on_spot(
+        on_reservation, monkeypatch, tmp_path, caplog):
+    server, reservation = on_reservation
+    advance_until_left(server, reservation, LEAD - MINUTE)
+    runner = LocalRunner(tmp_path)
+    waited: List[Any] = []
+    monkeypatch.setattr(notice, 'wait_for_preemption_hooks',
+                        lambda h: waited.append(h) or 0.0)
+
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(WITH_LEAD, runner), None, 1, None)
+
+    # The head node's watcher reads the reservation's end as its notice
+    # (the market's clock is in the past here: read as the watcher parses).
+    told = tmp_path / '.sky' / 'mithril' / 'reservation-end.yml'
+    assert datetime.datetime.fromisoformat(str(yaml.safe_load(
+        told.read_text())['end_time'])) == reservation.end_time
+    assert len(waited) == 1
+    assert records.is_recovering('job')
+    assert reservation_end.lead_for_launch('job', ({}, {})) == LEAD
+
+    # The strategy's teardown gives the instance back, as `sky down` does.
+    while_the_clock_moves(server, lambda: provisioner.terminate_instances(
+        'job', PROVIDER))
+    assert reservation_claims.of_cluster('job') == []
+    conn = connection.connect()
+    assert {i.status for i in conn.client.list_instances(
+        conn.project_id, reservation_fids=[reservation.fid])} == {
+            models.InstanceState.PAUSED}
+
+    # The relaunch, rendered with the lead its job left by, bids on spot.
+    caplog.set_level('INFO')
+    relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job', 'job', config(reservation.name, LEAD.total_seconds())))
+    assert relaunch.head_instance_id not in reservation.instances
+    assert f'ends at {reservation.end_time.isoformat()}, within the job\'s ' \
+        'lead time (30 min)' in caplog.text
+    assert [b['status'] for b in bids_named(server, 'job')] == ['Allocated']
+    assert reservation_claims.of_cluster('job') == []
