@@ -26,6 +26,7 @@ from sky_mithril.recovery import standby as standby_lib
 from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import bids_named, provision_config
+from tests.helpers.recovery_records import forget_recovery_records
 from tests.integration.plugin.test_jobs_recovery import (CLEARING_S, REGION,
                                                          advancing_clock,
                                                          handle, preempt)
@@ -77,8 +78,7 @@ def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
     manual_clock_emulator.market.preemption_notice_s = 100 * CLEARING_S
     monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
                         lambda name: handle(MITHRIL))
     for step in ('fetch_runtime_files', 'set_up_runtime', 'stage_job'):
