@@ -5,7 +5,7 @@ emulator. A recovery record written by one is read by the other; two
 launches on one reservation never claim the same instance; two launches at
 once cannot both pass the spend budget; one live-price refresh per TTL
 across both. Needs root (installs Debian's `postgresql` when missing and
-runs it as the `postgres` user); about a minute after the install."""
+runs it as the `postgres` user); about 25 s after the install."""
 
 import dataclasses
 import json

@@ -81,8 +81,7 @@ def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
 
 
 @pytest.fixture
-def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
-                      tmp_path) -> EmulatorServer:
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
     forget_recovery_records()

@@ -38,8 +38,7 @@ def advance(server: EmulatorServer, seconds: float) -> None:
 
 
 @pytest.fixture
-def running(manual_clock_emulator: EmulatorServer, monkeypatch,
-            tmp_path) -> EmulatorServer:
+def running(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     """A 1-node cluster `job` with a $10/h limit, up; its provider config is
     what the cluster YAML would hold; no recoveries recorded yet."""
     monkeypatch.setattr(runtime, 'provider_config',

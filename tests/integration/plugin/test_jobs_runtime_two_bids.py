@@ -44,7 +44,7 @@ def second_bid(name: str) -> str:
 
 
 def test_two_live_bids_of_a_jobs_cluster_are_reported_loudly(
-        manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path, caplog):
+        manual_clock_emulator: EmulatorServer, monkeypatch, caplog):
     monkeypatch.setattr(runtime, 'provider_config',
                         lambda h: {'project_id': 'proj_emulator'})
     forget_recovery_records()

@@ -70,8 +70,7 @@ class Failover(strategy._StandbyRecovery,  # pylint: disable=protected-access
 
 
 @pytest.fixture
-def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
-                      tmp_path) -> EmulatorServer:
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     """The emulator, a notice that outlasts the test, a job's cluster handle
     behind the name `job`, a standby's setup that succeeds at once, and API
     clients that give up at the first failure."""

@@ -167,7 +167,7 @@ def test_a_late_commit_after_the_window_is_cancelled_by_the_launch(
 
 
 def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window):
     server = manual_clock_emulator
     window(10.0)
     forget_recovery_records()
@@ -198,7 +198,7 @@ def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
 
 
 def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window, monkeypatch):
     """The standby's POST is answered with a 503 and committed later, and
     looking for it fails for the whole window, until its placement gives
     up: the placement stays recorded, so its late commit is taken for a
@@ -242,7 +242,7 @@ def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
 
 
 def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window):
     """The standby's POST is answered with a 503 and committed 30 s of
     market time later; looking for it fails once before that: the placement
     looks again, finds the late commit and records it as the standby,
@@ -276,7 +276,7 @@ def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
 
 
 def test_a_standby_unwatched_after_its_cluster_was_torn_down_is_cancelled(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window, monkeypatch):
     """The standby's POST is answered with a 503 after SkyPilot tore the
     cluster down (`sky jobs cancel`); Mithril commits it within the window,
     but every look-up for it fails until its placement gives up. The

@@ -53,7 +53,7 @@ def status_of(server: EmulatorServer, fid: str) -> str:
 
 
 @pytest.fixture
-def notice(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
+def notice(manual_clock_emulator: EmulatorServer
            ) -> Iterator[Tuple[EmulatorServer, str, str]]:
     """Cluster `job` ($10/h) in its preemption notice, with a standby at
     $30/h that has won and booted: (emulator, old fid, standby fid)."""
