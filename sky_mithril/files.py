@@ -8,10 +8,12 @@ new one, never half of one, and no two writers share a temporary name.
 A read-modify-write of a shared file holds `locked`, an fcntl lock that
 excludes other processes and other threads alike.
 
-The plugin's own state (`state_dir()`: market timing, live prices, recovery
-records, their locks) names API URLs, clusters and bids, so it is private to
-its user: `write_private` and `locked` keep it as 0600 files in a 0700
-directory, tightening a directory an older version left looser.
+The plugin's own per-host files (`state_dir()`: market timing, this host's
+live-price overlay) name API URLs, clusters and bids, so they are private to
+their user: `write_private` and `locked` keep them as 0600 files in a 0700
+directory, tightening a directory an older version left looser. What every
+process of an API server must agree on is in SkyPilot's database instead
+(`shared_state`).
 """
 
 import contextlib

@@ -10,10 +10,14 @@ for types and regions the shipped catalog lacks; shipped rows the API no
 longer lists are kept (existing clusters still resolve) and marked
 `delisted` in the state file, so ranking puts them last.
 
-One refresh per CACHE_TTL_SECONDS for all processes sharing `~/.sky/mithril/`
-(an API server's workers): a stale overlay is served while one process,
-holding an fcntl lock on `live-prices.lock`, refreshes it in the background;
-the others skip. The optimizer never waits on the API, except for one short
+One refresh per CACHE_TTL_SECONDS for all processes sharing SkyPilot's
+state (an API server's workers, and a team server's replicas on its
+Postgres): the market fetched last, with its time, is kept in SkyPilot's
+database (`shared_state`), and a stale overlay is served while one process,
+holding SkyPilot's lock `live-prices`, refreshes it in the background; the
+others skip. A host whose overlay is older than the shared market writes its
+overlay (and `live-prices.json`, its local state) from it without asking the
+API. The optimizer never waits on the API, except for one short
 attempt when no overlay exists yet. Without credentials, or with the API
 unreachable, the shipped catalog stands as it is: its prices are recent
 median spot prices (see `refresh`), an estimate, never the auction floor.
@@ -30,6 +34,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril import files
+from sky_mithril import shared_state
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.catalog import catalog_files
@@ -37,6 +42,11 @@ from sky_mithril.catalog import rows as rows_lib
 
 CACHE_TTL_SECONDS = 60.0
 FETCH_TIMEOUT_SECONDS = 3.0
+# The shared market outlives its TTL (a stale market is served while it is
+# refreshed, and stands when the API is down), but not forever.
+SHARED_KEEP_SECONDS = 7 * 86400.0
+SHARED_KEY = 'live-prices'
+REFRESH_LOCK = 'live-prices'
 
 Key = Tuple[str, str]  # (instance type name, region)
 Quotes = Dict[Key, Tuple[Decimal, int]]
@@ -55,10 +65,6 @@ def overlay_path() -> Path:
 
 def _state_path() -> Path:
     return cache_dir() / 'live-prices.json'
-
-
-def _lock_path() -> Path:
-    return cache_dir() / 'live-prices.lock'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,23 +128,24 @@ def _read_state() -> Dict:
         return {}
 
 
-def _overlay_rows(market: Optional[Market]) -> Tuple[List[Dict[str, str]],
-                                                     List[Key]]:
-    """The overlay's rows and the shipped auctions the API no longer lists."""
+def _overlay_rows(market_rows: List[Dict[str, str]]
+                  ) -> Tuple[List[Dict[str, str]], List[Key]]:
+    """The overlay's rows and the shipped auctions the API no longer lists
+    (`market_rows`: a `Market`'s rows)."""
     shipped = catalog_files.read_rows(catalog_files.catalog_path())
-    if market is None or not market.rows:
+    if not market_rows:
         return shipped, []
-    listed = {(r['InstanceType'], r['Region']) for r in market.rows}
+    listed = {(r['InstanceType'], r['Region']) for r in market_rows}
     delisted = [r for r in shipped
                 if (r['InstanceType'], r['Region']) not in listed]
-    return market.rows + delisted, [(r['InstanceType'], r['Region'])
+    return market_rows + delisted, [(r['InstanceType'], r['Region'])
                                     for r in delisted]
 
 
 def refresh() -> None:
-    """Fetches the market and rewrites the overlay (and the copy the
-    plugin-less `sky` client validates against); the shipped catalog stands
-    wherever (or whenever) the API has nothing."""
+    """Fetches the market, shares it, and rewrites this host's overlay from
+    it (`_write_local`); the shipped catalog stands wherever (or whenever)
+    the API has nothing."""
     try:
         creds: Optional[credentials_lib.Credentials] = (
             credentials_lib.load_credentials())
@@ -150,19 +157,45 @@ def refresh() -> None:
             market = fetch_market(creds)
         except errors.MithrilAPIError:
             market = None
-    rows, delisted = _overlay_rows(market)
-    files.write_private(overlay_path(),
-                        catalog_files.rows_csv(rows, overlay_path()))
-    _publish_for_client()
-    state = {
+    shared = {
         'fetched_at': time.time(),
         'live': bool(market and market.rows),
         'quotes': {f'{t}@{r}': [str(p), c]
                    for (t, r), (p, c) in (market.quotes if market else {}).items()},
-        'delisted': [f'{t}@{r}' for t, r in delisted],
         'fids': {f'{t}@{r}': fid
                  for (t, r), fid in (market.fids if market else {}).items()},
+        'rows': market.rows if market else [],
     }
+    _write_shared(shared)
+    _write_local(shared)
+
+
+def _read_shared() -> Optional[Dict]:
+    """The market last fetched by any process sharing SkyPilot's state, as
+    `refresh` shares it; None when there is none (or it cannot be read)."""
+    try:
+        shared = json.loads(shared_state.get(SHARED_KEY) or 'null')
+    except ValueError:
+        return None
+    if not isinstance(shared, dict) or not isinstance(shared.get('rows'), list):
+        return None
+    return shared
+
+
+def _write_shared(shared: Dict) -> None:
+    shared_state.put(SHARED_KEY, json.dumps(shared),
+                     shared['fetched_at'] + SHARED_KEEP_SECONDS)
+
+
+def _write_local(shared: Dict) -> None:
+    """Rewrites this host's overlay (and the copy the plugin-less `sky`
+    client validates against) and its state from the shared market."""
+    rows, delisted = _overlay_rows(shared['rows'])
+    files.write_private(overlay_path(),
+                        catalog_files.rows_csv(rows, overlay_path()))
+    _publish_for_client()
+    state = {key: shared[key] for key in ('fetched_at', 'live', 'quotes', 'fids')}
+    state['delisted'] = [f'{t}@{r}' for t, r in delisted]
     files.write_private(_state_path(), json.dumps(state))
 
 
@@ -184,11 +217,22 @@ def _is_fresh() -> bool:
     return overlay_path().exists() and age <= CACHE_TTL_SECONDS
 
 
+def _is_shared_fresh(shared: Optional[Dict]) -> bool:
+    return (shared is not None and
+            time.time() - shared.get('fetched_at', 0.0) <= CACHE_TTL_SECONDS)
+
+
 def refresh_if_stale(blocking: bool) -> None:
     """Refreshes unless another process holds the lock (when not
-    `blocking`) or refreshed within the TTL."""
-    with files.locked(_lock_path(), blocking) as held:
-        if held and not _is_fresh():
+    `blocking`) or this host's overlay is within the TTL; a shared market
+    within the TTL is written here instead of fetched again."""
+    with shared_state.held(REFRESH_LOCK, blocking) as held:
+        if not held or _is_fresh():
+            return
+        shared = _read_shared()
+        if _is_shared_fresh(shared):
+            _write_local(shared)
+        else:
             refresh()
 
 

@@ -12,10 +12,12 @@ would exceed; a change that does not lift it (a relaunch at the same or a
 lower limit) always passes, and is never undone.
 
 How close the guarantee is. The check and the change are one step per
-project on one machine: `guarded` holds a file lock around both, which the
-API server's worker processes, its jobs controller (consolidation mode) and
-the `sky-mithril` commands of that home share. Changes made elsewhere (a
-second API server, a teammate's laptop) can pass their checks before either
+project on one SkyPilot state: `guarded` holds SkyPilot's lock around both
+(`shared_state`: a file lock for one user's home, shared by the API server's
+worker processes, its jobs controller (consolidation mode) and the
+`sky-mithril` commands of that home; a Postgres advisory lock shared by every
+process and replica of a team's API server). Changes made elsewhere (another
+API server, a teammate's laptop) can pass their checks before either
 is made; so right after its change each one reads the live bids again
 (`must_yield`) and undoes itself if the bids that entered the budget before
 it, plus itself (as the change's answer has it, listed yet or not), exceed
@@ -32,11 +34,10 @@ import dataclasses
 import datetime
 import hashlib
 from decimal import Decimal
-from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
-from sky_mithril import files
 from sky_mithril import money
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.provision import sky_clusters
@@ -190,19 +191,19 @@ def must_yield(conn: connection.Connection,
 @contextlib.contextmanager
 def guarded(conn: connection.Connection,
             budget: Optional[settings.SpendBudget]) -> Iterator[None]:
-    """Holds the project's budget lock on this machine (when there is a
+    """Holds the project's budget lock in SkyPilot's state (when there is a
     budget): the check and the change it allows, as one step."""
     if budget is None:
         yield
         return
-    with files.locked(_lock_path(conn)):
+    with shared_state.held(_lock_name(conn)):
         yield
 
 
-def _lock_path(conn: connection.Connection) -> Path:
+def _lock_name(conn: connection.Connection) -> str:
     key = hashlib.sha256(
         f'{conn.credentials.api_url} {conn.project_id}'.encode()).hexdigest()
-    return Path.home() / '.sky' / 'mithril' / f'budget-{key[:16]}.lock'
+    return f'budget-{key[:16]}'
 
 
 def cluster_labels() -> Dict[str, str]:

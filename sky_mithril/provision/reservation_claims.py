@@ -1,7 +1,7 @@
 """Which SkyPilot cluster holds which reserved instance: one claim per
-instance, in SkyPilot's own state database (`kv_cache`: SQLite for one user,
-the team's Postgres when the API server's `db:` points there), taken under
-SkyPilot's lock for the reservation (a file lock, or a Postgres advisory
+instance, in SkyPilot's own state database (`shared_state`: SQLite for one
+user, the team's Postgres when the API server's `db:` points there), taken
+under SkyPilot's lock for the reservation (a file lock, or a Postgres advisory
 lock). Two launches, in two API-server workers or replicas, never claim one
 instance, and claims outlive an API-server restart."""
 
@@ -11,12 +11,13 @@ import time
 import typing
 from typing import Dict, List, Optional
 
+from sky_mithril import shared_state
 from sky_mithril.api import models
 
 if typing.TYPE_CHECKING:
     from sky.utils import locks
 
-KEY_PREFIX = 'sky-mithril/reservation-claim/'
+KEY_PREFIX = 'reservation-claim/'
 LOCK_SECONDS = 60.0
 # A claim whose SkyPilot cluster no longer exists is stale, but a launch
 # writes its claim before SkyPilot's cluster record can be read everywhere:
@@ -50,16 +51,14 @@ def _parse(value: str) -> Optional[Claim]:
 
 def lock(reservation_fid: str) -> 'locks.DistributedLock':
     """SkyPilot's lock for changing the claims on one reservation."""
-    from sky.utils import locks as sky_locks  # pylint: disable=import-outside-toplevel
-    return sky_locks.get_lock(f'sky-mithril-reservation-{reservation_fid}',
-                          timeout=LOCK_SECONDS)
+    return shared_state.lock(f'reservation-{reservation_fid}',
+                             timeout=LOCK_SECONDS)
 
 
 def on(reservation_fid: str) -> Dict[str, Claim]:
     """The claims on a reservation, by instance fid."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     claims = {}
-    for value in kv_cache.get_cache_entries_by_prefix(
+    for value in shared_state.by_prefix(
             f'{KEY_PREFIX}{reservation_fid}/').values():
         claim = _parse(value)
         if claim is not None:
@@ -70,9 +69,8 @@ def on(reservation_fid: str) -> Dict[str, Claim]:
 def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
     """The instances a cluster holds, in the order they were claimed (the
     head first)."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     claims = [c for c in (_parse(v) for v in
-                          kv_cache.get_cache_entries_by_prefix(KEY_PREFIX).values())
+                          shared_state.by_prefix(KEY_PREFIX).values())
               if c is not None and c.cluster_name_on_cloud == cluster_name_on_cloud]
     return sorted(claims, key=lambda c: (c.claimed_at, c.instance_fid))
 
@@ -80,7 +78,6 @@ def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
 def write(reservation: models.Reservation, instance_fids: List[str],
           cluster_name: str, cluster_name_on_cloud: str) -> List[Claim]:
     """Records the cluster's claim on each instance (call under `lock`)."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     now = time.time()
     # Mithril's clock may not be this machine's: never already expired.
     expires_at = max(reservation.end_time.timestamp(), now) + AFTER_END_SECONDS
@@ -89,19 +86,16 @@ def write(reservation: models.Reservation, instance_fids: List[str],
         # Microseconds apart, so the head (first) sorts first.
         claim = Claim(fid, reservation.fid, cluster_name,
                       cluster_name_on_cloud, now + index * 1e-6)
-        kv_cache.add_or_update_cache_entry(
-            _key(reservation.fid, fid), json.dumps(dataclasses.asdict(claim)),
-            expires_at)
+        shared_state.put(_key(reservation.fid, fid),
+                         json.dumps(dataclasses.asdict(claim)), expires_at)
         claims.append(claim)
     return claims
 
 
 def release(claims: List[Claim]) -> None:
     """Forgets the claims (an expired entry is never read again)."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     for claim in claims:
-        kv_cache.add_or_update_cache_entry(
-            _key(claim.reservation_fid, claim.instance_fid), '', 0.0)
+        shared_state.forget(_key(claim.reservation_fid, claim.instance_fid))
 
 
 def is_stale(claim: Claim) -> bool:

@@ -9,20 +9,21 @@ the standby is promoted).
 The jobs controller records here just before it recovers a cluster
 (`runtime`) and while it readies a standby (`standby`); the cloud reads the
 record when it renders that cluster's next launch, and the provisioner when a
-cluster has two live bids. All run on the API server's host (jobs controller
-consolidation mode), many threads of one controller at once: every
-read-modify-write holds a file lock (`files.locked`), which excludes other
-threads and processes alike. A job's cluster name is unique to the job, and
-records older than a day are dropped.
+cluster has two live bids. All run on the API server (jobs controller
+consolidation mode), many threads of one controller at once, and on a team
+server in several processes or replicas: the records live in SkyPilot's
+database (`shared_state`), one entry per cluster, bid and standby, and every
+read-modify-write holds SkyPilot's lock, which excludes other threads,
+processes and replicas alike. A job's cluster name is unique to the job, and
+records older than a day expire.
 """
 
 import contextlib
 import json
 import time
-from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Iterator, List, Optional
 
-from sky_mithril import files
+from sky_mithril import shared_state
 
 KEEP_SECONDS = 24 * 3600.0
 # A recorded standby is being prepared while its heartbeat (the record's
@@ -32,13 +33,23 @@ KEEP_SECONDS = 24 * 3600.0
 # answer's late commit), and as long as one preemption notice.
 STANDBY_STALE_SECONDS = 300.0
 
+KEY_PREFIX = 'recovery/'
+# Held by every read-modify-write of the records.
+RECORDS_LOCK = 'recoveries'
+# Held while a cluster's standby is promoted or dropped (`choosing_bids`).
+STANDBYS_LOCK = 'standbys'
 
-def _path() -> Path:
-    return files.state_dir() / 'recoveries.json'
+
+def _cluster_key(cluster_name: str) -> str:
+    return f'{KEY_PREFIX}cluster/{cluster_name}'
 
 
-def _lock_path() -> Path:
-    return _path().with_name('recoveries.lock')
+def _bid_key(bid_fid: str) -> str:
+    return f'{KEY_PREFIX}bid/{bid_fid}'
+
+
+def _standby_key(name_on_cloud: str) -> str:
+    return f'{KEY_PREFIX}standby/{name_on_cloud}'
 
 
 @contextlib.contextmanager
@@ -47,62 +58,63 @@ def choosing_bids() -> Iterator[None]:
     other cancelled (a standby promoted or dropped), by the jobs controller
     and by the standby's guard alike: the two never cancel one bid each.
     One lock for every cluster: these are rare, and short."""
-    with files.locked(_path().with_name('standbys.lock')):
+    with shared_state.held(STANDBYS_LOCK):
         yield
 
 
-def _read() -> Dict[str, Dict[str, Any]]:
-    """{'clusters': {name: marked at}, 'bids': {fid: [preemptions, at]},
-    'standbys': {name on cloud: [standby fid, at]}}, without records older
-    than KEEP_SECONDS."""
+def _read_pair(key: str) -> Optional[List]:
+    """The [value, recorded at] stored under `key`, None when there is none
+    (or it cannot be read)."""
     try:
-        data = json.loads(_path().read_text())
-        now = time.time()
-        return {
-            'clusters': {k: float(v) for k, v in data['clusters'].items()
-                         if now - float(v) < KEEP_SECONDS},
-            'bids': {k: [int(v[0]), float(v[1])] for k, v in
-                     data['bids'].items() if now - float(v[1]) < KEEP_SECONDS},
-            'standbys': {k: [str(v[0]), float(v[1])] for k, v in
-                         data.get('standbys', {}).items()
-                         if now - float(v[1]) < KEEP_SECONDS},
-        }
-    except (OSError, ValueError, KeyError, TypeError, IndexError,
-            AttributeError):
-        return {'clusters': {}, 'bids': {}, 'standbys': {}}
+        value = shared_state.get(key)
+        if not value:
+            return None
+        pair = json.loads(value)
+        return [pair[0], float(pair[1])]
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+
+
+def _write_pair(key: str, value: object, at: float) -> None:
+    shared_state.put(key, json.dumps([value, at]), at + KEEP_SECONDS)
 
 
 def mark(cluster_name: str, bid_fid: str, preemptions: int) -> None:
     """Records that `cluster_name` is about to be relaunched, having seen
     `preemptions` preemptions of its bid `bid_fid` ('' for a cluster on
     reserved instances, which has no bid)."""
-    with files.locked(_lock_path()):
-        records = _read()
+    with shared_state.held(RECORDS_LOCK):
         now = time.time()
-        records['clusters'][cluster_name] = now
+        _write_pair(_cluster_key(cluster_name), None, now)
         if bid_fid:
-            records['bids'][bid_fid] = [preemptions, now]
-        files.write_private(_path(), json.dumps(records))
+            _write_pair(_bid_key(bid_fid), preemptions, now)
 
 
 def is_recovering(cluster_name: str) -> bool:
     """Whether `cluster_name` was preempted and is being relaunched."""
-    return cluster_name in _read()['clusters']
+    return _read_pair(_cluster_key(cluster_name)) is not None
 
 
 def preemptions_recovered(bid_fid: str) -> int:
     """How many of the bid's preemptions a recovery already handled."""
-    return _read()['bids'].get(bid_fid, [0])[0]
+    entry = _read_pair(_bid_key(bid_fid))
+    try:
+        return 0 if entry is None else int(entry[0])
+    except (ValueError, TypeError):
+        return 0
+
+
+def _standby_entry(name_on_cloud: str) -> Optional[List]:
+    entry = _read_pair(_standby_key(name_on_cloud))
+    return None if entry is None else [str(entry[0]), entry[1]]
 
 
 def set_standby(name_on_cloud: str, bid_fid: str) -> None:
     """Records `bid_fid` as the standby of the cluster's bid; '' while it is
     being placed (its fid not known yet), and after a placement that failed
     while a bid of it may still be committed (`standby.place_standby`)."""
-    with files.locked(_lock_path()):
-        records = _read()
-        records['standbys'][name_on_cloud] = [bid_fid, time.time()]
-        files.write_private(_path(), json.dumps(records))
+    with shared_state.held(RECORDS_LOCK):
+        _write_pair(_standby_key(name_on_cloud), bid_fid, time.time())
 
 
 def settle_standby(name_on_cloud: str, bid_fid: str) -> bool:
@@ -112,45 +124,40 @@ def settle_standby(name_on_cloud: str, bid_fid: str) -> bool:
     nothing written, once it is gone, the cluster torn down meanwhile (`sky
     down`, or SkyPilot's teardown after `sky jobs cancel`) or its standby
     dropped, so a placement that outlived it never writes it back."""
-    with files.locked(_lock_path()):
-        records = _read()
-        entry = records['standbys'].get(name_on_cloud)
+    with shared_state.held(RECORDS_LOCK):
+        entry = _standby_entry(name_on_cloud)
         if entry is None or entry[0] != '':
             return False
-        records['standbys'][name_on_cloud] = [bid_fid, time.time()]
-        files.write_private(_path(), json.dumps(records))
+        _write_pair(_standby_key(name_on_cloud), bid_fid, time.time())
         return True
 
 
 def standby_of(name_on_cloud: str) -> Optional[str]:
     """The fid of the cluster's standby bid ('' while it is being placed), or
     None when it has none."""
-    entry = _read()['standbys'].get(name_on_cloud)
+    entry = _standby_entry(name_on_cloud)
     return None if entry is None else entry[0]
 
 
 def touch_standby(name_on_cloud: str, bid_fid: str) -> None:
     """Refreshes the heartbeat of the cluster's standby `bid_fid`: it is
     still being prepared. Nothing if the record names another or none."""
-    with files.locked(_lock_path()):
-        records = _read()
-        entry = records['standbys'].get(name_on_cloud)
+    with shared_state.held(RECORDS_LOCK):
+        entry = _standby_entry(name_on_cloud)
         if entry is not None and entry[0] == bid_fid:
-            entry[1] = time.time()
-            files.write_private(_path(), json.dumps(records))
+            _write_pair(_standby_key(name_on_cloud), bid_fid, time.time())
 
 
 def standby_being_prepared(name_on_cloud: str) -> bool:
     """Whether the cluster's recorded standby has a heartbeat younger than
     STANDBY_STALE_SECONDS."""
-    entry = _read()['standbys'].get(name_on_cloud)
+    entry = _standby_entry(name_on_cloud)
     return (entry is not None and
             time.time() - entry[1] < STANDBY_STALE_SECONDS)
 
 
 def forget_standby(name_on_cloud: str) -> None:
     """The cluster has no standby any more (promoted or cancelled)."""
-    with files.locked(_lock_path()):
-        records = _read()
-        if records['standbys'].pop(name_on_cloud, None) is not None:
-            files.write_private(_path(), json.dumps(records))
+    with shared_state.held(RECORDS_LOCK):
+        if _standby_entry(name_on_cloud) is not None:
+            shared_state.forget(_standby_key(name_on_cloud))

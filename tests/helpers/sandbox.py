@@ -4,11 +4,13 @@ which points it at an emulator of its own."""
 
 import contextlib
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Iterator
 
 import yaml
 
+from sky_mithril import shared_state
 from sky_mithril.catalog import live_prices
 from sky_mithril.devtools.sandbox import SkySandbox
 
@@ -24,10 +26,16 @@ def profile_path(box: SkySandbox) -> Path:
 
 def forget_live_prices(box: SkySandbox) -> None:
     """Drops the sandbox's cached market (the overlay and its state, not the
-    clusters' node keys beside them): the next command fetches it anew."""
+    clusters' node keys beside them, and the market shared in its SkyPilot
+    database): the next command fetches it anew."""
     cache = box.home / '.sky' / 'mithril'
     for cached in (live_prices.overlay_path(), live_prices._state_path()):
         (cache / cached.name).unlink(missing_ok=True)
+    database = box.home / '.sky' / 'kv_cache.db'
+    if database.exists():
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+            db.execute('DELETE FROM kv_cache WHERE key = ?', (
+                f'{shared_state.KEY_PREFIX}{live_prices.SHARED_KEY}',))
 
 
 def set_profile(box: SkySandbox, **fields: str) -> None:

@@ -1,6 +1,7 @@
-"""The plugin's own state under `~/.sky/mithril/` (market timing, live prices,
-recovery records and their locks) is private to its user: 0600 files in a
-0700 directory, also when the directory was left looser before."""
+"""The plugin's own files under `~/.sky/mithril/` (market timing, this host's
+live-price overlay and its state) are private to its user: 0600 files in a
+0700 directory, also when the directory was left looser before. (Recovery
+records and the locks live in SkyPilot's database and lock directory.)"""
 
 import stat
 from pathlib import Path
@@ -35,6 +36,6 @@ def test_state_files_are_private_in_a_private_directory(
     assert _mode(state_dir) == 0o700
     written = {path.name: _mode(path) for path in state_dir.iterdir()}
     assert set(written) == {'market-timing.json', 'vms-live.csv',
-                            'live-prices.json', 'live-prices.lock',
-                            'recoveries.json', 'recoveries.lock'}
+                            'live-prices.json'}
+    assert records.is_recovering('train')
     assert written == dict.fromkeys(written, 0o600)

@@ -30,10 +30,14 @@ def test_stale_prices_are_served_while_a_refresh_runs(two_region_emulator, two_r
     requests.put(f'{two_region_emulator.url}/_emulator/faults', timeout=10, json={'rules': [{
         'method': 'GET', 'path': '/v2/spot/availability', 'latency': 1.0,
         'latency_s': 1.0}]}).raise_for_status()
+    # The market ages past the TTL, here and in SkyPilot's state alike.
     state = live_prices._state_path()
     aged = json.loads(state.read_text())
     aged['fetched_at'] -= live_prices.CACHE_TTL_SECONDS + 1
     state.write_text(json.dumps(aged))
+    shared = live_prices._read_shared()
+    shared['fetched_at'] -= live_prices.CACHE_TTL_SECONDS + 1
+    live_prices._write_shared(shared)
     started = time.monotonic()
     assert freshness() is False
     assert time.monotonic() - started < 0.5

@@ -23,6 +23,7 @@ from sky_mithril.recovery import standby as standby_lib
 from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import bids_named, launch_on_manual_clock, provision_config
+from tests.helpers.recovery_records import forget_recovery_records
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -80,12 +81,10 @@ def preempt(server: EmulatorServer, volume_fids: str = '') -> None:
 
 
 @pytest.fixture
-def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
-                      tmp_path) -> EmulatorServer:
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     # No SkyPilot cluster record behind these handles: no runtime files.
     monkeypatch.setattr(staging, 'fetch_runtime_files',
                         lambda handle, into: {})

@@ -33,6 +33,7 @@ from sky_mithril.recovery import runtime
 from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+from tests.helpers.recovery_records import forget_recovery_records
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -111,15 +112,14 @@ def advance_until_left(server: EmulatorServer, reservation: models.Reservation,
 
 
 @pytest.fixture
-def on_reservation(manual_clock_emulator: EmulatorServer, monkeypatch,
-                   tmp_path) -> Iterator[Tuple[EmulatorServer,
-                                               models.Reservation]]:
+def on_reservation(manual_clock_emulator: EmulatorServer, monkeypatch
+                   ) -> Iterator[Tuple[EmulatorServer, models.Reservation]]:
     """Cluster `job` on the only instance of a 3-hour reservation, up."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     server = manual_clock_emulator
     monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
     conn = connection.connect()
     start = market_now(server)

@@ -14,6 +14,7 @@ from sky_mithril.recovery import records
 from sky_mithril.recovery import runtime
 
 from tests.helpers.provisioning import bids_named, launch_on_manual_clock, provision_config
+from tests.helpers.recovery_records import forget_recovery_records
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -37,15 +38,13 @@ def advance(server: EmulatorServer, seconds: float) -> None:
 
 
 @pytest.fixture
-def running(manual_clock_emulator: EmulatorServer, monkeypatch,
-            tmp_path) -> EmulatorServer:
+def running(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     """A 1-node cluster `job` with a $10/h limit, up; its provider config is
     what the cluster YAML would hold; no recoveries recorded yet."""
     monkeypatch.setattr(runtime, 'provider_config',
                         lambda h: {'project_id': 'proj_emulator'})
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(manual_clock_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
     return manual_clock_emulator

@@ -17,6 +17,7 @@ from sky_mithril.recovery import records
 from sky_mithril.recovery import runtime
 
 from tests.helpers.provisioning import launch_on_manual_clock, provision_config
+from tests.helpers.recovery_records import forget_recovery_records
 
 
 def handle(name: str) -> Any:
@@ -43,11 +44,10 @@ def second_bid(name: str) -> str:
 
 
 def test_two_live_bids_of_a_jobs_cluster_are_reported_loudly(
-        manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path, caplog):
+        manual_clock_emulator: EmulatorServer, monkeypatch, caplog):
     monkeypatch.setattr(runtime, 'provider_config',
                         lambda h: {'project_id': 'proj_emulator'})
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(manual_clock_emulator, 'job',
                            provision_config(limit='10.00'))
     first = cluster_bid.live_bid(connection.connect(), 'job').fid

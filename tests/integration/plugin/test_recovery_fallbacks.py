@@ -26,6 +26,7 @@ from sky_mithril.recovery import standby as standby_lib
 from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import bids_named, provision_config
+from tests.helpers.recovery_records import forget_recovery_records
 from tests.integration.plugin.test_jobs_recovery import (CLEARING_S, REGION,
                                                          advancing_clock,
                                                          handle, preempt)
@@ -69,16 +70,14 @@ class Failover(strategy._StandbyRecovery,  # pylint: disable=protected-access
 
 
 @pytest.fixture
-def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch,
-                      tmp_path) -> EmulatorServer:
+def recovery_emulator(manual_clock_emulator: EmulatorServer, monkeypatch) -> EmulatorServer:
     """The emulator, a notice that outlasts the test, a job's cluster handle
     behind the name `job`, a standby's setup that succeeds at once, and API
     clients that give up at the first failure."""
     manual_clock_emulator.market.preemption_notice_s = 100 * CLEARING_S
     monkeypatch.setattr(runtime, 'provider_config', lambda h: {
         'project_id': 'proj_emulator', 'limit_price_per_hour': '10.00'})
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
                         lambda name: handle(MITHRIL))
     for step in ('fetch_runtime_files', 'set_up_runtime', 'stage_job'):

@@ -25,6 +25,7 @@ from sky_mithril.recovery import standby as standby_lib
 
 from tests.helpers.provisioning import (bids_named, launch, launch_on_manual_clock,
                                         provision_config)
+from tests.helpers.recovery_records import forget_recovery_records
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -166,10 +167,10 @@ def test_a_late_commit_after_the_window_is_cancelled_by_the_launch(
 
 
 def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window):
     server = manual_clock_emulator
     window(10.0)
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
                            CLEARING_S)
     server.control('POST', 'price', instance_type=TYPE, region=REGION,
@@ -197,7 +198,7 @@ def test_a_standby_whose_post_is_committed_late_is_the_only_standby(
 
 
 def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window, monkeypatch):
     """The standby's POST is answered with a 503 and committed later, and
     looking for it fails for the whole window, until its placement gives
     up: the placement stays recorded, so its late commit is taken for a
@@ -208,7 +209,7 @@ def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
     # The window is looked at twice: at its start and, the poll coming
     # after its end, last.
     monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
                            CLEARING_S)
     server.control('POST', 'price', instance_type=TYPE, region=REGION,
@@ -241,14 +242,14 @@ def test_a_standby_whose_late_commit_was_not_watched_stays_recorded(
 
 
 def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window):
     """The standby's POST is answered with a 503 and committed 30 s of
     market time later; looking for it fails once before that: the placement
     looks again, finds the late commit and records it as the standby,
     without a second POST."""
     server = manual_clock_emulator
     window(30.0)
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
                            CLEARING_S)
     server.control('POST', 'price', instance_type=TYPE, region=REGION,
@@ -275,7 +276,7 @@ def test_a_look_up_that_fails_mid_window_does_not_end_the_watch(
 
 
 def test_a_standby_unwatched_after_its_cluster_was_torn_down_is_cancelled(
-        manual_clock_emulator, window, monkeypatch, tmp_path):
+        manual_clock_emulator, window, monkeypatch):
     """The standby's POST is answered with a 503 after SkyPilot tore the
     cluster down (`sky jobs cancel`); Mithril commits it within the window,
     but every look-up for it fails until its placement gives up. The
@@ -287,7 +288,7 @@ def test_a_standby_unwatched_after_its_cluster_was_torn_down_is_cancelled(
     # after its end, last.
     monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 2.0)
     monkeypatch.setattr(standby_lib, 'DROP_RETRY_SECONDS', 0.05)
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(server, 'job', provision_config(limit='10.00'),
                            CLEARING_S)
     server.control('POST', 'price', instance_type=TYPE, region=REGION,

@@ -9,8 +9,9 @@ bid. A stopped cluster ends the standby's watch: nothing is promoted over
 its paused bid, and the standby is cancelled; a stop racing the standby's
 guard pauses whichever bid is the cluster's once the standby is settled."""
 
-import json
 import threading
+import time
+import types
 from decimal import Decimal
 from typing import Any, Iterator, List, Tuple
 
@@ -25,6 +26,7 @@ from sky_mithril.recovery import standby as standby_lib
 
 from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
                                         provision_config, query)
+from tests.helpers.recovery_records import forget_recovery_records
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -51,12 +53,11 @@ def status_of(server: EmulatorServer, fid: str) -> str:
 
 
 @pytest.fixture
-def notice(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
+def notice(manual_clock_emulator: EmulatorServer
            ) -> Iterator[Tuple[EmulatorServer, str, str]]:
     """Cluster `job` ($10/h) in its preemption notice, with a standby at
     $30/h that has won and booted: (emulator, old fid, standby fid)."""
-    monkeypatch.setattr(records, '_path',
-                        lambda: tmp_path / 'recoveries.json')
+    forget_recovery_records()
     launch_on_manual_clock(manual_clock_emulator, 'job',
                            provision_config(limit='10.00'), CLEARING_S)
     set_price(manual_clock_emulator, '$50.00')
@@ -150,9 +151,11 @@ def test_a_dropped_standby_is_never_promoted_over_the_clusters_bid(notice):
 def age_the_standby_record(name: str) -> None:
     """Makes the standby's heartbeat older than the bound: no recovery
     prepares it any more (its watch ended, its cancel failed)."""
-    data = json.loads(records._path().read_text())
-    data['standbys'][name][1] -= records.STANDBY_STALE_SECONDS + 1
-    records._path().write_text(json.dumps(data))
+    standby = records.standby_of(name)
+    aged = time.time() - records.STANDBY_STALE_SECONDS - 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(records, 'time', types.SimpleNamespace(time=lambda: aged))
+        records.set_standby(name, standby)
 
 
 def test_a_status_refresh_cancels_a_standby_no_longer_prepared(notice):

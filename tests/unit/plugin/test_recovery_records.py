@@ -1,6 +1,7 @@
 """The recovery records under concurrent writers: many threads of one jobs
 controller, and several processes, each writing its own records at once,
-lose none of them."""
+lose none of them. (The records are in SkyPilot's database: a process keeps
+the one of the home it started in.)"""
 
 import os
 import subprocess
@@ -9,6 +10,8 @@ import threading
 from pathlib import Path
 
 from sky_mithril.recovery import records
+
+from tests.helpers.recovery_records import forget_recovery_records
 
 THREADS = 16
 WRITES_PER_THREAD = 4
@@ -42,24 +45,27 @@ def assert_all_recorded(prefix: str) -> None:
             assert records.standby_of(name) == f'standby-{n}-{k}', name
 
 
-def test_threads_writing_at_once_lose_no_record(monkeypatch, tmp_path):
-    monkeypatch.setattr(records, '_path', lambda: tmp_path / 'recoveries.json')
+def test_threads_writing_at_once_lose_no_record():
+    forget_recovery_records()
     write_at_once('threads')
     assert_all_recorded('threads')
 
 
-def test_processes_writing_at_once_lose_no_record(monkeypatch, tmp_path):
-    """Two processes (each with THREADS threads) share one home's records."""
-    script = ('import sys\n'
-              'sys.path.insert(0, sys.argv[1])\n'
+def test_processes_writing_at_once_lose_no_record(tmp_path):
+    """Two processes (each with THREADS threads) share one home's records,
+    as a third process of that home reads them."""
+    # This file's folder and the checkout (for `tests.helpers`) on the path.
+    script = ('import pathlib, sys\n'
+              'here = pathlib.Path(sys.argv[1])\n'
+              'sys.path[:0] = [str(here), str(here.parents[2])]\n'
               'import test_recovery_records as t\n'
-              't.write_at_once(sys.argv[2])\n')
+              'for prefix in sys.argv[3:]:\n'
+              '    getattr(t, sys.argv[2])(prefix)\n')
     here = str(Path(__file__).parent)
     env = {**os.environ, 'HOME': str(tmp_path)}
     writers = [subprocess.Popen([sys.executable, '-c', script, here,
-                                 f'process{n}'], env=env)
+                                 'write_at_once', f'process{n}'], env=env)
                for n in range(2)]
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
-    monkeypatch.setenv('HOME', str(tmp_path))
-    for n in range(2):
-        assert_all_recorded(f'process{n}')
+    subprocess.run([sys.executable, '-c', script, here, 'assert_all_recorded',
+                    'process0', 'process1'], env=env, check=True, timeout=120)
