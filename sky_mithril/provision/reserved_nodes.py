@@ -29,6 +29,7 @@ from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
+from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import status_table
 
@@ -254,8 +255,12 @@ class ReservedNodes:
 
     def instances(self) -> List[models.Instance]:
         """The cluster's instances that still exist, head first."""
-        by_fid = {i.fid: i for i in _instances(self.conn, self.reservation_fid)
-                  if i.status not in _GONE}
+        return self._held(_instances(self.conn, self.reservation_fid))
+
+    def _held(self, instances: List[models.Instance]) -> List[models.Instance]:
+        """Of the reservation's `instances`, the cluster's that still exist,
+        head first."""
+        by_fid = {i.fid: i for i in instances if i.status not in _GONE}
         return [by_fid[fid] for fid in self.instance_fids if fid in by_fid]
 
     def gone(self) -> bool:
@@ -281,7 +286,8 @@ class ReservedNodes:
             paused = [i.fid for i in instances
                       if i.status in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
             if paused:
-                with interrupts.deferred():
+                with interrupts.deferred(), \
+                        project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(paused, paused=False)
                 self._resumed = paused
                 if self.outcome == Outcome.ADOPTED:
@@ -320,7 +326,8 @@ class ReservedNodes:
                     f'{self.reservation_fid} ({type(cause).__name__}).')
         try:
             if self._resumed:
-                with interrupts.deferred():
+                with interrupts.deferred(), \
+                        project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(self._resumed,
                                                           paused=True)
             if self.outcome == Outcome.CLAIMED:
@@ -334,7 +341,7 @@ class ReservedNodes:
         running = [i.fid for i in self.instances()
                    if i.status not in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
         if running:
-            with interrupts.deferred():
+            with interrupts.deferred(), project_snapshot.changing(self.conn):
                 self.conn.client.set_instances_paused(running, paused=True)
             logger.info(f'Paused reserved instance(s) {", ".join(running)}; '
                         'a pause earns credit once it has lasted an hour '
@@ -367,22 +374,48 @@ class ReservedNodes:
                     f'reservation {self.reservation_fid} with fresh boot '
                     'disks; they stay reserved (paused) for the next launch.')
 
-    def statuses(self, cluster_name: str,
-                 non_terminated_only: bool) -> status_table.NodeStatuses:
-        """The nodes' statuses. A cluster whose node took itself down
-        (autodown pauses the instances: a paused node cannot reset its own
-        disk) is given back here and reads gone."""
-        reservation = self.reservation()
-        if reservation is None:
-            return {}
-        statuses = status_table.reserved_node_statuses(
-            reservation, self.instances(), non_terminated_only)
-        if (statuses and not self.on_node and _autodown_set(cluster_name) and
-                all(status == status_lib.ClusterStatus.STOPPED
-                    for status, _ in statuses.values())):
+    def statuses(self, cluster_name: str, non_terminated_only: bool,
+                 snapshot: project_snapshot.Snapshot
+                 ) -> status_table.NodeStatuses:
+        """The nodes' statuses, from the project's `snapshot` (taken with
+        its reservations). They are read live instead when the snapshot
+        shows a node gone (SkyPilot forgets a cluster it reads gone), and
+        before a cluster whose node took itself down (autodown pauses the
+        instances: a paused node cannot reset its own disk) is given back
+        here; it then reads gone."""
+        statuses = self._statuses(
+            snapshot.reservation(self.reservation_fid),
+            self._held(snapshot.reserved_instances(self.reservation_fid)),
+            non_terminated_only)
+        if (self._reads_a_node_gone(statuses) or
+                self._took_itself_down(cluster_name, statuses)):
+            statuses = self._statuses(self.reservation(), self.instances(),
+                                      non_terminated_only)
+        if self._took_itself_down(cluster_name, statuses):
             self.give_back()
             return {}
         return statuses
+
+    @staticmethod
+    def _statuses(reservation: Optional[models.Reservation],
+                  instances: List[models.Instance],
+                  non_terminated_only: bool) -> status_table.NodeStatuses:
+        if reservation is None:
+            return {}
+        return status_table.reserved_node_statuses(reservation, instances,
+                                                   non_terminated_only)
+
+    def _reads_a_node_gone(self, statuses: status_table.NodeStatuses) -> bool:
+        return sum(status is not None for status, _ in statuses.values()
+                   ) < len(self.instance_fids)
+
+    def _took_itself_down(self, cluster_name: str,
+                          statuses: status_table.NodeStatuses) -> bool:
+        """Whether every node is paused and SkyPilot armed autodown: a node
+        took the cluster down."""
+        return bool(statuses) and not self.on_node and all(
+            status == status_lib.ClusterStatus.STOPPED
+            for status, _ in statuses.values()) and _autodown_set(cluster_name)
 
     def cluster_info(self, provider_config: Optional[Dict[str, Any]]
                      ) -> common.ClusterInfo:
