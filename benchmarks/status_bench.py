@@ -33,15 +33,18 @@ import statistics
 import time
 from typing import Callable, List, NamedTuple, Sequence
 
+from sky.utils import status_lib
 from sky.utils import subprocess_utils
 
 from sky_mithril.account import connection
+from sky_mithril.api import models
 from sky_mithril.emulator.market import PROJECT_FID
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as ours
 from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
+from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
 
 CLUSTERS = (1, 10, 30, 100)
@@ -55,14 +58,19 @@ Query = Callable[[str], status_table.NodeStatuses]
 
 def per_cluster_query(name: str) -> status_table.NodeStatuses:
     """The per-cluster design's `query_instances` for a cluster on a spot
-    bid: its bid by name, then its instances."""
+    bid: its claims looked at, its bid by name, then its instances."""
     conn = cluster_bid.connect(PROVIDER_CONFIG)
+    assert reserved_nodes.ReservedNodes.held_by(conn, name) is None
     bid = cluster_bid.refreshed_bid(conn, name)
     if bid is None:
         return {}
     instances = cluster_bid.current_instances(conn, bid)
     statuses = status_table.node_statuses(bid, instances, True)
-    node_key_renewal.renew_if_due(conn, name, name, instances)
+    if (bid.status == models.BidState.ALLOCATED and
+            len(statuses) == bid.instance_quantity and
+            all(status == status_lib.ClusterStatus.UP
+                for status, _ in statuses.values())):
+        node_key_renewal.renew_if_due(conn, name, name, instances)
     return statuses
 
 
