@@ -93,3 +93,15 @@ def _distributed(config: pytest.Config) -> bool:
     being the controller or one of them)."""
     return bool(os.environ.get('PYTEST_XDIST_WORKER') or
                 getattr(config.option, 'numprocesses', None))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def skypilot_kv_cache_in_the_sessions_home() -> None:
+    """SkyPilot opens its key-value store (reservation claims, the project
+    snapshot) once per process, under the HOME of its first use. It is
+    opened here, under the session's HOME: a test that moves HOME (a
+    command's private home, a node's) and marks the snapshot stale would
+    otherwise leave it there for every later test, while their child
+    processes read the session's."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.get_cache_entry('sky-mithril/tests')

@@ -28,6 +28,7 @@ from sky_mithril.commands.output import (CommandError, age, confirm, dollars,
                                          print_table, progress, short_status)
 from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import project_snapshot
 from sky_mithril.task import settings
 
 # `--state` words: Mithril's bid states and `ml`'s names for them.
@@ -437,7 +438,8 @@ def _cancel(conn: connection.Connection, bids: Sequence[models.Bid]) -> int:
     failed = 0
     for bid in bids:
         try:
-            conn.client.cancel_bid(bid.fid)
+            with project_snapshot.changing(conn):
+                conn.client.cancel_bid(bid.fid)
             status = conn.client.get_bid(bid.fid).status
         except errors.MithrilAPIError as e:
             progress(f'Could not cancel {bid.name} ({bid.fid}): {e}')

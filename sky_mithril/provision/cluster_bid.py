@@ -52,6 +52,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import market_timing
 from sky_mithril.provision import interrupts
+from sky_mithril.provision import project_snapshot
 from sky_mithril.task import settings
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
@@ -256,12 +257,19 @@ def refreshed_bid(conn: connection.Connection,
 
 def current_instances(conn: connection.Connection,
                       bid: models.Bid) -> List[models.Instance]:
-    """The instances that stand for the bid's nodes, at most
+    """The instances that stand for the bid's nodes (`nodes_of`). One
+    request."""
+    return nodes_of(bid, conn.client.list_instances(conn.project_id,
+                                                    bid_fids=[bid.fid]))
+
+
+def nodes_of(bid: models.Bid,
+             instances: List[models.Instance]) -> List[models.Instance]:
+    """Of the bid's `instances`, those that stand for its nodes, at most
     `instance_quantity`, in the bid's own (stable) order where the bid lists
     them: the head is the bid's first, whichever node gets an address first.
-    Replaced or terminated instances are skipped. One request."""
-    live = [i for i in conn.client.list_instances(conn.project_id,
-                                                  bid_fids=[bid.fid])
+    Replaced or terminated instances are skipped."""
+    live = [i for i in instances
             if i.status not in (models.InstanceState.REPLACED,
                                 models.InstanceState.TERMINATED)]
     return _in_order_of(bid, live)[:bid.instance_quantity]
@@ -334,22 +342,23 @@ def cancel_and_confirm(conn: connection.Connection, bid_fid: str) -> None:
 
     404 means it is already gone. Raises RuntimeError if it cannot be confirmed.
     """
-    try:
-        conn.client.cancel_bid(bid_fid)
-    except errors.NotFoundError:
-        return
-    deadline = time.monotonic() + CANCEL_CONFIRM_SECONDS
-    while True:
+    with project_snapshot.changing(conn):
         try:
-            status = conn.client.get_bid_status(bid_fid).status
+            conn.client.cancel_bid(bid_fid)
         except errors.NotFoundError:
             return
-        if status == models.BidState.TERMINATED:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'Bid {bid_fid} is still {status} after '
-                               f'cancelling it for {CANCEL_CONFIRM_SECONDS:.0f}s.')
-        time.sleep(1.0)
+        deadline = time.monotonic() + CANCEL_CONFIRM_SECONDS
+        while True:
+            try:
+                status = conn.client.get_bid_status(bid_fid).status
+            except errors.NotFoundError:
+                return
+            if status == models.BidState.TERMINATED:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'Bid {bid_fid} is still {status} after '
+                                   f'cancelling it for {CANCEL_CONFIRM_SECONDS:.0f}s.')
+            time.sleep(1.0)
 
 
 def pause(conn: connection.Connection, name: str) -> None:
@@ -374,7 +383,7 @@ def pause(conn: connection.Connection, name: str) -> None:
     if bid.status == models.BidState.PAUSED:
         return
     try:
-        with interrupts.deferred():
+        with interrupts.deferred(), project_snapshot.changing(conn):
             conn.client.update_bid(bid.fid, paused=True)
     except errors.NotFoundError:
         return
@@ -516,7 +525,7 @@ class ClusterBid:
         # the update and its settling run with signals held.
         with budget_lib.guarded(self.conn, budget):
             budget_lib.check(self.conn, budget, change)
-            with interrupts.deferred():
+            with interrupts.deferred(), project_snapshot.changing(self.conn):
                 try:
                     self.bid = self.conn.client.update_bid(
                         old.fid, limit_price=new_limit,
@@ -792,7 +801,8 @@ class ClusterBid:
             cancel_extra_bids(self.conn, self.bid.name, self.bid.fid,
                               self.placed_before)
         elif self.outcome == Outcome.RESUMED:
-            self.conn.client.update_bid(self.bid.fid, paused=True)
+            with project_snapshot.changing(self.conn):
+                self.conn.client.update_bid(self.bid.fid, paused=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -895,7 +905,7 @@ class _BidPosts:
     def _post(self, request: models.CreateBidRequest) -> Placement:
         """One POST, with signals held; a lost answer starts its window
         before any held signal is delivered."""
-        with interrupts.deferred():
+        with interrupts.deferred(), project_snapshot.changing(self.conn):
             self.count += 1
             sent = time.time()
             try:

@@ -7,13 +7,15 @@ pauses it; `sky start` resumes the same bid in the same region; `sky down`
 cancels it and revokes the API keys of the cluster's nodes. Any failure or
 interrupt after a new bid exists cancels that bid before the error leaves.
 The head opens the task's ports at every launch and start (`public_ports`).
-A status refresh renews the nodes' key of a cluster that is up when it nears
-its expiry, and revokes the keys of a cluster it finds gone.
+A status refresh reads the project's snapshot (`project_snapshot`), shared
+by every API-server process, which each change above marks stale; it renews
+the nodes' key of a cluster that is up when it nears its expiry, and revokes
+the keys of a cluster it finds gone.
 """
 
 import datetime
 from decimal import Decimal
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 from sky.provision import common
@@ -25,6 +27,7 @@ from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import node_key_renewal
+from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import public_ports
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
@@ -149,25 +152,33 @@ def query_instances(
     non_terminated_only: bool = True,
     retry_if_missing: bool = False,
 ) -> status_table.NodeStatuses:
-    """Statuses of the cluster's nodes in two requests, whatever the project size.
-    A standby of the cluster that no recovery prepares any more is cancelled
-    (`cluster_bid.refreshed_bid`). When the cluster is up (its bid allocated,
-    every node UP), the nodes' key is renewed if it nears its expiry
-    (`node_key_renewal`; most refreshes decide that without a request).
+    """Statuses of the cluster's nodes, read from the project's snapshot
+    (`project_snapshot`): a refresh costs its few requests once per
+    TTL_SECONDS, whatever the number of clusters or refreshes. What the
+    snapshot cannot settle is read live: a cluster it shows gone (only
+    Mithril's answer now makes SkyPilot forget a cluster) or with several
+    live bids, where a standby that no recovery prepares any more is
+    cancelled (`cluster_bid.refreshed_bid`); and a bid beside reserved
+    instances is cancelled only once it is read live (`_no_bid_beside`).
+    When the cluster is up (its bid allocated, every node UP), the nodes'
+    key is renewed if it nears its expiry (`node_key_renewal`; most
+    refreshes decide that without a request).
 
     API errors raise: an empty answer would make SkyPilot forget a live cluster.
     """
     del retry_if_missing
     conn = cluster_bid.connect(provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
+    snapshot = project_snapshot.current(conn,
+                                        with_reservations=reserved is not None)
     if reserved is not None:
-        _no_bid_beside(conn, cluster_name_on_cloud)
+        if snapshot.live_bids(cluster_name_on_cloud):
+            _no_bid_beside(conn, cluster_name_on_cloud)
         return reserved.statuses(cluster_name, cluster_name_on_cloud,
-                                non_terminated_only)
-    bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
+                                non_terminated_only, snapshot)
+    bid, instances = _bid_and_nodes(conn, cluster_name_on_cloud, snapshot)
     if bid is None:
         return {}
-    instances = cluster_bid.current_instances(conn, bid)
     statuses = status_table.node_statuses(bid, instances, non_terminated_only)
     if (bid.status == models.BidState.ALLOCATED and
             len(statuses) == bid.instance_quantity and
@@ -176,6 +187,20 @@ def query_instances(
         node_key_renewal.renew_if_due(conn, cluster_name,
                                       cluster_name_on_cloud, instances)
     return statuses
+
+
+def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
+                   snapshot: project_snapshot.Snapshot
+                   ) -> Tuple[Optional[models.Bid], List[models.Instance]]:
+    """The cluster's bid and the instances of its nodes, from the snapshot
+    when it shows the name's one live bid, else read live."""
+    bids = snapshot.live_bids(cluster_name_on_cloud)
+    if len(bids) == 1:
+        return bids[0], cluster_bid.nodes_of(
+            bids[0], snapshot.instances_of_bid(bids[0].fid))
+    bid = cluster_bid.refreshed_bid(conn, cluster_name_on_cloud)
+    return bid, ([] if bid is None else
+                 cluster_bid.current_instances(conn, bid))
 
 
 def stop_instances(cluster_name_on_cloud: str,

@@ -75,6 +75,13 @@ def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
     return sorted(claims, key=lambda c: (c.claimed_at, c.instance_fid))
 
 
+def any_claim() -> bool:
+    """Whether any cluster holds reserved instances."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    return any(_parse(v) is not None for v in
+               kv_cache.get_cache_entries_by_prefix(KEY_PREFIX).values())
+
+
 def write(reservation: models.Reservation, instance_fids: List[str],
           cluster_name: str, cluster_name_on_cloud: str) -> List[Claim]:
     """Records the cluster's claim on each instance (call under `lock`)."""

@@ -33,6 +33,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.provision import key_install
+from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import status_table
 
@@ -287,8 +288,12 @@ class ReservedNodes:
 
     def instances(self) -> List[models.Instance]:
         """The cluster's instances that still exist, head first."""
-        by_fid = {i.fid: i for i in _instances(self.conn, self.reservation_fid)
-                  if i.status not in _GONE}
+        return self._held(_instances(self.conn, self.reservation_fid))
+
+    def _held(self, instances: List[models.Instance]) -> List[models.Instance]:
+        """Of the reservation's `instances`, the cluster's that still exist,
+        head first."""
+        by_fid = {i.fid: i for i in instances if i.status not in _GONE}
         return [by_fid[fid] for fid in self.instance_fids if fid in by_fid]
 
     def gone(self) -> bool:
@@ -315,7 +320,8 @@ class ReservedNodes:
             paused = [i.fid for i in instances
                       if i.status in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
             if paused:
-                with interrupts.deferred():
+                with interrupts.deferred(), \
+                        project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(paused, paused=False)
                 self._resumed = paused
                 if self.outcome == Outcome.ADOPTED:
@@ -358,7 +364,8 @@ class ReservedNodes:
                     f'{self.reservation_fid} ({type(cause).__name__}).')
         try:
             if self._resumed:
-                with interrupts.deferred():
+                with interrupts.deferred(), \
+                        project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(self._resumed,
                                                           paused=True)
             if self.outcome == Outcome.CLAIMED:
@@ -372,7 +379,7 @@ class ReservedNodes:
         running = [i.fid for i in self.instances()
                    if i.status not in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
         if running:
-            with interrupts.deferred():
+            with interrupts.deferred(), project_snapshot.changing(self.conn):
                 self.conn.client.set_instances_paused(running, paused=True)
             logger.info(f'Paused reserved instance(s) {", ".join(running)}; '
                         'a pause earns credit once it has lasted an hour '
@@ -406,27 +413,53 @@ class ReservedNodes:
                     'disks; they stay reserved (paused) for the next launch.')
 
     def statuses(self, cluster_name: str, cluster_name_on_cloud: str,
-                 non_terminated_only: bool) -> status_table.NodeStatuses:
-        """The nodes' statuses. A cluster whose node took itself down
-        (autodown pauses the instances: a paused node cannot reset its own
-        disk) is given back here and reads gone. Only then: autodown armed
-        in SkyPilot's record is not enough, since instances paused in
-        Mithril's console read the same and their disks are the user's;
-        the node's autodown also revoked the cluster's node keys
-        (`node_keys.revoked_by_teardown`), which a console pause does not."""
-        reservation = self.reservation()
-        if reservation is None:
-            return {}
-        statuses = status_table.reserved_node_statuses(
-            reservation, self.instances(), non_terminated_only)
-        if (statuses and not self.on_node and _autodown_set(cluster_name) and
-                all(status == status_lib.ClusterStatus.STOPPED
-                    for status, _ in statuses.values()) and
+                 non_terminated_only: bool,
+                 snapshot: project_snapshot.Snapshot
+                 ) -> status_table.NodeStatuses:
+        """The nodes' statuses, from the project's `snapshot` (taken with
+        its reservations). They are read live instead when the snapshot
+        shows a node gone (SkyPilot forgets a cluster it reads gone), and
+        before a cluster whose node took itself down is given back here; it
+        then reads gone. A node's autodown pauses the instances (a paused
+        node cannot reset its own disk) and revokes the cluster's node keys
+        (`node_keys.revoked_by_teardown`); instances paused in Mithril's
+        console read paused too, but keep their live key and their disks,
+        which are the user's."""
+        statuses = self._statuses(
+            snapshot.reservation(self.reservation_fid),
+            self._held(snapshot.reserved_instances(self.reservation_fid)),
+            non_terminated_only)
+        if (self._reads_a_node_gone(statuses) or
+                self._all_paused_with_autodown(cluster_name, statuses)):
+            statuses = self._statuses(self.reservation(), self.instances(),
+                                      non_terminated_only)
+        if (self._all_paused_with_autodown(cluster_name, statuses) and
                 node_keys.revoked_by_teardown(self.conn,
                                               cluster_name_on_cloud)):
             self.give_back()
             return {}
         return statuses
+
+    @staticmethod
+    def _statuses(reservation: Optional[models.Reservation],
+                  instances: List[models.Instance],
+                  non_terminated_only: bool) -> status_table.NodeStatuses:
+        if reservation is None:
+            return {}
+        return status_table.reserved_node_statuses(reservation, instances,
+                                                   non_terminated_only)
+
+    def _reads_a_node_gone(self, statuses: status_table.NodeStatuses) -> bool:
+        return sum(status is not None for status, _ in statuses.values()
+                   ) < len(self.instance_fids)
+
+    def _all_paused_with_autodown(self, cluster_name: str,
+                                  statuses: status_table.NodeStatuses) -> bool:
+        """Whether every node is paused and SkyPilot armed autodown: a node
+        may have taken the cluster down."""
+        return bool(statuses) and not self.on_node and all(
+            status == status_lib.ClusterStatus.STOPPED
+            for status, _ in statuses.values()) and _autodown_set(cluster_name)
 
     def cluster_info(self, provider_config: Optional[Dict[str, Any]]
                      ) -> common.ClusterInfo:

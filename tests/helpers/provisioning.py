@@ -13,6 +13,8 @@ from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import project_snapshot
+from sky_mithril.provision import reservation_claims
 
 PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
 
@@ -20,7 +22,11 @@ PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests00
 def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
                     config_home: Path) -> None:
     """The environment a user would export for `server`: key, URL, project,
-    and a config folder with no profiles."""
+    and a config folder with no profiles. The project snapshot ages by the
+    emulator's clock, as it ages by the market's time against Mithril: a
+    test that moves the market's time on reads the market as it is then."""
+    monkeypatch.setattr(project_snapshot, 'now',
+                        lambda: server.market.clock.now().timestamp())
     monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))
     monkeypatch.setenv('MITHRIL_API_KEY', 'emulator-test-key')
     monkeypatch.setenv('MITHRIL_API_URL', server.url)
@@ -67,3 +73,12 @@ def launch_on_manual_clock(server: EmulatorServer, name: str,
     while launcher.is_alive():
         server.control('POST', 'advance', seconds=clearing_s / 4)
         launcher.join(0.05)
+
+
+def snapshot_requests() -> int:
+    """What taking the project snapshot costs in a project of fewer than 100
+    live bids and instances: a list per live bid state, one of the live
+    instances, and one of the reservations while any cluster (of any test)
+    holds reserved instances."""
+    return (len(project_snapshot.LIVE_BID_STATES) + 1 +
+            int(reservation_claims.any_claim()))
