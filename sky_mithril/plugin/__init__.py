@@ -12,6 +12,9 @@ from sky.server import plugins
 import sky_mithril
 from sky_mithril.plugin import dashboard
 
+_ROUTES_MOUNTED = 'sky_mithril_dashboard_routes'
+"""Marks the app (its `state`) the dashboard's routes are mounted on."""
+
 
 class MithrilPlugin(plugins.BasePlugin):
     """Takes over SkyPilot's `mithril` cloud with sky-mithril's, and puts
@@ -43,8 +46,7 @@ class MithrilPlugin(plugins.BasePlugin):
         app = extension_context.app
         # Only the uvicorn workers' load has the app; a second load there
         # must not mount the routes twice.
-        if app is not None and not any(
-                getattr(route, 'path', None) == dashboard.SCRIPT_PATH
-                for route in app.routes):
+        if app is not None and not getattr(app.state, _ROUTES_MOUNTED, False):
             from sky_mithril.plugin.dashboard import routes  # pylint: disable=import-outside-toplevel
             app.include_router(routes.router)
+            setattr(app.state, _ROUTES_MOUNTED, True)

@@ -129,6 +129,7 @@
       var types = region.instance_types.length;
       return h('span', {'data-mithril': 'infra-detail',
                         className: 'text-xs text-gray-600',
+                        style: {whiteSpace: 'nowrap'},
                         title: region.instance_types.join(', ')},
                types + ' instance type' + (types === 1 ? '' : 's') + ' · ' +
                region.bids + ' live bid' + (region.bids === 1 ? '' : 's') +
@@ -147,6 +148,7 @@
 
     var CHART_W = 320;
     var CHART_H = 90;
+    var LEGEND_H = 14;
 
     function PriceChart(props) {
       var m = props.market;
@@ -157,10 +159,14 @@
         return h('span', {className: 'text-xs text-gray-500'},
                  'no price history in 7 days');
       }
-      var lines = [m.your_limit, m.suggested_limit].filter(function (v) {
-        return v !== null && v !== undefined;
-      });
-      var prices = points.map(function (p) { return p[1]; }).concat(lines);
+      // The scale fits the history and the suggested limit; a limit far
+      // above them is drawn at the top edge, and the legend says so.
+      var prices = points.map(function (p) { return p[1]; });
+      if (m.suggested_limit !== null) prices.push(m.suggested_limit);
+      if (m.your_limit !== null &&
+          m.your_limit <= 1.5 * Math.max.apply(null, prices)) {
+        prices.push(m.your_limit);
+      }
       var low = Math.min.apply(null, prices);
       var high = Math.max.apply(null, prices);
       if (high === low) { high += 1; low = Math.max(0, low - 1); }
@@ -171,7 +177,8 @@
         return pad + (Math.max(t, t0) - t0) / (t1 - t0) * (CHART_W - 2 * pad);
       }
       function y(v) {
-        return CHART_H - pad - (v - low) / (high - low) * (CHART_H - 2 * pad);
+        return Math.max(pad, CHART_H - pad -
+                        (v - low) / (high - low) * (CHART_H - 2 * pad));
       }
       // A step line: the price holds until the next sample.
       var path = points.map(function (p, i) {
@@ -179,26 +186,32 @@
                            : 'H' + x(p[0]) + 'V' + y(p[1]);
         return step;
       }).join('') + 'H' + x(t1);
-      function level(value, color, label) {
+      function level(value, color) {
         if (value === null || value === undefined) return null;
-        return h('g', {key: label},
-                 h('line', {x1: pad, x2: CHART_W - pad, y1: y(value), y2: y(value),
-                            stroke: color, strokeDasharray: '4 3',
-                            strokeWidth: 1.2}),
-                 h('text', {x: CHART_W - pad, y: y(value) - 2, fill: color,
-                            fontSize: 9, textAnchor: 'end'},
-                   label + ' ' + money(value)));
+        return h('line', {x1: pad, x2: CHART_W - pad, y1: y(value), y2: y(value),
+                          stroke: color, strokeDasharray: '4 3',
+                          strokeWidth: 1.2});
       }
-      return h('svg', {width: CHART_W, height: CHART_H,
-                       viewBox: '0 0 ' + CHART_W + ' ' + CHART_H,
+      // The legend, under the plot: the two limits by colour.
+      function legend(value, color, label, x0) {
+        if (value === null || value === undefined) return null;
+        return h('text', {x: x0, y: CHART_H + 11, fill: color, fontSize: 10},
+                 '- - ' + label + ' ' + money(value) +
+                   (value > high ? ' ↑ off the chart' : ''));
+      }
+      return h('svg', {width: CHART_W, height: CHART_H + LEGEND_H,
+                       viewBox: '0 0 ' + CHART_W + ' ' + (CHART_H + LEGEND_H),
                        'data-mithril': 'price-chart', role: 'img',
                        'aria-label': '7-day spot price of ' + m.instance_type +
-                         ' in ' + m.region,
-                       style: {background: '#f9fafb', borderRadius: 4}},
+                         ' in ' + m.region},
+               h('rect', {width: CHART_W, height: CHART_H, rx: 4,
+                          fill: '#f9fafb'}),
                h('path', {d: path, fill: 'none', stroke: '#2563eb',
                           strokeWidth: 1.5}),
-               level(m.your_limit, '#dc2626', 'your limit'),
-               level(m.suggested_limit, '#16a34a', 'suggested'));
+               level(m.your_limit, '#dc2626'),
+               level(m.suggested_limit, '#16a34a'),
+               legend(m.your_limit, '#dc2626', 'your limit', pad),
+               legend(m.suggested_limit, '#16a34a', 'suggested', CHART_W * 0.6));
     }
 
     function Section(props) {
