@@ -1,14 +1,16 @@
-"""A real managed job (`sky jobs launch`, examples/managed-train.yaml) on a
-short reservation, on namespace hosts with the emulator at 60x: it trains on
-the reserved instance, moves onto a spot bid before the reservation ends
-(the reserved instance given back first), and resumes at the step the
-preemption hook saved: 0 steps lost. Needs root; about 5 minutes of wall
-time (the reservation lasts 4 of them). Its own stack, so it runs beside the
-other host tests."""
+"""Real `sky` runs on reservations bought with `sky-mithril reservations
+create`, on namespace hosts with the emulator at 60x: examples/multi-node.yaml
+on a 2-instance reservation (stop, start, down, then the instances returned),
+and a managed job (examples/managed-train.yaml) that trains on a reserved
+instance, moves onto a spot bid before the reservation ends (the instance
+given back first) and resumes at the step its preemption hook saved. Needs
+root; a few minutes. A stack of its own, so it runs beside the other host
+tests."""
 
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,22 +41,24 @@ KEY = 'reservation-end-key'
 REGION = 'us-central3-a'
 TYPE = 'a100-80gb.sxm.1x'
 RESERVATION = 'train-res'
-# At 60x a reservation hour is a wall minute, a lead minute a wall second:
-# the job has 2 wall minutes to launch onto the reservation before the lead
-# starts, and the relaunch onto spot 2 more before the end.
-RESERVATION_HOURS = 4
+# At 60x a reservation hour is a wall minute, a lead minute a wall second.
+# The job launches onto the reservation well before its lead starts; the
+# test then moves the market's clock to just inside the lead, and the
+# relaunch onto spot has 2 wall minutes before the end.
+RESERVATION_HOURS = 12
 LEAD_MINUTES = 120
 # More steps (1 s each) than the test waits for: it cancels the job once it
 # has resumed on spot.
 TRAIN_STEPS = 1000
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[SkyStack]:
+@pytest.fixture(scope='module')
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SkyStack]:
     with NamespaceHosts() as hosts:
         with EmulatorServer(hosts=hosts, speed=60,
                             host=hosts.api_address) as emulator:
-            box = SkySandbox(tmp_path / 'sky', api_url=emulator.url,
+            box = SkySandbox(tmp_path_factory.mktemp('sky'),
+                             api_url=emulator.url,
                              api_key=KEY, sky_config={'jobs': {'controller': {
                                  'consolidation_mode': True}}})
             try:
@@ -63,10 +67,15 @@ def stack(tmp_path: Path) -> Iterator[SkyStack]:
                 box.stop_api_server()
 
 
-def reservation(stack: SkyStack) -> Dict[str, Any]:
+def reservation(stack: SkyStack, name: str = RESERVATION) -> Dict[str, Any]:
     [found] = [r for r in stack.control('GET', 'state')['reservations']
-               if r['name'] == RESERVATION]
+               if r['name'] == name]
     return found
+
+
+def reserved_instances(stack: SkyStack, name: str) -> Dict[str, str]:
+    """The reservation's instances and their statuses, by fid."""
+    return {i['fid']: i['status'] for i in reservation(stack, name)['instances']}
 
 
 def market_time(text: str) -> datetime.datetime:
@@ -83,22 +92,68 @@ def wait_for(predicate: Callable[[], bool], what: str, seconds: float,
     return time.monotonic()
 
 
-def buy_reservation(stack: SkyStack) -> None:
+def sky_mithril(stack: SkyStack, *args: str) -> str:
+    """A `sky-mithril` command in the sandbox, as a user runs it; it must
+    succeed."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / 'sky-mithril'), *args],
+        env=stack.box.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def buy_reservation(stack: SkyStack, name: str, instance_type: str,
+                    hours: int, quantity: int) -> None:
     """`sky-mithril reservations create`, with SkyPilot's key on the
-    instance, as a user buys one."""
-    box = stack.box
+    instances, as a user buys one; returns once they run."""
     subprocess.run([sys.executable, '-c', 'from sky.utils import auth_utils; '
                     'auth_utils.get_or_generate_keys()'],
-                   env=box.env, check=True, capture_output=True)
-    bought = subprocess.run(
-        [str(Path(sys.executable).parent / 'sky-mithril'), 'reservations',
-         'create', RESERVATION, TYPE, '-r', REGION, '--hours',
-         str(RESERVATION_HOURS), '-N', '1', '-y'],
-        env=box.env, capture_output=True, text=True, timeout=120)
-    assert bought.returncode == 0, bought.stdout + bought.stderr
-    wait_for(lambda: [i['status'] for i in reservation(stack)['instances']] ==
-             ['STATUS_RUNNING'], 'the reserved instance', 60,
-             describe=lambda: reservation(stack))
+                   env=stack.box.env, check=True, capture_output=True)
+    sky_mithril(stack, 'reservations', 'create', name, instance_type, '-r',
+                REGION, '--hours', str(hours), '-N', str(quantity), '-y')
+    wait_for(lambda: set(reserved_instances(stack, name).values()) ==
+             {'STATUS_RUNNING'}, 'the reserved instances', 60,
+             describe=lambda: reservation(stack, name))
+
+
+def test_two_nodes_on_a_reservation_stop_start_down_and_return(
+        stack: SkyStack, tmp_path: Path) -> None:
+    """Both nodes are the reservation's and no bid is placed; `sky stop`
+    pauses the instances, `sky start` resumes them; `sky down` gives them
+    back paused and keeps the capacity, which only `reservations return`
+    gives up."""
+    buy_reservation(stack, 'ddp-res', 'a100-80gb.sxm.8x', 24, 2)
+    reserved = set(reserved_instances(stack, 'ddp-res'))
+    task = yaml.safe_load(catalog_files.example_path('multi-node.yaml').read_text())
+    task['config']['mithril']['reservation'] = 'ddp-res'
+    multi = tmp_path / 'multi-node.yaml'
+    multi.write_text(yaml.safe_dump(task))
+    out = stack.sky('launch', '-y', '-c', 'ddp', str(multi))
+    lines = re.findall(r'node (\d)/2 ip=(\S+) master=(\S+) gpus=(\d)', out)
+    assert sorted(rank for rank, *_ in lines) == ['0', '1'], out
+    head_ip = {ip for rank, ip, _, _ in lines if rank == '0'}
+    assert {master for *_, master, _ in lines} == head_ip
+    assert len({ip for _, ip, _, _ in lines}) == 2
+    assert {gpus for *_, gpus in lines} == {'8'}
+    assert stack.bids() == [], stack.bids()
+
+    stack.sky('stop', '-y', 'ddp')
+    assert set(reserved_instances(stack, 'ddp-res').values()) <= {
+        'STATUS_STOPPING', 'STATUS_PAUSED'}
+    assert re.search(r'ddp\s+Mithril.*STOPPED',
+                     stack.sky('status', '--refresh', 'ddp'))
+    stack.sky('start', '-y', 'ddp')
+    assert set(reserved_instances(stack, 'ddp-res').values()) == {
+        'STATUS_RUNNING'}
+
+    stack.sky('down', '-y', 'ddp')
+    assert reserved_instances(stack, 'ddp-res') == {
+        fid: 'STATUS_PAUSED' for fid in reserved}
+    assert stack.live_bids() == []
+    # Only `reservations return` gives the capacity up, for its credit.
+    sky_mithril(stack, 'reservations', 'return', 'ddp-res', *sorted(reserved),
+                '-y')
+    assert reserved_instances(stack, 'ddp-res') == {}
 
 
 def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
@@ -116,7 +171,7 @@ def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
     def step() -> int:
         return json.loads(state.read_text())['step'] if state.exists() else 0
 
-    buy_reservation(stack)
+    buy_reservation(stack, RESERVATION, TYPE, RESERVATION_HOURS, 1)
     task = yaml.safe_load(
         catalog_files.example_path('managed-train.yaml').read_text())
     task['config']['mithril'].update(
@@ -138,12 +193,19 @@ def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
                           'the job to train', 300, every=5,
                           describe=lambda: last_queue[0])
     # On the reserved instance: no bid at all.
-    assert stack.bids() == [], stack.bids()
+    assert stack.bids('train') == [], stack.bids()
+    # The end comes into the lead: the market's clock moves to a minute
+    # inside it (training goes on meanwhile; nothing else waits on it).
+    now = market_time(stack.control('GET', 'state')['now'])
+    ends = market_time(reservation(stack)['end_time'])
+    inside_lead = ends - datetime.timedelta(minutes=LEAD_MINUTES - 1)
+    assert now < inside_lead, f'the job trained only at {now}, ends {ends}'
+    stack.control('POST', 'advance', seconds=(inside_lead - now).total_seconds())
 
     given_back_at = wait_for(
         lambda: [i['status'] for i in reservation(stack)['instances']] ==
         ['STATUS_PAUSED'], 'the reserved instance to be given back',
-        RESERVATION_HOURS * 60, describe=lambda: reservation(stack))
+        120, describe=lambda: reservation(stack))
     saved = step()
     assert reservation(stack)['status'] == 'Active', 'given back after the end'
 
