@@ -1,6 +1,7 @@
 """One snapshot of the project, shared: its live bids, their live instances and,
 while any cluster holds reserved instances, its reservations, taken with a few
-list requests and answering every cluster's status refresh for TTL_SECONDS.
+list requests and answering every cluster's status refresh, and the
+dashboard's routes, for TTL_SECONDS.
 
 `sky status --refresh` queries the provisioner once per cluster; each query
 reads this snapshot, so a refresh costs the same few requests for 1 or 100

@@ -1,7 +1,8 @@
 """Mithril in SkyPilot's dashboard: read-only JSON routes under
-`/plugins/api/mithril/` (routes.py), what they answer (views.py), the
-project's bids and instances they read (project_reads.py), and the page's
-script (mithril_dashboard.js), served from the same origin.
+`/plugins/api/mithril/` (routes.py), what they answer (views.py, reading the
+project's bids and instances from the shared project snapshot that status
+refreshes read), and the page's script (mithril_dashboard.js), served from
+the same origin.
 
 This module itself holds only the paths, so the plugin class can name them
 without importing the routes."""

@@ -18,9 +18,9 @@ from sky_mithril.account import connection
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import errors
 from sky_mithril.plugin.dashboard import PREFIX
-from sky_mithril.plugin.dashboard import project_reads
 from sky_mithril.plugin.dashboard import views
 from sky_mithril.provision import budget as budget_lib
+from sky_mithril.provision import project_snapshot
 from sky_mithril.task import settings
 
 _SCRIPT = Path(__file__).with_name('mithril_dashboard.js')
@@ -62,27 +62,27 @@ def market() -> Any:
     """Per instance type and region: spot price now, free capacity, the
     7-day history, the user's limit and the suggested one."""
     return _answer(lambda conn: {'market': views.market(
-        conn, project_reads.read_bids(conn))})
+        conn, project_snapshot.current(conn))})
 
 
 @router.get('/bids')
 def bids() -> Any:
     """The project's bids with their clusters, statuses and prices."""
     return _answer(lambda conn: {'bids': views.bids(
-        conn, project_reads.read_bids(conn), budget_lib.cluster_labels())})
+        conn, project_snapshot.current(conn), budget_lib.cluster_labels())})
 
 
 @router.get('/spend')
 def spend() -> Any:
     """The worst-case hourly spend against `max_hourly_spend`."""
-    return _answer(lambda conn: views.spend(project_reads.read_bids(conn)))
+    return _answer(lambda conn: views.spend(project_snapshot.current(conn)))
 
 
 @router.get('/volumes')
 def volumes() -> Any:
     """The project's volumes and the clusters (or bids) using them."""
     return _answer(lambda conn: {'volumes': views.volumes(
-        conn, project_reads.read_bids(conn), budget_lib.cluster_labels())})
+        conn, project_snapshot.current(conn), budget_lib.cluster_labels())})
 
 
 @router.get('/reservations')
@@ -101,7 +101,7 @@ def infra() -> Dict[str, Any]:
     if not enabled:
         return {'enabled': False, 'reason': str(reason), 'regions': []}
     answer = _answer(lambda conn: views.infra_regions(
-        conn, project_reads.read_bids(conn)))
+        conn, project_snapshot.current(conn)))
     if isinstance(answer, responses.JSONResponse):
         return {'enabled': False, 'reason': 'the Mithril API failed while '
                 'listing regions; try Refresh', 'regions': []}

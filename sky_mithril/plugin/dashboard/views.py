@@ -2,9 +2,11 @@
 price now, free capacity, 7-day history, the user's and the suggested limit),
 the project's bids with their SkyPilot clusters and truth-table statuses,
 the worst-case spend against `max_hourly_spend`, volumes, reservations, and
-the Infra page's rows. Money is a number of dollars (per instance-hour where
-it is a price); times are ISO 8601. Nothing here holds or returns the API
-key."""
+the Infra page's rows. The project's bids and instances come from its shared
+snapshot (`project_snapshot`), the one every status refresh reads, so any
+number of viewers cost its few requests once per TTL. Money is a number of
+dollars (per instance-hour where it is a price); times are ISO 8601. Nothing
+here holds or returns the API key."""
 
 import datetime
 from decimal import Decimal
@@ -15,8 +17,9 @@ from sky_mithril.api import models
 from sky_mithril.catalog import live_prices
 from sky_mithril.catalog import price_history
 from sky_mithril.money import cents_to_dollars
-from sky_mithril.plugin.dashboard import project_reads
 from sky_mithril.provision import budget as budget_lib
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import status_table
 from sky_mithril.task import settings
 
@@ -26,6 +29,18 @@ SUGGESTED_LIKELIHOOD = Decimal('0.9')
 _IN_USE = (models.InstanceState.RUNNING,)
 _PAUSED = (models.InstanceState.PAUSED, models.InstanceState.STOPPING,
            models.InstanceState.STOPPED)
+
+
+def _oldest_first(snapshot: project_snapshot.Snapshot) -> List[models.Bid]:
+    """The project's live bids in the order they were placed."""
+    return sorted(snapshot.bids, key=lambda b: (b.created_at, b.fid))
+
+
+def _nodes(snapshot: project_snapshot.Snapshot,
+           bid: models.Bid) -> List[models.Instance]:
+    """The instances that stand for the bid's nodes, head first, at most
+    `instance_quantity` (as a status refresh reads them)."""
+    return cluster_bid.nodes_of(bid, snapshot.instances_of_bid(bid.fid))
 
 
 def _dollars(amount: Optional[Decimal]) -> Optional[float]:
@@ -57,7 +72,7 @@ def _spot_now(quotes: live_prices.Snapshot, auction: models.Auction,
 
 
 def market(conn: connection.Connection,
-           reads: project_reads.ProjectBids) -> List[Dict[str, Any]]:
+           snapshot: project_snapshot.Snapshot) -> List[Dict[str, Any]]:
     """One entry per auction (instance type, region), by type then region."""
     types = {t.fid: t for t in conn.client.list_instance_types()}
     auctions = [a for a in conn.client.list_spot_availability()
@@ -83,7 +98,7 @@ def market(conn: connection.Connection,
         suggested = (price_history.suggest_limit(
             prices, SUGGESTED_LIKELIHOOD, price_history.time_weights(history))
                      if history else None)
-        bid_limits = [b.limit_price for b in reads.bids
+        bid_limits = [b.limit_price for b in snapshot.bids
                       if b.instance_type == auction.instance_type and
                       b.region == auction.region]
         if bid_limits:
@@ -117,16 +132,16 @@ def _type_names(conn: connection.Connection) -> Dict[str, str]:
     return {t.fid: t.name for t in conn.client.list_instance_types()}
 
 
-def bids(conn: connection.Connection, reads: project_reads.ProjectBids,
+def bids(conn: connection.Connection, snapshot: project_snapshot.Snapshot,
          clusters: Dict[str, str]) -> List[Dict[str, Any]]:
-    """Every bid not terminated: its SkyPilot cluster (None: not
+    """Every live bid, oldest first: its SkyPilot cluster (None: not
     SkyPilot's), the status and reason SkyPilot shows for each node (the
     truth table), its limit and the clearing price now."""
     names = _type_names(conn)
     quotes = _quotes()
     entries = []
-    for bid in reads.bids:
-        statuses = status_table.node_statuses(bid, reads.instances[bid.fid],
+    for bid in _oldest_first(snapshot):
+        statuses = status_table.node_statuses(bid, _nodes(snapshot, bid),
                                               non_terminated_only=False)
         nodes = [{'node': key,
                   'status': status.value if status is not None else None,
@@ -153,24 +168,24 @@ def bids(conn: connection.Connection, reads: project_reads.ProjectBids,
     return entries
 
 
-def spend(reads: project_reads.ProjectBids) -> Dict[str, Any]:
+def spend(snapshot: project_snapshot.Snapshot) -> Dict[str, Any]:
     """The project's worst case per hour (limit × instances over its
     billable bids) and the user's `max_hourly_spend`, if set."""
     budget = settings.resolve_spend_budget({}, _user_section())
-    worst = budget_lib.total_worst_case(reads.bids)
+    worst = budget_lib.total_worst_case(snapshot.bids)
     return {
         'worst_case_per_hour': _dollars(worst),
         'max_hourly_spend': _dollars(budget.per_hour) if budget else None,
         'max_hourly_spend_source': budget.source if budget else None,
-        'billable_bids': sum(1 for b in reads.bids
+        'billable_bids': sum(1 for b in snapshot.bids
                              if b.status in budget_lib.BILLABLE),
     }
 
 
-def volumes(conn: connection.Connection, reads: project_reads.ProjectBids,
+def volumes(conn: connection.Connection, snapshot: project_snapshot.Snapshot,
             clusters: Dict[str, str]) -> List[Dict[str, Any]]:
     """The project's volumes and who uses them: a cluster, else a bid."""
-    bid_names = {b.fid: b.name for b in reads.bids}
+    bid_names = {b.fid: b.name for b in snapshot.bids}
     entries = []
     for volume in conn.client.list_volumes(conn.project_id):
         users = [clusters.get(bid_names[fid], bid_names[fid])
@@ -228,7 +243,7 @@ def reservations(conn: connection.Connection) -> List[Dict[str, Any]]:
 
 
 def infra_regions(conn: connection.Connection,
-                  reads: project_reads.ProjectBids) -> List[Dict[str, Any]]:
+                  snapshot: project_snapshot.Snapshot) -> List[Dict[str, Any]]:
     """One row per region the project can bid in: its instance types, live
     bids and nodes."""
     names = _type_names(conn)
@@ -240,10 +255,10 @@ def infra_regions(conn: connection.Connection,
             'region': auction.region, 'instance_types': [], 'bids': 0,
             'nodes': 0})
         row['instance_types'].append(names[auction.instance_type])
-    for bid in reads.bids:
+    for bid in snapshot.bids:
         if bid.region in regions:
             regions[bid.region]['bids'] += 1
-            regions[bid.region]['nodes'] += len(reads.instances[bid.fid])
+            regions[bid.region]['nodes'] += len(_nodes(snapshot, bid))
     for row in regions.values():
         row['instance_types'].sort()
     return [regions[r] for r in sorted(regions)]

@@ -1,8 +1,10 @@
 """The dashboard's routes (`/plugins/api/mithril/...`) against the emulator,
 through FastAPI as the API server mounts them: their shapes, a market with
 history, bids with their clusters and truth-table reasons, the spend
-budget, volumes and reservations; that no answer carries the API key; and
-that the viewer allowlist the plugin declares covers every route."""
+budget, volumes and reservations; that a status refresh and any number of
+dashboard loads within the snapshot's TTL list the project once; that no
+answer carries the API key; and that the viewer allowlist the plugin
+declares covers every route."""
 
 import datetime
 import json
@@ -23,9 +25,10 @@ from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.plugin import MithrilPlugin
 from sky_mithril.plugin.dashboard import routes
 from sky_mithril.provision import budget as budget_lib
+from sky_mithril.provision import project_snapshot
 
 from tests.helpers.commands import REGION, TYPE
-from tests.helpers.provisioning import point_plugin_at
+from tests.helpers.provisioning import point_plugin_at, query
 
 API_KEY = 'emulator-test-key'  # What point_plugin_at exports.
 HOUR = 3600.0
@@ -46,19 +49,25 @@ def fixture_market() -> Market:
     return market
 
 
-@pytest.fixture(name='client')
-def fixture_client(market: Market, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch
-                   ) -> Iterator[testclient.TestClient]:
-    """The routes on an app of their own, the plugin pointed at the
-    emulator, a private HOME (no SkyPilot clusters, no cached prices)."""
+@pytest.fixture(name='server')
+def fixture_server(market: Market, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """The emulator serving `market`, the plugin pointed at it, a private
+    HOME (no SkyPilot clusters, no cached prices)."""
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
     with EmulatorServer(market) as server:
         point_plugin_at(server, monkeypatch, tmp_path / 'config')
-        app = fastapi.FastAPI()
-        app.include_router(routes.router)
-        with testclient.TestClient(app) as client:
-            yield client
+        yield server
+
+
+@pytest.fixture(name='client')
+def fixture_client(server: EmulatorServer) -> Iterator[testclient.TestClient]:
+    """The routes on an app of their own, asking `server`."""
+    del server
+    app = fastapi.FastAPI()
+    app.include_router(routes.router)
+    with testclient.TestClient(app) as client:
+        yield client
 
 
 def _type_fid(market: Market) -> str:
@@ -134,6 +143,37 @@ def test_market_bids_spend_volumes_and_reservations(
     region = next(r for r in infra['regions'] if r['region'] == REGION)
     assert TYPE in region['instance_types']
     assert (region['bids'], region['nodes']) == (2, 1)
+
+
+def test_a_refresh_and_every_viewer_share_one_snapshot(
+        market: Market, server: EmulatorServer,
+        client: testclient.TestClient) -> None:
+    """A `sky status --refresh` of N clusters (a provisioner query each)
+    and three viewers loading every route, all within the snapshot's TTL,
+    list the project's bids and instances once: the snapshot's requests,
+    not a pair per viewer or per cluster."""
+    clusters = [f'team-{n}' for n in range(6)]
+    for name in clusters:
+        market.bids.create(project=PROJECT_FID, region=REGION,
+                           instance_type=_type_fid(market),
+                           limit_price='$8.00', instance_quantity=1, name=name)
+    market.advance(HOUR)
+    server.control('DELETE', 'stats')
+
+    for name in clusters:
+        assert len(query(name)) == 1
+    for _ in range(3):
+        for name in JSON_ROUTES:
+            answer = client.get(f'/plugins/api/mithril/{name}')
+            assert answer.status_code == 200, (name, answer.text)
+        shown = client.get('/plugins/api/mithril/bids').json()['bids']
+        assert sorted((b['name'], b['status']) for b in shown) == [
+            (name, 'UP') for name in clusters]
+
+    by_route = server.control('GET', 'stats')['by_route']
+    assert by_route['GET /v2/spot/bids'] == len(
+        project_snapshot.LIVE_BID_STATES)
+    assert by_route['GET /v2/instances'] == 1
 
 
 def test_no_answer_carries_the_api_key(market: Market,
