@@ -77,9 +77,8 @@ def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
 
 def any_claim() -> bool:
     """Whether any cluster holds reserved instances."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     return any(_parse(v) is not None for v in
-               kv_cache.get_cache_entries_by_prefix(KEY_PREFIX).values())
+               shared_state.by_prefix(KEY_PREFIX).values())
 
 
 def write(reservation: models.Reservation, instance_fids: List[str],
