@@ -17,6 +17,7 @@ from sky_mithril.commands import keys
 from sky_mithril.commands import options
 from sky_mithril.commands.output import (CommandError, confirm, dollars, per_hour,
                                          print_json, print_table, progress)
+from sky_mithril.provision import project_snapshot
 
 # Mithril sells windows of whole hours, from 3 hours to 2 weeks.
 MIN_HOURS = 3
@@ -395,7 +396,8 @@ def extend_reservation(reservation_name_or_fid: str, added_hours: int,
                        f'{dollars(cost)}, charged now?', yes):
             progress('Nothing changed.')
             return 1
-        extended = conn.client.extend_reservation(reservation.fid, new_end)
+        with project_snapshot.changing(conn):
+            extended = conn.client.extend_reservation(reservation.fid, new_end)
         print(f'{extended.name} now ends {_when(extended.end_time)}.')
         return 0
     finally:
@@ -407,7 +409,9 @@ def _set_paused(reservation_name_or_fid: str, project: Optional[str],
     conn = common.connect(project)
     try:
         reservation = find_reservation(conn, reservation_name_or_fid)
-        changed = conn.client.update_reservation(reservation.fid, paused=paused)
+        with project_snapshot.changing(conn):
+            changed = conn.client.update_reservation(reservation.fid,
+                                                     paused=paused)
         if paused:
             progress('Paused instances earn the pause credit once paused an '
                      'hour; their capacity stays yours.')
@@ -486,8 +490,9 @@ def return_instances(reservation_name_or_fid: str,
         if not confirm(f'Return them for {credit}?', yes):
             progress('Nothing was returned.')
             return 1
-        returned = conn.client.return_reservation_instances(reservation.fid,
-                                                            returning)
+        with project_snapshot.changing(conn):
+            returned = conn.client.return_reservation_instances(
+                reservation.fid, returning)
         print(f'Returned: {", ".join(returned.terminated_instances)}')
         if returned.partial:
             kept = sorted(set(returning) - set(returned.terminated_instances))

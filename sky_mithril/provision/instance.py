@@ -74,6 +74,10 @@ def _on_reservation(conn: connection.Connection,
                     'reservation ended, or they were returned); launching '
                     'afresh.')
         held.forget()
+        # The config rendered for this launch staged them for the nodes,
+        # whose autostop would take them for the cluster's: staged again
+        # (empty unless this launch claims afresh below).
+        reserved_nodes.stage_node_file(cluster_name_on_cloud)
         held = None
     wanted = config.provider_config.get('reservation')
     if held is not None or not wanted:

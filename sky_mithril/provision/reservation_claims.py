@@ -23,7 +23,8 @@ LOCK_SECONDS = 60.0
 # writes its claim before SkyPilot's cluster record can be read everywhere:
 # a claim this young is never taken for stale.
 FRESH_CLAIM_SECONDS = 900.0
-# A claim outlives its reservation's end by this much, then vanishes.
+# A claim outlives its reservation's end by this much, then vanishes; an end
+# that moves later (an extension) moves it too (`follow_end`).
 AFTER_END_SECONDS = 86400.0
 
 
@@ -36,6 +37,9 @@ class Claim:
     cluster_name: str
     cluster_name_on_cloud: str
     claimed_at: float
+    # The reservation's end (epoch seconds) the stored claim expires after;
+    # 0 for a claim written before it was recorded.
+    reservation_end: float = 0.0
 
 
 def _key(reservation_fid: str, instance_fid: str) -> str:
@@ -77,26 +81,56 @@ def of_cluster(cluster_name_on_cloud: str) -> List[Claim]:
 
 def any_claim() -> bool:
     """Whether any cluster holds reserved instances."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     return any(_parse(v) is not None for v in
-               kv_cache.get_cache_entries_by_prefix(KEY_PREFIX).values())
+               shared_state.by_prefix(KEY_PREFIX).values())
+
+
+def _put(claim: Claim) -> None:
+    """Stores the claim until AFTER_END_SECONDS after its reservation's end
+    (Mithril's clock may not be this machine's: never already expired)."""
+    shared_state.put(_key(claim.reservation_fid, claim.instance_fid),
+                     json.dumps(dataclasses.asdict(claim)),
+                     max(claim.reservation_end, time.time()) +
+                     AFTER_END_SECONDS)
 
 
 def write(reservation: models.Reservation, instance_fids: List[str],
           cluster_name: str, cluster_name_on_cloud: str) -> List[Claim]:
     """Records the cluster's claim on each instance (call under `lock`)."""
     now = time.time()
-    # Mithril's clock may not be this machine's: never already expired.
-    expires_at = max(reservation.end_time.timestamp(), now) + AFTER_END_SECONDS
     claims = []
     for index, fid in enumerate(instance_fids):
         # Microseconds apart, so the head (first) sorts first.
         claim = Claim(fid, reservation.fid, cluster_name,
-                      cluster_name_on_cloud, now + index * 1e-6)
-        shared_state.put(_key(reservation.fid, fid),
-                         json.dumps(dataclasses.asdict(claim)), expires_at)
+                      cluster_name_on_cloud, now + index * 1e-6,
+                      reservation.end_time.timestamp())
+        _put(claim)
         claims.append(claim)
     return claims
+
+
+def follow_end(reservation: models.Reservation,
+               claims: List[Claim]) -> List[Claim]:
+    """The cluster's `claims`, kept until AFTER_END_SECONDS after the
+    reservation's end as it is now: an extended reservation keeps its
+    cluster's instances, which would otherwise read free (and the cluster
+    gone) a day after the end they were claimed under. Rewritten under the
+    reservation's lock, only while each claim is still the one stored (one
+    released meanwhile stays released); no write while the end has not
+    moved later."""
+    end = reservation.end_time.timestamp()
+    if all(c.reservation_end >= end for c in claims):
+        return claims
+    kept = []
+    with lock(reservation.fid):
+        stored = on(reservation.fid)
+        for claim in claims:
+            if stored.get(claim.instance_fid) != claim:
+                continue
+            claim = dataclasses.replace(claim, reservation_end=end)
+            _put(claim)
+            kept.append(claim)
+    return kept
 
 
 def release(claims: List[Claim]) -> None:

@@ -1,0 +1,124 @@
+"""A cluster's claims on reserved instances last as long as the reservation
+does, wherever its end moves: a reservation extended after the claim keeps
+its cluster on it (UP, its instances never free for another launch) past
+the end it had when the instances were claimed."""
+
+import datetime
+import time
+import types
+from pathlib import Path
+from typing import Any, Iterator, Tuple
+
+import pytest
+
+from sky_mithril.emulator.clock import ManualClock
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.market import Market
+
+from sky.utils import status_lib
+
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
+from sky_mithril.api import models
+from sky_mithril.devtools import provisioning as devtools_provisioning
+from sky_mithril.emulator.server import EmulatorServer, load_catalog
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+
+from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+from tests.helpers.provisioning import point_plugin_at
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+PROVIDER = {'project_id': 'proj_emulator'}
+UP = status_lib.ClusterStatus.UP
+DAY = datetime.timedelta(days=1)
+
+
+def _config(reservation: str) -> Any:
+    key_fid = ssh_key_fid_for(connection.connect(), PUBLIC_KEY)
+    return devtools_provisioning.provision_config(
+        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
+         'region': REGION, 'limit_price_per_hour': '32.00',
+         'provision_timeout': '', 'boot_timeout': '',
+         'reservation': reservation}, key_fid, TYPE)
+
+
+def _market_now(server: EmulatorServer) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
+
+
+@pytest.fixture
+def market_on_this_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                         ) -> Iterator[EmulatorServer]:
+    """A manual-clock emulator that starts at this machine's now, as
+    Mithril's clock and the API server's agree."""
+    start = datetime.datetime.now(datetime.timezone.utc)
+    market = Market(ManualClock(start), PlaceholderHosts(), load_catalog())
+    with EmulatorServer(market) as server:
+        point_plugin_at(server, monkeypatch, tmp_path)
+        yield server
+
+
+@pytest.fixture
+def on_reservation(market_on_this_clock: EmulatorServer
+                   ) -> Iterator[Tuple[EmulatorServer, models.Reservation]]:
+    """Cluster `held` on the only instance of a 3-hour reservation, up."""
+    server = market_on_this_clock
+    conn = connection.connect()
+    start = _market_now(server)
+    reservation = conn.client.create_reservation(
+        models.CreateReservationRequest(
+            project=conn.project_id,
+            instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
+            region=REGION, start_time=start,
+            end_time=start + datetime.timedelta(hours=3),
+            instance_quantity=1, name='long-res',
+            launch_specification=models.LaunchSpecification(
+                volumes=[], ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
+    server.control('POST', 'advance', seconds=120)
+    record = provisioner.run_instances(REGION, 'held', 'held',
+                                       _config(reservation.name))
+    assert record.created_instance_ids == reservation.instances
+    try:
+        yield server, reservation
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('held'))
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, by: datetime.timedelta) -> None:
+    """This machine's clock, as SkyPilot's database (whose entries expire
+    by it) and the claims read it, reads `by` past now, as the market's
+    clock does."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    later = types.SimpleNamespace(time=lambda: time.time() + by.total_seconds())
+    monkeypatch.setattr(kv_cache, 'time', later)
+    monkeypatch.setattr(reservation_claims, 'time', later)
+
+
+def test_claims_outlive_the_original_end_of_an_extended_reservation(
+        on_reservation, monkeypatch) -> None:
+    server, reservation = on_reservation
+    conn = connection.connect()
+    # The team extends the reservation by three days (the console, or
+    # `sky-mithril reservations extend`); the cluster runs on.
+    conn.client.extend_reservation(reservation.fid,
+                                   reservation.end_time + 3 * DAY)
+    # The status daemon refreshes the cluster every few minutes meanwhile.
+    for days in (1, 2):
+        server.control('POST', 'advance', seconds=DAY.total_seconds())
+        _later(monkeypatch, days * DAY)
+        assert provisioner.query_instances('held', 'held', PROVIDER) == {
+            reservation.instances[0]: (UP, None)}
+    # Past the end the instance was claimed under, plus a day: the cluster
+    # still runs on it and holds it.
+    [instance] = conn.client.list_instances(
+        conn.project_id, reservation_fids=[reservation.fid])
+    assert instance.status == models.InstanceState.RUNNING
+    assert [c.instance_fid for c in reservation_claims.of_cluster('held')
+            ] == reservation.instances
+    # The instance stays the cluster's: no other launch may claim it.
+    assert set(reservation_claims.on(reservation.fid)) == set(
+        reservation.instances)
+    assert bids_named(server, 'held') == []
