@@ -1,6 +1,8 @@
 """SkyPilot's provisioner interface for Mithril, one function per lifecycle step.
 
-A cluster runs on a reservation's instances (`reserved_nodes`) when the task
+A cluster on a CPU VM type is one fixed-price CPU VM, owned by `cpu_vm`
+(created, never bid for; stop pauses it, down deletes it). Otherwise a
+cluster runs on a reservation's instances (`reserved_nodes`) when the task
 names a reservation that has room, else on one spot bid for all of its nodes
 (all-or-nothing), owned by `cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
 pauses it; `sky start` resumes the same bid in the same region; `sky down`
@@ -26,6 +28,7 @@ from sky_mithril.account import connection
 from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import public_ports
@@ -38,8 +41,11 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 def bootstrap_instances(
         region: str, cluster_name: str,
         config: common.ProvisionConfig) -> common.ProvisionConfig:
-    """Checks the launch settings the cloud rendered; nothing to create."""
+    """Checks the launch settings the cloud rendered (a CPU VM has no limit
+    price); nothing to create."""
     del region, cluster_name
+    if cpu_vm.on_cpu_vm(config.provider_config):
+        return config
     limit = config.provider_config.get('limit_price_per_hour')
     if not limit or Decimal(limit) <= 0:
         raise ValueError('The cluster config has no Mithril limit price; '
@@ -97,15 +103,25 @@ def _on_reservation(conn: connection.Connection,
 
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
                   config: common.ProvisionConfig) -> common.ProvisionRecord:
-    """Claims or resumes the cluster's reserved instances, or places,
-    resumes or adopts its bid, and returns once every node is reachable and
+    """Creates, resumes or adopts the cluster's CPU VM, or claims or
+    resumes its reserved instances, or places, resumes or adopts its bid,
+    and returns once every node is reachable and
     the head has opened the task's ports (SkyPilot passes them at every
     launch and start; a resumed head lost its forwarders); what this launch
     did is undone if it fails."""
     conn = cluster_bid.connect(config.provider_config)
-    reserved = _on_reservation(conn, cluster_name, cluster_name_on_cloud,
-                               config)
-    if reserved is not None:
+    on_cpu_vm = cpu_vm.on_cpu_vm(config.provider_config)
+    reserved = None if on_cpu_vm else _on_reservation(
+        conn, cluster_name, cluster_name_on_cloud, config)
+    if on_cpu_vm:
+        vm = cpu_vm.ClusterVm.acquire(conn, region, cluster_name_on_cloud,
+                                      config)
+        instance_fids = [i.fid for i in vm.wait_until_ready(
+            cluster_bid.boot_timeout(config.provider_config))]
+        created = vm.outcome == cpu_vm.Outcome.CREATED
+        resumed = vm.outcome == cpu_vm.Outcome.RESUMED
+        undo, info = vm.undo, vm.cluster_info
+    elif reserved is not None:
         instance_fids = [i.fid for i in reserved.wait_until_ready(
             cluster_bid.boot_timeout(config.provider_config))]
         _no_bid_beside(conn, cluster_name_on_cloud)
@@ -168,6 +184,9 @@ def query_instances(
     """
     del retry_if_missing
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        return _cpu_vm_statuses(conn, cluster_name, cluster_name_on_cloud,
+                                non_terminated_only)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     snapshot = project_snapshot.current(conn,
                                         with_reservations=reserved is not None)
@@ -189,6 +208,20 @@ def query_instances(
     return statuses
 
 
+def _cpu_vm_statuses(conn: connection.Connection, cluster_name: str,
+                     cluster_name_on_cloud: str,
+                     non_terminated_only: bool) -> status_table.NodeStatuses:
+    """The CPU VM's node, read live; its nodes' key renewed when it is up."""
+    vm = cpu_vm.find(conn, cluster_name_on_cloud)
+    if vm is None:
+        return {}
+    statuses = status_table.cpu_vm_statuses(vm, non_terminated_only)
+    if statuses.get(vm.fid, (None, None))[0] == status_lib.ClusterStatus.UP:
+        node_key_renewal.renew_if_due(conn, cluster_name,
+                                      cluster_name_on_cloud, [vm])
+    return statuses
+
+
 def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
                    snapshot: project_snapshot.Snapshot
                    ) -> Tuple[Optional[models.Bid], List[models.Instance]]:
@@ -207,12 +240,15 @@ def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
     """Pauses the bid (instances spin down, disks are kept, billing stops),
-    or the cluster's reserved instances."""
+    the cluster's reserved instances, or its CPU VM (which bills on)."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
         return
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        cpu_vm.pause(conn, cluster_name_on_cloud)
+        return
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         _no_bid_beside(conn, cluster_name_on_cloud)
@@ -224,8 +260,9 @@ def stop_instances(cluster_name_on_cloud: str,
 def terminate_instances(cluster_name_on_cloud: str,
                         provider_config: Optional[Dict[str, Any]] = None,
                         worker_only: bool = False) -> None:
-    """Cancels every live bid of the cluster and confirms each is
-    Terminated, or gives its reserved instances back to the reservation
+    """Deletes the cluster's CPU VM, or cancels every live bid of the
+    cluster and confirms each is Terminated, or gives its reserved instances
+    back to the reservation
     (on a node, where that cannot finish, pauses them: the API server's
     next status refresh gives them back); then revokes the cluster's node
     keys (on a node, its own last); a failure to revoke is reported, not
@@ -235,6 +272,10 @@ def terminate_instances(cluster_name_on_cloud: str,
                     'be terminated without the head; nothing was terminated.')
         return
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        cpu_vm.delete(conn, cluster_name_on_cloud)
+        node_keys.revoke_all(conn, cluster_name_on_cloud)
+        return
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None and reserved.on_node:
         reserved.pause()
@@ -270,9 +311,12 @@ def cleanup_cluster_resources(
 def get_cluster_info(region: str, cluster_name_on_cloud: str,
                      provider_config: Optional[Dict[str, Any]] = None
                      ) -> common.ClusterInfo:
-    """Nodes with an SSH destination; the head is the bid's first instance."""
+    """Nodes with an SSH destination; the head is the bid's first instance
+    (a CPU VM's cluster: the VM)."""
     del region
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        return cpu_vm.cluster_info(conn, cluster_name_on_cloud, provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         return reserved.cluster_info(provider_config)
