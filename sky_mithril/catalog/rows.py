@@ -57,7 +57,7 @@ def cpu_vm_row(instance_type: models.CpuInstanceType,
                region: str) -> Dict[str, str]:
     """One catalog row of a CPU VM type (`/v2/cpu/instance-types`): no
     accelerator, its fixed hourly price."""
-    price = str(instance_type.hourly_price)
+    price = f'{instance_type.hourly_price:.2f}'
     return {
         'InstanceType': instance_type.name,
         'AcceleratorName': '',
