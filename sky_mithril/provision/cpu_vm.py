@@ -24,6 +24,7 @@ Mithril charges a CPU VM its fixed price until it is deleted, paused or
 not, so only `sky down` (`DELETE /v2/cpu/instances/{fid}`) ends the bill.
 """
 
+import datetime
 import enum
 import time
 from typing import Any, Dict, List, Optional
@@ -87,6 +88,15 @@ def find(conn: connection.Connection, name: str) -> Optional[models.Instance]:
             f'({", ".join(i.fid for i in live)}); sky-mithril cannot tell which '
             'is the cluster\'s: delete the extra ones in Mithril\'s console.')
     return live[0] if live else None
+
+
+def ended_at(conn: connection.Connection,
+             name: str) -> Optional[datetime.datetime]:
+    """Mithril's clock now once no CPU VM of the name is live (an instance
+    row says nothing of when it ended), else None."""
+    if find(conn, name) is not None:
+        return None
+    return conn.client.server_now()
 
 
 def instance_type_fid(conn: connection.Connection, instance_type: str,

@@ -294,10 +294,14 @@ def cleanup_cluster_resources(
     minted before the cluster's last bid ended (a node's autodown cancels
     its bid and is taken before it can revoke its own key); nothing while a
     bid of the name is live. A failure is reported, never raised: it must
-    not stop a status refresh or a `sky down`."""
+    not stop a status refresh or a `sky down`. A CPU VM's cluster: the keys
+    minted before now, once no VM of the name is live (a node's autodown
+    deletes its own VM before it can revoke its own key)."""
     try:
         conn = cluster_bid.connect(provider_config)
-        ended_at = cluster_bid.ended_at(conn, cluster_name_on_cloud)
+        ended_at = (cpu_vm.ended_at(conn, cluster_name_on_cloud)
+                    if cpu_vm.on_cpu_vm(provider_config) else
+                    cluster_bid.ended_at(conn, cluster_name_on_cloud))
         if ended_at is not None:
             node_keys.revoke_minted_before(conn, cluster_name_on_cloud,
                                            ended_at)

@@ -19,6 +19,7 @@ from sky.provision import common
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
+from sky_mithril.account import node_keys
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.api import errors
 from sky_mithril.api import models
@@ -98,6 +99,22 @@ def test_a_cpu_vm_launches_stops_starts_and_goes_down_without_a_bid(
     assert provisioner.get_cluster_info(REGION, 'ctl',
                                         PROVIDER).head_instance_id is None
     provisioner.terminate_instances('ctl', PROVIDER)
+
+
+def test_a_vm_gone_outside_sky_down_has_its_node_keys_revoked_at_cleanup(
+        fast_emulator: EmulatorServer) -> None:
+    """A node's autodown deletes its own VM before it can revoke its own
+    key: SkyPilot's cleanup of the gone cluster revokes it; nothing while
+    the VM is live."""
+    conn = connection.connect()
+    node_keys.issue(conn, 'autodown', None)
+    record = _launch('autodown', _config())
+    provisioner.cleanup_cluster_resources('autodown', PROVIDER)
+    assert not node_keys.revoked_by_teardown(conn, 'autodown')
+    conn.client.terminate_cpu_instance(record.head_instance_id)
+    assert _query('autodown') == {}
+    provisioner.cleanup_cluster_resources('autodown', PROVIDER)
+    assert node_keys.revoked_by_teardown(conn, 'autodown')
 
 
 def test_a_launch_onto_a_running_vm_adopts_it(fast_emulator: EmulatorServer) -> None:
