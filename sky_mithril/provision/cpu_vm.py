@@ -38,7 +38,6 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.provision import project_snapshot
-from sky_mithril.provision import status_table
 
 logger = sky_logging.init_logger('sky.sky_mithril.provision')
 
@@ -109,17 +108,8 @@ def instance_type_fid(conn: connection.Connection, instance_type: str,
     for cpu_type in conn.client.list_cpu_instance_types():
         if cpu_type.name == instance_type:
             return cpu_type.fid
-    raise CpuVmError(f'Mithril sells no CPU VM of type {instance_type}; '
-                     '`sky show-gpus --infra mithril` lists what it sells.')
-
-
-def statuses(conn: connection.Connection,
-             name: str, non_terminated_only: bool) -> status_table.NodeStatuses:
-    """The cluster's one node, read live through the truth table's CPU VM
-    rows; {} once the VM is gone."""
-    vm = find(conn, name)
-    return {} if vm is None else status_table.cpu_vm_statuses(
-        vm, non_terminated_only)
+    raise CpuVmError(f'Mithril sells no CPU VM of type {instance_type} any '
+                     'more; launch again for the optimizer to pick another.')
 
 
 def pause(conn: connection.Connection, name: str) -> None:
