@@ -46,9 +46,9 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 PROVIDER_KEY = 'cpu_vm'
 POLL_SECONDS = 2.0
 DELETE_CONFIRM_SECONDS = 60.0
-# How long a pause waits for a booting VM to become pausable (Mithril
-# refuses to pause one not yet running: 409).
-PAUSE_READY_SECONDS = 300.0
+# How long a pause or resume waits for a VM that is still booting or
+# stopping (Mithril refuses to pause or resume it then: 409).
+READY_SECONDS = 300.0
 LATE_COMMIT_WINDOW_SECONDS = cluster_bid.LATE_COMMIT_WINDOW_SECONDS
 NOT_BILLING_NOTE = ('Mithril charges a CPU VM its fixed price until it is '
                     'deleted, paused or not: `sky down` ends the bill.')
@@ -117,18 +117,19 @@ def pause(conn: connection.Connection, name: str) -> None:
     vm = find(conn, name)
     if vm is None or vm.status in _PAUSED:
         return
-    pause_when_ready(conn, vm.fid)
+    set_paused_when_ready(conn, vm.fid, paused=True)
     logger.info(f'Paused CPU VM {vm.fid}. {NOT_BILLING_NOTE}')
 
 
-def pause_when_ready(conn: connection.Connection, instance_fid: str) -> None:
-    """Pauses the CPU VM, waiting up to PAUSE_READY_SECONDS while Mithril
-    refuses because it is still booting (409)."""
-    deadline = time.monotonic() + PAUSE_READY_SECONDS
+def set_paused_when_ready(conn: connection.Connection, instance_fid: str,
+                          paused: bool) -> None:
+    """Pauses or resumes the CPU VM, waiting up to READY_SECONDS while
+    Mithril refuses because it is still booting or stopping (409)."""
+    deadline = time.monotonic() + READY_SECONDS
     while True:
         try:
             with interrupts.deferred(), project_snapshot.changing(conn):
-                conn.client.set_instances_paused([instance_fid], paused=True)
+                conn.client.set_instances_paused([instance_fid], paused=paused)
             return
         except errors.ConflictError:
             if time.monotonic() > deadline:
@@ -236,10 +237,7 @@ class ClusterVm:
                        _PAUSED else Outcome.ADOPTED)
             if held.outcome == Outcome.RESUMED:
                 try:
-                    with interrupts.deferred(), \
-                            project_snapshot.changing(conn):
-                        conn.client.set_instances_paused([existing.fid],
-                                                         paused=False)
+                    set_paused_when_ready(conn, existing.fid, paused=False)
                 except BaseException as e:
                     held.undo(e)
                     raise
@@ -302,7 +300,7 @@ class ClusterVm:
                 if self.outcome == Outcome.CREATED:
                     delete_and_confirm(self.conn, self.vm.fid)
                 elif self.outcome == Outcome.RESUMED:
-                    pause_when_ready(self.conn, self.vm.fid)
+                    set_paused_when_ready(self.conn, self.vm.fid, paused=True)
         except Exception as cleanup_error:  # pylint: disable=broad-except
             raise common.StopFailoverError(
                 f'Launch failed ({type(cause).__name__}: {cause}) and '
