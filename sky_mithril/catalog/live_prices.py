@@ -13,8 +13,8 @@ longer lists are kept (existing clusters still resolve) and marked
 One refresh per CACHE_TTL_SECONDS for all processes sharing SkyPilot's
 state (an API server's workers, and a team server's replicas on its
 Postgres): the market fetched last, with its time, is kept in SkyPilot's
-database (`shared_state`), and a stale overlay is served while one process,
-holding SkyPilot's lock `live-prices`, refreshes it in the background; the
+database (`shared_state`, one entry per API endpoint and project), and a
+stale overlay is served while one process, holding SkyPilot's lock `live-prices`, refreshes it in the background; the
 others skip. A host whose overlay is older than the shared market writes its
 overlay (and `live-prices.json`, its local state) from it without asking the
 API. The optimizer never waits on the API, except for one short
@@ -25,6 +25,7 @@ A price of $0 is never taken from the API.
 """
 
 import dataclasses
+import hashlib
 import json
 import threading
 import time
@@ -151,15 +152,28 @@ def _overlay_rows(market_rows: List[Dict[str, str]]
                                     for r in delisted]
 
 
+def _credentials() -> Optional[credentials_lib.Credentials]:
+    try:
+        return credentials_lib.load_credentials()
+    except credentials_lib.CredentialsError:
+        return None
+
+
+def shared_key(creds: Optional[credentials_lib.Credentials]) -> str:
+    """The shared market's entry for the API endpoint and project `creds`
+    name: processes pointed elsewhere (another profile, an emulator) never
+    read each other's market."""
+    if creds is None:
+        return f'{SHARED_KEY}/no-credentials'
+    scope = hashlib.sha256(f'{creds.api_url}\n{creds.project_id}'.encode())
+    return f'{SHARED_KEY}/{scope.hexdigest()[:24]}'
+
+
 def refresh() -> None:
     """Fetches the market, shares it, and rewrites this host's overlay from
     it (`_write_local`); the shipped catalog stands wherever (or whenever)
     the API has nothing."""
-    try:
-        creds: Optional[credentials_lib.Credentials] = (
-            credentials_lib.load_credentials())
-    except credentials_lib.CredentialsError:
-        creds = None
+    creds = _credentials()
     market: Optional[Market] = None
     if creds is not None:
         try:
@@ -175,15 +189,16 @@ def refresh() -> None:
                  for (t, r), fid in (market.fids if market else {}).items()},
         'rows': market.rows if market else [],
     }
-    _write_shared(shared)
+    _write_shared(shared_key(creds), shared)
     _write_local(shared)
 
 
-def _read_shared() -> Optional[Dict]:
+def _read_shared(key: str) -> Optional[Dict]:
     """The market last fetched by any process sharing SkyPilot's state, as
-    `refresh` shares it; None when there is none (or it cannot be read)."""
+    `refresh` shares it under `key`; None when there is none (or it cannot
+    be read)."""
     try:
-        shared = json.loads(shared_state.get(SHARED_KEY) or 'null')
+        shared = json.loads(shared_state.get(key) or 'null')
     except ValueError:
         return None
     if not isinstance(shared, dict) or not isinstance(shared.get('rows'), list):
@@ -191,8 +206,8 @@ def _read_shared() -> Optional[Dict]:
     return shared
 
 
-def _write_shared(shared: Dict) -> None:
-    shared_state.put(SHARED_KEY, json.dumps(shared),
+def _write_shared(key: str, shared: Dict) -> None:
+    shared_state.put(key, json.dumps(shared),
                      shared['fetched_at'] + SHARED_KEEP_SECONDS)
 
 
@@ -238,7 +253,7 @@ def refresh_if_stale(blocking: bool) -> None:
     with shared_state.held(REFRESH_LOCK, blocking) as held:
         if not held or _is_fresh():
             return
-        shared = _read_shared()
+        shared = _read_shared(shared_key(_credentials()))
         if _is_shared_fresh(shared):
             _write_local(shared)
         else:

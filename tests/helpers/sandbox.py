@@ -34,8 +34,8 @@ def forget_live_prices(box: SkySandbox) -> None:
     database = box.home / '.sky' / 'kv_cache.db'
     if database.exists():
         with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
-            db.execute('DELETE FROM kv_cache WHERE key = ?', (
-                f'{shared_state.KEY_PREFIX}{live_prices.SHARED_KEY}',))
+            db.execute('DELETE FROM kv_cache WHERE key LIKE ?', (
+                f'{shared_state.KEY_PREFIX}{live_prices.SHARED_KEY}/%',))
 
 
 def set_profile(box: SkySandbox, **fields: str) -> None:

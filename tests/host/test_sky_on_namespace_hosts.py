@@ -41,6 +41,7 @@ from sky_mithril.emulator.hosts import VolumeInterface
 from sky_mithril.emulator.hosts.namespace import NamespaceHosts
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.devtools.sandbox import SkySandbox
+from sky_mithril.provision import project_snapshot
 
 from tests.helpers.secret_scan import files_holding_key
 from tests.helpers.sky_stack import SkyStack
@@ -344,9 +345,16 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
                if b['fid'] == bid['fid']] != ['Open']:
             assert time.monotonic() < deadline, namespace_stack.bids('hello')
             time.sleep(1)
-        status = sky('status', '--refresh', 'hello')
-        assert re.search(r'hello\s+Mithril.*INIT', status), status
-        assert 'STOPPED' not in status, status
+        # The refresh reads the project's shared snapshot: a preemption made
+        # outside the plugin shows within its TTL, and never as STOPPED.
+        deadline = time.monotonic() + project_snapshot.TTL_SECONDS + 30
+        while True:
+            status = sky('status', '--refresh', 'hello')
+            assert 'STOPPED' not in status, status
+            if re.search(r'hello\s+Mithril.*INIT', status):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
         sky('stop', '-y', 'hello')
         assert [b['status'] for b in namespace_stack.bids('hello')
                 if b['fid'] == bid['fid']] == ['Paused']

@@ -35,9 +35,10 @@ def test_stale_prices_are_served_while_a_refresh_runs(two_region_emulator, two_r
     aged = json.loads(state.read_text())
     aged['fetched_at'] -= live_prices.CACHE_TTL_SECONDS + 1
     state.write_text(json.dumps(aged))
-    shared = live_prices._read_shared()
+    key = live_prices.shared_key(live_prices._credentials())
+    shared = live_prices._read_shared(key)
     shared['fetched_at'] -= live_prices.CACHE_TTL_SECONDS + 1
-    live_prices._write_shared(shared)
+    live_prices._write_shared(key, shared)
     started = time.monotonic()
     assert freshness() is False
     assert time.monotonic() - started < 0.5
