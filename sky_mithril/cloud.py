@@ -61,6 +61,13 @@ _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
 }
 # What a CPU VM type (fixed price, never preempted) offers beyond the above.
 _SUPPORTED_ON_CPU_VMS = (_F.HOST_CONTROLLERS,)
+# Why a CPU VM is never stopped: paused, it bills on, and a cluster that can
+# bill never reads STOPPED. Autodown (`sky autostop -i N --down`) deletes it.
+_NO_STOP_ON_CPU_VMS = (
+    'Mithril charges a CPU VM ({instance_type}) its fixed price until it is '
+    'deleted, paused or not, so sky-mithril never stops one: `sky down` ends '
+    'the bill, and `sky autostop -i N --down` (autostop: {{down: true}}) '
+    'deletes it once idle; a controller on a CPU VM sets autostop: false.')
 
 
 def may_be_cpu_vm(resources: 'resources_lib.Resources') -> bool:
@@ -363,7 +370,8 @@ class Mithril(builtin_mithril.Mithril):
         """What Mithril never offers, and ports it cannot open: a task
         asking for them is refused before any bid. SkyPilot's controllers
         run on CPU VMs (fixed price, never preempted), never on spot GPU
-        machines."""
+        machines. A CPU VM type is never stopped (SkyPilot refuses `sky
+        stop` and autostop before the provisioner): it bills until deleted."""
         del region
         unsupported = dict(_UNSUPPORTED)
         if may_be_cpu_vm(resources):
@@ -374,6 +382,10 @@ class Mithril(builtin_mithril.Mithril):
             unsupported[_F.MULTI_NODE] = (
                 f'a Mithril CPU VM ({resources.instance_type}) is one machine; '
                 'several nodes go on GPU instance types.')
+            no_stop = _NO_STOP_ON_CPU_VMS.format(
+                instance_type=resources.instance_type)
+            unsupported[_F.STOP] = no_stop
+            unsupported[_F.AUTOSTOP] = no_stop
         ports_refused = public_ports.refusal(resources.ports)
         if ports_refused:
             unsupported[_F.OPEN_PORTS] = ports_refused

@@ -1,6 +1,5 @@
 """The cluster's CPU VM: its one home. Finding it, creating it exactly once,
-resuming or adopting it, waiting for SSH, pausing, deleting, and undoing a
-launch.
+resuming or adopting it, waiting for SSH, deleting, and undoing a launch.
 
 A cluster on a CPU VM type (a fixed-price machine without GPUs, sold outside
 the auction) is one CPU VM named exactly `cluster_name_on_cloud`, created
@@ -19,9 +18,12 @@ ambiguously (a 5xx, a timeout) may still have been applied: the VM is
 looked for by name for LATE_COMMIT_WINDOW_SECONDS, and one that appears is
 the launch's (it is deleted if the launch fails); none is created twice.
 
-`sky stop` pauses the VM and `sky start` resumes it (`PATCH /v2/instances`);
 Mithril charges a CPU VM its fixed price until it is deleted, paused or
-not, so only `sky down` (`DELETE /v2/cpu/instances/{fid}`) ends the bill.
+not, so sky-mithril never stops one (the cloud declares stop and autostop
+unsupported for CPU VM types): only `sky down` or autodown
+(`DELETE /v2/cpu/instances/{fid}`) ends the bill. A VM paused in Mithril's
+console is resumed (`PATCH /v2/instances`) by the next `sky start` or
+`sky launch` of its cluster.
 """
 
 import datetime
@@ -50,8 +52,6 @@ DELETE_CONFIRM_SECONDS = 60.0
 # stopping (Mithril refuses to pause or resume it then: 409).
 READY_SECONDS = 300.0
 LATE_COMMIT_WINDOW_SECONDS = cluster_bid.LATE_COMMIT_WINDOW_SECONDS
-NOT_BILLING_NOTE = ('Mithril charges a CPU VM its fixed price until it is '
-                    'deleted, paused or not: `sky down` ends the bill.')
 
 _I = models.InstanceState
 _GONE = (_I.TERMINATED, _I.REPLACED)
@@ -66,7 +66,7 @@ class Outcome(enum.Enum):
     """What `ClusterVm.acquire` did."""
 
     CREATED = 'created'  # A new CPU VM.
-    RESUMED = 'resumed'  # The cluster's paused VM resumed.
+    RESUMED = 'resumed'  # The cluster's VM, paused in the console, resumed.
     ADOPTED = 'adopted'  # The cluster's VM used as it was.
 
 
@@ -110,15 +110,6 @@ def instance_type_fid(conn: connection.Connection, instance_type: str,
             return cpu_type.fid
     raise CpuVmError(f'Mithril sells no CPU VM of type {instance_type} any '
                      'more; launch again for the optimizer to pick another.')
-
-
-def pause(conn: connection.Connection, name: str) -> None:
-    """`sky stop`: pauses the cluster's CPU VM (asynchronous)."""
-    vm = find(conn, name)
-    if vm is None or vm.status in _PAUSED:
-        return
-    set_paused_when_ready(conn, vm.fid, paused=True)
-    logger.info(f'Paused CPU VM {vm.fid}. {NOT_BILLING_NOTE}')
 
 
 def set_paused_when_ready(conn: connection.Connection, instance_fid: str,
@@ -224,9 +215,10 @@ class ClusterVm:
     @classmethod
     def acquire(cls, conn: connection.Connection, region: str, name: str,
                 config: common.ProvisionConfig) -> 'ClusterVm':
-        """The cluster's CPU VM: the live one resumed or adopted, else a new
-        one. A fixed-price VM has no limit price: one the task sets is not
-        used (the cloud says so as it plans the launch)."""
+        """The cluster's CPU VM: the live one resumed (if paused in the
+        console) or adopted, else a new one. A fixed-price VM has no limit
+        price: one the task sets is not used (the cloud says so as it plans
+        the launch)."""
         if config.count != 1:
             raise CpuVmError(
                 f'A CPU VM is one node; this launch asks for {config.count}. '
@@ -292,9 +284,10 @@ class ClusterVm:
         raise CpuVmError(f'CPU VM {self.vm.fid} is no longer listed.')
 
     def undo(self, cause: BaseException) -> None:
-        """Reverses this launch's outcome (deletes a created VM, pauses a
-        resumed one); if that is impossible, stops SkyPilot's failover so
-        the user learns about the VM."""
+        """Reverses this launch's outcome (deletes a created VM, pauses
+        again one it resumed, as the console had left it); if that is
+        impossible, stops SkyPilot's failover so the user learns about the
+        VM."""
         try:
             with interrupts.deferred():
                 if self.outcome == Outcome.CREATED:

@@ -1,13 +1,14 @@
 """SkyPilot's provisioner interface for Mithril, one function per lifecycle step.
 
 A cluster on a CPU VM type is one fixed-price CPU VM, owned by `cpu_vm`
-(created, never bid for; stop pauses it, down deletes it). Otherwise a
-cluster runs on a reservation's instances (`reserved_nodes`) when the task
-names a reservation that has room, else on one spot bid for all of its nodes
-(all-or-nothing), owned by `cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
-pauses it; `sky start` resumes the same bid in the same region; `sky down`
-cancels it and revokes the API keys of the cluster's nodes. Any failure or
-interrupt after a new bid exists cancels that bid before the error leaves.
+(created, never bid for; never stopped: it bills until down deletes it).
+Otherwise a cluster runs on a reservation's instances (`reserved_nodes`)
+when the task names a reservation that has room, else on one spot bid for
+all of its nodes (all-or-nothing), owned by `cluster_bid`. `sky launch`
+places it and waits for the auction; `sky stop` pauses it; `sky start`
+resumes the same bid in the same region; `sky down` cancels it and revokes
+the API keys of the cluster's nodes. Any failure or interrupt after a new
+bid exists cancels that bid before the error leaves.
 The head opens the task's ports at every launch and start (`public_ports`).
 A status refresh reads the project's snapshot (`project_snapshot`), shared
 by every API-server process, which each change above marks stale; it renews
@@ -239,16 +240,19 @@ def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
 def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
-    """Pauses the bid (instances spin down, disks are kept, billing stops),
-    the cluster's reserved instances, or its CPU VM (which bills on)."""
+    """Pauses the bid (instances spin down, disks are kept, billing stops)
+    or the cluster's reserved instances. A CPU VM is never stopped: paused,
+    it bills on (SkyPilot refuses `sky stop` and autostop for it first)."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
         return
     conn = cluster_bid.connect(provider_config)
     if cpu_vm.on_cpu_vm(provider_config):
-        cpu_vm.pause(conn, cluster_name_on_cloud)
-        return
+        raise NotImplementedError(
+            f'{cluster_name_on_cloud} is a Mithril CPU VM, which bills at its '
+            'fixed price until deleted, paused or not: it is never stopped. '
+            '`sky down` ends the bill.')
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         _no_bid_beside(conn, cluster_name_on_cloud)

@@ -12,9 +12,11 @@ The rules that keep bills honest:
 - Only a Terminated bid (or none at all) reads gone.
 - A reserved instance is paid for in advance: paused, it reads STOPPED; once
   its reservation has ended (or the instance was returned) it reads gone.
-- A CPU VM (fixed price, no bid) reads by its instance alone: paused, it
-  reads STOPPED, with a reason saying it still bills until `sky down`;
-  terminated, it reads gone.
+- A CPU VM (fixed price, no bid) reads by its instance alone. It bills
+  until it is deleted, so it never reads STOPPED: paused (in Mithril's
+  console; SkyPilot never stops one) it reads INIT, with a reason saying it
+  still bills and what `sky start` and `sky down` do; terminated, it reads
+  gone.
 """
 
 import dataclasses
@@ -161,9 +163,10 @@ def reserved_node_statuses(reservation: models.Reservation,
     return statuses
 
 
-CPU_VM_PAUSED = ('CPU VM {instance_fid} is paused; `sky start` resumes it. '
-                 'Mithril charges a CPU VM its fixed price until it is '
-                 'deleted: `sky down` ends the bill')
+CPU_VM_PAUSED = ('CPU VM {instance_fid} is paused ({instance}) and still '
+                 'bills at its fixed price: Mithril charges a CPU VM until it '
+                 'is deleted. `sky start` resumes it; `sky down` deletes it '
+                 'and ends the bill')
 CPU_VM_BOOTING = 'CPU VM {instance_fid} is booting ({instance})'
 CPU_VM_ERROR = ('CPU VM {instance_fid} reports an error ({instance}); it '
                 'bills at its fixed price until `sky down` deletes it')
@@ -178,7 +181,7 @@ def _cpu_vm_row(instance_status: str) -> Reading:
         return Reading(None, None)
     if instance_status in (_Instance.PAUSED, _Instance.STOPPING,
                            _Instance.STOPPED):
-        return Reading(_Status.STOPPED, CPU_VM_PAUSED)
+        return Reading(_Status.INIT, CPU_VM_PAUSED)
     if instance_status == _Instance.RUNNING:
         return Reading(_Status.UP, None)
     if instance_status == _Instance.ERROR:

@@ -2,7 +2,8 @@
 (rows without accelerators, at a fixed price), the catalog and the
 optimizer give a CPU-only task a CPU VM and a GPU task a GPU machine as
 before; SkyPilot's controllers may run on CPU VMs, never on spot GPU
-machines; the launch's deploy variables mark the cluster a CPU VM, with no
+machines; a CPU VM (billed until deleted) is never stopped, only downed;
+the launch's deploy variables mark the cluster a CPU VM, with no
 limit price, and a configured limit is a note, not an error."""
 
 import logging
@@ -107,6 +108,28 @@ def test_a_cpu_vm_is_one_node() -> None:
     with pytest.raises(exceptions.NotSupportedError, match='one machine'):
         cloud.Mithril.check_features_are_supported(
             sky.Resources(instance_type='c2-standard'), {_F.MULTI_NODE})
+
+
+@pytest.mark.parametrize('feature', [_F.STOP, _F.AUTOSTOP])
+def test_a_cpu_vm_is_never_stopped(feature: sky_cloud.CloudImplementationFeatures
+                                   ) -> None:
+    """Paused, a CPU VM bills on: SkyPilot refuses `sky stop` and plain
+    autostop before the provisioner, naming what ends the bill."""
+    with pytest.raises(exceptions.NotSupportedError) as refused:
+        cloud.Mithril.check_features_are_supported(
+            sky.Resources(instance_type='c2-standard'), {feature})
+    assert 'fixed price until it is deleted' in str(refused.value)
+    assert '`sky down`' in str(refused.value)
+    assert '`sky autostop -i N --down`' in str(refused.value)
+
+
+def test_a_cpu_vm_autodowns_and_a_gpu_machine_stops() -> None:
+    cloud.Mithril.check_features_are_supported(
+        sky.Resources(instance_type='c2-standard'),
+        {_F.AUTODOWN})
+    cloud.Mithril.check_features_are_supported(
+        sky.Resources(instance_type='a100-80gb.sxm.1x'),
+        {_F.STOP, _F.AUTOSTOP, _F.AUTODOWN})
 
 
 def test_the_deploy_variables_mark_a_cpu_vm_without_a_limit(

@@ -1,7 +1,7 @@
 """A cluster on a CPU VM type, driven through the provisioner against the
 emulator: created with `POST /v2/cpu/instances`, never a bid; status reads
-it through the truth table's CPU VM rows; stop pauses it, start resumes it,
-down deletes it; a failure, an ambiguous create or an interrupt after the
+it through the truth table's CPU VM rows; it is never stopped (it bills until deleted): paused in the console it reads
+INIT, and start resumes it; down deletes it; a failure, an ambiguous create or an interrupt after the
 VM exists leaves no VM behind, and a create whose answer was lost is used,
 never made twice."""
 
@@ -34,7 +34,7 @@ from tests.helpers.provisioning import PUBLIC_KEY, bids_named
 TYPE = 'c2-standard'
 REGION = 'us-central3-a'
 UP = status_lib.ClusterStatus.UP
-STOPPED = status_lib.ClusterStatus.STOPPED
+INIT = status_lib.ClusterStatus.INIT
 PROVIDER = {'project_id': 'proj_emulator', cpu_vm.PROVIDER_KEY: 'true'}
 
 
@@ -71,7 +71,15 @@ def _live(name: str) -> List[models.Instance]:
             if i.status != models.InstanceState.TERMINATED]
 
 
-def test_a_cpu_vm_launches_stops_starts_and_goes_down_without_a_bid(
+def _pause_in_console(name: str) -> None:
+    """Pauses the cluster's VM as Mithril's console does, outside the
+    plugin."""
+    conn = connection.connect()
+    [vm] = _live(name)
+    conn.client.set_instances_paused([vm.fid], paused=True)
+
+
+def test_a_cpu_vm_launches_without_a_bid_is_never_stopped_and_goes_down(
         fast_emulator: EmulatorServer) -> None:
     record = _launch('ctl', _config())
     [vm] = _live('ctl')
@@ -83,9 +91,14 @@ def test_a_cpu_vm_launches_stops_starts_and_goes_down_without_a_bid(
     assert info.head_instance_id == vm.fid
     assert info.instances[vm.fid][0].external_ip
 
-    provisioner.stop_instances('ctl', PROVIDER)
+    with pytest.raises(NotImplementedError, match='never stopped'):
+        provisioner.stop_instances('ctl', PROVIDER)
+    assert _query('ctl') == {vm.fid: (UP, None)}
+
+    _pause_in_console('ctl')
     [(status, reason)] = _query('ctl').values()
-    assert status == STOPPED
+    assert status == INIT
+    assert 'still bills' in reason
     assert '`sky start`' in reason and '`sky down`' in reason
 
     restarted = _launch('ctl', _config())
@@ -156,8 +169,10 @@ def test_an_interrupt_while_the_vm_boots_deletes_it(
 
 def test_an_interrupted_start_pauses_the_vm_again(
         fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `sky start` of a VM paused in the console leaves it paused, as it
+    found it, when it is interrupted."""
     _launch('restart', _config())
-    provisioner.stop_instances('restart', PROVIDER)
+    _pause_in_console('restart')
 
     def interrupted(self: cpu_vm.ClusterVm, boot_timeout: float) -> models.Instance:
         raise KeyboardInterrupt

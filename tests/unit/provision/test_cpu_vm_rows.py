@@ -1,6 +1,6 @@
 """The truth table's CPU VM rows: every instance status a CPU VM can show
-reads as SkyPilot expects (gone only once terminated; paused reads
-STOPPED and says it still bills)."""
+reads as SkyPilot expects (gone only once terminated; never STOPPED, as a
+CPU VM bills until deleted: paused reads INIT and says it still bills)."""
 
 import datetime
 
@@ -29,8 +29,9 @@ def test_every_instance_status_has_a_row() -> None:
 
 @pytest.mark.parametrize('status,expected', [
     (_I.RUNNING, _S.UP), (_I.NEW, _S.INIT), (_I.CONFIRMED, _S.INIT),
-    (_I.STARTING, _S.INIT), (_I.ERROR, _S.INIT), (_I.PAUSED, _S.STOPPED),
-    (_I.STOPPING, _S.STOPPED), (_I.TERMINATED, None), (_I.REPLACED, None),
+    (_I.STARTING, _S.INIT), (_I.ERROR, _S.INIT), (_I.PAUSED, _S.INIT),
+    (_I.STOPPING, _S.INIT), (_I.STOPPED, _S.INIT), (_I.TERMINATED, None),
+    (_I.REPLACED, None),
     (_I.PREEMPTING, _S.INIT), ('STATUS_SOMETHING_NEW', _S.INIT),
 ])
 def test_a_cpu_vm_reads_by_its_instance(status: str, expected: _S) -> None:
@@ -39,11 +40,19 @@ def test_a_cpu_vm_reads_by_its_instance(status: str, expected: _S) -> None:
     assert statuses['inst_1'][0] == expected
 
 
+def test_no_cpu_vm_row_reads_stopped() -> None:
+    """Every live CPU VM bills its fixed price: none reads STOPPED."""
+    assert _S.STOPPED not in {reading.status for reading
+                              in status_table.CPU_VM_TRUTH_TABLE.values()}
+
+
 def test_a_paused_vm_says_it_bills_until_down() -> None:
     [(status, reason)] = status_table.cpu_vm_statuses(
         _vm(_I.PAUSED), non_terminated_only=True).values()
-    assert status == _S.STOPPED
-    assert '`sky start`' in reason and '`sky down` ends the bill' in reason
+    assert status == _S.INIT
+    assert 'still bills' in reason
+    assert '`sky start` resumes it' in reason
+    assert '`sky down` deletes it and ends the bill' in reason
 
 
 def test_a_terminated_vm_is_gone() -> None:
