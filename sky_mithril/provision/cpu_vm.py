@@ -1,12 +1,15 @@
-"""The cluster's CPU VM: its one home. Finding it, creating it exactly once,
-resuming or adopting it, waiting for SSH, deleting, and undoing a launch.
+"""The cluster's CPU VM: its one home. Finding it (from the project snapshot
+or live), creating it exactly once, resuming or adopting it, waiting for
+SSH, deleting, and undoing a launch.
 
 A cluster on a CPU VM type (a fixed-price machine without GPUs, sold outside
 the auction) is one CPU VM named exactly `cluster_name_on_cloud`, created
 with `POST /v2/cpu/instances`: synchronous, never a bid, no limit price.
 Mithril lists it among the project's instances, with no bid (its hidden
 reservation is on the row but absent from the reservation listing), so it
-is found by its exact name, no bid and an instance type of the CPU catalog.
+is found by its exact name, no bid and an instance type of the CPU catalog
+(in the project snapshot, by its name and no bid: a reserved instance is
+named after its reservation).
 
 `ClusterVm.acquire` says what it did with an explicit `Outcome`, as
 `cluster_bid` does for bids: CREATED, RESUMED (a paused VM resumed) or
@@ -87,6 +90,18 @@ def find(conn: connection.Connection, name: str) -> Optional[models.Instance]:
             f'({", ".join(i.fid for i in live)}); sky-mithril cannot tell which '
             'is the cluster\'s: delete the extra ones in Mithril\'s console.')
     return live[0] if live else None
+
+
+def from_snapshot(conn: connection.Connection, name: str,
+                  snapshot: project_snapshot.Snapshot
+                  ) -> Optional[models.Instance]:
+    """The cluster's CPU VM as the project snapshot shows it; read live
+    (`find`) when the snapshot shows none (only Mithril's answer now reads
+    a VM gone) or several."""
+    listed = snapshot.unbid_instances(name)
+    if len(listed) == 1:
+        return listed[0]
+    return find(conn, name)
 
 
 def ended_at(conn: connection.Connection,

@@ -174,9 +174,10 @@ def query_instances(
     TTL_SECONDS, whatever the number of clusters or refreshes. What the
     snapshot cannot settle is read live: a cluster it shows gone (only
     Mithril's answer now makes SkyPilot forget a cluster) or with several
-    live bids, where a standby that no recovery prepares any more is
-    cancelled (`cluster_bid.refreshed_bid`); and a bid beside reserved
-    instances is cancelled only once it is read live (`_no_bid_beside`).
+    live bids (a CPU VM's cluster: no VM or several of its name), where a
+    standby that no recovery prepares any more is cancelled
+    (`cluster_bid.refreshed_bid`); and a bid beside reserved instances is
+    cancelled only once it is read live (`_no_bid_beside`).
     When the cluster is up (its bid allocated, every node UP), the nodes'
     key is renewed if it nears its expiry (`node_key_renewal`; most
     refreshes decide that without a request).
@@ -212,8 +213,11 @@ def query_instances(
 def _cpu_vm_statuses(conn: connection.Connection, cluster_name: str,
                      cluster_name_on_cloud: str,
                      non_terminated_only: bool) -> status_table.NodeStatuses:
-    """The CPU VM's node, read live; its nodes' key renewed when it is up."""
-    vm = cpu_vm.find(conn, cluster_name_on_cloud)
+    """The CPU VM's node, read from the project's snapshot (live when the
+    snapshot shows no VM of the name, or several); its nodes' key renewed
+    when it is up."""
+    vm = cpu_vm.from_snapshot(conn, cluster_name_on_cloud,
+                              project_snapshot.current(conn))
     if vm is None:
         return {}
     statuses = status_table.cpu_vm_statuses(vm, non_terminated_only)

@@ -1,9 +1,10 @@
 """A cluster on a CPU VM type, driven through the provisioner against the
 emulator: created with `POST /v2/cpu/instances`, never a bid; status reads
-it through the truth table's CPU VM rows; it is never stopped (it bills until deleted): paused in the console it reads
-INIT, and start resumes it; down deletes it; a failure, an ambiguous create or an interrupt after the
-VM exists leaves no VM behind, and a create whose answer was lost is used,
-never made twice."""
+it through the truth table's CPU VM rows, from the project snapshot; it is
+never stopped (it bills until deleted): paused in the console it reads
+INIT, and start resumes it; down deletes it; a failure, an ambiguous
+create or an interrupt after the VM exists leaves no VM behind, and a
+create whose answer was lost is used, never made twice."""
 
 import json
 import os
@@ -27,6 +28,7 @@ from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import project_snapshot
 
 from tests.helpers import REPO
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
@@ -73,10 +75,12 @@ def _live(name: str) -> List[models.Instance]:
 
 def _pause_in_console(name: str) -> None:
     """Pauses the cluster's VM as Mithril's console does, outside the
-    plugin."""
+    plugin; the project snapshot is then marked stale, which spares the
+    test the snapshot's TTL."""
     conn = connection.connect()
     [vm] = _live(name)
     conn.client.set_instances_paused([vm.fid], paused=True)
+    project_snapshot.invalidate(conn)
 
 
 def test_a_cpu_vm_launches_without_a_bid_is_never_stopped_and_goes_down(
