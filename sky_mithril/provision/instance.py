@@ -246,7 +246,9 @@ def stop_instances(cluster_name_on_cloud: str,
                    worker_only: bool = False) -> None:
     """Pauses the bid (instances spin down, disks are kept, billing stops)
     or the cluster's reserved instances. A CPU VM is never stopped: paused,
-    it bills on (SkyPilot refuses `sky stop` and autostop for it first)."""
+    it bills on (SkyPilot refuses `sky stop` and autostop for it first).
+    Its NotImplementedError is SkyPilot's word for that: a failed relaunch
+    of a cluster that was up then stops failover instead of stopping it."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
