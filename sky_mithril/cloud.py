@@ -59,6 +59,25 @@ _UNSUPPORTED: Dict[clouds.CloudImplementationFeatures, str] = {
                           'run them elsewhere or in consolidation mode.'),
     _F.HIGH_AVAILABILITY_CONTROLLERS: 'See host controllers.',
 }
+# What a CPU VM type (fixed price, never preempted) offers beyond the above.
+_SUPPORTED_ON_CPU_VMS = (_F.HOST_CONTROLLERS,)
+# Why a CPU VM is never stopped: paused, it bills on, and a cluster that can
+# bill never reads STOPPED. Autodown (`sky autostop -i N --down`) deletes it.
+_NO_STOP_ON_CPU_VMS = (
+    'Mithril charges a CPU VM ({instance_type}) its fixed price until it is '
+    'deleted, paused or not, so sky-mithril never stops one: `sky down` ends '
+    'the bill, and `sky autostop -i N --down` (autostop: {{down: true}}) '
+    'deletes it once idle; a controller on a CPU VM sets autostop: false.')
+
+
+def may_be_cpu_vm(resources: 'resources_lib.Resources') -> bool:
+    """Whether `resources` may land on a fixed-price CPU VM: no GPU asked,
+    and no instance type or a CPU VM type. (The optimizer's pick is checked
+    again once it names an instance type.)"""
+    if resources.accelerators:
+        return False
+    return (resources.instance_type is None or
+            mithril_catalog.is_cpu_vm(resources.instance_type))
 
 
 # Ranking: a region where a bid at the task's limit cannot win now costs this
@@ -323,7 +342,8 @@ def _winning_price(instance_type: str, regions: List[str], num_nodes: int,
 
 
 class Mithril(builtin_mithril.Mithril):
-    """Mithril GPU spot market: every instance is a bid at the user's limit price."""
+    """Mithril: a GPU machine is a spot bid at the user's limit price; a CPU
+    VM is a fixed-price machine, no bid (`provision.cpu_vm`)."""
 
     _REPR = 'Mithril'
     # The head opens the task's ports itself, with Mithril's forwarder
@@ -348,9 +368,24 @@ class Mithril(builtin_mithril.Mithril):
         region: Optional[str] = None,
     ) -> Dict[clouds.CloudImplementationFeatures, str]:
         """What Mithril never offers, and ports it cannot open: a task
-        asking for them is refused before any bid."""
+        asking for them is refused before any bid. SkyPilot's controllers
+        run on CPU VMs (fixed price, never preempted), never on spot GPU
+        machines. A CPU VM type is never stopped (SkyPilot refuses `sky
+        stop` and autostop before the provisioner): it bills until deleted."""
         del region
         unsupported = dict(_UNSUPPORTED)
+        if may_be_cpu_vm(resources):
+            for feature in _SUPPORTED_ON_CPU_VMS:
+                unsupported.pop(feature)
+        if (resources.instance_type is not None and
+                mithril_catalog.is_cpu_vm(resources.instance_type)):
+            unsupported[_F.MULTI_NODE] = (
+                f'a Mithril CPU VM ({resources.instance_type}) is one machine; '
+                'several nodes go on GPU instance types.')
+            no_stop = _NO_STOP_ON_CPU_VMS.format(
+                instance_type=resources.instance_type)
+            unsupported[_F.STOP] = no_stop
+            unsupported[_F.AUTOSTOP] = no_stop
         ports_refused = public_ports.refusal(resources.ports)
         if ports_refused:
             unsupported[_F.OPEN_PORTS] = ports_refused
@@ -527,6 +562,24 @@ class Mithril(builtin_mithril.Mithril):
         hints: List[str] = []
         for candidate in feasible.resources_list:
             instance_type = candidate.instance_type
+            if mithril_catalog.is_cpu_vm(instance_type) and num_nodes > 1:
+                # A CPU VM is one node: several go on GPU machines, as
+                # before CPU VMs were sold.
+                instance_type = mithril_catalog.get_default_gpu_instance_type(
+                    resources.cpus, resources.memory, candidate.region,
+                    candidate.use_spot, resources.max_hourly_cost)
+                if instance_type is None:
+                    continue
+                candidate = candidate.copy(instance_type=instance_type)
+            elif mithril_catalog.is_cpu_vm(instance_type):
+                cpu_vm = self._rank_cpu_vm(candidate, cloud, volume_region)
+                if cpu_vm is not None:
+                    ranked.append(cpu_vm)
+                elif volume_region is not None:
+                    hints.append(f'Mithril sells no {instance_type} CPU VM in '
+                                 f'{volume_region}, where the task\'s volumes '
+                                 'live.')
+                continue
             limit = self.effective_limit_price(instance_type, sections,
                                                resources.max_hourly_cost)
             policy.relaunch_limit(limit, *sections,  # Checked up front.
@@ -581,6 +634,27 @@ class Mithril(builtin_mithril.Mithril):
         ranked.sort(key=lambda pair: pair[0])
         return resources_utils.FeasibleResources(
             [r for _, r in ranked], feasible.fuzzy_candidate_list, None)
+
+    @staticmethod
+    def _rank_cpu_vm(candidate: 'resources_lib.Resources', cloud: 'Mithril',
+                     volume_region: Optional[str]
+                     ) -> Optional[Tuple[float, 'resources_lib.Resources']]:
+        """A CPU VM type at its fixed price in its cheapest region (the
+        volumes' region when the task mounts some; None when it is not sold
+        there): nothing to win, no limit price, no reservation."""
+        instance_type = candidate.instance_type
+        regions = [r.name for r in cloud.regions_with_offering(
+            instance_type, None, candidate.use_spot, candidate.region, None)]
+        if volume_region is not None:
+            if volume_region not in regions:
+                return None
+            regions = [volume_region]
+            candidate = candidate.copy(region=volume_region)
+        if not regions:
+            return None
+        return (min(cloud.instance_type_to_hourly_cost(
+            instance_type, candidate.use_spot, r) for r in regions),
+                candidate.copy(cloud=cloud))
 
     def _get_feasible_launchable_resources(
         self, resources: 'resources_lib.Resources'
@@ -689,6 +763,28 @@ class Mithril(builtin_mithril.Mithril):
                             'bids on spot at your limit instead.')
         return ('' if mismatch else reservation.fid), fits is not None
 
+    @staticmethod
+    def _cpu_vm_note(sections: settings.Sections, name_on_cloud: str,
+                     instance_type: str, region: str) -> None:
+        """Says once per launch that the cluster is a fixed-price CPU VM,
+        and that a limit price or spend budget the config sets does not
+        apply to it (a note, not an error: the same config serves GPU
+        launches)."""
+        if not _first_time_this_launch('cpu-vm', name_on_cloud, region,
+                                       instance_type):
+            return
+        price = mithril_catalog.get_hourly_cost(instance_type, False, region)
+        logger.info(f'Mithril CPU VM: {instance_type} in {region} at a fixed '
+                    f'{money.format_dollars(Decimal(str(price)))}/h; no bid, '
+                    'never preempted.')
+        ignored = [key for key in (settings.LIMIT_PRICE,
+                                   settings.LIMIT_PRICE_PER_GPU,
+                                   settings.MAX_HOURLY_SPEND)
+                   if any(section.get(key) is not None for section in sections)]
+        if ignored:
+            logger.info(f'config.mithril {" and ".join(ignored)} ignored for '
+                        'this CPU VM: it has a fixed price and is no bid.')
+
     def make_deploy_resources_variables(
         self,
         resources: 'resources_lib.Resources',
@@ -714,9 +810,16 @@ class Mithril(builtin_mithril.Mithril):
         instance_type = resources.instance_type
         sections = settings.sections_from_skypilot(
             resources.cluster_config_overrides)
-        limit = self.effective_limit_price(instance_type, sections,
-                                           resources.max_hourly_cost)
-        if records.is_recovering(cluster_name.display_name):
+        on_cpu_vm = mithril_catalog.is_cpu_vm(instance_type)
+        limit: Optional[settings.LimitPrice] = None
+        if on_cpu_vm:
+            self._cpu_vm_note(sections, cluster_name.name_on_cloud,
+                              instance_type, region.name)
+        else:
+            limit = self.effective_limit_price(instance_type, sections,
+                                               resources.max_hourly_cost)
+        if limit is not None and records.is_recovering(
+                cluster_name.display_name):
             limit = policy.relaunch_limit(limit, *sections,
                                           resources.max_hourly_cost)
         timeout = settings.resolve_provision_timeout(*sections)
@@ -724,10 +827,11 @@ class Mithril(builtin_mithril.Mithril):
         budget = settings.resolve_spend_budget(*sections)
         reservation_end_lead = reservation_end.lead_for_launch(
             cluster_name.display_name, sections)
-        reservation_fid, on_reservation = self._reservation_note(
-            sections, cluster_name.name_on_cloud, instance_type, region.name,
-            num_nodes, reservation_end_lead)
-        if not on_reservation and _first_time_this_launch('deploy', cluster_name.name_on_cloud,
+        reservation_fid, on_reservation = ('', False) if on_cpu_vm else (
+            self._reservation_note(sections, cluster_name.name_on_cloud,
+                                   instance_type, region.name, num_nodes,
+                                   reservation_end_lead))
+        if limit is not None and not on_reservation and _first_time_this_launch('deploy', cluster_name.name_on_cloud,
                                      region.name, instance_type,
                                      str(limit.per_hour)):
             logger.info(f'Mithril limit price: {limit.describe()} for '
@@ -749,7 +853,7 @@ class Mithril(builtin_mithril.Mithril):
                 reserved_nodes.stage_node_file(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
-        if budget is not None and not on_reservation:
+        if budget is not None and limit is not None and not on_reservation:
             standing = _check_budget(
                 budget, cluster_name.name_on_cloud,
                 f'this launch ({num_nodes}× {instance_type} at '
@@ -772,7 +876,8 @@ class Mithril(builtin_mithril.Mithril):
             'mithril_reservation': reservation_fid,
             'reservation_end_lead_seconds':
                 str(reservation_end_lead.total_seconds()),
-            'limit_price_per_hour': str(limit.per_hour),
+            'mithril_cpu_vm': 'true' if on_cpu_vm else '',
+            'limit_price_per_hour': '' if limit is None else str(limit.per_hour),
             'provision_timeout': '' if timeout is None else str(timeout),
             'boot_timeout': str(boot_timeout),
             'instance_type_fid':

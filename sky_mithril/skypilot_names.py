@@ -280,6 +280,10 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.clouds', f'{_FEATURES}.OPEN_PORTS', API_SERVER,
            'cloud.Mithril._unsupported_features_for_resources: ports Mithril '
            'cannot open'),
+    *(_entry('sky.clouds', f'{_FEATURES}.{feature}', API_SERVER,
+             'cloud.Mithril._unsupported_features_for_resources: not on a '
+             'CPU VM type (one machine, billed until deleted)')
+      for feature in ('MULTI_NODE', 'STOP', 'AUTOSTOP')),
     _entry('sky.clouds', 'OpenPortsVersion.LAUNCH_ONLY', API_SERVER,
            'cloud.Mithril.OPEN_PORTS_VERSION: run_instances gets the ports at '
            'every launch and start'),

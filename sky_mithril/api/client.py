@@ -35,15 +35,18 @@ from sky_mithril import __version__
 from sky_mithril.api import errors
 from sky_mithril.api.errors import redact
 from sky_mithril.api.models import (ApiKey, Auction, AvailabilitySlot, Bid,
-                                    BidHistory, BidStatus, CreateApiKeyRequest,
-                                    CreateBidRequest, CreateReservationRequest,
+                                    BidHistory, BidStatus, CpuInstanceType,
+                                    CreateApiKeyRequest, CreateBidRequest,
+                                    CreateCpuInstanceRequest,
+                                    CreateReservationRequest,
                                     CreateVolumeRequest, CreatedApiKey,
                                     CurrentPrice, ExtensionAvailability,
                                     Instance, InstancePricingHistory,
                                     InstanceState, InstanceStatus,
                                     InstanceStatusHistory, InstanceType,
                                     KubernetesCluster, Me, PriceHistory,
-                                    PriceSpecification, Project, Reservation,
+                                    PriceSpecification, Project, Region,
+                                    Reservation,
                                     ReservationHistory, ReservationQuote,
                                     ReservationUsage, ReturnedInstances, SshKey,
                                     UpdateBidRequest, Volume, VolumeInterface)
@@ -677,6 +680,30 @@ class MithrilClient:
         """Resets a paused reserved instance's boot disk to its image."""
         self._request('POST', f'/v2/instances/{_fid(instance_fid)}/refresh-boot-disk',
                       reconcile_hint='A second refresh of a paused instance is harmless.')
+
+    # CPU VMs: fixed price, outside the auction.
+
+    def list_cpu_instance_types(self) -> List[CpuInstanceType]:
+        """The CPU VM types, each with its fixed hourly price."""
+        return self._get_list('/v2/cpu/instance-types', CpuInstanceType)
+
+    def list_cpu_regions(self) -> List[Region]:
+        """The regions CPU VMs run in."""
+        return self._get_list('/v2/cpu/regions', Region)
+
+    def create_cpu_instance(self, request: CreateCpuInstanceRequest) -> Instance:
+        """Launches a CPU VM at once (no bid); its instance. Never sent
+        twice unless provably not applied (AmbiguousResponseError otherwise:
+        list instances by `request.name` before creating it again)."""
+        return self._post('/v2/cpu/instances', request.to_wire(), Instance,
+                          f'List instances named {request.name!r} to see '
+                          'whether the CPU VM was created before creating it '
+                          'again.')
+
+    def terminate_cpu_instance(self, instance_fid: str) -> None:
+        """Terminates a CPU VM (a terminated one: nothing; NotFoundError for
+        an instance that is not a CPU VM)."""
+        self._request('DELETE', f'/v2/cpu/instances/{_fid(instance_fid)}')
 
     # Response handling.
 

@@ -160,6 +160,19 @@ class InstanceType(ApiModel):
     network_type: Optional[str] = None
 
 
+class CpuInstanceType(InstanceType):
+    """A CPU VM type (`/v2/cpu/instance-types`): no GPU, sold outside the
+    auction at a fixed `hourly_price` per instance-hour."""
+
+    hourly_price: Dollars
+
+
+class Region(ApiModel):
+    """A region (`/v2/cpu/regions`): its name is what requests carry."""
+
+    name: str
+
+
 class Auction(ApiModel):
     """One spot auction: an (instance type fid, region) pair with its capacity and prices."""
 
@@ -265,6 +278,18 @@ class CreateBidRequest(RequestModel):
     instance_quantity: int = Field(ge=1)
     name: str
     launch_specification: LaunchSpecification
+
+
+class CreateCpuInstanceRequest(RequestModel):
+    """POST /v2/cpu/instances body. `instance_type` is a CPU type's fid."""
+
+    project: str
+    name: str
+    instance_type: str
+    region: str
+    volumes: List[str] = Field(default_factory=list)
+    ssh_keys: Optional[List[str]] = None
+    image_version: Optional[str] = None
 
 
 class UpdateBidRequest(RequestModel):

@@ -71,17 +71,22 @@ def _state_path() -> Path:
 @dataclasses.dataclass(frozen=True)
 class Market:
     """What the API lists now: quotes per auction and the catalog rows
-    (shape and spot price) of every auction."""
+    (shape and spot price) of every auction, and of every CPU VM type and
+    region (at its fixed price)."""
 
     quotes: Quotes
     rows: List[Dict[str, str]]
-    # The fid each auction sells its instance type under, so a launch can
-    # place its bid without looking the type up again.
+    # The fid each auction (or CPU VM region) sells its instance type under,
+    # so a launch can place its bid or create its VM without looking the
+    # type up again.
     fids: Dict[Key, str]
 
 
 def fetch_market(creds: credentials_lib.Credentials) -> Market:
-    """Every listed auction: (spot price, free capacity) and its catalog row.
+    """Every listed auction: (spot price, free capacity) and its catalog row;
+    and every CPU VM type in every CPU region, at its fixed price (no quote:
+    nothing to win). A project without CPU VMs (the CPU endpoints refuse)
+    gets the auctions alone.
 
     The spot price comes from `/v2/pricing/current`, since the availability
     row's `last_instance_price` is what the last allocation paid and goes
@@ -114,7 +119,11 @@ def fetch_market(creds: credentials_lib.Credentials) -> Market:
                 fids[(instance_type.name, auction.region)] = auction.instance_type
                 rows.append(rows_lib.catalog_row(instance_type,
                                                  auction.region, price))
-        return Market(quotes, rows, fids)
+        try:
+            cpu_rows, cpu_fids = rows_lib.cpu_vm_rows(client)
+        except errors.MithrilAPIError:
+            cpu_rows, cpu_fids = [], {}
+        return Market(quotes, rows + cpu_rows, {**fids, **cpu_fids})
 
 
 def fetch_quotes(creds: credentials_lib.Credentials) -> Quotes:

@@ -59,6 +59,13 @@ def get_accelerators_from_instance_type(
     return common.get_accelerators_from_instance_type_impl(_df, instance_type)
 
 
+def is_cpu_vm(instance_type: str) -> bool:
+    """Whether `instance_type` is a fixed-price CPU VM type (its catalog
+    rows have no accelerator), not an auctioned GPU machine."""
+    return (instance_type_exists(instance_type) and
+            get_accelerators_from_instance_type(instance_type) is None)
+
+
 def get_arch_from_instance_type(instance_type: str) -> Optional[str]:
     return common.get_arch_from_instance_type_impl(_df, instance_type)
 
@@ -72,12 +79,27 @@ def get_default_instance_type(
         zone: Optional[str] = None,
         use_spot: bool = False,
         max_hourly_cost: Optional[float] = None) -> Optional[str]:
-    """The cheapest type meeting cpus/memory: Mithril sells GPU machines only,
-    so a CPU-only task gets the cheapest GPU machine that fits."""
+    """The cheapest type meeting cpus/memory: a fixed-price CPU VM where one
+    fits (they cost a fraction of a GPU machine), else the cheapest GPU
+    machine that does."""
     del disk_tier, local_disk
     _refuse_zone(zone)
     return common.get_instance_type_for_cpus_mem_impl(_df, cpus, memory,
                                                       region, zone, use_spot,
+                                                      max_hourly_cost)
+
+
+def get_default_gpu_instance_type(
+        cpus: Optional[str] = None,
+        memory: Optional[str] = None,
+        region: Optional[str] = None,
+        use_spot: bool = False,
+        max_hourly_cost: Optional[float] = None) -> Optional[str]:
+    """The cheapest GPU machine meeting cpus/memory, for a CPU-only task a
+    CPU VM cannot hold (several nodes: a CPU VM is one)."""
+    gpu_rows = _df[_df['AcceleratorName'].notna()]
+    return common.get_instance_type_for_cpus_mem_impl(gpu_rows, cpus, memory,
+                                                      region, None, use_spot,
                                                       max_hourly_cost)
 
 

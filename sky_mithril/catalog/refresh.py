@@ -8,7 +8,9 @@ price over the last MEDIAN_DAYS days** (`/v2/pricing/history`): what the
 shipped catalog shows when no live prices can be had, so it must be a
 typical price, never the auction floor. An auction without history falls
 back to its current spot price (`/v2/pricing/current`), then to the
-auction's last instance price.
+auction's last instance price. CPU VM types (`/v2/cpu/instance-types`, in
+every region of `/v2/cpu/regions`) get a row each at their fixed price,
+without accelerator columns.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -38,7 +40,8 @@ def recent_medians(client: client_lib.MithrilClient,
 
 
 def build_rows(client: client_lib.MithrilClient) -> List[Dict[str, str]]:
-    """Catalog rows for every auction whose instance type is known."""
+    """Catalog rows for every auction whose instance type is known, and for
+    every CPU VM type in every CPU region, at its fixed price."""
     types = {t.fid: t for t in client.list_instance_types()}
     medians = recent_medians(client, {fid: t.name for fid, t in types.items()})
     rows: List[Dict[str, str]] = []
@@ -54,5 +57,6 @@ def build_rows(client: client_lib.MithrilClient) -> List[Dict[str, str]]:
         if price:
             rows.append(rows_lib.catalog_row(instance_type, auction.region,
                                              price))
+    rows.extend(rows_lib.cpu_vm_rows(client)[0])
     rows.sort(key=lambda r: (r['InstanceType'], r['Region']))
     return rows

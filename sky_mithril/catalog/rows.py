@@ -1,10 +1,13 @@
 """One catalog row (the shipped CSV's columns) from Mithril's instance-type
-shape and a price: shared by the live-price overlay and `catalog refresh`."""
+shape and a price: shared by the live-price overlay and `catalog refresh`.
+A CPU VM type's row has no accelerator columns: that is how the catalog
+tells a fixed-price CPU VM from an auctioned GPU machine."""
 
 import re
 from decimal import Decimal
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
+from sky_mithril.api import client as client_lib
 from sky_mithril.api import models
 
 _GPU_NAME = re.compile(r'[A-Za-z]+\d+[A-Za-z]*')
@@ -48,3 +51,32 @@ def catalog_row(instance_type: models.InstanceType, region: str,
         'Region': region,
         'GpuInfo': _gpu_info(name, count, instance_type.gpu_memory_gb),
     }
+
+
+def cpu_vm_row(instance_type: models.CpuInstanceType,
+               region: str) -> Dict[str, str]:
+    """One catalog row of a CPU VM type (`/v2/cpu/instance-types`): no
+    accelerator, its fixed hourly price."""
+    price = f'{instance_type.hourly_price:.2f}'
+    return {
+        'InstanceType': instance_type.name,
+        'AcceleratorName': '',
+        'AcceleratorCount': '',
+        'vCPUs': str(instance_type.num_cpus),
+        'MemoryGiB': str(instance_type.ram_gb),
+        'Price': price,
+        'SpotPrice': price,
+        'Region': region,
+        'GpuInfo': '',
+    }
+
+
+def cpu_vm_rows(client: client_lib.MithrilClient
+                ) -> Tuple[List[Dict[str, str]], Dict[Tuple[str, str], str]]:
+    """Every CPU VM type in every CPU region: its catalog rows, and the fid
+    each (type name, region) is sold under. Two requests."""
+    types = [t for t in client.list_cpu_instance_types() if t.hourly_price > 0]
+    regions = [r.name for r in client.list_cpu_regions()]
+    rows = [cpu_vm_row(t, region) for t in types for region in regions]
+    fids = {(t.name, region): t.fid for t in types for region in regions}
+    return rows, fids

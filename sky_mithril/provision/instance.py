@@ -1,11 +1,14 @@
 """SkyPilot's provisioner interface for Mithril, one function per lifecycle step.
 
-A cluster runs on a reservation's instances (`reserved_nodes`) when the task
-names a reservation that has room, else on one spot bid for all of its nodes
-(all-or-nothing), owned by `cluster_bid`. `sky launch` places it and waits for the auction; `sky stop`
-pauses it; `sky start` resumes the same bid in the same region; `sky down`
-cancels it and revokes the API keys of the cluster's nodes. Any failure or
-interrupt after a new bid exists cancels that bid before the error leaves.
+A cluster on a CPU VM type is one fixed-price CPU VM, owned by `cpu_vm`
+(created, never bid for; never stopped: it bills until down deletes it).
+Otherwise a cluster runs on a reservation's instances (`reserved_nodes`)
+when the task names a reservation that has room, else on one spot bid for
+all of its nodes (all-or-nothing), owned by `cluster_bid`. `sky launch`
+places it and waits for the auction; `sky stop` pauses it; `sky start`
+resumes the same bid in the same region; `sky down` cancels it and revokes
+the API keys of the cluster's nodes. Any failure or interrupt after a new
+bid exists cancels that bid before the error leaves.
 The head opens the task's ports at every launch and start (`public_ports`).
 A status refresh reads the project's snapshot (`project_snapshot`), shared
 by every API-server process, which each change above marks stale; it renews
@@ -26,6 +29,7 @@ from sky_mithril.account import connection
 from sky_mithril.account import node_keys
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import public_ports
@@ -38,8 +42,11 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 def bootstrap_instances(
         region: str, cluster_name: str,
         config: common.ProvisionConfig) -> common.ProvisionConfig:
-    """Checks the launch settings the cloud rendered; nothing to create."""
+    """Checks the launch settings the cloud rendered (a CPU VM has no limit
+    price); nothing to create."""
     del region, cluster_name
+    if cpu_vm.on_cpu_vm(config.provider_config):
+        return config
     limit = config.provider_config.get('limit_price_per_hour')
     if not limit or Decimal(limit) <= 0:
         raise ValueError('The cluster config has no Mithril limit price; '
@@ -101,15 +108,25 @@ def _on_reservation(conn: connection.Connection,
 
 def run_instances(region: str, cluster_name: str, cluster_name_on_cloud: str,
                   config: common.ProvisionConfig) -> common.ProvisionRecord:
-    """Claims or resumes the cluster's reserved instances, or places,
-    resumes or adopts its bid, and returns once every node is reachable and
+    """Creates, resumes or adopts the cluster's CPU VM, or claims or
+    resumes its reserved instances, or places, resumes or adopts its bid,
+    and returns once every node is reachable and
     the head has opened the task's ports (SkyPilot passes them at every
     launch and start; a resumed head lost its forwarders); what this launch
     did is undone if it fails."""
     conn = cluster_bid.connect(config.provider_config)
-    reserved = _on_reservation(conn, cluster_name, cluster_name_on_cloud,
-                               config)
-    if reserved is not None:
+    on_cpu_vm = cpu_vm.on_cpu_vm(config.provider_config)
+    reserved = None if on_cpu_vm else _on_reservation(
+        conn, cluster_name, cluster_name_on_cloud, config)
+    if on_cpu_vm:
+        vm = cpu_vm.ClusterVm.acquire(conn, region, cluster_name_on_cloud,
+                                      config)
+        instance_fids = [i.fid for i in vm.wait_until_ready(
+            cluster_bid.boot_timeout(config.provider_config))]
+        created = vm.outcome == cpu_vm.Outcome.CREATED
+        resumed = vm.outcome == cpu_vm.Outcome.RESUMED
+        undo, info = vm.undo, vm.cluster_info
+    elif reserved is not None:
         instance_fids = [i.fid for i in reserved.wait_until_ready(
             cluster_bid.boot_timeout(config.provider_config))]
         _no_bid_beside(conn, cluster_name_on_cloud)
@@ -161,9 +178,10 @@ def query_instances(
     TTL_SECONDS, whatever the number of clusters or refreshes. What the
     snapshot cannot settle is read live: a cluster it shows gone (only
     Mithril's answer now makes SkyPilot forget a cluster) or with several
-    live bids, where a standby that no recovery prepares any more is
-    cancelled (`cluster_bid.refreshed_bid`); and a bid beside reserved
-    instances is cancelled only once it is read live (`_no_bid_beside`).
+    live bids (a CPU VM's cluster: no VM or several of its name), where a
+    standby that no recovery prepares any more is cancelled
+    (`cluster_bid.refreshed_bid`); and a bid beside reserved instances is
+    cancelled only once it is read live (`_no_bid_beside`).
     When the cluster is up (its bid allocated, every node UP), the nodes'
     key is renewed if it nears its expiry (`node_key_renewal`; most
     refreshes decide that without a request).
@@ -172,6 +190,9 @@ def query_instances(
     """
     del retry_if_missing
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        return _cpu_vm_statuses(conn, cluster_name, cluster_name_on_cloud,
+                                non_terminated_only)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     snapshot = project_snapshot.current(conn,
                                         with_reservations=reserved is not None)
@@ -193,6 +214,23 @@ def query_instances(
     return statuses
 
 
+def _cpu_vm_statuses(conn: connection.Connection, cluster_name: str,
+                     cluster_name_on_cloud: str,
+                     non_terminated_only: bool) -> status_table.NodeStatuses:
+    """The CPU VM's node, read from the project's snapshot (live when the
+    snapshot shows no VM of the name, or several); its nodes' key renewed
+    when it is up."""
+    vm = cpu_vm.from_snapshot(conn, cluster_name_on_cloud,
+                              project_snapshot.current(conn))
+    if vm is None:
+        return {}
+    statuses = status_table.cpu_vm_statuses(vm, non_terminated_only)
+    if statuses.get(vm.fid, (None, None))[0] == status_lib.ClusterStatus.UP:
+        node_key_renewal.renew_if_due(conn, cluster_name,
+                                      cluster_name_on_cloud, [vm])
+    return statuses
+
+
 def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
                    snapshot: project_snapshot.Snapshot
                    ) -> Tuple[Optional[models.Bid], List[models.Instance]]:
@@ -210,13 +248,21 @@ def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
 def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
-    """Pauses the bid (instances spin down, disks are kept, billing stops),
-    or the cluster's reserved instances."""
+    """Pauses the bid (instances spin down, disks are kept, billing stops)
+    or the cluster's reserved instances. A CPU VM is never stopped: paused,
+    it bills on (SkyPilot refuses `sky stop` and autostop for it first).
+    Its NotImplementedError is SkyPilot's word for that: a failed relaunch
+    of a cluster that was up then stops failover instead of stopping it."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
         return
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        raise NotImplementedError(
+            f'{cluster_name_on_cloud} is a Mithril CPU VM, which bills at its '
+            'fixed price until deleted, paused or not: it is never stopped. '
+            '`sky down` ends the bill.')
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         _no_bid_beside(conn, cluster_name_on_cloud)
@@ -228,8 +274,9 @@ def stop_instances(cluster_name_on_cloud: str,
 def terminate_instances(cluster_name_on_cloud: str,
                         provider_config: Optional[Dict[str, Any]] = None,
                         worker_only: bool = False) -> None:
-    """Cancels every live bid of the cluster and confirms each is
-    Terminated, or gives its reserved instances back to the reservation
+    """Deletes the cluster's CPU VM, or cancels every live bid of the
+    cluster and confirms each is Terminated, or gives its reserved instances
+    back to the reservation
     (on a node, where that cannot finish, pauses them: the API server's
     next status refresh gives them back); then revokes the cluster's node
     keys (on a node, its own last); a failure to revoke is reported, not
@@ -239,6 +286,10 @@ def terminate_instances(cluster_name_on_cloud: str,
                     'be terminated without the head; nothing was terminated.')
         return
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        cpu_vm.delete(conn, cluster_name_on_cloud)
+        node_keys.revoke_all(conn, cluster_name_on_cloud)
+        return
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None and reserved.on_node:
         reserved.pause()
@@ -257,10 +308,14 @@ def cleanup_cluster_resources(
     minted before the cluster's last bid ended (a node's autodown cancels
     its bid and is taken before it can revoke its own key); nothing while a
     bid of the name is live. A failure is reported, never raised: it must
-    not stop a status refresh or a `sky down`."""
+    not stop a status refresh or a `sky down`. A CPU VM's cluster: the keys
+    minted before now, once no VM of the name is live (a node's autodown
+    deletes its own VM before it can revoke its own key)."""
     try:
         conn = cluster_bid.connect(provider_config)
-        ended_at = cluster_bid.ended_at(conn, cluster_name_on_cloud)
+        ended_at = (cpu_vm.ended_at(conn, cluster_name_on_cloud)
+                    if cpu_vm.on_cpu_vm(provider_config) else
+                    cluster_bid.ended_at(conn, cluster_name_on_cloud))
         if ended_at is not None:
             node_keys.revoke_minted_before(conn, cluster_name_on_cloud,
                                            ended_at)
@@ -274,9 +329,12 @@ def cleanup_cluster_resources(
 def get_cluster_info(region: str, cluster_name_on_cloud: str,
                      provider_config: Optional[Dict[str, Any]] = None
                      ) -> common.ClusterInfo:
-    """Nodes with an SSH destination; the head is the bid's first instance."""
+    """Nodes with an SSH destination; the head is the bid's first instance
+    (a CPU VM's cluster: the VM)."""
     del region
     conn = cluster_bid.connect(provider_config)
+    if cpu_vm.on_cpu_vm(provider_config):
+        return cpu_vm.cluster_info(conn, cluster_name_on_cloud, provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if reserved is not None:
         return reserved.cluster_info(provider_config)

@@ -1,7 +1,8 @@
-"""One snapshot of the project, shared: its live bids, their live instances and,
-while any cluster holds reserved instances, its reservations, taken with a few
-list requests and answering every cluster's status refresh, and the
-dashboard's routes, for TTL_SECONDS.
+"""One snapshot of the project, shared: its live bids, its live instances (its
+bids', its reservations' and its CPU VMs') and, while any cluster holds
+reserved instances, its reservations, taken with a few list requests and
+answering every cluster's status refresh, and the dashboard's routes, for
+TTL_SECONDS.
 
 `sky status --refresh` queries the provisioner once per cluster; each query
 reads this snapshot, so a refresh costs the same few requests for 1 or 100
@@ -91,6 +92,12 @@ class Snapshot:
     def instances_of_bid(self, bid_fid: str) -> List[models.Instance]:
         """The bid's live (not replaced, not terminated) instances."""
         return [i for i in self.instances if i.bid == bid_fid]
+
+    def unbid_instances(self, name: str) -> List[models.Instance]:
+        """Live instances named exactly `name` without a bid: the CPU VM of
+        the cluster of that name (a reserved instance is named after its
+        reservation)."""
+        return [i for i in self.instances if i.name == name and i.bid is None]
 
     def reservation(self, reservation_fid: str) -> Optional[models.Reservation]:
         return next((r for r in self.reservations or ()

@@ -12,6 +12,11 @@ The rules that keep bills honest:
 - Only a Terminated bid (or none at all) reads gone.
 - A reserved instance is paid for in advance: paused, it reads STOPPED; once
   its reservation has ended (or the instance was returned) it reads gone.
+- A CPU VM (fixed price, no bid) reads by its instance alone. It bills
+  until it is deleted, so it never reads STOPPED: paused (in Mithril's
+  console; SkyPilot never stops one) it reads INIT, with a reason saying it
+  still bills and what `sky start` and `sky down` do; terminated, it reads
+  gone.
 """
 
 import dataclasses
@@ -156,6 +161,51 @@ def reserved_node_statuses(reservation: models.Reservation,
                                       instance=instance.status,
                                       instance_fid=instance.fid))
     return statuses
+
+
+CPU_VM_PAUSED = ('CPU VM {instance_fid} is paused ({instance}) and still '
+                 'bills at its fixed price: Mithril charges a CPU VM until it '
+                 'is deleted. `sky start` resumes it; `sky down` deletes it '
+                 'and ends the bill')
+CPU_VM_BOOTING = 'CPU VM {instance_fid} is booting ({instance})'
+CPU_VM_ERROR = ('CPU VM {instance_fid} reports an error ({instance}); it '
+                'bills at its fixed price until `sky down` deletes it')
+CPU_VM_UNSETTLED = ('CPU VM {instance_fid} is {instance}; sky-mithril reads '
+                    'that as not ready')
+CPU_VM_STATES = tuple(s for s in INSTANCE_STATES if s != NO_INSTANCE)
+
+
+def _cpu_vm_row(instance_status: str) -> Reading:
+    """The rule for a CPU VM's instance status."""
+    if instance_status in _GONE_INSTANCE:
+        return Reading(None, None)
+    if instance_status in (_Instance.PAUSED, _Instance.STOPPING,
+                           _Instance.STOPPED):
+        return Reading(_Status.INIT, CPU_VM_PAUSED)
+    if instance_status == _Instance.RUNNING:
+        return Reading(_Status.UP, None)
+    if instance_status == _Instance.ERROR:
+        return Reading(_Status.INIT, CPU_VM_ERROR)
+    if instance_status in _BOOTING:
+        return Reading(_Status.INIT, CPU_VM_BOOTING)
+    return Reading(_Status.INIT, CPU_VM_UNSETTLED)
+
+
+CPU_VM_TRUTH_TABLE: Dict[str, Reading] = {
+    instance: _cpu_vm_row(instance) for instance in CPU_VM_STATES
+}
+
+
+def cpu_vm_statuses(instance: models.Instance,
+                    non_terminated_only: bool) -> NodeStatuses:
+    """The one node of a cluster on a CPU VM."""
+    reading = CPU_VM_TRUTH_TABLE.get(instance.status,
+                                     Reading(_Status.INIT, CPU_VM_UNSETTLED))
+    if reading.status is None and non_terminated_only:
+        return {}
+    return {instance.fid: (reading.status, None if reading.reason is None else
+                           reading.reason.format(instance_fid=instance.fid,
+                                                 instance=instance.status))}
 
 
 def _reason(template: Optional[str], bid: models.Bid,

@@ -87,3 +87,20 @@ def test_quotes_follow_the_market_after_an_allocation_paid_an_older_price(
     monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
     quotes = live_prices.fetch_quotes(credentials.load_credentials())
     assert quotes[a100][0] == Decimal('5.00')
+
+
+def test_the_market_lists_cpu_vms_at_their_fixed_price_without_a_quote(
+        bare_emulator, monkeypatch):
+    """Every CPU VM type in every CPU region: a catalog row without an
+    accelerator at its fixed price, the fid a launch creates it with, and no
+    quote (nothing to win)."""
+    from sky_mithril.account import credentials
+    monkeypatch.setenv('MITHRIL_API_URL', bare_emulator.url)
+    monkeypatch.setenv('MITHRIL_API_KEY', 'live-key')
+    market = live_prices.fetch_market(credentials.load_credentials())
+    cpu_rows = [r for r in market.rows if r['InstanceType'] == 'c2-standard']
+    assert cpu_rows and all(r['AcceleratorName'] == '' and r['Price'] == '0.20'
+                            and r['vCPUs'] == '4' for r in cpu_rows)
+    region = cpu_rows[0]['Region']
+    assert market.fids[('c2-standard', region)].startswith('it_')
+    assert ('c2-standard', region) not in market.quotes

@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from sky_mithril.api.client import MithrilClient
-from sky_mithril.api.models import (CreateBidRequest, CreateReservationRequest,
+from sky_mithril.api.models import (CreateBidRequest, CreateCpuInstanceRequest,
+                                    CreateReservationRequest,
                                     LaunchSpecification, PriceSpecification,
                                     VolumeInterface)
 from sky_mithril.emulator import market as market_lib
@@ -113,6 +114,7 @@ def drive(client: Any, server: Any) -> None:
     client.update_bid(bid.fid, limit_price=Decimal('96.00'), paused=False)
     client.cancel_bid(bid.fid)
     drive_reservations(client, server, project, auction, key.fid)
+    drive_cpu_vms(client, project, auction.region, key.fid, volume.fid)
     client.delete_volume(volume.fid)
     # The client does not create clusters; the emulator's HTTP API does.
     cluster = requests.post(
@@ -124,6 +126,18 @@ def drive(client: Any, server: Any) -> None:
         timeout=30).json()
     client.list_kubernetes_clusters(project)
     client.get_kubernetes_cluster(cluster['fid'])
+
+
+def drive_cpu_vms(client: Any, project: str, region: str, key_fid: str,
+                  volume_fid: str) -> None:
+    """List the CPU catalog, create a CPU VM with every field, delete it."""
+    [cpu_type, *_] = client.list_cpu_instance_types()
+    assert region in {r.name for r in client.list_cpu_regions()}
+    vm = client.create_cpu_instance(CreateCpuInstanceRequest(
+        project=project, name='contract-cpu-vm', instance_type=cpu_type.fid,
+        region=region, volumes=[volume_fid], ssh_keys=[key_fid],
+        image_version=market_lib.MCC_IMAGE_VERSION_FID))
+    client.terminate_cpu_instance(vm.fid)
 
 
 def drive_reservations(client: Any, server: Any, project: str, auction: Any,

@@ -1,7 +1,8 @@
 """The project snapshot behind status refreshes (`project_snapshot`), against
 the emulator on a manual clock: a refresh of N clusters costs one snapshot's
 few requests, two processes share one per TTL, a change the plugin makes is
-read right after it, and one made elsewhere (a preemption) within the TTL."""
+read right after it, and one made elsewhere (a preemption) within the TTL;
+CPU VM clusters are read from the same snapshot."""
 
 import json
 import os
@@ -19,6 +20,7 @@ from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import project_snapshot
 
@@ -33,6 +35,7 @@ BOOT_S = 60.0
 REPO = Path(__file__).resolve().parents[3]
 SNAPSHOT_ROUTES = ('GET /v2/spot/bids', 'GET /v2/instances',
                    'GET /v2/reservation')
+CPU_VM_PROVIDER = {'project_id': 'proj_emulator', cpu_vm.PROVIDER_KEY: 'true'}
 
 
 def place(name: str, limit: str = '32.00') -> models.Bid:
@@ -193,3 +196,56 @@ def test_the_snapshot_costs_a_request_per_page_of_the_project(
     assert cost['GET /v2/spot/bids'] == (
         len(project_snapshot.LIVE_BID_STATES) - 1 + pages)
     assert cost['GET /v2/instances'] == pages
+
+
+def create_cpu_vm(name: str) -> models.Instance:
+    """A CPU VM created straight on the API (not through the plugin)."""
+    conn = connection.connect()
+    [cpu_type] = [t for t in conn.client.list_cpu_instance_types()
+                  if t.name == 'c2-standard']
+    return conn.client.create_cpu_instance(models.CreateCpuInstanceRequest(
+        project=conn.project_id, name=name, instance_type=cpu_type.fid,
+        region=REGION))
+
+
+def query_cpu_vm(name: str):
+    return provisioner.query_instances(name, name, CPU_VM_PROVIDER)
+
+
+def test_cpu_vm_clusters_cost_no_request_beyond_the_snapshot(
+        manual_clock_emulator, snapshot_clock):
+    """CPU VMs list among the project's instances (order type Reservation,
+    with their hidden reservation's fid): a refresh of bid and CPU VM
+    clusters together costs the one snapshot's requests."""
+    bid_names = up_clusters(manual_clock_emulator, 2)
+    vm_names = ['vm0', 'vm1', 'vm2']
+    for name in vm_names:
+        create_cpu_vm(name)
+    advance(manual_clock_emulator, BOOT_S)
+    snapshot_clock[0] += project_snapshot.TTL_SECONDS + 1
+    manual_clock_emulator.control('DELETE', 'stats')
+    for name in bid_names:
+        assert [s for s, _ in query(name).values()] == [UP]
+    for name in vm_names:
+        assert [s for s, _ in query_cpu_vm(name).values()] == [UP]
+    cost = requests_by_route(manual_clock_emulator)
+    assert cost['GET /v2/spot/bids'] == len(project_snapshot.LIVE_BID_STATES)
+    assert cost['GET /v2/instances'] == 1
+    assert set(cost) <= set(SNAPSHOT_ROUTES)
+
+
+def test_a_cpu_vm_is_read_gone_only_by_mithril(manual_clock_emulator,
+                                               snapshot_clock):
+    """A VM created where the plugin cannot mark the snapshot stale is read
+    live when the snapshot predates it; one deleted outside the plugin reads
+    as the snapshot shows it until the TTL, then gone."""
+    [other] = up_clusters(manual_clock_emulator, 1)
+    assert query(other)
+    vm = create_cpu_vm('late')
+    assert list(query_cpu_vm('late')) == [vm.fid]
+    snapshot_clock[0] += project_snapshot.TTL_SECONDS + 1
+    assert list(query_cpu_vm('late')) == [vm.fid]
+    connection.connect().client.terminate_cpu_instance(vm.fid)
+    assert list(query_cpu_vm('late')) == [vm.fid]
+    snapshot_clock[0] += project_snapshot.TTL_SECONDS + 1
+    assert query_cpu_vm('late') == {}
