@@ -58,12 +58,13 @@ def cpu_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SkyStack]:
 
 
 def _instances(stack: SkyStack, name: str) -> List[Dict]:
-    """The project's instances named `name`, as `GET /v2/instances` lists them."""
+    """The project's instances of cluster `name` (named after it), as
+    `GET /v2/instances` lists them."""
     answer = requests.get(f'{stack.emulator.url}/v2/instances', timeout=30,
                           headers={'Authorization': f'Bearer {KEY}'},
                           params={'project': 'proj_emulator'})
     answer.raise_for_status()
-    return [i for i in answer.json()['data'] if i['name'] == name]
+    return [i for i in answer.json()['data'] if i['name'].startswith(name)]
 
 
 def test_a_cpu_only_task_runs_on_a_cpu_vm_and_down_deletes_it(

@@ -189,7 +189,7 @@ def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
         row = [l for l in last_queue[0].splitlines() if ' train ' in l]
         return bool(row) and status in row[0]
 
-    running_at = wait_for(lambda: step() >= 1 and queue_shows('RUNNING'),
+    running_at = wait_for(lambda: queue_shows('RUNNING') and step() >= 1,
                           'the job to train', 300, every=5,
                           describe=lambda: last_queue[0])
     # On the reserved instance: no bid at all.
