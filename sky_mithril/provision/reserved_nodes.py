@@ -274,6 +274,7 @@ class ReservedNodes:
                                               cluster_name,
                                               cluster_name_on_cloud)
         _write_node_file(cluster_name_on_cloud, claims)
+        reservation_claims.prune_ended()
         logger.info(f'Claimed {quantity} instance(s) of reservation '
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')
@@ -424,21 +425,15 @@ class ReservedNodes:
         node cannot reset its own disk) and revokes the cluster's node keys
         (`node_keys.revoked_by_teardown`); instances paused in Mithril's
         console read paused too, but keep their live key and their disks,
-        which are the user's. Claims follow their reservation's end when
-        an extension moves it (`reservation_claims.follow_end`)."""
-        reservation = snapshot.reservation(self.reservation_fid)
+        which are the user's."""
         statuses = self._statuses(
-            reservation,
+            snapshot.reservation(self.reservation_fid),
             self._held(snapshot.reserved_instances(self.reservation_fid)),
             non_terminated_only)
         if (self._reads_a_node_gone(statuses) or
                 self._all_paused_with_autodown(cluster_name, statuses)):
-            reservation = self.reservation()
-            statuses = self._statuses(reservation, self.instances(),
+            statuses = self._statuses(self.reservation(), self.instances(),
                                       non_terminated_only)
-        if reservation is not None:
-            self._claims = reservation_claims.follow_end(reservation,
-                                                         self._claims)
         if (self._all_paused_with_autodown(cluster_name, statuses) and
                 node_keys.revoked_by_teardown(self.conn,
                                               cluster_name_on_cloud)):
