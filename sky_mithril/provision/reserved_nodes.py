@@ -359,21 +359,36 @@ class ReservedNodes:
             time.sleep(POLL_SECONDS)
 
     def undo(self, cause: BaseException) -> None:
-        """Reverses this launch: instances it resumed are paused again, its
-        new claims released (the instances stay in the reservation)."""
+        """Reverses this launch: instances it resumed are paused again, then
+        its new claims released (the instances stay in the reservation).
+        Instances that could not be paused again keep their claims: they run
+        as this launch left them (SkyPilot's key installed, the head's ports
+        forwarded), and a released one would be the next launch's as it is.
+        SkyPilot's teardown of the failed launch, or `sky down`, gives them
+        back clean (`give_back`)."""
         logger.info(f'Undoing the launch on reservation '
                     f'{self.reservation_fid} ({type(cause).__name__}).')
-        try:
-            if self._resumed:
+        if self._resumed:
+            try:
                 with interrupts.deferred(), \
                         project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(self._resumed,
                                                           paused=True)
-            if self.outcome == Outcome.CLAIMED:
-                reservation_claims.release(self._claims)
+            except Exception as e:  # pylint: disable=broad-except
+                logger.warning(
+                    f'Could not pause reserved instance(s) '
+                    f'{", ".join(self._resumed)} again: {e} The cluster keeps '
+                    'them, so that its teardown (`sky down`) gives them back '
+                    'clean.')
+                return
+        if self.outcome != Outcome.CLAIMED:
+            return
+        try:
+            reservation_claims.release(self._claims)
         except Exception as e:  # pylint: disable=broad-except
-            logger.warning(f'Could not undo the launch on reservation '
-                           f'{self.reservation_fid}: {e}')
+            logger.warning(f'Could not release the launch\'s claims on '
+                           f'reservation {self.reservation_fid}: {e} `sky '
+                           'down` releases them.')
 
     def pause(self) -> None:
         """`sky stop`: pauses the running instances (asynchronous)."""

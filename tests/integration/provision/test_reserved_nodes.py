@@ -516,3 +516,50 @@ def test_a_late_commit_of_a_burst_bid_never_bills_beside_the_reserved_cluster(
     finally:  # The instance's pause would need the manual clock moved.
         reservation_claims.release(reservation_claims.of_cluster('x'))
         cluster_bid.cancel_all(connection.connect(), 'x')
+
+
+def test_a_launch_that_cannot_pause_again_keeps_its_claims_for_the_teardown(
+        fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch resumes a paused free instance and fails; pausing it again
+    fails too (Mithril unreachable). The instance runs as the launch left
+    it, so the claim is kept rather than hand it to the next launch as it
+    is: SkyPilot's teardown of the failed launch gives it back clean."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    connection.connect().client.set_instances_paused(reservation.instances,
+                                                     paused=True)
+    _paused(reservation.fid)
+
+    def never_ready(nodes: reserved_nodes.ReservedNodes,
+                    boot_timeout: float) -> List[models.Instance]:
+        raise reserved_nodes.ReservationError('boot failed')
+
+    resume_or_pause = client_lib.MithrilClient.set_instances_paused
+
+    def resume_only(client: client_lib.MithrilClient, instance_fids: List[str],
+                    paused: bool) -> None:
+        if paused:
+            raise ConnectionError('Mithril unreachable')
+        resume_or_pause(client, instance_fids, paused=paused)
+
+    monkeypatch.setattr(reserved_nodes.ReservedNodes, '_wait', never_ready)
+    monkeypatch.setattr(client_lib.MithrilClient, 'set_instances_paused',
+                        resume_only)
+    with pytest.raises(reserved_nodes.ReservationError):
+        _launch('half-set-up', _config(reservation.name))
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'half-set-up')] == reservation.instances
+    assert reserved_nodes.free_instances(connection.connect(),
+                                         reservation) == []
+
+    # Mithril answers again; SkyPilot tears the failed launch down.
+    monkeypatch.setattr(client_lib.MithrilClient, 'set_instances_paused',
+                        resume_or_pause)
+    _wait_active(reservation.fid)
+    refreshed = _refreshed_boot_disks(monkeypatch)
+    provisioner.terminate_instances('half-set-up',
+                                    {'project_id': 'proj_emulator'})
+    assert refreshed == reservation.instances
+    assert reservation_claims.of_cluster('half-set-up') == []
+    assert {i.status for i in _instances(reservation.fid)} == {
+        models.InstanceState.PAUSED}
