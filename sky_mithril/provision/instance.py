@@ -211,14 +211,18 @@ def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
     """Pauses the bid (instances spin down, disks are kept, billing stops),
-    or the cluster's reserved instances."""
+    or the cluster's reserved instances. A bid of the name beside reserved
+    instances is cancelled (`_no_bid_beside`) only while one of those
+    instances exists: a node's staged instances that are all gone (an
+    ended reservation, a stale NODE_FILE) say nothing of its bid, which
+    is paused as a spot cluster's autostop pauses it."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
         return
     conn = cluster_bid.connect(provider_config)
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
-    if reserved is not None:
+    if reserved is not None and reserved.instances():
         _no_bid_beside(conn, cluster_name_on_cloud)
         reserved.pause()
         return

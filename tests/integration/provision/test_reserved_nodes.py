@@ -563,3 +563,32 @@ def test_a_launch_that_cannot_pause_again_keeps_its_claims_for_the_teardown(
     assert reservation_claims.of_cluster('half-set-up') == []
     assert {i.status for i in _instances(reservation.fid)} == {
         models.InstanceState.PAUSED}
+
+
+def test_autostop_on_a_node_whose_staged_instances_are_gone_pauses_its_bid(
+        fast_emulator: EmulatorServer) -> None:
+    """A spot cluster's node holds a NODE_FILE naming reserved instances
+    that no longer exist (returned for good). Its autostop pauses the
+    cluster's bid, as any spot cluster's does, and never cancels it as a
+    bid beside reserved instances."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    conn = connection.connect()
+    conn.client.return_reservation_instances(reservation.fid,
+                                             reservation.instances)
+    assert {i.status for i in _instances(reservation.fid)} <= {
+        models.InstanceState.TERMINATED}
+    _launch('spot-dev', _config(''))
+    node_file = Path(reserved_nodes.NODE_FILE).expanduser()
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(json.dumps({'cluster': 'spot-dev',
+                                     'reservation': reservation.fid,
+                                     'instances': reservation.instances}),
+                         encoding='utf-8')
+    try:
+        provisioner.stop_instances('spot-dev', {'project_id': 'proj_emulator'})
+        [bid] = bids_named(fast_emulator, 'spot-dev')
+        assert bid['status'] == 'Paused'
+    finally:
+        node_file.unlink()
+        cluster_bid.cancel_all(conn, 'spot-dev')
