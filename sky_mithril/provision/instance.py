@@ -164,9 +164,9 @@ def query_instances(
     live bids, where a standby that no recovery prepares any more is
     cancelled (`cluster_bid.refreshed_bid`); and a bid beside reserved
     instances is cancelled only once it is read live (`_no_bid_beside`).
-    When the cluster is up (its bid allocated, every node UP), the nodes'
-    key is renewed if it nears its expiry (`node_key_renewal`; most
-    refreshes decide that without a request).
+    When the cluster is up (its bid allocated, or its reserved instances,
+    every node UP), the nodes' key is renewed if it nears its expiry
+    (`node_key_renewal`; most refreshes decide that without a request).
 
     API errors raise: an empty answer would make SkyPilot forget a live cluster.
     """

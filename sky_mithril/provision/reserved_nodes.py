@@ -33,6 +33,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.provision import key_install
+from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import status_table
@@ -440,20 +441,29 @@ class ReservedNodes:
         node cannot reset its own disk) and revokes the cluster's node keys
         (`node_keys.revoked_by_teardown`); instances paused in Mithril's
         console read paused too, but keep their live key and their disks,
-        which are the user's."""
-        statuses = self._statuses(
-            snapshot.reservation(self.reservation_fid),
-            self._held(snapshot.reserved_instances(self.reservation_fid)),
-            non_terminated_only)
+        which are the user's. When every node is UP, the nodes' key is
+        renewed if it nears its expiry, as a spot cluster's is
+        (`node_key_renewal`; most refreshes decide that without a
+        request)."""
+        instances = self._held(
+            snapshot.reserved_instances(self.reservation_fid))
+        statuses = self._statuses(snapshot.reservation(self.reservation_fid),
+                                  instances, non_terminated_only)
         if (self._reads_a_node_gone(statuses) or
                 self._all_paused_with_autodown(cluster_name, statuses)):
-            statuses = self._statuses(self.reservation(), self.instances(),
+            instances = self.instances()
+            statuses = self._statuses(self.reservation(), instances,
                                       non_terminated_only)
         if (self._all_paused_with_autodown(cluster_name, statuses) and
                 node_keys.revoked_by_teardown(self.conn,
                                               cluster_name_on_cloud)):
             self.give_back()
             return {}
+        if (len(statuses) == len(self.instance_fids) and
+                all(status == status_lib.ClusterStatus.UP
+                    for status, _ in statuses.values())):
+            node_key_renewal.renew_if_due(self.conn, cluster_name,
+                                          cluster_name_on_cloud, instances)
         return statuses
 
     @staticmethod

@@ -11,11 +11,13 @@ import json
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
+from sky import global_user_state
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
@@ -40,9 +42,10 @@ OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherkeyfortheconsolesreservat
 
 
 def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
-             start_in_hours: int = 0, key: str = PUBLIC_KEY) -> models.Reservation:
-    """A reservation bought as `sky-mithril reservations create` buys one,
-    starting at the emulator's now (plus `start_in_hours`)."""
+             start_in_hours: int = 0, key: str = PUBLIC_KEY,
+             hours: int = 3) -> models.Reservation:
+    """A reservation of `hours` bought as `sky-mithril reservations create`
+    buys one, starting at the emulator's now (plus `start_in_hours`)."""
     conn = connection.connect()
     start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
     return conn.client.create_reservation(models.CreateReservationRequest(
@@ -50,7 +53,7 @@ def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
         instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
         region=REGION,
         start_time=start + datetime.timedelta(hours=start_in_hours),
-        end_time=start + datetime.timedelta(hours=start_in_hours + 3),
+        end_time=start + datetime.timedelta(hours=start_in_hours + hours),
         instance_quantity=quantity, name=name,
         launch_specification=models.LaunchSpecification(
             volumes=[], ssh_keys=[ssh_key_fid_for(conn, key)])))
@@ -592,3 +595,47 @@ def test_autostop_on_a_node_whose_staged_instances_are_gone_pauses_its_bid(
     finally:
         node_file.unlink()
         cluster_bid.cancel_all(conn, 'spot-dev')
+
+
+def test_a_reserved_cluster_that_stays_up_has_its_node_key_renewed(
+        fast_emulator: EmulatorServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a spot cluster's: a refresh within RENEW_WITHIN of the key's
+    expiry puts a new key on the nodes, then revokes the old; a refresh far
+    from it asks Mithril nothing about keys."""
+    server = fast_emulator
+    conn = connection.connect()
+    node_keys.issue(conn, 'long-up', None)
+    [first] = [k for k in conn.client.list_api_keys()
+               if k.name == node_keys.key_name(conn.project_id, 'long-up')]
+    # The cluster has run for weeks (reservations bought one after another).
+    server.control('POST', 'advance',
+                   seconds=(node_keys.LIFETIME - node_keys.RENEW_WITHIN
+                            ).total_seconds())
+    reservation = _reserve(server, 1, hours=24)
+    _wait_active(reservation.fid)
+    _launch('long-up', _config(reservation.name))
+    delivered: List[str] = []
+    runners = [types.SimpleNamespace(
+        node=(i.ssh_destination, cluster_bid.ssh_port(i)),
+        rsync=lambda source, target, up, stream_logs: delivered.append(target))
+        for i in _instances(reservation.fid)]
+    monkeypatch.setattr(
+        global_user_state, 'get_handle_from_cluster_name',
+        lambda name: types.SimpleNamespace(
+            launched_nodes=1, get_command_runners=lambda: runners)
+        if name == 'long-up' else None)
+    try:
+        assert _query('long-up') == {reservation.instances[0]: (UP, None)}
+        assert delivered == [node_keys.NODE_PATH]
+        live = [k for k in conn.client.list_api_keys()
+                if k.name == first.name and k.is_live(conn.client.server_now())]
+        assert len(live) == 1 and live[0].fid != first.fid
+
+        server.control('DELETE', 'stats')
+        assert _query('long-up') == {reservation.instances[0]: (UP, None)}
+        assert 'GET /v2/api-keys' not in server.control(
+            'GET', 'stats')['by_route']
+        assert delivered == [node_keys.NODE_PATH]
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('long-up'))
