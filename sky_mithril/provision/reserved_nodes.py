@@ -259,7 +259,14 @@ class ReservedNodes:
         """Claims `quantity` free instances for a new cluster, all or none,
         on a reservation that ends later than `lead` from now;
         ReservationError says why not. `key_to_install` (`check_ssh_key`)
-        goes on the instances once they run (`wait_until_ready`)."""
+        goes on the instances once they run (`wait_until_ready`). Claims of
+        ended reservations whose cluster is gone are pruned first; a
+        failure to prune is reported, never raised."""
+        try:
+            reservation_claims.prune_ended()
+        except Exception as e:  # pylint: disable=broad-except
+            logger.warning('Could not prune the claims of ended '
+                           f'reservations: {e}')
         with reservation_claims.lock(reservation.fid):
             free = free_instances(conn, reservation)
             why = why_not_now(reservation, len(free), quantity,
@@ -275,7 +282,6 @@ class ReservedNodes:
                                               cluster_name,
                                               cluster_name_on_cloud)
         _write_node_file(cluster_name_on_cloud, claims)
-        reservation_claims.prune_ended()
         logger.info(f'Claimed {quantity} instance(s) of reservation '
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')

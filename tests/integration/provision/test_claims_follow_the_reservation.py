@@ -184,3 +184,23 @@ def test_claims_of_an_ended_reservation_are_pruned_once_their_cluster_is_gone(
     finally:
         for name in ('kept', 'left', 'next'):
             reservation_claims.release(reservation_claims.of_cluster(name))
+
+
+def test_a_launch_goes_on_when_pruning_fails(market_on_this_clock,
+                                             monkeypatch) -> None:
+    """Pruning is housekeeping: its failure (the database's lock busy) is
+    reported and the launch claims its instances all the same."""
+    server = market_on_this_clock
+    reservation = _reserve(connection.connect(), server, 'busy-res')
+    server.control('POST', 'advance', seconds=120)
+
+    def busy() -> None:
+        raise TimeoutError('lock busy')
+
+    monkeypatch.setattr(reservation_claims, 'prune_ended', busy)
+    try:
+        record = provisioner.run_instances(REGION, 'busy', 'busy',
+                                           _config(reservation.name))
+        assert record.created_instance_ids == reservation.instances
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('busy'))
