@@ -182,9 +182,9 @@ def query_instances(
     standby that no recovery prepares any more is cancelled
     (`cluster_bid.refreshed_bid`); and a bid beside reserved instances is
     cancelled only once it is read live (`_no_bid_beside`).
-    When the cluster is up (its bid allocated, every node UP), the nodes'
-    key is renewed if it nears its expiry (`node_key_renewal`; most
-    refreshes decide that without a request).
+    When the cluster is up (its bid allocated, or its reserved instances,
+    every node UP), the nodes' key is renewed if it nears its expiry
+    (`node_key_renewal`; most refreshes decide that without a request).
 
     API errors raise: an empty answer would make SkyPilot forget a live cluster.
     """
@@ -248,11 +248,16 @@ def _bid_and_nodes(conn: connection.Connection, cluster_name_on_cloud: str,
 def stop_instances(cluster_name_on_cloud: str,
                    provider_config: Optional[Dict[str, Any]] = None,
                    worker_only: bool = False) -> None:
-    """Pauses the bid (instances spin down, disks are kept, billing stops)
-    or the cluster's reserved instances. A CPU VM is never stopped: paused,
-    it bills on (SkyPilot refuses `sky stop` and autostop for it first).
-    Its NotImplementedError is SkyPilot's word for that: a failed relaunch
-    of a cluster that was up then stops failover instead of stopping it."""
+    """Pauses the bid (instances spin down, disks are kept, billing stops),
+    or the cluster's reserved instances. A bid of the name beside reserved
+    instances is cancelled (`_no_bid_beside`) only while one of those
+    instances exists: a node's staged instances that are all gone (an
+    ended reservation, a stale NODE_FILE) say nothing of its bid, which
+    is paused as a spot cluster's autostop pauses it. A CPU VM is never
+    stopped: paused, it bills on (SkyPilot refuses `sky stop` and autostop
+    for it first). Its NotImplementedError is SkyPilot's word for that: a
+    failed relaunch of a cluster that was up then stops failover instead
+    of stopping it."""
     if worker_only:
         logger.info('Mithril clusters stop all nodes or none: workers cannot '
                     'be stopped without the head; nothing was stopped.')
@@ -264,7 +269,7 @@ def stop_instances(cluster_name_on_cloud: str,
             'fixed price until deleted, paused or not: it is never stopped. '
             '`sky down` ends the bill.')
     reserved = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
-    if reserved is not None:
+    if reserved is not None and reserved.instances():
         _no_bid_beside(conn, cluster_name_on_cloud)
         reserved.pause()
         return

@@ -23,9 +23,12 @@ LOCK_SECONDS = 60.0
 # writes its claim before SkyPilot's cluster record can be read everywhere:
 # a claim this young is never taken for stale.
 FRESH_CLAIM_SECONDS = 900.0
-# A claim outlives its reservation's end by this much, then vanishes; an end
-# that moves later (an extension) moves it too (`follow_end`).
-AFTER_END_SECONDS = 86400.0
+# A claim is kept until it is released (`sky down`, a failed launch's undo)
+# or taken for stale, however long its cluster sits unrefreshed and wherever
+# its reservation's end moves: an entry's expiry in SkyPilot's database is
+# this far future (9999-12-31). Claims of ended reservations whose cluster
+# is gone are pruned (`prune_ended`).
+KEPT_UNTIL_RELEASED = 253402300799.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,9 @@ class Claim:
     cluster_name: str
     cluster_name_on_cloud: str
     claimed_at: float
-    # The reservation's end (epoch seconds) the stored claim expires after;
-    # 0 for a claim written before it was recorded.
+    # The reservation's end (epoch seconds) when the instance was claimed:
+    # past it, a claim whose cluster is gone is pruned (`prune_ended`); 0
+    # for a claim written before it was recorded.
     reservation_end: float = 0.0
 
 
@@ -86,12 +90,10 @@ def any_claim() -> bool:
 
 
 def _put(claim: Claim) -> None:
-    """Stores the claim until AFTER_END_SECONDS after its reservation's end
-    (Mithril's clock may not be this machine's: never already expired)."""
+    """Stores the claim until it is released."""
     shared_state.put(_key(claim.reservation_fid, claim.instance_fid),
                      json.dumps(dataclasses.asdict(claim)),
-                     max(claim.reservation_end, time.time()) +
-                     AFTER_END_SECONDS)
+                     KEPT_UNTIL_RELEASED)
 
 
 def write(reservation: models.Reservation, instance_fids: List[str],
@@ -109,30 +111,6 @@ def write(reservation: models.Reservation, instance_fids: List[str],
     return claims
 
 
-def follow_end(reservation: models.Reservation,
-               claims: List[Claim]) -> List[Claim]:
-    """The cluster's `claims`, kept until AFTER_END_SECONDS after the
-    reservation's end as it is now: an extended reservation keeps its
-    cluster's instances, which would otherwise read free (and the cluster
-    gone) a day after the end they were claimed under. Rewritten under the
-    reservation's lock, only while each claim is still the one stored (one
-    released meanwhile stays released); no write while the end has not
-    moved later."""
-    end = reservation.end_time.timestamp()
-    if all(c.reservation_end >= end for c in claims):
-        return claims
-    kept = []
-    with lock(reservation.fid):
-        stored = on(reservation.fid)
-        for claim in claims:
-            if stored.get(claim.instance_fid) != claim:
-                continue
-            claim = dataclasses.replace(claim, reservation_end=end)
-            _put(claim)
-            kept.append(claim)
-    return kept
-
-
 def release(claims: List[Claim]) -> None:
     """Forgets the claims (an expired entry is never read again)."""
     for claim in claims:
@@ -146,3 +124,21 @@ def is_stale(claim: Claim) -> bool:
         return False
     from sky import global_user_state  # pylint: disable=import-outside-toplevel
     return global_user_state.get_cluster_from_name(claim.cluster_name) is None
+
+
+def prune_ended() -> None:
+    """Releases the claims whose reservation's recorded end has passed and
+    whose cluster is gone (`is_stale`), so SkyPilot's database does not
+    keep them for ever. An extended reservation's claim may read ended
+    here, but one whose cluster is gone is free for any launch already.
+    Each is released under its reservation's lock, only while it is still
+    the one stored (a launch may have claimed the instance meanwhile)."""
+    now = time.time()
+    ended = [c for c in (_parse(v) for v in
+                         shared_state.by_prefix(KEY_PREFIX).values())
+             if c is not None and c.reservation_end < now and is_stale(c)]
+    for reservation_fid in sorted({c.reservation_fid for c in ended}):
+        with lock(reservation_fid):
+            stored = on(reservation_fid)
+            release([c for c in ended if c.reservation_fid == reservation_fid
+                     and stored.get(c.instance_fid) == c])

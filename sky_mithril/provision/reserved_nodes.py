@@ -33,6 +33,7 @@ from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import interrupts
 from sky_mithril.provision import key_install
+from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import status_table
@@ -258,7 +259,14 @@ class ReservedNodes:
         """Claims `quantity` free instances for a new cluster, all or none,
         on a reservation that ends later than `lead` from now;
         ReservationError says why not. `key_to_install` (`check_ssh_key`)
-        goes on the instances once they run (`wait_until_ready`)."""
+        goes on the instances once they run (`wait_until_ready`). Claims of
+        ended reservations whose cluster is gone are pruned first; a
+        failure to prune is reported, never raised."""
+        try:
+            reservation_claims.prune_ended()
+        except Exception as e:  # pylint: disable=broad-except
+            logger.warning('Could not prune the claims of ended '
+                           f'reservations: {e}')
         with reservation_claims.lock(reservation.fid):
             free = free_instances(conn, reservation)
             why = why_not_now(reservation, len(free), quantity,
@@ -358,21 +366,36 @@ class ReservedNodes:
             time.sleep(POLL_SECONDS)
 
     def undo(self, cause: BaseException) -> None:
-        """Reverses this launch: instances it resumed are paused again, its
-        new claims released (the instances stay in the reservation)."""
+        """Reverses this launch: instances it resumed are paused again, then
+        its new claims released (the instances stay in the reservation).
+        Instances that could not be paused again keep their claims: they run
+        as this launch left them (SkyPilot's key installed, the head's ports
+        forwarded), and a released one would be the next launch's as it is.
+        SkyPilot's teardown of the failed launch, or `sky down`, gives them
+        back clean (`give_back`)."""
         logger.info(f'Undoing the launch on reservation '
                     f'{self.reservation_fid} ({type(cause).__name__}).')
-        try:
-            if self._resumed:
+        if self._resumed:
+            try:
                 with interrupts.deferred(), \
                         project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(self._resumed,
                                                           paused=True)
-            if self.outcome == Outcome.CLAIMED:
-                reservation_claims.release(self._claims)
+            except Exception as e:  # pylint: disable=broad-except
+                logger.warning(
+                    f'Could not pause reserved instance(s) '
+                    f'{", ".join(self._resumed)} again: {e} The cluster keeps '
+                    'them, so that its teardown (`sky down`) gives them back '
+                    'clean.')
+                return
+        if self.outcome != Outcome.CLAIMED:
+            return
+        try:
+            reservation_claims.release(self._claims)
         except Exception as e:  # pylint: disable=broad-except
-            logger.warning(f'Could not undo the launch on reservation '
-                           f'{self.reservation_fid}: {e}')
+            logger.warning(f'Could not release the launch\'s claims on '
+                           f'reservation {self.reservation_fid}: {e} `sky '
+                           'down` releases them.')
 
     def pause(self) -> None:
         """`sky stop`: pauses the running instances (asynchronous)."""
@@ -424,26 +447,29 @@ class ReservedNodes:
         node cannot reset its own disk) and revokes the cluster's node keys
         (`node_keys.revoked_by_teardown`); instances paused in Mithril's
         console read paused too, but keep their live key and their disks,
-        which are the user's. Claims follow their reservation's end when
-        an extension moves it (`reservation_claims.follow_end`)."""
-        reservation = snapshot.reservation(self.reservation_fid)
-        statuses = self._statuses(
-            reservation,
-            self._held(snapshot.reserved_instances(self.reservation_fid)),
-            non_terminated_only)
+        which are the user's. When every node is UP, the nodes' key is
+        renewed if it nears its expiry, as a spot cluster's is
+        (`node_key_renewal`; most refreshes decide that without a
+        request)."""
+        instances = self._held(
+            snapshot.reserved_instances(self.reservation_fid))
+        statuses = self._statuses(snapshot.reservation(self.reservation_fid),
+                                  instances, non_terminated_only)
         if (self._reads_a_node_gone(statuses) or
                 self._all_paused_with_autodown(cluster_name, statuses)):
-            reservation = self.reservation()
-            statuses = self._statuses(reservation, self.instances(),
+            instances = self.instances()
+            statuses = self._statuses(self.reservation(), instances,
                                       non_terminated_only)
-        if reservation is not None:
-            self._claims = reservation_claims.follow_end(reservation,
-                                                         self._claims)
         if (self._all_paused_with_autodown(cluster_name, statuses) and
                 node_keys.revoked_by_teardown(self.conn,
                                               cluster_name_on_cloud)):
             self.give_back()
             return {}
+        if (len(statuses) == len(self.instance_fids) and
+                all(status == status_lib.ClusterStatus.UP
+                    for status, _ in statuses.values())):
+            node_key_renewal.renew_if_due(self.conn, cluster_name,
+                                          cluster_name_on_cloud, instances)
         return statuses
 
     @staticmethod

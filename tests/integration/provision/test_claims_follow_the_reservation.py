@@ -1,7 +1,9 @@
-"""A cluster's claims on reserved instances last as long as the reservation
-does, wherever its end moves: a reservation extended after the claim keeps
-its cluster on it (UP, its instances never free for another launch) past
-the end it had when the instances were claimed."""
+"""A cluster's claims on reserved instances last until they are released
+or their cluster is gone, wherever the reservation's end moves and however
+long nobody refreshes the cluster: a reservation extended after the claim
+keeps its cluster on it (UP, its instances never free for another launch)
+past the end it had when the instances were claimed. Claims of an ended
+reservation whose cluster is gone are pruned."""
 
 import datetime
 import time
@@ -15,6 +17,7 @@ from sky_mithril.emulator.clock import ManualClock
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.market import Market
 
+from sky import global_user_state
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
@@ -25,6 +28,7 @@ from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import reserved_nodes
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
 from tests.helpers.provisioning import point_plugin_at
@@ -61,22 +65,33 @@ def market_on_this_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         yield server
 
 
-@pytest.fixture
-def on_reservation(market_on_this_clock: EmulatorServer
-                   ) -> Iterator[Tuple[EmulatorServer, models.Reservation]]:
-    """Cluster `held` on the only instance of a 3-hour reservation, up."""
-    server = market_on_this_clock
-    conn = connection.connect()
+def _reserve(conn: connection.Connection, server: EmulatorServer, name: str,
+             quantity: int = 1) -> models.Reservation:
+    """A 3-hour reservation of `quantity` instances, from the market's now."""
     start = _market_now(server)
-    reservation = conn.client.create_reservation(
+    return conn.client.create_reservation(
         models.CreateReservationRequest(
             project=conn.project_id,
             instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
             region=REGION, start_time=start,
             end_time=start + datetime.timedelta(hours=3),
-            instance_quantity=1, name='long-res',
+            instance_quantity=quantity, name=name,
             launch_specification=models.LaunchSpecification(
                 volumes=[], ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
+
+
+def _skypilot_knows(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """SkyPilot's database holds a record of exactly the clusters `names`."""
+    monkeypatch.setattr(global_user_state, 'get_cluster_from_name',
+                        lambda name: {'name': name} if name in names else None)
+
+
+@pytest.fixture
+def on_reservation(market_on_this_clock: EmulatorServer
+                   ) -> Iterator[Tuple[EmulatorServer, models.Reservation]]:
+    """Cluster `held` on the only instance of a 3-hour reservation, up."""
+    server = market_on_this_clock
+    reservation = _reserve(connection.connect(), server, 'long-res')
     server.control('POST', 'advance', seconds=120)
     record = provisioner.run_instances(REGION, 'held', 'held',
                                        _config(reservation.name))
@@ -122,3 +137,70 @@ def test_claims_outlive_the_original_end_of_an_extended_reservation(
     assert set(reservation_claims.on(reservation.fid)) == set(
         reservation.instances)
     assert bids_named(server, 'held') == []
+
+
+def test_a_cluster_nobody_refreshes_keeps_its_instances_past_the_old_end(
+        on_reservation, monkeypatch) -> None:
+    """A cluster left UP without autostop (or STOPPED), which no status
+    refresh reads, on a reservation extended by three days: two days on,
+    past the end its instance was claimed under plus a day, the instance is
+    still its own, and no other launch may take it with its disk."""
+    server, reservation = on_reservation
+    _skypilot_knows(monkeypatch, 'held')
+    conn = connection.connect()
+    conn.client.extend_reservation(reservation.fid,
+                                   reservation.end_time + 3 * DAY)
+    server.control('POST', 'advance', seconds=2 * DAY.total_seconds())
+    _later(monkeypatch, 2 * DAY)
+    assert [c.instance_fid for c in reservation_claims.of_cluster('held')
+            ] == reservation.instances
+    [extended] = [r for r in conn.client.list_reservations(conn.project_id)
+                  if r.fid == reservation.fid]
+    assert reserved_nodes.free_instances(conn, extended) == []
+
+
+def test_claims_of_an_ended_reservation_are_pruned_once_their_cluster_is_gone(
+        market_on_this_clock, monkeypatch) -> None:
+    """Two clusters on a reservation that ends: SkyPilot still knows one
+    (nobody refreshed it), the other is gone. A later launch on another
+    reservation prunes the gone cluster's claim, and only that one."""
+    server = market_on_this_clock
+    conn = connection.connect()
+    ended = _reserve(conn, server, 'ending-res', quantity=2)
+    server.control('POST', 'advance', seconds=120)
+    for name in ('kept', 'left'):
+        provisioner.run_instances(REGION, name, name, _config(ended.name))
+    _skypilot_knows(monkeypatch, 'kept')
+    server.control('POST', 'advance', seconds=4 * 3600)
+    _later(monkeypatch, datetime.timedelta(hours=4))
+    fresh = _reserve(conn, server, 'next-res')
+    server.control('POST', 'advance', seconds=120)
+    try:
+        provisioner.run_instances(REGION, 'next', 'next', _config(fresh.name))
+        assert reservation_claims.of_cluster('left') == []
+        assert len(reservation_claims.of_cluster('kept')) == 1
+        assert set(reservation_claims.on(ended.fid)) == {
+            c.instance_fid for c in reservation_claims.of_cluster('kept')}
+    finally:
+        for name in ('kept', 'left', 'next'):
+            reservation_claims.release(reservation_claims.of_cluster(name))
+
+
+def test_a_launch_goes_on_when_pruning_fails(market_on_this_clock,
+                                             monkeypatch) -> None:
+    """Pruning is housekeeping: its failure (the database's lock busy) is
+    reported and the launch claims its instances all the same."""
+    server = market_on_this_clock
+    reservation = _reserve(connection.connect(), server, 'busy-res')
+    server.control('POST', 'advance', seconds=120)
+
+    def busy() -> None:
+        raise TimeoutError('lock busy')
+
+    monkeypatch.setattr(reservation_claims, 'prune_ended', busy)
+    try:
+        record = provisioner.run_instances(REGION, 'busy', 'busy',
+                                           _config(reservation.name))
+        assert record.created_instance_ids == reservation.instances
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('busy'))

@@ -1,5 +1,5 @@
 """A cluster whose reservation ended launches again under its name on spot:
-its claims on the ended reservation's instances outlive the end by a day,
+its claims on the ended reservation's instances stay until released,
 and the launch stages NODE_FILE from them before it finds them gone. What
 its nodes get names no reserved instance, so its autostop on the node
 pauses its own bid (the disk kept) rather than cancel it as a bid beside
@@ -52,7 +52,7 @@ def test_a_spot_relaunch_after_the_reservation_ended_stages_no_instance(
                                    'reservation': reservation.name},
                                   key_fid, TYPE))
     # The reservation ends; a refresh reads the cluster gone, and SkyPilot
-    # forgets it. Its claims stay until a day after the end.
+    # forgets it. Its claims stay until they are released.
     server.control('POST', 'advance', seconds=3 * 3600)
     assert query('dev') == {}
     assert reservation_claims.of_cluster('dev') != []

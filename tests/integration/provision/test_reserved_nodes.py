@@ -11,11 +11,13 @@ import json
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
+from sky import global_user_state
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
@@ -40,9 +42,10 @@ OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherkeyfortheconsolesreservat
 
 
 def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
-             start_in_hours: int = 0, key: str = PUBLIC_KEY) -> models.Reservation:
-    """A reservation bought as `sky-mithril reservations create` buys one,
-    starting at the emulator's now (plus `start_in_hours`)."""
+             start_in_hours: int = 0, key: str = PUBLIC_KEY,
+             hours: int = 3) -> models.Reservation:
+    """A reservation of `hours` bought as `sky-mithril reservations create`
+    buys one, starting at the emulator's now (plus `start_in_hours`)."""
     conn = connection.connect()
     start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
     return conn.client.create_reservation(models.CreateReservationRequest(
@@ -50,7 +53,7 @@ def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
         instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
         region=REGION,
         start_time=start + datetime.timedelta(hours=start_in_hours),
-        end_time=start + datetime.timedelta(hours=start_in_hours + 3),
+        end_time=start + datetime.timedelta(hours=start_in_hours + hours),
         instance_quantity=quantity, name=name,
         launch_specification=models.LaunchSpecification(
             volumes=[], ssh_keys=[ssh_key_fid_for(conn, key)])))
@@ -516,3 +519,123 @@ def test_a_late_commit_of_a_burst_bid_never_bills_beside_the_reserved_cluster(
     finally:  # The instance's pause would need the manual clock moved.
         reservation_claims.release(reservation_claims.of_cluster('x'))
         cluster_bid.cancel_all(connection.connect(), 'x')
+
+
+def test_a_launch_that_cannot_pause_again_keeps_its_claims_for_the_teardown(
+        fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch resumes a paused free instance and fails; pausing it again
+    fails too (Mithril unreachable). The instance runs as the launch left
+    it, so the claim is kept rather than hand it to the next launch as it
+    is: SkyPilot's teardown of the failed launch gives it back clean."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    connection.connect().client.set_instances_paused(reservation.instances,
+                                                     paused=True)
+    _paused(reservation.fid)
+
+    def never_ready(nodes: reserved_nodes.ReservedNodes,
+                    boot_timeout: float) -> List[models.Instance]:
+        raise reserved_nodes.ReservationError('boot failed')
+
+    resume_or_pause = client_lib.MithrilClient.set_instances_paused
+
+    def resume_only(client: client_lib.MithrilClient, instance_fids: List[str],
+                    paused: bool) -> None:
+        if paused:
+            raise ConnectionError('Mithril unreachable')
+        resume_or_pause(client, instance_fids, paused=paused)
+
+    monkeypatch.setattr(reserved_nodes.ReservedNodes, '_wait', never_ready)
+    monkeypatch.setattr(client_lib.MithrilClient, 'set_instances_paused',
+                        resume_only)
+    with pytest.raises(reserved_nodes.ReservationError):
+        _launch('half-set-up', _config(reservation.name))
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'half-set-up')] == reservation.instances
+    assert reserved_nodes.free_instances(connection.connect(),
+                                         reservation) == []
+
+    # Mithril answers again; SkyPilot tears the failed launch down.
+    monkeypatch.setattr(client_lib.MithrilClient, 'set_instances_paused',
+                        resume_or_pause)
+    _wait_active(reservation.fid)
+    refreshed = _refreshed_boot_disks(monkeypatch)
+    provisioner.terminate_instances('half-set-up',
+                                    {'project_id': 'proj_emulator'})
+    assert refreshed == reservation.instances
+    assert reservation_claims.of_cluster('half-set-up') == []
+    assert {i.status for i in _instances(reservation.fid)} == {
+        models.InstanceState.PAUSED}
+
+
+def test_autostop_on_a_node_whose_staged_instances_are_gone_pauses_its_bid(
+        fast_emulator: EmulatorServer) -> None:
+    """A spot cluster's node holds a NODE_FILE naming reserved instances
+    that no longer exist (returned for good). Its autostop pauses the
+    cluster's bid, as any spot cluster's does, and never cancels it as a
+    bid beside reserved instances."""
+    reservation = _reserve(fast_emulator, 1)
+    _wait_active(reservation.fid)
+    conn = connection.connect()
+    conn.client.return_reservation_instances(reservation.fid,
+                                             reservation.instances)
+    assert {i.status for i in _instances(reservation.fid)} <= {
+        models.InstanceState.TERMINATED}
+    _launch('spot-dev', _config(''))
+    node_file = Path(reserved_nodes.NODE_FILE).expanduser()
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(json.dumps({'cluster': 'spot-dev',
+                                     'reservation': reservation.fid,
+                                     'instances': reservation.instances}),
+                         encoding='utf-8')
+    try:
+        provisioner.stop_instances('spot-dev', {'project_id': 'proj_emulator'})
+        [bid] = bids_named(fast_emulator, 'spot-dev')
+        assert bid['status'] == 'Paused'
+    finally:
+        node_file.unlink()
+        cluster_bid.cancel_all(conn, 'spot-dev')
+
+
+def test_a_reserved_cluster_that_stays_up_has_its_node_key_renewed(
+        fast_emulator: EmulatorServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a spot cluster's: a refresh within RENEW_WITHIN of the key's
+    expiry puts a new key on the nodes, then revokes the old; a refresh far
+    from it asks Mithril nothing about keys."""
+    server = fast_emulator
+    conn = connection.connect()
+    node_keys.issue(conn, 'long-up', None)
+    [first] = [k for k in conn.client.list_api_keys()
+               if k.name == node_keys.key_name(conn.project_id, 'long-up')]
+    # The cluster has run for weeks (reservations bought one after another).
+    server.control('POST', 'advance',
+                   seconds=(node_keys.LIFETIME - node_keys.RENEW_WITHIN
+                            ).total_seconds())
+    reservation = _reserve(server, 1, hours=24)
+    _wait_active(reservation.fid)
+    _launch('long-up', _config(reservation.name))
+    delivered: List[str] = []
+    runners = [types.SimpleNamespace(
+        node=(i.ssh_destination, cluster_bid.ssh_port(i)),
+        rsync=lambda source, target, up, stream_logs: delivered.append(target))
+        for i in _instances(reservation.fid)]
+    monkeypatch.setattr(
+        global_user_state, 'get_handle_from_cluster_name',
+        lambda name: types.SimpleNamespace(
+            launched_nodes=1, get_command_runners=lambda: runners)
+        if name == 'long-up' else None)
+    try:
+        assert _query('long-up') == {reservation.instances[0]: (UP, None)}
+        assert delivered == [node_keys.NODE_PATH]
+        live = [k for k in conn.client.list_api_keys()
+                if k.name == first.name and k.is_live(conn.client.server_now())]
+        assert len(live) == 1 and live[0].fid != first.fid
+
+        server.control('DELETE', 'stats')
+        assert _query('long-up') == {reservation.instances[0]: (UP, None)}
+        assert 'GET /v2/api-keys' not in server.control(
+            'GET', 'stats')['by_route']
+        assert delivered == [node_keys.NODE_PATH]
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('long-up'))
