@@ -73,8 +73,8 @@ def _on_reservation(conn: connection.Connection,
     """The cluster's reserved instances: those it holds, else free ones of
     the reservation its launch names; None to go on a spot bid (a cluster
     already on one stays there; a full, not yet active or ended
-    reservation, or one that ends within the lead time the cloud rendered,
-    bursts to spot, saying why)."""
+    reservation, one that ends within the lead time the cloud rendered, or
+    one that cannot take the task's volumes, bursts to spot, saying why)."""
     held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if held is not None and held.gone():
         logger.info('The cluster\'s reserved instances are gone (the '
@@ -99,7 +99,8 @@ def _on_reservation(conn: connection.Connection,
             conn, reservation, cluster_name, cluster_name_on_cloud,
             config.count, datetime.timedelta(seconds=float(
                 config.provider_config.get('reservation_end_lead_seconds') or
-                0)), key_to_install)
+                0)), key_to_install,
+            cluster_bid.volume_fids(config.provider_config))
     except reserved_nodes.ReservationError as e:
         logger.info(f'Not on the reservation: {e}. Bidding on spot at the '
                     'limit price instead.')

@@ -1,6 +1,7 @@
 """A cluster on a reservation's instances: finding the reservation, claiming
-free instances exactly once (`reservation_claims`), resuming, pausing and
-giving them back clean, and reading their statuses through the truth table.
+free instances exactly once (`reservation_claims`), adding the task's volumes
+to the reservation, resuming, pausing and giving them back clean, and reading
+their statuses through the truth table.
 
 Reserved capacity is paid for at the reservation's creation, so a cluster on
 it adds nothing to the bill: `sky stop` pauses its instances (pause credit
@@ -19,7 +20,7 @@ import enum
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from sky import sky_logging
 from sky.provision import common
@@ -47,6 +48,9 @@ _GONE = (_I.TERMINATED, _I.REPLACED)
 _LIVE_RESERVATION = (models.ReservationState.ACTIVE,
                      models.ReservationState.PENDING,
                      models.ReservationState.PAUSED)
+# Instances whose host is up: volumes added to the reservation reach them
+# only at their next start (the others boot, or resume, with them).
+_BOOTED = (_I.STARTING, _I.RUNNING)
 POLL_SECONDS = 2.0
 PAUSE_CONFIRM_SECONDS = 300.0
 # Where a node finds the reserved instances of its cluster (autostop/autodown).
@@ -131,6 +135,36 @@ def why_not_now(reservation: models.Reservation, free: int, quantity: int,
         return (f'{where} has {free} of its {reservation.instance_quantity} '
                 f'instances free; the cluster needs {quantity}')
     return None
+
+
+def add_volumes(conn: connection.Connection, reservation_fid: str,
+                volume_fids: Sequence[str]) -> List[str]:
+    """Adds the task's volumes the reservation's launch specification lacks
+    (read afresh: another launch may have added some) to it, keeping its
+    other volumes; they attach at each instance's next start. Returns those
+    added. ReservationError, naming the volumes and Mithril's reason, when
+    Mithril refuses them (a block volume another order holds, one in
+    another region)."""
+    if not volume_fids:
+        return []
+    reservation = find(conn, reservation_fid)
+    current = list(reservation.launch_specification.volumes)
+    missing = [fid for fid in volume_fids if fid not in current]
+    if not missing:
+        return []
+    where = f'reservation {reservation.name} ({reservation.fid})'
+    try:
+        with interrupts.deferred(), project_snapshot.changing(conn):
+            conn.client.update_reservation(reservation.fid,
+                                           volumes=current + missing)
+    except (errors.ValidationError, errors.ConflictError,
+            errors.PermissionDeniedError, errors.NotFoundError) as e:
+        raise ReservationError(f'{where} cannot take the task\'s volume(s) '
+                               f'{", ".join(missing)}: {e}') from e
+    logger.info(f'Added the task\'s volume(s) {", ".join(missing)} to {where} '
+                '(its other volumes kept); they attach at each instance\'s '
+                'next start.')
+    return missing
 
 
 def check_ssh_key(conn: connection.Connection,
@@ -222,8 +256,8 @@ class ReservedNodes:
                  instance_fids: List[str], outcome: Outcome,
                  claims: List[reservation_claims.Claim],
                  on_node: bool = False,
-                 key_to_install: Optional[key_install.KeyInstall] = None
-                 ) -> None:
+                 key_to_install: Optional[key_install.KeyInstall] = None,
+                 volumes_added: Sequence[str] = ()) -> None:
         self.conn = conn
         self.on_node = on_node
         self.reservation_fid = reservation_fid
@@ -232,6 +266,7 @@ class ReservedNodes:
         self._claims = claims
         self._resumed: List[str] = []
         self._key_to_install = key_to_install
+        self._volumes_added = list(volumes_added)
 
     @classmethod
     def held_by(cls, conn: connection.Connection,
@@ -254,12 +289,14 @@ class ReservedNodes:
               reservation: models.Reservation, cluster_name: str,
               cluster_name_on_cloud: str, quantity: int,
               lead: datetime.timedelta,
-              key_to_install: Optional[key_install.KeyInstall] = None
-              ) -> 'ReservedNodes':
+              key_to_install: Optional[key_install.KeyInstall] = None,
+              volume_fids: Sequence[str] = ()) -> 'ReservedNodes':
         """Claims `quantity` free instances for a new cluster, all or none,
-        on a reservation that ends later than `lead` from now;
+        on a reservation that ends later than `lead` from now, whose
+        launch specification takes the task's `volume_fids` (`add_volumes`);
         ReservationError says why not. `key_to_install` (`check_ssh_key`)
-        goes on the instances once they run (`wait_until_ready`). Claims of
+        goes on the instances once they run, and instances booted without
+        added volumes restart with them (`wait_until_ready`). Claims of
         ended reservations whose cluster is gone are pruned first; a
         failure to prune is reported, never raised."""
         try:
@@ -273,6 +310,7 @@ class ReservedNodes:
                               conn.client.server_now(), lead)
             if why is not None:
                 raise ReservationError(why)
+            volumes_added = add_volumes(conn, reservation.fid, volume_fids)
             chosen = free[:quantity]
             stale = [c for fid, c in reservation_claims.on(reservation.fid).items()
                      if fid in {i.fid for i in chosen}]
@@ -286,7 +324,8 @@ class ReservedNodes:
                     f'{reservation.name} ({reservation.fid}): '
                     f'{", ".join(c.instance_fid for c in claims)}.')
         return cls(conn, reservation.fid, [c.instance_fid for c in claims],
-                   Outcome.CLAIMED, claims, key_to_install=key_to_install)
+                   Outcome.CLAIMED, claims, key_to_install=key_to_install,
+                   volumes_added=volumes_added)
 
     def reservation(self) -> Optional[models.Reservation]:
         for r in self.conn.client.list_reservations(self.conn.project_id):
@@ -314,7 +353,9 @@ class ReservedNodes:
         reservation_claims.release(self._claims)
 
     def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
-        """Resumes paused instances, waits until every node has an SSH
+        """Pauses newly claimed instances that booted before the task's
+        volumes were added to the reservation (`_pause_for_volumes`),
+        resumes paused instances, waits until every node has an SSH
         destination, and installs SkyPilot's key on newly claimed ones of a
         reservation made without it; on any failure or interrupt what this
         launch did is undone (`undo`)."""
@@ -325,13 +366,20 @@ class ReservedNodes:
                     f'{len(self.instance_fids) - len(instances)} of the '
                     'cluster\'s reserved instances no longer exist (returned, '
                     'or the reservation ended); `sky down` and launch again.')
+            restarting = self._pause_for_volumes(instances, boot_timeout)
+            if restarting:
+                instances = self.instances()
             paused = [i.fid for i in instances
                       if i.status in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
             if paused:
                 with interrupts.deferred(), \
                         project_snapshot.changing(self.conn):
                     self.conn.client.set_instances_paused(paused, paused=False)
-                self._resumed = paused
+                # Those that ran before this launch are not paused again
+                # by its undo: it leaves them as a launch without volumes
+                # to add would (`undo`).
+                self._resumed = [fid for fid in paused
+                                 if fid not in restarting]
                 if self.outcome == Outcome.ADOPTED:
                     self.outcome = Outcome.RESUMED
                 logger.info(f'Resuming {len(paused)} paused reserved '
@@ -345,6 +393,45 @@ class ReservedNodes:
         except BaseException as e:
             self.undo(e)
             raise
+
+    def _pause_for_volumes(self, instances: List[models.Instance],
+                           boot_timeout: float) -> List[str]:
+        """Pauses the instances whose host was up when this launch added
+        volumes to the reservation (once they run: a booting one cannot be
+        paused), and waits until they are paused, so that resuming them
+        starts their hosts with the volumes. Returns their fids."""
+        booted = [i.fid for i in instances if i.status in _BOOTED]
+        if not self._volumes_added or not booted:
+            return []
+        logger.info(f'Restarting reserved instance(s) {", ".join(booted)} '
+                    '(pause, then resume): they booted before volume(s) '
+                    f'{", ".join(self._volumes_added)} were added to the '
+                    'reservation, and volumes attach at an instance\'s next '
+                    'start.')
+        deadline = time.monotonic() + boot_timeout
+        self._wait_for(booted, (_I.RUNNING,), deadline)
+        with interrupts.deferred(), project_snapshot.changing(self.conn):
+            self.conn.client.set_instances_paused(booted, paused=True)
+        self._wait_for(booted, (_I.PAUSED,), deadline)
+        return booted
+
+    def _wait_for(self, fids: List[str], statuses: Sequence[str],
+                  deadline: float) -> None:
+        """Waits until each of the instances `fids` is in one of
+        `statuses`; ReservationError at `deadline` (time.monotonic)."""
+        while True:
+            now = {i.fid: i.status for i in self.instances() if i.fid in fids}
+            if len(now) == len(fids) and all(s in statuses
+                                             for s in now.values()):
+                return
+            if time.monotonic() > deadline:
+                raise ReservationError(
+                    'Reserved instances did not get to '
+                    f'{"/".join(statuses)} in time to attach '
+                    'the task\'s volumes '
+                    f'({", ".join(f"{fid}: {s}" for fid, s in now.items())}); '
+                    'raise config.mithril.boot_timeout or try again.')
+            time.sleep(POLL_SECONDS)
 
     def _wait(self, boot_timeout: float) -> List[models.Instance]:
         deadline = time.monotonic() + boot_timeout

@@ -1,0 +1,211 @@
+"""A task's volumes (`config.mithril.volumes`) on a reservation
+(`config.mithril.reservation`) whose launch specification lacks them,
+driven through the provisioner against the emulator: the launch adds them to
+the reservation (keeping its other volumes) and restarts the claimed
+instance, whose host then starts with them; a volume the reservation cannot
+take bursts the launch to spot, saying which and why."""
+
+import datetime
+from pathlib import Path
+from typing import Any, Iterator, List, Sequence, Tuple
+
+import pytest
+
+from sky_mithril.account import connection
+from sky_mithril.account.ssh_keys import ssh_key_fid_for
+from sky_mithril.api import client as client_lib
+from sky_mithril.api import errors
+from sky_mithril.api import models
+from sky_mithril.devtools import provisioning as devtools_provisioning
+from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
+from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+
+from tests.helpers.provisioning import PUBLIC_KEY, bids_named, point_plugin_at
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+PROJECT = {'project_id': 'proj_emulator'}
+
+
+class VolumeRecordingHosts(PlaceholderHosts):
+    """Placeholder hosts that remember the volumes of every start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: List[Tuple[str, List[str]]] = []
+
+    def create(self, instance_fid: str, ssh_public_keys: List[str],
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        self.starts.append((instance_fid, [v.fid for v in volumes]))
+        return super().create(instance_fid, ssh_public_keys, volumes)
+
+    def resume(self, instance_fid: str,
+               volumes: Sequence[VolumeAttachment] = ()) -> HostAddress:
+        self.starts.append((instance_fid, [v.fid for v in volumes]))
+        return super().resume(instance_fid, volumes)
+
+    def volumes_at_last_start(self, instance_fid: str) -> List[str]:
+        return [volumes for fid, volumes in self.starts
+                if fid == instance_fid][-1]
+
+
+@pytest.fixture
+def hosts() -> VolumeRecordingHosts:
+    return VolumeRecordingHosts()
+
+
+@pytest.fixture
+def server(hosts: VolumeRecordingHosts, monkeypatch: pytest.MonkeyPatch,
+           tmp_path: Path) -> Iterator[EmulatorServer]:
+    """A fast emulator (600x time) on hosts that record their volumes, the
+    plugin pointed at it."""
+    with EmulatorServer(speed=600, hosts=hosts) as emulator:
+        point_plugin_at(emulator, monkeypatch, tmp_path)
+        yield emulator
+
+
+def _volume(name: str, interface: models.VolumeInterface =
+            models.VolumeInterface.FILE) -> models.Volume:
+    conn = connection.connect()
+    return conn.client.create_volume(conn.project_id, name, REGION, 10,
+                                     interface)
+
+
+def _reserve(server: EmulatorServer, volumes: List[str],
+             name: str = 'team-res') -> models.Reservation:
+    conn = connection.connect()
+    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
+    return conn.client.create_reservation(models.CreateReservationRequest(
+        project=conn.project_id,
+        instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
+        region=REGION, start_time=start,
+        end_time=start + datetime.timedelta(hours=3), instance_quantity=1,
+        name=name, launch_specification=models.LaunchSpecification(
+            volumes=volumes, ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
+
+
+def _reservation(fid: str) -> models.Reservation:
+    conn = connection.connect()
+    [reservation] = [r for r in conn.client.list_reservations(conn.project_id)
+                     if r.fid == fid]
+    return reservation
+
+
+def _wait_running(reservation_fid: str) -> None:
+    conn = connection.connect()
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    while datetime.datetime.now() < deadline:
+        instances = conn.client.list_instances(
+            conn.project_id, reservation_fids=[reservation_fid])
+        if instances and all(i.status == models.InstanceState.RUNNING
+                             for i in instances):
+            return
+    raise AssertionError('the reservation\'s instances never ran')
+
+
+def _config(reservation: str, volume_fids: List[str]) -> Any:
+    config = devtools_provisioning.provision_config(
+        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
+         'region': REGION, 'limit_price_per_hour': '32.00',
+         'provision_timeout': '', 'boot_timeout': '',
+         'reservation': reservation},
+        ssh_key_fid_for(connection.connect(), PUBLIC_KEY), TYPE)
+    config.provider_config['volume_fids'] = ','.join(volume_fids)
+    return config
+
+
+def _launch(name: str, config: Any) -> Any:
+    return provisioner.run_instances(REGION, name, name, config)
+
+
+def test_the_task_volume_is_added_and_the_running_instance_restarts_with_it(
+        server: EmulatorServer, hosts: VolumeRecordingHosts,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level('INFO')
+    other = _volume('datasets')
+    checkpoints = _volume('train-checkpoints')
+    reservation = _reserve(server, [other.fid])
+    _wait_running(reservation.fid)
+    [fid] = reservation.instances
+    assert hosts.volumes_at_last_start(fid) == [other.fid]
+
+    record = _launch('trainer', _config(reservation.name, [checkpoints.fid]))
+
+    assert record.created_instance_ids == [fid]
+    assert bids_named(server, 'trainer') == []
+    assert _reservation(reservation.fid).launch_specification.volumes == [
+        other.fid, checkpoints.fid]
+    assert hosts.volumes_at_last_start(fid) == [other.fid, checkpoints.fid]
+    assert f'Restarting reserved instance(s) {fid}' in caplog.text
+    assert checkpoints.fid in caplog.text
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_volumes_already_on_the_reservation_change_nothing(
+        server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
+    checkpoints = _volume('train-checkpoints')
+    reservation = _reserve(server, [checkpoints.fid])
+    _wait_running(reservation.fid)
+    [fid] = reservation.instances
+    starts = len(hosts.starts)
+
+    _launch('trainer', _config(reservation.name, [checkpoints.fid]))
+
+    assert len(hosts.starts) == starts  # not restarted
+    assert _reservation(reservation.fid).launch_specification.volumes == [
+        checkpoints.fid]
+    assert hosts.volumes_at_last_start(fid) == [checkpoints.fid]
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_block_volume_another_reservation_holds_is_not_on_the_reservation(
+        server: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level('INFO')
+    disk = _volume('scratch', models.VolumeInterface.BLOCK)
+    holder = _reserve(server, [disk.fid], name='holder')
+    reservation = _reserve(server, [])
+    _wait_running(reservation.fid)
+
+    # The spot bid the launch bursts to cannot take the disk either.
+    with pytest.raises(errors.ValidationError, match=disk.fid):
+        _launch('trainer', _config(reservation.name, [disk.fid]))
+
+    assert (f'Not on the reservation: reservation team-res ({reservation.fid}) '
+            f'cannot take the task\'s volume(s) {disk.fid}') in caplog.text
+    assert f'already attached to reservation {holder.fid}' in caplog.text
+    assert 'Bidding on spot' in caplog.text
+    assert _reservation(reservation.fid).launch_specification.volumes == []
+    assert reservation_claims.of_cluster('trainer') == []
+
+
+def test_a_refused_volume_change_bursts_to_spot_with_the_volume(
+        server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level('INFO')
+    checkpoints = _volume('train-checkpoints')
+    reservation = _reserve(server, [])
+    _wait_running(reservation.fid)
+
+    def refuse(self: client_lib.MithrilClient, reservation_fid: str,
+               **changes: Any) -> models.Reservation:
+        del self, changes
+        raise errors.PermissionDeniedError(
+            f'Not allowed to change reservation {reservation_fid}',
+            status_code=403)
+
+    monkeypatch.setattr(client_lib.MithrilClient, 'update_reservation', refuse)
+
+    record = _launch('trainer', _config(reservation.name, [checkpoints.fid]))
+
+    assert record.head_instance_id not in reservation.instances
+    [bid] = bids_named(server, 'trainer')
+    placed = connection.connect().client.get_bid(bid['fid'])
+    assert placed.launch_specification.volumes == [checkpoints.fid]
+    assert (f'cannot take the task\'s volume(s) {checkpoints.fid}: Not '
+            f'allowed to change reservation {reservation.fid}') in caplog.text
+    assert reservation_claims.of_cluster('trainer') == []
+    provisioner.terminate_instances('trainer', PROJECT)
