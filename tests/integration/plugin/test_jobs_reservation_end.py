@@ -34,6 +34,7 @@ from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
 from tests.helpers.recovery_records import forget_recovery_records
+from tests.helpers.reservations import reserve
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -121,17 +122,7 @@ def on_reservation(manual_clock_emulator: EmulatorServer, monkeypatch
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
     forget_recovery_records()
     kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
-    conn = connection.connect()
-    start = market_now(server)
-    reservation = conn.client.create_reservation(
-        models.CreateReservationRequest(
-            project=conn.project_id,
-            instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-            region=REGION, start_time=start,
-            end_time=start + datetime.timedelta(hours=3),
-            instance_quantity=1, name='short-res',
-            launch_specification=models.LaunchSpecification(
-                volumes=[], ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
+    reservation = reserve(server, 'short-res')
     server.control('POST', 'advance', seconds=120)
     record = provisioner.run_instances(REGION, 'job', 'job',
                                        config(reservation.name, 600))

@@ -26,6 +26,7 @@ from sky_mithril.provision import key_install
 from sky_mithril.provision import reservation_claims
 
 from tests.helpers.provisioning import bids_named, point_plugin_at
+from tests.helpers.reservations import reserve
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -67,16 +68,9 @@ def _console_reservation(server: EmulatorServer,
                          console_key: Path) -> models.Reservation:
     """An active reservation whose launch specification has only the
     console key, as Mithril's console makes one."""
+    reservation = reserve(server, 'from-console',
+                          public_key=_public(console_key))
     conn = connection.connect()
-    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
-    reservation = conn.client.create_reservation(models.CreateReservationRequest(
-        project=conn.project_id,
-        instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-        region=REGION, start_time=start,
-        end_time=start + datetime.timedelta(hours=3), instance_quantity=1,
-        name='from-console',
-        launch_specification=models.LaunchSpecification(
-            volumes=[], ssh_keys=[ssh_key_fid_for(conn, _public(console_key))])))
     deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
     while datetime.datetime.now() < deadline:
         instances = conn.client.list_instances(

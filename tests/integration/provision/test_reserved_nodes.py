@@ -33,30 +33,13 @@ from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+from tests.helpers.reservations import reserve
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
 UP = status_lib.ClusterStatus.UP
 STOPPED = status_lib.ClusterStatus.STOPPED
 OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherkeyfortheconsolesreservation0000 console'
-
-
-def _reserve(server: EmulatorServer, quantity: int, *, name: str = 'team-res',
-             start_in_hours: int = 0, key: str = PUBLIC_KEY,
-             hours: int = 3) -> models.Reservation:
-    """A reservation of `hours` bought as `sky-mithril reservations create`
-    buys one, starting at the emulator's now (plus `start_in_hours`)."""
-    conn = connection.connect()
-    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
-    return conn.client.create_reservation(models.CreateReservationRequest(
-        project=conn.project_id,
-        instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-        region=REGION,
-        start_time=start + datetime.timedelta(hours=start_in_hours),
-        end_time=start + datetime.timedelta(hours=start_in_hours + hours),
-        instance_quantity=quantity, name=name,
-        launch_specification=models.LaunchSpecification(
-            volumes=[], ssh_keys=[ssh_key_fid_for(conn, key)])))
 
 
 def _config(reservation: str, count: int = 1) -> Any:
@@ -94,7 +77,7 @@ def _wait_active(reservation_fid: str) -> None:
 
 def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(fast_emulator, 2)
+    reservation = reserve(fast_emulator, 'team-res', quantity=2)
     _wait_active(reservation.fid)
     record = _launch('on-res', _config(reservation.name, count=2))
     assert bids_named(fast_emulator, 'on-res') == []
@@ -132,7 +115,7 @@ def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
 
 def test_a_full_reservation_bursts_to_a_spot_bid(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     first = _launch('first', _config(reservation.name))
     assert first.created_instance_ids == reservation.instances
@@ -146,7 +129,7 @@ def test_a_full_reservation_bursts_to_a_spot_bid(
 
 def test_a_reservation_that_has_not_started_bursts_to_spot(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(fast_emulator, 1, name='later', start_in_hours=5)
+    reservation = reserve(fast_emulator, 'later', start_in_hours=5)
     _launch('early', _config(reservation.name))
     assert bids_named(fast_emulator, 'early')[0]['status'] == 'Allocated'
     assert reservation_claims.of_cluster('early') == []
@@ -155,7 +138,7 @@ def test_a_reservation_that_has_not_started_bursts_to_spot(
 
 def test_two_launches_at_once_never_share_an_instance(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(fast_emulator, 2)
+    reservation = reserve(fast_emulator, 'team-res', quantity=2)
     _wait_active(reservation.fid)
     records: Dict[str, Any] = {}
 
@@ -179,7 +162,7 @@ def test_two_launches_at_once_never_share_an_instance(
 
 def test_claims_are_read_by_another_process(fast_emulator: EmulatorServer) -> None:
     """An API-server restart (or a second worker) reads the same claims."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch('kept', _config(reservation.name))
     other = subprocess.run(
@@ -193,7 +176,7 @@ def test_claims_are_read_by_another_process(fast_emulator: EmulatorServer) -> No
 
 def test_a_reservation_without_skypilots_key_is_refused_naming_its_keys(
         fast_emulator: EmulatorServer) -> None:
-    reservation = _reserve(fast_emulator, 1, name='console-made', key=OTHER_KEY)
+    reservation = reserve(fast_emulator, 'console-made', public_key=OTHER_KEY)
     _wait_active(reservation.fid)
     with pytest.raises(reserved_nodes.ReservationError) as refused:
         _launch('nokey', _config(reservation.name))
@@ -239,7 +222,7 @@ def test_the_reserved_rows_cover_every_pair() -> None:
 def test_paused_outside_skypilot_reads_stopped_and_an_ended_reservation_reads_gone(
         manual_clock_emulator: EmulatorServer) -> None:
     server = manual_clock_emulator
-    reservation = _reserve(server, 1, name='short')
+    reservation = reserve(server, 'short')
     server.control('POST', 'advance', seconds=120)
     _launch('short-lived', _config(reservation.name))
     assert _query('short-lived') == {reservation.instances[0]: (UP, None)}
@@ -276,7 +259,7 @@ def test_a_node_on_a_reservation_launches_other_clusters_on_their_own_nodes(
     cluster gets its own bid, and its teardown leaves the controller's
     instances running; the controller's own teardown on its node pauses
     them."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch('controller', _config(reservation.name))
     node_file = Path(reserved_nodes.NODE_FILE).expanduser()
@@ -317,7 +300,7 @@ def test_a_launch_on_another_skypilot_database_never_takes_a_held_instance(
     claim); a jobs controller, whose SkyPilot database is its own, launches
     a job's cluster naming the same reservation: the job must not run on
     (and its teardown pause and wipe) the user's instance."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch('users-cluster', _config(reservation.name))
     servers_claims = reservation_claims.of_cluster('users-cluster')
@@ -392,7 +375,7 @@ def test_a_console_pause_with_autodown_armed_reads_stopped_and_keeps_the_disks(
     """`sky launch --down` on the reservation, then the user pauses its
     instances in Mithril's console: the cluster reads STOPPED, keeps its
     instances and their disks; `sky start` resumes them."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch_with_node_key('armed', _config(reservation.name))
     monkeypatch.setattr(reserved_nodes, '_autodown_set',
@@ -413,7 +396,7 @@ def test_a_console_pause_with_autodown_armed_reads_stopped_and_keeps_the_disks(
 
 def test_a_real_autodown_gives_the_instances_back_clean(
         fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch_with_node_key('auto', _config(reservation.name))
     monkeypatch.setattr(reserved_nodes, '_autodown_set',
@@ -451,7 +434,7 @@ def test_after_its_autodown_a_cluster_back_on_spot_stages_no_reserved_instance(
     spot. What its nodes get as NODE_FILE names no reserved instance, so
     its autostop on the node pauses its own bid (billing stops), not the
     teammate's instance."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     _launch_with_node_key('dev', _config(reservation.name))
     _autodown_on_its_node(reservation, 'dev')
@@ -495,7 +478,7 @@ def test_a_late_commit_of_a_burst_bid_never_bills_beside_the_reserved_cluster(
     server = manual_clock_emulator
     monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_POLL_SECONDS', 0.02)
     monkeypatch.setattr(cluster_bid, 'LATE_COMMIT_WINDOW_SECONDS', 0.2)
-    reservation = _reserve(server, 1)
+    reservation = reserve(server, 'team-res')
     server.control('POST', 'advance', seconds=120)
     _launch('holder', _config(reservation.name))
     server.control('PUT', 'faults', rules=[
@@ -527,7 +510,7 @@ def test_a_launch_that_cannot_pause_again_keeps_its_claims_for_the_teardown(
     fails too (Mithril unreachable). The instance runs as the launch left
     it, so the claim is kept rather than hand it to the next launch as it
     is: SkyPilot's teardown of the failed launch gives it back clean."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     connection.connect().client.set_instances_paused(reservation.instances,
                                                      paused=True)
@@ -574,7 +557,7 @@ def test_autostop_on_a_node_whose_staged_instances_are_gone_pauses_its_bid(
     that no longer exist (returned for good). Its autostop pauses the
     cluster's bid, as any spot cluster's does, and never cancels it as a
     bid beside reserved instances."""
-    reservation = _reserve(fast_emulator, 1)
+    reservation = reserve(fast_emulator, 'team-res')
     _wait_active(reservation.fid)
     conn = connection.connect()
     conn.client.return_reservation_instances(reservation.fid,
@@ -612,7 +595,7 @@ def test_a_reserved_cluster_that_stays_up_has_its_node_key_renewed(
     server.control('POST', 'advance',
                    seconds=(node_keys.LIFETIME - node_keys.RENEW_WITHIN
                             ).total_seconds())
-    reservation = _reserve(server, 1, hours=24)
+    reservation = reserve(server, 'team-res', hours=24)
     _wait_active(reservation.fid)
     _launch('long-up', _config(reservation.name))
     delivered: List[str] = []

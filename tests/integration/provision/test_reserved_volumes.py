@@ -20,11 +20,11 @@ from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.hosts import HostAddress, VolumeAttachment
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.server import EmulatorServer
-from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named, point_plugin_at
+from tests.helpers.reservations import reserve
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -75,19 +75,6 @@ def _volume(name: str, interface: models.VolumeInterface =
                                      interface)
 
 
-def _reserve(server: EmulatorServer, volumes: List[str],
-             name: str = 'team-res') -> models.Reservation:
-    conn = connection.connect()
-    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
-    return conn.client.create_reservation(models.CreateReservationRequest(
-        project=conn.project_id,
-        instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-        region=REGION, start_time=start,
-        end_time=start + datetime.timedelta(hours=3), instance_quantity=1,
-        name=name, launch_specification=models.LaunchSpecification(
-            volumes=volumes, ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
-
-
 def _reservation(fid: str) -> models.Reservation:
     conn = connection.connect()
     [reservation] = [r for r in conn.client.list_reservations(conn.project_id)
@@ -128,7 +115,7 @@ def test_the_task_volume_is_added_and_the_running_instance_restarts_with_it(
     caplog.set_level('INFO')
     other = _volume('datasets')
     checkpoints = _volume('train-checkpoints')
-    reservation = _reserve(server, [other.fid])
+    reservation = reserve(server, 'team-res', volumes=[other.fid])
     _wait_running(reservation.fid)
     [fid] = reservation.instances
     assert hosts.volumes_at_last_start(fid) == [other.fid]
@@ -148,7 +135,7 @@ def test_the_task_volume_is_added_and_the_running_instance_restarts_with_it(
 def test_volumes_already_on_the_reservation_change_nothing(
         server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
     checkpoints = _volume('train-checkpoints')
-    reservation = _reserve(server, [checkpoints.fid])
+    reservation = reserve(server, 'team-res', volumes=[checkpoints.fid])
     _wait_running(reservation.fid)
     [fid] = reservation.instances
     starts = len(hosts.starts)
@@ -166,8 +153,8 @@ def test_a_block_volume_another_reservation_holds_is_not_on_the_reservation(
         server: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level('INFO')
     disk = _volume('scratch', models.VolumeInterface.BLOCK)
-    holder = _reserve(server, [disk.fid], name='holder')
-    reservation = _reserve(server, [])
+    holder = reserve(server, 'holder', volumes=[disk.fid])
+    reservation = reserve(server, 'team-res')
     _wait_running(reservation.fid)
 
     # The spot bid the launch bursts to cannot take the disk either.
@@ -187,7 +174,7 @@ def test_a_refused_volume_change_bursts_to_spot_with_the_volume(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level('INFO')
     checkpoints = _volume('train-checkpoints')
-    reservation = _reserve(server, [])
+    reservation = reserve(server, 'team-res')
     _wait_running(reservation.fid)
 
     def refuse(self: client_lib.MithrilClient, reservation_fid: str,
