@@ -9,7 +9,7 @@ import datetime
 import time
 import types
 from pathlib import Path
-from typing import Any, Iterator, Tuple
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -21,36 +21,19 @@ from sky import global_user_state
 from sky.utils import status_lib
 
 from sky_mithril.account import connection
-from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.api import models
-from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
-from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 
-from tests.helpers.provisioning import PUBLIC_KEY, bids_named
+from tests.helpers.provisioning import bids_named
 from tests.helpers.provisioning import point_plugin_at
+from tests.helpers.reservations import launch_on_reservation, reserve
 
-TYPE = 'a100-80gb.sxm.1x'
-REGION = 'us-central3-a'
 PROVIDER = {'project_id': 'proj_emulator'}
 UP = status_lib.ClusterStatus.UP
 DAY = datetime.timedelta(days=1)
-
-
-def _config(reservation: str) -> Any:
-    key_fid = ssh_key_fid_for(connection.connect(), PUBLIC_KEY)
-    return devtools_provisioning.provision_config(
-        {'profile': '', 'project_id': 'proj_emulator', 'api_url': '',
-         'region': REGION, 'limit_price_per_hour': '32.00',
-         'provision_timeout': '', 'boot_timeout': '',
-         'reservation': reservation}, key_fid, TYPE)
-
-
-def _market_now(server: EmulatorServer) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
 
 
 @pytest.fixture
@@ -65,21 +48,6 @@ def market_on_this_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         yield server
 
 
-def _reserve(conn: connection.Connection, server: EmulatorServer, name: str,
-             quantity: int = 1) -> models.Reservation:
-    """A 3-hour reservation of `quantity` instances, from the market's now."""
-    start = _market_now(server)
-    return conn.client.create_reservation(
-        models.CreateReservationRequest(
-            project=conn.project_id,
-            instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-            region=REGION, start_time=start,
-            end_time=start + datetime.timedelta(hours=3),
-            instance_quantity=quantity, name=name,
-            launch_specification=models.LaunchSpecification(
-                volumes=[], ssh_keys=[ssh_key_fid_for(conn, PUBLIC_KEY)])))
-
-
 def _skypilot_knows(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     """SkyPilot's database holds a record of exactly the clusters `names`."""
     monkeypatch.setattr(global_user_state, 'get_cluster_from_name',
@@ -91,10 +59,9 @@ def on_reservation(market_on_this_clock: EmulatorServer
                    ) -> Iterator[Tuple[EmulatorServer, models.Reservation]]:
     """Cluster `held` on the only instance of a 3-hour reservation, up."""
     server = market_on_this_clock
-    reservation = _reserve(connection.connect(), server, 'long-res')
+    reservation = reserve(server, 'long-res')
     server.control('POST', 'advance', seconds=120)
-    record = provisioner.run_instances(REGION, 'held', 'held',
-                                       _config(reservation.name))
+    record = launch_on_reservation('held', reservation.name)
     assert record.created_instance_ids == reservation.instances
     try:
         yield server, reservation
@@ -165,18 +132,17 @@ def test_claims_of_an_ended_reservation_are_pruned_once_their_cluster_is_gone(
     (nobody refreshed it), the other is gone. A later launch on another
     reservation prunes the gone cluster's claim, and only that one."""
     server = market_on_this_clock
-    conn = connection.connect()
-    ended = _reserve(conn, server, 'ending-res', quantity=2)
+    ended = reserve(server, 'ending-res', quantity=2)
     server.control('POST', 'advance', seconds=120)
     for name in ('kept', 'left'):
-        provisioner.run_instances(REGION, name, name, _config(ended.name))
+        launch_on_reservation(name, ended.name)
     _skypilot_knows(monkeypatch, 'kept')
     server.control('POST', 'advance', seconds=4 * 3600)
     _later(monkeypatch, datetime.timedelta(hours=4))
-    fresh = _reserve(conn, server, 'next-res')
+    fresh = reserve(server, 'next-res')
     server.control('POST', 'advance', seconds=120)
     try:
-        provisioner.run_instances(REGION, 'next', 'next', _config(fresh.name))
+        launch_on_reservation('next', fresh.name)
         assert reservation_claims.of_cluster('left') == []
         assert len(reservation_claims.of_cluster('kept')) == 1
         assert set(reservation_claims.on(ended.fid)) == {
@@ -191,7 +157,7 @@ def test_a_launch_goes_on_when_pruning_fails(market_on_this_clock,
     """Pruning is housekeeping: its failure (the database's lock busy) is
     reported and the launch claims its instances all the same."""
     server = market_on_this_clock
-    reservation = _reserve(connection.connect(), server, 'busy-res')
+    reservation = reserve(server, 'busy-res')
     server.control('POST', 'advance', seconds=120)
 
     def busy() -> None:
@@ -199,8 +165,7 @@ def test_a_launch_goes_on_when_pruning_fails(market_on_this_clock,
 
     monkeypatch.setattr(reservation_claims, 'prune_ended', busy)
     try:
-        record = provisioner.run_instances(REGION, 'busy', 'busy',
-                                           _config(reservation.name))
+        record = launch_on_reservation('busy', reservation.name)
         assert record.created_instance_ids == reservation.instances
     finally:
         reservation_claims.release(reservation_claims.of_cluster('busy'))

@@ -5,52 +5,28 @@ its nodes get names no reserved instance, so its autostop on the node
 pauses its own bid (the disk kept) rather than cancel it as a bid beside
 reserved instances."""
 
-import datetime
 from pathlib import Path
 
 from sky_mithril.account import connection
-from sky_mithril.account.ssh_keys import ssh_key_fid_for
-from sky_mithril.api import models
-from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 
-from tests.helpers.provisioning import (PUBLIC_KEY, bids_named,
-                                        launch_on_manual_clock,
+from tests.helpers.provisioning import (bids_named, launch_on_manual_clock,
                                         provision_config, query)
+from tests.helpers.reservations import launch_on_reservation, reserve
 
-TYPE = 'a100-80gb.sxm.1x'
-REGION = 'us-central3-a'
 PROVIDER = {'project_id': 'proj_emulator'}
 
 
 def test_a_spot_relaunch_after_the_reservation_ended_stages_no_instance(
         manual_clock_emulator: EmulatorServer) -> None:
     server = manual_clock_emulator
-    conn = connection.connect()
-    start = datetime.datetime.fromisoformat(server.control('GET', 'state')['now'])
-    key_fid = ssh_key_fid_for(conn, PUBLIC_KEY)
-    reservation = conn.client.create_reservation(
-        models.CreateReservationRequest(
-            project=conn.project_id,
-            instance_type=cluster_bid.instance_type_fid(conn, TYPE, REGION),
-            region=REGION, start_time=start,
-            end_time=start + datetime.timedelta(hours=3),
-            instance_quantity=1, name='ending-res',
-            launch_specification=models.LaunchSpecification(
-                volumes=[], ssh_keys=[key_fid])))
+    reservation = reserve(server, 'ending-res')
     server.control('POST', 'advance', seconds=120)
-    provisioner.run_instances(REGION, 'dev', 'dev',
-                              devtools_provisioning.provision_config(
-                                  {'profile': '', 'project_id': 'proj_emulator',
-                                   'api_url': '', 'region': REGION,
-                                   'limit_price_per_hour': '32.00',
-                                   'provision_timeout': '', 'boot_timeout': '',
-                                   'reservation': reservation.name},
-                                  key_fid, TYPE))
+    launch_on_reservation('dev', reservation.name)
     # The reservation ends; a refresh reads the cluster gone, and SkyPilot
     # forgets it. Its claims stay until they are released.
     server.control('POST', 'advance', seconds=3 * 3600)
