@@ -158,7 +158,10 @@ def env_credentials_stack(tmp_path_factory) -> Iterator[SkyStack]:
 
 
 # The block volume pins the task to its region and is formatted only once.
+# A GPU task: bids, unlike a CPU-only one, which goes on a CPU VM.
 BLOCK_VOLUME_TASK = """
+resources:
+  accelerators: A100:1
 run: |
   if [ -f /mnt/scratch/written-by ]; then echo "kept $(cat /mnt/scratch/written-by)"; else echo first-launch > /mnt/scratch/written-by; echo "new volume"; fi
   echo "fs=$(findmnt -no FSTYPE /mnt/scratch) owner=$(stat -c %U /mnt/scratch) uuid=$(sudo blkid -s UUID -o value "$(findmnt -no SOURCE /mnt/scratch)")"
