@@ -23,7 +23,8 @@ from tests.helpers import REPO
 from tests.helpers.postgres import postgres_server
 from tests.helpers.provisioning import bids_named, point_plugin_at
 from tests.integration.provision.test_budget import _slow_bid_posts, within
-from tests.integration.provision.test_reserved_nodes import _config, _reserve, _wait_active
+from tests.helpers.reservations import reserve
+from tests.integration.provision.test_reserved_nodes import _config, _wait_active
 
 pytestmark = [
     pytest.mark.root,
@@ -110,7 +111,7 @@ def test_a_recovery_record_written_by_one_worker_is_read_by_the_other(
 
 def test_two_launches_on_one_reservation_never_claim_the_same_instance(
         workers: List[Worker], emulator: EmulatorServer) -> None:
-    reservation = _reserve(emulator, 2)
+    reservation = reserve(emulator, 'team-res', quantity=2)
     _wait_active(reservation.fid)
     config = _as_json(_config(reservation.name, count=2))
     for worker, name in zip(workers, ('res-a', 'res-b')):

@@ -4,6 +4,17 @@ import pytest
 
 from sky_mithril.catalog import mithril_catalog
 from sky_mithril.catalog import catalog_files
+from sky_mithril.catalog import live_prices
+
+
+@pytest.fixture(autouse=True)
+def no_live_market() -> None:
+    """No cached market (tests run without credentials): the catalog is
+    rewritten from the shipped one, whatever market an earlier test in
+    this process cached (an emulator's CPU VMs would be the cheapest
+    machines)."""
+    for cached in (live_prices.overlay_path(), live_prices._state_path()):
+        cached.unlink(missing_ok=True)
 
 
 def test_shipped_catalog_has_skypilot_columns_and_rows():
