@@ -19,6 +19,7 @@ import yaml
 from sky_mithril import cli
 from sky_mithril.commands import common
 from sky_mithril.commands import ssh as ssh_command
+from sky_mithril.emulator.hosts import vm_image
 from sky_mithril.emulator.server import EmulatorServer
 
 TYPE = 'a100-80gb.sxm.1x'
@@ -71,8 +72,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def kubectl() -> str:
     """kubectl, installed from Debian's kubernetes-client when missing (root)."""
     if shutil.which('kubectl') is None:
-        subprocess.run(['apt-get', 'install', '-y', '-q', 'kubernetes-client'],
-                       check=True, capture_output=True)
+        vm_image.ensure_packages(['kubernetes-client'],
+                                 lambda line: print(line, flush=True))
     path = shutil.which('kubectl')
     assert path, 'kubectl is needed: apt-get install -y kubernetes-client'
     return path

@@ -11,15 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from sky_mithril.emulator.hosts import vm_image
+
 
 def _bin_dir() -> Path:
     """The newest installed Postgres's programs (initdb, pg_ctl)."""
     found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
     if not found:
-        subprocess.run(['apt-get', 'update', '-q'], check=True)
-        subprocess.run(['apt-get', 'install', '-y', '-q', 'postgresql'],
-                       check=True, env={'DEBIAN_FRONTEND': 'noninteractive',
-                                        'PATH': '/usr/sbin:/usr/bin:/sbin:/bin'})
+        vm_image.ensure_packages(['postgresql'], lambda line: print(line, flush=True))
         found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
     return Path(found[-1]).parent
 

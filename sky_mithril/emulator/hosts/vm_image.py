@@ -47,6 +47,10 @@ UV_VERSION = '0.13.9'
 # network edge, which `foundrypf` opens ports in.
 APT_PACKAGES = ('openssh-server', 'sudo', 'rsync', 'patchelf', 'iproute2',
                 'patch', 'procps', 'lsof', 'e2fsprogs', 'nftables')
+# Held by every `ensure_packages` install on the machine; apt-get waits this
+# long for dpkg's own lock (held by an install of another tool).
+APT_LOCK_FILE = os.path.join(tempfile.gettempdir(), 'sky-mithril-apt.lock')
+APT_LOCK_WAIT_SECONDS = 600
 # Stand-ins for the commands a Mithril image adds to /usr/local/bin, by name:
 # the script in this package each one is.
 MITHRIL_COMMANDS: Dict[str, Path] = {
@@ -214,18 +218,31 @@ def ensure_packages(packages: Sequence[str], progress: Progress) -> None:
     """Installs the Debian packages of `packages` this machine lacks (root).
 
     A fresh machine has none of what the demo's hosts and SkyPilot's client
-    need, so every entry point calls this before it checks for a tool.
+    need, so every entry point calls this before it checks for a tool. One
+    install at a time on the machine (APT_LOCK_FILE): two processes that
+    both find a package missing (the demo's hosts and a sandboxed SkyPilot
+    starting together) would otherwise collide on dpkg's lock, and the
+    second would fail; apt-get also waits for a dpkg run of another tool.
     """
-    missing = _missing_packages(packages)
-    if not missing:
+    if not _missing_packages(packages):
         return
     if os.geteuid() != 0:
+        missing = _missing_packages(packages)
         raise VmImageError(f'Missing Debian packages: {" ".join(missing)}. '
                            f'Install them: `sudo apt-get install -y '
                            f'{" ".join(missing)}`.')
+    with open(APT_LOCK_FILE, 'w', encoding='utf-8') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = _missing_packages(packages)
+        if missing:
+            _apt_install(missing, progress)
+
+
+def _apt_install(missing: Sequence[str], progress: Progress) -> None:
     progress(f'Installing apt packages: {" ".join(missing)} (once per machine)')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    run_command(['apt-get', 'update'], env=env, timeout=600)
+    wait = ['-o', f'DPkg::Lock::Timeout={APT_LOCK_WAIT_SECONDS}']
+    run_command(['apt-get', *wait, 'update'], env=env, timeout=600)
     # Keep package scripts from starting a system-wide sshd on this machine.
     policy = Path('/usr/sbin/policy-rc.d')
     added_policy = not policy.exists()
@@ -233,8 +250,9 @@ def ensure_packages(packages: Sequence[str], progress: Progress) -> None:
         policy.write_text('#!/bin/sh\nexit 101\n')
         policy.chmod(0o755)
     try:
-        run_command(['apt-get', 'install', '-y', '--no-install-recommends',
-                     *missing], env=env, timeout=900)
+        run_command(['apt-get', *wait, 'install', '-y',
+                     '--no-install-recommends', *missing], env=env,
+                    timeout=900)
     finally:
         if added_policy:
             policy.unlink()
