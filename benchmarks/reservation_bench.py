@@ -9,7 +9,15 @@ The policies, each on its own market (same seed, same prices, same jobs):
   nodes, first come first served;
 - reservation first: the same reservation; a job takes a free reserved node,
   else places a spot bid; a job whose bid is waiting (not won yet, or its node
-  lost to a preemption) moves to a reserved node as soon as one is free.
+  lost to a preemption) moves to a reserved node as soon as one is free. A
+  job running on spot stays there (the plugin never moves a cluster), which
+  the row "spot job-hours while a reserved node was free" measures.
+With a reservation, a job's reserved node is paused when the job ends and
+resumed by the next job that takes it, as the plugin does (`sky down` of a
+cluster on reserved instances pauses them; a launch claims free instances,
+running ones first, and resumes paused ones): a node paused an hour or more
+earns the pause credit, and a resume takes minutes when spot bids hold the
+capacity the pause lent them.
 
 The market is the emulator's model (`sky_mithril.emulator.market`) in
 process, its clock moved a minute at a time, with no sleeping. Its own rules
@@ -17,10 +25,11 @@ make every dollar and minute: the clearing every 2 minutes and its second
 price, a preemption when the spot price rises above a bid's limit (a 5-minute
 notice, then the node is gone), the 1-minute boot, the reservation's quote and
 up-front charge, and the reserved capacity leaving the spot pool. The bench
-only decides which job runs where, and reads the market's record: instances'
-statuses (running or not, a node lost) and charges (the clearing prices the
-bids were billed). Unlike the other benchmarks it runs no HTTP server: they
-measure sky-mithril's client, which speaks HTTP, while this one measures the
+only decides which job runs where (and pauses or resumes reserved nodes), and
+reads the market's record: instances' statuses (running or not, a node lost),
+charges (the clearing prices the bids were billed) and the pause credit.
+Unlike the other benchmarks it runs no HTTP server: they measure
+sky-mithril's client, which speaks HTTP, while this one measures the
 policies, played by the bench itself with no client code on its path, so a
 server would only slow its 30,000 steps down.
 
@@ -35,10 +44,12 @@ The scenario, and why (realistic, not picked to win):
 - the limit price is what `sky-mithril prices` suggests from the week before
   (its default 90% likelihood), as docs/limit-prices.md tells a user to pick it;
 - the reservation is bought Monday 09:00 UTC for the week (168 h), 2 nodes,
-  at the market's quote then: the base load (1.5 nodes) rounded up, the size
-  bought to cover what always runs. Its cost is the up-front charge: idle
-  reserved nodes are not paused for credit (the last line printed bounds what
-  that could save);
+  at the market's quote then (the spot price then, raised by the share of
+  capacity already reserved, plus a 25% option premium that buys the
+  credits: a reserved node-hour costs more than spot did at purchase): the
+  base load (1.5 nodes) rounded up, the size bought to cover what always
+  runs. Its cost is the up-front charge less the pause credit its paused
+  nodes earned (a credit on future Mithril usage, counted as dollars back);
 - demand, seeded: a base load of training runs round the clock (one every 4 h
   on average, 4-8 h of work each) plus sweeps on weekdays 09:00-18:00 UTC
   (one every 3 h on average, 2-6 jobs of 1-3 h each, launched at once); jobs
@@ -47,14 +58,16 @@ The scenario, and why (realistic, not picked to win):
   incomplete, with the work left.
 
 Printed per policy: dollars (the reservation's up-front charge, unit price x
-hours x nodes; the spot charges the market recorded), wait (the hours a job
-was not running between its submission and its end, or the week's end if it
-did not finish: queueing, auctions, boots, preemptions), work done and redone,
-and ratios to spot only; then the goal, whether it holds and, if its cost
-side does not, the unit price at which it would. The policies do
-not finish the same work (reservation only leaves a backlog), so cost is
-compared per job-hour done: in total dollars reservation first can never
-undercut reservation only, which buys the same reservation without the burst.
+hours x nodes, and the pause credit the market granted; the spot charges the
+market recorded), wait (the hours a job was not running between its
+submission and its end, or the week's end if it did not finish: queueing,
+auctions, boots, preemptions), work done and redone, and ratios to spot
+only; then the goal, whether it holds and, if its cost side does not, the
+unit price at which it would, and whether placing the jobs better could
+close the gap at the quote. The policies do not finish the same work
+(reservation only leaves a backlog), so cost is compared per job-hour done:
+in total dollars reservation first can never undercut reservation only,
+which buys the same reservation without the burst.
 
 Run: python benchmarks/reservation_bench.py  (a few seconds; no network).
 """
@@ -250,16 +263,24 @@ class Outcome:
     policy: Policy
     jobs: List[Job]
     reservation: Optional[Reservation]
+    pause_credit: Decimal
     spot_dollars: Decimal
     highest_price_paid: Optional[Decimal]
     most_on_reserved: int
     most_on_spot: int
     reserved_busy_s: int
+    spot_while_reserved_free_s: int
+
+    @property
+    def up_front_dollars(self) -> Decimal:
+        return (self.reservation.charged if self.reservation is not None else
+                Decimal(0))
 
     @property
     def reserved_dollars(self) -> Decimal:
-        return (self.reservation.charged if self.reservation is not None else
-                Decimal(0))
+        """The reservation's cost: its up-front charge less the pause
+        credit its idle instances earned."""
+        return self.up_front_dollars - self.pause_credit
 
     @property
     def dollars(self) -> Decimal:
@@ -300,6 +321,7 @@ class Simulation:
         self.most_on_reserved = 0
         self.most_on_spot = 0
         self.reserved_busy_s = 0
+        self.spot_while_reserved_free_s = 0
 
     def run(self) -> Outcome:
         while True:
@@ -315,9 +337,12 @@ class Simulation:
         for bid in self.bids:
             self.market.bids.cancel(bid.fid)
         spot_dollars, highest = self._spot_charges()
-        return Outcome(self.policy, self.jobs, self.reservation, spot_dollars,
-                       highest, self.most_on_reserved, self.most_on_spot,
-                       self.reserved_busy_s)
+        credit = (self.market.reservations.pause_credit(self.reservation)
+                  if self.reservation is not None else Decimal(0))
+        return Outcome(self.policy, self.jobs, self.reservation, credit,
+                       spot_dollars, highest, self.most_on_reserved,
+                       self.most_on_spot, self.reserved_busy_s,
+                       self.spot_while_reserved_free_s)
 
     def _active(self) -> List[Job]:
         return [job for job in self.jobs if job.ended is None]
@@ -344,26 +369,47 @@ class Simulation:
 
     def _release(self, job: Job) -> None:
         """The job leaves its node: its bid cancelled, or its reserved node
-        free for the next."""
+        paused and free for the next, as `sky down` of a cluster on a
+        reservation does (`provision.reserved_nodes`): paused an hour or
+        more, it earns the pause credit."""
         if job.bid is not None:
             self.market.bids.cancel(job.bid.fid)
+        if (job.reserved is not None and
+                job.reserved.status == InstanceStatus.RUNNING):
+            self.market.instances.set_status([job.reserved.fid],
+                                             InstanceStatus.PAUSED)
         job.bid = job.reserved = None
         job.running = False
 
+    def _free_reserved(self) -> List[Instance]:
+        """The reservation's instances no job holds that a launch can claim
+        (`reserved_nodes.free_instances`): running ones first, then paused
+        ones (a stopping one once its pause is through)."""
+        if self.reservation is None:
+            return []
+        busy = {job.reserved.fid for job in self._active()
+                if job.reserved is not None}
+        free = [instance for instance in self.reservation.instances
+                if instance.status in (InstanceStatus.RUNNING,
+                                       InstanceStatus.PAUSED) and
+                instance.fid not in busy]
+        return sorted(free,
+                      key=lambda i: i.status != InstanceStatus.RUNNING)
+
     def _schedule(self) -> None:
         """Free reserved nodes to the jobs waiting longest (their waiting
-        bids cancelled), then a spot bid for each job without a node."""
+        bids cancelled; a paused node resumed, which takes minutes when
+        spot holds its capacity), then a spot bid for each job without a
+        node."""
         if self.reservation is not None:
-            busy = {job.reserved.fid for job in self._active()
-                    if job.reserved is not None}
-            free = [instance for instance in self.reservation.instances
-                    if instance.status == InstanceStatus.RUNNING and
-                    instance.fid not in busy]
             waiting = [job for job in self._active()
                        if job.reserved is None and
                        (job.bid is None or job.bid.status == BidStatus.OPEN)]
-            for instance, job in zip(free, waiting):
+            for instance, job in zip(self._free_reserved(), waiting):
                 self._release(job)
+                if instance.status == InstanceStatus.PAUSED:
+                    self.market.instances.set_status([instance.fid],
+                                                     InstanceStatus.RUNNING)
                 job.reserved = instance
         if self.policy.bursts:
             for job in self._active():
@@ -389,6 +435,8 @@ class Simulation:
         self.most_on_reserved = max(self.most_on_reserved, on_reserved)
         self.most_on_spot = max(self.most_on_spot, on_spot)
         self.reserved_busy_s += on_reserved * STEP_S
+        self.spot_while_reserved_free_s += (
+            min(on_spot, len(self._free_reserved())) * STEP_S)
 
     def _spot_charges(self) -> Tuple[Decimal, Optional[Decimal]]:
         """Dollars the bids were charged, per the market's record, and the
@@ -440,6 +488,7 @@ def report(comparison: Comparison) -> List[str]:
     unit_price = reservation.terms.unit_price
     week_prices = [price for _, price in comparison.prices] or [Decimal(0)]
     above = sum(1 for price in week_prices if price > limit) / len(week_prices)
+    mean_price = sum(week_prices) / len(week_prices)
     work_h = sum(job.work_s for job in comparison.jobs) / 3600
     lines = [
         f'A team\'s jobs for {scenario.hours} h from {START:%a %Y-%m-%d %H:%M} '
@@ -447,13 +496,16 @@ def report(comparison: Comparison) -> List[str]:
         f'capacity): {len(comparison.jobs)} jobs, {work_h:.1f} job-hours of '
         'work; each policy on its own market, with the same jobs and prices.',
         f'Spot price over the run {money.format_dollars(min(week_prices))}-'
-        f'{money.format_dollars(max(week_prices))}/h, above the limit '
+        f'{money.format_dollars(max(week_prices))}/h (mean '
+        f'{money.format_dollars(mean_price)}), above the limit '
         f'{above:.0%} of the time; limit {money.format_dollars(limit)}/h '
         '(sky-mithril prices\' suggestion from the week before).',
         f'Reservation: {RESERVED_NODES} nodes x {scenario.hours} h at '
         f'{money.format_dollars(unit_price)}/h (the market\'s quote at the '
         f'start), {money.format_dollars(reservation.charged)} charged up '
-        'front.',
+        'front; pause credit '
+        f'{money.format_dollars(reservation.terms.pause_credit)}/h for a '
+        'node paused an hour or more.',
     ]
 
     def waits(outcome: Outcome) -> List[float]:
@@ -492,8 +544,13 @@ def report(comparison: Comparison) -> List[str]:
         (f'highest spot price paid (limit {money.format_dollars(limit)})',
          lambda o: (money.format_dollars(o.highest_price_paid)
                     if o.highest_price_paid is not None else '-')),
+        ('spot job-hours while a reserved node was free',
+         lambda o: (f'{o.spot_while_reserved_free_s / 3600:.1f}'
+                    if o.policy.reserves and o.policy.bursts else '-')),
         ('reservation, up front ($)',
-         lambda o: f'{o.reserved_dollars:.2f}'),
+         lambda o: f'{o.up_front_dollars:.2f}'),
+        ('reservation, pause credit earned ($)',
+         lambda o: f'{o.pause_credit:.2f}'),
         ('spot, charged ($)', lambda o: f'{o.spot_dollars:.2f}'),
         ('total ($)', lambda o: f'{o.dollars:.2f}'),
         ('$ per job-hour done', lambda o: f'{o.dollars_per_job_hour:.2f}'),
@@ -542,27 +599,43 @@ def goal(comparison: Comparison) -> List[str]:
         f'The goal {verdict(cost_holds and wait_holds)} on this demand curve.',
     ]
     if not cost_holds and first.reservation is not None:
-        node_hours = (RESERVED_NODES *
-                      hours_between(first.reservation.start_time,
-                                    first.reservation.end_time))
-        break_even = ((cheaper.dollars_per_job_hour * first.work_done_h -
-                       first.spot_dollars) / node_hours).quantize(money.CENT)
-        quoted = first.reservation.terms.unit_price
+        lines += _why_cost_fails(first, cheaper)
+    return lines
+
+
+def _why_cost_fails(first: Outcome, cheaper: Outcome) -> List[str]:
+    """The unit price at which reservation first would cost as little per
+    job-hour as `cheaper` (its pause credit scaling with the price), and,
+    when the quote is above `cheaper`'s cost, why using the reservation
+    better cannot close the gap: its cost per job-hour mixes the
+    reservation's (never below the unit price) and its burst's."""
+    assert first.reservation is not None
+    quoted = first.reservation.terms.unit_price
+    node_hours = (RESERVED_NODES *
+                  hours_between(first.reservation.start_time,
+                                first.reservation.end_time))
+    target = cheaper.dollars_per_job_hour
+    break_even = ((target * first.work_done_h - first.spot_dollars) /
+                  (node_hours - first.pause_credit / quoted)).quantize(
+                      money.CENT)
+    lines = [
+        f'Reservation first would cost as little per job-hour as '
+        f'{cheaper.policy.name} at a unit price of '
+        f'{money.format_dollars(break_even)}/h or less; the quote was '
+        f'{money.format_dollars(quoted)}/h.' if break_even > 0 else
+        'Reservation first could not cost as little per job-hour as '
+        f'{cheaper.policy.name} at any unit price: its spot burst alone '
+        'costs more.'
+    ]
+    burst_h = first.work_done_h - Decimal(first.reserved_busy_s) / 3600
+    burst_rate = first.spot_dollars / burst_h if burst_h else Decimal(0)
+    if quoted > target and burst_rate > target:
         lines.append(
-            f'Reservation first would cost as little per job-hour as '
-            f'{cheaper.policy.name} at a unit price of '
-            f'{money.format_dollars(break_even)}/h or less; the quote was '
-            f'{money.format_dollars(quoted)}/h.' if break_even > 0 else
-            'Reservation first could not cost as little per job-hour as '
-            f'{cheaper.policy.name} at any unit price: its spot burst alone '
-            'costs more.')
-        idle_hours = node_hours - Decimal(first.reserved_busy_s) / 3600
-        credit = first.reservation.terms.pause_credit
-        lines.append(
-            'Even with every idle reserved node-hour paid back at the pause '
-            f'credit ({money.format_dollars(credit)}/h), it would cost '
-            f'${(first.dollars - credit * idle_hours) / first.work_done_h:.2f} '
-            'per job-hour.')
+            'At the quote, a job-hour on the reservation costs at least its '
+            f'unit price ({money.format_dollars(quoted)}; idle hours only '
+            f'add, less the pause credit), above {cheaper.policy.name}\'s '
+            f'${target:.2f}: only a spot burst cheaper than that could make '
+            f'up for it, and this one cost ${burst_rate:.2f} per job-hour.')
     return lines
 
 

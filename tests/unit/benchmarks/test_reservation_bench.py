@@ -1,8 +1,11 @@
 """benchmarks/reservation_bench.py on a tiny demand curve: the printed table
 keeps what a user reading it would check (no policy runs more jobs than it
 has nodes, spot pays no more than its limit, every job is counted, the
-reservation costs its quote)."""
+reservation costs its quote less its pause credit, the break-even unit price
+is one at which the cost side would hold); and on jobs placed by hand,
+reserved nodes paused between jobs as the plugin's `sky down` pauses them."""
 
+import datetime
 import importlib.util
 import re
 import sys
@@ -74,8 +77,9 @@ def test_no_policy_runs_more_jobs_than_it_has_nodes(printed: str) -> None:
     assert int(on_reserved['reservation only']) <= bench.RESERVED_NODES
     assert int(on_spot['reservation only']) == 0
     assert int(on_reserved['reservation first']) <= bench.RESERVED_NODES
-    # The reserved nodes leave the spot pool.
-    assert int(on_spot['reservation first']) <= capacity - bench.RESERVED_NODES
+    # The reserved nodes leave the spot pool, but a paused one's capacity is
+    # lent back to spot.
+    assert int(on_spot['reservation first']) <= capacity
     assert int(on_spot['spot only']) > 0, 'the curve should use spot'
 
 
@@ -105,19 +109,43 @@ def test_every_job_completes_or_is_reported_incomplete(printed: str) -> None:
         assert done + float(left_h) == pytest.approx(work, abs=0.11)
 
 
-def test_the_reservation_costs_its_quote_up_front(printed: str) -> None:
+def test_the_reservation_costs_its_quote_less_its_pause_credit(
+        printed: str) -> None:
     table = _table(printed)
     unit_price = _dollars(re.search(r'Reservation: \d+ nodes x \d+ h at '
                                     r'(\$[\d.]+)/h', printed).group(1))
+    pause_rate = _dollars(re.search(r'pause credit (\$[\d.]+)/h',
+                                    printed).group(1))
     up_front = table['reservation, up front ($)']
-    expected = unit_price * TINY.hours * bench.RESERVED_NODES
+    credit = table['reservation, pause credit earned ($)']
+    node_hours = TINY.hours * bench.RESERVED_NODES
+    expected = unit_price * node_hours
     assert Decimal(up_front['spot only']) == 0
+    assert Decimal(credit['spot only']) == 0
     assert Decimal(up_front['reservation only']) == expected
     assert Decimal(up_front['reservation first']) == expected
+    used = _row(table, 'reserved node-hours used')
+    for policy in ('reservation only', 'reservation first'):
+        # Only idle reserved node-hours can be paused, and earn no more than
+        # the pause credit each.
+        used_h = Decimal(used[policy].split()[0])
+        assert 0 <= Decimal(credit[policy]) <= pause_rate * (node_hours -
+                                                             used_h)
     for policy in POLICIES:
         assert Decimal(table['total ($)'][policy]) == (
-            Decimal(up_front[policy]) +
+            Decimal(up_front[policy]) - Decimal(credit[policy]) +
             Decimal(table['spot, charged ($)'][policy]))
+
+
+def test_spot_beside_a_free_reserved_node_is_part_of_the_burst(
+        printed: str) -> None:
+    table = _table(printed)
+    beside = table['spot job-hours while a reserved node was free']
+    assert beside['spot only'] == beside['reservation only'] == '-'
+    done = Decimal(table['work done (job-hours)']['reservation first'])
+    used = Decimal(_row(table, 'reserved node-hours used')
+                   ['reservation first'].split()[0])
+    assert 0 <= Decimal(beside['reservation first']) <= done - used + 1
 
 
 def test_the_goal_is_stated_with_its_verdict(printed: str) -> None:
@@ -129,3 +157,67 @@ def test_the_goal_is_stated_with_its_verdict(printed: str) -> None:
     assert all(line.endswith((': holds', ': does not hold')) for line in verdicts)
     assert re.search(r'^The goal (holds|does not hold) on this demand curve\.$',
                      printed, re.MULTILINE)
+
+
+def test_the_break_even_unit_price_is_where_the_cost_side_holds(
+        printed: str) -> None:
+    """When the cost side fails, the unit price printed makes reservation
+    first cost what the cheaper policy does per job-hour (its pause credit
+    scaling with the price), and it is below the quote."""
+    found = re.search(r'cost as little per job-hour as (spot only|'
+                      r'reservation only) at a unit price of (\$[\d.]+)/h '
+                      r'or less; the quote was (\$[\d.]+)/h', printed)
+    if ': does not hold' not in next(line for line in printed.splitlines()
+                                     if line.startswith('  cost:')):
+        assert found is None
+        return
+    assert found is not None
+    cheaper, break_even, quoted = (found.group(1), _dollars(found.group(2)),
+                                   _dollars(found.group(3)))
+    assert break_even < quoted
+    table = _table(printed)
+    first = 'reservation first'
+    work = Decimal(table['work done (job-hours)'][first])
+    credit = Decimal(table['reservation, pause credit earned ($)'][first])
+    spot = Decimal(table['spot, charged ($)'][first])
+    node_hours = TINY.hours * bench.RESERVED_NODES
+    cost_then = (break_even * node_hours - credit * break_even / quoted +
+                 spot)
+    target = Decimal(table['$ per job-hour done'][cheaper])
+    # The table rounds work to 0.1 h and dollars to the cent.
+    assert cost_then / work == pytest.approx(target, abs=Decimal('0.15'))
+
+
+def test_idle_reserved_nodes_are_paused_and_resumed_for_the_next_job() -> None:
+    """Two jobs end within the first hour; the nodes are paused (as `sky
+    down` pauses them), earn the pause credit for the hours nobody needs
+    them, and a later job resumes one, which takes its boot."""
+    scenario = bench.Scenario(hours=4, base_gap_h=1.0, base_work_h=(1, 1),
+                              sweep_gap_h=1.0, sweep_jobs=(1, 1),
+                              sweep_work_h=(1, 1))
+    start = bench.START
+    jobs = [bench.JobSpec('early-0', start, 30 * 60),
+            bench.JobSpec('early-1', start, 30 * 60),
+            bench.JobSpec('late', start + datetime.timedelta(hours=2),
+                          30 * 60)]
+    prices = bench.run_prices(scenario)
+    limit = bench.suggested_limit(bench.new_market(scenario, prices))
+    simulation = bench.Simulation(bench.RESERVATION_ONLY, scenario, jobs,
+                                  prices, limit)
+    outcome = simulation.run()
+    assert all(job.finished for job in outcome.jobs)
+    late = next(job for job in outcome.jobs if job.spec.name == 'late')
+    boot_s = sum(simulation.market.boot_durations_s.values())
+    assert late.wait_s(scenario.end) >= boot_s  # resumed, not running idle
+    paused = [instance for instance in outcome.reservation.instances
+              if any(change.status == bench.InstanceStatus.PAUSED
+                     for change in instance.status_changes)]
+    assert len(paused) == bench.RESERVED_NODES
+    rate = outcome.reservation.terms.pause_credit
+    # Both nodes paused from about 0:31: one until the late job at 2:00 and
+    # again from about 2:32 to the end, the other to the end (about 6.4 h of
+    # the 8 - 1.5 node-hours idle).
+    idle_h = scenario.hours * bench.RESERVED_NODES - 1.5
+    assert rate * 6 < outcome.pause_credit < rate * Decimal(str(idle_h))
+    assert outcome.dollars == (outcome.reservation.charged -
+                               outcome.pause_credit)
