@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List
 
+import pytest
 import sky
 from sky.skylet import constants
 
@@ -34,11 +35,23 @@ def picked(**resources: Any) -> List[str]:
     return [r.instance_type for r in feasible.resources_list]
 
 
-def test_the_first_use_of_a_fresh_catalog_offers_a_cpu_only_task_a_cpu_vm(
-        bare_emulator, monkeypatch):
-    assert cpu_vm_types(catalog_files.catalog_path()) == []
+def forget_the_market() -> None:
     for cached in (live_prices.overlay_path(), live_prices._state_path()):
-        cached.unlink(missing_ok=True)  # no market read yet
+        cached.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def no_market_read_yet() -> Iterator[None]:
+    """No market in this process's home, before and after: the emulator's
+    CPU VMs would otherwise be the cheapest machines of later tests."""
+    forget_the_market()
+    yield
+    forget_the_market()
+
+
+def test_the_first_use_of_a_fresh_catalog_offers_a_cpu_only_task_a_cpu_vm(
+        bare_emulator, monkeypatch, no_market_read_yet):
+    assert cpu_vm_types(catalog_files.catalog_path()) == []
     monkeypatch.setenv('MITHRIL_API_URL', bare_emulator.url)
     monkeypatch.setenv('MITHRIL_API_KEY', 'fresh-install-key')
     monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
