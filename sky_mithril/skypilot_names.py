@@ -356,7 +356,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
                         'use_spot', 'max_hourly_cost', 'ports', 'copy',
                         'assert_launchable')),
     *(_entry('sky.utils.resources_utils', helper, API_SERVER,
-             'provision.public_ports: the task\'s ports and ranges')
+             'provision.public_ports, recovery.staging.open_ports: the '
+             'task\'s ports and ranges')
       for helper in ('port_ranges_to_set', 'port_set_to_ranges')),
     _entry('sky.utils.volume', 'VolumeMount', API_SERVER,
            'cloud.Mithril.make_deploy_resources_variables: its signature'),

@@ -15,6 +15,8 @@ from sky_mithril.account import credentials
 from sky_mithril.api import client as client_lib
 from sky_mithril.api import errors
 from sky_mithril.api import models
+from sky_mithril.catalog import catalog_files
+from sky_mithril.catalog import live_prices
 from sky_mithril.commands import options
 from sky_mithril.commands.output import CommandError, interactive, pick
 from sky_mithril.plugin import setup as setup_lib
@@ -101,6 +103,25 @@ def _has_credentials() -> bool:
     return True
 
 
+def _add_live_market() -> str:
+    """Lays the project's market over the catalog just installed
+    (`live_prices.refresh`, which publishes it for the `sky` client too), and
+    says what it found. The shipped catalog lists no CPU VM types (Mithril
+    publishes none, and which ones a project can buy is its own); without
+    them the client refuses a CPU VM `instance_type` until the API server
+    reads the market."""
+    live_prices.refresh()
+    if not live_prices.snapshot().live:
+        return ('Could not read Mithril\'s market now; the catalog lists '
+                'your project\'s CPU VM types once the API server reads it.')
+    cpu_types = sorted({
+        row['InstanceType'] for row in
+        catalog_files.read_rows(live_prices.overlay_path())
+        if not row['AcceleratorName']})
+    return ('Added your project\'s live market to it'
+            f'{": CPU VM types " + ", ".join(cpu_types) if cpu_types else ""}.')
+
+
 @click.command('setup', short_help='Enable the plugin; store your Mithril API key.', epilog=options.examples(
     'sky-mithril setup --api-key                     # paste the key at the prompt',
     'sky-mithril setup --api-key --project my-team < key-file',
@@ -150,9 +171,12 @@ def setup_command(ask_api_key: bool, project: Optional[str],
             setup_lib.plugins_config_path(remote=False)))
     catalog = setup_lib.publish_catalog(Path.home() / '.sky')
     print(f'Installed the Mithril catalog for the sky client at {catalog}')
+    has_credentials = _has_credentials()
+    if has_credentials:
+        print(_add_live_market())
     print('Restart the SkyPilot API server so it loads the plugin: '
           '`sky api stop` (the next `sky` command starts it again).')
-    if not _has_credentials():
+    if not has_credentials:
         print(f'No Mithril API key is set up yet. {KEY_SOURCE}; store it with '
               f'`{credentials.SETUP_COMMAND}`. ({ML_INSTALL}.)')
     print('Then check your Mithril access: `sky check mithril`.')

@@ -55,11 +55,16 @@ def _take_over_catalog() -> None:
 
     from sky_mithril.catalog import mithril_catalog  # pylint: disable=import-outside-toplevel
     from sky_mithril.catalog import catalog_files  # pylint: disable=import-outside-toplevel
+    from sky_mithril.catalog import live_prices  # pylint: disable=import-outside-toplevel
     sys.modules['sky.catalog.mithril_catalog'] = mithril_catalog
     sky.catalog.mithril_catalog = mithril_catalog  # type: ignore[attr-defined]
     target = Path(common.get_catalog_path('mithril/vms.csv'))
+    # The catalog the plugin serves: the live overlay once there is one (it
+    # alone lists the project's CPU VM types), else the shipped one.
+    overlay = live_prices.overlay_path()
     try:
-        catalog_files.publish_for_skypilot(target)
+        catalog_files.publish_for_skypilot(
+            target, overlay if overlay.is_file() else None)
     except OSError as e:
         # Only the plugin-less `sky` client reads this copy; the API server
         # must still start (for every cloud) when the home is read-only.

@@ -1,6 +1,7 @@
 """SkyPilot's own launch steps, replayed on a standby's nodes while the old
-node still trains: the runtime, Ray and the skylet (`set_up_runtime`, with
-the runtime files fetched from the old node), then the job's workdir, file
+node still trains: the task's public ports on the standby's head
+(`open_ports`), the runtime, Ray and the skylet (`set_up_runtime`, with the
+runtime files fetched from the old node), then the job's workdir, file
 mounts, setup, autodown and hooks (`stage_job`). After the switch only the
 submission is left (`submit_job`).
 """
@@ -13,6 +14,9 @@ from typing import Any, Dict, List
 from sky import execution
 from sky import global_user_state
 from sky.jobs import recovery_strategy
+from sky.utils import resources_utils
+
+from sky_mithril.provision import public_ports
 
 
 def fetch_runtime_files(handle: Any, into: str) -> Dict[str, str]:
@@ -28,6 +32,20 @@ def fetch_runtime_files(handle: Any, into: str) -> Dict[str, str]:
             f'{remote.rstrip("/")}/', local, up=False, stream_logs=False)
         mounts[remote] = local
     return mounts
+
+
+def open_ports(handle: Any, info: Any) -> None:
+    """Opens the task's ports on the standby's head, as a launch does
+    (`public_ports.open_on_head`, reached with the cluster config's `auth`):
+    a promoted standby skips SkyPilot's relaunch, the step that would open
+    them, and `sky status --endpoints` then points at the standby's head.
+    Raises PortsNotOpenedError naming each port that did not open."""
+    ports = resources_utils.port_ranges_to_set(handle.launched_resources.ports)
+    if not ports:
+        return
+    yaml_config = global_user_state.get_cluster_yaml_dict(handle.cluster_yaml)
+    public_ports.open_on_head(info, yaml_config['auth'],
+                              handle.cluster_name_on_cloud, ports)
 
 
 def set_up_runtime(handle: Any, runtime_files: Dict[str, str],

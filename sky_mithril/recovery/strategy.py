@@ -15,9 +15,9 @@ notice:
 1. A standby bid is placed with the cluster's name, region, instance type,
    nodes, SSH keys and file shares, at the relaunch's limit
    (`recovery_limit_price` if set). Once it wins, it boots, and SkyPilot's
-   own launch steps up to the run happen on it (`staging`): the runtime,
-   Ray and the skylet; the task's workdir, file mounts and setup; autodown
-   and the task's hooks. Meanwhile the job keeps training on the old node
+   own launch steps up to the run happen on it (`staging`): the task's
+   public ports on its head; the runtime, Ray and the skylet; the task's
+   workdir, file mounts and setup; autodown and the task's hooks. Meanwhile the job keeps training on the old node
    (its preemption hooks have run; `runtime`). Once the notice is over, at
    whatever stage the standby is, it takes the old bid's place (which is
    cancelled: back to Open, it could win a second node); if it has not won
@@ -163,6 +163,7 @@ def plan_recovery(handle: Any, dag: Any,
             runtime_files = staging.fetch_runtime_files(handle, fetched)
             standby.wait_until_ready(provider_config)
             info = cluster_bid.cluster_info(conn, standby.bid, provider_config)
+            staging.open_ports(handle, info)
             staging.set_up_runtime(handle, runtime_files, info)
             staging.stage_job(dag, handle, info)
         if cancelled.is_set():

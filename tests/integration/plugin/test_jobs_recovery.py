@@ -1,21 +1,31 @@
-"""When the managed-job recovery gets a standby bid, and that a standby which
-cannot be made ready is cancelled (manual-clock emulator). The standby's
-success path, with SkyPilot's runtime set up on it, runs end to end in
+"""When the managed-job recovery gets a standby bid, that a standby which
+cannot be made ready is cancelled, and that a promoted standby's head has
+the task's ports open (manual-clock emulator). The standby's success path,
+with SkyPilot's runtime set up on it, runs end to end in
 tests/e2e/test_e2e.py."""
 
 import contextlib
+import os
+import signal
+import subprocess
 import threading
 import time
 import types
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
+import yaml
+
+import sky.provision
+from sky.provision import provisioner as sky_provisioner
 
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import public_ports
 from sky_mithril.recovery import records
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import staging
@@ -32,13 +42,16 @@ BOOT_S = 60.0
 NO_PLAN = strategy.RecoveryPlan()  # recover as SkyPilot's strategy does
 
 
-def handle(mithril: Dict[str, Any]) -> Any:
-    """The parts of SkyPilot's cluster handle the recovery reads."""
+def handle(mithril: Dict[str, Any], ports: Optional[List[str]] = None,
+           cluster_yaml: Optional[str] = None) -> Any:
+    """The parts of SkyPilot's cluster handle the recovery reads: the task's
+    `ports`, and its cluster config at `cluster_yaml` (needed with ports)."""
     return types.SimpleNamespace(
-        cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
+        cluster_name='job', cluster_name_on_cloud='job',
+        cluster_yaml=cluster_yaml,
         launched_resources=types.SimpleNamespace(
             cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
-            accelerators={'A100': 1}, max_hourly_cost=None,
+            accelerators={'A100': 1}, max_hourly_cost=None, ports=ports,
             cluster_config_overrides={'mithril': mithril}))
 
 
@@ -288,3 +301,132 @@ def test_a_standby_whose_setup_fails_is_cancelled(recovery_emulator, monkeypatch
     assert standby['limit_price'] == '$60.00'
     assert standby['status'] == 'Terminated' != old['status']
     assert records.standby_of('job') is None
+
+
+# Ports no other test's forwarder uses.
+PORTS = ['47021', '47030-47031']
+OPENED = (47021, 47030, 47031)
+SUDO = '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n'
+FOUNDRYPF = '#!/bin/sh\necho "forwarding $1"\nwhile :; do sleep 0.2; done\n'
+
+
+class HeadsOnThisMachine:
+    """The emulator's hosts are addresses nobody listens on: here SSH to a
+    head runs its commands on this machine, with that head's own
+    `foundrypf` stand-in (a forwarder that runs until it is killed), so a
+    forwarder's command line says which head opened which port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _bin(self, address: str) -> Path:
+        folder = self.root / address / 'bin'
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            for name, text in (('sudo', SUDO), ('foundrypf', FOUNDRYPF)):
+                (folder / name).write_text(text)
+                (folder / name).chmod(0o755)
+        return folder
+
+    def runners(self, cloud: str, info: Any, **credentials: Any) -> List[Any]:
+        """`sky.provision.get_command_runners` for the head of `info`."""
+        del cloud, credentials
+        [head] = info.instances[info.head_instance_id]
+        path = f'{self._bin(head.external_ip)}:/usr/sbin:/usr/bin:/sbin:/bin'
+
+        def run(cmd: str, **kwargs: Any) -> Any:
+            del kwargs
+            done = subprocess.run(['bash', '-c', cmd], env={'PATH': path},
+                                  capture_output=True, text=True, timeout=30,
+                                  check=False)
+            return done.returncode, done.stdout, done.stderr
+
+        return [types.SimpleNamespace(run=run)]
+
+    def _forwarders(self, pattern: str) -> List[int]:
+        found = subprocess.run(['pgrep', '-f', pattern], capture_output=True,
+                               text=True, check=False).stdout.split()
+        return [int(pid) for pid in found]
+
+    def open_ports(self, address: str) -> List[int]:
+        """The ports a forwarder runs for on the head at `address`."""
+        return [port for port in OPENED if self._forwarders(
+            f'{self.root}/{address}/bin/foundrypf {port}$')]
+
+    def stop(self) -> None:
+        """Ends the forwarders the heads started, and removes their logs."""
+        for pid in self._forwarders(f'{self.root}/.*/foundrypf'):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for port in OPENED:
+            Path(f'/tmp/foundrypf-{port}.log').unlink(missing_ok=True)
+
+
+@pytest.fixture
+def heads(monkeypatch, tmp_path: Path) -> Iterator[HeadsOnThisMachine]:
+    on_this_machine = HeadsOnThisMachine(tmp_path / 'heads')
+    monkeypatch.setattr(sky_provisioner, 'wait_for_ssh', lambda *args: None)
+    monkeypatch.setattr(sky.provision, 'get_command_runners',
+                        on_this_machine.runners)
+    try:
+        yield on_this_machine
+    finally:
+        on_this_machine.stop()
+
+
+def test_a_promoted_standby_has_the_tasks_ports_open_on_its_head(
+        recovery_emulator, monkeypatch, heads, tmp_path):
+    """A task with `ports:` recovers onto a standby, which skips SkyPilot's
+    relaunch (the step that opens them): the standby's head opens them while
+    it is staged, so once it is the cluster's bid, the endpoints the user
+    is shown (query_ports, `sky status --endpoints`) are the standby's head,
+    where each port is open; the old head opened none."""
+    recovery_emulator.market.preemption_notice_s = 100 * CLEARING_S
+    preempt(recovery_emulator)
+    old_head = provisioner.get_cluster_info(
+        '', 'job', {'project_id': 'proj_emulator'}).get_head_instance()
+    cluster_yaml = tmp_path / 'job-with-ports.yml'
+    cluster_yaml.write_text(yaml.safe_dump({'auth': {
+        'ssh_user': 'ubuntu', 'ssh_private_key': str(tmp_path / 'sky-key')}}))
+    monkeypatch.setattr(staging, 'set_up_runtime', lambda *args: None)
+    monkeypatch.setattr(staging, 'stage_job', lambda *args: None)
+    with advancing_clock(recovery_emulator):
+        plan = strategy.plan_recovery(
+            handle({'recovery_limit_price': 60}, PORTS, str(cluster_yaml)),
+            dag=None, cancelled=threading.Event())
+    assert plan.standby_fid is not None
+    standby_lib.promote_standby(connection.connect(), 'job', plan.standby_fid)
+
+    endpoints = provisioner.query_ports('job', PORTS, provider_config={
+        'project_id': 'proj_emulator'})
+    [new_head] = {e.host for listed in endpoints.values() for e in listed}
+    assert sorted(endpoints) == list(OPENED)
+    assert new_head != old_head.external_ip
+    assert heads.open_ports(new_head) == list(OPENED)
+    assert heads.open_ports(old_head.external_ip) == []
+
+
+def test_a_standby_whose_head_cannot_open_the_ports_is_cancelled(
+        recovery_emulator, monkeypatch, tmp_path):
+    """The standby's head cannot open a port of the task (its `foundrypf`
+    refuses it): the standby is cancelled, and SkyPilot's strategy recovers
+    as usual, whose launch opens them or fails saying why."""
+    recovery_emulator.market.preemption_notice_s = 100 * CLEARING_S
+    preempt(recovery_emulator)
+    cluster_yaml = tmp_path / 'job-refused-ports.yml'
+    cluster_yaml.write_text(yaml.safe_dump({'auth': {
+        'ssh_user': 'ubuntu', 'ssh_private_key': str(tmp_path / 'sky-key')}}))
+
+    def refuse(*args: Any) -> None:
+        del args
+        raise public_ports.PortsNotOpenedError('port 47021: refused')
+
+    monkeypatch.setattr(public_ports, 'open_on_head', refuse)
+    monkeypatch.setattr(staging, 'set_up_runtime', lambda *args: None)
+    monkeypatch.setattr(staging, 'stage_job', lambda *args: None)
+    with advancing_clock(recovery_emulator):
+        assert strategy.plan_recovery(
+            handle({'recovery_limit_price': 60}, PORTS, str(cluster_yaml)),
+            dag=None, cancelled=threading.Event()) == NO_PLAN
+    old, standby = bids_named(recovery_emulator, 'job')  # oldest first
+    assert (old['status'], standby['status']) == ('Preempting', 'Terminated')
