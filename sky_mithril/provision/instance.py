@@ -33,6 +33,7 @@ from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import public_ports
+from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
 
@@ -89,6 +90,7 @@ def _on_reservation(conn: connection.Connection,
     wanted = config.provider_config.get('reservation')
     if held is not None or not wanted:
         return held
+    reservation_claims.refuse_apart_from_api_server(wanted)
     if cluster_bid.live_bid(conn, cluster_name_on_cloud) is not None:
         return None
     reservation = reserved_nodes.find(conn, wanted)
