@@ -142,7 +142,13 @@ def reservation_room(name_or_fid: str
     """The named reservation in the launch's project, how many of its
     instances are free now (0 unless it is Active), and Mithril's clock now;
     counted at most once per RESERVATION_ROOM_SECONDS. A reservation that
-    is not there raises MithrilConfigError naming the fix."""
+    is not there, or a launch on a remote controller (whose SkyPilot
+    database cannot see the API server's claims), raises MithrilConfigError
+    naming the fix."""
+    try:
+        reservation_claims.refuse_apart_from_api_server(name_or_fid)
+    except reservation_claims.SeparateDatabaseError as e:
+        raise settings.MithrilConfigError(str(e)) from None
     _, project_id = _account_for_launch()
     key = (project_id, name_or_fid)
     with _memo_lock:

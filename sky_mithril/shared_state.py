@@ -7,7 +7,9 @@ KEY_PREFIX and every lock id with LOCK_PREFIX, so the plugin's never meet
 SkyPilot's own."""
 
 import contextlib
+import os
 import typing
+from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 if typing.TYPE_CHECKING:
@@ -18,6 +20,26 @@ LOCK_PREFIX = 'sky-mithril-'
 # How often a waiter asks for a held lock again. SkyPilot's Postgres lock
 # asks once a second by default, a long wait for a budget check or a record.
 LOCK_POLL_SECONDS = 0.05
+
+
+def apart_from_api_server() -> bool:
+    """Whether this process's SkyPilot database may be its own, not the API
+    server's, so that the entries here are not every process's: the process
+    descends from a SkyPilot controller (SkyPilot exports
+    OVERRIDE_CONSOLIDATION_MODE in every jobs and serve controller process,
+    and a remote controller's local API server, which that process starts,
+    inherits it), on a host where no API server started in jobs
+    consolidation mode (its start writes SkyPilot's signal file there), and
+    the database is SQLite (no Postgres `db:`, which every process that
+    names it shares)."""
+    from sky.jobs import constants as jobs_constants  # pylint: disable=import-outside-toplevel
+    from sky.skylet import constants  # pylint: disable=import-outside-toplevel
+    if os.environ.get(constants.OVERRIDE_CONSOLIDATION_MODE) is None:
+        return False
+    if os.environ.get(constants.ENV_VAR_DB_CONNECTION_URI):
+        return False
+    return not Path(jobs_constants.JOBS_CONSOLIDATION_RELOADED_SIGNAL_FILE
+                    ).expanduser().exists()
 
 
 def lock(name: str, timeout: Optional[float] = None) -> 'locks.DistributedLock':

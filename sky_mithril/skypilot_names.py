@@ -537,6 +537,15 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'provision.instance.query_ports: each port at the head\'s address'),
     _entry(_CONSTANTS, 'SKY_REMOTE_RAY_PORT', API_SERVER,
            'recovery.staging.set_up_runtime: Ray\'s port'),
+    # Whether a process shares the API server's database (shared_state.py).
+    *(_entry(_CONSTANTS, constant, API_SERVER,
+             'shared_state.apart_from_api_server: a remote controller\'s '
+             'SkyPilot database is its own')
+      for constant in ('OVERRIDE_CONSOLIDATION_MODE',
+                       'ENV_VAR_DB_CONNECTION_URI')),
+    _entry('sky.jobs.constants', 'JOBS_CONSOLIDATION_RELOADED_SIGNAL_FILE',
+           API_SERVER, 'shared_state.apart_from_api_server: the API server '
+           'runs the jobs controllers on its host'),
     # On the nodes: the provisioner (provision/) that autostop and autodown
     # reach, and the node hook (node_hook.py).
     _entry('sky.sky_logging', 'init_logger', NODE,

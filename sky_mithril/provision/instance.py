@@ -33,6 +33,7 @@ from sky_mithril.provision import cpu_vm
 from sky_mithril.provision import node_key_renewal
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import public_ports
+from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.provision import status_table
 
@@ -74,7 +75,10 @@ def _on_reservation(conn: connection.Connection,
     the reservation its launch names; None to go on a spot bid (a cluster
     already on one stays there; a full, not yet active or ended
     reservation, one that ends within the lead time the cloud rendered, or
-    one that cannot take the task's volumes, bursts to spot, saying why)."""
+    one that cannot take the task's volumes, bursts to spot, saying why).
+    A cluster that holds instances gets the task's volumes added to the
+    reservation as a first launch does, or a ReservationError naming the
+    fix."""
     held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
     if held is not None and held.gone():
         logger.info('The cluster\'s reserved instances are gone (the '
@@ -86,9 +90,12 @@ def _on_reservation(conn: connection.Connection,
         # (empty unless this launch claims afresh below).
         reserved_nodes.stage_node_file(cluster_name_on_cloud)
         held = None
+    if held is not None and not held.on_node:
+        held.add_task_volumes(cluster_bid.volume_fids(config.provider_config))
     wanted = config.provider_config.get('reservation')
     if held is not None or not wanted:
         return held
+    reservation_claims.refuse_apart_from_api_server(wanted)
     if cluster_bid.live_bid(conn, cluster_name_on_cloud) is not None:
         return None
     reservation = reserved_nodes.find(conn, wanted)

@@ -3,7 +3,9 @@ instance, in SkyPilot's own state database (`shared_state`: SQLite for one
 user, the team's Postgres when the API server's `db:` points there), taken
 under SkyPilot's lock for the reservation (a file lock, or a Postgres advisory
 lock). Two launches, in two API-server workers or replicas, never claim one
-instance, and claims outlive an API-server restart."""
+instance, and claims outlive an API-server restart. A process whose SkyPilot
+database is its own (a remote jobs or serve controller) sees none of them,
+so it never claims (`refuse_apart_from_api_server`)."""
 
 import dataclasses
 import json
@@ -29,6 +31,31 @@ FRESH_CLAIM_SECONDS = 900.0
 # this far future (9999-12-31). Claims of ended reservations whose cluster
 # is gone are pruned (`prune_ended`).
 KEPT_UNTIL_RELEASED = 253402300799.0
+
+
+class SeparateDatabaseError(RuntimeError):
+    """A launch names a reservation in a process that cannot see the API
+    server's claims; the message names the fix."""
+
+
+def refuse_apart_from_api_server(reservation: str) -> None:
+    """SeparateDatabaseError, before any bid or claim, when this process's
+    SkyPilot database is its own (`shared_state.apart_from_api_server`): it
+    would take for free an instance a user's cluster holds, and its
+    teardown would pause that instance and wipe its disk."""
+    if not shared_state.apart_from_api_server():
+        return
+    raise SeparateDatabaseError(
+        f'config.mithril.reservation is {reservation!r}, but this launch runs '
+        'on a remote SkyPilot controller, whose SkyPilot database is its own: '
+        'it cannot see which reserved instances the API server\'s clusters '
+        'hold, and could take one of them. Run the controllers in '
+        'consolidation mode (jobs.controller.consolidation_mode: true, and '
+        'serve.controller.consolidation_mode: true for services, in the API '
+        'server\'s config; then `sky api stop`), or give the API server and '
+        'its controllers one shared Postgres database (`db:` in the API '
+        'server\'s config); or drop config.mithril.reservation to run on '
+        'spot.')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -327,6 +327,28 @@ class ReservedNodes:
                    Outcome.CLAIMED, claims, key_to_install=key_to_install,
                    volumes_added=volumes_added)
 
+    def add_task_volumes(self, volume_fids: Sequence[str]) -> None:
+        """A relaunch or `sky start` of the cluster: the task's volumes the
+        reservation lacks are added to it (`add_volumes`, under the
+        reservation's lock as a first launch does), and the instances that
+        run restart with them (`wait_until_ready`). The cluster holds the
+        instances, so it cannot go to spot instead: ReservationError, naming
+        the fix, when Mithril refuses a volume."""
+        if not volume_fids:
+            return
+        try:
+            with reservation_claims.lock(self.reservation_fid):
+                self._volumes_added = add_volumes(self.conn,
+                                                  self.reservation_fid,
+                                                  volume_fids)
+        except ReservationError as e:
+            raise ReservationError(
+                f'{str(e).rstrip(".")}. The cluster runs on the '
+                'reservation\'s instances, so it cannot go on a spot bid '
+                'instead: launch without those volumes, or `sky down` the '
+                'cluster and launch again (a new cluster bids on spot with '
+                'them when the reservation cannot take them).') from e
+
     def reservation(self) -> Optional[models.Reservation]:
         for r in self.conn.client.list_reservations(self.conn.project_id):
             if r.fid == self.reservation_fid:

@@ -8,6 +8,7 @@ not."""
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -290,35 +291,104 @@ def test_a_node_on_a_reservation_launches_other_clusters_on_their_own_nodes(
                                         {'project_id': 'proj_emulator'})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'Claims live in the SkyPilot database of the process that launches: a '
-    'remote jobs controller (or a second API server on its own database) '
-    'does not see the API server\'s claims and claims a held instance.'))
-def test_a_launch_on_another_skypilot_database_never_takes_a_held_instance(
-        fast_emulator: EmulatorServer) -> None:
+# A launch as a process of a SkyPilot controller runs it: SkyPilot exports
+# IS_SKYPILOT_JOB_CONTROLLER in every controller process, and the local API
+# server a remote controller starts (where its launches run) inherits it.
+_CONTROLLERS_LAUNCH = (
+    'import sys\n'
+    'from sky_mithril.provision import reservation_claims\n'
+    'from tests.helpers.reservations import launch_on_reservation\n'
+    'try:\n'
+    '    record = launch_on_reservation("job-cluster", sys.argv[1])\n'
+    'except reservation_claims.SeparateDatabaseError as e:\n'
+    '    print(f"refused: {e}")\n'
+    '    sys.exit(3)\n'
+    'print(f"head: {record.head_instance_id}")\n')
+
+
+def _controller_launches(reservation_name: str, home: str) -> Any:
+    """A jobs controller's launch of a job's cluster naming the reservation,
+    in a process of its own whose SkyPilot database is under `home`."""
+    env = dict(os.environ, HOME=home, IS_SKYPILOT_JOB_CONTROLLER='true',
+               IS_SKYPILOT_SERVER='true')
+    env.pop('SKYPILOT_DB_CONNECTION_URI', None)
+    return subprocess.run([sys.executable, '-c', _CONTROLLERS_LAUNCH,
+                           reservation_name],
+                          capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).parents[3], timeout=300)
+
+
+def _held_by_the_user(server: EmulatorServer,
+                      reservation: models.Reservation) -> None:
+    """The user's cluster still holds and runs the reservation's instance,
+    and nothing was bid for the job."""
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'users-cluster')] == reservation.instances
+    assert {i.status for i in _instances(reservation.fid)} == {
+        models.InstanceState.RUNNING}
+    assert _query('users-cluster') and all(
+        status == UP for status, _ in _query('users-cluster').values())
+    assert bids_named(server, 'job-cluster') == []
+
+
+def test_a_remote_controller_never_takes_a_held_instance_and_names_the_fix(
+        fast_emulator: EmulatorServer, tmp_path: Path) -> None:
     """A user's cluster holds the reservation's instance (the API server's
-    claim); a jobs controller, whose SkyPilot database is its own, launches
-    a job's cluster naming the same reservation: the job must not run on
-    (and its teardown pause and wipe) the user's instance."""
-    reservation = reserve(fast_emulator, 'team-res')
+    claim); a remote jobs controller, whose SkyPilot database is its own,
+    launches a job's cluster naming the same reservation: it is refused
+    before any bid or claim, saying how to make its launches see the API
+    server's claims, and the user's instance runs on untouched."""
+    # Days: a fresh SkyPilot home takes the controller's process seconds to
+    # set up, hours of the emulator's (600x) time.
+    reservation = reserve(fast_emulator, 'team-res', hours=48)
     _wait_active(reservation.fid)
     _launch('users-cluster', _config(reservation.name))
-    servers_claims = reservation_claims.of_cluster('users-cluster')
-    reservation_claims.release(servers_claims)  # Not in the controller's.
+    controllers_home = tmp_path / 'controller-home'
+    controllers_home.mkdir()
+
+    controller = _controller_launches(reservation.name, str(controllers_home))
+
+    assert controller.returncode == 3, controller.stdout + controller.stderr
+    assert 'remote SkyPilot controller' in controller.stdout
+    assert 'jobs.controller.consolidation_mode: true' in controller.stdout
+    assert 'shared Postgres database (`db:`' in controller.stdout
+    _held_by_the_user(fast_emulator, reservation)
+    provisioner.terminate_instances('users-cluster',
+                                    {'project_id': 'proj_emulator'})
+
+
+def test_a_controller_in_consolidation_mode_sees_the_claims_and_bids(
+        fast_emulator: EmulatorServer) -> None:
+    """A jobs controller on the API server's host (consolidation mode: the
+    API server's start wrote SkyPilot's signal file) shares its database:
+    its job's launch sees the user's claim and bids on spot instead."""
+    from sky.jobs import constants as jobs_constants  # pylint: disable=import-outside-toplevel
+    reservation = reserve(fast_emulator, 'team-res', hours=48)
+    _wait_active(reservation.fid)
+    _launch('users-cluster', _config(reservation.name))
+    signal = Path(jobs_constants.JOBS_CONSOLIDATION_RELOADED_SIGNAL_FILE
+                  ).expanduser()
+    signal.parent.mkdir(parents=True, exist_ok=True)
+    signal.touch()
     try:
-        job = _launch('job-cluster', _config(reservation.name))
-        assert job.head_instance_id not in reservation.instances
+        controller = _controller_launches(reservation.name,
+                                          os.environ['HOME'])
+    finally:
+        signal.unlink()
+    try:
+        assert controller.returncode == 0, controller.stdout + controller.stderr
+        head = controller.stdout.strip().splitlines()[-1]
+        assert head.startswith('head: ')
+        assert head[len('head: '):] not in reservation.instances
+        assert len(bids_named(fast_emulator, 'job-cluster')) == 1
+        assert reservation_claims.of_cluster('job-cluster') == []
+    finally:
         provisioner.terminate_instances('job-cluster',
                                         {'project_id': 'proj_emulator'})
-    finally:
-        reservation_claims.release(reservation_claims.of_cluster('job-cluster'))
-        for bid in bids_named(fast_emulator, 'job-cluster'):
-            cluster_bid.cancel_and_confirm(connection.connect(), bid['fid'])
-        reservation_claims.write(reservation, reservation.instances,
-                                 'users-cluster', 'users-cluster')
-        provisioner.terminate_instances('users-cluster',
-                                        {'project_id': 'proj_emulator'})
-
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'users-cluster')] == reservation.instances
+    provisioner.terminate_instances('users-cluster',
+                                    {'project_id': 'proj_emulator'})
 
 
 def _launch_with_node_key(name: str, config: Any) -> Any:

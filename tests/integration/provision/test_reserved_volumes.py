@@ -3,13 +3,17 @@
 driven through the provisioner against the emulator: the launch adds them to
 the reservation (keeping its other volumes) and restarts the claimed
 instance, whose host then starts with them; a volume the reservation cannot
-take bursts the launch to spot, saying which and why."""
+take bursts the launch to spot, saying which and why. A relaunch or start of
+a cluster that already holds reserved instances adds a new volume the same
+way, or is refused naming the fix (it cannot move to spot)."""
 
 import datetime
 from pathlib import Path
 from typing import Any, Iterator, List, Sequence, Tuple
 
 import pytest
+
+from sky.utils import status_lib
 
 from sky_mithril.account import connection
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
@@ -22,6 +26,7 @@ from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
 from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import reserved_nodes
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named, point_plugin_at
 from tests.helpers.reservations import reserve
@@ -195,4 +200,84 @@ def test_a_refused_volume_change_bursts_to_spot_with_the_volume(
     assert (f'cannot take the task\'s volume(s) {checkpoints.fid}: Not '
             f'allowed to change reservation {reservation.fid}') in caplog.text
     assert reservation_claims.of_cluster('trainer') == []
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_relaunch_of_a_cluster_on_the_reservation_adds_a_new_volume(
+        server: EmulatorServer, hosts: VolumeRecordingHosts,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`sky launch` again on a cluster that holds the reservation's instance,
+    with a volume the reservation lacks: added and attached (the running
+    instance restarts with it), as at a first launch, with no bid."""
+    caplog.set_level('INFO')
+    checkpoints = _volume('train-checkpoints')
+    reservation = reserve(server, 'team-res')
+    _wait_running(reservation.fid)
+    [fid] = reservation.instances
+    _launch('trainer', _config(reservation.name, []))
+    assert hosts.volumes_at_last_start(fid) == []
+
+    again = _launch('trainer', _config(reservation.name, [checkpoints.fid]))
+
+    assert again.head_instance_id == fid
+    assert bids_named(server, 'trainer') == []
+    assert _reservation(reservation.fid).launch_specification.volumes == [
+        checkpoints.fid]
+    assert hosts.volumes_at_last_start(fid) == [checkpoints.fid]
+    assert f'Restarting reserved instance(s) {fid}' in caplog.text
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'trainer')] == [fid]
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_start_of_a_stopped_cluster_on_the_reservation_adds_its_volume(
+        server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
+    """`sky start` of a stopped cluster whose task now names a volume the
+    reservation lacks: added, and the instance resumes with it."""
+    checkpoints = _volume('train-checkpoints')
+    reservation = reserve(server, 'team-res')
+    _wait_running(reservation.fid)
+    [fid] = reservation.instances
+    _launch('trainer', _config(reservation.name, []))
+    provisioner.stop_instances('trainer', PROJECT)
+
+    started = _launch('trainer', _config(reservation.name, [checkpoints.fid]))
+
+    assert started.resumed_instance_ids == [fid]
+    assert bids_named(server, 'trainer') == []
+    assert _reservation(reservation.fid).launch_specification.volumes == [
+        checkpoints.fid]
+    assert hosts.volumes_at_last_start(fid) == [checkpoints.fid]
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_relaunch_with_a_volume_the_reservation_refuses_names_the_fix(
+        server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
+    """A block volume another reservation holds cannot join the cluster's
+    reservation, and the cluster cannot move to spot: the relaunch is
+    refused naming the volume, Mithril's reason and the fix, and the
+    cluster keeps its instance running as it was, with no bid."""
+    disk = _volume('scratch', models.VolumeInterface.BLOCK)
+    holder = reserve(server, 'holder', volumes=[disk.fid])
+    reservation = reserve(server, 'team-res')
+    _wait_running(reservation.fid)
+    [fid] = reservation.instances
+    _launch('trainer', _config(reservation.name, []))
+    starts = len(hosts.starts)
+
+    with pytest.raises(reserved_nodes.ReservationError) as refused:
+        _launch('trainer', _config(reservation.name, [disk.fid]))
+
+    message = str(refused.value)
+    assert f'cannot take the task\'s volume(s) {disk.fid}' in message
+    assert f'already attached to reservation {holder.fid}' in message
+    assert 'launch without those volumes' in message
+    assert '`sky down` the cluster and launch again' in message
+    assert bids_named(server, 'trainer') == []
+    assert len(hosts.starts) == starts  # not restarted
+    assert _reservation(reservation.fid).launch_specification.volumes == []
+    assert [c.instance_fid for c in reservation_claims.of_cluster(
+        'trainer')] == [fid]
+    assert provisioner.query_instances('trainer', 'trainer', PROJECT) == {
+        fid: (status_lib.ClusterStatus.UP, None)}
     provisioner.terminate_instances('trainer', PROJECT)
