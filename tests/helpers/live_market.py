@@ -11,10 +11,21 @@ import pytest
 import requests
 
 from sky_mithril.catalog import catalog_files
+from sky_mithril.catalog import live_prices
 from sky_mithril.emulator.server import EmulatorServer
 
 TYPE = 'h100-80gb.sxm.8x'
 REGION_A, REGION_B = 'us-central2-a', 'us-central3-a'
+
+
+def forget_this_process_market() -> None:
+    """Deletes the market this test process cached (the catalog overlay and
+    its state), once a background refresh an earlier test started (under
+    that test's API URL) has written it: it would otherwise land after the
+    deletion, fresh, and be read as the next test's."""
+    with live_prices._refreshing:  # pylint: disable=protected-access
+        for cached in (live_prices.overlay_path(), live_prices._state_path()):  # pylint: disable=protected-access
+            cached.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,8 @@ from sky.skylet import constants
 
 from sky_mithril import cloud
 from sky_mithril.catalog import catalog_files
-from sky_mithril.catalog import live_prices
+
+from tests.helpers.live_market import forget_this_process_market
 
 # The emulator's CPU VM types (`emulator.market.cpu_vms.CPU_CATALOG`).
 CPU_VM_TYPES = ['c2-highmem', 'c2-standard']
@@ -35,18 +36,13 @@ def picked(**resources: Any) -> List[str]:
     return [r.instance_type for r in feasible.resources_list]
 
 
-def forget_the_market() -> None:
-    for cached in (live_prices.overlay_path(), live_prices._state_path()):
-        cached.unlink(missing_ok=True)
-
-
 @pytest.fixture
 def no_market_read_yet() -> Iterator[None]:
     """No market in this process's home, before and after: the emulator's
     CPU VMs would otherwise be the cheapest machines of later tests."""
-    forget_the_market()
+    forget_this_process_market()
     yield
-    forget_the_market()
+    forget_this_process_market()
 
 
 def test_the_first_use_of_a_fresh_catalog_offers_a_cpu_only_task_a_cpu_vm(

@@ -4,7 +4,8 @@ import pytest
 
 from sky_mithril.catalog import mithril_catalog
 from sky_mithril.catalog import catalog_files
-from sky_mithril.catalog import live_prices
+
+from tests.helpers.live_market import forget_this_process_market
 
 
 @pytest.fixture(autouse=True)
@@ -13,8 +14,7 @@ def no_live_market() -> None:
     rewritten from the shipped one, whatever market an earlier test in
     this process cached (an emulator's CPU VMs would be the cheapest
     machines)."""
-    for cached in (live_prices.overlay_path(), live_prices._state_path()):
-        cached.unlink(missing_ok=True)
+    forget_this_process_market()
 
 
 def test_shipped_catalog_has_skypilot_columns_and_rows():
