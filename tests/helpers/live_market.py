@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 import requests
+from sky.utils import annotations
 
 from sky_mithril.catalog import catalog_files
 from sky_mithril.catalog import live_prices
@@ -22,10 +23,13 @@ def forget_this_process_market() -> None:
     """Deletes the market this test process cached (the catalog overlay and
     its state), once a background refresh an earlier test started (under
     that test's API URL) has written it: it would otherwise land after the
-    deletion, fresh, and be read as the next test's."""
+    deletion, fresh, and be read as the next test's. The catalog's loaded
+    copy is dropped too, as the API server drops it at every request
+    (SkyPilot's request-scoped caches), so the next query reads the file."""
     with live_prices._refreshing:  # pylint: disable=protected-access
         for cached in (live_prices.overlay_path(), live_prices._state_path()):  # pylint: disable=protected-access
             cached.unlink(missing_ok=True)
+    annotations.clear_request_level_cache()
 
 
 @pytest.fixture(scope='module')
