@@ -2,11 +2,14 @@
 
 SkyPilot 0.14.1 loads plugins in its API server, its request workers and its
 jobs controller, but not in the serve controller (`python -m
-sky.serve.service`): there, a replica on Mithril would be launched by
-SkyPilot's built-in Mithril cloud (a $32.00 limit, no notice handling), and
-its status read without the plugin. In consolidation mode the serve
-controller runs on the API server's host, where sky-mithril is installed,
-so `takeover._serve_controller_loads_plugins` starts it as
+sky.serve.service`), which reads its replicas' endpoints and status
+in-process: SkyPilot's built-in Mithril cloud refuses a replica's endpoint
+("Querying endpoints is not supported"), so the service never serves, and
+nothing replaces a replica at Mithril's notice (`recovery.serve_notice`).
+(Replicas are launched and torn down through the API server, which has the
+plugin.) In consolidation mode the serve controller runs on the API
+server's host, where sky-mithril is installed, so
+`takeover._serve_controller_loads_plugins` starts it as
 
     python -u -m sky_mithril.plugin.serve_controller sky.serve.service --service-name ...
 

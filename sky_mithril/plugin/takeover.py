@@ -255,8 +255,10 @@ SERVE_CONTROLLER_WITH_PLUGINS = ('-m sky_mithril.plugin.serve_controller '
 
 
 def _serve_controller_loads_plugins() -> None:
-    """SkyPilot's serve controller does not load plugins: its replicas on
-    Mithril would be launched by the built-in cloud. In consolidation mode
+    """SkyPilot's serve controller does not load plugins: it reads its
+    replicas' endpoints and status with the built-in cloud, which refuses
+    a Mithril replica's endpoint (the service never serves). It launches
+    and tears down replicas through the API server. In consolidation mode
     (the controller runs on this host, where sky-mithril is installed) the
     controller task SkyPilot renders starts it through
     `plugin.serve_controller`, which loads them first. A remote controller
@@ -278,8 +280,8 @@ def _serve_controller_loads_plugins() -> None:
         if SERVE_CONTROLLER_COMMAND not in text:
             logger.warning('sky-mithril: the serve controller template no '
                            'longer runs `python -m sky.serve.service`; the '
-                           'controller starts without plugins, and replicas '
-                           'on Mithril with SkyPilot\'s built-in cloud.')
+                           'controller starts without plugins, and cannot '
+                           'reach replicas on Mithril.')
             return
         rendered.write_text(text.replace(SERVE_CONTROLLER_COMMAND,
                                          SERVE_CONTROLLER_WITH_PLUGINS),

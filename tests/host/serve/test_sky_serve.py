@@ -66,11 +66,12 @@ class Answer:
 
 
 class Traffic:
-    """GET /predict through the load balancer every PERIOD seconds in the
+    """GET /predict through the load balancer every `period` seconds in the
     background, each answer recorded with the replica that gave it."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, period: float = PERIOD) -> None:
         self.endpoint = endpoint
+        self.period = period
         self.answers: List[Answer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -90,7 +91,7 @@ class Traffic:
                 self.answers.append(Answer(at, body['replica']))
             except Exception as e:  # pylint: disable=broad-except
                 self.answers.append(Answer(at, None, repr(e)))
-            self._stop.wait(max(0.0, PERIOD - (time.monotonic() - at)))
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - at)))
 
     def replicas(self, since: float = 0.0) -> Set[str]:
         return {a.replica for a in list(self.answers)
@@ -134,7 +135,7 @@ def test_replicas_serve_through_a_preemption_and_leave_no_bid(
         traffic = Traffic(endpoint.group(1))
         ready_at = wait_for(lambda: len(traffic.replicas()) == 2,
                             'both replicas to answer through the load balancer',
-                            420, serve_stack.bids)
+                            600, serve_stack.bids)
         up_seconds = ready_at - started
         bids = serve_stack.live_bids()
         assert sorted((b['name'].rsplit('-', 1)[0], b['limit_price'], b['status'])
@@ -187,4 +188,8 @@ def test_replicas_serve_through_a_preemption_and_leave_no_bid(
         serve_stack.sky('serve', 'down', '-y', SERVICE)
     wait_for(lambda: serve_stack.live_bids() == [], 'no live bid after serve down',
              120, serve_stack.bids)
+    # The controller (a process beside the API server) is gone too: one left
+    # running would start a new API server when the fixture stops this one.
+    wait_for(lambda: 'No live services' in serve_stack.sky('serve', 'status'),
+             'the service to be gone', 180)
     print(f'serve test took {time.monotonic() - started:.0f}s')
