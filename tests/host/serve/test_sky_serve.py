@@ -190,6 +190,6 @@ def test_replicas_serve_through_a_preemption_and_leave_no_bid(
              120, serve_stack.bids)
     # The controller (a process beside the API server) is gone too: one left
     # running would start a new API server when the fixture stops this one.
-    wait_for(lambda: 'No live services' in serve_stack.sky('serve', 'status'),
+    wait_for(lambda: 'No existing services' in serve_stack.sky('serve', 'status'),
              'the service to be gone', 180)
     print(f'serve test took {time.monotonic() - started:.0f}s')
