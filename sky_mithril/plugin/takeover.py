@@ -252,6 +252,56 @@ def _charges_reach_cost_report() -> None:
     core.cost_report = cost_report_with_charges
 
 
+# How SkyPilot's serve controller template starts the controller, and how
+# sky-mithril starts it instead (`plugin.serve_controller`).
+SERVE_CONTROLLER_COMMAND = '-m sky.serve.service '
+SERVE_CONTROLLER_WITH_PLUGINS = ('-m sky_mithril.plugin.serve_controller '
+                                 'sky.serve.service ')
+
+
+def _serve_controller_loads_plugins() -> None:
+    """SkyPilot's serve controller does not load plugins: it reads its
+    replicas' endpoints and status with the built-in cloud, which refuses
+    a Mithril replica's endpoint (the service never serves). It launches
+    and tears down replicas through the API server. In consolidation mode
+    (the controller runs on this host, where sky-mithril is installed) the
+    controller task SkyPilot renders starts it through
+    `plugin.serve_controller`, which loads them first. A remote controller
+    is left as SkyPilot starts it."""
+    # pylint: disable=import-outside-toplevel
+    from sky.serve import constants as serve_constants
+    from sky.utils import common_utils
+    original = common_utils.fill_template
+
+    @functools.wraps(original)
+    def fill_template(template_ref: str, variables: Dict[str, Any],
+                      output_path: str) -> None:
+        original(template_ref, variables, output_path)
+        if (template_ref != serve_constants.CONTROLLER_TEMPLATE or
+                variables.get('consolidation_mode_job_id') is None):
+            return
+        rendered = Path(output_path).expanduser()
+        text = rendered.read_text(encoding='utf-8')
+        if SERVE_CONTROLLER_COMMAND not in text:
+            logger.warning('sky-mithril: the serve controller template no '
+                           'longer runs `python -m sky.serve.service`; the '
+                           'controller starts without plugins, and cannot '
+                           'reach replicas on Mithril.')
+            return
+        rendered.write_text(text.replace(SERVE_CONTROLLER_COMMAND,
+                                         SERVE_CONTROLLER_WITH_PLUGINS),
+                            encoding='utf-8')
+
+    common_utils.fill_template = fill_template
+
+
+def _serve_replicas_leave_at_notice() -> None:
+    """SkyServe replicas on Mithril are replaced from the preemption notice
+    on (`recovery.serve_notice`); only the serve controller probes."""
+    from sky_mithril.recovery import serve_notice  # pylint: disable=import-outside-toplevel
+    serve_notice.install()
+
+
 _DAG_NAMES_RESERVATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
     'sky_mithril_dag_names_reservation', default=False)
 
@@ -288,7 +338,8 @@ _STEPS: Tuple[Callable[[], None], ...] = (
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,
-    _reservations_reach_the_optimizer)
+    _reservations_reach_the_optimizer, _serve_controller_loads_plugins,
+    _serve_replicas_leave_at_notice)
 
 
 def install() -> None:

@@ -117,6 +117,21 @@ def _bid_state(handle: Any) -> BidState:
     return BidState(Preemption.NONE, bid.fid, preemptions)
 
 
+def in_notice(handle: Any) -> bool:
+    """Whether the cluster's bid is in its preemption notice now (one
+    request; False when unknown). The serve controller asks it of every
+    ready replica each probe round (`serve_notice`)."""
+    try:
+        bid = cluster_bid.live_bid(cluster_bid.connect(provider_config(handle)),
+                                   handle.cluster_name_on_cloud)
+    except (cluster_bid.SeveralLiveBidsError, errors.MithrilAPIError,
+            RuntimeError, OSError) as e:
+        logger.debug(f'Mithril notice check failed for '
+                     f'{handle.cluster_name}: {e}')
+        return False
+    return bid is not None and bid.status == models.BidState.PREEMPTING
+
+
 def _reservation_ending(handle: Any
                         ) -> Optional[Tuple[models.Reservation,
                                             datetime.timedelta]]:

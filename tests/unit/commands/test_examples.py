@@ -29,7 +29,7 @@ def test_an_unknown_example_names_those_there_are(run):
     result = run('examples', 'helo')
     assert result.code == 1
     assert result.err == ("sky-mithril examples: No example 'helo'; there are: hello, "
-                          'managed-train, multi-node, patient-batch.\n')
+                          'managed-train, multi-node, patient-batch, serve.\n')
 
 
 def test_an_installed_wheel_reads_its_own_copy(run, tmp_path, monkeypatch):

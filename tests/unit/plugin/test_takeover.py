@@ -100,3 +100,39 @@ print('installed')
     assert result.returncode == 0, result.stderr
     assert 'installed' in result.stdout
     assert 'Could not publish the Mithril catalog' in result.stdout + result.stderr
+
+
+def test_a_consolidated_serve_controller_starts_with_the_plugins(tmp_path):
+    """SkyPilot's serve controller task, as `sky serve up` renders it: on the
+    API server's host (consolidation mode) the controller starts through
+    sky-mithril's entry point, with `sky.serve.service` still on its command
+    line (SkyPilot finds the controller's process by it); a remote
+    controller starts as SkyPilot starts it."""
+    result = run_python(f'''
+import os
+import jinja2
+import jinja2.meta
+from sky_mithril.plugin import takeover
+takeover.install()
+import sky
+from sky.serve import constants
+from sky.utils import common_utils
+template = os.path.join(os.path.dirname(sky.__file__), 'templates',
+                        constants.CONTROLLER_TEMPLATE)
+# Every variable the template names, empty unless set below.
+names = jinja2.meta.find_undeclared_variables(
+    jinja2.Environment().parse(open(template).read()))
+for name, job_id in (('local', 7), ('remote', None)):
+    variables = {{**{{n: {{}} for n in names}}, 'service_name': 'tiny',
+                  'consolidation_mode_job_id': job_id,
+                  'sky_python_cmd': 'python3'}}
+    common_utils.fill_template(constants.CONTROLLER_TEMPLATE, variables,
+                               output_path={str(tmp_path)!r} + '/' + name + '.yaml')
+''')
+    assert result.returncode == 0, result.stderr
+    local = (tmp_path / 'local.yaml').read_text()
+    assert ('-m sky_mithril.plugin.serve_controller sky.serve.service '
+            '\\\n    --service-name tiny') in local, local
+    remote = (tmp_path / 'remote.yaml').read_text()
+    assert ' -u -m sky.serve.service \\\n' in remote, remote
+    assert 'sky_mithril' not in remote
