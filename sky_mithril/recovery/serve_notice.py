@@ -4,16 +4,18 @@ SkyPilot's serve controller notices a preempted replica only when its
 readiness probe fails, i.e. after the node is gone: until then the load
 balancer sends requests to a node that disappears under them, and the
 replacement starts late. Mithril says 5 minutes in advance. After each
-probe round, a replica whose cluster's bid is in its notice is recycled as
-SkyPilot recycles a preempted one (marked preempted, torn down as a scale
-down, so the autoscaler launches a replacement at once), with a drain delay
-that covers the load balancer's next sync: the load balancer stops sending
-it requests while the node still answers those in flight. `sky down` of the
-replica (SkyPilot's teardown through the API server) cancels its bid.
+probe round, a replica whose cluster's bid is in its notice is scaled down
+(SHUTTING_DOWN, so the autoscaler launches a replacement at once and a
+restarted controller finishes the teardown), with a drain delay that covers
+the load balancer's next sync: the load balancer stops sending it requests
+while the node still answers those in flight. `sky down` of the replica
+(SkyPilot's teardown through the API server) cancels its bid; a teardown
+that fails keeps the replica's record (FAILED_CLEANUP), so the bid stays in
+sight and `sky serve down` retries it.
 """
 
 import functools
-from typing import Any, List
+from typing import Any, List, Optional
 
 from sky import sky_logging
 
@@ -29,46 +31,78 @@ DRAIN_MARGIN_SECONDS = 10
 
 def replicas_in_notice(infos: List[Any]) -> List[Any]:
     """The replicas (SkyPilot's ReplicaInfo) that serve now and whose
-    cluster's bid is in Mithril's preemption notice."""
-    from sky import global_user_state  # pylint: disable=import-outside-toplevel
+    cluster's bid is in Mithril's preemption notice (one request each)."""
     leaving = []
     for info in infos:
-        if info.status_property.preempted or not info.is_ready:
+        if not info.is_ready:
             continue
-        handle = global_user_state.get_handle_from_cluster_name(
-            info.cluster_name)
-        if (handle is not None and runtime.is_mithril(handle) and
-                runtime.in_notice(handle)):
+        handle = _mithril_handle(info.cluster_name)
+        if handle is not None and runtime.in_notice(handle):
             leaving.append(info)
     return leaving
 
 
 def leave_at_notice(manager: Any) -> None:
-    """Recycles `manager`'s replicas in their notice (see the module)."""
+    """Scales down `manager`'s replicas in their notice (see the module).
+    The notice checks run outside the manager's lock, which the launches,
+    teardowns and probes wait on; under it, a replica leaves only if it
+    still serves."""
     # pylint: disable=import-outside-toplevel,protected-access
     from sky.serve import constants as serve_constants
     from sky.serve import serve_state
+    service = manager._service_name
+    leaving = replicas_in_notice(serve_state.get_replica_infos(service))
+    if not leaving:
+        return
     drain = (serve_constants.LB_CONTROLLER_SYNC_INTERVAL_SECONDS +
              DRAIN_MARGIN_SECONDS)
     with manager.lock:
-        infos = serve_state.get_replica_infos(manager._service_name)
-        for info in replicas_in_notice(infos):
+        for info in leaving:
+            now = serve_state.get_replica_info_from_id(service, info.replica_id)
+            if now is None or not now.is_ready:
+                continue
             logger.info(f'Replica {info.replica_id} ({info.cluster_name}) is '
                         'in Mithril\'s preemption notice: replacing it now; '
-                        f'it leaves the load balancer and is torn down in '
+                        'it leaves the load balancer and is torn down in '
                         f'{drain}s.')
-            info.status_property.preempted = True
-            serve_state.add_or_update_replica(manager._service_name,
-                                              info.replica_id, info)
-            manager._terminate_replica(info.replica_id,
-                                       sync_down_logs=False,
-                                       replica_drain_delay_seconds=drain,
-                                       is_scale_down=True)
+            try:
+                manager._terminate_replica(info.replica_id,
+                                           sync_down_logs=False,
+                                           replica_drain_delay_seconds=drain,
+                                           is_scale_down=True)
+            except Exception as e:  # pylint: disable=broad-except
+                # SkyPilot's own probe finds it when the node goes.
+                logger.warning(f'Could not replace replica {info.replica_id} '
+                               f'at its notice: {e}')
+
+
+def keep_failed_teardown(manager: Any, info: Any) -> None:
+    """Records a Mithril replica whose teardown failed as FAILED_CLEANUP,
+    where SkyPilot would drop a scaled-down replica's record: its cluster,
+    and the bid behind it, would then bill with no replica to show it, and
+    `sky serve down` would not retry it."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    from sky.serve import serve_state
+    from sky.utils import common_utils
+    info.status_property.sky_down_status = common_utils.ProcessStatus.FAILED
+    serve_state.add_or_update_replica(manager._service_name, info.replica_id,
+                                      info)
+    logger.error(f'Replica {info.replica_id} ({info.cluster_name}) could not '
+                 'be torn down; it stays in the replica table as '
+                 'FAILED_CLEANUP and `sky serve down` retries it.')
+
+
+def _mithril_handle(cluster_name: str) -> Any:
+    """The cluster's SkyPilot handle when it is on Mithril, else None."""
+    from sky import global_user_state  # pylint: disable=import-outside-toplevel
+    handle = global_user_state.get_handle_from_cluster_name(cluster_name)
+    return handle if handle is not None and runtime.is_mithril(handle) else None
 
 
 def install() -> None:
     """After each of the serve controller's probe rounds, replicas in their
-    notice leave (`leave_at_notice`)."""
+    notice leave (`leave_at_notice`); a failed teardown of a Mithril replica
+    keeps its record (`keep_failed_teardown`)."""
     from sky.serve import replica_managers  # pylint: disable=import-outside-toplevel
     manager = replica_managers.SkyPilotReplicaManager
     original = manager._probe_all_replicas  # pylint: disable=protected-access
@@ -80,3 +114,14 @@ def install() -> None:
             leave_at_notice(self)
 
     manager._probe_all_replicas = probe_all_replicas  # pylint: disable=protected-access
+    original_down_finish = manager._handle_sky_down_finish  # pylint: disable=protected-access
+
+    @functools.wraps(original_down_finish)
+    def handle_sky_down_finish(self: Any, info: Any,
+                               format_exc: Optional[str]) -> None:
+        if format_exc is not None and _mithril_handle(info.cluster_name):
+            keep_failed_teardown(self, info)
+            return
+        original_down_finish(self, info, format_exc)
+
+    manager._handle_sky_down_finish = handle_sky_down_finish  # pylint: disable=protected-access
