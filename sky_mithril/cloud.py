@@ -217,6 +217,12 @@ def _account_of(cluster_name: str) -> Account:
     return Account(creds.profile or '', project_id, creds.api_url)
 
 
+def _holds_instances_of(name_on_cloud: str, reservation_fid: str) -> bool:
+    """Whether the cluster holds instances of the reservation (claims)."""
+    return any(c.reservation_fid == reservation_fid
+               for c in reservation_claims.of_cluster(name_on_cloud))
+
+
 def _resolve_volumes(wanted: Dict[str, str]) -> List[mithril_volumes.Mount]:
     """The task's volumes, looked up in the launch's project."""
     if not wanted:
@@ -748,8 +754,7 @@ class Mithril(builtin_mithril.Mithril):
         if not name:
             return '', False
         reservation, _, _ = reservation_room(name)
-        held = any(c.reservation_fid == reservation.fid for c in
-                   reservation_claims.of_cluster(name_on_cloud))
+        held = _holds_instances_of(name_on_cloud, reservation.fid)
         fits, why = _reservation_for(sections, instance_type, region,
                                      num_nodes, lead)
         if held:
@@ -859,6 +864,9 @@ class Mithril(builtin_mithril.Mithril):
                 reserved_nodes.stage_node_file(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
+            if reservation_fid and _holds_instances_of(
+                    cluster_name.name_on_cloud, reservation_fid):
+                mithril_volumes.check_reservation_takes(mounts, reservation_fid)
         if budget is not None and limit is not None and not on_reservation:
             standing = _check_budget(
                 budget, cluster_name.name_on_cloud,

@@ -119,6 +119,27 @@ def check_region(mounts: List[Mount], region: str) -> None:
             f'or mount volumes of {region}.')
 
 
+def check_reservation_takes(mounts: List[Mount], reservation_fid: str) -> None:
+    """Refuses, before anything changes, a relaunch or start of a cluster
+    on reservation `reservation_fid`'s instances with a block volume another
+    bid or reservation holds: Mithril would refuse adding it to the
+    reservation, and the cluster cannot move to a spot bid instead."""
+    for mount in mounts:
+        volume = mount.volume
+        if volume.interface != models.VolumeInterface.BLOCK:
+            continue
+        holders = [*volume.bids,
+                   *(r for r in volume.reservations if r != reservation_fid)]
+        if holders:
+            raise VolumeConfigError(
+                f'Block volume {volume.name} ({volume.fid}) is attached to '
+                f'{", ".join(holders)}, and a block volume attaches to one '
+                f'order at a time; the cluster runs on reservation '
+                f'{reservation_fid}\'s instances, so it cannot take it or go '
+                'on a spot bid instead: launch without that volume, or '
+                '`sky down` the cluster and launch again.')
+
+
 def _file_share(mount: Mount) -> str:
     share = shlex.quote(f'/mnt/{mount.volume.name}')
     path = shlex.quote(mount.path)

@@ -5,7 +5,9 @@ the reservation (keeping its other volumes) and restarts the claimed
 instance, whose host then starts with them; a volume the reservation cannot
 take bursts the launch to spot, saying which and why. A relaunch or start of
 a cluster that already holds reserved instances adds a new volume the same
-way, or is refused naming the fix (it cannot move to spot)."""
+way, or is refused naming the fix (it cannot move to spot), before
+provisioning when the volume is visibly held elsewhere (SkyPilot would stop
+a running cluster whose provisioning fails)."""
 
 import datetime
 from pathlib import Path
@@ -13,7 +15,12 @@ from typing import Any, Iterator, List, Sequence, Tuple
 
 import pytest
 
+import sky
+from sky.clouds import cloud as sky_cloud
+from sky.utils import resources_utils
 from sky.utils import status_lib
+
+from sky_mithril import cloud
 
 from sky_mithril.account import connection
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
@@ -27,6 +34,7 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
+from sky_mithril.task import mithril_volumes
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named, point_plugin_at
 from tests.helpers.reservations import reserve
@@ -280,4 +288,37 @@ def test_a_relaunch_with_a_volume_the_reservation_refuses_names_the_fix(
         'trainer')] == [fid]
     assert provisioner.query_instances('trainer', 'trainer', PROJECT) == {
         fid: (status_lib.ClusterStatus.UP, None)}
+    provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_relaunch_with_a_block_volume_held_elsewhere_is_refused_before_provisioning(
+        server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
+    """The deploy step (before SkyPilot provisions, which would stop the
+    running cluster on a failure) sees the block volume another reservation
+    holds and refuses naming it and the fix; nothing changes."""
+    disk = _volume('scratch', models.VolumeInterface.BLOCK)
+    holder = reserve(server, 'holder', volumes=[disk.fid])
+    reservation = reserve(server, 'team-res')
+    _wait_running(reservation.fid)
+    _launch('trainer', _config(reservation.name, []))
+    starts = len(hosts.starts)
+    resources = sky.Resources(
+        cloud=cloud.Mithril(), instance_type=TYPE, region=REGION,
+        _cluster_config_overrides={'mithril': {
+            'reservation': reservation.name,
+            'volumes': {'/scratch': 'scratch'}}})
+
+    with pytest.raises(mithril_volumes.VolumeConfigError) as refused:
+        cloud.Mithril().make_deploy_resources_variables(
+            resources, resources_utils.ClusterName('trainer', 'trainer'),
+            sky_cloud.Region(REGION), None, 1)
+
+    message = str(refused.value)
+    assert f'Block volume scratch ({disk.fid}) is attached to {holder.fid}' in message
+    assert 'launch without that volume' in message
+    assert '`sky down` the cluster and launch again' in message
+    assert len(hosts.starts) == starts
+    assert _reservation(reservation.fid).launch_specification.volumes == []
+    assert provisioner.query_instances('trainer', 'trainer', PROJECT) == {
+        fid: (status_lib.ClusterStatus.UP, None) for fid in reservation.instances}
     provisioner.terminate_instances('trainer', PROJECT)
