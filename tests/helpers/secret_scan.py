@@ -5,7 +5,7 @@ tests and the end-to-end hello test, which scans the node disks."""
 import gzip
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Set, Tuple
 
 _CHUNK = 1 << 20
 
@@ -29,9 +29,26 @@ def file_holds(path: Path, needle: bytes) -> bool:
         return False
 
 
+def _open_here() -> Set[Tuple[int, int]]:
+    """(device, inode) of every file this process holds open."""
+    opened = set()
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            stat = os.stat(f'/proc/self/fd/{fd}')
+        except OSError:
+            continue
+        opened.add((stat.st_dev, stat.st_ino))
+    return opened
+
+
 def files_under(root: Path, changed_since: Optional[float] = None,
                 skip: Tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Regular files below `root` (symlinks not followed)."""
+    """Regular files below `root` (symlinks not followed), but those this
+    process holds open: closing a file drops every POSIX lock the process
+    holds on it, so reading this process's own SQLite databases (SkyPilot's
+    kv_cache under the session's HOME) would release SQLite's locks under
+    it, and another process could then delete its WAL ("disk I/O error")."""
+    open_here = _open_here()
     for directory, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(directory)
         dirnames[:] = [d for d in dirnames if here / d not in skip]
@@ -41,7 +58,8 @@ def files_under(root: Path, changed_since: Optional[float] = None,
                 stat = path.lstat()
             except OSError:
                 continue
-            if not path.is_file() or path.is_symlink():
+            if (not path.is_file() or path.is_symlink() or
+                    (stat.st_dev, stat.st_ino) in open_here):
                 continue
             if changed_since is not None and max(stat.st_mtime,
                                                  stat.st_ctime) < changed_since:
