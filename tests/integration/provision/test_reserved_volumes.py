@@ -322,3 +322,30 @@ def test_a_relaunch_with_a_block_volume_held_elsewhere_is_refused_before_provisi
     assert provisioner.query_instances('trainer', 'trainer', PROJECT) == {
         fid: (status_lib.ClusterStatus.UP, None) for fid in reservation.instances}
     provisioner.terminate_instances('trainer', PROJECT)
+
+
+def test_a_relaunch_naming_no_reservation_is_checked_against_the_one_it_holds(
+        server: EmulatorServer, hosts: VolumeRecordingHosts) -> None:
+    """A relaunch whose task drops `reservation:` (the takeover puts the
+    task's `config.mithril` in place of the cluster's) still runs on the
+    reserved instances the cluster holds, and the provisioner adds the
+    volume to that reservation; a block volume another order holds must be
+    refused at the deploy step then too, before SkyPilot provisions (which
+    would stop the running cluster when the reservation refuses it)."""
+    disk = _volume('scratch', models.VolumeInterface.BLOCK)
+    holder = reserve(server, 'holder', volumes=[disk.fid])
+    reservation = reserve(server, 'team-res')
+    _wait_running(reservation.fid)
+    _launch('trainer', _config(reservation.name, []))
+    resources = sky.Resources(
+        cloud=cloud.Mithril(), instance_type=TYPE, region=REGION,
+        _cluster_config_overrides={'mithril': {
+            'volumes': {'/scratch': 'scratch'}}})
+
+    with pytest.raises(mithril_volumes.VolumeConfigError) as refused:
+        cloud.Mithril().make_deploy_resources_variables(
+            resources, resources_utils.ClusterName('trainer', 'trainer'),
+            sky_cloud.Region(REGION), None, 1)
+
+    assert f'is attached to {holder.fid}' in str(refused.value)
+    provisioner.terminate_instances('trainer', PROJECT)
