@@ -127,3 +127,27 @@ def test_a_failed_teardown_of_a_mithril_replica_keeps_its_record(
     [kept] = serve_state.get_replica_infos(SERVICE)
     assert kept.replica_id == 1
     assert kept.status == serve_state.ReplicaStatus.FAILED_CLEANUP
+
+
+def test_a_failed_teardown_of_a_mithril_replica_is_retried_by_the_controller(
+        two_replicas, replica_manager):
+    """A replica kept as FAILED_CLEANUP still has a live bid: once its
+    notice ends the bid is Open again and Mithril re-allocates it when the
+    price falls, billing a node no replica uses. The controller's own rounds
+    must try the teardown again, not wait for `sky serve down`."""
+    info = serving(1, 'svc-1')
+    info.status_property.is_scale_down = True
+    info.status_property.sky_down_status = common_utils.ProcessStatus.RUNNING
+    serve_state.add_or_update_replica(SERVICE, 1, info)
+    replica_manager._is_pool = False  # pylint: disable=protected-access
+    replica_manager._uptime = None  # pylint: disable=protected-access
+    replica_manager._handle_sky_down_finish(  # pylint: disable=protected-access
+        serve_state.get_replica_info_from_id(SERVICE, 1),
+        'MithrilAPIError: 503 Service Unavailable')
+    assert serve_state.get_replica_info_from_id(
+        SERVICE, 1).status == serve_state.ReplicaStatus.FAILED_CLEANUP
+
+    for _ in range(3):
+        replica_manager._probe_all_replicas()  # pylint: disable=protected-access
+
+    assert list(replica_manager._down_thread_pool) == [1]  # pylint: disable=protected-access
