@@ -217,10 +217,10 @@ def _account_of(cluster_name: str) -> Account:
     return Account(creds.profile or '', project_id, creds.api_url)
 
 
-def _holds_instances_of(name_on_cloud: str, reservation_fid: str) -> bool:
-    """Whether the cluster holds instances of the reservation (claims)."""
-    return any(c.reservation_fid == reservation_fid
-               for c in reservation_claims.of_cluster(name_on_cloud))
+def _reservations_held_by(name_on_cloud: str) -> Set[str]:
+    """The reservations the cluster holds instances of (its claims), the
+    task's or not: a relaunch runs on them whatever the task names."""
+    return {c.reservation_fid for c in reservation_claims.of_cluster(name_on_cloud)}
 
 
 def _resolve_volumes(wanted: Dict[str, str]) -> List[mithril_volumes.Mount]:
@@ -754,7 +754,7 @@ class Mithril(builtin_mithril.Mithril):
         if not name:
             return '', False
         reservation, _, _ = reservation_room(name)
-        held = _holds_instances_of(name_on_cloud, reservation.fid)
+        held = reservation.fid in _reservations_held_by(name_on_cloud)
         fits, why = _reservation_for(sections, instance_type, region,
                                      num_nodes, lead)
         if held:
@@ -864,9 +864,8 @@ class Mithril(builtin_mithril.Mithril):
                 reserved_nodes.stage_node_file(cluster_name.name_on_cloud))}
             mounts = _resolve_volumes(mithril_volumes.requested(sections[0]))
             mithril_volumes.check_region(mounts, region.name)
-            if reservation_fid and _holds_instances_of(
-                    cluster_name.name_on_cloud, reservation_fid):
-                mithril_volumes.check_reservation_takes(mounts, reservation_fid)
+            for held in _reservations_held_by(cluster_name.name_on_cloud):
+                mithril_volumes.check_reservation_takes(mounts, held)
         if budget is not None and limit is not None and not on_reservation:
             standing = _check_budget(
                 budget, cluster_name.name_on_cloud,

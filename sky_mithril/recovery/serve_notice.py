@@ -11,11 +11,14 @@ the load balancer's next sync: the load balancer stops sending it requests
 while the node still answers those in flight. `sky down` of the replica
 (SkyPilot's teardown through the API server) cancels its bid; a teardown
 that fails keeps the replica's record (FAILED_CLEANUP), so the bid stays in
-sight and `sky serve down` retries it.
+sight, and the controller tries it again (after a minute, doubling up to an
+hour; `sky serve down` tries it too): after the notice the bid is Open again
+and may win and bill.
 """
 
 import functools
-from typing import Any, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 
@@ -27,6 +30,13 @@ logger = sky_logging.init_logger('sky.sky_mithril.serve')
 # LB_CONTROLLER_SYNC_INTERVAL_SECONDS (20 s in SkyPilot 0.14.1); a replica
 # leaving is drained that long plus a margin before its node is torn down.
 DRAIN_MARGIN_SECONDS = 10
+# A failed teardown of a Mithril replica is tried again after this long,
+# doubling at each failure up to TEARDOWN_RETRY_MAX_SECONDS.
+TEARDOWN_RETRY_SECONDS = 60.0
+TEARDOWN_RETRY_MAX_SECONDS = 3600.0
+# (service, replica id) -> (monotonic time of the next attempt, its delay):
+# this controller process's; a restarted controller tries at once.
+_next_teardown: Dict[Tuple[str, int], Tuple[float, float]] = {}
 
 
 def replicas_in_notice(infos: List[Any]) -> List[Any]:
@@ -87,9 +97,38 @@ def keep_failed_teardown(manager: Any, info: Any) -> None:
     info.status_property.sky_down_status = common_utils.ProcessStatus.FAILED
     serve_state.add_or_update_replica(manager._service_name, info.replica_id,
                                       info)
+    key = (manager._service_name, info.replica_id)
+    _, last_delay = _next_teardown.get(key, (0.0, 0.0))
+    delay = min(max(TEARDOWN_RETRY_SECONDS, 2 * last_delay),
+                TEARDOWN_RETRY_MAX_SECONDS)
+    _next_teardown[key] = (time.monotonic() + delay, delay)
     logger.error(f'Replica {info.replica_id} ({info.cluster_name}) could not '
                  'be torn down; it stays in the replica table as '
-                 'FAILED_CLEANUP and `sky serve down` retries it.')
+                 f'FAILED_CLEANUP and is tried again in {delay:.0f}s.')
+
+
+def retry_failed_teardowns(manager: Any) -> None:
+    """Tears down again, when due, the Mithril replicas kept by
+    `keep_failed_teardown` (scaled down, FAILED_CLEANUP, no teardown under
+    way). Only queues SkyPilot's teardown thread: no request here."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    from sky.serve import serve_state
+    service = manager._service_name
+    with manager.lock:
+        for info in serve_state.get_replicas_at_status(
+                service, serve_state.ReplicaStatus.FAILED_CLEANUP):
+            due, _ = _next_teardown.get((service, info.replica_id), (0.0, 0.0))
+            if (not info.status_property.is_scale_down or
+                    info.status_property.purged or
+                    info.replica_id in manager._down_thread_pool or
+                    time.monotonic() < due or
+                    _mithril_handle(info.cluster_name) is None):
+                continue
+            logger.info(f'Tearing down replica {info.replica_id} '
+                        f'({info.cluster_name}) again.')
+            manager._terminate_replica(info.replica_id, sync_down_logs=False,
+                                       replica_drain_delay_seconds=0,
+                                       is_scale_down=True)
 
 
 def _mithril_handle(cluster_name: str) -> Any:
@@ -101,8 +140,9 @@ def _mithril_handle(cluster_name: str) -> Any:
 
 def install() -> None:
     """After each of the serve controller's probe rounds, replicas in their
-    notice leave (`leave_at_notice`); a failed teardown of a Mithril replica
-    keeps its record (`keep_failed_teardown`)."""
+    notice leave (`leave_at_notice`) and failed teardowns are tried again
+    (`retry_failed_teardowns`); a failed teardown of a Mithril replica keeps
+    its record (`keep_failed_teardown`)."""
     from sky.serve import replica_managers  # pylint: disable=import-outside-toplevel
     manager = replica_managers.SkyPilotReplicaManager
     original = manager._probe_all_replicas  # pylint: disable=protected-access
@@ -112,6 +152,7 @@ def install() -> None:
         original(self)
         if not self._is_pool:  # pylint: disable=protected-access
             leave_at_notice(self)
+            retry_failed_teardowns(self)
 
     manager._probe_all_replicas = probe_all_replicas  # pylint: disable=protected-access
     original_down_finish = manager._handle_sky_down_finish  # pylint: disable=protected-access
@@ -119,9 +160,11 @@ def install() -> None:
     @functools.wraps(original_down_finish)
     def handle_sky_down_finish(self: Any, info: Any,
                                format_exc: Optional[str]) -> None:
-        if format_exc is not None and _mithril_handle(info.cluster_name):
+        if (format_exc is not None and not info.status_property.purged and
+                _mithril_handle(info.cluster_name)):
             keep_failed_teardown(self, info)
             return
+        _next_teardown.pop((self._service_name, info.replica_id), None)  # pylint: disable=protected-access
         original_down_finish(self, info, format_exc)
 
     manager._handle_sky_down_finish = handle_sky_down_finish  # pylint: disable=protected-access

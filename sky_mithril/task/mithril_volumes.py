@@ -126,10 +126,11 @@ def check_reservation_takes(mounts: List[Mount], reservation_fid: str) -> None:
     reservation, and the cluster cannot move to a spot bid instead."""
     for mount in mounts:
         volume = mount.volume
-        if volume.interface != models.VolumeInterface.BLOCK:
+        if (volume.interface != models.VolumeInterface.BLOCK or
+                reservation_fid in volume.reservations):
             continue
-        holders = [*volume.bids,
-                   *(r for r in volume.reservations if r != reservation_fid)]
+        # A CPU VM holding it shows only in its attachments.
+        holders = [*volume.bids, *volume.reservations, *volume.attachments]
         if holders:
             raise VolumeConfigError(
                 f'Block volume {volume.name} ({volume.fid}) is attached to '

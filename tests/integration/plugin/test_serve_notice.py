@@ -130,7 +130,7 @@ def test_a_failed_teardown_of_a_mithril_replica_keeps_its_record(
 
 
 def test_a_failed_teardown_of_a_mithril_replica_is_retried_by_the_controller(
-        two_replicas, replica_manager):
+        two_replicas, replica_manager, monkeypatch):
     """A replica kept as FAILED_CLEANUP still has a live bid: once its
     notice ends the bid is Open again and Mithril re-allocates it when the
     price falls, billing a node no replica uses. The controller's own rounds
@@ -147,7 +147,16 @@ def test_a_failed_teardown_of_a_mithril_replica_is_retried_by_the_controller(
     assert serve_state.get_replica_info_from_id(
         SERVICE, 1).status == serve_state.ReplicaStatus.FAILED_CLEANUP
 
-    for _ in range(3):
-        replica_manager._probe_all_replicas()  # pylint: disable=protected-access
+    replica_manager._probe_all_replicas()  # pylint: disable=protected-access
+    assert replica_manager._down_thread_pool == {}  # not due yet  # pylint: disable=protected-access
+
+    monkeypatch.setattr(serve_notice, '_next_teardown', {})
+    monkeypatch.setattr(serve_notice, 'TEARDOWN_RETRY_SECONDS', 0.0)
+    replica_manager._handle_sky_down_finish(  # pylint: disable=protected-access
+        serve_state.get_replica_info_from_id(SERVICE, 1),
+        'MithrilAPIError: 503 Service Unavailable')
+    replica_manager._probe_all_replicas()  # pylint: disable=protected-access
 
     assert list(replica_manager._down_thread_pool) == [1]  # pylint: disable=protected-access
+    assert serve_state.get_replica_info_from_id(
+        SERVICE, 1).status == serve_state.ReplicaStatus.SHUTTING_DOWN
