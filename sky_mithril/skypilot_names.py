@@ -273,6 +273,12 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'SkyPilotReplicaManager._service_name', API_SERVER,
            'recovery.serve_notice.leave_at_notice: the replicas\' service',
            on_instances=True),
+    _entry('sky.serve.replica_managers',
+           'SkyPilotReplicaManager._down_thread_pool', API_SERVER,
+           'recovery.serve_notice.retry_failed_teardowns: no teardown under '
+           'way', on_instances=True),
+    _entry('sky.serve.serve_state', 'get_replicas_at_status', API_SERVER,
+           'recovery.serve_notice.retry_failed_teardowns: FAILED_CLEANUP'),
     _entry('sky.serve.replica_managers', 'SkyPilotReplicaManager._is_pool',
            API_SERVER, 'recovery.serve_notice.install: pools are left alone',
            on_instances=True),
