@@ -55,7 +55,10 @@ def test_infra_rows_and_the_mithril_page(sky_sandbox: SkySandbox,
     profile = tmp_path / 'chromium'
     started = time.monotonic()
 
-    infra = browser.load(f'{base}/infra', profile, tmp_path / 'infra.png')
+    infra = browser.load(
+        f'{base}/infra', profile, tmp_path / 'infra.png',
+        ready='document.querySelectorAll(\'[data-mithril="infra-detail"]\')'
+              '.length >= 2')
     shown = _text(infra)
     assert 'No Infrastructure Enabled' not in shown
     assert f'Mithril {REGION}' in shown
@@ -63,8 +66,13 @@ def test_infra_rows_and_the_mithril_page(sky_sandbox: SkySandbox,
     assert infra.count('data-mithril="infra-detail"') >= 2
     assert SANDBOX_KEY not in infra
 
-    page = browser.load(f'{base}/plugins/mithril', profile,
-                        tmp_path / 'mithril.png')
+    page = browser.load(
+        f'{base}/plugins/mithril', profile, tmp_path / 'mithril.png',
+        ready='document.querySelector(\'[data-mithril="error"]\') || '
+              '(document.querySelector(\'[data-mithril="bid-row"]\') && '
+              'document.querySelectorAll(\'[data-mithril="price-chart"]\')'
+              '.length >= 2 && '
+              'document.body.innerText.includes("Worst case now"))')
     shown = _text(page)
     assert 'id="mithril-page"' in page
     assert 'data-mithril="error"' not in page, shown

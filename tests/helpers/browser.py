@@ -1,22 +1,28 @@
 """Headless Chromium for the tests that look at SkyPilot's dashboard:
 Debian's `chromium`, installed when missing (as root: apt-get update first),
-driven from its command line: the DOM after the page's scripts ran
-(`--dump-dom`) and a screenshot, from one load. Only loopback URLs are
-loaded, and every other address the page asks for meets a dead proxy."""
+driven over its DevTools protocol: a page is loaded, read once the test's
+condition holds in it (its scripts rendered what the test reads), and
+screenshotted. Only loopback URLs are loaded, and every other address the
+page asks for meets a dead proxy."""
 
+import base64
+import itertools
+import json
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 from urllib.parse import urlsplit
+
+from websockets.sync import client as websocket_client
 
 from sky_mithril.emulator.hosts import vm_image
 
 PACKAGE = 'chromium'
-VIRTUAL_TIME_MS = 20000
-"""How long the page may run (virtual time: its timers and fetches) before
-Chromium dumps it: the dashboard renders after several API calls."""
-WINDOW = '1400,2300'
+WINDOW = (1400, 2300)
+POLL_SECONDS = 0.5
 
 
 def chromium() -> str:
@@ -31,10 +37,7 @@ def chromium() -> str:
     return found
 
 
-def _command(url: str, profile: Path) -> List[str]:
-    host = urlsplit(url).hostname
-    if host not in ('127.0.0.1', 'localhost'):
-        raise ValueError(f'{url}: the tests load only loopback pages')
+def _command(profile: Path) -> List[str]:
     return [chromium(), '--headless', '--no-sandbox', '--disable-gpu',
             '--no-first-run', '--disable-extensions', '--disable-sync',
             '--disable-background-networking', '--disable-component-update',
@@ -45,18 +48,73 @@ def _command(url: str, profile: Path) -> List[str]:
             # browser's own services) goes to a dead proxy on loopback;
             # loopback itself is never proxied.
             '--proxy-server=http://127.0.0.1:9',
-            f'--user-data-dir={profile}', f'--window-size={WINDOW}',
-            f'--virtual-time-budget={VIRTUAL_TIME_MS}']
+            '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
+            f'--user-data-dir={profile}',
+            f'--window-size={WINDOW[0]},{WINDOW[1]}', 'about:blank']
 
 
-def load(url: str, profile: Path, screenshot: Path,
+def _page_socket(profile: Path, deadline: float) -> str:
+    """The DevTools WebSocket of the browser's page, once it listens
+    (Chromium writes its port to DevToolsActivePort in the profile)."""
+    port_file = profile / 'DevToolsActivePort'
+    while time.monotonic() < deadline:
+        if port_file.is_file() and port_file.read_text().strip():
+            port = port_file.read_text().split()[0]
+            with urllib.request.urlopen(f'http://127.0.0.1:{port}/json/list',
+                                        timeout=10) as answer:
+                pages = [t for t in json.load(answer) if t['type'] == 'page']
+            if pages:
+                return pages[0]['webSocketDebuggerUrl']
+        time.sleep(POLL_SECONDS)
+    raise TimeoutError('chromium never opened its DevTools port')
+
+
+def load(url: str, profile: Path, screenshot: Path, ready: str,
          timeout: float = 180) -> str:
-    """The page's DOM once its scripts have run; a PNG of it at
-    `screenshot` (one page load for both)."""
-    done = subprocess.run([*_command(url, profile), '--dump-dom',
-                           f'--screenshot={screenshot}', url],
-                          capture_output=True, text=True, timeout=timeout,
-                          check=True, stdin=subprocess.DEVNULL)
-    if not screenshot.is_file():
-        raise RuntimeError(f'chromium wrote no screenshot to {screenshot}')
-    return done.stdout
+    """The page's DOM once the JavaScript expression `ready` is true in it;
+    a PNG of it at `screenshot`. TimeoutError with the page's text when
+    `ready` stays false for `timeout` seconds."""
+    if urlsplit(url).hostname not in ('127.0.0.1', 'localhost'):
+        raise ValueError(f'{url}: the tests load only loopback pages')
+    deadline = time.monotonic() + timeout
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / 'DevToolsActivePort').unlink(missing_ok=True)  # a last run's
+    browser = subprocess.Popen(_command(profile), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        with websocket_client.connect(_page_socket(profile, deadline),
+                                      max_size=None) as page:
+            ids = itertools.count(1)
+
+            def call(method: str, **params: Any) -> Dict[str, Any]:
+                sent = next(ids)
+                page.send(json.dumps({'id': sent, 'method': method,
+                                      'params': params}))
+                while True:
+                    answer = json.loads(page.recv(timeout=max(
+                        1.0, deadline - time.monotonic())))
+                    if answer.get('id') == sent:
+                        if 'error' in answer:
+                            raise RuntimeError(f'{method}: {answer["error"]}')
+                        return answer['result']
+
+            def evaluate(expression: str) -> Any:
+                return call('Runtime.evaluate', expression=expression,
+                            returnByValue=True)['result'].get('value')
+
+            call('Page.navigate', url=url)
+            while not evaluate(f'Boolean({ready})'):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f'{url} never showed what the test waits for '
+                        f'({ready}); it shows: '
+                        f'{evaluate("document.body && document.body.innerText")!r}')
+                time.sleep(POLL_SECONDS)
+            dom = evaluate('document.documentElement.outerHTML')
+            screenshot.write_bytes(base64.b64decode(
+                call('Page.captureScreenshot', format='png')['data']))
+            return dom
+    finally:
+        browser.kill()
+        browser.wait()
