@@ -27,9 +27,16 @@ waits for the hooks, keeps the lead for the relaunch (which then takes no
 reservation ending within it) and records the cluster, so the relaunch bids
 on spot at `recovery_limit_price`.
 
+A job that burst onto a spot bid because its reservation was full, or not
+active yet, moves back onto it once it has room (`back_to_reservation`):
+the poll tells the head node, as at a reservation's end, and reports
+"recover now" once the preemption hooks have run; the relaunch fills the
+reservation.
+
 A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
 starts once the notice is over and the node gone (on a reservation, once it
-has ended). Every other method defers to SkyPilot (returns None).
+has ended), and the job never moves back onto its reservation by itself.
+Every other method defers to SkyPilot (returns None).
 """
 
 import dataclasses
@@ -43,6 +50,8 @@ from sky_mithril import CLOUD_NAME
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import reserved_nodes
+from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
@@ -68,6 +77,8 @@ class Preemption(enum.Enum):
     NODE_LOST = 'preempted: the node was stopped'
     RESERVATION_ENDS = ('on a reservation that ends within the job\'s lead '
                         'time')
+    RESERVATION_HAS_ROOM = ('on a spot bid while its reservation has room '
+                            '(its preemption hooks have run)')
 
 
 def is_mithril(handle: Any) -> bool:
@@ -159,7 +170,20 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):
         return state
+    if at_notice and _moves_back(handle):
+        return Preemption.RESERVATION_HAS_ROOM
     return None
+
+
+def _moves_back(handle: Any) -> bool:
+    """`back_to_reservation.ready` for the cluster; False when unknown."""
+    try:
+        return back_to_reservation.ready(handle, provider_config(handle))
+    except (errors.MithrilAPIError, reserved_nodes.ReservationError,
+            cluster_bid.SeveralLiveBidsError, RuntimeError, OSError) as e:
+        logger.debug(f'Mithril reservation room check failed for '
+                     f'{handle.cluster_name}: {e}')
+        return False
 
 
 def _finished_status(handle: Any) -> Optional[Any]:
@@ -212,11 +236,13 @@ class MithrilJobRuntime:
             return None
         # In a notice the node still runs: a job that just finished counts.
         finished = (_finished_status(handle) if state in (
-            Preemption.NOTICE, Preemption.RESERVATION_ENDS) else None)
+            Preemption.NOTICE, Preemption.RESERVATION_ENDS,
+            Preemption.RESERVATION_HAS_ROOM) else None)
         if finished is not None:
             return finished, None
-        what = ('Mithril cluster' if state == Preemption.RESERVATION_ENDS
-                else 'Mithril bid of')
+        what = ('Mithril bid of' if state in (Preemption.NOTICE,
+                                              Preemption.NODE_LOST)
+                else 'Mithril cluster')
         logger.info(f'{what} {cluster_name} is {state.value}: starting the '
                     'recovery now.')
         return None, None
@@ -232,6 +258,8 @@ class MithrilJobRuntime:
         if ending is not None:
             _leave_reservation(handle, *ending)
             return None
+        # Its hooks have run (the poll waited for them before it recovered).
+        back_to_reservation.recovering(handle.cluster_name)
         state = _bid_state(handle)
         if state.bid_fid:
             records.mark(handle.cluster_name, state.bid_fid,

@@ -1,0 +1,203 @@
+"""A managed job that burst onto a spot bid, because its reservation was
+full or not active yet, moves back onto the reservation once it has room.
+
+While the job runs on an Allocated spot bid, the jobs controller's poll
+(`ready`) looks at the reservation the task names (`config.mithril.
+reservation`): once it is Active, holds the cluster's instance type in its
+region, has free instances (claimed by no cluster, `reserved_nodes.
+free_instances`) for every node, and does not end within the job's lead time
+(the one a launch keeps, so the relaunch takes it), the move starts as a
+reservation's end does, in two steps:
+
+1. The head node is told (`notice.write_reservation_end`, its deadline
+   HOOKS_SECONDS from now): its watcher runs the task's preemption hooks
+   and writes their "done" file. The job trains on meanwhile, and the
+   controller's polls go on; nothing is torn down.
+2. Once the hooks are done (or their deadline passed), the poll reports
+   "recover now". SkyPilot's strategy tears the cluster down (every bid of
+   its name cancelled and confirmed Terminated) and relaunches it in its
+   region, where the optimizer and the provisioner fill the reservation
+   first (`strategy.plan_recovery`).
+
+Once step 1 is done the move goes on, whatever the reservation does
+meanwhile: the hooks ran once (the watcher runs them at most once per
+node), and a running task may act on the notice itself. If another launch
+claims the free instances first, the relaunch bids on spot, a new bid in
+place of the cancelled one. A job moves at most once per
+`policy.BACK_TO_RESERVATION_INTERVAL` (Mithril's clock), so a nearly full
+reservation does not bounce it between spot and a lost race.
+
+Only jobs whose recovery starts at the notice move (`recovery_starts:
+notice`, the default): with `node_lost` the task asked to be left running
+until its node is gone. `back_to_reservation: false` opts out. A process
+apart from the API server's database (a remote controller) cannot see the
+claims and never moves a job.
+
+The move's progress is kept in SkyPilot's state database per cluster
+(`Move`), so a controller restart does not forget a notice it wrote.
+"""
+
+import dataclasses
+import datetime
+import enum
+import json
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from sky import sky_logging
+
+from sky_mithril import shared_state
+from sky_mithril.api import models
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import reserved_nodes
+from sky_mithril.recovery import notice
+from sky_mithril.recovery import policy
+from sky_mithril.recovery import reservation_end
+from sky_mithril.task import settings
+
+logger = sky_logging.init_logger('sky.sky_mithril.jobs')
+
+MOVE_KEY_PREFIX = 'sky-mithril/back-to-reservation/'
+# How long the task's preemption hooks may take before the move goes on
+# without them (the spot bid keeps running meanwhile: no deadline forces it).
+HOOKS_SECONDS = 600.0
+# A move's record is kept this long (wall clock), well past the interval.
+MOVE_KEEP_SECONDS = 7 * 86400.0
+
+
+class Phase(str, enum.Enum):
+    """Where a cluster's move back onto its reservation stands."""
+
+    HOOKS = 'hooks'  # The head was told; its preemption hooks run.
+    RECOVERING = 'recovering'  # The controller started the recovery.
+    DONE = 'done'  # The strategy relaunched it towards the reservation.
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """One move of a cluster back onto its reservation."""
+
+    phase: Phase
+    reservation: str
+    started: str  # Mithril's clock at step 1, ISO 8601
+    hooks_deadline: float  # wall clock, epoch seconds
+
+
+def _key(cluster_name: str) -> str:
+    return MOVE_KEY_PREFIX + cluster_name
+
+
+def move_of(cluster_name: str) -> Optional[Move]:
+    """The cluster's last move, if one is kept."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    value = kv_cache.get_cache_entry(_key(cluster_name))
+    if not value:
+        return None
+    try:
+        fields: Dict[str, Any] = json.loads(value)
+        return Move(Phase(fields['phase']), fields['reservation'],
+                    fields['started'], float(fields['hooks_deadline']))
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _keep(cluster_name: str, move: Move) -> None:
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.add_or_update_cache_entry(
+        _key(cluster_name), json.dumps(dataclasses.asdict(move)),
+        time.time() + MOVE_KEEP_SECONDS)
+
+
+def _room(handle: Any, conn: Any, sections: settings.Sections
+          ) -> Tuple[Optional[models.Reservation], datetime.datetime]:
+    """The task's reservation when the cluster, on an Allocated spot bid,
+    fits on it whole now and for longer than its lead time, else None; and
+    Mithril's clock now (read once the server has answered)."""
+    name = settings.resolve_reservation(*sections)
+    bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
+    now = conn.client.server_now()
+    if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
+            reserved_nodes.ReservedNodes.held_by(
+                conn, handle.cluster_name_on_cloud) is not None):
+        return None, now
+    reservation = reserved_nodes.find(conn, name)
+    if reserved_nodes.mismatch(reservation, bid.instance_type,
+                               handle.launched_resources.instance_type,
+                               bid.region or ''):
+        return None, now
+    free = (len(reserved_nodes.free_instances(conn, reservation))
+            if reservation.status == models.ReservationState.ACTIVE else 0)
+    # The relaunch keeps the lead a launch keeps; the job leaves by its own.
+    lead = max(reservation_end.lead_of(handle),
+               reservation_end.lead_for_launch(handle.cluster_name, sections))
+    now = conn.client.server_now()
+    why = reserved_nodes.why_not_now(reservation, free, bid.instance_quantity,
+                                     now, lead)
+    return (None if why else reservation), now
+
+
+def _hooks_done(handle: Any) -> bool:
+    """Whether the head node's watcher has run the preemption hooks."""
+    try:
+        return handle.get_command_runners()[0].run(
+            f'test -f {notice.HOOKS_DONE_FILE}', stream_logs=False) == 0
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
+    """On the jobs controller's poll of a Mithril cluster whose recovery
+    starts at the notice: whether the job moves back onto its reservation
+    now (module docstring); starts step 1 when the reservation has room."""
+    sections = settings.sections_from_skypilot(
+        handle.launched_resources.cluster_config_overrides)
+    if not policy.resolve_back_to_reservation(*sections):
+        return False
+    move = move_of(handle.cluster_name)
+    if move is not None and move.phase == Phase.HOOKS:
+        return time.time() >= move.hooks_deadline or _hooks_done(handle)
+    if (not settings.resolve_reservation(*sections) or
+            shared_state.apart_from_api_server()):
+        return False
+    reservation, now = _room(handle, cluster_bid.connect(provider_config),
+                             sections)
+    if reservation is None or (
+            move is not None and now - datetime.datetime.fromisoformat(
+                move.started) < policy.BACK_TO_RESERVATION_INTERVAL):
+        return False
+    deadline = datetime.datetime.now(datetime.timezone.utc) + (
+        datetime.timedelta(seconds=HOOKS_SECONDS))
+    try:
+        notice.write_reservation_end(handle, deadline)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
+                    f'has room, but the head node could not be told ({e}); '
+                    'the job stays on spot for now.')
+        return False
+    _keep(handle.cluster_name, Move(Phase.HOOKS, reservation.fid,
+                                    now.isoformat(), deadline.timestamp()))
+    logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
+                f'({reservation.fid}) has room for the job; running its '
+                'preemption hooks, then moving it off its spot bid onto the '
+                'reservation.')
+    return False
+
+
+def recovering(cluster_name: str) -> bool:
+    """Before the controller's recovery: records that a move whose hooks
+    ran is under way; whether one is."""
+    move = move_of(cluster_name)
+    if move is None or move.phase != Phase.HOOKS:
+        return False
+    _keep(cluster_name, dataclasses.replace(move, phase=Phase.RECOVERING))
+    return True
+
+
+def take_move(cluster_name: str) -> bool:
+    """In the recovery strategy: whether this recovery is a move back onto
+    the reservation (the move is then recorded done)."""
+    move = move_of(cluster_name)
+    if move is None or move.phase != Phase.RECOVERING:
+        return False
+    _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))
+    return True
