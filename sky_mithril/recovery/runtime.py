@@ -180,7 +180,8 @@ def _moves_back(handle: Any) -> bool:
     try:
         return back_to_reservation.ready(handle, provider_config(handle))
     except (errors.MithrilAPIError, reserved_nodes.ReservationError,
-            cluster_bid.SeveralLiveBidsError, RuntimeError, OSError) as e:
+            settings.MithrilConfigError, cluster_bid.SeveralLiveBidsError,
+            RuntimeError, OSError) as e:
         logger.debug(f'Mithril reservation room check failed for '
                      f'{handle.cluster_name}: {e}')
         return False
