@@ -24,8 +24,18 @@ meanwhile: the hooks ran once (the watcher runs them at most once per
 node), and a running task may act on the notice itself. If another launch
 claims the free instances first, the relaunch bids on spot, a new bid in
 place of the cancelled one. A job moves at most once per
-`policy.BACK_TO_RESERVATION_INTERVAL` (Mithril's clock), so a nearly full
-reservation does not bounce it between spot and a lost race.
+`policy.BACK_TO_RESERVATION_INTERVAL` (Mithril's clock), doubled for each
+earlier move still on record (kept a week after the last), so a nearly full
+reservation does not bounce it between spot and a lost race every hour.
+Free instances another cluster's move is under way to take count as taken,
+so one free instance starts one move, not one per waiting job (counted and
+recorded under SkyPilot's lock).
+
+A node whose watcher already ran the preemption hooks (for an earlier notice
+or move that left the node running) is not moved: its watcher runs them once
+per node, so the move would start without them. A pool's worker is never
+moved: SkyPilot resubmits its job onto the same worker, which it does not
+tear down, and the worker is the pool's, not the job's.
 
 Only jobs whose recovery starts at the notice move (`recovery_starts:
 notice`, the default): with `node_lost` the task asked to be left running
@@ -63,6 +73,13 @@ MOVE_KEY_PREFIX = 'sky-mithril/back-to-reservation/'
 HOOKS_SECONDS = 600.0
 # A move's record is kept this long (wall clock), well past the interval.
 MOVE_KEEP_SECONDS = 7 * 86400.0
+# A move under way past its hooks' deadline by more than this is stale (the
+# controller restarted, or its recovery never took it): it neither promises
+# the reservation's instances nor turns a later recovery into a move.
+STALE_AFTER_SECONDS = 600.0
+# SkyPilot's lock around counting a reservation's free instances and
+# recording the move that takes them.
+LOCK = 'back-to-reservation'
 
 
 class Phase(str, enum.Enum):
@@ -81,24 +98,61 @@ class Move:
     reservation: str
     started: str  # Mithril's clock at step 1, ISO 8601
     hooks_deadline: float  # wall clock, epoch seconds
+    nodes: int = 1  # the reservation's instances the move takes
+    tries: int = 1  # moves on record, this one included (back-off)
 
 
 def _key(cluster_name: str) -> str:
     return MOVE_KEY_PREFIX + cluster_name
 
 
-def move_of(cluster_name: str) -> Optional[Move]:
-    """The cluster's last move, if one is kept."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    value = kv_cache.get_cache_entry(_key(cluster_name))
+def _parse(value: Optional[str]) -> Optional[Move]:
     if not value:
         return None
     try:
         fields: Dict[str, Any] = json.loads(value)
         return Move(Phase(fields['phase']), fields['reservation'],
-                    fields['started'], float(fields['hooks_deadline']))
+                    fields['started'], float(fields['hooks_deadline']),
+                    int(fields.get('nodes', 1)), int(fields.get('tries', 1)))
     except (TypeError, ValueError, KeyError):
         return None
+
+
+def move_of(cluster_name: str) -> Optional[Move]:
+    """The cluster's last move, if one is kept."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    return _parse(kv_cache.get_cache_entry(_key(cluster_name)))
+
+
+def _under_way(move: Move) -> bool:
+    """Whether the move is between its notice and its relaunch, and not
+    stale."""
+    return (move.phase in (Phase.HOOKS, Phase.RECOVERING) and
+            time.time() <= move.hooks_deadline + STALE_AFTER_SECONDS)
+
+
+def _promised(reservation_fid: str, cluster_name: str) -> int:
+    """The reservation's instances other clusters' moves under way take."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    total = 0
+    for key, value in kv_cache.get_cache_entries_by_prefix(
+            MOVE_KEY_PREFIX).items():
+        move = _parse(value)
+        if (key != _key(cluster_name) and move is not None and
+                move.reservation == reservation_fid and _under_way(move)):
+            total += move.nodes
+    return total
+
+
+def _on_pool(cluster_name: str) -> bool:
+    """Whether the cluster is a pool's worker (SkyPilot names a worker
+    `<pool>-<replica id>`, the pool a service marked as one)."""
+    from sky.serve import serve_state  # pylint: disable=import-outside-toplevel
+    pool, _, replica = cluster_name.rpartition('-')
+    if not pool or not replica.isdigit():
+        return False
+    service = serve_state.get_service_from_name(pool)
+    return bool(service and service.get('pool'))
 
 
 def _keep(cluster_name: str, move: Move) -> None:
@@ -109,23 +163,25 @@ def _keep(cluster_name: str, move: Move) -> None:
 
 
 def _room(handle: Any, conn: Any, sections: settings.Sections
-          ) -> Tuple[Optional[models.Reservation], datetime.datetime]:
+          ) -> Tuple[Optional[models.Reservation], datetime.datetime, int]:
     """The task's reservation when the cluster, on an Allocated spot bid,
-    fits on it whole now and for longer than its lead time, else None; and
-    Mithril's clock now (read once the server has answered)."""
+    fits on it whole now (on instances no other move takes) and for longer
+    than its lead time, else None; Mithril's clock now (read once the server
+    has answered); and the cluster's nodes."""
     name = settings.resolve_reservation(*sections)
     bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
     now = conn.client.server_now()
     if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
             reserved_nodes.ReservedNodes.held_by(
                 conn, handle.cluster_name_on_cloud) is not None):
-        return None, now
+        return None, now, 0
     reservation = reserved_nodes.find(conn, name)
     if reserved_nodes.mismatch(reservation, bid.instance_type,
                                handle.launched_resources.instance_type,
                                bid.region or ''):
-        return None, now
-    free = (len(reserved_nodes.free_instances(conn, reservation))
+        return None, now, 0
+    free = (max(0, len(reserved_nodes.free_instances(conn, reservation)) -
+                _promised(reservation.fid, handle.cluster_name))
             if reservation.status == models.ReservationState.ACTIVE else 0)
     # The relaunch keeps the lead a launch keeps; the job leaves by its own.
     lead = max(reservation_end.lead_of(handle),
@@ -133,7 +189,7 @@ def _room(handle: Any, conn: Any, sections: settings.Sections
     now = conn.client.server_now()
     why = reserved_nodes.why_not_now(reservation, free, bid.instance_quantity,
                                      now, lead)
-    return (None if why else reservation), now
+    return (None if why else reservation), now, bid.instance_quantity
 
 
 def _hooks_done(handle: Any) -> bool:
@@ -151,20 +207,34 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
     now (module docstring); starts step 1 when the reservation has room."""
     sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
-    if not policy.resolve_back_to_reservation(*sections):
+    if (not policy.resolve_back_to_reservation(*sections) or
+            not settings.resolve_reservation(*sections) or
+            shared_state.apart_from_api_server() or
+            _on_pool(handle.cluster_name)):
         return False
     move = move_of(handle.cluster_name)
     if move is not None and move.phase == Phase.HOOKS:
         return time.time() >= move.hooks_deadline or _hooks_done(handle)
-    if (not settings.resolve_reservation(*sections) or
-            shared_state.apart_from_api_server()):
-        return False
-    reservation, now = _room(handle, cluster_bid.connect(provider_config),
-                             sections)
+    with shared_state.held(LOCK):
+        _start(handle, cluster_bid.connect(provider_config), sections, move)
+    return False
+
+
+def _start(handle: Any, conn: Any, sections: settings.Sections,
+           last: Optional[Move]) -> None:
+    """Step 1 of a move when the reservation has room and the last move
+    (`last`) is past its back-off."""
+    reservation, now, nodes = _room(handle, conn, sections)
     if reservation is None or (
-            move is not None and now - datetime.datetime.fromisoformat(
-                move.started) < policy.BACK_TO_RESERVATION_INTERVAL):
-        return False
+            last is not None and now - datetime.datetime.fromisoformat(
+                last.started) < policy.BACK_TO_RESERVATION_INTERVAL *
+            2 ** (last.tries - 1)):
+        return
+    if _hooks_done(handle):
+        logger.debug(f'{handle.cluster_name}: reservation {reservation.name} '
+                     'has room, but the head node already ran its preemption '
+                     'hooks (they run once per node); the job stays on spot.')
+        return
     deadline = datetime.datetime.now(datetime.timezone.utc) + (
         datetime.timedelta(seconds=HOOKS_SECONDS))
     try:
@@ -173,14 +243,14 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
         logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
                     f'has room, but the head node could not be told ({e}); '
                     'the job stays on spot for now.')
-        return False
-    _keep(handle.cluster_name, Move(Phase.HOOKS, reservation.fid,
-                                    now.isoformat(), deadline.timestamp()))
+        return
+    _keep(handle.cluster_name, Move(
+        Phase.HOOKS, reservation.fid, now.isoformat(), deadline.timestamp(),
+        nodes, 1 if last is None else last.tries + 1))
     logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
                 f'({reservation.fid}) has room for the job; running its '
                 'preemption hooks, then moving it off its spot bid onto the '
                 'reservation.')
-    return False
 
 
 def recovering(cluster_name: str) -> bool:
@@ -195,9 +265,11 @@ def recovering(cluster_name: str) -> bool:
 
 def take_move(cluster_name: str) -> bool:
     """In the recovery strategy: whether this recovery is a move back onto
-    the reservation (the move is then recorded done)."""
+    the reservation (the move is then recorded done); a stale move is not
+    taken."""
     move = move_of(cluster_name)
-    if move is None or move.phase != Phase.RECOVERING:
+    if (move is None or move.phase != Phase.RECOVERING or
+            not _under_way(move)):
         return False
     _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))
     return True

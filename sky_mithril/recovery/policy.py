@@ -26,8 +26,9 @@ DEFAULT_RESERVATION_END_LEAD = datetime.timedelta(minutes=10)
 # The measured launch times this much: the relaunch bids and boots again.
 MEASURED_LAUNCH_MARGIN = 2
 # A job on a spot bid moves back onto its reservation at most once per this
-# (Mithril's clock): a move whose relaunch lost the free instance to another
-# launch leaves the job on spot until then.
+# (Mithril's clock), doubled for each earlier move on record: a move whose
+# relaunch lost the free instance to another launch leaves the job on spot
+# until then.
 BACK_TO_RESERVATION_INTERVAL = datetime.timedelta(hours=1)
 
 

@@ -50,7 +50,6 @@ from sky_mithril import CLOUD_NAME
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
-from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
 from sky_mithril.recovery import policy
@@ -155,9 +154,11 @@ def _reservation_ending(handle: Any
         return None
 
 
-def _recover_now(handle: Any) -> Optional[Preemption]:
+def _recover_now(handle: Any, may_move: bool = True
+                 ) -> Optional[Preemption]:
     """The preemption that calls for recovery now under the task's policy
-    (`recovery_starts`), or None."""
+    (`recovery_starts`), or None; a move back onto the reservation only when
+    `may_move` (the controller's poll, not `sky jobs logs`)."""
     if handle is None or not is_mithril(handle):
         return None
     sections = settings.sections_from_skypilot(
@@ -170,18 +171,17 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):
         return state
-    if at_notice and _moves_back(handle):
+    if at_notice and may_move and _moves_back(handle):
         return Preemption.RESERVATION_HAS_ROOM
     return None
 
 
 def _moves_back(handle: Any) -> bool:
-    """`back_to_reservation.ready` for the cluster; False when unknown."""
+    """`back_to_reservation.ready` for the cluster; False when unknown (an
+    error here must not break SkyPilot's status poll)."""
     try:
         return back_to_reservation.ready(handle, provider_config(handle))
-    except (errors.MithrilAPIError, reserved_nodes.ReservationError,
-            settings.MithrilConfigError, cluster_bid.SeveralLiveBidsError,
-            RuntimeError, OSError) as e:
+    except Exception as e:  # pylint: disable=broad-except
         logger.debug(f'Mithril reservation room check failed for '
                      f'{handle.cluster_name}: {e}')
         return False
@@ -231,8 +231,8 @@ class MithrilJobRuntime:
     def get_job_status(self, handle: Any, cluster_name: str,
                        returncode: Optional[int] = None
                        ) -> Optional[Tuple[Optional[Any], Optional[str]]]:
-        del returncode
-        state = _recover_now(handle)
+        # With a returncode, `sky jobs logs` asks: it never starts a move.
+        state = _recover_now(handle, may_move=returncode is None)
         if state is None:
             return None
         # In a notice the node still runs: a job that just finished counts.
@@ -260,9 +260,12 @@ class MithrilJobRuntime:
             _leave_reservation(handle, *ending)
             return None
         # Its hooks have run (the poll waited for them before it recovered).
-        back_to_reservation.recovering(handle.cluster_name)
+        moving = back_to_reservation.recovering(handle.cluster_name)
         state = _bid_state(handle)
-        if state.bid_fid:
+        # A move is no preemption: a relaunch that loses the reservation
+        # bids at the normal limit, not the recovery limit.
+        if state.bid_fid and not (moving and
+                                  state.preemption == Preemption.NONE):
             records.mark(handle.cluster_name, state.bid_fid,
                             state.preemptions)
         if state.preemption == Preemption.NOTICE:

@@ -4,15 +4,19 @@ emulator: the jobs controller's poll tells the head node (its preemption
 hooks run) and reports "recover now" only once they have run; the strategy
 tears the cluster down (the spot bid cancelled) and the relaunch lands on
 the reservation. A reservation ending within the job's lead time does not
-attract it, and a move that lost the instance to another launch is not
-tried again within the interval."""
+attract it, a move that lost the instance to another launch is not tried
+again within the interval (doubled for each move), one free instance starts
+one move, and a pool's worker, a node whose hooks already ran and `sky jobs
+logs` never move a job."""
 
 import datetime
+import time
 import types
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
 import pytest
+import sqlalchemy
 import yaml
 
 from sky_mithril.account import connection
@@ -43,10 +47,10 @@ MINUTE = datetime.timedelta(minutes=1)
 LIVE = ('Open', 'Allocated', 'Preempting', 'Paused')
 
 
-def handle(mithril: Dict[str, Any], runner: Any) -> Any:
+def handle(mithril: Dict[str, Any], runner: Any, name: str = 'job') -> Any:
     """The parts of SkyPilot's cluster handle the runtime reads."""
     return types.SimpleNamespace(
-        cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
+        cluster_name=name, cluster_name_on_cloud=name, cluster_yaml=None,
         get_command_runners=lambda: [runner],
         launched_resources=types.SimpleNamespace(
             cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
@@ -99,7 +103,7 @@ def on_spot(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     try:
         yield server, reservation, LocalRunner(tmp_path)
     finally:
-        for cluster in ('job', 'other', 'third'):
+        for cluster in ('job', 'job2', 'other', 'third'):
             reservation_claims.release(reservation_claims.of_cluster(cluster))
             cluster_bid.cancel_all(connection.connect(), cluster)
 
@@ -136,7 +140,9 @@ def test_the_job_moves_back_once_an_instance_frees_and_its_hooks_ran(
 
     runtime.MithrilJobRuntime().on_before_recovery(
         handle(NAMES_IT, runner), None, 1, None)
-    assert records.is_recovering('job')
+    # A move is no preemption: a relaunch that loses the race bids at the
+    # normal limit price, not recovery_limit_price.
+    assert not records.is_recovering('job')
     assert strategy.plan_recovery(
         handle(NAMES_IT, runner), None, None) == strategy.RecoveryPlan(
             back_to_reservation=True)
@@ -166,40 +172,154 @@ def test_a_reservation_ending_within_the_lead_does_not_attract_the_job(
     assert [b['status'] for b in live_bids(server)] == ['Allocated']
 
 
-def test_a_move_that_lost_the_instance_is_not_tried_again_within_the_interval(
-        on_spot, tmp_path):
-    server, reservation, runner = on_spot
-    give_back(server, 'other')
-    assert status(NAMES_IT, runner) is None
-    moved_at = market_now(server)
-    hooks_run(tmp_path)
+def lose_the_move(server: EmulatorServer, reservation: models.Reservation,
+                  home: Path) -> None:
+    """The move under way (head node `home` told) runs its hooks and
+    recovers, but another launch claims the free instance first: the
+    relaunch bids on spot, the one live bid of the job; that launch then
+    gives the instance back."""
+    runner = LocalRunner(home)
+    hooks_run(home)
     assert status(NAMES_IT, runner) == RECOVER_NOW
     runtime.MithrilJobRuntime().on_before_recovery(
         handle(NAMES_IT, runner), None, 1, None)
     assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
         strategy.RecoveryPlan(back_to_reservation=True))
     give_back(server, 'job')
-
-    # Another launch claims the free instance first: the relaunch bids on
-    # spot, the one live bid of the job.
     while_the_clock_moves(server, lambda: launch_on_reservation(
         'third', reservation.name))
     relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
         REGION, 'job', 'job', config(reservation.name, 600)))
     assert relaunch.head_instance_id not in reservation.instances
     assert [b['status'] for b in live_bids(server)] == ['Allocated']
-
-    # The instance frees again: within the interval the job stays put.
     give_back(server, 'third')
-    new_head = tmp_path / 'new-head'
-    runner = LocalRunner(new_head)
-    server.control('POST', 'advance', seconds=(
-        moved_at + policy.BACK_TO_RESERVATION_INTERVAL - MINUTE -
-        market_now(server)).total_seconds())
-    assert status(NAMES_IT, runner) is None
-    assert not told(new_head)
-    # Past it, the next move starts.
-    server.control('POST', 'advance', seconds=2 * 60)
-    assert status(NAMES_IT, runner) is None
-    assert told(new_head)
+
+
+def test_a_move_that_lost_the_instance_waits_the_interval_doubled_each_time(
+        on_spot, tmp_path):
+    server, reservation, _ = on_spot
+    give_back(server, 'other')
+    home = tmp_path
+    for wait in (policy.BACK_TO_RESERVATION_INTERVAL,
+                 2 * policy.BACK_TO_RESERVATION_INTERVAL):
+        assert status(NAMES_IT, LocalRunner(home)) is None
+        assert told(home)
+        moved_at = market_now(server)
+        lose_the_move(server, reservation, home)
+        # The instance is free again: within the wait the job stays put.
+        home = home / 'new-head'
+        server.control('POST', 'advance', seconds=(
+            moved_at + wait - MINUTE - market_now(server)).total_seconds())
+        assert status(NAMES_IT, LocalRunner(home)) is None
+        assert not told(home)
+        server.control('POST', 'advance', seconds=2 * 60)
+    # Past the doubled wait, the third move starts.
+    assert status(NAMES_IT, LocalRunner(home)) is None
+    assert told(home)
     assert [b['status'] for b in live_bids(server)] == ['Allocated']
+
+
+def test_one_free_instance_starts_the_move_of_one_job_only(on_spot, tmp_path):
+    """Two jobs on spot wait for the same 1-instance reservation: once the
+    instance frees, only one is told (the other would pay a teardown and a
+    relaunch on spot for nothing)."""
+    server, reservation, runner = on_spot
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    give_back(server, 'other')
+    assert status(NAMES_IT, runner) is None
+    assert runtime.MithrilJobRuntime().get_job_status(
+        handle(NAMES_IT, LocalRunner(tmp_path / 'job2'), 'job2'),
+        'job2') is None
+    assert told(tmp_path)
+    assert not told(tmp_path / 'job2')
+
+
+def test_a_node_whose_hooks_already_ran_is_not_moved(on_spot, tmp_path):
+    """A move whose recovery left the node running (the strategy never took
+    it): its hooks-done file stays, and the watcher runs the hooks once per
+    node, so a later move would recover at once without them."""
+    server, _, runner = on_spot
+    give_back(server, 'other')
+    assert status(NAMES_IT, runner) is None
+    hooks_run(tmp_path)
+    assert status(NAMES_IT, runner) == RECOVER_NOW
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(NAMES_IT, runner), None, 1, None)
+    (tmp_path / '.sky/mithril/reservation-end.yml').unlink()
+    server.control('POST', 'advance', seconds=(
+        policy.BACK_TO_RESERVATION_INTERVAL + 2 * MINUTE).total_seconds())
+    assert status(NAMES_IT, runner) is None
+    assert not told(tmp_path)
+    assert status(NAMES_IT, runner) is None
+
+
+def test_a_stale_move_does_not_turn_a_later_recovery_into_one(
+        on_spot, tmp_path, monkeypatch):
+    """A move recorded as recovering that no recovery took (the controller
+    restarted): a recovery well past its hooks' deadline is SkyPilot's."""
+    server, _, runner = on_spot
+    give_back(server, 'other')
+    assert status(NAMES_IT, runner) is None
+    hooks_run(tmp_path)
+    assert status(NAMES_IT, runner) == RECOVER_NOW
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(NAMES_IT, runner), None, 1, None)
+    later = time.time() + (back_to_reservation.HOOKS_SECONDS +
+                           back_to_reservation.STALE_AFTER_SECONDS + 60)
+    monkeypatch.setattr(back_to_reservation, 'time',
+                        types.SimpleNamespace(time=lambda: later))
+    assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
+        strategy.RecoveryPlan())
+
+
+def test_a_pool_worker_is_never_moved(on_spot, tmp_path):
+    """SkyPilot resubmits a pool's job onto the same worker, never torn
+    down: a move would only restart the job there."""
+    from sky.serve import serve_state  # pylint: disable=import-outside-toplevel
+    server, _, runner = on_spot
+    serve_state.add_service('workers', 1, 'autoscaler', 'resources',
+                            'round_robin',
+                            serve_state.ServiceStatus.READY, False, True, 0,
+                            'sky jobs pool apply')
+    serve_state.add_version('workers')
+    try:
+        give_back(server, 'other')
+        worker = handle(NAMES_IT, runner)
+        worker.cluster_name = 'workers-1'
+        assert runtime.MithrilJobRuntime().get_job_status(
+            worker, 'workers-1') is None
+        assert not told(tmp_path)
+    finally:
+        serve_state.remove_service_completely('workers')
+
+
+def test_sky_jobs_logs_never_starts_a_move(on_spot, tmp_path):
+    server, _, runner = on_spot
+    give_back(server, 'other')
+    assert runtime.MithrilJobRuntime().get_job_status(
+        handle(NAMES_IT, runner), 'job', returncode=0) is None
+    assert not told(tmp_path)
+    assert status(NAMES_IT, runner) is None
+    assert told(tmp_path)
+
+
+def test_a_failing_state_database_leaves_the_status_poll_alone(
+        on_spot, tmp_path, monkeypatch):
+    """A job naming no reservation never reads the moves; any error while
+    checking for a move leaves the job where it is."""
+    server, _, runner = on_spot
+    give_back(server, 'other')
+    reads = []
+
+    def broken(cluster_name: str) -> None:
+        reads.append(cluster_name)
+        raise sqlalchemy.exc.OperationalError(
+            'SELECT', {}, Exception('database is locked'))
+
+    monkeypatch.setattr(back_to_reservation, 'move_of', broken)
+    assert status({}, runner) is None
+    assert reads == []
+    assert status(NAMES_IT, runner) is None
+    assert reads == ['job']
+    assert not told(tmp_path)
