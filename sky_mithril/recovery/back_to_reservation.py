@@ -27,15 +27,20 @@ place of the cancelled one. A job moves at most once per
 `policy.BACK_TO_RESERVATION_INTERVAL` (Mithril's clock), doubled for each
 earlier move still on record (kept a week after the last), so a nearly full
 reservation does not bounce it between spot and a lost race every hour.
-Free instances another cluster's move is under way to take count as taken,
-so one free instance starts one move, not one per waiting job (counted and
-recorded under SkyPilot's lock).
+Free instances another cluster's move is under way to take count as taken
+until its relaunch returns (its claims are written by then), so one free
+instance starts one move, not one per waiting job. The free instances are
+counted and the move recorded under SkyPilot's lock, taken without waiting:
+a poll that finds it busy moves nothing this time. Every other check (the
+live bid, the back-off, the reservation, the head node's hooks) runs outside
+it, so a slow API or SSH never holds up other jobs' polls.
 
 A node whose watcher already ran the preemption hooks (for an earlier notice
 or move that left the node running) is not moved: its watcher runs them once
-per node, so the move would start without them. A pool's worker is never
-moved: SkyPilot resubmits its job onto the same worker, which it does not
-tear down, and the worker is the pool's, not the job's.
+per node, so the move would start without them (remembered per bid for
+HOOKS_RAN_KEEP_SECONDS, not asked over SSH every poll). A pool's worker is
+never moved: SkyPilot resubmits its job onto the same worker, which it does
+not tear down, and the worker is the pool's, not the job's.
 
 Only jobs whose recovery starts at the notice move (`recovery_starts:
 notice`, the default): with `node_lost` the task asked to be left running
@@ -77,9 +82,18 @@ MOVE_KEEP_SECONDS = 7 * 86400.0
 # controller restarted, or its recovery never took it): it neither promises
 # the reservation's instances nor turns a later recovery into a move.
 STALE_AFTER_SECONDS = 600.0
+# A move whose relaunch started this long ago (wall clock) promises the
+# reservation's instances no more (the controller stopped mid-relaunch).
+RELAUNCH_SECONDS = 3600.0
+# How long this process remembers that a bid's node already ran its
+# preemption hooks (they run once per node, so the answer does not change).
+HOOKS_RAN_KEEP_SECONDS = 3600.0
 # SkyPilot's lock around counting a reservation's free instances and
 # recording the move that takes them.
 LOCK = 'back-to-reservation'
+
+# The bids whose nodes ran their preemption hooks, with when that was seen.
+_hooks_ran: Dict[str, float] = {}
 
 
 class Phase(str, enum.Enum):
@@ -87,7 +101,8 @@ class Phase(str, enum.Enum):
 
     HOOKS = 'hooks'  # The head was told; its preemption hooks run.
     RECOVERING = 'recovering'  # The controller started the recovery.
-    DONE = 'done'  # The strategy relaunched it towards the reservation.
+    RELAUNCHING = 'relaunching'  # The strategy tears down and relaunches.
+    DONE = 'done'  # The relaunch returned (on the reservation, or on spot).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +115,7 @@ class Move:
     hooks_deadline: float  # wall clock, epoch seconds
     nodes: int = 1  # the reservation's instances the move takes
     tries: int = 1  # moves on record, this one included (back-off)
+    relaunched_at: float = 0.0  # wall clock, when the strategy took it
 
 
 def _key(cluster_name: str) -> str:
@@ -113,7 +129,8 @@ def _parse(value: Optional[str]) -> Optional[Move]:
         fields: Dict[str, Any] = json.loads(value)
         return Move(Phase(fields['phase']), fields['reservation'],
                     fields['started'], float(fields['hooks_deadline']),
-                    int(fields.get('nodes', 1)), int(fields.get('tries', 1)))
+                    int(fields.get('nodes', 1)), int(fields.get('tries', 1)),
+                    float(fields.get('relaunched_at', 0.0)))
     except (TypeError, ValueError, KeyError):
         return None
 
@@ -125,8 +142,10 @@ def move_of(cluster_name: str) -> Optional[Move]:
 
 
 def _under_way(move: Move) -> bool:
-    """Whether the move is between its notice and its relaunch, and not
-    stale."""
+    """Whether the move is between its notice and the return of its
+    relaunch, and not stale."""
+    if move.phase == Phase.RELAUNCHING:
+        return time.time() <= move.relaunched_at + RELAUNCH_SECONDS
     return (move.phase in (Phase.HOOKS, Phase.RECOVERING) and
             time.time() <= move.hooks_deadline + STALE_AFTER_SECONDS)
 
@@ -155,6 +174,11 @@ def _on_pool(cluster_name: str) -> bool:
     return bool(service and service.get('pool'))
 
 
+def _forget(cluster_name: str) -> None:
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.add_or_update_cache_entry(_key(cluster_name), '', 0.0)
+
+
 def _keep(cluster_name: str, move: Move) -> None:
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     kv_cache.add_or_update_cache_entry(
@@ -162,34 +186,53 @@ def _keep(cluster_name: str, move: Move) -> None:
         time.time() + MOVE_KEEP_SECONDS)
 
 
-def _room(handle: Any, conn: Any, sections: settings.Sections
-          ) -> Tuple[Optional[models.Reservation], datetime.datetime, int]:
-    """The task's reservation when the cluster, on an Allocated spot bid,
-    fits on it whole now (on instances no other move takes) and for longer
-    than its lead time, else None; Mithril's clock now (read once the server
-    has answered); and the cluster's nodes."""
+def _candidate(
+        handle: Any, conn: Any, sections: settings.Sections,
+        last: Optional[Move]
+) -> Optional[Tuple[models.Reservation, datetime.datetime, int]]:
+    """The task's reservation, Mithril's clock now and the cluster's nodes,
+    when the cluster could move onto it but for its free instances: it runs
+    on an Allocated spot bid, past the last move's (`last`) back-off, the
+    reservation holds its type in its region, and its head node has not run
+    its preemption hooks. Takes no lock."""
     name = settings.resolve_reservation(*sections)
     bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
-    now = conn.client.server_now()
     if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
             reserved_nodes.ReservedNodes.held_by(
                 conn, handle.cluster_name_on_cloud) is not None):
-        return None, now, 0
-    reservation = reserved_nodes.find(conn, name)
-    if reserved_nodes.mismatch(reservation, bid.instance_type,
-                               handle.launched_resources.instance_type,
-                               bid.region or ''):
-        return None, now, 0
-    free = (max(0, len(reserved_nodes.free_instances(conn, reservation)) -
-                _promised(reservation.fid, handle.cluster_name))
-            if reservation.status == models.ReservationState.ACTIVE else 0)
-    # The relaunch keeps the lead a launch keeps; the job leaves by its own.
-    lead = max(reservation_end.lead_of(handle),
-               reservation_end.lead_for_launch(handle.cluster_name, sections))
+        return None
     now = conn.client.server_now()
-    why = reserved_nodes.why_not_now(reservation, free, bid.instance_quantity,
-                                     now, lead)
-    return (None if why else reservation), now, bid.instance_quantity
+    if last is not None and now - datetime.datetime.fromisoformat(
+            last.started) < policy.BACK_TO_RESERVATION_INTERVAL * 2 ** (
+                last.tries - 1):
+        return None
+    reservation = reserved_nodes.find(conn, name)
+    if (reservation.status != models.ReservationState.ACTIVE or
+            reserved_nodes.mismatch(reservation, bid.instance_type,
+                                    handle.launched_resources.instance_type,
+                                    bid.region or '')):
+        return None
+    if _hooks_ran_on(handle, bid.fid):
+        logger.debug(f'{handle.cluster_name}: the head node already ran its '
+                     'preemption hooks (they run once per node); the job '
+                     f'stays on spot, off reservation {reservation.name}.')
+        return None
+    return reservation, now, bid.instance_quantity
+
+
+def _hooks_ran_on(handle: Any, bid_fid: str) -> bool:
+    """Whether the node of the cluster's bid `bid_fid` ran its preemption
+    hooks: remembered for HOOKS_RAN_KEEP_SECONDS once seen, else asked."""
+    now = time.time()
+    for fid, seen in list(_hooks_ran.items()):
+        if now - seen > HOOKS_RAN_KEEP_SECONDS:
+            _hooks_ran.pop(fid, None)  # polls run in several threads
+    if bid_fid in _hooks_ran:
+        return True
+    if _hooks_done(handle):
+        _hooks_ran[bid_fid] = now
+        return True
+    return False
 
 
 def _hooks_done(handle: Any) -> bool:
@@ -215,38 +258,51 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
     move = move_of(handle.cluster_name)
     if move is not None and move.phase == Phase.HOOKS:
         return time.time() >= move.hooks_deadline or _hooks_done(handle)
-    with shared_state.held(LOCK):
-        _start(handle, cluster_bid.connect(provider_config), sections, move)
+    conn = cluster_bid.connect(provider_config)
+    candidate = _candidate(handle, conn, sections, move)
+    if candidate is None:
+        return False
+    reservation, now, nodes = candidate
+    # The lead a launch keeps, so the relaunch takes the reservation; the
+    # job leaves by its own.
+    lead = max(reservation_end.lead_of(handle),
+               reservation_end.lead_for_launch(handle.cluster_name, sections))
+    deadline = datetime.datetime.now(datetime.timezone.utc) + (
+        datetime.timedelta(seconds=HOOKS_SECONDS))
+    with shared_state.held(LOCK, blocking=False) as held:
+        if not held:
+            logger.debug(f'{handle.cluster_name}: another job is counting '
+                         f'{reservation.name}\'s free instances; looking '
+                         'again next poll.')
+            return False
+        free = max(0, len(reserved_nodes.free_instances(conn, reservation)) -
+                   _promised(reservation.fid, handle.cluster_name))
+        if reserved_nodes.why_not_now(reservation, free, nodes, now, lead):
+            return False
+        _keep(handle.cluster_name, Move(
+            Phase.HOOKS, reservation.fid, now.isoformat(),
+            deadline.timestamp(), nodes,
+            1 if move is None else move.tries + 1))
+    _tell(handle, reservation, deadline, move)
     return False
 
 
-def _start(handle: Any, conn: Any, sections: settings.Sections,
-           last: Optional[Move]) -> None:
-    """Step 1 of a move when the reservation has room and the last move
-    (`last`) is past its back-off."""
-    reservation, now, nodes = _room(handle, conn, sections)
-    if reservation is None or (
-            last is not None and now - datetime.datetime.fromisoformat(
-                last.started) < policy.BACK_TO_RESERVATION_INTERVAL *
-            2 ** (last.tries - 1)):
-        return
-    if _hooks_done(handle):
-        logger.debug(f'{handle.cluster_name}: reservation {reservation.name} '
-                     'has room, but the head node already ran its preemption '
-                     'hooks (they run once per node); the job stays on spot.')
-        return
-    deadline = datetime.datetime.now(datetime.timezone.utc) + (
-        datetime.timedelta(seconds=HOOKS_SECONDS))
+def _tell(handle: Any, reservation: models.Reservation,
+          deadline: datetime.datetime, last: Optional[Move]) -> None:
+    """Step 1 of the move just recorded: the head node is told. If it cannot
+    be, the record goes back to the last move (`last`), so no poll recovers
+    without the hooks and the instances are free for other jobs again."""
     try:
         notice.write_reservation_end(handle, deadline)
     except Exception as e:  # pylint: disable=broad-except
+        if last is None:
+            _forget(handle.cluster_name)
+        else:
+            _keep(handle.cluster_name, last)
         logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
                     f'has room, but the head node could not be told ({e}); '
                     'the job stays on spot for now.')
         return
-    _keep(handle.cluster_name, Move(
-        Phase.HOOKS, reservation.fid, now.isoformat(), deadline.timestamp(),
-        nodes, 1 if last is None else last.tries + 1))
     logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
                 f'({reservation.fid}) has room for the job; running its '
                 'preemption hooks, then moving it off its spot bid onto the '
@@ -265,11 +321,21 @@ def recovering(cluster_name: str) -> bool:
 
 def take_move(cluster_name: str) -> bool:
     """In the recovery strategy: whether this recovery is a move back onto
-    the reservation (the move is then recorded done); a stale move is not
-    taken."""
+    the reservation (recorded relaunching: its instances stay promised
+    until `relaunched`); a stale move is not taken."""
     move = move_of(cluster_name)
     if (move is None or move.phase != Phase.RECOVERING or
             not _under_way(move)):
         return False
-    _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))
+    _keep(cluster_name, dataclasses.replace(
+        move, phase=Phase.RELAUNCHING, relaunched_at=time.time()))
     return True
+
+
+def relaunched(cluster_name: str) -> None:
+    """Once the strategy's relaunch of a move returned (the cluster holds
+    its claims, or bid on spot, or failed): the move is done, and its
+    instances no longer promised."""
+    move = move_of(cluster_name)
+    if move is not None and move.phase == Phase.RELAUNCHING:
+        _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))

@@ -282,11 +282,27 @@ class _StandbyRecovery:
             return await self._leave_reservation(handle)
         if plan.back_to_reservation:
             # Its region holds the reservation, which the relaunch fills.
-            return await self._relaunch_in(
-                handle, (handle.launched_resources.region,))
+            try:
+                return await self._relaunch_in(
+                    handle, (handle.launched_resources.region,))
+            finally:
+                await self._moved_back()
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
         return await self._recover_as_skypilot_does(handle)
+
+    async def _moved_back(self) -> None:
+        """Once the relaunch of a move back onto the reservation returned:
+        the instances it was to take are promised to it no more (until
+        then, other jobs' polls count them taken, the cluster's claims not
+        written yet). An error leaves the record to go stale."""
+        # pylint: disable=no-member
+        try:
+            await asyncio.to_thread(back_to_reservation.relaunched,
+                                    self.cluster_name)
+        except Exception as e:  # pylint: disable=broad-except
+            logger.debug(f'{self.cluster_name}: could not record the move '
+                         f'back onto the reservation done ({e}).')
 
     async def _recover_as_skypilot_does(self, handle: Any) -> float:
         """The SkyPilot strategy's own recovery, once no standby is left

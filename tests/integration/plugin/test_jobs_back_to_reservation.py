@@ -6,10 +6,12 @@ tears the cluster down (the spot bid cancelled) and the relaunch lands on
 the reservation. A reservation ending within the job's lead time does not
 attract it, a move that lost the instance to another launch is not tried
 again within the interval (doubled for each move), one free instance starts
-one move, and a pool's worker, a node whose hooks already ran and `sky jobs
-logs` never move a job."""
+one move (and stays the moving job's until its relaunch returns), a poll
+finding the count busy moves nothing at once, and a pool's worker, a node
+whose hooks already ran and `sky jobs logs` never move a job."""
 
 import datetime
+import threading
 import time
 import types
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 import sqlalchemy
 import yaml
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
@@ -89,6 +92,8 @@ def on_spot(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     server = manual_clock_emulator
     monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
+    # Each test's emulator numbers its bids afresh.
+    monkeypatch.setattr(back_to_reservation, '_hooks_ran', {})
     forget_recovery_records()
     kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
     kv_cache.delete_cache_entries_by_prefix(
@@ -235,6 +240,69 @@ def test_one_free_instance_starts_the_move_of_one_job_only(on_spot, tmp_path):
     assert not told(tmp_path / 'job2')
 
 
+def test_the_instance_stays_promised_until_the_moving_jobs_relaunch_returns(
+        on_spot, tmp_path):
+    """Between the move's teardown (its spot bid cancelled) and its relaunch
+    (which claims the instance), the free instance is still the moving
+    job's: a second waiting job is not told to give up its spot bid."""
+    server, reservation, runner = on_spot
+    second = handle(NAMES_IT, LocalRunner(tmp_path / 'job2'), 'job2')
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    give_back(server, 'other')
+    assert status(NAMES_IT, runner) is None
+    hooks_run(tmp_path)
+    assert status(NAMES_IT, runner) == RECOVER_NOW
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(NAMES_IT, runner), None, 1, None)
+    assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
+        strategy.RecoveryPlan(back_to_reservation=True))
+    give_back(server, 'job')
+    # The instance is free on Mithril, but the relaunch has not claimed it.
+    assert runtime.MithrilJobRuntime().get_job_status(second, 'job2') is None
+    assert not told(tmp_path / 'job2')
+
+    relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job', 'job', config(reservation.name, 600)))
+    assert relaunch.head_instance_id in reservation.instances
+    back_to_reservation.relaunched('job')  # as the strategy does
+    assert runtime.MithrilJobRuntime().get_job_status(second, 'job2') is None
+    assert not told(tmp_path / 'job2')
+    # Once the moved job gives the instance back, the second job moves.
+    give_back(server, 'job')
+    assert runtime.MithrilJobRuntime().get_job_status(second, 'job2') is None
+    assert told(tmp_path / 'job2')
+
+
+def test_a_poll_that_finds_the_count_busy_moves_nothing_at_once(
+        on_spot, tmp_path):
+    """Another job holding the lock around the free instances' count (its
+    API calls slow in an outage) does not hold this job's status poll up:
+    the poll moves nothing this time, and the next one does."""
+    server, _, runner = on_spot
+    give_back(server, 'other')
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with shared_state.held(back_to_reservation.LOCK):
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        started = time.monotonic()
+        assert status(NAMES_IT, runner) is None
+        assert time.monotonic() - started < 20
+        assert not told(tmp_path)
+    finally:
+        release.set()
+        holder.join()
+    assert status(NAMES_IT, runner) is None
+    assert told(tmp_path)
+
+
 def test_a_node_whose_hooks_already_ran_is_not_moved(on_spot, tmp_path):
     """A move whose recovery left the node running (the strategy never took
     it): its hooks-done file stays, and the watcher runs the hooks once per
@@ -251,7 +319,12 @@ def test_a_node_whose_hooks_already_ran_is_not_moved(on_spot, tmp_path):
         policy.BACK_TO_RESERVATION_INTERVAL + 2 * MINUTE).total_seconds())
     assert status(NAMES_IT, runner) is None
     assert not told(tmp_path)
+    # The next polls remember it: no SSH to the head node every poll.
+    runner.commands.clear()
     assert status(NAMES_IT, runner) is None
+    assert status(NAMES_IT, runner) is None
+    assert runner.commands == []
+    assert not told(tmp_path)
 
 
 def test_a_stale_move_does_not_turn_a_later_recovery_into_one(
