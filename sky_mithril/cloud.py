@@ -597,6 +597,7 @@ class Mithril(builtin_mithril.Mithril):
             policy.relaunch_limit(limit, *sections,  # Checked up front.
                                   resources.max_hourly_cost)
             settings.resolve_spend_budget(*sections)  # Checked up front.
+            policy.resolve_back_to_reservation(*sections)  # Checked up front.
             lead = policy.resolve_reservation_end_lead(  # Checked up front.
                 *sections)
             regions = [r.name for r in self.regions_with_offering(

@@ -305,6 +305,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
            'recovery.serve_notice.leave_at_notice: the replica still serves'),
     _entry('sky.serve.serve_state', 'add_or_update_replica', API_SERVER,
            'recovery.serve_notice.keep_failed_teardown: keeps the record'),
+    _entry('sky.serve.serve_state', 'get_service_from_name', API_SERVER,
+           'recovery.back_to_reservation: a pool\'s worker is never moved'),
     _entry('sky.core', 'cost_report', API_SERVER,
            'plugin.takeover._charges_reach_cost_report: wrapped so Mithril '
            'clusters show what their bids were charged'),

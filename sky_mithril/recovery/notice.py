@@ -15,7 +15,9 @@ A reservation's end is a notice known in advance: when a managed job's
 reservation ends within its lead time, the jobs controller writes
 `RESERVATION_END_FILE` on the head node (`write_reservation_end`), in
 `SIGNAL_FILE`'s shape, its `end_time` the reservation's; the watcher and a
-running task read it as they read Mithril's notice.
+running task read it as they read Mithril's notice. A job moving from its
+spot bid back onto its reservation (`back_to_reservation`) is told the same
+way, its `end_time` the most its hooks may take.
 
 Standard library only at import: the node hook imports it at interpreter
 start.
@@ -67,8 +69,9 @@ def _notice_deadline() -> Optional[str]:
 
 
 def write_reservation_end(handle: Any, end_time: datetime.datetime) -> None:
-    """On the jobs controller: tells the head node that its reservation ends
-    at `end_time`, which its watcher takes for a preemption notice."""
+    """On the jobs controller: tells the head node that it leaves its node
+    at `end_time` (its reservation's end, or a move back onto its
+    reservation), which its watcher takes for a preemption notice."""
     import shlex  # pylint: disable=import-outside-toplevel
     text = f'end_time: {end_time.isoformat()}\n'
     path = RESERVATION_END_FILE

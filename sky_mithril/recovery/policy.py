@@ -1,7 +1,7 @@
 """When a managed job's recovery starts and what its relaunch bids: the
-task's `recovery_starts`, `reservation_end_lead_minutes` and
-`recovery_limit_price` (in `config.mithril`, or `plugins.mithril` for the
-user), and the one relaunch limit.
+task's `recovery_starts`, `reservation_end_lead_minutes`,
+`back_to_reservation` and `recovery_limit_price` (in `config.mithril`, or
+`plugins.mithril` for the user), and the one relaunch limit.
 """
 
 import datetime
@@ -13,7 +13,9 @@ from sky_mithril.task import settings
 RECOVERY_STARTS = 'recovery_starts'
 RECOVERY_LIMIT_PRICE = 'recovery_limit_price'
 RESERVATION_END_LEAD = 'reservation_end_lead_minutes'
-KEYS = (RECOVERY_STARTS, RECOVERY_LIMIT_PRICE, RESERVATION_END_LEAD)
+BACK_TO_RESERVATION = 'back_to_reservation'
+KEYS = (RECOVERY_STARTS, RECOVERY_LIMIT_PRICE, RESERVATION_END_LEAD,
+        BACK_TO_RESERVATION)
 # When a managed job's recovery starts: at Mithril's preemption notice, or
 # (SkyPilot's own behaviour) once the node is gone.
 RECOVERY_AT_NOTICE = 'notice'
@@ -23,6 +25,11 @@ RECOVERY_AT_NODE_LOST = 'node_lost'
 DEFAULT_RESERVATION_END_LEAD = datetime.timedelta(minutes=10)
 # The measured launch times this much: the relaunch bids and boots again.
 MEASURED_LAUNCH_MARGIN = 2
+# A job on a spot bid moves back onto its reservation at most once per this
+# (Mithril's clock), doubled for each earlier move on record: a move whose
+# relaunch lost the free instance to another launch leaves the job on spot
+# until then.
+BACK_TO_RESERVATION_INTERVAL = datetime.timedelta(hours=1)
 
 
 def schema_properties() -> Dict[str, Any]:
@@ -33,6 +40,7 @@ def schema_properties() -> Dict[str, Any]:
                                                     RECOVERY_AT_NODE_LOST]},
         RECOVERY_LIMIT_PRICE: settings.NUMBER_OR_STRING,
         RESERVATION_END_LEAD: {'type': 'number'},
+        BACK_TO_RESERVATION: {'type': 'boolean'},
     }
 
 
@@ -45,6 +53,28 @@ def resolve_recovery_starts(task_section: Dict[str, Any],
         if value is not None:
             return str(value).lower()
     return RECOVERY_AT_NOTICE
+
+
+def resolve_back_to_reservation(task_section: Dict[str, Any],
+                                user_section: Dict[str, Any]) -> bool:
+    """Whether a managed job that burst onto a spot bid moves back onto its
+    reservation once the reservation has room (`recovery.back_to_reservation`):
+    the task's setting, else the user's, else yes."""
+    for section, scope in ((task_section, settings.TASK_SCOPE),
+                           (user_section, settings.USER_SCOPE)):
+        value = section.get(BACK_TO_RESERVATION)
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            where = (f'{scope}.{BACK_TO_RESERVATION}'
+                     if scope == settings.TASK_SCOPE else
+                     f'{BACK_TO_RESERVATION} ({scope})')
+            raise settings.MithrilConfigError(
+                f'{where} is {value!r}; use true (a managed job on spot moves '
+                'back onto its reservation once it has room) or false (it '
+                'stays on spot).')
+        return value
+    return True
 
 
 def resolve_reservation_end_lead(task_section: Dict[str, Any],

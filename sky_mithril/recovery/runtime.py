@@ -27,9 +27,16 @@ waits for the hooks, keeps the lead for the relaunch (which then takes no
 reservation ending within it) and records the cluster, so the relaunch bids
 on spot at `recovery_limit_price`.
 
+A job that burst onto a spot bid because its reservation was full, or not
+active yet, moves back onto it once it has room (`back_to_reservation`):
+the poll tells the head node, as at a reservation's end, and reports
+"recover now" once the preemption hooks have run; the relaunch fills the
+reservation.
+
 A task can choose `config.mithril.recovery_starts: node_lost`: recovery then
 starts once the notice is over and the node gone (on a reservation, once it
-has ended). Every other method defers to SkyPilot (returns None).
+has ended), and the job never moves back onto its reservation by itself.
+Every other method defers to SkyPilot (returns None).
 """
 
 import dataclasses
@@ -43,6 +50,7 @@ from sky_mithril import CLOUD_NAME
 from sky_mithril.api import errors
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
@@ -68,6 +76,8 @@ class Preemption(enum.Enum):
     NODE_LOST = 'preempted: the node was stopped'
     RESERVATION_ENDS = ('on a reservation that ends within the job\'s lead '
                         'time')
+    RESERVATION_HAS_ROOM = ('on a spot bid while its reservation has room '
+                            '(its preemption hooks have run)')
 
 
 def is_mithril(handle: Any) -> bool:
@@ -144,9 +154,11 @@ def _reservation_ending(handle: Any
         return None
 
 
-def _recover_now(handle: Any) -> Optional[Preemption]:
+def _recover_now(handle: Any, may_move: bool = True
+                 ) -> Optional[Preemption]:
     """The preemption that calls for recovery now under the task's policy
-    (`recovery_starts`), or None."""
+    (`recovery_starts`), or None; a move back onto the reservation only when
+    `may_move` (the controller's poll, not `sky jobs logs`)."""
     if handle is None or not is_mithril(handle):
         return None
     sections = settings.sections_from_skypilot(
@@ -159,7 +171,20 @@ def _recover_now(handle: Any) -> Optional[Preemption]:
     if state == Preemption.NODE_LOST or (state == Preemption.NOTICE and
                                          at_notice):
         return state
+    if at_notice and may_move and _moves_back(handle):
+        return Preemption.RESERVATION_HAS_ROOM
     return None
+
+
+def _moves_back(handle: Any) -> bool:
+    """`back_to_reservation.ready` for the cluster; False when unknown (an
+    error here must not break SkyPilot's status poll)."""
+    try:
+        return back_to_reservation.ready(handle, provider_config(handle))
+    except Exception as e:  # pylint: disable=broad-except
+        logger.debug(f'Mithril reservation room check failed for '
+                     f'{handle.cluster_name}: {e}')
+        return False
 
 
 def _finished_status(handle: Any) -> Optional[Any]:
@@ -206,17 +231,19 @@ class MithrilJobRuntime:
     def get_job_status(self, handle: Any, cluster_name: str,
                        returncode: Optional[int] = None
                        ) -> Optional[Tuple[Optional[Any], Optional[str]]]:
-        del returncode
-        state = _recover_now(handle)
+        # With a returncode, `sky jobs logs` asks: it never starts a move.
+        state = _recover_now(handle, may_move=returncode is None)
         if state is None:
             return None
         # In a notice the node still runs: a job that just finished counts.
         finished = (_finished_status(handle) if state in (
-            Preemption.NOTICE, Preemption.RESERVATION_ENDS) else None)
+            Preemption.NOTICE, Preemption.RESERVATION_ENDS,
+            Preemption.RESERVATION_HAS_ROOM) else None)
         if finished is not None:
             return finished, None
-        what = ('Mithril cluster' if state == Preemption.RESERVATION_ENDS
-                else 'Mithril bid of')
+        what = ('Mithril bid of' if state in (Preemption.NOTICE,
+                                              Preemption.NODE_LOST)
+                else 'Mithril cluster')
         logger.info(f'{what} {cluster_name} is {state.value}: starting the '
                     'recovery now.')
         return None, None
@@ -232,8 +259,13 @@ class MithrilJobRuntime:
         if ending is not None:
             _leave_reservation(handle, *ending)
             return None
+        # Its hooks have run (the poll waited for them before it recovered).
+        moving = back_to_reservation.recovering(handle.cluster_name)
         state = _bid_state(handle)
-        if state.bid_fid:
+        # A move is no preemption: a relaunch that loses the reservation
+        # bids at the normal limit, not the recovery limit.
+        if state.bid_fid and not (moving and
+                                  state.preemption == Preemption.NONE):
             records.mark(handle.cluster_name, state.bid_fid,
                             state.preemptions)
         if state.preemption == Preemption.NOTICE:

@@ -48,6 +48,13 @@ of the cluster: paused, boot disks reset, claims released), then SkyPilot's
 strategy relaunches it, which takes no reservation ending within the lead
 and so bids on spot at the recovery limit.
 
+A job moving back onto its reservation from a spot bid
+(`back_to_reservation`; its preemption hooks have run) gets no standby
+either: the cluster is torn down (its bid cancelled and confirmed
+Terminated) and relaunched in its region, where the optimizer and the
+provisioner fill the reservation first; if another launch claimed the free
+instances meanwhile, the relaunch bids on spot, one bid as before.
+
 Whenever SkyPilot's strategy recovers instead, no standby is left beside the
 cluster's bid (`leave_one_bid`): FAILOVER relaunches onto the cluster as it
 is and adopts that bid, so a standby whose cancel (or promotion) failed is
@@ -74,6 +81,7 @@ from sky.jobs import recovery_strategy
 from sky_mithril import CLOUD_NAME
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
+from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
 from sky_mithril.recovery import reservation_end
@@ -97,14 +105,16 @@ class RecoveryPlan:
     """How a Mithril job recovers: onto a ready standby (`standby_fid`), by
     moving to one of `other_regions` at once (the job has no Mithril volume
     and cannot win its region now), off its reservation, which ends within
-    the job's lead time (`leaves_reservation`), or, with none of these, as
-    SkyPilot's strategy does."""
+    the job's lead time (`leaves_reservation`), from its spot bid back onto
+    its reservation in its region (`back_to_reservation`), or, with none of
+    these, as SkyPilot's strategy does."""
 
     standby_fid: Optional[str] = None
     standby_info: Any = None  # its nodes, as SkyPilot's ClusterInfo
     old_bid_fid: Optional[str] = None
     other_regions: Tuple[str, ...] = ()
     leaves_reservation: bool = False
+    back_to_reservation: bool = False
 
 
 def _other_regions(handle: Any) -> Tuple[str, ...]:
@@ -133,6 +143,10 @@ def plan_recovery(handle: Any, dag: Any,
     name = handle.cluster_name_on_cloud
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, name)
+    moving_back = back_to_reservation.take_move(handle.cluster_name)
+    if moving_back and (bid is None or
+                        bid.status != models.BidState.PREEMPTING):
+        return RecoveryPlan(back_to_reservation=True)
     if bid is None or bid.status != models.BidState.PREEMPTING:
         return RecoveryPlan()
     if _has_block_volume(conn, bid):
@@ -266,9 +280,29 @@ class _StandbyRecovery:
             return await self._move_onto_standby(handle, plan)
         if plan.leaves_reservation:
             return await self._leave_reservation(handle)
+        if plan.back_to_reservation:
+            # Its region holds the reservation, which the relaunch fills.
+            try:
+                return await self._relaunch_in(
+                    handle, (handle.launched_resources.region,))
+            finally:
+                await self._moved_back()
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
         return await self._recover_as_skypilot_does(handle)
+
+    async def _moved_back(self) -> None:
+        """Once the relaunch of a move back onto the reservation returned:
+        the instances it was to take are promised to it no more (until
+        then, other jobs' polls count them taken, the cluster's claims not
+        written yet). An error leaves the record to go stale."""
+        # pylint: disable=no-member
+        try:
+            await asyncio.to_thread(back_to_reservation.relaunched,
+                                    self.cluster_name)
+        except Exception as e:  # pylint: disable=broad-except
+            logger.debug(f'{self.cluster_name}: could not record the move '
+                         f'back onto the reservation done ({e}).')
 
     async def _recover_as_skypilot_does(self, handle: Any) -> float:
         """The SkyPilot strategy's own recovery, once no standby is left

@@ -93,8 +93,11 @@ def assert_names(message: str, fragments: List[str]) -> None:
     ({'reservation_end_lead_minutes': 'soon'}, [
         "config.mithril.reservation_end_lead_minutes is 'soon'",
         'positive number of minutes']),
+    ({'back_to_reservation': 'yes'}, [
+        "config.mithril.back_to_reservation is 'yes'", 'use true']),
 ], ids=['negative', 'zero', 'dollar-sign', 'three-decimals', 'huge',
-        'per-gpu-negative', 'timeout-negative', 'lead-zero', 'lead-word'])
+        'per-gpu-negative', 'timeout-negative', 'lead-zero', 'lead-word',
+        'back-to-reservation-word'])
 def test_bad_task_setting_is_refused_naming_the_fix(mithril, fragments):
     assert_names(refusal({'provision_timeout': 5, **mithril}), fragments)
 

@@ -146,6 +146,17 @@ def test_the_reservation_end_lead_is_the_settings_else_the_measured_launch():
             {}, {'reservation_end_lead_minutes': -1})
 
 
+def test_back_to_reservation_is_on_unless_the_task_or_the_user_turns_it_off():
+    assert policy.resolve_back_to_reservation({}, {}) is True
+    assert policy.resolve_back_to_reservation(
+        {}, {'back_to_reservation': False}) is False
+    assert policy.resolve_back_to_reservation(
+        {'back_to_reservation': True}, {'back_to_reservation': False}) is True
+    with pytest.raises(settings.MithrilConfigError,
+                       match=r'back_to_reservation \(plugins.mithril.*use true'):
+        policy.resolve_back_to_reservation({}, {'back_to_reservation': 'no'})
+
+
 def test_recovery_limit_applies_only_when_set_and_not_below_the_limit():
     limit = settings.resolve_limit_price(1, {'limit_price': 2}, {})
     assert policy.relaunch_limit(limit, {}, {}) == limit

@@ -1,0 +1,341 @@
+"""A managed job that burst onto a spot bid, because its reservation was
+full or not active yet, moves back onto the reservation once it has room.
+
+While the job runs on an Allocated spot bid, the jobs controller's poll
+(`ready`) looks at the reservation the task names (`config.mithril.
+reservation`): once it is Active, holds the cluster's instance type in its
+region, has free instances (claimed by no cluster, `reserved_nodes.
+free_instances`) for every node, and does not end within the job's lead time
+(the one a launch keeps, so the relaunch takes it), the move starts as a
+reservation's end does, in two steps:
+
+1. The head node is told (`notice.write_reservation_end`, its deadline
+   HOOKS_SECONDS from now): its watcher runs the task's preemption hooks
+   and writes their "done" file. The job trains on meanwhile, and the
+   controller's polls go on; nothing is torn down.
+2. Once the hooks are done (or their deadline passed), the poll reports
+   "recover now". SkyPilot's strategy tears the cluster down (every bid of
+   its name cancelled and confirmed Terminated) and relaunches it in its
+   region, where the optimizer and the provisioner fill the reservation
+   first (`strategy.plan_recovery`).
+
+Once step 1 is done the move goes on, whatever the reservation does
+meanwhile: the hooks ran once (the watcher runs them at most once per
+node), and a running task may act on the notice itself. If another launch
+claims the free instances first, the relaunch bids on spot, a new bid in
+place of the cancelled one. A job moves at most once per
+`policy.BACK_TO_RESERVATION_INTERVAL` (Mithril's clock), doubled for each
+earlier move still on record (kept a week after the last), so a nearly full
+reservation does not bounce it between spot and a lost race every hour.
+Free instances another cluster's move is under way to take count as taken
+until its relaunch returns (its claims are written by then), so one free
+instance starts one move, not one per waiting job. The free instances are
+counted and the move recorded under SkyPilot's lock, taken without waiting:
+a poll that finds it busy moves nothing this time. Every other check (the
+live bid, the back-off, the reservation, the head node's hooks) runs outside
+it, so a slow API or SSH never holds up other jobs' polls.
+
+A node whose watcher already ran the preemption hooks (for an earlier notice
+or move that left the node running) is not moved: its watcher runs them once
+per node, so the move would start without them (remembered per bid for
+HOOKS_RAN_KEEP_SECONDS, not asked over SSH every poll). A pool's worker is
+never moved: SkyPilot resubmits its job onto the same worker, which it does
+not tear down, and the worker is the pool's, not the job's.
+
+Only jobs whose recovery starts at the notice move (`recovery_starts:
+notice`, the default): with `node_lost` the task asked to be left running
+until its node is gone. `back_to_reservation: false` opts out. A process
+apart from the API server's database (a remote controller) cannot see the
+claims and never moves a job.
+
+The move's progress is kept in SkyPilot's state database per cluster
+(`Move`), so a controller restart does not forget a notice it wrote.
+"""
+
+import dataclasses
+import datetime
+import enum
+import json
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from sky import sky_logging
+
+from sky_mithril import shared_state
+from sky_mithril.api import models
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import reserved_nodes
+from sky_mithril.recovery import notice
+from sky_mithril.recovery import policy
+from sky_mithril.recovery import reservation_end
+from sky_mithril.task import settings
+
+logger = sky_logging.init_logger('sky.sky_mithril.jobs')
+
+MOVE_KEY_PREFIX = 'sky-mithril/back-to-reservation/'
+# How long the task's preemption hooks may take before the move goes on
+# without them (the spot bid keeps running meanwhile: no deadline forces it).
+HOOKS_SECONDS = 600.0
+# A move's record is kept this long (wall clock), well past the interval.
+MOVE_KEEP_SECONDS = 7 * 86400.0
+# A move under way past its hooks' deadline by more than this is stale (the
+# controller restarted, or its recovery never took it): it neither promises
+# the reservation's instances nor turns a later recovery into a move.
+STALE_AFTER_SECONDS = 600.0
+# A move whose relaunch started this long ago (wall clock) promises the
+# reservation's instances no more (the controller stopped mid-relaunch).
+RELAUNCH_SECONDS = 3600.0
+# How long this process remembers that a bid's node already ran its
+# preemption hooks (they run once per node, so the answer does not change).
+HOOKS_RAN_KEEP_SECONDS = 3600.0
+# SkyPilot's lock around counting a reservation's free instances and
+# recording the move that takes them.
+LOCK = 'back-to-reservation'
+
+# The bids whose nodes ran their preemption hooks, with when that was seen.
+_hooks_ran: Dict[str, float] = {}
+
+
+class Phase(str, enum.Enum):
+    """Where a cluster's move back onto its reservation stands."""
+
+    HOOKS = 'hooks'  # The head was told; its preemption hooks run.
+    RECOVERING = 'recovering'  # The controller started the recovery.
+    RELAUNCHING = 'relaunching'  # The strategy tears down and relaunches.
+    DONE = 'done'  # The relaunch returned (on the reservation, or on spot).
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """One move of a cluster back onto its reservation."""
+
+    phase: Phase
+    reservation: str
+    started: str  # Mithril's clock at step 1, ISO 8601
+    hooks_deadline: float  # wall clock, epoch seconds
+    nodes: int = 1  # the reservation's instances the move takes
+    tries: int = 1  # moves on record, this one included (back-off)
+    relaunched_at: float = 0.0  # wall clock, when the strategy took it
+
+
+def _key(cluster_name: str) -> str:
+    return MOVE_KEY_PREFIX + cluster_name
+
+
+def _parse(value: Optional[str]) -> Optional[Move]:
+    if not value:
+        return None
+    try:
+        fields: Dict[str, Any] = json.loads(value)
+        return Move(Phase(fields['phase']), fields['reservation'],
+                    fields['started'], float(fields['hooks_deadline']),
+                    int(fields.get('nodes', 1)), int(fields.get('tries', 1)),
+                    float(fields.get('relaunched_at', 0.0)))
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def move_of(cluster_name: str) -> Optional[Move]:
+    """The cluster's last move, if one is kept."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    return _parse(kv_cache.get_cache_entry(_key(cluster_name)))
+
+
+def _under_way(move: Move) -> bool:
+    """Whether the move is between its notice and the return of its
+    relaunch, and not stale."""
+    if move.phase == Phase.RELAUNCHING:
+        return time.time() <= move.relaunched_at + RELAUNCH_SECONDS
+    return (move.phase in (Phase.HOOKS, Phase.RECOVERING) and
+            time.time() <= move.hooks_deadline + STALE_AFTER_SECONDS)
+
+
+def _promised(reservation_fid: str, cluster_name: str) -> int:
+    """The reservation's instances other clusters' moves under way take."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    total = 0
+    for key, value in kv_cache.get_cache_entries_by_prefix(
+            MOVE_KEY_PREFIX).items():
+        move = _parse(value)
+        if (key != _key(cluster_name) and move is not None and
+                move.reservation == reservation_fid and _under_way(move)):
+            total += move.nodes
+    return total
+
+
+def _on_pool(cluster_name: str) -> bool:
+    """Whether the cluster is a pool's worker (SkyPilot names a worker
+    `<pool>-<replica id>`, the pool a service marked as one)."""
+    from sky.serve import serve_state  # pylint: disable=import-outside-toplevel
+    pool, _, replica = cluster_name.rpartition('-')
+    if not pool or not replica.isdigit():
+        return False
+    service = serve_state.get_service_from_name(pool)
+    return bool(service and service.get('pool'))
+
+
+def _forget(cluster_name: str) -> None:
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.add_or_update_cache_entry(_key(cluster_name), '', 0.0)
+
+
+def _keep(cluster_name: str, move: Move) -> None:
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.add_or_update_cache_entry(
+        _key(cluster_name), json.dumps(dataclasses.asdict(move)),
+        time.time() + MOVE_KEEP_SECONDS)
+
+
+def _candidate(
+        handle: Any, conn: Any, sections: settings.Sections,
+        last: Optional[Move]
+) -> Optional[Tuple[models.Reservation, datetime.datetime, int]]:
+    """The task's reservation, Mithril's clock now and the cluster's nodes,
+    when the cluster could move onto it but for its free instances: it runs
+    on an Allocated spot bid, past the last move's (`last`) back-off, the
+    reservation holds its type in its region, and its head node has not run
+    its preemption hooks. Takes no lock."""
+    name = settings.resolve_reservation(*sections)
+    bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
+    if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
+            reserved_nodes.ReservedNodes.held_by(
+                conn, handle.cluster_name_on_cloud) is not None):
+        return None
+    now = conn.client.server_now()
+    if last is not None and now - datetime.datetime.fromisoformat(
+            last.started) < policy.BACK_TO_RESERVATION_INTERVAL * 2 ** (
+                last.tries - 1):
+        return None
+    reservation = reserved_nodes.find(conn, name)
+    if (reservation.status != models.ReservationState.ACTIVE or
+            reserved_nodes.mismatch(reservation, bid.instance_type,
+                                    handle.launched_resources.instance_type,
+                                    bid.region or '')):
+        return None
+    if _hooks_ran_on(handle, bid.fid):
+        logger.debug(f'{handle.cluster_name}: the head node already ran its '
+                     'preemption hooks (they run once per node); the job '
+                     f'stays on spot, off reservation {reservation.name}.')
+        return None
+    return reservation, now, bid.instance_quantity
+
+
+def _hooks_ran_on(handle: Any, bid_fid: str) -> bool:
+    """Whether the node of the cluster's bid `bid_fid` ran its preemption
+    hooks: remembered for HOOKS_RAN_KEEP_SECONDS once seen, else asked."""
+    now = time.time()
+    for fid, seen in list(_hooks_ran.items()):
+        if now - seen > HOOKS_RAN_KEEP_SECONDS:
+            _hooks_ran.pop(fid, None)  # polls run in several threads
+    if bid_fid in _hooks_ran:
+        return True
+    if _hooks_done(handle):
+        _hooks_ran[bid_fid] = now
+        return True
+    return False
+
+
+def _hooks_done(handle: Any) -> bool:
+    """Whether the head node's watcher has run the preemption hooks."""
+    try:
+        return handle.get_command_runners()[0].run(
+            f'test -f {notice.HOOKS_DONE_FILE}', stream_logs=False) == 0
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
+    """On the jobs controller's poll of a Mithril cluster whose recovery
+    starts at the notice: whether the job moves back onto its reservation
+    now (module docstring); starts step 1 when the reservation has room."""
+    sections = settings.sections_from_skypilot(
+        handle.launched_resources.cluster_config_overrides)
+    if (not policy.resolve_back_to_reservation(*sections) or
+            not settings.resolve_reservation(*sections) or
+            shared_state.apart_from_api_server() or
+            _on_pool(handle.cluster_name)):
+        return False
+    move = move_of(handle.cluster_name)
+    if move is not None and move.phase == Phase.HOOKS:
+        return time.time() >= move.hooks_deadline or _hooks_done(handle)
+    conn = cluster_bid.connect(provider_config)
+    candidate = _candidate(handle, conn, sections, move)
+    if candidate is None:
+        return False
+    reservation, now, nodes = candidate
+    # The lead a launch keeps, so the relaunch takes the reservation; the
+    # job leaves by its own.
+    lead = max(reservation_end.lead_of(handle),
+               reservation_end.lead_for_launch(handle.cluster_name, sections))
+    deadline = datetime.datetime.now(datetime.timezone.utc) + (
+        datetime.timedelta(seconds=HOOKS_SECONDS))
+    with shared_state.held(LOCK, blocking=False) as held:
+        if not held:
+            logger.debug(f'{handle.cluster_name}: another job is counting '
+                         f'{reservation.name}\'s free instances; looking '
+                         'again next poll.')
+            return False
+        free = max(0, len(reserved_nodes.free_instances(conn, reservation)) -
+                   _promised(reservation.fid, handle.cluster_name))
+        if reserved_nodes.why_not_now(reservation, free, nodes, now, lead):
+            return False
+        _keep(handle.cluster_name, Move(
+            Phase.HOOKS, reservation.fid, now.isoformat(),
+            deadline.timestamp(), nodes,
+            1 if move is None else move.tries + 1))
+    _tell(handle, reservation, deadline, move)
+    return False
+
+
+def _tell(handle: Any, reservation: models.Reservation,
+          deadline: datetime.datetime, last: Optional[Move]) -> None:
+    """Step 1 of the move just recorded: the head node is told. If it cannot
+    be, the record goes back to the last move (`last`), so no poll recovers
+    without the hooks and the instances are free for other jobs again."""
+    try:
+        notice.write_reservation_end(handle, deadline)
+    except Exception as e:  # pylint: disable=broad-except
+        if last is None:
+            _forget(handle.cluster_name)
+        else:
+            _keep(handle.cluster_name, last)
+        logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
+                    f'has room, but the head node could not be told ({e}); '
+                    'the job stays on spot for now.')
+        return
+    logger.info(f'{handle.cluster_name}: reservation {reservation.name} '
+                f'({reservation.fid}) has room for the job; running its '
+                'preemption hooks, then moving it off its spot bid onto the '
+                'reservation.')
+
+
+def recovering(cluster_name: str) -> bool:
+    """Before the controller's recovery: records that a move whose hooks
+    ran is under way; whether one is."""
+    move = move_of(cluster_name)
+    if move is None or move.phase != Phase.HOOKS:
+        return False
+    _keep(cluster_name, dataclasses.replace(move, phase=Phase.RECOVERING))
+    return True
+
+
+def take_move(cluster_name: str) -> bool:
+    """In the recovery strategy: whether this recovery is a move back onto
+    the reservation (recorded relaunching: its instances stay promised
+    until `relaunched`); a stale move is not taken."""
+    move = move_of(cluster_name)
+    if (move is None or move.phase != Phase.RECOVERING or
+            not _under_way(move)):
+        return False
+    _keep(cluster_name, dataclasses.replace(
+        move, phase=Phase.RELAUNCHING, relaunched_at=time.time()))
+    return True
+
+
+def relaunched(cluster_name: str) -> None:
+    """Once the strategy's relaunch of a move returned (the cluster holds
+    its claims, or bid on spot, or failed): the move is done, and its
+    instances no longer promised."""
+    move = move_of(cluster_name)
+    if move is not None and move.phase == Phase.RELAUNCHING:
+        _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))
