@@ -388,8 +388,15 @@ class ReservedNodes:
                     f'{len(self.instance_fids) - len(instances)} of the '
                     'cluster\'s reserved instances no longer exist (returned, '
                     'or the reservation ended); `sky down` and launch again.')
-            restarting = self._pause_for_volumes(instances, boot_timeout)
-            if restarting:
+            deadline = time.monotonic() + boot_timeout
+            restarting = self._pause_for_volumes(instances, deadline)
+            stopping = [i.fid for i in instances if i.status == _I.STOPPING]
+            if stopping:
+                # A `sky start` right after `sky stop`: Mithril refuses to
+                # resume an instance until its stop has finished.
+                self._wait_for(stopping, (_I.PAUSED, _I.STOPPED), deadline,
+                               'to be resumed')
+            if restarting or stopping:
                 instances = self.instances()
             paused = [i.fid for i in instances
                       if i.status in (_I.PAUSED, _I.STOPPING, _I.STOPPED)]
@@ -417,7 +424,7 @@ class ReservedNodes:
             raise
 
     def _pause_for_volumes(self, instances: List[models.Instance],
-                           boot_timeout: float) -> List[str]:
+                           deadline: float) -> List[str]:
         """Pauses the instances whose host was up when this launch added
         volumes to the reservation (once they run: a booting one cannot be
         paused), and waits until they are paused, so that resuming them
@@ -430,17 +437,18 @@ class ReservedNodes:
                     f'{", ".join(self._volumes_added)} were added to the '
                     'reservation, and volumes attach at an instance\'s next '
                     'start.')
-        deadline = time.monotonic() + boot_timeout
-        self._wait_for(booted, (_I.RUNNING,), deadline)
+        purpose = 'to attach the task\'s volumes'
+        self._wait_for(booted, (_I.RUNNING,), deadline, purpose)
         with interrupts.deferred(), project_snapshot.changing(self.conn):
             self.conn.client.set_instances_paused(booted, paused=True)
-        self._wait_for(booted, (_I.PAUSED,), deadline)
+        self._wait_for(booted, (_I.PAUSED,), deadline, purpose)
         return booted
 
     def _wait_for(self, fids: List[str], statuses: Sequence[str],
-                  deadline: float) -> None:
+                  deadline: float, purpose: str) -> None:
         """Waits until each of the instances `fids` is in one of
-        `statuses`; ReservationError at `deadline` (time.monotonic)."""
+        `statuses`; ReservationError naming `purpose` at `deadline`
+        (time.monotonic)."""
         while True:
             now = {i.fid: i.status for i in self.instances() if i.fid in fids}
             if len(now) == len(fids) and all(s in statuses
@@ -449,8 +457,7 @@ class ReservedNodes:
             if time.monotonic() > deadline:
                 raise ReservationError(
                     'Reserved instances did not get to '
-                    f'{"/".join(statuses)} in time to attach '
-                    'the task\'s volumes '
+                    f'{"/".join(statuses)} in time {purpose} '
                     f'({", ".join(f"{fid}: {s}" for fid, s in now.items())}); '
                     'raise config.mithril.boot_timeout or try again.')
             time.sleep(POLL_SECONDS)

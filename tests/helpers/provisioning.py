@@ -8,6 +8,7 @@ import pytest
 
 from sky.provision import common
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.devtools import provisioning as devtools_provisioning
@@ -24,7 +25,13 @@ def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
     """The environment a user would export for `server`: key, URL, project,
     and a config folder with no profiles. The project snapshot ages by the
     emulator's clock, as it ages by the market's time against Mithril: a
-    test that moves the market's time on reads the market as it is then."""
+    test that moves the market's time on reads the market as it is then.
+    Reservation claims an earlier test left (one that failed before its
+    teardown) are dropped: a new emulator gives out the same fids again, so
+    they would name this emulator's instances."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.delete_cache_entries_by_prefix(
+        f'{shared_state.KEY_PREFIX}{reservation_claims.KEY_PREFIX}')
     monkeypatch.setattr(project_snapshot, 'now',
                         lambda: server.market.clock.now().timestamp())
     monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))

@@ -114,6 +114,27 @@ def test_a_cluster_runs_on_the_reservation_stops_starts_and_gives_it_back(
     provisioner.terminate_instances('next-one', {'project_id': 'proj_emulator'})
 
 
+def test_a_start_right_after_a_stop_waits_for_the_stop_to_finish(
+        fast_emulator: EmulatorServer) -> None:
+    """`sky start` while the instances are still stopping (Mithril refuses
+    to resume them until the stop is done): the start waits, then resumes
+    them, instead of failing on Mithril's 409."""
+    reservation = reserve(fast_emulator, 'team-res')
+    _wait_active(reservation.fid)
+    record = _launch('on-res', _config(reservation.name))
+    fast_emulator.market.stop_duration_s = 1800  # 3 s at 600x
+    provisioner.stop_instances('on-res', {'project_id': 'proj_emulator'})
+    assert {i.status for i in _instances(reservation.fid)} == {
+        models.InstanceState.STOPPING}
+
+    restarted = _launch('on-res', _config(reservation.name))
+
+    assert restarted.resumed_instance_ids == record.created_instance_ids
+    assert {s for s, _ in _query('on-res').values()} == {UP}
+    assert bids_named(fast_emulator, 'on-res') == []
+    provisioner.terminate_instances('on-res', {'project_id': 'proj_emulator'})
+
+
 def test_a_full_reservation_bursts_to_a_spot_bid(
         fast_emulator: EmulatorServer) -> None:
     reservation = reserve(fast_emulator, 'team-res')
