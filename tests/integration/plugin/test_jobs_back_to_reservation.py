@@ -118,6 +118,26 @@ def status(mithril: Dict[str, Any], runner: Any) -> Any:
                                                       'job')
 
 
+def recover_now(home: Path) -> None:
+    """The head node (`home`) told of the move runs its hooks; the poll says
+    recover now and SkyPilot's recovery begins."""
+    runner = LocalRunner(home)
+    hooks_run(home)
+    assert status(NAMES_IT, runner) == RECOVER_NOW
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(NAMES_IT, runner), None, 1, None)
+
+
+def recover_for_the_move(server: EmulatorServer, home: Path) -> None:
+    """`recover_now`; the recovery is planned as the move and the
+    strategy's teardown gives the job's instances back."""
+    recover_now(home)
+    assert strategy.plan_recovery(handle(NAMES_IT, LocalRunner(home)), None,
+                                  None) == strategy.RecoveryPlan(
+                                      back_to_reservation=True)
+    give_back(server, 'job')
+
+
 def test_the_job_moves_back_once_an_instance_frees_and_its_hooks_ran(
         on_spot, tmp_path):
     server, reservation, runner = on_spot
@@ -140,21 +160,13 @@ def test_the_job_moves_back_once_an_instance_frees_and_its_hooks_ran(
             'end_time']))
     assert end > datetime.datetime.now(datetime.timezone.utc)
     assert status(NAMES_IT, runner) is None
-    hooks_run(tmp_path)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
 
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
+    recover_for_the_move(server, tmp_path)
     # A move is no preemption: a relaunch that loses the race bids at the
     # normal limit price, not recovery_limit_price.
     assert not records.is_recovering('job')
-    assert strategy.plan_recovery(
-        handle(NAMES_IT, runner), None, None) == strategy.RecoveryPlan(
-            back_to_reservation=True)
-
-    # The strategy tears the cluster down (the bid cancelled, confirmed)
-    # and relaunches it in its region, onto the reservation.
-    give_back(server, 'job')
+    # The strategy tore the cluster down (the bid cancelled, confirmed) and
+    # relaunches it in its region, onto the reservation.
     assert live_bids(server) == []
     relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
         REGION, 'job', 'job', config(reservation.name, 600)))
@@ -183,14 +195,7 @@ def lose_the_move(server: EmulatorServer, reservation: models.Reservation,
     recovers, but another launch claims the free instance first: the
     relaunch bids on spot, the one live bid of the job; that launch then
     gives the instance back."""
-    runner = LocalRunner(home)
-    hooks_run(home)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
-    assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
-        strategy.RecoveryPlan(back_to_reservation=True))
-    give_back(server, 'job')
+    recover_for_the_move(server, home)
     while_the_clock_moves(server, lambda: launch_on_reservation(
         'third', reservation.name))
     relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
@@ -251,13 +256,7 @@ def test_the_instance_stays_promised_until_the_moving_jobs_relaunch_returns(
         REGION, 'job2', 'job2', config(reservation.name, 600)))
     give_back(server, 'other')
     assert status(NAMES_IT, runner) is None
-    hooks_run(tmp_path)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
-    assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
-        strategy.RecoveryPlan(back_to_reservation=True))
-    give_back(server, 'job')
+    recover_for_the_move(server, tmp_path)
     # The instance is free on Mithril, but the relaunch has not claimed it.
     assert runtime.MithrilJobRuntime().get_job_status(second, 'job2') is None
     assert not told(tmp_path / 'job2')
@@ -310,10 +309,7 @@ def test_a_node_whose_hooks_already_ran_is_not_moved(on_spot, tmp_path):
     server, _, runner = on_spot
     give_back(server, 'other')
     assert status(NAMES_IT, runner) is None
-    hooks_run(tmp_path)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
+    recover_now(tmp_path)
     (tmp_path / '.sky/mithril/reservation-end.yml').unlink()
     server.control('POST', 'advance', seconds=(
         policy.BACK_TO_RESERVATION_INTERVAL + 2 * MINUTE).total_seconds())
@@ -334,10 +330,7 @@ def test_a_stale_move_does_not_turn_a_later_recovery_into_one(
     server, _, runner = on_spot
     give_back(server, 'other')
     assert status(NAMES_IT, runner) is None
-    hooks_run(tmp_path)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
+    recover_now(tmp_path)
     later = time.time() + (back_to_reservation.HOOKS_SECONDS +
                            back_to_reservation.STALE_AFTER_SECONDS + 60)
     monkeypatch.setattr(back_to_reservation, 'time',
