@@ -48,11 +48,9 @@ def resolve_recovery_starts(task_section: Dict[str, Any],
                             user_section: Dict[str, Any]) -> str:
     """When a managed job's recovery starts (`RECOVERY_AT_*`): the task's
     setting, else the user's, else at the notice."""
-    for section in (task_section, user_section):
-        value = section.get(RECOVERY_STARTS)
-        if value is not None:
-            return str(value).lower()
-    return RECOVERY_AT_NOTICE
+    return settings.first_set(RECOVERY_STARTS, task_section, user_section,
+                              lambda value, _scope: str(value).lower(),
+                              default=RECOVERY_AT_NOTICE)
 
 
 def resolve_back_to_reservation(task_section: Dict[str, Any],
@@ -60,21 +58,17 @@ def resolve_back_to_reservation(task_section: Dict[str, Any],
     """Whether a managed job that burst onto a spot bid moves back onto its
     reservation once the reservation has room (`recovery.back_to_reservation`):
     the task's setting, else the user's, else yes."""
-    for section, scope in ((task_section, settings.TASK_SCOPE),
-                           (user_section, settings.USER_SCOPE)):
-        value = section.get(BACK_TO_RESERVATION)
-        if value is None:
-            continue
+
+    def parse(value: Any, scope: str) -> bool:
         if not isinstance(value, bool):
-            where = (f'{scope}.{BACK_TO_RESERVATION}'
-                     if scope == settings.TASK_SCOPE else
-                     f'{BACK_TO_RESERVATION} ({scope})')
             raise settings.MithrilConfigError(
-                f'{where} is {value!r}; use true (a managed job on spot moves '
-                'back onto its reservation once it has room) or false (it '
-                'stays on spot).')
+                f'{settings.name_in(BACK_TO_RESERVATION, scope)} is {value!r}; '
+                'use true (a managed job on spot moves back onto its '
+                'reservation once it has room) or false (it stays on spot).')
         return value
-    return True
+
+    return settings.first_set(BACK_TO_RESERVATION, task_section, user_section,
+                              parse, default=True)
 
 
 def resolve_reservation_end_lead(task_section: Dict[str, Any],
@@ -88,22 +82,22 @@ def resolve_reservation_end_lead(task_section: Dict[str, Any],
     the user's, else MEASURED_LAUNCH_MARGIN times the cluster's last launch
     (`measured_launch_seconds`, when known), at least
     DEFAULT_RESERVATION_END_LEAD."""
-    for section, scope in ((task_section, settings.TASK_SCOPE),
-                           (user_section, settings.USER_SCOPE)):
-        value = section.get(RESERVATION_END_LEAD)
-        if value is None:
-            continue
+
+    def parse(value: Any, scope: str) -> datetime.timedelta:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 value <= 0):
-            where = (f'{scope}.{RESERVATION_END_LEAD}'
-                     if scope == settings.TASK_SCOPE else
-                     f'{RESERVATION_END_LEAD} ({scope})')
             raise settings.MithrilConfigError(
-                f'{where} is {value!r}; use a positive number of minutes '
-                '(e.g. 30): how long before its reservation ends a managed '
-                'job moves onto spot, long enough for the relaunch to win a '
-                'bid, boot and set up.')
+                f'{settings.name_in(RESERVATION_END_LEAD, scope)} is '
+                f'{value!r}; use a positive number of minutes (e.g. 30): how '
+                'long before its reservation ends a managed job moves onto '
+                'spot, long enough for the relaunch to win a bid, boot and '
+                'set up.')
         return datetime.timedelta(minutes=value)
+
+    lead = settings.first_set(RESERVATION_END_LEAD, task_section,
+                              user_section, parse, default=None)
+    if lead is not None:
+        return lead
     if measured_launch_seconds is None:
         return DEFAULT_RESERVATION_END_LEAD
     return max(DEFAULT_RESERVATION_END_LEAD, datetime.timedelta(
@@ -120,15 +114,10 @@ def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],
     relaunch) and the standby bid alike. A recovery limit below the
     launch's limit is refused: it could only wait longer; so is one above
     the task's `resources.max_hourly_cost`."""
-    for section, scope in ((task_section, settings.TASK_SCOPE),
-                           (user_section, settings.USER_SCOPE)):
-        value = section.get(RECOVERY_LIMIT_PRICE)
-        if value is None:
-            continue
+
+    def parse(value: Any, scope: str) -> settings.LimitPrice:
         per_hour = settings.parse_price(value, RECOVERY_LIMIT_PRICE, scope)
-        where = (f'{scope}.{RECOVERY_LIMIT_PRICE}'
-                 if scope == settings.TASK_SCOPE else
-                 f'{RECOVERY_LIMIT_PRICE} ({scope})')
+        where = settings.name_in(RECOVERY_LIMIT_PRICE, scope)
         settings.check_ceiling(per_hour, where)
         settings.check_within_cap(per_hour, where,
                                   settings.cost_cap(max_hourly_cost))
@@ -141,4 +130,6 @@ def relaunch_limit(limit: settings.LimitPrice, task_section: Dict[str, Any],
         return settings.LimitPrice(per_hour,
                                    f'{RECOVERY_LIMIT_PRICE} in {scope}, '
                                    'for a recovery after a preemption')
-    return limit
+
+    return settings.first_set(RECOVERY_LIMIT_PRICE, task_section,
+                              user_section, parse, default=limit)

@@ -13,7 +13,7 @@ decimals is refused rather than silently rounded.
 
 import dataclasses
 from decimal import Decimal
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 from sky_mithril import CLOUD_NAME
 from sky_mithril import money
@@ -47,6 +47,7 @@ NUMBER_OR_STRING = {'anyOf': [{'type': 'number'}, {'type': 'string'}]}
 
 # The task's `config.mithril` and the user's `plugins.mithril`, in that order.
 Sections = Tuple[Dict[str, Any], Dict[str, Any]]
+T = TypeVar('T')
 
 
 class MithrilConfigError(ValueError):
@@ -98,9 +99,32 @@ class SpendBudget:
         return f'{money.format_dollars(self.per_hour)}/h ({self.source})'
 
 
+def name_in(key: str, scope: str) -> str:
+    """How an error names `key` set in `scope`: `config.mithril.KEY` in a
+    task, `KEY (plugins.mithril in ~/.sky/config.yaml)` user-wide, so the
+    user knows which file to fix."""
+    return f'{scope}.{key}' if scope == TASK_SCOPE else f'{key} ({scope})'
+
+
+def first_set(key: str, task_section: Dict[str, Any],
+              user_section: Dict[str, Any], parse: Callable[[Any, str], T],
+              default: T) -> T:
+    """`parse(value, scope)` of the task's `key`, else of the user's, else
+    `default`: the one precedence every setting follows. `parse` refuses a
+    bad value with MithrilConfigError naming the scope and the fix. Whatever
+    the task's value parses to stands, None included, so a task can turn a
+    user-wide setting off."""
+    for section, scope in ((task_section, TASK_SCOPE), (user_section,
+                                                        USER_SCOPE)):
+        value = section.get(key)
+        if value is not None:
+            return parse(value, scope)
+    return default
+
+
 def parse_price(value: Any, key: str, scope: str) -> Decimal:
     """A positive whole-cent dollar amount; anything else raises naming the fix."""
-    where = f'{scope}.{key}' if scope == TASK_SCOPE else f'{key} ({scope})'
+    where = name_in(key, scope)
     example = f'`{key}: 32.00` or `{key}: "$32.00"`'
     try:
         amount = money.parse_dollars(value)
@@ -215,13 +239,12 @@ def resolve_spend_budget(task_section: Dict[str, Any],
                          user_section: Dict[str, Any]) -> Optional[SpendBudget]:
     """`max_hourly_spend` from the task, else the user; None when neither
     sets one. Validated as a limit price is (positive, whole cents)."""
-    for section, scope in ((task_section, TASK_SCOPE), (user_section,
-                                                        USER_SCOPE)):
-        value = section.get(MAX_HOURLY_SPEND)
-        if value is not None:
-            return SpendBudget(parse_price(value, MAX_HOURLY_SPEND, scope),
-                               f'{MAX_HOURLY_SPEND} in {scope}')
-    return None
+    return first_set(
+        MAX_HOURLY_SPEND, task_section, user_section,
+        lambda value, scope: SpendBudget(
+            parse_price(value, MAX_HOURLY_SPEND, scope),
+            f'{MAX_HOURLY_SPEND} in {scope}'),
+        default=None)
 
 
 def resolve_reservation(task_section: Dict[str, Any],
@@ -249,11 +272,8 @@ def _resolve_seconds(key: str, default: int, can_wait_forever: bool,
                      user_section: Dict[str, Any]) -> Optional[int]:
     """A positive number of seconds from the task, else the user, else
     `default`; "forever" gives None where `can_wait_forever`."""
-    for section, scope in ((task_section, TASK_SCOPE), (user_section,
-                                                        USER_SCOPE)):
-        value = section.get(key)
-        if value is None:
-            continue
+
+    def parse(value: Any, scope: str) -> Optional[int]:
         if (can_wait_forever and isinstance(value, str) and
                 value.strip().lower() == WAIT_FOREVER):
             return None
@@ -265,7 +285,8 @@ def _resolve_seconds(key: str, default: int, can_wait_forever: bool,
                 f'{key} in {scope} is {value!r}; use a number of seconds '
                 f'(e.g. 1800){forever}.')
         return int(value)
-    return default
+
+    return first_set(key, task_section, user_section, parse, default)
 
 
 def resolve_provision_timeout(task_section: Dict[str, Any],
