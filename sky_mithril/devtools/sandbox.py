@@ -3,12 +3,14 @@
 Used by `sky-mithril demo` and the end-to-end tests: a private HOME with the
 plugin enabled, Mithril credentials pointing at the given API, SkyPilot's
 common catalogs seeded (SkyPilot would otherwise download them), its
-network probe pointed at loopback, usage reporting off, and an API server on
-its own port so it never meets the user's own server.
+network probe pointed at loopback, its check for a newer SkyPilot release
+answered from a seeded cache (it would ask pypi.org), usage reporting off,
+and an API server on its own port so it never meets the user's own server.
 """
 
 import ast
 import csv
+import json
 import os
 import random
 import shutil
@@ -59,6 +61,12 @@ class _ProbeToLoopback(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _ProbeToLoopback())
 '''
+
+
+# SkyPilot's API server asks pypi.org for its latest release unless its
+# version cache is younger than a day; stamped this far ahead (2100-01-01),
+# the seeded cache stays valid for the sandbox's whole life.
+_VERSION_CACHE_STAMP = 4102444800.0
 
 
 # Ports handed out below the kernel's ephemeral range (its default low end).
@@ -112,6 +120,17 @@ def _write_common_catalogs(catalog_dir: Path) -> None:
             writer.writerow([name, gb, 'NVIDIA'])
 
 
+def _seed_version_cache(sky_dir: Path) -> None:
+    """SkyPilot's release check answered offline: the latest release is the
+    installed one (so no upgrade notice either)."""
+    import sky  # pylint: disable=import-outside-toplevel
+    from sky.server import version_check  # pylint: disable=import-outside-toplevel
+    (sky_dir / version_check.VERSION_CACHE_FILE.name).write_text(json.dumps({
+        'release_version': sky.__version__,
+        'cached_at': _VERSION_CACHE_STAMP,
+    }))
+
+
 # What SkyPilot's own client runs for any launch, dry runs included.
 SKYPILOT_CLIENT_PACKAGES = ('rsync', 'openssh-client')
 
@@ -150,6 +169,7 @@ class SkySandbox:
         sky_dir = self.home / '.sky'
         _write_common_catalogs(sky_dir / 'catalogs' /
                                constants.CATALOG_SCHEMA_VERSION / 'common')
+        _seed_version_cache(sky_dir)
         setup_lib.enable_plugin(sky_dir / 'plugins.yaml')
         setup_lib.publish_catalog(sky_dir)
         config = {'allowed_clouds': ['mithril'], **(sky_config or {})}
