@@ -74,11 +74,32 @@ _LOWEST_PORT = 20000
 _EPHEMERAL_RANGE = Path('/proc/sys/net/ipv4/ip_local_port_range')
 
 
+def _queue_manager_port(api_port: int) -> int:
+    """The port SkyPilot's API server on `api_port` gives its request queue
+    manager (`mp_queue.get_queue_manager_port`: the default queue port moved
+    by the API port's offset, kept within 50000-59999)."""
+    from sky.server import common as server_common  # pylint: disable=import-outside-toplevel
+    from sky.server.requests.queues import mp_queue  # pylint: disable=import-outside-toplevel
+    offset = api_port - server_common.DEFAULT_SERVER_PORT
+    return 50000 + (mp_queue.DEFAULT_QUEUE_MANAGER_PORT - 50000 + offset) % 10000
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 for a server that binds it later (the
     sandbox's API server starts on first use, and again after a restart).
     It is below the kernel's ephemeral range, where outgoing connections and
-    port-0 listeners would take it meanwhile."""
+    port-0 listeners would take it meanwhile. The server's request queue
+    manager takes a port SkyPilot derives from it, which falls in that range
+    and refuses the start when taken: it is free too, when chosen."""
     try:
         ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -86,11 +107,7 @@ def free_port() -> int:
     candidates = list(range(_LOWEST_PORT, max(_LOWEST_PORT + 1, ephemeral_low)))
     random.shuffle(candidates)
     for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(('127.0.0.1', port))
-            except OSError:
-                continue
+        if _bindable(port) and _bindable(_queue_manager_port(port)):
             return port
     raise OSError(f'no free TCP port on 127.0.0.1 from {_LOWEST_PORT} to {ephemeral_low - 1}')
 
