@@ -664,6 +664,12 @@ NAMES: Tuple[SkyPilotName, ...] = (
     # Dev tools (devtools/, emulator/hosts/vm_image).
     _entry('sky.backends.backend_utils', '_TEST_IP_LIST', DEVTOOLS,
            'devtools.sandbox._SITECUSTOMIZE: the network probe goes to loopback'),
+    _entry('sky.server.common', 'DEFAULT_SERVER_PORT', DEVTOOLS,
+           'devtools.sandbox._queue_manager_port: SkyPilot\'s formula'),
+    _entry('sky.server.requests.queues.mp_queue', 'DEFAULT_QUEUE_MANAGER_PORT',
+           DEVTOOLS, 'devtools.sandbox._queue_manager_port: SkyPilot\'s formula'),
+    _entry('sky.server.version_check', 'VERSION_CACHE_FILE', DEVTOOLS,
+           'devtools.sandbox._seed_version_cache: the release check offline'),
     _entry('sky.provision.provisioner', '_MAX_RETRY', DEVTOOLS,
            'devtools.chaos.SKYPILOT_TEARDOWN_TRIES: mirrors its value'),
     *(_entry(_PROVISION_COMMON, f'ProvisionConfig.{field}', DEVTOOLS,

@@ -3,12 +3,14 @@
 Used by `sky-mithril demo` and the end-to-end tests: a private HOME with the
 plugin enabled, Mithril credentials pointing at the given API, SkyPilot's
 common catalogs seeded (SkyPilot would otherwise download them), its
-network probe pointed at loopback, usage reporting off, and an API server on
-its own port so it never meets the user's own server.
+network probe pointed at loopback, its check for a newer SkyPilot release
+answered from a seeded cache (it would ask pypi.org), usage reporting off,
+and an API server on its own port so it never meets the user's own server.
 """
 
 import ast
 import csv
+import json
 import os
 import random
 import shutil
@@ -61,16 +63,43 @@ sys.meta_path.insert(0, _ProbeToLoopback())
 '''
 
 
+# SkyPilot's API server asks pypi.org for its latest release unless its
+# version cache is younger than a day; stamped this far ahead (2100-01-01),
+# the seeded cache stays valid for the sandbox's whole life.
+_VERSION_CACHE_STAMP = 4102444800.0
+
+
 # Ports handed out below the kernel's ephemeral range (its default low end).
 _LOWEST_PORT = 20000
 _EPHEMERAL_RANGE = Path('/proc/sys/net/ipv4/ip_local_port_range')
+
+
+def _queue_manager_port(api_port: int) -> int:
+    """The port SkyPilot's API server on `api_port` gives its request queue
+    manager (`mp_queue.get_queue_manager_port`: the default queue port moved
+    by the API port's offset, kept within 50000-59999)."""
+    from sky.server import common as server_common  # pylint: disable=import-outside-toplevel
+    from sky.server.requests.queues import mp_queue  # pylint: disable=import-outside-toplevel
+    offset = api_port - server_common.DEFAULT_SERVER_PORT
+    return 50000 + (mp_queue.DEFAULT_QUEUE_MANAGER_PORT - 50000 + offset) % 10000
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 for a server that binds it later (the
     sandbox's API server starts on first use, and again after a restart).
     It is below the kernel's ephemeral range, where outgoing connections and
-    port-0 listeners would take it meanwhile."""
+    port-0 listeners would take it meanwhile. The server's request queue
+    manager takes a port SkyPilot derives from it, which falls in that range
+    and refuses the start when taken: it is free too, when chosen."""
     try:
         ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -78,11 +107,7 @@ def free_port() -> int:
     candidates = list(range(_LOWEST_PORT, max(_LOWEST_PORT + 1, ephemeral_low)))
     random.shuffle(candidates)
     for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(('127.0.0.1', port))
-            except OSError:
-                continue
+        if _bindable(port) and _bindable(_queue_manager_port(port)):
             return port
     raise OSError(f'no free TCP port on 127.0.0.1 from {_LOWEST_PORT} to {ephemeral_low - 1}')
 
@@ -110,6 +135,17 @@ def _write_common_catalogs(catalog_dir: Path) -> None:
         writer.writerow(['GPU', 'MemoryGB', 'Manufacturer'])
         for name, gb in sorted(memory.items()):
             writer.writerow([name, gb, 'NVIDIA'])
+
+
+def _seed_version_cache(sky_dir: Path) -> None:
+    """SkyPilot's release check answered offline: the latest release is the
+    installed one (so no upgrade notice either)."""
+    import sky  # pylint: disable=import-outside-toplevel
+    from sky.server import version_check  # pylint: disable=import-outside-toplevel
+    (sky_dir / version_check.VERSION_CACHE_FILE.name).write_text(json.dumps({
+        'release_version': sky.__version__,
+        'cached_at': _VERSION_CACHE_STAMP,
+    }))
 
 
 # What SkyPilot's own client runs for any launch, dry runs included.
@@ -150,6 +186,7 @@ class SkySandbox:
         sky_dir = self.home / '.sky'
         _write_common_catalogs(sky_dir / 'catalogs' /
                                constants.CATALOG_SCHEMA_VERSION / 'common')
+        _seed_version_cache(sky_dir)
         setup_lib.enable_plugin(sky_dir / 'plugins.yaml')
         setup_lib.publish_catalog(sky_dir)
         config = {'allowed_clouds': ['mithril'], **(sky_config or {})}

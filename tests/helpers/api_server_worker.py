@@ -15,7 +15,13 @@ workers act at once when released together). Actions:
 - records {cluster, bid} -> [is_recovering, preemptions_recovered];
 - claims {clusters} -> {cluster: [instance fid]};
 - refresh {ttl, seconds} -> null: refresh_if_stale every 0.1 s for
-  `seconds`, with the TTL `ttl`.
+  `seconds`, with the TTL `ttl`;
+- share_market {} -> the market fetched from the API now and shared, as
+  `market` reads it;
+- market {} -> {fetched_at, quotes: {"type@region": [price, capacity]}} of
+  the live-price market shared for this worker's API and project, or null;
+- forget_market {} -> null: that shared market dropped;
+- users {} -> [SkyPilot user id]: the users in SkyPilot's database.
 """
 
 import json
@@ -29,6 +35,7 @@ from sky.provision import common
 from sky.utils.db import db_utils
 
 from sky_mithril import shared_state
+from sky_mithril.account import credentials
 from sky_mithril.catalog import live_prices
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
@@ -79,8 +86,37 @@ def _refresh(args: Dict[str, Any]) -> None:
         time.sleep(0.1)
 
 
+def _market_key() -> str:
+    return live_prices.shared_key(credentials.load_credentials())
+
+
+def _share_market(args: Dict[str, Any]) -> Any:
+    live_prices.refresh()
+    return _market(args)
+
+
+def _market(args: Dict[str, Any]) -> Any:
+    del args
+    shared = json.loads(shared_state.get(_market_key()) or 'null')
+    if shared is None:
+        return None
+    return {'fetched_at': shared['fetched_at'], 'quotes': shared['quotes']}
+
+
+def _forget_market(args: Dict[str, Any]) -> None:
+    del args
+    shared_state.forget(_market_key())
+
+
+def _users(args: Dict[str, Any]) -> Any:
+    del args
+    return [user.id for user in global_user_state.get_all_users()]
+
+
 ACTIONS = {'start': _start, 'launch': _launch, 'down': _down, 'mark': _mark,
-           'records': _records, 'claims': _claims, 'refresh': _refresh}
+           'records': _records, 'claims': _claims, 'refresh': _refresh,
+           'share_market': _share_market, 'market': _market,
+           'forget_market': _forget_market, 'users': _users}
 
 
 def main() -> None:
