@@ -288,7 +288,8 @@ def create_reservation(name: str, type_name: str, region: str,
                 kubernetes_cluster=cluster.fid if cluster else None),
             price_specification=models.PriceSpecification(
                 offer_key=offer.key, max_unit_price=money.dollars_to_cents(ceiling)))
-        reservation = conn.client.create_reservation(request)
+        with project_snapshot.changing(conn):
+            reservation = conn.client.create_reservation(request)
         progress(f'Bought {reservation.fid} for {dollars(reservation.total_price)}.')
         if as_json:
             print_json(reservation_json(reservation, {instance_type.fid:

@@ -20,6 +20,7 @@ from sky_mithril.commands import options
 from sky_mithril.commands import sky_clusters
 from sky_mithril.commands.output import (CommandError, confirm, print_json,
                                          print_table, progress)
+from sky_mithril.provision import project_snapshot
 
 # SkyPilot's volume type names for Mithril's two interfaces.
 VOLUME_TYPES = {
@@ -213,7 +214,9 @@ def create_volume(name: str, region: str, size: int, volume_type: str) -> int:
             raise CommandError(
                 f'A volume is already named {name!r} ({taken[0].fid} in '
                 f'{taken[0].region}); choose another name.')
-        volume = _create(conn, name, region, size, VOLUME_TYPES[volume_type])
+        with project_snapshot.changing(conn):
+            volume = _create(conn, name, region, size,
+                             VOLUME_TYPES[volume_type])
     finally:
         conn.client.close()
     progress(f'Created {volume_type} volume {volume.name}: '
@@ -252,7 +255,8 @@ def delete_volume(volume_name_or_fid: str, yes: bool) -> int:
                        'all its data?', yes):
             return 1
         try:
-            conn.client.delete_volume(volume.fid)
+            with project_snapshot.changing(conn):
+                conn.client.delete_volume(volume.fid)
         except errors.ConflictError as e:
             # A bid took the volume since it was read: name it as above.
             now = [v for v in conn.client.list_volumes(conn.project_id)
@@ -292,7 +296,8 @@ def rename_volume(volume_name_or_fid: str, new_name: str) -> int:
                 f'A volume is already named {new_name!r} '
                 f'({taken[0].fid}); choose another name.')
         try:
-            conn.client.rename_volume(volume.fid, new_name)
+            with project_snapshot.changing(conn):
+                conn.client.rename_volume(volume.fid, new_name)
         except errors.ValidationError as e:
             raise CommandError(f'Mithril refused the name {new_name!r}: '
                                f'{_reason(e)}') from e

@@ -14,14 +14,16 @@ TTL, under SkyPilot's lock for the project (a file lock, or a Postgres
 advisory lock), while the others wait for it and read it. What is per
 process is only the parsed copy of the stored snapshot (`_parsed`).
 
-Every change the plugin makes to the market (a bid placed, paused, resumed,
-re-priced or cancelled; reserved instances paused or resumed) runs under
-`changing`, which, once the change is made or failed, bumps the project's
-generation: a snapshot taken before it is never read again, not even one a
-refresher still writing it took before the change (it is stamped with the
-generation it started under). So a refresh right after a launch, `sky stop`
-or `sky down` reads what Mithril says after it. A change made outside the
-plugin (a preemption, the console) shows within TTL_SECONDS.
+Every change the plugin makes to the project (a bid placed, paused, resumed,
+re-priced or cancelled; reserved instances paused or resumed; a volume or a
+reservation created or changed) runs under `changing`, which, once the
+change is made or failed, bumps the project's generation: a snapshot taken
+before it is never read again, not even one a refresher still writing it
+took before the change (it is stamped with the generation it started
+under), and neither is a dashboard answer (`shared_answers`). So a refresh
+right after a launch, `sky stop` or `sky down` reads what Mithril says after
+it. A change made outside the plugin (a preemption, the console) shows
+within TTL_SECONDS.
 """
 
 import contextlib
@@ -133,7 +135,7 @@ class Snapshot:
                            for r in reservations]))
 
 
-def _scope(conn: connection.Connection) -> str:
+def scope_of(conn: connection.Connection) -> str:
     """The project's name in keys and locks: one snapshot per API endpoint
     and project."""
     return hashlib.sha256(f'{conn.credentials.api_url}\n{conn.project_id}'
@@ -184,7 +186,10 @@ def _stored(scope: str, with_reservations: bool) -> Optional[Snapshot]:
     return snapshot
 
 
-def _current_generation(scope: str) -> str:
+def current_generation(scope: str) -> str:
+    """The project's generation now ('' before any change): what every
+    value read from the project is stamped with, to be stale once a change
+    bumps it."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     return kv_cache.get_cache_entry(_generation_key(scope)) or ''
 
@@ -222,7 +227,7 @@ def current(conn: connection.Connection,
     thread per process and one process across the API server's processes
     and replicas (SkyPilot's lock for the project) takes it; the others
     wait and read it. API errors raise."""
-    scope = _scope(conn)
+    scope = scope_of(conn)
     snapshot = _stored(scope, with_reservations)
     if snapshot is not None:
         return snapshot
@@ -242,16 +247,16 @@ def current(conn: connection.Connection,
         except locks.LockTimeout:
             logger.debug('Another process has been taking the project '
                          'snapshot too long; taking one for this query.')
-            return take(conn, _current_generation(scope))
+            return take(conn, current_generation(scope))
 
 
 def _take_and_store(conn: connection.Connection, scope: str) -> Snapshot:
     """Takes the snapshot and stores it, unless a change bumped the
     generation meanwhile (then it is this query's answer only)."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    generation = _current_generation(scope)
+    generation = current_generation(scope)
     snapshot = take(conn, generation)
-    if _current_generation(scope) == generation:
+    if current_generation(scope) == generation:
         # A change between this check and the write bumps the generation,
         # and the stored snapshot, stamped with the old one, is not read.
         kv_cache.add_or_update_cache_entry(_snapshot_key(scope),
@@ -268,7 +273,7 @@ def invalidate(conn: connection.Connection) -> None:
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     try:
         kv_cache.add_or_update_cache_entry(
-            _generation_key(_scope(conn)), uuid.uuid4().hex,
+            _generation_key(scope_of(conn)), uuid.uuid4().hex,
             time.time() + KEEP_SECONDS)
     except Exception as e:  # pylint: disable=broad-except
         logger.warning(f'Could not mark the project snapshot stale: {e} '
@@ -278,7 +283,7 @@ def invalidate(conn: connection.Connection) -> None:
 
 @contextlib.contextmanager
 def changing(conn: connection.Connection) -> Iterator[None]:
-    """Around a change to the market: once it is made, failed or
+    """Around a change to the project: once it is made, failed or
     interrupted (a request that failed may still have been applied), the
     snapshot is marked stale (`invalidate`)."""
     try:

@@ -3,14 +3,15 @@
 dashboard, pointed at an emulator of this module's own with one bid placed
 by hand, and the test reads the DOM: the Infra page has a Mithril row per
 region, with its instance types and live bids; the Mithril page has the
-market with its price charts, the bid (not SkyPilot's) and the worst-case
+market with its price charts, the bid (not SkyPilot's) with the status and
+reason the truth table gives it and its clearing price, and the worst-case
 spend. Screenshots of both pages are saved in the test's temp dir. No page
 carries the API key."""
 
 import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
@@ -43,6 +44,12 @@ def _text(dom: str) -> str:
     """What the page shows: the DOM without scripts, styles and tags."""
     dom = re.sub(r'<(script|style)\b.*?</\1>', ' ', dom, flags=re.S)
     return re.sub(r'\s+', ' ', re.sub(r'<[^>]+>', ' ', dom))
+
+
+def _cells(row: str) -> List[str]:
+    """What each cell of a table row (its DOM) shows."""
+    return [_text(cell).strip()
+            for cell in re.findall(r'<td\b[^>]*>(.*?)</td>', row, flags=re.S)]
 
 
 def test_infra_rows_and_the_mithril_page(sky_sandbox: SkySandbox,
@@ -83,6 +90,15 @@ def test_infra_rows_and_the_mithril_page(sky_sandbox: SkySandbox,
     assert bid_row is not None
     assert 'not SkyPilot' in bid_row.group(0)
     assert 'by-hand' in bid_row.group(0)
+    # Allocated, its node running: the truth table reads UP, with no reason;
+    # the clearing price now is the auction's spot price on the same page.
+    status, reason, limit, clearing = _cells(bid_row.group(0))[4:]
+    assert (status, reason, limit) == ('UP (Allocated)', '', '$8.00/h')
+    spot = [_cells(row)[2] for row in re.findall(
+        r'data-mithril="market-row".*?</tr>', page, flags=re.S)
+            if _cells(row)[:2] == [f'{TYPE} (1x A100)', REGION]]
+    assert re.fullmatch(r'\$\d+\.\d\d/h', clearing), clearing
+    assert [clearing] == spot
     assert 'Worst case now: $8.00/h over 1 billable bid' in shown
     assert SANDBOX_KEY not in page
     print(f'dashboard pages and screenshots: '

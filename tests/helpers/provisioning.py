@@ -13,6 +13,7 @@ from sky_mithril.account import connection
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.devtools import provisioning as devtools_provisioning
 from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.plugin.dashboard import shared_answers
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
@@ -26,12 +27,13 @@ def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
     and a config folder with no profiles. The project snapshot ages by the
     emulator's clock, as it ages by the market's time against Mithril: a
     test that moves the market's time on reads the market as it is then.
-    Reservation claims an earlier test left (one that failed before its
-    teardown) are dropped: a new emulator gives out the same fids again, so
-    they would name this emulator's instances."""
+    Reservation claims and dashboard answers an earlier test left are
+    dropped: a new emulator gives out the same fids again (and may get the
+    same port), so they would name this emulator's instances."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    kv_cache.delete_cache_entries_by_prefix(
-        f'{shared_state.KEY_PREFIX}{reservation_claims.KEY_PREFIX}')
+    for prefix in (reservation_claims.KEY_PREFIX, shared_answers.KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(
+            f'{shared_state.KEY_PREFIX}{prefix}')
     monkeypatch.setattr(project_snapshot, 'now',
                         lambda: server.market.clock.now().timestamp())
     monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))

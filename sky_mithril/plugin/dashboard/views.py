@@ -3,12 +3,14 @@ price now, free capacity, 7-day history, the user's and the suggested limit),
 the project's bids with their SkyPilot clusters and truth-table statuses,
 the worst-case spend against `max_hourly_spend`, volumes, reservations, and
 the Infra page's rows. The project's bids and instances come from its shared
-snapshot (`project_snapshot`), the one every status refresh reads, so any
-number of viewers cost its few requests once per TTL. Money is a number of
+snapshot (`project_snapshot`), the one every status refresh reads; the
+instance types and the price history, which move slowly, are shared for
+longer (`shared_answers.SLOW_TTL_SECONDS`). Money is a number of
 dollars (per instance-hour where it is a price); times are ISO 8601. Nothing
 here holds or returns the API key."""
 
 import datetime
+import hashlib
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -17,6 +19,7 @@ from sky_mithril.api import models
 from sky_mithril.catalog import live_prices
 from sky_mithril.catalog import price_history
 from sky_mithril.money import cents_to_dollars
+from sky_mithril.plugin.dashboard import shared_answers
 from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import project_snapshot
@@ -71,20 +74,45 @@ def _spot_now(quotes: live_prices.Snapshot, auction: models.Auction,
                                                   auction.capacity)
 
 
+def _instance_types(
+        conn: connection.Connection) -> Dict[str, models.InstanceType]:
+    """The instance types by fid, listed once per slow TTL for everyone."""
+    listed = shared_answers.shared(
+        f'{project_snapshot.scope_of(conn)}/instance-types',
+        shared_answers.SLOW_TTL_SECONDS,
+        lambda: [t.model_dump(mode='json')
+                 for t in conn.client.list_instance_types()])
+    return {t.fid: t for t in map(models.InstanceType.model_validate, listed)}
+
+
+def _price_history(conn: connection.Connection,
+                   type_fids: List[str]) -> models.PriceHistory:
+    """The last HISTORY_DAYS of spot prices of `type_fids`, asked once per
+    slow TTL for everyone."""
+    def ask() -> Dict[str, Any]:
+        start = (datetime.datetime.now(datetime.timezone.utc) -
+                 datetime.timedelta(days=HISTORY_DAYS))
+        return conn.client.get_price_history(
+            instance_types=type_fids, num_samples=price_history.NUM_SAMPLES,
+            start_time=start).model_dump(mode='json')
+
+    which = hashlib.sha256(','.join(type_fids).encode()).hexdigest()[:16]
+    return models.PriceHistory.model_validate(shared_answers.shared(
+        f'{project_snapshot.scope_of(conn)}/price-history/{which}',
+        shared_answers.SLOW_TTL_SECONDS, ask))
+
+
 def market(conn: connection.Connection,
            snapshot: project_snapshot.Snapshot) -> List[Dict[str, Any]]:
     """One entry per auction (instance type, region), by type then region."""
-    types = {t.fid: t for t in conn.client.list_instance_types()}
+    types = _instance_types(conn)
     auctions = [a for a in conn.client.list_spot_availability()
                 if a.instance_type in types]
     quotes = _quotes()
-    start = (datetime.datetime.now(datetime.timezone.utc) -
-             datetime.timedelta(days=HISTORY_DAYS))
     samples: Dict[Tuple[str, str], List[price_history.Sample]] = {}
     if auctions:
-        answer = conn.client.get_price_history(
-            instance_types=sorted({a.instance_type for a in auctions}),
-            num_samples=price_history.NUM_SAMPLES, start_time=start)
+        answer = _price_history(conn,
+                                sorted({a.instance_type for a in auctions}))
         for series in answer.series:
             samples.setdefault((series.instance_type, series.region), []).extend(
                 zip(series.timestamps, series.spot_prices))
@@ -129,7 +157,7 @@ def market(conn: connection.Connection,
 
 
 def _type_names(conn: connection.Connection) -> Dict[str, str]:
-    return {t.fid: t.name for t in conn.client.list_instance_types()}
+    return {fid: t.name for fid, t in _instance_types(conn).items()}
 
 
 def bids(conn: connection.Connection, snapshot: project_snapshot.Snapshot,

@@ -2,14 +2,16 @@
 through FastAPI as the API server mounts them: their shapes, a market with
 history, bids with their clusters and truth-table reasons, the spend
 budget, volumes and reservations; that a status refresh and any number of
-dashboard loads within the snapshot's TTL list the project once; that no
-answer carries the API key; and that the viewer allowlist the plugin
-declares covers every route."""
+dashboard loads within the snapshot's TTL list the project once, that five
+viewers cost Mithril what one does, and that a change made through the
+plugin shows at the next load; that no answer carries the API key; and that
+the viewer allowlist the plugin declares covers every route."""
 
 import datetime
 import json
+from concurrent import futures
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 import casbin.util
 import fastapi
@@ -18,12 +20,15 @@ from fastapi import testclient
 from sky import skypilot_config
 from sky.utils import config_utils
 
+from sky_mithril import cli
+from sky_mithril.catalog import live_prices
 from sky_mithril.emulator.clock import ManualClock
 from sky_mithril.emulator.hosts.placeholder import PlaceholderHosts
-from sky_mithril.emulator.market import PROJECT_FID, Market
+from sky_mithril.emulator.market import PROJECT_FID, InstanceStatus, Market
 from sky_mithril.emulator.server import EmulatorServer, load_catalog
 from sky_mithril.plugin import MithrilPlugin
 from sky_mithril.plugin.dashboard import routes
+from sky_mithril.plugin.dashboard import shared_answers
 from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import project_snapshot
 
@@ -174,6 +179,91 @@ def test_a_refresh_and_every_viewer_share_one_snapshot(
     assert by_route['GET /v2/spot/bids'] == len(
         project_snapshot.LIVE_BID_STATES)
     assert by_route['GET /v2/instances'] == 1
+
+
+def _load_every_route(client: testclient.TestClient) -> None:
+    for name in JSON_ROUTES:
+        answer = client.get(f'/plugins/api/mithril/{name}')
+        assert answer.status_code == 200, (name, answer.text)
+
+
+def test_five_viewers_cost_mithril_what_one_does(
+        market: Market, server: EmulatorServer,
+        client: testclient.TestClient) -> None:
+    """Every request the routes make to Mithril, counted: one viewer
+    loading every route, and later (all shared answers stale again) five
+    viewers loading every route at once, cost the same requests."""
+    fid = _type_fid(market)
+    market.bids.create(project=PROJECT_FID, region=REGION, instance_type=fid,
+                       limit_price='$8.00', instance_quantity=1, name='team')
+    market.volumes.create(project=PROJECT_FID, name='data', interface='File',
+                          region=REGION, size_gb=100)
+    market.reservations.create(
+        project=PROJECT_FID, instance_type=fid, region=REGION,
+        start_time=market.now,
+        end_time=market.now + datetime.timedelta(hours=4),
+        instance_quantity=1, name='reserved')
+    market.advance(HOUR)
+    # The live market is shared by its own TTL (a minute, in real time).
+    live_prices.refresh_if_stale(blocking=True)
+
+    def requests_made_by(viewers: int) -> Dict[str, int]:
+        market.advance(shared_answers.SLOW_TTL_SECONDS + 1)
+        server.control('DELETE', 'stats')
+        with futures.ThreadPoolExecutor(viewers) as pool:
+            list(pool.map(lambda _: _load_every_route(client), range(viewers)))
+        return server.control('GET', 'stats')['by_route']
+
+    one = requests_made_by(1)
+    assert requests_made_by(5) == one
+    assert one['GET /v2/projects'] == 1
+    assert one['GET /v2/spot/bids'] == len(project_snapshot.LIVE_BID_STATES)
+    assert one['GET /v2/volumes'] == 1
+
+
+def test_a_change_made_through_the_plugin_shows_at_the_next_load(
+        market: Market, client: testclient.TestClient) -> None:
+    """Answers are shared for a few seconds, but a volume created with
+    `sky-mithril volumes create` marks them stale: the next load lists it
+    (and one made meanwhile from the console, which alone would have shown
+    within the TTL)."""
+    def volume_names() -> List[str]:
+        answer = client.get('/plugins/api/mithril/volumes').json()
+        return [v['name'] for v in answer['volumes']]
+
+    assert volume_names() == []
+    market.volumes.create(project=PROJECT_FID, name='console',
+                          interface='File', region=REGION, size_gb=10)
+    assert volume_names() == []
+    assert cli.main(['volumes', 'create', 'data', '--region', REGION,
+                     '--size', '100']) == 0
+    assert volume_names() == ['console', 'data']
+
+
+def test_an_active_reservation_with_an_instance_paused(
+        market: Market, client: testclient.TestClient) -> None:
+    reservation = market.reservations.create(
+        project=PROJECT_FID, instance_type=_type_fid(market), region=REGION,
+        start_time=market.now,
+        end_time=market.now + datetime.timedelta(hours=6),
+        instance_quantity=2, name='team')
+    market.advance(600)
+    assert [i.status for i in reservation.instances] == [
+        InstanceStatus.RUNNING] * 2
+    market.instances.set_status([reservation.instances[0].fid],
+                                InstanceStatus.PAUSED)
+    market.advance(2 * HOUR)  # Paused an hour or more: credited.
+
+    shown, = client.get(
+        '/plugins/api/mithril/reservations').json()['reservations']
+    assert (shown['status'], shown['instance_quantity'], shown['in_use'],
+            shown['paused']) == ('Active', 2, 1, 1)
+    charged = reservation.terms.unit_price * 2 * 6
+    pause_credit = reservation.terms.pause_credit * 2
+    assert pause_credit > 0
+    assert shown['credits'] == {
+        'charged': float(charged), 'pause_credit': float(pause_credit),
+        'return_credit': 0.0, 'net_cost': float(charged - pause_credit)}
 
 
 def test_no_answer_carries_the_api_key(market: Market,
