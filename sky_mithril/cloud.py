@@ -129,7 +129,7 @@ def names_reservation(dag: Any) -> bool:
     for task in getattr(dag, 'tasks', []):
         for resources in task.resources:
             try:
-                if settings.resolve_reservation(*settings.sections_from_skypilot(
+                if settings.resolve_reservations(*settings.sections_from_skypilot(
                         resources.cluster_config_overrides)):
                     return True
             except settings.MithrilConfigError:
@@ -172,21 +172,23 @@ def reservation_room(name_or_fid: str
     return reservation, free, now
 
 
-def _reservation_for(sections: settings.Sections, instance_type: str,
-                     region: str, num_nodes: int, lead: datetime.timedelta
-                     ) -> Tuple[Optional[models.Reservation], Optional[str]]:
-    """The task's reservation if this launch fits on it now and it ends
-    later than `lead` from now, else why not (None, None: the task names
-    none)."""
-    name = settings.resolve_reservation(*sections)
-    if not name:
-        return None, None
-    reservation, free, now = reservation_room(name)
-    why = reserved_nodes.mismatch(
-        reservation, live_prices.snapshot().fid(instance_type, region) or '',
-        instance_type, region) or reserved_nodes.why_not_now(
-            reservation, free, num_nodes, now, lead)
-    return (None, why) if why else (reservation, None)
+def reservation_that_fits(sections: settings.Sections, instance_type: str,
+                          region: str, num_nodes: int,
+                          lead: datetime.timedelta
+                          ) -> Tuple[Optional[models.Reservation], List[str]]:
+    """The first of the task's reservations, in its order, that this launch
+    fits on whole now and that ends later than `lead` from now; else None
+    and why not, one reason per reservation (none when the task names
+    none). Every one is looked up, so a name that is not there is refused
+    at the first launch, not at a later relaunch."""
+    type_fid = live_prices.snapshot().fid(instance_type, region) or ''
+    rooms = [reservation_room(name)
+             for name in settings.resolve_reservations(*sections)]
+    whys = [reserved_nodes.mismatch(r, type_fid, instance_type, region) or
+            reserved_nodes.why_not_now(r, free, num_nodes, now, lead)
+            for r, free, now in rooms]
+    fitting = [r for (r, _, _), why in zip(rooms, whys) if why is None]
+    return (fitting[0], []) if fitting else (None, [w for w in whys if w])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -501,15 +503,15 @@ class Mithril(builtin_mithril.Mithril):
         zone: Optional[str],
         specific_reservations: Set[str],
     ) -> Dict[str, int]:
-        """The task's reservation (`config.mithril.reservation`) and its free
-        instances, when the whole cluster fits on it: the optimizer then
-        counts its nodes at no extra cost (they are paid for). A cluster
-        goes on a reservation whole or not at all, so fewer free instances
-        than nodes count as none."""
+        """The first of the task's reservations (`config.mithril.reservation`)
+        the whole cluster fits on, and its free instances: the optimizer
+        then counts its nodes at no extra cost (they are paid for). A
+        cluster goes on one reservation whole or not at all, so fewer free
+        instances than nodes count as none."""
         del zone, specific_reservations
         if self.ranking is None:
             return {}
-        reservation, _ = _reservation_for(
+        reservation, _ = reservation_that_fits(
             self.ranking.sections, instance_type, region,
             self.ranking.num_nodes,
             policy.resolve_reservation_end_lead(*self.ranking.sections))
@@ -611,7 +613,7 @@ class Mithril(builtin_mithril.Mithril):
                     continue
                 regions = [volume_region]
                 candidate = candidate.copy(region=volume_region)
-            reserved = [r for r in regions if _reservation_for(
+            reserved = [r for r in regions if reservation_that_fits(
                 sections, instance_type, r, num_nodes, lead)[0] is not None]
             reasons = {r: ranking.why_not_now(instance_type, r, market)
                        for r in regions if r not in reserved}
@@ -747,33 +749,35 @@ class Mithril(builtin_mithril.Mithril):
     def _reservation_note(sections: settings.Sections, name_on_cloud: str,
                           instance_type: str, region: str, num_nodes: int,
                           lead: datetime.timedelta) -> Tuple[str, bool]:
-        """The fid of the task's reservation for the provisioner ('' when it
-        names none or the reservation holds another type or region), and
-        whether the cluster goes on it now (not if it ends within `lead`);
-        says so, or why it bids on spot instead, once per launch."""
-        name = settings.resolve_reservation(*sections)
-        if not name:
+        """The fid of the reservation the provisioner claims on, and whether
+        the cluster goes on it now; says so, or why it bids on spot instead
+        (for each reservation the task names), once per launch. That is the
+        task's reservation the cluster holds instances of, else the first
+        it fits on (`reservation_that_fits`, none ending within `lead`);
+        when none fits, the first of this type and region, which the
+        provisioner checks again with its own count ('' when none is)."""
+        names = settings.resolve_reservations(*sections)
+        if not names:
             return '', False
-        reservation, _, _ = reservation_room(name)
-        held = reservation.fid in _reservations_held_by(name_on_cloud)
-        fits, why = _reservation_for(sections, instance_type, region,
-                                     num_nodes, lead)
-        if held:
-            fits, why = reservation, None
-        mismatch = reserved_nodes.mismatch(
-            reservation, live_prices.snapshot().fid(instance_type, region) or '',
-            instance_type, region)
-        if _first_time_this_launch('reservation', name_on_cloud, name,
-                                   str(fits is None)):
+        listed = [reservation_room(name)[0] for name in names]
+        held = _reservations_held_by(name_on_cloud)
+        fits, whys = reservation_that_fits(sections, instance_type, region,
+                                           num_nodes, lead)
+        fits = next((r for r in listed if r.fid in held), fits)
+        type_fid = live_prices.snapshot().fid(instance_type, region) or ''
+        tried = fits or next((r for r in listed if not reserved_nodes.mismatch(
+            r, type_fid, instance_type, region)), None)
+        if _first_time_this_launch('reservation', name_on_cloud, *names,
+                                   fits.fid if fits else ''):
             if fits is not None:
-                logger.info(f'Mithril reservation {reservation.name} '
-                            f'({reservation.fid}): {num_nodes}× '
-                            f'{instance_type} in {region} on reserved '
-                            'instances, paid for at its creation; no bid.')
+                logger.info(f'Mithril reservation {fits.name} ({fits.fid}): '
+                            f'{num_nodes}× {instance_type} in {region} on '
+                            'reserved instances, paid for at its creation; '
+                            'no bid.')
             else:
-                logger.info(f'Mithril reservation {name}: {why}; the cluster '
-                            'bids on spot at your limit instead.')
-        return ('' if mismatch else reservation.fid), fits is not None
+                logger.info(f'Mithril {"; ".join(whys)}; the cluster bids on '
+                            'spot at your limit instead.')
+        return ('' if tried is None else tried.fid), fits is not None
 
     @staticmethod
     def _cpu_vm_note(sections: settings.Sections, name_on_cloud: str,

@@ -46,7 +46,7 @@ def refuse_apart_from_api_server(reservation: str) -> None:
     if not shared_state.apart_from_api_server():
         return
     raise SeparateDatabaseError(
-        f'config.mithril.reservation is {reservation!r}, but this launch runs '
+        f'config.mithril.reservation names {reservation!r}, but this launch runs '
         'on a remote SkyPilot controller, whose SkyPilot database is its own: '
         'it cannot see which reserved instances the API server\'s clusters '
         'hold, and could take one of them. Run the controllers in '

@@ -79,7 +79,7 @@ def find(conn: connection.Connection, name_or_fid: str) -> models.Reservation:
     if not matches:
         names = ', '.join(sorted({r.name for r in reservations})) or 'none'
         raise ReservationError(
-            f'config.mithril.reservation is {name_or_fid!r}, but project '
+            f'config.mithril.reservation names {name_or_fid!r}, but project '
             f'{conn.project_id} has no reservation of that name or fid (its '
             f'reservations: {names}). `sky-mithril reservations list` shows '
             'them; `sky-mithril reservations create` buys one.')

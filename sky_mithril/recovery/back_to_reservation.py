@@ -195,7 +195,8 @@ def _candidate(
     on an Allocated spot bid, past the last move's (`last`) back-off, the
     reservation holds its type in its region, and its head node has not run
     its preemption hooks. Takes no lock."""
-    name = settings.resolve_reservation(*sections)
+    # The first listed reservation only, until this module takes the list.
+    name = next(iter(settings.resolve_reservations(*sections)), '')
     bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
     if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
             reserved_nodes.ReservedNodes.held_by(
@@ -251,7 +252,7 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
     sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
     if (not policy.resolve_back_to_reservation(*sections) or
-            not settings.resolve_reservation(*sections) or
+            not settings.resolve_reservations(*sections) or
             shared_state.apart_from_api_server() or
             _on_pool(handle.cluster_name)):
         return False

@@ -1,6 +1,6 @@
 """The plugin's settings: limit price, provision and boot timeouts, volumes,
-the project's spend budget (`max_hourly_spend`) and the reservation a task
-runs on first (`reservation`).
+the project's spend budget (`max_hourly_spend`) and the reservations a task
+runs on first (`reservation`: one name or fid, or a list in fill order).
 
 A task sets them in its YAML (`config: {mithril: {limit_price: 32.00}}`); a
 user-wide default goes in `~/.sky/config.yaml` under `plugins: {mithril: ...}`
@@ -13,7 +13,7 @@ decimals is refused rather than silently rounded.
 
 import dataclasses
 from decimal import Decimal
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from sky_mithril import CLOUD_NAME
 from sky_mithril import money
@@ -70,8 +70,11 @@ def section_schema() -> Dict[str, Any]:
             VOLUMES: {'type': 'object',
                       'additionalProperties': {'type': 'string'}},
             MAX_HOURLY_SPEND: NUMBER_OR_STRING,
-            # A reservation's name or fid (`res_...`).
-            RESERVATION: {'type': 'string'},
+            # A reservation's name or fid (`res_...`), or a list of them in
+            # fill order (`resolve_reservations`).
+            RESERVATION: {'anyOf': [
+                {'type': 'string'},
+                {'type': 'array', 'items': {'type': 'string'}}]},
         },
     }
 
@@ -247,24 +250,34 @@ def resolve_spend_budget(task_section: Dict[str, Any],
         default=None)
 
 
-def resolve_reservation(task_section: Dict[str, Any],
-                        user_section: Dict[str, Any]) -> Optional[str]:
-    """The reservation (name or fid) a launch fills first, from the task,
-    else the user; None when neither names one. The task's `reservation: ''`
-    turns a user-wide one off."""
-    for section, scope in ((task_section, TASK_SCOPE), (user_section,
-                                                        USER_SCOPE)):
-        if RESERVATION not in section:
-            continue
-        value = section[RESERVATION]
-        if not isinstance(value, str):
-            where = (f'{scope}.{RESERVATION}' if scope == TASK_SCOPE else
-                     f'{RESERVATION} ({scope})')
-            raise MithrilConfigError(
-                f'{where} is {value!r}; write the reservation\'s name or fid '
-                'as a string (`sky-mithril reservations list` shows them).')
-        return value.strip() or None
-    return None
+def resolve_reservations(task_section: Dict[str, Any],
+                         user_section: Dict[str, Any]) -> List[str]:
+    """The reservations (names or fids) a launch fills first, in order, from
+    the task, else the user; empty when neither names one. The task's
+    `reservation: ''` (or `[]`) turns a user-wide one off."""
+    return first_set(RESERVATION, task_section, user_section,
+                     _reservation_list, default=[])
+
+
+def _reservation_list(value: Any, scope: str) -> List[str]:
+    """`reservation` as a list of distinct names; MithrilConfigError naming
+    the fix for anything else."""
+    fix = ('write one reservation\'s name or fid, or a list of them in the '
+           'order to fill (`reservation: [train-week-1, train-week-2]`; '
+           '`sky-mithril reservations list` shows them).')
+    if isinstance(value, str):
+        return [value.strip()] if value.strip() else []
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.strip() for v in value):
+        raise MithrilConfigError(
+            f'{name_in(RESERVATION, scope)} is {value!r}; {fix}')
+    names = [v.strip() for v in value]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise MithrilConfigError(
+            f'{name_in(RESERVATION, scope)} names '
+            f'{", ".join(map(repr, twice))} twice; {fix}')
+    return names
 
 
 def _resolve_seconds(key: str, default: int, can_wait_forever: bool,

@@ -95,9 +95,12 @@ def assert_names(message: str, fragments: List[str]) -> None:
         'positive number of minutes']),
     ({'back_to_reservation': 'yes'}, [
         "config.mithril.back_to_reservation is 'yes'", 'use true']),
+    ({'reservation': ['week-1', 'week-1']}, [
+        "config.mithril.reservation names 'week-1' twice",
+        'reservation: [train-week-1, train-week-2]']),
 ], ids=['negative', 'zero', 'dollar-sign', 'three-decimals', 'huge',
         'per-gpu-negative', 'timeout-negative', 'lead-zero', 'lead-word',
-        'back-to-reservation-word'])
+        'back-to-reservation-word', 'reservation-twice'])
 def test_bad_task_setting_is_refused_naming_the_fix(mithril, fragments):
     assert_names(refusal({'provision_timeout': 5, **mithril}), fragments)
 

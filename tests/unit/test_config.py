@@ -189,3 +189,38 @@ def test_bad_spend_budget_names_the_key_and_the_fix(value, fragment):
     with pytest.raises(settings.MithrilConfigError,
                        match=f'config.mithril.max_hourly_spend.*{fragment}'):
         settings.resolve_spend_budget({'max_hourly_spend': value}, {})
+
+
+def test_the_reservation_is_one_name_or_a_list_in_fill_order():
+    resolve = settings.resolve_reservations
+    assert resolve({}, {}) == []
+    assert resolve({'reservation': ' train-week '}, {}) == ['train-week']
+    assert resolve({'reservation': ['week-1', ' res_2 ']}, {}) == [
+        'week-1', 'res_2']
+    assert resolve({}, {'reservation': ['week-2', 'week-1']}) == [
+        'week-2', 'week-1']
+    # The task's own list replaces the user-wide one; an empty one turns
+    # it off.
+    assert resolve({'reservation': 'mine'}, {'reservation': ['week-1']}) == [
+        'mine']
+    assert resolve({'reservation': ''}, {'reservation': ['week-1']}) == []
+    assert resolve({'reservation': []}, {'reservation': 'week-1'}) == []
+    # An empty key (YAML `reservation:`) is unset, as for every setting.
+    assert resolve({}, {'reservation': None}) == []
+
+
+@pytest.mark.parametrize('value,fragment', [
+    (5, 'is 5'), ({'name': 'week-1'}, "is {'name'"),
+    (['week-1', ''], "is ['week-1', '']"), (['week-1', 3], "is ['week-1', 3]"),
+    (['week-1', 'week-2', ' week-1'], "names 'week-1' twice"),
+], ids=['number', 'mapping', 'empty-name', 'number-in-list',
+        'twice'])
+def test_a_bad_reservation_setting_names_the_key_and_the_fix(value, fragment):
+    with pytest.raises(settings.MithrilConfigError) as refused:
+        settings.resolve_reservations({'reservation': value}, {})
+    assert str(refused.value).startswith(
+        f'config.mithril.reservation {fragment}')
+    assert '`reservation: [train-week-1, train-week-2]`' in str(refused.value)
+    with pytest.raises(settings.MithrilConfigError,
+                       match=r'^reservation \(plugins.mithril in '):
+        settings.resolve_reservations({}, {'reservation': value})

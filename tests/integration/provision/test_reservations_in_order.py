@@ -1,0 +1,157 @@
+"""A task naming several reservations (`config.mithril.reservation: [a, b]`),
+through the launch's deploy step and then the provisioner, against the
+emulator: the cluster goes on the first reservation it fits on whole now
+(Active, room for every node, not ending within the lead), stays on one it
+already holds, is never split across two, and bursts to one spot bid,
+saying why for each, when none fits."""
+
+import datetime
+from typing import Iterator, List
+
+import pytest
+import sky
+
+from sky_mithril import cloud
+from sky_mithril.account import connection
+from sky_mithril.api import models
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+
+from tests.helpers.provisioning import bids_named
+from tests.helpers.reservations import (deploy, launch_as_deployed,
+                                        launch_on_reservation, market_read,
+                                        reserve)
+
+TYPE = 'a100-80gb.sxm.1x'
+REGION = 'us-central3-a'
+PROVIDER = {'project_id': 'proj_emulator'}
+BOTH = {'reservation': ['res-a', 'res-b']}
+
+
+@pytest.fixture
+def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[EmulatorServer]:
+    """The fast emulator, its market read as the API server reads it; the
+    test's clusters dropped after it."""
+    with market_read(monkeypatch):
+        try:
+            yield fast_emulator
+        finally:
+            for cluster in ('job', 'other'):
+                reservation_claims.release(
+                    reservation_claims.of_cluster(cluster))
+                cluster_bid.cancel_all(connection.connect(), cluster)
+
+
+def running(reservation: models.Reservation) -> models.Reservation:
+    """The reservation, once its instances run."""
+    conn = connection.connect()
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    while datetime.datetime.now() < deadline:
+        instances = conn.client.list_instances(
+            conn.project_id, reservation_fids=[reservation.fid])
+        if instances and all(i.status == models.InstanceState.RUNNING
+                             for i in instances):
+            return reservation
+    raise AssertionError(f'{reservation.name}\'s instances never ran')
+
+
+def claimed(cluster: str) -> List[str]:
+    """The reservations of the instances the cluster holds, one per node."""
+    return [c.reservation_fid for c in reservation_claims.of_cluster(cluster)]
+
+
+def counted_free(mithril: dict) -> dict:
+    """The reservation and free instances the optimizer counts for one node
+    of TYPE in REGION (`get_reservations_available_resources`)."""
+    [ranked] = cloud.Mithril().get_feasible_launchable_resources(
+        sky.Resources(cloud=cloud.Mithril(), instance_type=TYPE, region=REGION,
+                      _cluster_config_overrides={'mithril': mithril}),
+        1).resources_list
+    return ranked.cloud.get_reservations_available_resources(
+        TYPE, REGION, None, set())
+
+
+def test_a_full_first_reservation_sends_the_cluster_onto_the_second(
+        market, caplog):
+    first = running(reserve(market, 'res-a'))
+    second = running(reserve(market, 'res-b'))
+    launch_on_reservation('other', first.name)
+    caplog.set_level('INFO')
+
+    assert counted_free(BOTH) == {'res-b': 1}
+    variables = deploy('job', BOTH)
+    record = launch_as_deployed('job', variables)
+
+    assert variables['mithril_reservation'] == second.fid
+    assert f'Mithril reservation res-b ({second.fid}): 1× {TYPE}' in caplog.text
+    assert record.head_instance_id in second.instances
+    assert claimed('job') == [second.fid]
+    assert bids_named(market, 'job') == []
+
+    # The first has room again: the cluster, on the second, stays there.
+    provisioner.terminate_instances('other', PROVIDER)
+    cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+    assert counted_free(BOTH) == {'res-a': 1}
+    assert deploy('job', BOTH)['mithril_reservation'] == second.fid
+    assert launch_as_deployed('job', variables).head_instance_id == (
+        record.head_instance_id)
+    assert claimed('job') == [second.fid]
+
+
+def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
+    first = running(reserve(market, 'res-a', hours=3))
+    second = running(reserve(market, 'res-b', hours=6))
+
+    variables = deploy('job', {**BOTH, 'reservation_end_lead_minutes': 200})
+    launch_as_deployed('job', variables)
+
+    assert variables['mithril_reservation'] == second.fid
+    assert claimed('job') == [second.fid]
+    assert bids_named(market, 'job') == []
+    # With a shorter lead the first one takes the launch.
+    cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+    assert deploy('later', {**BOTH, 'reservation_end_lead_minutes': 60})[
+        'mithril_reservation'] == first.fid
+
+
+def test_with_no_reservation_fitting_the_cluster_bids_on_spot_saying_why(
+        market, caplog):
+    first = reserve(market, 'res-a', start_in_hours=5)
+    second = running(reserve(market, 'res-b'))
+    launch_on_reservation('other', second.name)
+    caplog.set_level('INFO')
+
+    variables = deploy('job', BOTH)
+    record = launch_as_deployed('job', variables)
+
+    assert (f'Mithril reservation res-a ({first.fid}) starts at '
+            f'{first.start_time.isoformat()}; reservation res-b '
+            f'({second.fid}) has 0 of its 1 instances free; the cluster '
+            'needs 1; the cluster bids on spot at your limit instead.'
+            ) in caplog.text
+    assert claimed('job') == []
+    assert [b['status'] for b in bids_named(market, 'job')] == ['Allocated']
+    assert record.head_instance_id not in first.instances + second.instances
+
+
+def test_a_cluster_is_never_split_across_two_reservations(market, caplog):
+    """Two nodes, one free instance on each reservation: one spot bid for
+    both nodes, no claim."""
+    first = running(reserve(market, 'res-a', quantity=2))
+    second = running(reserve(market, 'res-b'))
+    launch_on_reservation('other', first.name)
+    caplog.set_level('INFO')
+
+    variables = deploy('job', BOTH, num_nodes=2)
+    launch_as_deployed('job', variables, count=2)
+
+    assert f'reservation res-a ({first.fid}) has 1 of its 2 instances free; ' \
+        'the cluster needs 2' in caplog.text
+    assert f'reservation res-b ({second.fid}) has 1 of its 1 instances free; ' \
+        'the cluster needs 2' in caplog.text
+    assert claimed('job') == []
+    [bid] = bids_named(market, 'job')
+    assert (bid['status'], bid['instance_quantity']) == ('Allocated', 2)
