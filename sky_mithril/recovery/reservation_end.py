@@ -10,13 +10,16 @@ controller's runtime treats it as a notice: the head node is told
 `MITHRIL_PREEMPTION_DEADLINE` at the reservation's end) and the job
 recovers; the strategy gives the instances back first. The lead used is kept
 in SkyPilot's state database (`remember_lead`) for the relaunch, which takes
-no reservation ending within it (`lead_for_launch`) and so bids on spot.
+no reservation ending within it (`lead_for_launch`): it goes on the first
+other reservation the task lists that it fits on whole (`next_reservation`:
+the strategy then relaunches it in its region), else bids on spot.
 """
 
 import datetime
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import reserved_nodes
@@ -102,3 +105,40 @@ def ending(handle: Any, provider_config: Optional[Dict[str, Any]]
     if reservation.end_time - conn.client.server_now() > lead:
         return None
     return reservation, lead
+
+
+def in_region(conn: connection.Connection, sections: settings.Sections,
+              type_fid: str, instance_type: str,
+              region: str) -> List[models.Reservation]:
+    """The task's reservations, in its order, that are Active and hold
+    `instance_type` (`type_fid` in Mithril's API) in `region`: those a
+    relaunch of the job in its region may go on."""
+    found = [reserved_nodes.find(conn, name)
+             for name in settings.resolve_reservations(*sections)]
+    return [r for r in found if r.status == models.ReservationState.ACTIVE
+            and not reserved_nodes.mismatch(r, type_fid, instance_type, region)]
+
+
+def next_reservation(handle: Any, provider_config: Optional[Dict[str, Any]],
+                     leaving: models.Reservation
+                     ) -> Optional[models.Reservation]:
+    """The first reservation the task lists, other than the one the job
+    leaves, that its relaunch in its region fits on whole now, ending later
+    than the lead the relaunch keeps (`lead_for_launch`); None when it
+    bids on spot."""
+    sections = settings.sections_from_skypilot(
+        handle.launched_resources.cluster_config_overrides)
+    conn = cluster_bid.connect(provider_config)
+    listed = in_region(conn, sections, leaving.instance_type,
+                       handle.launched_resources.instance_type,
+                       handle.launched_resources.region)
+    now = conn.client.server_now()  # Read after an answer: Mithril's clock.
+    lead = lead_for_launch(handle.cluster_name, sections)
+    for reservation in listed:
+        if reservation.fid == leaving.fid:
+            continue
+        free = len(reserved_nodes.free_instances(conn, reservation))
+        if not reserved_nodes.why_not_now(reservation, free,
+                                          handle.launched_nodes, now, lead):
+            return reservation
+    return None

@@ -24,11 +24,12 @@ reservation ends within the job's lead time the poll reports "recover now"
 as at a notice; `on_before_recovery` tells the head node (its watcher runs
 the preemption hooks, `MITHRIL_PREEMPTION_DEADLINE` the reservation's end),
 waits for the hooks, keeps the lead for the relaunch (which then takes no
-reservation ending within it) and records the cluster, so the relaunch bids
-on spot at `recovery_limit_price`.
+reservation ending within it: it goes on another the task lists that has
+room, else on spot) and records the cluster, so a relaunch onto spot bids
+at `recovery_limit_price`.
 
-A job that burst onto a spot bid because its reservation was full, or not
-active yet, moves back onto it once it has room (`back_to_reservation`):
+A job that burst onto a spot bid because its reservations were full, or not
+active yet, moves back onto one once it has room (`back_to_reservation`):
 the poll tells the head node, as at a reservation's end, and reports
 "recover now" once the preemption hooks have run; the relaunch fills the
 reservation.
@@ -76,8 +77,8 @@ class Preemption(enum.Enum):
     NODE_LOST = 'preempted: the node was stopped'
     RESERVATION_ENDS = ('on a reservation that ends within the job\'s lead '
                         'time')
-    RESERVATION_HAS_ROOM = ('on a spot bid while its reservation has room '
-                            '(its preemption hooks have run)')
+    RESERVATION_HAS_ROOM = ('on a spot bid while a reservation it names has '
+                            'room (its preemption hooks have run)')
 
 
 def is_mithril(handle: Any) -> bool:

@@ -44,9 +44,14 @@ usual. `sky down` cancels both bids (same name).
 
 A job whose reservation ends within its lead time (`reservation_end`) gets
 no standby: its reserved instances are given back first (SkyPilot's teardown
-of the cluster: paused, boot disks reset, claims released), then SkyPilot's
-strategy relaunches it, which takes no reservation ending within the lead
-and so bids on spot at the recovery limit.
+of the cluster: paused, boot disks reset, claims released). When another
+reservation the task lists, in the cluster's region, has room for it now
+(`reservation_end.next_reservation`), it is relaunched in that region, where
+the deploy step puts it on the first listed reservation it fits on
+(SkyPilot's EAGER_NEXT_REGION would first try the other regions); else
+SkyPilot's strategy relaunches it, which takes no reservation ending within
+the lead and so bids on spot at the recovery limit (or goes on a listed
+reservation elsewhere).
 
 A job moving back onto its reservation from a spot bid
 (`back_to_reservation`; its preemption hooks have run) gets no standby
@@ -72,7 +77,7 @@ import tempfile
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from sky import global_user_state
 from sky import sky_logging
@@ -105,15 +110,17 @@ class RecoveryPlan:
     """How a Mithril job recovers: onto a ready standby (`standby_fid`), by
     moving to one of `other_regions` at once (the job has no Mithril volume
     and cannot win its region now), off its reservation, which ends within
-    the job's lead time (`leaves_reservation`), from its spot bid back onto
-    its reservation in its region (`back_to_reservation`), or, with none of
-    these, as SkyPilot's strategy does."""
+    the job's lead time (`leaves_reservation`; onto another the task lists
+    in its region when `onto_next_reservation`), from its spot bid back
+    onto its reservation in its region (`back_to_reservation`), or, with
+    none of these, as SkyPilot's strategy does."""
 
     standby_fid: Optional[str] = None
     standby_info: Any = None  # its nodes, as SkyPilot's ClusterInfo
     old_bid_fid: Optional[str] = None
     other_regions: Tuple[str, ...] = ()
     leaves_reservation: bool = False
+    onto_next_reservation: bool = False
     back_to_reservation: bool = False
 
 
@@ -138,8 +145,10 @@ def plan_recovery(handle: Any, dag: Any,
     if policy.resolve_recovery_starts(*sections) != policy.RECOVERY_AT_NOTICE:
         return RecoveryPlan()
     provider_config = runtime.provider_config(handle)
-    if reservation_end.ending(handle, provider_config) is not None:
-        return RecoveryPlan(leaves_reservation=True)
+    ending = reservation_end.ending(handle, provider_config)
+    if ending is not None:
+        return RecoveryPlan(leaves_reservation=True, onto_next_reservation=(
+            _onto_next_reservation(handle, provider_config, ending[0])))
     name = handle.cluster_name_on_cloud
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, name)
@@ -191,6 +200,27 @@ def plan_recovery(handle: Any, dag: Any,
                 f'{time.time() - started:.0f}s after the recovery started.')
     return RecoveryPlan(standby_fid=standby.bid.fid, standby_info=info,
                         old_bid_fid=bid.fid)
+
+
+def _onto_next_reservation(handle: Any, provider_config: Dict[str, Any],
+                           leaving: models.Reservation) -> bool:
+    """Whether the job leaving reservation `leaving` fits on another the
+    task lists in its region (`reservation_end.next_reservation`); False,
+    saying why, when that cannot be told (the relaunch then bids on spot,
+    or goes on a reservation elsewhere, as before)."""
+    try:
+        found = reservation_end.next_reservation(handle, provider_config,
+                                                 leaving)
+    except Exception as e:  # pylint: disable=broad-except
+        logger.info(f'{handle.cluster_name}: could not look for room on its '
+                    f'other reservations ({e}); relaunching as SkyPilot does.')
+        return False
+    if found is not None:
+        logger.info(f'{handle.cluster_name}: reservation {found.name} '
+                    f'({found.fid}) has room for the job; relaunching it in '
+                    f'{handle.launched_resources.region}, onto that '
+                    'reservation.')
+    return found is not None
 
 
 def leave_one_bid(handle: Any) -> None:
@@ -279,7 +309,8 @@ class _StandbyRecovery:
         if plan.standby_fid is not None:
             return await self._move_onto_standby(handle, plan)
         if plan.leaves_reservation:
-            return await self._leave_reservation(handle)
+            return await self._leave_reservation(handle,
+                                                 plan.onto_next_reservation)
         if plan.back_to_reservation:
             # Its region holds the reservation, which the relaunch fills.
             try:
@@ -310,12 +341,17 @@ class _StandbyRecovery:
         await asyncio.to_thread(leave_one_bid, handle)
         return await super().recover()  # type: ignore[misc]
 
-    async def _leave_reservation(self, handle: Any) -> float:
+    async def _leave_reservation(self, handle: Any,
+                                 onto_next_reservation: bool) -> float:
         """The job's reservation ends within its lead time: its instances
-        are given back (the cluster torn down) before SkyPilot's strategy
-        relaunches it, onto spot (module docstring); FAILOVER would
+        are given back (the cluster torn down) before it is relaunched in
+        its region, onto the next reservation that has room, or by
+        SkyPilot's strategy, onto spot (module docstring); FAILOVER would
         otherwise relaunch onto the reserved instances it still holds."""
         # pylint: disable=no-member
+        if onto_next_reservation:
+            return await self._relaunch_in(
+                handle, (handle.launched_resources.region,))
         await asyncio.to_thread(self._cleanup_cluster)
         return await self._recover_as_skypilot_does(handle)
 

@@ -5,19 +5,26 @@ job's lead time and not before; before the recovery the head node is told
 (the notice its watcher reads, ending at the reservation's end) and the
 cluster is recorded as recovering; the strategy gives the instances back
 (paused, claims dropped) and the relaunch, which takes no reservation ending
-within the lead, bids on spot with nothing left beside it."""
+within the lead, bids on spot with nothing left beside it, or, when the
+task lists another reservation with room in the cluster's region, goes on
+that one, relaunched there by the strategy."""
 
+import asyncio
 import datetime
 import os
 import subprocess
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
+import sky
 import yaml
+from sky import global_user_state
 
+from sky_mithril import cloud
 from sky_mithril.account import connection
 from sky_mithril.account.ssh_keys import ssh_key_fid_for
 from sky_mithril.api import models
@@ -34,7 +41,8 @@ from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import PUBLIC_KEY, bids_named
 from tests.helpers.recovery_records import forget_recovery_records
-from tests.helpers.reservations import reserve
+from tests.helpers.reservations import (deploy, launch_as_deployed,
+                                        market_read, reserve)
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -64,10 +72,10 @@ def handle(mithril: Dict[str, Any], runner: Any = None) -> Any:
     """The parts of SkyPilot's cluster handle the runtime reads."""
     return types.SimpleNamespace(
         cluster_name='job', cluster_name_on_cloud='job', cluster_yaml=None,
-        get_command_runners=lambda: [runner],
-        launched_resources=types.SimpleNamespace(
-            cloud=types.SimpleNamespace(canonical_name=lambda: 'mithril'),
-            cluster_config_overrides={'mithril': mithril}))
+        get_command_runners=lambda: [runner], launched_nodes=1,
+        launched_resources=sky.Resources(
+            cloud=cloud.Mithril(), instance_type=TYPE, region=REGION,
+            _cluster_config_overrides={'mithril': mithril}))
 
 
 def config(reservation: str, lead_seconds: float) -> Any:
@@ -205,3 +213,110 @@ def test_the_job_leaves_the_reservation_clean_and_its_relaunch_bids_on_spot(
         'lead time (30 min)' in caplog.text
     assert [b['status'] for b in bids_named(server, 'job')] == ['Allocated']
     assert reservation_claims.of_cluster('job') == []
+
+
+class SkyPilotsEagerNextRegion:
+    """Stands for SkyPilot's EAGER_NEXT_REGION strategy. Its own recovery
+    would relaunch the job outside the cluster's region first: recorded
+    here, nothing launched. Its teardown is `sky down`'s; its launch is
+    SkyPilot's deploy step, then the provisioner, for the task's resources
+    as the strategy set them."""
+
+    cluster_name = 'job'
+    pool = None
+
+    def __init__(self, task: Any) -> None:
+        self.dag = types.SimpleNamespace(tasks=[task])
+        self.steps: List[str] = []
+
+    async def recover(self) -> float:
+        self.steps.append('SkyPilot recovers')
+        return time.time()
+
+    def _cleanup_cluster(self) -> None:
+        self.steps.append('down')
+        provisioner.terminate_instances('job', PROVIDER)
+
+    async def _launch(self, raise_on_failure: bool = True,
+                      recovery: bool = False) -> float:
+        del raise_on_failure, recovery
+        [resources] = self.dag.tasks[0].resources
+        self.steps.append(f'launch in {resources.region}')
+        await asyncio.to_thread(launch_as_deployed, 'job', deploy(
+            'job', resources.cluster_config_overrides['mithril']))
+        return time.time()
+
+
+class EagerNextRegion(strategy._StandbyRecovery,  # pylint: disable=protected-access
+                      SkyPilotsEagerNextRegion):
+    """sky-mithril's EAGER_NEXT_REGION, over the stand-in for SkyPilot's."""
+
+    moves_at_once = True
+
+
+def test_the_job_moves_onto_the_next_reservation_it_lists(
+        on_reservation, monkeypatch, tmp_path):
+    server, reservation = on_reservation
+    following = reserve(server, 'next-res', hours=6)
+    mithril = {**WITH_LEAD, 'reservation': [reservation.name, 'next-res']}
+    job = handle(mithril, LocalRunner(tmp_path))
+    advance_until_left(server, reservation, LEAD - MINUTE)
+    monkeypatch.setattr(notice, 'wait_for_preemption_hooks', lambda h: 0.0)
+    assert runtime.MithrilJobRuntime().get_job_status(job, 'job') == (
+        RECOVER_NOW)
+    runtime.MithrilJobRuntime().on_before_recovery(job, None, 1, None)
+    assert strategy.plan_recovery(job, None, threading.Event()) == (
+        strategy.RecoveryPlan(leaves_reservation=True,
+                              onto_next_reservation=True))
+
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: job)
+    task = sky.Task(run='train')
+    task.set_resources(job.launched_resources)
+    executor = EagerNextRegion(task)
+    with market_read(monkeypatch):
+        while_the_clock_moves(server, lambda: asyncio.run(executor.recover()))
+
+    # Torn down, then relaunched in its region (not elsewhere first, as
+    # SkyPilot's own EAGER_NEXT_REGION would), onto the next reservation.
+    assert executor.steps == ['down', f'launch in {REGION}']
+    assert {c.instance_fid: c.reservation_fid
+            for c in reservation_claims.of_cluster('job')} == {
+                fid: following.fid for fid in following.instances}
+    assert bids_named(server, 'job') == []
+    # The ending reservation's instance was given back, as `sky down` does.
+    assert reservation_claims.on(reservation.fid) == {}
+    conn = connection.connect()
+    assert {i.status for i in conn.client.list_instances(
+        conn.project_id, reservation_fids=[reservation.fid])} == {
+            models.InstanceState.PAUSED}
+
+
+def test_without_room_on_the_next_reservation_the_job_leaves_as_before(
+        on_reservation, monkeypatch, tmp_path):
+    """The next reservation is full: the job leaves its reservation as with
+    one (torn down, then SkyPilot's own recovery, onto spot)."""
+    server, reservation = on_reservation
+    following = reserve(server, 'next-res', hours=6)
+    server.control('POST', 'advance', seconds=120)
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'other', 'other', config(following.name, 600)))
+    try:
+        mithril = {**WITH_LEAD, 'reservation': [reservation.name, 'next-res']}
+        job = handle(mithril, LocalRunner(tmp_path))
+        advance_until_left(server, reservation, LEAD - MINUTE)
+        monkeypatch.setattr(notice, 'wait_for_preemption_hooks',
+                            lambda h: 0.0)
+        runtime.MithrilJobRuntime().on_before_recovery(job, None, 1, None)
+        monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                            lambda name: job)
+        task = sky.Task(run='train')
+        task.set_resources(job.launched_resources)
+        executor = EagerNextRegion(task)
+        with market_read(monkeypatch):
+            while_the_clock_moves(server,
+                                  lambda: asyncio.run(executor.recover()))
+        assert executor.steps == ['down', 'SkyPilot recovers']
+        assert reservation_claims.of_cluster('job') == []
+    finally:
+        reservation_claims.release(reservation_claims.of_cluster('other'))
