@@ -1,13 +1,14 @@
-"""A managed job that burst onto a spot bid, because its reservation was
-full or not active yet, moves back onto the reservation once it has room.
+"""A managed job that burst onto a spot bid, because its reservations were
+full or not active yet, moves back onto one once it has room.
 
 While the job runs on an Allocated spot bid, the jobs controller's poll
-(`ready`) looks at the reservation the task names (`config.mithril.
-reservation`): once it is Active, holds the cluster's instance type in its
-region, has free instances (claimed by no cluster, `reserved_nodes.
-free_instances`) for every node, and does not end within the job's lead time
-(the one a launch keeps, so the relaunch takes it), the move starts as a
-reservation's end does, in two steps:
+(`ready`) looks at the reservations the task names (`config.mithril.
+reservation`, in its order): once one is Active, holds the cluster's
+instance type in its region, has free instances (claimed by no cluster,
+`reserved_nodes.free_instances`) for every node, and does not end within the
+job's lead time (kept for the relaunch, `reservation_end.remember_lead`, so
+the relaunch takes it), the move starts as a reservation's end does, in two
+steps:
 
 1. The head node is told (`notice.write_reservation_end`, its deadline
    HOOKS_SECONDS from now): its watcher runs the task's preemption hooks
@@ -16,8 +17,8 @@ reservation's end does, in two steps:
 2. Once the hooks are done (or their deadline passed), the poll reports
    "recover now". SkyPilot's strategy tears the cluster down (every bid of
    its name cancelled and confirmed Terminated) and relaunches it in its
-   region, where the optimizer and the provisioner fill the reservation
-   first (`strategy.plan_recovery`).
+   region, where the deploy step puts it on the first listed reservation
+   it fits on (`strategy.plan_recovery`).
 
 Once step 1 is done the move goes on, whatever the reservation does
 meanwhile: the hooks ran once (the watcher runs them at most once per
@@ -29,7 +30,11 @@ earlier move still on record (kept a week after the last), so a nearly full
 reservation does not bounce it between spot and a lost race every hour.
 Free instances another cluster's move is under way to take count as taken
 until its relaunch returns (its claims are written by then), so one free
-instance starts one move, not one per waiting job. The free instances are
+instance starts one move, not one per waiting job. The move is onto the
+first listed reservation the relaunch fits on: when that one's free
+instances are promised to other moves, the job waits rather than move onto
+a later one (its relaunch, which goes on the first it fits on, would take
+them). The free instances are
 counted and the move recorded under SkyPilot's lock, taken without waiting:
 a poll that finds it busy moves nothing this time. Every other check (the
 live bid, the back-off, the reservation, the head node's hooks) runs outside
@@ -57,7 +62,7 @@ import datetime
 import enum
 import json
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky import sky_logging
 
@@ -189,16 +194,15 @@ def _keep(cluster_name: str, move: Move) -> None:
 def _candidate(
         handle: Any, conn: Any, sections: settings.Sections,
         last: Optional[Move]
-) -> Optional[Tuple[models.Reservation, datetime.datetime, int]]:
-    """The task's reservation, Mithril's clock now and the cluster's nodes,
-    when the cluster could move onto it but for its free instances: it runs
-    on an Allocated spot bid, past the last move's (`last`) back-off, the
-    reservation holds its type in its region, and its head node has not run
-    its preemption hooks. Takes no lock."""
-    # The first listed reservation only, until this module takes the list.
-    name = next(iter(settings.resolve_reservations(*sections)), '')
+) -> Optional[Tuple[List[models.Reservation], datetime.datetime, int]]:
+    """The task's reservations, in its order, that the cluster could move
+    onto but for their free instances, Mithril's clock now and the
+    cluster's nodes: it runs on an Allocated spot bid, past the last move's
+    (`last`) back-off, the reservations are Active and hold its type in its
+    region (`reservation_end.in_region`), and its head node has not run its
+    preemption hooks. Takes no lock."""
     bid = cluster_bid.live_bid(conn, handle.cluster_name_on_cloud)
-    if (not name or bid is None or bid.status != models.BidState.ALLOCATED or
+    if (bid is None or bid.status != models.BidState.ALLOCATED or
             reserved_nodes.ReservedNodes.held_by(
                 conn, handle.cluster_name_on_cloud) is not None):
         return None
@@ -207,18 +211,35 @@ def _candidate(
             last.started) < policy.BACK_TO_RESERVATION_INTERVAL * 2 ** (
                 last.tries - 1):
         return None
-    reservation = reserved_nodes.find(conn, name)
-    if (reservation.status != models.ReservationState.ACTIVE or
-            reserved_nodes.mismatch(reservation, bid.instance_type,
-                                    handle.launched_resources.instance_type,
-                                    bid.region or '')):
+    reservations = reservation_end.in_region(
+        conn, sections, bid.instance_type,
+        handle.launched_resources.instance_type, bid.region or '')
+    if not reservations:
         return None
     if _hooks_ran_on(handle, bid.fid):
         logger.debug(f'{handle.cluster_name}: the head node already ran its '
                      'preemption hooks (they run once per node); the job '
-                     f'stays on spot, off reservation {reservation.name}.')
+                     'stays on spot, off its reservations.')
         return None
-    return reservation, now, bid.instance_quantity
+    return reservations, now, bid.instance_quantity
+
+
+def _first_with_room(conn: Any, reservations: List[models.Reservation],
+                     cluster_name: str, nodes: int, now: datetime.datetime,
+                     lead: datetime.timedelta
+                     ) -> Optional[models.Reservation]:
+    """The first of `reservations` the relaunch would go on (whole, not
+    ending within `lead`), when its free instances, less those other moves
+    under way take, hold every node; None otherwise, also when that first
+    one's instances are promised: the relaunch would take them, not go on a
+    later one. Called under LOCK."""
+    for reservation in reservations:
+        free = len(reserved_nodes.free_instances(conn, reservation))
+        if not reserved_nodes.why_not_now(reservation, free, nodes, now,
+                                          lead):
+            promised = _promised(reservation.fid, cluster_name)
+            return reservation if free - promised >= nodes else None
+    return None
 
 
 def _hooks_ran_on(handle: Any, bid_fid: str) -> bool:
@@ -263,9 +284,9 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
     candidate = _candidate(handle, conn, sections, move)
     if candidate is None:
         return False
-    reservation, now, nodes = candidate
-    # The lead a launch keeps, so the relaunch takes the reservation; the
-    # job leaves by its own.
+    reservations, now, nodes = candidate
+    # The job leaves a reservation by its own lead, kept for the relaunch
+    # so it takes the reservation chosen here and no earlier listed one.
     lead = max(reservation_end.lead_of(handle),
                reservation_end.lead_for_launch(handle.cluster_name, sections))
     deadline = datetime.datetime.now(datetime.timezone.utc) + (
@@ -273,17 +294,18 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
     with shared_state.held(LOCK, blocking=False) as held:
         if not held:
             logger.debug(f'{handle.cluster_name}: another job is counting '
-                         f'{reservation.name}\'s free instances; looking '
-                         'again next poll.')
+                         'its reservations\' free instances; looking again '
+                         'next poll.')
             return False
-        free = max(0, len(reserved_nodes.free_instances(conn, reservation)) -
-                   _promised(reservation.fid, handle.cluster_name))
-        if reserved_nodes.why_not_now(reservation, free, nodes, now, lead):
+        reservation = _first_with_room(conn, reservations, handle.cluster_name,
+                                       nodes, now, lead)
+        if reservation is None:
             return False
         _keep(handle.cluster_name, Move(
             Phase.HOOKS, reservation.fid, now.isoformat(),
             deadline.timestamp(), nodes,
             1 if move is None else move.tries + 1))
+    reservation_end.remember_lead(handle.cluster_name, lead)
     _tell(handle, reservation, deadline, move)
     return False
 

@@ -8,7 +8,10 @@ attract it, a move that lost the instance to another launch is not tried
 again within the interval (doubled for each move), one free instance starts
 one move (and stays the moving job's until its relaunch returns), a poll
 finding the count busy moves nothing at once, and a pool's worker, a node
-whose hooks already ran and `sky jobs logs` never move a job."""
+whose hooks already ran and `sky jobs logs` never move a job. A task naming
+several reservations moves onto the first that gets room, but waits while
+an earlier one's free instances are promised to another job's move (its
+relaunch would take them)."""
 
 import datetime
 import threading
@@ -37,7 +40,9 @@ from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import bids_named
 from tests.helpers.recovery_records import forget_recovery_records
-from tests.helpers.reservations import launch_on_reservation, reserve
+from tests.helpers.reservations import (deploy, launch_as_deployed,
+                                        launch_on_reservation, market_read,
+                                        reserve)
 from tests.integration.plugin.test_jobs_reservation_end import (
     LocalRunner, advance_until_left, config, market_now, while_the_clock_moves)
 
@@ -389,3 +394,88 @@ def test_a_failing_state_database_leaves_the_status_poll_alone(
     assert status(NAMES_IT, runner) is None
     assert reads == ['job']
     assert not told(tmp_path)
+
+
+BOTH = {'reservation': ['train-res', 'second-res']}
+
+
+def second_reservation_held(server: EmulatorServer) -> models.Reservation:
+    """A second 1-instance reservation, which cluster `third` holds."""
+    second = reserve(server, 'second-res', hours=6)
+    server.control('POST', 'advance', seconds=120)
+    while_the_clock_moves(server, lambda: launch_on_reservation(
+        'third', second.name))
+    return second
+
+
+def test_the_job_moves_onto_the_second_reservation_it_lists_once_it_has_room(
+        on_spot, tmp_path, monkeypatch):
+    server, reservation, runner = on_spot
+    second = second_reservation_held(server)
+    assert status(BOTH, runner) is None
+    assert not told(tmp_path)
+
+    give_back(server, 'third')
+    assert status(BOTH, runner) is None
+    assert told(tmp_path)
+    assert back_to_reservation.move_of('job').reservation == second.fid
+    hooks_run(tmp_path)
+    assert status(BOTH, runner) == RECOVER_NOW
+    runtime.MithrilJobRuntime().on_before_recovery(
+        handle(BOTH, runner), None, 1, None)
+    assert strategy.plan_recovery(handle(BOTH, runner), None, None) == (
+        strategy.RecoveryPlan(back_to_reservation=True))
+
+    # Torn down, then relaunched in its region: the deploy step passes the
+    # full first reservation by for the second.
+    give_back(server, 'job')
+    with market_read(monkeypatch):
+        variables = deploy('job', BOTH)
+    relaunch = while_the_clock_moves(
+        server, lambda: launch_as_deployed('job', variables))
+    assert variables['mithril_reservation'] == second.fid
+    assert relaunch.head_instance_id in second.instances
+    assert [c.reservation_fid for c in reservation_claims.of_cluster('job')] == [
+        second.fid]
+    assert live_bids(server) == []
+    assert reservation_claims.on(reservation.fid).keys() == set(
+        reservation.instances)  # still `other`'s
+
+
+def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
+        on_spot, tmp_path, monkeypatch):
+    """`job2` (naming only the first reservation) moves onto its freed
+    instance; `job` (naming both) would take that instance with its
+    relaunch, which goes on the first listed reservation it fits on: it
+    waits, and moves onto the second once `job2` holds the first."""
+    server, reservation, runner = on_spot
+    second = second_reservation_held(server)
+    home2 = tmp_path / 'job2'
+    job2 = handle(NAMES_IT, LocalRunner(home2), 'job2')
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    give_back(server, 'other')
+    assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') is None
+    assert told(home2)
+    give_back(server, 'third')
+
+    assert status(BOTH, runner) is None
+    assert not told(tmp_path)
+
+    # job2's move: hooks, teardown, relaunch onto the first reservation.
+    hooks_run(home2)
+    assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') == (
+        RECOVER_NOW)
+    runtime.MithrilJobRuntime().on_before_recovery(job2, None, 1, None)
+    assert strategy.plan_recovery(job2, None, None) == strategy.RecoveryPlan(
+        back_to_reservation=True)
+    give_back(server, 'job2')
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    back_to_reservation.relaunched('job2')  # as the strategy does
+
+    assert status(BOTH, runner) is None
+    assert told(tmp_path)
+    assert back_to_reservation.move_of('job').reservation == second.fid
+    with market_read(monkeypatch):
+        assert deploy('job', BOTH)['mithril_reservation'] == second.fid
