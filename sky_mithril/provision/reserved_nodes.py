@@ -73,7 +73,22 @@ class Outcome(enum.Enum):
 def find(conn: connection.Connection, name_or_fid: str) -> models.Reservation:
     """The project's reservation of that fid, else of that name (a live one
     before an ended one)."""
+    return find_each(conn, [name_or_fid])[0]
+
+
+def find_each(conn: connection.Connection,
+              names_or_fids: Sequence[str]) -> List[models.Reservation]:
+    """`find` for each of `names_or_fids`, in order, from one listing of the
+    project's reservations."""
     reservations = conn.client.list_reservations(conn.project_id)
+    return [_match(conn, reservations, n) for n in names_or_fids]
+
+
+def _match(conn: connection.Connection,
+           reservations: List[models.Reservation],
+           name_or_fid: str) -> models.Reservation:
+    """The reservation `find` picks among `reservations`; ReservationError
+    naming the fix when there is none."""
     matches = ([r for r in reservations if r.fid == name_or_fid] or
                [r for r in reservations if r.name == name_or_fid])
     if not matches:

@@ -113,8 +113,8 @@ def in_region(conn: connection.Connection, sections: settings.Sections,
     """The task's reservations, in its order, that are Active and hold
     `instance_type` (`type_fid` in Mithril's API) in `region`: those a
     relaunch of the job in its region may go on."""
-    found = [reserved_nodes.find(conn, name)
-             for name in settings.resolve_reservations(*sections)]
+    found = reserved_nodes.find_each(conn,
+                                     settings.resolve_reservations(*sections))
     return [r for r in found if r.status == models.ReservationState.ACTIVE
             and not reserved_nodes.mismatch(r, type_fid, instance_type, region)]
 
