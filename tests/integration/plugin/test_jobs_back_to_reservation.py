@@ -123,24 +123,27 @@ def status(mithril: Dict[str, Any], runner: Any) -> Any:
                                                       'job')
 
 
-def recover_now(home: Path) -> None:
-    """The head node (`home`) told of the move runs its hooks; the poll says
-    recover now and SkyPilot's recovery begins."""
-    runner = LocalRunner(home)
+def recover_now(home: Path, mithril: Dict[str, Any] = NAMES_IT,
+                cluster: str = 'job') -> None:
+    """The head node (`home`) of `cluster` told of the move runs its hooks;
+    the poll says recover now and SkyPilot's recovery begins."""
+    job = handle(mithril, LocalRunner(home), cluster)
     hooks_run(home)
-    assert status(NAMES_IT, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(NAMES_IT, runner), None, 1, None)
+    assert runtime.MithrilJobRuntime().get_job_status(job, cluster) == (
+        RECOVER_NOW)
+    runtime.MithrilJobRuntime().on_before_recovery(job, None, 1, None)
 
 
-def recover_for_the_move(server: EmulatorServer, home: Path) -> None:
+def recover_for_the_move(server: EmulatorServer, home: Path,
+                         mithril: Dict[str, Any] = NAMES_IT,
+                         cluster: str = 'job') -> None:
     """`recover_now`; the recovery is planned as the move and the
-    strategy's teardown gives the job's instances back."""
-    recover_now(home)
-    assert strategy.plan_recovery(handle(NAMES_IT, LocalRunner(home)), None,
-                                  None) == strategy.RecoveryPlan(
+    strategy's teardown gives the cluster's instances back."""
+    recover_now(home, mithril, cluster)
+    assert strategy.plan_recovery(handle(mithril, LocalRunner(home), cluster),
+                                  None, None) == strategy.RecoveryPlan(
                                       back_to_reservation=True)
-    give_back(server, 'job')
+    give_back(server, cluster)
 
 
 def test_the_job_moves_back_once_an_instance_frees_and_its_hooks_ran(
@@ -419,16 +422,10 @@ def test_the_job_moves_onto_the_second_reservation_it_lists_once_it_has_room(
     assert status(BOTH, runner) is None
     assert told(tmp_path)
     assert back_to_reservation.move_of('job').reservation == second.fid
-    hooks_run(tmp_path)
-    assert status(BOTH, runner) == RECOVER_NOW
-    runtime.MithrilJobRuntime().on_before_recovery(
-        handle(BOTH, runner), None, 1, None)
-    assert strategy.plan_recovery(handle(BOTH, runner), None, None) == (
-        strategy.RecoveryPlan(back_to_reservation=True))
+    recover_for_the_move(server, tmp_path, BOTH)
 
-    # Torn down, then relaunched in its region: the deploy step passes the
-    # full first reservation by for the second.
-    give_back(server, 'job')
+    # Relaunched in its region: the deploy step passes the full first
+    # reservation by for the second.
     with market_read(monkeypatch):
         variables = deploy('job', BOTH)
     relaunch = while_the_clock_moves(
@@ -463,13 +460,7 @@ def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
     assert not told(tmp_path)
 
     # job2's move: hooks, teardown, relaunch onto the first reservation.
-    hooks_run(home2)
-    assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') == (
-        RECOVER_NOW)
-    runtime.MithrilJobRuntime().on_before_recovery(job2, None, 1, None)
-    assert strategy.plan_recovery(job2, None, None) == strategy.RecoveryPlan(
-        back_to_reservation=True)
-    give_back(server, 'job2')
+    recover_for_the_move(server, home2, NAMES_IT, 'job2')
     while_the_clock_moves(server, lambda: provisioner.run_instances(
         REGION, 'job2', 'job2', config(reservation.name, 600)))
     back_to_reservation.relaunched('job2')  # as the strategy does
