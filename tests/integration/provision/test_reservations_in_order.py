@@ -76,8 +76,8 @@ def counted_free(mithril: dict) -> dict:
 
 def test_a_full_first_reservation_sends_the_cluster_onto_the_second(
         market, caplog):
-    first = running(reserve(market, 'res-a'))
-    second = running(reserve(market, 'res-b'))
+    first = running(reserve(market, 'res-a', hours=48))
+    second = running(reserve(market, 'res-b', hours=48))
     launch_on_reservation('other', first.name)
     caplog.set_level('INFO')
 
@@ -102,10 +102,11 @@ def test_a_full_first_reservation_sends_the_cluster_onto_the_second(
 
 
 def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
-    first = running(reserve(market, 'res-a', hours=3))
-    second = running(reserve(market, 'res-b', hours=6))
+    # Hours apart: at 600x an emulated hour passes in 6 s of a loaded run.
+    first = running(reserve(market, 'res-a', hours=10))
+    second = running(reserve(market, 'res-b', hours=40))
 
-    variables = deploy('job', {**BOTH, 'reservation_end_lead_minutes': 200})
+    variables = deploy('job', {**BOTH, 'reservation_end_lead_minutes': 900})
     launch_as_deployed('job', variables)
 
     assert variables['mithril_reservation'] == second.fid
@@ -119,8 +120,8 @@ def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
 
 def test_with_no_reservation_fitting_the_cluster_bids_on_spot_saying_why(
         market, caplog):
-    first = reserve(market, 'res-a', start_in_hours=5)
-    second = running(reserve(market, 'res-b'))
+    first = reserve(market, 'res-a', hours=48, start_in_hours=24)
+    second = running(reserve(market, 'res-b', hours=48))
     launch_on_reservation('other', second.name)
     caplog.set_level('INFO')
 
@@ -140,8 +141,8 @@ def test_with_no_reservation_fitting_the_cluster_bids_on_spot_saying_why(
 def test_a_cluster_is_never_split_across_two_reservations(market, caplog):
     """Two nodes, one free instance on each reservation: one spot bid for
     both nodes, no claim."""
-    first = running(reserve(market, 'res-a', quantity=2))
-    second = running(reserve(market, 'res-b'))
+    first = running(reserve(market, 'res-a', quantity=2, hours=48))
+    second = running(reserve(market, 'res-b', hours=48))
     launch_on_reservation('other', first.name)
     caplog.set_level('INFO')
 
