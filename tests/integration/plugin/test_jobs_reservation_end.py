@@ -254,6 +254,22 @@ class EagerNextRegion(strategy._StandbyRecovery,  # pylint: disable=protected-ac
     moves_at_once = True
 
 
+def recover_with_the_strategy(server: EmulatorServer, job: Any,
+                              monkeypatch: pytest.MonkeyPatch
+                              ) -> 'EagerNextRegion':
+    """The jobs controller's recovery of `job` by sky-mithril's
+    EAGER_NEXT_REGION (over the stand-in for SkyPilot's), the market read
+    as the API server reads it; returns the executor and its steps."""
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: job)
+    task = sky.Task(run='train')
+    task.set_resources(job.launched_resources)
+    executor = EagerNextRegion(task)
+    with market_read(monkeypatch):
+        while_the_clock_moves(server, lambda: asyncio.run(executor.recover()))
+    return executor
+
+
 def test_the_job_moves_onto_the_next_reservation_it_lists(
         on_reservation, monkeypatch, tmp_path):
     server, reservation = on_reservation
@@ -269,13 +285,7 @@ def test_the_job_moves_onto_the_next_reservation_it_lists(
         strategy.RecoveryPlan(leaves_reservation=True,
                               onto_next_reservation=True))
 
-    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
-                        lambda name: job)
-    task = sky.Task(run='train')
-    task.set_resources(job.launched_resources)
-    executor = EagerNextRegion(task)
-    with market_read(monkeypatch):
-        while_the_clock_moves(server, lambda: asyncio.run(executor.recover()))
+    executor = recover_with_the_strategy(server, job, monkeypatch)
 
     # Torn down, then relaunched in its region (not elsewhere first, as
     # SkyPilot's own EAGER_NEXT_REGION would), onto the next reservation.
@@ -308,14 +318,7 @@ def test_without_room_on_the_next_reservation_the_job_leaves_as_before(
         monkeypatch.setattr(notice, 'wait_for_preemption_hooks',
                             lambda h: 0.0)
         runtime.MithrilJobRuntime().on_before_recovery(job, None, 1, None)
-        monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
-                            lambda name: job)
-        task = sky.Task(run='train')
-        task.set_resources(job.launched_resources)
-        executor = EagerNextRegion(task)
-        with market_read(monkeypatch):
-            while_the_clock_moves(server,
-                                  lambda: asyncio.run(executor.recover()))
+        executor = recover_with_the_strategy(server, job, monkeypatch)
         assert executor.steps == ['down', 'SkyPilot recovers']
         assert reservation_claims.of_cluster('job') == []
     finally:
