@@ -1,5 +1,5 @@
 """Reserved capacity first, spot when it is full: a week of a team's jobs on
-Mithril's market, three ways side by side (issue 22, "Measured").
+Mithril's market, four ways side by side (issue 22, "Measured").
 
 The policies, each on its own market (same seed, same prices, same jobs):
 - spot only: each job places a one-node spot bid at the limit price and keeps
@@ -9,9 +9,27 @@ The policies, each on its own market (same seed, same prices, same jobs):
   nodes, first come first served;
 - reservation first: the same reservation; a job takes a free reserved node,
   else places a spot bid; a job whose bid is waiting (not won yet, or its node
-  lost to a preemption) moves to a reserved node as soon as one is free. A
-  job running on spot stays there (the plugin never moves a cluster), which
-  the row "spot job-hours while a reserved node was free" measures.
+  lost to a preemption) moves to a reserved node as soon as one is free, and
+  so, after the waiting ones, does a job running on spot, in submission
+  order, as the plugin moves a managed job that burst onto spot back onto
+  its reservation (`sky_mithril/recovery/back_to_reservation.py`, on by
+  default with `recovery_starts: notice`): its preemption hooks save a
+  checkpoint at the move, so it loses no work, then its bid is cancelled
+  and it takes the reserved node, resumed if paused (the market's boot,
+  about a minute here; SkyPilot's own relaunch and setup are not counted,
+  as for any launch in the bench). No move starts within the lead time (10
+  minutes) of the reservation's end. The plugin waits an hour (doubling)
+  before moving a job again after a move whose relaunch lost the free node
+  to another launch; here one free node starts one move and the bench is
+  the only launcher, so no move loses and a job moves at most once. What
+  stays on spot beside a free reserved node (a node under a preemption
+  notice, which the plugin does not move, or the last minutes before the
+  end) is the row "spot job-hours while a reserved node was free";
+- reservation first, no move back: the same without the move, so a job
+  running on spot stays there until it ends or loses its node (the plugin
+  with `back_to_reservation: false` or `recovery_starts: node_lost`, and
+  this bench's reservation first before the plugin moved jobs back); side
+  by side, the two show what the move is worth.
 With a reservation, a job's reserved node is paused when the job ends and
 resumed by the next job that takes it, as the plugin does (`sky down` of a
 cluster on reserved instances pauses them; a launch claims free instances,
@@ -31,7 +49,7 @@ charges (the clearing prices the bids were billed) and the pause credit.
 Unlike the other benchmarks it runs no HTTP server: they measure
 sky-mithril's client, which speaks HTTP, while this one measures the
 policies, played by the bench itself with no client code on its path, so a
-server would only slow its 30,000 steps down.
+server would only slow its 40,000 steps down.
 
 The scenario, and why (realistic, not picked to win):
 - one node type, h100-80gb.sxm.8x in us-central2-a, of the emulator's default
@@ -61,13 +79,15 @@ Printed per policy: dollars (the reservation's up-front charge, unit price x
 hours x nodes, and the pause credit the market granted; the spot charges the
 market recorded), wait (the hours a job was not running between its
 submission and its end, or the week's end if it did not finish: queueing,
-auctions, boots, preemptions), work done and redone, and ratios to spot
-only; then the goal, whether it holds and, if its cost side does not, the
-unit price at which it would, and whether placing the jobs better could
-close the gap at the quote. The policies do not finish the same work
-(reservation only leaves a backlog), so cost is compared per job-hour done:
-in total dollars reservation first can never undercut reservation only,
-which buys the same reservation without the burst.
+auctions, boots, preemptions, moves), work done and redone, the jobs moved
+from spot onto a reserved node, and ratios to spot only; then the goal
+(judged on reservation first with the move, as the plugin plays it),
+whether it holds and, if its cost side does not, the unit price at which it
+would, and whether placing the jobs better could close the gap at the
+quote. The policies do not finish the same work (reservation only leaves a
+backlog), so cost is compared per job-hour done: in total dollars
+reservation first can never undercut reservation only, which buys the same
+reservation without the burst.
 
 Run: python benchmarks/reservation_bench.py  (a few seconds; no network).
 """
@@ -91,6 +111,7 @@ from sky_mithril.emulator.market import (DEFAULT_CAPACITY, PROJECT_FID, Bid,
                                          Market, Reservation)
 from sky_mithril.emulator.market.records import hours_between
 from sky_mithril.emulator.server import load_catalog
+from sky_mithril.recovery.policy import DEFAULT_RESERVATION_END_LEAD
 
 INSTANCE_TYPE = 'h100-80gb.sxm.8x'
 REGION = 'us-central2-a'
@@ -127,17 +148,24 @@ WEEK = Scenario(hours=168, base_gap_h=4.0, base_work_h=(4.0, 8.0),
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Where jobs run: `reserves` buys the reservation and gives its free
-    nodes first; `bursts` bids on spot for the jobs without one."""
+    nodes first; `bursts` bids on spot for the jobs without one;
+    `moves_back` moves a job running on spot onto a reserved node once one
+    is free, as the plugin's `back_to_reservation` does."""
 
     name: str
     reserves: bool
     bursts: bool
+    moves_back: bool
 
 
-POLICIES = (Policy('spot only', reserves=False, bursts=True),
-            Policy('reservation only', reserves=True, bursts=False),
-            Policy('reservation first', reserves=True, bursts=True))
-SPOT_ONLY, RESERVATION_ONLY, RESERVATION_FIRST = POLICIES
+POLICIES = (Policy('spot only', reserves=False, bursts=True, moves_back=False),
+            Policy('reservation only', reserves=True, bursts=False,
+                   moves_back=False),
+            Policy('reservation first', reserves=True, bursts=True,
+                   moves_back=True),
+            Policy('reservation first, no move back', reserves=True,
+                   bursts=True, moves_back=False))
+SPOT_ONLY, RESERVATION_ONLY, RESERVATION_FIRST, NO_MOVE_BACK = POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +190,7 @@ class Job:
     running: bool = False  # its node runs for the step that starts now
     bid: Optional[Bid] = None
     reserved: Optional[Instance] = None
+    moved: Optional[datetime.datetime] = None  # left spot for a reserved node
     ended: Optional[datetime.datetime] = None
 
     @property
@@ -397,20 +426,24 @@ class Simulation:
                       key=lambda i: i.status != InstanceStatus.RUNNING)
 
     def _schedule(self) -> None:
-        """Free reserved nodes to the jobs waiting longest (their waiting
-        bids cancelled; a paused node resumed, which takes minutes when
-        spot holds its capacity), then a spot bid for each job without a
-        node."""
+        """Free reserved nodes to the jobs waiting longest, then (moving
+        back) to the jobs running on spot, earliest submitted first, then a
+        spot bid for each job without a node."""
         if self.reservation is not None:
+            free = self._free_reserved()
             waiting = [job for job in self._active()
                        if job.reserved is None and
                        (job.bid is None or job.bid.status == BidStatus.OPEN)]
-            for instance, job in zip(self._free_reserved(), waiting):
-                self._release(job)
-                if instance.status == InstanceStatus.PAUSED:
-                    self.market.instances.set_status([instance.fid],
-                                                     InstanceStatus.RUNNING)
-                job.reserved = instance
+            for instance, job in zip(free, waiting):
+                self._take(job, instance)
+            if self.policy.moves_back and self._may_move():
+                on_spot = [job for job in self._active()
+                           if self._running_on_spot(job)]
+                for instance, job in zip(free[len(waiting):], on_spot):
+                    # The preemption hooks save a checkpoint at the move, so
+                    # the teardown loses no work: done_s is kept whole.
+                    job.moved = self.market.now
+                    self._take(job, instance)
         if self.policy.bursts:
             for job in self._active():
                 if job.bid is None and job.reserved is None:
@@ -420,6 +453,34 @@ class Simulation:
                         limit_price=money.format_dollars(self.limit),
                         instance_quantity=1, name=job.spec.name)
                     self.bids.append(job.bid)
+
+    def _take(self, job: Job, instance: Instance) -> None:
+        """`job` goes onto the free reserved `instance`: its bid cancelled
+        first (a won bid's capacity is then free for a paused node to take
+        back), then a paused node resumed, which takes its boot, plus a
+        notice's minutes when other spot bids hold its capacity."""
+        self._release(job)
+        if instance.status == InstanceStatus.PAUSED:
+            self.market.instances.set_status([instance.fid],
+                                             InstanceStatus.RUNNING)
+        job.reserved = instance
+
+    def _may_move(self) -> bool:
+        """Whether a move may start now: the plugin takes no reservation that
+        ends within the job's lead time (twice the job's last launch, at
+        least 10 minutes: here a launch takes a few minutes, so 10)."""
+        assert self.reservation is not None
+        return (self.reservation.end_time - self.market.now >
+                DEFAULT_RESERVATION_END_LEAD)
+
+    @staticmethod
+    def _running_on_spot(job: Job) -> bool:
+        """Whether the job runs on a won bid whose node is up and under no
+        notice: what the plugin moves (an Allocated bid, its head node
+        reachable, its preemption hooks not run yet)."""
+        return (job.bid is not None and job.bid.status == BidStatus.ALLOCATED
+                and bool(job.bid.instances) and
+                job.bid.instances[0].status == InstanceStatus.RUNNING)
 
     def _observe(self) -> None:
         """Which jobs' nodes run for the step that starts now."""
@@ -454,7 +515,7 @@ class Simulation:
 
 @dataclasses.dataclass
 class Comparison:
-    """The three policies on one scenario, and what they shared."""
+    """The policies on one scenario, and what they shared."""
 
     scenario: Scenario
     jobs: List[JobSpec]
@@ -547,6 +608,9 @@ def report(comparison: Comparison) -> List[str]:
         ('spot job-hours while a reserved node was free',
          lambda o: (f'{o.spot_while_reserved_free_s / 3600:.1f}'
                     if o.policy.reserves and o.policy.bursts else '-')),
+        ('jobs moved from spot onto a reserved node',
+         lambda o: (str(sum(job.moved is not None for job in o.jobs))
+                    if o.policy.reserves and o.policy.bursts else '-')),
         ('reservation, up front ($)',
          lambda o: f'{o.up_front_dollars:.2f}'),
         ('reservation, pause credit earned ($)',
@@ -561,10 +625,11 @@ def report(comparison: Comparison) -> List[str]:
                     if sum(waits(spot)) else '-')),
     ]
     width = max(len(title) for title, _ in rows)
+    columns = [(p, max(18, len(p.name))) for p in POLICIES]
     lines.append(f'{"":{width}}  ' +
-                 '  '.join(f'{p.name:>18}' for p in POLICIES))
+                 '  '.join(f'{p.name:>{w}}' for p, w in columns))
     lines += [f'{title:{width}}  ' +
-              '  '.join(f'{cell(outcomes[p]):>18}' for p in POLICIES)
+              '  '.join(f'{cell(outcomes[p]):>{w}}' for p, w in columns)
               for title, cell in rows]
     return lines + goal(comparison)
 

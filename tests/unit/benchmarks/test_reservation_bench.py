@@ -3,7 +3,9 @@ keeps what a user reading it would check (no policy runs more jobs than it
 has nodes, spot pays no more than its limit, every job is counted, the
 reservation costs its quote less its pause credit, the break-even unit price
 is one at which the cost side would hold); and on jobs placed by hand,
-reserved nodes paused between jobs as the plugin's `sky down` pauses them."""
+reserved nodes paused between jobs as the plugin's `sky down` pauses them,
+and a job on spot moved onto a reserved node once one is free, as the
+plugin's back-to-reservation move does."""
 
 import datetime
 import importlib.util
@@ -33,7 +35,9 @@ bench = _load_bench()
 TINY = bench.Scenario(hours=4, base_gap_h=0.5, base_work_h=(0.5, 1.5),
                       sweep_gap_h=1.0, sweep_jobs=(2, 4),
                       sweep_work_h=(0.25, 1.0))
-POLICIES = ('spot only', 'reservation only', 'reservation first')
+POLICIES = ('spot only', 'reservation only', 'reservation first',
+            'reservation first, no move back')
+BURSTING = ('reservation first', 'reservation first, no move back')
 
 
 @pytest.fixture(scope='module')
@@ -76,10 +80,11 @@ def test_no_policy_runs_more_jobs_than_it_has_nodes(printed: str) -> None:
     assert int(on_spot['spot only']) <= capacity
     assert int(on_reserved['reservation only']) <= bench.RESERVED_NODES
     assert int(on_spot['reservation only']) == 0
-    assert int(on_reserved['reservation first']) <= bench.RESERVED_NODES
-    # The reserved nodes leave the spot pool, but a paused one's capacity is
-    # lent back to spot.
-    assert int(on_spot['reservation first']) <= capacity
+    for policy in BURSTING:
+        assert int(on_reserved[policy]) <= bench.RESERVED_NODES
+        # The reserved nodes leave the spot pool, but a paused one's
+        # capacity is lent back to spot.
+        assert int(on_spot[policy]) <= capacity
     assert int(on_spot['spot only']) > 0, 'the curve should use spot'
 
 
@@ -89,7 +94,7 @@ def test_spot_pays_at_most_its_limit(printed: str) -> None:
     limit = _dollars(re.fullmatch(r'.*\(limit (\$[\d.]+)\)', title).group(1))
     paid = table[title]
     assert paid['reservation only'] == '-'
-    for policy in ('spot only', 'reservation first'):
+    for policy in ('spot only', *BURSTING):
         assert _dollars(paid[policy]) <= limit
     assert Decimal(table['spot, charged ($)']['reservation only']) == 0
 
@@ -122,10 +127,9 @@ def test_the_reservation_costs_its_quote_less_its_pause_credit(
     expected = unit_price * node_hours
     assert Decimal(up_front['spot only']) == 0
     assert Decimal(credit['spot only']) == 0
-    assert Decimal(up_front['reservation only']) == expected
-    assert Decimal(up_front['reservation first']) == expected
     used = _row(table, 'reserved node-hours used')
-    for policy in ('reservation only', 'reservation first'):
+    for policy in ('reservation only', *BURSTING):
+        assert Decimal(up_front[policy]) == expected
         # Only idle reserved node-hours can be paused, and earn no more than
         # the pause credit each.
         used_h = Decimal(used[policy].split()[0])
@@ -141,11 +145,15 @@ def test_spot_beside_a_free_reserved_node_is_part_of_the_burst(
         printed: str) -> None:
     table = _table(printed)
     beside = table['spot job-hours while a reserved node was free']
-    assert beside['spot only'] == beside['reservation only'] == '-'
-    done = Decimal(table['work done (job-hours)']['reservation first'])
-    used = Decimal(_row(table, 'reserved node-hours used')
-                   ['reservation first'].split()[0])
-    assert 0 <= Decimal(beside['reservation first']) <= done - used + 1
+    moved = table['jobs moved from spot onto a reserved node']
+    for policy in ('spot only', 'reservation only'):
+        assert beside[policy] == moved[policy] == '-'
+    for policy in BURSTING:
+        done = Decimal(table['work done (job-hours)'][policy])
+        used = Decimal(_row(table, 'reserved node-hours used')
+                       [policy].split()[0])
+        assert 0 <= Decimal(beside[policy]) <= done - used + 1
+    assert moved['reservation first, no move back'] == '0'
 
 
 def test_the_goal_is_stated_with_its_verdict(printed: str) -> None:
@@ -221,3 +229,49 @@ def test_idle_reserved_nodes_are_paused_and_resumed_for_the_next_job() -> None:
     assert rate * 6 < outcome.pause_credit < rate * Decimal(str(idle_h))
     assert outcome.dollars == (outcome.reservation.charged -
                                outcome.pause_credit)
+
+
+def test_a_job_on_spot_moves_to_a_freed_reserved_node() -> None:
+    """Two short jobs take both reserved nodes, a long one bursts onto spot;
+    once the short ones end, the long one moves onto a reserved node: its
+    bid is billed no more from the move, it keeps all its work (the hooks'
+    checkpoint), and the run costs less in spot than without the move."""
+    scenario = bench.Scenario(hours=4, base_gap_h=1.0, base_work_h=(1, 1),
+                              sweep_gap_h=1.0, sweep_jobs=(1, 1),
+                              sweep_work_h=(1, 1))
+    start = bench.START
+    jobs = [bench.JobSpec('short-0', start, 30 * 60),
+            bench.JobSpec('short-1', start, 30 * 60),
+            bench.JobSpec('long', start, 2 * 3600)]
+    prices = bench.run_prices(scenario)
+    limit = bench.suggested_limit(bench.new_market(scenario, prices))
+
+    moving = bench.Simulation(bench.RESERVATION_FIRST, scenario, jobs, prices,
+                              limit)
+    moved = moving.run()
+    long = next(job for job in moved.jobs if job.spec.name == 'long')
+    short_ended = max(job.ended for job in moved.jobs
+                      if job.spec.name.startswith('short'))
+    assert long.finished and long.redone_s == 0
+    assert long.moved is not None
+    assert short_ended < long.moved <= short_ended + datetime.timedelta(
+        minutes=2)
+    [bid] = [bid for bid in moving.bids if bid.name == 'long']
+    [(_, charges)] = moving.market.history.charges(bench.PROJECT_FID,
+                                                   bid_fid=bid.fid)
+    assert charges, 'the long job should have run on spot first'
+    assert charges[0].start < short_ended
+    assert all(charge.end is not None and charge.end <= long.moved
+               for charge in charges)
+    assert bid.status == bench.BidStatus.TERMINATED
+
+    stayed = bench.Simulation(bench.NO_MOVE_BACK, scenario, jobs, prices,
+                              limit).run()
+    kept = next(job for job in stayed.jobs if job.spec.name == 'long')
+    assert kept.finished and kept.moved is None
+    # The move costs the job the reserved node's resume (within a boot).
+    boot_s = sum(moving.market.boot_durations_s.values())
+    assert 0 < long.wait_s(scenario.end) - kept.wait_s(scenario.end) <= boot_s
+    assert stayed.spot_while_reserved_free_s > 3600
+    assert moved.spot_while_reserved_free_s == 0
+    assert moved.spot_dollars < stayed.spot_dollars
