@@ -752,7 +752,8 @@ class Mithril(builtin_mithril.Mithril):
         """The fid of the reservation the provisioner claims on, and whether
         the cluster goes on it now; says so, or why it bids on spot instead
         (for each reservation the task names), once per launch. That is the
-        task's reservation the cluster holds instances of, else the first
+        task's reservation the cluster holds instances of (unless it ended:
+        they are gone, and the provisioner launches afresh), else the first
         it fits on (`reservation_that_fits`, none ending within `lead`);
         when none fits, the first of this type and region, which the
         provisioner checks again with its own count ('' when none is)."""
@@ -763,7 +764,8 @@ class Mithril(builtin_mithril.Mithril):
         held = _reservations_held_by(name_on_cloud)
         fits, whys = reservation_that_fits(sections, instance_type, region,
                                            num_nodes, lead)
-        fits = next((r for r in listed if r.fid in held), fits)
+        fits = next((r for r in listed if r.fid in held and
+                     r.status in reserved_nodes.LIVE_RESERVATION), fits)
         type_fid = live_prices.snapshot().fid(instance_type, region) or ''
         tried = fits or next((r for r in listed if not reserved_nodes.mismatch(
             r, type_fid, instance_type, region)), None)
