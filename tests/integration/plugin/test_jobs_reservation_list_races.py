@@ -70,8 +70,9 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     monkeypatch.setattr(notice, 'wait_for_preemption_hooks', lambda h: 0.0)
     forget_recovery_records()
     kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
-    kv_cache.delete_cache_entries_by_prefix(
-        back_to_reservation.MOVE_KEY_PREFIX)
+    for prefix in (back_to_reservation.MOVE_KEY_PREFIX,
+                   back_to_reservation.NEXT_KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(prefix)
     ending = reserve(server, 'short-res')
     following = reserve(server, 'next-res', hours=6)
     server.control('POST', 'advance', seconds=120)

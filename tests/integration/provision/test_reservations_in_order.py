@@ -18,6 +18,8 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
+from sky_mithril.recovery import back_to_reservation
+from sky_mithril.recovery import reservation_end
 
 from tests.helpers.provisioning import bids_named
 from tests.helpers.reservations import (deploy, launch_as_deployed,
@@ -35,8 +37,10 @@ BOTH = {'reservation': ['res-a', 'res-b']}
 @pytest.fixture
 def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[EmulatorServer]:
-    """The fast emulator, its market read as the API server reads it; the
+    """The fast emulator, its market read as the API server reads it, no
+    lead or move kept from an earlier test's job of the same name; the
     test's clusters dropped after it."""
+    forget_earlier_jobs()
     with market_read(monkeypatch):
         try:
             yield fast_emulator
@@ -45,6 +49,18 @@ def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
                 reservation_claims.release(
                     reservation_claims.of_cluster(cluster))
                 cluster_bid.cancel_all(connection.connect(), cluster)
+
+
+def forget_earlier_jobs() -> None:
+    """Drops what earlier tests' jobs kept per cluster name: the lead a job
+    left a reservation by (`reservation_end.remember_lead`, kept a day) and
+    its moves (`back_to_reservation`), which a deploy of a cluster of that
+    name reads."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    for prefix in (reservation_end.LEAD_KEY_PREFIX,
+                   back_to_reservation.MOVE_KEY_PREFIX,
+                   back_to_reservation.NEXT_KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(prefix)
 
 
 def running(reservation: models.Reservation) -> models.Reservation:
@@ -168,6 +184,7 @@ def test_a_cluster_whose_reservation_ended_goes_on_the_next_listed_one(
     It goes on the next reservation it lists that has room, not on a spot
     bid billed beside a paid-for free instance."""
     server = manual_clock_emulator
+    forget_earlier_jobs()
     with market_read(monkeypatch):
         first = reserve(server, 'res-a', hours=3)
         second = reserve(server, 'res-b', hours=48)
