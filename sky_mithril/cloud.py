@@ -37,6 +37,7 @@ from sky_mithril.provision import budget as budget_lib
 from sky_mithril.provision import public_ports
 from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
+from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import policy
 from sky_mithril.recovery import records
 from sky_mithril.recovery import reservation_end
@@ -174,20 +175,24 @@ def reservation_room(name_or_fid: str
 
 def reservation_that_fits(sections: settings.Sections, instance_type: str,
                           region: str, num_nodes: int,
-                          lead: datetime.timedelta
+                          lead: datetime.timedelta,
+                          promised: Optional[str] = None
                           ) -> Tuple[Optional[models.Reservation], List[str]]:
     """The first of the task's reservations, in its order, that this launch
-    fits on whole now and that ends later than `lead` from now; else None
-    and why not, one reason per reservation (none when the task names
-    none). Every one is looked up, so a name that is not there is refused
-    at the first launch, not at a later relaunch."""
+    fits on whole now and that ends later than `lead` from now (the one of
+    fid `promised` first, the room the cluster's move was counted for:
+    `back_to_reservation.promised_to`); else None and why not, one reason
+    per reservation (none when the task names none). Every one is looked
+    up, so a name that is not there is refused at the first launch, not at
+    a later relaunch."""
     type_fid = live_prices.snapshot().fid(instance_type, region) or ''
     rooms = [reservation_room(name)
              for name in settings.resolve_reservations(*sections)]
     whys = [reserved_nodes.mismatch(r, type_fid, instance_type, region) or
             reserved_nodes.why_not_now(r, free, num_nodes, now, lead)
             for r, free, now in rooms]
-    fitting = [r for (r, _, _), why in zip(rooms, whys) if why is None]
+    fitting = sorted((r for (r, _, _), why in zip(rooms, whys) if why is None),
+                     key=lambda r: r.fid != promised)
     return (fitting[0], []) if fitting else (None, [w for w in whys if w])
 
 
@@ -746,24 +751,30 @@ class Mithril(builtin_mithril.Mithril):
         return {}
 
     @staticmethod
-    def _reservation_note(sections: settings.Sections, name_on_cloud: str,
+    def _reservation_note(sections: settings.Sections,
+                          cluster_name: resources_utils.ClusterName,
                           instance_type: str, region: str, num_nodes: int,
                           lead: datetime.timedelta) -> Tuple[str, bool]:
         """The fid of the reservation the provisioner claims on, and whether
         the cluster goes on it now; says so, or why it bids on spot instead
         (for each reservation the task names), once per launch. That is the
-        task's reservation the cluster holds instances of, else the first
-        it fits on (`reservation_that_fits`, none ending within `lead`);
+        task's reservation the cluster holds instances of (unless it ended:
+        they are gone, and the provisioner launches afresh), else the first
+        it fits on (`reservation_that_fits`, none ending within `lead`;
+        the one the cluster's move under way is promised first);
         when none fits, the first of this type and region, which the
         provisioner checks again with its own count ('' when none is)."""
         names = settings.resolve_reservations(*sections)
         if not names:
             return '', False
+        name_on_cloud = cluster_name.name_on_cloud
         listed = [reservation_room(name)[0] for name in names]
         held = _reservations_held_by(name_on_cloud)
-        fits, whys = reservation_that_fits(sections, instance_type, region,
-                                           num_nodes, lead)
-        fits = next((r for r in listed if r.fid in held), fits)
+        fits, whys = reservation_that_fits(
+            sections, instance_type, region, num_nodes, lead,
+            back_to_reservation.promised_to(cluster_name.display_name))
+        fits = next((r for r in listed if r.fid in held and
+                     r.status in reserved_nodes.LIVE_RESERVATION), fits)
         type_fid = live_prices.snapshot().fid(instance_type, region) or ''
         tried = fits or next((r for r in listed if not reserved_nodes.mismatch(
             r, type_fid, instance_type, region)), None)
@@ -844,8 +855,8 @@ class Mithril(builtin_mithril.Mithril):
         reservation_end_lead = reservation_end.lead_for_launch(
             cluster_name.display_name, sections)
         reservation_fid, on_reservation = ('', False) if on_cpu_vm else (
-            self._reservation_note(sections, cluster_name.name_on_cloud,
-                                   instance_type, region.name, num_nodes,
+            self._reservation_note(sections, cluster_name, instance_type,
+                                   region.name, num_nodes,
                                    reservation_end_lead))
         if limit is not None and not on_reservation and _first_time_this_launch('deploy', cluster_name.name_on_cloud,
                                      region.name, instance_type,

@@ -45,9 +45,10 @@ _I = models.InstanceState
 CLAIMABLE = (_I.NEW, _I.CONFIRMED, _I.SCHEDULED, _I.INITIALIZING,
              _I.STARTING, _I.RUNNING, _I.PAUSED, _I.STOPPING, _I.STOPPED)
 _GONE = (_I.TERMINATED, _I.REPLACED)
-_LIVE_RESERVATION = (models.ReservationState.ACTIVE,
-                     models.ReservationState.PENDING,
-                     models.ReservationState.PAUSED)
+# Reservations not over: an ended or canceled one's instances are gone.
+LIVE_RESERVATION = (models.ReservationState.ACTIVE,
+                    models.ReservationState.PENDING,
+                    models.ReservationState.PAUSED)
 # Instances whose host is up: volumes added to the reservation reach them
 # only at their next start (the others boot, or resume, with them).
 _BOOTED = (_I.STARTING, _I.RUNNING)
@@ -98,7 +99,7 @@ def _match(conn: connection.Connection,
             f'{conn.project_id} has no reservation of that name or fid (its '
             f'reservations: {names}). `sky-mithril reservations list` shows '
             'them; `sky-mithril reservations create` buys one.')
-    return sorted(matches, key=lambda r: (r.status not in _LIVE_RESERVATION,
+    return sorted(matches, key=lambda r: (r.status not in LIVE_RESERVATION,
                                           r.start_time))[0]
 
 

@@ -30,11 +30,13 @@ earlier move still on record (kept a week after the last), so a nearly full
 reservation does not bounce it between spot and a lost race every hour.
 Free instances another cluster's move is under way to take count as taken
 until its relaunch returns (its claims are written by then), so one free
-instance starts one move, not one per waiting job. The move is onto the
-first listed reservation the relaunch fits on: when that one's free
-instances are promised to other moves, the job waits rather than move onto
-a later one (its relaunch, which goes on the first it fits on, would take
-them). The free instances are
+instance starts one move, not one per waiting job; so do those a job
+leaving its ending reservation relaunches onto (`onto_next`). The move is
+onto the first listed reservation the relaunch fits on: when that one's
+free instances are promised to other moves, the job waits rather than move
+onto a later one. The relaunch goes on the reservation its move is
+promised (`promised_to`) while that has room, before any listed earlier,
+whose room may be another move's. The free instances are
 counted and the move recorded under SkyPilot's lock, taken without waiting:
 a poll that finds it busy moves nothing this time. Every other check (the
 live bid, the back-off, the reservation, the head node's hooks) runs outside
@@ -78,6 +80,9 @@ from sky_mithril.task import settings
 logger = sky_logging.init_logger('sky.sky_mithril.jobs')
 
 MOVE_KEY_PREFIX = 'sky-mithril/back-to-reservation/'
+# A job leaving its ending reservation for the next it lists (`onto_next`):
+# the instances its relaunch is to take, kept per cluster as a move's are.
+NEXT_KEY_PREFIX = 'sky-mithril/onto-next-reservation/'
 # How long the task's preemption hooks may take before the move goes on
 # without them (the spot bid keeps running meanwhile: no deadline forces it).
 HOOKS_SECONDS = 600.0
@@ -156,16 +161,57 @@ def _under_way(move: Move) -> bool:
 
 
 def _promised(reservation_fid: str, cluster_name: str) -> int:
-    """The reservation's instances other clusters' moves under way take."""
+    """The reservation's instances other clusters' moves under way take,
+    moves back from spot and relaunches onto the next reservation alike."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     total = 0
-    for key, value in kv_cache.get_cache_entries_by_prefix(
-            MOVE_KEY_PREFIX).items():
-        move = _parse(value)
-        if (key != _key(cluster_name) and move is not None and
-                move.reservation == reservation_fid and _under_way(move)):
-            total += move.nodes
+    for prefix in (MOVE_KEY_PREFIX, NEXT_KEY_PREFIX):
+        for key, value in kv_cache.get_cache_entries_by_prefix(
+                prefix).items():
+            move = _parse(value)
+            if (key != prefix + cluster_name and move is not None and
+                    move.reservation == reservation_fid and
+                    _under_way(move)):
+                total += move.nodes
     return total
+
+
+def promised_to(cluster_name: str) -> Optional[str]:
+    """The fid of the reservation whose instances the cluster's move under
+    way is to take (back from spot, or onto the next reservation), once
+    its relaunch started: that relaunch goes on it when it fits, not on
+    an earlier listed one whose room other moves may be promised."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    for key in (_key(cluster_name), NEXT_KEY_PREFIX + cluster_name):
+        move = _parse(kv_cache.get_cache_entry(key))
+        if (move is not None and move.phase == Phase.RELAUNCHING and
+                _under_way(move)):
+            return move.reservation
+    return None
+
+
+def onto_next(handle: Any, provider_config: Optional[Dict[str, Any]],
+              leaving: models.Reservation) -> Optional[models.Reservation]:
+    """For a job leaving reservation `leaving` before its end: the next
+    reservation it lists with room for its relaunch in its region
+    (`reservation_end.next_reservation`), instances other moves under way
+    take counted as taken; those it takes are promised to its relaunch
+    until `relaunched`, so no other job's move starts onto them meanwhile.
+    Counted and recorded under LOCK, waited for (no poll holds it long)."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    with shared_state.held(LOCK):
+        found = reservation_end.next_reservation(
+            handle, provider_config, leaving,
+            lambda fid: _promised(fid, handle.cluster_name))
+        if found is not None:
+            kv_cache.add_or_update_cache_entry(
+                NEXT_KEY_PREFIX + handle.cluster_name,
+                json.dumps(dataclasses.asdict(Move(
+                    Phase.RELAUNCHING, found.fid,
+                    datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    0.0, handle.launched_nodes, relaunched_at=time.time()))),
+                time.time() + RELAUNCH_SECONDS)
+    return found
 
 
 def _on_pool(cluster_name: str) -> bool:
@@ -356,9 +402,12 @@ def take_move(cluster_name: str) -> bool:
 
 
 def relaunched(cluster_name: str) -> None:
-    """Once the strategy's relaunch of a move returned (the cluster holds
-    its claims, or bid on spot, or failed): the move is done, and its
-    instances no longer promised."""
+    """Once the strategy's relaunch of a move (back from spot, or onto the
+    next reservation) returned (the cluster holds its claims, or bid on
+    spot, or failed): the move is done, and its instances no longer
+    promised."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    kv_cache.add_or_update_cache_entry(NEXT_KEY_PREFIX + cluster_name, '', 0.0)
     move = move_of(cluster_name)
     if move is not None and move.phase == Phase.RELAUNCHING:
         _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))

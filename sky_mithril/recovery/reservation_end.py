@@ -17,7 +17,7 @@ the strategy then relaunches it in its region), else bids on spot.
 
 import datetime
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sky_mithril.account import connection
 from sky_mithril.api import models
@@ -120,12 +120,14 @@ def in_region(conn: connection.Connection, sections: settings.Sections,
 
 
 def next_reservation(handle: Any, provider_config: Optional[Dict[str, Any]],
-                     leaving: models.Reservation
+                     leaving: models.Reservation,
+                     promised: Callable[[str], int]
                      ) -> Optional[models.Reservation]:
     """The first reservation the task lists, other than the one the job
     leaves, that its relaunch in its region fits on whole now, ending later
-    than the lead the relaunch keeps (`lead_for_launch`); None when it
-    bids on spot."""
+    than the lead the relaunch keeps (`lead_for_launch`), its free
+    instances less those `promised` (by reservation fid) to other jobs'
+    moves; None when it bids on spot."""
     sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
     conn = cluster_bid.connect(provider_config)
@@ -137,7 +139,8 @@ def next_reservation(handle: Any, provider_config: Optional[Dict[str, Any]],
     for reservation in listed:
         if reservation.fid == leaving.fid:
             continue
-        free = len(reserved_nodes.free_instances(conn, reservation))
+        free = (len(reserved_nodes.free_instances(conn, reservation)) -
+                promised(reservation.fid))
         if not reserved_nodes.why_not_now(reservation, free,
                                           handle.launched_nodes, now, lead):
             return reservation

@@ -46,8 +46,9 @@ A job whose reservation ends within its lead time (`reservation_end`) gets
 no standby: its reserved instances are given back first (SkyPilot's teardown
 of the cluster: paused, boot disks reset, claims released). When another
 reservation the task lists, in the cluster's region, has room for it now
-(`reservation_end.next_reservation`), it is relaunched in that region, where
-the deploy step puts it on the first listed reservation it fits on
+(`back_to_reservation.onto_next`: room no other job's move is promised,
+then promised to this relaunch), it is relaunched in that region, where
+the deploy step puts it on that reservation
 (SkyPilot's EAGER_NEXT_REGION would first try the other regions); else
 SkyPilot's strategy relaunches it, which takes no reservation ending within
 the lead and so bids on spot at the recovery limit (or goes on a listed
@@ -205,12 +206,13 @@ def plan_recovery(handle: Any, dag: Any,
 def _onto_next_reservation(handle: Any, provider_config: Dict[str, Any],
                            leaving: models.Reservation) -> bool:
     """Whether the job leaving reservation `leaving` fits on another the
-    task lists in its region (`reservation_end.next_reservation`); False,
+    task lists in its region, its room promised to no other job's move and
+    now promised to this relaunch (`back_to_reservation.onto_next`); False,
     saying why, when that cannot be told (the relaunch then bids on spot,
     or goes on a reservation elsewhere, as before)."""
     try:
-        found = reservation_end.next_reservation(handle, provider_config,
-                                                 leaving)
+        found = back_to_reservation.onto_next(handle, provider_config,
+                                              leaving)
     except Exception as e:  # pylint: disable=broad-except
         logger.info(f'{handle.cluster_name}: could not look for room on its '
                     f'other reservations ({e}); relaunching as SkyPilot does.')
@@ -323,10 +325,11 @@ class _StandbyRecovery:
         return await self._recover_as_skypilot_does(handle)
 
     async def _moved_back(self) -> None:
-        """Once the relaunch of a move back onto the reservation returned:
-        the instances it was to take are promised to it no more (until
-        then, other jobs' polls count them taken, the cluster's claims not
-        written yet). An error leaves the record to go stale."""
+        """Once the relaunch of a move back onto the reservation, or onto
+        the next one, returned: the instances it was to take are promised to
+        it no more (until then, other jobs' polls count them taken, the
+        cluster's claims not written yet). An error leaves the record to go
+        stale."""
         # pylint: disable=no-member
         try:
             await asyncio.to_thread(back_to_reservation.relaunched,
@@ -350,8 +353,11 @@ class _StandbyRecovery:
         otherwise relaunch onto the reserved instances it still holds."""
         # pylint: disable=no-member
         if onto_next_reservation:
-            return await self._relaunch_in(
-                handle, (handle.launched_resources.region,))
+            try:
+                return await self._relaunch_in(
+                    handle, (handle.launched_resources.region,))
+            finally:
+                await self._moved_back()
         await asyncio.to_thread(self._cleanup_cluster)
         return await self._recover_as_skypilot_does(handle)
 

@@ -470,3 +470,42 @@ def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
     assert back_to_reservation.move_of('job').reservation == second.fid
     with market_read(monkeypatch):
         assert deploy('job', BOTH)['mithril_reservation'] == second.fid
+
+
+def test_a_move_onto_the_second_reservation_does_not_take_the_first_from_another_move(
+        on_spot, tmp_path, monkeypatch):
+    """`job` (naming both) is moving onto the second reservation when the
+    first frees, and `job2` (naming only the first) starts its move onto
+    that instance. `job`'s relaunch goes on the second, promised to it, and
+    leaves the first to `job2`: taking it would leave `job2` torn down off
+    its spot bid and relaunched onto a new one for nothing."""
+    server, reservation, runner = on_spot
+    second = second_reservation_held(server)
+    home2 = tmp_path / 'job2'
+    job2 = handle(NAMES_IT, LocalRunner(home2), 'job2')
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    give_back(server, 'third')
+    assert status(BOTH, runner) is None
+    assert back_to_reservation.move_of('job').reservation == second.fid
+
+    # The first reservation's instance frees during `job`'s move.
+    give_back(server, 'other')
+    assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') is None
+    assert told(home2)
+    assert back_to_reservation.move_of('job2').reservation == reservation.fid
+
+    recover_for_the_move(server, tmp_path, BOTH)
+    with market_read(monkeypatch):
+        variables = deploy('job', BOTH)
+    while_the_clock_moves(server, lambda: launch_as_deployed('job', variables))
+    back_to_reservation.relaunched('job')  # as the strategy does
+    recover_for_the_move(server, home2, NAMES_IT, 'job2')
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+
+    assert [c.reservation_fid for c in reservation_claims.of_cluster(
+        'job2')] == [reservation.fid]
+    assert [c.reservation_fid for c in reservation_claims.of_cluster(
+        'job')] == [second.fid]
+    assert live_bids(server) == []

@@ -18,11 +18,15 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
+from sky_mithril.recovery import back_to_reservation
+from sky_mithril.recovery import reservation_end
 
 from tests.helpers.provisioning import bids_named
 from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         launch_on_reservation, market_read,
                                         reserve)
+from tests.integration.plugin.test_jobs_reservation_end import (
+    while_the_clock_moves)
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -33,8 +37,10 @@ BOTH = {'reservation': ['res-a', 'res-b']}
 @pytest.fixture
 def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[EmulatorServer]:
-    """The fast emulator, its market read as the API server reads it; the
+    """The fast emulator, its market read as the API server reads it, no
+    lead or move kept from an earlier test's job of the same name; the
     test's clusters dropped after it."""
+    forget_earlier_jobs()
     with market_read(monkeypatch):
         try:
             yield fast_emulator
@@ -43,6 +49,18 @@ def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
                 reservation_claims.release(
                     reservation_claims.of_cluster(cluster))
                 cluster_bid.cancel_all(connection.connect(), cluster)
+
+
+def forget_earlier_jobs() -> None:
+    """Drops what earlier tests' jobs kept per cluster name: the lead a job
+    left a reservation by (`reservation_end.remember_lead`, kept a day) and
+    its moves (`back_to_reservation`), which a deploy of a cluster of that
+    name reads."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    for prefix in (reservation_end.LEAD_KEY_PREFIX,
+                   back_to_reservation.MOVE_KEY_PREFIX,
+                   back_to_reservation.NEXT_KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(prefix)
 
 
 def running(reservation: models.Reservation) -> models.Reservation:
@@ -156,3 +174,34 @@ def test_a_cluster_is_never_split_across_two_reservations(market, caplog):
     assert claimed('job') == []
     [bid] = bids_named(market, 'job')
     assert (bid['status'], bid['instance_quantity']) == ('Allocated', 2)
+
+
+def test_a_cluster_whose_reservation_ended_goes_on_the_next_listed_one(
+        manual_clock_emulator: EmulatorServer, monkeypatch):
+    """`sky launch -c job` again (or FAILOVER's relaunch onto the cluster as
+    it is) once the reservation it held ended: its claims on the ended
+    reservation's instances are still there, but those instances are gone.
+    It goes on the next reservation it lists that has room, not on a spot
+    bid billed beside a paid-for free instance."""
+    server = manual_clock_emulator
+    forget_earlier_jobs()
+    with market_read(monkeypatch):
+        first = reserve(server, 'res-a', hours=3)
+        second = reserve(server, 'res-b', hours=48)
+        server.control('POST', 'advance', seconds=120)
+        launch_as_deployed('job', deploy('job', BOTH))
+        try:
+            assert claimed('job') == [first.fid]
+            server.control('POST', 'advance', seconds=3 * 3600)
+            cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+
+            variables = deploy('job', BOTH)
+            record = while_the_clock_moves(
+                server, lambda: launch_as_deployed('job', variables))
+
+            assert bids_named(server, 'job') == []
+            assert claimed('job') == [second.fid]
+            assert record.head_instance_id in second.instances
+        finally:
+            reservation_claims.release(reservation_claims.of_cluster('job'))
+            cluster_bid.cancel_all(connection.connect(), 'job')

@@ -1,0 +1,186 @@
+"""Two managed jobs after the same free reserved instance, on a manual-clock
+emulator: `job` leaves its ending reservation (`short-res`) for the next it
+lists (`next-res`, `reservation_end.next_reservation`), while `mover`, on a
+spot bid, moves back onto `next-res` once it has room
+(`back_to_reservation`). An instance promised to one job's move is not
+taken by the other's: the losing job would have had its spot bid torn down
+and a new one placed, or its instance taken, for nothing."""
+
+import asyncio
+import datetime
+import threading
+from pathlib import Path
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+import sky
+from sky import global_user_state
+
+from sky_mithril.account import connection
+from sky_mithril.api import models
+from sky_mithril.emulator.server import EmulatorServer
+from sky_mithril.provision import cluster_bid
+from sky_mithril.provision import instance as provisioner
+from sky_mithril.provision import reservation_claims
+from sky_mithril.recovery import back_to_reservation
+from sky_mithril.recovery import notice
+from sky_mithril.recovery import reservation_end
+from sky_mithril.recovery import runtime
+from sky_mithril.recovery import strategy
+
+from tests.helpers.provisioning import bids_named
+from tests.helpers.recovery_records import forget_recovery_records
+from tests.helpers.reservations import launch_on_reservation, market_read, reserve
+from tests.integration.plugin import test_jobs_back_to_reservation as moves
+from tests.integration.plugin import test_jobs_reservation_end as ends
+
+REGION = 'us-central3-a'
+PROVIDER = {'project_id': 'proj_emulator'}
+RECOVER_NOW = (None, None)
+MINUTE = datetime.timedelta(minutes=1)
+LEAD = datetime.timedelta(minutes=30)
+# `job` lists its ending reservation, then the next; `mover` only the next.
+JOB = {'reservation_end_lead_minutes': 30,
+       'reservation': ['short-res', 'next-res']}
+MOVER = {'reservation': 'next-res'}
+LIVE = ('Open', 'Allocated', 'Preempting', 'Paused')
+
+
+def claimed(cluster: str) -> List[str]:
+    return [c.reservation_fid for c in reservation_claims.of_cluster(cluster)]
+
+
+def live_bids(server: EmulatorServer, cluster: str) -> List[str]:
+    return [b['fid'] for b in bids_named(server, cluster)
+            if b['status'] in LIVE]
+
+
+@pytest.fixture
+def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
+             ) -> Iterator[Tuple[EmulatorServer, models.Reservation,
+                                 models.Reservation]]:
+    """`job` on the one instance of the 3-hour `short-res`; `mover` on a
+    spot bid, waiting for the 6-hour `next-res`, whose one instance `other`
+    holds."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    server = manual_clock_emulator
+    monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
+    monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
+    monkeypatch.setattr(back_to_reservation, '_hooks_ran', {})
+    monkeypatch.setattr(notice, 'wait_for_preemption_hooks', lambda h: 0.0)
+    forget_recovery_records()
+    kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
+    for prefix in (back_to_reservation.MOVE_KEY_PREFIX,
+                   back_to_reservation.NEXT_KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(prefix)
+    ending = reserve(server, 'short-res')
+    following = reserve(server, 'next-res', hours=6)
+    server.control('POST', 'advance', seconds=120)
+    provisioner.run_instances(REGION, 'job', 'job',
+                              ends.config(ending.name, 600))
+    launch_on_reservation('other', following.name)
+    ends.while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'mover', 'mover', ends.config(following.name, 600)))
+    assert claimed('job') == [ending.fid]
+    assert claimed('mover') == [] and live_bids(server, 'mover')
+    try:
+        yield server, ending, following
+    finally:
+        for cluster in ('job', 'mover', 'other'):
+            reservation_claims.release(reservation_claims.of_cluster(cluster))
+            cluster_bid.cancel_all(connection.connect(), cluster)
+
+
+def job_handle(home: Path) -> Any:
+    return ends.handle(JOB, ends.LocalRunner(home))
+
+
+def mover_handle(home: Path) -> Any:
+    return moves.handle(MOVER, ends.LocalRunner(home), 'mover')
+
+
+def job_leaves(server: EmulatorServer, ending: models.Reservation,
+               home: Path) -> Any:
+    """`short-res` ends within `job`'s lead: its poll says recover now and
+    the controller's runtime prepares the recovery; `job`'s handle."""
+    job = job_handle(home)
+    ends.advance_until_left(server, ending, LEAD - MINUTE)
+    assert runtime.MithrilJobRuntime().get_job_status(job, 'job') == (
+        RECOVER_NOW)
+    runtime.MithrilJobRuntime().on_before_recovery(job, None, 1, None)
+    return job
+
+
+def job_recovers(server: EmulatorServer, job: Any, monkeypatch) -> List[str]:
+    """sky-mithril's EAGER_NEXT_REGION recovers `job` (torn down, then
+    relaunched in its region or by SkyPilot's own recovery); its steps."""
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: job)
+    task = sky.Task(run='train')
+    task.set_resources(job.launched_resources)
+    executor = ends.EagerNextRegion(task)
+    with market_read(monkeypatch):
+        ends.while_the_clock_moves(server,
+                                   lambda: asyncio.run(executor.recover()))
+    return executor.steps
+
+
+def mover_moves(server: EmulatorServer, home: Path,
+                following: models.Reservation) -> None:
+    """`mover`'s move under way: its hooks run, its spot bid is torn down
+    and it relaunches on `next-res` (spot when that is full)."""
+    moves.recover_for_the_move(server, home, MOVER, 'mover')
+    ends.while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'mover', 'mover', ends.config(following.name, 600)))
+    back_to_reservation.relaunched('mover')  # as the strategy does
+
+
+def test_a_job_leaving_its_reservation_leaves_an_instance_promised_to_a_move(
+        two_jobs, tmp_path, monkeypatch):
+    """`mover` was told first (its hooks run; `next-res`'s free instance is
+    its own): `job` leaves `short-res` as with no room on `next-res`, and
+    `mover` lands there. Taking it would tear `mover`'s spot bid down and
+    place a new one for nothing."""
+    server, ending, following = two_jobs
+    moves.give_back(server, 'other')
+    mover_home = tmp_path / 'mover'
+    assert runtime.MithrilJobRuntime().get_job_status(
+        mover_handle(mover_home), 'mover') is None
+    assert moves.told(mover_home)
+
+    job = job_leaves(server, ending, tmp_path / 'job')
+    steps = job_recovers(server, job, monkeypatch)
+    mover_moves(server, mover_home, following)
+
+    assert claimed('mover') == [following.fid]
+    assert live_bids(server, 'mover') == []
+    assert steps == ['down', 'SkyPilot recovers']
+    assert claimed('job') == []
+
+
+def test_a_move_does_not_start_onto_the_instance_a_leaving_job_relaunches_on(
+        two_jobs, tmp_path, monkeypatch):
+    """`job`'s recovery chose `next-res` (its free instance): until its
+    relaunch claims it, a poll of `mover` does not start a move onto that
+    instance (its hooks, its spot bid torn down, a relaunch that finds the
+    instance taken and bids on spot again)."""
+    server, ending, following = two_jobs
+    moves.give_back(server, 'other')
+    job = job_leaves(server, ending, tmp_path / 'job')
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: job)
+    plan = strategy.plan_recovery(job, None, threading.Event())
+    assert plan == strategy.RecoveryPlan(leaves_reservation=True,
+                                         onto_next_reservation=True)
+
+    # The strategy's teardown of `short-res` (pause, fresh boot disk) and
+    # the relaunch take minutes; `mover`'s status polls go on meanwhile.
+    mover_home = tmp_path / 'mover'
+    assert runtime.MithrilJobRuntime().get_job_status(
+        mover_handle(mover_home), 'mover') is None
+    assert not moves.told(mover_home)
+
+    assert job_recovers(server, job, monkeypatch) == [
+        'down', f'launch in {REGION}']
+    assert claimed('job') == [following.fid]
+    assert live_bids(server, 'job') == []
