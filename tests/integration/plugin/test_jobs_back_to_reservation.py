@@ -439,6 +439,17 @@ def test_the_job_moves_onto_the_second_reservation_it_lists_once_it_has_room(
         reservation.instances)  # still `other`'s
 
 
+def second_job_on_spot(server: EmulatorServer,
+                       reservation: models.Reservation,
+                       tmp_path: Path) -> Tuple[Path, Any]:
+    """`job2`, naming only the first reservation, launched onto spot (the
+    reservation is full): its head node's home and its handle."""
+    home2 = tmp_path / 'job2'
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    return home2, handle(NAMES_IT, LocalRunner(home2), 'job2')
+
+
 def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
         on_spot, tmp_path, monkeypatch):
     """`job2` (naming only the first reservation) moves onto its freed
@@ -447,10 +458,7 @@ def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
     waits, and moves onto the second once `job2` holds the first."""
     server, reservation, runner = on_spot
     second = second_reservation_held(server)
-    home2 = tmp_path / 'job2'
-    job2 = handle(NAMES_IT, LocalRunner(home2), 'job2')
-    while_the_clock_moves(server, lambda: provisioner.run_instances(
-        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    home2, job2 = second_job_on_spot(server, reservation, tmp_path)
     give_back(server, 'other')
     assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') is None
     assert told(home2)
@@ -481,10 +489,7 @@ def test_a_move_onto_the_second_reservation_does_not_take_the_first_from_another
     its spot bid and relaunched onto a new one for nothing."""
     server, reservation, runner = on_spot
     second = second_reservation_held(server)
-    home2 = tmp_path / 'job2'
-    job2 = handle(NAMES_IT, LocalRunner(home2), 'job2')
-    while_the_clock_moves(server, lambda: provisioner.run_instances(
-        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    home2, job2 = second_job_on_spot(server, reservation, tmp_path)
     give_back(server, 'third')
     assert status(BOTH, runner) is None
     assert back_to_reservation.move_of('job').reservation == second.fid

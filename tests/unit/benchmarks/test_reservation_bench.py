@@ -35,6 +35,11 @@ bench = _load_bench()
 TINY = bench.Scenario(hours=4, base_gap_h=0.5, base_work_h=(0.5, 1.5),
                       sweep_gap_h=1.0, sweep_jobs=(2, 4),
                       sweep_work_h=(0.25, 1.0))
+# Four hours whose jobs each test lists itself (the scenario's own demand is
+# not used).
+SCRIPTED = bench.Scenario(hours=4, base_gap_h=1.0, base_work_h=(1, 1),
+                          sweep_gap_h=1.0, sweep_jobs=(1, 1),
+                          sweep_work_h=(1, 1))
 POLICIES = ('spot only', 'reservation only', 'reservation first',
             'reservation first, no move back')
 BURSTING = ('reservation first', 'reservation first, no move back')
@@ -200,9 +205,7 @@ def test_idle_reserved_nodes_are_paused_and_resumed_for_the_next_job() -> None:
     """Two jobs end within the first hour; the nodes are paused (as `sky
     down` pauses them), earn the pause credit for the hours nobody needs
     them, and a later job resumes one, which takes its boot."""
-    scenario = bench.Scenario(hours=4, base_gap_h=1.0, base_work_h=(1, 1),
-                              sweep_gap_h=1.0, sweep_jobs=(1, 1),
-                              sweep_work_h=(1, 1))
+    scenario = SCRIPTED
     start = bench.START
     jobs = [bench.JobSpec('early-0', start, 30 * 60),
             bench.JobSpec('early-1', start, 30 * 60),
@@ -236,9 +239,7 @@ def test_a_job_on_spot_moves_to_a_freed_reserved_node() -> None:
     once the short ones end, the long one moves onto a reserved node: its
     bid is billed no more from the move, it keeps all its work (the hooks'
     checkpoint), and the run costs less in spot than without the move."""
-    scenario = bench.Scenario(hours=4, base_gap_h=1.0, base_work_h=(1, 1),
-                              sweep_gap_h=1.0, sweep_jobs=(1, 1),
-                              sweep_work_h=(1, 1))
+    scenario = SCRIPTED
     start = bench.START
     jobs = [bench.JobSpec('short-0', start, 30 * 60),
             bench.JobSpec('short-1', start, 30 * 60),
