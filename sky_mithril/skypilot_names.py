@@ -301,6 +301,15 @@ NAMES: Tuple[SkyPilotName, ...] = (
            on_instances=True),
     _entry('sky.serve.serve_state', 'get_replica_infos', API_SERVER,
            'recovery.serve_notice.leave_at_notice: the service\'s replicas'),
+    _entry('sky.serve.replica_managers',
+           'SkyPilotReplicaManager.update_version', API_SERVER,
+           'recovery.serve_update.install: wrapped; the active versions are '
+           'set as soon as replicas move in place',
+           keywords=('version', 'spec', 'update_mode')),
+    _entry('sky.serve.serve_utils',
+           'set_service_status_and_active_versions_from_replica', API_SERVER,
+           'recovery.serve_update.install: what the prober calls after each '
+           'round', keywords=('service_name', 'replica_infos', 'update_mode')),
     _entry('sky.serve.serve_state', 'get_replica_info_from_id', API_SERVER,
            'recovery.serve_notice.leave_at_notice: the replica still serves'),
     _entry('sky.serve.serve_state', 'add_or_update_replica', API_SERVER,

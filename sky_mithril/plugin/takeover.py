@@ -302,6 +302,13 @@ def _serve_replicas_leave_at_notice() -> None:
     serve_notice.install()
 
 
+def _serve_update_keeps_replicas_serving() -> None:
+    """Replicas an update keeps in place stay in the load balancer
+    (`recovery.serve_update`)."""
+    from sky_mithril.recovery import serve_update  # pylint: disable=import-outside-toplevel
+    serve_update.install()
+
+
 _DAG_NAMES_RESERVATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
     'sky_mithril_dag_names_reservation', default=False)
 
@@ -339,7 +346,7 @@ _STEPS: Tuple[Callable[[], None], ...] = (
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,
     _reservations_reach_the_optimizer, _serve_controller_loads_plugins,
-    _serve_replicas_leave_at_notice)
+    _serve_replicas_leave_at_notice, _serve_update_keeps_replicas_serving)
 
 
 def install() -> None:
