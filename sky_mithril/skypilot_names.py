@@ -254,6 +254,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.serve.constants', 'LB_CONTROLLER_SYNC_INTERVAL_SECONDS',
            API_SERVER, 'recovery.serve_notice.leave_at_notice: the drain '
            'delay covers it'),
+    _entry('sky.serve.serve_utils', 'ServeCodeGen._build', API_SERVER,
+           'plugin.takeover._serve_codegen_loads_plugins: wrapped; the code '
+           'run on the controller\'s host loads the plugins first'),
     _entry('sky.utils.common_utils', 'fill_template', API_SERVER,
            'plugin.takeover._serve_controller_loads_plugins: wrapped',
            keywords=('template_ref', 'variables', 'output_path')),

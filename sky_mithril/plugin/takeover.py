@@ -12,7 +12,7 @@ import hashlib
 import sys
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, Set, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import sky
 from sky import sky_logging
@@ -295,6 +295,33 @@ def _serve_controller_loads_plugins() -> None:
     common_utils.fill_template = fill_template
 
 
+# The first statement of the code SkyPilot runs on the serve controller's
+# host (`ServeCodeGen`): where sky-mithril is installed, the server's plugins
+# load (`plugin.serve_controller` loads them on import).
+SERVE_CODEGEN_LOADS_PLUGINS = (
+    "__import__('importlib.util').util.find_spec('sky_mithril') and "
+    "__import__('sky_mithril.plugin.serve_controller')")
+
+
+def _serve_codegen_loads_plugins() -> None:
+    """`sky serve status`, `update`, `logs` and `down` run SkyPilot's code
+    on the serve controller's host (`ServeCodeGen`) in a new Python process,
+    without plugins: there the built-in cloud refuses a Mithril replica's
+    endpoint ("Querying endpoints is not supported"), and the command fails
+    while any replica is up. That code loads the plugins first where
+    sky-mithril is installed (the API server's host, in consolidation
+    mode); on a remote controller it runs as SkyPilot wrote it."""
+    from sky.serve import serve_utils  # pylint: disable=import-outside-toplevel
+    codegen = serve_utils.ServeCodeGen
+    original = codegen._build.__func__  # pylint: disable=protected-access
+
+    @functools.wraps(original)
+    def build(cls: Any, code: List[str]) -> str:
+        return original(cls, [SERVE_CODEGEN_LOADS_PLUGINS, *code])
+
+    codegen._build = classmethod(build)  # pylint: disable=protected-access
+
+
 def _serve_replicas_leave_at_notice() -> None:
     """SkyServe replicas on Mithril are replaced from the preemption notice
     on (`recovery.serve_notice`); only the serve controller probes."""
@@ -346,7 +373,8 @@ _STEPS: Tuple[Callable[[], None], ...] = (
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,
     _reservations_reach_the_optimizer, _serve_controller_loads_plugins,
-    _serve_replicas_leave_at_notice, _serve_update_keeps_replicas_serving)
+    _serve_codegen_loads_plugins, _serve_replicas_leave_at_notice,
+    _serve_update_keeps_replicas_serving)
 
 
 def install() -> None:
