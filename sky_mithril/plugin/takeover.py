@@ -296,9 +296,12 @@ def _serve_controller_loads_plugins() -> None:
 
 
 # The first statement of the code SkyPilot runs on the serve controller's
-# host (`ServeCodeGen`): where sky-mithril is installed, the server's plugins
-# load (`plugin.serve_controller` loads them on import).
+# host (`ServeCodeGen`): in a process the API server started (consolidation
+# mode; SkyPilot marks the server's processes with the environment variable
+# ENV_VAR_IS_SKYPILOT_SERVER names) where sky-mithril is installed, the
+# server's plugins load (`plugin.serve_controller` loads them on import).
 SERVE_CODEGEN_LOADS_PLUGINS = (
+    "__import__('os').environ.get({server_env!r}) and "
     "__import__('importlib.util').util.find_spec('sky_mithril') and "
     "__import__('sky_mithril.plugin.serve_controller')")
 
@@ -308,16 +311,20 @@ def _serve_codegen_loads_plugins() -> None:
     on the serve controller's host (`ServeCodeGen`) in a new Python process,
     without plugins: there the built-in cloud refuses a Mithril replica's
     endpoint ("Querying endpoints is not supported"), and the command fails
-    while any replica is up. That code loads the plugins first where
-    sky-mithril is installed (the API server's host, in consolidation
-    mode); on a remote controller it runs as SkyPilot wrote it."""
-    from sky.serve import serve_utils  # pylint: disable=import-outside-toplevel
+    while any replica is up. That code loads the plugins first where the
+    API server runs it (consolidation mode); on a remote controller it runs
+    as SkyPilot wrote it."""
+    # pylint: disable=import-outside-toplevel
+    from sky.serve import serve_utils
+    from sky.skylet import constants
     codegen = serve_utils.ServeCodeGen
     original = codegen._build.__func__  # pylint: disable=protected-access
+    loader = SERVE_CODEGEN_LOADS_PLUGINS.format(
+        server_env=constants.ENV_VAR_IS_SKYPILOT_SERVER)
 
     @functools.wraps(original)
     def build(cls: Any, code: List[str]) -> str:
-        return original(cls, [SERVE_CODEGEN_LOADS_PLUGINS, *code])
+        return original(cls, [loader, *code])
 
     codegen._build = classmethod(build)  # pylint: disable=protected-access
 

@@ -142,9 +142,10 @@ for name, job_id in (('local', 7), ('remote', None)):
 
 def test_code_run_on_a_consolidated_serve_controller_host_loads_the_plugins(tmp_path):
     """`sky serve status`, `update`, `logs` and `down` run SkyPilot's code
-    (`ServeCodeGen`) in a new Python process on the controller's host: on
-    the API server's host it sees the plugin's Mithril cloud, which answers
-    a replica's endpoint (the built-in one refuses it)."""
+    (`ServeCodeGen`) in a new Python process on the controller's host: run
+    by the API server (consolidation mode) it sees the plugin's Mithril
+    cloud, which answers a replica's endpoint (the built-in one refuses it);
+    on a remote controller it is left as SkyPilot wrote it."""
     plugins = tmp_path / 'plugins.yaml'
     plugins.write_text('plugins:\n- class: sky_mithril.plugin.MithrilPlugin\n')
     built = run_python('''
@@ -161,7 +162,15 @@ print(serve_utils.ServeCodeGen._build([
     code = shlex.split(built.stdout.strip().split(' -u -c ', 1)[1])[0]
     env = {**os.environ, 'HOME': str(tmp_path),
            'SKYPILOT_SERVER_PLUGINS_CONFIG': str(plugins)}
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                            text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "'sky_mithril.cloud'" in result.stdout.splitlines()[-1], result.stdout
+    env.pop('IS_SKYPILOT_SERVER', None)
+
+    def cloud_modules(**server: str) -> str:
+        result = subprocess.run([sys.executable, '-c', code],
+                                capture_output=True, text=True, timeout=120,
+                                env={**env, **server})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    assert "'sky_mithril.cloud'" in cloud_modules(IS_SKYPILOT_SERVER='true')
+    # A remote controller: the code runs as SkyPilot wrote it.
+    assert cloud_modules() == "['sky.clouds.mithril']"
