@@ -254,6 +254,12 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.serve.constants', 'LB_CONTROLLER_SYNC_INTERVAL_SECONDS',
            API_SERVER, 'recovery.serve_notice.leave_at_notice: the drain '
            'delay covers it'),
+    _entry(_CONSTANTS, 'ENV_VAR_IS_SKYPILOT_SERVER', API_SERVER,
+           'plugin.takeover._serve_codegen_loads_plugins: the variable that '
+           'marks the API server\'s processes'),
+    _entry('sky.serve.serve_utils', 'ServeCodeGen._build', API_SERVER,
+           'plugin.takeover._serve_codegen_loads_plugins: wrapped; the code '
+           'run on the controller\'s host loads the plugins first'),
     _entry('sky.utils.common_utils', 'fill_template', API_SERVER,
            'plugin.takeover._serve_controller_loads_plugins: wrapped',
            keywords=('template_ref', 'variables', 'output_path')),
@@ -301,6 +307,15 @@ NAMES: Tuple[SkyPilotName, ...] = (
            on_instances=True),
     _entry('sky.serve.serve_state', 'get_replica_infos', API_SERVER,
            'recovery.serve_notice.leave_at_notice: the service\'s replicas'),
+    _entry('sky.serve.replica_managers',
+           'SkyPilotReplicaManager.update_version', API_SERVER,
+           'recovery.serve_update.install: wrapped; the active versions are '
+           'set as soon as replicas move in place',
+           keywords=('version', 'spec', 'update_mode')),
+    _entry('sky.serve.serve_utils',
+           'set_service_status_and_active_versions_from_replica', API_SERVER,
+           'recovery.serve_update.install: what the prober calls after each '
+           'round', keywords=('service_name', 'replica_infos', 'update_mode')),
     _entry('sky.serve.serve_state', 'get_replica_info_from_id', API_SERVER,
            'recovery.serve_notice.leave_at_notice: the replica still serves'),
     _entry('sky.serve.serve_state', 'add_or_update_replica', API_SERVER,

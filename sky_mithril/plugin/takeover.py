@@ -12,7 +12,7 @@ import hashlib
 import sys
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, Set, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import sky
 from sky import sky_logging
@@ -295,11 +295,52 @@ def _serve_controller_loads_plugins() -> None:
     common_utils.fill_template = fill_template
 
 
+# The first statement of the code SkyPilot runs on the serve controller's
+# host (`ServeCodeGen`): in a process the API server started (consolidation
+# mode; SkyPilot marks the server's processes with the environment variable
+# ENV_VAR_IS_SKYPILOT_SERVER names) where sky-mithril is installed, the
+# server's plugins load (`plugin.serve_controller` loads them on import).
+SERVE_CODEGEN_LOADS_PLUGINS = (
+    "__import__('os').environ.get({server_env!r}) and "
+    "__import__('importlib.util').util.find_spec('sky_mithril') and "
+    "__import__('sky_mithril.plugin.serve_controller')")
+
+
+def _serve_codegen_loads_plugins() -> None:
+    """`sky serve status`, `update`, `logs` and `down` run SkyPilot's code
+    on the serve controller's host (`ServeCodeGen`) in a new Python process,
+    without plugins: there the built-in cloud refuses a Mithril replica's
+    endpoint ("Querying endpoints is not supported"), and the command fails
+    while any replica is up. That code loads the plugins first where the
+    API server runs it (consolidation mode); on a remote controller it runs
+    as SkyPilot wrote it."""
+    # pylint: disable=import-outside-toplevel
+    from sky.serve import serve_utils
+    from sky.skylet import constants
+    codegen = serve_utils.ServeCodeGen
+    original = codegen._build.__func__  # pylint: disable=protected-access
+    loader = SERVE_CODEGEN_LOADS_PLUGINS.format(
+        server_env=constants.ENV_VAR_IS_SKYPILOT_SERVER)
+
+    @functools.wraps(original)
+    def build(cls: Any, code: List[str]) -> str:
+        return original(cls, [loader, *code])
+
+    codegen._build = classmethod(build)  # pylint: disable=protected-access
+
+
 def _serve_replicas_leave_at_notice() -> None:
     """SkyServe replicas on Mithril are replaced from the preemption notice
     on (`recovery.serve_notice`); only the serve controller probes."""
     from sky_mithril.recovery import serve_notice  # pylint: disable=import-outside-toplevel
     serve_notice.install()
+
+
+def _serve_update_keeps_replicas_serving() -> None:
+    """Replicas an update keeps in place stay in the load balancer
+    (`recovery.serve_update`)."""
+    from sky_mithril.recovery import serve_update  # pylint: disable=import-outside-toplevel
+    serve_update.install()
 
 
 _DAG_NAMES_RESERVATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -339,7 +380,8 @@ _STEPS: Tuple[Callable[[], None], ...] = (
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,
     _reservations_reach_the_optimizer, _serve_controller_loads_plugins,
-    _serve_replicas_leave_at_notice)
+    _serve_codegen_loads_plugins, _serve_replicas_leave_at_notice,
+    _serve_update_keeps_replicas_serving)
 
 
 def install() -> None:

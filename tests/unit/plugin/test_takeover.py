@@ -2,6 +2,7 @@
 idempotent install, and pickles a plugin-less client can load."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -110,6 +111,7 @@ def test_a_consolidated_serve_controller_starts_with_the_plugins(tmp_path):
     controller starts as SkyPilot starts it."""
     result = run_python(f'''
 import os
+import shlex
 import jinja2
 import jinja2.meta
 from sky_mithril.plugin import takeover
@@ -136,3 +138,39 @@ for name, job_id in (('local', 7), ('remote', None)):
     remote = (tmp_path / 'remote.yaml').read_text()
     assert ' -u -m sky.serve.service \\\n' in remote, remote
     assert 'sky_mithril' not in remote
+
+
+def test_code_run_on_a_consolidated_serve_controller_host_loads_the_plugins(tmp_path):
+    """`sky serve status`, `update`, `logs` and `down` run SkyPilot's code
+    (`ServeCodeGen`) in a new Python process on the controller's host: run
+    by the API server (consolidation mode) it sees the plugin's Mithril
+    cloud, which answers a replica's endpoint (the built-in one refuses it);
+    on a remote controller it is left as SkyPilot wrote it."""
+    plugins = tmp_path / 'plugins.yaml'
+    plugins.write_text('plugins:\n- class: sky_mithril.plugin.MithrilPlugin\n')
+    built = run_python('''
+from sky_mithril.plugin import takeover
+takeover.install()
+from sky.serve import serve_utils
+print(serve_utils.ServeCodeGen._build([
+    'from sky import clouds',
+    'print(sorted({f.__module__ for f in vars(clouds.Mithril).values()'
+    ' if callable(f)}))']))
+''')
+    assert built.returncode == 0, built.stderr
+    # The command runs `python -u -c CODE`; run CODE with this Python.
+    code = shlex.split(built.stdout.strip().split(' -u -c ', 1)[1])[0]
+    env = {**os.environ, 'HOME': str(tmp_path),
+           'SKYPILOT_SERVER_PLUGINS_CONFIG': str(plugins)}
+    env.pop('IS_SKYPILOT_SERVER', None)
+
+    def cloud_modules(**server: str) -> str:
+        result = subprocess.run([sys.executable, '-c', code],
+                                capture_output=True, text=True, timeout=120,
+                                env={**env, **server})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    assert "'sky_mithril.cloud'" in cloud_modules(IS_SKYPILOT_SERVER='true')
+    # A remote controller: the code runs as SkyPilot wrote it.
+    assert cloud_modules() == "['sky.clouds.mithril']"
