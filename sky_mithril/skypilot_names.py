@@ -251,6 +251,9 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.serve.constants', 'CONTROLLER_TEMPLATE', API_SERVER,
            'plugin.takeover._serve_controller_loads_plugins: the template '
            'whose rendering starts the controller through ours'),
+    _entry('sky.serve.constants', 'SERVICE_REGISTER_TIMEOUT_SECONDS',
+           API_SERVER, 'plugin.takeover._serve_registration_waits_for_plugins: '
+           'raised'),
     _entry('sky.serve.constants', 'LB_CONTROLLER_SYNC_INTERVAL_SECONDS',
            API_SERVER, 'recovery.serve_notice.leave_at_notice: the drain '
            'delay covers it'),

@@ -374,6 +374,22 @@ def _reservations_reach_the_optimizer() -> None:
     resources_utils.need_to_query_reservations = need_to_query_reservations
 
 
+# How long `sky serve up` waits for a new service's controller to register.
+# SkyPilot waits 60 s; a controller that loads the server's plugins first
+# (`_serve_controller_loads_plugins`) on a busy API-server host can take
+# longer, and the command then fails while the service starts anyway.
+SERVICE_REGISTER_SECONDS = 300
+
+
+def _serve_registration_waits_for_plugins() -> None:
+    """Raises SkyPilot's wait for a service's registration (read by the
+    code SkyPilot runs on the controller's host, which loads the plugins
+    first: `_serve_codegen_loads_plugins`) to SERVICE_REGISTER_SECONDS."""
+    from sky.serve import constants  # pylint: disable=import-outside-toplevel
+    constants.SERVICE_REGISTER_TIMEOUT_SECONDS = max(
+        constants.SERVICE_REGISTER_TIMEOUT_SECONDS, SERVICE_REGISTER_SECONDS)
+
+
 _STEPS: Tuple[Callable[[], None], ...] = (
     _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
@@ -381,7 +397,8 @@ _STEPS: Tuple[Callable[[], None], ...] = (
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,
     _reservations_reach_the_optimizer, _serve_controller_loads_plugins,
     _serve_codegen_loads_plugins, _serve_replicas_leave_at_notice,
-    _serve_update_keeps_replicas_serving)
+    _serve_update_keeps_replicas_serving,
+    _serve_registration_waits_for_plugins)
 
 
 def install() -> None:

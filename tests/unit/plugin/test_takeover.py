@@ -145,7 +145,9 @@ def test_code_run_on_a_consolidated_serve_controller_host_loads_the_plugins(tmp_
     (`ServeCodeGen`) in a new Python process on the controller's host: run
     by the API server (consolidation mode) it sees the plugin's Mithril
     cloud, which answers a replica's endpoint (the built-in one refuses it);
-    on a remote controller it is left as SkyPilot wrote it."""
+    on a remote controller it is left as SkyPilot wrote it. There, `sky
+    serve up`'s wait for the new controller (which loads the plugins first)
+    to register is raised from SkyPilot's 60 s."""
     plugins = tmp_path / 'plugins.yaml'
     plugins.write_text('plugins:\n- class: sky_mithril.plugin.MithrilPlugin\n')
     built = run_python('''
@@ -154,8 +156,9 @@ takeover.install()
 from sky.serve import serve_utils
 print(serve_utils.ServeCodeGen._build([
     'from sky import clouds',
-    'print(sorted({f.__module__ for f in vars(clouds.Mithril).values()'
-    ' if callable(f)}))']))
+    'from sky.serve import constants',
+    'print(constants.SERVICE_REGISTER_TIMEOUT_SECONDS, sorted({f.__module__'
+    ' for f in vars(clouds.Mithril).values() if callable(f)}))']))
 ''')
     assert built.returncode == 0, built.stderr
     # The command runs `python -u -c CODE`; run CODE with this Python.
@@ -171,6 +174,8 @@ print(serve_utils.ServeCodeGen._build([
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()[-1]
 
-    assert "'sky_mithril.cloud'" in cloud_modules(IS_SKYPILOT_SERVER='true')
+    on_server = cloud_modules(IS_SKYPILOT_SERVER='true')
+    assert "'sky_mithril.cloud'" in on_server
+    assert on_server.startswith(f'{takeover.SERVICE_REGISTER_SECONDS} ')
     # A remote controller: the code runs as SkyPilot wrote it.
-    assert cloud_modules() == "['sky.clouds.mithril']"
+    assert cloud_modules() == "60 ['sky.clouds.mithril']"
