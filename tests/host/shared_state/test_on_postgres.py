@@ -93,18 +93,20 @@ def workers(postgres: str, emulator: EmulatorServer,
     starts alone, making SkyPilot's tables as an API server does as it
     starts, before its workers run."""
     started = []
-    for n in range(2):
-        home = tmp_path_factory.mktemp(f'worker-{n}')
-        (home / '.sky').mkdir()
-        (home / '.sky' / 'config.yaml').write_text(f'db: {postgres}\n')
-        started.append(Worker(subprocess.Popen(
-            [sys.executable, '-m', 'tests.helpers.api_server_worker'],
-            cwd=REPO, text=True, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, 'HOME': str(home), 'IS_SKYPILOT_SERVER': '1'})))
     try:
-        for worker in started:
-            worker.call('start')
+        for n in range(2):
+            home = tmp_path_factory.mktemp(f'worker-{n}')
+            (home / '.sky').mkdir()
+            (home / '.sky' / 'config.yaml').write_text(f'db: {postgres}\n')
+            started.append(Worker(subprocess.Popen(
+                [sys.executable, '-m', 'tests.helpers.api_server_worker'],
+                cwd=REPO, text=True, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, 'HOME': str(home),
+                     'IS_SKYPILOT_SERVER': '1'})))
+            # The second process starts only now: SkyPilot migrates its
+            # tables as it starts, and two at once race on Postgres.
+            started[-1].call('start')
         yield started
     finally:
         for worker in started:
