@@ -24,44 +24,10 @@ import yaml
 
 from sky_mithril import skypilot_names
 from sky_mithril.catalog import catalog_files
-from sky_mithril.emulator.hosts import vm_image
+from sky_mithril.emulator.hosts import network_probe, vm_image
 from sky_mithril.plugin import setup as setup_lib
 
 ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
-
-# SkyPilot probes these public addresses to decide whether the network is up;
-# in the sandbox the probe goes to loopback instead.
-_SITECUSTOMIZE = '''"""Written by sky-mithril's sandbox: SkyPilot's connectivity probe -> loopback."""
-import importlib.abc
-import sys
-
-_TARGET = 'sky.backends.backend_utils'
-
-
-class _ProbeToLoopback(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != _TARGET:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            import importlib.util
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        loader = spec.loader
-        original_exec = loader.exec_module
-
-        def exec_module(module):
-            original_exec(module)
-            module._TEST_IP_LIST = {probe_urls!r}
-
-        loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _ProbeToLoopback())
-'''
-
 
 # SkyPilot's API server asks pypi.org for its latest release unless its
 # version cache is younger than a day; stamped this far ahead (2100-01-01),
@@ -179,9 +145,8 @@ class SkySandbox:
         self.api_port = free_port()
         hooks = root / 'pyhooks'
         hooks.mkdir(parents=True, exist_ok=True)
-        probe_urls = [f'http://127.0.0.1:{self.api_port}']
-        (hooks / 'sitecustomize.py').write_text(
-            _SITECUSTOMIZE.format(probe_urls=probe_urls))
+        (hooks / 'sitecustomize.py').write_text(network_probe.sitecustomize_for(
+            [f'http://127.0.0.1:{self.api_port}'], written_by='its sandbox'))
         from sky.skylet import constants  # pylint: disable=import-outside-toplevel
         sky_dir = self.home / '.sky'
         _write_common_catalogs(sky_dir / 'catalogs' /

@@ -19,6 +19,8 @@ in the request statistics):
   PUT    /_emulator/faults                 {"rules": [FaultRule], "seed"?: int}
   GET    /_emulator/stats                  -> {"total", "by_route": {"GET /v2/me": n}, "faults"}
   DELETE /_emulator/stats                  resets request and fault counts
+  GET    /_emulator/network-probe          200: SkyPilot's network probe on the hosts
+                                           (`hosts.network_probe`), HEAD too
 where Point is {"price": "$x.yy"} plus either "at" (ISO time) or "offset_s"
 (seconds from the current emulated time; negative = past), `instance_type` is
 a type's name or fid, and FaultRule is `faults.FaultRule.to_dict()`'s shape.
@@ -35,6 +37,7 @@ from pydantic import BaseModel, Field
 from sky_mithril import money
 from sky_mithril.emulator import wire
 from sky_mithril.emulator.faults import CONTROL_PREFIX, FaultInjector, FaultRule
+from sky_mithril.emulator.hosts import network_probe
 from sky_mithril.emulator.market import Auction, Market
 from sky_mithril.emulator.stats import RequestStats
 
@@ -117,6 +120,11 @@ def control_router(market: Market, lock: ContextManager[Any],
     """The /_emulator/ endpoints (see the module docstring)."""
 
     control = fastapi.APIRouter(prefix=CONTROL_PREFIX.rstrip('/'))
+
+    @control.api_route(network_probe.PROBE_PATH.removeprefix(
+        CONTROL_PREFIX.rstrip('/')), methods=['GET', 'HEAD'])
+    def network_is_up() -> Response:
+        return Response(status_code=200)
 
     @control.get('/state')
     def state() -> Dict[str, Any]:

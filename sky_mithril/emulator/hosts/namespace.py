@@ -64,7 +64,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from sky_mithril.emulator.hosts import (FILE_SHARE_MOUNT_ROOT, HostAddress,
                                         VolumeAttachment, VolumeInterface)
-from sky_mithril.emulator.hosts import sshd
+from sky_mithril.emulator.hosts import network_probe, sshd
 from sky_mithril.emulator.hosts.sshd import SIGNAL_FILE, SSHD, FileLock, Host, HostError
 from sky_mithril.emulator.hosts.vm_image import VmImage, ensure_vm_image, run_command
 from sky_mithril.files import write_atomically
@@ -355,6 +355,11 @@ class NamespaceHosts(sshd.SshdHostBackend):
                                    f'\n127.0.1.1 {hostname}\n')
         sshd.make_host_key(etc_ssh / 'ssh_host_ed25519_key', host.fid)
         (etc_ssh / 'sshd_config').write_text(self._sshd_config(host))
+        if self._api_port is not None:
+            probe = etc / network_probe.PROBE_FILE.relative_to('/etc')
+            probe.parent.mkdir(parents=True)
+            probe.write_text(f'http://{LOOPBACK}:{self._api_port}'
+                             f'{network_probe.PROBE_PATH}\n')
 
     def _hostname(self, host: Host) -> str:
         name = re.sub(r'[^a-z0-9-]+', '-', host.fid.lower()).strip('-')[:40]

@@ -5,9 +5,11 @@ Mithril VM offers SkyPilot must exist here once: sshd, sudo, rsync, a user
 `ubuntu` with passwordless sudo, a Python 3.10 the `ubuntu` user can run, the
 uv binary, and, because hosts cannot reach PyPI, a uv cache warmed on this
 machine with everything SkyPilot installs on a fresh node, so that the node's
-installs run offline. Mithril's own commands on its images are stand-ins here
+installs run offline, and a wheelhouse for the hosts' pip (a remote
+controller builds SkyPilot's wheel for the clusters it launches). Mithril's own commands on its images are stand-ins here
 (`MITHRIL_COMMANDS`: `foundrypf`, its port forwarder), which the hosts see in
-their `/usr/local/bin`.
+their `/usr/local/bin`; SkyPilot's network probe on a host asks the emulator
+(`network_probe`).
 
 `ensure_vm_image()` prepares all of it under one directory (default
 `/var/cache/sky-mithril/vm-image`, env `SKY_MITHRIL_VM_IMAGE_DIR`) and writes a
@@ -33,6 +35,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+from sky_mithril.emulator.hosts import network_probe
 from sky_mithril.files import write_atomically
 
 DEFAULT_IMAGE_DIR = Path('/var/cache/sky-mithril/vm-image')
@@ -61,6 +64,13 @@ SUDOERS_FILE = Path('/etc/sudoers.d/90-sky-mithril-ubuntu')
 IMAGE_FORMAT = 1
 # The cloud name SkyPilot substitutes into `skypilot[{cloud}, remote]`.
 CLOUD_EXTRA = 'mithril'
+# A remote SkyPilot controller installs its plugins' wheels
+# (`controller_wheel_path`) beside SkyPilot: the cache holds what this
+# distribution's wheel needs too, so a controller host installs it offline.
+PLUGIN_DISTRIBUTION = 'sky-mithril'
+# What `pip wheel` installs to build SkyPilot's wheel (a setup.py project)
+# on a controller host: pip on the hosts reads only the image's wheelhouse.
+BUILD_REQUIREMENTS = ('setuptools', 'wheel')
 
 Progress = Callable[[str], None]
 
@@ -85,6 +95,7 @@ class VmImage:
     uvx: Path
     uv_cache: Path
     uv_config: Path
+    wheelhouse: Path
     home_template: Path
     mithril_commands: Path
     skypilot_wheel: Path
@@ -121,6 +132,7 @@ def _paths(root: Path) -> VmImage:
                    uv=root / 'bin' / 'uv', uvx=root / 'bin' / 'uvx',
                    uv_cache=root / 'uv-cache',
                    uv_config=root / 'uv-vm.toml',
+                   wheelhouse=root / 'wheelhouse',
                    home_template=root / 'home-template',
                    mithril_commands=root / 'mithril-commands',
                    skypilot_wheel=root / 'wheel' / _wheel_name(),
@@ -160,6 +172,14 @@ def skypilot_install_steps(wheel: str, *, cloud: str = CLOUD_EXTRA) -> List[List
     return [*ray_steps, [f'{wheel}[{cloud}, remote]']]
 
 
+def plugin_requirements() -> List[str]:
+    """What PLUGIN_DISTRIBUTION's wheel requires (its extras left out)."""
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    return sorted(requirement
+                  for requirement in metadata.requires(PLUGIN_DISTRIBUTION) or []
+                  if 'extra ==' not in requirement)
+
+
 def _stamp_key(python_source: Path) -> Dict[str, object]:
     """What the image depends on; a change rebuilds it (the uv cache is kept)."""
     import sky  # pylint: disable=import-outside-toplevel
@@ -175,6 +195,8 @@ def _stamp_key(python_source: Path) -> Dict[str, object]:
         'python_source': str(python_source),
         'cloud': CLOUD_EXTRA,
         'install_commands_sha256': hashlib.sha256(commands.encode()).hexdigest(),
+        'plugin_requirements': plugin_requirements(),
+        'build_requirements': list(BUILD_REQUIREMENTS),
     }
 
 
@@ -202,7 +224,8 @@ def _read_stamp(image: VmImage) -> Dict[str, object]:
 def _is_ready(image: VmImage, key: Dict[str, object]) -> bool:
     return _read_stamp(image) == key and all(
         p.exists() for p in (image.python, image.uv, image.uv_cache,
-                             image.uv_config, image.home_template,
+                             image.uv_config, image.wheelhouse,
+                             image.home_template,
                              image.skypilot_wheel))
 
 
@@ -375,6 +398,9 @@ def _warm_uv_cache(image: VmImage, progress: Progress) -> None:
             progress(f'  uv pip install {shlex.join(args)}')
             run_command([uv, 'pip', 'install', *args], env=pip_env,
                         cwd=Path(tmp), timeout=1200)
+        progress(f'  uv pip install (what {PLUGIN_DISTRIBUTION} requires)')
+        run_command([uv, 'pip', 'install', *plugin_requirements()], env=pip_env,
+                    cwd=Path(tmp), timeout=1200)
         # SKY_USER_ENV_CREATION_COMMANDS: a seeded venv on the system python3.
         system_python = shutil.which('python3', path='/usr/bin:/bin')
         if system_python:
@@ -383,6 +409,17 @@ def _warm_uv_cache(image: VmImage, progress: Progress) -> None:
                          str(Path(tmp) / 'sky-user-env')],
                         env=env, cwd=Path(tmp), timeout=600)
     run_command(['chown', '-R', f'{SSH_USER}:{SSH_USER}', str(image.uv_cache)])
+
+
+def _fill_wheelhouse(image: VmImage, progress: Progress) -> None:
+    """Downloads BUILD_REQUIREMENTS' wheels for the hosts' pip."""
+    progress(f'Downloading {", ".join(BUILD_REQUIREMENTS)} for the hosts\' pip')
+    if image.wheelhouse.exists():
+        shutil.rmtree(image.wheelhouse)
+    run_command([sys.executable, '-m', 'pip', 'download', '--only-binary',
+                 ':all:', '--dest', str(image.wheelhouse), *BUILD_REQUIREMENTS],
+                timeout=600)
+    image.wheelhouse.chmod(0o755)
 
 
 def _write_home_template(image: VmImage) -> None:
@@ -405,24 +442,42 @@ def _write_home_template(image: VmImage) -> None:
     config_dir = template / '.config' / 'uv'
     config_dir.mkdir(parents=True)
     shutil.copy(image.uv_config, config_dir / 'uv.toml')
+    pip_dir = template / '.config' / 'pip'
+    pip_dir.mkdir(parents=True)
+    (pip_dir / 'pip.conf').write_text(
+        '# sky-mithril VM image: hosts cannot reach PyPI; pip installs from\n'
+        '# the wheelhouse filled on the machine that runs the emulator.\n'
+        '[global]\n'
+        'no-index = true\n'
+        f'find-links = {image.wheelhouse}\n')
 
 
-def _mithril_commands_current(image: VmImage) -> bool:
+def _stand_ins(image: VmImage) -> Dict[Path, bytes]:
+    """What the image holds in place of the internet and Mithril's own
+    commands, by path: the commands, and the sitecustomize its Python
+    (every venv made from it) imports, which sends SkyPilot's network probe
+    to the emulator."""
+    files = {image.mithril_commands / name: source.read_bytes()
+             for name, source in MITHRIL_COMMANDS.items()}
+    files[image.python_home / 'lib' / 'python3.10' / 'sitecustomize.py'] = (
+        network_probe.sitecustomize_from_probe_file(
+            written_by='the emulator\'s VM image').encode())
+    return files
+
+
+def _stand_ins_current(image: VmImage) -> bool:
     """Whether the image's stand-ins are this package's."""
-    return all((image.mithril_commands / name).is_file() and
-               (image.mithril_commands / name).read_bytes() == source.read_bytes()
-               for name, source in MITHRIL_COMMANDS.items())
+    return all(target.is_file() and target.read_bytes() == content
+               for target, content in _stand_ins(image).items())
 
 
-def _install_mithril_commands(image: VmImage, progress: Progress) -> None:
+def _install_stand_ins(image: VmImage, progress: Progress) -> None:
     """Copies each stand-in whose copy in the image differs from this
     package's (or is missing), executable by everyone."""
-    for name, source in MITHRIL_COMMANDS.items():
-        target = image.mithril_commands / name
-        content = source.read_bytes()
+    for target, content in _stand_ins(image).items():
         if target.is_file() and target.read_bytes() == content:
             continue
-        progress(f'Installing the {name} stand-in')
+        progress(f'Installing the {target.name} stand-in')
         write_atomically(target, content, mode=0o755)
 
 
@@ -433,7 +488,7 @@ def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
     if os.geteuid() != 0:
         built_from = Path(str(_read_stamp(image).get('python_source', '')))
         if (_is_ready(image, _stamp_key(built_from)) and
-                _mithril_commands_current(image) and not _missing_packages()):
+                _stand_ins_current(image) and not _missing_packages()):
             return image
         raise VmImageError(f'Preparing the VM image in {image.root} needs root '
                            '(apt packages, user ubuntu).')
@@ -448,16 +503,16 @@ def ensure_vm_image(progress: Optional[Progress] = None) -> VmImage:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ensure_packages(APT_PACKAGES, say)
         _ensure_user(say)
-        _install_mithril_commands(image, say)
-        if _is_ready(image, key):
-            return image
-        say(f'Building the VM image in {image.root}')
-        image.stamp.unlink(missing_ok=True)
-        _copy_python(Path(str(key['python_source'])), image, say)
-        _install_uv(image, say)
-        _build_skypilot_wheel(image, say)
-        _warm_uv_cache(image, say)
-        _write_home_template(image)
-        image.stamp.write_text(json.dumps(key, indent=2) + '\n')
-        say('VM image ready')
+        if not _is_ready(image, key):
+            say(f'Building the VM image in {image.root}')
+            image.stamp.unlink(missing_ok=True)
+            _copy_python(Path(str(key['python_source'])), image, say)
+            _install_uv(image, say)
+            _build_skypilot_wheel(image, say)
+            _warm_uv_cache(image, say)
+            _fill_wheelhouse(image, say)
+            _write_home_template(image)
+            image.stamp.write_text(json.dumps(key, indent=2) + '\n')
+            say('VM image ready')
+        _install_stand_ins(image, say)
     return image

@@ -46,18 +46,19 @@ def test_another_command_line_gets_the_usage(args):
 
 def test_the_image_gets_a_changed_stand_in_without_a_rebuild(tmp_path: Path):
     image = vm_image._paths(tmp_path)  # pylint: disable=protected-access
-    assert not vm_image._mithril_commands_current(image)  # pylint: disable=protected-access
+    assert not vm_image._stand_ins_current(image)  # pylint: disable=protected-access
     said = []
-    vm_image._install_mithril_commands(image, said.append)  # pylint: disable=protected-access
+    vm_image._install_stand_ins(image, said.append)  # pylint: disable=protected-access
     installed = image.mithril_commands / 'foundrypf'
     assert installed.read_bytes() == STAND_IN.read_bytes()
     assert installed.stat().st_mode & 0o777 == 0o755
-    assert vm_image._mithril_commands_current(image)  # pylint: disable=protected-access
-    assert said == ['Installing the foundrypf stand-in']
+    assert vm_image._stand_ins_current(image)  # pylint: disable=protected-access
+    assert said == ['Installing the foundrypf stand-in',
+                    'Installing the sitecustomize.py stand-in']
 
-    vm_image._install_mithril_commands(image, said.append)  # pylint: disable=protected-access
-    assert len(said) == 1
+    vm_image._install_stand_ins(image, said.append)  # pylint: disable=protected-access
+    assert len(said) == 2
     installed.write_text('#!/bin/sh\n# an older stand-in\n')
-    assert not vm_image._mithril_commands_current(image)  # pylint: disable=protected-access
-    vm_image._install_mithril_commands(image, said.append)  # pylint: disable=protected-access
-    assert installed.read_bytes() == STAND_IN.read_bytes() and len(said) == 2
+    assert not vm_image._stand_ins_current(image)  # pylint: disable=protected-access
+    vm_image._install_stand_ins(image, said.append)  # pylint: disable=protected-access
+    assert installed.read_bytes() == STAND_IN.read_bytes() and len(said) == 3
