@@ -195,6 +195,12 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry(_CATALOG_COMMON, 'get_catalog_path', API_SERVER,
            'plugin.takeover._take_over_catalog: where the `sky` client reads '
            'the catalog'),
+    _entry(_CATALOG_COMMON, 'get_modified_catalog_file_mounts', API_SERVER,
+           'plugin.takeover._controllers_get_common_catalogs: the common '
+           'catalogs go up with a remote controller too'),
+    _entry(_CONSTANTS, 'CATALOG_DIR', API_SERVER,
+           'plugin.takeover._controllers_get_common_catalogs: where a '
+           'controller reads catalogs'),
     _entry('sky.provision', 'register_provisioner', NODE,
            'plugin.takeover._take_over_provisioner and node_hook.register: our '
            'provisioner for `mithril`', keywords=('template_override',)),
@@ -467,7 +473,8 @@ NAMES: Tuple[SkyPilotName, ...] = (
                      'region', 'zone', 'max_hourly_cost')),
     _entry(_CONSTANTS, 'CATALOG_SCHEMA_VERSION', API_SERVER,
            'catalog.live_prices._publish_for_client, plugin.setup.'
-           'publish_catalog and devtools.sandbox: where SkyPilot\'s catalog is'),
+           'publish_catalog, plugin.takeover._controllers_get_common_catalogs '
+           'and devtools.sandbox: where SkyPilot\'s catalog is'),
     # SSH keys and settings (account/ssh_keys.py, task/settings.py).
     _entry('sky.authentication', 'configure_ssh_info', API_SERVER,
            'account.ssh_keys.setup_mithril_authentication: SkyPilot\'s own last step'),

@@ -74,6 +74,37 @@ def _take_over_catalog() -> None:
                        'who runs `sky` to publish it.')
 
 
+# SkyPilot's accelerator registry, which a controller downloads from GitHub
+# on first use unless it is there (`sky.utils.accelerator_registry`).
+COMMON_CATALOGS = ('common/accelerators.csv', 'common/metadata.csv')
+
+
+def _controllers_get_common_catalogs() -> None:
+    """A remote controller reads accelerator names with SkyPilot's common
+    catalogs, which it downloads from GitHub on first use: a host without
+    that reach (an air-gapped VPC, the emulator's hosts) cannot launch a
+    GPU job at all. The API server's copies go up with the controller, as
+    SkyPilot's locally modified cloud catalogs do, so the controller also
+    names accelerators exactly as the server that accepted the job."""
+    import os  # pylint: disable=import-outside-toplevel
+    from sky.catalog import common  # pylint: disable=import-outside-toplevel
+    from sky.skylet import constants  # pylint: disable=import-outside-toplevel
+    original = common.get_modified_catalog_file_mounts
+
+    @functools.wraps(original)
+    def with_common_catalogs() -> Dict[str, str]:
+        mounts = original()
+        for catalog in COMMON_CATALOGS:
+            local = common.get_catalog_path(catalog)
+            if os.path.isfile(local):
+                mounts[os.path.join(constants.CATALOG_DIR,
+                                    constants.CATALOG_SCHEMA_VERSION,
+                                    catalog)] = local
+        return mounts
+
+    common.get_modified_catalog_file_mounts = with_common_catalogs
+
+
 @functools.lru_cache(maxsize=1)
 def node_package() -> Tuple[str, str]:
     """This package's folder and a hash of its code: the template copies it to
@@ -259,15 +290,27 @@ SERVE_CONTROLLER_WITH_PLUGINS = ('-m sky_mithril.plugin.serve_controller '
                                  'sky.serve.service ')
 
 
+def _controller_has_the_plugin(variables: Dict[str, Any]) -> bool:
+    """Whether the controller a SkyPilot controller template renders runs
+    where sky-mithril is installed: on this host (consolidation mode), or
+    on a remote host our wheel goes up to (`controller_wheel_path`)."""
+    if variables.get('consolidation_mode_job_id') is not None:
+        return True
+    wheels = variables.get('plugin_wheel_file_mounts') or {}
+    return any(Path(str(local)).name.startswith('sky_mithril-')
+               for local in wheels.values())
+
+
 def _serve_controller_loads_plugins() -> None:
     """SkyPilot's serve controller does not load plugins: it reads its
     replicas' endpoints and status with the built-in cloud, which refuses
     a Mithril replica's endpoint (the service never serves). It launches
-    and tears down replicas through the API server. In consolidation mode
-    (the controller runs on this host, where sky-mithril is installed) the
-    controller task SkyPilot renders starts it through
-    `plugin.serve_controller`, which loads them first. A remote controller
-    is left as SkyPilot starts it."""
+    and tears down replicas through the API server. Where sky-mithril is
+    installed beside it (consolidation mode: this host; a remote controller
+    that gets our wheel, `sky-mithril setup --remote`) the controller task
+    SkyPilot renders starts it through `plugin.serve_controller`, which
+    loads them first. A remote controller without our wheel is left as
+    SkyPilot starts it."""
     # pylint: disable=import-outside-toplevel
     from sky.serve import constants as serve_constants
     from sky.utils import common_utils
@@ -278,7 +321,7 @@ def _serve_controller_loads_plugins() -> None:
                       output_path: str) -> None:
         original(template_ref, variables, output_path)
         if (template_ref != serve_constants.CONTROLLER_TEMPLATE or
-                variables.get('consolidation_mode_job_id') is None):
+                not _controller_has_the_plugin(variables)):
             return
         rendered = Path(output_path).expanduser()
         text = rendered.read_text(encoding='utf-8')
@@ -296,12 +339,9 @@ def _serve_controller_loads_plugins() -> None:
 
 
 # The first statement of the code SkyPilot runs on the serve controller's
-# host (`ServeCodeGen`): in a process the API server started (consolidation
-# mode; SkyPilot marks the server's processes with the environment variable
-# ENV_VAR_IS_SKYPILOT_SERVER names) where sky-mithril is installed, the
-# server's plugins load (`plugin.serve_controller` loads them on import).
+# host (`ServeCodeGen`): where sky-mithril is installed, the plugins that
+# host lists load (`plugin.serve_controller` loads them on import).
 SERVE_CODEGEN_LOADS_PLUGINS = (
-    "__import__('os').environ.get({server_env!r}) and "
     "__import__('importlib.util').util.find_spec('sky_mithril') and "
     "__import__('sky_mithril.plugin.serve_controller')")
 
@@ -311,20 +351,18 @@ def _serve_codegen_loads_plugins() -> None:
     on the serve controller's host (`ServeCodeGen`) in a new Python process,
     without plugins: there the built-in cloud refuses a Mithril replica's
     endpoint ("Querying endpoints is not supported"), and the command fails
-    while any replica is up. That code loads the plugins first where the
-    API server runs it (consolidation mode); on a remote controller it runs
-    as SkyPilot wrote it."""
+    while any replica is up. That code loads the plugins first where
+    sky-mithril is installed (the API server's host in consolidation mode,
+    a remote controller that got our wheel); elsewhere it runs as SkyPilot
+    wrote it."""
     # pylint: disable=import-outside-toplevel
     from sky.serve import serve_utils
-    from sky.skylet import constants
     codegen = serve_utils.ServeCodeGen
     original = codegen._build.__func__  # pylint: disable=protected-access
-    loader = SERVE_CODEGEN_LOADS_PLUGINS.format(
-        server_env=constants.ENV_VAR_IS_SKYPILOT_SERVER)
 
     @functools.wraps(original)
     def build(cls: Any, code: List[str]) -> str:
-        return original(cls, [loader, *code])
+        return original(cls, [SERVE_CODEGEN_LOADS_PLUGINS, *code])
 
     codegen._build = classmethod(build)  # pylint: disable=protected-access
 
@@ -391,7 +429,8 @@ def _serve_registration_waits_for_plugins() -> None:
 
 
 _STEPS: Tuple[Callable[[], None], ...] = (
-    _extend_config_schema, _take_over_catalog, _take_over_cloud_class,
+    _extend_config_schema, _take_over_catalog, _controllers_get_common_catalogs,
+    _take_over_cloud_class,
     _take_over_provisioner, _take_over_authentication, _register_jobs_runtime,
     _take_over_recovery_strategies, _launch_settings_reach_existing_clusters,
     _task_config_reaches_existing_clusters, _charges_reach_cost_report,

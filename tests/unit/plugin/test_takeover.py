@@ -103,12 +103,13 @@ print('installed')
     assert 'Could not publish the Mithril catalog' in result.stdout + result.stderr
 
 
-def test_a_consolidated_serve_controller_starts_with_the_plugins(tmp_path):
+def test_a_serve_controller_with_sky_mithril_starts_with_the_plugins(tmp_path):
     """SkyPilot's serve controller task, as `sky serve up` renders it: on the
-    API server's host (consolidation mode) the controller starts through
-    sky-mithril's entry point, with `sky.serve.service` still on its command
-    line (SkyPilot finds the controller's process by it); a remote
-    controller starts as SkyPilot starts it."""
+    API server's host (consolidation mode) and on a remote controller our
+    wheel goes up to (`controller_wheel_path`), the controller starts
+    through sky-mithril's entry point, with `sky.serve.service` still on its
+    command line (SkyPilot finds the controller's process by it); a remote
+    controller without our wheel starts as SkyPilot starts it."""
     result = run_python(f'''
 import os
 import shlex
@@ -124,30 +125,38 @@ template = os.path.join(os.path.dirname(sky.__file__), 'templates',
 # Every variable the template names, empty unless set below.
 names = jinja2.meta.find_undeclared_variables(
     jinja2.Environment().parse(open(template).read()))
-for name, job_id in (('local', 7), ('remote', None)):
+ours = {{'~/.sky/plugins/wheels/sky_mithril-0.1.0-py3-none-any.whl':
+        '/home/u/.sky/mithril-wheels/sky_mithril-0.1.0-py3-none-any.whl'}}
+other = {{'~/.sky/plugins/wheels/other-1.0-py3-none-any.whl':
+         '/home/u/wheels/other-1.0-py3-none-any.whl'}}
+for name, job_id, wheels in (('local', 7, {{}}), ('remote-ours', None, ours),
+                             ('remote', None, other)):
     variables = {{**{{n: {{}} for n in names}}, 'service_name': 'tiny',
                   'consolidation_mode_job_id': job_id,
+                  'plugin_wheel_file_mounts': wheels,
                   'sky_python_cmd': 'python3'}}
     common_utils.fill_template(constants.CONTROLLER_TEMPLATE, variables,
                                output_path={str(tmp_path)!r} + '/' + name + '.yaml')
 ''')
     assert result.returncode == 0, result.stderr
-    local = (tmp_path / 'local.yaml').read_text()
-    assert ('-m sky_mithril.plugin.serve_controller sky.serve.service '
-            '\\\n    --service-name tiny') in local, local
+    for name in ('local', 'remote-ours'):
+        rendered = (tmp_path / f'{name}.yaml').read_text()
+        assert ('-m sky_mithril.plugin.serve_controller sky.serve.service '
+                '\\\n    --service-name tiny') in rendered, rendered
     remote = (tmp_path / 'remote.yaml').read_text()
     assert ' -u -m sky.serve.service \\\n' in remote, remote
     assert 'sky_mithril' not in remote
 
 
-def test_code_run_on_a_consolidated_serve_controller_host_loads_the_plugins(tmp_path):
+def test_code_run_on_a_serve_controller_host_with_sky_mithril_loads_the_plugins(
+        tmp_path):
     """`sky serve status`, `update`, `logs` and `down` run SkyPilot's code
-    (`ServeCodeGen`) in a new Python process on the controller's host: run
-    by the API server (consolidation mode) it sees the plugin's Mithril
-    cloud, which answers a replica's endpoint (the built-in one refuses it);
-    on a remote controller it is left as SkyPilot wrote it. There, `sky
-    serve up`'s wait for the new controller (which loads the plugins first)
-    to register is raised from SkyPilot's 60 s."""
+    (`ServeCodeGen`) in a new Python process on the controller's host: where
+    sky-mithril is installed (the API server's host in consolidation mode, a
+    remote controller that got our wheel) it sees the plugin's Mithril
+    cloud, which answers a replica's endpoint (the built-in one refuses it).
+    There, `sky serve up`'s wait for the new controller (which loads the
+    plugins first) to register is raised from SkyPilot's 60 s."""
     plugins = tmp_path / 'plugins.yaml'
     plugins.write_text('plugins:\n- class: sky_mithril.plugin.MithrilPlugin\n')
     built = run_python('''
@@ -174,8 +183,7 @@ print(serve_utils.ServeCodeGen._build([
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()[-1]
 
-    on_server = cloud_modules(IS_SKYPILOT_SERVER='true')
-    assert "'sky_mithril.cloud'" in on_server
-    assert on_server.startswith(f'{takeover.SERVICE_REGISTER_SECONDS} ')
-    # A remote controller: the code runs as SkyPilot wrote it.
-    assert cloud_modules() == "60 ['sky.clouds.mithril']"
+    for host in (cloud_modules(IS_SKYPILOT_SERVER='true'),  # consolidated
+                 cloud_modules()):  # a remote controller with our wheel
+        assert "'sky_mithril.cloud'" in host
+        assert host.startswith(f'{takeover.SERVICE_REGISTER_SECONDS} ')
