@@ -25,7 +25,6 @@ A price of $0 is never taken from the API.
 """
 
 import dataclasses
-import hashlib
 import json
 import threading
 import time
@@ -165,8 +164,8 @@ def shared_key(creds: Optional[credentials_lib.Credentials]) -> str:
     read each other's market."""
     if creds is None:
         return f'{SHARED_KEY}/no-credentials'
-    scope = hashlib.sha256(f'{creds.api_url}\n{creds.project_id}'.encode())
-    return f'{SHARED_KEY}/{scope.hexdigest()[:24]}'
+    return (f'{SHARED_KEY}/'
+            f'{shared_state.project_scope(creds.api_url, creds.project_id)}')
 
 
 def refresh() -> None:

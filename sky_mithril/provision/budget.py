@@ -32,7 +32,6 @@ without `max_hourly_spend`) count against the budget but are never refused.
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 from decimal import Decimal
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
@@ -40,6 +39,7 @@ from sky_mithril import money
 from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.api import models
+from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import sky_clusters
 from sky_mithril.task import settings
 
@@ -201,9 +201,7 @@ def guarded(conn: connection.Connection,
 
 
 def _lock_name(conn: connection.Connection) -> str:
-    key = hashlib.sha256(
-        f'{conn.credentials.api_url} {conn.project_id}'.encode()).hexdigest()
-    return f'budget-{key[:16]}'
+    return f'budget-{project_snapshot.scope_of(conn)}'
 
 
 def cluster_labels() -> Dict[str, str]:

@@ -7,12 +7,11 @@ TTL_SECONDS.
 `sky status --refresh` queries the provisioner once per cluster; each query
 reads this snapshot, so a refresh costs the same few requests for 1 or 100
 clusters, and so does a second viewer refreshing at the same time. The
-snapshot lives in SkyPilot's own database (`kv_cache`: SQLite for one user,
-the team's Postgres when the API server's `db:` points there), so every
-API-server process and replica reads the same one; one of them takes it per
-TTL, under SkyPilot's lock for the project (a file lock, or a Postgres
-advisory lock), while the others wait for it and read it. What is per
-process is only the parsed copy of the stored snapshot (`_parsed`).
+snapshot lives in SkyPilot's own database (`shared_state.shared`: SQLite for
+one user, the team's Postgres when the API server's `db:` points there), so
+every API-server process and replica reads the same one; one of them takes
+it per TTL, under SkyPilot's lock for the project's snapshot, while the
+others wait for it and read it.
 
 Every change the plugin makes to the project (a bid placed, paused, resumed,
 re-priced or cancelled; reserved instances paused or resumed; a volume or a
@@ -28,15 +27,12 @@ within TTL_SECONDS.
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-import threading
 import time
-import uuid
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from sky import sky_logging
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.provision import reservation_claims
@@ -47,12 +43,6 @@ logger = sky_logging.init_logger('sky.sky_mithril.provision')
 # --refresh` (SkyPilot queries its clusters in parallel) and the viewers
 # refreshing with it share one, and a preemption shows within this.
 TTL_SECONDS = 5.0
-# How long a process waits for another to finish taking the snapshot before
-# taking it itself (without storing it).
-LOCK_SECONDS = 60.0
-KEY_PREFIX = 'sky-mithril/project-snapshot/'
-# Stored entries outlive their use by far; kv_cache drops them after this.
-KEEP_SECONDS = 86400.0
 
 _B = models.BidState
 _I = models.InstanceState
@@ -109,8 +99,9 @@ class Snapshot:
         """The reservation's live (not replaced, not terminated) instances."""
         return [i for i in self.instances if i.reservation == reservation_fid]
 
-    def to_json(self) -> str:
-        return json.dumps({
+    def to_json(self) -> Dict[str, Any]:
+        """The snapshot as JSON-ready values (`from_json` reads them)."""
+        return {
             'taken_at': self.taken_at,
             'generation': self.generation,
             'bids': [b.model_dump(mode='json') for b in self.bids],
@@ -118,11 +109,10 @@ class Snapshot:
             'reservations': (None if self.reservations is None else
                              [r.model_dump(mode='json')
                               for r in self.reservations]),
-        })
+        }
 
     @classmethod
-    def from_json(cls, text: str) -> 'Snapshot':
-        data: Dict[str, Any] = json.loads(text)
+    def from_json(cls, data: Dict[str, Any]) -> 'Snapshot':
         reservations = data['reservations']
         return cls(
             taken_at=float(data['taken_at']),
@@ -136,62 +126,10 @@ class Snapshot:
 
 
 def scope_of(conn: connection.Connection) -> str:
-    """The project's name in keys and locks: one snapshot per API endpoint
-    and project."""
-    return hashlib.sha256(f'{conn.credentials.api_url}\n{conn.project_id}'
-                          .encode()).hexdigest()[:24]
-
-
-def _prefix(scope: str) -> str:
-    return f'{KEY_PREFIX}{scope}/'
-
-
-def _generation_key(scope: str) -> str:
-    return f'{_prefix(scope)}generation'
-
-
-def _snapshot_key(scope: str) -> str:
-    return f'{_prefix(scope)}snapshot'
-
-
-# Per process: the last stored snapshot parsed, by scope, with its stored
-# text (parsing it again for each of a refresh's clusters would cost more
-# than reading it); and one refresher thread per scope.
-_parsed: Dict[str, Tuple[str, Snapshot]] = {}
-_refreshers: Dict[str, threading.Lock] = {}
-_refreshers_lock = threading.Lock()
-
-
-def _stored(scope: str, with_reservations: bool) -> Optional[Snapshot]:
-    """The stored snapshot, if it is fresh: taken within TTL_SECONDS, under
-    the project's current generation, and holding reservations if asked."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    entries = kv_cache.get_cache_entries_by_prefix(_prefix(scope))
-    text = entries.get(_snapshot_key(scope))
-    if not text:
-        return None
-    memo = _parsed.get(scope)
-    if memo is not None and memo[0] == text:
-        snapshot = memo[1]
-    else:
-        snapshot = Snapshot.from_json(text)
-        _parsed[scope] = (text, snapshot)
-    if snapshot.generation != entries.get(_generation_key(scope), ''):
-        return None
-    # Replicas' clocks differ a little: a snapshot from slightly ahead is fresh.
-    if abs(now() - snapshot.taken_at) > TTL_SECONDS:
-        return None
-    if with_reservations and snapshot.reservations is None:
-        return None
-    return snapshot
-
-
-def current_generation(scope: str) -> str:
-    """The project's generation now ('' before any change): what every
-    value read from the project is stamped with, to be stale once a change
-    bumps it."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    return kv_cache.get_cache_entry(_generation_key(scope)) or ''
+    """The project's name in keys and locks (`shared_state.project_scope`):
+    one snapshot per API endpoint and project."""
+    return shared_state.project_scope(conn.credentials.api_url,
+                                      conn.project_id)
 
 
 def take(conn: connection.Connection, generation: str) -> Snapshot:
@@ -215,54 +153,22 @@ def take(conn: connection.Connection, generation: str) -> Snapshot:
                     reservations)
 
 
-def _refresher(scope: str) -> threading.Lock:
-    with _refreshers_lock:
-        return _refreshers.setdefault(scope, threading.Lock())
-
-
 def current(conn: connection.Connection,
             with_reservations: bool = False) -> Snapshot:
     """A fresh snapshot of the project (with its reservations if asked):
     the stored one, else one taken now and stored for every process. One
     thread per process and one process across the API server's processes
-    and replicas (SkyPilot's lock for the project) takes it; the others
-    wait and read it. API errors raise."""
+    and replicas takes it (`shared_state.shared`); the others wait and read
+    it. API errors raise."""
     scope = scope_of(conn)
-    snapshot = _stored(scope, with_reservations)
-    if snapshot is not None:
-        return snapshot
-    from sky.utils import locks  # pylint: disable=import-outside-toplevel
-    with _refresher(scope):
-        snapshot = _stored(scope, with_reservations)
-        if snapshot is not None:
-            return snapshot
-        lock = locks.get_lock(f'sky-mithril-snapshot-{scope}',
-                              timeout=LOCK_SECONDS)
-        try:
-            with lock:
-                snapshot = _stored(scope, with_reservations)
-                if snapshot is not None:
-                    return snapshot
-                return _take_and_store(conn, scope)
-        except locks.LockTimeout:
-            logger.debug('Another process has been taking the project '
-                         'snapshot too long; taking one for this query.')
-            return take(conn, current_generation(scope))
-
-
-def _take_and_store(conn: connection.Connection, scope: str) -> Snapshot:
-    """Takes the snapshot and stores it, unless a change bumped the
-    generation meanwhile (then it is this query's answer only)."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    generation = current_generation(scope)
-    snapshot = take(conn, generation)
-    if current_generation(scope) == generation:
-        # A change between this check and the write bumps the generation,
-        # and the stored snapshot, stamped with the old one, is not read.
-        kv_cache.add_or_update_cache_entry(_snapshot_key(scope),
-                                           snapshot.to_json(),
-                                           time.time() + KEEP_SECONDS)
-    return snapshot
+    # Not under `snapshot`: earlier versions keep theirs there in a format
+    # of their own, which a replica not yet upgraded may still be reading.
+    return shared_state.shared(
+        shared_state.project_key(scope, 'stamped-snapshot'), TTL_SECONDS,
+        lambda generation: take(conn, generation), clock=now, scope=scope,
+        encode=Snapshot.to_json, decode=Snapshot.from_json,
+        usable=lambda snapshot: (not with_reservations or
+                                 snapshot.reservations is not None))
 
 
 def invalidate(conn: connection.Connection) -> None:
@@ -270,11 +176,8 @@ def invalidate(conn: connection.Connection) -> None:
     again. A failure is reported, not raised: the change it follows is
     made; its refresh then may read the market as it was for up to
     TTL_SECONDS."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     try:
-        kv_cache.add_or_update_cache_entry(
-            _generation_key(scope_of(conn)), uuid.uuid4().hex,
-            time.time() + KEEP_SECONDS)
+        shared_state.bump_generation(scope_of(conn))
     except Exception as e:  # pylint: disable=broad-except
         logger.warning(f'Could not mark the project snapshot stale: {e} '
                        'Status may show the market as it was before this '

@@ -166,17 +166,18 @@ def _limit_from_section(section: Dict[str, Any], scope: str,
             f'{LIMIT_PRICE_PER_GPU} is multiplied by the GPUs per instance).')
     if has_total:
         per_hour = parse_price(section[LIMIT_PRICE], LIMIT_PRICE, scope)
-        check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE}')
+        check_ceiling(per_hour, name_in(LIMIT_PRICE, scope))
         return LimitPrice(per_hour, f'{LIMIT_PRICE} in {scope}')
     if has_per_gpu:
         per_gpu = parse_price(section[LIMIT_PRICE_PER_GPU], LIMIT_PRICE_PER_GPU,
                               scope)
+        where = name_in(LIMIT_PRICE_PER_GPU, scope)
         if num_gpus < 1:
             raise MithrilConfigError(
-                f'{scope}.{LIMIT_PRICE_PER_GPU} needs an instance type with '
-                f'GPUs; use {LIMIT_PRICE} for this one.')
+                f'{where} needs an instance type with GPUs; use {LIMIT_PRICE} '
+                'for this one.')
         per_hour = per_gpu * num_gpus
-        check_ceiling(per_hour, f'{scope}.{LIMIT_PRICE_PER_GPU}')
+        check_ceiling(per_hour, where)
         return LimitPrice(
             per_hour, f'{LIMIT_PRICE_PER_GPU} {money.format_dollars(per_gpu)}'
             f' × {num_gpus} GPUs in {scope}')

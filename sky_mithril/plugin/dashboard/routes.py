@@ -9,7 +9,6 @@ plugin makes. A route that cannot reach Mithril answers 503 with `error`,
 the reason (as `sky check` would give it)."""
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
@@ -17,6 +16,7 @@ import fastapi
 from fastapi import responses
 from sky.clouds import cloud as sky_cloud
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.account import credentials as credentials_lib
 from sky_mithril.api import errors
@@ -44,8 +44,7 @@ def _project_fid() -> str:
     `GET /v2/projects` (which also checks the key) once per TTL for every
     viewer and process."""
     creds = credentials_lib.load_credentials()
-    named = hashlib.sha256(f'{creds.api_url}\n{creds.project_id or ""}'
-                           .encode()).hexdigest()[:24]
+    named = shared_state.project_scope(creds.api_url, creds.project_id)
 
     def check() -> str:
         conn = connection.connect(**_TIMEOUTS)
