@@ -104,6 +104,14 @@ def mover_handle(home: Path) -> Any:
     return moves.handle(MOVER, ends.LocalRunner(home), 'mover')
 
 
+def mover_polled(home: Path) -> bool:
+    """`mover`'s status poll (never "recover now" here); whether it has told
+    its head node (`home`) of a move."""
+    assert runtime.MithrilJobRuntime().get_job_status(mover_handle(home),
+                                                      'mover') is None
+    return moves.told(home)
+
+
 def job_leaves(server: EmulatorServer, ending: models.Reservation,
                home: Path) -> Any:
     """`short-res` ends within `job`'s lead: its poll says recover now and
@@ -149,9 +157,7 @@ def test_a_job_leaving_its_reservation_leaves_an_instance_promised_to_a_move(
     server, ending, following = two_jobs
     moves.give_back(server, 'other')
     mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert moves.told(mover_home)
+    assert mover_polled(mover_home)
 
     job = job_leaves(server, ending, tmp_path / 'job')
     steps = job_recovers(server, job, monkeypatch)
@@ -181,9 +187,7 @@ def test_a_move_does_not_start_onto_the_instance_a_leaving_job_relaunches_on(
     # The strategy's teardown of `short-res` (pause, fresh boot disk) and
     # the relaunch take minutes; `mover`'s status polls go on meanwhile.
     mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert not moves.told(mover_home)
+    assert not mover_polled(mover_home)
 
     assert job_recovers(server, job, monkeypatch) == [
         'down', f'launch in {REGION}']
@@ -199,9 +203,7 @@ def test_a_fresh_launch_leaves_the_instance_promised_to_a_move(
     server, _, following = two_jobs
     moves.give_back(server, 'other')
     mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert moves.told(mover_home)
+    assert mover_polled(mover_home)
     caplog.set_level('INFO')
 
     with market_read(monkeypatch):
@@ -251,10 +253,7 @@ def test_a_slow_look_for_room_holds_no_other_jobs_poll_up(
     planner.start()
     try:
         assert looking.wait(60)
-        mover_home = tmp_path / 'mover'
-        assert runtime.MithrilJobRuntime().get_job_status(
-            mover_handle(mover_home), 'mover') is None
-        assert moves.told(mover_home)
+        assert mover_polled(tmp_path / 'mover')
     finally:
         answer.set()
         planner.join()
@@ -287,7 +286,4 @@ def test_a_recovery_cancelled_while_it_plans_leaves_nothing_promised(
     with market_read(monkeypatch):
         asyncio.run(cancel_the_recovery())  # its planning thread joined
 
-    mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert moves.told(mover_home)
+    assert mover_polled(tmp_path / 'mover')
