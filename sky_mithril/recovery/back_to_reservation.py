@@ -204,6 +204,7 @@ def onto_next(handle: Any, provider_config: Optional[Dict[str, Any]],
     until `relaunched`, so no other job's move starts onto them meanwhile.
     None when it bids on spot, or its recovery was `cancelled` (then
     nothing is promised)."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     sections = settings.sections_from_skypilot(
         handle.launched_resources.cluster_config_overrides)
     conn = cluster_bid.connect(provider_config)
@@ -215,7 +216,6 @@ def onto_next(handle: Any, provider_config: Optional[Dict[str, Any]],
         listed, reserved_nodes.list_instances(conn, listed))
     now = conn.client.server_now()  # Read after an answer: Mithril's clock.
     lead = reservation_end.lead_for_launch(handle.cluster_name, sections)
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     with shared_state.held(LOCK):
         if cancelled is not None and cancelled.is_set():
             return None

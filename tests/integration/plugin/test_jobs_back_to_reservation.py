@@ -287,9 +287,9 @@ def test_the_instance_stays_promised_until_the_moving_jobs_relaunch_returns(
 
 def test_a_poll_that_finds_the_count_busy_moves_nothing_at_once(
         on_spot, tmp_path):
-    """Another job holding the lock around the free instances' count (its
-    API calls slow in an outage) does not hold this job's status poll up:
-    the poll moves nothing this time, and the next one does."""
+    """Another job holding the lock around a move's decision (its database
+    slow) does not hold this job's status poll up: the poll moves nothing
+    this time, and the next one does."""
     server, _, runner = on_spot
     give_back(server, 'other')
     holding, release = threading.Event(), threading.Event()
