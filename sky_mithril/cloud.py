@@ -13,7 +13,7 @@ import threading
 import time
 import typing
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from sky import clouds
 from sky import exceptions
@@ -90,14 +90,16 @@ CANNOT_WIN_PENALTY_PER_HOUR = 10_000.0
 PROJECT_CACHE_SECONDS = 300.0
 # How long a printed limit/market note is not repeated for the same launch.
 NOTE_REPEAT_SECONDS = 3600.0
-# How long a reservation's free instances, once counted, are reused: the
-# optimizer asks once per region and candidate.
-RESERVATION_ROOM_SECONDS = 10.0
+# How long the task's reservations and their instances, once listed, are
+# reused: the optimizer asks once per region and candidate, then the deploy
+# step.
+RESERVATION_LISTING_SECONDS = 10.0
 
 _projects: Dict[Tuple[str, str, str, str], Tuple[float, str]] = {}
 _notes_printed: Dict[Tuple[str, ...], float] = {}
-_reservation_rooms: Dict[Tuple[str, str], Tuple[float, models.Reservation,
-                                                int, datetime.datetime]] = {}
+_reservation_listings: Dict[Tuple[str, Tuple[str, ...]], Tuple[
+    float, Tuple[List[models.Reservation], List[models.Instance],
+                 datetime.datetime]]] = {}
 _memo_lock = threading.Lock()
 
 
@@ -138,62 +140,86 @@ def names_reservation(dag: Any) -> bool:
     return False
 
 
-def reservation_room(name_or_fid: str
-                     ) -> Tuple[models.Reservation, int, datetime.datetime]:
-    """The named reservation in the launch's project, how many of its
-    instances are free now (0 unless it is Active), and Mithril's clock now;
-    counted at most once per RESERVATION_ROOM_SECONDS. A reservation that
-    is not there, or a launch on a remote controller (whose SkyPilot
-    database cannot see the API server's claims), raises MithrilConfigError
-    naming the fix."""
+def listed_reservations(names: Sequence[str]) -> Tuple[
+        List[models.Reservation], List[models.Instance], datetime.datetime]:
+    """The task's reservations `names`, in its order, in the launch's
+    project, their instances, and Mithril's clock now: one listing of each,
+    made at most once per RESERVATION_LISTING_SECONDS. A reservation that is
+    not there, or a launch on a remote controller (whose SkyPilot database
+    cannot see the API server's claims), raises MithrilConfigError naming
+    the fix."""
     try:
-        reservation_claims.refuse_apart_from_api_server(name_or_fid)
+        reservation_claims.refuse_apart_from_api_server(names[0])
     except reservation_claims.SeparateDatabaseError as e:
         raise settings.MithrilConfigError(str(e)) from None
     _, project_id = _account_for_launch()
-    key = (project_id, name_or_fid)
+    key = (project_id, tuple(names))
     with _memo_lock:
-        cached = _reservation_rooms.get(key)
+        cached = _reservation_listings.get(key)
     if cached is not None and time.monotonic() - cached[0] < (
-            RESERVATION_ROOM_SECONDS):
-        return cached[1], cached[2], cached[3] + datetime.timedelta(
+            RESERVATION_LISTING_SECONDS):
+        reservations, instances, now = cached[1]
+        return reservations, instances, now + datetime.timedelta(
             seconds=time.monotonic() - cached[0])
-    conn = connection.connect()
+    conn = connection.connect(project_id=project_id)
     try:
-        reservation = reserved_nodes.find(conn, name_or_fid)
-        free = (len(reserved_nodes.free_instances(conn, reservation))
-                if reservation.status == models.ReservationState.ACTIVE else 0)
+        reservations = reserved_nodes.find_each(conn, names)
+        instances = reserved_nodes.list_instances(conn, reservations)
         now = conn.client.server_now()
     except reserved_nodes.ReservationError as e:
         raise settings.MithrilConfigError(str(e)) from None
     finally:
         conn.client.close()
     with _memo_lock:
-        _reservation_rooms[key] = (time.monotonic(), reservation, free, now)
-    return reservation, free, now
+        _reservation_listings[key] = (time.monotonic(),
+                                      (reservations, instances, now))
+    return reservations, instances, now
 
 
 def reservation_that_fits(sections: settings.Sections, instance_type: str,
                           region: str, num_nodes: int,
-                          lead: datetime.timedelta,
-                          promised: Optional[str] = None
+                          lead: datetime.timedelta
                           ) -> Tuple[Optional[models.Reservation], List[str]]:
-    """The first of the task's reservations, in its order, that this launch
-    fits on whole now and that ends later than `lead` from now (the one of
-    fid `promised` first, the room the cluster's move was counted for:
-    `back_to_reservation.promised_to`); else None and why not, one reason
-    per reservation (none when the task names none). Every one is looked
-    up, so a name that is not there is refused at the first launch, not at
-    a later relaunch."""
+    """For the optimizer, which does not know the launching cluster: the
+    first of the task's reservations, in its order, that a launch fits on
+    whole now (`_fitting`, no move's promise counted: it may be this
+    launch's own); else None and why not, one reason per reservation (none
+    when the task names none). Every one is looked up, so a name that is
+    not there is refused at the first launch, not at a later relaunch."""
+    names = settings.resolve_reservations(*sections)
+    if not names:
+        return None, []
+    return _fitting(*listed_reservations(names), instance_type, region,
+                    num_nodes, lead, None)
+
+
+def _fitting(reservations: List[models.Reservation],
+             instances: List[models.Instance], now: datetime.datetime,
+             instance_type: str, region: str, num_nodes: int,
+             lead: datetime.timedelta, cluster_name: Optional[str]
+             ) -> Tuple[Optional[models.Reservation], List[str]]:
+    """The first of `reservations` (the task's, listed with their
+    `instances` at `now`) that holds this type in this region and that
+    `num_nodes` fit on whole, ending later than `lead` from now
+    (`reserved_nodes.first_with_room`). Instances promised to other
+    clusters' moves than `cluster_name`'s count as taken, and the
+    reservation its own move is promised goes first
+    (`back_to_reservation.promised_to`); no promise counts when it is None.
+    Else None and why not, one reason per reservation."""
     type_fid = live_prices.snapshot().fid(instance_type, region) or ''
-    rooms = [reservation_room(name)
-             for name in settings.resolve_reservations(*sections)]
-    whys = [reserved_nodes.mismatch(r, type_fid, instance_type, region) or
-            reserved_nodes.why_not_now(r, free, num_nodes, now, lead)
-            for r, free, now in rooms]
-    fitting = sorted((r for (r, _, _), why in zip(rooms, whys) if why is None),
-                     key=lambda r: r.fid != promised)
-    return (fitting[0], []) if fitting else (None, [w for w in whys if w])
+    mismatches = {r.fid: reserved_nodes.mismatch(r, type_fid, instance_type,
+                                                 region) for r in reservations}
+    own, taken = (None, {}) if cluster_name is None else (
+        back_to_reservation.promised_to(cluster_name),
+        back_to_reservation.promised(cluster_name))
+    fits, whys = reserved_nodes.first_with_room(
+        sorted((r for r in reservations if not mismatches[r.fid]),
+               key=lambda r: r.fid != own),
+        reserved_nodes.free_counts(reservations, instances), num_nodes, now,
+        lead, taken)
+    if fits is not None:
+        return fits, []
+    return None, [mismatches[r.fid] or whys[r.fid] for r in reservations]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +248,19 @@ def _account_of(cluster_name: str) -> Account:
                            provider['project_id'], provider.get('api_url') or '')
     creds, project_id = _account_for_launch()
     return Account(creds.profile or '', project_id, creds.api_url)
+
+
+def _held_among(name_on_cloud: str, reservations: List[models.Reservation],
+                instances: List[models.Instance]
+                ) -> Optional[models.Reservation]:
+    """The one of the task's `reservations` (listed with their `instances`)
+    the cluster holds instances of, while any of them is left
+    (`reserved_nodes.still_held`, which otherwise releases the claims)."""
+    listed = {r.fid: r for r in reservations}
+    if not _reservations_held_by(name_on_cloud) & set(listed):
+        return None
+    held = reserved_nodes.still_held(name_on_cloud, instances)
+    return None if held is None else listed.get(held)
 
 
 def _reservations_held_by(name_on_cloud: str) -> Set[str]:
@@ -755,29 +794,26 @@ class Mithril(builtin_mithril.Mithril):
                           cluster_name: resources_utils.ClusterName,
                           instance_type: str, region: str, num_nodes: int,
                           lead: datetime.timedelta) -> Tuple[str, bool]:
-        """The fid of the reservation the provisioner claims on, and whether
-        the cluster goes on it now; says so, or why it bids on spot instead
+        """The fid of the reservation the cluster goes on ('' to bid on
+        spot), and whether it does; says so, or why it bids on spot instead
         (for each reservation the task names), once per launch. That is the
-        task's reservation the cluster holds instances of (unless it ended:
-        they are gone, and the provisioner launches afresh), else the first
-        it fits on (`reservation_that_fits`, none ending within `lead`;
-        the one the cluster's move under way is promised first);
-        when none fits, the first of this type and region, which the
-        provisioner checks again with its own count ('' when none is)."""
+        task's reservation the cluster holds instances of while any is left
+        (`_held_among`), else the first it fits on (`_fitting`, none ending
+        within `lead`, instances promised to other clusters' moves taken,
+        the one the cluster's own move is promised first); the provisioner
+        claims on it with its own count."""
         names = settings.resolve_reservations(*sections)
         if not names:
             return '', False
         name_on_cloud = cluster_name.name_on_cloud
-        listed = [reservation_room(name)[0] for name in names]
-        held = _reservations_held_by(name_on_cloud)
-        fits, whys = reservation_that_fits(
-            sections, instance_type, region, num_nodes, lead,
-            back_to_reservation.promised_to(cluster_name.display_name))
-        fits = next((r for r in listed if r.fid in held and
-                     r.status in reserved_nodes.LIVE_RESERVATION), fits)
-        type_fid = live_prices.snapshot().fid(instance_type, region) or ''
-        tried = fits or next((r for r in listed if not reserved_nodes.mismatch(
-            r, type_fid, instance_type, region)), None)
+        reservations, instances, now = listed_reservations(names)
+        fits: Optional[models.Reservation] = _held_among(
+            name_on_cloud, reservations, instances)
+        whys: List[str] = []
+        if fits is None:
+            fits, whys = _fitting(reservations, instances, now, instance_type,
+                                  region, num_nodes, lead,
+                                  cluster_name.display_name)
         if _first_time_this_launch('reservation', name_on_cloud, *names,
                                    fits.fid if fits else ''):
             if fits is not None:
@@ -788,7 +824,7 @@ class Mithril(builtin_mithril.Mithril):
             else:
                 logger.info(f'Mithril {"; ".join(whys)}; the cluster bids on '
                             'spot at your limit instead.')
-        return ('' if tried is None else tried.fid), fits is not None
+        return ('' if fits is None else fits.fid), fits is not None
 
     @staticmethod
     def _cpu_vm_note(sections: settings.Sections, name_on_cloud: str,

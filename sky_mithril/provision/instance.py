@@ -79,17 +79,8 @@ def _on_reservation(conn: connection.Connection,
     A cluster that holds instances gets the task's volumes added to the
     reservation as a first launch does, or a ReservationError naming the
     fix."""
-    held = reserved_nodes.ReservedNodes.held_by(conn, cluster_name_on_cloud)
-    if held is not None and held.gone():
-        logger.info('The cluster\'s reserved instances are gone (the '
-                    'reservation ended, or they were returned); launching '
-                    'afresh.')
-        held.forget()
-        # The config rendered for this launch staged them for the nodes,
-        # whose autostop would take them for the cluster's: staged again
-        # (empty unless this launch claims afresh below).
-        reserved_nodes.stage_node_file(cluster_name_on_cloud)
-        held = None
+    held = reserved_nodes.ReservedNodes.still_held_by(conn,
+                                                      cluster_name_on_cloud)
     if held is not None and not held.on_node:
         held.add_task_volumes(cluster_bid.volume_fids(config.provider_config))
     wanted = config.provider_config.get('reservation')

@@ -20,7 +20,7 @@ import enum
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sky import sky_logging
 from sky.provision import common
@@ -125,20 +125,62 @@ def free_instances(conn: connection.Connection,
                    reservation: models.Reservation) -> List[models.Instance]:
     """The reservation's instances no live SkyPilot cluster holds, running
     ones first (they need no resume)."""
+    return _unclaimed(reservation, _instances(conn, reservation.fid))
+
+
+def _unclaimed(reservation: models.Reservation,
+               instances: Sequence[models.Instance]) -> List[models.Instance]:
     claims = reservation_claims.on(reservation.fid)
-    free = [i for i in _instances(conn, reservation.fid)
+    free = [i for i in instances
             if i.status in CLAIMABLE and
             (i.fid not in claims or reservation_claims.is_stale(claims[i.fid]))]
     return sorted(free, key=lambda i: (i.status != _I.RUNNING, i.fid))
 
 
+def list_instances(conn: connection.Connection,
+                   reservations: Sequence[models.Reservation]
+                   ) -> List[models.Instance]:
+    """The instances of all `reservations`, in one listing."""
+    return conn.client.list_instances(
+        conn.project_id, reservation_fids=sorted({r.fid for r in reservations}))
+
+
+def free_counts(reservations: Sequence[models.Reservation],
+                instances: Sequence[models.Instance]) -> Dict[str, int]:
+    """How many of each reservation's `instances` (`list_instances`) no
+    live SkyPilot cluster holds, by reservation fid."""
+    return {r.fid: len(_unclaimed(r, [i for i in instances
+                                       if i.reservation == r.fid]))
+            for r in reservations}
+
+
+def first_with_room(reservations: Sequence[models.Reservation],
+                    free: Mapping[str, int], nodes: int,
+                    now: datetime.datetime, lead: datetime.timedelta,
+                    taken: Mapping[str, int]
+                    ) -> Tuple[Optional[models.Reservation], Dict[str, str]]:
+    """The first of `reservations` that `nodes` fit on whole now
+    (`why_not_now`), its `free` instances less those `taken` (promised to
+    other clusters' moves) counted, both by fid; else None and why not,
+    by fid. Every launch, move and relaunch picks its reservation here."""
+    whys: Dict[str, str] = {}
+    for reservation in reservations:
+        why = why_not_now(reservation, free.get(reservation.fid, 0), nodes,
+                          now, lead, taken.get(reservation.fid, 0))
+        if why is None:
+            return reservation, {}
+        whys[reservation.fid] = why
+    return None, whys
+
+
 def why_not_now(reservation: models.Reservation, free: int, quantity: int,
-                now: datetime.datetime,
-                lead: datetime.timedelta) -> Optional[str]:
+                now: datetime.datetime, lead: datetime.timedelta,
+                promised: int = 0) -> Optional[str]:
     """Why `quantity` nodes cannot go on the reservation `now` (Mithril's
-    clock; None: they can). One that ends within `lead` (the managed job's
-    lead time, `recovery.policy.resolve_reservation_end_lead`) takes no
-    launch: a job would have to move off it again at once."""
+    clock; None: they can), `promised` of its `free` instances being other
+    clusters' moves'. One that ends within `lead` (the managed job's lead
+    time, `recovery.policy.resolve_reservation_end_lead`) takes no launch:
+    a job would have to move off it again at once."""
     where = f'reservation {reservation.name} ({reservation.fid})'
     if reservation.status == models.ReservationState.PENDING:
         return f'{where} starts at {reservation.start_time.isoformat()}'
@@ -147,9 +189,11 @@ def why_not_now(reservation: models.Reservation, free: int, quantity: int,
     if reservation.end_time - now <= lead:
         return (f'{where} ends at {reservation.end_time.isoformat()}, within '
                 f'the job\'s lead time ({lead.total_seconds() / 60:.0f} min)')
-    if free < quantity:
+    if free - promised < quantity:
+        promises = (f' ({promised} promised to managed jobs moving onto it)'
+                    if promised else '')
         return (f'{where} has {free} of its {reservation.instance_quantity} '
-                f'instances free; the cluster needs {quantity}')
+                f'instances free{promises}; the cluster needs {quantity}')
     return None
 
 
@@ -265,6 +309,28 @@ def _autodown_set(cluster_name: str) -> bool:
     return autostop is not None and autostop >= 0
 
 
+def still_held(cluster_name_on_cloud: str,
+               instances: Sequence[models.Instance]) -> Optional[str]:
+    """The reservation the cluster holds instances of, while one of them is
+    among `instances` (its reservation's, listed now); None when it holds
+    none, and once none is left (the reservation ended, or they were
+    returned): the claims are then released and the nodes' file staged
+    empty (autostop there would take them for the cluster's), and the
+    launch starts afresh. The deploy step and the provisioner both decide
+    here."""
+    claims = reservation_claims.of_cluster(cluster_name_on_cloud)
+    if not claims:
+        return None
+    left = {i.fid for i in instances if i.status not in _GONE}
+    if any(c.instance_fid in left for c in claims):
+        return claims[0].reservation_fid
+    logger.info('The cluster\'s reserved instances are gone (the reservation '
+                'ended, or they were returned); launching afresh.')
+    reservation_claims.release(claims)
+    stage_node_file(cluster_name_on_cloud)
+    return None
+
+
 class ReservedNodes:
     """The reserved instances one cluster holds, head first."""
 
@@ -299,6 +365,17 @@ class ReservedNodes:
             return None
         return cls(conn, staged['reservation'], list(staged['instances']),
                    Outcome.ADOPTED, [], on_node=True)
+
+    @classmethod
+    def still_held_by(cls, conn: connection.Connection,
+                      cluster_name_on_cloud: str) -> Optional['ReservedNodes']:
+        """`held_by`, but None once none of the instances is left
+        (`still_held`)."""
+        held = cls.held_by(conn, cluster_name_on_cloud)
+        if held is None or held.on_node or still_held(cluster_name_on_cloud,
+                                                      held.instances()):
+            return held
+        return None
 
     @classmethod
     def claim(cls, conn: connection.Connection,
@@ -380,15 +457,6 @@ class ReservedNodes:
         head first."""
         by_fid = {i.fid: i for i in instances if i.status not in _GONE}
         return [by_fid[fid] for fid in self.instance_fids if fid in by_fid]
-
-    def gone(self) -> bool:
-        """Whether none of the cluster's instances is left (its reservation
-        ended, or they were returned): a relaunch starts afresh."""
-        return not self.on_node and not self.instances()
-
-    def forget(self) -> None:
-        """Releases the claims of instances that no longer exist."""
-        reservation_claims.release(self._claims)
 
     def wait_until_ready(self, boot_timeout: float) -> List[models.Instance]:
         """Pauses newly claimed instances that booted before the task's

@@ -29,18 +29,18 @@ place of the cancelled one. A job moves at most once per
 earlier move still on record (kept a week after the last), so a nearly full
 reservation does not bounce it between spot and a lost race every hour.
 Free instances another cluster's move is under way to take count as taken
-until its relaunch returns (its claims are written by then), so one free
-instance starts one move, not one per waiting job; so do those a job
-leaving its ending reservation relaunches onto (`onto_next`). The move is
-onto the first listed reservation the relaunch fits on: when that one's
-free instances are promised to other moves, the job waits rather than move
-onto a later one. The relaunch goes on the reservation its move is
-promised (`promised_to`) while that has room, before any listed earlier,
-whose room may be another move's. The free instances are
-counted and the move recorded under SkyPilot's lock, taken without waiting:
-a poll that finds it busy moves nothing this time. Every other check (the
-live bid, the back-off, the reservation, the head node's hooks) runs outside
-it, so a slow API or SSH never holds up other jobs' polls.
+(`promised`) until its recovery returns (its claims are written by then),
+so one free instance starts one move, not one per waiting job; so do those
+a job leaving its ending reservation relaunches onto (`onto_next`), and a
+fresh launch takes none of them either. The move is onto the first listed
+reservation with room for it besides those (`reserved_nodes.
+first_with_room`, where every launch picks its reservation); its relaunch
+goes on that one while it has room, before any listed earlier, whose room
+may be another move's (`promised_to`). Only reading the promises, deciding
+and recording the move happen under SkyPilot's lock, taken without waiting
+by a poll (one that finds it busy moves nothing this time): no API call or
+SSH runs under it. A recovery that ends, fails or is cancelled drops its
+promise (`relaunched`).
 
 A node whose watcher already ran the preemption hooks (for an earlier notice
 or move that left the node running) is not moved: its watcher runs them once
@@ -63,6 +63,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -160,20 +161,21 @@ def _under_way(move: Move) -> bool:
             time.time() <= move.hooks_deadline + STALE_AFTER_SECONDS)
 
 
-def _promised(reservation_fid: str, cluster_name: str) -> int:
-    """The reservation's instances other clusters' moves under way take,
-    moves back from spot and relaunches onto the next reservation alike."""
+def promised(cluster_name: str) -> Dict[str, int]:
+    """The instances other clusters' moves under way than `cluster_name`'s
+    take (back from spot, or onto the next reservation), by reservation
+    fid."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    total = 0
+    taken: Dict[str, int] = {}
     for prefix in (MOVE_KEY_PREFIX, NEXT_KEY_PREFIX):
         for key, value in kv_cache.get_cache_entries_by_prefix(
                 prefix).items():
             move = _parse(value)
             if (key != prefix + cluster_name and move is not None and
-                    move.reservation == reservation_fid and
                     _under_way(move)):
-                total += move.nodes
-    return total
+                taken[move.reservation] = (taken.get(move.reservation, 0) +
+                                           move.nodes)
+    return taken
 
 
 def promised_to(cluster_name: str) -> Optional[str]:
@@ -191,18 +193,35 @@ def promised_to(cluster_name: str) -> Optional[str]:
 
 
 def onto_next(handle: Any, provider_config: Optional[Dict[str, Any]],
-              leaving: models.Reservation) -> Optional[models.Reservation]:
-    """For a job leaving reservation `leaving` before its end: the next
-    reservation it lists with room for its relaunch in its region
-    (`reservation_end.next_reservation`), instances other moves under way
+              leaving: models.Reservation,
+              cancelled: Optional[threading.Event] = None
+              ) -> Optional[models.Reservation]:
+    """For a job leaving reservation `leaving` before its end: the first
+    other reservation it lists that its relaunch in its region fits on
+    whole now, ending later than the lead the relaunch keeps
+    (`reservation_end.lead_for_launch`), instances other moves under way
     take counted as taken; those it takes are promised to its relaunch
     until `relaunched`, so no other job's move starts onto them meanwhile.
-    Counted and recorded under LOCK, waited for (no poll holds it long)."""
+    None when it bids on spot, or its recovery was `cancelled` (then
+    nothing is promised)."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    sections = settings.sections_from_skypilot(
+        handle.launched_resources.cluster_config_overrides)
+    conn = cluster_bid.connect(provider_config)
+    listed = [r for r in reservation_end.in_region(
+        conn, sections, leaving.instance_type,
+        handle.launched_resources.instance_type,
+        handle.launched_resources.region) if r.fid != leaving.fid]
+    free = reserved_nodes.free_counts(
+        listed, reserved_nodes.list_instances(conn, listed))
+    now = conn.client.server_now()  # Read after an answer: Mithril's clock.
+    lead = reservation_end.lead_for_launch(handle.cluster_name, sections)
     with shared_state.held(LOCK):
-        found = reservation_end.next_reservation(
-            handle, provider_config, leaving,
-            lambda fid: _promised(fid, handle.cluster_name))
+        if cancelled is not None and cancelled.is_set():
+            return None
+        found, _ = reserved_nodes.first_with_room(
+            listed, free, handle.launched_nodes, now, lead,
+            promised(handle.cluster_name))
         if found is not None:
             kv_cache.add_or_update_cache_entry(
                 NEXT_KEY_PREFIX + handle.cluster_name,
@@ -270,24 +289,6 @@ def _candidate(
     return reservations, now, bid.instance_quantity
 
 
-def _first_with_room(conn: Any, reservations: List[models.Reservation],
-                     cluster_name: str, nodes: int, now: datetime.datetime,
-                     lead: datetime.timedelta
-                     ) -> Optional[models.Reservation]:
-    """The first of `reservations` the relaunch would go on (whole, not
-    ending within `lead`), when its free instances, less those other moves
-    under way take, hold every node; None otherwise, also when that first
-    one's instances are promised: the relaunch would take them, not go on a
-    later one. Called under LOCK."""
-    for reservation in reservations:
-        free = len(reserved_nodes.free_instances(conn, reservation))
-        if not reserved_nodes.why_not_now(reservation, free, nodes, now,
-                                          lead):
-            promised = _promised(reservation.fid, cluster_name)
-            return reservation if free - promised >= nodes else None
-    return None
-
-
 def _hooks_ran_on(handle: Any, bid_fid: str) -> bool:
     """Whether the node of the cluster's bid `bid_fid` ran its preemption
     hooks: remembered for HOOKS_RAN_KEEP_SECONDS once seen, else asked."""
@@ -337,14 +338,16 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
                reservation_end.lead_for_launch(handle.cluster_name, sections))
     deadline = datetime.datetime.now(datetime.timezone.utc) + (
         datetime.timedelta(seconds=HOOKS_SECONDS))
+    free = reserved_nodes.free_counts(
+        reservations, reserved_nodes.list_instances(conn, reservations))
     with shared_state.held(LOCK, blocking=False) as held:
         if not held:
-            logger.debug(f'{handle.cluster_name}: another job is counting '
-                         'its reservations\' free instances; looking again '
-                         'next poll.')
+            logger.debug(f'{handle.cluster_name}: another job is deciding a '
+                         'move; looking again next poll.')
             return False
-        reservation = _first_with_room(conn, reservations, handle.cluster_name,
-                                       nodes, now, lead)
+        reservation, _ = reserved_nodes.first_with_room(
+            reservations, free, nodes, now, lead,
+            promised(handle.cluster_name))
         if reservation is None:
             return False
         _keep(handle.cluster_name, Move(
@@ -388,26 +391,31 @@ def recovering(cluster_name: str) -> bool:
     return True
 
 
-def take_move(cluster_name: str) -> bool:
+def take_move(cluster_name: str,
+              cancelled: Optional[threading.Event] = None) -> bool:
     """In the recovery strategy: whether this recovery is a move back onto
     the reservation (recorded relaunching: its instances stay promised
-    until `relaunched`); a stale move is not taken."""
-    move = move_of(cluster_name)
-    if (move is None or move.phase != Phase.RECOVERING or
-            not _under_way(move)):
-        return False
-    _keep(cluster_name, dataclasses.replace(
-        move, phase=Phase.RELAUNCHING, relaunched_at=time.time()))
+    until `relaunched`); a stale move, or one whose recovery was
+    `cancelled`, is not taken."""
+    with shared_state.held(LOCK):
+        move = move_of(cluster_name)
+        if (move is None or move.phase != Phase.RECOVERING or
+                not _under_way(move) or
+                (cancelled is not None and cancelled.is_set())):
+            return False
+        _keep(cluster_name, dataclasses.replace(
+            move, phase=Phase.RELAUNCHING, relaunched_at=time.time()))
     return True
 
 
 def relaunched(cluster_name: str) -> None:
-    """Once the strategy's relaunch of a move (back from spot, or onto the
-    next reservation) returned (the cluster holds its claims, or bid on
-    spot, or failed): the move is done, and its instances no longer
-    promised."""
+    """Once the strategy's recovery of the cluster returned, failed or was
+    cancelled (its relaunch holds its claims, or bid on spot, or never
+    came): its move is done, and no instance stays promised to it."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    kv_cache.add_or_update_cache_entry(NEXT_KEY_PREFIX + cluster_name, '', 0.0)
-    move = move_of(cluster_name)
-    if move is not None and move.phase == Phase.RELAUNCHING:
-        _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))
+    with shared_state.held(LOCK):
+        kv_cache.add_or_update_cache_entry(NEXT_KEY_PREFIX + cluster_name, '',
+                                           0.0)
+        move = move_of(cluster_name)
+        if move is not None and move.phase != Phase.DONE:
+            _keep(cluster_name, dataclasses.replace(move, phase=Phase.DONE))

@@ -11,13 +11,14 @@ controller's runtime treats it as a notice: the head node is told
 recovers; the strategy gives the instances back first. The lead used is kept
 in SkyPilot's state database (`remember_lead`) for the relaunch, which takes
 no reservation ending within it (`lead_for_launch`): it goes on the first
-other reservation the task lists that it fits on whole (`next_reservation`:
-the strategy then relaunches it in its region), else bids on spot.
+other reservation the task lists that it fits on whole
+(`back_to_reservation.onto_next`: the strategy then relaunches it in its
+region), else bids on spot.
 """
 
 import datetime
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from sky_mithril.account import connection
 from sky_mithril.api import models
@@ -117,31 +118,3 @@ def in_region(conn: connection.Connection, sections: settings.Sections,
                                      settings.resolve_reservations(*sections))
     return [r for r in found if r.status == models.ReservationState.ACTIVE
             and not reserved_nodes.mismatch(r, type_fid, instance_type, region)]
-
-
-def next_reservation(handle: Any, provider_config: Optional[Dict[str, Any]],
-                     leaving: models.Reservation,
-                     promised: Callable[[str], int]
-                     ) -> Optional[models.Reservation]:
-    """The first reservation the task lists, other than the one the job
-    leaves, that its relaunch in its region fits on whole now, ending later
-    than the lead the relaunch keeps (`lead_for_launch`), its free
-    instances less those `promised` (by reservation fid) to other jobs'
-    moves; None when it bids on spot."""
-    sections = settings.sections_from_skypilot(
-        handle.launched_resources.cluster_config_overrides)
-    conn = cluster_bid.connect(provider_config)
-    listed = in_region(conn, sections, leaving.instance_type,
-                       handle.launched_resources.instance_type,
-                       handle.launched_resources.region)
-    now = conn.client.server_now()  # Read after an answer: Mithril's clock.
-    lead = lead_for_launch(handle.cluster_name, sections)
-    for reservation in listed:
-        if reservation.fid == leaving.fid:
-            continue
-        free = (len(reserved_nodes.free_instances(conn, reservation)) -
-                promised(reservation.fid))
-        if not reserved_nodes.why_not_now(reservation, free,
-                                          handle.launched_nodes, now, lead):
-            return reservation
-    return None

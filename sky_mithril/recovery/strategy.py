@@ -138,7 +138,8 @@ def _other_regions(handle: Any) -> Tuple[str, ...]:
 def plan_recovery(handle: Any, dag: Any,
                   cancelled: threading.Event) -> RecoveryPlan:
     """Places the cluster's standby and readies it (module docstring), or
-    says the job moves instead."""
+    says the job moves instead; once `cancelled` is set (the recovery was),
+    it promises no reservation's instances to the job."""
     if handle is None or not runtime.is_mithril(handle):
         return RecoveryPlan()
     sections = settings.sections_from_skypilot(
@@ -149,11 +150,12 @@ def plan_recovery(handle: Any, dag: Any,
     ending = reservation_end.ending(handle, provider_config)
     if ending is not None:
         return RecoveryPlan(leaves_reservation=True, onto_next_reservation=(
-            _onto_next_reservation(handle, provider_config, ending[0])))
+            _onto_next_reservation(handle, provider_config, ending[0],
+                                   cancelled)))
     name = handle.cluster_name_on_cloud
     conn = cluster_bid.connect(provider_config)
     bid = cluster_bid.live_bid(conn, name)
-    moving_back = back_to_reservation.take_move(handle.cluster_name)
+    moving_back = back_to_reservation.take_move(handle.cluster_name, cancelled)
     if moving_back and (bid is None or
                         bid.status != models.BidState.PREEMPTING):
         return RecoveryPlan(back_to_reservation=True)
@@ -204,7 +206,8 @@ def plan_recovery(handle: Any, dag: Any,
 
 
 def _onto_next_reservation(handle: Any, provider_config: Dict[str, Any],
-                           leaving: models.Reservation) -> bool:
+                           leaving: models.Reservation,
+                           cancelled: threading.Event) -> bool:
     """Whether the job leaving reservation `leaving` fits on another the
     task lists in its region, its room promised to no other job's move and
     now promised to this relaunch (`back_to_reservation.onto_next`); False,
@@ -212,7 +215,7 @@ def _onto_next_reservation(handle: Any, provider_config: Dict[str, Any],
     or goes on a reservation elsewhere, as before)."""
     try:
         found = back_to_reservation.onto_next(handle, provider_config,
-                                              leaving)
+                                              leaving, cancelled)
     except Exception as e:  # pylint: disable=broad-except
         logger.info(f'{handle.cluster_name}: could not look for room on its '
                     f'other reservations ({e}); relaunching as SkyPilot does.')
@@ -293,21 +296,30 @@ class _StandbyRecovery:
         # pylint: disable=no-member
         handle = await asyncio.to_thread(
             global_user_state.get_handle_from_cluster_name, self.cluster_name)
-        plan = RecoveryPlan()
+        if (self.pool is not None or handle is None or
+                not runtime.is_mithril(handle)):
+            return await self._recover_as_skypilot_does(handle)
         cancelled = threading.Event()
-        if self.pool is None:
-            try:
-                plan = await asyncio.to_thread(plan_recovery, handle, self.dag,
-                                               cancelled)
-            except asyncio.CancelledError:
-                # The job is cancelled; the thread goes on until its standby
-                # watch cancels the standby.
-                cancelled.set()
-                raise
-            except Exception as e:  # pylint: disable=broad-except
-                # Whatever it placed is cancelled by then, or still recorded
-                # and cancelled before SkyPilot's recovery (`leave_one_bid`).
-                logger.warning(f'{self.cluster_name}: no standby ({e}).')
+        try:
+            return await self._recover_as_planned(handle, cancelled)
+        finally:
+            await self._promise_dropped()
+
+    async def _recover_as_planned(self, handle: Any,
+                                  cancelled: threading.Event) -> float:
+        plan = RecoveryPlan()
+        try:
+            plan = await asyncio.to_thread(plan_recovery, handle, self.dag,
+                                           cancelled)
+        except asyncio.CancelledError:
+            # The job is cancelled; the thread goes on until its standby
+            # watch cancels the standby, and promises nothing.
+            cancelled.set()
+            raise
+        except Exception as e:  # pylint: disable=broad-except
+            # Whatever it placed is cancelled by then, or still recorded
+            # and cancelled before SkyPilot's recovery (`leave_one_bid`).
+            logger.warning(f'{self.cluster_name}: no standby ({e}).')
         if plan.standby_fid is not None:
             return await self._move_onto_standby(handle, plan)
         if plan.leaves_reservation:
@@ -315,28 +327,26 @@ class _StandbyRecovery:
                                                  plan.onto_next_reservation)
         if plan.back_to_reservation:
             # Its region holds the reservation, which the relaunch fills.
-            try:
-                return await self._relaunch_in(
-                    handle, (handle.launched_resources.region,))
-            finally:
-                await self._moved_back()
+            return await self._relaunch_in(
+                handle, (handle.launched_resources.region,))
         if plan.other_regions and self.moves_at_once:
             return await self._relaunch_in(handle, plan.other_regions)
         return await self._recover_as_skypilot_does(handle)
 
-    async def _moved_back(self) -> None:
-        """Once the relaunch of a move back onto the reservation, or onto
-        the next one, returned: the instances it was to take are promised to
-        it no more (until then, other jobs' polls count them taken, the
-        cluster's claims not written yet). An error leaves the record to go
-        stale."""
+    async def _promise_dropped(self) -> None:
+        """Once the recovery returned, failed or was cancelled: instances its
+        planning promised to its relaunch (a move back onto the reservation,
+        or onto the next one) are promised to it no more
+        (`back_to_reservation.relaunched`; until then other jobs' polls and
+        launches count them taken, the cluster's claims not written yet).
+        An error leaves the record to go stale."""
         # pylint: disable=no-member
         try:
             await asyncio.to_thread(back_to_reservation.relaunched,
                                     self.cluster_name)
         except Exception as e:  # pylint: disable=broad-except
-            logger.debug(f'{self.cluster_name}: could not record the move '
-                         f'back onto the reservation done ({e}).')
+            logger.debug(f'{self.cluster_name}: could not drop the promise of '
+                         f'its move ({e}).')
 
     async def _recover_as_skypilot_does(self, handle: Any) -> float:
         """The SkyPilot strategy's own recovery, once no standby is left
@@ -353,11 +363,8 @@ class _StandbyRecovery:
         otherwise relaunch onto the reserved instances it still holds."""
         # pylint: disable=no-member
         if onto_next_reservation:
-            try:
-                return await self._relaunch_in(
-                    handle, (handle.launched_resources.region,))
-            finally:
-                await self._moved_back()
+            return await self._relaunch_in(
+                handle, (handle.launched_resources.region,))
         await asyncio.to_thread(self._cleanup_cluster)
         return await self._recover_as_skypilot_does(handle)
 

@@ -66,7 +66,7 @@ def market_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The emulator's market read as the API server reads it (the deploy
     step finds the instance type's fid there), no reservation counted and no
     note printed by an earlier test, and the market forgotten afterwards."""
-    monkeypatch.setattr(cloud, '_reservation_rooms', {})
+    monkeypatch.setattr(cloud, '_reservation_listings', {})
     monkeypatch.setattr(cloud, '_notes_printed', {})
     live_prices.refresh()
     try:

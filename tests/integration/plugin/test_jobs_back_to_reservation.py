@@ -9,10 +9,11 @@ again within the interval (doubled for each move), one free instance starts
 one move (and stays the moving job's until its relaunch returns), a poll
 finding the count busy moves nothing at once, and a pool's worker, a node
 whose hooks already ran and `sky jobs logs` never move a job. A task naming
-several reservations moves onto the first that gets room, but waits while
-an earlier one's free instances are promised to another job's move (its
-relaunch would take them)."""
+several reservations moves onto the first with room besides the free
+instances promised to other jobs' moves. A move whose recovery fails
+leaves no instance promised."""
 
+import asyncio
 import datetime
 import threading
 import time
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
 import pytest
+import sky
 import sqlalchemy
 import yaml
+from sky import global_user_state
 
 from sky_mithril import shared_state
 from sky_mithril.account import connection
@@ -44,7 +47,8 @@ from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         launch_on_reservation, market_read,
                                         reserve)
 from tests.integration.plugin.test_jobs_reservation_end import (
-    LocalRunner, advance_until_left, config, market_now, while_the_clock_moves)
+    EagerNextRegion, LocalRunner, advance_until_left, config, market_now,
+    while_the_clock_moves)
 
 TYPE = 'a100-80gb.sxm.1x'
 REGION = 'us-central3-a'
@@ -283,9 +287,9 @@ def test_the_instance_stays_promised_until_the_moving_jobs_relaunch_returns(
 
 def test_a_poll_that_finds_the_count_busy_moves_nothing_at_once(
         on_spot, tmp_path):
-    """Another job holding the lock around the free instances' count (its
-    API calls slow in an outage) does not hold this job's status poll up:
-    the poll moves nothing this time, and the next one does."""
+    """Another job holding the lock around a move's decision (its database
+    slow) does not hold this job's status poll up: the poll moves nothing
+    this time, and the next one does."""
     server, _, runner = on_spot
     give_back(server, 'other')
     holding, release = threading.Event(), threading.Event()
@@ -345,6 +349,35 @@ def test_a_stale_move_does_not_turn_a_later_recovery_into_one(
                         types.SimpleNamespace(time=lambda: later))
     assert strategy.plan_recovery(handle(NAMES_IT, runner), None, None) == (
         strategy.RecoveryPlan())
+
+
+def test_a_move_whose_recovery_fails_leaves_no_instance_promised(
+        on_spot, tmp_path, monkeypatch):
+    """The job's spot bid is preempted while its move's hooks run: its
+    recovery takes the move, then fails to place a standby (an API error)
+    and recovers as SkyPilot does. The free instance is promised to it no
+    more: the next job waiting for it moves now, not an hour later."""
+    server, reservation, runner = on_spot
+    home2, job2 = second_job_on_spot(server, reservation, tmp_path)
+    give_back(server, 'other')
+    assert status(NAMES_IT, runner) is None
+    assert told(tmp_path)
+    recover_now(tmp_path)
+    [bid] = live_bids(server)
+    server.control('POST', f'bids/{bid["fid"]}/preempt')
+
+    def api_error(conn: Any, bid: models.Bid) -> bool:
+        raise RuntimeError('Mithril answered 503')
+
+    monkeypatch.setattr(strategy, '_has_block_volume', api_error)
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: handle(NAMES_IT, runner))
+    executor = EagerNextRegion(sky.Task(run='train'))
+    asyncio.run(executor.recover())
+
+    assert executor.steps == ['SkyPilot recovers']
+    assert runtime.MithrilJobRuntime().get_job_status(job2, 'job2') is None
+    assert told(home2)
 
 
 def test_a_pool_worker_is_never_moved(on_spot, tmp_path):
@@ -450,12 +483,11 @@ def second_job_on_spot(server: EmulatorServer,
     return home2, handle(NAMES_IT, LocalRunner(home2), 'job2')
 
 
-def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
+def test_a_job_moves_onto_the_second_reservation_while_the_firsts_room_is_promised(
         on_spot, tmp_path, monkeypatch):
     """`job2` (naming only the first reservation) moves onto its freed
-    instance; `job` (naming both) would take that instance with its
-    relaunch, which goes on the first listed reservation it fits on: it
-    waits, and moves onto the second once `job2` holds the first."""
+    instance; `job` (naming both) does not wait for it on spot: it moves
+    onto the second at once, and each relaunch lands on its own."""
     server, reservation, runner = on_spot
     second = second_reservation_held(server)
     home2, job2 = second_job_on_spot(server, reservation, tmp_path)
@@ -465,19 +497,22 @@ def test_a_job_waits_while_its_first_reservations_room_is_promised_to_a_move(
     give_back(server, 'third')
 
     assert status(BOTH, runner) is None
-    assert not told(tmp_path)
-
-    # job2's move: hooks, teardown, relaunch onto the first reservation.
-    recover_for_the_move(server, home2, NAMES_IT, 'job2')
-    while_the_clock_moves(server, lambda: provisioner.run_instances(
-        REGION, 'job2', 'job2', config(reservation.name, 600)))
-    back_to_reservation.relaunched('job2')  # as the strategy does
-
-    assert status(BOTH, runner) is None
     assert told(tmp_path)
     assert back_to_reservation.move_of('job').reservation == second.fid
+
+    recover_for_the_move(server, home2, NAMES_IT, 'job2')
+    recover_for_the_move(server, tmp_path, BOTH)
     with market_read(monkeypatch):
-        assert deploy('job', BOTH)['mithril_reservation'] == second.fid
+        variables = deploy('job', BOTH)
+    assert variables['mithril_reservation'] == second.fid
+    while_the_clock_moves(server, lambda: launch_as_deployed('job', variables))
+    while_the_clock_moves(server, lambda: provisioner.run_instances(
+        REGION, 'job2', 'job2', config(reservation.name, 600)))
+    assert [c.reservation_fid for c in reservation_claims.of_cluster(
+        'job2')] == [reservation.fid]
+    assert [c.reservation_fid for c in reservation_claims.of_cluster(
+        'job')] == [second.fid]
+    assert live_bids(server) == []
 
 
 def test_a_move_onto_the_second_reservation_does_not_take_the_first_from_another_move(

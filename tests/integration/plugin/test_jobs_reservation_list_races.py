@@ -2,9 +2,11 @@
 emulator: `job` leaves its ending reservation (`short-res`) for the next it
 lists (`next-res`, `reservation_end.next_reservation`), while `mover`, on a
 spot bid, moves back onto `next-res` once it has room
-(`back_to_reservation`). An instance promised to one job's move is not
-taken by the other's: the losing job would have had its spot bid torn down
-and a new one placed, or its instance taken, for nothing."""
+(`back_to_reservation`). An instance promised to one job's move is taken
+neither by the other's nor by a fresh `sky launch`: the losing job would
+have had its spot bid torn down and a new one placed, or its instance
+taken, for nothing. A recovery cancelled while it plans leaves nothing
+promised, and one waiting on Mithril holds no other job's poll up."""
 
 import asyncio
 import datetime
@@ -22,6 +24,7 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
+from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
 from sky_mithril.recovery import reservation_end
@@ -30,7 +33,9 @@ from sky_mithril.recovery import strategy
 
 from tests.helpers.provisioning import bids_named
 from tests.helpers.recovery_records import forget_recovery_records
-from tests.helpers.reservations import launch_on_reservation, market_read, reserve
+from tests.helpers.reservations import (deploy, launch_as_deployed,
+                                        launch_on_reservation, market_read,
+                                        reserve)
 from tests.integration.plugin import test_jobs_back_to_reservation as moves
 from tests.integration.plugin import test_jobs_reservation_end as ends
 
@@ -86,7 +91,7 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     try:
         yield server, ending, following
     finally:
-        for cluster in ('job', 'mover', 'other'):
+        for cluster in ('job', 'mover', 'other', 'fresh'):
             reservation_claims.release(reservation_claims.of_cluster(cluster))
             cluster_bid.cancel_all(connection.connect(), cluster)
 
@@ -97,6 +102,14 @@ def job_handle(home: Path) -> Any:
 
 def mover_handle(home: Path) -> Any:
     return moves.handle(MOVER, ends.LocalRunner(home), 'mover')
+
+
+def mover_polled(home: Path) -> bool:
+    """`mover`'s status poll (never "recover now" here); whether it has told
+    its head node (`home`) of a move."""
+    assert runtime.MithrilJobRuntime().get_job_status(mover_handle(home),
+                                                      'mover') is None
+    return moves.told(home)
 
 
 def job_leaves(server: EmulatorServer, ending: models.Reservation,
@@ -144,9 +157,7 @@ def test_a_job_leaving_its_reservation_leaves_an_instance_promised_to_a_move(
     server, ending, following = two_jobs
     moves.give_back(server, 'other')
     mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert moves.told(mover_home)
+    assert mover_polled(mover_home)
 
     job = job_leaves(server, ending, tmp_path / 'job')
     steps = job_recovers(server, job, monkeypatch)
@@ -176,11 +187,103 @@ def test_a_move_does_not_start_onto_the_instance_a_leaving_job_relaunches_on(
     # The strategy's teardown of `short-res` (pause, fresh boot disk) and
     # the relaunch take minutes; `mover`'s status polls go on meanwhile.
     mover_home = tmp_path / 'mover'
-    assert runtime.MithrilJobRuntime().get_job_status(
-        mover_handle(mover_home), 'mover') is None
-    assert not moves.told(mover_home)
+    assert not mover_polled(mover_home)
 
     assert job_recovers(server, job, monkeypatch) == [
         'down', f'launch in {REGION}']
     assert claimed('job') == [following.fid]
     assert live_bids(server, 'job') == []
+
+
+def test_a_fresh_launch_leaves_the_instance_promised_to_a_move(
+        two_jobs, tmp_path, monkeypatch, caplog):
+    """`sky launch -c fresh` naming `next-res` while `mover`'s hooks run
+    for its move onto the free instance: `fresh` bids on spot, saying why,
+    and `mover` lands on the instance rather than on spot again."""
+    server, _, following = two_jobs
+    moves.give_back(server, 'other')
+    mover_home = tmp_path / 'mover'
+    assert mover_polled(mover_home)
+    caplog.set_level('INFO')
+
+    with market_read(monkeypatch):
+        variables = deploy('fresh', MOVER)
+    ends.while_the_clock_moves(server, lambda: launch_as_deployed(
+        'fresh', variables))
+    mover_moves(server, mover_home, following)
+
+    assert f'reservation next-res ({following.fid}) has 1 of its 1 ' \
+        'instances free (1 promised to managed jobs moving onto it); the ' \
+        'cluster needs 1; the cluster bids on spot' in caplog.text
+    assert claimed('fresh') == [] and live_bids(server, 'fresh')
+    assert claimed('mover') == [following.fid]
+    assert live_bids(server, 'mover') == []
+
+
+def slow_first_look(monkeypatch: pytest.MonkeyPatch
+                    ) -> Tuple[threading.Event, threading.Event]:
+    """The first look-up of listed reservations (`job`'s recovery looking
+    for room) waits for Mithril's answer: the first event is set once it
+    waits, the second lets it go on."""
+    looking, answer = threading.Event(), threading.Event()
+    find_each = reserved_nodes.find_each
+
+    def slow_find_each(conn: Any, names: Any) -> Any:
+        if not looking.is_set():
+            looking.set()
+            assert answer.wait(60)
+        return find_each(conn, names)
+
+    monkeypatch.setattr(reserved_nodes, 'find_each', slow_find_each)
+    return looking, answer
+
+
+def test_a_slow_look_for_room_holds_no_other_jobs_poll_up(
+        two_jobs, tmp_path, monkeypatch):
+    """While `job`'s recovery waits on Mithril looking for room on
+    `next-res`, `mover`'s poll is not skipped: it moves onto the free
+    instance, and `job`, finding it promised, leaves as with no room."""
+    server, ending, _ = two_jobs
+    moves.give_back(server, 'other')
+    job = job_leaves(server, ending, tmp_path / 'job')
+    looking, answer = slow_first_look(monkeypatch)
+    plans: List[strategy.RecoveryPlan] = []
+    planner = threading.Thread(target=lambda: plans.append(
+        strategy.plan_recovery(job, None, threading.Event())))
+    planner.start()
+    try:
+        assert looking.wait(60)
+        assert mover_polled(tmp_path / 'mover')
+    finally:
+        answer.set()
+        planner.join()
+    assert plans == [strategy.RecoveryPlan(leaves_reservation=True)]
+
+
+def test_a_recovery_cancelled_while_it_plans_leaves_nothing_promised(
+        two_jobs, tmp_path, monkeypatch):
+    """`sky jobs cancel` of `job` while its recovery looks for room on
+    `next-res` (the look goes on in its thread): `next-res`'s free
+    instance is not left promised to the cancelled job for an hour, and
+    `mover` moves onto it at its next poll."""
+    server, ending, _ = two_jobs
+    moves.give_back(server, 'other')
+    job = job_leaves(server, ending, tmp_path / 'job')
+    looking, answer = slow_first_look(monkeypatch)
+    monkeypatch.setattr(global_user_state, 'get_handle_from_cluster_name',
+                        lambda name: job)
+    task = sky.Task(run='train')
+    task.set_resources(job.launched_resources)
+
+    async def cancel_the_recovery() -> None:
+        recovery = asyncio.ensure_future(ends.EagerNextRegion(task).recover())
+        assert await asyncio.to_thread(looking.wait, 60)
+        recovery.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await recovery
+        answer.set()
+
+    with market_read(monkeypatch):
+        asyncio.run(cancel_the_recovery())  # its planning thread joined
+
+    assert mover_polled(tmp_path / 'mover')

@@ -111,12 +111,27 @@ def test_a_full_first_reservation_sends_the_cluster_onto_the_second(
 
     # The first has room again: the cluster, on the second, stays there.
     provisioner.terminate_instances('other', PROVIDER)
-    cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+    cloud._reservation_listings.clear()  # pylint: disable=protected-access
     assert counted_free(BOTH) == {'res-a': 1}
     assert deploy('job', BOTH)['mithril_reservation'] == second.fid
     assert launch_as_deployed('job', variables).head_instance_id == (
         record.head_instance_id)
     assert claimed('job') == [second.fid]
+
+
+def test_the_deploy_step_lists_the_reservations_and_their_instances_once(
+        market):
+    running(reserve(market, 'res-a', hours=48))
+    running(reserve(market, 'res-b', hours=48))
+    cloud._account_for_launch()  # pylint: disable=protected-access
+    market.control('DELETE', 'stats')
+
+    assert deploy('job', BOTH)['mithril_reservation']
+
+    by_route = market.control('GET', 'stats')['by_route']
+    assert (by_route.get('GET /v2/projects', 0),
+            by_route['GET /v2/reservation'],
+            by_route['GET /v2/instances']) == (0, 1, 1)
 
 
 def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
@@ -131,7 +146,7 @@ def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
     assert claimed('job') == [second.fid]
     assert bids_named(market, 'job') == []
     # With a shorter lead the first one takes the launch.
-    cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+    cloud._reservation_listings.clear()  # pylint: disable=protected-access
     assert deploy('later', {**BOTH, 'reservation_end_lead_minutes': 60})[
         'mithril_reservation'] == first.fid
 
@@ -193,7 +208,7 @@ def test_a_cluster_whose_reservation_ended_goes_on_the_next_listed_one(
         try:
             assert claimed('job') == [first.fid]
             server.control('POST', 'advance', seconds=3 * 3600)
-            cloud._reservation_rooms.clear()  # pylint: disable=protected-access
+            cloud._reservation_listings.clear()  # pylint: disable=protected-access
 
             variables = deploy('job', BOTH)
             record = while_the_clock_moves(
@@ -205,3 +220,30 @@ def test_a_cluster_whose_reservation_ended_goes_on_the_next_listed_one(
         finally:
             reservation_claims.release(reservation_claims.of_cluster('job'))
             cluster_bid.cancel_all(connection.connect(), 'job')
+
+
+def test_a_cluster_whose_instances_were_returned_goes_on_the_next_listed_one(
+        market, caplog):
+    """`sky launch -c job` again once the instance it held on `res-a` was
+    returned (`sky-mithril reservations return`), `res-a`'s other instance
+    held by `other`: the deploy step drops the claim on the deleted
+    instance and puts the cluster on `res-b`, not on `res-a` (where the
+    provisioner would find no room and bid beside a free paid instance)."""
+    first = running(reserve(market, 'res-a', quantity=2, hours=48))
+    second = running(reserve(market, 'res-b', hours=48))
+    launch_as_deployed('job', deploy('job', BOTH))
+    launch_on_reservation('other', first.name)
+    [held] = reservation_claims.of_cluster('job')
+    conn = connection.connect()
+    conn.client.return_reservation_instances(first.fid, [held.instance_fid])
+    cloud._reservation_listings.clear()  # pylint: disable=protected-access
+    caplog.set_level('INFO')
+
+    variables = deploy('job', BOTH)
+    record = launch_as_deployed('job', variables)
+
+    assert variables['mithril_reservation'] == second.fid
+    assert f'Mithril reservation res-b ({second.fid})' in caplog.text
+    assert claimed('job') == [second.fid]
+    assert record.head_instance_id in second.instances
+    assert bids_named(market, 'job') == []
