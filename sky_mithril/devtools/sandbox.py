@@ -194,9 +194,11 @@ class SkySandbox:
         return env
 
     def sky(self, args: List[str], *, timeout: float = 600,
-            check: bool = False, stream: bool = False) -> subprocess.CompletedProcess:
+            check: bool = False, stream: bool = False,
+            typed: Optional[str] = None) -> subprocess.CompletedProcess:
         """Runs `sky ARGS` in the sandbox; output is captured as text, or
-        passed through to our stdout/stderr when `stream`."""
+        passed through to our stdout/stderr when `stream`; `typed` is what
+        a user types at its prompts (none by default)."""
         sky_bin = str(Path(sys.executable).parent / 'sky')
         return subprocess.run([sky_bin, *args],
                               env=self.env,
@@ -205,7 +207,8 @@ class SkySandbox:
                               text=True,
                               timeout=timeout,
                               check=check,
-                              stdin=subprocess.DEVNULL)
+                              **({'input': typed} if typed is not None else
+                                 {'stdin': subprocess.DEVNULL}))
 
     def stop_api_server(self) -> None:
         """Stops the sandbox's API server (and with it its workers)."""
