@@ -3,8 +3,10 @@ create`, on namespace hosts with the emulator at 60x: examples/multi-node.yaml
 on a 2-instance reservation (stop, start, down, then the instances returned),
 and a managed job (examples/managed-train.yaml) that trains on a reserved
 instance, moves onto a spot bid before the reservation ends (the instance
-given back first) and resumes at the step its preemption hook saved. Needs
-root; a few minutes. A stack of its own, so it runs beside the other host
+given back first) and resumes at the step its preemption hook saved, and a
+service (examples/serve.yaml, `sky serve` in consolidation mode) whose base
+replica serves from a 1-instance reservation while the other bursts onto a
+spot bid. Needs root; a few minutes. A stack of its own, so it runs beside the other host
 tests."""
 
 import datetime
@@ -59,8 +61,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SkyStack]:
                             host=hosts.api_address) as emulator:
             box = SkySandbox(tmp_path_factory.mktemp('sky'),
                              api_url=emulator.url,
-                             api_key=KEY, sky_config={'jobs': {'controller': {
-                                 'consolidation_mode': True}}})
+                             api_key=KEY, sky_config={
+                                 'jobs': {'controller': {'consolidation_mode': True}},
+                                 'serve': {'controller': {'consolidation_mode': True}}})
             try:
                 yield SkyStack(emulator, box, hosts)
             finally:
@@ -234,3 +237,55 @@ def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
           f'at step {saved}; spot bid allocated {on_spot_at - given_back_at:.0f}s '
           f'later; training again {resumed_at - on_spot_at:.0f}s later, '
           f'resuming at step {saved} (0 lost)')
+
+
+def _host_name(instance_fid: str) -> str:
+    """The start of an emulated host's name: its instance fid, lowercased."""
+    return re.sub(r'[^a-z0-9-]+', '-', instance_fid.lower())
+
+
+def test_a_service_serves_from_its_reservation_and_bursts_onto_spot(
+        stack: SkyStack, tmp_path: Path) -> None:
+    """Each SkyServe replica is a cluster, so the task's reservation takes
+    the first replica whole and the second, finding no room, bids on spot
+    at the task's limit; both answer through the load balancer. `sky serve
+    down` cancels the bid and gives the reserved instance back paused."""
+    buy_reservation(stack, 'serve-res', TYPE, 24, 1)
+    [reserved] = reserved_instances(stack, 'serve-res')
+    task = yaml.safe_load(catalog_files.example_path('serve.yaml').read_text())
+    task['service']['readiness_probe']['initial_delay_seconds'] = 30
+    task['config']['mithril']['reservation'] = 'serve-res'
+    path = tmp_path / 'serve.yaml'
+    path.write_text(yaml.safe_dump(task))
+    out = stack.sky('serve', 'up', '-y', '-n', 'tiny-res', str(path))
+    endpoint = re.search(r'Endpoint URL: \S*?(http://[\w.:]+)', out)
+    assert endpoint, out
+    hosts: Dict[str, str] = {}
+
+    def both_replicas_answer() -> bool:
+        try:
+            answer = requests.get(f'{endpoint.group(1)}/predict',
+                                  params={'x': 1}, timeout=5).json()
+            hosts[answer['replica_id']] = answer['replica']
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        return len(hosts) == 2
+
+    wait_for(both_replicas_answer, 'both replicas to answer', 600, every=0.5,
+             describe=lambda: (hosts, stack.bids()))
+    [bid] = stack.live_bids()
+    assert bid['limit_price'] == '$4.00' and bid['instance_quantity'] == 1, bid
+    [spot_instance] = bid['instances']
+    on = {name: [h for h in hosts.values() if h.startswith(_host_name(fid))]
+          for name, fid in (('reservation', reserved),
+                            ('spot', spot_instance['fid']))}
+    assert all(len(found) == 1 for found in on.values()), (on, hosts)
+
+    stack.sky('serve', 'down', '-y', 'tiny-res')
+    wait_for(lambda: 'No existing services' in stack.sky('serve', 'status'),
+             'the service to be gone', 300)
+    wait_for(lambda: stack.live_bids() == [], 'the burst bid to be cancelled',
+             120, describe=stack.bids)
+    wait_for(lambda: reserved_instances(stack, 'serve-res') == {
+        reserved: 'STATUS_PAUSED'}, 'the reserved instance given back paused',
+             120, describe=lambda: reservation(stack, 'serve-res'))
