@@ -2,7 +2,9 @@
 races module's two jobs: a poll that counted a reservation's free instances
 before another job's relaunch claimed them and dropped its promise must not
 start a move onto a full reservation (its hooks run, its spot bid is torn
-down, and it relaunches onto spot again)."""
+down, and it relaunches onto spot again); nor may a fresh launch whose
+deploy step ran before the promise claim the promised instance (the
+provisioner's claim counts no promise: fails)."""
 
 import contextlib
 import threading
@@ -11,9 +13,13 @@ from typing import Any, Iterator, List
 from sky_mithril import shared_state
 from sky_mithril.recovery import back_to_reservation
 
+from tests.helpers.reservations import (deploy, launch_as_deployed,
+                                        market_read)
 from tests.integration.plugin import test_jobs_back_to_reservation as moves
+from tests.integration.plugin import test_jobs_reservation_end as ends
 from tests.integration.plugin.test_jobs_reservation_list_races import (
-    REGION, claimed, job_leaves, job_recovers, mover_polled, two_jobs)
+    MOVER, REGION, claimed, job_leaves, job_recovers, mover_moves,
+    mover_polled, two_jobs)
 
 __all__ = ['two_jobs']
 
@@ -55,3 +61,25 @@ def test_a_poll_counting_before_a_relaunch_claims_does_not_move_onto_it(
 
     assert polls == [False]
     assert back_to_reservation.promised('job') == {}
+
+
+def test_a_fresh_launch_deployed_before_a_move_was_promised_leaves_it(
+        two_jobs, tmp_path, monkeypatch):
+    """`sky launch -c fresh` naming `next-res`: its deploy step finds the
+    free instance unpromised, then `mover`'s poll promises it to its move
+    before `fresh`'s provisioner claims. `fresh` bids on spot and `mover`
+    lands on the instance, rather than `mover` being torn down off its spot
+    bid only to bid on spot again."""
+    server, _, following = two_jobs
+    moves.give_back(server, 'other')
+    with market_read(monkeypatch):
+        variables = deploy('fresh', MOVER)
+    assert variables['mithril_reservation'] == following.fid
+    assert mover_polled(tmp_path / 'mover')
+
+    ends.while_the_clock_moves(server, lambda: launch_as_deployed(
+        'fresh', variables))
+    mover_moves(server, tmp_path / 'mover', following)
+
+    assert claimed('mover') == [following.fid]
+    assert claimed('fresh') == []
