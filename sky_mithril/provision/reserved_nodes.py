@@ -309,21 +309,30 @@ def _autodown_set(cluster_name: str) -> bool:
     return autostop is not None and autostop >= 0
 
 
-def still_held(cluster_name_on_cloud: str,
-               instances: Sequence[models.Instance]) -> Optional[str]:
-    """The reservation the cluster holds instances of, while one of them is
-    among `instances` (its reservation's, listed now); None when it holds
-    none, and once none is left (the reservation ended, or they were
-    returned): the claims are then released and the nodes' file staged
-    empty (autostop there would take them for the cluster's), and the
-    launch starts afresh. The deploy step and the provisioner both decide
-    here."""
-    claims = reservation_claims.of_cluster(cluster_name_on_cloud)
-    if not claims:
-        return None
+def held_reservation(claims: Sequence[reservation_claims.Claim],
+                     instances: Sequence[models.Instance]) -> Optional[str]:
+    """The reservation of a cluster's `claims` while one of their instances
+    is among `instances` (its reservation's, as listed); None when there are
+    no claims, and once none is left (the reservation ended, or they were
+    returned). The deploy step and the provisioner both decide here; only
+    the provisioner, which lists afresh, acts on it (`still_held`)."""
     left = {i.fid for i in instances if i.status not in _GONE}
     if any(c.instance_fid in left for c in claims):
         return claims[0].reservation_fid
+    return None
+
+
+def still_held(cluster_name_on_cloud: str,
+               instances: Sequence[models.Instance]) -> Optional[str]:
+    """In the provisioner, `held_reservation` of the cluster's claims among
+    `instances` (its reservation's, listed now): once none is left the
+    claims are released and the nodes' file staged empty (autostop there
+    would take them for the cluster's), and the launch starts afresh. Never
+    on a cached listing: it would free instances claimed since."""
+    claims = reservation_claims.of_cluster(cluster_name_on_cloud)
+    held = held_reservation(claims, instances)
+    if held is not None or not claims:
+        return held
     logger.info('The cluster\'s reserved instances are gone (the reservation '
                 'ended, or they were returned); launching afresh.')
     reservation_claims.release(claims)
