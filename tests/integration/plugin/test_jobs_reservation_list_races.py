@@ -31,7 +31,6 @@ from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
-from sky_mithril.recovery import reservation_end
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import strategy
 
@@ -42,6 +41,8 @@ from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         reserve)
 from tests.integration.plugin import test_jobs_back_to_reservation as moves
 from tests.integration.plugin import test_jobs_reservation_end as ends
+from tests.integration.provision.test_reservations_in_order import (
+    forget_earlier_jobs)
 
 REGION = 'us-central3-a'
 PROVIDER = {'project_id': 'proj_emulator'}
@@ -71,17 +72,13 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     """`job` on the one instance of the 3-hour `short-res`; `mover` on a
     spot bid, waiting for the 6-hour `next-res`, whose one instance `other`
     holds."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     server = manual_clock_emulator
     monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
     monkeypatch.setattr(back_to_reservation, '_hooks_ran', {})
     monkeypatch.setattr(notice, 'wait_for_preemption_hooks', lambda h: 0.0)
     forget_recovery_records()
-    kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
-    for prefix in (back_to_reservation.MOVE_KEY_PREFIX,
-                   back_to_reservation.NEXT_KEY_PREFIX):
-        kv_cache.delete_cache_entries_by_prefix(prefix)
+    forget_earlier_jobs()
     ending = reserve(server, 'short-res')
     following = reserve(server, 'next-res', hours=6)
     server.control('POST', 'advance', seconds=120)
@@ -98,6 +95,9 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
         for cluster in ('job', 'mover', 'other', 'fresh'):
             reservation_claims.release(reservation_claims.of_cluster(cluster))
             cluster_bid.cancel_all(connection.connect(), cluster)
+        # Their moves' promises would count against a later module's
+        # reservations (a new emulator may give out the same fids).
+        forget_earlier_jobs()
 
 
 def job_handle(home: Path) -> Any:
