@@ -255,12 +255,14 @@ def _held_among(name_on_cloud: str, reservations: List[models.Reservation],
                 ) -> Optional[models.Reservation]:
     """The one of the task's `reservations` (listed with their `instances`)
     the cluster holds instances of, while any of them is left
-    (`reserved_nodes.still_held`, which otherwise releases the claims)."""
+    (`reserved_nodes.held_reservation`). Only reads: the listing may be
+    RESERVATION_LISTING_SECONDS old, so claims it shows gone are released
+    by the provisioner, which lists afresh (`reserved_nodes.still_held`)."""
     listed = {r.fid: r for r in reservations}
-    if not _reservations_held_by(name_on_cloud) & set(listed):
-        return None
-    held = reserved_nodes.still_held(name_on_cloud, instances)
-    return None if held is None else listed.get(held)
+    claims = reservation_claims.of_cluster(name_on_cloud)
+    held = reserved_nodes.held_reservation(
+        [c for c in claims if c.reservation_fid in listed], instances)
+    return None if held is None else listed[held]
 
 
 def _reservations_held_by(name_on_cloud: str) -> Set[str]:

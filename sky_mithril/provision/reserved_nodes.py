@@ -26,6 +26,7 @@ from sky import sky_logging
 from sky.provision import common
 from sky.utils import status_lib
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.account import local_keys
 from sky_mithril.account import node_keys
@@ -309,21 +310,30 @@ def _autodown_set(cluster_name: str) -> bool:
     return autostop is not None and autostop >= 0
 
 
-def still_held(cluster_name_on_cloud: str,
-               instances: Sequence[models.Instance]) -> Optional[str]:
-    """The reservation the cluster holds instances of, while one of them is
-    among `instances` (its reservation's, listed now); None when it holds
-    none, and once none is left (the reservation ended, or they were
-    returned): the claims are then released and the nodes' file staged
-    empty (autostop there would take them for the cluster's), and the
-    launch starts afresh. The deploy step and the provisioner both decide
-    here."""
-    claims = reservation_claims.of_cluster(cluster_name_on_cloud)
-    if not claims:
-        return None
+def held_reservation(claims: Sequence[reservation_claims.Claim],
+                     instances: Sequence[models.Instance]) -> Optional[str]:
+    """The reservation of a cluster's `claims` while one of their instances
+    is among `instances` (its reservation's, as listed); None when there are
+    no claims, and once none is left (the reservation ended, or they were
+    returned). The deploy step and the provisioner both decide here; only
+    the provisioner, which lists afresh, acts on it (`still_held`)."""
     left = {i.fid for i in instances if i.status not in _GONE}
     if any(c.instance_fid in left for c in claims):
         return claims[0].reservation_fid
+    return None
+
+
+def still_held(cluster_name_on_cloud: str,
+               instances: Sequence[models.Instance]) -> Optional[str]:
+    """In the provisioner, `held_reservation` of the cluster's claims among
+    `instances` (its reservation's, listed now): once none is left the
+    claims are released and the nodes' file staged empty (autostop there
+    would take them for the cluster's), and the launch starts afresh. Never
+    on a cached listing: it would free instances claimed since."""
+    claims = reservation_claims.of_cluster(cluster_name_on_cloud)
+    held = held_reservation(claims, instances)
+    if held is not None or not claims:
+        return held
     logger.info('The cluster\'s reserved instances are gone (the reservation '
                 'ended, or they were returned); launching afresh.')
     reservation_claims.release(claims)
@@ -385,8 +395,10 @@ class ReservedNodes:
               key_to_install: Optional[key_install.KeyInstall] = None,
               volume_fids: Sequence[str] = ()) -> 'ReservedNodes':
         """Claims `quantity` free instances for a new cluster, all or none,
-        on a reservation that ends later than `lead` from now, whose
-        launch specification takes the task's `volume_fids` (`add_volumes`);
+        on a reservation that ends later than `lead` from now, besides those
+        promised to other clusters' moves (`back_to_reservation.promised`),
+        whose launch specification takes the task's `volume_fids`
+        (`add_volumes`; the claims are released if it does not);
         ReservationError says why not. `key_to_install` (`check_ssh_key`)
         goes on the instances once they run, and instances booted without
         added volumes restart with them (`wait_until_ready`). Claims of
@@ -397,21 +409,36 @@ class ReservedNodes:
         except Exception as e:  # pylint: disable=broad-except
             logger.warning('Could not prune the claims of ended '
                            f'reservations: {e}')
+        # Imported here: back_to_reservation imports this module.
+        from sky_mithril.recovery import back_to_reservation  # pylint: disable=import-outside-toplevel
         with reservation_claims.lock(reservation.fid):
             free = free_instances(conn, reservation)
-            why = why_not_now(reservation, len(free), quantity,
-                              conn.client.server_now(), lead)
-            if why is not None:
-                raise ReservationError(why)
-            volumes_added = add_volumes(conn, reservation.fid, volume_fids)
-            chosen = free[:quantity]
-            stale = [c for fid, c in reservation_claims.on(reservation.fid).items()
-                     if fid in {i.fid for i in chosen}]
-            reservation_claims.release(stale)
-            claims = reservation_claims.write(reservation,
-                                              [i.fid for i in chosen],
-                                              cluster_name,
-                                              cluster_name_on_cloud)
+            now = conn.client.server_now()
+            # Other clusters' moves' promises are read, and the claims
+            # written, under the moves' lock: a poll deciding a move reads
+            # the claims under it, so one free instance goes to either.
+            with shared_state.held(back_to_reservation.LOCK):
+                why = why_not_now(
+                    reservation, len(free), quantity, now, lead,
+                    back_to_reservation.promised(cluster_name).get(
+                        reservation.fid, 0))
+                if why is not None:
+                    raise ReservationError(why)
+                chosen = free[:quantity]
+                stale = [c for fid, c in
+                         reservation_claims.on(reservation.fid).items()
+                         if fid in {i.fid for i in chosen}]
+                reservation_claims.release(stale)
+                claims = reservation_claims.write(reservation,
+                                                  [i.fid for i in chosen],
+                                                  cluster_name,
+                                                  cluster_name_on_cloud)
+            try:
+                volumes_added = add_volumes(conn, reservation.fid,
+                                            volume_fids)
+            except BaseException:
+                reservation_claims.release(claims)
+                raise
         _write_node_file(cluster_name_on_cloud, claims)
         logger.info(f'Claimed {quantity} instance(s) of reservation '
                     f'{reservation.name} ({reservation.fid}): '

@@ -36,10 +36,10 @@ fresh launch takes none of them either. The move is onto the first listed
 reservation with room for it besides those (`reserved_nodes.
 first_with_room`, where every launch picks its reservation); its relaunch
 goes on that one while it has room, before any listed earlier, whose room
-may be another move's (`promised_to`). Only reading the promises, deciding
-and recording the move happen under SkyPilot's lock, taken without waiting
-by a poll (one that finds it busy moves nothing this time): no API call or
-SSH runs under it. A recovery that ends, fails or is cancelled drops its
+may be another move's (`promised_to`). Only reading the promises and the
+claims, deciding and recording the move happen under SkyPilot's lock, taken
+without waiting by a poll (one that finds it busy moves nothing this time):
+no API call or SSH runs under it. A recovery that ends, fails or is cancelled drops its
 promise (`relaunched`).
 
 A node whose watcher already ran the preemption hooks (for an earlier notice
@@ -212,15 +212,17 @@ def onto_next(handle: Any, provider_config: Optional[Dict[str, Any]],
         conn, sections, leaving.instance_type,
         handle.launched_resources.instance_type,
         handle.launched_resources.region) if r.fid != leaving.fid]
-    free = reserved_nodes.free_counts(
-        listed, reserved_nodes.list_instances(conn, listed))
+    instances = reserved_nodes.list_instances(conn, listed)
     now = conn.client.server_now()  # Read after an answer: Mithril's clock.
     lead = reservation_end.lead_for_launch(handle.cluster_name, sections)
     with shared_state.held(LOCK):
         if cancelled is not None and cancelled.is_set():
             return None
+        # Claims are read under the lock: a relaunch drops its promise
+        # (under it) only once its claims are written.
         found, _ = reserved_nodes.first_with_room(
-            listed, free, handle.launched_nodes, now, lead,
+            listed, reserved_nodes.free_counts(listed, instances),
+            handle.launched_nodes, now, lead,
             promised(handle.cluster_name))
         if found is not None:
             kv_cache.add_or_update_cache_entry(
@@ -338,15 +340,17 @@ def ready(handle: Any, provider_config: Dict[str, Any]) -> bool:
                reservation_end.lead_for_launch(handle.cluster_name, sections))
     deadline = datetime.datetime.now(datetime.timezone.utc) + (
         datetime.timedelta(seconds=HOOKS_SECONDS))
-    free = reserved_nodes.free_counts(
-        reservations, reserved_nodes.list_instances(conn, reservations))
+    instances = reserved_nodes.list_instances(conn, reservations)
     with shared_state.held(LOCK, blocking=False) as held:
         if not held:
             logger.debug(f'{handle.cluster_name}: another job is deciding a '
                          'move; looking again next poll.')
             return False
+        # Claims are read under the lock: a relaunch drops its promise
+        # (under it) only once its claims are written.
         reservation, _ = reserved_nodes.first_with_room(
-            reservations, free, nodes, now, lead,
+            reservations, reserved_nodes.free_counts(reservations, instances),
+            nodes, now, lead,
             promised(handle.cluster_name))
         if reservation is None:
             return False

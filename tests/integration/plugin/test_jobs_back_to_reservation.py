@@ -204,12 +204,14 @@ def test_a_reservation_ending_within_the_lead_does_not_attract_the_job(
 def lose_the_move(server: EmulatorServer, reservation: models.Reservation,
                   home: Path) -> None:
     """The move under way (head node `home` told) runs its hooks and
-    recovers, but another launch claims the free instance first: the
-    relaunch bids on spot, the one live bid of the job; that launch then
-    gives the instance back."""
+    recovers, but another cluster holds the free instance first (written
+    as a launch claims; a launch now leaves a promised instance, so only
+    one racing the promise could): the relaunch bids on spot, the one live
+    bid of the job; that cluster then gives the instance back."""
     recover_for_the_move(server, home)
-    while_the_clock_moves(server, lambda: launch_on_reservation(
-        'third', reservation.name))
+    with reservation_claims.lock(reservation.fid):
+        reservation_claims.write(reservation, list(reservation.instances),
+                                 'third', 'third')
     relaunch = while_the_clock_moves(server, lambda: provisioner.run_instances(
         REGION, 'job', 'job', config(reservation.name, 600)))
     assert relaunch.head_instance_id not in reservation.instances

@@ -5,10 +5,13 @@ spot bid, moves back onto `next-res` once it has room
 (`back_to_reservation`). An instance promised to one job's move is taken
 neither by the other's nor by a fresh `sky launch`: the losing job would
 have had its spot bid torn down and a new one placed, or its instance
-taken, for nothing. A recovery cancelled while it plans leaves nothing
+taken, for nothing. That holds too when the fresh launch's deploy step
+ran before the promise, and when a poll counted the instance free before
+a relaunch claimed it. A recovery cancelled while it plans leaves nothing
 promised, and one waiting on Mithril holds no other job's poll up."""
 
 import asyncio
+import contextlib
 import datetime
 import threading
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 import sky
 from sky import global_user_state
 
+from sky_mithril import shared_state
 from sky_mithril.account import connection
 from sky_mithril.api import models
 from sky_mithril.emulator.server import EmulatorServer
@@ -27,7 +31,6 @@ from sky_mithril.provision import reservation_claims
 from sky_mithril.provision import reserved_nodes
 from sky_mithril.recovery import back_to_reservation
 from sky_mithril.recovery import notice
-from sky_mithril.recovery import reservation_end
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import strategy
 
@@ -38,6 +41,8 @@ from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         reserve)
 from tests.integration.plugin import test_jobs_back_to_reservation as moves
 from tests.integration.plugin import test_jobs_reservation_end as ends
+from tests.integration.provision.test_reservations_in_order import (
+    forget_earlier_jobs)
 
 REGION = 'us-central3-a'
 PROVIDER = {'project_id': 'proj_emulator'}
@@ -67,17 +72,13 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
     """`job` on the one instance of the 3-hour `short-res`; `mover` on a
     spot bid, waiting for the 6-hour `next-res`, whose one instance `other`
     holds."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     server = manual_clock_emulator
     monkeypatch.setattr(runtime, 'provider_config', lambda h: PROVIDER)
     monkeypatch.setattr(runtime, '_finished_status', lambda h: None)
     monkeypatch.setattr(back_to_reservation, '_hooks_ran', {})
     monkeypatch.setattr(notice, 'wait_for_preemption_hooks', lambda h: 0.0)
     forget_recovery_records()
-    kv_cache.delete_cache_entries_by_prefix(reservation_end.LEAD_KEY_PREFIX)
-    for prefix in (back_to_reservation.MOVE_KEY_PREFIX,
-                   back_to_reservation.NEXT_KEY_PREFIX):
-        kv_cache.delete_cache_entries_by_prefix(prefix)
+    forget_earlier_jobs()
     ending = reserve(server, 'short-res')
     following = reserve(server, 'next-res', hours=6)
     server.control('POST', 'advance', seconds=120)
@@ -94,6 +95,9 @@ def two_jobs(manual_clock_emulator: EmulatorServer, monkeypatch, tmp_path
         for cluster in ('job', 'mover', 'other', 'fresh'):
             reservation_claims.release(reservation_claims.of_cluster(cluster))
             cluster_bid.cancel_all(connection.connect(), cluster)
+        # Their moves' promises would count against a later module's
+        # reservations (a new emulator may give out the same fids).
+        forget_earlier_jobs()
 
 
 def job_handle(home: Path) -> Any:
@@ -195,6 +199,45 @@ def test_a_move_does_not_start_onto_the_instance_a_leaving_job_relaunches_on(
     assert live_bids(server, 'job') == []
 
 
+def test_a_poll_counting_before_a_relaunch_claims_does_not_move_onto_it(
+        two_jobs, tmp_path, monkeypatch):
+    """`mover`'s poll counts `next-res`'s one free instance, then waits for
+    the move lock while `job`, leaving `short-res`, relaunches onto that
+    instance and its recovery drops its promise. Once the poll has the lock
+    the instance is `job`'s: `mover` is not told to move."""
+    server, ending, following = two_jobs
+    moves.give_back(server, 'other')
+    job = job_leaves(server, ending, tmp_path / 'job')
+
+    at_lock, go = threading.Event(), threading.Event()
+    real_held = shared_state.held
+    polls: List[Any] = []
+
+    @contextlib.contextmanager
+    def held(name: str, blocking: bool = True) -> Iterator[bool]:
+        if not blocking and threading.current_thread() is poller:
+            at_lock.set()
+            assert go.wait(300)
+        with real_held(name, blocking) as got:
+            yield got
+
+    monkeypatch.setattr(shared_state, 'held', held)
+    poller = threading.Thread(target=lambda: polls.append(
+        mover_polled(tmp_path / 'mover')))
+    poller.start()
+    try:
+        assert at_lock.wait(120)
+        assert job_recovers(server, job, monkeypatch) == [
+            'down', f'launch in {REGION}']
+        assert claimed('job') == [following.fid]
+    finally:
+        go.set()
+        poller.join()
+
+    assert polls == [False]
+    assert back_to_reservation.promised('job') == {}
+
+
 def test_a_fresh_launch_leaves_the_instance_promised_to_a_move(
         two_jobs, tmp_path, monkeypatch, caplog):
     """`sky launch -c fresh` naming `next-res` while `mover`'s hooks run
@@ -218,6 +261,28 @@ def test_a_fresh_launch_leaves_the_instance_promised_to_a_move(
     assert claimed('fresh') == [] and live_bids(server, 'fresh')
     assert claimed('mover') == [following.fid]
     assert live_bids(server, 'mover') == []
+
+
+def test_a_fresh_launch_deployed_before_a_move_was_promised_leaves_it(
+        two_jobs, tmp_path, monkeypatch):
+    """`sky launch -c fresh` naming `next-res`: its deploy step finds the
+    free instance unpromised, then `mover`'s poll promises it to its move
+    before `fresh`'s provisioner claims. `fresh` bids on spot and `mover`
+    lands on the instance, rather than `mover` being torn down off its spot
+    bid only to bid on spot again."""
+    server, _, following = two_jobs
+    moves.give_back(server, 'other')
+    with market_read(monkeypatch):
+        variables = deploy('fresh', MOVER)
+    assert variables['mithril_reservation'] == following.fid
+    assert mover_polled(tmp_path / 'mover')
+
+    ends.while_the_clock_moves(server, lambda: launch_as_deployed(
+        'fresh', variables))
+    mover_moves(server, tmp_path / 'mover', following)
+
+    assert claimed('mover') == [following.fid]
+    assert claimed('fresh') == []
 
 
 def slow_first_look(monkeypatch: pytest.MonkeyPatch

@@ -45,10 +45,14 @@ def market(fast_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
         try:
             yield fast_emulator
         finally:
-            for cluster in ('job', 'other'):
-                reservation_claims.release(
-                    reservation_claims.of_cluster(cluster))
-                cluster_bid.cancel_all(connection.connect(), cluster)
+            drop_clusters('job', 'other')
+
+
+def drop_clusters(*clusters: str) -> None:
+    """Releases the clusters' claims and cancels their bids."""
+    for cluster in clusters:
+        reservation_claims.release(reservation_claims.of_cluster(cluster))
+        cluster_bid.cancel_all(connection.connect(), cluster)
 
 
 def forget_earlier_jobs() -> None:
@@ -218,17 +222,17 @@ def test_a_cluster_whose_reservation_ended_goes_on_the_next_listed_one(
             assert claimed('job') == [second.fid]
             assert record.head_instance_id in second.instances
         finally:
-            reservation_claims.release(reservation_claims.of_cluster('job'))
-            cluster_bid.cancel_all(connection.connect(), 'job')
+            drop_clusters('job')
 
 
 def test_a_cluster_whose_instances_were_returned_goes_on_the_next_listed_one(
         market, caplog):
     """`sky launch -c job` again once the instance it held on `res-a` was
     returned (`sky-mithril reservations return`), `res-a`'s other instance
-    held by `other`: the deploy step drops the claim on the deleted
-    instance and puts the cluster on `res-b`, not on `res-a` (where the
-    provisioner would find no room and bid beside a free paid instance)."""
+    held by `other`: the deploy step puts the cluster on `res-b`, and the
+    provisioner drops the claim on the deleted instance and claims there,
+    not on `res-a` (where it would find no room and bid beside a free paid
+    instance)."""
     first = running(reserve(market, 'res-a', quantity=2, hours=48))
     second = running(reserve(market, 'res-b', hours=48))
     launch_as_deployed('job', deploy('job', BOTH))
@@ -247,3 +251,36 @@ def test_a_cluster_whose_instances_were_returned_goes_on_the_next_listed_one(
     assert claimed('job') == [second.fid]
     assert record.head_instance_id in second.instances
     assert bids_named(market, 'job') == []
+
+
+def test_a_dry_run_reading_a_stale_listing_leaves_the_cluster_its_instance(
+        manual_clock_emulator: EmulatorServer, monkeypatch):
+    """The API server listed `res-a` while Pending (a launch that bid on
+    spot); `res-a` starts and `job` claims its instance (in another worker).
+    A `sky launch --dryrun -c job` within the listing's life leaves `job`'s
+    claim, and `other` does not get `job`'s instance: two clusters on one
+    node, the second's `sky down` wiping the first's boot disk."""
+    server = manual_clock_emulator
+    forget_earlier_jobs()
+    # The listing kept as long as the test takes (the 10 s window, stretched
+    # over the emulated boots).
+    monkeypatch.setattr(cloud, 'RESERVATION_LISTING_SECONDS', 3600.0)
+    with market_read(monkeypatch):
+        try:
+            reserve(server, 'res-a', hours=6, start_in_hours=1)
+            assert deploy('early', {'reservation': 'res-a'}
+                          )['mithril_reservation'] == ''
+            server.control('POST', 'advance', seconds=62 * 60)
+            record = while_the_clock_moves(
+                server, lambda: launch_on_reservation('job', 'res-a'))
+            [held] = reservation_claims.of_cluster('job')
+            assert held.instance_fid == record.head_instance_id
+
+            deploy('job', {'reservation': 'res-a'})
+            elsewhere = while_the_clock_moves(
+                server, lambda: launch_on_reservation('other', 'res-a'))
+
+            assert reservation_claims.of_cluster('job') == [held]
+            assert elsewhere.head_instance_id != record.head_instance_id
+        finally:
+            drop_clusters('job', 'other')
