@@ -17,6 +17,8 @@ from sky_mithril.plugin.dashboard import shared_answers
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import project_snapshot
 from sky_mithril.provision import reservation_claims
+from sky_mithril.recovery import back_to_reservation
+from sky_mithril.recovery import reservation_end
 
 PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeyforprovisionertests000000000000 me@test'
 
@@ -27,13 +29,15 @@ def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
     and a config folder with no profiles. The project snapshot ages by the
     emulator's clock, as it ages by the market's time against Mithril: a
     test that moves the market's time on reads the market as it is then.
-    Reservation claims and dashboard answers an earlier test left are
-    dropped: a new emulator gives out the same fids again (and may get the
-    same port), so they would name this emulator's instances."""
+    Reservation claims, dashboard answers and jobs' moves an earlier test
+    left are dropped: a new emulator gives out the same fids again (and may
+    get the same port), so they would name this emulator's instances (a
+    move's promise would keep a launch off its reservation)."""
     from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
     for prefix in (reservation_claims.KEY_PREFIX, shared_answers.KEY_PREFIX):
         kv_cache.delete_cache_entries_by_prefix(
             f'{shared_state.KEY_PREFIX}{prefix}')
+    forget_earlier_jobs()
     monkeypatch.setattr(project_snapshot, 'now',
                         lambda: server.market.clock.now().timestamp())
     monkeypatch.setenv('XDG_CONFIG_HOME', str(config_home))
@@ -41,6 +45,18 @@ def point_plugin_at(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv('MITHRIL_API_URL', server.url)
     monkeypatch.setenv('MITHRIL_PROJECT', 'proj_emulator')
     monkeypatch.delenv('MITHRIL_PROFILE', raising=False)
+
+
+def forget_earlier_jobs() -> None:
+    """Drops what earlier tests' jobs kept per cluster name: the lead a job
+    left a reservation by (`reservation_end.remember_lead`, kept a day) and
+    its moves and their promises (`back_to_reservation`), which a deploy or
+    a claim reads."""
+    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
+    for prefix in (reservation_end.LEAD_KEY_PREFIX,
+                   back_to_reservation.MOVE_KEY_PREFIX,
+                   back_to_reservation.NEXT_KEY_PREFIX):
+        kv_cache.delete_cache_entries_by_prefix(prefix)
 
 
 def bids_named(server: EmulatorServer, name: str) -> List[Dict[str, Any]]:

@@ -34,15 +34,13 @@ from sky_mithril.recovery import notice
 from sky_mithril.recovery import runtime
 from sky_mithril.recovery import strategy
 
-from tests.helpers.provisioning import bids_named
+from tests.helpers.provisioning import bids_named, forget_earlier_jobs
 from tests.helpers.recovery_records import forget_recovery_records
 from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         launch_on_reservation, market_read,
                                         reserve)
 from tests.integration.plugin import test_jobs_back_to_reservation as moves
 from tests.integration.plugin import test_jobs_reservation_end as ends
-from tests.integration.provision.test_reservations_in_order import (
-    forget_earlier_jobs)
 
 REGION = 'us-central3-a'
 PROVIDER = {'project_id': 'proj_emulator'}

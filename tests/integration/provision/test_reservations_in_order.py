@@ -18,10 +18,8 @@ from sky_mithril.emulator.server import EmulatorServer
 from sky_mithril.provision import cluster_bid
 from sky_mithril.provision import instance as provisioner
 from sky_mithril.provision import reservation_claims
-from sky_mithril.recovery import back_to_reservation
-from sky_mithril.recovery import reservation_end
 
-from tests.helpers.provisioning import bids_named
+from tests.helpers.provisioning import bids_named, forget_earlier_jobs
 from tests.helpers.reservations import (deploy, launch_as_deployed,
                                         launch_on_reservation, market_read,
                                         reserve)
@@ -53,18 +51,6 @@ def drop_clusters(*clusters: str) -> None:
     for cluster in clusters:
         reservation_claims.release(reservation_claims.of_cluster(cluster))
         cluster_bid.cancel_all(connection.connect(), cluster)
-
-
-def forget_earlier_jobs() -> None:
-    """Drops what earlier tests' jobs kept per cluster name: the lead a job
-    left a reservation by (`reservation_end.remember_lead`, kept a day) and
-    its moves (`back_to_reservation`), which a deploy of a cluster of that
-    name reads."""
-    from sky.utils.db import kv_cache  # pylint: disable=import-outside-toplevel
-    for prefix in (reservation_end.LEAD_KEY_PREFIX,
-                   back_to_reservation.MOVE_KEY_PREFIX,
-                   back_to_reservation.NEXT_KEY_PREFIX):
-        kv_cache.delete_cache_entries_by_prefix(prefix)
 
 
 def running(reservation: models.Reservation) -> models.Reservation:
