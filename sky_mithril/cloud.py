@@ -140,14 +140,15 @@ def names_reservation(dag: Any) -> bool:
     return False
 
 
-def listed_reservations(names: Sequence[str]) -> Tuple[
-        List[models.Reservation], List[models.Instance], datetime.datetime]:
+def listed_reservations(names: Sequence[str], *, fresh: bool = False
+                        ) -> Tuple[List[models.Reservation],
+                                   List[models.Instance], datetime.datetime]:
     """The task's reservations `names`, in its order, in the launch's
     project, their instances, and Mithril's clock now: one listing of each,
-    made at most once per RESERVATION_LISTING_SECONDS. A reservation that is
-    not there, or a launch on a remote controller (whose SkyPilot database
-    cannot see the API server's claims), raises MithrilConfigError naming
-    the fix."""
+    made at most once per RESERVATION_LISTING_SECONDS (`fresh`: now). A
+    reservation that is not there, or a launch on a remote controller (whose
+    SkyPilot database cannot see the API server's claims), raises
+    MithrilConfigError naming the fix."""
     try:
         reservation_claims.refuse_apart_from_api_server(names[0])
     except reservation_claims.SeparateDatabaseError as e:
@@ -156,7 +157,7 @@ def listed_reservations(names: Sequence[str]) -> Tuple[
     key = (project_id, tuple(names))
     with _memo_lock:
         cached = _reservation_listings.get(key)
-    if cached is not None and time.monotonic() - cached[0] < (
+    if not fresh and cached is not None and time.monotonic() - cached[0] < (
             RESERVATION_LISTING_SECONDS):
         reservations, instances, now = cached[1]
         return reservations, instances, now + datetime.timedelta(
@@ -808,14 +809,21 @@ class Mithril(builtin_mithril.Mithril):
         if not names:
             return '', False
         name_on_cloud = cluster_name.name_on_cloud
-        reservations, instances, now = listed_reservations(names)
-        fits: Optional[models.Reservation] = _held_among(
-            name_on_cloud, reservations, instances)
+        fits: Optional[models.Reservation] = None
         whys: List[str] = []
-        if fits is None:
-            fits, whys = _fitting(reservations, instances, now, instance_type,
-                                  region, num_nodes, lead,
-                                  cluster_name.display_name)
+        # A cached listing that leaves no room is read again: the room may
+        # have come since (a reservation starting, an instance booted), and
+        # a spot bid beside a paid-for free instance is money lost.
+        for fresh in (False, True):
+            reservations, instances, now = listed_reservations(names,
+                                                               fresh=fresh)
+            fits = _held_among(name_on_cloud, reservations, instances)
+            if fits is None:
+                fits, whys = _fitting(reservations, instances, now,
+                                      instance_type, region, num_nodes, lead,
+                                      cluster_name.display_name)
+            if fits is not None:
+                break
         if _first_time_this_launch('reservation', name_on_cloud, *names,
                                    fits.fid if fits else ''):
             if fits is not None:

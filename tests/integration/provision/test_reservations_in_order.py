@@ -124,6 +124,18 @@ def test_the_deploy_step_lists_the_reservations_and_their_instances_once(
             by_route['GET /v2/instances']) == (0, 1, 1)
 
 
+def test_a_deploy_reads_a_listing_without_room_again_before_it_bids(market):
+    """A listing taken before the reservation starts leaves no room; a
+    launch within the listing's 10 s, once it has started, goes on the
+    reservation instead of bidding on spot beside its instances."""
+    one = {'reservation': 'res-a'}
+    starting = reserve(market, 'res-a', hours=48, start_in_hours=1)
+    assert deploy('job', one)['mithril_reservation'] == ''
+    market.control('POST', 'advance', seconds=3600)
+    running(starting)
+    assert deploy('job', one)['mithril_reservation'] == starting.fid
+
+
 def test_a_first_reservation_ending_within_the_lead_is_passed_over(market):
     # Hours apart: at 600x an emulated hour passes in 6 s of a loaded run.
     first = running(reserve(market, 'res-a', hours=10))
