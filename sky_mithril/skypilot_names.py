@@ -263,9 +263,6 @@ NAMES: Tuple[SkyPilotName, ...] = (
     _entry('sky.serve.constants', 'LB_CONTROLLER_SYNC_INTERVAL_SECONDS',
            API_SERVER, 'recovery.serve_notice.leave_at_notice: the drain '
            'delay covers it'),
-    _entry(_CONSTANTS, 'ENV_VAR_IS_SKYPILOT_SERVER', API_SERVER,
-           'plugin.takeover._serve_codegen_loads_plugins: the variable that '
-           'marks the API server\'s processes'),
     _entry('sky.serve.serve_utils', 'ServeCodeGen._build', API_SERVER,
            'plugin.takeover._serve_codegen_loads_plugins: wrapped; the code '
            'run on the controller\'s host loads the plugins first'),

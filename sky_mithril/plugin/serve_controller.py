@@ -7,9 +7,10 @@ in-process: SkyPilot's built-in Mithril cloud refuses a replica's endpoint
 ("Querying endpoints is not supported"), so the service never serves, and
 nothing replaces a replica at Mithril's notice (`recovery.serve_notice`).
 (Replicas are launched and torn down through the API server, which has the
-plugin.) In consolidation mode the serve controller runs on the API
-server's host, where sky-mithril is installed, so
-`takeover._serve_controller_loads_plugins` starts it as
+plugin.) Where sky-mithril is installed beside it (consolidation mode:
+the API server's host; a remote controller that got our wheel,
+`sky-mithril setup --remote`), `takeover._serve_controller_loads_plugins`
+starts it as
 
     python -u -m sky_mithril.plugin.serve_controller sky.serve.service --service-name ...
 
