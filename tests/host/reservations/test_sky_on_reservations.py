@@ -187,49 +187,57 @@ def test_a_managed_job_moves_to_spot_before_its_reservation_ends(
               '--env', f'TOTAL_STEPS={TRAIN_STEPS}')
     last_queue = ['']
 
+    def controller_log() -> str:
+        """The end of the job's controller log: what a failed wait shows."""
+        done = stack.box.sky(['jobs', 'logs', '--controller', '--no-follow',
+                              '-n', 'train'], timeout=120)
+        return '\n'.join((done.stdout + done.stderr).splitlines()[-40:])
+
     def queue_shows(status: str) -> bool:
         last_queue[0] = stack.sky('jobs', 'queue')
         row = [l for l in last_queue[0].splitlines() if ' train ' in l]
         return bool(row) and status in row[0]
 
-    running_at = wait_for(lambda: queue_shows('RUNNING') and step() >= 1,
-                          'the job to train', 300, every=5,
-                          describe=lambda: last_queue[0])
-    # On the reserved instance: no bid at all.
-    assert stack.bids('train') == [], stack.bids()
-    # The end comes into the lead: the market's clock moves to a minute
-    # inside it (training goes on meanwhile; nothing else waits on it).
-    now = market_time(stack.control('GET', 'state')['now'])
-    ends = market_time(reservation(stack)['end_time'])
-    inside_lead = ends - datetime.timedelta(minutes=LEAD_MINUTES - 1)
-    assert now < inside_lead, f'the job trained only at {now}, ends {ends}'
-    stack.control('POST', 'advance', seconds=(inside_lead - now).total_seconds())
+    try:
+        running_at = wait_for(lambda: queue_shows('RUNNING') and step() >= 1,
+                              'the job to train', 300, every=5,
+                              describe=lambda: last_queue[0])
+        # On the reserved instance: no bid at all.
+        assert stack.bids('train') == [], stack.bids()
+        # The end comes into the lead: the market's clock moves to a minute
+        # inside it (training goes on meanwhile; nothing else waits on it).
+        now = market_time(stack.control('GET', 'state')['now'])
+        ends = market_time(reservation(stack)['end_time'])
+        inside_lead = ends - datetime.timedelta(minutes=LEAD_MINUTES - 1)
+        assert now < inside_lead, f'the job trained only at {now}, ends {ends}'
+        stack.control('POST', 'advance', seconds=(inside_lead - now).total_seconds())
 
-    given_back_at = wait_for(
-        lambda: [i['status'] for i in reservation(stack)['instances']] ==
-        ['STATUS_PAUSED'], 'the reserved instance to be given back',
-        120, describe=lambda: reservation(stack))
-    saved = step()
-    assert reservation(stack)['status'] == 'Active', 'given back after the end'
+        given_back_at = wait_for(
+            lambda: [i['status'] for i in reservation(stack)['instances']] ==
+            ['STATUS_PAUSED'], 'the reserved instance to be given back',
+            120, describe=lambda: reservation(stack))
+        saved = step()
+        assert reservation(stack)['status'] == 'Active', 'given back after the end'
 
-    def spot_bids() -> List[Dict[str, Any]]:
-        return [b for b in stack.live_bids() if b['status'] == 'Allocated']
+        def spot_bids() -> List[Dict[str, Any]]:
+            return [b for b in stack.live_bids() if b['status'] == 'Allocated']
 
-    on_spot_at = wait_for(lambda: bool(spot_bids()), 'the spot relaunch', 240,
-                          describe=stack.bids)
-    [bid] = spot_bids()
-    assert bid['limit_price'] == '$4.00'  # the example's recovery_limit_price
-    now = market_time(stack.control('GET', 'state')['now'])
-    ends = market_time(reservation(stack)['end_time'])
-    assert now < ends, f'on spot at {now}, after the reservation ended at {ends}'
+        on_spot_at = wait_for(lambda: bool(spot_bids()), 'the spot relaunch', 240,
+                              describe=stack.bids)
+        [bid] = spot_bids()
+        assert bid['limit_price'] == '$4.00'  # the example's recovery_limit_price
+        now = market_time(stack.control('GET', 'state')['now'])
+        ends = market_time(reservation(stack)['end_time'])
+        assert now < ends, f'on spot at {now}, after the reservation ended at {ends}'
 
-    resumed_at = wait_for(lambda: queue_shows('RUNNING') and
-                          f'resuming at step {saved}' in stack.sky(
-                              'jobs', 'logs', '--no-follow', '-n', 'train'),
-                          'the job to resume', 240, every=5,
-                          describe=lambda: last_queue[0])
-    assert step() >= saved
-    stack.sky('jobs', 'cancel', '-y', '-n', 'train')
+        resumed_at = wait_for(lambda: queue_shows('RUNNING') and
+                              f'resuming at step {saved}' in stack.sky(
+                                  'jobs', 'logs', '--no-follow', '-n', 'train'),
+                              'the job to resume', 420, every=5,
+                              describe=lambda: last_queue[0] + controller_log())
+        assert step() >= saved
+    finally:  # a failure above must not leave the job's bid to the next test
+        stack.box.sky(['jobs', 'cancel', '-y', '-n', 'train'], timeout=300)
     wait_for(lambda: stack.live_bids() == [], 'the cancelled job\'s bid to go',
              120, every=5, describe=stack.bids)
     print(f'\nreservation end: training after {running_at - started:.0f}s; '
@@ -273,7 +281,7 @@ def test_a_service_serves_from_its_reservation_and_bursts_onto_spot(
 
     wait_for(both_replicas_answer, 'both replicas to answer', 600, every=0.5,
              describe=lambda: (hosts, stack.bids()))
-    [bid] = stack.live_bids()
+    [bid] = [b for b in stack.live_bids() if b['name'].startswith('tiny-res')]
     assert bid['limit_price'] == '$4.00' and bid['instance_quantity'] == 1, bid
     [spot_instance] = bid['instances']
     on = {name: [h for h in hosts.values() if h.startswith(_host_name(fid))]
