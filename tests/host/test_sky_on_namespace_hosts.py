@@ -357,7 +357,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
             if re.search(r'hello\s+Mithril.*INIT', status):
                 break
             assert time.monotonic() < deadline, status
-            time.sleep(1)
+            time.sleep(5)  # a `sky` run costs seconds of CPU
         sky('stop', '-y', 'hello')
         assert [b['status'] for b in namespace_stack.bids('hello')
                 if b['fid'] == bid['fid']] == ['Paused']

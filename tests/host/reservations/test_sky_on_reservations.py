@@ -291,7 +291,7 @@ def test_a_service_serves_from_its_reservation_and_bursts_onto_spot(
 
     stack.sky('serve', 'down', '-y', 'tiny-res')
     wait_for(lambda: 'No existing services' in stack.sky('serve', 'status'),
-             'the service to be gone', 300)
+             'the service to be gone', 300, every=5)
     wait_for(lambda: stack.live_bids() == [], 'the burst bid to be cancelled',
              120, describe=stack.bids)
     wait_for(lambda: reserved_instances(stack, 'serve-res') == {

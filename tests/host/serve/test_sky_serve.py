@@ -307,7 +307,7 @@ def scale_in(stack: SkyStack, traffic: Traffic, watch: BidWatch) -> Dict[str, fl
     # What SkyPilot shows is what Mithril bills: one replica, one bid.
     wait_for(lambda: status_replicas(stack) == {kept: (2, 'READY')},
              'sky serve status to show the one replica left', 120,
-             lambda: status_replicas(stack))
+             lambda: status_replicas(stack), every=5)
     at['kept serving'] = wait_for(lambda: kept in traffic.replicas(time.monotonic() - 5),
                                   'the replica left to answer', 30, every=0.1)
     return at
@@ -319,7 +319,7 @@ def serve_down(stack: SkyStack) -> None:
     new API server when the fixture stops this one."""
     stack.sky('serve', 'down', '-y', SERVICE)
     wait_for(lambda: 'No existing services' in stack.sky('serve', 'status'),
-             'the service to be gone', 180)
+             'the service to be gone', 180, every=5)
 
 
 def test_replicas_follow_the_load_through_a_preemption_and_an_update_and_leave_no_bid(
