@@ -192,9 +192,10 @@ def test_jobs_and_serve_controllers_on_cpu_vms_launch_spot_bids_and_leave_nothin
               lambda: cpu_stack.live_bids() == [], 120)
 
     # A loaded machine once left a second row of the job on the controller,
-    # PENDING and never submitted (SkyPilot numbers a job over a skylet RPC
-    # it retries); it started nothing (the one bid above), but `sky down`
-    # refuses while it is listed, and SkyPilot's own advice is to cancel all.
+    # PENDING and never submitted (likely SkyPilot's launch numbering the job
+    # through a skylet call it retries when the channel drops); it started
+    # nothing (the one bid above), but `sky down` refuses while it is listed,
+    # and SkyPilot's own advice is to cancel all.
     cancelled = cpu_stack.box.sky(['jobs', 'cancel', '-a', '-y'], timeout=300)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert len(cpu_stack.bids(f'{JOB}-')) == 1, cpu_stack.bids()
