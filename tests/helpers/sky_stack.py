@@ -30,5 +30,5 @@ class SkyStack:
         return [b for b in self.control('GET', 'state')['bids']
                 if b['name'].startswith(name_prefix)]
 
-    def live_bids(self) -> List[Dict]:
-        return [b for b in self.bids() if b['status'] != 'Terminated']
+    def live_bids(self, name_prefix: str = '') -> List[Dict]:
+        return [b for b in self.bids(name_prefix) if b['status'] != 'Terminated']

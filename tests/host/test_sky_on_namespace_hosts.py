@@ -271,7 +271,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     out = sky('launch', '-y', '-c', 'hello', '--infra', 'mithril', str(hello))
     launch_seconds = time.monotonic() - started
     assert 'Hello from' in out and 'node 0 of 1' in out, out
-    [bid] = [b for b in namespace_stack.bids('hello') if b['status'] != 'Terminated']
+    [bid] = namespace_stack.live_bids('hello')
     assert bid['limit_price'] == '$4.00'
     [instance] = bid['instances']
 
@@ -314,7 +314,7 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     assert re.search(r'hello\s+Mithril.*STOPPED',
                      sky('status', '--refresh', 'hello'))
     sky('start', '-y', 'hello')
-    [resumed] = [b for b in namespace_stack.bids('hello') if b['status'] != 'Terminated']
+    [resumed] = namespace_stack.live_bids('hello')
     assert resumed['fid'] == bid['fid'] and resumed['status'] == 'Allocated'
     # Launched again at a new limit: the cluster keeps its bid, and the new
     # limit reaches it (SkyPilot keeps an existing cluster's old provider
@@ -322,8 +322,8 @@ def test_hello_launch_exec_status_stop_start_preempt_down(namespace_stack, tmp_p
     task['config']['mithril']['limit_price'] = 5.00
     hello.write_text(yaml.safe_dump(task))
     assert 'Hello from' in sky('launch', '-y', '-c', 'hello', str(hello))
-    assert [(b['fid'], b['limit_price']) for b in namespace_stack.bids('hello')
-            if b['status'] != 'Terminated'] == [(bid['fid'], '$5.00')]
+    assert [(b['fid'], b['limit_price'])
+            for b in namespace_stack.live_bids('hello')] == [(bid['fid'], '$5.00')]
 
     # Preempted, and the bid back to Open: it is live and wins again by
     # itself once the price falls, so it never reads STOPPED; `sky stop`

@@ -281,7 +281,7 @@ def test_a_service_serves_from_its_reservation_and_bursts_onto_spot(
 
     wait_for(both_replicas_answer, 'both replicas to answer', 600, every=0.5,
              describe=lambda: (hosts, stack.bids()))
-    [bid] = [b for b in stack.live_bids() if b['name'].startswith('tiny-res')]
+    [bid] = stack.live_bids('tiny-res-')
     assert bid['limit_price'] == '$4.00' and bid['instance_quantity'] == 1, bid
     [spot_instance] = bid['instances']
     on = {name: [h for h in hosts.values() if h.startswith(_host_name(fid))]
