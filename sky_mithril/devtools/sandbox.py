@@ -35,8 +35,10 @@ ENV_ACCELERATORS_CSV = 'SKY_MITHRIL_ACCELERATORS_CSV'
 _VERSION_CACHE_STAMP = 4102444800.0
 
 
-# The memory SkyPilot sizes the sandbox's API server for (its own knob for
-# servers not in a container): enough that it warns of nothing.
+# The memory SkyPilot sizes the sandbox's API server's pools for (its own knob
+# for servers not in a container). Sized for this 23 GB machine, a
+# consolidation-mode server keeps 11 idle jobs controllers polling (16 CPU-s a
+# minute); at 8 GB one (4 CPU-s), room for 6 services, and no low-memory warning.
 _SERVER_MEMORY_GB = '8'
 
 # Ports handed out below the kernel's ephemeral range (its default low end).
@@ -192,10 +194,6 @@ class SkySandbox:
             'PYTHONPATH': os.pathsep.join(python_path),
             'SKYPILOT_API_SERVER_LOCAL_PORT': str(self.api_port),
             'SKYPILOT_DISABLE_USAGE_COLLECTION': '1',
-            # SkyPilot sizes its pools by the machine's memory: on 23 GB a
-            # consolidation-mode API server keeps 11 idle jobs controllers
-            # polling (16 CPU-s a minute, a quarter of a core); a small
-            # server's size gives one (4 CPU-s), room for 6 services.
             'SKYPILOT_POD_MEMORY_GB_LIMIT': _SERVER_MEMORY_GB,
             'PATH': f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}',
         })
